@@ -1,0 +1,61 @@
+/**
+ * One table of error factories for the whole runtime (piscina's habit). Every error shoal raises is a
+ * `ShoalError` with a stable `code`, a message that names the problem and where, and an optional `cause`.
+ *
+ * Recoverable conditions (a timeout, a peer that went away) and broken invariants (a shape mismatch across
+ * ranks, a bad frame) are different codes so callers can tell them apart.
+ */
+export type ShoalErrorCode =
+  | 'ERR_TIMEOUT'
+  | 'ERR_ABORTED'
+  | 'ERR_PEER_CLOSED'
+  | 'ERR_CLOSED'
+  | 'ERR_TRANSPORT'
+  | 'ERR_BAD_FRAME'
+  | 'ERR_MISMATCH'
+  | 'ERR_INVALID_ARG'
+  | 'ERR_CONFIG'
+  | 'ERR_NAN'
+  | 'ERR_DATA'
+  | 'ERR_REMOTE'
+  | 'ERR_STATE';
+
+export class ShoalError extends Error {
+  readonly code: ShoalErrorCode;
+  /** Extra structured context (rank, peer, url, file, column...). */
+  readonly details: Readonly<Record<string, unknown>>;
+  constructor(code: ShoalErrorCode, message: string, details: Record<string, unknown> = {}, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'ShoalError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isShoalError(e: unknown, code?: ShoalErrorCode): e is ShoalError {
+  return e instanceof ShoalError && (code === undefined || e.code === code);
+}
+
+export const Errors = {
+  timeout: (what: string, ms: number, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_TIMEOUT', `${what} timed out after ${ms} ms`, { ...details, timeoutMs: ms }),
+  aborted: (what: string, reason?: unknown) =>
+    new ShoalError('ERR_ABORTED', `${what} was aborted${reason instanceof Error ? `: ${reason.message}` : ''}`, {}, reason),
+  peerClosed: (where: string, detail?: string, cause?: unknown) =>
+    new ShoalError('ERR_PEER_CLOSED', `peer closed the connection (${where})${detail ? `: ${detail}` : ''}`, { where }, cause),
+  closed: (what: string) => new ShoalError('ERR_CLOSED', `${what} is closed`),
+  transport: (where: string, detail: string, cause?: unknown) =>
+    new ShoalError('ERR_TRANSPORT', `transport error (${where}): ${detail}`, { where }, cause),
+  badFrame: (where: string, detail: string) => new ShoalError('ERR_BAD_FRAME', `bad frame (${where}): ${detail}`, { where }),
+  mismatch: (what: string, detail: string, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_MISMATCH', `${what} mismatch across ranks: ${detail}`, details),
+  invalidArg: (name: string, detail: string) => new RangeError(`${name} ${detail}`),
+  config: (key: string, detail: string) => new ShoalError('ERR_CONFIG', `bad config ${key}: ${detail}`, { key }),
+  nan: (what: string, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_NAN', `non-finite values (NaN or Inf) in ${what}`, details),
+  data: (where: string, detail: string, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_DATA', `${where}: ${detail}`, { ...details, where }),
+  remote: (who: string, message: string, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_REMOTE', `${who} failed: ${message}`, details),
+  state: (detail: string) => new ShoalError('ERR_STATE', detail),
+} as const;

@@ -1,0 +1,6 @@
+export * from './errors.js';
+export * from './util.js';
+export * from './transport/transport.js';
+export * from './transport/memory.js';
+export * from './store/store.js';
+export * from './store/memory.js';

@@ -1,0 +1,126 @@
+import { Errors } from '../errors.js';
+import { deferred, withDeadline, type Deferred } from '../util.js';
+import type { Connection, IoOptions, Listener, Transport } from './transport.js';
+
+/**
+ * An in-process transport for fast tests (connect-es's `createRouterTransport`, gloo's in-memory store):
+ * N ranks run as async tasks in one process. A `MemoryNetwork` is an ordinary object, not a singleton:
+ * create one per test and pass it down.
+ */
+export class MemoryNetwork {
+  private readonly listeners = new Map<string, MemoryListener>();
+  private seq = 0;
+  transport(): Transport {
+    return new MemoryTransport(this);
+  }
+  /** @internal */ bind(url: string, l: MemoryListener): string {
+    let u = url;
+    if (u === 'mem://' || u.endsWith(':0') || u === 'mem://auto') u = `mem://auto-${++this.seq}`;
+    if (this.listeners.has(u)) throw Errors.transport(u, 'address already in use');
+    this.listeners.set(u, l);
+    return u;
+  }
+  /** @internal */ unbind(url: string): void {
+    this.listeners.delete(url);
+  }
+  /** @internal */ lookup(url: string): MemoryListener | undefined {
+    return this.listeners.get(url);
+  }
+}
+
+class MemoryTransport implements Transport {
+  readonly name = 'memory';
+  readonly schemes = ['mem'] as const;
+  constructor(private readonly net: MemoryNetwork) {}
+  async listen(url: string): Promise<Listener> {
+    const l = new MemoryListener(this.net);
+    l.url = this.net.bind(url, l);
+    return l;
+  }
+  async dial(url: string, opts?: IoOptions): Promise<Connection> {
+    const start = Date.now();
+    const timeout = opts?.timeoutMs ?? 30_000;
+    for (;;) {
+      const l = this.net.lookup(url);
+      if (l && !l.taken) return l.connect();
+      if (opts?.signal?.aborted) throw Errors.aborted(`dial ${url}`, opts.signal.reason);
+      if (Date.now() - start > timeout) throw Errors.timeout(`dial ${url}`, timeout);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+}
+
+class MemoryListener implements Listener {
+  url = '';
+  taken = false;
+  private readonly pending: Deferred<Connection> = deferred();
+  private closedFlag = false;
+  constructor(private readonly net: MemoryNetwork) {}
+  connect(): Connection {
+    this.taken = true;
+    const a = new MemoryConnection(`listener ${this.url}`);
+    const b = new MemoryConnection(`dialer of ${this.url}`);
+    a.peer = b;
+    b.peer = a;
+    this.pending.resolve(a);
+    this.net.unbind(this.url);
+    return b;
+  }
+  accept(opts?: IoOptions): Promise<Connection> {
+    if (this.closedFlag) return Promise.reject(Errors.closed(`listener ${this.url}`));
+    return withDeadline(`accept on ${this.url}`, this.pending.promise, opts);
+  }
+  async close(): Promise<void> {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    this.net.unbind(this.url);
+    this.pending.reject(Errors.closed(`listener ${this.url}`));
+    this.pending.promise.catch(() => {});
+  }
+}
+
+class MemoryConnection implements Connection {
+  readonly transport = 'memory';
+  peer!: MemoryConnection;
+  private readonly inbox: Uint8Array[] = [];
+  private readonly waiters: Deferred<Uint8Array>[] = [];
+  private closedSelf = false;
+  private peerGone = false;
+  constructor(readonly remote: string) {}
+  get closed() {
+    return this.closedSelf;
+  }
+  deliver(msg: Uint8Array) {
+    const w = this.waiters.shift();
+    if (w) w.resolve(msg);
+    else this.inbox.push(msg);
+  }
+  peerClosed() {
+    this.peerGone = true;
+    for (const w of this.waiters.splice(0)) w.reject(Errors.peerClosed(this.remote));
+  }
+  async send(data: Uint8Array, opts?: IoOptions): Promise<void> {
+    if (opts?.signal?.aborted) throw Errors.aborted('send', opts.signal.reason);
+    if (this.closedSelf) throw Errors.closed(`connection to ${this.remote}`);
+    if (this.peerGone) throw Errors.peerClosed(this.remote);
+    this.peer.deliver(data.slice());
+  }
+  recv(opts?: IoOptions): Promise<Uint8Array> {
+    if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    if (this.peerGone) return Promise.reject(Errors.peerClosed(this.remote));
+    const d = deferred<Uint8Array>();
+    this.waiters.push(d);
+    return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
+      const i = this.waiters.indexOf(d);
+      if (i >= 0) this.waiters.splice(i, 1);
+    });
+  }
+  async close(): Promise<void> {
+    if (this.closedSelf) return;
+    this.closedSelf = true;
+    for (const w of this.waiters.splice(0)) w.reject(Errors.closed(`connection to ${this.remote}`));
+    this.peer.peerClosed();
+  }
+}

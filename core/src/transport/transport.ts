@@ -1,0 +1,57 @@
+/**
+ * The transport contract every implementation (memory, net, nng, shm) passes, checked by the conformance suite
+ * in `conformance.ts`.
+ *
+ * Model: point-to-point **pairs** of whole messages (like an nng PAIR1 socket or a gloo pair). `listen(url)`
+ * returns a Listener whose `accept()` yields exactly one Connection; `dial(url)` yields the other end. Process
+ * groups create one pair per peer they talk to.
+ *
+ * Guarantees of a Connection:
+ * - messages arrive whole and in the order sent; message boundaries are kept (0-byte messages included);
+ * - `send` resolves once the transport no longer needs `data`: the caller may then reuse the buffer;
+ * - several `send`s and several `recv`s may be outstanding; receives complete in order;
+ * - when the peer closes or dies, every pending and future `recv` rejects with ERR_PEER_CLOSED, never hangs;
+ * - every wait takes `timeoutMs` (ERR_TIMEOUT) and `signal` (ERR_ABORTED); a timed-out recv consumes nothing.
+ */
+export interface IoOptions {
+  /** Give up after this many milliseconds (ERR_TIMEOUT). Undefined: the transport's default. */
+  timeoutMs?: number;
+  /** Abort the wait (ERR_ABORTED). */
+  signal?: AbortSignal;
+}
+
+export interface Connection {
+  /** Transport name ('memory', 'net', 'nng', 'shm'). */
+  readonly transport: string;
+  /** Human-readable description of the other end, for error messages. */
+  readonly remote: string;
+  readonly closed: boolean;
+  /** Send one whole message. Resolves when `data` may be reused. */
+  send(data: Uint8Array, opts?: IoOptions): Promise<void>;
+  /** Receive the next whole message. The returned bytes belong to the caller. */
+  recv(opts?: IoOptions): Promise<Uint8Array>;
+  /** Close this end. Pending operations reject with ERR_CLOSED; the peer sees ERR_PEER_CLOSED. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface Listener {
+  /** The bound URL (with the real port when `:0` was asked for); what a peer dials. */
+  readonly url: string;
+  /** Wait for the one peer of this pair. */
+  accept(opts?: IoOptions): Promise<Connection>;
+  close(): Promise<void>;
+}
+
+export interface Transport {
+  readonly name: string;
+  /** Schemes this transport understands, e.g. ['tcp', 'ipc']. */
+  readonly schemes: readonly string[];
+  listen(url: string, opts?: IoOptions): Promise<Listener>;
+  /** Dial a listener; retries until it is up or the timeout passes. */
+  dial(url: string, opts?: IoOptions): Promise<Connection>;
+  /** Release transport-wide resources (threads, shared mappings). */
+  close?(): Promise<void>;
+}
+
+/** Default timeout for every network wait when the caller gives none. */
+export const DEFAULT_TIMEOUT_MS = 30_000;

@@ -1,0 +1,77 @@
+import { Errors } from './errors.js';
+import { DEFAULT_TIMEOUT_MS, type IoOptions } from './transport/transport.js';
+
+/**
+ * Race `p` against a timeout and an AbortSignal. `onCancel` runs if the wait is given up, so the caller can
+ * withdraw whatever it queued (a pending recv, an aio).
+ */
+export function withDeadline<T>(
+  what: string,
+  p: Promise<T>,
+  opts: IoOptions | undefined,
+  onCancel?: (err: Error) => void,
+): Promise<T> {
+  const ms = opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const signal = opts?.signal;
+  if (signal?.aborted) {
+    const err = Errors.aborted(what, signal.reason);
+    onCancel?.(err);
+    return Promise.reject(err);
+  }
+  if (!Number.isFinite(ms) && !signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const finish = () => {
+      done = true;
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onAbort = () => {
+      if (done) return;
+      finish();
+      const err = Errors.aborted(what, signal?.reason);
+      onCancel?.(err);
+      reject(err);
+    };
+    const timer = Number.isFinite(ms)
+      ? setTimeout(() => {
+          if (done) return;
+          finish();
+          const err = Errors.timeout(what, ms);
+          onCancel?.(err);
+          reject(err);
+        }, ms)
+      : undefined;
+    signal?.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        if (done) return;
+        finish();
+        resolve(v);
+      },
+      (e) => {
+        if (done) return;
+        finish();
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A promise with its resolvers exposed. */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+}
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
