@@ -4,3 +4,4 @@ export * from './transport/transport.js';
 export * from './transport/memory.js';
 export * from './store/store.js';
 export * from './store/memory.js';
+export * from './config.js';

@@ -1,0 +1,50 @@
+/**
+ * The one interface both gradient-sync engines (ring, ps, and the hybrid of the two) implement, so a single
+ * compliance suite (`compliance.ts`) and the wrappers run against any of them.
+ *
+ * Contract (all ranks): calls are collective and made in the same order with the same names, shapes and dtypes
+ * on every rank; a mismatch raises ERR_MISMATCH on every rank (never a hang); a dead peer raises within the
+ * configured timeout; non-finite gradients raise ERR_NAN naming the tensor (unless `allowNonFinite`).
+ */
+export interface DenseTensor {
+  /** Stable name, identical on every rank (e.g. the tfjs variable name). */
+  readonly name: string;
+  readonly shape: readonly number[];
+  /** Row-major values; the engine writes results into this array in place. */
+  readonly data: Float32Array;
+}
+
+/** A row-sparse gradient of an embedding table `[numRows, rowSize]`: only the touched rows. */
+export interface RowSparseTensor {
+  readonly name: string;
+  readonly numRows: number;
+  readonly rowSize: number;
+  /** Row ids touched by this batch (may repeat; the engine merges duplicates by summing). */
+  readonly rowIds: Int32Array;
+  /** `rowIds.length * rowSize` values. */
+  readonly rows: Float32Array;
+}
+
+export interface GradientSync {
+  readonly kind: 'ring' | 'ps' | 'hybrid';
+  readonly rank: number;
+  readonly size: number;
+  /**
+   * Make every rank hold rank 0's initial values of `params` (written in place). For the ps backend this is
+   * KVStore `init`: the servers store the values and every worker pulls them.
+   */
+  broadcastParameters(params: readonly DenseTensor[]): Promise<void>;
+  /** Replace each gradient by its mean over all ranks, in place. */
+  allreduceMean(grads: readonly DenseTensor[]): Promise<void>;
+  /**
+   * Mean of row-sparse gradients over all ranks, returned as merged unique rows (sorted row ids). Only the
+   * rows some rank touched cross the wire.
+   */
+  sparseAllreduceMean?(grad: RowSparseTensor): Promise<RowSparseTensor>;
+  /** Average scalar metrics (loss, accuracy) across ranks. */
+  allreduceScalars(values: Float64Array): Promise<Float64Array>;
+  barrier(): Promise<void>;
+  /** Bytes this rank sent and received so far, for reports. */
+  stats(): { bytesSent: number; bytesReceived: number; ops: number };
+  close(): Promise<void>;
+}
