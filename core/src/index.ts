@@ -5,3 +5,4 @@ export * from './transport/memory.js';
 export * from './store/store.js';
 export * from './store/memory.js';
 export * from './config.js';
+export * from './transport/shm.js';
