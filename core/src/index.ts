@@ -6,3 +6,7 @@ export * from './store/store.js';
 export * from './store/memory.js';
 export * from './config.js';
 export * from './transport/shm.js';
+export * from './group/process-group.js';
+export * from './group/connect-group.js';
+export * from './kernels/reduce-kernels.js';
+export * from './kernels/js-kernels.js';

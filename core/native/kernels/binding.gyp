@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "shoal_kernels",
+      "sources": ["src/kernels.c"],
+      "cflags": ["-O3", "-std=c11", "-fno-strict-aliasing"],
+      "cflags!": ["-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

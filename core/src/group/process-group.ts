@@ -1,0 +1,284 @@
+import { Errors, ShoalError, isShoalError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { asText } from '../store/store.js';
+import { DEFAULT_TIMEOUT_MS, type Connection, type Transport } from '../transport/transport.js';
+
+/**
+ * A process group (gloo's `Context`): this rank's view of a job of `size` ranks. It owns one `Connection` per
+ * peer it talks to and stamps every message with a header so that messages of different collectives can never
+ * be confused. Collectives (backends/src/ring/*) only see this class; they never touch a transport directly.
+ *
+ * Pairing: for ranks i < j, rank i listens on `listenUrl` and publishes the bound URL in the store under
+ * `pair/<i>-<j>`; rank j reads it and dials. Pairs are created lazily on first use (`peer(r)`), or eagerly for
+ * the ring neighbours with `connectRing()`; both ends of a pair must ask for it within the timeout.
+ *
+ * Message header (16 bytes, little endian), then the payload:
+ *   u32 magic 0x53485231 ('SHR1') | u16 tag (collective kind) | u16 step | u32 seq (op sequence) | u32 aux
+ * `seq` is a per-group counter every rank advances once per collective (collectives are called in the same order
+ * on every rank, the same contract as gloo/MPI); `step` is the algorithm step; `aux` carries a collective's
+ * extra check (a segment index, a payload length, a signature). A header that differs from what the receiver
+ * expects is ERR_MISMATCH naming both sides, never silently mixed data.
+ *
+ * Failure: any transport error (timeout, dead peer) or mismatch inside a collective *breaks* the group: every
+ * connection is closed at once so neighbours fail fast with ERR_PEER_CLOSED instead of waiting for their own
+ * timeout, and later calls raise ERR_STATE. Errors agreed by all ranks (see `fusion.ts`, NaN checks) do not
+ * break the group.
+ *
+ * Concurrency: one collective at a time per group; `run()` serialises callers. Several groups may coexist in
+ * one process (no module state).
+ */
+export interface ProcessGroupOptions {
+  rank: number;
+  size: number;
+  /** Rendezvous store, already namespaced for this group (e.g. `store.prefixed('ring')`). */
+  store: Store;
+  transport: Transport;
+  /** URL this rank listens on for the pairs where it is the lower rank, e.g. 'mem://' or 'tcp://127.0.0.1:0'. */
+  listenUrl: string;
+  /** Timeout of every network wait of a collective (ms). Default 30 000. */
+  timeoutMs?: number;
+}
+
+export const HEADER_BYTES = 16;
+const MAGIC = 0x53485231;
+
+/** Collective kinds carried in the header `tag`. */
+export const Tags = {
+  allreduce: 1,
+  broadcast: 2,
+  allgather: 3,
+  barrier: 4,
+  control: 5,
+  allgatherBytes: 6,
+} as const;
+const TAG_NAMES = Object.fromEntries(Object.entries(Tags).map(([k, v]) => [v, k])) as Record<number, string>;
+
+export interface Header {
+  tag: number;
+  step: number;
+  seq: number;
+  aux: number;
+}
+
+export interface GroupStats {
+  bytesSent: number;
+  bytesReceived: number;
+  messagesSent: number;
+  messagesReceived: number;
+  ops: number;
+}
+
+export class ProcessGroup {
+  readonly rank: number;
+  readonly size: number;
+  readonly timeoutMs: number;
+  private readonly store: Store;
+  private readonly transport: Transport;
+  private readonly listenUrl: string;
+  private readonly peers = new Map<number, Promise<Connection>>();
+  private readonly opened: Connection[] = [];
+  private seqCounter = 0;
+  private broken: Error | undefined;
+  private closedFlag = false;
+  private tail: Promise<unknown> = Promise.resolve();
+  private readonly st: GroupStats = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, ops: 0 };
+
+  constructor(opts: ProcessGroupOptions) {
+    if (!Number.isInteger(opts.size) || opts.size < 1) throw Errors.invalidArg('options.size', `must be a positive integer, got ${opts.size}`);
+    if (!Number.isInteger(opts.rank) || opts.rank < 0 || opts.rank >= opts.size)
+      throw Errors.invalidArg('options.rank', `must be an integer in [0, ${opts.size}), got ${opts.rank}`);
+    const t = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!(t > 0)) throw Errors.invalidArg('options.timeoutMs', `must be > 0, got ${t}`);
+    this.rank = opts.rank;
+    this.size = opts.size;
+    this.timeoutMs = t;
+    this.store = opts.store;
+    this.transport = opts.transport;
+    this.listenUrl = opts.listenUrl;
+  }
+
+  get next(): number {
+    return (this.rank + 1) % this.size;
+  }
+  get prev(): number {
+    return (this.rank + this.size - 1) % this.size;
+  }
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  /** Eagerly connect to both ring neighbours. Resolves when both pairs are up. */
+  async connectRing(): Promise<void> {
+    if (this.size === 1) return;
+    await Promise.all([this.peer(this.next), this.peer(this.prev)]);
+  }
+
+  /** The connection to `r` (created on first use). Rejects with ERR_TIMEOUT if `r` does not show up. */
+  peer(r: number): Promise<Connection> {
+    this.checkUsable();
+    if (r === this.rank || r < 0 || r >= this.size) throw Errors.invalidArg('peer rank', `must be another rank in [0, ${this.size}), got ${r}`);
+    let p = this.peers.get(r);
+    if (!p) {
+      p = this.openPair(r);
+      p.catch(() => {});
+      this.peers.set(r, p);
+    }
+    return p;
+  }
+
+  private async openPair(r: number): Promise<Connection> {
+    const lo = Math.min(this.rank, r);
+    const hi = Math.max(this.rank, r);
+    const key = `pair/${lo}-${hi}`;
+    const opts = { timeoutMs: this.timeoutMs };
+    let conn: Connection;
+    if (this.rank === lo) {
+      const l = await this.transport.listen(this.listenUrl, opts);
+      try {
+        await this.store.set(key, l.url);
+        conn = await l.accept(opts);
+      } finally {
+        await l.close().catch(() => {});
+      }
+    } else {
+      const url = asText(await this.store.get(key, this.timeoutMs));
+      conn = await this.transport.dial(url, opts);
+    }
+    if (this.closedFlag) {
+      await conn.close();
+      throw Errors.closed(`process group (rank ${this.rank})`);
+    }
+    this.opened.push(conn);
+    return conn;
+  }
+
+  /**
+   * Run one collective exclusively: assigns it the next op sequence number. If `fn` throws a transport error
+   * or a protocol mismatch, the group is broken (see class doc) and the error is rethrown with rank context.
+   */
+  run<T>(what: string, fn: (seq: number) => Promise<T>): Promise<T> {
+    const go = async (): Promise<T> => {
+      this.checkUsable(what);
+      const seq = ++this.seqCounter >>> 0;
+      this.st.ops++;
+      try {
+        return await fn(seq);
+      } catch (e) {
+        if (isShoalError(e) && BREAKING.has(e.code)) await this.abort(e);
+        throw e;
+      }
+    };
+    const p = this.tail.then(go, go);
+    this.tail = p.catch(() => {});
+    return p;
+  }
+
+  /**
+   * Send one message `header + payload` to `r`. The payload bytes are copied into the message, so the caller
+   * may reuse `payload` as soon as this returns (before the promise settles).
+   */
+  send(r: number, h: Header, payload: Uint8Array | undefined): Promise<void> {
+    const n = payload ? payload.byteLength : 0;
+    const msg = this.message(h, n);
+    if (payload && n) msg.set(payload, HEADER_BYTES);
+    return this.sendMessage(r, msg);
+  }
+
+  /**
+   * Allocate a message with the header filled in and `payloadBytes` of room after it (at byte offset
+   * HEADER_BYTES, 8-byte aligned), for collectives that write their payload in place (e.g. fp16 conversion).
+   * Hand it to `sendMessage`; the group owns it afterwards.
+   */
+  message(h: Header, payloadBytes: number): Uint8Array {
+    const msg = new Uint8Array(new ArrayBuffer(HEADER_BYTES + payloadBytes));
+    const dv = new DataView(msg.buffer);
+    dv.setUint32(0, MAGIC, true);
+    dv.setUint16(4, h.tag, true);
+    dv.setUint16(6, h.step & 0xffff, true);
+    dv.setUint32(8, h.seq >>> 0, true);
+    dv.setUint32(12, h.aux >>> 0, true);
+    return msg;
+  }
+
+  async sendMessage(r: number, msg: Uint8Array): Promise<void> {
+    const c = await this.peer(r);
+    try {
+      await c.send(msg, { timeoutMs: this.timeoutMs });
+    } catch (e) {
+      throw this.annotate(e, `send to rank ${r}`);
+    }
+    this.st.bytesSent += msg.byteLength;
+    this.st.messagesSent++;
+  }
+
+  /**
+   * Receive the next message from `r` and check its header against `expect` (fields left undefined are not
+   * checked). Returns the payload as a view into the received message (owned by the caller), 8-byte aligned
+   * when the transport's buffer is.
+   */
+  async recv(r: number, expect: Header): Promise<{ payload: Uint8Array; header: Header }> {
+    const c = await this.peer(r);
+    let msg: Uint8Array;
+    try {
+      msg = await c.recv({ timeoutMs: this.timeoutMs });
+    } catch (e) {
+      throw this.annotate(e, `recv from rank ${r}`);
+    }
+    this.st.bytesReceived += msg.byteLength;
+    this.st.messagesReceived++;
+    if (msg.byteLength < HEADER_BYTES) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, `message of ${msg.byteLength} bytes is shorter than the header`);
+    const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
+    if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'bad magic (not a shoal process-group message)');
+    const got: Header = { tag: dv.getUint16(4, true), step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
+    if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
+      throw Errors.mismatch(
+        'collective',
+        `rank ${this.rank} expected ${fmt(expect)} from rank ${r} but received ${fmt(got)}; ranks called collectives in a different order or with different sizes`,
+        { rank: this.rank, peer: r, expected: expect, received: got },
+      );
+    }
+    return { payload: msg.subarray(HEADER_BYTES), header: got };
+  }
+
+  stats(): GroupStats {
+    return { ...this.st };
+  }
+
+  /** Break the group after a failed collective: close every connection so peers fail fast. */
+  async abort(reason: Error): Promise<void> {
+    if (!this.broken) this.broken = reason;
+    await this.closeConnections();
+  }
+
+  /** Close every connection. Idempotent. Pending collectives fail with ERR_CLOSED. */
+  async close(): Promise<void> {
+    if (this.closedFlag) return;
+    this.closedFlag = true;
+    await this.closeConnections();
+  }
+
+  private async closeConnections(): Promise<void> {
+    const all = this.opened.splice(0);
+    await Promise.all(all.map((c) => c.close().catch(() => {})));
+  }
+
+  private checkUsable(what = 'collective'): void {
+    if (this.closedFlag) throw Errors.closed(`process group (rank ${this.rank}, ${what})`);
+    if (this.broken)
+      throw new ShoalError('ERR_STATE', `${what}: process group (rank ${this.rank}) is broken by an earlier failure: ${this.broken.message}`, { rank: this.rank }, this.broken);
+  }
+
+  private annotate(e: unknown, where: string): unknown {
+    if (e instanceof ShoalError) {
+      return new ShoalError(e.code, `rank ${this.rank}: ${where}: ${e.message}`, { ...e.details, rank: this.rank }, e);
+    }
+    return e;
+  }
+}
+
+/** Error codes that leave the pairs in an unknown state: the group cannot be used afterwards. */
+const BREAKING = new Set(['ERR_TIMEOUT', 'ERR_PEER_CLOSED', 'ERR_TRANSPORT', 'ERR_BAD_FRAME', 'ERR_MISMATCH', 'ERR_ABORTED', 'ERR_CLOSED']);
+
+function fmt(h: Header): string {
+  return `{${TAG_NAMES[h.tag] ?? `tag ${h.tag}`} op #${h.seq} step ${h.step} aux ${h.aux}}`;
+}
