@@ -10,3 +10,4 @@ export * from './group/process-group.js';
 export * from './group/connect-group.js';
 export * from './kernels/reduce-kernels.js';
 export * from './kernels/js-kernels.js';
+export * from './transport/net.js';

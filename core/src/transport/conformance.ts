@@ -96,6 +96,15 @@ export async function expectCode(p: Promise<unknown>, code: ShoalErrorCode, what
   throw new Error('unreachable');
 }
 
+/**
+ * Mark `p` as handled now (so a rejection that happens while the test awaits something else is not reported as
+ * unhandled) and return it unchanged for a later `await`.
+ */
+export function later<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
 /** Fail (instead of hanging) if `fn` takes longer than `ms`. */
 export function guard(what: string, ms: number, fn: () => Promise<void>): () => Promise<void> {
   return async () => {
@@ -187,8 +196,8 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
       try {
         const N = 500;
         const msg = (i: number, seed: number) => patternBytes((i * 37) % 3000, i + seed);
-        const sendsA = Array.from({ length: N }, (_, i) => p.a.send(msg(i, 0)));
-        const sendsB = Array.from({ length: N }, (_, i) => p.b.send(msg(i, 1000)));
+        const sendsA = Array.from({ length: N }, (_, i) => later(p.a.send(msg(i, 0))));
+        const sendsB = Array.from({ length: N }, (_, i) => later(p.b.send(msg(i, 1000))));
         const recvB = (async () => {
           for (let i = 0; i < N; i++) assertBytes(await p.b.recv(), msg(i, 0), `a->b message ${i}`);
         })();
@@ -206,7 +215,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
     await guard('outstanding recvs', 20_000, async () => {
       const p = await openPair(envOf(ctx));
       try {
-        const recvs = Array.from({ length: 10 }, () => p.b.recv({ timeoutMs: 10_000 }));
+        const recvs = Array.from({ length: 10 }, () => later(p.b.recv({ timeoutMs: 10_000 })));
         for (let i = 0; i < 10; i++) await p.a.send(text(`m${i}`));
         const got = (await Promise.all(recvs)).map(untext);
         assert.equal(got, Array.from({ length: 10 }, (_, i) => `m${i}`));
@@ -225,7 +234,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
           const got: Promise<Uint8Array>[] = [];
           for (let i = 0; i < 20; i++) {
             buf.set(patternBytes(n, i));
-            got.push(p.b.recv());
+            got.push(later(p.b.recv()));
             await p.a.send(buf);
             buf.fill(0xee); // the transport said it no longer needs buf
           }
@@ -252,7 +261,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
         await p.a.send(text('after-timeout'));
         assert.is(untext(await p.b.recv({ timeoutMs: 5_000 })), 'after-timeout');
         // A timed-out recv queued behind a live one must not steal the next message either.
-        const first = p.b.recv({ timeoutMs: 5_000 });
+        const first = later(p.b.recv({ timeoutMs: 5_000 }));
         await expectCode(p.b.recv({ timeoutMs: 50 }), 'ERR_TIMEOUT', 'second queued recv');
         await p.a.send(text('one'));
         await p.a.send(text('two'));
@@ -269,7 +278,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
       const p = await openPair(envOf(ctx));
       try {
         const ac = new AbortController();
-        const pending = p.b.recv({ signal: ac.signal, timeoutMs: 10_000 });
+        const pending = later(p.b.recv({ signal: ac.signal, timeoutMs: 10_000 }));
         setTimeout(() => ac.abort(new Error('test abort')), 20);
         await expectCode(pending, 'ERR_ABORTED', 'recv aborted while pending');
         await expectCode(p.b.recv({ signal: ac.signal }), 'ERR_ABORTED', 'recv with an already-aborted signal');
@@ -286,8 +295,8 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
     await guard('peer close', 20_000, async () => {
       const p = await openPair(envOf(ctx));
       try {
-        const r1 = p.b.recv({ timeoutMs: 10_000 });
-        const r2 = p.b.recv({ timeoutMs: 10_000 });
+        const r1 = later(p.b.recv({ timeoutMs: 10_000 }));
+        const r2 = later(p.b.recv({ timeoutMs: 10_000 }));
         await p.a.close();
         await expectCode(r1, 'ERR_PEER_CLOSED', 'first pending recv');
         await expectCode(r2, 'ERR_PEER_CLOSED', 'second pending recv');
@@ -303,7 +312,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
     await guard('own close', 20_000, async () => {
       const p = await openPair(envOf(ctx));
       try {
-        const r = p.a.recv({ timeoutMs: 10_000 });
+        const r = later(p.a.recv({ timeoutMs: 10_000 }));
         await p.a.close();
         await expectCode(r, 'ERR_CLOSED', 'pending recv on the closed end');
         assert.ok(p.a.closed);
@@ -338,7 +347,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
       const l = await env.transport.listen(env.listenUrl());
       try {
         await expectCode(l.accept({ timeoutMs: 50 }), 'ERR_TIMEOUT', 'accept with no dialer');
-        const pending = l.accept({ timeoutMs: 10_000 });
+        const pending = later(l.accept({ timeoutMs: 10_000 }));
         await l.close();
         await expectCode(pending, 'ERR_CLOSED', 'accept pending while the listener closes');
       } finally {
@@ -363,7 +372,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
       await expectCode(env.transport.dial(url, { timeoutMs: 10_000, signal: ac.signal }), 'ERR_ABORTED', 'aborted dial');
 
       // Dial first, listen 200 ms later on the same address.
-      const dialing = env.transport.dial(url, { timeoutMs: 10_000 });
+      const dialing = later(env.transport.dial(url, { timeoutMs: 10_000 }));
       await new Promise((r) => setTimeout(r, 200));
       const l = await env.transport.listen(url);
       try {
@@ -386,8 +395,8 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
         for (const delayMs of [0, 5]) {
           const p = await openPair(env);
           try {
-            const sending = p.a.send(big, { timeoutMs: 15_000 });
-            const receiving = p.b.recv({ timeoutMs: 15_000 });
+            const sending = later(p.a.send(big, { timeoutMs: 15_000 }));
+            const receiving = later(p.b.recv({ timeoutMs: 15_000 }));
             if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
             else await Promise.resolve();
             await (closer === 'sender' ? p.a : p.b).close();

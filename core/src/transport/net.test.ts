@@ -1,0 +1,176 @@
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { assertBytes, expectCode, guard, openPair, patternBytes, transportConformance, type ConformanceEnv } from './conformance.js';
+import { NetTransport, parseNetUrl } from './net.js';
+
+const peer = { module: new URL('./net.js', import.meta.url).href, factory: 'createNetTransport' };
+const dir = mkdtempSync(join(tmpdir(), 'shoal-net-'));
+let seq = 0;
+
+transportConformance('net tcp', async () => ({ transport: new NetTransport(), listenUrl: () => 'tcp://127.0.0.1:0', peer })).run();
+transportConformance('net ipc', async () => ({
+  transport: new NetTransport(),
+  listenUrl: () => `ipc://${join(dir, `c${++seq}.sock`)}`,
+  peer,
+})).run();
+
+const s = suite('net transport specifics');
+const env = (): ConformanceEnv => ({ transport: new NetTransport(), listenUrl: () => 'tcp://127.0.0.1:0' });
+const HANDSHAKE = Buffer.concat([Buffer.from('SHOALNET', 'latin1'), Buffer.from([1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f])]);
+
+/** A raw socket that completes the handshake with `l` and then writes `bytes`. */
+async function rawPeer(url: string, bytes: Buffer): Promise<net.Socket> {
+  const { port } = parseNetUrl(url) as { port: number };
+  const sock = net.connect({ host: '127.0.0.1', port });
+  sock.on('error', () => {});
+  await new Promise((r) => sock.once('connect', r));
+  sock.write(HANDSHAKE);
+  sock.write(bytes);
+  return sock;
+}
+
+s('parses URLs and rejects bad ones with a message naming the URL', () => {
+  assert.equal(parseNetUrl('tcp://127.0.0.1:0'), { scheme: 'tcp', host: '127.0.0.1', port: 0 });
+  assert.equal(parseNetUrl('tcp://[::1]:5000'), { scheme: 'tcp', host: '::1', port: 5000 });
+  assert.equal(parseNetUrl('ipc:///tmp/a.sock'), { scheme: 'ipc', path: '/tmp/a.sock' });
+  assert.throws(() => parseNetUrl('udp://x:1'), /udp:\/\/x:1/);
+  assert.throws(() => parseNetUrl('tcp://host'), /tcp:\/\/host/);
+  assert.throws(() => parseNetUrl('tcp://h:70000'), /70000/);
+});
+
+s('port 0 resolves to the real port in listener.url', async () => {
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const port = (parseNetUrl(l.url) as { port: number }).port;
+  assert.ok(port > 0, l.url);
+  await l.close();
+});
+
+s('a garbage frame header fails the connection with ERR_BAD_FRAME (no crash), on pending and later recvs', guard('garbage header', 10_000, async () => {
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const sock = await rawPeer(l.url, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+  const a = await l.accept({ timeoutMs: 5_000 });
+  const e = await expectCode(a.recv({ timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'recv of a garbage frame');
+  assert.match(e.message, /magic/);
+  await expectCode(a.recv({ timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'later recv');
+  sock.destroy();
+  await a.close();
+  await l.close();
+}));
+
+s('an oversized frame length fails with ERR_BAD_FRAME naming the limit', guard('oversized', 10_000, async () => {
+  const t = new NetTransport({ maxMessageBytes: 1024 });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32LE(0x464c4853, 0);
+  hdr.writeUInt32LE(0xffffffff, 4);
+  const sock = await rawPeer(l.url, hdr);
+  const a = await l.accept({ timeoutMs: 5_000 });
+  const e = await expectCode(a.recv({ timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'recv of an oversized frame');
+  assert.match(e.message, /4294967295 bytes, above maxMessageBytes 1024/);
+  sock.destroy();
+  await a.close();
+  await l.close();
+}));
+
+s('a stray connection with a bad handshake does not take the listener slot', guard('bad handshake', 10_000, async () => {
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const { port } = parseNetUrl(l.url) as { port: number };
+  const stray = net.connect({ host: '127.0.0.1', port });
+  stray.on('error', () => {});
+  await new Promise((r) => stray.once('connect', r));
+  stray.write('SSH-2.0-OpenSSH_9.2\r\n');
+  await new Promise((r) => stray.once('close', r)); // the listener drops it
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  await b.send(new Uint8Array([42]));
+  assert.equal([...(await a.recv({ timeoutMs: 5_000 }))], [42]);
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('a send above the peer\'s maxMessageBytes is refused on the sender with a RangeError', guard('peer max', 10_000, async () => {
+  const small = new NetTransport({ maxMessageBytes: 100 });
+  const big = new NetTransport();
+  const l = await small.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), big.dial(l.url, { timeoutMs: 5_000 })]);
+  try {
+    await b.send(new Uint8Array(101));
+    assert.unreachable('should refuse');
+  } catch (e) {
+    assert.instance(e, RangeError);
+    assert.match(String(e), /101.*100/);
+  }
+  await b.send(new Uint8Array(100));
+  assert.is((await a.recv({ timeoutMs: 5_000 })).byteLength, 100);
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('messages sent before close are delivered before ERR_PEER_CLOSED; a peer gone mid-message says so', guard('drain then closed', 10_000, async () => {
+  const p = await openPair(env());
+  for (let i = 0; i < 5; i++) await p.a.send(patternBytes(1000 + i, i));
+  await p.a.close();
+  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 5; i++) assertBytes(await p.b.recv({ timeoutMs: 5_000 }), patternBytes(1000 + i, i), `message ${i}`);
+  await expectCode(p.b.recv({ timeoutMs: 5_000 }), 'ERR_PEER_CLOSED', 'after the queued messages');
+  await p.close();
+
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const hdr = Buffer.alloc(8 + 10);
+  hdr.writeUInt32LE(0x464c4853, 0);
+  hdr.writeUInt32LE(1000, 4);
+  const sock = await rawPeer(l.url, hdr);
+  const a = await l.accept({ timeoutMs: 5_000 });
+  const pending = a.recv({ timeoutMs: 5_000 });
+  await new Promise((r) => setTimeout(r, 50));
+  sock.destroy();
+  const e = await expectCode(pending, 'ERR_PEER_CLOSED', 'peer gone mid-message');
+  assert.match(e.message, /10 of 1000 bytes/);
+  await a.close();
+  await l.close();
+}));
+
+s('received small messages are 8-byte aligned and independent; a slow reader pauses the socket without loss', guard('alignment', 20_000, async () => {
+  const p = await openPair({ transport: new NetTransport({ recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < 200; i++) sends.push(p.a.send(patternBytes(i === 0 ? 5 : 64 * 1024 + i, i)));
+  await new Promise((r) => setTimeout(r, 100)); // let the receiver hit its high-water mark
+  for (let i = 0; i < 200; i++) {
+    const m = await p.b.recv({ timeoutMs: 5_000 });
+    assert.is(m.byteOffset % 8, 0);
+    assertBytes(m, patternBytes(i === 0 ? 5 : 64 * 1024 + i, i), `message ${i}`);
+  }
+  await Promise.all(sends);
+  await p.close();
+}));
+
+s('ipc: the socket file is removed on close and a stale one is replaced', guard('ipc files', 10_000, async () => {
+  const t = new NetTransport();
+  const path = join(dir, 'stale.sock');
+  const l = await t.listen(`ipc://${path}`);
+  assert.ok(existsSync(path));
+  await l.close();
+  assert.not.ok(existsSync(path), 'socket file left behind');
+  // Leave a stale socket file behind (as a killed process would), then listen again.
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(path, () => r()));
+  const fs = await import('node:fs');
+  const copy = join(dir, 'stale-keep.sock');
+  fs.renameSync(path, copy); // keep the inode away from close()'s unlink
+  await new Promise<void>((r) => srv.close(() => r()));
+  fs.renameSync(copy, path);
+  assert.ok(existsSync(path));
+  const l2 = await t.listen(`ipc://${path}`);
+  const [a, b] = await Promise.all([l2.accept({ timeoutMs: 5_000 }), t.dial(l2.url, { timeoutMs: 5_000 })]);
+  await b.send(new Uint8Array([7]));
+  assert.equal([...(await a.recv({ timeoutMs: 5_000 }))], [7]);
+  await Promise.all([a.close(), b.close(), l2.close()]);
+}));
+
+s.after(() => rmSync(dir, { recursive: true, force: true }));
+s.run();
