@@ -11,3 +11,4 @@ export * from './group/connect-group.js';
 export * from './kernels/reduce-kernels.js';
 export * from './kernels/js-kernels.js';
 export * from './transport/net.js';
+export * from './actor/index.js';

@@ -1,0 +1,98 @@
+import { Errors } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { asText } from '../store/store.js';
+import type { IoOptions, Transport } from '../transport/transport.js';
+import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
+import { actorEpoch, actorKeys } from './actor-server.js';
+import { RpcClient, type RpcStats } from './rpc.js';
+
+/** The async view of an actor class `T`: every method returns a promise of its awaited result. */
+export type ActorMethods<T> = {
+  [K in keyof T as K extends `_${string}` ? never : T[K] extends (...a: never[]) => unknown ? K : never]: T[K] extends (
+    ...a: infer A
+  ) => infer R
+    ? (...a: A) => Promise<Awaited<R>>
+    : never;
+};
+
+export interface ConnectActorOptions {
+  store: Store;
+  transport: Transport;
+  /** Timeout for finding and dialing the actor, and the default per-call timeout. */
+  timeoutMs?: number;
+}
+
+/**
+ * A caller's connection to one actor. `handle.api` is the typed proxy (`await handle.api.push(...)`);
+ * `handle.call(name, args)` is the untyped form. One ActorClient is one caller: its calls reach the actor in
+ * call order. When the actor dies every pending and later call rejects with ERR_PEER_CLOSED naming it;
+ * `reconnect()` dials its current incarnation (after a restart) and keeps the same `api` object working.
+ */
+export class ActorClient<T> {
+  readonly api: ActorMethods<T>;
+  private rpc!: RpcClient;
+  private epochNo = -1;
+
+  private constructor(
+    readonly name: string,
+    private readonly opts: ConnectActorOptions,
+  ) {
+    this.api = new Proxy({} as ActorMethods<T>, {
+      get: (_t, prop) => {
+        if (typeof prop !== 'string' || prop === 'then') return undefined;
+        return (...args: unknown[]) => this.call(prop, args);
+      },
+    });
+  }
+
+  /** Find actor `name` through the store (waiting up to `timeoutMs` for it to come up) and connect. */
+  static async connect<T>(name: string, opts: ConnectActorOptions): Promise<ActorClient<T>> {
+    const c = new ActorClient<T>(name, opts);
+    await c.reconnect();
+    return c;
+  }
+
+  get epoch(): number {
+    return this.epochNo;
+  }
+
+  /** Set when the connection to the actor is gone; calls then reject with it until `reconnect()`. */
+  get deadError(): Error | undefined {
+    return this.rpc.deadError;
+  }
+
+  call(method: string, args: readonly unknown[], io?: IoOptions): Promise<unknown> {
+    return this.rpc.call(method, args, io);
+  }
+
+  /**
+   * (Re)connect to the actor's current incarnation. With `minEpoch`, wait (up to the timeout) until the actor
+   * has been restarted at least to that epoch: use `client.epoch + 1` after the actor died.
+   */
+  async reconnect(minEpoch = 0): Promise<void> {
+    const timeoutMs = this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    let epoch = await actorEpoch(this.opts.store, this.name, left());
+    while (epoch < minEpoch) {
+      if (Date.now() >= deadline) throw Errors.timeout(`waiting for actor ${this.name} to restart (epoch >= ${minEpoch})`, timeoutMs);
+      await new Promise((r) => setTimeout(r, 20));
+      epoch = await actorEpoch(this.opts.store, this.name, left());
+    }
+    const i = (await this.opts.store.add(actorKeys.callers(this.name, epoch), 1)) - 1;
+    const url = asText(await this.opts.store.get(actorKeys.door(this.name, epoch, i), left()));
+    const conn = await this.opts.transport.dial(url, { timeoutMs: left() });
+    const old = this.rpc;
+    this.rpc = new RpcClient(conn, { name: `actor ${this.name} (epoch ${epoch})`, timeoutMs });
+    this.epochNo = epoch;
+    if (old) await old.close();
+  }
+
+  stats(): RpcStats {
+    return this.rpc.stats();
+  }
+
+  async close(): Promise<void> {
+    await this.rpc?.close();
+  }
+}

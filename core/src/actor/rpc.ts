@@ -1,0 +1,187 @@
+import { Errors, ShoalError } from '../errors.js';
+import type { Connection, IoOptions } from '../transport/transport.js';
+import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
+import { decodeMessage, encodeMessage } from './codec.js';
+
+/**
+ * Request/response over one Connection (one pair per caller and actor).
+ *
+ * Messages (encoded with `codec.ts`):
+ *   request  `{ k: 'q', id, m: method, a: args[] }`
+ *   response `{ k: 'r', id, v: value }`
+ *   failure  `{ k: 'e', id, e: { message, stack, code, name } }`
+ *
+ * Requests from one client are sent in call order and the server starts them in arrival order (mailbox order
+ * per caller). Responses may come back in any order; the client matches them by id.
+ */
+export interface RpcStats {
+  bytesSent: number;
+  bytesReceived: number;
+  calls: number;
+}
+
+interface Pending {
+  method: string;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export interface RpcClientOptions {
+  /** Name used in every error message (e.g. `actor ps-server-0 (epoch 1)`). */
+  name: string;
+  /** Default per-call timeout (ERR_TIMEOUT); Infinity disables it. */
+  timeoutMs?: number;
+}
+
+/**
+ * Client end of an actor connection. Owns `conn` (closes it on `close`). When the connection breaks (the actor
+ * died, the transport failed) every pending call and every later call rejects with ERR_PEER_CLOSED naming the
+ * actor; `deadError` then holds that error.
+ */
+export class RpcClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private dead: ShoalError | undefined;
+  private readonly counters: RpcStats = { bytesSent: 0, bytesReceived: 0, calls: 0 };
+  readonly name: string;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly conn: Connection,
+    opts: RpcClientOptions,
+  ) {
+    this.name = opts.name;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    void this.readLoop();
+  }
+
+  /** Set once the connection is gone; every call then rejects with it. */
+  get deadError(): ShoalError | undefined {
+    return this.dead;
+  }
+
+  stats(): RpcStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Call `method(...args)` on the remote object. Resolves with its (awaited) return value; rejects with
+   * ERR_REMOTE (the remote message and stack) if it threw, ERR_TIMEOUT / ERR_ABORTED per `opts`, or
+   * ERR_PEER_CLOSED if the actor is gone. Typed arrays in `args` are copied into the request frame.
+   */
+  call(method: string, args: readonly unknown[], opts?: IoOptions): Promise<unknown> {
+    if (this.dead) return Promise.reject(this.dead);
+    let frame: Uint8Array;
+    const id = this.nextId++;
+    try {
+      frame = encodeMessage({ k: 'q', id, m: method, a: args });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      const ms = opts?.timeoutMs ?? this.timeoutMs;
+      const p: Pending = { method, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
+      if (Number.isFinite(ms)) {
+        p.timer = setTimeout(() => {
+          this.settle(id)?.reject(Errors.timeout(`call ${this.name}.${method}`, ms, { actor: this.name, method }));
+        }, ms);
+      }
+      if (opts?.signal) {
+        if (opts.signal.aborted) return reject(Errors.aborted(`call ${this.name}.${method}`, opts.signal.reason));
+        p.onAbort = () => this.settle(id)?.reject(Errors.aborted(`call ${this.name}.${method}`, opts.signal?.reason));
+        opts.signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.set(id, p);
+      this.counters.calls++;
+      this.counters.bytesSent += frame.byteLength;
+      this.conn.send(frame, { timeoutMs: ms }).catch((e) => this.fail(e));
+    });
+  }
+
+  /** Remove a pending call and release its timer/listener; returns it (undefined if already settled). */
+  private settle(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (!p) return undefined;
+    this.pending.delete(id);
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    if (p.onAbort) p.signal?.removeEventListener('abort', p.onAbort);
+    return p;
+  }
+
+  private async readLoop(): Promise<void> {
+    for (;;) {
+      let msg: Uint8Array;
+      try {
+        msg = await this.conn.recv({ timeoutMs: Infinity });
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      this.counters.bytesReceived += msg.byteLength;
+      let m: { k: string; id: number; v?: unknown; e?: RemoteErrorInfo };
+      try {
+        m = decodeMessage(msg) as typeof m;
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      const p = this.settle(m.id);
+      if (!p) continue; // timed out or aborted earlier: drop the late answer
+      if (m.k === 'r') p.resolve(m.v);
+      else p.reject(remoteError(this.name, p.method, m.e));
+    }
+  }
+
+  private fail(cause: unknown): void {
+    if (this.dead) return;
+    const why = cause instanceof Error ? cause.message : String(cause);
+    this.dead =
+      cause instanceof ShoalError && cause.code === 'ERR_CLOSED' && this.closing
+        ? Errors.closed(`client of ${this.name}`)
+        : Errors.peerClosed(this.name, `the actor is gone (${why})`, cause);
+    for (const id of [...this.pending.keys()]) {
+      const p = this.settle(id)!;
+      const err = new ShoalError(this.dead.code, `${this.dead.message} while ${p.method} was pending`, { ...this.dead.details, method: p.method }, cause);
+      p.reject(err);
+    }
+    void this.conn.close().catch(() => {});
+  }
+
+  private closing = false;
+  /** Close the connection; pending calls reject with ERR_CLOSED. Idempotent. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.fail(Errors.closed(`client of ${this.name}`));
+    await this.conn.close().catch(() => {});
+  }
+}
+
+export interface RemoteErrorInfo {
+  message: string;
+  stack?: string;
+  code?: string;
+  name?: string;
+}
+
+function remoteError(actor: string, method: string, info: RemoteErrorInfo | undefined): ShoalError {
+  const err = Errors.remote(`${actor}.${method}`, info?.message ?? 'unknown error', {
+    actor,
+    method,
+    remoteCode: info?.code,
+    remoteName: info?.name,
+    remoteStack: info?.stack,
+  });
+  if (info?.stack) err.stack = `${err.stack}\n--- remote stack (${actor}) ---\n${info.stack}`;
+  return err;
+}
+
+export function errorInfo(e: unknown): RemoteErrorInfo {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    return { message: e.message, stack: e.stack, name: e.name, code: typeof code === 'string' ? code : undefined };
+  }
+  return { message: String(e) };
+}
