@@ -1,1 +1,2 @@
-export {};
+export * from './tfjs/runtime.js';
+export * from './tfjs/kernels.js';

@@ -1,0 +1,145 @@
+import type * as tfjs from '@tensorflow/tfjs';
+import { Errors } from '@shoal/core';
+
+type Tf = typeof tfjs;
+type TensorInfo = tfjs.TensorInfo;
+type KernelConfig = tfjs.KernelConfig;
+
+/** What `registerShoalKernels` changed, and how to undo it (tests compare against the stock kernels). */
+export interface ShoalKernels {
+  /** `Kernel@backend` names shoal registered, e.g. `BatchMatMul@wasm`. */
+  readonly registered: readonly string[];
+  /** Put the stock kernels back (and drop the ones that had no stock version). Idempotent. */
+  restore(): void;
+}
+
+/** The part of tfjs-backend-wasm's `BackendWasm` these kernels use. */
+interface WasmBackendLike {
+  makeOutput(shape: number[], dtype: tfjs.DataType): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object): boolean;
+}
+
+type KernelArgs = { inputs: Record<string, TensorInfo>; backend: unknown; attrs?: Record<string, unknown> };
+type Kernel = (args: KernelArgs) => TensorInfo | TensorInfo[];
+
+/**
+ * Register shoal's fixes for two stock tfjs kernel problems on the backend currently active (no-op on other
+ * backends). Call after the backend is initialised (`setupTfjs` does). Never done at import time.
+ *
+ * 1. wasm `BatchMatMul` / `_FusedMatMul` with `transposeA`/`transposeB` take a strided path that is 6-10x slower
+ *    than the plain one; every backward pass of a dense layer hits it (dW = xᵀ·dy, dx = dy·Wᵀ). The fix
+ *    transposes the operand with the wasm `Transpose` kernel first and then runs the stock kernel untransposed.
+ * 2. wasm has no `UnsortedSegmentSum`, the gradient of `tf.gather` (every embedding lookup). The fix is a
+ *    scatter-add over the wasm heap: `out[ids[i], :] += x[i, :]`; ids outside `[0, numSegments)` are dropped
+ *    (TensorFlow's semantics).
+ *
+ * Returns a handle whose `restore()` reinstates the stock kernels.
+ */
+export function registerShoalKernels(tf: Tf): ShoalKernels {
+  const backendName = tf.getBackend();
+  const undo: Array<() => void> = [];
+  const registered: string[] = [];
+  const replace = (config: KernelConfig) => {
+    const stock = tf.getKernel(config.kernelName, config.backendName);
+    if (stock) tf.unregisterKernel(config.kernelName, config.backendName);
+    tf.registerKernel(config);
+    registered.push(`${config.kernelName}@${config.backendName}`);
+    undo.push(() => {
+      tf.unregisterKernel(config.kernelName, config.backendName);
+      if (stock) tf.registerKernel(stock);
+    });
+  };
+  if (backendName === 'wasm') {
+    const transpose = tf.getKernel('Transpose', 'wasm');
+    if (!transpose) throw Errors.state('tfjs wasm backend has no Transpose kernel; cannot install the matmul fix');
+    for (const name of ['BatchMatMul', '_FusedMatMul']) {
+      const stock = tf.getKernel(name, 'wasm');
+      if (stock) replace(untransposedMatMul(stock, transpose.kernelFunc as unknown as Kernel));
+    }
+    if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) replace(wasmUnsortedSegmentSum());
+  }
+  let restored = false;
+  return {
+    registered,
+    restore() {
+      if (restored) return;
+      restored = true;
+      for (const u of undo.reverse()) u();
+    },
+  };
+}
+
+/** Swap the last two axes of a rank-r tensor. */
+function lastTwoSwapped(rank: number): number[] {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  perm[rank - 2] = rank - 1;
+  perm[rank - 1] = rank - 2;
+  return perm;
+}
+
+function untransposedMatMul(stock: KernelConfig, transposeKernel: Kernel): KernelConfig {
+  const stockFunc = stock.kernelFunc as unknown as Kernel;
+  const kernelFunc: Kernel = (args) => {
+    const attrs = args.attrs ?? {};
+    const ta = Boolean(attrs.transposeA);
+    const tb = Boolean(attrs.transposeB);
+    if (!ta && !tb) return stockFunc(args);
+    const backend = args.backend as WasmBackendLike;
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const temps: TensorInfo[] = [];
+    const flip = (x: TensorInfo) => {
+      const t = transposeKernel({ inputs: { x }, backend, attrs: { perm: lastTwoSwapped(x.shape.length) } }) as TensorInfo;
+      temps.push(t);
+      return t;
+    };
+    try {
+      return stockFunc({
+        inputs: { ...args.inputs, a: ta ? flip(a) : a, b: tb ? flip(b) : b },
+        backend,
+        attrs: { ...attrs, transposeA: false, transposeB: false },
+      });
+    } finally {
+      for (const t of temps) backend.disposeData(t.dataId);
+    }
+  };
+  return {
+    kernelName: stock.kernelName,
+    backendName: stock.backendName,
+    ...(stock.setupFunc ? { setupFunc: stock.setupFunc } : {}),
+    kernelFunc: kernelFunc as unknown as KernelConfig['kernelFunc'],
+  };
+}
+
+function wasmUnsortedSegmentSum(): KernelConfig {
+  const kernelFunc: Kernel = ({ inputs, backend: b, attrs }) => {
+    const backend = b as WasmBackendLike;
+    const { x, segmentIds } = inputs as { x: TensorInfo; segmentIds: TensorInfo };
+    const numSegments = Number(attrs?.numSegments);
+    if (!Number.isInteger(numSegments) || numSegments < 0) throw Errors.invalidArg('UnsortedSegmentSum numSegments', `must be a non-negative integer, got ${attrs?.numSegments}`);
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') throw Errors.invalidArg('UnsortedSegmentSum x', `must be float32 or int32, got ${x.dtype}`);
+    const idRank = segmentIds.shape.length;
+    for (let i = 0; i < idRank; i++) {
+      if (x.shape[i] !== segmentIds.shape[i]) {
+        throw Errors.invalidArg('UnsortedSegmentSum segmentIds', `shape [${segmentIds.shape}] must be a prefix of x's shape [${x.shape}]`);
+      }
+    }
+    const rowShape = x.shape.slice(idRank);
+    const inner = rowShape.reduce((p, d) => p * d, 1);
+    // Allocate first: allocation may grow the wasm heap and detach earlier views.
+    const out = backend.makeOutput([numSegments, ...rowShape], x.dtype);
+    const o = backend.typedArrayFromHeap(out);
+    const xs = backend.typedArrayFromHeap(x);
+    const ids = backend.typedArrayFromHeap(segmentIds);
+    o.fill(0);
+    for (let i = 0; i < ids.length; i++) {
+      const s = ids[i]!;
+      if (s < 0 || s >= numSegments) continue;
+      const src = i * inner;
+      const dst = s * inner;
+      for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
+    }
+    return out;
+  };
+  return { kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: kernelFunc as unknown as KernelConfig['kernelFunc'] };
+}
