@@ -12,3 +12,5 @@ export * from './kernels/reduce-kernels.js';
 export * from './kernels/js-kernels.js';
 export * from './transport/net.js';
 export * from './actor/index.js';
+export * from './transport/nng.js';
+export * from './store/tcp.js';

@@ -36,7 +36,9 @@ export interface NetTransportOptions {
 
 export const NET_DEFAULT_MAX_MESSAGE_BYTES = 2 ** 31 - 1;
 const MAX_FRAME_LENGTH = 2 ** 32 - 1;
-const FRAME_MAGIC = 0x464c4853; // 'SHLF' little-endian
+/** Magic of every frame header: 'SHLF' as a little-endian u32. */
+export const NET_FRAME_MAGIC = 0x464c4853;
+const FRAME_MAGIC = NET_FRAME_MAGIC;
 const FRAME_HEADER_BYTES = 8;
 const HANDSHAKE_MAGIC = Buffer.from('SHOALNET', 'latin1');
 const HANDSHAKE_BYTES = 16;
