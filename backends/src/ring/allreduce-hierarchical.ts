@@ -1,0 +1,114 @@
+import { asText, Errors, ProcessGroup, localHostId, type NumericArray, type ReduceKernels, type Store, type Transport } from '@shoal/core';
+import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
+import { broadcastRing } from './broadcast.js';
+
+/**
+ * Hierarchical allreduce for jobs with several ranks per host (NCCL/Horovod's hierarchical mode, on CPUs):
+ *
+ *   1. reduce within each host over a fast local transport (shared memory): a ring allreduce of the local ranks;
+ *   2. ring allreduce across hosts among the host leaders (local rank 0) over the network transport;
+ *   3. broadcast from the leader within each host.
+ *
+ * Bytes on the network per host: 2(H-1)/H * bytes (H hosts) instead of 2(N-1)/N * bytes per rank for a flat
+ * ring over N ranks; the rest moves through shared memory. Works for any placement (hosts may have different
+ * numbers of ranks). With one host, step 2 is skipped; with one rank per host, steps 1 and 3 are no-ops.
+ *
+ * Host membership comes from the rendezvous store (each rank publishes `localHostId()`: hostname + boot id),
+ * never from user configuration. Tests may pass `hostId` to simulate several hosts on one machine.
+ */
+export interface HierarchicalGroupOptions {
+  rank: number;
+  size: number;
+  /** Rendezvous store namespaced for this group. */
+  store: Store;
+  /** Transport and listen URL between ranks of one host, e.g. shm and 'shm://auto'. */
+  local: { transport: Transport; listenUrl: string };
+  /** Transport and listen URL between host leaders, e.g. net and 'tcp://<host>:0'. */
+  cross: { transport: Transport; listenUrl: string };
+  /** Override the host identity (tests). Default: `localHostId()`. */
+  hostId?: string;
+  timeoutMs?: number;
+}
+
+export class HierarchicalGroup {
+  constructor(
+    readonly rank: number,
+    readonly size: number,
+    /** Host id of every rank, indexed by rank. */
+    readonly hostOf: readonly string[],
+    /** The ranks of this host, in rank order. */
+    readonly localRanks: readonly number[],
+    readonly local: ProcessGroup,
+    /** Present on host leaders when there is more than one host. */
+    readonly cross: ProcessGroup | undefined,
+  ) {}
+  get hosts(): number {
+    return new Set(this.hostOf).size;
+  }
+  get localRank(): number {
+    return this.local.rank;
+  }
+  async close(): Promise<void> {
+    await Promise.all([this.local.close(), this.cross?.close()]);
+  }
+}
+
+/** Discover hosts through the store and connect the local and cross-host groups. Collective over all ranks. */
+export async function connectHierarchical(opts: HierarchicalGroupOptions): Promise<HierarchicalGroup> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const me = opts.hostId ?? localHostId();
+  await opts.store.set(`host/${opts.rank}`, me);
+  const hostOf: string[] = [];
+  for (let r = 0; r < opts.size; r++) hostOf.push(asText(await opts.store.get(`host/${r}`, timeoutMs)));
+  const hostOrder = [...new Set(hostOf)];
+  const hostIndex = hostOrder.indexOf(me);
+  const localRanks = hostOf.flatMap((h, r) => (h === me ? [r] : []));
+  const localRank = localRanks.indexOf(opts.rank);
+  const local = new ProcessGroup({
+    rank: localRank,
+    size: localRanks.length,
+    store: opts.store.prefixed(`local-${hostIndex}`),
+    transport: opts.local.transport,
+    listenUrl: opts.local.listenUrl,
+    timeoutMs,
+  });
+  let cross: ProcessGroup | undefined;
+  if (localRank === 0 && hostOrder.length > 1) {
+    cross = new ProcessGroup({
+      rank: hostIndex,
+      size: hostOrder.length,
+      store: opts.store.prefixed('cross'),
+      transport: opts.cross.transport,
+      listenUrl: opts.cross.listenUrl,
+      timeoutMs,
+    });
+  }
+  try {
+    await Promise.all([local.connectRing(), cross?.connectRing()]);
+  } catch (e) {
+    await Promise.all([local.close(), cross?.close()]);
+    throw e;
+  }
+  return new HierarchicalGroup(opts.rank, opts.size, hostOf, localRanks, local, cross);
+}
+
+export interface HierarchicalAllreduceOptions {
+  kernels: ReduceKernels;
+  op?: AllreduceOp;
+  segmentBytes?: number;
+}
+
+/** In place on `data`; every rank ends with the reduction over all `size` ranks. Collective. */
+export async function allreduceHierarchical(h: HierarchicalGroup, data: NumericArray, opts: HierarchicalAllreduceOptions): Promise<void> {
+  const op = opts.op ?? 'sum';
+  if (!['sum', 'mean', 'min', 'max'].includes(op)) throw Errors.invalidArg('options.op', `must be sum|mean|min|max, got ${String(op)}`);
+  const inner = op === 'mean' ? 'sum' : op;
+  const seg = opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes };
+  await allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg });
+  if (h.cross) await allreduceRing(h.cross, data, { kernels: opts.kernels, op: inner, ...seg });
+  if (h.hosts > 1) await broadcastRing(h.local, data, { root: 0, ...seg });
+  if (op === 'mean') {
+    if (data instanceof Int32Array) for (let i = 0; i < data.length; i++) data[i] = Math.trunc(data[i]! / h.size);
+    else opts.kernels.scale(data, 1 / h.size);
+  }
+}

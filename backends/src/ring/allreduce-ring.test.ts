@@ -1,0 +1,111 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { loadKernels, type NumericArray } from '@shoal/core';
+import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
+import { memoryGroups, onAllRanks } from './memory-groups.js';
+
+const kernels = loadKernels();
+
+/** Unique per rank and element (gloo benchmark style): v = rank * n + i, sums stay exact in int32 and float64. */
+function fill(a: NumericArray, rank: number): void {
+  const n = a.length;
+  for (let i = 0; i < n; i++) a[i] = (rank * n + i) % 1_000_003;
+}
+function expected(n: number, size: number, i: number, op: AllreduceOp): number {
+  const vals = Array.from({ length: size }, (_, r) => (r * n + i) % 1_000_003);
+  if (op === 'min') return Math.min(...vals);
+  if (op === 'max') return Math.max(...vals);
+  const s = vals.reduce((a, b) => a + b, 0);
+  return op === 'mean' ? s / size : s;
+}
+
+async function check(size: number, n: number, ctor: 'int32' | 'float64' | 'float32', op: AllreduceOp, segmentBytes?: number) {
+  const groups = await memoryGroups(size);
+  try {
+    const arrays = groups.map((_, r) => {
+      const a = ctor === 'int32' ? new Int32Array(n) : ctor === 'float64' ? new Float64Array(n) : new Float32Array(n);
+      fill(a, r);
+      return a;
+    });
+    await onAllRanks(groups, (g, r) => allreduceRing(g, arrays[r]!, { kernels, op, segmentBytes }));
+    for (let r = 0; r < size; r++) {
+      const a = arrays[r]!;
+      for (let i = 0; i < n; i++) {
+        let want = expected(n, size, i, op);
+        if (ctor === 'int32' && op === 'mean') want = Math.trunc(want);
+        if (ctor === 'float32') want = Math.fround(want);
+        if (a[i] !== want) assert.unreachable(`size ${size} n ${n} ${ctor} ${op}: rank ${r} [${i}] = ${a[i]}, want ${want}`);
+      }
+    }
+  } finally {
+    await Promise.all(groups.map((g) => g.close()));
+  }
+}
+
+test('ring allreduce int32 sum exact for sizes 0, 1, 7, 1000 and 1 MiB on world sizes 1..7', async () => {
+  for (let size = 1; size <= 7; size++) {
+    for (const n of [0, 1, 7, 1000]) await check(size, n, 'int32', 'sum');
+    await check(size, (1 << 20) / 4, 'int32', 'sum', 64 * 1024);
+  }
+});
+
+test('ring allreduce mean, min, max on float64 and int32', async () => {
+  for (const size of [2, 3, 5]) {
+    for (const op of ['mean', 'min', 'max'] as const) {
+      await check(size, 1003, 'float64', op);
+      await check(size, 20_000, 'int32', op, 4096);
+    }
+  }
+});
+
+test('ring allreduce 64 MiB + 4 B int32 sum exact on 2 and 3 ranks', async () => {
+  for (const size of [2, 3]) await check(size, (64 << 20) / 4 + 1, 'int32', 'sum', 4 << 20);
+});
+
+test('ring allreduce float32 sweep within Horovod-style tolerance', async () => {
+  for (const size of [2, 4, 7]) {
+    for (const n of [1, 17, 4099, 100_000]) {
+      const groups = await memoryGroups(size);
+      const arrays = groups.map((_, r) => Float32Array.from({ length: n }, (_, i) => Math.sin(r * 7 + i) * 10));
+      const ref = new Float64Array(n);
+      arrays.forEach((a) => a.forEach((v, i) => (ref[i]! += v)));
+      await onAllRanks(groups, (g, r) => allreduceRing(g, arrays[r]!, { kernels, segmentBytes: 8192 }));
+      for (let r = 0; r < size; r++)
+        for (let i = 0; i < n; i++) {
+          const err = Math.abs(arrays[r]![i]! - ref[i]!);
+          if (err > 1e-5 * size * 10) assert.unreachable(`size ${size} n ${n}: [${i}] err ${err}`);
+          if (arrays[r]![i] !== arrays[0]![i]) assert.unreachable(`ranks disagree at [${i}]`);
+        }
+      await Promise.all(groups.map((g) => g.close()));
+    }
+  }
+});
+
+test('ring allreduce float16 wire stays within the documented error and agrees on every rank', async () => {
+  for (const size of [2, 3]) {
+    for (const n of [5, 3000, 300_000]) {
+      const groups = await memoryGroups(size);
+      const arrays = groups.map((_, r) => Float32Array.from({ length: n }, (_, i) => 1 + ((r * 31 + i) % 100) / 100));
+      const ref = new Float64Array(n);
+      arrays.forEach((a) => a.forEach((v, i) => (ref[i]! += v)));
+      await onAllRanks(groups, (g, r) => allreduceRing(g, arrays[r]!, { kernels, wire: 'float16', segmentBytes: 16384 }));
+      for (let i = 0; i < n; i++) {
+        const rel = Math.abs(arrays[0]![i]! - ref[i]!) / ref[i]!;
+        if (rel > 2 ** -9) assert.unreachable(`size ${size} n ${n} [${i}]: rel err ${rel}`);
+        for (let r = 1; r < size; r++) if (arrays[r]![i] !== arrays[0]![i]) assert.unreachable(`ranks disagree at [${i}]`);
+      }
+      await Promise.all(groups.map((g) => g.close()));
+    }
+  }
+});
+
+test('ring allreduce with different lengths across ranks raises ERR_MISMATCH, not silent mixing', async () => {
+  const groups = await memoryGroups(3, { timeoutMs: 2000 });
+  const res = await Promise.allSettled(groups.map((g, r) => allreduceRing(g, new Int32Array(r === 1 ? 50_000 : 40_000), { kernels })));
+  const codes = res.map((x) => (x.status === 'rejected' ? (x.reason as { code?: string }).code : 'ok'));
+  assert.ok(codes.includes('ERR_MISMATCH'), codes.join(','));
+  assert.not.ok(codes.includes('ok'), codes.join(','));
+  await Promise.all(groups.map((g) => g.close()));
+});
+
+test.run();

@@ -1,0 +1,166 @@
+import { Errors, Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
+import { bytesOf, dtypeOf, expectBytes, Outbox, partition, segments, viewAs } from './common.js';
+
+export type AllreduceOp = ReduceOp | 'mean';
+
+export interface AllreduceOptions {
+  /** Reduction kernels (`loadKernels()` from @shoal/core). */
+  kernels: ReduceKernels;
+  /** 'sum' (default), 'mean', 'min' or 'max'. int32 'mean' truncates toward zero. */
+  op?: AllreduceOp;
+  /**
+   * Wire format. 'float16' (float32 data only) halves the bytes on the wire: every rank's contribution is
+   * rounded to fp16 (relative error <= 2^-11 per value, |x| > 65504 overflows to Inf, |x| < 6e-8 flushes to
+   * 0); partial sums are accumulated in float32 and the reduced chunk is rounded to fp16 once more before the
+   * allgather, so all ranks end with identical values. Expect about 2^-10 relative error on a sum of same-sign
+   * values (more under cancellation).
+   */
+  wire?: 'native' | 'float16';
+  /** Pipeline segment size in bytes of data (default 1 MiB): one segment is on the wire while the previous is reduced. */
+  segmentBytes?: number;
+  /** Buffers of at most this many bytes use the one-phase small-message variant (default 16 KiB). */
+  smallBytes?: number;
+}
+
+/**
+ * Ring allreduce (Baidu / Horovod / gloo `AllreduceRing`): reduce-scatter then allgather around the ring, in
+ * place on `data` (owned by the caller, written with the result on every rank). Collective: every rank calls it
+ * with the same length, dtype, op and wire format.
+ *
+ * The buffer is split into `size` chunks (lengths differ by at most one element, so any length works, 0
+ * included) and each chunk into segments. Step t of 2(size-1) sends one chunk to the next rank and receives
+ * one from the previous; each received segment is reduced (reduce-scatter) or stored (allgather) and forwarded
+ * at once, so one segment is on the wire while the previous is reduced. Mean is applied to the owned chunk
+ * after the reduce-scatter, so each rank scales only 1/size of the data.
+ *
+ * Buffers of at most `smallBytes` use a latency-bound variant: an allgather of whole buffers in size-1 steps,
+ * then each rank reduces the size contributions in rank order (identical results on every rank).
+ *
+ * Bytes sent per rank: 2(size-1)/size * bytes (ring); (size-1) * bytes (small variant).
+ */
+export function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
+  const op = opts.op ?? 'sum';
+  const dtype = dtypeOf(data);
+  const f16 = opts.wire === 'float16';
+  if (f16 && dtype !== 'float32') throw Errors.invalidArg('options.wire', `'float16' needs float32 data, got ${dtype}`);
+  if (!['sum', 'mean', 'min', 'max'].includes(op)) throw Errors.invalidArg('options.op', `must be sum|mean|min|max, got ${String(op)}`);
+  const segBytes = opts.segmentBytes ?? 1 << 20;
+  if (!(segBytes >= 8)) throw Errors.invalidArg('options.segmentBytes', `must be >= 8, got ${segBytes}`);
+  return g.run('allreduce', async (seq) => {
+    if (g.size === 1) {
+      if (f16) roundF16(opts.kernels, data as Float32Array);
+      return;
+    }
+    if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
+    return ring(g, seq, data, op, f16, segBytes, opts.kernels);
+  });
+}
+
+function roundF16(k: ReduceKernels, a: Float32Array): void {
+  const h = new Uint16Array(a.length);
+  k.f32ToF16(h, a);
+  k.f16ToF32(a, h);
+}
+
+function finishMean(k: ReduceKernels, a: NumericArray, size: number): void {
+  if (a instanceof Int32Array) for (let i = 0; i < a.length; i++) a[i] = Math.trunc(a[i]! / size);
+  else k.scale(a, 1 / size);
+}
+
+async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels): Promise<void> {
+  const size = g.size;
+  const r = g.rank;
+  const n = data.length;
+  const es = data.BYTES_PER_ELEMENT;
+  const wes = f16 ? 2 : es;
+  const segElems = Math.max(1, Math.floor(segBytes / es));
+  const chunks = partition(n, size);
+  const segsOf = chunks.map((c) => segments(c.start, c.len, segElems));
+  const rop: ReduceOp = op === 'mean' ? 'sum' : op;
+  const steps = 2 * (size - 1);
+  const out = new Outbox(g);
+  const mod = (x: number) => ((x % size) + size) % size;
+  const aux = n >>> 0;
+  const u16 = new Uint16Array(0);
+
+  const sendSeg = (step: number, s: { start: number; len: number }) => {
+    const h = { tag: Tags.allreduce, step, seq, aux };
+    if (f16) {
+      const msg = g.message(h, s.len * 2);
+      // header is 16 bytes, so the payload is 2-byte aligned in its own ArrayBuffer
+      k.f32ToF16(new Uint16Array(msg.buffer, msg.byteOffset + 16, s.len), data.subarray(s.start, s.start + s.len) as Float32Array);
+      out.add(g.sendMessage(g.next, msg));
+    } else {
+      out.add(g.send(g.next, h, bytesOf(data, s.start, s.len)));
+    }
+  };
+
+  try {
+    for (const s of segsOf[r]!) sendSeg(0, s);
+    for (let t = 0; t < steps; t++) {
+      const rc = t < size - 1 ? mod(r - t - 1) : mod(r - (t - (size - 1)));
+      const reducing = t < size - 1;
+      const lastReduce = t === size - 2;
+      for (const s of segsOf[rc]!) {
+        const { payload } = await g.recv(g.prev, { tag: Tags.allreduce, step: t, seq, aux });
+        expectBytes(g, g.prev, 'allreduce segment', payload.byteLength, s.len * wes);
+        const dst = data.subarray(s.start, s.start + s.len);
+        if (reducing) {
+          if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
+          else k.reduce(rop, dst, viewAs(data, payload, s.len));
+          if (lastReduce) {
+            // this rank owns chunk rc now: finish it once, here, before it circulates
+            if (op === 'mean') finishMean(k, dst, size);
+            if (f16) roundF16(k, dst as Float32Array);
+          }
+        } else if (f16) k.f16ToF32(dst as Float32Array, viewAs(u16, payload, s.len));
+        else dst.set(viewAs(data, payload, s.len) as never);
+        if (t + 1 < steps) sendSeg(t + 1, s);
+      }
+    }
+  } catch (e) {
+    out.rethrow(e);
+  }
+  await out.flush();
+}
+
+async function small(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, k: ReduceKernels): Promise<void> {
+  const size = g.size;
+  const n = data.length;
+  const wes = f16 ? 2 : data.BYTES_PER_ELEMENT;
+  const aux = n >>> 0;
+  const parts: Uint8Array[] = new Array(size);
+  let mine: Uint8Array;
+  if (f16) {
+    const h = new Uint16Array(n);
+    k.f32ToF16(h, data as Float32Array);
+    mine = new Uint8Array(h.buffer);
+  } else mine = bytesOf(data).slice();
+  parts[g.rank] = mine;
+  const out = new Outbox(g);
+  try {
+    out.add(g.send(g.next, { tag: Tags.allreduce, step: 0, seq, aux }, mine));
+    for (let t = 0; t < size - 1; t++) {
+      const from = (g.rank - t - 1 + size) % size;
+      const { payload } = await g.recv(g.prev, { tag: Tags.allreduce, step: t, seq, aux });
+      expectBytes(g, g.prev, 'allreduce buffer', payload.byteLength, n * wes);
+      parts[from] = payload;
+      if (t + 1 < size - 1) out.add(g.send(g.next, { tag: Tags.allreduce, step: t + 1, seq, aux }, payload));
+    }
+  } catch (e) {
+    out.rethrow(e);
+  }
+  await out.flush();
+  const rop: ReduceOp = op === 'mean' ? 'sum' : op;
+  // reduce in rank order so every rank computes bit-identical results
+  if (f16) {
+    const acc = data as Float32Array;
+    k.f16ToF32(acc, viewAs(new Uint16Array(0), parts[0]!, n));
+    for (let i = 1; i < size; i++) k.reduceF16(rop, acc, viewAs(new Uint16Array(0), parts[i]!, n));
+  } else {
+    data.set(viewAs(data, parts[0]!, n) as never);
+    for (let i = 1; i < size; i++) k.reduce(rop, data, viewAs(data, parts[i]!, n));
+  }
+  if (op === 'mean') finishMean(k, data, size);
+  if (f16) roundF16(k, data as Float32Array);
+}

@@ -1,0 +1,82 @@
+import { Errors, type NumericArray, type ProcessGroup } from '@shoal/core';
+
+/** Element types a collective accepts. */
+export type Dtype = 'float32' | 'float64' | 'int32';
+
+export function dtypeOf(a: NumericArray): Dtype {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Int32Array) return 'int32';
+  throw Errors.invalidArg('data', 'must be a Float32Array, Float64Array or Int32Array');
+}
+
+/** Split `n` elements into `parts` contiguous ranges; the first `n % parts` get one extra element. */
+export function partition(n: number, parts: number): { start: number; len: number }[] {
+  const base = Math.floor(n / parts);
+  const rem = n % parts;
+  const out: { start: number; len: number }[] = [];
+  let start = 0;
+  for (let i = 0; i < parts; i++) {
+    const len = base + (i < rem ? 1 : 0);
+    out.push({ start, len });
+    start += len;
+  }
+  return out;
+}
+
+/** Split a range into segments of at most `segElems` elements (none for an empty range). */
+export function segments(start: number, len: number, segElems: number): { start: number; len: number }[] {
+  const out: { start: number; len: number }[] = [];
+  for (let o = 0; o < len; o += segElems) out.push({ start: start + o, len: Math.min(segElems, len - o) });
+  return out;
+}
+
+/** A typed view of `bytes` of the same type as `like`, copying only if `bytes` is misaligned. */
+export function viewAs<T extends NumericArray | Uint16Array>(like: T, bytes: Uint8Array, len: number): T {
+  const C = like.constructor as unknown as { new (b: ArrayBufferLike, o: number, l: number): T; BYTES_PER_ELEMENT: number };
+  const es = C.BYTES_PER_ELEMENT;
+  const b = bytes.byteOffset % es === 0 ? bytes : bytes.slice();
+  return new C(b.buffer, b.byteOffset, len);
+}
+
+export function bytesOf(a: ArrayBufferView, start = 0, len?: number): Uint8Array {
+  const es = (a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+  const n = len ?? (a.byteLength / es - start);
+  return new Uint8Array(a.buffer, a.byteOffset + start * es, n * es);
+}
+
+/** Check a received payload has the expected size; a difference means the ranks disagree on the layout. */
+export function expectBytes(g: ProcessGroup, from: number, what: string, got: number, want: number): void {
+  if (got !== want)
+    throw Errors.mismatch(what, `rank ${g.rank} expected ${want} bytes from rank ${from} but received ${got}`, { rank: g.rank, peer: from });
+}
+
+/**
+ * Outstanding sends of one collective. A failed send breaks the group at once (so a pending recv fails now
+ * instead of at its timeout) and its error is the one reported.
+ */
+export class Outbox {
+  private readonly pending: Promise<void>[] = [];
+  private failure: unknown;
+  constructor(private readonly g: ProcessGroup) {}
+  add(p: Promise<void>): void {
+    this.pending.push(
+      p.catch((e: unknown) => {
+        if (this.failure === undefined) this.failure = e;
+        void this.g.abort(e instanceof Error ? e : new Error(String(e)));
+      }),
+    );
+  }
+  /** The first send error, if any (prefer it over the recv error it caused). */
+  get error(): unknown {
+    return this.failure;
+  }
+  async flush(): Promise<void> {
+    await Promise.all(this.pending);
+    if (this.failure !== undefined) throw this.failure;
+  }
+  /** Rethrow the send error that caused `e`, if there was one. */
+  rethrow(e: unknown): never {
+    throw this.failure ?? e;
+  }
+}
