@@ -14,3 +14,4 @@ export * from './transport/net.js';
 export * from './actor/index.js';
 export * from './transport/nng.js';
 export * from './store/tcp.js';
+export * from './group/host-id.js';
