@@ -1,0 +1,265 @@
+import type * as tfjs from '@tensorflow/tfjs';
+import type { DenseTensor, RowSparseTensor } from '@shoal/backends';
+import { Errors } from '@shoal/core';
+import type { Lists } from './features.js';
+import type { Recommender } from './metrics.js';
+import type { Baskets, TestBaskets } from './prepare.js';
+import { Rng } from './rng.js';
+
+export type Tf = typeof tfjs;
+
+export interface ModelOptions {
+  /** Embedding size (default 32). */
+  dim: number;
+  /** MLP hidden units (default 64). */
+  hidden: number;
+  /** Sampled negatives per example for the sampled softmax (default 32). */
+  negatives: number;
+  /** Context items per training example, sampled from the rest of the basket (default 24). */
+  maxContext: number;
+  /** Adam learning rate of the dense layers and the lazy (row-wise) Adam of the tables (default 3e-3). */
+  lr: number;
+  /** Probability of replacing the user by the unknown user (id 0) in training, so cold users get a row (0.1). */
+  userDropout: number;
+  seed: number;
+}
+
+export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 32, maxContext: 24, lr: 3e-3, userDropout: 0.1, seed: 7 };
+
+/** An embedding table held as plain float rows (what a parameter server shard holds). */
+export interface Table { name: string; numRows: number; rowSize: number; data: Float32Array }
+
+/** One training example: basket `basket` of the training set with item index `target` (absolute into items). */
+export interface Example { basket: number; target: number }
+
+export interface StepGradients {
+  loss: number;
+  /** Same order and shapes as `BasketModel.dense`. Owned by the caller. */
+  dense: DenseTensor[];
+  /** One per table, unique sorted row ids. Owned by the caller. */
+  sparse: RowSparseTensor[];
+}
+
+/** Lazy Adam state for one parameter block (dense) or one table (rows updated only when touched, MXNet-style). */
+class Adam {
+  readonly m: Float32Array; readonly v: Float32Array; readonly t: Int32Array;
+  constructor(size: number, rows: number) { this.m = new Float32Array(size); this.v = new Float32Array(size); this.t = new Int32Array(rows); }
+  /** Update `p[off .. off+len)` with gradient `g[goff ..]`; `row` keys the bias-correction step count. */
+  update(p: Float32Array, off: number, g: Float32Array, goff: number, len: number, row: number, lr: number): void {
+    const b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const t = ++this.t[row]!;
+    const a = lr * Math.sqrt(1 - Math.pow(b2, t)) / (1 - Math.pow(b1, t));
+    for (let i = 0; i < len; i++) {
+      const gi = g[goff + i]!;
+      const m = (this.m[off + i] = b1 * this.m[off + i]! + (1 - b1) * gi);
+      const v = (this.v[off + i] = b2 * this.v[off + i]! + (1 - b2) * gi * gi);
+      p[off + i]! -= (a * m) / (Math.sqrt(v) + eps);
+    }
+  }
+}
+
+/**
+ * The basket-completion model (MXNet-style two-tower recommender):
+ *   user embedding u, pooled basket context c = mean of the visible items' input embeddings, pooled history h =
+ *   mean of the user's earlier items' input embeddings; q = W2 relu(W1 [u; c; h] + b1) + b2;
+ *   score(item j) = [q; 1] . out_j, where out_j is item j's output embedding with its bias as the last column.
+ * Trained with a sampled softmax over the target and `negatives` uniform negatives.
+ *
+ * Embedding lookups and their gradients happen in JS on the row-sparse tables (only touched rows), so tfjs sees
+ * small dense inputs and never differentiates tf.gather; the dense layers run in tfjs.
+ */
+export class BasketModel implements Recommender {
+  readonly name = 'model';
+  readonly opts: ModelOptions;
+  readonly user: Table; readonly itemIn: Table; readonly itemOut: Table;
+  /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d]. */
+  readonly dense: DenseTensor[];
+  private readonly adamDense: Adam[];
+  private readonly adamTables: Map<string, Adam>;
+  private readonly rng: Rng;
+  private readonly grad: (args: tfjs.Tensor[]) => { value: tfjs.Scalar; grads: tfjs.Tensor[] };
+  private outT: tfjs.Tensor2D | null = null;
+
+  constructor(private readonly tf: Tf, numUsers: number, readonly numItems: number, opts: Partial<ModelOptions> = {}, rankSeed = 0) {
+    this.opts = { ...DEFAULT_MODEL, ...opts };
+    const { dim: d, hidden: h } = this.opts;
+    if (!(Number.isInteger(d) && d > 0 && Number.isInteger(h) && h > 0)) throw Errors.invalidArg('model dim/hidden', 'must be positive integers');
+    const init = new Rng(this.opts.seed);
+    const normal = (): number => { const u = Math.max(init.next(), 1e-12); return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * init.next()); };
+    const table = (name: string, rows: number, size: number, std: number, biasCol = false): Table => {
+      const data = new Float32Array(rows * size);
+      for (let i = 0; i < data.length; i++) data[i] = biasCol && i % size === size - 1 ? 0 : normal() * std;
+      return { name, numRows: rows, rowSize: size, data };
+    };
+    this.user = table('user_embedding', numUsers, d, 0.05);
+    this.itemIn = table('item_in_embedding', numItems, d, 0.05);
+    this.itemOut = table('item_out_embedding', numItems, d + 1, 0.05, true);
+    const glorot = (name: string, fanIn: number, fanOut: number): DenseTensor => {
+      const data = new Float32Array(fanIn * fanOut), lim = Math.sqrt(6 / (fanIn + fanOut));
+      for (let i = 0; i < data.length; i++) data[i] = (init.next() * 2 - 1) * lim;
+      return { name, shape: [fanIn, fanOut], data };
+    };
+    this.dense = [glorot('dense1/kernel', 3 * d, h), { name: 'dense1/bias', shape: [h], data: new Float32Array(h) },
+      glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) }];
+    this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
+    this.adamTables = new Map(this.tables().map((t) => [t.name, new Adam(t.data.length, t.numRows)]));
+    this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
+    this.grad = tf.valueAndGrads((u, c, hh, pos, neg, w1, bb1, w2, bb2) => {
+      const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
+      const qx = tf.concat([q, tf.onesLike(tf.slice(q, [0, 0], [-1, 1]))], 1);
+      const sp = tf.sum(tf.mul(qx, pos!), 1, true);
+      const sn = tf.sum(tf.mul(tf.expandDims(qx, 1), neg!), 2);
+      return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjs.Scalar;
+    });
+  }
+
+  tables(): Table[] { return [this.user, this.itemIn, this.itemOut]; }
+
+  private tower(u: tfjs.Tensor2D, c: tfjs.Tensor2D, h: tfjs.Tensor2D, w: tfjs.Tensor[]): tfjs.Tensor2D {
+    const tf = this.tf;
+    const x = tf.concat([u, c, h], 1);
+    const a = tf.relu(tf.add(tf.matMul(x, w[0] as tfjs.Tensor2D), w[1]!));
+    return tf.add(tf.matMul(a as tfjs.Tensor2D, w[2] as tfjs.Tensor2D), w[3]!) as tfjs.Tensor2D;
+  }
+
+  private denseTensors(): tfjs.Tensor[] { return this.dense.map((p) => this.tf.tensor(p.data, p.shape as number[])); }
+
+  /** Mean of the `itemIn` rows of `list[s..e)` into out[o..o+d); zeros when empty. */
+  private pool(list: ArrayLike<number>, s: number, e: number, out: Float32Array, o: number): void {
+    const d = this.opts.dim, tab = this.itemIn.data;
+    if (e <= s) return;
+    const inv = 1 / (e - s);
+    for (let x = s; x < e; x++) { const r = list[x]! * d; for (let k = 0; k < d; k++) out[o + k]! += tab[r + k]! * inv; }
+  }
+
+  /**
+   * Gradients of the mean sampled-softmax loss over `batch` (examples from `train`, histories `hist` aligned with
+   * train baskets). Does not change parameters. Returns fresh arrays the caller owns.
+   */
+  async computeGradients(train: Baskets, hist: Lists, batch: readonly Example[]): Promise<StepGradients> {
+    const tf = this.tf, { dim: d, negatives: K, maxContext } = this.opts, B = batch.length;
+    if (B === 0) throw Errors.invalidArg('batch', 'must not be empty');
+    const d1 = d + 1, N = this.numItems;
+    const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
+    const pos = new Float32Array(B * d1), neg = new Float32Array(B * K * d1);
+    const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(B * K);
+    const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
+    const rng = this.rng;
+    for (let i = 0; i < B; i++) {
+      const { basket, target } = batch[i]!;
+      const s = train.offsets[basket]!, e = train.offsets[basket + 1]!;
+      const user = rng.next() < this.opts.userDropout ? 0 : train.users[basket]!;
+      users[i] = user;
+      u.set(this.user.data.subarray(user * d, user * d + d), i * d);
+      // Context: the rest of the basket, at most maxContext of it chosen at random.
+      const others: number[] = [];
+      for (let x = s; x < e; x++) if (x !== target) others.push(train.items[x]!);
+      if (others.length > maxContext) { rng.shuffle(others); others.length = maxContext; }
+      for (const it of others) ctx.push(it);
+      ctxOff[i + 1] = ctx.length;
+      this.pool(ctx, ctxOff[i]!, ctxOff[i + 1]!, c, i * d);
+      if (user !== 0) this.pool(hist.items, hist.offsets[basket]!, hist.offsets[basket + 1]!, h, i * d);
+      const t = train.items[target]!;
+      posIds[i] = t;
+      pos.set(this.itemOut.data.subarray(t * d1, t * d1 + d1), i * d1);
+      for (let k = 0; k < K; k++) {
+        const j = rng.int(N);
+        negIds[i * K + k] = j;
+        neg.set(this.itemOut.data.subarray(j * d1, j * d1 + d1), (i * K + k) * d1);
+      }
+    }
+    const dt = this.denseTensors();
+    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor3d(neg, [B, K, d1])];
+    const { value: lossT, grads } = this.grad([...inputs, ...dt]);
+    const vals = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
+    const loss = (await lossT.data())[0]!;
+    tf.dispose([...inputs, ...dt, ...grads, lossT]);
+    if (!Number.isFinite(loss)) throw Errors.nan('recommender training loss', { batch: B });
+    const [gu, gc, gh, gpos, gneg] = vals as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+
+    // Scatter the input gradients onto the touched table rows.
+    const userG = new RowAcc(d), inG = new RowAcc(d), outG = new RowAcc(d1);
+    for (let i = 0; i < B; i++) {
+      userG.add(users[i]!, gu, i * d, 1);
+      const s = ctxOff[i]!, e = ctxOff[i + 1]!;
+      for (let x = s; x < e; x++) inG.add(ctx[x]!, gc, i * d, 1 / (e - s));
+      const basket = batch[i]!.basket;
+      if (users[i] !== 0) {
+        const hs = hist.offsets[basket]!, he = hist.offsets[basket + 1]!;
+        for (let x = hs; x < he; x++) inG.add(hist.items[x]!, gh, i * d, 1 / (he - hs));
+      }
+      outG.add(posIds[i]!, gpos, i * d1, 1);
+      for (let k = 0; k < K; k++) outG.add(negIds[i * K + k]!, gneg, (i * K + k) * d1, 1);
+    }
+    return {
+      loss,
+      dense: this.dense.map((p, i) => ({ name: p.name, shape: p.shape, data: vals[5 + i]! })),
+      sparse: [userG.finish(this.user), inG.finish(this.itemIn), outG.finish(this.itemOut)],
+    };
+  }
+
+  /** Apply (already averaged) gradients with Adam; table rows not in `sparse` are untouched (lazy). */
+  applyGradients(dense: readonly DenseTensor[], sparse: readonly RowSparseTensor[]): void {
+    const lr = this.opts.lr;
+    dense.forEach((g, i) => this.adamDense[i]!.update(this.dense[i]!.data, 0, g.data, 0, g.data.length, 0, lr));
+    for (const g of sparse) {
+      const t = this.tables().find((x) => x.name === g.name);
+      const adam = this.adamTables.get(g.name);
+      if (t === undefined || adam === undefined) throw Errors.state(`no table named ${g.name}`);
+      for (let r = 0; r < g.rowIds.length; r++) adam.update(t.data, g.rowIds[r]! * t.rowSize, g.rows, r * t.rowSize, t.rowSize, g.rowIds[r]!, lr);
+    }
+    this.invalidate();
+  }
+
+  /** Drop the cached output matrix (call after parameters change outside applyGradients, e.g. a broadcast). */
+  invalidate(): void { this.outT?.dispose(); this.outT = null; }
+
+  /** Histories for test baskets, set before evaluation (aligned with the test baskets). */
+  testHistory: Lists | null = null;
+
+  scoreBatch(test: TestBaskets, from: number, to: number, out: Float32Array): void {
+    const tf = this.tf, d = this.opts.dim, d1 = d + 1, N = this.numItems, B = to - from;
+    if (this.outT === null) {
+      const t = new Float32Array(d1 * N);
+      for (let j = 0; j < N; j++) for (let k = 0; k < d1; k++) t[k * N + j] = this.itemOut.data[j * d1 + k]!;
+      this.outT = tf.tensor2d(t, [d1, N]);
+    }
+    const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
+    for (let b = from; b < to; b++) {
+      const i = b - from, user = test.users[b]!;
+      u.set(this.user.data.subarray(user * d, user * d + d), i * d);
+      this.pool(test.items, test.offsets[b]!, test.offsets[b + 1]!, c, i * d);
+      if (user !== 0 && this.testHistory !== null) this.pool(this.testHistory.items, this.testHistory.offsets[b]!, this.testHistory.offsets[b + 1]!, h, i * d);
+    }
+    const outT = this.outT;
+    const scores = tf.tidy(() => {
+      const dt = this.denseTensors();
+      const q = this.tower(tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), dt);
+      return tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT);
+    });
+    out.set(scores.dataSync() as Float32Array, 0);
+    scores.dispose();
+  }
+}
+
+/** Accumulates gradient rows per table row id; `finish` returns them as a RowSparseTensor with sorted ids. */
+class RowAcc {
+  private readonly idx = new Map<number, number>();
+  private buf: Float32Array;
+  constructor(private readonly size: number) { this.buf = new Float32Array(size * 64); }
+  add(row: number, src: Float32Array, off: number, scale: number): void {
+    let i = this.idx.get(row);
+    if (i === undefined) {
+      i = this.idx.size; this.idx.set(row, i);
+      if ((i + 1) * this.size > this.buf.length) { const nb = new Float32Array(this.buf.length * 2); nb.set(this.buf); this.buf = nb; }
+    }
+    const o = i * this.size;
+    for (let k = 0; k < this.size; k++) this.buf[o + k]! += src[off + k]! * scale;
+  }
+  finish(t: Table): RowSparseTensor {
+    const ids = Int32Array.from(this.idx.keys()).sort();
+    const rows = new Float32Array(ids.length * this.size);
+    ids.forEach((id, r) => rows.set(this.buf.subarray(this.idx.get(id)! * this.size, (this.idx.get(id)! + 1) * this.size), r * this.size));
+    return { name: t.name, numRows: t.numRows, rowSize: t.rowSize, rowIds: ids, rows };
+  }
+}

@@ -1,0 +1,134 @@
+import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
+import { Errors } from '@shoal/core';
+import type { Lists } from './features.js';
+import { evaluate, type RankingMetrics } from './metrics.js';
+import type { BasketModel, Example } from './model.js';
+import type { Baskets, TestBaskets } from './prepare.js';
+import { ProgressBar } from './progress.js';
+import { Rng } from './rng.js';
+
+export interface TrainOptions {
+  epochs: number;
+  /** Examples per step summed over all workers; must be a multiple of the world size. */
+  globalBatch: number;
+  /** Targets drawn per training basket per epoch (each with the rest of the basket as context). */
+  targetsPerBasket: number;
+  seed: number;
+  /** Stop each epoch after this many steps (tests, smoke runs); 0 = no limit. */
+  maxStepsPerEpoch?: number;
+  /** Evaluate on the test baskets after every epoch (rank 0 only; others get null). */
+  evalEachEpoch?: { test: TestBaskets; numItems: number } | null;
+  /** Draw a progress bar (rank 0). */
+  progress?: boolean;
+}
+
+export interface EpochStats {
+  epoch: number;
+  /** Mean training loss over the epoch's steps and all workers. */
+  loss: number;
+  steps: number;
+  /** Examples processed by all workers this epoch. */
+  samples: number;
+  seconds: number;
+  samplesPerSec: number;
+  /** Mean unique table rows this rank pushed per step, summed over tables. */
+  sparseRowsPerStep: number;
+  /** Mean bytes of row-sparse gradient values this rank pushed per step (rows * rowSize * 4, plus 4 per id). */
+  sparseBytesPerStep: number;
+  /** Bytes of all embedding tables (what a dense sync of them would move per step). */
+  tableBytes: number;
+  /** Bytes the engine reported sent by this rank during the epoch, per step. */
+  wireBytesPerStep: number;
+  metrics: RankingMetrics | null;
+}
+
+/**
+ * The training examples of one epoch, in the same order on every rank (seeded by epoch): up to
+ * `targetsPerBasket` distinct target positions per training basket of >= 2 items, shuffled.
+ */
+export function epochExamples(train: Baskets, targetsPerBasket: number, seed: number): Example[] {
+  const rng = new Rng(seed);
+  const out: Example[] = [];
+  for (let b = 0; b + 1 < train.offsets.length; b++) {
+    const s = train.offsets[b]!, e = train.offsets[b + 1]!;
+    if (e - s < 2) continue;
+    const pos = Array.from({ length: e - s }, (_, i) => s + i);
+    if (pos.length > targetsPerBasket) { rng.shuffle(pos); pos.length = targetsPerBasket; }
+    for (const t of pos) out.push({ basket: b, target: t });
+  }
+  return rng.shuffle(out as unknown as number[]) as unknown as Example[];
+}
+
+/**
+ * Data-parallel training of `model` through `sync`: every step each rank takes its slice of the global batch,
+ * computes gradients, averages the dense ones with `allreduceMean` and the table rows with `sparseAllreduceMean`
+ * (only touched rows move; engines without it get the whole table densified), and applies the identical update,
+ * so replicas stay equal. Returns one EpochStats per epoch (identical loss on every rank).
+ */
+export async function trainModel(model: BasketModel, train: Baskets, hist: Lists, sync: GradientSync, opts: TrainOptions): Promise<EpochStats[]> {
+  const W = sync.size;
+  if (!(opts.globalBatch > 0 && opts.globalBatch % W === 0)) {
+    throw Errors.invalidArg('globalBatch', `must be a positive multiple of the world size ${W}, got ${opts.globalBatch}`);
+  }
+  const local = opts.globalBatch / W;
+  const tables = model.tables();
+  const tableBytes = tables.reduce((a, t) => a + t.data.byteLength, 0);
+  // Same starting point everywhere: rank 0's values.
+  await sync.broadcastParameters([...model.dense, ...tables.map((t): DenseTensor => ({ name: t.name, shape: [t.numRows, t.rowSize], data: t.data }))]);
+  model.invalidate();
+  const history: EpochStats[] = [];
+  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+    const ex = epochExamples(train, opts.targetsPerBasket, opts.seed * 1000 + epoch);
+    let steps = Math.floor(ex.length / opts.globalBatch);
+    if (opts.maxStepsPerEpoch) steps = Math.min(steps, opts.maxStepsPerEpoch);
+    if (steps === 0) throw Errors.data('training', `${ex.length} examples are fewer than one global batch of ${opts.globalBatch}`);
+    const bar = opts.progress && sync.rank === 0 ? new ProgressBar(`epoch ${epoch}/${opts.epochs}`, steps) : null;
+    const t0 = performance.now();
+    const wire0 = sync.stats().bytesSent;
+    let lossSum = 0, sparseRows = 0, sparseBytes = 0;
+    for (let s = 0; s < steps; s++) {
+      const start = s * opts.globalBatch + sync.rank * local;
+      const g = await model.computeGradients(train, hist, ex.slice(start, start + local));
+      await sync.allreduceMean(g.dense);
+      const merged: RowSparseTensor[] = [];
+      for (const sp of g.sparse) {
+        sparseRows += sp.rowIds.length;
+        sparseBytes += sp.rows.byteLength + sp.rowIds.byteLength;
+        merged.push(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(sp) : await densified(sync, sp));
+      }
+      model.applyGradients(g.dense, merged);
+      lossSum += g.loss;
+      if (bar && (s % 5 === 4 || s === steps - 1)) {
+        const sec = (performance.now() - t0) / 1000;
+        bar.update(s + 1, `loss ${(lossSum / (s + 1)).toFixed(3)} ${Math.round(((s + 1) * opts.globalBatch) / sec)} samples/s`);
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const [loss] = await sync.allreduceScalars(Float64Array.of(lossSum / steps));
+    const metrics = opts.evalEachEpoch && sync.rank === 0 ? await evaluate(model, opts.evalEachEpoch.test, opts.evalEachEpoch.numItems) : null;
+    history.push({
+      epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
+      sparseRowsPerStep: sparseRows / steps, sparseBytesPerStep: sparseBytes / steps, tableBytes,
+      wireBytesPerStep: (sync.stats().bytesSent - wire0) / steps, metrics,
+    });
+  }
+  return history;
+}
+
+/** Fallback for engines without row-sparse support: scatter into a full dense table, allreduce it, keep touched rows. */
+async function densified(sync: GradientSync, g: RowSparseTensor): Promise<RowSparseTensor> {
+  const full = new Float32Array(g.numRows * g.rowSize);
+  for (let r = 0; r < g.rowIds.length; r++) {
+    const o = g.rowIds[r]! * g.rowSize;
+    for (let k = 0; k < g.rowSize; k++) full[o + k]! += g.rows[r * g.rowSize + k]!;
+  }
+  await sync.allreduceMean([{ name: g.name, shape: [g.numRows, g.rowSize], data: full }]);
+  const ids: number[] = [];
+  for (let r = 0; r < g.numRows; r++) {
+    const o = r * g.rowSize;
+    for (let k = 0; k < g.rowSize; k++) if (full[o + k] !== 0) { ids.push(r); break; }
+  }
+  const rows = new Float32Array(ids.length * g.rowSize);
+  ids.forEach((id, i) => rows.set(full.subarray(id * g.rowSize, (id + 1) * g.rowSize), i * g.rowSize));
+  return { name: g.name, numRows: g.numRows, rowSize: g.rowSize, rowIds: Int32Array.from(ids), rows };
+}
