@@ -1,0 +1,117 @@
+/**
+ * Apache Arrow (JS) schemas and record batches -> shoal `FieldInfo`s and `Chunk`s, without copying: a chunk column's
+ * `values` is the Arrow data's own typed array (itself a view on the IPC message body it was read from).
+ */
+import { DataType, type Data, type Field, type RecordBatch, type Schema } from 'apache-arrow';
+import { Errors } from '@shoal/core';
+import type { Chunk, Column, ColumnKind, FieldInfo, NumericArray } from './types.js';
+
+/** The numeric kind of a scalar Arrow type, or undefined if the type cannot be batched. */
+function scalarKind(t: DataType): ColumnKind | undefined {
+  if (DataType.isInt(t)) {
+    const bits = t.bitWidth;
+    if (t.isSigned) return bits === 8 ? 'int8' : bits === 16 ? 'int16' : bits === 32 ? 'int32' : 'int64';
+    return bits === 8 ? 'uint8' : bits === 16 ? 'uint16' : bits === 32 ? 'uint32' : undefined;
+  }
+  if (DataType.isFloat(t)) {
+    // Precision: 0 half, 1 single, 2 double. Half floats are not supported (no Float16Array in Node 20).
+    return t.precision === 1 ? 'float32' : t.precision === 2 ? 'float64' : undefined;
+  }
+  return undefined;
+}
+
+/** Describe one Arrow field. Unsupported types get kind 'unsupported' (an error only if the column is used). */
+export function fieldInfoOf(f: Field): FieldInfo {
+  const t = f.type;
+  const base = { name: f.name, nullable: f.nullable, sourceType: String(t) };
+  if (DataType.isFixedSizeList(t)) {
+    const kind = scalarKind(t.children[0]!.type);
+    return { ...base, kind: kind ?? 'unsupported', width: t.listSize };
+  }
+  return { ...base, kind: scalarKind(t) ?? 'unsupported', width: 1 };
+}
+
+export function fieldsOf(schema: Schema): FieldInfo[] {
+  return schema.fields.map(fieldInfoOf);
+}
+
+function columnOfData(data: Data, info: FieldInfo, source: string): Column {
+  const rows = data.length;
+  let values: NumericArray;
+  let nullCount = data.nullCount;
+  let validity: Uint8Array | undefined;
+  let validityOffset = 0;
+  if (nullCount > 0) {
+    validity = data.nullBitmap;
+    validityOffset = data.offset;
+  }
+  if (DataType.isFixedSizeList(data.type)) {
+    const child = data.children[0]!;
+    const childNulls = child.nullCount;
+    if (childNulls > 0) {
+      // A null element inside a list: no per-row bitmap describes it, so it is refused here.
+      throw Errors.data(source, `column '${info.name}' has ${childNulls} null list elements (${info.sourceType})`, {
+        column: info.name,
+      });
+    }
+    values = child.values as NumericArray;
+  } else {
+    values = data.values as NumericArray;
+  }
+  const n = rows * info.width;
+  if (values.length < n) {
+    throw Errors.data(source, `column '${info.name}' has ${values.length} values for ${rows} rows of width ${info.width}`, {
+      column: info.name,
+    });
+  }
+  if (values.length !== n) values = values.subarray(0, n) as NumericArray;
+  return nullCount > 0 ? { values, width: info.width, nullCount, validity: validity!, validityOffset } : { values, width: info.width, nullCount: 0 };
+}
+
+/**
+ * The selected columns of `batch` as a chunk (zero-copy views). Throws ERR_DATA naming `source` and the column if
+ * a column is missing or of a type that cannot be batched.
+ */
+export function chunkOfBatch(batch: RecordBatch, columns: readonly string[], source: string): Chunk {
+  const out: Record<string, Column> = {};
+  for (const name of columns) {
+    const idx = batch.schema.fields.findIndex((f) => f.name === name);
+    if (idx < 0) {
+      throw Errors.data(source, `missing column '${name}' (have: ${batch.schema.fields.map((f) => f.name).join(', ')})`, {
+        column: name,
+      });
+    }
+    const info = fieldInfoOf(batch.schema.fields[idx]!);
+    if (info.kind === 'unsupported') {
+      throw Errors.data(source, `column '${name}' has type ${info.sourceType}, which cannot be batched (numeric or FixedSizeList<numeric> expected)`, {
+        column: name,
+      });
+    }
+    const vec = batch.getChildAt(idx)!;
+    const data = vec.data;
+    if (data.length !== 1) {
+      throw Errors.data(source, `column '${name}' is split into ${data.length} chunks inside one record batch`, { column: name });
+    }
+    out[name] = columnOfData(data[0]!, info, source);
+  }
+  return { source, rows: batch.numRows, columns: out };
+}
+
+/** Check that two schemas agree on every column's name, type and nullability; throws naming `where`. */
+export function assertSameFields(where: string, got: readonly FieldInfo[], want: readonly FieldInfo[], wantFrom: string): void {
+  const g = new Map(got.map((f) => [f.name, f]));
+  for (const w of want) {
+    const f = g.get(w.name);
+    if (!f) throw Errors.data(where, `schema mismatch: column '${w.name}' (present in ${wantFrom}) is missing`, { column: w.name });
+    if (f.sourceType !== w.sourceType) {
+      throw Errors.data(where, `schema mismatch: column '${w.name}' is ${f.sourceType} here but ${w.sourceType} in ${wantFrom}`, {
+        column: w.name,
+      });
+    }
+  }
+  for (const f of got) {
+    if (!want.some((w) => w.name === f.name)) {
+      throw Errors.data(where, `schema mismatch: extra column '${f.name}' not present in ${wantFrom}`, { column: f.name });
+    }
+  }
+}
