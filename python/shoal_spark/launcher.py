@@ -1,0 +1,191 @@
+"""Driver side of the Spark launcher: `run(df, script, ...)` runs one shoal job as one Spark barrier stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from . import task as _task
+from .task import ShoalWorkerError
+
+BACKENDS = ("ring", "ps", "hybrid")
+TRANSPORTS = ("net", "nng", "shm")
+
+#: The Spark DDL of the rows each barrier task returns (mirrors task.OUTPUT_SCHEMA).
+OUTPUT_DDL = (
+    "rank int, host string, exit_code int, result string, rows long, bytes long, batches long, "
+    "feed_s double, wall_s double"
+)
+
+
+@dataclass
+class ShoalResult:
+    """What `run` returns.
+
+    result: the JSON object rank 0's script printed on its `SHOAL_RESULT {json}` line (metrics, model path), or None.
+    ranks: one dict per rank (ascending): rank, host, exit_code, result (parsed, or None), rows, bytes, batches
+           (what was streamed into that worker), feed_s (seconds spent streaming), wall_s (task time).
+    wall_s: driver-side time of the whole Spark job.
+    """
+
+    result: Optional[Dict[str, Any]]
+    ranks: List[Dict[str, Any]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _repo_root() -> str:
+    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def default_store_script() -> str:
+    """The Node entry that serves a job's rendezvous store: `$SHOAL_HOME/core/dist/launcher/spark-store.js`
+    (SHOAL_HOME defaults to the checkout this package sits in)."""
+    home = os.environ.get("SHOAL_HOME") or _repo_root()
+    return os.path.join(home, "core", "dist", "launcher", "spark-store.js")
+
+
+_ERR_RE = re.compile(r"ShoalWorkerError: rank (\d+): (.*)")
+
+
+def _as_worker_error(exc: BaseException) -> Optional[ShoalWorkerError]:
+    """Find the first rank's ShoalWorkerError inside a Spark job failure (its text travels in the Java error)."""
+    text = str(exc)
+    m = _ERR_RE.search(text)
+    if m is None:
+        return None
+    rank, message = int(m.group(1)), m.group(2).strip()
+    tail: List[str] = []
+    for line in text[m.end():].splitlines()[1:]:
+        if line.startswith("last log lines of rank"):
+            continue
+        if not line.startswith("  | "):
+            break
+        tail.append(line[4:])
+    return ShoalWorkerError(rank, message, tail)
+
+
+def run(
+    df: Any,
+    script: str,
+    num_workers: Optional[int] = None,
+    backend: str = "ring",
+    args: Sequence[str] = (),
+    timeout_s: float = 600.0,
+    *,
+    transport: str = "net",
+    servers: int = 1,
+    env: Optional[Mapping[str, str]] = None,
+    node: str = "node",
+    cwd: Optional[str] = None,
+    job_id: Optional[str] = None,
+    store_script: Optional[str] = None,
+    net_timeout_s: float = 60.0,
+    startup_timeout_s: float = 60.0,
+    tail_lines: int = 40,
+    require_result: bool = True,
+    host: Optional[str] = None,
+) -> ShoalResult:
+    """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
+
+    Preconditions: the cluster has at least `num_workers` free task slots at once (barrier mode gangs them);
+    `script` (and `store_script`) exist at the same path on every executor (resolved against `cwd`, which defaults to
+    the driver's working directory); `node` is on the executors' PATH.
+
+    df is repartitioned to `num_workers` partitions if it has another count (default: its own count). Partition i
+    becomes rank i: its rows reach the worker as an Arrow IPC stream on stdin (`SHOAL_INPUT=stdin`), in the order
+    Spark produces them. The worker joins the job from the SHOAL_* environment (core/src/config.ts) through a TCP
+    rendezvous store hosted in rank 0's task, and reports its result by printing one `SHOAL_RESULT {json}` line.
+
+    Returns a ShoalResult (rank 0's result plus per-rank feed figures). Raises ShoalWorkerError naming the failing
+    rank, its error and the last lines of its log if any worker fails or the job exceeds `timeout_s`; ValueError on
+    bad arguments.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    try:
+        from pyspark import cloudpickle
+    except ImportError:  # pragma: no cover
+        import cloudpickle  # type: ignore[no-redef]
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {'|'.join(BACKENDS)}, got {backend!r}")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {'|'.join(TRANSPORTS)}, got {transport!r}")
+    if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if not isinstance(servers, int) or servers < 1:
+        raise ValueError(f"servers must be an integer >= 1, got {servers!r}")
+    if any(not isinstance(a, str) for a in args):
+        raise ValueError(f"args must be strings, got {list(args)!r}")
+
+    spark = df.sparkSession
+    sc = spark.sparkContext
+    parts = df.rdd.getNumPartitions()
+    n = parts if num_workers is None else num_workers
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
+    master = sc.master or ""
+    if master.startswith("local") and n > sc.defaultParallelism:
+        raise ValueError(
+            f"num_workers={n} needs {n} task slots at once (barrier mode), but master {master!r} has "
+            f"{sc.defaultParallelism}; use e.g. local[{n}]"
+        )
+    cwd = os.path.abspath(cwd or os.getcwd())
+    script_path = os.path.join(cwd, script)
+    if not os.path.isfile(script_path):
+        raise ValueError(f"script {script_path!r} does not exist (resolved against cwd {cwd!r})")
+    store = store_script if store_script is not None else default_store_script()
+    if n > 1 and not os.path.isfile(store):
+        raise ValueError(f"store_script {store!r} does not exist (build shoal first: npx tsc -b)")
+    if parts != n:
+        df = df.repartition(n)
+
+    spec: Dict[str, Any] = {
+        "script": script_path,
+        "args": list(args),
+        "node": node,
+        "cwd": cwd,
+        "env": dict(env or {}),
+        "job_id": job_id or f"spark-{uuid.uuid4().hex[:12]}",
+        "backend": backend,
+        "transport": transport,
+        "servers": servers,
+        "timeout_s": float(timeout_s),
+        "net_timeout_s": float(net_timeout_s),
+        "startup_timeout_s": float(startup_timeout_s),
+        "tail_lines": int(tail_lines),
+        "require_result": bool(require_result),
+        "store_script": store if n > 1 else "",
+        "host": host,
+        "schema": to_arrow_schema(df.schema).serialize().to_pybytes(),
+    }
+
+    # Executors need not have shoal_spark installed: the task module travels inside the pickled closure.
+    cloudpickle.register_pickle_by_value(_task)
+    run_task = _task.run_task
+
+    def body(batches: Any) -> Any:
+        return run_task(batches, spec)
+
+    t0 = time.monotonic()
+    try:
+        rows = df.mapInArrow(body, OUTPUT_DDL, barrier=True).collect()
+    except Exception as e:  # noqa: BLE001 - re-raised as the worker's own error when there is one
+        err = _as_worker_error(e)
+        if err is not None:
+            raise err from e
+        raise
+    wall_s = time.monotonic() - t0
+
+    ranks = []
+    for r in sorted(rows, key=lambda r: r["rank"]):
+        d = r.asDict()
+        d["result"] = json.loads(d["result"]) if d["result"] is not None else None
+        ranks.append(d)
+    rank0 = next((r for r in ranks if r["rank"] == 0), None)
+    return ShoalResult(result=rank0["result"] if rank0 else None, ranks=ranks, wall_s=wall_s)

@@ -1,0 +1,316 @@
+"""Executor side of `shoal_spark.run`: the body of one Spark barrier task.
+
+One task = one shoal rank. The task
+
+1. learns its rank (the partition id) and the world size from `BarrierTaskContext`;
+2. on rank 0, starts the job's rendezvous store (a small Node process that prints its address);
+3. exchanges `{rank, host, store}` with every task through `BarrierTaskContext.allGather`;
+4. starts `node <script>` in its own process group with the `SHOAL_*` environment (core/src/config.ts), streams
+   the partition's Arrow record batches into the child's stdin as one Arrow IPC stream (no temp file), and
+   forwards the child's stdout/stderr lines to this task's stderr (the executor log);
+5. waits for the child (bounded by the job's deadline), meets the other tasks at a final barrier, and yields one
+   row: this rank's exit status, the result the script printed on its `SHOAL_RESULT {json}` line, and feed figures.
+
+A failing child raises `ShoalWorkerError` naming the rank, its error line and the last lines of its log, which fails
+the barrier stage. The child and the store never outlive the task: they run in their own process group, killed in
+`finally`, and carry PR_SET_PDEATHSIG(SIGKILL) so they die with this Python process even if Spark kills it hard.
+
+This module is pickled by value into the executors (see launcher.py), so it must import only what an executor
+has (pyspark, pyarrow and the standard library) and keep everything it needs inside functions.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+RESULT_MARKER = "SHOAL_RESULT "
+STORE_MARKER = "SHOAL_STORE "
+ERROR_TAG = "ShoalWorkerError"
+
+
+class ShoalWorkerError(RuntimeError):
+    """A shoal worker (or the job's store) failed inside a Spark barrier task."""
+
+    def __init__(self, rank: int, message: str, log_tail: List[str]):
+        self.rank = rank
+        self.log_tail = list(log_tail)
+        tail = "\n".join(f"  | {line}" for line in self.log_tail)
+        super().__init__(f"{ERROR_TAG}: rank {rank}: {message}" + (f"\nlast log lines of rank {rank}:\n{tail}" if tail else ""))
+
+
+def _set_pdeathsig() -> None:
+    """preexec_fn: the child gets SIGKILL when the thread that spawned it dies (Linux; no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
+class _Child:
+    """A Node child in its own process group, its output lines pumped by two daemon threads.
+
+    Lines go to `sys.stderr` with a `[shoal rank R]` prefix and into a bounded tail kept for error reports. A line
+    on stdout starting with `marker` is captured (the last one wins) and not forwarded.
+    """
+
+    def __init__(self, argv: List[str], env: Dict[str, str], cwd: Optional[str], rank: int, name: str,
+                 tail_lines: int, marker: str, stdin: bool):
+        self.rank = rank
+        self.name = name
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.marked: Optional[str] = None
+        self.marked_event = threading.Event()
+        self._marker = marker
+        self._lock = threading.Lock()
+        try:
+            self.proc = subprocess.Popen(
+                argv, env=env, cwd=cwd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True, preexec_fn=_set_pdeathsig, bufsize=0,
+            )
+        except OSError as e:
+            raise ShoalWorkerError(rank, f"cannot start {name} ({argv[0]}): {e}", []) from e
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream: Any, is_stdout: bool) -> None:
+        prefix = f"[shoal {self.name} rank {self.rank}] "
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if is_stdout and line.startswith(self._marker):
+                self.marked = line[len(self._marker):]
+                self.marked_event.set()
+                continue
+            with self._lock:
+                self.tail.append(line)
+            try:
+                sys.stderr.write(prefix + line + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        stream.close()
+
+    def join_output(self, timeout_s: float) -> None:
+        """Wait (bounded) until both pipes hit EOF, so the tail and the marker are complete."""
+        end = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+    def tail_lines(self) -> List[str]:
+        with self._lock:
+            return list(self.tail)
+
+    def last_error_line(self) -> str:
+        """The most telling line of the tail: the last one that looks like an error, else the last line."""
+        lines = [ln for ln in self.tail_lines() if ln.strip()]
+        for ln in reversed(lines):
+            if "Error" in ln or "error" in ln or "ERR_" in ln:
+                return ln.strip()
+        return lines[-1].strip() if lines else ""
+
+    def kill(self) -> None:
+        """Kill the child's whole process group (idempotent) and reap it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                self.proc.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (self.proc.stdin,):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+
+
+class _Watchdog:
+    """Kills a child when the job deadline passes; `fired` tells the caller why the child died."""
+
+    def __init__(self, child: _Child, deadline: float):
+        self.fired = False
+        self._stop = threading.Event()
+        self._child = child
+        self._deadline = deadline
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        if not self._stop.wait(max(0.0, self._deadline - time.monotonic())):
+            self.fired = True
+            self._child.kill()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) -> _Child:
+    """Start the rendezvous store process and wait (bounded) for its `SHOAL_STORE tcp://host:port` line."""
+    argv = [spec["node"], spec["store_script"], "--host", host]
+    store = _Child(argv, dict(os.environ), spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
+    wait_s = min(spec["startup_timeout_s"], max(0.0, deadline - time.monotonic()))
+    if not store.marked_event.wait(wait_s):
+        store.kill()
+        store.join_output(2)
+        code = store.proc.returncode
+        why = f"exited with code {code}" if code is not None and code != -signal.SIGKILL else f"printed no address within {wait_s:.0f} s"
+        raise ShoalWorkerError(rank, f"rendezvous store {why}: {store.last_error_line()}", store.tail_lines())
+    return store
+
+
+def _write_stream(child: _Child, batches: Iterator[Any], schema: Any, stats: Dict[str, float]) -> Optional[BaseException]:
+    """Stream `batches` into the child's stdin as one Arrow IPC stream, then close stdin (EOF = end of data).
+
+    Returns the write error if the child stopped reading (it died or closed stdin early), else None. Batches are
+    written as they arrive from Spark; nothing is buffered beyond the pipe.
+    """
+    import pyarrow as pa
+
+    # The pipe is an unbuffered file (bufsize=0): pyarrow hands each IPC message's buffers straight to write().
+    sink = child.proc.stdin
+    t0 = time.perf_counter()
+    try:
+        with pa.ipc.new_stream(sink, schema) as writer:
+            for batch in batches:
+                if batch.schema != schema:
+                    batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+                writer.write_batch(batch)
+                stats["rows"] += batch.num_rows
+                stats["bytes"] += batch.nbytes
+                stats["batches"] += 1
+        return None
+    except (BrokenPipeError, ConnectionResetError, OSError, pa.ArrowIOError) as e:  # the child went away
+        return e
+    finally:
+        stats["feed_s"] = time.perf_counter() - t0
+        try:
+            sink.close()
+        except OSError:
+            pass
+
+
+def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
+    """The barrier task body (the `mapInArrow` function). See the module doc. Yields one row for this rank."""
+    import pyarrow as pa
+    from pyspark import BarrierTaskContext
+
+    t_start = time.monotonic()
+    deadline = t_start + spec["timeout_s"]
+    ctx = BarrierTaskContext.get()
+    rank = ctx.partitionId()
+    infos = ctx.getTaskInfos()
+    world = len(infos)
+    host = spec.get("host") or infos[rank].address.rsplit(":", 1)[0]
+
+    store: Optional[_Child] = None
+    worker: Optional[_Child] = None
+    try:
+        store_url = ""
+        if rank == 0 and spec["store_script"]:
+            store = _start_store(spec, rank, host, deadline)
+            store_url = (store.marked or "").strip()
+        peers = [json.loads(m) for m in ctx.allGather(json.dumps({"rank": rank, "host": host, "store": store_url}))]
+        store_url = next((p["store"] for p in peers if p["rank"] == 0), "")
+
+        env = dict(os.environ)
+        env.update(spec["env"])
+        env.update({
+            "SHOAL_RANK": str(rank),
+            "SHOAL_WORLD_SIZE": str(world),
+            "SHOAL_LOCAL_RANK": str(sum(1 for p in peers if p["host"] == host and p["rank"] < rank)),
+            "SHOAL_STORE": store_url,
+            "SHOAL_JOB_ID": spec["job_id"],
+            "SHOAL_BACKEND": spec["backend"],
+            "SHOAL_TRANSPORT": spec["transport"],
+            "SHOAL_SERVERS": str(spec["servers"]),
+            "SHOAL_TIMEOUT_MS": str(int(spec["net_timeout_s"] * 1000)),
+            "SHOAL_HOST": host,
+            "SHOAL_INPUT": "stdin",
+            "SHOAL_LAUNCHER": "spark",
+        })
+        argv = [spec["node"], spec["script"], *spec["args"]]
+        worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)
+        watchdog = _Watchdog(worker, deadline)
+
+        # The partition's schema: the first batch's (Spark's own Arrow types), or the DataFrame's for an empty one.
+        first = next(batches, None)
+        schema = first.schema if first is not None else pa.ipc.read_schema(pa.py_buffer(spec["schema"]))
+
+        def all_batches() -> Iterator[Any]:
+            if first is not None:
+                yield first
+            yield from batches
+
+        stats: Dict[str, float] = {"rows": 0, "bytes": 0, "batches": 0, "feed_s": 0.0}
+        write_err = _write_stream(worker, all_batches(), schema, stats)
+        try:
+            code = worker.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            code = worker.proc.returncode
+        watchdog.stop()
+        worker.join_output(5)
+        if watchdog.fired:
+            raise ShoalWorkerError(rank, f"timed out after {spec['timeout_s']:.0f} s (worker killed)", worker.tail_lines())
+        if code != 0:
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            raise ShoalWorkerError(rank, f"worker {how}: {worker.last_error_line()}", worker.tail_lines())
+        if write_err is not None:
+            raise ShoalWorkerError(rank, f"worker exited 0 but stopped reading its input early ({write_err})", worker.tail_lines())
+        result = worker.marked
+        if spec["require_result"] and rank == 0 and result is None:
+            raise ShoalWorkerError(rank, f"worker printed no '{RESULT_MARKER.strip()} {{json}}' line", worker.tail_lines())
+        if result is not None:
+            try:
+                json.loads(result)
+            except ValueError as e:
+                raise ShoalWorkerError(rank, f"bad {RESULT_MARKER.strip()} line (not JSON): {e}", worker.tail_lines()) from e
+
+        # Rank 0 hosts the store: keep it until every rank's worker is done.
+        ctx.barrier()
+        wall_s = time.monotonic() - t_start
+        yield pa.RecordBatch.from_pydict(
+            {
+                "rank": [rank], "host": [host], "exit_code": [int(code)], "result": [result],
+                "rows": [int(stats["rows"])], "bytes": [int(stats["bytes"])], "batches": [int(stats["batches"])],
+                "feed_s": [float(stats["feed_s"])], "wall_s": [float(wall_s)],
+            },
+            schema=OUTPUT_SCHEMA(),
+        )
+    finally:
+        if worker is not None:
+            worker.kill()
+        if store is not None:
+            store.kill()
+
+
+def OUTPUT_SCHEMA() -> Any:
+    """The Arrow schema of the rows `run_task` yields (mirrors launcher.OUTPUT_DDL)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("rank", pa.int32()), ("host", pa.string()), ("exit_code", pa.int32()), ("result", pa.string()),
+        ("rows", pa.int64()), ("bytes", pa.int64()), ("batches", pa.int64()),
+        ("feed_s", pa.float64()), ("wall_s", pa.float64()),
+    ])

@@ -1,0 +1,134 @@
+/**
+ * A shoal worker for the Spark launcher tests and the `spark` benchmark (not a test file itself): it joins the job
+ * from the SHOAL_* environment (TCP store + net transport process group), reads its partition from stdin as an
+ * Arrow IPC stream with the datasets package, and does a real collective over the group: a ring pass that gives
+ * every rank every rank's [rows, sum of a column]. Rank 0 prints the job totals on its `SHOAL_RESULT {json}` line.
+ *
+ *   node test/dist/spark-probe-worker.js [--sum <column>] [--fail-rank <r> --message <text>] [--hang-rank <r>]
+ *
+ * --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
+ * that rank sleep forever after reading (for the timeout test).
+ */
+import {
+  connectGroup,
+  createNetTransport,
+  Errors,
+  parseWorkerOptions,
+  TcpStore,
+  Tags,
+  type ProcessGroup,
+} from '@shoal/core';
+import { openArrowStream, type NumericArray } from '@shoal/datasets';
+
+interface ProbeArgs {
+  sum: string;
+  failRank: number;
+  message: string;
+  hangRank: number;
+}
+
+function parseArgs(argv: readonly string[]): ProbeArgs {
+  const a: ProbeArgs = { sum: '', failRank: -1, message: 'probe failure', hangRank: -1 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [k, v] = [argv[i], argv[i + 1]];
+    if (v === undefined) throw Errors.invalidArg(k ?? 'argument', 'needs a value');
+    if (k === '--sum') a.sum = v;
+    else if (k === '--fail-rank') a.failRank = Number(v);
+    else if (k === '--message') a.message = v;
+    else if (k === '--hang-rank') a.hangRank = Number(v);
+    else throw Errors.invalidArg(k ?? 'argument', 'is not an option of spark-probe-worker');
+  }
+  return a;
+}
+
+/** Ring allgather of one Float64Array per rank over the group's pairs (size-1 steps, each forwards one part). */
+function ringAllgather(g: ProcessGroup, mine: Float64Array): Promise<Float64Array[]> {
+  return g.run('probe allgather', async (seq) => {
+    const parts: Float64Array[] = new Array(g.size);
+    parts[g.rank] = mine;
+    let send = mine;
+    for (let s = 0; s < g.size - 1; s++) {
+      const sent = g.send(g.next, { tag: Tags.control, step: s, seq, aux: send.length }, new Uint8Array(send.buffer, send.byteOffset, send.byteLength));
+      const { payload } = await g.recv(g.prev, { tag: Tags.control, step: s, seq, aux: mine.length });
+      await sent;
+      const from = (g.rank - s - 1 + g.size) % g.size;
+      parts[from] = new Float64Array(payload.slice().buffer);
+      send = parts[from];
+    }
+    return parts;
+  });
+}
+
+function sumOf(v: NumericArray): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += Number(v[i]);
+  return s;
+}
+
+async function main(): Promise<void> {
+  const opts = parseWorkerOptions(process.env);
+  const args = parseArgs(process.argv.slice(2));
+
+  const t0 = performance.now();
+  const ds = await openArrowStream(process.stdin, { name: `rank ${opts.rank} stdin`, idleTimeoutMs: opts.timeoutMs });
+  const columns = ds.schema.fields.map((f) => f.name);
+  if (args.sum && !columns.includes(args.sum)) throw Errors.data(ds.source, `no column ${args.sum} (columns: ${columns.join(', ')})`);
+  let rows = 0;
+  let bytes = 0;
+  let sum = 0;
+  let chunks = 0;
+  for (const p of ds.partitions) {
+    for await (const c of p.read({ columns })) {
+      rows += c.rows;
+      chunks += 1;
+      for (const col of Object.values(c.columns)) bytes += col.values.byteLength;
+      if (args.sum) sum += sumOf(c.columns[args.sum]!.values);
+    }
+  }
+  const readS = (performance.now() - t0) / 1000;
+  await ds.close();
+  process.stderr.write(`rank ${opts.rank}: read ${rows} rows (${chunks} chunks, ${(bytes / 1e6).toFixed(1)} MB) in ${readS.toFixed(3)} s\n`);
+
+  if (opts.rank === args.failRank) throw new Error(args.message);
+  if (opts.rank === args.hangRank) await new Promise(() => setInterval(() => {}, 1 << 30));
+
+  let totals: Float64Array[] = [Float64Array.of(rows, sum)];
+  if (opts.worldSize > 1) {
+    const store = await TcpStore.connect(opts.storeUrl, { timeoutMs: opts.timeoutMs, connectTimeoutMs: opts.timeoutMs });
+    const transport = createNetTransport();
+    const g = await connectGroup({
+      rank: opts.rank,
+      size: opts.worldSize,
+      store: store.prefixed(opts.jobId).prefixed('probe'),
+      transport,
+      listenUrl: `tcp://${opts.host}:0`,
+      timeoutMs: opts.timeoutMs,
+    });
+    try {
+      totals = await ringAllgather(g, Float64Array.of(rows, sum));
+    } finally {
+      await g.close();
+      await store.close();
+    }
+  }
+  const result = {
+    rank: opts.rank,
+    worldSize: opts.worldSize,
+    rowsPerRank: totals.map((t) => t[0]),
+    sumPerRank: totals.map((t) => t[1]),
+    totalRows: totals.reduce((a, t) => a + t[0]!, 0),
+    totalSum: totals.reduce((a, t) => a + t[1]!, 0),
+    bytes,
+    chunks,
+    readS,
+  };
+  process.stdout.write(`SHOAL_RESULT ${JSON.stringify(result)}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`spark-probe-worker: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}\n`);
+    process.exit(1);
+  },
+);
