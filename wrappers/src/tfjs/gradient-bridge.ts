@@ -1,0 +1,168 @@
+import type * as tfjs from '@tensorflow/tfjs';
+import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
+import { Errors } from '@shoal/core';
+
+type Tf = typeof tfjs;
+
+/** One trainable variable as the bridge sees it. */
+export interface BridgeVariable {
+  /** The tfjs variable (`layerVariable.read()` for layers models). */
+  readonly variable: tfjs.Variable;
+  /** Wire name, identical on every rank (e.g. `w3/kernel`). */
+  readonly name: string;
+  /** Human name for errors (the tfjs variable name, e.g. `dense_Dense2/kernel`). */
+  readonly label: string;
+  /** Send this variable's gradient row-sparse (an embedding table `[rows, dim]`). */
+  readonly sparse: boolean;
+}
+
+export interface BridgeStats {
+  /** Wall time of the last step's phases, milliseconds. */
+  computeMs: number;
+  syncMs: number;
+  applyMs: number;
+  /** Rows sent row-sparse in the last step (all sparse variables). */
+  sparseRows: number;
+}
+
+/**
+ * Data-parallel step for tfjs: gradients of one batch -> one flat Float32Array -> `GradientSync` -> averaged
+ * gradients applied with `optimizer.applyGradients`.
+ *
+ * Buffers: the bridge owns one flat Float32Array holding every gradient (allocated once, reused every step);
+ * the `DenseTensor`s handed to the engine are views into it. Sparse variables (embedding tables) take the
+ * row-sparse path when the engine has `sparseAllreduceMean` and is `ps` or `hybrid`: the rows with a non-zero
+ * gradient (exactly the rows the batch's ids touched, less any whose gradient is exactly zero, which add
+ * nothing) cross the wire; the merged mean is scattered back into the dense slot.
+ *
+ * Preconditions: every rank builds the same variables in the same order; steps are collective.
+ */
+export class GradientBridge {
+  readonly stats: BridgeStats = { computeMs: 0, syncMs: 0, applyMs: 0, sparseRows: 0 };
+  private readonly flat: Float32Array;
+  private readonly offsets: number[] = [];
+  private readonly dense: DenseTensor[] = [];
+  private readonly sparseIdx: number[] = [];
+  private readonly useSparse: boolean;
+
+  constructor(
+    private readonly tf: Tf,
+    readonly variables: readonly BridgeVariable[],
+    private readonly sync: GradientSync,
+  ) {
+    this.useSparse = (sync.kind === 'ps' || sync.kind === 'hybrid') && typeof sync.sparseAllreduceMean === 'function';
+    let total = 0;
+    for (const v of variables) {
+      this.offsets.push(total);
+      total += v.variable.size;
+    }
+    this.flat = new Float32Array(total);
+    variables.forEach((v, i) => {
+      const view = this.flat.subarray(this.offsets[i], this.offsets[i]! + v.variable.size);
+      if (this.useSparse && v.sparse && v.variable.shape.length === 2) this.sparseIdx.push(i);
+      else this.dense.push({ name: v.name, shape: v.variable.shape, data: view });
+    });
+  }
+
+  /** Number of float32 values in one step's gradients. */
+  get numValues(): number {
+    return this.flat.length;
+  }
+
+  private view(i: number): Float32Array {
+    return this.flat.subarray(this.offsets[i], this.offsets[i]! + this.variables[i]!.variable.size);
+  }
+
+  /**
+   * Run one synchronous data-parallel step: `lossFn` (the local batch's mean loss, built from the variables)
+   * is differentiated, gradients are averaged over all ranks and applied by `optimizer`. Returns the local
+   * loss. Throws ERR_NAN naming the variable if a local gradient is not finite (before anything is sent).
+   */
+  async step(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank = this.sync.rank): Promise<number> {
+    const tf = this.tf;
+    const t0 = performance.now();
+    const varList = this.variables.map((v) => v.variable);
+    const { value, grads } = tf.variableGrads(lossFn, varList);
+    let loss: number;
+    try {
+      loss = value.dataSync()[0]!;
+      this.variables.forEach((v, i) => {
+        const g = grads[v.variable.name];
+        const dst = this.view(i);
+        if (!g) {
+          dst.fill(0); // the loss does not depend on this variable
+          return;
+        }
+        const src = g.dataSync() as Float32Array;
+        for (let j = 0; j < src.length; j++) {
+          if (!Number.isFinite(src[j]!)) throw Errors.nan(`the gradient of ${v.label} (rank ${rank}, element ${j})`, { variable: v.label, rank, index: j });
+        }
+        dst.set(src);
+      });
+    } finally {
+      value.dispose();
+      for (const k of Object.keys(grads)) grads[k]!.dispose();
+    }
+    const t1 = performance.now();
+    await this.sync.allreduceMean(this.dense);
+    let sparseRows = 0;
+    for (const i of this.sparseIdx) sparseRows += await this.syncSparse(i);
+    const t2 = performance.now();
+    tf.tidy(() => {
+      optimizer.applyGradients(
+        this.variables.map((v, i) => ({ name: v.variable.name, tensor: tf.tensor(this.view(i), v.variable.shape, 'float32') })),
+      );
+    });
+    const t3 = performance.now();
+    Object.assign(this.stats, { computeMs: t1 - t0, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
+    return loss;
+  }
+
+  private async syncSparse(i: number): Promise<number> {
+    const v = this.variables[i]!;
+    const [numRows, rowSize] = v.variable.shape as [number, number];
+    const g = this.view(i);
+    const touched: number[] = [];
+    for (let r = 0; r < numRows; r++) {
+      const base = r * rowSize;
+      for (let j = 0; j < rowSize; j++) {
+        if (g[base + j] !== 0) {
+          touched.push(r);
+          break;
+        }
+      }
+    }
+    const rows = new Float32Array(touched.length * rowSize);
+    touched.forEach((r, k) => rows.set(g.subarray(r * rowSize, (r + 1) * rowSize), k * rowSize));
+    const local: RowSparseTensor = { name: v.name, numRows, rowSize, rowIds: Int32Array.from(touched), rows };
+    const merged = await this.sync.sparseAllreduceMean!(local);
+    if (merged.rowSize !== rowSize) throw Errors.mismatch(`sparse gradient ${v.name}`, `row size ${merged.rowSize} != ${rowSize}`);
+    g.fill(0);
+    for (let k = 0; k < merged.rowIds.length; k++) {
+      const r = merged.rowIds[k]!;
+      if (r < 0 || r >= numRows) throw Errors.badFrame(`sparse gradient ${v.name}`, `row id ${r} outside [0, ${numRows})`);
+      g.set(merged.rows.subarray(k * rowSize, (k + 1) * rowSize), r * rowSize);
+    }
+    return touched.length;
+  }
+}
+
+/**
+ * Make every rank hold rank 0's values of `variables` (model weights, trainable or not). Collective.
+ * Copies through one temporary Float32Array per variable.
+ */
+export async function broadcastVariables(
+  tf: Tf,
+  sync: GradientSync,
+  variables: ReadonlyArray<{ name: string; variable: tfjs.Variable }>,
+): Promise<void> {
+  const tensors: DenseTensor[] = variables.map((v) => ({
+    name: v.name,
+    shape: v.variable.shape,
+    data: Float32Array.from(v.variable.dataSync() as Float32Array),
+  }));
+  await sync.broadcastParameters(tensors);
+  variables.forEach((v, i) => {
+    tf.tidy(() => v.variable.assign(tf.tensor(tensors[i]!.data, v.variable.shape, v.variable.dtype)));
+  });
+}
