@@ -1,0 +1,217 @@
+import { connectGroup, Errors, loadKernels, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
+import { allreduceRing } from './allreduce-ring.js';
+import { allgatherBytes } from './allgather.js';
+import { barrierRing } from './barrier.js';
+import { broadcastRing } from './broadcast.js';
+import { checkShapes, describeMismatch, signatureOf, TensorFusion, type TensorListSignature } from './fusion.js';
+
+export interface RingSyncOptions {
+  /** Reduction kernels; default `loadKernels()` (native when built, else JS). */
+  kernels?: ReduceKernels;
+  /** Fusion buffer size in bytes (default 64 MiB). */
+  fusionThresholdBytes?: number;
+  /** Gradient wire format: 'native' float32 (default) or 'float16' compression (see AllreduceOptions.wire). */
+  wire?: 'native' | 'float16';
+  /** Pipeline segment size of the collectives in bytes (default 1 MiB). */
+  segmentBytes?: number;
+  /** Skip the NaN/Inf check of gradients. */
+  allowNonFinite?: boolean;
+}
+
+/**
+ * The ring engine of GradientSync: dense gradients are fused and reduced with the ring allreduce, parameters
+ * broadcast from rank 0, sparse gradients allgathered and merged. Every call is collective.
+ *
+ * Agreement before data: each `allreduceMean`/`broadcastParameters` first runs a 48-byte control allreduce
+ * (max of [h1, h2, -h1, -h2, firstNonFinite+1]) so that all ranks learn, in one small collective, whether
+ * their tensor lists agree (name, shape, dtype, length, count) and whether any rank holds a NaN/Inf, and raise
+ * the same ERR_MISMATCH / ERR_NAN (naming the tensor) on every rank instead of hanging. These agreed errors
+ * leave the group usable.
+ */
+export class RingSync implements GradientSync {
+  readonly kind = 'ring' as const;
+  readonly rank: number;
+  readonly size: number;
+  private readonly kernels: ReduceKernels;
+  private readonly fusion: TensorFusion;
+  private readonly wire: 'native' | 'float16';
+  private readonly segmentBytes: number | undefined;
+  private readonly allowNonFinite: boolean;
+
+  /** Wrap a connected group; the RingSync owns it from now on (close() closes it). */
+  constructor(
+    readonly group: ProcessGroup,
+    opts: RingSyncOptions = {},
+  ) {
+    this.rank = group.rank;
+    this.size = group.size;
+    this.kernels = opts.kernels ?? loadKernels();
+    this.fusion = new TensorFusion(opts.fusionThresholdBytes);
+    this.wire = opts.wire ?? 'native';
+    this.segmentBytes = opts.segmentBytes;
+    this.allowNonFinite = opts.allowNonFinite ?? false;
+  }
+
+  /** Connect a process group (`connectGroup`) and wrap it. */
+  static async connect(group: ProcessGroupOptions, opts: RingSyncOptions = {}): Promise<RingSync> {
+    return new RingSync(await connectGroup(group), opts);
+  }
+
+  /** The control collective: agree on the tensor list and on the first non-finite tensor. */
+  private async agree(what: string, tensors: readonly DenseTensor[], checkFinite: boolean): Promise<TensorListSignature> {
+    const sig = signatureOf(tensors);
+    let bad = -1;
+    if (checkFinite)
+      for (let i = 0; i < tensors.length && bad < 0; i++) if (this.kernels.firstNonFinite(tensors[i]!.data) >= 0) bad = i;
+    const ctl = new Float64Array([sig.hash[0], sig.hash[1], -sig.hash[0], -sig.hash[1], bad + 1, 0]);
+    await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
+    if (ctl[0] !== -ctl[2] || ctl[1] !== -ctl[3]) {
+      const enc = new TextEncoder().encode(JSON.stringify(sig.lines));
+      const all = await allgatherBytes(this.group, enc);
+      throw describeMismatch(what, all.map((b) => JSON.parse(new TextDecoder().decode(b)) as string[]));
+    }
+    checkShapes(tensors);
+    const nan = ctl[4]! - 1;
+    if (nan >= 0) throw Errors.nan(`gradient "${tensors[nan]!.name}" (tensor #${nan}, on at least one rank)`, { tensor: tensors[nan]!.name, index: nan });
+    return sig;
+  }
+
+  async broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
+    const sig = await this.agree('broadcastParameters', params, false);
+    for (const b of this.fusion.plan(params, sig)) {
+      if (!b.packed) {
+        await broadcastRing(this.group, params[b.tensors[0]!]!.data, { root: 0, segmentBytes: this.segmentBytes });
+        continue;
+      }
+      const view = this.fusion.pack(params, b);
+      await broadcastRing(this.group, view, { root: 0, segmentBytes: this.segmentBytes });
+      this.fusion.unpack(params, b, view);
+    }
+  }
+
+  async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
+    const sig = await this.agree('allreduceMean', grads, !this.allowNonFinite);
+    const o = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes };
+    for (const b of this.fusion.plan(grads, sig)) {
+      if (!b.packed) {
+        await allreduceRing(this.group, grads[b.tensors[0]!]!.data, o);
+        continue;
+      }
+      const view = this.fusion.pack(grads, b);
+      await allreduceRing(this.group, view, o);
+      this.fusion.unpack(grads, b, view);
+    }
+  }
+
+  async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
+    const parts = (await allgatherBytes(this.group, encodeSparse(grad))).map((b, r) => decodeSparse(b, r));
+    const ref = parts[0]!;
+    for (const p of parts) {
+      if (p.name !== ref.name || p.numRows !== ref.numRows || p.rowSize !== ref.rowSize)
+        throw Errors.mismatch(
+          'sparseAllreduceMean',
+          `rank 0 sends "${ref.name}" [${ref.numRows}x${ref.rowSize}], rank ${p.rank} sends "${p.name}" [${p.numRows}x${p.rowSize}]`,
+          { tensor: ref.name, rank: p.rank },
+        );
+    }
+    const { numRows, rowSize, name } = ref;
+    let total = 0;
+    for (const p of parts) {
+      if (p.rows.length !== p.rowIds.length * rowSize)
+        throw Errors.data(`sparseAllreduceMean "${name}"`, `rank ${p.rank} sent ${p.rowIds.length} row ids but ${p.rows.length} values (rowSize ${rowSize})`);
+      for (const id of p.rowIds)
+        if (!(id >= 0 && id < numRows)) throw Errors.data(`sparseAllreduceMean "${name}"`, `rank ${p.rank} sent row id ${id} outside [0, ${numRows})`, { rank: p.rank });
+      if (!this.allowNonFinite && this.kernels.firstNonFinite(p.rows) >= 0)
+        throw Errors.nan(`sparse gradient "${name}" from rank ${p.rank}`, { tensor: name, rank: p.rank });
+      total += p.rowIds.length;
+    }
+    const all = new Int32Array(total);
+    let o = 0;
+    for (const p of parts) {
+      all.set(p.rowIds, o);
+      o += p.rowIds.length;
+    }
+    all.sort();
+    let u = 0;
+    for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) all[u++] = all[i]!;
+    const rowIds = all.slice(0, u);
+    const index = new Map<number, number>();
+    rowIds.forEach((id, i) => index.set(id, i));
+    const rows = new Float32Array(u * rowSize);
+    for (const p of parts)
+      for (let j = 0; j < p.rowIds.length; j++) {
+        const dst = index.get(p.rowIds[j]!)! * rowSize;
+        this.kernels.reduce('sum', rows.subarray(dst, dst + rowSize), p.rows.subarray(j * rowSize, (j + 1) * rowSize));
+      }
+    this.kernels.scale(rows, 1 / this.size);
+    return { name, numRows, rowSize, rowIds, rows };
+  }
+
+  async allreduceScalars(values: Float64Array): Promise<Float64Array> {
+    const out = values.slice();
+    await allreduceRing(this.group, out, { kernels: this.kernels, op: 'mean' });
+    return out;
+  }
+
+  barrier(): Promise<void> {
+    return barrierRing(this.group);
+  }
+
+  stats(): { bytesSent: number; bytesReceived: number; ops: number } {
+    const s = this.group.stats();
+    return { bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, ops: s.ops };
+  }
+
+  close(): Promise<void> {
+    return this.group.close();
+  }
+}
+
+interface SparsePart {
+  rank: number;
+  name: string;
+  numRows: number;
+  rowSize: number;
+  rowIds: Int32Array;
+  rows: Float32Array;
+}
+
+/** Wire form: u32 numRows | u32 rowSize | u32 count | u32 nameBytes | name (padded to 4) | i32 ids | f32 rows. */
+function encodeSparse(t: RowSparseTensor): Uint8Array {
+  const name = new TextEncoder().encode(t.name);
+  const nameLen = (name.length + 3) & ~3;
+  const buf = new Uint8Array(16 + nameLen + t.rowIds.byteLength + t.rows.byteLength);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(0, t.numRows, true);
+  dv.setUint32(4, t.rowSize, true);
+  dv.setUint32(8, t.rowIds.length, true);
+  dv.setUint32(12, name.length, true);
+  buf.set(name, 16);
+  buf.set(new Uint8Array(t.rowIds.buffer, t.rowIds.byteOffset, t.rowIds.byteLength), 16 + nameLen);
+  buf.set(new Uint8Array(t.rows.buffer, t.rows.byteOffset, t.rows.byteLength), 16 + nameLen + t.rowIds.byteLength);
+  return buf;
+}
+
+function decodeSparse(b: Uint8Array, rank: number): SparsePart {
+  const c = b.byteOffset % 4 === 0 ? b : b.slice();
+  if (c.byteLength < 16) throw Errors.badFrame(`sparse gradient from rank ${rank}`, `${c.byteLength} bytes`);
+  const dv = new DataView(c.buffer, c.byteOffset, c.byteLength);
+  const numRows = dv.getUint32(0, true);
+  const rowSize = dv.getUint32(4, true);
+  const count = dv.getUint32(8, true);
+  const nameBytes = dv.getUint32(12, true);
+  const nameLen = (nameBytes + 3) & ~3;
+  const idsAt = 16 + nameLen;
+  const rowsAt = idsAt + count * 4;
+  const nvals = (c.byteLength - rowsAt) / 4;
+  if (!(nvals >= 0) || !Number.isInteger(nvals)) throw Errors.badFrame(`sparse gradient from rank ${rank}`, `length ${c.byteLength} does not fit ${count} rows`);
+  return {
+    rank,
+    name: new TextDecoder().decode(c.subarray(16, 16 + nameBytes)),
+    numRows,
+    rowSize,
+    rowIds: new Int32Array(c.buffer, c.byteOffset + idsAt, count),
+    rows: new Float32Array(c.buffer, c.byteOffset + rowsAt, nvals),
+  };
+}
