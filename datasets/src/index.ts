@@ -12,6 +12,7 @@ export type { ColumnKind, NumericArray, FieldInfo, DatasetSchema, Column, Chunk,
 export { fieldOf } from './types.js';
 export { openArrowStream, type ArrowStreamSource, type ArrowStreamOptions } from './arrow-stream.js';
 export { openArrowFile } from './arrow-file.js';
+export { openParquetDir, type ParquetDirOptions } from './parquet-dir.js';
 export {
   shard,
   assignPartitions,
