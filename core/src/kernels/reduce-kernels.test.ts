@@ -1,0 +1,82 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import { defaultKernelAddonPath, loadKernels, type NumericArray, type ReduceKernels } from './reduce-kernels.js';
+
+const impls: ReduceKernels[] = [loadKernels({ prefer: 'js' })];
+if (existsSync(defaultKernelAddonPath())) impls.push(loadKernels({ prefer: 'native' }));
+
+for (const k of impls) {
+  test(`${k.impl}: sum, min, max on f32, f64, i32 of odd lengths match a scalar loop`, () => {
+    for (const n of [0, 1, 7, 33, 1001]) {
+      for (const C of [Float32Array, Float64Array, Int32Array] as { new (n: number): NumericArray; name: string }[]) {
+        for (const op of ['sum', 'min', 'max'] as const) {
+          const a = new C(n);
+          const b = new C(n);
+          for (let i = 0; i < n; i++) {
+            a[i] = ((i * 7919) % 201) - 100;
+            b[i] = ((i * 104729) % 199) - 99;
+          }
+          const want = [...a].map((x, i) => (op === 'sum' ? x + b[i]! : op === 'min' ? Math.min(x, b[i]!) : Math.max(x, b[i]!)));
+          k.reduce(op, a, b);
+          assert.equal([...a], [...want], `${C.name} ${op} n=${n}`);
+        }
+      }
+    }
+  });
+  test(`${k.impl}: int32 sums wrap modulo 2^32`, () => {
+    const a = Int32Array.from([2 ** 31 - 1, -(2 ** 31)]);
+    k.reduce('sum', a, Int32Array.from([1, -1]));
+    assert.equal([...a], [-(2 ** 31), 2 ** 31 - 1]);
+  });
+  test(`${k.impl}: fp16 round trip is exact on halves and rounds to nearest even`, () => {
+    const vals = [0, -0, 1, -2.5, 65504, 1e-7, 6.1e-5, 3.14159, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 70000, -Infinity, NaN];
+    const src = Float32Array.from(vals);
+    const h = new Uint16Array(src.length);
+    k.f32ToF16(h, src);
+    const back = new Float32Array(src.length);
+    k.f16ToF32(back, h);
+    assert.is(back[2], 1);
+    assert.is(back[3], -2.5);
+    assert.is(back[4], 65504);
+    assert.is(back[8], 1); // tie rounds to even
+    assert.is(back[9], 1 + 2 * 2 ** -10); // tie rounds to even (up)
+    assert.is(back[10], Infinity);
+    assert.is(back[11], -Infinity);
+    assert.ok(Number.isNaN(back[12]!));
+    assert.ok(Math.abs(back[7]! - 3.14159) / 3.14159 < 2 ** -11);
+    assert.ok(Math.abs(back[5]! - 1e-7) < 2 ** -25);
+    const acc = Float32Array.from([1, 2, 3]);
+    k.reduceF16('sum', acc, h.subarray(2, 5));
+    assert.equal([...acc], [2, -0.5, 65507]);
+  });
+  test(`${k.impl}: scale and firstNonFinite`, () => {
+    const a = Float32Array.from({ length: 10_000 }, () => 3);
+    k.scale(a, 0.5);
+    assert.is(a[9999], 1.5);
+    assert.is(k.firstNonFinite(a), -1);
+    a[8191] = Infinity;
+    assert.is(k.firstNonFinite(a), 8191);
+    assert.is(k.firstNonFinite(Float64Array.from([1, NaN])), 1);
+    assert.is(k.firstNonFinite(new Int32Array(3)), -1);
+  });
+}
+
+test('native kernels and JS agree bit for bit on fp16 conversion of 2^16 patterns', () => {
+  if (impls.length < 2) return;
+  const [js, nat] = impls as [ReduceKernels, ReduceKernels];
+  const h = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const a = new Float32Array(65536);
+  const b = new Float32Array(65536);
+  js.f16ToF32(a, h);
+  nat.f16ToF32(b, h);
+  for (let i = 0; i < 65536; i++) if (!(Object.is(a[i], b[i]) || (Number.isNaN(a[i]!) && Number.isNaN(b[i]!)))) assert.unreachable(`half ${i}: js ${a[i]} native ${b[i]}`);
+  const f = Float32Array.from({ length: 200_000 }, (_, i) => (i - 100_000) * 0.37 * (i % 3 ? 1e-3 : 1));
+  const hj = new Uint16Array(f.length);
+  const hn = new Uint16Array(f.length);
+  js.f32ToF16(hj, f);
+  nat.f32ToF16(hn, f);
+  for (let i = 0; i < f.length; i++) if (hj[i] !== hn[i]) assert.unreachable(`f32 ${f[i]}: js ${hj[i]} native ${hn[i]}`);
+});
+
+test.run();

@@ -1,0 +1,95 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { TcpStoreServer } from '@shoal/core';
+
+const worker = fileURLToPath(new URL('./ring-worker.js', import.meta.url));
+const nngBuilt = existsSync(fileURLToPath(new URL('../../core/native/nng/build/Release/shoal_nng.node', import.meta.url)));
+
+interface Rank {
+  child: ChildProcess;
+  lines: Record<string, unknown>[];
+  exited: Promise<number | null>;
+}
+
+function start(mode: string, rank: number, size: number, store: string, transport: string, timeoutMs: number, onLine?: (o: Record<string, unknown>) => void): Rank {
+  const child = spawn(process.execPath, [worker, mode, String(rank), String(size), store, transport, String(timeoutMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: Record<string, unknown>[] = [];
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const o = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
+      buf = buf.slice(i + 1);
+      lines.push(o);
+      onLine?.(o);
+    }
+  });
+  const exited = new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
+  return { child, lines, exited };
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const r = await Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} took over ${ms} ms`)), ms)))]);
+  clearTimeout(t);
+  return r;
+}
+
+for (const transport of ['net', 'nng']) {
+  test(`ring allreduce exact over ${transport} with 2, 3 and 4 processes`, async () => {
+    if (transport === 'nng' && !nngBuilt) {
+      console.log('  (nng addon not built: skipped)');
+      return;
+    }
+    for (const size of [2, 3, 4]) {
+      const server = await TcpStoreServer.start();
+      const ranks = Array.from({ length: size }, (_, r) => start('exact', r, size, server.url, transport, 20_000));
+      try {
+        await withTimeout(Promise.all(ranks.map((r) => r.exited)), 45_000, `${size} ranks over ${transport}`);
+        ranks.forEach((r, i) => assert.equal(r.lines.at(-1)?.ok, true, `rank ${i}: ${JSON.stringify(r.lines.at(-1))}`));
+      } finally {
+        ranks.forEach((r) => r.child.kill('SIGKILL'));
+        await server.close();
+      }
+    }
+  });
+}
+
+test('a peer killed mid-allreduce makes every survivor raise within 2x the op timeout (net, 4 processes)', async () => {
+  const size = 4;
+  const timeoutMs = 3000;
+  const server = await TcpStoreServer.start();
+  let killedAt = 0;
+  const victim = 2;
+  const ranks: Rank[] = [];
+  const started = new Promise<void>((res) => {
+    for (let r = 0; r < size; r++)
+      ranks.push(
+        start('loop', r, size, server.url, 'net', timeoutMs, (o) => {
+          if (o.rank === victim && o.iter === 3 && !killedAt) res();
+        }),
+      );
+  });
+  try {
+    await withTimeout(started, 30_000, 'ranks reaching iteration 3');
+    ranks[victim]!.child.kill('SIGKILL');
+    killedAt = Date.now();
+    await withTimeout(Promise.all(ranks.map((r) => r.exited)), 4 * timeoutMs, 'survivors exiting');
+    for (let r = 0; r < size; r++) {
+      if (r === victim) continue;
+      const last = ranks[r]!.lines.at(-1)!;
+      assert.ok(typeof last.error === 'string', `rank ${r} last line ${JSON.stringify(last)}`);
+      const delay = (last.at as number) - killedAt;
+      assert.ok(delay < 2 * timeoutMs, `rank ${r} raised ${last.error} after ${delay} ms (limit ${2 * timeoutMs})`);
+      console.log(`  rank ${r}: ${last.error} after ${delay} ms: ${String(last.message).slice(0, 120)}`);
+    }
+  } finally {
+    ranks.forEach((r) => r.child.kill('SIGKILL'));
+    await server.close();
+  }
+});
+
+test.run();

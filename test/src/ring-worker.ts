@@ -1,0 +1,68 @@
+/**
+ * One rank of the multi-process ring tests (run by ring-multiprocess.test.ts as a compiled child process):
+ *
+ *   node ring-worker.js <mode> <rank> <size> <storeUrl> <transport net|nng> <timeoutMs>
+ *
+ * mode 'exact': int32 sums for sizes 0, 1, 7, 1000, 1 MiB and a float64 mean, plus RingSync.allreduceMean and
+ *   barrier; prints {"ok":true} or {"error":...}.
+ * mode 'loop': allreduce 4 MiB buffers forever, printing {"iter":k} after each; on error prints
+ *   {"error":code,"at":Date.now()} and exits 0 (the parent kills one rank and times the others' errors).
+ */
+import { connectGroup, createNetTransport, createNngTransport, loadKernels, TcpStore, type Transport } from '@shoal/core';
+import { allreduceRing, barrierRing, RingSync } from '@shoal/backends';
+
+const [mode, rankS, sizeS, storeUrl, tname, timeoutS] = process.argv.slice(2);
+const rank = Number(rankS);
+const size = Number(sizeS);
+const timeoutMs = Number(timeoutS);
+const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+
+async function main(): Promise<void> {
+  const store = await TcpStore.connect(storeUrl!, { timeoutMs });
+  const transport: Transport = tname === 'nng' ? createNngTransport() : createNetTransport();
+  const g = await connectGroup({ rank, size, store: store.prefixed(`ring-${mode}`), transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs });
+  const kernels = loadKernels();
+  try {
+    if (mode === 'exact') {
+      for (const n of [0, 1, 7, 1000, (1 << 20) / 4]) {
+        const a = Int32Array.from({ length: n }, (_, i) => rank * n + i);
+        await allreduceRing(g, a, { kernels, segmentBytes: 64 << 10 });
+        for (let i = 0; i < n; i++) {
+          const want = n * ((size * (size - 1)) / 2) + size * i;
+          if (a[i] !== want) throw new Error(`rank ${rank}: n ${n} [${i}] = ${a[i]}, want ${want}`);
+        }
+      }
+      const f = Float64Array.from({ length: 5001 }, (_, i) => rank + i / 8);
+      await allreduceRing(g, f, { kernels, op: 'mean' });
+      f.forEach((v, i) => {
+        if (v !== (size - 1) / 2 + i / 8) throw new Error(`rank ${rank}: mean [${i}] = ${v}`);
+      });
+      const sync = new RingSync(g, { fusionThresholdBytes: 1024 });
+      const grads = Array.from({ length: 50 }, (_, t) => ({ name: `g${t}`, shape: [t + 1], data: Float32Array.from({ length: t + 1 }, () => rank * size) }));
+      await sync.allreduceMean(grads);
+      for (const t of grads) for (const v of t.data) if (v !== ((size - 1) / 2) * size) throw new Error(`rank ${rank}: ${t.name} = ${v}`);
+      await barrierRing(g);
+      say({ ok: true, rank, stats: g.stats() });
+    } else {
+      const a = new Float32Array((4 << 20) / 4).fill(1);
+      for (let k = 0; ; k++) {
+        await allreduceRing(g, a, { kernels, op: 'mean' });
+        say({ iter: k, rank });
+      }
+    }
+  } catch (e) {
+    say({ error: (e as { code?: string }).code ?? 'ERR', message: (e as Error).message, at: Date.now(), rank });
+  } finally {
+    await g.close();
+    await store.close();
+    await transport.close?.();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    say({ error: (e as { code?: string }).code ?? 'ERR', message: (e as Error).message, at: Date.now(), rank });
+    process.exit(1);
+  },
+);
