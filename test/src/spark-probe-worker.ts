@@ -6,7 +6,7 @@
  *
  *   node test/dist/spark-probe-worker.js [--sum <column>] [--fail-rank <r> --message <text>] [--hang-rank <r>]
  *
- * --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
+ * --tag <id> is ignored (tests use it to find the job's processes). --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
  * that rank sleep forever after reading (for the timeout test).
  */
 import {
@@ -36,6 +36,7 @@ function parseArgs(argv: readonly string[]): ProbeArgs {
     else if (k === '--fail-rank') a.failRank = Number(v);
     else if (k === '--message') a.message = v;
     else if (k === '--hang-rank') a.hangRank = Number(v);
+    else if (k === '--tag') continue; // lets tests find this job's processes in the process table
     else throw Errors.invalidArg(k ?? 'argument', 'is not an option of spark-probe-worker');
   }
   return a;

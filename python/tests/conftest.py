@@ -1,0 +1,72 @@
+"""Shared fixtures: one local SparkSession for the whole pytest run (Spark start-up costs seconds), the repo paths.
+
+Tests need the TypeScript side built (`npx tsc -b`): the store entry core/dist/launcher/spark-store.js and the
+worker scripts under test/dist/. pyspark missing makes the whole run skip with a clear reason.
+"""
+
+import os
+import sys
+import time
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "python"))
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -r requirements.txt)")
+
+
+def pytest_configure(config):
+    # Spark picks a non-loopback address when the host name resolves to loopback; keep every socket on loopback.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def repo():
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    s = (
+        SparkSession.builder.master("local[2]")
+        .appName("shoal-spark-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.memory", "1g")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+        .getOrCreate()
+    )
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
+
+
+def node_processes(marker: str):
+    """Pids of live processes whose command line contains `marker` (zombies excluded)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != b"Z":
+            out.append((int(pid), cmd))
+    return out
+
+
+def wait_no_processes(marker: str, timeout_s: float = 15.0):
+    """Poll until no process matching `marker` is left; return the survivors after `timeout_s` (empty = good)."""
+    end = time.monotonic() + timeout_s
+    while True:
+        left = node_processes(marker)
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.2)
