@@ -134,15 +134,13 @@ async function measure(conn: Connection, bytes: number, quick: boolean): Promise
   const window = Math.max(2, Math.min(256, Math.floor((64 * MiB) / bytes)));
   const sink = async (count: number) => {
     await conn.send(enc({ op: 'sink', bytes, count }), TIMEOUT);
-    const inflight = new Set<Promise<void>>();
+    // Sends complete in order, so the window is a ring of the last `window` send promises: wait for the oldest.
+    const ring: Promise<void>[] = new Array(window);
     for (let i = 0; i < count; i++) {
-      const p: Promise<void> = conn.send(mine, TIMEOUT).then(() => {
-        inflight.delete(p);
-      });
-      inflight.add(p);
-      if (inflight.size >= window) await Promise.race(inflight);
+      if (i >= window) await ring[i % window];
+      ring[i % window] = conn.send(mine, TIMEOUT);
     }
-    await Promise.all(inflight);
+    await Promise.all(ring.filter(Boolean));
     await expectOk(conn, `sink ${bytes} B`);
   };
   await sink(warm);

@@ -9,8 +9,8 @@
  * - then frames: u32 magic `SHLF` (0x464c4853), u32 payload length, payload. A frame with a wrong magic or a
  *   length above the receiver's `maxMessageBytes` fails the connection with ERR_BAD_FRAME.
  *
- * Send path: header and payload go out as one corked writev (no copy of the payload); `send` resolves when Node
- * has handed the payload to the kernel, so the caller may reuse it. Outstanding sends queue in order; a send's
+ * Send path: headers and payloads of every send issued in the same tick go out as one corked writev (no copy of
+ * the payloads); `send` resolves when Node has handed the payload to the kernel, so the caller may reuse it. Outstanding sends queue in order; a send's
  * promise is the backpressure. A send that times out or is aborted after it started writing fails the connection
  * (half a frame may be on the wire), and the peer sees ERR_PEER_CLOSED.
  *
@@ -242,6 +242,11 @@ class NetConnection implements Connection {
   private failure: ShoalError | null = null;
   private closedSelf = false;
   private paused = false;
+  private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.sock.uncork();
+  };
   private readonly socketClosed: Promise<void>;
 
   constructor(
@@ -337,13 +342,17 @@ class NetConnection implements Connection {
       else d.resolve();
     };
     const sock = this.sock;
+    if (!this.corked) {
+      // Coalesce every send issued before the next tick into one writev (one syscall for many small messages).
+      this.corked = true;
+      sock.cork();
+      process.nextTick(this.uncork);
+    }
     if (data.byteLength === 0) {
       sock.write(header, done);
     } else {
-      sock.cork();
       sock.write(header);
       sock.write(data, done);
-      sock.uncork();
     }
     return withDeadline(`send of ${data.byteLength} bytes to ${this.remote}`, d.promise, opts, (err) => {
       // Part of the frame may already be on the wire: the stream cannot be resynchronised.
