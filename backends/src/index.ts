@@ -8,3 +8,4 @@ export * from './ring/fusion.js';
 export * from './ring/ring-sync.js';
 export * from './ring/memory-groups.js';
 export * from './compliance.js';
+export * from './ps/index.js';

@@ -32,6 +32,7 @@ export class ActorClient<T> {
   readonly api: ActorMethods<T>;
   private rpc!: RpcClient;
   private epochNo = -1;
+  private readonly base: RpcStats = { bytesSent: 0, bytesReceived: 0, calls: 0 };
 
   private constructor(
     readonly name: string,
@@ -83,13 +84,21 @@ export class ActorClient<T> {
     const url = asText(await this.opts.store.get(actorKeys.door(this.name, epoch, i), left()));
     const conn = await this.opts.transport.dial(url, { timeoutMs: left() });
     const old = this.rpc;
+    if (old) {
+      const o = old.stats();
+      this.base.bytesSent += o.bytesSent;
+      this.base.bytesReceived += o.bytesReceived;
+      this.base.calls += o.calls;
+    }
     this.rpc = new RpcClient(conn, { name: `actor ${this.name} (epoch ${epoch})`, timeoutMs });
     this.epochNo = epoch;
     if (old) await old.close();
   }
 
+  /** Bytes and calls over every connection this client has had (reconnects included). */
   stats(): RpcStats {
-    return this.rpc.stats();
+    const s = this.rpc.stats();
+    return { bytesSent: this.base.bytesSent + s.bytesSent, bytesReceived: this.base.bytesReceived + s.bytesReceived, calls: this.base.calls + s.calls };
   }
 
   async close(): Promise<void> {

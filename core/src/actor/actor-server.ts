@@ -126,7 +126,10 @@ export class ActorServer {
     try {
       if (!this.methods.has(req.m)) throw Errors.invalidArg(`method ${JSON.stringify(req.m)}`, `is not a public method of actor ${this.opts.name}`);
       const fn = (this.instance as Record<string, (...a: unknown[]) => unknown>)[req.m]!;
-      const v = await fn.apply(this.instance, req.a ?? []);
+      // A plain return value is encoded in the same turn the method ran (a consistent snapshot of any state it
+      // returns); a promise is awaited first.
+      const r = fn.apply(this.instance, req.a ?? []);
+      const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
       frame = encodeMessage({ k: 'r', id: req.id, v });
     } catch (e) {
       frame = encodeMessage({ k: 'e', id: req.id, e: errorInfo(e) });

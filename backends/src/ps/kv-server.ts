@@ -1,0 +1,600 @@
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { decodeMessage, encodeMessage, Errors, ShoalError, type ActorContext } from '@shoal/core';
+import { allocFloat, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
+import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
+
+/**
+ * One parameter-server shard (ps-lite's `KVServer` plus its default request handle), run as an actor:
+ * `ActorSupervisor.spawn({ actor: { module: '@shoal/backends', export: 'KVServer', args: [options] }, mailbox:
+ * 'reentrant', ... })`. Workers reach it through `KVWorker`.
+ *
+ * Consistency:
+ * - `sync`: a key's round completes when all `numWorkers` workers pushed it; the merged (summed) gradient is
+ *   folded in by the updater, then every push of the round is acknowledged. A push for a later round waits for
+ *   the current one, so workers may pipeline.
+ * - `async`: each push is applied on arrival; with `staleness` s, a worker's push number c waits until every
+ *   worker has had at least c - s pushes applied (bounded staleness, SSP).
+ * Every push carries the worker's per-key counter, so a push resent after a server restart is recognised and
+ * applied exactly once. A pull carries `need` (sync: the round count, async: the worker's own push count) and
+ * waits until the server has reached it: a pull after a push sees that push.
+ *
+ * Durability: with `checkpointPath`, `checkpoint()` writes the shard atomically (temp file, fsync, rename) and a
+ * new incarnation starts from it. With `durable: true` every acknowledgement waits for a write that includes the
+ * update (group commit: one write covers all updates applied meanwhile), so an acknowledged update survives a
+ * crash.
+ */
+export interface KVServerOptions {
+  serverIndex: number;
+  numServers: number;
+  numWorkers: number;
+  mode: 'sync' | 'async';
+  /** Async only: how many pushes a worker may be ahead of the slowest worker. Default unbounded. */
+  staleness?: number;
+  /** Update rule for keys declared with `update: 'optimizer'`. Default `assign`. */
+  updater?: UpdaterSpec;
+  checkpointPath?: string;
+  /** Acknowledge an update only once a checkpoint that includes it is on disk. Needs `checkpointPath`. */
+  durable?: boolean;
+  /** Limit for every wait on the server (a pull's `need`, init, gather, staleness). Default 60 s. */
+  timeoutMs?: number;
+  bigKeyBound?: number;
+}
+
+interface Waiter {
+  ready: () => boolean;
+  run: () => void;
+  fail: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface Ack {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+interface Slot {
+  spec: KeySpec;
+  slice: KeySlice;
+  data: FloatArray;
+  state: Record<string, FloatArray>;
+  /** Updates applied (sync: rounds; async: pushes from all workers). */
+  version: number;
+  /** Pushes applied per worker. */
+  clock: number[];
+  updater: ServerUpdater;
+  // sync round in progress
+  pushed: Uint8Array;
+  pushedCount: number;
+  acks: Ack[];
+  merge: FloatArray | null;
+  // row-sparse merge
+  touched: Uint8Array | null;
+  touchedList: number[];
+  last: { rowIds: Int32Array; rows: FloatArray } | null;
+  waiters: Waiter[];
+}
+
+interface CheckpointFile {
+  format: 'shoal-ps-shard';
+  version: 1;
+  serverIndex: number;
+  numServers: number;
+  numWorkers: number;
+  mode: string;
+  keys: { spec: KeySpec; slice: KeySlice; data: FloatArray; state: Record<string, FloatArray>; version: number; clock: number[] }[];
+}
+
+export interface KVServerStats {
+  serverIndex: number;
+  keys: number;
+  pushes: number;
+  pulls: number;
+  updates: number;
+  checkpoints: number;
+  restoredFrom: string | null;
+}
+
+export class KVServer {
+  private readonly slots = new Map<string, Slot>();
+  private readonly keyWaiters: Waiter[] = [];
+  private readonly gathers = new Map<string, { values: unknown[]; count: number; p: Promise<unknown[]>; resolve: (v: unknown[]) => void }>();
+  private updater: ServerUpdater = assignUpdater;
+  private readonly ready: Promise<void>;
+  private readonly timeoutMs: number;
+  private pendingDurable: Ack[] = [];
+  private flushScheduled = false;
+  private readonly counters = { pushes: 0, pulls: 0, updates: 0, checkpoints: 0 };
+  private restoredFrom: string | null = null;
+  private epoch = 0;
+
+  constructor(private readonly o: KVServerOptions) {
+    const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
+    if (!Number.isInteger(o.numServers) || o.numServers < 1) throw bad('numServers', `must be a positive integer, got ${o.numServers}`);
+    if (!Number.isInteger(o.serverIndex) || o.serverIndex < 0 || o.serverIndex >= o.numServers) throw bad('serverIndex', `must be in [0, ${o.numServers}), got ${o.serverIndex}`);
+    if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw bad('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
+    if (o.mode !== 'sync' && o.mode !== 'async') throw bad('mode', `must be sync|async, got ${JSON.stringify(o.mode)}`);
+    if (o.durable && !o.checkpointPath) throw bad('durable', 'needs options.checkpointPath');
+    if (o.staleness !== undefined && (!Number.isInteger(o.staleness) || o.staleness < 0)) throw bad('staleness', `must be an integer >= 0, got ${o.staleness}`);
+    this.timeoutMs = o.timeoutMs ?? 60_000;
+    if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
+    this.ready = createUpdater(o.updater ?? { type: 'assign' }).then((u) => {
+      this.updater = u;
+      for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = u;
+    });
+  }
+
+  /** Actor hook: wait for the updater module, remember the incarnation. */
+  async onActorStart(ctx: ActorContext): Promise<void> {
+    this.epoch = ctx.epoch;
+    await this.ready;
+  }
+
+  hello(): { serverIndex: number; numServers: number; numWorkers: number; mode: string; epoch: number; pid: number } {
+    return { serverIndex: this.o.serverIndex, numServers: this.o.numServers, numWorkers: this.o.numWorkers, mode: this.o.mode, epoch: this.epoch, pid: process.pid };
+  }
+
+  /**
+   * Declare keys (every worker calls this with the same specs; rank 0 also sends the initial values of this
+   * server's slices). A key already present (declared before, or restored from a checkpoint) keeps its value.
+   * Returns, per key, the counter this worker resumes from: the rounds applied (sync) or this worker's pushes
+   * applied (async).
+   */
+  async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null): Promise<{ resume: number[] }> {
+    await this.ready;
+    this.checkRank(rank);
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!;
+      const want = sliceKey(spec, this.o.numServers, this.o.bigKeyBound).find((s) => s.server === this.o.serverIndex);
+      const got = slices[i]!;
+      if (!want || want.start !== got.start || want.end !== got.end) {
+        throw Errors.mismatch(`layout of key ${spec.key}`, `worker ${rank} sent slice [${got.start}, ${got.end}) to server ${this.o.serverIndex}, expected ${want ? `[${want.start}, ${want.end})` : 'none'}`);
+      }
+      const old = this.slots.get(spec.key);
+      if (old) {
+        if (!sameSpec(old.spec, spec)) throw Errors.mismatch(`key ${spec.key}`, `server has ${describeSpec(old.spec)}, worker ${rank} declared ${describeSpec(spec)}`);
+        continue;
+      }
+      const v = values?.[i];
+      if (v) {
+        if (v.length !== got.end - got.start) throw Errors.invalidArg(`init value of key ${spec.key}`, `has ${v.length} elements, slice needs ${got.end - got.start}`);
+        const data = allocFloat(spec.dtype, v.length);
+        data.set(v);
+        this.slots.set(spec.key, this.newSlot(spec, got, data));
+      }
+    }
+    this.pumpKeys();
+    const missing = specs.filter((s) => !this.slots.has(s.key));
+    if (missing.length) {
+      await this.waitFor(
+        this.keyWaiters,
+        () => missing.every((s) => this.slots.has(s.key)),
+        `init of keys [${missing.slice(0, 3).map((s) => s.key).join(', ')}] on server ${this.o.serverIndex} (waiting for rank 0's values)`,
+      );
+    }
+    for (const s of specs) {
+      const slot = this.slots.get(s.key)!;
+      if (!sameSpec(slot.spec, s)) throw Errors.mismatch(`key ${s.key}`, `rank 0 declared ${describeSpec(slot.spec)}, worker ${rank} declared ${describeSpec(s)}`);
+    }
+    const sync = this.o.mode === 'sync';
+    return { resume: specs.map((s) => (sync ? this.slots.get(s.key)!.version : this.slots.get(s.key)!.clock[rank]!)) };
+  }
+
+  private newSlot(spec: KeySpec, slice: KeySlice, data: FloatArray): Slot {
+    return {
+      spec,
+      slice,
+      data,
+      state: {},
+      version: 0,
+      clock: new Array<number>(this.o.numWorkers).fill(0),
+      updater: spec.update === 'assign' ? assignUpdater : this.updater,
+      pushed: new Uint8Array(this.o.numWorkers),
+      pushedCount: 0,
+      acks: [],
+      merge: null,
+      touched: null,
+      touchedList: [],
+      last: null,
+      waiters: [],
+    };
+  }
+
+  /**
+   * Push dense gradients: `grads[i]` is this server's slice of key `keys[i]`, `counters[i]` the worker's count
+   * of earlier pushes of that key. Resolves once every push is applied (and durable, if so configured).
+   */
+  push(rank: number, keys: string[], counters: number[], grads: FloatArray[]): Promise<void> {
+    this.checkRank(rank);
+    this.counters.pushes++;
+    const ps: Promise<void>[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const slot = this.slot(keys[i]!);
+      if (slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is row-sparse: use rowSparsePush');
+      const g = grads[i]!;
+      if (g.length !== slot.data.length || g.constructor !== slot.data.constructor) {
+        throw Errors.mismatch(`gradient of key ${slot.spec.key}`, `worker ${rank} pushed ${g.constructor.name}[${g.length}], server slice is ${slot.data.constructor.name}[${slot.data.length}]`);
+      }
+      ps.push(this.pushOne(slot, rank, counters[i]!, (s) => this.mergeDense(s, g), (s) => this.applyDense(s, g)));
+    }
+    return Promise.all(ps).then(() => undefined);
+  }
+
+  /**
+   * Push row-sparse gradient rows of key `key`: `rowIds` global, sorted, unique and inside this server's row
+   * range; `rows` packed `rowIds.length * rowSize` values. Sync mode: every worker pushes every round (possibly
+   * with no rows).
+   */
+  rowSparsePush(rank: number, key: string, counter: number, rowIds: Int32Array, rows: FloatArray): Promise<void> {
+    this.checkRank(rank);
+    this.counters.pushes++;
+    const slot = this.slot(key);
+    const local = this.localRows(slot, rowIds, rank);
+    const rs = slot.spec.rows!.rowSize;
+    if (rows.length !== rowIds.length * rs || rows.constructor !== slot.data.constructor) {
+      throw Errors.mismatch(`rows of key ${key}`, `worker ${rank} pushed ${rows.constructor.name}[${rows.length}] for ${rowIds.length} rows of ${rs}`);
+    }
+    return this.pushOne(
+      slot,
+      rank,
+      counter,
+      (s) => this.mergeRows(s, local, rows),
+      (s) => {
+        s.updater({ key: s.spec.key, weights: s.data, grad: rows, rowIds: local, rowSize: rs, state: s.state, step: s.version });
+        s.last = { rowIds, rows };
+      },
+    );
+  }
+
+  private pushOne(slot: Slot, rank: number, counter: number, merge: (s: Slot) => void, applyAsync: (s: Slot) => void): Promise<void> {
+    const sync = this.o.mode === 'sync';
+    const done = () => (sync ? counter < slot.version : counter < slot.clock[rank]!);
+    if (done()) return Promise.resolve(); // a resend of an applied push (after a restart)
+    const ready = () =>
+      done() ||
+      (sync
+        ? counter === slot.version && !slot.pushed[rank]
+        : counter === slot.clock[rank]! && (this.o.staleness === undefined || counter - Math.min(...slot.clock) <= this.o.staleness));
+    return new Promise<void>((resolve, reject) => {
+      const run = () => {
+        if (done()) return resolve();
+        try {
+          if (sync) {
+            merge(slot);
+            slot.pushed[rank] = 1;
+            slot.pushedCount++;
+            slot.clock[rank]!++;
+            slot.acks.push({ resolve, reject });
+            if (slot.pushedCount === this.o.numWorkers) this.completeRound(slot);
+          } else {
+            applyAsync(slot);
+            slot.clock[rank]!++;
+            slot.version++;
+            this.counters.updates++;
+            this.acknowledge([{ resolve, reject }]);
+            this.pump(slot);
+          }
+        } catch (e) {
+          reject(e);
+        }
+      };
+      if (ready()) run();
+      else this.enqueue(slot.waiters, ready, run, reject, `push #${counter} of key ${slot.spec.key} from worker ${rank} on server ${this.o.serverIndex}`);
+    });
+  }
+
+  private mergeDense(slot: Slot, g: FloatArray): void {
+    if (!slot.merge) slot.merge = allocFloat(slot.spec.dtype, slot.data.length);
+    const m = slot.merge;
+    if (slot.pushedCount === 0) m.set(g);
+    else for (let i = 0; i < m.length; i++) m[i]! += g[i]!;
+  }
+
+  private applyDense(slot: Slot, g: FloatArray): void {
+    slot.updater({ key: slot.spec.key, weights: slot.data, grad: g, state: slot.state, step: slot.version });
+  }
+
+  private mergeRows(slot: Slot, local: Int32Array, rows: FloatArray): void {
+    const rs = slot.spec.rows!.rowSize;
+    const nLocal = slot.slice.rowEnd! - slot.slice.rowStart!;
+    if (!slot.merge) slot.merge = allocFloat(slot.spec.dtype, nLocal * rs);
+    if (!slot.touched) slot.touched = new Uint8Array(nLocal);
+    const m = slot.merge;
+    for (let i = 0; i < local.length; i++) {
+      const r = local[i]!;
+      const base = r * rs;
+      if (!slot.touched[r]) {
+        slot.touched[r] = 1;
+        slot.touchedList.push(r);
+        m.set(rows.subarray(i * rs, (i + 1) * rs), base);
+      } else {
+        for (let j = 0; j < rs; j++) m[base + j]! += rows[i * rs + j]!;
+      }
+    }
+  }
+
+  private completeRound(slot: Slot): void {
+    const acks = slot.acks;
+    slot.acks = [];
+    try {
+      if (slot.spec.rows) {
+        const rs = slot.spec.rows.rowSize;
+        const local = Int32Array.from(slot.touchedList).sort();
+        const packed = allocFloat(slot.spec.dtype, local.length * rs);
+        const m = slot.merge ?? allocFloat(slot.spec.dtype, 0);
+        for (let i = 0; i < local.length; i++) {
+          const r = local[i]!;
+          packed.set(m.subarray(r * rs, (r + 1) * rs), i * rs);
+          m.fill(0, r * rs, (r + 1) * rs);
+          slot.touched![r] = 0;
+        }
+        slot.touchedList = [];
+        slot.updater({ key: slot.spec.key, weights: slot.data, grad: packed, rowIds: local, rowSize: rs, state: slot.state, step: slot.version });
+        const global = new Int32Array(local.length);
+        for (let i = 0; i < local.length; i++) global[i] = local[i]! + slot.slice.rowStart!;
+        slot.last = { rowIds: global, rows: packed };
+      } else {
+        slot.updater({ key: slot.spec.key, weights: slot.data, grad: slot.merge!, state: slot.state, step: slot.version });
+      }
+    } catch (e) {
+      for (const a of acks) a.reject(e);
+      throw e;
+    } finally {
+      slot.version++;
+      slot.pushed.fill(0);
+      slot.pushedCount = 0;
+      this.counters.updates++;
+    }
+    this.acknowledge(acks);
+    this.pump(slot);
+  }
+
+  /** Resolve acknowledgements, after a durable write if configured (group commit). */
+  private acknowledge(acks: Ack[]): void {
+    if (!this.o.durable) {
+      for (const a of acks) a.resolve();
+      return;
+    }
+    this.pendingDurable.push(...acks);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const batch = this.pendingDurable;
+      this.pendingDurable = [];
+      try {
+        this.writeCheckpoint();
+      } catch (e) {
+        for (const a of batch) a.reject(e);
+        return;
+      }
+      for (const a of batch) a.resolve();
+    });
+  }
+
+  /**
+   * Pull dense values: this server's slices of `keys`, after the server has reached `needs[i]` for each (sync:
+   * rounds applied; async: this worker's pushes applied). The arrays returned are the stored values themselves:
+   * updates are applied synchronously and the actor encodes the reply synchronously, so the reply is a
+   * consistent snapshot at a version >= `need`.
+   */
+  pull(rank: number, keys: string[], needs: number[]): FloatArray[] | Promise<FloatArray[]> {
+    this.checkRank(rank);
+    this.counters.pulls++;
+    const slots = keys.map((k) => this.slot(k));
+    for (const s of slots) if (s.spec.rows) throw Errors.invalidArg(`key ${s.spec.key}`, 'is row-sparse: use rowSparsePull');
+    const read = () => slots.map((s) => s.data);
+    const pendingIdx = slots.findIndex((s, i) => !this.reached(s, rank, needs[i]!));
+    if (pendingIdx < 0) return read();
+    return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
+  }
+
+  /**
+   * Pull rows of a row-sparse key: `rowIds` (global, inside this server's range) or, with `rowIds` null, the
+   * merged rows of the last completed round (sorted global ids and their summed pushes).
+   */
+  rowSparsePull(rank: number, key: string, need: number, rowIds: Int32Array | null): { rowIds: Int32Array; rows: FloatArray } | Promise<{ rowIds: Int32Array; rows: FloatArray }> {
+    this.checkRank(rank);
+    this.counters.pulls++;
+    const slot = this.slot(key);
+    const local = rowIds ? this.localRows(slot, rowIds, rank, false) : null;
+    const read = () => {
+      if (!local) return slot.last ?? { rowIds: new Int32Array(0), rows: allocFloat(slot.spec.dtype, 0) };
+      const rs = slot.spec.rows!.rowSize;
+      const out = allocFloat(slot.spec.dtype, local.length * rs);
+      for (let i = 0; i < local.length; i++) out.set(slot.data.subarray(local[i]! * rs, (local[i]! + 1) * rs), i * rs);
+      return { rowIds: rowIds!, rows: out };
+    };
+    if (this.reached(slot, rank, need)) return read();
+    return this.whenReached(slot, rank, need).then(read);
+  }
+
+  /**
+   * Collect one value from every worker under `tag` and return them all, in rank order, to every caller
+   * (barriers, scalar sums, agreement checks). ERR_TIMEOUT if some worker does not arrive.
+   */
+  gather(rank: number, tag: string, value: unknown): Promise<unknown[]> {
+    this.checkRank(rank);
+    let g = this.gathers.get(tag);
+    if (!g) {
+      let resolve!: (v: unknown[]) => void;
+      let reject!: (e: unknown) => void;
+      const p = new Promise<unknown[]>((a, b) => {
+        resolve = a;
+        reject = b;
+      });
+      g = { values: new Array(this.o.numWorkers).fill(undefined), count: 0, p, resolve };
+      this.gathers.set(tag, g);
+      const timer = setTimeout(() => {
+        if (this.gathers.get(tag) !== g) return;
+        this.gathers.delete(tag);
+        const missing = g!.values.map((v, i) => (v === undefined ? i : -1)).filter((i) => i >= 0);
+        reject(Errors.timeout(`gather ${tag} on server ${this.o.serverIndex} (missing workers ${missing.join(', ')})`, this.timeoutMs));
+      }, this.timeoutMs);
+      p.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    }
+    if (g.values[rank] !== undefined) throw Errors.state(`worker ${rank} joined gather ${tag} twice`);
+    g.values[rank] = { v: value };
+    g.count++;
+    const p = g.p;
+    if (g.count === this.o.numWorkers) {
+      this.gathers.delete(tag);
+      g.resolve(g.values.map((x) => (x as { v: unknown }).v));
+    }
+    return p;
+  }
+
+  /** Write the shard now (atomically). Returns the path and size. */
+  checkpoint(): { path: string; bytes: number } {
+    if (!this.o.checkpointPath) throw Errors.state(`server ${this.o.serverIndex} has no checkpointPath`);
+    return this.writeCheckpoint();
+  }
+
+  stats(): KVServerStats {
+    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, restoredFrom: this.restoredFrom };
+  }
+
+  /** Progress of keys on this server (for tests and resuming workers). */
+  versions(keys: string[]): { version: number[]; clock: number[][] } {
+    const s = keys.map((k) => this.slot(k));
+    return { version: s.map((x) => x.version), clock: s.map((x) => [...x.clock]) };
+  }
+
+  private writeCheckpoint(): { path: string; bytes: number } {
+    const path = this.o.checkpointPath!;
+    const file: CheckpointFile = {
+      format: 'shoal-ps-shard',
+      version: 1,
+      serverIndex: this.o.serverIndex,
+      numServers: this.o.numServers,
+      numWorkers: this.o.numWorkers,
+      mode: this.o.mode,
+      keys: [...this.slots.values()].map((s) => ({ spec: s.spec, slice: s.slice, data: s.data, state: s.state, version: s.version, clock: s.clock })),
+    };
+    const frame = encodeMessage(file);
+    const tmp = `${path}.tmp-${process.pid}`;
+    const fd = openSync(tmp, 'w');
+    try {
+      let off = 0;
+      while (off < frame.byteLength) off += writeSync(fd, frame, off, frame.byteLength - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    try {
+      const dfd = openSync(dirname(path), 'r');
+      fsyncSync(dfd);
+      closeSync(dfd);
+    } catch {
+      // directory fsync is not supported everywhere; the rename is still atomic
+    }
+    this.counters.checkpoints++;
+    return { path, bytes: frame.byteLength };
+  }
+
+  private restore(path: string): void {
+    const bytes = readFileSync(path);
+    const f = decodeMessage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as CheckpointFile;
+    if (f.format !== 'shoal-ps-shard') throw Errors.data(path, 'is not a shoal parameter-server checkpoint');
+    if (f.serverIndex !== this.o.serverIndex || f.numServers !== this.o.numServers || f.numWorkers !== this.o.numWorkers) {
+      throw Errors.data(path, `was written by server ${f.serverIndex}/${f.numServers} for ${f.numWorkers} workers, this is server ${this.o.serverIndex}/${this.o.numServers} for ${this.o.numWorkers}`);
+    }
+    for (const k of f.keys) {
+      const slot = this.newSlot(k.spec, k.slice, k.data.slice());
+      slot.version = k.version;
+      slot.clock = [...k.clock];
+      for (const [n, v] of Object.entries(k.state)) slot.state[n] = v.slice();
+      this.slots.set(k.spec.key, slot);
+    }
+    this.restoredFrom = path;
+  }
+
+  private reached(slot: Slot, rank: number, need: number): boolean {
+    return this.o.mode === 'sync' ? slot.version >= need : slot.clock[rank]! >= need;
+  }
+
+  private whenReached(slot: Slot, rank: number, need: number): Promise<void> {
+    if (this.reached(slot, rank, need)) return Promise.resolve();
+    return new Promise((resolve, reject) =>
+      this.enqueue(slot.waiters, () => this.reached(slot, rank, need), resolve, reject, `pull of key ${slot.spec.key} by worker ${rank} (needs update ${need}, server ${this.o.serverIndex} is at ${slot.version})`),
+    );
+  }
+
+  private enqueue(list: Waiter[], ready: () => boolean, run: () => void, fail: (e: unknown) => void, what: string): void {
+    const w: Waiter = {
+      ready,
+      run,
+      fail,
+      timer: setTimeout(() => {
+        const i = list.indexOf(w);
+        if (i >= 0) list.splice(i, 1);
+        fail(Errors.timeout(what, this.timeoutMs));
+      }, this.timeoutMs),
+    };
+    list.push(w);
+  }
+
+  private waitFor(list: Waiter[], ready: () => boolean, what: string): Promise<void> {
+    return new Promise((resolve, reject) => this.enqueue(list, ready, resolve, reject, what));
+  }
+
+  /** Run every waiter of `slot` that became ready, in arrival order, until none is. */
+  private pump(slot: Slot): void {
+    for (let progress = true; progress; ) {
+      progress = false;
+      for (let i = 0; i < slot.waiters.length; i++) {
+        const w = slot.waiters[i]!;
+        if (!w.ready()) continue;
+        slot.waiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.run();
+        progress = true;
+        break;
+      }
+    }
+  }
+
+  private pumpKeys(): void {
+    for (let i = 0; i < this.keyWaiters.length; ) {
+      const w = this.keyWaiters[i]!;
+      if (w.ready()) {
+        this.keyWaiters.splice(i, 1);
+        clearTimeout(w.timer);
+        w.run();
+      } else i++;
+    }
+  }
+
+  private slot(key: string): Slot {
+    const s = this.slots.get(key);
+    if (!s) throw Errors.invalidArg(`key ${JSON.stringify(key)}`, `is not initialised on server ${this.o.serverIndex} (call init first)`);
+    return s;
+  }
+
+  private checkRank(rank: number): void {
+    if (!Number.isInteger(rank) || rank < 0 || rank >= this.o.numWorkers) throw Errors.invalidArg('rank', `must be in [0, ${this.o.numWorkers}), got ${rank}`);
+  }
+
+  /** Global row ids -> local row numbers, checking range (and order/uniqueness for pushes). */
+  private localRows(slot: Slot, rowIds: Int32Array, rank: number, strict = true): Int32Array {
+    if (!slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is dense: use push/pull');
+    const r0 = slot.slice.rowStart!;
+    const r1 = slot.slice.rowEnd!;
+    const out = new Int32Array(rowIds.length);
+    for (let i = 0; i < rowIds.length; i++) {
+      const r = rowIds[i]!;
+      if (r < r0 || r >= r1) throw Errors.invalidArg(`row id ${r} of key ${slot.spec.key}`, `from worker ${rank} is outside server ${this.o.serverIndex}'s rows [${r0}, ${r1})`);
+      if (strict && i > 0 && r <= rowIds[i - 1]!) throw Errors.invalidArg(`row ids of key ${slot.spec.key}`, `from worker ${rank} must be sorted and unique (${rowIds[i - 1]} then ${r})`);
+      out[i] = r - r0;
+    }
+    return out;
+  }
+
+  /** Actor hook: fail everything still waiting (the actor is stopping). */
+  onActorStop(): void {
+    const err = new ShoalError('ERR_CLOSED', `parameter server ${this.o.serverIndex} is stopping`);
+    for (const s of this.slots.values()) for (const w of s.waiters.splice(0)) (clearTimeout(w.timer), w.fail(err));
+    for (const w of this.keyWaiters.splice(0)) (clearTimeout(w.timer), w.fail(err));
+  }
+}

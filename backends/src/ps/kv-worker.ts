@@ -1,0 +1,352 @@
+import { ActorClient, Errors, isShoalError, ShoalError, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
+import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
+import type { KVServer } from './kv-server.js';
+
+/**
+ * The worker side of the parameter server (ps-lite's `KVWorker` on its `Customer`): slices batched key
+ * operations over the servers with the shared `KeyLayout`, sends one request per server, and tracks each key's
+ * push counter so pulls wait for the pushes before them and resent pushes are applied once.
+ *
+ * Example:
+ *   const kv = await KVWorker.connect({ rank, numWorkers: 2, numServers: 2, store, transport });
+ *   await kv.init([{ key: 'w', size: 4 }], [new Float32Array(4)]);
+ *   await kv.push(['w'], [grad]);
+ *   const [w] = await kv.pull(['w']);
+ *
+ * Not reentrant across ranks: one KVWorker per worker rank. Arrays passed in are copied into the request before
+ * the call returns its promise; arrays returned belong to the caller.
+ */
+export interface KVWorkerOptions {
+  rank: number;
+  numWorkers: number;
+  /** One client per server, in server order. */
+  servers: ActorClient<KVServer>[];
+  bigKeyBound?: number;
+  /**
+   * When a server dies, wait for its next incarnation (a supervisor restarting it from its checkpoint) and
+   * resend the calls that failed; pushes carry counters, so none is applied twice. Default false: fail with
+   * ERR_PEER_CLOSED naming the server.
+   */
+  resendAfterRestart?: boolean;
+}
+
+export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'> {
+  numServers: number;
+  store: Store;
+  transport: Transport;
+  /** Actor name of server i (default `ps-server-${i}`). */
+  serverName?: (i: number) => string;
+  timeoutMs?: number;
+}
+
+export const defaultServerName = (i: number) => `ps-server-${i}`;
+
+/** Codes a server error keeps when it reaches the worker (so ERR_MISMATCH stays ERR_MISMATCH). */
+const PASS_THROUGH: ReadonlySet<string> = new Set(['ERR_MISMATCH', 'ERR_TIMEOUT', 'ERR_NAN', 'ERR_STATE', 'ERR_CLOSED']);
+
+export class KVWorker {
+  readonly rank: number;
+  readonly numWorkers: number;
+  readonly layout: KeyLayout;
+  private readonly servers: ActorClient<KVServer>[];
+  private readonly issued = new Map<string, number>();
+  private readonly reconnecting = new Map<number, Promise<void>>();
+
+  constructor(private readonly o: KVWorkerOptions) {
+    if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.numWorkers) throw Errors.invalidArg('rank', `must be in [0, ${o.numWorkers}), got ${o.rank}`);
+    if (o.servers.length < 1) throw Errors.invalidArg('servers', 'must name at least one server');
+    this.rank = o.rank;
+    this.numWorkers = o.numWorkers;
+    this.servers = o.servers;
+    this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
+  }
+
+  /** Connect to servers `ps-server-0..S-1` found through the store. */
+  static async connect(o: ConnectKVWorkerOptions): Promise<KVWorker> {
+    const name = o.serverName ?? defaultServerName;
+    const servers = await Promise.all(
+      Array.from({ length: o.numServers }, (_, i) => ActorClient.connect<KVServer>(name(i), { store: o.store, transport: o.transport, timeoutMs: o.timeoutMs })),
+    );
+    return new KVWorker({ ...o, servers });
+  }
+
+  get numServers(): number {
+    return this.servers.length;
+  }
+
+  /**
+   * Declare keys on every worker (same specs, same order); rank 0's `values` become the initial values (other
+   * ranks' values are ignored). Keys a server already holds (from a checkpoint) keep their values, and this
+   * worker's counters resume from the server. Resolves when every key exists on its servers.
+   */
+  async init(specs: readonly KeySpec[], values?: readonly FloatArray[]): Promise<void> {
+    if (this.rank === 0 && (!values || values.length !== specs.length)) throw Errors.invalidArg('values', `rank 0 must give one initial value per key (${specs.length})`);
+    const per = this.perServer();
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!;
+      const slices = this.layout.add(spec);
+      const v = this.rank === 0 ? values![i]! : undefined;
+      if (v && v.length !== spec.size) throw Errors.invalidArg(`init value of key ${spec.key}`, `has ${v.length} elements, spec says ${spec.size}`);
+      for (const sl of slices) {
+        const p = per[sl.server]!;
+        p.specs.push(spec);
+        p.slices.push(sl);
+        p.values.push(v ? v.subarray(sl.start, sl.end) : null);
+      }
+    }
+    await Promise.all(
+      per.map(async (p, s) => {
+        if (p.specs.length === 0) return;
+        const r = (await this.callServer(s, 'init', [this.rank, p.specs, p.slices, this.rank === 0 ? p.values : null])) as { resume: number[] };
+        p.specs.forEach((spec, i) => this.issued.set(spec.key, Math.max(this.issued.get(spec.key) ?? 0, r.resume[i]!)));
+      }),
+    );
+  }
+
+  /** Push gradients (full-size, one per key). Resolves when every server acknowledged (applied) them. */
+  async push(keys: readonly string[], grads: readonly FloatArray[]): Promise<void> {
+    if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
+    const per = this.perServer();
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const spec = this.layout.spec(key);
+      if (spec.rows) throw Errors.invalidArg(`key ${key}`, 'is row-sparse: use rowSparsePush');
+      const g = grads[i]!;
+      if (g.length !== spec.size) throw Errors.invalidArg(`gradient of key ${key}`, `has ${g.length} elements, key has ${spec.size}`);
+      const c = this.issued.get(key) ?? 0;
+      this.issued.set(key, c + 1);
+      for (const sl of this.layout.slicesOf(key)) {
+        const p = per[sl.server]!;
+        p.keys.push(key);
+        p.counters.push(c);
+        p.arrays.push(g.subarray(sl.start, sl.end));
+      }
+    }
+    await Promise.all(per.map((p, s) => (p.keys.length ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.arrays]) : undefined)));
+  }
+
+  /**
+   * Pull values, waiting for this worker's earlier pushes. Writes into `outs[i]` when given (full-size), else
+   * allocates. Returns the arrays.
+   */
+  async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
+    const res = keys.map((k, i) => {
+      const spec = this.layout.spec(k);
+      if (spec.rows) throw Errors.invalidArg(`key ${k}`, 'is row-sparse: use rowSparsePull');
+      const o = outs?.[i];
+      if (o && o.length !== spec.size) throw Errors.invalidArg(`output of key ${k}`, `has ${o.length} elements, key has ${spec.size}`);
+      return o ?? allocFloat(spec.dtype, spec.size);
+    });
+    const per = this.perServer();
+    keys.forEach((key, i) => {
+      for (const sl of this.layout.slicesOf(key)) {
+        const p = per[sl.server]!;
+        p.keys.push(key);
+        p.counters.push(this.issued.get(key) ?? 0);
+        p.targets.push(res[i]!.subarray(sl.start, sl.end));
+      }
+    });
+    await Promise.all(
+      per.map(async (p, s) => {
+        if (!p.keys.length) return;
+        const got = (await this.callServer(s, 'pull', [this.rank, p.keys, p.counters])) as FloatArray[];
+        got.forEach((g, i) => {
+          const t = p.targets[i]!;
+          if (g.length !== t.length) throw Errors.badFrame(`pull of ${p.keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
+          t.set(g);
+        });
+      }),
+    );
+    return res;
+  }
+
+  /** Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves). */
+  async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
+    const pushed = this.push(keys, grads);
+    const pulled = this.pull(keys, outs);
+    await Promise.all([pushed, pulled]);
+    return pulled;
+  }
+
+  /**
+   * Push rows of a row-sparse key. `rowIds` may be unsorted and repeat (duplicates are summed here, so each
+   * row crosses the wire once). In sync mode every worker must call this once per round (an empty push is fine).
+   */
+  async rowSparsePush(key: string, rowIds: Int32Array, rows: FloatArray): Promise<void> {
+    const spec = this.layout.spec(key);
+    if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense: use push');
+    const { numRows, rowSize } = spec.rows;
+    if (rows.length !== rowIds.length * rowSize) throw Errors.invalidArg(`rows of key ${key}`, `must have rowIds.length * ${rowSize} = ${rowIds.length * rowSize} values, got ${rows.length}`);
+    const { ids, packed } = mergeRows(rowIds, rows, rowSize, numRows, key, spec.dtype);
+    const c = this.issued.get(key) ?? 0;
+    this.issued.set(key, c + 1);
+    let lo = 0;
+    await Promise.all(
+      this.layout.slicesOf(key).map((sl) => {
+        let hi = lo;
+        while (hi < ids.length && ids[hi]! < sl.rowEnd!) hi++;
+        const a = lo;
+        lo = hi;
+        return this.callServer(sl.server, 'rowSparsePush', [this.rank, key, c, ids.subarray(a, hi), packed.subarray(a * rowSize, hi * rowSize)]);
+      }),
+    );
+  }
+
+  /** Pull rows `rowIds` (any order, repeats allowed) of a row-sparse key into `out` (or a new array). */
+  async rowSparsePull(key: string, rowIds: Int32Array, out?: FloatArray): Promise<FloatArray> {
+    const spec = this.layout.spec(key);
+    if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense: use pull');
+    const { numRows, rowSize } = spec.rows;
+    const res = out ?? allocFloat(spec.dtype, rowIds.length * rowSize);
+    if (res.length !== rowIds.length * rowSize) throw Errors.invalidArg(`output of key ${key}`, `must have ${rowIds.length * rowSize} values, got ${res.length}`);
+    const slices = this.layout.slicesOf(key);
+    const ask: { ids: number[]; pos: number[] }[] = slices.map(() => ({ ids: [], pos: [] }));
+    for (let i = 0; i < rowIds.length; i++) {
+      const r = rowIds[i]!;
+      if (!Number.isInteger(r) || r < 0 || r >= numRows) throw Errors.invalidArg(`row id ${r} of key ${key}`, `is outside [0, ${numRows})`);
+      const j = slices.findIndex((s) => r < s.rowEnd!);
+      ask[j]!.ids.push(r);
+      ask[j]!.pos.push(i);
+    }
+    const need = this.issued.get(key) ?? 0;
+    await Promise.all(
+      slices.map(async (sl, j) => {
+        const a = ask[j]!;
+        if (!a.ids.length) return;
+        const got = (await this.callServer(sl.server, 'rowSparsePull', [this.rank, key, need, Int32Array.from(a.ids)])) as { rows: FloatArray };
+        for (let i = 0; i < a.pos.length; i++) res.set(got.rows.subarray(i * rowSize, (i + 1) * rowSize), a.pos[i]! * rowSize);
+      }),
+    );
+    return res;
+  }
+
+  /**
+   * The merged rows of the last completed sync round of a row-sparse key (after this worker's pushes): sorted
+   * unique row ids touched by any worker and the sum of their pushes.
+   */
+  async rowSparsePullLast(key: string): Promise<{ rowIds: Int32Array; rows: FloatArray }> {
+    const spec = this.layout.spec(key);
+    if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense');
+    const need = this.issued.get(key) ?? 0;
+    const parts = (await Promise.all(
+      this.layout.slicesOf(key).map((sl) => this.callServer(sl.server, 'rowSparsePull', [this.rank, key, need, null])),
+    )) as { rowIds: Int32Array; rows: FloatArray }[];
+    const n = parts.reduce((a, p) => a + p.rowIds.length, 0);
+    const rowIds = new Int32Array(n);
+    const rows = allocFloat(spec.dtype, n * spec.rows.rowSize);
+    let o = 0;
+    for (const p of parts) {
+      rowIds.set(p.rowIds, o);
+      rows.set(p.rows, o * spec.rows.rowSize);
+      o += p.rowIds.length;
+    }
+    return { rowIds, rows };
+  }
+
+  /** Every worker contributes `value` under `tag`; returns all values in rank order (server 0 collects). */
+  async gather<T>(tag: string, value: T): Promise<T[]> {
+    return (await this.callServer(0, 'gather', [this.rank, tag, value])) as T[];
+  }
+
+  /** Ask every server to write its checkpoint now. */
+  async checkpoint(): Promise<{ path: string; bytes: number }[]> {
+    return (await Promise.all(this.servers.map((_, s) => this.callServer(s, 'checkpoint', [])))) as { path: string; bytes: number }[];
+  }
+
+  /** Count of pushes this worker issued for `key`. */
+  pushes(key: string): number {
+    return this.issued.get(key) ?? 0;
+  }
+
+  /** Bytes on the wire (request and reply frames) summed over all servers. */
+  stats(): { bytesSent: number; bytesReceived: number; calls: number } {
+    const t = { bytesSent: 0, bytesReceived: 0, calls: 0 };
+    for (const c of this.servers) {
+      const s = c.stats();
+      t.bytesSent += s.bytesSent;
+      t.bytesReceived += s.bytesReceived;
+      t.calls += s.calls;
+    }
+    return t;
+  }
+
+  /** The client of server `s` (e.g. for `server(s).api.stats()`). */
+  server(s: number): ActorClient<KVServer> {
+    return this.servers[s]!;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((c) => c.close()));
+  }
+
+  private perServer() {
+    return this.servers.map(() => ({
+      keys: [] as string[],
+      counters: [] as number[],
+      arrays: [] as FloatArray[],
+      targets: [] as FloatArray[],
+      specs: [] as KeySpec[],
+      slices: [] as ReturnType<KeyLayout['slicesOf']>,
+      values: [] as (FloatArray | null)[],
+    }));
+  }
+
+  private async callServer(s: number, method: string, args: unknown[]): Promise<unknown> {
+    for (;;) {
+      const c = this.servers[s]!;
+      const epoch = c.epoch;
+      try {
+        return await c.call(method, args);
+      } catch (e) {
+        if (!this.o.resendAfterRestart || !isShoalError(e, 'ERR_PEER_CLOSED')) throw unwrapRemote(e);
+        await this.reconnect(s, epoch + 1);
+      }
+    }
+  }
+
+  private reconnect(s: number, minEpoch: number): Promise<void> {
+    const c = this.servers[s]!;
+    if (c.epoch >= minEpoch) return Promise.resolve();
+    let p = this.reconnecting.get(s);
+    if (!p) {
+      p = c.reconnect(minEpoch).finally(() => this.reconnecting.delete(s));
+      this.reconnecting.set(s, p);
+    }
+    return p;
+  }
+}
+
+/** A server-side ERR_MISMATCH (etc.) keeps its code on the worker; the ERR_REMOTE stays as the cause. */
+function unwrapRemote(e: unknown): unknown {
+  if (!isShoalError(e, 'ERR_REMOTE')) return e;
+  const code = e.details.remoteCode;
+  if (typeof code === 'string' && PASS_THROUGH.has(code)) return new ShoalError(code as ShoalErrorCode, e.message, e.details, e);
+  return e;
+}
+
+/** Sort row ids, sum rows of repeated ids. Returns fresh arrays. */
+function mergeRows(rowIds: Int32Array, rows: FloatArray, rowSize: number, numRows: number, key: string, dtype: KeySpec['dtype']): { ids: Int32Array; packed: FloatArray } {
+  const order = Array.from(rowIds.keys()).sort((a, b) => rowIds[a]! - rowIds[b]!);
+  let unique = 0;
+  for (let i = 0; i < order.length; i++) {
+    const r = rowIds[order[i]!]!;
+    if (!Number.isInteger(r) || r < 0 || r >= numRows) throw Errors.invalidArg(`row id ${r} of key ${key}`, `is outside [0, ${numRows})`);
+    if (i === 0 || r !== rowIds[order[i - 1]!]) unique++;
+  }
+  const ids = new Int32Array(unique);
+  const packed = allocFloat(dtype, unique * rowSize);
+  let u = -1;
+  for (let i = 0; i < order.length; i++) {
+    const src = order[i]!;
+    const r = rowIds[src]!;
+    const row = rows.subarray(src * rowSize, (src + 1) * rowSize);
+    if (u < 0 || ids[u] !== r) {
+      ids[++u] = r;
+      packed.set(row, u * rowSize);
+    } else {
+      for (let j = 0; j < rowSize; j++) packed[u * rowSize + j]! += row[j]!;
+    }
+  }
+  return { ids, packed };
+}

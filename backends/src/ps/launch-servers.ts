@@ -1,0 +1,62 @@
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { ActorSupervisor, Errors, type ModuleRef, type Store, type Transport } from '@shoal/core';
+import type { KVServerOptions } from './kv-server.js';
+import { defaultServerName } from './kv-worker.js';
+
+/**
+ * Start the server shards of a parameter-server job as actors named `ps-server-0..S-1` (a launcher helper: Spark
+ * or `shoal run` may place them elsewhere with `ActorSupervisor.spawn` directly). Each server gets
+ * `checkpointDir/ps-server-<i>.ckpt` when `checkpointDir` is set, so a restarted incarnation resumes from it.
+ * Returns the supervisors; stop them with `Promise.all(s.map((x) => x.stop()))`.
+ */
+export interface StartPsServersOptions extends Omit<KVServerOptions, 'serverIndex' | 'checkpointPath'> {
+  placement: 'process' | 'thread' | 'local';
+  store: Store;
+  /** For local placement. */
+  transport?: Transport;
+  /** For process/thread placement: how the servers build their transport and store. */
+  remote?: { transport: ModuleRef; store: ModuleRef };
+  listenUrl?: string;
+  checkpointDir?: string;
+  restart?: { maxRestarts: number; backoffMs?: number };
+  serverName?: (i: number) => string;
+  env?: Record<string, string>;
+}
+
+export const kvServerModule = fileURLToPath(new URL('./kv-server.js', import.meta.url));
+
+export async function startPsServers(o: StartPsServersOptions): Promise<ActorSupervisor[]> {
+  if (!Number.isInteger(o.numServers) || o.numServers < 1) throw Errors.invalidArg('numServers', `must be a positive integer, got ${o.numServers}`);
+  const name = o.serverName ?? defaultServerName;
+  const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, ...serverOpts } = o;
+  void _n;
+  const started = await Promise.allSettled(
+    Array.from({ length: o.numServers }, (_, i) => {
+      const opts: KVServerOptions = {
+        ...serverOpts,
+        serverIndex: i,
+        checkpointPath: checkpointDir ? join(checkpointDir, `${name(i)}.ckpt`) : undefined,
+      };
+      return ActorSupervisor.spawn({
+        name: name(i),
+        actor: { module: kvServerModule, export: 'KVServer', args: [JSON.parse(JSON.stringify(opts))] },
+        placement,
+        store,
+        transport,
+        remote,
+        listenUrl,
+        mailbox: 'reentrant',
+        restart,
+        env,
+        timeoutMs: o.timeoutMs,
+      });
+    }),
+  );
+  const bad = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+  if (bad) {
+    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw bad.reason;
+  }
+  return started.map((r) => (r as PromiseFulfilledResult<ActorSupervisor>).value);
+}

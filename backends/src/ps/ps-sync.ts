@@ -1,0 +1,221 @@
+import { Errors } from '@shoal/core';
+import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
+import type { KeySpec } from './key-layout.js';
+import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
+
+/**
+ * GradientSync over the parameter server (sync mode servers, sum-only keys):
+ * - `allreduceMean`: push the gradients, pull the sum (one round trip per server), divide by the worker count;
+ * - `broadcastParameters`: KVStore init with rank 0's values, then pull (later broadcasts of the same names:
+ *   rank 0 pushes its values, the others zeros);
+ * - `sparseAllreduceMean`: row-sparse push of the touched rows, pull of the merged rows of the round: only
+ *   touched rows cross the wire;
+ * - `allreduceScalars` / `barrier`: a gather on server 0.
+ * Before each collective the ranks exchange a small signature through server 0 (names, shapes, and whether a
+ * gradient holds NaN/Inf), so a mismatch raises ERR_MISMATCH and a NaN raises ERR_NAN on every rank instead of
+ * hanging; the engine stays usable afterwards.
+ *
+ * The server-optimizer path (`initWeights`, `pushGradsPullWeights`) uses keys the servers update with their
+ * configured updater: workers push gradients and pull fresh weights.
+ */
+export interface PsSyncOptions {
+  /** Allow NaN/Inf in gradients (default false: ERR_NAN naming the tensor on every rank). */
+  allowNonFinite?: boolean;
+  /** Called by `close()` (e.g. stop servers this rank owns). */
+  onClose?: () => Promise<void>;
+}
+
+type Sig = { names: string[]; shapes: string[]; nan: string | null };
+
+export class PsSync implements GradientSync {
+  readonly kind = 'ps' as const;
+  readonly rank: number;
+  readonly size: number;
+  private seq = 0;
+  private readonly declared = new Set<string>();
+  private ops = 0;
+  private closed = false;
+
+  constructor(
+    readonly kv: KVWorker,
+    private readonly o: PsSyncOptions = {},
+  ) {
+    this.rank = kv.rank;
+    this.size = kv.numWorkers;
+  }
+
+  /** Connect a worker to running servers (see `startPsServers`). */
+  static async connect(o: ConnectKVWorkerOptions & PsSyncOptions): Promise<PsSync> {
+    return new PsSync(await KVWorker.connect(o), o);
+  }
+
+  async broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
+    this.live();
+    await this.agree('broadcastParameters', params, false);
+    const fresh = params.filter((p) => !this.declared.has(`b:${p.name}`));
+    if (fresh.length) {
+      await this.kv.init(
+        fresh.map((p) => ({ key: `b:${p.name}`, size: p.data.length, update: 'assign' })),
+        fresh.map((p) => p.data),
+      );
+      for (const p of fresh) this.declared.add(`b:${p.name}`);
+    }
+    const old = params.filter((p) => !fresh.includes(p));
+    if (old.length) {
+      await this.kv.push(
+        old.map((p) => `b:${p.name}`),
+        old.map((p) => (this.rank === 0 ? p.data : new Float32Array(p.data.length))),
+      );
+    }
+    await this.kv.pull(
+      params.map((p) => `b:${p.name}`),
+      params.map((p) => p.data),
+    );
+    this.ops++;
+  }
+
+  async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
+    this.live();
+    await this.agree('allreduceMean', grads, !this.o.allowNonFinite);
+    if (grads.length === 0) return;
+    await this.ensure(grads.map((g) => ({ key: `g:${g.name}`, size: g.data.length, update: 'assign' })));
+    const keys = grads.map((g) => `g:${g.name}`);
+    const arrays = grads.map((g) => g.data);
+    await this.kv.pushPull(keys, arrays, arrays);
+    if (this.size > 1) {
+      const inv = this.size;
+      for (const a of arrays) for (let i = 0; i < a.length; i++) a[i]! /= inv;
+    }
+    this.ops++;
+  }
+
+  async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
+    this.live();
+    const nan = !this.o.allowNonFinite && !allFinite(grad.rows) ? grad.name : null;
+    await this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan });
+    const key = `s:${grad.name}`;
+    await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
+    await this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
+    const last = await this.kv.rowSparsePullLast(key);
+    const rows = last.rows as Float32Array;
+    if (this.size > 1) for (let i = 0; i < rows.length; i++) rows[i]! /= this.size;
+    this.ops++;
+    return { name: grad.name, numRows: grad.numRows, rowSize: grad.rowSize, rowIds: last.rowIds, rows };
+  }
+
+  async allreduceScalars(values: Float64Array): Promise<Float64Array> {
+    this.live();
+    const all = await this.kv.gather(`scalars#${this.seq++}`, values);
+    const out = new Float64Array(values.length);
+    for (const v of all) {
+      if (v.length !== values.length) throw Errors.mismatch('allreduceScalars', `lengths differ across ranks (${all.map((x) => x.length).join(', ')})`);
+      for (let i = 0; i < out.length; i++) out[i]! += v[i]!;
+    }
+    for (let i = 0; i < out.length; i++) out[i]! /= this.size;
+    this.ops++;
+    return out;
+  }
+
+  async barrier(): Promise<void> {
+    this.live();
+    await this.kv.gather(`barrier#${this.seq++}`, null);
+    this.ops++;
+  }
+
+  /**
+   * Server-optimizer path, step 1: declare weights the servers own and update with their updater (rank 0's
+   * values win), then pull them into `params`.
+   */
+  async initWeights(params: readonly DenseTensor[]): Promise<void> {
+    this.live();
+    await this.agree('initWeights', params, false);
+    await this.ensure(
+      params.map((p) => ({ key: `w:${p.name}`, size: p.data.length, update: 'optimizer' })),
+      params.map((p) => p.data),
+    );
+    await this.kv.pull(
+      params.map((p) => `w:${p.name}`),
+      params.map((p) => p.data),
+    );
+  }
+
+  /**
+   * Server-optimizer path, each step: push `grads` (same names as the weights), pull the updated weights into
+   * `params`. One round trip per server.
+   */
+  async pushGradsPullWeights(grads: readonly DenseTensor[], params: readonly DenseTensor[]): Promise<void> {
+    this.live();
+    if (!this.o.allowNonFinite) for (const g of grads) if (!allFinite(g.data)) throw Errors.nan(`gradient "${g.name}"`, { rank: this.rank });
+    await this.kv.pushPull(
+      grads.map((g) => `w:${g.name}`),
+      grads.map((g) => g.data),
+      params.map((p) => p.data),
+    );
+    this.ops++;
+  }
+
+  stats(): { bytesSent: number; bytesReceived: number; ops: number } {
+    const s = this.kv.stats();
+    return { bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, ops: this.ops };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.kv.close();
+    await this.o.onClose?.();
+  }
+
+  private live(): void {
+    if (this.closed) throw Errors.closed(`PsSync rank ${this.rank}`);
+  }
+
+  /** Declare keys not declared yet (all ranks reach this with the same list, the signature check saw to it). */
+  private async ensure(specs: KeySpec[], values?: readonly (Float32Array | Float64Array)[]): Promise<void> {
+    const idx = specs.map((_, i) => i).filter((i) => !this.declared.has(specs[i]!.key));
+    if (!idx.length) return;
+    await this.kv.init(
+      idx.map((i) => specs[i]!),
+      idx.map((i) => values?.[i] ?? new Float32Array(specs[i]!.size)),
+    );
+    for (const i of idx) this.declared.add(specs[i]!.key);
+  }
+
+  private agree(op: string, ts: readonly DenseTensor[], checkNan: boolean): Promise<void> {
+    let nan: string | null = null;
+    if (checkNan) for (const t of ts) if (!allFinite(t.data)) (nan ??= t.name);
+    for (const t of ts) {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      if (n !== t.data.length) throw Errors.invalidArg(`tensor "${t.name}"`, `has shape [${t.shape.join(', ')}] (${n} values) but ${t.data.length} values`);
+    }
+    return this.exchange(op, { names: ts.map((t) => t.name), shapes: ts.map((t) => `[${t.shape.join(', ')}]`), nan });
+  }
+
+  /** Exchange signatures through server 0; throw the same ERR_MISMATCH / ERR_NAN on every rank. */
+  private async exchange(op: string, sig: Sig): Promise<void> {
+    if (this.size === 1) {
+      if (sig.nan) throw Errors.nan(`gradient "${sig.nan}" on rank 0 (${op})`, { rank: 0, badRank: 0 });
+      return;
+    }
+    const all = await this.kv.gather(`${op}#${this.seq++}`, sig);
+    const me = all[0]!;
+    for (let r = 1; r < all.length; r++) {
+      const o = all[r]!;
+      if (o.names.length !== me.names.length) {
+        throw Errors.mismatch(op, `rank 0 passes ${me.names.length} tensors (${me.names.map((n) => JSON.stringify(n)).join(', ')}), rank ${r} passes ${o.names.length} (${o.names.map((n) => JSON.stringify(n)).join(', ')})`, { rank: this.rank });
+      }
+      for (let i = 0; i < me.names.length; i++) {
+        if (o.names[i] !== me.names[i]) throw Errors.mismatch(op, `tensor ${i} is "${me.names[i]}" on rank 0 but "${o.names[i]}" on rank ${r}`, { rank: this.rank });
+        if (o.shapes[i] !== me.shapes[i]) throw Errors.mismatch(op, `tensor "${me.names[i]}" has shape ${me.shapes[i]} on rank 0 but ${o.shapes[i]} on rank ${r}`, { rank: this.rank });
+      }
+    }
+    const bad = all.findIndex((s) => s.nan !== null);
+    if (bad >= 0) throw Errors.nan(`gradient "${all[bad]!.nan}" on rank ${bad} (${op})`, { rank: this.rank, badRank: bad });
+  }
+}
+
+function allFinite(a: Float32Array | Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
+  return true;
+}
+

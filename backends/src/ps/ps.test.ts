@@ -1,0 +1,238 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MemoryNetwork, MemoryStore } from '@shoal/core';
+import { gradientSyncCompliance } from '../compliance.js';
+import { keyHash, sliceKey } from './key-layout.js';
+import { startPsServers } from './launch-servers.js';
+import { PsSync } from './ps-sync.js';
+import { memoryPsCluster } from './testing/memory-cluster.js';
+
+const ones = (n: number, v = 1) => new Float32Array(n).fill(v);
+const allEqual = (a: ArrayLike<number>, v: number, what: string) => {
+  for (let i = 0; i < a.length; i++) if (a[i] !== v) assert.unreachable(`${what}[${i}] = ${a[i]}, want ${v}`);
+};
+
+test('key slicer: small keys hashed, big keys split evenly, row-sparse keys by row range', () => {
+  assert.equal(sliceKey({ key: 'w', size: 10 }, 3), [{ server: keyHash('w') % 3, start: 0, end: 10 }]);
+  const big = sliceKey({ key: 'big', size: 1_440_000 }, 3);
+  assert.equal(big.map((s) => [s.server, s.start, s.end]), [[0, 0, 480000], [1, 480000, 960000], [2, 960000, 1440000]]);
+  const rows = sliceKey({ key: 'e', size: 10 * 4, rows: { numRows: 10, rowSize: 4 } }, 3);
+  assert.equal(rows.map((s) => [s.rowStart, s.rowEnd, s.start, s.end]), [[0, 3, 0, 12], [3, 6, 12, 24], [6, 10, 24, 40]]);
+  const servers = new Set(Array.from({ length: 40 }, (_, i) => sliceKey({ key: `k${i}`, size: 5 }, 4)[0]!.server));
+  assert.is(servers.size, 4, 'small keys spread over all servers');
+});
+
+test('dist_sync (MXNet): n workers push ones*(rank+1) into w += lr*g; pulls equal the closed form exactly', async () => {
+  const n = 3;
+  const rate = 2;
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: n, mode: 'sync', updater: { type: 'add', lr: rate }, timeoutMs: 20_000 });
+  const shapes = { small: 3 * 4, big: 1200 * 1200 };
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'small', size: shapes.small }, { key: 'big', size: shapes.big }], [ones(shapes.small), ones(shapes.big)])));
+  assert.is(c.workers[0]!.layout.slicesOf('big').length, 2, '1200x1200 key is split across both servers');
+  for (let round = 1; round <= 3; round++) {
+    await Promise.all(c.workers.map((w) => w.push(['small', 'big'], [ones(shapes.small, w.rank + 1), ones(shapes.big, w.rank + 1)])));
+    const want = 1 + ((rate * n * (n + 1)) / 2) * round;
+    const got = await Promise.all(c.workers.map((w) => w.pull(['small', 'big'])));
+    got.forEach(([s, b], r) => {
+      allEqual(s!, want, `round ${round} rank ${r} small`);
+      allEqual(b!, want, `round ${round} rank ${r} big`);
+    });
+  }
+  await c.close();
+});
+
+test('sync pull issued right after an unawaited push waits for the round', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', updater: { type: 'assign' }, timeoutMs: 5000 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'a', size: 5 }], [ones(5, 0)])));
+  const res = await Promise.all(
+    c.workers.map(async (w) => {
+      if (w.rank === 1) await new Promise((r) => setTimeout(r, 30));
+      const outs = [new Float32Array(5)];
+      const p = w.push(['a'], [ones(5, w.rank + 1)]);
+      const q = w.pull(['a'], outs);
+      await Promise.all([p, q]);
+      return outs[0]!;
+    }),
+  );
+  for (const r of res) allEqual(r, 3, 'sum');
+  await c.close();
+});
+
+test('row-sparse: worker r writes row r, random row-id pulls are exact; rows split across servers', async () => {
+  const n = 4;
+  const numRows = 50;
+  const rowSize = 8;
+  const c = await memoryPsCluster({ numServers: 3, numWorkers: n, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 5000 });
+  const spec = { key: 'emb', size: numRows * rowSize, rows: { numRows, rowSize } };
+  await Promise.all(c.workers.map((w) => w.init([spec], [new Float32Array(numRows * rowSize)])));
+  await Promise.all(c.workers.map((w) => w.rowSparsePush('emb', Int32Array.of(w.rank * 13), Float32Array.from({ length: rowSize }, (_, j) => w.rank + 1 + j / 8))));
+  let seed = 7;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % numRows;
+  for (const w of c.workers) {
+    const ids = Int32Array.from({ length: 40 }, rnd);
+    ids[0] = 13; // a written row, and a repeat
+    ids[1] = 13;
+    const rows = await w.rowSparsePull('emb', ids);
+    ids.forEach((id, i) => {
+      const writer = id % 13 === 0 && id / 13 < n ? id / 13 : -1;
+      for (let j = 0; j < rowSize; j++) {
+        const want = writer >= 0 ? writer + 1 + j / 8 : 0;
+        if (rows[i * rowSize + j] !== want) assert.unreachable(`rank ${w.rank} row ${id}[${j}] = ${rows[i * rowSize + j]}, want ${want}`);
+      }
+    });
+    const last = await w.rowSparsePullLast('emb');
+    assert.equal([...last.rowIds], [0, 13, 26, 39]);
+  }
+  const sent = c.workers[1]!.stats().bytesSent;
+  assert.ok(sent < 4 * 4096, `row-sparse push/pull moved only touched rows (${sent} bytes sent)`);
+  await c.close();
+});
+
+test('async: 50 pushes with at most 10 outstanding, then pull equals the sum (with and without bounded staleness)', async () => {
+  for (const staleness of [undefined, 2]) {
+    const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'async', staleness, updater: { type: 'add', lr: 1 }, timeoutMs: 10_000, bigKeyBound: 100 });
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'x', size: 300 }, { key: 'y', size: 7 }], [ones(300, 0), ones(7, 0)])));
+    await Promise.all(
+      c.workers.map(async (w) => {
+        const inflight = new Set<Promise<void>>();
+        for (let i = 0; i < 50; i++) {
+          while (inflight.size >= 10) await Promise.race(inflight);
+          const p: Promise<void> = w.push(['x', 'y'], [ones(300, i + 1), ones(7, w.rank + 1)]).then(() => void inflight.delete(p));
+          inflight.add(p);
+        }
+        await Promise.all(inflight);
+      }),
+    );
+    const want = 2 * ((50 * 51) / 2);
+    // each worker's own pushes are visible; after both finished, everything is
+    const [x, y] = await c.workers[0]!.pull(['x', 'y']);
+    allEqual(x!, want, `staleness ${staleness} x`);
+    allEqual(y!, 50 * 1 + 50 * 2, `staleness ${staleness} y`);
+    await c.close();
+  }
+});
+
+test('server optimizers: SGD with momentum and Adagrad on sparse rows match a local reference', async () => {
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'sgd', lr: 0.5, momentum: 0.5 }, timeoutMs: 5000 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'w', size: 2 }], [Float32Array.of(1, 2)])));
+  let w = [1, 2];
+  let m = [0, 0];
+  for (let s = 0; s < 3; s++) {
+    await Promise.all(c.workers.map((k) => k.push(['w'], [Float32Array.of(0.25, -0.5)])));
+    const g = [0.5, -1];
+    m = m.map((mi, i) => Math.fround(Math.fround(0.5 * mi) - Math.fround(0.5 * g[i]!)));
+    w = w.map((wi, i) => Math.fround(wi + m[i]!));
+  }
+  const [got] = await c.workers[1]!.pull(['w']);
+  assert.equal([...got!], w);
+  await c.close();
+
+  const a = await memoryPsCluster({ numServers: 2, numWorkers: 1, mode: 'sync', updater: { type: 'adagrad', lr: 0.1 }, timeoutMs: 5000 });
+  const kv = a.workers[0]!;
+  await kv.init([{ key: 'e', size: 40, rows: { numRows: 10, rowSize: 4 } }], [ones(40)]);
+  await kv.rowSparsePush('e', Int32Array.of(8, 1), Float32Array.from([2, 2, 2, 2, 1, 1, 1, 1]));
+  const rows = await kv.rowSparsePull('e', Int32Array.of(1, 8, 5));
+  const step = (g: number) => Math.fround(1 - Math.fround((0.1 * g) / (Math.sqrt(g * g) + 1e-7)));
+  assert.equal([...rows], [...Array(4).fill(step(1)), ...Array(4).fill(step(2)), 1, 1, 1, 1]);
+  await a.close();
+});
+
+test('init mismatch and bad input name the key', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', timeoutMs: 3000 });
+  const res = await Promise.allSettled(c.workers.map((w) => w.init([{ key: 'k', size: w.rank === 0 ? 4 : 5 }], [ones(4)])));
+  const r1 = res[1] as PromiseRejectedResult;
+  assert.is(r1.status, 'rejected');
+  assert.is((r1.reason as { code: string }).code, 'ERR_MISMATCH');
+  assert.match(String(r1.reason), /key k/);
+  try {
+    await c.workers[0]!.push(['nope'], [ones(1)]);
+    assert.unreachable();
+  } catch (e) {
+    assert.match(String(e), /key "nope" was not initialised/);
+  }
+  await c.close();
+});
+
+test('durable checkpoint: a killed server restarts from its shard; resent pushes apply once, nothing acknowledged is lost', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ps-'));
+  const n = 2;
+  const c = await memoryPsCluster({
+    numServers: 2,
+    numWorkers: n,
+    mode: 'sync',
+    updater: { type: 'add', lr: 1 },
+    checkpointDir: dir,
+    durable: true,
+    restart: { maxRestarts: 2, backoffMs: 20 },
+    resendAfterRestart: true,
+    timeoutMs: 10_000,
+    bigKeyBound: 10,
+  });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }, { key: 's', size: 3 }], [ones(30, 0), ones(3, 0)])));
+  const rounds = 12;
+  const acked = [0, 0];
+  await Promise.all(
+    c.workers.map(async (w) => {
+      for (let i = 0; i < rounds; i++) {
+        if (w.rank === 0 && i === 5) void c.servers[1]!.kill();
+        await w.push(['big', 's'], [ones(30, w.rank + 1), ones(3, 1)]);
+        acked[w.rank] = i + 1;
+      }
+    }),
+  );
+  assert.equal(acked, [rounds, rounds]);
+  assert.is(c.servers[1]!.restarts, 1);
+  const [big, s] = await c.workers[1]!.pull(['big', 's']);
+  allEqual(big!, rounds * 3, 'big after restart');
+  allEqual(s!, rounds * 2, 's after restart');
+  await c.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('without restart, a killed server is reported on every worker naming it', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 3, mode: 'sync', timeoutMs: 3000, bigKeyBound: 10 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }], [ones(30)])));
+  const t0 = Date.now();
+  const res = await Promise.allSettled(
+    c.workers.map(async (w) => {
+      if (w.rank === 2) await c.servers[0]!.kill();
+      else await new Promise((r) => setTimeout(r, 20));
+      await w.push(['big'], [ones(30)]);
+    }),
+  );
+  for (const r of res) {
+    assert.is(r.status, 'rejected');
+    const e = (r as PromiseRejectedResult).reason as { code: string; message: string };
+    assert.is(e.code, 'ERR_PEER_CLOSED');
+    assert.match(e.message, /ps-server-0/);
+  }
+  assert.ok(Date.now() - t0 < 3000);
+  await c.close();
+});
+
+gradientSyncCompliance('ps (memory transport, 2 servers)', async (size) => {
+  const network = new MemoryNetwork();
+  const store = new MemoryStore();
+  const servers = await startPsServers({ placement: 'local', store, transport: network.transport(), numServers: 2, numWorkers: size, mode: 'sync', timeoutMs: 10_000 });
+  let open = size;
+  return Promise.all(
+    Array.from({ length: size }, (_, rank) =>
+      PsSync.connect({
+        rank,
+        numWorkers: size,
+        numServers: 2,
+        store,
+        transport: network.transport(),
+        timeoutMs: 10_000,
+        onClose: async () => {
+          if (--open === 0) await Promise.all(servers.map((s) => s.stop()));
+        },
+      }),
+    ),
+  );
+}).run();
+
+test.run();

@@ -1,0 +1,170 @@
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Errors, type ModuleRef } from '@shoal/core';
+import type { FloatArray } from './key-layout.js';
+
+/**
+ * The server's update rule (ps-lite's `ReqHandle`, MXNet's `updater`): a replaceable callback that folds the
+ * merged gradient of a round (sync) or one worker's gradient (async) into the stored weights.
+ *
+ * `weights` is the server's whole slice of the key; `grad` is either the same length (dense) or, for a row-sparse
+ * update, `rowIds.length * rowSize` packed rows where row i updates weights row `rowIds[i]` (local row numbers,
+ * sorted, unique). `state` is per-key optimizer state the updater may fill (it is checkpointed with the key).
+ * Updaters run on the server's thread, one at a time per key.
+ */
+export interface UpdateContext {
+  key: string;
+  weights: FloatArray;
+  grad: FloatArray;
+  /** Local row numbers for a row-sparse update; undefined for a dense one. */
+  rowIds?: Int32Array;
+  rowSize?: number;
+  /** Optimizer state of this key, created on first use. */
+  state: Record<string, FloatArray>;
+  /** Updates applied to this key before this one. */
+  step: number;
+}
+export type ServerUpdater = (ctx: UpdateContext) => void;
+
+/** Serialisable choice of updater (servers run in other processes). */
+export type UpdaterSpec =
+  | { type: 'assign' }
+  | { type: 'add'; lr?: number }
+  | { type: 'sgd'; lr: number; momentum?: number; wd?: number; rescale?: number }
+  | { type: 'adam'; lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number }
+  | { type: 'adagrad'; lr: number; eps?: number; wd?: number; rescale?: number }
+  /** `import(module)[export](...args)` must return a ServerUpdater. */
+  | { type: 'module'; ref: ModuleRef };
+
+/**
+ * Call `fn(wOff, gOff, len)` for each contiguous run the update touches: the whole slice for a dense update,
+ * each row for a row-sparse one.
+ */
+export function forEachRun(ctx: UpdateContext, fn: (wOff: number, gOff: number, len: number) => void): void {
+  if (!ctx.rowIds) return fn(0, 0, ctx.weights.length);
+  const rs = ctx.rowSize!;
+  for (let i = 0; i < ctx.rowIds.length; i++) fn(ctx.rowIds[i]! * rs, i * rs, rs);
+}
+
+function stateOf(ctx: UpdateContext, name: string): FloatArray {
+  let s = ctx.state[name];
+  if (!s) {
+    s = ctx.weights instanceof Float64Array ? new Float64Array(ctx.weights.length) : new Float32Array(ctx.weights.length);
+    ctx.state[name] = s;
+  }
+  return s;
+}
+
+/** `w = sum of pushes` (MXNet with no updater): the stored value is the merged gradient. */
+export const assignUpdater: ServerUpdater = (ctx) => {
+  const { weights: w, grad: g } = ctx;
+  forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
+};
+
+/** `w += lr * g` (MXNet's dist_sync test updater). */
+export function addUpdater(lr = 1): ServerUpdater {
+  return (ctx) => {
+    const { weights: w, grad: g } = ctx;
+    forEachRun(ctx, (wo, go, n) => {
+      for (let i = 0; i < n; i++) w[wo + i]! += lr * g[go + i]!;
+    });
+  };
+}
+
+/** SGD with momentum: `m = mu*m - lr*(rescale*g + wd*w); w += m` (plain SGD when momentum is 0). */
+export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; rescale?: number }): ServerUpdater {
+  const mu = o.momentum ?? 0;
+  const wd = o.wd ?? 0;
+  const rs = o.rescale ?? 1;
+  return (ctx) => {
+    const { weights: w, grad: g } = ctx;
+    if (mu === 0) {
+      forEachRun(ctx, (wo, go, n) => {
+        for (let i = 0; i < n; i++) w[wo + i]! -= o.lr * (rs * g[go + i]! + wd * w[wo + i]!);
+      });
+      return;
+    }
+    const m = stateOf(ctx, 'momentum');
+    forEachRun(ctx, (wo, go, n) => {
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        const v = mu * m[j]! - o.lr * (rs * g[go + i]! + wd * w[j]!);
+        m[j] = v;
+        w[j]! += v;
+      }
+    });
+  };
+}
+
+/** Adam (bias-corrected); for row-sparse keys only the touched rows' moments move (lazy Adam). */
+export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number }): ServerUpdater {
+  const b1 = o.beta1 ?? 0.9;
+  const b2 = o.beta2 ?? 0.999;
+  const eps = o.eps ?? 1e-8;
+  const wd = o.wd ?? 0;
+  const rs = o.rescale ?? 1;
+  return (ctx) => {
+    const { weights: w, grad: g } = ctx;
+    const m = stateOf(ctx, 'm');
+    const v = stateOf(ctx, 'v');
+    const t = ctx.step + 1;
+    const lrT = (o.lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
+    forEachRun(ctx, (wo, go, n) => {
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        const gi = rs * g[go + i]! + wd * w[j]!;
+        const mj = b1 * m[j]! + (1 - b1) * gi;
+        const vj = b2 * v[j]! + (1 - b2) * gi * gi;
+        m[j] = mj;
+        v[j] = vj;
+        w[j]! -= (lrT * mj) / (Math.sqrt(vj) + eps);
+      }
+    });
+  };
+}
+
+/** Adagrad: `h += g^2; w -= lr * g / (sqrt(h) + eps)`; the usual choice for sparse embedding rows. */
+export function adagradUpdater(o: { lr: number; eps?: number; wd?: number; rescale?: number }): ServerUpdater {
+  const eps = o.eps ?? 1e-7;
+  const wd = o.wd ?? 0;
+  const rs = o.rescale ?? 1;
+  return (ctx) => {
+    const { weights: w, grad: g } = ctx;
+    const h = stateOf(ctx, 'history');
+    forEachRun(ctx, (wo, go, n) => {
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        const gi = rs * g[go + i]! + wd * w[j]!;
+        const hj = h[j]! + gi * gi;
+        h[j] = hj;
+        w[j]! -= (o.lr * gi) / (Math.sqrt(hj) + eps);
+      }
+    });
+  };
+}
+
+/** Build the updater a spec names. Throws RangeError on an unknown type. */
+export async function createUpdater(spec: UpdaterSpec): Promise<ServerUpdater> {
+  switch (spec.type) {
+    case 'assign':
+      return assignUpdater;
+    case 'add':
+      return addUpdater(spec.lr ?? 1);
+    case 'sgd':
+      return sgdUpdater(spec);
+    case 'adam':
+      return adamUpdater(spec);
+    case 'adagrad':
+      return adagradUpdater(spec);
+    case 'module': {
+      const mod = (await import(isAbsolute(spec.ref.module) ? pathToFileURL(spec.ref.module).href : spec.ref.module)) as Record<string, unknown>;
+      const fac = mod[spec.ref.export];
+      if (typeof fac !== 'function') throw Errors.config('updater', `${spec.ref.module}.${spec.ref.export} is not a function`);
+      const f = await (fac as (...a: unknown[]) => unknown)(...(spec.ref.args ?? []));
+      if (typeof f !== 'function') throw Errors.config('updater', `${spec.ref.module}.${spec.ref.export}() did not return a function`);
+      return f as ServerUpdater;
+    }
+    default:
+      throw Errors.invalidArg('updater.type', `must be assign|add|sgd|adam|adagrad|module, got ${JSON.stringify((spec as { type: unknown }).type)}`);
+  }
+}
