@@ -15,3 +15,6 @@ export * from './actor/index.js';
 export * from './transport/nng.js';
 export * from './store/tcp.js';
 export * from './group/host-id.js';
+export * from './launcher/launch.js';
+export * from './launcher/run-args.js';
+export * from './worker/join-job.js';

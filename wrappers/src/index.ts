@@ -7,3 +7,4 @@ export * from './tfjs/data.js';
 export * from './tfjs/checkpoint.js';
 export * from './tfjs/progress.js';
 export * from './local-sync.js';
+export * from './worker/init-worker.js';

@@ -151,7 +151,7 @@ export class Trainer {
     if (this.net) return;
     this.rt = this.options.runtime ?? (await setupTfjs());
     const tf = this.rt.tf;
-    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.sync.kind} engine`);
+    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.size === 1 && this.sync instanceof LocalSync ? "local (no communication)" : this.sync.kind} engine`);
     this.net = typeof this.options.model === 'function' ? this.options.model(tf) : this.options.model;
     if (!this.net || !Array.isArray(this.net.trainableWeights)) throw Errors.invalidArg('options.model', 'must be (or return) a tf.LayersModel');
     this.opt = this.options.optimizer(tf);

@@ -1,0 +1,227 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { Errors } from '../errors.js';
+import { TcpStoreServer } from '../store/tcp.js';
+
+/** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
+export interface LaunchOptions {
+  /** Worker script: compiled `.js`/`.mjs` (run with `node`), or `.ts` when `tsx` is installed. */
+  script: string;
+  args?: readonly string[];
+  /** Number of worker processes (ranks 0..n-1). */
+  numWorkers: number;
+  backend?: 'ring' | 'ps' | 'hybrid';
+  /** Parameter-server shards for ps/hybrid (SHOAL_SERVERS). */
+  servers?: number;
+  transport?: 'net' | 'nng' | 'shm';
+  /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
+  timeoutMs?: number;
+  /** Stop everything and fail if the job runs longer than this. Default: no limit. */
+  jobTimeoutMs?: number;
+  /** Address workers listen on and peers dial (SHOAL_HOST). Default 127.0.0.1. */
+  host?: string;
+  jobId?: string;
+  /** Extra environment for every worker (on top of this process's environment). */
+  env?: Record<string, string>;
+  /** Extra `node` flags for the workers, e.g. `['--max-old-space-size=4096']`. */
+  nodeArgs?: readonly string[];
+  /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
+  graceMs?: number;
+  /** Where prefixed worker output goes. Default process.stdout / process.stderr. */
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  /** Abort the job (Ctrl-C): stop every worker; the result has `aborted: true`. */
+  signal?: AbortSignal;
+}
+
+export interface LaunchResult {
+  /** 0 when every worker exited 0; else the failing worker's exit code (or 1), 130 when aborted. */
+  code: number;
+  /** The first rank that failed, if any. */
+  failedRank?: number;
+  /** Why it failed: the worker's last error line(s), or the launcher's reason (timeout, abort). */
+  error?: string;
+  aborted: boolean;
+  durationMs: number;
+  /** Exit status per rank (`null` code with a signal when stopped). */
+  exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const TAIL_LINES = 40;
+
+/** `node` arguments that run `script`: `.ts` needs `--import tsx`. Throws ERR_CONFIG when it cannot run. */
+export function nodeArgsFor(script: string): string[] {
+  const path = resolve(script);
+  if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
+  if (/\.(c|m)?ts$/.test(path)) {
+    try {
+      createRequire(path).resolve('tsx');
+    } catch {
+      throw Errors.config('script', `${script} is TypeScript but tsx is not installed: compile it (tsc) and run the .js, or npm install tsx`);
+    }
+    return ['--import', 'tsx', path];
+  }
+  return [path];
+}
+
+/** Pick the most telling lines of a failed worker's stderr: from the first error line on, else the tail. */
+export function summarizeFailure(tail: readonly string[]): string {
+  const i = tail.findIndex((l) => /(Error|ERR_[A-Z_]+|Uncaught|Exception)\b/.test(l));
+  const lines = (i >= 0 ? tail.slice(i, i + 12) : tail.slice(-12)).filter((l) => l.trim() !== '');
+  return lines.join('\n');
+}
+
+interface Worker {
+  rank: number;
+  child: ChildProcess;
+  tail: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  done: boolean;
+}
+
+/**
+ * Run one job to completion: start the rendezvous store, spawn the workers with the SHOAL_* environment
+ * (`core/src/config.ts`), stream their output prefixed `[rank r]`, and wait. The first worker to fail (non-zero
+ * exit or signal) fails the job: every other worker is stopped (SIGTERM to its process group, SIGKILL after
+ * `graceMs`), and the result names the rank and its error. Workers get SHOAL_PARENT_PID and exit on their own if
+ * this process dies (see `joinJob`). Never throws for worker failures; throws ERR_CONFIG for bad options.
+ */
+export async function launch(options: LaunchOptions): Promise<LaunchResult> {
+  const n = options.numWorkers;
+  if (!Number.isInteger(n) || n < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${n}`);
+  const servers = options.servers ?? 1;
+  if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
+  const backend = options.backend ?? 'ring';
+  const transport = options.transport ?? 'net';
+  const host = options.host ?? '127.0.0.1';
+  const graceMs = options.graceMs ?? 3000;
+  const out = options.stdout ?? process.stdout;
+  const errOut = options.stderr ?? process.stderr;
+  const argv = [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
+  const t0 = Date.now();
+  const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
+  const store = await TcpStoreServer.start({ host });
+  const workers: Worker[] = [];
+  let failure: { rank: number; code: number; error: string } | undefined;
+  let stopping = false;
+  let aborted = false;
+  let jobTimer: NodeJS.Timeout | undefined;
+
+  const killGroup = (w: Worker, sig: NodeJS.Signals) => {
+    if (w.done || w.child.pid === undefined) return;
+    try {
+      process.kill(-w.child.pid, sig); // the worker's own process group: also its children (ps servers)
+    } catch {
+      try {
+        w.child.kill(sig);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  const stopAll = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const w of workers) killGroup(w, 'SIGTERM');
+    const t = setTimeout(() => {
+      for (const w of workers) killGroup(w, 'SIGKILL');
+    }, graceMs);
+    t.unref();
+  };
+  const onAbort = () => {
+    if (failure || stopping) return;
+    aborted = true;
+    stopAll();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const pipeLines = (w: Worker, stream: NodeJS.ReadableStream | null, sink: NodeJS.WritableStream, keepTail: boolean) => {
+    if (!stream) return Promise.resolve();
+    const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    rl.on('line', (line) => {
+      sink.write(line.startsWith('[rank ') ? `${line}\n` : `[rank ${w.rank}] ${line}\n`);
+      if (keepTail) {
+        w.tail.push(line);
+        if (w.tail.length > TAIL_LINES) w.tail.shift();
+      }
+    });
+    return new Promise<void>((r) => rl.once('close', () => r()));
+  };
+
+  try {
+    for (let rank = 0; rank < n; rank++) {
+      const env: Record<string, string> = {
+        ...(process.env as Record<string, string>),
+        ...(options.env ?? {}),
+        SHOAL_RANK: String(rank),
+        SHOAL_WORLD_SIZE: String(n),
+        SHOAL_LOCAL_RANK: String(rank),
+        SHOAL_STORE: store.url,
+        SHOAL_JOB_ID: jobId,
+        SHOAL_TRANSPORT: transport,
+        SHOAL_BACKEND: backend,
+        SHOAL_SERVERS: String(servers),
+        SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
+        SHOAL_HOST: host,
+        SHOAL_PARENT_PID: String(process.pid),
+      };
+      const child = spawn(process.execPath, argv, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
+      const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
+      w.exited = new Promise((res) => {
+        let spawnError: Error | undefined;
+        let failed: { rank: number; code: number; error: string } | undefined;
+        child.once('error', (e) => (spawnError = e));
+        // Decide on 'exit' (not 'close', which waits for the pipes): the rank that dies first is the cause,
+        // the others typically fail a moment later with ERR_PEER_CLOSED.
+        child.once('exit', (code, signal) => {
+          if ((code !== 0 || signal !== null) && !failure && !stopping) {
+            failed = { rank, code: code && code > 0 ? code : 1, error: `exited with ${signal ?? `code ${code}`}` };
+            failure = failed;
+            stopAll();
+          }
+        });
+        child.once('close', async (code, signal) => {
+          await streams;
+          w.done = true;
+          if (spawnError && code === null && signal === null) code = 127;
+          if (!failed && spawnError && !failure && !stopping) {
+            failed = { rank, code: 127, error: '' };
+            failure = failed;
+            stopAll();
+          }
+          if (failed) failed.error = spawnError ? `could not start: ${spawnError.message}` : summarizeFailure(w.tail) || failed.error;
+          res({ code, signal });
+        });
+      });
+      workers.push(w);
+    }
+    if (options.jobTimeoutMs !== undefined) {
+      jobTimer = setTimeout(() => {
+        if (failure || stopping) return;
+        failure = { rank: -1, code: 124, error: `job timed out after ${options.jobTimeoutMs} ms` };
+        stopAll();
+      }, options.jobTimeoutMs);
+    }
+    const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
+    const f = failure as { rank: number; code: number; error: string } | undefined;
+    const result: LaunchResult = {
+      code: f ? f.code : aborted ? 130 : 0,
+      aborted,
+      durationMs: Date.now() - t0,
+      exits,
+    };
+    if (f && f.rank >= 0) result.failedRank = f.rank;
+    if (f) result.error = f.error;
+    else if (aborted) result.error = 'aborted';
+    return result;
+  } finally {
+    if (jobTimer) clearTimeout(jobTimer);
+    options.signal?.removeEventListener('abort', onAbort);
+    for (const w of workers) killGroup(w, 'SIGKILL');
+    await store.close();
+  }
+}

@@ -1,0 +1,46 @@
+import type { LaunchOptions } from './launch.js';
+
+export const USAGE = `usage: shoal run -n N [--backend ring|ps|hybrid] [--servers K] [--transport net|nng|shm]
+                 [--timeout-ms MS] [--job-timeout-s S] [--host ADDR] [--grace-ms MS] script.js [args...]`;
+
+/** Parse the arguments after `shoal run`. Throws RangeError naming the bad flag. */
+export function parseRunArgs(argv: readonly string[]): LaunchOptions {
+  const o: Partial<LaunchOptions> & { numWorkers?: number } = {};
+  let i = 0;
+  const need = (flag: string) => {
+    const v = argv[i + 1];
+    if (v === undefined) throw new RangeError(`shoal run: ${flag} needs a value\n${USAGE}`);
+    i += 2;
+    return v;
+  };
+  const int = (flag: string, v: string, min: number) => {
+    const x = Number(v);
+    if (!Number.isInteger(x) || x < min) throw new RangeError(`shoal run: ${flag} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+    return x;
+  };
+  const oneOf = <T extends string>(flag: string, v: string, allowed: readonly T[]): T => {
+    if (!(allowed as readonly string[]).includes(v)) throw new RangeError(`shoal run: ${flag} must be one of ${allowed.join('|')}, got ${JSON.stringify(v)}`);
+    return v as T;
+  };
+  while (i < argv.length) {
+    const a = argv[i]!;
+    if (a === '-n' || a === '--num-workers' || a === '-np') o.numWorkers = int(a, need(a), 1);
+    else if (a === '--backend') o.backend = oneOf(a, need(a), ['ring', 'ps', 'hybrid'] as const);
+    else if (a === '--servers') o.servers = int(a, need(a), 1);
+    else if (a === '--transport') o.transport = oneOf(a, need(a), ['net', 'nng', 'shm'] as const);
+    else if (a === '--timeout-ms') o.timeoutMs = int(a, need(a), 1);
+    else if (a === '--job-timeout-s') o.jobTimeoutMs = int(a, need(a), 1) * 1000;
+    else if (a === '--host') o.host = need(a);
+    else if (a === '--grace-ms') o.graceMs = int(a, need(a), 0);
+    else if (a.startsWith('-')) throw new RangeError(`shoal run: unknown option ${a}\n${USAGE}`);
+    else {
+      o.script = a;
+      o.args = argv.slice(i + 1);
+      break;
+    }
+  }
+  if (o.numWorkers === undefined) throw new RangeError(`shoal run: -n N is required\n${USAGE}`);
+  if (!o.script) throw new RangeError(`shoal run: no script given\n${USAGE}`);
+  return o as LaunchOptions;
+}
+

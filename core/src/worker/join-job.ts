@@ -1,0 +1,103 @@
+import { parseWorkerOptions, type WorkerOptions } from '../config.js';
+import { Errors } from '../errors.js';
+import { MemoryStore } from '../store/memory.js';
+import type { Store } from '../store/store.js';
+import { TcpStore } from '../store/tcp.js';
+import { createNetTransport } from '../transport/net.js';
+import { createNngTransport } from '../transport/nng.js';
+import { shmTransport } from '../transport/shm.js';
+import type { Transport } from '../transport/transport.js';
+
+/** What a worker holds once it has joined a job: its options, the rendezvous store and a transport. */
+export interface JobContext {
+  readonly options: WorkerOptions;
+  /** The job's store, namespaced by job id. Owned by the context (closed by `close`). */
+  readonly store: Store;
+  /** The transport named by SHOAL_TRANSPORT. Owned by the context. */
+  readonly transport: Transport;
+  /** URL this rank listens on for its peers (`tcp://<SHOAL_HOST>:0`, `shm://auto`). */
+  readonly listenUrl: string;
+  /** Close the transport and the store connection, stop watching the parent. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface JoinJobOptions {
+  /** Parsed options, or an environment to parse (default: `process.env`, read once here). */
+  options?: WorkerOptions;
+  env?: Record<string, string | undefined>;
+  /**
+   * Exit this process when the launcher that started it goes away (its pid in SHOAL_PARENT_PID stops being
+   * our parent), so no worker outlives `shoal run`. Default true when SHOAL_PARENT_PID is set.
+   */
+  watchParent?: boolean;
+}
+
+/** Build the transport SHOAL_TRANSPORT names. */
+export function transportFor(options: WorkerOptions): { transport: Transport; listenUrl: string } {
+  switch (options.transport) {
+    case 'net':
+      return { transport: createNetTransport(), listenUrl: `tcp://${options.host}:0` };
+    case 'nng':
+      return { transport: createNngTransport(), listenUrl: `tcp://${options.host}:0` };
+    case 'shm':
+      return { transport: shmTransport({ prefix: options.jobId }), listenUrl: 'shm://auto' };
+    case 'memory':
+      throw Errors.config('SHOAL_TRANSPORT', 'memory is for in-process tests; a worker process needs net, nng or shm');
+  }
+}
+
+/**
+ * Start watching the launcher: when our parent pid is no longer `parentPid` (the launcher died, even by
+ * SIGKILL, and we were re-parented) or our stdin pipe from it closes, exit with code 129. Returns a stop
+ * function. The timer is unref'd so it never keeps the process alive.
+ */
+export function watchParent(parentPid: number, onLost: () => void = () => process.exit(129), everyMs = 500): () => void {
+  const timer = setInterval(() => {
+    if (process.ppid !== parentPid) onLost();
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/**
+ * Join the job described by SHOAL_* (see `config.ts`): connect to the launcher's TCP store (a private
+ * in-memory store for a one-worker run without a launcher), create the transport, and watch the parent.
+ * The engine (ring/ps/hybrid) is built on top by `initWorker` in `@shoal/wrappers` (core does not depend on
+ * the engines).
+ */
+export async function joinJob(opts: JoinJobOptions = {}): Promise<JobContext> {
+  const env = opts.env ?? process.env;
+  const options = opts.options ?? parseWorkerOptions(env);
+  const parentPid = Number(env.SHOAL_PARENT_PID ?? '');
+  const stopWatch = (opts.watchParent ?? Number.isInteger(parentPid)) && parentPid > 0 ? watchParent(parentPid) : () => {};
+  let rawStore: Store;
+  if (options.storeUrl === '') {
+    if (options.worldSize > 1) throw Errors.config('SHOAL_STORE', 'is required when SHOAL_WORLD_SIZE > 1');
+    rawStore = new MemoryStore();
+  } else {
+    rawStore = await TcpStore.connect(options.storeUrl, { connectTimeoutMs: options.timeoutMs, timeoutMs: options.timeoutMs });
+  }
+  let transport: Transport;
+  let listenUrl: string;
+  try {
+    ({ transport, listenUrl } = transportFor(options));
+  } catch (e) {
+    stopWatch();
+    await rawStore.close?.();
+    throw e;
+  }
+  let closed = false;
+  return {
+    options,
+    store: rawStore.prefixed(options.jobId),
+    transport,
+    listenUrl,
+    async close() {
+      if (closed) return;
+      closed = true;
+      stopWatch();
+      await transport.close?.();
+      await rawStore.close?.();
+    },
+  };
+}
