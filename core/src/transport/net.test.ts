@@ -172,5 +172,44 @@ s('ipc: the socket file is removed on close and a stale one is replaced', guard(
   await Promise.all([a.close(), b.close(), l2.close()]);
 }));
 
+s('dialing something that is not a shoal net listener fails fast with ERR_BAD_FRAME', guard('wrong service', 10_000, async () => {
+  const srv = net.createServer((c) => {
+    c.on('error', () => {});
+    c.resume(); // read the client's handshake and its FIN, so the server can close
+    c.end('HTTP/1.1 400 Bad Request\r\n\r\n');
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as net.AddressInfo).port;
+  const t0 = Date.now();
+  const e = await expectCode(new NetTransport().dial(`tcp://127.0.0.1:${port}`, { timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'dial of an HTTP server');
+  assert.match(e.message, /not a shoal net peer/);
+  assert.ok(Date.now() - t0 < 2_000);
+  await new Promise<void>((r) => srv.close(() => r()));
+}));
+
+s('a send that times out (peer not reading) fails the connection; the peer sees ERR_PEER_CLOSED', guard('send timeout', 20_000, async () => {
+  const p = await openPair({ transport: new NetTransport({ recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
+  const big = new Uint8Array(32 << 20);
+  // b never calls recv: after its 1 MiB high-water mark it stops reading, the kernel buffers fill, a's send stalls.
+  await p.a.send(big, { timeoutMs: 5_000 }).catch(() => {});
+  const e = await expectCode(p.a.send(big, { timeoutMs: 200 }), 'ERR_TIMEOUT', 'send to a peer that does not read');
+  assert.match(e.message, /send of 33554432 bytes/);
+  await expectCode(p.a.send(new Uint8Array(1)), 'ERR_PEER_CLOSED', 'send after the failed send');
+  // b drains what arrived whole, then learns the connection is gone.
+  let got = 0;
+  for (;;) {
+    try {
+      const m = await p.b.recv({ timeoutMs: 5_000 });
+      assert.is(m.byteLength, big.byteLength);
+      got++;
+    } catch (err) {
+      assert.is((err as { code?: string }).code, 'ERR_PEER_CLOSED');
+      break;
+    }
+  }
+  assert.ok(got <= 2);
+  await p.close();
+}));
+
 s.after(() => rmSync(dir, { recursive: true, force: true }));
 s.run();
