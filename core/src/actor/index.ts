@@ -5,3 +5,4 @@ export * from './actor-server.js';
 export * from './actor-handle.js';
 export * from './actor-host.js';
 export * from './spawn.js';
+export * from './net-remote.js';

@@ -1,0 +1,12 @@
+import type { ModuleRef } from './module-ref.js';
+
+/**
+ * The usual way for an actor in another process or thread to reach the job: the `net` transport and a
+ * `TcpStore` client of the launcher's store at `storeUrl`. Pass as `remote` to `ActorSupervisor.spawn`.
+ */
+export function netRemote(storeUrl: string, opts: { maxMessageBytes?: number; storeTimeoutMs?: number } = {}): { transport: ModuleRef; store: ModuleRef } {
+  return {
+    transport: { module: '@shoal/core', export: 'NetTransport', args: [opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}] },
+    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
+  };
+}
