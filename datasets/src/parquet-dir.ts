@@ -20,10 +20,10 @@ import { openAsBlob } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { ParquetFile } from 'parquet-wasm';
-import { Piscina } from 'piscina';
 import { Errors, isShoalError } from '@shoal/core';
 import { assertSameFields, chunkOfBatch, fieldsOf } from './arrow-columns.js';
 import { decodeParquet, type ParquetTask } from './parquet-decode.js';
+import { DecodePool } from './decode-pool.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition, ReadOptions } from './types.js';
 
 export interface ParquetDirOptions {
@@ -114,29 +114,7 @@ function constantColumn(k: KeyColumn, v: string | null, rows: number): Column {
   return { values, width: 1, nullCount: 0 };
 }
 
-/** Decoding strategy shared by every partition of one dataset (inline or a piscina pool). */
-class Decoder {
-  private pool: Piscina | undefined;
-  private closed = false;
-  constructor(private readonly threads: number) {}
-  async decode(task: ParquetTask): Promise<Uint8Array> {
-    if (this.closed) throw Errors.closed('Parquet dataset');
-    if (this.threads <= 0) return decodeParquet(task);
-    this.pool ??= new Piscina({
-      filename: new URL('./parquet-worker.js', import.meta.url).href,
-      minThreads: this.threads,
-      maxThreads: this.threads,
-      idleTimeout: 30_000,
-    });
-    return (await this.pool.run(task)) as Uint8Array;
-  }
-  async close(): Promise<void> {
-    this.closed = true;
-    const p = this.pool;
-    this.pool = undefined;
-    if (p) await p.destroy();
-  }
-}
+type Decoder = DecodePool<ParquetTask, Uint8Array>;
 
 class ParquetPartition implements Partition {
   constructor(
@@ -157,7 +135,7 @@ class ParquetPartition implements Partition {
     if (ro.signal?.aborted) throw Errors.aborted(`reading ${this.name}`, ro.signal.reason);
     let ipc: Uint8Array;
     try {
-      ipc = await this.decoder.decode({
+      ipc = await this.decoder.run({
         path: this.file.path,
         columns: fileCols,
         ...(this.rowGroups ? { rowGroups: this.rowGroups, io: 'ranges' as const } : {}),
@@ -197,7 +175,7 @@ export async function openParquetDir(dir: string, opts: ParquetDirOptions = {}):
   let fields: FieldInfo[] | undefined;
   let first = '';
   const partitions: Partition[] = [];
-  const decoder = new Decoder(opts.threads ?? 1);
+  const decoder: Decoder = new DecodePool('Parquet dataset', opts.threads ?? 1, new URL('./parquet-worker.js', import.meta.url), decodeParquet);
   const meta: { file: PartFile; groups: number[] }[] = [];
   for (const f of files) {
     let pf: ParquetFile | undefined;

@@ -1,0 +1,421 @@
+/**
+ * A byte-level CSV parser (RFC 4180: header line, `,` separator, `"` quoting with `""` escapes, LF or CRLF) that
+ * decodes selected columns straight into typed arrays, without building row objects or per-field strings for
+ * numbers. Pure functions, run inline or in a worker thread (`csv-worker.ts`).
+ *
+ * Column types:
+ *  - 'int32'     integer text; `17850.0` is accepted (a zero fraction), `1.5` is not;
+ *  - 'float32' / 'float64'   decimal or exponent text;
+ *  - 'timestamp' `YYYY-MM-DD[ T]HH:MM[:SS]` or `YYYY-MM-DD`, as int32 seconds since 1970-01-01 UTC;
+ *  - category    string -> int32 id through a vocabulary (see csv.ts for how it is built);
+ *  - hash        string -> FNV-1a 32 of its UTF-8 bytes mod `buckets` (the same id on every rank, no vocabulary).
+ * An empty field is null. Errors name the file, the line and the column.
+ */
+import { Errors } from '@shoal/core';
+
+export type CsvColumnType =
+  | 'int32'
+  | 'float32'
+  | 'float64'
+  | 'timestamp'
+  | { type: 'category'; vocab?: readonly string[]; unknown?: number }
+  | { type: 'hash'; buckets: number };
+
+/** What the decoder needs per selected column (vocabularies resolved). */
+export interface CsvColumnPlan {
+  name: string;
+  type: 'int32' | 'float32' | 'float64' | 'timestamp' | 'category' | 'hash';
+  vocab?: readonly string[];
+  unknown?: number;
+  buckets?: number;
+}
+
+export interface CsvDecodeTask {
+  kind: 'decode';
+  path: string;
+  columns: CsvColumnPlan[];
+}
+
+export interface CsvScanTask {
+  kind: 'scan';
+  path: string;
+  /** Columns whose distinct values are collected (categories without a vocabulary). */
+  distinct: string[];
+  /** Columns that must be present in the header. */
+  required: string[];
+}
+
+export interface CsvScanResult {
+  rows: number;
+  header: string[];
+  distinct: Record<string, string[]>;
+}
+
+/** Decoded columns packed into one buffer (so a worker can transfer it in one piece). */
+export interface CsvDecoded {
+  rows: number;
+  buffer: Uint8Array;
+  columns: { name: string; kind: 'int32' | 'float32' | 'float64'; offset: number; length: number; nullCount: number; validityOffset: number }[];
+}
+
+const QUOTE = 0x22;
+const COMMA = 0x2c;
+const LF = 0x0a;
+const CR = 0x0d;
+
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+/**
+ * Walk the records of `b` (after the header). `onField(col, start, end, quoted)` is called for every field whose
+ * index is selected in `want` (want[i] >= 0); quoted fields still contain their escapes (`""`).
+ * Returns the number of records.
+ */
+function walk(
+  b: Uint8Array,
+  from: number,
+  nFields: number,
+  want: Int32Array,
+  path: string,
+  onField: (slot: number, row: number, start: number, end: number, quoted: boolean, line: number) => void,
+): number {
+  const n = b.length;
+  let i = from;
+  let row = 0;
+  let line = 2;
+  while (i < n) {
+    // Skip blank lines (a trailing newline, CRLF remains).
+    if (b[i] === LF) {
+      i++;
+      line++;
+      continue;
+    }
+    if (b[i] === CR && b[i + 1] === LF) {
+      i += 2;
+      line++;
+      continue;
+    }
+    let field = 0;
+    const startLine = line;
+    for (;;) {
+      let start = i;
+      let end: number;
+      let quoted = false;
+      if (b[i] === QUOTE) {
+        quoted = true;
+        start = ++i;
+        for (;;) {
+          if (i >= n) throw Errors.data(path, `line ${startLine}: unterminated quoted field (file ends inside quotes)`, { line: startLine });
+          const c = b[i]!;
+          if (c === QUOTE) {
+            if (b[i + 1] === QUOTE) {
+              i += 2;
+              continue;
+            }
+            break;
+          }
+          if (c === LF) line++;
+          i++;
+        }
+        end = i++;
+        const c = i < n ? b[i]! : LF;
+        if (c !== COMMA && c !== LF && c !== CR) {
+          throw Errors.data(path, `line ${line}: unexpected character after a closing quote in field ${field + 1}`, { line });
+        }
+      } else {
+        while (i < n) {
+          const c = b[i]!;
+          if (c === COMMA || c === LF || c === CR) break;
+          i++;
+        }
+        end = i;
+      }
+      if (field < nFields) {
+        const slot = want[field]!;
+        if (slot >= 0) onField(slot, row, start, end, quoted, startLine);
+      }
+      field++;
+      if (i < n && b[i] === COMMA) {
+        i++;
+        continue;
+      }
+      // End of record: CR? LF or end of input.
+      if (i < n && b[i] === CR) i++;
+      if (i < n && b[i] === LF) i++;
+      else if (i < n) throw Errors.data(path, `line ${line}: stray carriage return`, { line });
+      break;
+    }
+    if (field !== nFields) {
+      throw Errors.data(path, `line ${startLine}: ${field} fields but the header has ${nFields}`, { line: startLine });
+    }
+    line++;
+    row++;
+  }
+  return row;
+}
+
+function header(b: Uint8Array, path: string): { names: string[]; next: number } {
+  let i = 0;
+  if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) i = 3; // UTF-8 BOM
+  const names: string[] = [];
+  let end = i;
+  while (end < b.length && b[end] !== LF) end++;
+  if (end === i) throw Errors.data(path, 'empty CSV file: no header line');
+  const line = decoder.decode(b.subarray(i, end)).replace(/\r$/, '');
+  // Header names may be quoted; split respecting quotes.
+  let cur = '';
+  let q = false;
+  for (let k = 0; k < line.length; k++) {
+    const c = line[k]!;
+    if (q) {
+      if (c === '"' && line[k + 1] === '"') {
+        cur += '"';
+        k++;
+      } else if (c === '"') q = false;
+      else cur += c;
+    } else if (c === '"') q = true;
+    else if (c === ',') {
+      names.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  names.push(cur);
+  return { names, next: Math.min(b.length, end + 1) };
+}
+
+function text(b: Uint8Array, s: number, e: number, quoted: boolean): string {
+  const t = decoder.decode(b.subarray(s, e));
+  return quoted && t.includes('"') ? t.replace(/""/g, '"') : t;
+}
+
+const POW10 = [1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
+
+/** Decimal text -> number; NaN if not a number. Exact fast path (Clinger) when digits fit 2^53 and 10^k <= 1e22. */
+function parseFloatBytes(b: Uint8Array, s: number, e: number): number {
+  let i = s;
+  while (i < e && b[i] === 0x20) i++;
+  while (e > i && b[e - 1] === 0x20) e--;
+  let neg = false;
+  if (b[i] === 0x2d) {
+    neg = true;
+    i++;
+  } else if (b[i] === 0x2b) i++;
+  let mant = 0;
+  let digits = 0;
+  let scale = 0;
+  let any = false;
+  while (i < e) {
+    const d = b[i]! - 0x30;
+    if (d < 0 || d > 9) break;
+    mant = mant * 10 + d;
+    digits++;
+    any = true;
+    i++;
+  }
+  if (i < e && b[i] === 0x2e) {
+    i++;
+    while (i < e) {
+      const d = b[i]! - 0x30;
+      if (d < 0 || d > 9) break;
+      mant = mant * 10 + d;
+      digits++;
+      scale++;
+      any = true;
+      i++;
+    }
+  }
+  if (!any) return slow(b, s, e);
+  let exp = 0;
+  if (i < e && (b[i] === 0x65 || b[i] === 0x45)) return slow(b, s, e);
+  if (i !== e || digits > 15) return slow(b, s, e);
+  exp -= scale;
+  const v = exp === 0 ? mant : exp < 0 && -exp <= 22 ? mant / POW10[-exp]! : slow(b, s, e);
+  return neg ? -v : v;
+}
+
+function slow(b: Uint8Array, s: number, e: number): number {
+  const t = decoder.decode(b.subarray(s, e)).trim();
+  return t === '' ? NaN : Number(t);
+}
+
+/** Integer text (a zero fraction allowed) -> number, or NaN. */
+function parseIntBytes(b: Uint8Array, s: number, e: number): number {
+  let i = s;
+  let neg = false;
+  if (b[i] === 0x2d) {
+    neg = true;
+    i++;
+  } else if (b[i] === 0x2b) i++;
+  let v = 0;
+  const d0 = i;
+  while (i < e) {
+    const d = b[i]! - 0x30;
+    if (d < 0 || d > 9) break;
+    v = v * 10 + d;
+    i++;
+  }
+  if (i === d0) return NaN;
+  if (i < e && b[i] === 0x2e) {
+    i++;
+    while (i < e && b[i] === 0x30) i++;
+  }
+  if (i !== e) return NaN;
+  return neg ? -v : v;
+}
+
+function digitsAt(b: Uint8Array, i: number, n: number): number {
+  let v = 0;
+  for (let k = 0; k < n; k++) {
+    const d = b[i + k]! - 0x30;
+    if (d < 0 || d > 9) return NaN;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/** `YYYY-MM-DD[ T]HH:MM[:SS]` or `YYYY-MM-DD` -> seconds since the epoch (UTC), or NaN. */
+function parseTimestampBytes(b: Uint8Array, s: number, e: number): number {
+  const len = e - s;
+  if (len < 10 || b[s + 4] !== 0x2d || b[s + 7] !== 0x2d) return NaN;
+  const y = digitsAt(b, s, 4);
+  const mo = digitsAt(b, s + 5, 2);
+  const d = digitsAt(b, s + 8, 2);
+  let h = 0;
+  let mi = 0;
+  let sec = 0;
+  if (len > 10) {
+    const sep = b[s + 10];
+    if ((sep !== 0x20 && sep !== 0x54) || len < 16 || b[s + 13] !== 0x3a) return NaN;
+    h = digitsAt(b, s + 11, 2);
+    mi = digitsAt(b, s + 14, 2);
+    if (len > 16) {
+      if (len !== 19 || b[s + 16] !== 0x3a) return NaN;
+      sec = digitsAt(b, s + 17, 2);
+    }
+  }
+  if (!(mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 && mi < 60 && sec < 61)) return NaN;
+  return Date.UTC(y, mo - 1, d, h, mi, sec) / 1000;
+}
+
+function fnv1a(b: Uint8Array, s: number, e: number, quoted: boolean): number {
+  let h = 0x811c9dc5;
+  for (let i = s; i < e; i++) {
+    const c = b[i]!;
+    if (quoted && c === QUOTE) i++; // "" -> "
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+function selection(names: string[], wanted: string[], path: string): Int32Array {
+  const want = new Int32Array(names.length).fill(-1);
+  wanted.forEach((c, slot) => {
+    const i = names.indexOf(c);
+    if (i < 0) throw Errors.data(path, `missing column '${c}' (header: ${names.join(', ')})`, { column: c });
+    want[i] = slot;
+  });
+  return want;
+}
+
+/** Count records and collect the distinct values of `distinct` columns. */
+export function scanCsv(bytes: Uint8Array, task: CsvScanTask): CsvScanResult {
+  const { names, next } = header(bytes, task.path);
+  selection(names, task.required, task.path);
+  const want = selection(names, task.distinct, task.path);
+  const sets = task.distinct.map(() => new Set<string>());
+  const rows = walk(bytes, next, names.length, want, task.path, (slot, _row, s, e, q) => {
+    if (e > s) sets[slot]!.add(text(bytes, s, e, q));
+  });
+  const distinct: Record<string, string[]> = {};
+  task.distinct.forEach((c, i) => (distinct[c] = [...sets[i]!]));
+  return { rows, header: names, distinct };
+}
+
+/** Decode the selected columns of one CSV file into typed arrays (one packed buffer). */
+export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
+  const { names, next } = header(bytes, task.path);
+  const want = selection(
+    names,
+    task.columns.map((c) => c.name),
+    task.path,
+  );
+  // Rows first (cheap pass), so the arrays are allocated once at their final size.
+  const rows = walk(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, () => undefined);
+  const kinds = task.columns.map((c) => (c.type === 'float32' ? 'float32' : c.type === 'float64' ? 'float64' : 'int32') as 'int32' | 'float32' | 'float64');
+  const bitmapBytes = (rows + 7) >> 3;
+  let size = 0;
+  const layout = kinds.map((k) => {
+    const el = k === 'float64' ? 8 : 4;
+    size = (size + 7) & ~7;
+    const offset = size;
+    size += rows * el;
+    size = (size + 7) & ~7;
+    const validityOffset = size;
+    size += bitmapBytes;
+    return { offset, validityOffset };
+  });
+  const buffer = new Uint8Array(new ArrayBuffer(Math.max(8, (size + 7) & ~7)));
+  const arrays = kinds.map((k, i) => {
+    const o = layout[i]!.offset;
+    return k === 'float64' ? new Float64Array(buffer.buffer, o, rows) : k === 'float32' ? new Float32Array(buffer.buffer, o, rows) : new Int32Array(buffer.buffer, o, rows);
+  });
+  const valid = kinds.map((_, i) => buffer.subarray(layout[i]!.validityOffset, layout[i]!.validityOffset + bitmapBytes));
+  for (const v of valid) v.fill(0xff);
+  const nulls = new Array<number>(kinds.length).fill(0);
+  const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
+  walk(bytes, next, names.length, want, task.path, (slot, row, s, e, q, line) => {
+    const spec = task.columns[slot]!;
+    if (e === s) {
+      nulls[slot]!++;
+      valid[slot]![row >> 3]! &= ~(1 << (row & 7));
+      return;
+    }
+    let v: number;
+    switch (spec.type) {
+      case 'int32':
+        v = parseIntBytes(bytes, s, e);
+        if (!(v >= -2147483648 && v <= 2147483647)) bad(task.path, bytes, line, spec.name, s, e, q, 'an int32 integer');
+        break;
+      case 'float32':
+      case 'float64':
+        v = parseFloatBytes(bytes, s, e);
+        if (Number.isNaN(v)) bad(task.path, bytes, line, spec.name, s, e, q, 'a number');
+        break;
+      case 'timestamp':
+        v = parseTimestampBytes(bytes, s, e);
+        if (Number.isNaN(v) || v > 2147483647 || v < -2147483648) bad(task.path, bytes, line, spec.name, s, e, q, 'a timestamp YYYY-MM-DD HH:MM:SS (1901..2038)');
+        break;
+      case 'category': {
+        const t = text(bytes, s, e, q);
+        const id = vocabs[slot]!.get(t);
+        if (id === undefined) {
+          if (spec.unknown === undefined) {
+            throw Errors.data(task.path, `line ${line}: column '${spec.name}' value '${t}' is not in its vocabulary`, { column: spec.name, line });
+          }
+          v = spec.unknown;
+        } else v = id;
+        break;
+      }
+      case 'hash':
+        v = fnv1a(bytes, s, e, q) % spec.buckets!;
+        break;
+    }
+    arrays[slot]![row] = v;
+  });
+  return {
+    rows,
+    buffer,
+    columns: task.columns.map((c, i) => ({
+      name: c.name,
+      kind: kinds[i]!,
+      offset: layout[i]!.offset,
+      length: rows,
+      nullCount: nulls[i]!,
+      validityOffset: layout[i]!.validityOffset,
+    })),
+  };
+}
+
+function bad(path: string, b: Uint8Array, line: number, col: string, s: number, e: number, q: boolean, want: string): never {
+  throw Errors.data(path, `line ${line}: column '${col}' value '${text(b, s, e, q)}' is not ${want}`, { column: col, line });
+}
