@@ -10,6 +10,7 @@ interface Suite {
 
 const suites: Record<string, () => Promise<Suite>> = {
   transport: () => import('./transport.js'),
+  allreduce: () => import('./allreduce.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,98 @@
+/**
+ * One rank of `npm run bench -- allreduce` (spawned by allreduce.ts, compiled JS):
+ *   node allreduce-worker.js '<json WorkerArgs>'
+ * Every rank runs the same sweep; rank 0 prints one JSON row per size on stdout (`{"row":{...}}`), then
+ * `{"done":true}`. Errors print `{"error":...}` and exit 1.
+ */
+import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type Transport } from '@shoal/core';
+import { allreduceRing } from '@shoal/backends';
+
+export interface WorkerArgs {
+  rank: number;
+  size: number;
+  store: string;
+  transport: 'net' | 'nng' | 'shm';
+  sizes: number[];
+  warmup: number;
+  minIters: number;
+  minTimeMs: number;
+  maxIters: number;
+  segmentBytes?: number;
+  wire?: 'native' | 'float16';
+  timeoutMs: number;
+}
+
+const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+async function main(a: WorkerArgs): Promise<void> {
+  const store = await TcpStore.connect(a.store, { timeoutMs: a.timeoutMs });
+  const transport: Transport =
+    a.transport === 'nng' ? createNngTransport() : a.transport === 'shm' ? shmTransport({ prefix: `bar${process.ppid}` }) : createNetTransport();
+  const listenUrl = a.transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0';
+  const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
+  const kernels = loadKernels();
+  const ctl = new Float64Array(1);
+  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire };
+  try {
+    for (const bytes of a.sizes) {
+      const n = Math.floor(bytes / 4);
+      const data = new Float32Array(n);
+      // verify the first iteration: unique small integers per rank and element, exact in float32
+      for (let i = 0; i < n; i++) data[i] = (a.rank + 1) * (i % 4096);
+      await allreduceRing(g, data, opts);
+      const f = (a.size * (a.size + 1)) / 2;
+      for (let i = 0; i < n; i++)
+        if (data[i] !== f * (i % 4096)) throw new Error(`verification failed at ${bytes} B: [${i}] = ${data[i]}, want ${f * (i % 4096)}`);
+      const times: number[] = [];
+      const t0 = performance.now();
+      for (let it = 0; ; it++) {
+        data.fill(1);
+        // the barrier before each iteration carries rank 0's decision to go on (1) or stop (0)
+        ctl[0] = a.rank === 0 ? (it < a.warmup + a.minIters || (performance.now() - t0 < a.minTimeMs && it < a.maxIters) ? 1 : 0) : 0;
+        await allreduceRing(g, ctl, { kernels, op: 'max' });
+        if (ctl[0] === 0) break;
+        const s = performance.now();
+        await allreduceRing(g, data, opts);
+        const e = performance.now() - s;
+        if (it >= a.warmup) times.push(e * 1000);
+      }
+      // per iteration, the slowest rank's time
+      const t = Float64Array.from(times);
+      await allreduceRing(g, t, { kernels, op: 'max' });
+      if (a.rank === 0) {
+        const us = [...t].sort((x, y) => x - y);
+        const avg = us.reduce((x, y) => x + y, 0) / us.length;
+        const algbw = bytes / (avg / 1e6) / 1e9;
+        say({
+          row: {
+            bytes: n * 4,
+            iters: us.length,
+            p50_us: +pct(us, 50).toFixed(2),
+            avg_us: +avg.toFixed(2),
+            p99_us: +pct(us, 99).toFixed(2),
+            algbw_gbps: +algbw.toFixed(4),
+            busbw_gbps: +((algbw * 2 * (a.size - 1)) / a.size).toFixed(4),
+            verified: true,
+          },
+        });
+      }
+    }
+    if (a.rank === 0) say({ done: true, kernels: kernels.impl, stats: g.stats() });
+  } finally {
+    await g.close();
+    await store.close();
+    await transport.close?.();
+  }
+}
+
+main(JSON.parse(process.argv[2]!) as WorkerArgs).then(
+  () => process.exit(0),
+  (e: unknown) => {
+    say({ error: (e as Error).message });
+    process.exit(1);
+  },
+);

@@ -1,0 +1,197 @@
+/**
+ * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
+ *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel]`
+ *
+ * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
+ * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
+ * chosen transports (default net), rendezvous through a TcpStoreServer here. Per size: the first iteration is
+ * verified exactly; then >= 5 warm-up and >= 20 timed iterations (more until `--min-time-ms`, at most 1000), each
+ * preceded by a barrier (a 1-element allreduce carrying rank 0's go/stop decision); the time of an iteration is
+ * the slowest rank's. algbw = bytes / avg time; busbw = algbw * 2(n-1)/n (nccl-tests' allreduce factor).
+ * Anchor: torch.distributed gloo (`bench/anchors/gloo_allreduce.py`, same method, same sizes and n), run in the
+ * same invocation; the printed ratios are shoal / gloo (busbw: higher is better; p50: lower is better).
+ * Also measures the reduction kernel (float32 sum of 1 MiB, native and JS) in this process.
+ *
+ * Output `bench/results/allreduce.json`:
+ *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
+ *     kernel: [{ impl, bytes, gbps }],
+ *     rows: [{ impl: 'shoal-ring'|'torch-gloo', transport: 'net'|'nng'|'shm'|'gloo-tcp', n, bytes, iters,
+ *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, oversubscribed,
+ *              busbw_vs_gloo?, p50_vs_gloo? }],
+ *     errors: [{ impl, transport, n, error }] }
+ * `oversubscribed` is true when n exceeds the machine's cores (n > 2 here): those figures measure scheduling too.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { loadKernels, TcpStoreServer } from '@shoal/core';
+import type { WorkerArgs } from './allreduce-worker.js';
+
+export interface AllreduceRow {
+  impl: 'shoal-ring' | 'torch-gloo';
+  transport: string;
+  n: number;
+  bytes: number;
+  iters: number;
+  p50_us: number;
+  avg_us: number;
+  p99_us: number;
+  algbw_gbps: number;
+  busbw_gbps: number;
+  verified: boolean;
+  oversubscribed: boolean;
+  busbw_vs_gloo?: number;
+  p50_vs_gloo?: number;
+}
+
+type RowFields = Pick<AllreduceRow, 'bytes' | 'iters' | 'p50_us' | 'avg_us' | 'p99_us' | 'algbw_gbps' | 'busbw_gbps' | 'verified'>;
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const workerJs = fileURLToPath(new URL('./allreduce-worker.js', import.meta.url));
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** Sizes 8 B, 16 B, ... `max` (x2), plus 64 MiB + 4 B when `max` >= 64 MiB. */
+export function sweepSizes(max: number): number[] {
+  const out: number[] = [];
+  for (let b = 8; b <= max; b *= 2) out.push(b);
+  if (max >= 64 << 20) out.splice(out.indexOf(64 << 20) + 1, 0, (64 << 20) + 4);
+  return out;
+}
+
+/** Spawn a command, collect its JSON lines; rejects on a non-zero exit or after `timeoutMs`. */
+function collect(cmd: string, argv: string[], timeoutMs: number): Promise<Record<string, unknown>[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Record<string, unknown>[] = [];
+    let buf = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (line.startsWith('{')) out.push(JSON.parse(line) as Record<string, unknown>);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      const e = out.find((o) => o.error);
+      if (code !== 0 || e) reject(new Error(String(e?.error ?? `exit ${code}: ${err.slice(-500)}`)));
+      else resolve(out);
+    });
+  });
+}
+
+async function runShoal(transport: WorkerArgs['transport'], n: number, base: Omit<WorkerArgs, 'rank' | 'size' | 'store' | 'transport'>, timeoutMs: number) {
+  const server = await TcpStoreServer.start();
+  try {
+    const runs = Array.from({ length: n }, (_, rank) =>
+      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs),
+    );
+    const res = await Promise.allSettled(runs);
+    const bad = res.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (bad) throw bad.reason;
+    return (res[0] as PromiseFulfilledResult<Record<string, unknown>[]>).value.filter((o) => o.row).map((o) => o.row as Record<string, number>);
+  } finally {
+    await server.close();
+  }
+}
+
+function kernelBench(): { impl: string; bytes: number; gbps: number }[] {
+  const out: { impl: string; bytes: number; gbps: number }[] = [];
+  for (const prefer of ['native', 'js'] as const) {
+    let k;
+    try {
+      k = loadKernels({ prefer });
+    } catch {
+      continue;
+    }
+    const n = (1 << 20) / 4;
+    const a = new Float32Array(n).fill(1);
+    const b = new Float32Array(n).fill(2);
+    for (let i = 0; i < 50; i++) k.reduce('sum', a, b);
+    const iters = prefer === 'js' ? 200 : 2000;
+    const best: number[] = [];
+    for (let rep = 0; rep < 5; rep++) {
+      const t0 = performance.now();
+      for (let i = 0; i < iters; i++) k.reduce('sum', a, b);
+      best.push((iters * n * 4) / ((performance.now() - t0) / 1000) / 1e9);
+    }
+    out.push({ impl: k.impl, bytes: n * 4, gbps: +Math.max(...best).toFixed(2) });
+  }
+  return out;
+}
+
+export async function run(args: string[]): Promise<void> {
+  const maxBytes = Number(flag(args, '--max-bytes') ?? (args.includes('--full') ? 256 << 20 : 64 << 20));
+  const ns = (flag(args, '--ns') ?? '2,3,4').split(',').map(Number);
+  const transports = (flag(args, '--transports') ?? 'net').split(',') as WorkerArgs['transport'][];
+  const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
+  const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
+  const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
+  const sizes = sweepSizes(maxBytes);
+  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
+  const started = new Date().toISOString();
+  const cores = cpus().length;
+  const rows: AllreduceRow[] = [];
+  const errors: { impl: string; transport: string; n: number; error: string }[] = [];
+  const kernel = args.includes('--no-kernel') ? [] : kernelBench();
+  for (const k of kernel) console.log(`kernel ${k.impl}: float32 sum of ${k.bytes} B at ${k.gbps} GB/s`);
+  const runTimeout = 30 * 60_000;
+
+  for (const n of ns) {
+    const over = n > cores;
+    let gloo: Record<string, number>[] = [];
+    if (!args.includes('--no-anchor')) {
+      try {
+        const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
+        const out = await collect(py, ['bench/anchors/gloo_allreduce.py', '--n', String(n), '--sizes', sizes.join(','), '--min-time-ms', String(minTimeMs)], runTimeout);
+        gloo = out.filter((o) => o.row).map((o) => o.row as Record<string, number>);
+        for (const r of gloo) rows.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, ...(r as unknown as RowFields), oversubscribed: over });
+      } catch (e) {
+        errors.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, error: (e as Error).message });
+        console.log(`gloo anchor n=${n} failed: ${(e as Error).message}`);
+      }
+    }
+    for (const t of transports) {
+      try {
+        const mine = await runShoal(t, n, base, runTimeout);
+        console.log(`\nshoal-ring over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
+        console.log('       bytes    p50_us    avg_us    p99_us  busbw_GB/s  gloo_busbw  busbw_x  p50_x');
+        for (const r of mine) {
+          const g = gloo.find((x) => x.bytes === r.bytes);
+          const row: AllreduceRow = { impl: 'shoal-ring', transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
+          if (g) {
+            row.busbw_vs_gloo = +(r.busbw_gbps! / g.busbw_gbps!).toFixed(3);
+            row.p50_vs_gloo = +(r.p50_us! / g.p50_us!).toFixed(3);
+          }
+          rows.push(row);
+          console.log(
+            `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}`,
+          );
+        }
+      } catch (e) {
+        errors.push({ impl: 'shoal-ring', transport: t, n, error: (e as Error).message });
+        console.log(`shoal-ring ${t} n=${n} failed: ${(e as Error).message}`);
+      }
+    }
+  }
+  mkdirSync(`${root}bench/results`, { recursive: true });
+  const out = { suite: 'allreduce', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, args, kernel, rows, errors };
+  writeFileSync(`${root}bench/results/allreduce.json`, JSON.stringify(out, null, 1) + '\n');
+  console.log(`\nwrote bench/results/allreduce.json (${rows.length} rows${errors.length ? `, ${errors.length} errors` : ''})`);
+}
