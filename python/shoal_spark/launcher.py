@@ -18,7 +18,7 @@ TRANSPORTS = ("net", "nng", "shm")
 
 #: The Spark DDL of the rows each barrier task returns (mirrors task.OUTPUT_SCHEMA).
 OUTPUT_DDL = (
-    "rank int, host string, exit_code int, result string, rows long, bytes long, batches long, "
+    "rank int, host string, executor string, exit_code int, result string, rows long, bytes long, batches long, "
     "feed_s double, wall_s double"
 )
 
@@ -28,7 +28,7 @@ class ShoalResult:
     """What `run` returns.
 
     result: the JSON object rank 0's script printed on its `SHOAL_RESULT {json}` line (metrics, model path), or None.
-    ranks: one dict per rank (ascending): rank, host, exit_code, result (parsed, or None), rows, bytes, batches
+    ranks: one dict per rank (ascending): rank, host, executor (the task's executor address), exit_code, result (parsed, or None), rows, bytes, batches
            (what was streamed into that worker), feed_s (seconds spent streaming), wall_s (task time).
     wall_s: driver-side time of the whole Spark job.
     """

@@ -292,7 +292,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
         wall_s = time.monotonic() - t_start
         yield pa.RecordBatch.from_pydict(
             {
-                "rank": [rank], "host": [host], "exit_code": [int(code)], "result": [result],
+                "rank": [rank], "host": [host], "executor": [infos[rank].address], "exit_code": [int(code)], "result": [result],
                 "rows": [int(stats["rows"])], "bytes": [int(stats["bytes"])], "batches": [int(stats["batches"])],
                 "feed_s": [float(stats["feed_s"])], "wall_s": [float(wall_s)],
             },
@@ -310,7 +310,7 @@ def OUTPUT_SCHEMA() -> Any:
     import pyarrow as pa
 
     return pa.schema([
-        ("rank", pa.int32()), ("host", pa.string()), ("exit_code", pa.int32()), ("result", pa.string()),
+        ("rank", pa.int32()), ("host", pa.string()), ("executor", pa.string()), ("exit_code", pa.int32()), ("result", pa.string()),
         ("rows", pa.int64()), ("bytes", pa.int64()), ("batches", pa.int64()),
         ("feed_s", pa.float64()), ("wall_s", pa.float64()),
     ])

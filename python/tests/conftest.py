@@ -1,4 +1,4 @@
-"""Shared fixtures: one local SparkSession for the whole pytest run (Spark start-up costs seconds), the repo paths.
+"""Shared fixtures: one local SparkSession per test module (Spark start-up costs seconds), the repo paths.
 
 Tests need the TypeScript side built (`npx tsc -b`): the store entry core/dist/launcher/spark-store.js and the
 worker scripts under test/dist/. pyspark missing makes the whole run skip with a clear reason.
@@ -26,20 +26,31 @@ def repo():
     return REPO
 
 
-@pytest.fixture(scope="session")
-def spark():
+def make_session(master: str, **conf):
     from pyspark.sql import SparkSession
 
-    s = (
-        SparkSession.builder.master("local[2]")
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+    b = (
+        SparkSession.builder.master(master)
         .appName("shoal-spark-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.memory", "1g")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
-        .getOrCreate()
+        .config("spark.pyspark.python", sys.executable)
     )
+    for k, v in conf.items():
+        b = b.config(k, v)
+    s = b.getOrCreate()
     s.sparkContext.setLogLevel("ERROR")
+    return s
+
+
+@pytest.fixture(scope="module")
+def spark():
+    s = make_session("local[2]")
     yield s
     s.stop()
 
