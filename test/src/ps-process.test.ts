@@ -1,0 +1,109 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { netRemote, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
+import { startPsServers, type StartPsServersOptions } from '@shoal/backends';
+
+const workerScript = fileURLToPath(new URL('./ps-fixture-worker.js', import.meta.url));
+type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number };
+
+function runWorker(job: object): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const c = fork(workerScript, [], { env: { ...process.env, SHOAL_PS_TEST: JSON.stringify(job) }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    let text = '';
+    c.stdout!.on('data', (d) => (text += d));
+    const timer = setTimeout(() => c.kill('SIGKILL'), 45_000);
+    c.on('exit', (code) => {
+      clearTimeout(timer);
+      const line = text.trim().split('\n').pop() ?? '';
+      try {
+        resolve(JSON.parse(line) as Result);
+      } catch {
+        reject(new Error(`worker exited ${code} without a result: ${text}`));
+      }
+    });
+  });
+}
+
+async function psJob(numWorkers: number, extra: Partial<StartPsServersOptions> = {}) {
+  const storeServer = await TcpStoreServer.start();
+  const store = await TcpStore.connect(storeServer.url);
+  const servers: ActorSupervisor[] = await startPsServers({
+    placement: 'process',
+    store,
+    remote: netRemote(storeServer.url),
+    numServers: 2,
+    numWorkers,
+    mode: 'sync',
+    updater: { type: 'add', lr: 2 },
+    timeoutMs: 8000,
+    ...extra,
+  });
+  return {
+    storeServer,
+    store,
+    servers,
+    job: (rank: number, rounds: number, more: object = {}) => ({
+      storeUrl: storeServer.url,
+      rank,
+      numWorkers,
+      numServers: 2,
+      rounds,
+      rate: 2,
+      sizes: { small: 12, big: 1200 * 1200 },
+      resend: false,
+      timeoutMs: 8000,
+      signalRound: 3,
+      ...more,
+    }),
+    async close() {
+      await Promise.all(servers.map((s) => s.stop()));
+      await store.close();
+      await storeServer.close();
+    },
+  };
+}
+
+test('dist_sync across processes: 3 workers x 2 servers, small key and a split 1200x1200 key, exact', async () => {
+  const j = await psJob(3);
+  const res = await Promise.all([0, 1, 2].map((r) => runWorker(j.job(r, 4))));
+  for (const r of res) assert.equal(r, { ...r, ok: true, rounds: 4 }, JSON.stringify(r));
+  await j.close();
+});
+
+test('a server killed mid-run is reported on every worker (naming it) within the timeout', async () => {
+  const j = await psJob(2);
+  const running = [0, 1].map((r) => runWorker(j.job(r, 10_000)));
+  await j.store.get('reached/3', 20_000);
+  await j.store.set('killedAt', String(Date.now()));
+  await j.servers[1]!.kill('SIGKILL');
+  const res = await Promise.all(running);
+  for (const r of res) {
+    assert.is(r.ok, false, JSON.stringify(r));
+    assert.is(r.code, 'ERR_PEER_CLOSED', JSON.stringify(r));
+    assert.match(r.message ?? '', /ps-server-1/);
+    assert.ok(r.msSinceKill! >= 0 && r.msSinceKill! < 8000, `reported ${r.msSinceKill} ms after the kill`);
+  }
+  await j.close();
+});
+
+test('with durable checkpoints a restarted server continues and no acknowledged update is lost', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ps-proc-'));
+  const j = await psJob(2, { checkpointDir: dir, durable: true, restart: { maxRestarts: 1, backoffMs: 50 } });
+  const rounds = 14;
+  const running = [0, 1].map((r) => runWorker(j.job(r, rounds, { resend: true, sizes: { small: 12, big: 1_100_000 } })));
+  await j.store.get('reached/3', 20_000);
+  await j.servers[1]!.kill('SIGKILL');
+  const res = await Promise.all(running);
+  for (const r of res) assert.equal(r, { ...r, ok: true, rounds }, JSON.stringify(r));
+  await j.servers[1]!.settled();
+  assert.is(j.servers[1]!.restarts, 1);
+  await j.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test.run();
