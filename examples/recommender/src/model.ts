@@ -13,7 +13,7 @@ export interface ModelOptions {
   dim: number;
   /** MLP hidden units (default 64). */
   hidden: number;
-  /** Sampled negatives per example for the sampled softmax (default 32). */
+  /** Uniform negatives per step for the sampled softmax, shared by every example of the batch (default 256). */
   negatives: number;
   /** Context items per training example, sampled from the rest of the basket (default 24). */
   maxContext: number;
@@ -24,7 +24,7 @@ export interface ModelOptions {
   seed: number;
 }
 
-export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 32, maxContext: 24, lr: 3e-3, userDropout: 0.1, seed: 7 };
+export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 256, maxContext: 24, lr: 3e-3, userDropout: 0.1, seed: 7 };
 
 /** An embedding table held as plain float rows (what a parameter server shard holds). */
 export interface Table { name: string; numRows: number; rowSize: number; data: Float32Array }
@@ -63,7 +63,7 @@ class Adam {
  *   user embedding u, pooled basket context c = mean of the visible items' input embeddings, pooled history h =
  *   mean of the user's earlier items' input embeddings; q = W2 relu(W1 [u; c; h] + b1) + b2;
  *   score(item j) = [q; 1] . out_j, where out_j is item j's output embedding with its bias as the last column.
- * Trained with a sampled softmax over the target and `negatives` uniform negatives.
+ * Trained with a sampled softmax over the target and `negatives` uniform negatives shared by the batch.
  *
  * Embedding lookups and their gradients happen in JS on the row-sparse tables (only touched rows), so tfjs sees
  * small dense inputs and never differentiates tf.gather; the dense layers run in tfjs.
@@ -104,11 +104,11 @@ export class BasketModel implements Recommender {
     this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
     this.adamTables = new Map(this.tables().map((t) => [t.name, new Adam(t.data.length, t.numRows)]));
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
-    this.grad = tf.valueAndGrads((u, c, hh, pos, neg, w1, bb1, w2, bb2) => {
+    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, w1, bb1, w2, bb2) => {
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
       const qx = tf.concat([q, tf.onesLike(tf.slice(q, [0, 0], [-1, 1]))], 1);
       const sp = tf.sum(tf.mul(qx, pos!), 1, true);
-      const sn = tf.sum(tf.mul(tf.expandDims(qx, 1), neg!), 2);
+      const sn = tf.matMul(qx, negT as tfjs.Tensor2D);
       return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjs.Scalar;
     });
   }
@@ -141,8 +141,8 @@ export class BasketModel implements Recommender {
     if (B === 0) throw Errors.invalidArg('batch', 'must not be empty');
     const d1 = d + 1, N = this.numItems;
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
-    const pos = new Float32Array(B * d1), neg = new Float32Array(B * K * d1);
-    const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(B * K);
+    const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
+    const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
     const rng = this.rng;
     for (let i = 0; i < B; i++) {
@@ -162,20 +162,21 @@ export class BasketModel implements Recommender {
       const t = train.items[target]!;
       posIds[i] = t;
       pos.set(this.itemOut.data.subarray(t * d1, t * d1 + d1), i * d1);
-      for (let k = 0; k < K; k++) {
-        const j = rng.int(N);
-        negIds[i * K + k] = j;
-        neg.set(this.itemOut.data.subarray(j * d1, j * d1 + d1), (i * K + k) * d1);
-      }
+    }
+    // Shared negatives, laid out transposed [d+1, K] so the logits are one plain matMul.
+    for (let k = 0; k < K; k++) {
+      const j = rng.int(N);
+      negIds[k] = j;
+      for (let x = 0; x < d1; x++) negT[x * K + k] = this.itemOut.data[j * d1 + x]!;
     }
     const dt = this.denseTensors();
-    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor3d(neg, [B, K, d1])];
+    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K])];
     const { value: lossT, grads } = this.grad([...inputs, ...dt]);
     const vals = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
     const loss = (await lossT.data())[0]!;
     tf.dispose([...inputs, ...dt, ...grads, lossT]);
     if (!Number.isFinite(loss)) throw Errors.nan('recommender training loss', { batch: B });
-    const [gu, gc, gh, gpos, gneg] = vals as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+    const [gu, gc, gh, gpos, gnegT] = vals as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
 
     // Scatter the input gradients onto the touched table rows.
     const userG = new RowAcc(d), inG = new RowAcc(d), outG = new RowAcc(d1);
@@ -189,8 +190,10 @@ export class BasketModel implements Recommender {
         for (let x = hs; x < he; x++) inG.add(hist.items[x]!, gh, i * d, 1 / (he - hs));
       }
       outG.add(posIds[i]!, gpos, i * d1, 1);
-      for (let k = 0; k < K; k++) outG.add(negIds[i * K + k]!, gneg, (i * K + k) * d1, 1);
     }
+    const gneg = new Float32Array(K * d1);
+    for (let x = 0; x < d1; x++) for (let k = 0; k < K; k++) gneg[k * d1 + x] = gnegT[x * K + k]!;
+    for (let k = 0; k < K; k++) outG.add(negIds[k]!, gneg, k * d1, 1);
     return {
       loss,
       dense: this.dense.map((p, i) => ({ name: p.name, shape: p.shape, data: vals[5 + i]! })),

@@ -33,6 +33,8 @@ export interface EpochStats {
   samplesPerSec: number;
   /** Mean unique table rows this rank pushed per step, summed over tables. */
   sparseRowsPerStep: number;
+  /** The same per table (name -> mean unique rows per step) with each table's row count. */
+  tableRows: Record<string, { rowsPerStep: number; numRows: number }>;
   /** Mean bytes of row-sparse gradient values this rank pushed per step (rows * rowSize * 4, plus 4 per id). */
   sparseBytesPerStep: number;
   /** Bytes of all embedding tables (what a dense sync of them would move per step). */
@@ -86,6 +88,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const t0 = performance.now();
     const wire0 = sync.stats().bytesSent;
     let lossSum = 0, sparseRows = 0, sparseBytes = 0;
+    const perTable: Record<string, { rowsPerStep: number; numRows: number }> = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: 0, numRows: t.numRows }]));
     for (let s = 0; s < steps; s++) {
       const start = s * opts.globalBatch + sync.rank * local;
       const g = await model.computeGradients(train, hist, ex.slice(start, start + local));
@@ -93,6 +96,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       const merged: RowSparseTensor[] = [];
       for (const sp of g.sparse) {
         sparseRows += sp.rowIds.length;
+        perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
         sparseBytes += sp.rows.byteLength + sp.rowIds.byteLength;
         merged.push(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(sp) : await densified(sync, sp));
       }
@@ -108,7 +112,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const metrics = opts.evalEachEpoch && sync.rank === 0 ? await evaluate(model, opts.evalEachEpoch.test, opts.evalEachEpoch.numItems) : null;
     history.push({
       epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
-      sparseRowsPerStep: sparseRows / steps, sparseBytesPerStep: sparseBytes / steps, tableBytes,
+      sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: sparseBytes / steps, tableBytes,
       wireBytesPerStep: (sync.stats().bytesSent - wire0) / steps, metrics,
     });
   }

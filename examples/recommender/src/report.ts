@@ -1,0 +1,110 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TrainResult } from './job.js';
+import type { RankingMetrics } from './metrics.js';
+import { barChart, COLORS, lineChart, type Series } from './plot.js';
+import type { PrepareStats } from './prepare.js';
+
+export interface ReportInput {
+  title: string;
+  command: string;
+  dataset: { name: string; attribution: string; numItems: number; numUsers: number; stats: PrepareStats; prepareMs: number; cached: boolean };
+  baselines: Record<string, RankingMetrics>;
+  train: TrainResult;
+  /** Wall time of the whole run, seconds. */
+  wallSeconds: number;
+  /** Extra runs to compare (e.g. 1 vs 4 workers), by label. */
+  extraRuns?: Record<string, TrainResult>;
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
+const kb = (b: number): string => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
+
+/** Relative improvement of `a` over `b` (0.2 = 20 % better). */
+export function relGain(a: number, b: number): number { return b > 0 ? a / b - 1 : Infinity; }
+
+/**
+ * Write `report.md`, `results.json` and the PNG plots (loss per epoch, HR@10 per epoch against the baselines,
+ * final HR@10 bars, samples/s) into `dir` (created). Returns the report path.
+ */
+export function writeReport(dir: string, r: ReportInput): string {
+  mkdirSync(dir, { recursive: true });
+  const t = r.train, ep = t.epochs;
+  const base = Object.entries(r.baselines);
+  const pal = [COLORS.orange!, COLORS.gray!, COLORS.green!, COLORS.purple!];
+  writeFileSync(join(dir, 'loss.png'), lineChart('TRAINING LOSS PER EPOCH', 'epoch', [
+    { name: `model (${t.backend}, ${t.workers} workers)`, color: COLORS.blue!, points: ep.map((e) => [e.epoch, e.loss] as const) },
+  ]));
+  const x0 = ep[0]?.epoch ?? 1, x1 = ep[ep.length - 1]?.epoch ?? 1;
+  const hrSeries: Series[] = [];
+  if (ep.every((e) => e.metrics !== null)) hrSeries.push({ name: 'model', color: COLORS.blue!, points: ep.map((e) => [e.epoch, e.metrics!.hr] as const) });
+  else hrSeries.push({ name: 'model', color: COLORS.blue!, points: [[x0, t.final.hr], [x1, t.final.hr]] });
+  base.forEach(([name, m], i) => hrSeries.push({ name, color: pal[i % pal.length]!, points: [[x0, m.hr], [x1, m.hr]], dashed: true }));
+  writeFileSync(join(dir, 'hr10.png'), lineChart('HR@10 ON TEST BASKETS', 'epoch', hrSeries));
+  writeFileSync(join(dir, 'hr10-bars.png'), barChart('HR@10: MODEL VS BASELINES', [
+    { name: 'model', value: t.final.hr, color: COLORS.blue! },
+    ...base.map(([name, m], i) => ({ name, value: m.hr, color: pal[i % pal.length]! })),
+  ]));
+  writeFileSync(join(dir, 'samples-per-sec.png'), lineChart('TRAINING SAMPLES/S (ALL WORKERS)', 'epoch', [
+    { name: `${t.backend}, ${t.workers} workers`, color: COLORS.green!, points: ep.map((e) => [e.epoch, e.samplesPerSec] as const) },
+  ]));
+
+  const pop = r.baselines['most-popular'];
+  const last = ep[ep.length - 1];
+  const lines: string[] = [];
+  lines.push(`# ${r.title}`, '');
+  lines.push(`Command: \`${r.command}\`  `);
+  lines.push(`Wall time: ${r.wallSeconds.toFixed(1)} s (data ${(r.dataset.prepareMs / 1000).toFixed(1)} s${r.dataset.cached ? ', cached' : ''}, training ${t.trainSeconds.toFixed(1)} s). ${t.tfjs}.`, '');
+  lines.push('## Task', '');
+  lines.push('Basket completion: for every test basket (invoice) with at least 2 catalog items, one item is hidden and the model ranks',
+    'all catalog items given the rest of the basket and the customer\'s history. HR@10 = share of baskets whose hidden item is in the',
+    'top 10 (visible items excluded, ties counted against the model); NDCG@10 discounts by rank. Baselines use the same evaluation code.', '');
+  const s = r.dataset.stats;
+  lines.push('## Data', '');
+  lines.push(`${r.dataset.name}: ${r.dataset.attribution}`, '');
+  lines.push('| rows read | no customer | cancelled | quantity < min | non-product | kept rows | baskets | train baskets | test baskets (>= 2 items) | cold test users |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|');
+  lines.push(`| ${s.rawRows} | ${s.droppedEmptyUser} | ${s.droppedCancelled} | ${s.droppedQuantity} | ${s.droppedItem} | ${s.keptRows} | ${s.baskets} | ${s.trainBaskets} | ${s.testBaskets} of ${s.testPeriodBaskets} | ${s.testColdUsers} |`, '');
+  lines.push(`Days ${s.firstDay} .. ${s.lastDay}; training before ${s.cutoff}, test from ${s.cutoff}. Catalog ${r.dataset.numItems} items, ${r.dataset.numUsers - 1} training customers.`, '');
+  lines.push('## Results', '');
+  lines.push('| recommender | HR@10 | NDCG@10 | MRR | vs most-popular (HR@10) |', '|---|---|---|---|---|');
+  const row = (name: string, m: RankingMetrics): string =>
+    `| ${name} | ${pct(m.hr)} | ${m.ndcg.toFixed(4)} | ${m.mrr.toFixed(4)} | ${pop ? `${relGain(m.hr, pop.hr) >= 0 ? '+' : ''}${(relGain(m.hr, pop.hr) * 100).toFixed(0)}%` : ''} |`;
+  lines.push(row(`**model** (${t.backend}, ${t.workers} workers, ${ep.length} epochs)`, t.final));
+  for (const [name, m] of base) lines.push(row(name, m));
+  lines.push('', `Test baskets: ${t.final.n}.`, '');
+  lines.push('![HR@10 per epoch](hr10.png)', '', '![HR@10 bars](hr10-bars.png)', '');
+  lines.push('## Training', '');
+  lines.push('| epoch | loss | steps | samples | seconds | samples/s | HR@10 |', '|---|---|---|---|---|---|---|');
+  for (const e of ep) lines.push(`| ${e.epoch} | ${e.loss.toFixed(4)} | ${e.steps} | ${e.samples} | ${e.seconds.toFixed(1)} | ${Math.round(e.samplesPerSec)} | ${e.metrics ? pct(e.metrics.hr) : ''} |`);
+  lines.push('', '![loss](loss.png)', '', '![samples/s](samples-per-sec.png)', '');
+  if (last) {
+    lines.push('## Row-sparse traffic (per step, per worker)', '');
+    lines.push('Only the embedding rows a batch touched are pushed; a dense sync would move every table each step.', '');
+    lines.push('| table | rows | rows touched per step | share |', '|---|---|---|---|');
+    for (const [name, v] of Object.entries(last.tableRows)) lines.push(`| ${name} | ${v.numRows} | ${v.rowsPerStep.toFixed(0)} | ${pct(v.rowsPerStep / v.numRows)} |`);
+    lines.push('', `Row-sparse gradient payload: ${kb(last.sparseBytesPerStep)} per step vs ${kb(last.tableBytes)} of tables (${pct(last.sparseBytesPerStep / last.tableBytes)}).` +
+      ` Engine bytes sent by rank 0: ${kb(last.wireBytesPerStep)} per step (dense layers + rows + control).`, '');
+  }
+  if (r.extraRuns) {
+    lines.push('## Comparison runs', '', '| run | workers | backend | HR@10 | NDCG@10 | samples/s (last epoch) | train s |', '|---|---|---|---|---|---|---|');
+    for (const [label, x] of Object.entries(r.extraRuns)) {
+      const le = x.epochs[x.epochs.length - 1];
+      lines.push(`| ${label} | ${x.workers} | ${x.backend} | ${pct(x.final.hr)} | ${x.final.ndcg.toFixed(4)} | ${le ? Math.round(le.samplesPerSec) : ''} | ${x.trainSeconds.toFixed(1)} |`);
+    }
+    lines.push('');
+  }
+  if (t.showcase.length > 0) {
+    lines.push('## The menu board: suggestions for a few test baskets', '');
+    for (const sc of t.showcase) {
+      lines.push(`- customer ${sc.user}, basket so far: ${sc.visible.join('; ')}  `);
+      lines.push(`  hidden item: ${sc.hidden}  `);
+      lines.push(`  suggested: ${sc.top.map((x) => (x.hit ? `**${x.item}**` : x.item)).join('; ')}`);
+    }
+    lines.push('');
+  }
+  const path = join(dir, 'report.md');
+  writeFileSync(path, lines.join('\n'));
+  writeFileSync(join(dir, 'results.json'), JSON.stringify({ ...r, train: { ...t, showcase: undefined } }, null, 1));
+  return path;
+}
