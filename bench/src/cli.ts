@@ -11,6 +11,7 @@ interface Suite {
 const suites: Record<string, () => Promise<Suite>> = {
   transport: () => import('./transport.js'),
   allreduce: () => import('./allreduce.js'),
+  datasets: () => import('./datasets.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
