@@ -1,5 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup } from '@shoal/core';
-import { bytesOf, dtypeOf, expectBytes, Outbox, viewAs } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, viewAs } from './common.js';
 
 /**
  * Ring allgather of equal-size blocks: `output` (length size * input.length, same dtype) receives rank i's
@@ -41,7 +41,7 @@ export function allgatherRing<T extends NumericArray>(g: ProcessGroup, input: T,
 export function allgatherBytes(g: ProcessGroup, bytes: Uint8Array): Promise<Uint8Array[]> {
   return g.run('allgather', async (seq) => {
     const parts: Uint8Array[] = new Array(g.size);
-    parts[g.rank] = bytes.slice();
+    parts[g.rank] = copyBytes(bytes);
     if (g.size === 1) return parts;
     const out = new Outbox(g);
     try {

@@ -1,5 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
-import { bytesOf, dtypeOf, expectBytes, Outbox, partition, segments, viewAs } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, viewAs } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
 
@@ -36,7 +36,11 @@ export interface AllreduceOptions {
  * Buffers of at most `smallBytes` use a latency-bound variant: an allgather of whole buffers in size-1 steps,
  * then each rank reduces the size contributions in rank order (identical results on every rank).
  *
- * Bytes sent per rank: 2(size-1)/size * bytes (ring); (size-1) * bytes (small variant).
+ * With two ranks the ring degenerates to a pairwise exchange: each rank sends its whole buffer (segmented) and
+ * reduces the peer's segments into its own as they arrive: one step instead of two, the same bytes, and both
+ * ranks compute a+b (commutative, so bit-identical).
+ *
+ * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small variant).
  */
 export function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
   const op = opts.op ?? 'sum';
@@ -51,6 +55,7 @@ export function allreduceRing(g: ProcessGroup, data: NumericArray, opts: Allredu
       if (f16) roundF16(opts.kernels, data as Float32Array);
       return;
     }
+    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels);
     if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
     return ring(g, seq, data, op, f16, segBytes, opts.kernels);
   });
@@ -135,7 +140,7 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
     const h = new Uint16Array(n);
     k.f32ToF16(h, data as Float32Array);
     mine = new Uint8Array(h.buffer);
-  } else mine = bytesOf(data).slice();
+  } else mine = copyBytes(bytesOf(data));
   parts[g.rank] = mine;
   const out = new Outbox(g);
   try {
@@ -163,4 +168,38 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
   }
   if (op === 'mean') finishMean(k, data, size);
   if (f16) roundF16(k, data as Float32Array);
+}
+
+async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels): Promise<void> {
+  const n = data.length;
+  const segs = segments(0, n, Math.max(1, Math.floor(segBytes / data.BYTES_PER_ELEMENT)));
+  const h = { tag: Tags.allreduce, step: 0, seq, aux: n >>> 0 };
+  const rop: ReduceOp = op === 'mean' ? 'sum' : op;
+  const peer = g.next;
+  const out = new Outbox(g);
+  const u16 = new Uint16Array(0);
+  try {
+    for (const s of segs) {
+      if (f16) {
+        const msg = g.message(h, s.len * 2);
+        const half = new Uint16Array(msg.buffer, msg.byteOffset + 16, s.len);
+        const mine = data.subarray(s.start, s.start + s.len) as Float32Array;
+        k.f32ToF16(half, mine);
+        k.f16ToF32(mine, half); // reduce the same rounded values the peer receives
+        out.add(g.sendMessage(peer, msg));
+      } else out.add(g.send(peer, h, bytesOf(data, s.start, s.len)));
+    }
+    for (const s of segs) {
+      const { payload } = await g.recv(peer, h);
+      expectBytes(g, peer, 'allreduce segment', payload.byteLength, s.len * (f16 ? 2 : data.BYTES_PER_ELEMENT));
+      const dst = data.subarray(s.start, s.start + s.len);
+      if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
+      else k.reduce(rop, dst, viewAs(data, payload, s.len));
+      if (op === 'mean') finishMean(k, dst, 2);
+      if (f16) roundF16(k, dst as Float32Array);
+    }
+  } catch (e) {
+    out.rethrow(e);
+  }
+  await out.flush();
 }

@@ -35,8 +35,15 @@ export function segments(start: number, len: number, segElems: number): { start:
 export function viewAs<T extends NumericArray | Uint16Array>(like: T, bytes: Uint8Array, len: number): T {
   const C = like.constructor as unknown as { new (b: ArrayBufferLike, o: number, l: number): T; BYTES_PER_ELEMENT: number };
   const es = C.BYTES_PER_ELEMENT;
-  const b = bytes.byteOffset % es === 0 ? bytes : bytes.slice();
+  const b = bytes.byteOffset % es === 0 ? bytes : copyBytes(bytes);
   return new C(b.buffer, b.byteOffset, len);
+}
+
+/** A fresh copy in its own ArrayBuffer (unlike `Buffer#slice`, which shares memory). */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  const c = new Uint8Array(b.byteLength);
+  c.set(b);
+  return c;
 }
 
 export function bytesOf(a: ArrayBufferView, start = 0, len?: number): Uint8Array {

@@ -4,6 +4,7 @@ import { allreduceRing } from './allreduce-ring.js';
 import { allgatherBytes } from './allgather.js';
 import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
+import { copyBytes } from './common.js';
 import { checkShapes, describeMismatch, signatureOf, TensorFusion, type TensorListSignature } from './fusion.js';
 
 export interface RingSyncOptions {
@@ -194,7 +195,7 @@ function encodeSparse(t: RowSparseTensor): Uint8Array {
 }
 
 function decodeSparse(b: Uint8Array, rank: number): SparsePart {
-  const c = b.byteOffset % 4 === 0 ? b : b.slice();
+  const c = b.byteOffset % 4 === 0 ? b : copyBytes(b);
   if (c.byteLength < 16) throw Errors.badFrame(`sparse gradient from rank ${rank}`, `${c.byteLength} bytes`);
   const dv = new DataView(c.buffer, c.byteOffset, c.byteLength);
   const numRows = dv.getUint32(0, true);

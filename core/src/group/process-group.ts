@@ -190,7 +190,8 @@ export class ProcessGroup {
    * Hand it to `sendMessage`; the group owns it afterwards.
    */
   message(h: Header, payloadBytes: number): Uint8Array {
-    const msg = new Uint8Array(new ArrayBuffer(HEADER_BYTES + payloadBytes));
+    // uninitialised memory: the caller fills every payload byte (no zero-fill of large messages)
+    const msg: Uint8Array = Buffer.allocUnsafeSlow(HEADER_BYTES + payloadBytes);
     const dv = new DataView(msg.buffer);
     dv.setUint32(0, MAGIC, true);
     dv.setUint16(4, h.tag, true);
