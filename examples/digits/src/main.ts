@@ -5,7 +5,8 @@
  *
  * Options: --epochs E (default 30), --batch-size B per worker (default 32), --lr (default 0.01),
  * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw, to test failures),
- * --out FILE (rank 0 writes the final weights as JSON, for tests), --seed S (init seed).
+ * --out FILE (rank 0 writes the final weights as JSON, for tests), --seed S (init and shuffle seed),
+ * --optimizer adam|sgd (default adam), --steps S (cap on steps per epoch), --no-shuffle.
  * It prints the test accuracy on rank 0 (> 0.9 after the default 30 epochs).
  */
 import * as tfjs from '@tensorflow/tfjs';
@@ -44,7 +45,7 @@ async function main() {
     const testData = { x: tf.tensor2d(test.pixels, [test.n, 64]), y: tf.tensor1d(test.labels, 'float32') };
     const trainer = new Trainer({
       model: (t) => buildModel(t, seed),
-      optimizer: (t) => t.train.adam(lr),
+      optimizer: (t) => (arg('optimizer', 'adam') === 'sgd' ? t.train.sgd(lr) : t.train.adam(lr)),
       loss: 'sparseCategoricalCrossentropy',
       metrics: ['accuracy'],
       sync: worker.sync,
@@ -55,6 +56,8 @@ async function main() {
       epochs,
       batchSize,
       seed,
+      shuffle: !process.argv.includes('--no-shuffle'),
+      ...(arg('steps') ? { stepsPerEpoch: Number(arg('steps')) } : {}),
       ...(ckptDir ? { checkpoint: { dir: ckptDir } } : {}),
       callbacks: {
         onEpochEnd: (epoch) => {

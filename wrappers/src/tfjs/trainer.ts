@@ -43,6 +43,9 @@ export interface TrainerOptions {
 
 export type Logs = Record<string, number>;
 
+/** Private running scalars of tfjs optimizers that checkpoints carry (see `optimizerScalars`). */
+const OPTIMIZER_SCALARS = ['accBeta1', 'accBeta2'] as const;
+
 export interface Callbacks {
   onTrainBegin?(): void | Promise<void>;
   onEpochBegin?(epoch: number): void | Promise<void>;
@@ -205,7 +208,31 @@ export class Trainer {
     for (const nt of await this.optimizer.getWeights()) {
       optimizer.push({ name: nt.name, shape: nt.tensor.shape, data: Float32Array.from(nt.tensor.dataSync()) });
     }
-    return saveCheckpoint(dir, { epoch, step: this.globalStep, weights, optimizer, extra: { worldSize: this.size } }, keep);
+    return saveCheckpoint(dir, { epoch, step: this.globalStep, weights, optimizer, extra: { worldSize: this.size, optimizerScalars: this.optimizerScalars() } }, keep);
+  }
+
+  /**
+   * Internal optimizer scalars `getWeights()` leaves out: Adam/Adamax keep beta1^t and beta2^t as running
+   * products, and `setWeights` recomputes them with `pow`, which differs in the last bits. Saving them makes a
+   * resumed run bit-identical to an uninterrupted one.
+   */
+  private optimizerScalars(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const o = this.optimizer as unknown as Record<string, unknown>;
+    for (const k of OPTIMIZER_SCALARS) {
+      const v = o[k] as tfjs.Variable | undefined;
+      if (v && typeof v === 'object' && typeof v.dataSync === 'function' && v.size === 1) out[k] = v.dataSync()[0]!;
+    }
+    return out;
+  }
+
+  private restoreOptimizerScalars(saved: Record<string, number> | undefined): void {
+    if (!saved) return;
+    const o = this.optimizer as unknown as Record<string, unknown>;
+    for (const k of OPTIMIZER_SCALARS) {
+      const v = o[k] as tfjs.Variable | undefined;
+      if (saved[k] !== undefined && v && typeof v.assign === 'function') this.runtime.tf.tidy(() => v.assign(this.runtime.tf.scalar(saved[k]!)));
+    }
   }
 
   /** Load the newest checkpoint in `dir` into the model and optimizer. Returns the epoch to resume at. */
@@ -225,6 +252,7 @@ export class Trainer {
       const named = state.optimizer.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape) }));
       await this.optimizer.setWeights(named);
       for (const n of named) n.tensor.dispose();
+      this.restoreOptimizerScalars(state.extra?.optimizerScalars as Record<string, number> | undefined);
       epoch = state.epoch;
       this.globalStep = state.step;
       this.log(`resumed from ${dir} at epoch ${epoch} (step ${state.step})`);
