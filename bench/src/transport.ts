@@ -131,7 +131,7 @@ async function measure(conn: Connection, bytes: number, quick: boolean): Promise
   const theirs = await conn.recv(TIMEOUT);
   if (!sameBytes(theirs, benchPayload(bytes, 2))) throw new Error(`verify ${bytes} B: the payload from the peer is corrupt`);
 
-  const window = Math.max(2, Math.min(256, Math.floor((64 * MiB) / bytes)));
+  const window = Math.max(2, Math.min(64, Math.floor((4 * MiB) / bytes)));
   const sink = async (count: number) => {
     await conn.send(enc({ op: 'sink', bytes, count }), TIMEOUT);
     // Sends complete in order, so the window is a ring of the last `window` send promises: wait for the oldest.

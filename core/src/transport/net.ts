@@ -43,6 +43,9 @@ const FRAME_HEADER_BYTES = 8;
 const HANDSHAKE_MAGIC = Buffer.from('SHOALNET', 'latin1');
 const HANDSHAKE_BYTES = 16;
 const PROTOCOL_VERSION = 1;
+/** Largest batch of sends coalesced into one writev. */
+const MAX_BATCH_MESSAGES = 64;
+const MAX_BATCH_BYTES = 256 * 1024;
 
 /** Parsed `tcp://host:port` or `ipc:///path`. */
 export type NetAddress = { scheme: 'tcp'; host: string; port: number } | { scheme: 'ipc'; path: string };
@@ -243,9 +246,12 @@ class NetConnection implements Connection {
   private closedSelf = false;
   private paused = false;
   private corked = false;
-  private readonly uncork = () => {
-    this.corked = false;
-    this.sock.uncork();
+  private corkBytes = 0;
+  private corkCount = 0;
+  private tickPending = false;
+  private readonly onTick = () => {
+    this.tickPending = false;
+    this.flush();
   };
   private readonly socketClosed: Promise<void>;
 
@@ -323,6 +329,12 @@ class NetConnection implements Connection {
     this.sock.destroy();
   }
 
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.sock.uncork();
+  }
+
   send(data: Uint8Array, opts?: IoOptions): Promise<void> {
     if (opts?.signal?.aborted) return Promise.reject(Errors.aborted(`send to ${this.remote}`, opts.signal.reason));
     if (this.closedSelf) return Promise.reject(Errors.closed(`net connection to ${this.remote}`));
@@ -343,10 +355,17 @@ class NetConnection implements Connection {
     };
     const sock = this.sock;
     if (!this.corked) {
-      // Coalesce every send issued before the next tick into one writev (one syscall for many small messages).
+      // Coalesce the sends issued before the next tick into one writev (one syscall for many small messages).
+      // Batches are capped: Node completes a writev's callbacks together, so one huge batch would stall the
+      // sender until all of it is on the wire.
       this.corked = true;
+      this.corkBytes = 0;
+      this.corkCount = 0;
       sock.cork();
-      process.nextTick(this.uncork);
+      if (!this.tickPending) {
+        this.tickPending = true;
+        process.nextTick(this.onTick);
+      }
     }
     if (data.byteLength === 0) {
       sock.write(header, done);
@@ -354,6 +373,8 @@ class NetConnection implements Connection {
       sock.write(header);
       sock.write(data, done);
     }
+    this.corkBytes += FRAME_HEADER_BYTES + data.byteLength;
+    if (++this.corkCount >= MAX_BATCH_MESSAGES || this.corkBytes >= MAX_BATCH_BYTES) this.flush();
     return withDeadline(`send of ${data.byteLength} bytes to ${this.remote}`, d.promise, opts, (err) => {
       // Part of the frame may already be on the wire: the stream cannot be resynchronised.
       if (this.sends.delete(entry)) this.fail(Errors.peerClosed(this.remote, `connection dropped after an unfinished send (${err.message})`));
