@@ -13,7 +13,7 @@ export interface JobSpec {
   outDir: string;
   model: Partial<ModelOptions>;
   train: Omit<TrainOptions, 'evalEachEpoch' | 'progress'>;
-  /** Items of the customer's history pooled per example (default 50). */
+  /** Distinct items of the customer's history kept per basket, most recent first (default 200). */
   historyMax: number;
   /** Evaluate HR@10 after every epoch (rank 0), for the per-epoch plot. */
   evalEachEpoch: boolean;
@@ -44,7 +44,7 @@ export interface Showcase {
 export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   model: {},
   train: { epochs: 4, globalBatch: 512, targetsPerBasket: 8, seed: 1 },
-  historyMax: 50,
+  historyMax: 200,
   evalEachEpoch: true,
   progress: true,
 };

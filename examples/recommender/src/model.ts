@@ -17,6 +17,10 @@ export interface ModelOptions {
   negatives: number;
   /** Context items per training example, sampled from the rest of the basket (default 24). */
   maxContext: number;
+  /** Most recent history items mean-pooled into the history embedding (default 50). */
+  poolHistory: number;
+  /** Use the wide repeat-buy features (log(1 + times bought before), bought-before flag) next to the towers (default true). */
+  wide: boolean;
   /** Adam learning rate of the dense layers and the lazy (row-wise) Adam of the tables (default 3e-3). */
   lr: number;
   /** Probability of replacing the user by the unknown user (id 0) in training, so cold users get a row (0.1). */
@@ -24,7 +28,7 @@ export interface ModelOptions {
   seed: number;
 }
 
-export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 256, maxContext: 24, lr: 3e-3, userDropout: 0.1, seed: 7 };
+export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 256, maxContext: 24, poolHistory: 50, wide: true, lr: 1e-2, userDropout: 0.1, seed: 7 };
 
 /** An embedding table held as plain float rows (what a parameter server shard holds). */
 export interface Table { name: string; numRows: number; rowSize: number; data: Float32Array }
@@ -62,7 +66,9 @@ class Adam {
  * The basket-completion model (MXNet-style two-tower recommender):
  *   user embedding u, pooled basket context c = mean of the visible items' input embeddings, pooled history h =
  *   mean of the user's earlier items' input embeddings; q = W2 relu(W1 [u; c; h] + b1) + b2;
- *   score(item j) = [q; 1] . out_j, where out_j is item j's output embedding with its bias as the last column.
+ *   score(item j) = [q; 1] . out_j + w1 log(1 + n_uj) + w2 [n_uj > 0], where out_j is item j's output embedding with
+ *   its bias as the last column and n_uj the number of the user's earlier baskets holding j (the wide, memorising
+ *   part of a wide-and-deep model; off with `wide: false`).
  * Trained with a sampled softmax over the target and `negatives` uniform negatives shared by the batch.
  *
  * Embedding lookups and their gradients happen in JS on the row-sparse tables (only touched rows), so tfjs sees
@@ -72,7 +78,7 @@ export class BasketModel implements Recommender {
   readonly name = 'model';
   readonly opts: ModelOptions;
   readonly user: Table; readonly itemIn: Table; readonly itemOut: Table;
-  /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d]. */
+  /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d], wide [2]. */
   readonly dense: DenseTensor[];
   private readonly adamDense: Adam[];
   private readonly adamTables: Map<string, Adam>;
@@ -100,17 +106,25 @@ export class BasketModel implements Recommender {
       return { name, shape: [fanIn, fanOut], data };
     };
     this.dense = [glorot('dense1/kernel', 3 * d, h), { name: 'dense1/bias', shape: [h], data: new Float32Array(h) },
-      glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) }];
+      glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) },
+      { name: 'wide/history', shape: [2], data: new Float32Array(2) }];
     this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
     this.adamTables = new Map(this.tables().map((t) => [t.name, new Adam(t.data.length, t.numRows)]));
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
-    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, w1, bb1, w2, bb2) => {
+    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, lp, ip, ln, inn, w1, bb1, w2, bb2, wide) => {
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
       const qx = tf.concat([q, tf.onesLike(tf.slice(q, [0, 0], [-1, 1]))], 1);
-      const sp = tf.sum(tf.mul(qx, pos!), 1, true);
-      const sn = tf.matMul(qx, negT as tfjs.Tensor2D);
+      const sp = this.wideTerm(tf.sum(tf.mul(qx, pos!), 1, true), lp!, ip!, wide!);
+      const sn = this.wideTerm(tf.matMul(qx, negT as tfjs.Tensor2D), ln!, inn!, wide!);
       return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjs.Scalar;
     });
+  }
+
+  /** scores + w0 * logCount + w1 * flag (shapes [B, n]); returns scores unchanged when the wide part is off. */
+  private wideTerm(scores: tfjs.Tensor, logCount: tfjs.Tensor, flag: tfjs.Tensor, wide: tfjs.Tensor): tfjs.Tensor {
+    if (!this.opts.wide) return tf0(scores, wide, this.tf);
+    const tf = this.tf;
+    return tf.add(scores, tf.add(tf.mul(logCount, tf.slice(wide, [0], [1])), tf.mul(flag, tf.slice(wide, [1], [1]))));
   }
 
   tables(): Table[] { return [this.user, this.itemIn, this.itemOut]; }
@@ -144,6 +158,8 @@ export class BasketModel implements Recommender {
     const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
     const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
+    const lp = new Float32Array(B), ip = new Float32Array(B), ln = new Float32Array(B * K), inn = new Float32Array(B * K);
+    const counts: Map<number, number>[] = [];
     const rng = this.rng;
     for (let i = 0; i < B; i++) {
       const { basket, target } = batch[i]!;
@@ -158,8 +174,13 @@ export class BasketModel implements Recommender {
       for (const it of others) ctx.push(it);
       ctxOff[i + 1] = ctx.length;
       this.pool(ctx, ctxOff[i]!, ctxOff[i + 1]!, c, i * d);
-      if (user !== 0) this.pool(hist.items, hist.offsets[basket]!, hist.offsets[basket + 1]!, h, i * d);
+      if (user !== 0) this.pool(hist.items, hist.offsets[basket]!, Math.min(hist.offsets[basket + 1]!, hist.offsets[basket]! + this.opts.poolHistory), h, i * d);
       const t = train.items[target]!;
+      const m = new Map<number, number>();
+      if (user !== 0) for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) m.set(hist.items[x]!, hist.counts[x]!);
+      counts.push(m);
+      const n = m.get(t) ?? 0;
+      lp[i] = Math.log1p(n); ip[i] = n > 0 ? 1 : 0;
       posIds[i] = t;
       pos.set(this.itemOut.data.subarray(t * d1, t * d1 + d1), i * d1);
     }
@@ -169,8 +190,17 @@ export class BasketModel implements Recommender {
       negIds[k] = j;
       for (let x = 0; x < d1; x++) negT[x * K + k] = this.itemOut.data[j * d1 + x]!;
     }
+    for (let i = 0; i < B; i++) {
+      const m = counts[i]!;
+      if (m.size === 0) continue;
+      for (let k = 0; k < K; k++) {
+        const n = m.get(negIds[k]!);
+        if (n !== undefined) { ln[i * K + k] = Math.log1p(n); inn[i * K + k] = 1; }
+      }
+    }
     const dt = this.denseTensors();
-    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K])];
+    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K]),
+      tf.tensor2d(lp, [B, 1]), tf.tensor2d(ip, [B, 1]), tf.tensor2d(ln, [B, K]), tf.tensor2d(inn, [B, K])];
     const { value: lossT, grads } = this.grad([...inputs, ...dt]);
     const vals = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
     const loss = (await lossT.data())[0]!;
@@ -196,7 +226,7 @@ export class BasketModel implements Recommender {
     for (let k = 0; k < K; k++) outG.add(negIds[k]!, gneg, k * d1, 1);
     return {
       loss,
-      dense: this.dense.map((p, i) => ({ name: p.name, shape: p.shape, data: vals[5 + i]! })),
+      dense: this.dense.map((p, i) => ({ name: p.name, shape: p.shape, data: vals[9 + i]! })),
       sparse: [userG.finish(this.user), inG.finish(this.itemIn), outG.finish(this.itemOut)],
     };
   }
@@ -228,17 +258,23 @@ export class BasketModel implements Recommender {
       this.outT = tf.tensor2d(t, [d1, N]);
     }
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
+    const lg = new Float32Array(B * N), fl = new Float32Array(B * N);
+    const th = this.testHistory;
     for (let b = from; b < to; b++) {
       const i = b - from, user = test.users[b]!;
       u.set(this.user.data.subarray(user * d, user * d + d), i * d);
       this.pool(test.items, test.offsets[b]!, test.offsets[b + 1]!, c, i * d);
-      if (user !== 0 && this.testHistory !== null) this.pool(this.testHistory.items, this.testHistory.offsets[b]!, this.testHistory.offsets[b + 1]!, h, i * d);
+      if (user !== 0 && th !== null) {
+        const hs = th.offsets[b]!, he = th.offsets[b + 1]!;
+        this.pool(th.items, hs, Math.min(he, hs + this.opts.poolHistory), h, i * d);
+        for (let x = hs; x < he; x++) { lg[i * N + th.items[x]!] = Math.log1p(th.counts[x]!); fl[i * N + th.items[x]!] = 1; }
+      }
     }
     const outT = this.outT;
     const scores = tf.tidy(() => {
       const dt = this.denseTensors();
       const q = this.tower(tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), dt);
-      return tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT);
+      return this.wideTerm(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), tf.tensor2d(lg, [B, N]), tf.tensor2d(fl, [B, N]), dt[4]!);
     });
     out.set(scores.dataSync() as Float32Array, 0);
     scores.dispose();
@@ -265,4 +301,9 @@ class RowAcc {
     ids.forEach((id, r) => rows.set(this.buf.subarray(this.idx.get(id)! * this.size, (this.idx.get(id)! + 1) * this.size), r * this.size));
     return { name: t.name, numRows: t.numRows, rowSize: t.rowSize, rowIds: ids, rows };
   }
+}
+
+/** `scores` plus 0 * sum(wide): keeps the wide weights in the gradient graph (zero gradient) when the wide part is off. */
+function tf0(scores: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
+  return tf.add(scores, tf.mul(tf.sum(wide), 0));
 }
