@@ -28,6 +28,12 @@ export function fieldInfoOf(f: Field): FieldInfo {
     const kind = scalarKind(t.children[0]!.type);
     return { ...base, kind: kind ?? 'unsupported', width: t.listSize };
   }
+  if (DataType.isList(t)) {
+    // Variable-length list (Spark's array<float>): width 0 = fixed per row only if the data says so, checked per
+    // chunk; the pipeline is told the width (BatchOptions.listWidth).
+    const kind = scalarKind(t.children[0]!.type);
+    return { ...base, kind: kind ?? 'unsupported', width: 0 };
+  }
   return { ...base, kind: scalarKind(t) ?? 'unsupported', width: 1 };
 }
 
@@ -37,6 +43,7 @@ export function fieldsOf(schema: Schema): FieldInfo[] {
 
 function columnOfData(data: Data, info: FieldInfo, source: string): Column {
   const rows = data.length;
+  if (DataType.isList(data.type)) return columnOfList(data, info, source);
   let values: NumericArray;
   let nullCount = data.nullCount;
   let validity: Uint8Array | undefined;
@@ -66,6 +73,34 @@ function columnOfData(data: Data, info: FieldInfo, source: string): Column {
   }
   if (values.length !== n) values = values.subarray(0, n) as NumericArray;
   return nullCount > 0 ? { values, width: info.width, nullCount, validity: validity!, validityOffset } : { values, width: info.width, nullCount: 0 };
+}
+
+/**
+ * A List<numeric> column whose rows all have the same length N becomes a width-N column viewing the child values
+ * (no copy); rows of different lengths or null rows raise ERR_DATA (they cannot form a fixed-width batch).
+ */
+function columnOfList(data: Data, info: FieldInfo, source: string): Column {
+  const rows = data.length;
+  if (data.nullCount > 0) {
+    throw Errors.data(source, `column '${info.name}' has ${data.nullCount} null lists (${info.sourceType}); every row needs a value`, { column: info.name });
+  }
+  const child = data.children[0]!;
+  if (child.nullCount > 0) {
+    throw Errors.data(source, `column '${info.name}' has ${child.nullCount} null list elements (${info.sourceType})`, { column: info.name });
+  }
+  const off = data.valueOffsets as Int32Array;
+  const base = rows > 0 ? off[0]! : 0;
+  const w = rows > 0 ? off[1]! - base : 0;
+  for (let r = 1; r <= rows; r++) {
+    if (off[r]! - off[r - 1]! !== w) {
+      throw Errors.data(source, `column '${info.name}' is a list of varying length (row 0 has ${w} values, row ${r - 1} has ${off[r]! - off[r - 1]!}); fixed-length rows are required`, {
+        column: info.name,
+      });
+    }
+  }
+  // child.values is already offset to the child's own start; list offsets index into it.
+  const values = (child.values as NumericArray).subarray(base, base + rows * w) as NumericArray;
+  return { values, width: w, nullCount: 0 };
 }
 
 /**

@@ -59,6 +59,11 @@ export interface BatchOptions {
   prefetch?: number;
   /** Partitions read concurrently, so worker-thread decoding overlaps (default 2). */
   readAhead?: number;
+  /**
+   * Row width of variable-length list columns (Arrow List, as Spark writes `array<float>`), by column: every row
+   * of the column must have exactly this many values (checked per chunk).
+   */
+  listWidth?: Record<string, number>;
   /** Replacement values for nulls, per column. */
   fill?: Record<string, number>;
   signal?: AbortSignal;
@@ -96,6 +101,15 @@ function planOutputs(schema: readonly FieldInfo[], source: string, opts: BatchOp
       throw Errors.data(source, `column '${name}' has type ${f.sourceType}, which cannot be batched (numeric or FixedSizeList<numeric> expected)`, {
         column: name,
       });
+    }
+    if (f.width === 0) {
+      const w = opts.listWidth?.[name];
+      if (!(Number.isInteger(w) && w! >= 1)) {
+        throw Errors.data(source, `column '${name}' is a variable-length ${f.sourceType}; pass listWidth: { '${name}': N } with its row length`, {
+          column: name,
+        });
+      }
+      return { ...f, width: w! };
     }
     return f;
   };

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Float32, Float64, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
+import { Field, Float32, Float64, Int32, List, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { isShoalError } from '@shoal/core';
 import { openParquetDir, shard, batches, type Dataset } from './index.js';
@@ -190,6 +190,56 @@ test('malformed Parquet: truncated, wrong magic, corrupted footer, schema mismat
   const e = await openParquetDir(empty);
   assert.is(e.partitions.length, 0);
   await e.close();
+});
+
+test("Spark's array<float> (Parquet LIST -> Arrow List<Float32>) as fixed-width features; ragged rows refused", async () => {
+  const listTable = (lens: number[]) => {
+    const offsets = new Int32Array(lens.length + 1);
+    lens.forEach((n, i) => (offsets[i + 1] = offsets[i]! + n));
+    const vals = Float32Array.from({ length: offsets[lens.length]! }, (_, i) => i);
+    const type = new List(new Field('element', new Float32(), true));
+    return new Table([
+      new RecordBatch({
+        id: makeData({ type: new Int32(), length: lens.length, data: Int32Array.from(lens, (_, i) => i) }),
+        vec: makeData({ type, length: lens.length, nullCount: 0, valueOffsets: offsets, child: makeData({ type: new Float32(), length: vals.length, data: vals }) }),
+      }),
+    ]);
+  };
+  const d = join(dir, 'lists');
+  mkdirSync(d);
+  writeFileSync(join(d, 'part-00000.parquet'), parquetBytes(listTable(Array(300).fill(4)), Compression.SNAPPY, 128));
+  const ds = await openParquetDir(d, { threads: 1 });
+  try {
+    assert.is(ds.schema.fields.find((f) => f.name === 'vec')!.width, 0);
+    assert.throws(() => batches(ds, { features: ['vec'], batchSize: 10 }), /variable-length .*listWidth/);
+    const got: number[] = [];
+    for await (const b of batches(ds, { features: ['vec'], columns: ['id'], batchSize: 64, listWidth: { vec: 4 } })) {
+      assert.is(b.widths.features, 4);
+      for (let r = 0; r < b.size; r++) {
+        const id = b.columns.id![r]!;
+        got.push(id);
+        for (let j = 0; j < 4; j++) assert.is(b.columns.features![r * 4 + j], id * 4 + j);
+      }
+    }
+    assert.equal(got, Array.from({ length: 300 }, (_, i) => i));
+    await expectData(
+      (async () => {
+        for await (const _ of batches(ds, { features: ['vec'], batchSize: 64, listWidth: { vec: 5 } })) void _;
+      })(),
+      /part-00000\.parquet: column 'vec' has 4 values per row here but 5/,
+    );
+  } finally {
+    await ds.close();
+  }
+  writeFileSync(join(d, 'part-00001.parquet'), parquetBytes(listTable([4, 4, 3, 4]), Compression.SNAPPY, 128));
+  const ds2 = await openParquetDir(d, { threads: 0 });
+  await expectData(
+    (async () => {
+      for await (const _ of batches(ds2, { features: ['vec'], batchSize: 64, listWidth: { vec: 4 } })) void _;
+    })(),
+    /part-00001\.parquet: column 'vec' is a list of varying length \(row 0 has 4 values, row 2 has 3\)/,
+  );
+  await ds2.close();
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
