@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as core from '@shoal/core';
+import { Errors, launch } from '@shoal/core';
 import { LocalSync, setupTfjs } from '@shoal/wrappers';
 import { CoOccurrence, MostPopular, RepeatBuy } from './baselines.js';
 import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
@@ -31,12 +31,10 @@ async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: s
     const sync = new LocalSync();
     try { return await runTraining(rt.tf, rt.describe(), loadPrepared(s.preparedPath), sync, s); } finally { await sync.close(); }
   }
-  const launch = (core as Record<string, unknown>).launch as undefined | ((x: Record<string, unknown>) => Promise<{ code: number; error?: string }>);
-  if (typeof launch !== 'function') throw core.Errors.config('--workers', 'this build of @shoal/core has no launcher; use --workers 1 --backend ring');
   const jobPath = join(runDir, 'job.json');
   writeFileSync(jobPath, JSON.stringify(s, null, 1));
   const res = await launch({ script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, jobTimeoutMs: 15 * 60_000, timeoutMs: 120_000 });
-  if (res.code !== 0) throw core.Errors.remote(`recommender job (${workers} workers, ${o.backend})`, res.error ?? `exit code ${res.code}`);
+  if (res.code !== 0) throw Errors.remote(`recommender job (${workers} workers, ${o.backend})`, res.error ?? `exit code ${res.code}`);
   return JSON.parse(readFileSync(join(runDir, 'train-result.json'), 'utf8')) as TrainResult;
 }
 

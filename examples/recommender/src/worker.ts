@@ -6,8 +6,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setupTfjs } from '@shoal/wrappers';
-import { connectEngine } from './engine.js';
+import { initWorker, setupTfjs } from '@shoal/wrappers';
 import { runTraining, type JobSpec } from './job.js';
 import { loadPrepared } from './prepare.js';
 
@@ -17,7 +16,8 @@ async function main(): Promise<void> {
   const spec = JSON.parse(readFileSync(specPath, 'utf8')) as JobSpec;
   const rt = await setupTfjs({ backend: 'wasm' });
   const data = loadPrepared(spec.preparedPath);
-  const { sync, close } = await connectEngine();
+  const worker = await initWorker();
+  const { sync } = worker;
   try {
     const result = await runTraining(rt.tf, rt.describe(), data, sync, spec);
     if (sync.rank === 0) {
@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     }
     await sync.barrier();
   } finally {
-    await close();
+    await worker.close();
   }
 }
 
