@@ -30,6 +30,11 @@ export interface LaunchOptions {
   nodeArgs?: readonly string[];
   /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
   graceMs?: number;
+  /**
+   * After the first failure, how long other workers may still fail on their own before they are stopped, so
+   * that the root cause can be told from its consequences (see `pickRootCause`). Default 500 ms.
+   */
+  settleMs?: number;
   /** Where prefixed worker output goes. Default process.stdout / process.stderr. */
   stdout?: NodeJS.WritableStream;
   stderr?: NodeJS.WritableStream;
@@ -74,6 +79,18 @@ export function summarizeFailure(tail: readonly string[]): string {
   return lines.join('\n');
 }
 
+/** Errors that are consequences of another rank's failure: a peer that went away, a closed or aborted group. */
+const CONSEQUENCE = /\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer closed the connection/;
+
+/**
+ * The root cause among workers that failed on their own (in exit order): the first whose error is not merely a
+ * consequence of another rank's death (ERR_PEER_CLOSED & co.), else the first to exit. When rank 1 throws and
+ * closes its sockets, rank 0 may well exit first with ERR_PEER_CLOSED; rank 1 is still the one to report.
+ */
+export function pickRootCause<T extends { tail: readonly string[] }>(failed: readonly T[]): T | undefined {
+  return failed.find((f) => !f.tail.some((l) => CONSEQUENCE.test(l))) ?? failed[0];
+}
+
 interface Worker {
   rank: number;
   child: ChildProcess;
@@ -85,8 +102,8 @@ interface Worker {
 /**
  * Run one job to completion: start the rendezvous store, spawn the workers with the SHOAL_* environment
  * (`core/src/config.ts`), stream their output prefixed `[rank r]`, and wait. The first worker to fail (non-zero
- * exit or signal) fails the job: every other worker is stopped (SIGTERM to its process group, SIGKILL after
- * `graceMs`), and the result names the rank and its error. Workers get SHOAL_PARENT_PID and exit on their own if
+ * exit or signal) fails the job: after `settleMs` every other worker is stopped (SIGTERM to its process group,
+ * SIGKILL after `graceMs`), and the result names the root-cause rank (`pickRootCause`) and its error. Workers get SHOAL_PARENT_PID and exit on their own if
  * this process dies (see `joinJob`). Never throws for worker failures; throws ERR_CONFIG for bad options.
  */
 export async function launch(options: LaunchOptions): Promise<LaunchResult> {
@@ -105,10 +122,13 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   const store = await TcpStoreServer.start({ host });
   const workers: Worker[] = [];
-  let failure: { rank: number; code: number; error: string } | undefined;
+  /** Workers that failed on their own (not stopped by us), in exit order. */
+  const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error }> = [];
+  let launcherError: { code: number; error: string } | undefined;
   let stopping = false;
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
     if (w.done || w.child.pid === undefined) return;
@@ -125,14 +145,19 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const stopAll = () => {
     if (stopping) return;
     stopping = true;
+    if (settleTimer) clearTimeout(settleTimer);
     for (const w of workers) killGroup(w, 'SIGTERM');
     const t = setTimeout(() => {
       for (const w of workers) killGroup(w, 'SIGKILL');
     }, graceMs);
     t.unref();
   };
+  const onWorkerFailed = () => {
+    if (settleTimer || stopping) return;
+    settleTimer = setTimeout(stopAll, options.settleMs ?? 500);
+  };
   const onAbort = () => {
-    if (failure || stopping) return;
+    if (stopping) return;
     aborted = true;
     stopAll();
   };
@@ -173,27 +198,24 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {
         let spawnError: Error | undefined;
-        let failed: { rank: number; code: number; error: string } | undefined;
-        child.once('error', (e) => (spawnError = e));
-        // Decide on 'exit' (not 'close', which waits for the pipes): the rank that dies first is the cause,
-        // the others typically fail a moment later with ERR_PEER_CLOSED.
+        let counted = false;
+        const fail = (code: number) => {
+          if (counted || stopping) return;
+          counted = true;
+          failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}) });
+          onWorkerFailed();
+        };
+        child.once('error', (e) => {
+          spawnError = e;
+          fail(127);
+        });
+        // Count on 'exit' (not 'close', which waits for the pipes) so exit order is kept.
         child.once('exit', (code, signal) => {
-          if ((code !== 0 || signal !== null) && !failure && !stopping) {
-            failed = { rank, code: code && code > 0 ? code : 1, error: `exited with ${signal ?? `code ${code}`}` };
-            failure = failed;
-            stopAll();
-          }
+          if (code !== 0 || signal !== null) fail(code && code > 0 ? code : 1);
         });
         child.once('close', async (code, signal) => {
           await streams;
           w.done = true;
-          if (spawnError && code === null && signal === null) code = 127;
-          if (!failed && spawnError && !failure && !stopping) {
-            failed = { rank, code: 127, error: '' };
-            failure = failed;
-            stopAll();
-          }
-          if (failed) failed.error = spawnError ? `could not start: ${spawnError.message}` : summarizeFailure(w.tail) || failed.error;
           res({ code, signal });
         });
       });
@@ -201,25 +223,29 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     }
     if (options.jobTimeoutMs !== undefined) {
       jobTimer = setTimeout(() => {
-        if (failure || stopping) return;
-        failure = { rank: -1, code: 124, error: `job timed out after ${options.jobTimeoutMs} ms` };
+        if (stopping || failed.length) return;
+        launcherError = { code: 124, error: `job timed out after ${options.jobTimeoutMs} ms` };
         stopAll();
       }, options.jobTimeoutMs);
     }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
-    const f = failure as { rank: number; code: number; error: string } | undefined;
-    const result: LaunchResult = {
-      code: f ? f.code : aborted ? 130 : 0,
-      aborted,
-      durationMs: Date.now() - t0,
-      exits,
-    };
-    if (f && f.rank >= 0) result.failedRank = f.rank;
-    if (f) result.error = f.error;
-    else if (aborted) result.error = 'aborted';
+    const root = pickRootCause(failed);
+    const result: LaunchResult = { code: 0, aborted: aborted && !root, durationMs: Date.now() - t0, exits };
+    if (root) {
+      result.code = root.code;
+      result.failedRank = root.rank;
+      result.error = root.spawnError ? `could not start: ${root.spawnError.message}` : summarizeFailure(root.tail) || `exited with code ${root.code}`;
+    } else if (launcherError) {
+      result.code = launcherError.code;
+      result.error = launcherError.error;
+    } else if (aborted) {
+      result.code = 130;
+      result.error = 'aborted';
+    }
     return result;
   } finally {
     if (jobTimer) clearTimeout(jobTimer);
+    if (settleTimer) clearTimeout(settleTimer);
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
     await store.close();

@@ -4,7 +4,7 @@
  *   npx tsc -b && node core/dist/launcher/cli.js run -n 2 examples/digits/dist/main.js [--epochs 30]
  *
  * Options: --epochs E (default 30), --batch-size B per worker (default 32), --lr (default 0.01),
- * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw, to test failures),
+ * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw after that epoch), --fail-at-step RANK:STEP (throw mid-epoch),
  * --out FILE (rank 0 writes the final weights as JSON, for tests), --seed S (init and shuffle seed),
  * --optimizer adam|sgd (default adam), --steps S (cap on steps per epoch), --no-shuffle.
  * It prints the test accuracy on rank 0 (> 0.9 after the default 30 epochs).
@@ -36,6 +36,7 @@ async function main() {
   const lr = Number(arg('lr', '0.01'));
   const seed = Number(arg('seed', '1'));
   const failAt = arg('fail-at');
+  const failAtStep = arg('fail-at-step');
   const worker = await initWorker();
   try {
     const rt = await setupTfjs();
@@ -60,6 +61,9 @@ async function main() {
       ...(arg('steps') ? { stepsPerEpoch: Number(arg('steps')) } : {}),
       ...(ckptDir ? { checkpoint: { dir: ckptDir } } : {}),
       callbacks: {
+        onBatchEnd: (step) => {
+          if (failAtStep && failAtStep === `${worker.options.rank}:${step}`) throw new Error(`injected failure on rank ${worker.options.rank} at step ${step}`);
+        },
         onEpochEnd: (epoch) => {
           if (failAt && failAt === `${worker.options.rank}:${epoch}`) throw new Error(`injected failure on rank ${worker.options.rank} at epoch ${epoch}`);
         },
@@ -77,4 +81,8 @@ async function main() {
   }
 }
 
-await main();
+// Report and exit here: tfjs-backend-wasm's own uncaughtException handler would rethrow and exit with code 7.
+await main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
