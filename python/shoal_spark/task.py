@@ -247,6 +247,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_TIMEOUT_MS": str(int(spec["net_timeout_s"] * 1000)),
             "SHOAL_HOST": host,
             "SHOAL_INPUT": "stdin",
+            "SHOAL_PARENT_PID": str(os.getpid()),
             "SHOAL_LAUNCHER": "spark",
         })
         argv = [spec["node"], spec["script"], *spec["args"]]

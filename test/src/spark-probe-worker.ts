@@ -1,10 +1,10 @@
 /**
  * A shoal worker for the Spark launcher tests and the `spark` benchmark (not a test file itself): it joins the job
  * from the SHOAL_* environment (TCP store + net transport process group), reads its partition from stdin as an
- * Arrow IPC stream with the datasets package, and does a real collective over the group: a ring pass that gives
+ * Arrow IPC stream with the datasets package (or, with --parquet, its shard of a Parquet directory), and does a real collective over the group: a ring pass that gives
  * every rank every rank's [rows, sum of a column]. Rank 0 prints the job totals on its `SHOAL_RESULT {json}` line.
  *
- *   node test/dist/spark-probe-worker.js [--sum <column>] [--fail-rank <r> --message <text>] [--hang-rank <r>]
+ *   node test/dist/spark-probe-worker.js [--parquet DIR] [--sum <column>] [--fail-rank <r> --message <text>] [--hang-rank <r>]
  *
  * --tag <id> is ignored (tests use it to find the job's processes). --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
  * that rank sleep forever after reading (for the timeout test).
@@ -18,9 +18,10 @@ import {
   Tags,
   type ProcessGroup,
 } from '@shoal/core';
-import { openArrowStream, type NumericArray } from '@shoal/datasets';
+import { openArrowStream, openParquetDir, shard, type NumericArray } from '@shoal/datasets';
 
 interface ProbeArgs {
+  parquet: string;
   sum: string;
   failRank: number;
   message: string;
@@ -28,11 +29,12 @@ interface ProbeArgs {
 }
 
 function parseArgs(argv: readonly string[]): ProbeArgs {
-  const a: ProbeArgs = { sum: '', failRank: -1, message: 'probe failure', hangRank: -1 };
+  const a: ProbeArgs = { parquet: '', sum: '', failRank: -1, message: 'probe failure', hangRank: -1 };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
     if (v === undefined) throw Errors.invalidArg(k ?? 'argument', 'needs a value');
     if (k === '--sum') a.sum = v;
+    else if (k === '--parquet') a.parquet = v;
     else if (k === '--fail-rank') a.failRank = Number(v);
     else if (k === '--message') a.message = v;
     else if (k === '--hang-rank') a.hangRank = Number(v);
@@ -71,14 +73,17 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
 
   const t0 = performance.now();
-  const ds = await openArrowStream(process.stdin, { name: `rank ${opts.rank} stdin`, idleTimeoutMs: opts.timeoutMs });
+  const ds = args.parquet
+    ? await openParquetDir(args.parquet)
+    : await openArrowStream(process.stdin, { name: `rank ${opts.rank} stdin`, idleTimeoutMs: opts.timeoutMs });
+  const partitions = args.parquet ? shard(ds, opts.rank, opts.worldSize).partitions : ds.partitions;
   const columns = ds.schema.fields.map((f) => f.name);
   if (args.sum && !columns.includes(args.sum)) throw Errors.data(ds.source, `no column ${args.sum} (columns: ${columns.join(', ')})`);
   let rows = 0;
   let bytes = 0;
   let sum = 0;
   let chunks = 0;
-  for (const p of ds.partitions) {
+  for (const p of partitions) {
     for await (const c of p.read({ columns })) {
       rows += c.rows;
       chunks += 1;

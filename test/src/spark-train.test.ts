@@ -1,0 +1,20 @@
+/**
+ * shoal_spark.run on `local-cluster[2,1,1024]` (two executor JVMs): python/tests/test_train.py.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { pythonSkipReason, runPytest } from './spark-pytest.js';
+
+const skip = pythonSkipReason();
+if (skip) {
+  console.log(`[spark-train] SKIPPED: ${skip}`);
+  test.skip('shoal_spark training pytest suite', () => {});
+} else {
+  test('Spark-fed training equals shoal run on Spark-written Parquet; Parquet read back (test_train.py)', async () => {
+    const r = await runPytest('tests/test_train.py', 180_000);
+    assert.is(r.failed, 0, 'pytest failures');
+    assert.ok(r.passed >= 2, `expected >= 2 passed, got ${r.passed}`);
+    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
+  });
+}
+test.run();
