@@ -1,5 +1,7 @@
 /**
- * shoal_spark.run on `local-cluster[2,1,1024]` (two executor JVMs): python/tests/test_train.py.
+ * Real training from Spark (python/tests/test_train.py): the digits MLP with 2 workers on ring and on ps, fed by
+ * shoal_spark.run, equals `shoal run` of the same script over the Parquet files Spark wrote (within 1e-5); the
+ * Spark-written Parquet is read back by the datasets package.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
