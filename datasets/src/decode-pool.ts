@@ -9,6 +9,7 @@ import { Errors } from '@shoal/core';
 export class DecodePool<T, R> {
   private pool: Piscina | undefined;
   private closed = false;
+  private readonly inflight = new Set<Promise<unknown>>();
   constructor(
     private readonly what: string,
     private readonly threads: number,
@@ -20,18 +21,41 @@ export class DecodePool<T, R> {
   async run(task: T): Promise<R> {
     if (this.closed) throw Errors.closed(this.what);
     if (this.threads === 0) return this.inline(task);
-    this.pool ??= new Piscina({
-      filename: this.workerUrl.href,
-      minThreads: this.threads,
-      maxThreads: this.threads,
-      idleTimeout: 30_000,
-    });
-    return (await this.pool.run(task)) as R;
+    if (!this.pool) {
+      this.pool = new Piscina({
+        filename: this.workerUrl.href,
+        minThreads: this.threads,
+        maxThreads: this.threads,
+        idleTimeout: 30_000,
+      });
+      // Pool-level errors (a worker dying) also reject the task that was running; nothing more to do here.
+      this.pool.on('error', () => undefined);
+    }
+    const p = this.pool.run(task) as Promise<R>;
+    this.inflight.add(p);
+    try {
+      return await p;
+    } finally {
+      this.inflight.delete(p);
+    }
   }
-  async close(): Promise<void> {
+  /**
+   * Stop the threads. Tasks already running are let finish first (up to `graceMs`, default 30 s; piscina cannot
+   * destroy a pool under a running task cleanly), their results dropped.
+   */
+  async close(graceMs = 30_000): Promise<void> {
     this.closed = true;
     const p = this.pool;
     this.pool = undefined;
-    if (p) await p.destroy();
+    if (!p) return;
+    if (this.inflight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.inflight]),
+        new Promise((r) => (timer = setTimeout(r, graceMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    await p.destroy();
   }
 }
