@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decodeMessage, encodeMessage, Errors, ShoalError, type ActorContext } from '@shoal/core';
+import { decodeMessage, encodeMessage, Errors, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
@@ -107,6 +107,7 @@ export class KVServer {
   private readonly counters = { pushes: 0, pulls: 0, updates: 0, checkpoints: 0 };
   private restoredFrom: string | null = null;
   private epoch = 0;
+  private readonly kernels: ReduceKernels = loadKernels();
 
   constructor(private readonly o: KVServerOptions) {
     const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
@@ -240,8 +241,8 @@ export class KVServer {
       counter,
       (s) => this.mergeRows(s, local, rows),
       (s) => {
-        s.updater({ key: s.spec.key, weights: s.data, grad: rows, rowIds: local, rowSize: rs, state: s.state, step: s.version });
-        s.last = { rowIds, rows };
+        s.last = { rowIds, rows: rows.slice() };
+        s.updater({ key: s.spec.key, weights: s.data, grad: rows, rowIds: local, rowSize: rs, state: s.state, step: s.version, kernels: this.kernels });
       },
     );
   }
@@ -283,15 +284,15 @@ export class KVServer {
     });
   }
 
+  /** Sum a pushed gradient into the round's merge buffer. The first push of a round (an array this server owns:
+   * it was decoded from a received frame) becomes the buffer itself, so a round costs one pass per extra push. */
   private mergeDense(slot: Slot, g: FloatArray): void {
-    if (!slot.merge) slot.merge = allocFloat(slot.spec.dtype, slot.data.length);
-    const m = slot.merge;
-    if (slot.pushedCount === 0) m.set(g);
-    else for (let i = 0; i < m.length; i++) m[i]! += g[i]!;
+    if (slot.pushedCount === 0 || !slot.merge) slot.merge = g;
+    else this.kernels.reduce('sum', slot.merge, g);
   }
 
   private applyDense(slot: Slot, g: FloatArray): void {
-    slot.updater({ key: slot.spec.key, weights: slot.data, grad: g, state: slot.state, step: slot.version });
+    slot.updater({ key: slot.spec.key, weights: slot.data, grad: g, state: slot.state, step: slot.version, kernels: this.kernels });
   }
 
   private mergeRows(slot: Slot, local: Int32Array, rows: FloatArray): void {
@@ -329,12 +330,14 @@ export class KVServer {
           slot.touched![r] = 0;
         }
         slot.touchedList = [];
-        slot.updater({ key: slot.spec.key, weights: slot.data, grad: packed, rowIds: local, rowSize: rs, state: slot.state, step: slot.version });
+        slot.updater({ key: slot.spec.key, weights: slot.data, grad: packed.slice(), rowIds: local, rowSize: rs, state: slot.state, step: slot.version, kernels: this.kernels });
         const global = new Int32Array(local.length);
         for (let i = 0; i < local.length; i++) global[i] = local[i]! + slot.slice.rowStart!;
         slot.last = { rowIds: global, rows: packed };
       } else {
-        slot.updater({ key: slot.spec.key, weights: slot.data, grad: slot.merge!, state: slot.state, step: slot.version });
+        const merged = slot.merge!;
+        slot.merge = null; // the next round's first push becomes the merge buffer
+        slot.updater({ key: slot.spec.key, weights: slot.data, grad: merged, state: slot.state, step: slot.version, kernels: this.kernels });
       }
     } catch (e) {
       for (const a of acks) a.reject(e);

@@ -22,6 +22,7 @@ export interface StartPsServersOptions extends Omit<KVServerOptions, 'serverInde
   restart?: { maxRestarts: number; backoffMs?: number };
   serverName?: (i: number) => string;
   env?: Record<string, string>;
+  execArgv?: string[];
 }
 
 export const kvServerModule = fileURLToPath(new URL('./kv-server.js', import.meta.url));
@@ -29,7 +30,7 @@ export const kvServerModule = fileURLToPath(new URL('./kv-server.js', import.met
 export async function startPsServers(o: StartPsServersOptions): Promise<ActorSupervisor[]> {
   if (!Number.isInteger(o.numServers) || o.numServers < 1) throw Errors.invalidArg('numServers', `must be a positive integer, got ${o.numServers}`);
   const name = o.serverName ?? defaultServerName;
-  const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, ...serverOpts } = o;
+  const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, execArgv, ...serverOpts } = o;
   void _n;
   const started = await Promise.allSettled(
     Array.from({ length: o.numServers }, (_, i) => {
@@ -49,6 +50,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         mailbox: 'reentrant',
         restart,
         env,
+        execArgv,
         timeoutMs: o.timeoutMs,
       });
     }),

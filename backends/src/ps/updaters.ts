@@ -1,6 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Errors, type ModuleRef } from '@shoal/core';
+import { Errors, type ModuleRef, type ReduceKernels } from '@shoal/core';
 import type { FloatArray } from './key-layout.js';
 
 /**
@@ -15,6 +15,7 @@ import type { FloatArray } from './key-layout.js';
 export interface UpdateContext {
   key: string;
   weights: FloatArray;
+  /** Scratch the updater may overwrite (the server owns it and drops it afterwards). */
   grad: FloatArray;
   /** Local row numbers for a row-sparse update; undefined for a dense one. */
   rowIds?: Int32Array;
@@ -23,6 +24,8 @@ export interface UpdateContext {
   state: Record<string, FloatArray>;
   /** Updates applied to this key before this one. */
   step: number;
+  /** Native (or JS) element-wise kernels: `reduce('sum', dst, src)`, `scale(a, f)`. */
+  kernels: ReduceKernels;
 }
 export type ServerUpdater = (ctx: UpdateContext) => void;
 
@@ -61,13 +64,12 @@ export const assignUpdater: ServerUpdater = (ctx) => {
   forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
 };
 
-/** `w += lr * g` (MXNet's dist_sync test updater). */
+/** `w += lr * g` (MXNet's dist_sync test updater). Scales `grad` in place, then adds it with the kernels. */
 export function addUpdater(lr = 1): ServerUpdater {
   return (ctx) => {
-    const { weights: w, grad: g } = ctx;
-    forEachRun(ctx, (wo, go, n) => {
-      for (let i = 0; i < n; i++) w[wo + i]! += lr * g[go + i]!;
-    });
+    const { weights: w, grad: g, kernels: k } = ctx;
+    if (lr !== 1) k.scale(g, lr);
+    forEachRun(ctx, (wo, go, n) => k.reduce('sum', w.subarray(wo, wo + n), g.subarray(go, go + n)));
   };
 }
 
@@ -78,6 +80,12 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
   const rs = o.rescale ?? 1;
   return (ctx) => {
     const { weights: w, grad: g } = ctx;
+    if (mu === 0 && wd === 0) {
+      // plain SGD: w += (-lr * rescale) * g with the kernels (g is scratch)
+      ctx.kernels.scale(g, -o.lr * rs);
+      forEachRun(ctx, (wo, go, n) => ctx.kernels.reduce('sum', w.subarray(wo, wo + n), g.subarray(go, go + n)));
+      return;
+    }
     if (mu === 0) {
       forEachRun(ctx, (wo, go, n) => {
         for (let i = 0; i < n; i++) w[wo + i]! -= o.lr * (rs * g[go + i]! + wd * w[wo + i]!);

@@ -56,15 +56,20 @@ export function encodeMessage(value: unknown): Uint8Array {
   const header = new TextEncoder().encode(JSON.stringify({ v, s: segs.map((s) => s.byteLength) }));
   let total = align8(8 + header.byteLength);
   for (const s of segs) total += align8(s.byteLength);
-  const frame = new Uint8Array(total);
+  // Not zero-filled (one pass less over big frames); every byte is written below, padding included.
+  const frame = new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total);
   const dv = new DataView(frame.buffer);
   dv.setUint32(0, MAGIC, true);
   dv.setUint32(4, header.byteLength, true);
   frame.set(header, 8);
-  let off = align8(8 + header.byteLength);
+  let off = 8 + header.byteLength;
+  frame.fill(0, off, align8(off));
+  off = align8(off);
   for (const s of segs) {
     frame.set(s, off);
-    off += align8(s.byteLength);
+    off += s.byteLength;
+    frame.fill(0, off, align8(off));
+    off = align8(off);
   }
   return frame;
 }

@@ -14,6 +14,8 @@ export interface ModuleRef {
   args?: unknown[];
   /** Static factory to call instead of `new`, e.g. `connect`. */
   method?: string;
+  /** The export is a factory function: `await Export(...args)` instead of `new`. */
+  call?: boolean;
 }
 
 /** Build the object a ModuleRef describes. Errors name the module and export. */
@@ -34,5 +36,6 @@ export async function instantiate<T>(ref: ModuleRef): Promise<T> {
     return (await (f as (...a: unknown[]) => unknown).apply(ex, args)) as T;
   }
   if (typeof ex !== 'function') throw Errors.config('export', `${ref.module}.${ref.export} is not a class`);
+  if (ref.call) return (await ex(...args)) as T;
   return new (ex as unknown as new (...a: unknown[]) => T)(...args);
 }

@@ -10,3 +10,11 @@ export function netRemote(storeUrl: string, opts: { maxMessageBytes?: number; st
     store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
   };
 }
+
+/** Same-host actors over shared memory (the `shm` transport; listen on `shm://auto`) with a TcpStore. */
+export function shmRemote(storeUrl: string, opts: { prefix?: string; storeTimeoutMs?: number } = {}): { transport: ModuleRef; store: ModuleRef } {
+  return {
+    transport: { module: '@shoal/core', export: 'shmTransport', call: true, args: [opts.prefix ? { prefix: opts.prefix } : {}] },
+    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
+  };
+}

@@ -44,6 +44,8 @@ export interface SpawnActorOptions {
   timeoutMs?: number;
   /** Extra environment for a child process. */
   env?: Record<string, string>;
+  /** Node flags for a child process (default `--enable-source-maps`), e.g. `--cpu-prof`. */
+  execArgv?: string[];
 }
 
 export interface ActorExit {
@@ -171,7 +173,7 @@ export class ActorSupervisor {
         const child = fork(actorHostPath, [], {
           env: { ...process.env, ...this.opts.env, [ACTOR_SPEC_ENV]: JSON.stringify(spec) },
           stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-          execArgv: ['--enable-source-maps'],
+          execArgv: this.opts.execArgv ?? ['--enable-source-maps'],
         });
         this.child = child;
         child.on('message', onMsg);
