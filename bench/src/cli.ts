@@ -11,6 +11,7 @@ interface Suite {
 const suites: Record<string, () => Promise<Suite>> = {
   transport: () => import('./transport.js'),
   allreduce: () => import('./allreduce.js'),
+  ps: () => import('./ps.js'),
   datasets: () => import('./datasets.js'),
 };
 
