@@ -34,6 +34,8 @@ export interface CsvDecodeTask {
   kind: 'decode';
   path: string;
   columns: CsvColumnPlan[];
+  /** Record count from the open-time scan: saves the counting pass (a different count raises). */
+  rows?: number;
 }
 
 export interface CsvScanTask {
@@ -340,7 +342,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
     task.path,
   );
   // Rows first (cheap pass), so the arrays are allocated once at their final size.
-  const rows = walk(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, () => undefined);
+  const rows = task.rows ?? walk(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, () => undefined);
   const kinds = task.columns.map((c) => (c.type === 'float32' ? 'float32' : c.type === 'float64' ? 'float64' : 'int32') as 'int32' | 'float32' | 'float64');
   const bitmapBytes = (rows + 7) >> 3;
   let size = 0;
@@ -363,7 +365,8 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   for (const v of valid) v.fill(0xff);
   const nulls = new Array<number>(kinds.length).fill(0);
   const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
-  walk(bytes, next, names.length, want, task.path, (slot, row, s, e, q, line) => {
+  const got = walk(bytes, next, names.length, want, task.path, (slot, row, s, e, q, line) => {
+    if (row >= rows) throw Errors.data(task.path, `file changed since it was opened: more than ${rows} records`);
     const spec = task.columns[slot]!;
     if (e === s) {
       nulls[slot]!++;
@@ -402,6 +405,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
     }
     arrays[slot]![row] = v;
   });
+  if (got !== rows) throw Errors.data(task.path, `file changed since it was opened: ${got} records, ${rows} before`);
   return {
     rows,
     buffer,

@@ -53,7 +53,7 @@ class CsvPartition implements Partition {
     if (ro.signal?.aborted) throw Errors.aborted(`reading ${this.path}`, ro.signal.reason);
     let d: CsvDecoded;
     try {
-      d = (await this.pool.run({ kind: 'decode', path: this.path, columns })) as CsvDecoded;
+      d = (await this.pool.run({ kind: 'decode', path: this.path, columns, rows: this.rows })) as CsvDecoded;
     } catch (e) {
       throw dataError(this.path, e);
     }
