@@ -16,5 +16,6 @@ export * from './transport/nng.js';
 export * from './store/tcp.js';
 export * from './group/host-id.js';
 export * from './launcher/launch.js';
+export * from './launcher/ps-servers.js';
 export * from './launcher/run-args.js';
 export * from './worker/join-job.js';

@@ -8,3 +8,4 @@ export * from './tfjs/checkpoint.js';
 export * from './tfjs/progress.js';
 export * from './local-sync.js';
 export * from './worker/init-worker.js';
+export * from './hybrid-sync.js';

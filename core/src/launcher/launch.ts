@@ -4,7 +4,9 @@ import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { Errors } from '../errors.js';
-import { TcpStoreServer } from '../store/tcp.js';
+import { TcpStore, TcpStoreServer } from '../store/tcp.js';
+import type { ActorSupervisor } from '../actor/spawn.js';
+import { startPsServerActors } from './ps-servers.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
@@ -122,6 +124,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   const store = await TcpStoreServer.start({ host });
   const workers: Worker[] = [];
+  let psClient: TcpStore | undefined;
+  let psServers: ActorSupervisor[] = [];
   /** Workers that failed on their own (not stopped by us), in exit order. */
   const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error }> = [];
   let launcherError: { code: number; error: string } | undefined;
@@ -177,6 +181,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   };
 
   try {
+    if (backend === 'ps' || backend === 'hybrid') {
+      psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
+      psServers = await startPsServerActors({ storeUrl: store.url, store: psClient, numServers: servers, numWorkers: n, timeoutMs: options.timeoutMs ?? 60_000, host });
+    }
     for (let rank = 0; rank < n; rank++) {
       const env: Record<string, string> = {
         ...(process.env as Record<string, string>),
@@ -248,6 +256,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (settleTimer) clearTimeout(settleTimer);
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
+    await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    await psClient?.close();
     await store.close();
   }
 }

@@ -13,6 +13,11 @@ export interface JobContext {
   readonly options: WorkerOptions;
   /** The job's store, namespaced by job id. Owned by the context (closed by `close`). */
   readonly store: Store;
+  /**
+   * The store without the job-id prefix: where launcher-started actors (the ps servers `ps-server-<i>`) are
+   * registered. A launcher serves one job per store, so nothing else lives there.
+   */
+  readonly rawStore: Store;
   /** The transport named by SHOAL_TRANSPORT. Owned by the context. */
   readonly transport: Transport;
   /** URL this rank listens on for its peers (`tcp://<SHOAL_HOST>:0`, `shm://auto`). */
@@ -90,6 +95,7 @@ export async function joinJob(opts: JoinJobOptions = {}): Promise<JobContext> {
   return {
     options,
     store: rawStore.prefixed(options.jobId),
+    rawStore,
     transport,
     listenUrl,
     async close() {

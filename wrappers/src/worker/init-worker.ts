@@ -1,6 +1,7 @@
 import type { GradientSync } from '@shoal/backends';
-import { RingSync, type RingSyncOptions } from '@shoal/backends';
-import { Errors, joinJob, parseWorkerOptions, type JobContext, type Store, type WorkerOptions } from '@shoal/core';
+import { PsSync, RingSync, type RingSyncOptions } from '@shoal/backends';
+import { HybridSync } from '../hybrid-sync.js';
+import { createNetTransport, joinJob, parseWorkerOptions, type JobContext, type Store, type WorkerOptions } from '@shoal/core';
 import { LocalSync } from '../local-sync.js';
 
 export interface InitWorkerOptions {
@@ -25,8 +26,9 @@ export interface WorkerHandle {
 
 /**
  * Join the job `shoal run` (or Spark) launched this process into: parse SHOAL_* once, connect to the store,
- * build the transport, and connect the gradient engine named by SHOAL_BACKEND (`ring`: RingSync over a process
- * group). A one-worker run (no launcher: `node train.js`) gets a `LocalSync` and needs no store.
+ * build the transport, and connect the gradient engine named by SHOAL_BACKEND: `ring` (RingSync over a process
+ * group), `ps` (PsSync to the SHOAL_SERVERS server actors the launcher started), `hybrid` (HybridSync: dense on
+ * the ring, row-sparse on the servers). A one-worker run (no launcher: `node train.js`) gets a `LocalSync` and needs no store.
  *
  * Every rank must call this within SHOAL_TIMEOUT_MS of the others, or all fail with ERR_TIMEOUT naming the
  * missing rank's store key.
@@ -40,19 +42,40 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
+  const extra: Array<() => Promise<void>> = [];
   let sync: GradientSync;
   try {
+    const ring = () =>
+      RingSync.connect(
+        { rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs },
+        init.ring,
+      );
+    // The launcher's server actors listen with the net transport; reach them over net whatever SHOAL_TRANSPORT is.
+    const ps = () => {
+      let transport = job.transport;
+      if (options.transport !== 'net') transport = createNetTransport(); // holds no resources beyond its connections
+      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs });
+    };
     switch (options.backend) {
       case 'ring':
-        sync = await RingSync.connect(
-          { rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs },
-          init.ring,
-        );
+        sync = await ring();
         break;
-      default:
-        throw Errors.config('SHOAL_BACKEND', `${options.backend} is not available in this build (ring is)`);
+      case 'ps':
+        sync = await ps();
+        break;
+      case 'hybrid': {
+        const r = await ring();
+        try {
+          sync = new HybridSync(r, await ps());
+        } catch (e) {
+          await r.close();
+          throw e;
+        }
+        break;
+      }
     }
   } catch (e) {
+    for (const x of extra) await x().catch(() => {});
     await job.close();
     throw e;
   }
@@ -68,6 +91,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       try {
         await sync.close();
       } finally {
+        for (const x of extra) await x().catch(() => {});
         await job.close();
       }
     },
