@@ -127,7 +127,13 @@ export function chunkOfBatch(batch: RecordBatch, columns: readonly string[], sou
     if (data.length !== 1) {
       throw Errors.data(source, `column '${name}' is split into ${data.length} chunks inside one record batch`, { column: name });
     }
-    out[name] = columnOfData(data[0]!, info, source);
+    const d = data[0]!;
+    if (!info.nullable && d.nullCount > 0) {
+      throw Errors.data(source, `column '${name}' is declared non-nullable (${info.sourceType}) but holds ${d.nullCount} nulls`, {
+        column: name,
+      });
+    }
+    out[name] = columnOfData(d, info, source);
   }
   return { source, rows: batch.numRows, columns: out };
 }

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Field, Float64, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
+import { Field, Float64, Int32, RecordBatch, Schema, Struct, Table, makeData, tableToIPC } from 'apache-arrow';
 import { isShoalError } from '@shoal/core';
 import { openArrowFile, batches } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
@@ -93,6 +93,22 @@ test('null in a column: ERR_DATA naming the source and column, or replaced with 
   const vals: number[] = [];
   for await (const bt of batches(ds, { columns: ['x'], batchSize: 2, fill: { x: -1 } })) vals.push(...bt.columns.x!);
   assert.equal(vals, [1, 2, -1, 4]);
+});
+
+test('null in a column declared non-nullable: ERR_DATA even with a fill', async () => {
+  const schema = new Schema([new Field('x', new Float64(), false)]);
+  const x = makeData({ type: new Float64(), length: 3, nullCount: 1, nullBitmap: new Uint8Array([0b110]), data: new Float64Array([1, 2, 3]) });
+  const b = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: 3, nullCount: 0, children: [x] }));
+  const p = join(dir, 'nonnull.arrow');
+  writeFileSync(p, tableToIPC(new Table([b]), 'file'));
+  const ds = await openArrowFile(p);
+  assert.is(ds.schema.fields[0]!.nullable, false);
+  await expectData(
+    (async () => {
+      for await (const _ of batches(ds, { columns: ['x'], batchSize: 2, fill: { x: 0 } })) void _;
+    })(),
+    /nonnull\.arrow#0: column 'x' is declared non-nullable \(Float64\) but holds 1 nulls/,
+  );
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
