@@ -21,6 +21,14 @@ test('shoal run -n 2 (ring, batch 16 each) gives the weights of 1 worker with ba
   assert.ok(d <= 1e-5, `max relative difference ${d}`);
 });
 
+test('shoal run -n 2 --backend ps --servers 2 (server actors) matches 1 worker too', async () => {
+  const ps = await runNode([SHOAL_CLI, 'run', '-n', '2', '--backend', 'ps', '--servers', '2', DIGITS_MAIN, ...common, '--batch-size', '16', '--out', join(dir, 'wps.json')], { timeoutMs: 60_000 });
+  assert.is(ps.code, 0, ps.stderr);
+  assert.match(ps.stdout, /2 worker\(s\), ps engine/);
+  const d = maxRelDiff(weights(join(dir, 'wps.json')), weights(join(dir, 'w1.json')));
+  assert.ok(d <= 1e-5, `max relative difference ${d}`);
+});
+
 test('checkpoint, kill, resume (2 workers, adam) gives the weights of an uninterrupted run', async () => {
   const args = ['--epochs', '4', '--steps', '15', '--batch-size', '16'];
   const full = await runNode([SHOAL_CLI, 'run', '-n', '2', DIGITS_MAIN, ...args, '--out', join(dir, 'full.json')], { timeoutMs: 90_000 });

@@ -1,0 +1,131 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isShoalError } from '@shoal/core';
+import { setupTfjs } from './runtime.js';
+import { Trainer } from './trainer.js';
+import { loadCheckpoint } from './checkpoint.js';
+import { epochOrder, rankBatchRows } from './data.js';
+
+const rt = await setupTfjs({ backend: 'wasm' });
+const tf = rt.tf;
+
+/** y = 1 when x0 + x1 > 0: learnable by a tiny MLP. */
+function toy(n: number, seed = 1) {
+  const x = tf.randomUniform([n, 2], -1, 1, 'float32', seed);
+  const y = tf.tidy(() => tf.cast(tf.greater(x.sum(1, true), 0), 'float32'));
+  return { x, y };
+}
+const model = (seed = 3) => (t: typeof tf) =>
+  t.sequential({
+    layers: [
+      t.layers.dense({ inputShape: [2], units: 8, activation: 'tanh', kernelInitializer: t.initializers.glorotUniform({ seed }) }),
+      t.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: t.initializers.glorotUniform({ seed: seed + 1 }) }),
+    ],
+  });
+/** uvu has no async `rejects`: await `fn` and match its error message. */
+async function rejects(fn: () => Promise<unknown>, re: RegExp) {
+  try {
+    await fn();
+  } catch (e) {
+    assert.match(String((e as Error)?.message ?? e), re);
+    return;
+  }
+  assert.unreachable(`expected a rejection matching ${re}`);
+}
+const collector = () => {
+  const lines: string[] = [];
+  return { sink: { write: (s: string) => void lines.push(s), isTTY: false }, text: () => lines.join('') };
+};
+
+test('fit learns, prints Keras-like epochs and calls callbacks in order', async () => {
+  const out = collector();
+  const events: string[] = [];
+  const trainer = new Trainer({ model: model(), optimizer: (t) => t.train.adam(0.05), loss: 'binaryCrossentropy', metrics: ['accuracy'], runtime: rt, output: out.sink });
+  const data = toy(512);
+  const h = await trainer.fit(data, {
+    epochs: 6,
+    batchSize: 32,
+    validationData: toy(128, 9),
+    callbacks: {
+      onTrainBegin: () => void events.push('begin'),
+      onEpochEnd: (e, logs) => void events.push(`epoch${e}:${logs.loss! > 0}`),
+      onTrainEnd: () => void events.push('end'),
+    },
+  });
+  assert.is(h.epochs.length, 6);
+  assert.ok(h.epochs[5]!.loss! < h.epochs[0]!.loss!, 'loss decreased');
+  assert.ok(h.epochs[5]!.accuracy! > 0.9, `accuracy ${h.epochs[5]!.accuracy}`);
+  assert.ok(h.epochs[5]!.val_accuracy! > 0.85, `val accuracy ${h.epochs[5]!.val_accuracy}`);
+  assert.ok(h.epochs[5]!.samplesPerSec > 0);
+  assert.equal(events, ['begin', 'epoch0:true', 'epoch1:true', 'epoch2:true', 'epoch3:true', 'epoch4:true', 'epoch5:true', 'end']);
+  const text = out.text();
+  assert.match(text, /\[rank 0\] tfjs 4\.22\.0 on wasm/);
+  assert.match(text, /Epoch 6\/6\n/);
+  assert.match(text, /16\/16 \[=+\] - \d+s \d+ms\/step - loss: [\d.]+ - accuracy: [\d.]+ - val_loss: [\d.]+ - val_accuracy: [\d.]+ - \d+ samples\/s\n/);
+  const ev = await trainer.evaluate(toy(128, 9));
+  assert.ok(ev.accuracy! > 0.85);
+  const p = await trainer.predict(toy(10, 4).x);
+  assert.equal(p.shape, [10, 1]);
+  p.dispose();
+});
+
+test('a NaN gradient raises ERR_NAN naming the variable', async () => {
+  const trainer = new Trainer({ model: model(), optimizer: (t) => t.train.sgd(0.1), loss: (y, p) => tf.sqrt(tf.sub(p, y).sum().neg().sub(1e9)) as never, runtime: rt, verbose: 0 });
+  try {
+    await trainer.fit(toy(64), { epochs: 1, batchSize: 32 });
+    assert.unreachable('should throw');
+  } catch (e) {
+    assert.ok(isShoalError(e, 'ERR_NAN'), String(e));
+    assert.match((e as Error).message, /gradient of dense_Dense\d+\/kernel/);
+  }
+});
+
+test('bad options are named', async () => {
+  const t = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+  await rejects(() => t.fit(toy(64), { epochs: 1, batchSize: 0 }), /batchSize must be a positive integer/);
+  await rejects(() => t.fit(toy(16), { epochs: 1, batchSize: 32 }), /fewer than one global batch/);
+  assert.throws(() => new Trainer({ model: model(), optimizer: undefined as never, loss: 'mse' as never }), /options.optimizer/);
+  const bad = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'hinge' as never, runtime: rt, verbose: 0 });
+  await rejects(() => bad.fit(toy(64), { epochs: 1, batchSize: 32 }), /options.loss must be/);
+});
+
+test('checkpoint then resume in a new trainer gives the uninterrupted weights (adam)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-'));
+  try {
+    const data = toy(256, 5);
+    const opts = { epochs: 4, batchSize: 32, seed: 2 };
+    const full = new Trainer({ model: model(), optimizer: (t) => t.train.adam(0.02), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    await full.fit(data, opts);
+    const a = new Trainer({ model: model(), optimizer: (t) => t.train.adam(0.02), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    await rejects(
+      () => a.fit(data, { ...opts, checkpoint: { dir }, callbacks: { onEpochEnd: (e) => { if (e === 1) throw new Error('stop'); } } }),
+      /stop/,
+    );
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.epoch, 2);
+    assert.is(st!.step, 16);
+    assert.ok(readdirSync(dir).every((f) => !f.startsWith('.tmp')), 'no temporary folders left');
+    // A different init: the checkpoint must overwrite it.
+    const b = new Trainer({ model: model(11), optimizer: (t) => t.train.adam(0.02), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    const h = await b.fit(data, { ...opts, checkpoint: { dir } });
+    assert.is(h.startEpoch, 2);
+    assert.equal(Array.from(b.weightsFlat()), Array.from(full.weightsFlat()));
+    assert.is((await loadCheckpoint(dir))!.epoch, 4);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('sharding: N ranks with batch b cover the global batch of 1 rank with batch N*b, in order', () => {
+  const order = epochOrder(100, 3, true, 7);
+  assert.equal(Array.from(epochOrder(100, 3, true, 7)), Array.from(order), 'same seed and epoch, same order');
+  assert.not.equal(Array.from(epochOrder(100, 4, true, 7)), Array.from(order));
+  const one = rankBatchRows(order, 2, { epoch: 3, rank: 0, size: 1, batchSize: 12 });
+  const parts = [0, 1, 2, 3].map((r) => Array.from(rankBatchRows(order, 2, { epoch: 3, rank: r, size: 4, batchSize: 3 })));
+  assert.equal(parts.flat(), Array.from(one));
+});
+
+test.run();
