@@ -122,12 +122,9 @@ export function chunkOfBatch(batch: RecordBatch, columns: readonly string[], sou
         column: name,
       });
     }
-    const vec = batch.getChildAt(idx)!;
-    const data = vec.data;
-    if (data.length !== 1) {
-      throw Errors.data(source, `column '${name}' is split into ${data.length} chunks inside one record batch`, { column: name });
-    }
-    const d = data[0]!;
+    // The batch's own struct Data holds one child Data per column (no Vector built).
+    const d = batch.data.children[idx];
+    if (!d) throw Errors.data(source, `column '${name}' has no data in this record batch`, { column: name });
     if (!info.nullable && d.nullCount > 0) {
       throw Errors.data(source, `column '${name}' is declared non-nullable (${info.sourceType}) but holds ${d.nullCount} nulls`, {
         column: name,
