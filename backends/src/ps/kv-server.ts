@@ -1,7 +1,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { decodeMessage, encodeMessage, Errors, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
-import { allocFloat, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
+import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
 /**
@@ -131,8 +131,17 @@ export class KVServer {
     await this.ready;
   }
 
-  hello(): { serverIndex: number; numServers: number; numWorkers: number; mode: string; epoch: number; pid: number } {
-    return { serverIndex: this.o.serverIndex, numServers: this.o.numServers, numWorkers: this.o.numWorkers, mode: this.o.mode, epoch: this.epoch, pid: process.pid };
+  /** The server's configuration, so workers can check they joined the job they think they did. */
+  hello(): { serverIndex: number; numServers: number; numWorkers: number; mode: string; bigKeyBound: number; epoch: number; pid: number } {
+    return {
+      serverIndex: this.o.serverIndex,
+      numServers: this.o.numServers,
+      numWorkers: this.o.numWorkers,
+      mode: this.o.mode,
+      bigKeyBound: this.o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND,
+      epoch: this.epoch,
+      pid: process.pid,
+    };
   }
 
   /**

@@ -60,15 +60,49 @@ export class KVWorker {
     this.numWorkers = o.numWorkers;
     this.servers = o.servers;
     this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
+    // Fail fast: when any server is lost (and we do not wait for restarts), every call in flight to any server
+    // fails with that error, so a worker blocked on a healthy server (waiting for a round the lost server's
+    // death stalled) does not sit out the timeout.
+    if (!o.resendAfterRestart) {
+      o.servers.forEach((c) =>
+        c.onDisconnect((err) => {
+          if (this.broken) return;
+          this.broken = err;
+          for (const f of this.inflight) f(err);
+          this.inflight.clear();
+        }),
+      );
+    }
   }
 
-  /** Connect to servers `ps-server-0..S-1` found through the store. */
+  private broken: Error | undefined;
+  private readonly inflight = new Set<(e: Error) => void>();
+
+  /**
+   * Connect to servers `ps-server-0..S-1` found through the store, check they were started for this job
+   * (server count, worker count: ERR_CONFIG otherwise) and adopt their big-key bound, so the layout agrees.
+   */
   static async connect(o: ConnectKVWorkerOptions): Promise<KVWorker> {
     const name = o.serverName ?? defaultServerName;
     const servers = await Promise.all(
       Array.from({ length: o.numServers }, (_, i) => ActorClient.connect<KVServer>(name(i), { store: o.store, transport: o.transport, timeoutMs: o.timeoutMs })),
     );
-    return new KVWorker({ ...o, servers });
+    try {
+      const hellos = await Promise.all(servers.map((c) => c.api.hello()));
+      hellos.forEach((h, i) => {
+        const bad = (what: string, theirs: unknown, ours: unknown) =>
+          Errors.config(what, `server ${name(i)} has ${what} = ${String(theirs)}, worker ${o.rank} expects ${String(ours)}`);
+        if (h.serverIndex !== i) throw bad('serverIndex', h.serverIndex, i);
+        if (h.numServers !== o.numServers) throw bad('numServers', h.numServers, o.numServers);
+        if (h.numWorkers !== o.numWorkers) throw bad('numWorkers', h.numWorkers, o.numWorkers);
+        if (o.bigKeyBound !== undefined && h.bigKeyBound !== o.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, o.bigKeyBound);
+        if (h.bigKeyBound !== hellos[0]!.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, hellos[0]!.bigKeyBound);
+      });
+      return new KVWorker({ ...o, servers, bigKeyBound: hellos[0]!.bigKeyBound });
+    } catch (e) {
+      await Promise.all(servers.map((c) => c.close()));
+      throw e;
+    }
   }
 
   get numServers(): number {
@@ -297,7 +331,16 @@ export class KVWorker {
       const c = this.servers[s]!;
       const epoch = c.epoch;
       try {
-        return await c.call(method, args);
+        if (this.o.resendAfterRestart) return await c.call(method, args);
+        if (this.broken) throw this.broken;
+        let fail!: (e: Error) => void;
+        const lost = new Promise<never>((_, reject) => (fail = reject));
+        this.inflight.add(fail);
+        try {
+          return await Promise.race([c.call(method, args), lost]);
+        } finally {
+          this.inflight.delete(fail);
+        }
       } catch (e) {
         if (!this.o.resendAfterRestart || !isShoalError(e, 'ERR_PEER_CLOSED')) throw unwrapRemote(e);
         await this.reconnect(s, epoch + 1);

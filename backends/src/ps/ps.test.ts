@@ -213,6 +213,53 @@ test('without restart, a killed server is reported on every worker naming it', a
   await c.close();
 });
 
+test('a worker blocked on a healthy server fails fast when another server dies', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', timeoutMs: 20_000 });
+  const names = Array.from({ length: 20 }, (_, i) => `k${i}`);
+  const on = (s: number) => names.find((k) => keyHash(k) % 2 === s)!;
+  await Promise.all(c.workers.map((w) => w.init([{ key: on(0), size: 3 }, { key: on(1), size: 3 }], [ones(3), ones(3)])));
+  const t0 = Date.now();
+  // worker 1 waits on server 0 for worker 0's push, which never comes: server 1 dies first
+  const blocked = c.workers[1]!.push([on(0)], [ones(3)]);
+  await new Promise((r) => setTimeout(r, 20));
+  await c.servers[1]!.kill();
+  const [r] = await Promise.allSettled([blocked]);
+  assert.is(r.status, 'rejected');
+  const e = (r as PromiseRejectedResult).reason as { code: string; message: string };
+  assert.is(e.code, 'ERR_PEER_CLOSED');
+  assert.match(e.message, /ps-server-1/);
+  assert.ok(Date.now() - t0 < 2000, `failed after ${Date.now() - t0} ms`);
+  await c.close();
+});
+
+test('PsSync server-optimizer path: push gradients, pull Adam-updated weights', async () => {
+  const network = new MemoryNetwork();
+  const store = new MemoryStore();
+  const servers = await startPsServers({ placement: 'local', store, transport: network.transport(), numServers: 2, numWorkers: 2, mode: 'sync', updater: { type: 'adam', lr: 0.1 }, timeoutMs: 5000, bigKeyBound: 4 });
+  const syncs = await Promise.all([0, 1].map((rank) => PsSync.connect({ rank, numWorkers: 2, numServers: 2, store, transport: network.transport(), timeoutMs: 5000 })));
+  const params = syncs.map((x) => [{ name: 'w', shape: [6], data: Float32Array.from([1, 2, 3, 4, 5, 6].map((v) => v * (x.rank === 0 ? 1 : 9))) }]);
+  await Promise.all(syncs.map((x, r) => x.initWeights(params[r]!)));
+  assert.equal([...params[1]![0]!.data], [1, 2, 3, 4, 5, 6], 'rank 0 initial weights everywhere');
+  // reference Adam on the summed gradient, in float32
+  const w = Float32Array.from([1, 2, 3, 4, 5, 6]);
+  const m = new Float32Array(6);
+  const v = new Float32Array(6);
+  for (let t = 1; t <= 3; t++) {
+    const grads = syncs.map((x) => [{ name: 'w', shape: [6], data: Float32Array.from({ length: 6 }, (_, i) => (i - 2) * (x.rank + 1) * t) }]);
+    await Promise.all(syncs.map((x, r) => x.pushGradsPullWeights(grads[r]!, params[r]!)));
+    const lrT = (0.1 * Math.sqrt(1 - 0.999 ** t)) / (1 - 0.9 ** t);
+    for (let i = 0; i < 6; i++) {
+      const g = Math.fround((i - 2) * t + (i - 2) * 2 * t);
+      m[i] = 0.9 * m[i]! + 0.1 * g;
+      v[i] = 0.999 * v[i]! + 0.001 * g * g;
+      w[i] = w[i]! - (lrT * m[i]!) / (Math.sqrt(v[i]!) + 1e-8);
+    }
+    for (const p of params) assert.equal([...p[0]!.data], [...w], `step ${t}`);
+  }
+  await Promise.all(syncs.map((x) => x.close()));
+  await Promise.all(servers.map((s) => s.stop()));
+});
+
 gradientSyncCompliance('ps (memory transport, 2 servers)', async (size) => {
   const network = new MemoryNetwork();
   const store = new MemoryStore();

@@ -33,6 +33,7 @@ export class ActorClient<T> {
   private rpc!: RpcClient;
   private epochNo = -1;
   private readonly base: RpcStats = { bytesSent: 0, bytesReceived: 0, calls: 0 };
+  private readonly deadListeners: ((err: Error) => void)[] = [];
 
   private constructor(
     readonly name: string,
@@ -60,6 +61,11 @@ export class ActorClient<T> {
   /** Set when the connection to the actor is gone; calls then reject with it until `reconnect()`. */
   get deadError(): Error | undefined {
     return this.rpc.deadError;
+  }
+
+  /** `cb` runs each time the connection to the actor breaks (the actor died or the network failed). */
+  onDisconnect(cb: (err: Error) => void): void {
+    this.deadListeners.push(cb);
   }
 
   call(method: string, args: readonly unknown[], io?: IoOptions): Promise<unknown> {
@@ -91,6 +97,9 @@ export class ActorClient<T> {
       this.base.calls += o.calls;
     }
     this.rpc = new RpcClient(conn, { name: `actor ${this.name} (epoch ${epoch})`, timeoutMs });
+    this.rpc.onDead = (err) => {
+      for (const cb of this.deadListeners) cb(err);
+    };
     this.epochNo = epoch;
     if (old) await old.close();
   }

@@ -67,6 +67,9 @@ export class RpcClient {
     return { ...this.counters };
   }
 
+  /** Called once when the connection breaks (not on `close()`), with the error calls now reject with. */
+  onDead: ((err: ShoalError) => void) | undefined;
+
   /**
    * Call `method(...args)` on the remote object. Resolves with its (awaited) return value; rejects with
    * ERR_REMOTE (the remote message and stack) if it threw, ERR_TIMEOUT / ERR_ABORTED per `opts`, or
@@ -147,6 +150,7 @@ export class RpcClient {
       const err = new ShoalError(this.dead.code, `${this.dead.message} while ${p.method} was pending`, { ...this.dead.details, method: p.method }, cause);
       p.reject(err);
     }
+    if (!this.closing) this.onDead?.(this.dead);
     void this.conn.close().catch(() => {});
   }
 
