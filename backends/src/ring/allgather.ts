@@ -1,5 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup } from '@shoal/core';
-import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, viewAs } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, sendBytes, viewAs } from './common.js';
 
 /**
  * Ring allgather of equal-size blocks: `output` (length size * input.length, same dtype) receives rank i's
@@ -18,13 +18,13 @@ export function allgatherRing<T extends NumericArray>(g: ProcessGroup, input: T,
     const out = new Outbox(g);
     const aux = n >>> 0;
     try {
-      out.add(g.send(g.next, { tag: Tags.allgather, step: 0, seq, aux }, bytesOf(input)));
+      sendBytes(g, out, g.next, { tag: Tags.allgather, step: 0, seq, aux }, bytesOf(input));
       for (let s = 0; s < g.size - 1; s++) {
         const b = (g.rank - s - 1 + g.size) % g.size;
         const { payload } = await g.recv(g.prev, { tag: Tags.allgather, step: s, seq, aux });
         expectBytes(g, g.prev, 'allgather block', payload.byteLength, n * input.BYTES_PER_ELEMENT);
         output.set(viewAs(input, payload, n) as never, b * n);
-        if (s + 1 < g.size - 1) out.add(g.send(g.next, { tag: Tags.allgather, step: s + 1, seq, aux }, payload));
+        if (s + 1 < g.size - 1) sendBytes(g, out, g.next, { tag: Tags.allgather, step: s + 1, seq, aux }, payload);
       }
     } catch (e) {
       out.rethrow(e);

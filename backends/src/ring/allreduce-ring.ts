@@ -1,5 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
-import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, viewAs } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
 
@@ -88,15 +88,19 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
   const aux = n >>> 0;
   const u16 = new Uint16Array(0);
 
-  const sendSeg = (step: number, s: { start: number; len: number }) => {
+  // zero-copy sends of `data` segments, by segment start: a segment is overwritten only after its send is done
+  const inflight = new Map<number, Promise<void>>();
+  const sendSeg = (step: number, s: { start: number; len: number }, received?: Uint8Array) => {
     const h = { tag: Tags.allreduce, step, seq, aux };
-    if (f16) {
+    if (f16 && !received) {
       const msg = g.message(h, s.len * 2);
       // header is 16 bytes, so the payload is 2-byte aligned in its own ArrayBuffer
       k.f32ToF16(new Uint16Array(msg.buffer, msg.byteOffset + 16, s.len), data.subarray(s.start, s.start + s.len) as Float32Array);
       out.add(g.sendMessage(g.next, msg));
+    } else if (received) {
+      sendBytes(g, out, g.next, h, received); // allgather: forward what arrived, untouched
     } else {
-      out.add(g.send(g.next, h, bytesOf(data, s.start, s.len)));
+      inflight.set(s.start, sendBytes(g, out, g.next, h, bytesOf(data, s.start, s.len)));
     }
   };
 
@@ -118,9 +122,14 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
             if (op === 'mean') finishMean(k, dst, size);
             if (f16) roundF16(k, dst as Float32Array);
           }
-        } else if (f16) k.f16ToF32(dst as Float32Array, viewAs(u16, payload, s.len));
-        else dst.set(viewAs(data, payload, s.len) as never);
-        if (t + 1 < steps) sendSeg(t + 1, s);
+          if (t + 1 < steps) sendSeg(t + 1, s);
+        } else {
+          if (t + 1 < steps) sendSeg(t + 1, s, payload);
+          const pending = inflight.get(s.start);
+          if (pending) await pending;
+          if (f16) k.f16ToF32(dst as Float32Array, viewAs(u16, payload, s.len));
+          else dst.set(viewAs(data, payload, s.len) as never);
+        }
       }
     }
   } catch (e) {
@@ -178,6 +187,7 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
   const peer = g.next;
   const out = new Outbox(g);
   const u16 = new Uint16Array(0);
+  const inflight: Promise<void>[] = [];
   try {
     for (const s of segs) {
       if (f16) {
@@ -187,10 +197,13 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
         k.f32ToF16(half, mine);
         k.f16ToF32(mine, half); // reduce the same rounded values the peer receives
         out.add(g.sendMessage(peer, msg));
-      } else out.add(g.send(peer, h, bytesOf(data, s.start, s.len)));
+      } else inflight.push(sendBytes(g, out, peer, h, bytesOf(data, s.start, s.len)));
     }
-    for (const s of segs) {
+    for (let j = 0; j < segs.length; j++) {
+      const s = segs[j]!;
       const { payload } = await g.recv(peer, h);
+      const pending = inflight[j] as Promise<void> | undefined;
+      if (pending) await pending; // our copy of this segment may still be on its way out
       expectBytes(g, peer, 'allreduce segment', payload.byteLength, s.len * (f16 ? 2 : data.BYTES_PER_ELEMENT));
       const dst = data.subarray(s.start, s.start + s.len);
       if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));

@@ -1,5 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup } from '@shoal/core';
-import { bytesOf, dtypeOf, expectBytes, Outbox, segments, viewAs } from './common.js';
+import { bytesOf, dtypeOf, expectBytes, Outbox, segments, sendBytes, viewAs } from './common.js';
 
 export interface BroadcastOptions {
   /** Rank whose values every rank ends with (default 0). */
@@ -28,12 +28,12 @@ export function broadcastRing(g: ProcessGroup, data: NumericArray, opts: Broadca
     const out = new Outbox(g);
     try {
       if (g.rank === root) {
-        for (const s of segs) out.add(g.send(g.next, h, bytesOf(data, s.start, s.len)));
+        for (const s of segs) sendBytes(g, out, g.next, h, bytesOf(data, s.start, s.len));
       } else {
         for (const s of segs) {
           const { payload } = await g.recv(g.prev, h);
           expectBytes(g, g.prev, 'broadcast segment', payload.byteLength, s.len * data.BYTES_PER_ELEMENT);
-          if (forward) out.add(g.send(g.next, h, payload));
+          if (forward) sendBytes(g, out, g.next, h, payload);
           data.set(viewAs(data, payload, s.len) as never, s.start);
         }
       }

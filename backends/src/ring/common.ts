@@ -1,4 +1,4 @@
-import { Errors, type NumericArray, type ProcessGroup } from '@shoal/core';
+import { Errors, type Header, type NumericArray, type ProcessGroup } from '@shoal/core';
 
 /** Element types a collective accepts. */
 export type Dtype = 'float32' | 'float64' | 'int32';
@@ -50,6 +50,19 @@ export function bytesOf(a: ArrayBufferView, start = 0, len?: number): Uint8Array
   const es = (a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
   const n = len ?? (a.byteLength / es - start);
   return new Uint8Array(a.buffer, a.byteOffset + start * es, n * es);
+}
+
+/** Payloads at least this large are sent without a copy (`ProcessGroup.sendRef`). */
+export const ZERO_COPY_BYTES = 32 << 10;
+
+/**
+ * Send `bytes` to rank `r`: by reference (no copy) when large, else copied behind the header. The returned
+ * promise (also tracked by `out`) says when `bytes` may change again.
+ */
+export function sendBytes(g: ProcessGroup, out: Outbox, r: number, h: Header, bytes: Uint8Array): Promise<void> {
+  const p = bytes.byteLength >= ZERO_COPY_BYTES ? g.sendRef(r, h, bytes) : g.send(r, h, bytes);
+  out.add(p);
+  return p.catch(() => {});
 }
 
 /** Check a received payload has the expected size; a difference means the ranks disagree on the layout. */

@@ -13,7 +13,8 @@ import { DEFAULT_TIMEOUT_MS, type Connection, type Transport } from '../transpor
  * the ring neighbours with `connectRing()`; both ends of a pair must ask for it within the timeout.
  *
  * Message header (16 bytes, little endian), then the payload:
- *   u32 magic 0x53485231 ('SHR1') | u16 tag (collective kind) | u16 step | u32 seq (op sequence) | u32 aux
+ *   u32 magic 0x53485231 ('SHR1') | u16 tag (collective kind; bit 15 = payload is the next message) | u16 step |
+ *   u32 seq (op sequence) | u32 aux
  * `seq` is a per-group counter every rank advances once per collective (collectives are called in the same order
  * on every rank, the same contract as gloo/MPI); `step` is the algorithm step; `aux` carries a collective's
  * extra check (a segment index, a payload length, a signature). A header that differs from what the receiver
@@ -40,6 +41,8 @@ export interface ProcessGroupOptions {
 }
 
 export const HEADER_BYTES = 16;
+/** Tag bit: the payload follows as the next message (see `sendRef`). */
+export const SPLIT_FLAG = 0x8000;
 const MAGIC = 0x53485231;
 
 /** Collective kinds carried in the header `tag`. */
@@ -185,6 +188,25 @@ export class ProcessGroup {
   }
 
   /**
+   * Zero-copy send of a large payload: the header goes as one message and `payload` itself as the next (the
+   * header's tag carries SPLIT_FLAG so `recv` reads both). The caller must not change `payload` until the
+   * returned promise resolves. Worth it above ~32 KiB, where a copy costs more than the extra 16-byte message.
+   */
+  async sendRef(r: number, h: Header, payload: Uint8Array): Promise<void> {
+    const c = await this.peer(r);
+    const head = this.message({ ...h, tag: h.tag | SPLIT_FLAG }, 0);
+    try {
+      const p1 = c.send(head, { timeoutMs: this.timeoutMs });
+      const p2 = c.send(payload, { timeoutMs: this.timeoutMs });
+      await Promise.all([p1, p2]);
+    } catch (e) {
+      throw this.annotate(e, `send to rank ${r}`);
+    }
+    this.st.bytesSent += HEADER_BYTES + payload.byteLength;
+    this.st.messagesSent += 2;
+  }
+
+  /**
    * Allocate a message with the header filled in and `payloadBytes` of room after it (at byte offset
    * HEADER_BYTES, 8-byte aligned), for collectives that write their payload in place (e.g. fp16 conversion).
    * Hand it to `sendMessage`; the group owns it afterwards.
@@ -230,13 +252,26 @@ export class ProcessGroup {
     if (msg.byteLength < HEADER_BYTES) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, `message of ${msg.byteLength} bytes is shorter than the header`);
     const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
     if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'bad magic (not a shoal process-group message)');
-    const got: Header = { tag: dv.getUint16(4, true), step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
+    const rawTag = dv.getUint16(4, true);
+    const got: Header = { tag: rawTag & ~SPLIT_FLAG, step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
     if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
       throw Errors.mismatch(
         'collective',
         `rank ${this.rank} expected ${fmt(expect)} from rank ${r} but received ${fmt(got)}; ranks called collectives in a different order or with different sizes`,
         { rank: this.rank, peer: r, expected: expect, received: got },
       );
+    }
+    if (rawTag & SPLIT_FLAG) {
+      if (msg.byteLength !== HEADER_BYTES) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'split header with inline payload');
+      let body: Uint8Array;
+      try {
+        body = await c.recv({ timeoutMs: this.timeoutMs });
+      } catch (e) {
+        throw this.annotate(e, `recv from rank ${r}`);
+      }
+      this.st.bytesReceived += body.byteLength;
+      this.st.messagesReceived++;
+      return { payload: body, header: got };
     }
     return { payload: msg.subarray(HEADER_BYTES), header: got };
   }
