@@ -83,15 +83,26 @@ async function main(): Promise<void> {
   let bytes = 0;
   let sum = 0;
   let chunks = 0;
+  let tFirst = 0;
+  let firstBytes = 0;
   for (const p of partitions) {
     for await (const c of p.read({ columns })) {
       rows += c.rows;
       chunks += 1;
       for (const col of Object.values(c.columns)) bytes += col.values.byteLength;
+      if (chunks === 1) {
+        tFirst = performance.now();
+        firstBytes = bytes;
+      }
       if (args.sum) sum += sumOf(c.columns[args.sum]!.values);
     }
   }
-  const readS = (performance.now() - t0) / 1000;
+  const tEnd = performance.now();
+  const readS = (tEnd - t0) / 1000;
+  // Steady-state rate: the bytes after the first chunk over the time from the first chunk to the end (excludes
+  // process start-up and the wait for the producer's first batch).
+  const streamS = chunks > 1 ? (tEnd - tFirst) / 1000 : 0;
+  const streamBytes = bytes - firstBytes;
   await ds.close();
   process.stderr.write(`rank ${opts.rank}: read ${rows} rows (${chunks} chunks, ${(bytes / 1e6).toFixed(1)} MB) in ${readS.toFixed(3)} s\n`);
 
@@ -127,6 +138,8 @@ async function main(): Promise<void> {
     bytes,
     chunks,
     readS,
+    streamS,
+    streamBytes,
   };
   process.stdout.write(`SHOAL_RESULT ${JSON.stringify(result)}\n`);
 }

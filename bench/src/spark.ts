@@ -1,0 +1,179 @@
+/**
+ * `npm run bench -- spark [--quick] [--rows N] [--cols C] [--workers W] [--batch-rows B] [--reps R]`
+ *
+ * How fast a Spark partition reaches a shoal worker's batches, and the Arrow hand-off vs. the Parquet hand-off,
+ * end to end. The measuring is done by python/bench/spark_feed.py (a local Spark, `local[W]`, one barrier task
+ * per core); this suite runs it, checks its verification passed, and writes `bench/results/spark.json`.
+ *
+ * Row format of bench/results/spark.json (one row per measured path; MB = 10^6 bytes of Arrow column data):
+ *
+ *   { suite: 'spark', version: 1, started, quick, host: { cpus, node, python, pyspark, loadavg1 },
+ *     config: { rows_total, cols, workers, batch_rows, reps },
+ *     rows: [
+ *       { path: 'pipe-node',    what, mbps, bytes },        // pyarrow -> pipe -> datasets openArrowStream (one process)
+ *       { path: 'pipe-pyarrow', what, mbps, bytes },        // anchor: pyarrow -> pipe -> pyarrow reader
+ *       { path: 'spark-only',   what, mbps_per_task[] },    // Spark mapInArrow -> Python task, batches counted
+ *       { path: 'arrow',        what, mbps_per_task[], feed_mbps_per_task[], wall_s, bytes, temp_files: 0 },
+ *       { path: 'parquet',      what, wall_s, write_s, read_run_s, file_bytes, files },
+ *     ],
+ *     ratios: { node_vs_pyarrow_pipe, arrow_vs_spark_only, parquet_wall_vs_arrow_wall },
+ *     oversubscribed: boolean,   // W Spark tasks + W node workers + the JVM on `cpus` cores
+ *     verified: true }
+ *
+ * `mbps_per_task` (arrow) is the steady-state rate inside each worker: bytes decoded after its first batch over
+ * the time from that batch to the end of its stream (so Node start-up and Spark's task launch are excluded);
+ * `feed_mbps_per_task` is the Python side's rate including the wait for the worker to start reading.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+interface PipeRow {
+  bytes: number;
+  process_s: number;
+  stream_s: number;
+  mbps: number;
+}
+interface FeedOut {
+  rows_total: number;
+  cols: number;
+  workers: number;
+  batch_rows: number;
+  pipe: { 'node-datasets': PipeRow; pyarrow: PipeRow };
+  spark_only: { per_task_mbps: number[]; bytes: number };
+  arrow: {
+    wall_s: number;
+    bytes: number;
+    per_task: { rank: number; rows: number; bytes: number; feed_mbps: number; worker_mbps: number | null }[];
+    temp_files: number;
+  };
+  parquet: { write_s: number; read_run_s: number; wall_s: number; files: number; file_bytes: number };
+  arrow_vs_parquet_wall: number;
+}
+
+function flag(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
+}
+
+function runPython(python: string, argv: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, argv, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.length > 1 << 20) stderr = stderr.slice(-(1 << 19));
+    });
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function versionOf(python: string, mod: string): Promise<string> {
+  return runPython(python, ['-c', `import ${mod}; print(${mod}.__version__)`], 60_000).then((r) => r.stdout.trim() || 'missing');
+}
+
+export async function run(args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const python = process.env.SHOAL_PYTHON ?? 'python3';
+  const config = {
+    rows_total: Number(flag(args, 'rows', quick ? '400000' : '2000000')),
+    cols: Number(flag(args, 'cols', '16')),
+    workers: Number(flag(args, 'workers', '2')),
+    batch_rows: Number(flag(args, 'batch-rows', '10000')),
+    reps: Number(flag(args, 'reps', quick ? '1' : '2')),
+  };
+  const started = new Date().toISOString();
+  const pyspark = await versionOf(python, 'pyspark');
+  if (pyspark === 'missing') throw new Error(`bench spark: pyspark is not importable by ${python} (pip install -r requirements.txt)`);
+  console.log(`spark bench: ${config.rows_total} rows x ${config.cols} f64 columns over ${config.workers} tasks (pyspark ${pyspark})`);
+  const r = await runPython(
+    python,
+    [
+      'python/bench/spark_feed.py',
+      '--rows', String(config.rows_total),
+      '--cols', String(config.cols),
+      '--workers', String(config.workers),
+      '--batch-rows', String(config.batch_rows),
+      '--reps', String(config.reps),
+    ],
+    15 * 60_000,
+  );
+  if (r.code !== 0) throw new Error(`bench spark: spark_feed.py exited ${r.code}:\n${r.stderr.split('\n').filter((l) => !/^\s+at /.test(l)).slice(-40).join('\n')}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as FeedOut;
+
+  const mb = (x: number) => Math.round(x * 10) / 10;
+  const rows = [
+    { path: 'pipe-node', what: 'pyarrow -> pipe -> datasets openArrowStream, steady state', mbps: mb(out.pipe['node-datasets'].mbps), bytes: out.pipe['node-datasets'].bytes },
+    { path: 'pipe-pyarrow', what: 'anchor: pyarrow -> pipe -> pyarrow reader, steady state', mbps: mb(out.pipe.pyarrow.mbps), bytes: out.pipe.pyarrow.bytes },
+    { path: 'spark-only', what: 'Spark mapInArrow -> Python task, batches counted', mbps_per_task: out.spark_only.per_task_mbps.map(mb) },
+    {
+      path: 'arrow',
+      what: 'shoal_spark.run: Spark -> task -> worker stdin -> datasets chunks',
+      mbps_per_task: out.arrow.per_task.map((t) => (t.worker_mbps === null ? null : mb(t.worker_mbps))),
+      feed_mbps_per_task: out.arrow.per_task.map((t) => mb(t.feed_mbps)),
+      wall_s: out.arrow.wall_s,
+      bytes: out.arrow.bytes,
+      temp_files: out.arrow.temp_files,
+    },
+    {
+      path: 'parquet',
+      what: 'df.write.parquet + shoal run workers reading the part files',
+      wall_s: out.parquet.wall_s,
+      write_s: out.parquet.write_s,
+      read_run_s: out.parquet.read_run_s,
+      file_bytes: out.parquet.file_bytes,
+      files: out.parquet.files,
+    },
+  ];
+  const arrowMin = Math.min(...out.arrow.per_task.map((t) => t.worker_mbps ?? 0));
+  const sparkMin = Math.min(...out.spark_only.per_task_mbps);
+  const result = {
+    suite: 'spark',
+    version: 1,
+    started,
+    quick,
+    host: { cpus: cpus().length, node: process.version, python, pyspark, loadavg1: loadavg()[0] },
+    config,
+    rows,
+    ratios: {
+      node_vs_pyarrow_pipe: out.pipe['node-datasets'].mbps / out.pipe.pyarrow.mbps,
+      arrow_vs_spark_only: arrowMin / sparkMin,
+      parquet_wall_vs_arrow_wall: out.arrow_vs_parquet_wall,
+    },
+    oversubscribed: 2 * config.workers + 1 > cpus().length,
+    verified: true,
+  };
+  mkdirSync(`${REPO}bench/results`, { recursive: true });
+  writeFileSync(`${REPO}bench/results/spark.json`, `${JSON.stringify(result, null, 2)}\n`);
+  console.table(
+    rows.map((x) => ({
+      path: x.path,
+      'MB/s (per task)': 'mbps' in x ? x.mbps : (x.mbps_per_task ?? []).join(' / '),
+      wall_s: 'wall_s' in x && x.wall_s !== undefined ? x.wall_s.toFixed(2) : '',
+    })),
+  );
+  console.log(
+    `ratios: node/pyarrow pipe ${result.ratios.node_vs_pyarrow_pipe.toFixed(2)}, arrow/spark-only ${result.ratios.arrow_vs_spark_only.toFixed(2)}, ` +
+      `parquet wall / arrow wall ${result.ratios.parquet_wall_vs_arrow_wall.toFixed(2)}${result.oversubscribed ? ' (oversubscribed: tasks + workers + JVM > cores)' : ''}`,
+  );
+  console.log('wrote bench/results/spark.json');
+}
