@@ -2,7 +2,7 @@ import { Errors } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import type { Connection, Listener, Transport } from '../transport/transport.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { decodeMessage, encodeMessage, FramePool } from './codec.js';
 import { errorInfo } from './rpc.js';
 
 /**
@@ -43,6 +43,7 @@ export async function actorEpoch(store: Store, name: string, timeoutMs: number):
 
 export class ActorServer {
   private readonly conns = new Set<Connection>();
+  private readonly pools = new WeakMap<Connection, FramePool>();
   private readonly listeners = new Set<Listener>();
   private nextDoor = 0;
   private stopped = false;
@@ -123,6 +124,8 @@ export class ActorServer {
 
   private async run(conn: Connection, req: { id: number; m: string; a: unknown[] }): Promise<void> {
     let frame: Uint8Array;
+    let pool = this.pools.get(conn);
+    if (!pool) this.pools.set(conn, (pool = new FramePool()));
     try {
       if (!this.methods.has(req.m)) throw Errors.invalidArg(`method ${JSON.stringify(req.m)}`, `is not a public method of actor ${this.opts.name}`);
       const fn = (this.instance as Record<string, (...a: unknown[]) => unknown>)[req.m]!;
@@ -130,12 +133,15 @@ export class ActorServer {
       // returns); a promise is awaited first.
       const r = fn.apply(this.instance, req.a ?? []);
       const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
-      frame = encodeMessage({ k: 'r', id: req.id, v });
+      frame = encodeMessage({ k: 'r', id: req.id, v }, pool);
     } catch (e) {
       frame = encodeMessage({ k: 'e', id: req.id, e: errorInfo(e) });
     }
     if (conn.closed) return;
-    await conn.send(frame, { timeoutMs: Infinity }).catch(() => {});
+    await conn.send(frame, { timeoutMs: Infinity }).then(
+      () => pool.give(frame),
+      () => {},
+    );
   }
 
   /** Stop accepting, close every caller's connection (they see ERR_PEER_CLOSED). Idempotent. */

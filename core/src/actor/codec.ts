@@ -49,15 +49,45 @@ const CTORS: Record<string, TypedArrayCtor> = {
 
 const align8 = (n: number) => (n + 7) & ~7;
 
-/** Encode `value` into one frame. See the module comment for what is supported. */
-export function encodeMessage(value: unknown): Uint8Array {
+/**
+ * Recycles big frame buffers on one connection: a frame goes back with `give` once the transport's `send` has
+ * resolved (the transport no longer needs it), and the next frame of a similar size reuses it, sparing the
+ * allocation, the kernel's page zeroing and the garbage collector. Small frames are not pooled.
+ */
+export class FramePool {
+  private readonly free: ArrayBuffer[] = [];
+  constructor(
+    private readonly maxBuffers = 2,
+    private readonly minBytes = 64 * 1024,
+  ) {}
+  take(n: number): Uint8Array {
+    if (n >= this.minBytes) {
+      // best fit among buffers at most 2x the request
+      let best = -1;
+      for (let i = 0; i < this.free.length; i++) {
+        const b = this.free[i]!.byteLength;
+        if (b >= n && b <= 2 * n && (best < 0 || b < this.free[best]!.byteLength)) best = i;
+      }
+      if (best >= 0) return new Uint8Array(this.free.splice(best, 1)[0]!, 0, n);
+    }
+    return new Uint8Array(Buffer.allocUnsafeSlow(n).buffer, 0, n);
+  }
+  give(frame: Uint8Array): void {
+    if (frame.byteLength < this.minBytes || frame.byteOffset !== 0) return;
+    this.free.push(frame.buffer as ArrayBuffer);
+    if (this.free.length > this.maxBuffers) this.free.shift();
+  }
+}
+
+/** Encode `value` into one frame (from `pool` when given). See the module comment for what is supported. */
+export function encodeMessage(value: unknown, pool?: FramePool): Uint8Array {
   const segs: Uint8Array[] = [];
   const v = lower(value, segs, '$');
   const header = new TextEncoder().encode(JSON.stringify({ v, s: segs.map((s) => s.byteLength) }));
   let total = align8(8 + header.byteLength);
   for (const s of segs) total += align8(s.byteLength);
   // Not zero-filled (one pass less over big frames); every byte is written below, padding included.
-  const frame = new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total);
+  const frame = pool ? pool.take(total) : new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total);
   const dv = new DataView(frame.buffer);
   dv.setUint32(0, MAGIC, true);
   dv.setUint32(4, header.byteLength, true);

@@ -1,7 +1,7 @@
 import { Errors, ShoalError } from '../errors.js';
 import type { Connection, IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { decodeMessage, encodeMessage, FramePool } from './codec.js';
 
 /**
  * Request/response over one Connection (one pair per caller and actor).
@@ -48,6 +48,7 @@ export class RpcClient {
   private readonly counters: RpcStats = { bytesSent: 0, bytesReceived: 0, calls: 0 };
   readonly name: string;
   private readonly timeoutMs: number;
+  private readonly pool = new FramePool();
 
   constructor(
     private readonly conn: Connection,
@@ -80,7 +81,7 @@ export class RpcClient {
     let frame: Uint8Array;
     const id = this.nextId++;
     try {
-      frame = encodeMessage({ k: 'q', id, m: method, a: args });
+      frame = encodeMessage({ k: 'q', id, m: method, a: args }, this.pool);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -100,7 +101,10 @@ export class RpcClient {
       this.pending.set(id, p);
       this.counters.calls++;
       this.counters.bytesSent += frame.byteLength;
-      this.conn.send(frame, { timeoutMs: ms }).catch((e) => this.fail(e));
+      this.conn.send(frame, { timeoutMs: ms }).then(
+        () => this.pool.give(frame),
+        (e) => this.fail(e),
+      );
     });
   }
 
