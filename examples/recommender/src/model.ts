@@ -82,7 +82,7 @@ export class BasketModel implements Recommender {
   readonly dense: DenseTensor[];
   private readonly adamDense: Adam[];
   private readonly adamTables: Map<string, Adam>;
-  private readonly rng: Rng;
+  private rng: Rng;
   private readonly grad: (args: tfjs.Tensor[]) => { value: tfjs.Scalar; grads: tfjs.Tensor[] };
   private outT: tfjs.Tensor2D | null = null;
 
@@ -129,6 +129,9 @@ export class BasketModel implements Recommender {
 
   tables(): Table[] { return [this.user, this.itemIn, this.itemOut]; }
 
+  /** Restart the sampling stream (negatives, context subsets, user dropout): same seed, same samples. */
+  reseed(seed: number): void { this.rng = new Rng(seed); }
+
   private tower(u: tfjs.Tensor2D, c: tfjs.Tensor2D, h: tfjs.Tensor2D, w: tfjs.Tensor[]): tfjs.Tensor2D {
     const tf = this.tf;
     const x = tf.concat([u, c, h], 1);
@@ -149,8 +152,12 @@ export class BasketModel implements Recommender {
   /**
    * Gradients of the mean sampled-softmax loss over `batch` (examples from `train`, histories `hist` aligned with
    * train baskets). Does not change parameters. Returns fresh arrays the caller owns.
+   *
+   * Sampling (negatives, context subsets, user dropout) comes from the model's own stream, or, with `sampling`,
+   * from seeds of the step and of each example's index in the global batch: then a step split over N workers
+   * draws exactly what one worker with the whole batch draws, so N-worker training follows the 1-worker path.
    */
-  async computeGradients(train: Baskets, hist: Lists, batch: readonly Example[]): Promise<StepGradients> {
+  async computeGradients(train: Baskets, hist: Lists, batch: readonly Example[], sampling?: { stepSeed: number; firstIndex: number }): Promise<StepGradients> {
     const tf = this.tf, { dim: d, negatives: K, maxContext } = this.opts, B = batch.length;
     if (B === 0) throw Errors.invalidArg('batch', 'must not be empty');
     const d1 = d + 1, N = this.numItems;
@@ -160,8 +167,9 @@ export class BasketModel implements Recommender {
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
     const lp = new Float32Array(B), ip = new Float32Array(B), ln = new Float32Array(B * K), inn = new Float32Array(B * K);
     const counts: Map<number, number>[] = [];
-    const rng = this.rng;
+    const stepRng = sampling ? new Rng(mix(sampling.stepSeed, 0x9e3779b9)) : this.rng;
     for (let i = 0; i < B; i++) {
+      const rng = sampling ? new Rng(mix(sampling.stepSeed, sampling.firstIndex + i + 1)) : this.rng;
       const { basket, target } = batch[i]!;
       const s = train.offsets[basket]!, e = train.offsets[basket + 1]!;
       const user = rng.next() < this.opts.userDropout ? 0 : train.users[basket]!;
@@ -186,7 +194,7 @@ export class BasketModel implements Recommender {
     }
     // Shared negatives, laid out transposed [d+1, K] so the logits are one plain matMul.
     for (let k = 0; k < K; k++) {
-      const j = rng.int(N);
+      const j = stepRng.int(N);
       negIds[k] = j;
       for (let x = 0; x < d1; x++) negT[x * K + k] = this.itemOut.data[j * d1 + x]!;
     }
@@ -216,7 +224,7 @@ export class BasketModel implements Recommender {
       for (let x = s; x < e; x++) inG.add(ctx[x]!, gc, i * d, 1 / (e - s));
       const basket = batch[i]!.basket;
       if (users[i] !== 0) {
-        const hs = hist.offsets[basket]!, he = hist.offsets[basket + 1]!;
+        const hs = hist.offsets[basket]!, he = Math.min(hist.offsets[basket + 1]!, hs + this.opts.poolHistory);
         for (let x = hs; x < he; x++) inG.add(hist.items[x]!, gh, i * d, 1 / (he - hs));
       }
       outG.add(posIds[i]!, gpos, i * d1, 1);
@@ -306,4 +314,11 @@ class RowAcc {
 /** `scores` plus 0 * sum(wide): keeps the wide weights in the gradient graph (zero gradient) when the wide part is off. */
 function tf0(scores: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
   return tf.add(scores, tf.mul(tf.sum(wide), 0));
+}
+
+/** A 32-bit hash of two integers (seeds derived from a step and an example index). */
+function mix(a: number, b: number): number {
+  let h = Math.imul(a ^ 0x85ebca6b, 0xc2b2ae35) ^ Math.imul(b + 0x27d4eb2f, 0x165667b1);
+  h ^= h >>> 15; h = Math.imul(h, 0x2c1b3c6d); h ^= h >>> 12; h = Math.imul(h, 0x297a2d39); h ^= h >>> 15;
+  return h >>> 0;
 }

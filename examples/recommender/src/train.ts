@@ -91,7 +91,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const perTable: Record<string, { rowsPerStep: number; numRows: number }> = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: 0, numRows: t.numRows }]));
     for (let s = 0; s < steps; s++) {
       const start = s * opts.globalBatch + sync.rank * local;
-      const g = await model.computeGradients(train, hist, ex.slice(start, start + local));
+      const g = await model.computeGradients(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
       await sync.allreduceMean(g.dense);
       const merged: RowSparseTensor[] = [];
       for (const sp of g.sparse) {

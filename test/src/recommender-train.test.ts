@@ -1,0 +1,83 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { memoryGroups, RingSync } from '@shoal/backends';
+import { LocalSync, setupTfjs } from '@shoal/wrappers';
+import {
+  BasketModel, buildTask, cleanRows, epochExamples, evaluate, historyLists, MostPopular, runTraining, synthesizeLog,
+  SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig,
+} from '../../examples/recommender/dist/index.js';
+
+const rt = await setupTfjs({ backend: 'wasm' });
+const tf = rt.tf;
+const cfg = validateConfig(JSON.parse(JSON.stringify(SYNTHETIC_CONFIG))) as DatasetConfig;
+const text = synthesizeLog({ ...SYNTHETIC_DEFAULTS, orders: 3000 });
+const { rows, stats } = cleanRows(text, cfg, 'synthetic');
+const data = buildTask(rows, stats, cfg, 1);
+
+test('analytic gradients match finite differences (tables through the JS row scatter, dense layers through tfjs)', async () => {
+  const hist = historyLists(data.train, data.train, 30);
+  const model = new BasketModel(tf, data.numUsers, data.numItems, { dim: 6, hidden: 5, negatives: 7, maxContext: 3, poolHistory: 4, userDropout: 0, seed: 3 });
+  // Make the wide weights non-zero so their path is exercised.
+  model.dense[4]!.data.set([0.3, -0.2]);
+  const batch = epochExamples(data.train, 2, 9).filter((e) => data.train.users[e.basket]! !== 0).slice(0, 6);
+  model.reseed(5);
+  const g = await model.computeGradients(data.train, hist, batch);
+  const lossAt = async (): Promise<number> => { model.reseed(5); return (await model.computeGradients(data.train, hist, batch)).loss; };
+  const eps = 1e-2;
+  let checked = 0;
+  const check = async (arr: Float32Array, i: number, analytic: number, what: string): Promise<void> => {
+    const v = arr[i]!;
+    arr[i] = v + eps; const up = await lossAt();
+    arr[i] = v - eps; const down = await lossAt();
+    arr[i] = v;
+    const num = (up - down) / (2 * eps);
+    assert.ok(Math.abs(num - analytic) < 2e-3 + 0.05 * Math.abs(num), `${what}: numeric ${num} vs analytic ${analytic}`);
+    checked++;
+  };
+  for (const sp of g.sparse) {
+    const t = model.tables().find((x) => x.name === sp.name)!;
+    for (let r = 0; r < Math.min(3, sp.rowIds.length); r++) {
+      const row = sp.rowIds[Math.floor((r * sp.rowIds.length) / 3)]!, ri = Array.from(sp.rowIds).indexOf(row);
+      await check(t.data, row * t.rowSize + 1, sp.rows[ri * t.rowSize + 1]!, `${sp.name}[${row}]`);
+    }
+  }
+  for (let p = 0; p < model.dense.length; p++) await check(model.dense[p]!.data, 1, g.dense[p]!.data[1]!, model.dense[p]!.name);
+  assert.ok(checked >= 12, `checked ${checked}`);
+});
+
+test('a short training run on the synthetic log beats most-popular by far', async () => {
+  const pop = await evaluate(new MostPopular(data.train, data.numItems), data.test, data.numItems);
+  const sync = new LocalSync();
+  const r = await runTraining(tf, rt.describe(), data, sync, {
+    model: {}, train: { epochs: 2, globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
+  });
+  await sync.close();
+  assert.ok(r.epochs[1]!.loss < r.epochs[0]!.loss, 'loss falls');
+  assert.ok(r.final.hr > 1.2 * pop.hr, `model HR@10 ${r.final.hr} vs most-popular ${pop.hr}`);
+  assert.ok(r.final.hr > 0.2, `model HR@10 ${r.final.hr}`);
+  // Row-sparse: a step touches a fraction of the user table.
+  assert.ok(r.epochs[0]!.tableRows.user_embedding!.rowsPerStep < data.numUsers, JSON.stringify(r.epochs[0]!.tableRows));
+});
+
+test('4 in-process ring workers at the same global batch land within 2% (relative HR@10) of 1 worker', async () => {
+  const spec = { model: {}, train: { epochs: 2, globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false };
+  const one = await runTraining(tf, '', data, new LocalSync(), spec);
+  for (const n of [4]) {
+    const groups = await memoryGroups(n, { timeoutMs: 30_000 });
+    const syncs = groups.map((grp) => new RingSync(grp));
+    try {
+      const rs = await Promise.all(syncs.map((s) => runTraining(tf, '', data, s, spec)));
+      // Identical replicas: every rank evaluates the same weights.
+      for (const r of rs) assert.is(r.final.hr, rs[0]!.final.hr);
+      // Step-seeded sampling: the same examples, negatives and contexts as 1 worker; only float rounding differs.
+      for (let e = 0; e < 2; e++) assert.ok(Math.abs(rs[0]!.epochs[e]!.loss / one.epochs[e]!.loss - 1) < 1e-3, `epoch ${e + 1} loss ${rs[0]!.epochs[e]!.loss} vs ${one.epochs[e]!.loss}`);
+      const rel = Math.abs(rs[0]!.final.hr / one.final.hr - 1);
+      assert.ok(rel < 0.02 || Math.abs(rs[0]!.final.hr - one.final.hr) * data.test.hidden.length <= 3,
+        `${n} workers HR@10 ${rs[0]!.final.hr} vs 1 worker ${one.final.hr} (${(rel * 100).toFixed(2)}%)`);
+    } finally {
+      await Promise.all(syncs.map((s) => s.close()));
+    }
+  }
+});
+
+test.run();
