@@ -68,45 +68,64 @@ const CR = 0x0d;
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
 /**
- * Walk the records of `b` (after the header). `onField(col, start, end, quoted)` is called for every field whose
- * index is selected in `want` (want[i] >= 0); quoted fields still contain their escapes (`""`).
- * Returns the number of records.
+ * A cursor over the records of `b` (after the header). `next()` reads one record and leaves, for every selected
+ * field (want[field] = slot >= 0), its byte range in `start[slot]`..`end[slot]` and whether it was quoted (quoted
+ * fields still contain their `""` escapes); it returns false at the end of the input. Blank lines are skipped.
  */
-function walk(
-  b: Uint8Array,
-  from: number,
-  nFields: number,
-  want: Int32Array,
-  path: string,
-  onField: (slot: number, row: number, start: number, end: number, quoted: boolean, line: number) => void,
-): number {
-  const n = b.length;
-  let i = from;
-  let row = 0;
-  let line = 2;
-  while (i < n) {
-    // Skip blank lines (a trailing newline, CRLF remains).
-    if (b[i] === LF) {
-      i++;
-      line++;
-      continue;
-    }
-    if (b[i] === CR && b[i + 1] === LF) {
-      i += 2;
-      line++;
-      continue;
-    }
-    let field = 0;
-    const startLine = line;
+class Records {
+  readonly start: Int32Array;
+  readonly end: Int32Array;
+  readonly quoted: Uint8Array;
+  /** Line number (1-based) where the current record starts. */
+  line = 1;
+  private i: number;
+  private nextLine: number;
+  constructor(
+    private readonly b: Uint8Array,
+    from: number,
+    private readonly nFields: number,
+    private readonly want: Int32Array,
+    private readonly path: string,
+    slots: number,
+  ) {
+    this.i = from;
+    this.nextLine = 2;
+    this.start = new Int32Array(slots);
+    this.end = new Int32Array(slots);
+    this.quoted = new Uint8Array(slots);
+  }
+  next(): boolean {
+    const b = this.b;
+    const n = b.length;
+    let i = this.i;
+    let line = this.nextLine;
+    // Skip blank lines (a trailing newline, CRLF included).
     for (;;) {
-      let start = i;
-      let end: number;
-      let quoted = false;
+      if (i >= n) {
+        this.i = i;
+        return false;
+      }
+      if (b[i] === LF) {
+        i++;
+        line++;
+      } else if (b[i] === CR && b[i + 1] === LF) {
+        i += 2;
+        line++;
+      } else break;
+    }
+    const startLine = line;
+    const want = this.want;
+    const nFields = this.nFields;
+    let field = 0;
+    for (;;) {
+      let s = i;
+      let e: number;
+      let q = 0;
       if (b[i] === QUOTE) {
-        quoted = true;
-        start = ++i;
+        q = 1;
+        s = ++i;
         for (;;) {
-          if (i >= n) throw Errors.data(path, `line ${startLine}: unterminated quoted field (file ends inside quotes)`, { line: startLine });
+          if (i >= n) throw Errors.data(this.path, `line ${startLine}: unterminated quoted field (file ends inside quotes)`, { line: startLine });
           const c = b[i]!;
           if (c === QUOTE) {
             if (b[i + 1] === QUOTE) {
@@ -118,10 +137,10 @@ function walk(
           if (c === LF) line++;
           i++;
         }
-        end = i++;
+        e = i++;
         const c = i < n ? b[i]! : LF;
         if (c !== COMMA && c !== LF && c !== CR) {
-          throw Errors.data(path, `line ${line}: unexpected character after a closing quote in field ${field + 1}`, { line });
+          throw Errors.data(this.path, `line ${line}: unexpected character after a closing quote in field ${field + 1}`, { line });
         }
       } else {
         while (i < n) {
@@ -129,30 +148,34 @@ function walk(
           if (c === COMMA || c === LF || c === CR) break;
           i++;
         }
-        end = i;
+        e = i;
       }
       if (field < nFields) {
         const slot = want[field]!;
-        if (slot >= 0) onField(slot, row, start, end, quoted, startLine);
+        if (slot >= 0) {
+          this.start[slot] = s;
+          this.end[slot] = e;
+          this.quoted[slot] = q;
+        }
       }
       field++;
       if (i < n && b[i] === COMMA) {
         i++;
         continue;
       }
-      // End of record: CR? LF or end of input.
       if (i < n && b[i] === CR) i++;
       if (i < n && b[i] === LF) i++;
-      else if (i < n) throw Errors.data(path, `line ${line}: stray carriage return`, { line });
+      else if (i < n) throw Errors.data(this.path, `line ${line}: stray carriage return`, { line });
       break;
     }
     if (field !== nFields) {
-      throw Errors.data(path, `line ${startLine}: ${field} fields but the header has ${nFields}`, { line: startLine });
+      throw Errors.data(this.path, `line ${startLine}: ${field} fields but the header has ${nFields}`, { line: startLine });
     }
-    line++;
-    row++;
+    this.line = startLine;
+    this.nextLine = line + 1;
+    this.i = i;
+    return true;
   }
-  return row;
 }
 
 function header(b: Uint8Array, path: string): { names: string[]; next: number } {
@@ -325,9 +348,16 @@ export function scanCsv(bytes: Uint8Array, task: CsvScanTask): CsvScanResult {
   selection(names, task.required, task.path);
   const want = selection(names, task.distinct, task.path);
   const sets = task.distinct.map(() => new Set<string>());
-  const rows = walk(bytes, next, names.length, want, task.path, (slot, _row, s, e, q) => {
-    if (e > s) sets[slot]!.add(text(bytes, s, e, q));
-  });
+  const rec = new Records(bytes, next, names.length, want, task.path, task.distinct.length);
+  let rows = 0;
+  while (rec.next()) {
+    rows++;
+    for (let k = 0; k < sets.length; k++) {
+      const s = rec.start[k]!;
+      const e = rec.end[k]!;
+      if (e > s) sets[k]!.add(text(bytes, s, e, rec.quoted[k] === 1));
+    }
+  }
   const distinct: Record<string, string[]> = {};
   task.distinct.forEach((c, i) => (distinct[c] = [...sets[i]!]));
   return { rows, header: names, distinct };
@@ -342,7 +372,12 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
     task.path,
   );
   // Rows first (cheap pass), so the arrays are allocated once at their final size.
-  const rows = task.rows ?? walk(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, () => undefined);
+  let rows = task.rows ?? -1;
+  if (rows < 0) {
+    const counter = new Records(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, 0);
+    rows = 0;
+    while (counter.next()) rows++;
+  }
   const kinds = task.columns.map((c) => (c.type === 'float32' ? 'float32' : c.type === 'float64' ? 'float64' : 'int32') as 'int32' | 'float32' | 'float64');
   const bitmapBytes = (rows + 7) >> 3;
   let size = 0;
@@ -365,46 +400,54 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   for (const v of valid) v.fill(0xff);
   const nulls = new Array<number>(kinds.length).fill(0);
   const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
-  const got = walk(bytes, next, names.length, want, task.path, (slot, row, s, e, q, line) => {
+  const rec = new Records(bytes, next, names.length, want, task.path, task.columns.length);
+  const types = task.columns.map((c) => c.type);
+  let got = 0;
+  for (let row = 0; rec.next(); row++, got++) {
     if (row >= rows) throw Errors.data(task.path, `file changed since it was opened: more than ${rows} records`);
-    const spec = task.columns[slot]!;
-    if (e === s) {
-      nulls[slot]!++;
-      valid[slot]![row >> 3]! &= ~(1 << (row & 7));
-      return;
-    }
-    let v: number;
-    switch (spec.type) {
-      case 'int32':
-        v = parseIntBytes(bytes, s, e);
-        if (!(v >= -2147483648 && v <= 2147483647)) bad(task.path, bytes, line, spec.name, s, e, q, 'an int32 integer');
-        break;
-      case 'float32':
-      case 'float64':
-        v = parseFloatBytes(bytes, s, e);
-        if (Number.isNaN(v)) bad(task.path, bytes, line, spec.name, s, e, q, 'a number');
-        break;
-      case 'timestamp':
-        v = parseTimestampBytes(bytes, s, e);
-        if (Number.isNaN(v) || v > 2147483647 || v < -2147483648) bad(task.path, bytes, line, spec.name, s, e, q, 'a timestamp YYYY-MM-DD HH:MM:SS (1901..2038)');
-        break;
-      case 'category': {
-        const t = text(bytes, s, e, q);
-        const id = vocabs[slot]!.get(t);
-        if (id === undefined) {
-          if (spec.unknown === undefined) {
-            throw Errors.data(task.path, `line ${line}: column '${spec.name}' value '${t}' is not in its vocabulary`, { column: spec.name, line });
-          }
-          v = spec.unknown;
-        } else v = id;
-        break;
+    const line = rec.line;
+    for (let slot = 0; slot < types.length; slot++) {
+      const s = rec.start[slot]!;
+      const e = rec.end[slot]!;
+      if (e === s) {
+        nulls[slot]!++;
+        valid[slot]![row >> 3]! &= ~(1 << (row & 7));
+        continue;
       }
-      case 'hash':
-        v = fnv1a(bytes, s, e, q) % spec.buckets!;
-        break;
+      const q = rec.quoted[slot] === 1;
+      const spec = task.columns[slot]!;
+      let v: number;
+      switch (types[slot]) {
+        case 'int32':
+          v = parseIntBytes(bytes, s, e);
+          if (!(v >= -2147483648 && v <= 2147483647)) bad(task.path, bytes, line, spec.name, s, e, q, 'an int32 integer');
+          break;
+        case 'float32':
+        case 'float64':
+          v = parseFloatBytes(bytes, s, e);
+          if (Number.isNaN(v)) bad(task.path, bytes, line, spec.name, s, e, q, 'a number');
+          break;
+        case 'timestamp':
+          v = parseTimestampBytes(bytes, s, e);
+          if (Number.isNaN(v) || v > 2147483647 || v < -2147483648) bad(task.path, bytes, line, spec.name, s, e, q, 'a timestamp YYYY-MM-DD HH:MM:SS (1901..2038)');
+          break;
+        case 'category': {
+          const t = text(bytes, s, e, q);
+          const id = vocabs[slot]!.get(t);
+          if (id === undefined) {
+            if (spec.unknown === undefined) {
+              throw Errors.data(task.path, `line ${line}: column '${spec.name}' value '${t}' is not in its vocabulary`, { column: spec.name, line });
+            }
+            v = spec.unknown;
+          } else v = id;
+          break;
+        }
+        default:
+          v = fnv1a(bytes, s, e, q) % spec.buckets!;
+      }
+      arrays[slot]![row] = v;
     }
-    arrays[slot]![row] = v;
-  });
+  }
   if (got !== rows) throw Errors.data(task.path, `file changed since it was opened: ${got} records, ${rows} before`);
   return {
     rows,
