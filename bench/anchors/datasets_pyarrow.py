@@ -78,14 +78,19 @@ def main():
         n = fn()
         assert n == rows, (source, n)
         ts = []
+        cs = []
         for _ in range(reps):
+            c = time.process_time()
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)
+            cs.append(time.process_time() - c)
         s = statistics.median(ts)
+        cpu = statistics.median(cs)
         b = rows * ROW_BYTES
         out.append({'source': source, 'codec': codec, 'rows': rows, 'bytes': b, 'seconds': round(s, 4),
                     'rows_per_s': round(rows / s), 'mb_per_s': round(b / s / 1e6, 1), 'threads': 1, 'reps': reps,
+                    'cpu_seconds': round(cpu, 4), 'mb_per_cpu_s': round(b / max(cpu, 1e-9) / 1e6, 1),
                     'note': f'pyarrow {pa.__version__}, use_threads=False'})
     json.dump({'rows': out}, sys.stdout)
 

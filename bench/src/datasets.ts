@@ -12,7 +12,7 @@
  * `bench/results/datasets.json`:
  *   { suite: 'datasets', version: 1, started, host: { cpus, node, loadavg1 }, table: { rows, row_bytes, batch },
  *     rows: [ { source, codec, rows, bytes, seconds, rows_per_s, mb_per_s, file_bytes, threads, oversubscribed,
- *               reps, open_seconds, note } ],
+ *               reps, open_seconds, cpu_seconds, mb_per_cpu_s, note } ],
  *     anchor: { rows: [ same shape, source prefixed 'pyarrow-' ] } | { skipped: reason } }
  * `bytes` is the decoded payload (rows x 76), so `mb_per_s` (10^6 bytes/s) compares sources on equal terms;
  * `file_bytes` is what lay on disk. `oversubscribed` marks rows with more busy threads than the machine's cores.
@@ -42,6 +42,10 @@ interface Row {
   reps: number;
   /** Time to open the dataset (not in `seconds` except for streams, which are reopened every epoch). */
   open_seconds: number;
+  /** CPU time of this process (all its threads) per epoch, median: less sensitive to other load than `seconds`. */
+  cpu_seconds: number;
+  /** bytes / cpu_seconds / 1e6. */
+  mb_per_cpu_s: number;
   note: string;
 }
 
@@ -224,17 +228,23 @@ export async function run(args: string[]): Promise<void> {
       throw new Error(`${src.source}/${src.codec}: verification failed: ${v.rows} rows, sums ${v.sums} want ${want}`);
     }
     const times: number[] = [];
+    const cpus: number[] = [];
     for (let r = 0; r < reps; r++) {
+      const c0 = process.cpuUsage();
       t = performance.now();
       if (reopen) ds = await src.open();
       const e = await epoch(ds, src, batchSize, false);
       times.push((performance.now() - t) / 1000);
+      const c = process.cpuUsage(c0);
+      cpus.push((c.user + c.system) / 1e6);
       if (reopen) await ds.close();
       if (e.rows !== rows) throw new Error(`${src.source}: ${e.rows} rows`);
     }
     if (!reopen) await ds.close();
     times.sort((a, b) => a - b);
+    cpus.sort((a, b) => a - b);
     const seconds = times[Math.floor(times.length / 2)]!;
+    const cpuSeconds = cpus[Math.floor(cpus.length / 2)]!;
     const bytes = rows * ROW_BYTES;
     const row: Row = {
       source: src.source,
@@ -249,10 +259,12 @@ export async function run(args: string[]): Promise<void> {
       oversubscribed: src.threads + 1 > cores,
       reps,
       open_seconds: Number(openSeconds.toFixed(4)),
+      cpu_seconds: Number(cpuSeconds.toFixed(4)),
+      mb_per_cpu_s: Number((bytes / cpuSeconds / 1e6).toFixed(1)),
       note: src.note,
     };
     out.push(row);
-    console.log(`${src.source.padEnd(18)} ${src.codec.padEnd(12)} threads ${src.threads}  ${row.seconds.toFixed(3)} s  ${(row.rows_per_s / 1e6).toFixed(2)} Mrows/s  ${row.mb_per_s} MB/s${row.oversubscribed ? '  (oversubscribed)' : ''}`);
+    console.log(`${src.source.padEnd(18)} ${src.codec.padEnd(12)} threads ${src.threads}  ${row.seconds.toFixed(3)} s  ${(row.rows_per_s / 1e6).toFixed(2)} Mrows/s  ${row.mb_per_s} MB/s  (cpu ${row.cpu_seconds.toFixed(3)} s, ${row.mb_per_cpu_s} MB/cpu-s)${row.oversubscribed ? '  (oversubscribed)' : ''}`);
   }
 
   let anchor: unknown = { skipped: '--no-anchor' };
@@ -263,7 +275,8 @@ export async function run(args: string[]): Promise<void> {
       anchor = JSON.parse(r.stdout);
       for (const a of (anchor as { rows: Row[] }).rows) {
         const mine = out.find((o) => `pyarrow-${o.source}` === a.source && o.codec === a.codec);
-        console.log(`${a.source.padEnd(26)} ${a.codec.padEnd(12)} ${a.seconds.toFixed(3)} s  ${a.mb_per_s} MB/s${mine ? `  shoal/pyarrow = ${(mine.mb_per_s / a.mb_per_s).toFixed(2)}` : ''}`);
+        const ratio = mine ? `  shoal/pyarrow = ${(mine.mb_per_s / a.mb_per_s).toFixed(2)} wall, ${(mine.mb_per_cpu_s / a.mb_per_cpu_s).toFixed(2)} cpu` : '';
+        console.log(`${a.source.padEnd(26)} ${a.codec.padEnd(12)} ${a.seconds.toFixed(3)} s  ${a.mb_per_s} MB/s  (${a.mb_per_cpu_s} MB/cpu-s)${ratio}`);
       }
     } else anchor = { skipped: `python3 anchor failed: ${(r.stderr || r.error?.message || '').slice(0, 400)}` };
   }
