@@ -15,7 +15,10 @@ export class ProgressBar {
       if (done >= this.total) this.out.write('\n');
     } else {
       const dec = Math.floor(frac * 10);
-      if (dec !== this.lastDecile) { this.lastDecile = dec; this.out.write(`${this.label} ${Math.round(frac * 100)}% ${done}/${this.total} ${s}s ${info}\n`); }
+      if (dec !== this.lastDecile) {
+        this.lastDecile = dec;
+        this.out.write(`${this.label} [${'#'.repeat(dec)}${'.'.repeat(10 - dec)}] ${String(Math.round(frac * 100)).padStart(3)}% ${done}/${this.total} ${s}s ${info}\n`);
+      }
     }
   }
 }

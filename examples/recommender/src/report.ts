@@ -87,12 +87,22 @@ export function writeReport(dir: string, r: ReportInput): string {
       ` Engine bytes sent by rank 0: ${kb(last.wireBytesPerStep)} per step (dense layers + rows + control).`, '');
   }
   if (r.extraRuns) {
-    lines.push('## Comparison runs', '', '| run | workers | backend | HR@10 | NDCG@10 | samples/s (last epoch) | train s |', '|---|---|---|---|---|---|---|');
+    const runs = Object.entries(r.extraRuns);
+    const cols = [COLORS.blue!, COLORS.green!, COLORS.purple!, COLORS.brown!];
+    writeFileSync(join(dir, 'runs-samples-per-sec.png'), barChart('SAMPLES/S BY RUN (LAST EPOCH)', runs.map(([label, x], i) => ({
+      name: label.replace(/ \(main run\)/, '*'), value: x.epochs[x.epochs.length - 1]?.samplesPerSec ?? 0, color: cols[i % cols.length]!,
+    }))));
+    writeFileSync(join(dir, 'runs-hr10.png'), barChart('HR@10 BY RUN', runs.map(([label, x], i) => ({
+      name: label.replace(/ \(main run\)/, '*'), value: x.final.hr, color: cols[i % cols.length]!,
+    }))));
+    lines.push('## Comparison runs', '', '![samples/s by run](runs-samples-per-sec.png)', '', '![HR@10 by run](runs-hr10.png)', '', '| run | workers | backend | HR@10 | NDCG@10 | samples/s (last epoch) | train s |', '|---|---|---|---|---|---|---|');
     for (const [label, x] of Object.entries(r.extraRuns)) {
       const le = x.epochs[x.epochs.length - 1];
       lines.push(`| ${label} | ${x.workers} | ${x.backend} | ${pct(x.final.hr)} | ${x.final.ndcg.toFixed(4)} | ${le ? Math.round(le.samplesPerSec) : ''} | ${x.trainSeconds.toFixed(1)} |`);
     }
-    lines.push('');
+    const ref = runs[0]![1];
+    lines.push('', `Same global batch in every run. Relative HR@10 difference against "${runs[0]![0]}": ` +
+      runs.slice(1).map(([label, x]) => `${label} ${(relGain(x.final.hr, ref.final.hr) * 100).toFixed(2)}%`).join(', ') + '.', '');
   }
   if (t.showcase.length > 0) {
     lines.push('## The menu board: suggestions for a few test baskets', '');
