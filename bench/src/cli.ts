@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   allreduce: () => import('./allreduce.js'),
   ps: () => import('./ps.js'),
   datasets: () => import('./datasets.js'),
+  train: () => import('./train.js'),
   spark: () => import('./spark.js'),
 };
 

@@ -1,0 +1,50 @@
+import type * as tfjs from '@tensorflow/tfjs';
+import type { Tf } from '@shoal/wrappers';
+
+/** The two models of the `train` bench, with deterministic synthetic data. */
+export type BenchModel = 'rec' | 'mlp';
+
+export const REC_USERS = 4000;
+export const REC_ITEMS = 4000;
+
+/** Recommender: user and item embeddings (32-dim), concatenated, dense 64 relu, sigmoid. */
+export function recModel(tf: Tf): tfjs.LayersModel {
+  const u = tf.input({ shape: [1], dtype: 'int32' });
+  const i = tf.input({ shape: [1], dtype: 'int32' });
+  const emb = (n: number, seed: number) => tf.layers.embedding({ inputDim: n, outputDim: 32, embeddingsInitializer: tf.initializers.randomUniform({ minval: -0.05, maxval: 0.05, seed }) });
+  const eu = tf.layers.flatten().apply(emb(REC_USERS, 1).apply(u)) as tfjs.SymbolicTensor;
+  const ei = tf.layers.flatten().apply(emb(REC_ITEMS, 2).apply(i)) as tfjs.SymbolicTensor;
+  const h = tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }).apply(tf.layers.concatenate().apply([eu, ei])) as tfjs.SymbolicTensor;
+  const out = tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }).apply(h) as tfjs.SymbolicTensor;
+  return tf.model({ inputs: [u, i], outputs: out });
+}
+
+/** MLP 784-512-256-10 (MNIST-shaped). */
+export function mlpModel(tf: Tf): tfjs.LayersModel {
+  const g = (seed: number) => tf.initializers.glorotUniform({ seed });
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [784], units: 512, activation: 'relu', kernelInitializer: g(1) }),
+      tf.layers.dense({ units: 256, activation: 'relu', kernelInitializer: g(2) }),
+      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: g(3) }),
+    ],
+  });
+}
+
+export const benchSpec = {
+  rec: { build: recModel, loss: 'binaryCrossentropy' as const, batch: 1024 },
+  mlp: { build: mlpModel, loss: 'sparseCategoricalCrossentropy' as const, batch: 256 },
+};
+
+/** `n` synthetic samples for `model`, deterministic (the same on every rank). */
+export function benchData(tf: Tf, model: BenchModel, n: number): { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor } {
+  if (model === 'rec') {
+    const users = Int32Array.from({ length: n }, (_, k) => (k * 7919) % REC_USERS);
+    const items = Int32Array.from({ length: n }, (_, k) => (k * 104729 + 13) % REC_ITEMS);
+    const y = Float32Array.from({ length: n }, (_, k) => ((users[k]! ^ items[k]!) & 1 ? 1 : 0));
+    return { x: [tf.tensor2d(users, [n, 1], 'int32'), tf.tensor2d(items, [n, 1], 'int32')], y: tf.tensor2d(y, [n, 1]) };
+  }
+  const x = tf.randomUniform([n, 784], 0, 1, 'float32', 11);
+  const y = tf.tensor1d(Float32Array.from({ length: n }, (_, k) => k % 10));
+  return { x, y };
+}

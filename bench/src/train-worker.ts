@@ -1,0 +1,49 @@
+/**
+ * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` + `--steps` steps
+ * of the bench batch per worker with the engine the launcher chose, and rank 0 prints one line
+ * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...}` (timed steps only, all workers' samples).
+ */
+import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
+import { benchData, benchSpec, type BenchModel } from './train-models.js';
+
+const arg = (k: string, d: string) => {
+  const i = process.argv.indexOf(`--${k}`);
+  return i >= 0 ? process.argv[i + 1]! : d;
+};
+
+async function main() {
+  const model = arg('model', 'rec') as BenchModel;
+  const warmup = Number(arg('warmup', '3'));
+  const steps = Number(arg('steps', '20'));
+  const spec = benchSpec[model];
+  const worker = await initWorker();
+  const rt = await setupTfjs();
+  const { worldSize } = worker.options;
+  const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
+  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0 });
+  let t0 = 0;
+  let syncMs = 0;
+  await trainer.fit(data, {
+    epochs: 1,
+    batchSize: spec.batch,
+    shuffle: false,
+    callbacks: {
+      onBatchEnd: (s) => {
+        if (s === warmup - 1) t0 = performance.now();
+        if (s >= warmup) syncMs += trainer.stepStats!.syncMs;
+      },
+    },
+  });
+  const secs = (performance.now() - t0) / 1000;
+  if (worker.options.rank === 0) {
+    const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps };
+    process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);
+  }
+  await trainer.close();
+  await worker.close();
+}
+
+await main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

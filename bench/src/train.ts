@@ -1,0 +1,227 @@
+/**
+ * `npm run bench -- train [--quick] [--no-multi] [--cpu-segments N]`: training throughput of the tfjs wrapper.
+ *
+ * Models (bench/src/train-models.ts): `rec` = the recommender (two 32-dim embeddings of 4000 rows, dense 64,
+ * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data.
+ * Modes:
+ * - `plain-tfjs`: a bare tfjs loop in this process (slice the batch, `optimizer.minimize`, read the loss): no
+ *   shoal at all, same backend and kernels. The harness-overhead reference.
+ * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
+ * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor);
+ *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
+ * Each row warms up 3 steps, then times `steps` steps; the in-process rows are the best of 3 interleaved runs. Rows with more busy processes than cores are flagged.
+ * The kernel section times shoal's kernel fixes against the stock kernels (see wrappers/src/tfjs/kernels.ts)
+ * and checks they agree.
+ *
+ * bench/results/train.json:
+ * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
+ *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal', backend: 'none'|'local'|'ring'|'ps',
+ *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, processes, oversubscribed } ],
+ *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 worker (goal >= 1.8 for rec),
+ *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs (goal <= 0.10) },
+ *   kernels: { matmul_transposeA_128x784x512: { stock_ms, fixed_ms, untransposed_ms, max_abs_diff },
+ *              unsorted_segment_sum_1024x32: { cpu_ms, cpu_segments, wasm_fixed_ms_4000, wasm_fixed_ms_at_cpu_segments, max_abs_diff } },
+ *   errors: [...] }
+ */
+import { cpus, loadavg } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Writable } from 'node:stream';
+import { launch } from '@shoal/core';
+import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
+import { benchData, benchSpec, type BenchModel } from './train-models.js';
+
+const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
+const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url));
+
+interface Row {
+  model: BenchModel;
+  mode: 'plain-tfjs' | 'shoal-local' | 'shoal';
+  backend: 'none' | 'local' | 'ring' | 'ps';
+  workers: number;
+  batch_per_worker: number;
+  steps: number;
+  samples_per_sec: number;
+  step_ms: number;
+  sync_ms: number | null;
+  processes: number;
+  oversubscribed: boolean;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function timeIt(fn: () => void, reps: number): number {
+  fn(); // warm-up
+  const t: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    t.push(performance.now() - t0);
+  }
+  return median(t);
+}
+
+async function kernels(rt: TfjsRuntime, cpuSegments: number) {
+  const tf = rt.tf;
+  rt.kernels.restore();
+  const a = tf.randomUniform([128, 784], -1, 1, 'float32', 1);
+  const b = tf.randomUniform([128, 512], -1, 1, 'float32', 2);
+  const at = tf.transpose(a);
+  const run = (ta: boolean) => () => tf.tidy(() => (ta ? tf.matMul(a, b, true, false) : tf.matMul(at, b)).dataSync());
+  const stockOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
+  const stock = timeIt(run(true), 5);
+  const k = registerShoalKernels(tf);
+  const fixedOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
+  const fixed = timeIt(run(true), 5);
+  const untransposed = timeIt(run(false), 5);
+  let maxAbs = 0;
+  for (let i = 0; i < stockOut.length; i++) maxAbs = Math.max(maxAbs, Math.abs(stockOut[i]! - fixedOut[i]!));
+
+  const x = tf.randomUniform([1024, 32], -1, 1, 'float32', 3);
+  const ids = (n: number) => tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % n), 'int32');
+  const ids4000 = ids(4000);
+  const idsCpu = ids(cpuSegments);
+  const wasm4000 = timeIt(() => tf.tidy(() => tf.unsortedSegmentSum(x, ids4000, 4000).dataSync()), 5);
+  const wasmSmall = timeIt(() => tf.tidy(() => tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync()), 5);
+  const wasmOut = tf.tidy(() => tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync().slice());
+  await tf.setBackend('cpu');
+  const xc = tf.tensor(x.dataSync(), x.shape);
+  const ic = tf.tensor1d(idsCpu.dataSync() as Int32Array, 'int32');
+  const t0 = performance.now();
+  const cpuOut = tf.unsortedSegmentSum(xc, ic, cpuSegments).dataSync();
+  const cpuMs = performance.now() - t0;
+  await tf.setBackend(rt.backend);
+  let segAbs = 0;
+  for (let i = 0; i < cpuOut.length; i++) segAbs = Math.max(segAbs, Math.abs(cpuOut[i]! - wasmOut[i]!));
+  void k;
+  return {
+    matmul_transposeA_128x784x512: { stock_ms: stock, fixed_ms: fixed, untransposed_ms: untransposed, max_abs_diff: maxAbs },
+    unsorted_segment_sum_1024x32: { cpu_ms: cpuMs, cpu_segments: cpuSegments, wasm_fixed_ms_4000: wasm4000, wasm_fixed_ms_at_cpu_segments: wasmSmall, max_abs_diff: segAbs },
+  };
+}
+
+async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<number> {
+  const tf = rt.tf;
+  const spec = benchSpec[model];
+  const warmup = 3;
+  const data = benchData(tf, model, spec.batch * (warmup + steps));
+  const net = spec.build(tf);
+  const opt = tf.train.sgd(0.01);
+  const loss = resolveLoss(tf, spec.loss);
+  const slice = (t: import('@tensorflow/tfjs').Tensor, s: number) => t.slice([s * spec.batch], [spec.batch]);
+  let t0 = 0;
+  for (let s = 0; s < warmup + steps; s++) {
+    if (s === warmup) t0 = performance.now();
+    tf.tidy(() => {
+      const x = Array.isArray(data.x) ? data.x.map((t) => slice(t, s)) : slice(data.x, s);
+      const y = slice(data.y, s);
+      const vars = net.trainableWeights.map((w) => w.read() as import('@tensorflow/tfjs').Variable);
+      const l = opt.minimize(() => loss(y, net.apply(x, { training: true }) as import('@tensorflow/tfjs').Tensor), true, vars);
+      l!.dataSync();
+    });
+  }
+  const secs = (performance.now() - t0) / 1000;
+  tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
+  net.dispose();
+  opt.dispose();
+  return (steps * spec.batch) / secs;
+}
+
+async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<{ sps: number; syncMs: number }> {
+  const tf = rt.tf;
+  const spec = benchSpec[model];
+  const warmup = 3;
+  const data = benchData(tf, model, spec.batch * (warmup + steps));
+  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, runtime: rt, verbose: 0 });
+  let t0 = 0;
+  let sync = 0;
+  await trainer.fit(data, {
+    epochs: 1,
+    batchSize: spec.batch,
+    shuffle: false,
+    callbacks: {
+      onBatchEnd: (s) => {
+        if (s === warmup - 1) t0 = performance.now();
+        if (s >= warmup) sync += trainer.stepStats!.syncMs;
+      },
+    },
+  });
+  const secs = (performance.now() - t0) / 1000;
+  tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
+  trainer.model.dispose();
+  await trainer.close();
+  return { sps: (steps * spec.batch) / secs, syncMs: sync / steps };
+}
+
+async function multi(model: BenchModel, backend: 'ring' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number }> {
+  let out = '';
+  const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
+  let err = '';
+  const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps)], numWorkers: workers, backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
+  const line = out.split('\n').find((l) => l.includes('BENCH '));
+  if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
+  return JSON.parse(line.slice(line.indexOf('BENCH ') + 6));
+}
+
+export async function run(args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const noMulti = args.includes('--no-multi');
+  const ci = args.indexOf('--cpu-segments');
+  const cpuSegments = ci >= 0 ? Number(args[ci + 1]) : 500;
+  const started = new Date().toISOString();
+  const rt = await setupTfjs();
+  const ncpu = cpus().length;
+  console.log(`train bench: ${rt.describe()}; ${ncpu} cores, load ${loadavg()[0]!.toFixed(1)}`);
+  const rows: Row[] = [];
+  const errors: string[] = [];
+  const kern = await kernels(rt, cpuSegments);
+  console.log(`kernels: ${JSON.stringify(kern)}`);
+  const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 20 : 15);
+  for (const model of ['rec', 'mlp'] as const) {
+    const steps = stepsFor(model);
+    const batch = benchSpec[model].batch;
+    const base = { model, batch_per_worker: batch, steps };
+    // Interleaved and repeated (best of 3): the shared machine's load moves between runs.
+    let plain = 0;
+    let local = { sps: 0, syncMs: 0 };
+    for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
+      plain = Math.max(plain, await plainLoop(rt, model, steps));
+      const l = await localTrainer(rt, model, steps);
+      if (l.sps > local.sps) local = l;
+    }
+    rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain, step_ms: (batch / plain) * 1000, sync_ms: null, processes: 1, oversubscribed: false });
+    rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, processes: 1, oversubscribed: false });
+    console.log(`${model}: plain ${plain.toFixed(0)} samples/s, shoal-local ${local.sps.toFixed(0)} samples/s`);
+    if (noMulti) continue;
+    for (const [backend, workers] of [['ring', 1], ['ring', 2], ['ps', 2]] as const) {
+      try {
+        const m = await multi(model, backend, workers, steps);
+        const processes = workers + (backend === 'ps' ? 1 : 0);
+        rows.push({ ...base, mode: 'shoal', backend, workers, samples_per_sec: m.samplesPerSec, step_ms: m.stepMs, sync_ms: m.syncMs, processes, oversubscribed: processes > ncpu });
+        console.log(`${model}: ${backend} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s (step ${m.stepMs.toFixed(1)} ms, sync ${m.syncMs.toFixed(1)} ms)`);
+      } catch (e) {
+        errors.push(String((e as Error).message));
+        console.error(String((e as Error).message));
+      }
+    }
+  }
+  const sps = (model: string, mode: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
+  const ratios: Record<string, number | null> = {};
+  for (const model of ['rec', 'mlp']) {
+    const one = sps(model, 'shoal', 'ring', 1);
+    for (const backend of ['ring', 'ps']) {
+      const two = sps(model, 'shoal', backend, 2);
+      ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
+    }
+    const plain = sps(model, 'plain-tfjs', 'none', 1);
+    const local = sps(model, 'shoal-local', 'local', 1);
+    ratios[`${model}_harness_overhead`] = plain && local ? 1 - local / plain : null;
+  }
+  const result = { suite: 'train', version: 1, started, host: { cpus: ncpu, node: process.version, loadavg1: loadavg()[0] }, tfjs: rt.describe(), rows, ratios, kernels: kern, errors };
+  mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });
+  writeFileSync(RESULTS, `${JSON.stringify(result, null, 1)}\n`);
+  console.log(`ratios: ${JSON.stringify(ratios)}`);
+  console.log(`wrote ${RESULTS}`);
+}
