@@ -12,7 +12,9 @@ synchronous version, on the same model sizes and worker/server counts as shoal's
 
 Verified: after warm-up and timed rounds, every weight equals -lr * rounds * sum(rank + 1) exactly (lr = 2^-10).
 Prints one JSON line per size: {"impl": "ray", "bytes", "rounds", "p50_us", "avg_us", "rounds_per_s",
-"verified"}, and one for the small-key latency ("kind": "small"). Ray's start-up is not timed.
+"verified", "worker_cpu_ms_per_round", "server_cpu_ms_per_round"} (CPU of the DataWorker / ParameterServer actor
+processes; the raylet and its object store are not counted), and one for the small-key latency ("kind": "small").
+Ray's start-up is not timed.
 
 usage: ray_ps.py --sizes 1048576,16777216 --rounds 20,8 --workers 2 --servers 2 [--small-iters 300]
 """
@@ -37,9 +39,8 @@ class ParameterServer:
         self.w -= np.float32(LR) * s
         return self.w
 
-    def reset(self, n):
-        self.w = np.zeros(n, dtype=np.float32)
-        return True
+    def cpu(self):
+        return time.process_time()
 
 
 @ray.remote
@@ -51,6 +52,9 @@ class DataWorker:
     def prepare(self, shard_sizes):
         self.grads = [np.full(n, self.rank + 1, dtype=np.float32) for n in shard_sizes]
         return True
+
+    def cpu(self):
+        return time.process_time()
 
     def compute_gradients(self, *weights):
         # A real worker would run the model on `weights`; touching them keeps the data dependency honest.
@@ -75,6 +79,10 @@ def run_rounds(servers, workers, weights, rounds):
     return weights, times
 
 
+def cpu_of(actors):
+    return sum(ray.get([a.cpu.remote() for a in actors]))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1048576,16777216,67108864")
@@ -96,13 +104,17 @@ def main():
         ray.get([w.prepare.remote(ss) for w in workers])
         weights = [ps.apply_gradients.remote(np.zeros(k, dtype=np.float32)) for ps, k in zip(servers, ss)]
         weights, _ = run_rounds(servers, workers, weights, a.warmup)
+        ray.get(weights)
+        w0, s0 = cpu_of(workers), cpu_of(servers)
         weights, times = run_rounds(servers, workers, weights, nr)
+        w1, s1 = cpu_of(workers), cpu_of(servers)
         want = np.float32(-LR * gsum * (a.warmup + nr))
         verified = all(bool(np.all(w == want)) for w in ray.get(weights))
         times.sort()
         avg = sum(times) / len(times)
         print(json.dumps({"impl": "ray", "kind": "dense", "bytes": size, "rounds": nr, "p50_us": times[len(times) // 2] * 1e6,
-                          "avg_us": avg * 1e6, "rounds_per_s": 1.0 / avg, "verified": verified}), flush=True)
+                          "avg_us": avg * 1e6, "rounds_per_s": 1.0 / avg, "verified": verified,
+                          "worker_cpu_ms_per_round": (w1 - w0) * 1e3 / len(workers) / nr, "server_cpu_ms_per_round": (s1 - s0) * 1e3 / nr}), flush=True)
         for ps in servers:
             ray.kill(ps)
     # small key: one float32 per server shard... a single 1-element key on one server, both workers pushing
@@ -110,10 +122,13 @@ def main():
     ray.get([w.prepare.remote([1]) for w in workers])
     weights = [ps.apply_gradients.remote(np.zeros(1, dtype=np.float32))]
     weights, _ = run_rounds([ps], workers, weights, 20)
+    w0, s0 = cpu_of(workers), cpu_of([ps])
     weights, times = run_rounds([ps], workers, weights, a.small_iters)
+    w1, s1 = cpu_of(workers), cpu_of([ps])
     times.sort()
     print(json.dumps({"impl": "ray", "kind": "small", "bytes": 4, "rounds": a.small_iters, "p50_us": times[len(times) // 2] * 1e6,
-                      "avg_us": sum(times) / len(times) * 1e6, "rounds_per_s": len(times) / sum(times), "verified": True}), flush=True)
+                      "avg_us": sum(times) / len(times) * 1e6, "rounds_per_s": len(times) / sum(times), "verified": True,
+                      "worker_cpu_ms_per_round": (w1 - w0) * 1e3 / len(workers) / a.small_iters, "server_cpu_ms_per_round": (s1 - s0) * 1e3 / a.small_iters}), flush=True)
     ray.shutdown()
     return 0
 

@@ -23,9 +23,10 @@
  *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
  *              rounds_per_s, verified, oversubscribed, vs_ray?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
- *              pull_wire_ratio? }],
+ *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
  *     errors: [{ impl, error }] }
- * `vs_ray` = shoal rounds/s / Ray rounds/s (higher is better). `oversubscribed` is true when servers + workers
+ * `vs_ray` = shoal rounds/s / Ray rounds/s (higher is better). `*_cpu_ms_per_round`: CPU time per round (workers:
+ * mean of one worker; servers: all together), which the machine's other load disturbs much less than wall time. `oversubscribed` is true when servers + workers
  * exceed the cores (always on the 2-core machine: 4 processes).
  */
 import { fork, spawn } from 'node:child_process';
@@ -74,6 +75,10 @@ export interface PsRow {
   pull_wire_bytes?: number;
   push_wire_ratio?: number;
   pull_wire_ratio?: number;
+  /** Mean CPU time of one worker per round, ms (Ray: its DataWorker actors). */
+  worker_cpu_ms_per_round?: number;
+  /** CPU time of all servers together per round, ms (Ray: its ParameterServer actors; the raylet is not counted). */
+  server_cpu_ms_per_round?: number;
 }
 
 function flag(args: string[], name: string): string | undefined {
@@ -126,7 +131,7 @@ export async function run(args: string[]): Promise<void> {
         numServers,
         sizes,
         rounds,
-        warmup: 2,
+        warmup: 5,
         smallIters: quick ? 200 : 1000,
         sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
       });
@@ -211,6 +216,33 @@ function runChild(cmd: string, argv: string[], env: Record<string, string>, time
 // ---------------------------------------------------------------------------------------------------------------
 // Worker process
 
+/**
+ * CPU time per round, a figure the machine's other load disturbs far less than wall time: this worker's CPU and
+ * (from rank 0) the servers' CPU between `cpuMeter` and `stop`. `stop` gathers every worker's CPU (the gather is
+ * also the end-of-phase barrier) and returns the mean worker CPU and the summed server CPU per round, in ms.
+ */
+async function cpuMeter(kv: KVWorker) {
+  const servers = async () => {
+    let t = 0;
+    for (let s = 0; s < kv.numServers; s++) t += (await kv.server(s).api.stats()).cpuUs;
+    return t;
+  };
+  const s0 = kv.rank === 0 ? await servers() : 0;
+  const c0 = process.cpuUsage();
+  return {
+    async stop(tag: string, rounds: number) {
+      const c1 = process.cpuUsage(c0);
+      const mine = (c1.user + c1.system) / 1000;
+      const all = await kv.gather(tag, mine);
+      const s1 = kv.rank === 0 ? await servers() : 0;
+      return {
+        worker_cpu_ms_per_round: all.reduce((a, b) => a + b, 0) / all.length / rounds,
+        server_cpu_ms_per_round: (s1 - s0) / 1000 / rounds,
+      };
+    },
+  };
+}
+
 async function workerMain(job: WorkerJob): Promise<void> {
   const store = await TcpStore.connect(job.storeUrl, { timeoutMs: 120_000 });
   const transport: Transport = job.transport === 'shm' ? shmTransport({ prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport();
@@ -230,17 +262,19 @@ async function workerMain(job: WorkerJob): Promise<void> {
     const weights = keys.map(() => new Float32Array(per));
     for (let i = 0; i < job.warmup; i++) await kv.pushPull(keys, grads, weights);
     await kv.gather(`dense-start-${s}`, null);
+    const cpu = await cpuMeter(kv);
     const times: number[] = [];
     for (let i = 0; i < job.rounds[s]!; i++) {
       const t0 = performance.now();
       await kv.pushPull(keys, grads, weights);
       times.push(performance.now() - t0);
     }
+    const used = await cpu.stop(`dense-end-${s}`, times.length);
     const want = Math.fround(-LR * gsum * (job.warmup + job.rounds[s]!));
     const verified = weights.every((w) => w.every((v) => v === want));
     times.sort((a, b) => a - b);
     const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    emit({ impl: 'shoal-ps', kind: 'dense', bytes: per * 4 * KEYS, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified });
+    emit({ impl: 'shoal-ps', kind: 'dense', bytes: per * 4 * KEYS, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
   }
 
   {
@@ -249,16 +283,19 @@ async function workerMain(job: WorkerJob): Promise<void> {
     const g = [Float32Array.of(job.rank + 1)];
     const w = [new Float32Array(1)];
     for (let i = 0; i < 50; i++) await kv.pushPull([key], g, w);
+    await kv.gather('small-start', null);
+    const cpu = await cpuMeter(kv);
     const times: number[] = [];
     for (let i = 0; i < job.smallIters; i++) {
       const t0 = performance.now();
       await kv.pushPull([key], g, w);
       times.push(performance.now() - t0);
     }
+    const used = await cpu.stop('small-end', times.length);
     const verified = w[0]![0] === Math.fround(-LR * gsum * (50 + job.smallIters));
     times.sort((a, b) => a - b);
     const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified });
+    emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
   }
 
   {

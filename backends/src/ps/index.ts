@@ -1,3 +1,18 @@
+/**
+ * The parameter-server backend (MXNet KVStore / ps-lite semantics), in layers:
+ *
+ *   PsSync (GradientSync)            ps-sync.ts       allreduce = push grads + pull sum; broadcast = init + pull
+ *   KVWorker (API, request tracking) kv-worker.ts     batching per server, per-key push counters, resend
+ *   KeyLayout (Slicer)               key-layout.ts    small keys hashed, big keys split, row-sparse by row range
+ *   KVServer (actor + ReqHandle)     kv-server.ts     sync/async rounds, staleness, checkpoints
+ *   ServerUpdater (policy)           updaters.ts      assign | add | sgd | adam | adagrad | your module
+ *   actor runtime (core/src/actor)   RPC over any Transport, actors found through the Store, supervision
+ *
+ * Bytes on the wire per worker and round (S servers, model of B bytes, all keys dense):
+ *   push: B + frame headers (~100 B per server + ~40 B per key), pull: the same back. A big key's slices go to
+ *   all servers in parallel, so each server link carries about B / S.
+ * Row-sparse, k distinct touched rows of r bytes: push k*r + 4k (row ids), pull k*r (+ 4k of ids sent).
+ */
 export * from './key-layout.js';
 export * from './updaters.js';
 export * from './kv-server.js';

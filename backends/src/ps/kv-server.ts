@@ -93,6 +93,8 @@ export interface KVServerStats {
   updates: number;
   checkpoints: number;
   restoredFrom: string | null;
+  /** CPU time of the server's process so far (user + system), microseconds. */
+  cpuUs: number;
 }
 
 export class KVServer {
@@ -385,6 +387,15 @@ export class KVServer {
   }
 
   /**
+   * Push then pull in one request: apply (or merge) `grads` as `push` does, then reply with the values once the
+   * server has reached `counters[i] + 1` for each key. Saves the push acknowledgement and one request.
+   */
+  pushPull(rank: number, keys: string[], counters: number[], grads: FloatArray[]): Promise<FloatArray[]> {
+    const pushed = this.push(rank, keys, counters, grads);
+    return pushed.then(() => this.pull(rank, keys, counters.map((c) => c + 1)));
+  }
+
+  /**
    * Pull dense values: this server's slices of `keys`, after the server has reached `needs[i]` for each (sync:
    * rounds applied; async: this worker's pushes applied). The arrays returned are the stored values themselves:
    * updates are applied synchronously and the actor encodes the reply synchronously, so the reply is a
@@ -463,7 +474,8 @@ export class KVServer {
   }
 
   stats(): KVServerStats {
-    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, restoredFrom: this.restoredFrom };
+    const cpu = process.cpuUsage();
+    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, restoredFrom: this.restoredFrom, cpuUs: cpu.user + cpu.system };
   }
 
   /** Progress of keys on this server (for tests and resuming workers). */

@@ -197,10 +197,41 @@ export class KVWorker {
 
   /** Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves). */
   async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
-    const pushed = this.push(keys, grads);
-    const pulled = this.pull(keys, outs);
-    await Promise.all([pushed, pulled]);
-    return pulled;
+    if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
+    const res = keys.map((k, i) => {
+      const spec = this.layout.spec(k);
+      if (spec.rows) throw Errors.invalidArg(`key ${k}`, 'is row-sparse: use rowSparsePush/rowSparsePull');
+      if (grads[i]!.length !== spec.size) throw Errors.invalidArg(`gradient of key ${k}`, `has ${grads[i]!.length} elements, key has ${spec.size}`);
+      const o = outs?.[i];
+      if (o && o.length !== spec.size) throw Errors.invalidArg(`output of key ${k}`, `has ${o.length} elements, key has ${spec.size}`);
+      return o ?? allocFloat(spec.dtype, spec.size);
+    });
+    const per = this.perServer();
+    keys.forEach((key, i) => {
+      const c = this.issued.get(key) ?? 0;
+      this.issued.set(key, c + 1);
+      for (const sl of this.layout.slicesOf(key)) {
+        const p = per[sl.server]!;
+        p.keys.push(key);
+        p.counters.push(c);
+        p.arrays.push(grads[i]!.subarray(sl.start, sl.end));
+        p.targets.push(res[i]!.subarray(sl.start, sl.end));
+      }
+    });
+    // One request per server; the gradients are copied into the request frames before any reply can land in
+    // `outs`, so `outs` may be the gradient arrays themselves.
+    await Promise.all(
+      per.map(async (p, s) => {
+        if (!p.keys.length) return;
+        const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays])) as FloatArray[];
+        got.forEach((g, i) => {
+          const t = p.targets[i]!;
+          if (g.length !== t.length) throw Errors.badFrame(`pushPull of ${p.keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
+          t.set(g);
+        });
+      }),
+    );
+    return res;
   }
 
   /**
