@@ -19,7 +19,6 @@
  */
 import { Errors } from '@shoal/core';
 import type { Shard } from './shard.js';
-import { shardRows } from './shard.js';
 import { Rng } from './rng.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition } from './types.js';
 
@@ -474,9 +473,4 @@ export function batches(src: Shard | Dataset, opts: BatchOptions): AsyncIterable
   return {
     [Symbol.asyncIterator]: () => prefetch(epochBatches(src.partitions, outs, columns, opts), opts.prefetch ?? 2),
   };
-}
-
-/** Rows a pass over `src` would read (sum of partition counts); throws ERR_STATE for an unread stream. */
-export function rowsOf(src: Shard | Dataset): number {
-  return shardRows(src);
 }

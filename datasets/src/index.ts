@@ -25,5 +25,4 @@ export {
   type AssignPolicy,
   type StepsPolicy,
 } from './shard.js';
-export { batches, rowsOf, type Batch, type BatchArray, type BatchOptions } from './batches.js';
-export { Rng } from './rng.js';
+export { batches, type Batch, type BatchArray, type BatchOptions } from './batches.js';
