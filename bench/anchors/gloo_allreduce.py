@@ -34,6 +34,10 @@ def worker(rank, args, port):
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=args.n)
     n = args.n
     ctl = torch.zeros(1, dtype=torch.float64)
+    # global warm-up before the first size, same as the shoal worker
+    warm, warm_big = torch.zeros(2), torch.zeros(16384)
+    for i in range(3000):
+        dist.all_reduce(warm if i % 10 else warm_big)
     for nbytes in args.sizes:
         count = nbytes // 4
         idx = torch.arange(count, dtype=torch.int64) % 4096

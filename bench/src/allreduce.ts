@@ -4,7 +4,7 @@
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
  * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
- * chosen transports (default net), rendezvous through a TcpStoreServer here. Per size: the first iteration is
+ * chosen transports (default net and shm), rendezvous through a TcpStoreServer here. Per size: the first iteration is
  * verified exactly; then >= 5 warm-up and >= 20 timed iterations (more until `--min-time-ms`, at most 1000), each
  * preceded by a barrier (a 1-element allreduce carrying rank 0's go/stop decision); the time of an iteration is
  * the slowest rank's. algbw = bytes / avg time; busbw = algbw * 2(n-1)/n (nccl-tests' allreduce factor).
@@ -139,7 +139,7 @@ function kernelBench(): { impl: string; bytes: number; gbps: number }[] {
 export async function run(args: string[]): Promise<void> {
   const maxBytes = Number(flag(args, '--max-bytes') ?? (args.includes('--full') ? 256 << 20 : 64 << 20));
   const ns = (flag(args, '--ns') ?? '2,3,4').split(',').map(Number);
-  const transports = (flag(args, '--transports') ?? 'net').split(',') as WorkerArgs['transport'][];
+  const transports = (flag(args, '--transports') ?? 'net,shm').split(',') as WorkerArgs['transport'][];
   const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
   const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
   const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
