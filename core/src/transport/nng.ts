@@ -1,40 +1,43 @@
 /**
- * The `nng` transport: PAIR1 sockets of libnng (Debian's 1.5.2) through the small N-API addon in
- * `core/native/nng` (build it with `npm run build:native -w @shoal/core`; needs libnng-dev). URLs are nng's:
- * `tcp://host:port` (`:0` picks a free port, reported in `listener.url`) and `ipc:///path`. The wire is plain SP
- * PAIR1, so any nng/nanomsg peer (e.g. `nngcat --pair1`) can talk to it.
+ * The `nng` transport: nng's PAIR1 protocol over `tcp://host:port` (`:0` picks a free port, reported in
+ * `listener.url`) and `ipc:///path`, through the small N-API addon in `core/native/nng` over Debian's libnng 1.5.2
+ * (build it with `npm run build:native -w @shoal/core`; needs the libnng-dev package). The bytes on the wire are
+ * nng's own (SP handshake, then length-prefixed frames with the PAIR1 hop-count header), so any nng PAIR1 peer,
+ * e.g. `nngcat --pair1`, can talk to it.
  *
- * Model (see transport.ts): one nng socket per pair end. A listener's socket accepts exactly one pipe (PAIR1
- * rejects more); a dialer's socket keeps retrying in the background until it gets a pipe that survives
- * `dialSettleMs` (a second dialer to a taken listener is connected and then dropped at once by the listener's
- * PAIR1, so an immediately dropped pipe does not count).
+ * The addon drives libnng's stream layer (nng_stream_*) instead of an nng_pair1 socket: libnng 1.5.2's SP
+ * transports hang forever in nng_close() when either end closes during a large transfer (a partial read/write is
+ * resubmitted on an aio that close already stopped; fixed upstream in nng a1bc737b). See addon.cc.
  *
- * Async model: every send and recv is one nng_aio; its completion comes back on the JS thread through a
- * thread-safe function (no polling, no blocking). Timeouts are nng aio timeouts, so a timed-out recv consumes
- * nothing; an AbortSignal cancels the aio. When the connected pipe goes away (peer closed or died), pending ops
- * are cancelled and every later recv rejects ERR_PEER_CLOSED once the messages already received are drained.
+ * Pair semantics: a listener keeps the first peer whose SP handshake succeeds and drops every later connection
+ * before the handshake (so a second dialer's `dial` keeps retrying and times out). `dial` retries with backoff
+ * (`reconnectMinMs` doubling up to `reconnectMaxMs`) until the timeout.
  *
- * Buffers: `send` copies the caller's bytes once into a new nng message (so the caller may reuse its buffer as
- * soon as the promise resolves, in fact as soon as `send` returns); `recv` returns a Uint8Array over the received
- * nng message itself (zero copy) that the caller owns; the message is freed when the array is collected.
+ * Async model: native completions (aio callbacks on nng's threads) reach the JS thread through a thread-safe
+ * function; nothing blocks the JS thread or polls. The native side reads continuously and hands every message to
+ * JS as soon as it is complete; `recv` takes from that inbox, so a timed-out or aborted recv consumes nothing.
+ * Sends go out one at a time in order (later ones queue here).
  *
- * Close: done on a native helper thread (cancel and wait for in-flight aios, then nng_close), so the JS thread
- * never blocks; `close()` waits for it at most `closeTimeoutMs` (libnng 1.5.2 can hang in nng_close while a large
- * TCP send is in flight; cancelling our aios first avoids it in the cases we test).
+ * Buffers: `send` is zero-copy: nng writes straight from the caller's bytes, and the promise resolves once they
+ * have been handed to the kernel; the caller must not modify them before that. `recv` returns a Uint8Array over
+ * the one buffer the message was read into (zero copy); the caller owns it.
+ *
+ * Failure: when the peer closes or dies, pending and later recvs reject ERR_PEER_CLOSED (after the messages
+ * already received), and sends too. A send that times out or is aborted after it started writing fails the
+ * connection (half a frame may be on the wire). A frame larger than `maxMessageBytes` (or malformed) fails the
+ * connection with ERR_BAD_FRAME. `close` runs natively on a helper thread and is awaited at most `closeTimeoutMs`.
  */
 import { createRequire } from 'node:module';
-import { Errors, ShoalError } from '../errors.js';
-import { deferred, type Deferred } from '../util.js';
+import { Errors, type ShoalError } from '../errors.js';
+import { deferred, withDeadline, type Deferred } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 export interface NngTransportOptions {
-  /** Largest message a socket accepts (NNG_OPT_RECVMAXSZ). Larger ones drop the connection. Default 2 GiB - 1. */
+  /** Largest message this end accepts; a larger frame fails the connection (ERR_BAD_FRAME). Default 2 GiB - 1. */
   maxMessageBytes?: number;
-  /** Dialer reconnect backoff, first and largest wait in ms. Defaults 10 and 100. */
+  /** Dial retry backoff: first and largest wait between attempts, in ms. Defaults 5 and 100. */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
-  /** How long a dialed pipe must stay up before `dial` resolves (see the module doc). Default 20 ms. */
-  dialSettleMs?: number;
   /** Upper bound on `close()` waiting for the native close. Default 10 s. */
   closeTimeoutMs?: number;
   /** Path of the compiled addon. Default: core/native/nng/build/Release/shoal_nng.node. */
@@ -44,37 +47,35 @@ export interface NngTransportOptions {
 export const NNG_DEFAULT_MAX_MESSAGE_BYTES = 2 ** 31 - 1;
 
 /** The addon's surface (core/native/nng/src/addon.cc). */
-interface NativeSocket {
+interface NativePair {
   listen(url: string): number;
-  dial(url: string, reconnectMinMs: number, reconnectMaxMs: number): void;
-  send(id: number, data: Uint8Array, timeoutMs: number): void;
-  recv(id: number, timeoutMs: number): void;
-  tryRecv(): Uint8Array | null;
-  cancel(id: number): boolean;
-  closeEndpoints(): void;
+  dial(url: string): void;
+  send(id: number, data: Uint8Array): void;
   close(): void;
   ref(): void;
   unref(): void;
 }
 type EventFn = (kind: number, id: number, rv: number, data: Uint8Array | undefined) => void;
 interface NngAddon {
-  NngSocket: new (onEvent: EventFn, maxMessageBytes: number) => NativeSocket;
+  NngPair: new (onEvent: EventFn, maxMessageBytes: number) => NativePair;
   strerror(rv: number): string;
   constants: {
-    EV_RECV: number;
+    EV_CONNECTED: number;
+    EV_MSG: number;
+    EV_RX_END: number;
     EV_SEND: number;
-    EV_PIPE_ADD: number;
-    EV_PIPE_REM: number;
+    EV_DIAL_FAIL: number;
     EV_CLOSED: number;
-    ETIMEDOUT: number;
-    ECANCELED: number;
+    EV_BAD_FRAME: number;
     ECLOSED: number;
-    EADDRINUSE: number;
+    ECONNSHUT: number;
+    ECONNRESET: number;
+    ETIMEDOUT: number;
     version: string;
   };
 }
 
-/** Load the addon (Node caches it per process). Throws ERR_TRANSPORT with the fix when it is not built. */
+/** Load the addon (Node caches it per process). Throws ERR_TRANSPORT saying how to build it when missing. */
 export function loadNngAddon(addonPath?: string): NngAddon {
   const path = addonPath ?? new URL('../../native/nng/build/Release/shoal_nng.node', import.meta.url).pathname;
   try {
@@ -99,19 +100,19 @@ export class NngTransport implements Transport {
   private readonly addon: NngAddon;
   private readonly settings: Settings;
 
+  /** Loads the addon: throws ERR_TRANSPORT when it is not built. */
   constructor(options: NngTransportOptions = {}) {
     const max = options.maxMessageBytes ?? NNG_DEFAULT_MAX_MESSAGE_BYTES;
-    if (!Number.isSafeInteger(max) || max < 1) throw Errors.invalidArg('options.maxMessageBytes', `must be a positive integer, got ${max}`);
+    if (!Number.isSafeInteger(max) || max < 0) throw Errors.invalidArg('options.maxMessageBytes', `must be a non-negative integer, got ${max}`);
     const settings: Settings = {
       maxMessageBytes: max,
-      reconnectMinMs: options.reconnectMinMs ?? 10,
+      reconnectMinMs: options.reconnectMinMs ?? 5,
       reconnectMaxMs: options.reconnectMaxMs ?? 100,
-      dialSettleMs: options.dialSettleMs ?? 20,
       closeTimeoutMs: options.closeTimeoutMs ?? 10_000,
     };
-    for (const k of ['reconnectMinMs', 'reconnectMaxMs', 'dialSettleMs', 'closeTimeoutMs'] as const) {
+    for (const k of ['reconnectMinMs', 'reconnectMaxMs', 'closeTimeoutMs'] as const) {
       const v = settings[k];
-      if (!Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) throw Errors.invalidArg(`options.${k}`, `must be an integer in 0..2^31-1, got ${v}`);
+      if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw Errors.invalidArg(`options.${k}`, `must be an integer in 1..2^31-1, got ${v}`);
     }
     this.settings = settings;
     this.addon = loadNngAddon(options.addonPath);
@@ -121,38 +122,31 @@ export class NngTransport implements Transport {
   async listen(url: string, opts?: IoOptions): Promise<Listener> {
     checkUrl(url);
     if (opts?.signal?.aborted) throw Errors.aborted(`listen on ${url}`, opts.signal.reason);
-    const sock = new SocketHandle(this.addon, this.settings, url);
+    const h = new PairHandle(this.addon, this.settings, `listener ${url}`);
     let port: number;
     try {
-      port = sock.native.listen(url);
+      port = h.native.listen(url);
     } catch (e) {
-      await sock.close();
+      await h.close().catch(() => {});
       throw Errors.transport(url, `cannot listen: ${(e as Error).message}`, e);
     }
     const bound = url.startsWith('tcp://') && port > 0 ? url.replace(/:\d+\/?$/, `:${port}`) : url;
-    sock.where = `listener ${bound}`;
-    return new NngListener(sock, bound);
+    h.where = `listener ${bound}`;
+    return new NngListener(h, bound);
   }
 
   async dial(url: string, opts?: IoOptions): Promise<Connection> {
     checkUrl(url);
     const what = `dial ${url}`;
     if (opts?.signal?.aborted) throw Errors.aborted(what, opts.signal.reason);
-    const sock = new SocketHandle(this.addon, this.settings, url);
-    sock.where = `dialer of ${url}`;
+    const h = new PairHandle(this.addon, this.settings, `dialer of ${url}`);
     try {
-      sock.native.dial(url, this.settings.reconnectMinMs, this.settings.reconnectMaxMs);
+      await h.dial(url, what, opts);
     } catch (e) {
-      await sock.close();
-      throw Errors.transport(url, `cannot dial: ${(e as Error).message}`, e);
-    }
-    try {
-      await sock.waitPipe(what, opts, this.settings.dialSettleMs);
-    } catch (e) {
-      await sock.close();
+      await h.close().catch(() => {});
       throw e;
     }
-    return new NngConnection(sock, url);
+    return new NngConnection(h, url);
   }
 }
 
@@ -162,211 +156,230 @@ export function createNngTransport(options?: NngTransportOptions): NngTransport 
 }
 
 function checkUrl(url: string): void {
-  if (typeof url !== 'string' || !/^(tcp:\/\/.+:\d+\/?|ipc:\/\/.+)$/.test(url)) {
+  if (typeof url !== 'string' || !/^(tcp:\/\/[^/]+:\d+\/?|ipc:\/\/.+)$/.test(url)) {
     throw Errors.invalidArg('url', `must be tcp://host:port or ipc:///path, got ${JSON.stringify(url)}`);
   }
 }
 
-interface PendingOp {
-  kind: 'send' | 'recv';
+interface PendingSend {
+  id: number;
+  data: Uint8Array;
   what: string;
-  timeoutMs: number;
-  resolve: (v: Uint8Array | undefined) => void;
-  reject: (e: unknown) => void;
-  /** Why we cancelled it, if we did. */
-  cancelled?: 'abort' | 'peer' | 'closed';
-  abortReason?: unknown;
-  signal?: AbortSignal;
-  onAbort?: () => void;
+  started: boolean;
+  done: Deferred<void>;
 }
 
-/**
- * One native socket and its event routing (JS thread only). Shared by a listener and the connection it yields.
- */
-class SocketHandle {
-  readonly native: NativeSocket;
+/** One native pair end and its state (JS thread only). Shared by a listener and the connection it yields. */
+class PairHandle {
+  readonly native: NativePair;
   where: string;
-  private readonly ops = new Map<number, PendingOp>();
+  connected = false;
+  /** Why receiving ended (peer closed, bad frame); set once. */
+  rxEnd: ShoalError | undefined;
+  closing = false;
+  private readonly inbox: Uint8Array[] = [];
+  private readonly waiters: Deferred<Uint8Array>[] = [];
+  private readonly sends: PendingSend[] = [];
   private nextId = 1;
   private busy = 0;
-  private pipeId = 0;
-  private pipeWaiter: ((pipeId: number) => void) | undefined;
-  private pipeRemovedWaiter: ((pipeId: number) => void) | undefined;
-  peerGone = false;
-  closing = false;
+  private onConnect: ((err?: number) => void) | undefined;
   private readonly closedDone: Deferred<void> = deferred();
   private closePromise: Promise<void> | undefined;
 
   constructor(
     private readonly addon: NngAddon,
     private readonly settings: Settings,
-    url: string,
+    where: string,
   ) {
-    this.where = url;
-    this.native = new addon.NngSocket((kind, id, rv, data) => this.onEvent(kind, id, rv, data), settings.maxMessageBytes);
+    this.where = where;
+    this.native = new addon.NngPair((kind, id, rv, data) => this.onEvent(kind, id, rv, data), settings.maxMessageBytes);
   }
 
-  private hold(): void {
+  /** Keep the event loop alive while something waits on the native side. */
+  hold(): void {
     if (this.busy++ === 0 && !this.closing) this.native.ref();
   }
-  private release(): void {
+  release(): void {
     if (--this.busy === 0 && !this.closing) this.native.unref();
   }
 
   private onEvent(kind: number, id: number, rv: number, data: Uint8Array | undefined): void {
-    const c = this.addon.constants;
-    if (kind === c.EV_RECV || kind === c.EV_SEND) this.onOpDone(id, rv, data);
-    else if (kind === c.EV_PIPE_ADD) {
-      if (this.pipeId !== 0) return;
-      if (this.pipeWaiter) this.pipeWaiter(id);
-      else this.pipeId = id; // a listener's peer arrived before accept() was called
-    } else if (kind === c.EV_PIPE_REM) {
-      if (this.pipeRemovedWaiter) this.pipeRemovedWaiter(id);
-      if (id === this.pipeId && this.pipeId !== 0) this.onPeerGone();
-    } else if (kind === c.EV_CLOSED) this.closedDone.resolve();
-  }
-
-  private onOpDone(id: number, rv: number, data: Uint8Array | undefined): void {
-    const op = this.ops.get(id);
-    if (!op) return;
-    this.ops.delete(id);
-    if (op.onAbort) op.signal?.removeEventListener('abort', op.onAbort);
-    this.release();
-    const c = this.addon.constants;
-    if (rv === 0) return op.resolve(data);
-    if (rv === c.ETIMEDOUT) return op.reject(Errors.timeout(op.what, op.timeoutMs));
-    if (op.cancelled === 'abort') return op.reject(Errors.aborted(op.what, op.abortReason));
-    if (op.cancelled === 'closed' || (this.closing && (rv === c.ECANCELED || rv === c.ECLOSED))) {
-      return op.reject(Errors.closed(`connection (${this.where})`));
-    }
-    if (op.cancelled === 'peer' || this.peerGone) {
-      if (op.kind === 'recv') {
-        const m = this.drainOne();
-        if (m) return op.resolve(m);
-      }
-      return op.reject(Errors.peerClosed(this.where));
-    }
-    op.reject(Errors.transport(this.where, `${op.what}: ${this.addon.strerror(rv)}`));
-  }
-
-  /** A message already queued in the socket (received before the peer went away), if any. */
-  drainOne(): Uint8Array | undefined {
-    if (this.closing) return undefined;
-    return this.native.tryRecv() ?? undefined;
-  }
-
-  private onPeerGone(): void {
-    if (this.peerGone) return;
-    this.peerGone = true;
-    for (const [id, op] of this.ops) {
-      op.cancelled ??= 'peer';
-      this.native.cancel(id);
-    }
-    // Stop a dialer from reconnecting to whatever listens on the address next.
-    if (!this.closing) this.native.closeEndpoints();
-  }
-
-  /** Start one send or recv; resolves with the message (recv) or undefined (send). */
-  startOp(kind: 'send' | 'recv', what: string, opts: IoOptions | undefined, data?: Uint8Array): Promise<Uint8Array | undefined> {
-    const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const signal = opts?.signal;
-    if (signal?.aborted) return Promise.reject(Errors.aborted(what, signal.reason));
-    if (!(timeoutMs >= 0)) return Promise.reject(Errors.invalidArg('timeoutMs', `must be >= 0, got ${timeoutMs}`));
-    const id = this.nextId;
-    this.nextId = this.nextId >= 0xfffffff0 ? 1 : this.nextId + 1;
-    const nativeTimeout = Number.isFinite(timeoutMs) ? Math.min(Math.round(timeoutMs), 2 ** 31 - 2) : -1;
-    return new Promise<Uint8Array | undefined>((resolve, reject) => {
-      const op: PendingOp = { kind, what, timeoutMs, resolve, reject };
-      try {
-        if (kind === 'send') this.native.send(id, data!, nativeTimeout);
-        else this.native.recv(id, nativeTimeout);
-      } catch (e) {
-        reject(Errors.transport(this.where, `${what}: ${(e as Error).message}`, e));
+    const k = this.addon.constants;
+    switch (kind) {
+      case k.EV_MSG: {
+        const w = this.waiters.shift();
+        if (w) w.resolve(data!);
+        else this.inbox.push(data!);
         return;
       }
-      this.ops.set(id, op);
-      this.hold();
-      if (signal) {
-        op.signal = signal;
-        op.onAbort = () => {
-          if (!this.ops.has(id)) return;
-          op.cancelled ??= 'abort';
-          op.abortReason = signal.reason;
-          this.native.cancel(id);
-        };
-        signal.addEventListener('abort', op.onAbort, { once: true });
-      }
-    });
+      case k.EV_SEND:
+        return this.onSendDone(id, rv);
+      case k.EV_CONNECTED:
+        this.connected = true;
+        this.onConnect?.();
+        return this.pump();
+      case k.EV_DIAL_FAIL:
+        return this.onConnect?.(rv);
+      case k.EV_RX_END:
+        return this.endRx(Errors.peerClosed(this.where, this.closing ? undefined : this.addon.strerror(rv)));
+      case k.EV_BAD_FRAME:
+        return this.endRx(
+          Errors.badFrame(
+            this.where,
+            rv === 1 ? `message larger than maxMessageBytes (${this.settings.maxMessageBytes})` : rv === 2 ? 'frame without a PAIR1 header' : 'unknown frame type',
+          ),
+        );
+      case k.EV_CLOSED:
+        return this.closedDone.resolve();
+    }
   }
 
-  /**
-   * Wait for the socket's first pipe; with `settleMs` > 0 the pipe must also stay up that long (else wait for the
-   * next one). Rejects ERR_TIMEOUT / ERR_ABORTED / ERR_CLOSED.
-   */
-  waitPipe(what: string, opts: IoOptions | undefined, settleMs: number): Promise<void> {
+  private endRx(err: ShoalError): void {
+    if (this.rxEnd || this.closing) return;
+    this.rxEnd = err;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    // Queued sends cannot reach a gone peer; the one in flight fails on its own.
+    for (const s of this.sends.filter((x) => !x.started)) this.finishSend(s, err);
+  }
+
+  /** Dial until connected; rejects ERR_TIMEOUT (with the last error) / ERR_ABORTED / ERR_CLOSED. */
+  async dial(url: string, what: string, opts: IoOptions | undefined): Promise<void> {
     const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const signal = opts?.signal;
-    if (this.pipeId !== 0) return Promise.resolve();
+    const deadline = Date.now() + timeoutMs;
+    let backoff = this.settings.reconnectMinMs;
+    let attempts = 0;
+    let last = 'no attempt made';
+    this.hold();
+    try {
+      for (;;) {
+        attempts++;
+        const rv = await withDeadline(
+          what,
+          new Promise<number | undefined>((resolve) => {
+            this.onConnect = resolve;
+            this.native.dial(url);
+          }),
+          { timeoutMs: Math.max(0, deadline - Date.now()), signal },
+        ).catch((e: ShoalError) => {
+          throw e.code === 'ERR_TIMEOUT' ? Errors.timeout(`${what} (${attempts} attempts, last: ${last})`, timeoutMs, { url }) : e;
+        });
+        if (rv === undefined) return;
+        last = this.addon.strerror(rv);
+        const wait = Math.min(backoff, deadline - Date.now());
+        if (wait <= 0) throw Errors.timeout(`${what} (${attempts} attempts, last: ${last})`, timeoutMs, { url });
+        backoff = Math.min(backoff * 2, this.settings.reconnectMaxMs);
+        await withDeadline(what, new Promise((r) => setTimeout(r, wait)), { timeoutMs: Infinity, signal });
+      }
+    } finally {
+      this.onConnect = undefined;
+      this.release();
+    }
+  }
+
+  /** Wait for a listener's peer. */
+  waitConnected(what: string, opts: IoOptions | undefined): Promise<void> {
+    if (this.connected) return Promise.resolve();
     if (this.closing) return Promise.reject(Errors.closed(this.where));
-    if (signal?.aborted) return Promise.reject(Errors.aborted(what, signal.reason));
-    return new Promise<void>((resolve, reject) => {
-      let candidate = 0;
-      let settleTimer: NodeJS.Timeout | undefined;
-      const finish = (err?: unknown) => {
-        clearTimeout(timer);
-        clearTimeout(settleTimer);
-        signal?.removeEventListener('abort', onAbort);
-        this.pipeWaiter = undefined;
-        this.pipeRemovedWaiter = undefined;
-        this.closeWaiter = undefined;
-        this.release();
-        if (err) reject(err);
-        else resolve();
-      };
-      const accept = (pipe: number) => {
-        this.pipeId = pipe;
-        finish();
-      };
-      this.pipeWaiter = (pipe) => {
-        if (settleMs <= 0) return accept(pipe);
-        if (candidate !== 0) return;
-        candidate = pipe;
-        settleTimer = setTimeout(() => accept(candidate), settleMs);
-      };
-      this.pipeRemovedWaiter = (pipe) => {
-        if (pipe !== candidate) return;
-        candidate = 0;
-        clearTimeout(settleTimer);
-      };
-      this.closeWaiter = () => finish(Errors.closed(this.where));
-      const onAbort = () => finish(Errors.aborted(what, signal?.reason));
-      const timer = setTimeout(() => finish(Errors.timeout(what, timeoutMs)), Number.isFinite(timeoutMs) ? timeoutMs : 2 ** 31 - 1);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.hold();
+    const d = deferred<void>();
+    this.onConnect = () => d.resolve();
+    this.closeHook = () => d.reject(Errors.closed(this.where));
+    this.hold();
+    return withDeadline(what, d.promise, opts, () => {
+      this.onConnect = undefined;
+    }).finally(() => {
+      this.closeHook = undefined;
+      this.release();
     });
   }
-  private closeWaiter: (() => void) | undefined;
+  private closeHook: (() => void) | undefined;
 
-  get connected(): boolean {
-    return this.pipeId !== 0;
+  recv(what: string, opts: IoOptions | undefined): Promise<Uint8Array> {
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    if (this.rxEnd) return Promise.reject(this.rxEnd);
+    const d = deferred<Uint8Array>();
+    this.waiters.push(d);
+    this.hold();
+    return withDeadline(what, d.promise, opts, () => {
+      const i = this.waiters.indexOf(d);
+      if (i >= 0) this.waiters.splice(i, 1);
+    }).finally(() => this.release());
   }
 
-  /** Cancel everything, close the native socket on its helper thread, wait (bounded) for it. Idempotent. */
+  send(data: Uint8Array, what: string, opts: IoOptions | undefined): Promise<void> {
+    if (this.rxEnd) return Promise.reject(this.rxEnd.code === 'ERR_BAD_FRAME' ? this.rxEnd : Errors.peerClosed(this.where));
+    const s: PendingSend = { id: this.nextId, data, what, started: false, done: deferred() };
+    this.nextId = this.nextId >= 0xfffffff0 ? 1 : this.nextId + 1;
+    this.sends.push(s);
+    this.hold();
+    this.pump();
+    return withDeadline(what, s.done.promise, opts, () => {
+      if (!s.started) {
+        this.sends.splice(this.sends.indexOf(s), 1);
+        this.release();
+        return;
+      }
+      // Half a frame may be on the wire: the stream is unusable. Fail the connection (the peer sees it closed).
+      this.fail();
+    });
+  }
+
+  private pump(): void {
+    const s = this.sends[0];
+    if (!s || s.started || !this.connected || this.closing) return;
+    s.started = true;
+    try {
+      this.native.send(s.id, s.data);
+    } catch (e) {
+      this.finishSend(s, Errors.transport(this.where, `${s.what}: ${(e as Error).message}`, e));
+    }
+  }
+
+  private finishSend(s: PendingSend, err?: unknown): void {
+    const i = this.sends.indexOf(s);
+    if (i < 0) return;
+    this.sends.splice(i, 1);
+    this.release();
+    if (err) s.done.reject(err);
+    else s.done.resolve();
+  }
+
+  private onSendDone(id: number, rv: number): void {
+    const s = this.sends.find((x) => x.id === id);
+    if (!s) return;
+    const k = this.addon.constants;
+    let err: ShoalError | undefined;
+    if (rv !== 0) {
+      if (this.closing) err = Errors.closed(`connection (${this.where})`);
+      else if (this.rxEnd?.code === 'ERR_BAD_FRAME') err = this.rxEnd;
+      else if (this.rxEnd || rv === k.ECONNSHUT || rv === k.ECONNRESET || rv === k.ECLOSED) err = Errors.peerClosed(this.where, this.addon.strerror(rv));
+      else err = Errors.transport(this.where, `${s.what}: ${this.addon.strerror(rv)}`);
+    }
+    this.finishSend(s, err);
+    this.pump();
+  }
+
+  /** The stream is unusable (a send was cut mid-frame): close it natively, recvs see ERR_PEER_CLOSED-like end. */
+  private fail(): void {
+    if (this.closing) return;
+    this.endRx(Errors.transport(this.where, 'connection failed: a send was abandoned mid-frame (timeout or abort)') as ShoalError);
+    void this.close().catch(() => {});
+  }
+
+  /** Close natively (helper thread), reject everything pending with ERR_CLOSED, wait at most closeTimeoutMs. */
   close(): Promise<void> {
     if (this.closePromise) return this.closePromise;
     this.closing = true;
-    this.closeWaiter?.();
-    for (const op of this.ops.values()) op.cancelled ??= 'closed';
-    // The native close cancels every in-flight aio and waits for its callback before nng_close; their
-    // completions (ECANCELED) arrive before EV_CLOSED and reject with ERR_CLOSED.
-    this.native.close();
+    this.closeHook?.();
+    const err = Errors.closed(`connection (${this.where})`);
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const s of this.sends.filter((x) => !x.started)) this.finishSend(s, err);
+    this.native.close(); // the send in flight completes with ECLOSED before EV_CLOSED
     const ms = this.settings.closeTimeoutMs;
     this.closePromise = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(Errors.transport(this.where, `nng close did not finish within ${ms} ms (libnng close hang?)`)),
-        ms,
-      );
-      this.closedDone.promise.then(() => {
+      const timer = setTimeout(() => reject(Errors.transport(this.where, `native close did not finish within ${ms} ms`)), ms);
+      void this.closedDone.promise.then(() => {
         clearTimeout(timer);
         resolve();
       });
@@ -379,29 +392,24 @@ class NngListener implements Listener {
   private conn: NngConnection | undefined;
   private closedFlag = false;
   constructor(
-    private readonly sock: SocketHandle,
+    private readonly h: PairHandle,
     readonly url: string,
   ) {}
 
   async accept(opts?: IoOptions): Promise<Connection> {
     if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
     if (this.conn) throw Errors.state(`listener ${this.url} already yielded its one connection (pair semantics)`);
-    try {
-      await this.sock.waitPipe(`accept on ${this.url}`, opts, 0);
-    } catch (e) {
-      if (this.closedFlag && e instanceof ShoalError && e.code === 'ERR_CLOSED') throw Errors.closed(`listener ${this.url}`);
-      throw e;
-    }
+    await this.h.waitConnected(`accept on ${this.url}`, opts);
     if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
-    this.conn = new NngConnection(this.sock, `dialer of ${this.url}`);
+    this.conn = new NngConnection(this.h, `dialer of ${this.url}`);
     return this.conn;
   }
 
-  /** Closes the socket unless it was handed to a connection (which then owns it). */
+  /** Closes the native end unless it was handed to a connection (which then owns it). */
   async close(): Promise<void> {
     if (this.closedFlag) return;
     this.closedFlag = true;
-    if (!this.conn) await this.sock.close();
+    if (!this.conn) await this.h.close();
   }
 }
 
@@ -409,10 +417,10 @@ class NngConnection implements Connection {
   readonly transport = 'nng';
   private closedSelf = false;
   constructor(
-    private readonly sock: SocketHandle,
+    private readonly h: PairHandle,
     readonly remote: string,
   ) {
-    sock.where = `nng connection to ${remote}`;
+    h.where = `nng connection to ${remote}`;
   }
   get closed(): boolean {
     return this.closedSelf;
@@ -420,28 +428,25 @@ class NngConnection implements Connection {
 
   async send(data: Uint8Array, opts?: IoOptions): Promise<void> {
     if (!(data instanceof Uint8Array)) {
-      if (ArrayBuffer.isView(data)) data = new Uint8Array((data as ArrayBufferView).buffer, (data as ArrayBufferView).byteOffset, (data as ArrayBufferView).byteLength);
-      else throw Errors.invalidArg('data', 'must be a Uint8Array');
+      if (!ArrayBuffer.isView(data)) throw Errors.invalidArg('data', 'must be a Uint8Array');
+      const v = data as ArrayBufferView;
+      data = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     }
-    if (opts?.signal?.aborted) throw Errors.aborted(`send to ${this.remote}`, opts.signal.reason);
+    const what = `send ${data.byteLength} B to ${this.remote}`;
+    if (opts?.signal?.aborted) throw Errors.aborted(what, opts.signal.reason);
     if (this.closedSelf) throw Errors.closed(`connection to ${this.remote}`);
-    if (this.sock.peerGone) throw Errors.peerClosed(this.sock.where);
-    await this.sock.startOp('send', `send ${data.byteLength} B to ${this.remote}`, opts, data);
+    await this.h.send(data, what, opts);
   }
 
   async recv(opts?: IoOptions): Promise<Uint8Array> {
     if (this.closedSelf) throw Errors.closed(`connection to ${this.remote}`);
-    if (opts?.signal?.aborted) throw Errors.aborted(`recv from ${this.remote}`, opts.signal.reason);
-    if (this.sock.peerGone) {
-      const m = this.sock.drainOne();
-      if (m) return m;
-      throw Errors.peerClosed(this.sock.where);
-    }
-    return (await this.sock.startOp('recv', `recv from ${this.remote}`, opts))!;
+    const what = `recv from ${this.remote}`;
+    if (opts?.signal?.aborted) throw Errors.aborted(what, opts.signal.reason);
+    return this.h.recv(what, opts);
   }
 
   async close(): Promise<void> {
     this.closedSelf = true;
-    await this.sock.close();
+    await this.h.close();
   }
 }

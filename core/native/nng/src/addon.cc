@@ -1,151 +1,370 @@
-// shoal_nng: a small N-API addon over libnng (Debian 1.5.2) exposing one PAIR1 socket per `NngSocket` object.
+// shoal_nng: a small N-API addon that speaks nng's PAIR1 protocol (SP over tcp:// and ipc://) on libnng's
+// stream layer (nng_stream_*, Debian libnng 1.5.2). One `NngPair` object is one end of one pair: a listener
+// that keeps the first peer whose SP handshake succeeds, or a dialer.
 //
-// Threading model (nng's habit: every async operation completes exactly once through its aio callback):
-// - JS calls (send/recv/cancel/listen/dial/close) run on the JS thread and never block on the network.
-// - nng completes aios and pipe events on its own threads; those callbacks touch no JS state: they package the
-//   result into an `Event` and hand it to the JS thread through one thread-safe function per socket.
-// - The JS thread owns the op table (`Core::ops`); nng threads only see the `Op` they were started with.
-// - Closing runs on a helper thread: cancel every in-flight aio, wait until their callbacks have returned, then
-//   nng_close() (libnng 1.5.2 can hang in nng_close while a large TCP send is in flight, so never on the JS thread).
+// Why the stream layer and not nng_pair1_open(): in libnng 1.5.2 the SP tcp/ipc transports resubmit a partial
+// read/write after the pipe's aio was closed; nni_aio_begin() then refuses it without completing, and
+// nng_close() waits forever for that aio (closing either end during a large transfer hangs; fixed upstream in
+// a1bc737b "tcp: Finish receive aio on close"). Owning the framing loop we never resubmit after close, and we
+// also get zero-copy sends (the iov points at the caller's bytes) and receives (one malloc'd body per message
+// handed to JS as an external ArrayBuffer). The wire is exactly nng's, so nngcat and any nng PAIR1 peer interop.
+//
+// Wire (both transports): 8-byte SP header {0,'S','P',0, proto u16 BE = 0x11 (pair1), 0, 0} each way, then
+// frames. tcp: u64 BE length; ipc: u8 type (1) + u64 BE length. The frame body is the PAIR1 header (u32 BE hop
+// count, 1 on a direct link) followed by the payload.
+//
+// Threading (nng's habit: every async operation completes exactly once through its aio callback):
+// - JS methods run on the JS thread and never block on the network.
+// - aio callbacks run on nng's threads; they touch only `Core` under `mu` and hand results to JS through one
+//   thread-safe function per object (no JS calls, no polling). They never resubmit once `closed` is set.
+// - close() runs on a helper thread: mark closed, close the stream/listener/dialer (in-flight aios finish with
+//   ECLOSED), nng_aio_stop every aio (waits for callbacks), free everything, report EV_CLOSED.
 //
 // Buffer ownership:
-// - send: the caller's bytes are copied once into a fresh nng_msg (nng owns it from nng_send_aio on; on failure
-//   the aio hands it back and we free it). The caller may reuse its buffer as soon as send() returns.
-// - recv: the received nng_msg is handed to JS as an external ArrayBuffer over the message body (zero copy); the
-//   ArrayBuffer's finalizer frees the nng_msg when the GC collects it.
+// - send(id, bytes): the addon keeps a reference to `bytes` until EV_SEND(id) and reads it from nng's threads;
+//   the caller must not write into it before then (the JS layer resolves `send` at EV_SEND).
+// - EV_MSG data: a Uint8Array over a malloc'd body owned by the ArrayBuffer; its finalizer frees it.
 #include <napi.h>
 #include <nng/nng.h>
-#include <nng/protocol/pair1/pair.h>
 
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace {
 
-enum EventKind : int { EV_RECV = 1, EV_SEND = 2, EV_PIPE_ADD = 3, EV_PIPE_REM = 4, EV_CLOSED = 5 };
+enum EventKind : int {
+  EV_CONNECTED = 1,  // the SP handshake with the peer succeeded; messages follow
+  EV_MSG = 2,        // one whole message (data)
+  EV_RX_END = 3,     // the receive side ended (rv: why); no more EV_MSG
+  EV_SEND = 4,       // send `id` finished (rv)
+  EV_DIAL_FAIL = 5,  // one dial attempt failed (rv); the JS layer retries
+  EV_CLOSED = 6,     // close() finished; nothing follows
+  EV_BAD_FRAME = 7,  // the peer sent a frame we refuse (rv: 1 too large, 2 no PAIR1 header); connection dropped
+};
+
+constexpr uint16_t kPair1Proto = 0x11;
+constexpr size_t kSpHeader = 8;
 
 struct Core;
 
-// One send or recv in flight. Created and destroyed on the JS thread; the nng aio callback only fills `rv`/`msg`.
-struct Op {
-  Core* core;
-  uint32_t id;
-  bool isRecv;
-  nng_aio* aio = nullptr;
-  int rv = 0;
-  nng_msg* msg = nullptr;
-};
-
-// What crosses from an nng thread to the JS thread.
 struct Event {
   int kind;
-  uint32_t id;  // op id, or pipe id for pipe events
-  Op* op;       // for EV_RECV / EV_SEND
+  uint32_t id;
+  int rv;
+  uint8_t* data;  // EV_MSG: malloc'd body (may be null when len == 0)
+  size_t len;
 };
 
 void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev);
 void FinalizeTsfn(Napi::Env env, void* data, Core* core);
 using Tsfn = Napi::TypedThreadSafeFunction<Core, Event, CallJs>;
 
-// Per-socket native state. Three references: the JS wrapper, the close path (until nng_close has returned) and
-// the thread-safe function (until finalized); whichever lets go last deletes it.
+enum class Role { None, Listener, Dialer };
+
 struct Core {
-  nng_socket sock = NNG_SOCKET_INITIALIZER;
-  nng_listener listener = NNG_LISTENER_INITIALIZER;
-  nng_dialer dialer = NNG_DIALER_INITIALIZER;
+  // Set once on the JS thread before any aio starts.
+  Role role = Role::None;
+  bool ipc = false;
+  uint64_t maxMessage = 0;
   Tsfn tsfn;
-  std::atomic<int> refs{3};
+  std::atomic<int> refs{3};  // JS wrapper, close path, thread-safe function
   std::atomic<bool> closeStarted{false};
   bool tsfnRefed = true;  // JS thread only
 
-  // JS thread only.
-  std::unordered_map<uint32_t, Op*> ops;
+  std::mutex mu;  // guards everything below
+  bool closed = false;
+  nng_stream_listener* listener = nullptr;
+  nng_stream_dialer* dialer = nullptr;
+  nng_stream* candidate = nullptr;  // handshaking
+  nng_stream* conn = nullptr;       // the pair's stream once connected
+  nng_aio* acceptAio = nullptr;
+  nng_aio* dialAio = nullptr;
+  nng_aio* negoAio = nullptr;
+  nng_aio* rxAio = nullptr;
+  nng_aio* txAio = nullptr;
 
-  // Shared with nng threads: aios whose callback has not yet returned.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::unordered_set<nng_aio*> inflight;
+  // Handshake (candidate stream).
+  uint8_t negoTx[kSpHeader];
+  uint8_t negoRx[kSpHeader];
+  size_t negoDone = 0;
+  bool negoSending = true;
+
+  // Receive loop: header, then PAIR1 hop count + body.
+  uint8_t rxHead[9];
+  uint8_t rxHop[4];
+  size_t rxWant = 0, rxGot = 0;
+  bool rxInBody = false;
+  uint8_t* rxBody = nullptr;
+  size_t rxBodyLen = 0;
+
+  // The one send in flight.
+  uint8_t txHead[13];
+  size_t txHeadLen = 0;
+  const uint8_t* txBody = nullptr;
+  size_t txBodyLen = 0, txSent = 0;
+  uint32_t txId = 0;
+
+  // JS thread only: keeps the buffer of the send in flight alive.
+  Napi::Reference<Napi::Value> txRef;
 
   void unref() {
     if (refs.fetch_sub(1) == 1) delete this;
   }
+  ~Core() {
+    if (rxBody != nullptr) std::free(rxBody);
+    // May run on the close helper thread: never touch N-API here. The reference is reset on the JS thread at
+    // EV_SEND; it can only still be set if the environment was torn down first (then it is leaked).
+    txRef.SuppressDestruct();
+  }
+  void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0) {
+    Event* e = new Event{kind, id, rv, data, len};
+    if (tsfn.NonBlockingCall(e) != napi_ok) {  // environment torn down: nobody listens any more
+      std::free(e->data);
+      delete e;
+    }
+  }
 };
 
-void AioDone(void* arg) {
-  Op* op = static_cast<Op*>(arg);
-  Core* core = op->core;
-  op->rv = nng_aio_result(op->aio);
-  if (op->isRecv) {
-    if (op->rv == 0) op->msg = nng_aio_get_msg(op->aio);
-  } else if (op->rv != 0) {
-    // A failed send gives the message back to us.
-    nng_msg* m = nng_aio_get_msg(op->aio);
-    if (m != nullptr) nng_msg_free(m);
+// ---- receive loop (all called with mu held) ----
+
+void RxSubmit(Core* c) {
+  nng_iov iov[2];
+  unsigned n = 0;
+  if (!c->rxInBody) {
+    iov[n++] = {c->rxHead + c->rxGot, c->rxWant - c->rxGot};
+  } else {
+    size_t got = c->rxGot;
+    if (got < 4) iov[n++] = {c->rxHop + got, 4 - got};
+    size_t bodyGot = got > 4 ? got - 4 : 0;
+    if (c->rxBodyLen > bodyGot) iov[n++] = {c->rxBody + bodyGot, c->rxBodyLen - bodyGot};
   }
-  Event* ev = new Event{op->isRecv ? EV_RECV : EV_SEND, op->id, op};
-  if (core->tsfn.NonBlockingCall(ev) != napi_ok) {
-    // The environment is being torn down: nobody will read the result. The aio itself cannot be freed from its
-    // own callback, so it (and the op) is leaked; this only happens when a worker exits with sockets open.
-    if (op->msg != nullptr) nng_msg_free(op->msg);
-    op->msg = nullptr;
-    delete ev;
-  }
-  std::lock_guard<std::mutex> lk(core->mu);
-  core->inflight.erase(op->aio);
-  core->cv.notify_all();
+  nng_aio_set_iov(c->rxAio, n, iov);
+  nng_stream_recv(c->conn, c->rxAio);
 }
 
-void PipeEvent(nng_pipe p, nng_pipe_ev ev, void* arg) {
-  Core* core = static_cast<Core*>(arg);
-  int kind = ev == NNG_PIPE_EV_ADD_POST ? EV_PIPE_ADD : EV_PIPE_REM;
-  Event* e = new Event{kind, static_cast<uint32_t>(nng_pipe_id(p)), nullptr};
-  if (core->tsfn.NonBlockingCall(e) != napi_ok) delete e;
+void RxStartHeader(Core* c) {
+  c->rxInBody = false;
+  c->rxGot = 0;
+  c->rxWant = c->ipc ? 9 : 8;
+  RxSubmit(c);
 }
 
-void FreeOp(Op* op) {
-  if (op->aio != nullptr) nng_aio_free(op->aio);  // waits for the callback to have returned (it has, or nearly)
-  if (op->msg != nullptr) nng_msg_free(op->msg);
-  delete op;
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+void RxDone(void* arg) {
+  Core* c = static_cast<Core*>(arg);
+  std::lock_guard<std::mutex> lk(c->mu);
+  int rv = nng_aio_result(c->rxAio);
+  if (rv == 0 && c->closed) rv = NNG_ECLOSED;
+  if (rv != 0) {
+    c->post(EV_RX_END, 0, rv);
+    return;
+  }
+  c->rxGot += nng_aio_count(c->rxAio);
+  if (c->rxGot < c->rxWant) return RxSubmit(c);
+  if (!c->rxInBody) {
+    const uint8_t* h = c->rxHead;
+    if (c->ipc && h[0] != 1) {
+      c->post(EV_BAD_FRAME, 0, 3);
+      nng_stream_close(c->conn);
+      return;
+    }
+    uint64_t len = GetU64(c->ipc ? h + 1 : h);
+    if (len < 4) {
+      c->post(EV_BAD_FRAME, 0, 2);
+      nng_stream_close(c->conn);
+      return;
+    }
+    if (len - 4 > c->maxMessage) {
+      c->post(EV_BAD_FRAME, 0, 1);
+      nng_stream_close(c->conn);
+      return;
+    }
+    c->rxBodyLen = static_cast<size_t>(len - 4);
+    c->rxBody = c->rxBodyLen > 0 ? static_cast<uint8_t*>(std::malloc(c->rxBodyLen)) : nullptr;
+    if (c->rxBodyLen > 0 && c->rxBody == nullptr) {
+      c->post(EV_RX_END, 0, NNG_ENOMEM);
+      nng_stream_close(c->conn);
+      return;
+    }
+    c->rxInBody = true;
+    c->rxGot = 0;
+    c->rxWant = static_cast<size_t>(len);
+    return RxSubmit(c);
+  }
+  uint8_t* body = c->rxBody;
+  size_t len = c->rxBodyLen;
+  c->rxBody = nullptr;
+  c->rxBodyLen = 0;
+  c->post(EV_MSG, 0, 0, body, len);  // the hop count is not checked: a direct link only
+  RxStartHeader(c);
+}
+
+// ---- send (called with mu held) ----
+
+void TxSubmit(Core* c) {
+  nng_iov iov[2];
+  unsigned n = 0;
+  size_t sent = c->txSent;
+  if (sent < c->txHeadLen) iov[n++] = {c->txHead + sent, c->txHeadLen - sent};
+  size_t bodySent = sent > c->txHeadLen ? sent - c->txHeadLen : 0;
+  if (c->txBodyLen > bodySent) iov[n++] = {const_cast<uint8_t*>(c->txBody) + bodySent, c->txBodyLen - bodySent};
+  nng_aio_set_iov(c->txAio, n, iov);
+  nng_stream_send(c->conn, c->txAio);
+}
+
+void TxDone(void* arg) {
+  Core* c = static_cast<Core*>(arg);
+  std::lock_guard<std::mutex> lk(c->mu);
+  int rv = nng_aio_result(c->txAio);
+  if (rv == 0) {
+    c->txSent += nng_aio_count(c->txAio);
+    if (c->txSent < c->txHeadLen + c->txBodyLen) {
+      if (!c->closed) return TxSubmit(c);
+      rv = NNG_ECLOSED;
+    }
+  }
+  c->txBody = nullptr;
+  c->post(EV_SEND, c->txId, rv);
+}
+
+// ---- handshake (called with mu held) ----
+
+void NegoSubmit(Core* c) {
+  nng_iov iov;
+  if (c->negoSending) {
+    iov = {c->negoTx + c->negoDone, kSpHeader - c->negoDone};
+    nng_aio_set_iov(c->negoAio, 1, &iov);
+    nng_stream_send(c->candidate, c->negoAio);
+  } else {
+    iov = {c->negoRx + c->negoDone, kSpHeader - c->negoDone};
+    nng_aio_set_iov(c->negoAio, 1, &iov);
+    nng_stream_recv(c->candidate, c->negoAio);
+  }
+}
+
+void NegoStart(Core* c, nng_stream* s) {
+  c->candidate = s;
+  const uint8_t hdr[kSpHeader] = {0, 'S', 'P', 0, kPair1Proto >> 8, kPair1Proto & 0xff, 0, 0};
+  std::memcpy(c->negoTx, hdr, kSpHeader);
+  c->negoDone = 0;
+  c->negoSending = true;
+  nng_aio_set_timeout(c->negoAio, 10000);
+  NegoSubmit(c);
+}
+
+void StartAccept(Core* c) { nng_stream_listener_accept(c->listener, c->acceptAio); }
+
+void NegoFailed(Core* c, int rv) {
+  nng_stream_close(c->candidate);
+  nng_stream_free(c->candidate);
+  c->candidate = nullptr;
+  if (c->role == Role::Dialer) c->post(EV_DIAL_FAIL, 0, rv);
+  // A listener just waits for the next peer (its accept loop is still running).
+}
+
+void NegoDone(void* arg) {
+  Core* c = static_cast<Core*>(arg);
+  std::lock_guard<std::mutex> lk(c->mu);
+  int rv = nng_aio_result(c->negoAio);
+  if (rv == 0 && c->closed) rv = NNG_ECLOSED;
+  if (c->candidate == nullptr) return;
+  if (rv != 0) return NegoFailed(c, rv);
+  c->negoDone += nng_aio_count(c->negoAio);
+  if (c->negoDone < kSpHeader) return NegoSubmit(c);
+  if (c->negoSending) {
+    c->negoSending = false;
+    c->negoDone = 0;
+    return NegoSubmit(c);
+  }
+  const uint8_t* r = c->negoRx;
+  uint16_t peerProto = static_cast<uint16_t>((r[4] << 8) | r[5]);
+  if (r[0] != 0 || r[1] != 'S' || r[2] != 'P' || r[3] != 0 || r[6] != 0 || r[7] != 0 || peerProto != kPair1Proto) {
+    return NegoFailed(c, NNG_EPROTO);
+  }
+  c->conn = c->candidate;
+  c->candidate = nullptr;
+  c->post(EV_CONNECTED, 0, 0);
+  RxStartHeader(c);
+}
+
+void AcceptDone(void* arg) {
+  Core* c = static_cast<Core*>(arg);
+  std::lock_guard<std::mutex> lk(c->mu);
+  int rv = nng_aio_result(c->acceptAio);
+  if (c->closed) {
+    if (rv == 0) {
+      nng_stream* s = static_cast<nng_stream*>(nng_aio_get_output(c->acceptAio, 0));
+      nng_stream_close(s);
+      nng_stream_free(s);
+    }
+    return;
+  }
+  if (rv == 0) {
+    nng_stream* s = static_cast<nng_stream*>(nng_aio_get_output(c->acceptAio, 0));
+    if (c->conn != nullptr || c->candidate != nullptr) {
+      // Pair semantics: one peer only. Drop extra connections before the handshake, so their dial fails.
+      nng_stream_close(s);
+      nng_stream_free(s);
+    } else {
+      NegoStart(c, s);
+    }
+  } else if (rv == NNG_ECLOSED) {
+    return;
+  }
+  // Keep accepting (to turn away extra dialers promptly); back off briefly on errors like EMFILE.
+  if (rv != 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  StartAccept(c);
+}
+
+void DialDone(void* arg) {
+  Core* c = static_cast<Core*>(arg);
+  std::lock_guard<std::mutex> lk(c->mu);
+  int rv = nng_aio_result(c->dialAio);
+  if (rv == 0 && c->closed) {
+    nng_stream* s = static_cast<nng_stream*>(nng_aio_get_output(c->dialAio, 0));
+    nng_stream_close(s);
+    nng_stream_free(s);
+    return;
+  }
+  if (rv != 0) {
+    if (!c->closed) c->post(EV_DIAL_FAIL, 0, rv);
+    return;
+  }
+  NegoStart(c, static_cast<nng_stream*>(nng_aio_get_output(c->dialAio, 0)));
 }
 
 void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
   if (env == nullptr || cb.IsEmpty()) {
-    // Teardown: drop the event, free what it owns.
-    if (ev->op != nullptr) {
-      core->ops.erase(ev->op->id);
-      FreeOp(ev->op);
-    }
+    std::free(ev->data);
     delete ev;
     return;
   }
   Napi::Value data = env.Undefined();
-  int rv = 0;
-  if (ev->op != nullptr) {
-    Op* op = ev->op;
-    core->ops.erase(op->id);
-    rv = op->rv;
-    if (op->isRecv && rv == 0) {
-      nng_msg* m = op->msg;
-      op->msg = nullptr;
-      size_t len = nng_msg_len(m);
-      if (len == 0) {
-        nng_msg_free(m);
-        data = Napi::Uint8Array::New(env, 0);
-      } else {
-        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-            env, nng_msg_body(m), len, [](Napi::Env, void*, nng_msg* msg) { nng_msg_free(msg); }, m);
-        data = Napi::Uint8Array::New(env, len, ab, 0);
-      }
+  if (ev->kind == EV_MSG) {
+    if (ev->len == 0) {
+      std::free(ev->data);
+      data = Napi::Uint8Array::New(env, 0);
+    } else {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+          env, ev->data, ev->len, [](Napi::Env, void* p) { std::free(p); });
+      data = Napi::Uint8Array::New(env, ev->len, ab, 0);
     }
-    FreeOp(op);
+  } else if (ev->kind == EV_SEND) {
+    core->txRef.Reset();
   }
-  int kind = ev->kind;
+  int kind = ev->kind, rv = ev->rv;
   uint32_t id = ev->id;
   delete ev;
   cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data});
@@ -153,25 +372,41 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
 
 void FinalizeTsfn(Napi::Env, void*, Core* core) { core->unref(); }
 
-// Runs on a helper thread: cancel every in-flight aio, wait for their callbacks, close the socket, report.
-void CloseWorker(Core* core) {
+// Helper thread: stop everything without ever blocking the JS thread.
+void CloseWorker(Core* c) {
   {
-    std::unique_lock<std::mutex> lk(core->mu);
-    for (nng_aio* a : core->inflight) nng_aio_cancel(a);
-    core->cv.wait(lk, [core] { return core->inflight.empty(); });
+    std::lock_guard<std::mutex> lk(c->mu);
+    c->closed = true;
+    if (c->conn) nng_stream_close(c->conn);
+    if (c->candidate) nng_stream_close(c->candidate);
+    if (c->listener) nng_stream_listener_close(c->listener);
+    if (c->dialer) nng_stream_dialer_close(c->dialer);
   }
-  if (nng_dialer_id(core->dialer) > 0) nng_dialer_close(core->dialer);
-  if (nng_listener_id(core->listener) > 0) nng_listener_close(core->listener);
-  nng_close(core->sock);
-  Event* e = new Event{EV_CLOSED, 0, nullptr};
-  if (core->tsfn.NonBlockingCall(e) != napi_ok) delete e;
-  core->tsfn.Release();
-  core->unref();
+  // Wait for every callback to have returned; none resubmits once `closed` is set.
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+    if (a != nullptr) nng_aio_stop(a);
+  }
+  {
+    std::lock_guard<std::mutex> lk(c->mu);
+    if (c->conn) nng_stream_free(c->conn);
+    if (c->candidate) nng_stream_free(c->candidate);
+    if (c->listener) nng_stream_listener_free(c->listener);
+    if (c->dialer) nng_stream_dialer_free(c->dialer);
+    c->conn = c->candidate = nullptr;
+    c->listener = nullptr;
+    c->dialer = nullptr;
+  }
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+    if (a != nullptr) nng_aio_free(a);
+  }
+  c->post(EV_CLOSED, 0, 0);
+  c->tsfn.Release();
+  c->unref();
 }
 
-void StartClose(Core* core) {
-  if (core->closeStarted.exchange(true)) return;
-  std::thread(CloseWorker, core).detach();
+void StartClose(Core* c) {
+  if (c->closeStarted.exchange(true)) return;
+  std::thread(CloseWorker, c).detach();
 }
 
 [[noreturn]] void ThrowNng(Napi::Env env, const std::string& what, int rv) {
@@ -180,200 +415,136 @@ void StartClose(Core* core) {
   throw err;
 }
 
-int32_t ToTimeout(const Napi::Value& v) {
-  if (!v.IsNumber()) return NNG_DURATION_INFINITE;
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d < 2147483647.0)) return NNG_DURATION_INFINITE;  // Infinity / NaN
-  if (d < 0) return 0;
-  return static_cast<int32_t>(d);
-}
-
-class NngSocket : public Napi::ObjectWrap<NngSocket> {
+class NngPair : public Napi::ObjectWrap<NngPair> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "NngSocket",
+    return DefineClass(env, "NngPair",
                        {
-                           InstanceMethod<&NngSocket::Listen>("listen"),
-                           InstanceMethod<&NngSocket::Dial>("dial"),
-                           InstanceMethod<&NngSocket::Send>("send"),
-                           InstanceMethod<&NngSocket::Recv>("recv"),
-                           InstanceMethod<&NngSocket::TryRecv>("tryRecv"),
-                           InstanceMethod<&NngSocket::Cancel>("cancel"),
-                           InstanceMethod<&NngSocket::CloseEndpoints>("closeEndpoints"),
-                           InstanceMethod<&NngSocket::Close>("close"),
-                           InstanceMethod<&NngSocket::Ref>("ref"),
-                           InstanceMethod<&NngSocket::Unref>("unref"),
+                           InstanceMethod<&NngPair::Listen>("listen"),
+                           InstanceMethod<&NngPair::Dial>("dial"),
+                           InstanceMethod<&NngPair::Send>("send"),
+                           InstanceMethod<&NngPair::Close>("close"),
+                           InstanceMethod<&NngPair::Ref>("ref"),
+                           InstanceMethod<&NngPair::Unref>("unref"),
                        });
   }
 
-  // new NngSocket(onEvent(kind, id, rv, data), recvMaxSize)
-  explicit NngSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NngSocket>(info) {
+  // new NngPair(onEvent(kind, id, rv, data), maxMessageBytes)
+  explicit NngPair(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NngPair>(info) {
     Napi::Env env = info.Env();
-    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "NngSocket: onEvent must be a function");
-    double maxsz = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
-    core_ = new Core();
-    int rv = nng_pair1_open(&core_->sock);
-    if (rv != 0) {
-      delete core_;
-      core_ = nullptr;
-      ThrowNng(env, "nng_pair1_open", rv);
+    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "NngPair: onEvent must be a function");
+    c_ = new Core();
+    c_->maxMessage = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+    int rv = 0;
+    for (auto [aio, fn] : {std::pair<nng_aio**, void (*)(void*)>{&c_->acceptAio, AcceptDone},
+                           {&c_->dialAio, DialDone},
+                           {&c_->negoAio, NegoDone},
+                           {&c_->rxAio, RxDone},
+                           {&c_->txAio, TxDone}}) {
+      if (rv == 0) rv = nng_aio_alloc(aio, fn, c_);
     }
-    // 0 means unlimited in nng 1.5.2, but newer versions default to 1 MiB and drop larger messages silently.
-    rv = nng_socket_set_size(core_->sock, NNG_OPT_RECVMAXSZ, static_cast<size_t>(maxsz));
-    if (rv == 0) rv = nng_pipe_notify(core_->sock, NNG_PIPE_EV_ADD_POST, PipeEvent, core_);
-    if (rv == 0) rv = nng_pipe_notify(core_->sock, NNG_PIPE_EV_REM_POST, PipeEvent, core_);
     if (rv != 0) {
-      nng_close(core_->sock);
-      delete core_;
-      core_ = nullptr;
-      ThrowNng(env, "nng socket setup", rv);
+      for (nng_aio* a : {c_->acceptAio, c_->dialAio, c_->negoAio, c_->rxAio, c_->txAio})
+        if (a) nng_aio_free(a);
+      delete c_;
+      c_ = nullptr;
+      ThrowNng(env, "nng_aio_alloc", rv);
     }
-    core_->tsfn = Tsfn::New(env, info[0].As<Napi::Function>(), "shoal_nng", 0, 1, core_, FinalizeTsfn,
-                            static_cast<void*>(nullptr));
-    core_->tsfn.Unref(env);
-    core_->tsfnRefed = false;
+    c_->tsfn = Tsfn::New(env, info[0].As<Napi::Function>(), "shoal_nng", 0, 1, c_, FinalizeTsfn,
+                         static_cast<void*>(nullptr));
+    c_->tsfn.Unref(env);
+    c_->tsfnRefed = false;
   }
 
-  ~NngSocket() override {
-    // Collected without close(): close in the background (never block the GC / JS thread).
-    if (core_ != nullptr) {
-      StartClose(core_);
-      core_->unref();
+  ~NngPair() override {
+    if (c_ != nullptr) {
+      StartClose(c_);  // collected without close(): close in the background
+      c_->unref();
     }
   }
 
  private:
   Core* live(const Napi::CallbackInfo& info) {
-    if (core_ == nullptr || core_->closeStarted.load())
-      throw Napi::Error::New(info.Env(), "nng socket is closed");
-    return core_;
+    if (c_ == nullptr || c_->closeStarted.load()) throw Napi::Error::New(info.Env(), "nng pair is closed");
+    return c_;
   }
 
-  // listen(url) -> bound TCP port, or 0 for non-TCP URLs. Throws on bind errors.
+  // listen(url) -> bound TCP port (0 for ipc). Starts accepting; EV_CONNECTED reports the peer.
   Napi::Value Listen(const Napi::CallbackInfo& info) {
     Core* c = live(info);
+    if (c->role != Role::None) throw Napi::Error::New(info.Env(), "nng pair already listening or dialing");
     std::string url = info[0].As<Napi::String>().Utf8Value();
-    int rv = nng_listener_create(&c->listener, c->sock, url.c_str());
-    if (rv != 0) ThrowNng(info.Env(), "nng_listener_create " + url, rv);
-    rv = nng_listener_start(c->listener, 0);
+    nng_stream_listener* l = nullptr;
+    int rv = nng_stream_listener_alloc(&l, url.c_str());
+    if (rv != 0) ThrowNng(info.Env(), "nng_stream_listener_alloc " + url, rv);
+    rv = nng_stream_listener_listen(l);
     if (rv != 0) {
-      nng_listener_close(c->listener);
-      c->listener = NNG_LISTENER_INITIALIZER;
+      nng_stream_listener_free(l);
       ThrowNng(info.Env(), "listen " + url, rv);
     }
     int port = 0;
-    if (url.rfind("tcp", 0) == 0) nng_listener_get_int(c->listener, NNG_OPT_TCP_BOUND_PORT, &port);
+    if (url.rfind("tcp", 0) == 0) nng_stream_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port);
+    std::lock_guard<std::mutex> lk(c->mu);
+    c->role = Role::Listener;
+    c->ipc = url.rfind("ipc://", 0) == 0;
+    c->listener = l;
+    StartAccept(c);
     return Napi::Number::New(info.Env(), port);
   }
 
-  // dial(url, reconnectMinMs, reconnectMaxMs): starts a background dialer that keeps retrying; the connection
-  // is reported by a pipe-add event.
+  // dial(url): one connection attempt + handshake; EV_CONNECTED or EV_DIAL_FAIL (then call dial again).
   void Dial(const Napi::CallbackInfo& info) {
     Core* c = live(info);
     std::string url = info[0].As<Napi::String>().Utf8Value();
-    int rv = nng_dialer_create(&c->dialer, c->sock, url.c_str());
-    if (rv != 0) ThrowNng(info.Env(), "nng_dialer_create " + url, rv);
-    nng_dialer_set_ms(c->dialer, NNG_OPT_RECONNMINT, info[1].As<Napi::Number>().Int32Value());
-    nng_dialer_set_ms(c->dialer, NNG_OPT_RECONNMAXT, info[2].As<Napi::Number>().Int32Value());
-    rv = nng_dialer_start(c->dialer, NNG_FLAG_NONBLOCK);
-    if (rv != 0) {
-      nng_dialer_close(c->dialer);
-      c->dialer = NNG_DIALER_INITIALIZER;
-      ThrowNng(info.Env(), "dial " + url, rv);
+    std::lock_guard<std::mutex> lk(c->mu);
+    if (c->role == Role::Listener || c->conn != nullptr || c->candidate != nullptr)
+      throw Napi::Error::New(info.Env(), "nng pair: dial while listening, connected or dialing");
+    if (c->dialer == nullptr) {
+      int rv = nng_stream_dialer_alloc(&c->dialer, url.c_str());
+      if (rv != 0) {
+        c->dialer = nullptr;
+        ThrowNng(info.Env(), "nng_stream_dialer_alloc " + url, rv);
+      }
+      c->role = Role::Dialer;
+      c->ipc = url.rfind("ipc://", 0) == 0;
     }
+    nng_stream_dialer_dial(c->dialer, c->dialAio);
   }
 
-  Op* startOp(Core* c, const Napi::CallbackInfo& info, uint32_t id, bool isRecv) {
-    Op* op = new Op{c, id, isRecv};
-    int rv = nng_aio_alloc(&op->aio, AioDone, op);
-    if (rv != 0) {
-      delete op;
-      ThrowNng(info.Env(), "nng_aio_alloc", rv);
-    }
-    c->ops.emplace(id, op);
-    {
-      std::lock_guard<std::mutex> lk(c->mu);
-      c->inflight.insert(op->aio);
-    }
-    return op;
-  }
-
-  // send(id, bytes: Uint8Array, timeoutMs): copies `bytes` into a new message; completion arrives as EV_SEND.
+  // send(id, bytes: Uint8Array): one at a time (the JS layer queues); EV_SEND(id) when `bytes` is released.
   void Send(const Napi::CallbackInfo& info) {
     Core* c = live(info);
     uint32_t id = info[0].As<Napi::Number>().Uint32Value();
     Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
-    size_t len = data.ByteLength();
-    nng_msg* m = nullptr;
-    int rv = nng_msg_alloc(&m, len);
-    if (rv != 0) ThrowNng(info.Env(), "nng_msg_alloc", rv);
-    if (len > 0) std::memcpy(nng_msg_body(m), data.Data(), len);
-    Op* op;
-    try {
-      op = startOp(c, info, id, false);
-    } catch (...) {
-      nng_msg_free(m);
-      throw;
-    }
-    nng_aio_set_timeout(op->aio, ToTimeout(info[2]));
-    nng_aio_set_msg(op->aio, m);
-    nng_send_aio(c->sock, op->aio);
+    std::lock_guard<std::mutex> lk(c->mu);
+    if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
+    if (c->txBody != nullptr || c->txRef.IsEmpty() == false)
+      throw Napi::Error::New(info.Env(), "nng pair: a send is already in flight");
+    uint64_t len = static_cast<uint64_t>(data.ByteLength()) + 4;
+    size_t h = 0;
+    if (c->ipc) c->txHead[h++] = 1;
+    for (int i = 7; i >= 0; i--) c->txHead[h++] = static_cast<uint8_t>(len >> (8 * i));
+    c->txHead[h++] = 0;
+    c->txHead[h++] = 0;
+    c->txHead[h++] = 0;
+    c->txHead[h++] = 1;  // PAIR1 hop count
+    c->txHeadLen = h;
+    c->txBody = data.Data();
+    c->txBodyLen = data.ByteLength();
+    c->txSent = 0;
+    c->txId = id;
+    c->txRef = Napi::Persistent(static_cast<Napi::Value>(data));
+    TxSubmit(c);
   }
 
-  // recv(id, timeoutMs): completion arrives as EV_RECV with the message (or an nng errno).
-  void Recv(const Napi::CallbackInfo& info) {
-    Core* c = live(info);
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-    Op* op = startOp(c, info, id, true);
-    nng_aio_set_timeout(op->aio, ToTimeout(info[1]));
-    nng_recv_aio(c->sock, op->aio);
-  }
-
-  // tryRecv() -> Uint8Array | null: a message already queued in the socket, without waiting.
-  Napi::Value TryRecv(const Napi::CallbackInfo& info) {
-    Core* c = live(info);
-    Napi::Env env = info.Env();
-    nng_msg* m = nullptr;
-    int rv = nng_recvmsg(c->sock, &m, NNG_FLAG_NONBLOCK);
-    if (rv == NNG_EAGAIN) return env.Null();
-    if (rv != 0) ThrowNng(env, "nng_recvmsg", rv);
-    size_t len = nng_msg_len(m);
-    if (len == 0) {
-      nng_msg_free(m);
-      return Napi::Uint8Array::New(env, 0);
-    }
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-        env, nng_msg_body(m), len, [](Napi::Env, void*, nng_msg* msg) { nng_msg_free(msg); }, m);
-    return Napi::Uint8Array::New(env, len, ab, 0);
-  }
-
-  // cancel(id) -> whether the op was still in flight; it then completes with NNG_ECANCELED (or its result).
-  Napi::Value Cancel(const Napi::CallbackInfo& info) {
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-    if (core_ == nullptr) return Napi::Boolean::New(info.Env(), false);
-    auto it = core_->ops.find(id);
-    if (it == core_->ops.end()) return Napi::Boolean::New(info.Env(), false);
-    nng_aio_cancel(it->second->aio);
-    return Napi::Boolean::New(info.Env(), true);
-  }
-
-  // closeEndpoints(): stop the dialer from reconnecting (after the peer went away).
-  void CloseEndpoints(const Napi::CallbackInfo& info) {
-    Core* c = live(info);
-    if (nng_dialer_id(c->dialer) > 0) {
-      nng_dialer_close(c->dialer);
-      c->dialer = NNG_DIALER_INITIALIZER;
-    }
-  }
-
-  // close(): starts the close on a helper thread; EV_CLOSED reports the end. Idempotent.
+  // close(): closes on a helper thread; EV_CLOSED reports the end. Idempotent.
   void Close(const Napi::CallbackInfo& info) {
-    if (core_ == nullptr) return;
-    if (!core_->tsfnRefed) {
-      core_->tsfn.Ref(info.Env());
-      core_->tsfnRefed = true;
+    if (c_ == nullptr || c_->closeStarted.load()) return;
+    if (!c_->tsfnRefed) {
+      c_->tsfn.Ref(info.Env());
+      c_->tsfnRefed = true;
     }
-    StartClose(core_);
+    StartClose(c_);
   }
 
   void Ref(const Napi::CallbackInfo& info) {
@@ -387,7 +558,7 @@ class NngSocket : public Napi::ObjectWrap<NngSocket> {
     c->tsfnRefed = false;
   }
 
-  Core* core_ = nullptr;
+  Core* c_ = nullptr;
 };
 
 Napi::Value StrError(const Napi::CallbackInfo& info) {
@@ -395,20 +566,23 @@ Napi::Value StrError(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("NngSocket", NngSocket::Init(env));
+  exports.Set("NngPair", NngPair::Init(env));
   exports.Set("strerror", Napi::Function::New(env, StrError, "strerror"));
-  Napi::Object c = Napi::Object::New(env);
-  c.Set("EV_RECV", Napi::Number::New(env, EV_RECV));
-  c.Set("EV_SEND", Napi::Number::New(env, EV_SEND));
-  c.Set("EV_PIPE_ADD", Napi::Number::New(env, EV_PIPE_ADD));
-  c.Set("EV_PIPE_REM", Napi::Number::New(env, EV_PIPE_REM));
-  c.Set("EV_CLOSED", Napi::Number::New(env, EV_CLOSED));
-  c.Set("ETIMEDOUT", Napi::Number::New(env, NNG_ETIMEDOUT));
-  c.Set("ECANCELED", Napi::Number::New(env, NNG_ECANCELED));
-  c.Set("ECLOSED", Napi::Number::New(env, NNG_ECLOSED));
-  c.Set("EADDRINUSE", Napi::Number::New(env, NNG_EADDRINUSE));
-  c.Set("version", nng_version());
-  exports.Set("constants", c);
+  Napi::Object k = Napi::Object::New(env);
+  auto num = [&](const char* name, double v) { k.Set(name, Napi::Number::New(env, v)); };
+  num("EV_CONNECTED", EV_CONNECTED);
+  num("EV_MSG", EV_MSG);
+  num("EV_RX_END", EV_RX_END);
+  num("EV_SEND", EV_SEND);
+  num("EV_DIAL_FAIL", EV_DIAL_FAIL);
+  num("EV_CLOSED", EV_CLOSED);
+  num("EV_BAD_FRAME", EV_BAD_FRAME);
+  num("ECLOSED", NNG_ECLOSED);
+  num("ECONNSHUT", NNG_ECONNSHUT);
+  num("ECONNRESET", NNG_ECONNRESET);
+  num("ETIMEDOUT", NNG_ETIMEDOUT);
+  k.Set("version", nng_version());
+  exports.Set("constants", k);
   return exports;
 }
 
