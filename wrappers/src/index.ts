@@ -9,3 +9,5 @@ export * from './tfjs/progress.js';
 export * from './local-sync.js';
 export * from './worker/init-worker.js';
 export * from './hybrid-sync.js';
+export * from './onnx/session.js';
+export * from './onnx/tiny-onnx.js';
