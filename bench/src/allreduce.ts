@@ -176,7 +176,9 @@ export async function run(args: string[]): Promise<void> {
           const g = gloo.find((x) => x.bytes === r.bytes);
           const row: AllreduceRow = { impl: 'shoal-ring', transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
           if (g) {
-            row.busbw_vs_gloo = +(r.busbw_gbps! / g.busbw_gbps!).toFixed(3);
+            // same bytes and n, so the busbw ratio is the inverse ratio of average times (exact even where the
+            // rounded busbw of tiny sizes is 0)
+            row.busbw_vs_gloo = +(g.avg_us! / r.avg_us!).toFixed(3);
             row.p50_vs_gloo = +(r.p50_us! / g.p50_us!).toFixed(3);
           }
           rows.push(row);
