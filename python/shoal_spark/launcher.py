@@ -140,7 +140,7 @@ def run(
     if not os.path.isfile(script_path):
         raise ValueError(f"script {script_path!r} does not exist (resolved against cwd {cwd!r})")
     store = store_script if store_script is not None else default_store_script()
-    if n > 1 and not os.path.isfile(store):
+    if (n > 1 or backend != "ring") and not os.path.isfile(store):
         raise ValueError(f"store_script {store!r} does not exist (build shoal first: npx tsc -b)")
     if parts != n:
         df = df.repartition(n)
@@ -160,7 +160,7 @@ def run(
         "startup_timeout_s": float(startup_timeout_s),
         "tail_lines": int(tail_lines),
         "require_result": bool(require_result),
-        "store_script": store if n > 1 else "",
+        "store_script": store if n > 1 or backend != "ring" else "",
         "host": host,
         "schema": to_arrow_schema(df.schema).serialize().to_pybytes(),
     }

@@ -57,6 +57,17 @@ def _set_pdeathsig() -> None:
         pass
 
 
+def _grow_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Best effort: a 1 MiB pipe (Linux F_SETPIPE_SZ; the default is 64 KiB) so each write moves a whole Arrow
+    buffer with fewer context switches between the task and the worker."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, size)  # F_SETPIPE_SZ
+    except (OSError, ImportError):
+        pass
+
+
 class _Child:
     """A Node child in its own process group, its output lines pumped by two daemon threads.
 
@@ -82,6 +93,8 @@ class _Child:
             )
         except OSError as e:
             raise ShoalWorkerError(rank, f"cannot start {name} ({argv[0]}): {e}", []) from e
+        if stdin:
+            _grow_pipe(self.proc.stdin.fileno())
         self._threads = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, True), daemon=True),
             threading.Thread(target=self._pump, args=(self.proc.stderr, False), daemon=True),
@@ -167,8 +180,12 @@ class _Watchdog:
 
 def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) -> _Child:
     """Start the rendezvous store process and wait (bounded) for its `SHOAL_STORE tcp://host:port` line."""
-    argv = [spec["node"], spec["store_script"], "--host", host]
-    store = _Child(argv, dict(os.environ), spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
+    argv = [spec["node"], spec["store_script"], "--host", host, "--timeout-ms", str(int(spec["net_timeout_s"] * 1000))]
+    if spec["backend"] in ("ps", "hybrid"):
+        # rank 0's task also hosts the parameter-server shards (actor processes of the store's process group)
+        argv += ["--ps-servers", str(spec["servers"]), "--workers", str(spec["world"])]
+    env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"])  # tags the store and its server actors with the job
+    store = _Child(argv, env, spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
     wait_s = min(spec["startup_timeout_s"], max(0.0, deadline - time.monotonic()))
     if not store.marked_event.wait(wait_s):
         store.kill()
@@ -228,7 +245,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
     try:
         store_url = ""
         if rank == 0 and spec["store_script"]:
-            store = _start_store(spec, rank, host, deadline)
+            store = _start_store(dict(spec, world=world), rank, host, deadline)
             store_url = (store.marked or "").strip()
         peers = [json.loads(m) for m in ctx.allGather(json.dumps({"rank": rank, "host": host, "store": store_url}))]
         store_url = next((p["store"] for p in peers if p["rank"] == 0), "")

@@ -56,7 +56,8 @@ def spark():
 
 
 def node_processes(marker: str):
-    """Pids of live processes whose command line contains `marker` (zombies excluded)."""
+    """Pids of live processes whose command line or environment contains `marker` (zombies excluded). A job's
+    workers, store and server actors all carry `SHOAL_JOB_ID=<job id>` in their environment."""
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -66,9 +67,11 @@ def node_processes(marker: str):
                 cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
             with open(f"/proc/{pid}/stat", "rb") as f:
                 state = f.read().rsplit(b")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().decode("utf-8", "replace")
         except OSError:
             continue
-        if marker in cmd and state != b"Z":
+        if (marker in cmd or marker in env.split("\0")) and state != b"Z":
             out.append((int(pid), cmd))
     return out
 

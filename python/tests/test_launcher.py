@@ -65,13 +65,22 @@ def test_failing_worker_fails_the_job_with_its_message_and_leaves_no_process(spa
     df = spark.range(0, 10_000, numPartitions=2).selectExpr("cast(id as double) as x")
     t = tag()
     with pytest.raises(shoal_spark.ShoalWorkerError) as ei:
-        shoal_spark.run(df, PROBE, num_workers=2, args=["--fail-rank", "1", "--message", f"boom {t}", "--tag", t], timeout_s=60, cwd=repo)
+        shoal_spark.run(df, PROBE, num_workers=2, args=["--fail-rank", "1", "--message", f"boom {t}", "--tag", t], timeout_s=60, cwd=repo, job_id=t)
     err = ei.value
     assert err.rank == 1
     assert f"boom {t}" in str(err)
     assert any("read 5000 rows" in line for line in err.log_tail), err.log_tail
     assert wait_no_processes(t) == []
-    assert wait_no_processes("spark-store.js") == []
+    assert wait_no_processes(f"SHOAL_JOB_ID={t}") == []  # the store of this job too
+
+
+def test_failing_ps_job_leaves_no_store_or_server_actor(spark, repo):
+    # backend ps: rank 0's task hosts the store and the parameter-server actor processes; all go with the job
+    df = spark.range(0, 1000, numPartitions=2).selectExpr("cast(id as double) as x")
+    t = tag()
+    with pytest.raises(shoal_spark.ShoalWorkerError, match=f"boom {t}"):
+        shoal_spark.run(df, PROBE, num_workers=2, backend="ps", servers=2, args=["--fail-rank", "0", "--message", f"boom {t}"], timeout_s=60, cwd=repo, job_id=t)
+    assert wait_no_processes(f"SHOAL_JOB_ID={t}") == []
 
 
 def test_hung_worker_is_killed_at_the_deadline(spark, repo):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -53,12 +54,8 @@ def test_spark_training_equals_shoal_run_on_the_parquet_files(digits_df, repo, t
     assert len(parts) == 2, parts
 
     spark_out = str(tmp_path / "spark.json")
-    try:
-        res = shoal_spark.run(digits_df, WORKER, num_workers=2, backend=backend, args=["--epochs", "3", "--out", spark_out], timeout_s=180, cwd=repo)
-    except shoal_spark.ShoalWorkerError as e:
-        if "is not available in this build" in str(e):
-            pytest.skip(f"{backend} backend not wired into initWorker yet: {e}")
-        raise
+    job = f"spark-test-{uuid.uuid4().hex[:10]}"
+    res = shoal_spark.run(digits_df, WORKER, num_workers=2, backend=backend, args=["--epochs", "3", "--out", spark_out], timeout_s=180, cwd=repo, job_id=job)
     assert res.result["steps"] == 25 and res.result["rows"] == 3 * 25 * 32
     assert [r["rows"] for r in res.ranks] == [800, 800]
     assert res.result["loss"] < res.result["firstLoss"], res.result
@@ -73,7 +70,8 @@ def test_spark_training_equals_shoal_run_on_the_parquet_files(digits_df, repo, t
     sys.stderr.write(f"[{backend}] max |w_spark - w_shoal_run| = {diff:g}, loss {res.result['loss']:.5f} vs {ref['loss']:.5f}\n")
     assert diff <= 1e-5
     assert abs(res.result["loss"] - ref["loss"]) <= 1e-5
-    assert wait_no_processes(WORKER) == []
+    # no worker, store or (ps) server actor of this job is left
+    assert wait_no_processes(f"SHOAL_JOB_ID={job}") == []
 
 
 def test_spark_written_parquet_is_read_back_by_the_datasets_package(digits_df, repo, tmp_path):

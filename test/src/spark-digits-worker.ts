@@ -17,7 +17,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import type * as tfjs from '@tensorflow/tfjs';
-import { Errors } from '@shoal/core';
+import { Errors, sparkInput } from '@shoal/core';
 import { batches, localSteps, openArrowStream, openParquetDir, shard, syncSteps, type Dataset } from '@shoal/datasets';
 import { initWorker, setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   try {
     const t0 = performance.now();
     if (parquet) ds = await openParquetDir(parquet);
-    else if (process.env.SHOAL_INPUT === 'stdin') ds = await openArrowStream(process.stdin, { name: `rank ${rank} stdin`, retain: true });
+    else if (process.env.SHOAL_INPUT === 'stdin') ds = await openArrowStream(sparkInput(), { name: `rank ${rank} stdin`, retain: true });
     else throw Errors.config('SHOAL_INPUT', 'is not stdin and no --parquet DIR was given: where is the data?');
     // A live stream's row count is known once it has been read: drain it into memory (retained for every epoch).
     if (!parquet) for await (const _ of ds.partitions[0]!.read({ columns: [] })) void _;

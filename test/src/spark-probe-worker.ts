@@ -14,6 +14,7 @@ import {
   createNetTransport,
   Errors,
   parseWorkerOptions,
+  sparkInput,
   TcpStore,
   Tags,
   type ProcessGroup,
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const ds = args.parquet
     ? await openParquetDir(args.parquet)
-    : await openArrowStream(process.stdin, { name: `rank ${opts.rank} stdin`, idleTimeoutMs: opts.timeoutMs });
+    : await openArrowStream(sparkInput(), { name: `rank ${opts.rank} stdin`, idleTimeoutMs: opts.timeoutMs });
   const partitions = args.parquet ? shard(ds, opts.rank, opts.worldSize).partitions : ds.partitions;
   const columns = ds.schema.fields.map((f) => f.name);
   if (args.sum && !columns.includes(args.sum)) throw Errors.data(ds.source, `no column ${args.sum} (columns: ${columns.join(', ')})`);
