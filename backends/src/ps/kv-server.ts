@@ -397,16 +397,17 @@ export class KVServer {
 
   /**
    * Pull dense values: this server's slices of `keys`, after the server has reached `needs[i]` for each (sync:
-   * rounds applied; async: this worker's pushes applied). The arrays returned are the stored values themselves:
-   * updates are applied synchronously and the actor encodes the reply synchronously, so the reply is a
-   * consistent snapshot at a version >= `need`.
+   * rounds applied; async: this worker's pushes applied). The reply is a consistent snapshot at a version >=
+   * `need`.
    */
   pull(rank: number, keys: string[], needs: number[]): FloatArray[] | Promise<FloatArray[]> {
     this.checkRank(rank);
     this.counters.pulls++;
     const slots = keys.map((k) => this.slot(k));
     for (const s of slots) if (s.spec.rows) throw Errors.invalidArg(`key ${s.spec.key}`, 'is row-sparse: use rowSparsePull');
-    const read = () => slots.map((s) => s.data);
+    // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
+    // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
+    const read = () => (this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
     const pendingIdx = slots.findIndex((s, i) => !this.reached(s, rank, needs[i]!));
     if (pendingIdx < 0) return read();
     return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);

@@ -2,8 +2,8 @@ import { Errors } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import type { Connection, Listener, Transport } from '../transport/transport.js';
-import { decodeMessage, encodeMessage, FramePool } from './codec.js';
-import { errorInfo } from './rpc.js';
+import { encodeParts, FramePool, type EncodedMessage } from './codec.js';
+import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts } from './rpc.js';
 
 /**
  * Serving one actor instance to any number of callers over a pair transport.
@@ -28,6 +28,8 @@ export interface ServeActorOptions {
   mailbox?: 'serial' | 'reentrant';
   /** Doors kept open at once (default 4). */
   doorWindow?: number;
+  /** Arrays in replies of at least this many bytes are sent uncopied (default 64 KiB). */
+  externalMinBytes?: number;
 }
 
 export const actorKeys = {
@@ -99,20 +101,12 @@ export class ActorServer {
 
   private async serve(conn: Connection): Promise<void> {
     for (;;) {
-      let msg: Uint8Array;
-      try {
-        msg = await conn.recv({ timeoutMs: Infinity });
-      } catch {
-        this.conns.delete(conn);
-        void conn.close().catch(() => {});
-        return;
-      }
       let req: { k: string; id: number; m: string; a: unknown[] };
       try {
-        req = decodeMessage(msg) as typeof req;
+        req = (await recvParts(conn)).value as typeof req;
       } catch (e) {
-        // A frame we cannot read means the caller and we disagree on the protocol: drop the caller.
-        process.emitWarning(`actor ${this.opts.name}: dropping caller ${conn.remote}: ${(e as Error).message}`);
+        // The caller went away, or sent a frame we cannot read (then caller and actor disagree on the protocol).
+        if ((e as { code?: string }).code === 'ERR_BAD_FRAME') process.emitWarning(`actor ${this.opts.name}: dropping caller ${conn.remote}: ${(e as Error).message}`);
         this.conns.delete(conn);
         void conn.close().catch(() => {});
         return;
@@ -123,7 +117,7 @@ export class ActorServer {
   }
 
   private async run(conn: Connection, req: { id: number; m: string; a: unknown[] }): Promise<void> {
-    let frame: Uint8Array;
+    let enc: EncodedMessage;
     let pool = this.pools.get(conn);
     if (!pool) this.pools.set(conn, (pool = new FramePool()));
     try {
@@ -133,15 +127,14 @@ export class ActorServer {
       // returns); a promise is awaited first.
       const r = fn.apply(this.instance, req.a ?? []);
       const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
-      frame = encodeMessage({ k: 'r', id: req.id, v }, pool);
+      // Big arrays in the result are sent from the actor's memory: an actor returning live state must not
+      // change it before the reply is out (KVServer: guaranteed by its round structure; it copies otherwise).
+      enc = encodeParts({ k: 'r', id: req.id, v }, { pool, externalMinBytes: this.opts.externalMinBytes ?? DEFAULT_EXTERNAL_MIN_BYTES });
     } catch (e) {
-      frame = encodeMessage({ k: 'e', id: req.id, e: errorInfo(e) });
+      enc = encodeParts({ k: 'e', id: req.id, e: errorInfo(e) });
     }
     if (conn.closed) return;
-    await conn.send(frame, { timeoutMs: Infinity }).then(
-      () => pool.give(frame),
-      () => {},
-    );
+    await sendParts(conn, enc, pool, { timeoutMs: Infinity }).catch(() => {});
   }
 
   /** Stop accepting, close every caller's connection (they see ERR_PEER_CLOSED). Idempotent. */

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
 import { MemoryNetwork } from '../transport/memory.js';
 import { MemoryStore } from '../store/memory.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { decodeMessage, decodeParts, encodeMessage, encodeParts, externalCount } from './codec.js';
 import { ActorClient } from './actor-handle.js';
 import { ActorSupervisor } from './spawn.js';
 import type { CounterActor } from './testing/counter-actor.js';
@@ -34,6 +34,23 @@ test('codec round-trips nested values and keeps typed arrays binary', () => {
   assert.equal([...w.f], [...f]);
   assert.throws(() => encodeMessage({ m: new Map() }), /Map at \$\.m/);
   assert.throws(() => decodeMessage(new Uint8Array(16)), /bad magic/);
+});
+
+test('codec sends big arrays as external segments, uncopied, and decodes them back', () => {
+  const big = Float32Array.from({ length: 5000 }, (_, i) => i);
+  const view = big.subarray(1000, 3000);
+  const small = Int32Array.of(1, 2, 3);
+  const enc = encodeParts({ view, small, n: 1 }, { externalMinBytes: 4096 });
+  assert.is(enc.external.length, 1);
+  assert.is(enc.external[0]!.buffer, big.buffer, 'external segment is the caller memory');
+  assert.is(enc.external[0]!.byteOffset, 4000);
+  assert.is(externalCount(enc.frame), 1);
+  assert.ok(enc.frame.byteLength < 300, 'the frame carries only the header and small arrays');
+  const v = decodeParts(enc.frame, enc.external.map((x) => x.slice())) as { view: Float32Array; small: Int32Array };
+  assert.is(v.view.length, 2000);
+  assert.is(v.view[0], 1000);
+  assert.equal([...v.small], [1, 2, 3]);
+  assert.throws(() => decodeParts(enc.frame, []), /announces 1 external/);
 });
 
 test('local actor: typed handle, mailbox order per caller, remote errors carry the stack', async () => {

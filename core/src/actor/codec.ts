@@ -4,21 +4,27 @@ import { Errors } from '../errors.js';
  * Structured binary encoding for actor messages: a small JSON header plus raw byte segments, so typed arrays
  * (gradients, weights, row ids) never go through JSON.
  *
- * Frame layout (little endian):
- *   u32 magic 'SHA1' | u32 headerBytes | header (UTF-8 JSON) | pad to 8 | segment 0 | pad to 8 | segment 1 ...
- * The header is `{ v: <value with placeholders>, s: [byteLength, ...] }`. A typed array (or ArrayBuffer) in the
- * value becomes the placeholder `{ "\u0000b": <segment index>, "t": <type name> }`.
+ * A message is one frame, optionally followed by external segments sent as messages of their own:
+ *   frame: u32 magic 'SHA2' | u32 headerBytes | u32 externalCount | u32 0 | header (UTF-8 JSON) | pad to 8 |
+ *          packed segment 0 | pad to 8 | packed segment 1 ...
+ *   then `externalCount` messages, each the raw bytes of one external segment.
+ * The header is `{ v: <value with placeholders>, s: [packed byteLength...], x: [external byteLength...] }`. A
+ * typed array (or ArrayBuffer) in the value becomes `{ "\u0000b": <packed index>, "t": <type> }` or
+ * `{ "\u0000x": <external index>, "t": <type> }`. With `externalMinBytes`, arrays at least that big are sent as
+ * external segments straight from the caller's memory (no copy into a frame); smaller ones are packed.
  *
  * Supported values: JSON values (null, boolean, number, string, arrays, plain objects), every typed array,
- * DataView-free ArrayBuffers, and `undefined` inside objects (dropped, as JSON does). Anything else (Map, Set,
- * class instances with methods, functions, bigint) is refused with ERR_BAD_FRAME naming the path.
+ * ArrayBuffers, and `undefined` inside objects (dropped, as JSON does); non-finite numbers are kept. Anything
+ * else (Map, Set, class instances, functions, bigint) is refused with ERR_BAD_FRAME naming the path.
  *
- * Ownership: `encodeMessage` copies every segment into one new frame (the caller keeps its arrays). Typed arrays
- * returned by `decodeMessage` are views into the frame when the frame is 8-byte aligned (zero copy), copies
- * otherwise; either way they belong to the receiver.
+ * Ownership: packed segments are copied into the frame. External segments are views of the caller's arrays:
+ * they must stay unchanged until their sends resolve. Typed arrays returned by decoding are views into the
+ * received messages when suitably aligned (zero copy), copies otherwise; either way they belong to the receiver.
  */
-const MAGIC = 0x31414853; // 'SHA1'
+const MAGIC = 0x32414853; // 'SHA2'
 const TAG = '\u0000b';
+const XTAG = '\u0000x';
+const PREAMBLE = 16;
 
 type TypedArrayCtor =
   | Int8ArrayConstructor
@@ -79,32 +85,66 @@ export class FramePool {
   }
 }
 
-/** Encode `value` into one frame (from `pool` when given). See the module comment for what is supported. */
-export function encodeMessage(value: unknown, pool?: FramePool): Uint8Array {
-  const segs: Uint8Array[] = [];
-  const v = lower(value, segs, '$');
-  const header = new TextEncoder().encode(JSON.stringify({ v, s: segs.map((s) => s.byteLength) }));
-  let total = align8(8 + header.byteLength);
-  for (const s of segs) total += align8(s.byteLength);
+export interface EncodedMessage {
+  /** The frame (from the pool when one was given). */
+  frame: Uint8Array;
+  /** External segments to send, in order, right after the frame. */
+  external: Uint8Array[];
+}
+
+export interface EncodeOptions {
+  pool?: FramePool;
+  /** Typed arrays of at least this many bytes become external segments. Default: never. */
+  externalMinBytes?: number;
+}
+
+/** Encode `value` into a frame plus external segments. See the module comment. */
+export function encodeParts(value: unknown, opts: EncodeOptions = {}): EncodedMessage {
+  const st: LowerState = { packed: [], external: [], min: opts.externalMinBytes ?? Infinity };
+  const v = lower(value, st, '$');
+  const header = new TextEncoder().encode(JSON.stringify({ v, s: st.packed.map((x) => x.byteLength), x: st.external.map((x) => x.byteLength) }));
+  let total = align8(PREAMBLE + header.byteLength);
+  for (const x of st.packed) total += align8(x.byteLength);
   // Not zero-filled (one pass less over big frames); every byte is written below, padding included.
-  const frame = pool ? pool.take(total) : new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total);
-  const dv = new DataView(frame.buffer);
+  const frame = opts.pool ? opts.pool.take(total) : new Uint8Array(Buffer.allocUnsafeSlow(total).buffer, 0, total);
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   dv.setUint32(0, MAGIC, true);
   dv.setUint32(4, header.byteLength, true);
-  frame.set(header, 8);
-  let off = 8 + header.byteLength;
+  dv.setUint32(8, st.external.length, true);
+  dv.setUint32(12, 0, true);
+  frame.set(header, PREAMBLE);
+  let off = PREAMBLE + header.byteLength;
   frame.fill(0, off, align8(off));
   off = align8(off);
-  for (const s of segs) {
-    frame.set(s, off);
-    off += s.byteLength;
+  for (const x of st.packed) {
+    frame.set(x, off);
+    off += x.byteLength;
     frame.fill(0, off, align8(off));
     off = align8(off);
   }
-  return frame;
+  return { frame, external: st.external };
 }
 
-function lower(x: unknown, segs: Uint8Array[], path: string): unknown {
+/** Encode `value` into one self-contained frame (every array packed; from `pool` when given). */
+export function encodeMessage(value: unknown, pool?: FramePool): Uint8Array {
+  return encodeParts(value, { pool }).frame;
+}
+
+/** How many external segment messages follow this frame (ERR_BAD_FRAME if it is not an actor frame). */
+export function externalCount(frame: Uint8Array): number {
+  if (frame.byteLength < PREAMBLE) throw Errors.badFrame('actor codec', `frame of ${frame.byteLength} bytes is too short`);
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame('actor codec', 'bad magic (not an actor message)');
+  return dv.getUint32(8, true);
+}
+
+interface LowerState {
+  packed: Uint8Array[];
+  external: Uint8Array[];
+  min: number;
+}
+
+function lower(x: unknown, st: LowerState, path: string): unknown {
   if (x === null || typeof x === 'boolean' || typeof x === 'string') return x;
   if (typeof x === 'number') {
     if (!Number.isFinite(x)) return { '\u0000n': String(x) };
@@ -116,14 +156,19 @@ function lower(x: unknown, segs: Uint8Array[], path: string): unknown {
     if (x instanceof DataView) throw Errors.badFrame('actor codec', `cannot encode DataView at ${path}`);
     const name = x.constructor.name;
     if (!(name in CTORS)) throw Errors.badFrame('actor codec', `cannot encode ${name} at ${path}`);
-    segs.push(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
-    return { [TAG]: segs.length - 1, t: name };
+    const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    if (x.byteLength >= st.min) {
+      st.external.push(bytes);
+      return { [XTAG]: st.external.length - 1, t: name };
+    }
+    st.packed.push(bytes);
+    return { [TAG]: st.packed.length - 1, t: name };
   }
   if (x instanceof ArrayBuffer) {
-    segs.push(new Uint8Array(x));
-    return { [TAG]: segs.length - 1, t: 'ArrayBuffer' };
+    st.packed.push(new Uint8Array(x));
+    return { [TAG]: st.packed.length - 1, t: 'ArrayBuffer' };
   }
-  if (Array.isArray(x)) return x.map((e, i) => lower(e, segs, `${path}[${i}]`));
+  if (Array.isArray(x)) return x.map((e, i) => lower(e, st, `${path}[${i}]`));
   const proto = Object.getPrototypeOf(x);
   if (proto !== Object.prototype && proto !== null) {
     throw Errors.badFrame('actor codec', `cannot encode ${proto?.constructor?.name ?? 'object'} at ${path} (plain objects only)`);
@@ -131,55 +176,62 @@ function lower(x: unknown, segs: Uint8Array[], path: string): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, e] of Object.entries(x)) {
     if (e === undefined) continue;
-    out[k] = lower(e, segs, `${path}.${k}`);
+    out[k] = lower(e, st, `${path}.${k}`);
   }
   return out;
 }
 
-/** Decode one frame produced by `encodeMessage`. Throws ERR_BAD_FRAME on a malformed frame. */
+/** Decode a frame produced by `encodeMessage` (no external segments). Throws ERR_BAD_FRAME when malformed. */
 export function decodeMessage(frame: Uint8Array): unknown {
-  if (frame.byteLength < 8) throw Errors.badFrame('actor codec', `frame of ${frame.byteLength} bytes is too short`);
+  return decodeParts(frame, []);
+}
+
+/** Decode a frame and the external segment messages that followed it. Throws ERR_BAD_FRAME when malformed. */
+export function decodeParts(frame: Uint8Array, external: readonly Uint8Array[]): unknown {
+  const nx = externalCount(frame);
+  if (nx !== external.length) throw Errors.badFrame('actor codec', `frame announces ${nx} external segments, got ${external.length}`);
   const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame('actor codec', 'bad magic (not an actor message)');
   const hlen = dv.getUint32(4, true);
-  if (8 + hlen > frame.byteLength) throw Errors.badFrame('actor codec', `header length ${hlen} exceeds frame ${frame.byteLength}`);
-  let header: { v: unknown; s: number[] };
+  if (PREAMBLE + hlen > frame.byteLength) throw Errors.badFrame('actor codec', `header length ${hlen} exceeds frame ${frame.byteLength}`);
+  let header: { v: unknown; s: number[]; x: number[] };
   try {
-    header = JSON.parse(new TextDecoder().decode(frame.subarray(8, 8 + hlen)));
+    header = JSON.parse(new TextDecoder().decode(frame.subarray(PREAMBLE, PREAMBLE + hlen)));
   } catch (e) {
     throw Errors.badFrame('actor codec', `header is not JSON: ${(e as Error).message}`);
   }
-  const aligned = frame.byteOffset % 8 === 0;
   const segs: Uint8Array[] = [];
-  let off = align8(8 + hlen);
+  let off = align8(PREAMBLE + hlen);
   for (const len of header.s) {
     if (off + len > frame.byteLength) throw Errors.badFrame('actor codec', `segment overruns frame (${off}+${len} > ${frame.byteLength})`);
     segs.push(frame.subarray(off, off + len));
     off += align8(len);
   }
-  return raise(header.v, segs, aligned);
+  (header.x ?? []).forEach((len, i) => {
+    if (external[i]!.byteLength !== len) throw Errors.badFrame('actor codec', `external segment ${i} has ${external[i]!.byteLength} bytes, header says ${len}`);
+  });
+  return raise(header.v, segs, external);
 }
 
-function raise(x: unknown, segs: Uint8Array[], aligned: boolean): unknown {
+function raise(x: unknown, segs: Uint8Array[], ext: readonly Uint8Array[]): unknown {
   if (x === null || typeof x !== 'object') return x;
   if (Array.isArray(x)) {
-    for (let i = 0; i < x.length; i++) x[i] = raise(x[i], segs, aligned);
+    for (let i = 0; i < x.length; i++) x[i] = raise(x[i], segs, ext);
     return x;
   }
   const o = x as Record<string, unknown>;
-  if (TAG in o) {
-    const seg = segs[o[TAG] as number];
-    if (!seg) throw Errors.badFrame('actor codec', `missing segment ${String(o[TAG])}`);
+  if (TAG in o || XTAG in o) {
+    const seg = TAG in o ? segs[o[TAG] as number] : ext[o[XTAG] as number];
+    if (!seg) throw Errors.badFrame('actor codec', `missing segment ${String(o[TAG] ?? o[XTAG])}`);
     const t = o.t as string;
     if (t === 'ArrayBuffer') return seg.slice().buffer;
     const C = CTORS[t];
     if (!C) throw Errors.badFrame('actor codec', `unknown typed array ${t}`);
-    const bytes = aligned ? seg : seg.slice();
-    if (bytes.byteLength % C.BYTES_PER_ELEMENT !== 0) throw Errors.badFrame('actor codec', `${t} segment of ${bytes.byteLength} bytes`);
+    if (seg.byteLength % C.BYTES_PER_ELEMENT !== 0) throw Errors.badFrame('actor codec', `${t} segment of ${seg.byteLength} bytes`);
+    const bytes = seg.byteOffset % C.BYTES_PER_ELEMENT === 0 ? seg : seg.slice();
     return new C(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / C.BYTES_PER_ELEMENT);
   }
   if ('\u0000u' in o) return undefined;
   if ('\u0000n' in o) return Number(o['\u0000n']);
-  for (const k of Object.keys(o)) o[k] = raise(o[k], segs, aligned);
+  for (const k of Object.keys(o)) o[k] = raise(o[k], segs, ext);
   return o;
 }

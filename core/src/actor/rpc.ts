@@ -1,7 +1,7 @@
 import { Errors, ShoalError } from '../errors.js';
 import type { Connection, IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
-import { decodeMessage, encodeMessage, FramePool } from './codec.js';
+import { decodeParts, encodeParts, externalCount, FramePool, type EncodedMessage } from './codec.js';
 
 /**
  * Request/response over one Connection (one pair per caller and actor).
@@ -34,6 +34,32 @@ export interface RpcClientOptions {
   name: string;
   /** Default per-call timeout (ERR_TIMEOUT); Infinity disables it. */
   timeoutMs?: number;
+  /** Typed arrays of at least this many bytes are sent from the caller's memory, uncopied. Default 64 KiB. */
+  externalMinBytes?: number;
+}
+
+/** Default size from which arrays travel as their own messages instead of being copied into the frame. */
+export const DEFAULT_EXTERNAL_MIN_BYTES = 64 * 1024;
+
+/** Send an encoded message (frame, then its external segments) on `conn`; recycles the frame into `pool`. */
+export function sendParts(conn: Connection, enc: EncodedMessage, pool: FramePool, opts: IoOptions): Promise<void> {
+  const sends = [conn.send(enc.frame, opts).then(() => pool.give(enc.frame))];
+  for (const x of enc.external) sends.push(conn.send(x, opts));
+  return Promise.all(sends).then(() => undefined);
+}
+
+/** Receive one whole message (frame and external segments) and decode it. */
+export async function recvParts(conn: Connection): Promise<{ value: unknown; bytes: number }> {
+  const frame = await conn.recv({ timeoutMs: Infinity });
+  const n = externalCount(frame);
+  const ext: Uint8Array[] = [];
+  let bytes = frame.byteLength;
+  for (let i = 0; i < n; i++) {
+    const x = await conn.recv({ timeoutMs: Infinity });
+    bytes += x.byteLength;
+    ext.push(x);
+  }
+  return { value: decodeParts(frame, ext), bytes };
 }
 
 /**
@@ -49,6 +75,7 @@ export class RpcClient {
   readonly name: string;
   private readonly timeoutMs: number;
   private readonly pool = new FramePool();
+  private readonly externalMinBytes: number;
 
   constructor(
     private readonly conn: Connection,
@@ -56,6 +83,7 @@ export class RpcClient {
   ) {
     this.name = opts.name;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.externalMinBytes = opts.externalMinBytes ?? DEFAULT_EXTERNAL_MIN_BYTES;
     void this.readLoop();
   }
 
@@ -74,14 +102,15 @@ export class RpcClient {
   /**
    * Call `method(...args)` on the remote object. Resolves with its (awaited) return value; rejects with
    * ERR_REMOTE (the remote message and stack) if it threw, ERR_TIMEOUT / ERR_ABORTED per `opts`, or
-   * ERR_PEER_CLOSED if the actor is gone. Typed arrays in `args` are copied into the request frame.
+   * ERR_PEER_CLOSED if the actor is gone. Typed arrays in `args` smaller than `externalMinBytes` are copied into
+   * the request; bigger ones are sent from the caller's memory and must stay unchanged until the call settles.
    */
   call(method: string, args: readonly unknown[], opts?: IoOptions): Promise<unknown> {
     if (this.dead) return Promise.reject(this.dead);
-    let frame: Uint8Array;
+    let enc: EncodedMessage;
     const id = this.nextId++;
     try {
-      frame = encodeMessage({ k: 'q', id, m: method, a: args }, this.pool);
+      enc = encodeParts({ k: 'q', id, m: method, a: args }, { pool: this.pool, externalMinBytes: this.externalMinBytes });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -100,11 +129,8 @@ export class RpcClient {
       }
       this.pending.set(id, p);
       this.counters.calls++;
-      this.counters.bytesSent += frame.byteLength;
-      this.conn.send(frame, { timeoutMs: ms }).then(
-        () => this.pool.give(frame),
-        (e) => this.fail(e),
-      );
+      this.counters.bytesSent += enc.frame.byteLength + enc.external.reduce((a, x) => a + x.byteLength, 0);
+      sendParts(this.conn, enc, this.pool, { timeoutMs: ms }).catch((e) => this.fail(e));
     });
   }
 
@@ -120,17 +146,11 @@ export class RpcClient {
 
   private async readLoop(): Promise<void> {
     for (;;) {
-      let msg: Uint8Array;
-      try {
-        msg = await this.conn.recv({ timeoutMs: Infinity });
-      } catch (e) {
-        this.fail(e);
-        return;
-      }
-      this.counters.bytesReceived += msg.byteLength;
       let m: { k: string; id: number; v?: unknown; e?: RemoteErrorInfo };
       try {
-        m = decodeMessage(msg) as typeof m;
+        const got = await recvParts(this.conn);
+        this.counters.bytesReceived += got.bytes;
+        m = got.value as typeof m;
       } catch (e) {
         this.fail(e);
         return;
