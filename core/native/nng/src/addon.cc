@@ -80,6 +80,7 @@ struct Core {
 
   std::mutex mu;  // guards everything below
   bool closed = false;
+  bool tsfnDead = false;  // the environment finalized the thread-safe function: never call it again
   nng_stream_listener* listener = nullptr;
   nng_stream_dialer* dialer = nullptr;
   nng_stream* candidate = nullptr;  // handshaking
@@ -123,9 +124,10 @@ struct Core {
     // EV_SEND; it can only still be set if the environment was torn down first (then it is leaked).
     txRef.SuppressDestruct();
   }
+  // Hand an event to the JS thread. Call with `mu` held.
   void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0) {
     Event* e = new Event{kind, id, rv, data, len};
-    if (tsfn.NonBlockingCall(e) != napi_ok) {  // environment torn down: nobody listens any more
+    if (tsfnDead || tsfn.NonBlockingCall(e) != napi_ok) {  // environment torn down: nobody listens any more
       std::free(e->data);
       delete e;
     }
@@ -370,7 +372,16 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
   cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data});
 }
 
-void FinalizeTsfn(Napi::Env, void*, Core* core) { core->unref(); }
+// Runs on the JS thread when the thread-safe function goes away: after CloseWorker's Release, or when the
+// environment (e.g. a worker thread) is torn down with the pair still open; Node frees the function right after,
+// so nng threads must stop calling it first.
+void FinalizeTsfn(Napi::Env, void*, Core* core) {
+  {
+    std::lock_guard<std::mutex> lk(core->mu);
+    core->tsfnDead = true;
+  }
+  core->unref();
+}
 
 // Helper thread: stop everything without ever blocking the JS thread.
 void CloseWorker(Core* c) {
@@ -399,8 +410,11 @@ void CloseWorker(Core* c) {
   for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
     if (a != nullptr) nng_aio_free(a);
   }
-  c->post(EV_CLOSED, 0, 0);
-  c->tsfn.Release();
+  {
+    std::lock_guard<std::mutex> lk(c->mu);
+    c->post(EV_CLOSED, 0, 0);
+    if (!c->tsfnDead) c->tsfn.Release();
+  }
   c->unref();
 }
 

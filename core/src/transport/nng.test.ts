@@ -1,0 +1,244 @@
+// nng transport cases beyond the shared conformance suite (nng-conformance.test.ts): addon loading, options,
+// load, memory, close mid-transfer timing, worker threads, and interop with `nngcat` (Debian nng-utils).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { isShoalError } from '../errors.js';
+import { assertBytes, expectCode, guard, openPair, patternBytes, type ConformanceEnv } from './conformance.js';
+import { createNngTransport, NngTransport } from './nng.js';
+
+const MiB = 1 << 20;
+const dir = mkdtempSync(join(tmpdir(), 'shoal-nng-t-'));
+let seq = 0;
+const ipcUrl = () => `ipc://${dir}/t${++seq}.sock`;
+const text = (s: string) => new TextEncoder().encode(s);
+const untext = (b: Uint8Array) => new TextDecoder().decode(b);
+const env = (t: NngTransport, url: () => string): ConformanceEnv => ({ transport: t, listenUrl: url });
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('a missing addon is a clear ERR_TRANSPORT that says how to build it', () => {
+  try {
+    createNngTransport({ addonPath: join(dir, 'nope.node') });
+    assert.unreachable('should throw');
+  } catch (e) {
+    assert.ok(isShoalError(e, 'ERR_TRANSPORT'), String(e));
+    assert.match((e as Error).message, /npm run build:native/);
+    assert.match((e as Error).message, /libnng-dev/);
+  }
+});
+
+test('bad urls and options are rejected with errors that name them', async () => {
+  const t = createNngTransport();
+  assert.is(t.nngVersion, '1.5.2');
+  for (const url of ['http://x:1', 'tcp://127.0.0.1', 'ipc://', '']) {
+    try {
+      await t.listen(url);
+      assert.unreachable(`listen ${url} should throw`);
+    } catch (e) {
+      assert.instance(e, RangeError);
+      assert.match((e as Error).message, /url/);
+    }
+  }
+  assert.throws(() => createNngTransport({ maxMessageBytes: -1 }), /maxMessageBytes/);
+  assert.throws(() => createNngTransport({ reconnectMinMs: 0 }), /reconnectMinMs/);
+  // Listening twice on one address is an ERR_TRANSPORT naming it.
+  const l = await t.listen('tcp://127.0.0.1:0');
+  try {
+    await expectCode(t.listen(l.url), 'ERR_TRANSPORT', 'second listen on the same port');
+  } finally {
+    await l.close();
+  }
+});
+
+test('tcp://127.0.0.1:0 reports the bound port in listener.url', async () => {
+  const t = createNngTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(l.url);
+  assert.ok(m && Number(m[1]) > 0, l.url);
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5000 }), t.dial(l.url, { timeoutMs: 5000 })]);
+  await b.send(text('port ok'));
+  assert.is(untext(await a.recv({ timeoutMs: 5000 })), 'port ok');
+  await Promise.all([a.close(), b.close(), l.close()]);
+});
+
+test('a message above maxMessageBytes fails the receiver with ERR_BAD_FRAME, the sender sees the peer close', async () => {
+  const small = createNngTransport({ maxMessageBytes: 1000 });
+  const big = createNngTransport();
+  const l = await small.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5000 }), big.dial(l.url, { timeoutMs: 5000 })]);
+  try {
+    await b.send(new Uint8Array(1000)); // exactly the limit passes
+    assert.is((await a.recv({ timeoutMs: 5000 })).byteLength, 1000);
+    const r = a.recv({ timeoutMs: 5000 });
+    await b.send(new Uint8Array(1001)).catch(() => {});
+    await expectCode(r, 'ERR_BAD_FRAME', 'recv of an oversized message');
+    await expectCode(b.recv({ timeoutMs: 5000 }), 'ERR_PEER_CLOSED', 'sender after the receiver dropped it');
+  } finally {
+    await Promise.all([a.close(), b.close(), l.close()]);
+  }
+});
+
+for (const [scheme, url] of [['tcp', () => 'tcp://127.0.0.1:0'], ['ipc', ipcUrl]] as const) {
+  test(`${scheme}: 1000 messages in flight each way, with 1000 recvs posted up front, arrive in order`, async () => {
+    await guard('1000 in flight', 30_000, async () => {
+      const p = await openPair(env(createNngTransport(), url));
+      try {
+        const N = 1000;
+        const msg = (i: number, s: number) => patternBytes((i * 997) % 70_000, i + s);
+        const recvA = Array.from({ length: N }, () => p.a.recv({ timeoutMs: 20_000 }));
+        const recvB = Array.from({ length: N }, () => p.b.recv({ timeoutMs: 20_000 }));
+        const sends = [...Array.from({ length: N }, (_, i) => p.a.send(msg(i, 0))), ...Array.from({ length: N }, (_, i) => p.b.send(msg(i, 5000)))];
+        const [gotB, gotA] = await Promise.all([Promise.all(recvB), Promise.all(recvA), Promise.all(sends)]);
+        for (let i = 0; i < N; i++) {
+          assertBytes(gotB[i]!, msg(i, 0), `a->b ${i}`);
+          assertBytes(gotA[i]!, msg(i, 5000), `b->a ${i}`);
+        }
+      } finally {
+        await p.close();
+      }
+    })();
+  });
+
+  test(`${scheme}: closing either end mid-transfer of 64 MiB settles both ends within 2 s`, async () => {
+    const t = createNngTransport();
+    const big = patternBytes(64 * MiB + 4, 1);
+    for (const closer of ['sender', 'receiver'] as const) {
+      for (const delayMs of [1, 10, 30]) {
+        const p = await openPair(env(t, url));
+        const sending = p.a.send(big, { timeoutMs: 20_000 });
+        const receiving = p.b.recv({ timeoutMs: 20_000 });
+        sending.catch(() => {});
+        receiving.catch(() => {});
+        await new Promise((r) => setTimeout(r, delayMs));
+        const t0 = Date.now();
+        await (closer === 'sender' ? p.a : p.b).close();
+        await Promise.allSettled([sending, receiving]);
+        await p.close();
+        const took = Date.now() - t0;
+        assert.ok(took < 2000, `${closer} close after ${delayMs} ms: took ${took} ms`);
+      }
+    }
+  });
+}
+
+test('receive memory is released: 30 one-way 64 MiB messages keep RSS bounded', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const t = createNngTransport();
+  const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
+  try {
+    const big = patternBytes(64 * MiB, 2);
+    const once = async () => {
+      const [, got] = await Promise.all([p.a.send(big), p.b.recv({ timeoutMs: 20_000 })]);
+      assert.is(got.byteLength, big.byteLength);
+      assert.is(got[got.length - 1], big[big.length - 1]);
+    };
+    for (let i = 0; i < 3; i++) await once();
+    gc();
+    const before = process.memoryUsage().rss;
+    for (let i = 0; i < 30; i++) await once();
+    gc();
+    await new Promise((r) => setTimeout(r, 50));
+    gc();
+    const grew = (process.memoryUsage().rss - before) / MiB;
+    assert.ok(grew < 400, `RSS grew by ${grew.toFixed(0)} MiB over 30 x 64 MiB messages (leak?)`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('an addon loaded only by a worker thread survives the worker exiting (nodelete)', () => {
+  const mod = new URL('./nng.js', import.meta.url).href;
+  const code = `
+    import { Worker } from 'node:worker_threads';
+    const w = new Worker(\`
+      import(${JSON.stringify(mod)}).then(async ({ createNngTransport }) => {
+        const t = createNngTransport();
+        const l = await t.listen('tcp://127.0.0.1:0');
+        const [a, b] = await Promise.all([l.accept({ timeoutMs: 5000 }), t.dial(l.url, { timeoutMs: 5000 })]);
+        await a.send(new Uint8Array(1 << 20));
+        await b.recv({ timeoutMs: 5000 });
+        await Promise.all([a.close(), b.close()]);
+        // Leave one socket open on purpose: the worker's teardown must not crash the process.
+        await t.listen('tcp://127.0.0.1:0');
+        process.exit(0);
+      });
+    \`, { eval: true });
+    w.on('exit', (c) => setTimeout(() => { console.log('worker exited ' + c); }, 300));
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 20_000 });
+  assert.is(r.status, 0, `child exited ${r.status} ${r.signal}: ${r.stderr}`);
+  assert.match(r.stdout, /worker exited 0/);
+});
+
+/** Run nngcat with a hard time limit; resolves with its exit code and raw stdout. */
+function nngcat(args: string[], limitMs = 15_000): { done: Promise<{ code: number | null; out: Buffer; err: string }> } {
+  const child = spawn('nngcat', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => out.push(d));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), limitMs);
+  const done = new Promise<{ code: number | null; out: Buffer; err: string }>((resolve) => {
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ code: -1, out: Buffer.alloc(0), err: String(e) });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out: Buffer.concat(out), err });
+    });
+  });
+  return { done };
+}
+
+// nngcat --pair1 with --data sends that message once, then prints (raw) every message it receives until
+// --recv-timeout seconds pass without one, then exits 0.
+const hasNngcat = spawnSync('nngcat', ['--version'], { encoding: 'utf8' }).status === 0;
+
+for (const scheme of ['tcp', 'ipc'] as const) {
+  test(`interop ${scheme}: nngcat --pair1 listens, shoal dials; messages flow both ways`, async () => {
+    assert.ok(hasNngcat, 'nngcat (Debian nng-utils) is not installed');
+    const t = createNngTransport();
+    const url = scheme === 'tcp' ? `tcp://127.0.0.1:${20000 + (process.pid % 20000)}` : ipcUrl();
+    const cat = nngcat(['--pair1', '--listen', url, '--data', 'hello from nngcat', '--recv-timeout', '1', '--raw']);
+    const c = await t.dial(url, { timeoutMs: 10_000 });
+    try {
+      assert.is(untext(await c.recv({ timeoutMs: 10_000 })), 'hello from nngcat');
+      const msgs = [text('one|'), patternBytes(300_000, 4), text('|three')];
+      for (const m of msgs) await c.send(m);
+      const r = await cat.done;
+      assert.is(r.code, 0, `nngcat exited ${r.code}: ${r.err}`);
+      assertBytes(r.out, Buffer.concat(msgs), 'what nngcat printed');
+      await expectCode(c.recv({ timeoutMs: 5000 }), 'ERR_PEER_CLOSED', 'recv after nngcat exited');
+    } finally {
+      await c.close();
+    }
+  });
+
+  test(`interop ${scheme}: shoal listens, nngcat --pair1 dials; messages flow both ways`, async () => {
+    assert.ok(hasNngcat, 'nngcat (Debian nng-utils) is not installed');
+    const t = createNngTransport();
+    const l = await t.listen(scheme === 'tcp' ? 'tcp://127.0.0.1:0' : ipcUrl());
+    const cat = nngcat(['--pair1', '--dial', l.url, '--data', 'hi shoal', '--recv-timeout', '1', '--raw']);
+    const c = await l.accept({ timeoutMs: 10_000 });
+    try {
+      assert.is(untext(await c.recv({ timeoutMs: 10_000 })), 'hi shoal');
+      const msgs = [patternBytes(2 * MiB + 1, 5), text('end')];
+      for (const m of msgs) await c.send(m);
+      const r = await cat.done;
+      assert.is(r.code, 0, `nngcat exited ${r.code}: ${r.err}`);
+      assertBytes(r.out, Buffer.concat(msgs), 'what nngcat printed');
+    } finally {
+      await Promise.all([c.close(), l.close()]);
+    }
+  });
+}
+
+test.run();
