@@ -29,6 +29,15 @@ test('shoal run -n 2 --backend ps --servers 2 (server actors) matches 1 worker t
   assert.ok(d <= 1e-5, `max relative difference ${d}`);
 });
 
+test('the nng and shm transports give the same weights', async () => {
+  for (const t of ['nng', 'shm']) {
+    const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--transport', t, DIGITS_MAIN, ...common, '--batch-size', '16', '--out', join(dir, `w-${t}.json`)], { timeoutMs: 60_000 });
+    assert.is(r.code, 0, r.stderr);
+    const d = maxRelDiff(weights(join(dir, `w-${t}.json`)), weights(join(dir, 'w1.json')));
+    assert.ok(d <= 1e-5, `${t}: max relative difference ${d}`);
+  }
+});
+
 test('checkpoint, kill, resume (2 workers, adam) gives the weights of an uninterrupted run', async () => {
   const args = ['--epochs', '4', '--steps', '15', '--batch-size', '16'];
   const full = await runNode([SHOAL_CLI, 'run', '-n', '2', DIGITS_MAIN, ...args, '--out', join(dir, 'full.json')], { timeoutMs: 90_000 });

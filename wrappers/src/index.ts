@@ -11,3 +11,4 @@ export * from './worker/init-worker.js';
 export * from './hybrid-sync.js';
 export * from './onnx/session.js';
 export * from './onnx/tiny-onnx.js';
+export * from './tfjs/dataset-source.js';
