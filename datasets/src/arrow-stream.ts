@@ -11,7 +11,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { RecordBatchReader, type RecordBatch, type Schema } from 'apache-arrow';
-import { Errors, isShoalError, withDeadline } from '@shoal/core';
+import { Errors, isShoalError } from '@shoal/core';
+import { frameIpcMessages, type FramerState } from './ipc-framer.js';
 import { chunkOfBatch, fieldsOf } from './arrow-columns.js';
 import type { Chunk, Dataset, DatasetSchema, Partition, ReadOptions } from './types.js';
 
@@ -38,57 +39,13 @@ export interface ArrowStreamOptions {
   readChunkBytes?: number;
 }
 
-const EOS_CONT = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
-
-/** Tracks the last 8 bytes that went through, to check for the end-of-stream marker. */
-class Tail {
-  readonly last = new Uint8Array(8);
-  total = 0;
-  push(c: Uint8Array): void {
-    if (c.length >= 8) this.last.set(c.subarray(c.length - 8));
-    else {
-      this.last.copyWithin(0, c.length);
-      this.last.set(c, 8 - c.length);
-    }
-    this.total += c.length;
+/** True if `b` ends with the end-of-stream marker (continuation + zero length, or a legacy zero length). */
+function endsWithEos(b: Uint8Array): boolean {
+  const n = b.length;
+  if (n >= 8 && b[n - 8] === 0xff && b[n - 7] === 0xff && b[n - 6] === 0xff && b[n - 5] === 0xff && b[n - 4] === 0 && b[n - 3] === 0 && b[n - 2] === 0 && b[n - 1] === 0) {
+    return true;
   }
-  endsWithEos(): boolean {
-    if (this.total >= 8 && EOS_CONT.every((b, i) => this.last[i] === b)) return true;
-    // Pre-0.15 writers end with a 4-byte zero length.
-    return this.total >= 4 && this.last[4] === 0 && this.last[5] === 0 && this.last[6] === 0 && this.last[7] === 0;
-  }
-}
-
-/** Pull `src` one piece at a time, each wait bounded by the idle timeout; record the tail. */
-async function* guarded(
-  src: AsyncIterable<Uint8Array>,
-  name: string,
-  tail: Tail,
-  opts: ArrowStreamOptions,
-): AsyncGenerator<Uint8Array> {
-  const it = src[Symbol.asyncIterator]();
-  let finished = false;
-  try {
-    for (;;) {
-      const r = await withDeadline(`reading ${name}`, it.next(), {
-        timeoutMs: opts.idleTimeoutMs ?? 60_000,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      if (r.done) {
-        finished = true;
-        return;
-      }
-      const c = r.value instanceof Uint8Array ? r.value : new Uint8Array(r.value as ArrayBufferLike);
-      tail.push(c);
-      yield c;
-    }
-  } finally {
-    if (!finished) {
-      const d = src as unknown as { destroy?: () => void };
-      if (typeof d.destroy === 'function') d.destroy();
-      else void Promise.resolve(it.return?.()).catch(() => undefined);
-    }
-  }
+  return n >= 4 && b[n - 4] === 0 && b[n - 3] === 0 && b[n - 2] === 0 && b[n - 1] === 0;
 }
 
 function wrapArrowError(name: string, e: unknown): Error {
@@ -114,7 +71,6 @@ class ArrowStreamPartition implements Partition {
   constructor(
     readonly name: string,
     reader: AnyReader,
-    private readonly tail: Tail | undefined,
     private readonly opts: ArrowStreamOptions,
   ) {
     this.reader = reader;
@@ -154,9 +110,6 @@ class ArrowStreamPartition implements Partition {
       // before returning it, so a body cut short already raised above.
       yield chunk;
     }
-    if (this.tail && this.opts.requireEos !== false && !this.tail.endsWithEos()) {
-      throw Errors.data(this.name, `truncated Arrow IPC stream: ended after ${this.tail.total} bytes without the end-of-stream marker`);
-    }
     if (this.opts.rows !== undefined && this.opts.rows !== rows) {
       throw Errors.data(this.name, `stream carried ${rows} rows but the producer announced ${this.opts.rows}`);
     }
@@ -175,16 +128,12 @@ class ArrowStreamPartition implements Partition {
 export async function openArrowStream(src: ArrowStreamSource, opts: ArrowStreamOptions = {}): Promise<Dataset> {
   const name = opts.name ?? (typeof src === 'string' ? src : 'arrow stream');
   let reader: AnyReader;
-  let tail: Tail | undefined;
+  let framed: FramerState | undefined;
   try {
     if (src instanceof Uint8Array) {
       // Whole bytes in hand: the synchronous reader makes every column a view on `src` itself.
-      if (opts.requireEos !== false) {
-        const t = new Tail();
-        t.push(src);
-        if (!t.endsWithEos()) {
-          throw Errors.data(name, `truncated Arrow IPC stream: ${src.length} bytes without the end-of-stream marker`);
-        }
+      if (opts.requireEos !== false && !endsWithEos(src)) {
+        throw Errors.data(name, `truncated Arrow IPC stream: ${src.length} bytes without the end-of-stream marker`);
       }
       const sync = RecordBatchReader.from(src);
       if (sync.isFile()) throw Errors.data(name, 'this is an Arrow IPC file (ARROW1 magic), not a stream: use openArrowFile');
@@ -201,10 +150,16 @@ export async function openArrowStream(src: ArrowStreamSource, opts: ArrowStreamO
         }),
       } as AnyReader;
     } else {
-      tail = new Tail();
-      const bytes: AsyncIterable<Uint8Array> =
-        typeof src === 'string' ? createReadStream(src, { highWaterMark: opts.readChunkBytes ?? 4 << 20 }) : src;
-      const r = await RecordBatchReader.from(guarded(bytes, name, tail, opts));
+      framed = { bytes: 0, messages: 0, sawEos: false };
+      const owns = typeof src === 'string';
+      const bytes: AsyncIterable<Uint8Array> = owns ? createReadStream(src, { highWaterMark: opts.readChunkBytes ?? 4 << 20 }) : src;
+      const fo = {
+        ownsSource: owns,
+        ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.requireEos !== undefined ? { requireEos: opts.requireEos } : {}),
+      };
+      const r = await RecordBatchReader.from(frameIpcMessages(bytes, name, framed, fo));
       await r.open();
       reader = r as unknown as AnyReader;
     }
@@ -212,9 +167,9 @@ export async function openArrowStream(src: ArrowStreamSource, opts: ArrowStreamO
     throw wrapArrowError(name, e);
   }
   const schema = reader.schema;
-  if (!schema || (tail && tail.total === 0)) throw Errors.data(name, 'empty Arrow IPC stream: no schema message');
+  if (!schema || (framed && framed.bytes === 0)) throw Errors.data(name, 'empty Arrow IPC stream: no schema message');
   const ds: DatasetSchema = { fields: fieldsOf(schema) };
-  const part = new ArrowStreamPartition(name, reader, tail, opts);
+  const part = new ArrowStreamPartition(name, reader, opts);
   return {
     source: name,
     schema: ds,
