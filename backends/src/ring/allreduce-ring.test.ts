@@ -110,4 +110,27 @@ test('ring allreduce with different lengths across ranks raises ERR_MISMATCH, no
   await Promise.all(groups.map((g) => g.close()));
 });
 
+test('the JS fallback kernels give the same exact sums and fp16 results as the native ones', async () => {
+  const js = loadKernels({ prefer: 'js' });
+  const size = 3;
+  const n = 50_001;
+  for (const k of [js, kernels]) {
+    const groups = await memoryGroups(size);
+    const ints = groups.map((_, r) => Int32Array.from({ length: n }, (_, i) => r * n + i));
+    await onAllRanks(groups, (g, r) => allreduceRing(g, ints[r]!, { kernels: k, segmentBytes: 8192 }));
+    for (let i = 0; i < n; i++) if (ints[2]![i] !== 3 * n + 3 * i) assert.unreachable(`${k.impl} [${i}] = ${ints[2]![i]}`);
+    await Promise.all(groups.map((g) => g.close()));
+  }
+  const halves = await Promise.all(
+    [js, kernels].map(async (k) => {
+      const groups = await memoryGroups(size);
+      const f = groups.map((_, r) => Float32Array.from({ length: 4099 }, (_, i) => Math.cos(r + i) * 3));
+      await onAllRanks(groups, (g, r) => allreduceRing(g, f[r]!, { kernels: k, wire: 'float16', segmentBytes: 1024 }));
+      await Promise.all(groups.map((g) => g.close()));
+      return f[0]!;
+    }),
+  );
+  assert.equal([...halves[0]!], [...halves[1]!]);
+});
+
 test.run();
