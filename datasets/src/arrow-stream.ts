@@ -53,6 +53,7 @@ function wrapArrowError(name: string, e: unknown): Error {
   const msg = e instanceof Error ? e.message : String(e);
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') return Errors.data(name, `cannot open: ${msg}`);
+  if (typeof code === 'string') return Errors.data(name, `reading failed: ${msg}`, { code });
   return Errors.data(name, `malformed Arrow IPC stream: ${msg}`);
 }
 
