@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { netRemote, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
-import { startPsServers, type StartPsServersOptions } from '@shoal/backends';
+import { netRemote, NetTransport, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
+import { gradientSyncCompliance, PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
 
 const workerScript = fileURLToPath(new URL('./ps-fixture-worker.js', import.meta.url));
 type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number };
@@ -105,5 +105,32 @@ test('with durable checkpoints a restarted server continues and no acknowledged 
   await j.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+// The GradientSync compliance suite over real sockets: servers in worker threads (net transport, TcpStore),
+// the ranks' PsSync engines in this process, each with its own net transport.
+gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
+  const storeServer = await TcpStoreServer.start();
+  const store = await TcpStore.connect(storeServer.url);
+  const servers = await startPsServers({ placement: 'thread', store, remote: netRemote(storeServer.url), numServers: 2, numWorkers: size, mode: 'sync', timeoutMs: 10_000 });
+  let open = size;
+  return Promise.all(
+    Array.from({ length: size }, (_, rank) =>
+      PsSync.connect({
+        rank,
+        numWorkers: size,
+        numServers: 2,
+        store,
+        transport: new NetTransport(),
+        timeoutMs: 10_000,
+        onClose: async () => {
+          if (--open > 0) return;
+          await Promise.all(servers.map((s) => s.stop()));
+          await store.close();
+          await storeServer.close();
+        },
+      }),
+    ),
+  );
+}, { sizes: [1, 3] }).run();
 
 test.run();
