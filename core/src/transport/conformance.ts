@@ -416,7 +416,7 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
     })();
   });
 
-  s('a peer process killed with SIGKILL: pending recv rejects ERR_PEER_CLOSED (no hang)', async (ctx) => {
+  s('a peer process killed with SIGKILL: pending recv (and a 64 MiB send) settle with ERR_PEER_CLOSED (no hang)', async (ctx) => {
     const env = envOf(ctx);
     if (!env.peer) return; // in-process-only transport (memory)
     await guard('killed peer', 30_000, async () => {
@@ -430,8 +430,15 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
         await a.send(big);
         assertBytes(await a.recv({ timeoutMs: 15_000 }), big, 'echo from the child peer');
         const pending = a.recv({ timeoutMs: 15_000 });
+        // A 64 MiB send in flight when the peer dies must settle too: sent (buffered) or ERR_PEER_CLOSED.
+        const sending = later(a.send(patternBytes(Math.min(64 * MiB, env.maxMessageBytes ?? Infinity), 4), { timeoutMs: 15_000 }));
+        await new Promise((r) => setTimeout(r, 5));
         child.kill('SIGKILL');
         await expectCode(pending, 'ERR_PEER_CLOSED', 'recv pending while the peer process is killed');
+        await sending.then(
+          () => {},
+          (e) => assert.ok(isShoalError(e, 'ERR_PEER_CLOSED'), `64 MiB send while the peer is killed: expected success or ERR_PEER_CLOSED, got ${String(e)}`),
+        );
         await expectCode(a.recv({ timeoutMs: 15_000 }), 'ERR_PEER_CLOSED', 'recv after the peer process died');
         await a.close();
       } finally {
