@@ -5,10 +5,10 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { tableToIPC } from 'apache-arrow';
+import { Table, tableToIPC } from 'apache-arrow';
 import { isShoalError } from '@shoal/core';
 import { openArrowStream, batches, localSteps } from './index.js';
-import { exampleTable, FEATURES } from './test-fixtures.js';
+import { exampleBatch, exampleTable, FEATURES } from './test-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-stream-'));
 
@@ -147,6 +147,17 @@ test('truncated arrow stream: cut inside a body or between messages raises, no p
   const corrupt = bytes.slice();
   corrupt.set([0xff, 0xff, 0xff, 0x7f], 8);
   await expectData(openArrowStream(Readable.from([corrupt]), { name: 'corrupt' }), /corrupt: malformed Arrow IPC stream: message 0 metadata is corrupt/);
+});
+
+test("an empty Spark partition (schema, no record batch) is 0 rows; with agreed steps it yields empty batches", async () => {
+  const schemaOnly = tableToIPC(new Table(exampleBatch(0, 0).schema), 'stream');
+  const ds = await openArrowStream(Readable.from([schemaOnly]), { name: 'empty-partition', retain: true });
+  assert.is(ds.schema.fields.length, 5);
+  assert.is((await collectIds(ds)).length, 0);
+  assert.is(localSteps(ds, 8), 0);
+  const sizes: number[] = [];
+  for await (const b of batches(ds, { features: ['features'], label: 'label', batchSize: 8, steps: 3 })) sizes.push(b.size, b.columns.features!.length);
+  assert.equal(sizes, [0, 0, 0, 0, 0, 0]);
 });
 
 test('a silent producer is an ERR_TIMEOUT, not a hang', async () => {
