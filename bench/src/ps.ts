@@ -11,8 +11,9 @@
  *   Timed per round on rank 0; rounds/s = 1 / mean round time.
  * - **small**: one 1-element key, pushPull round p50/p99 latency (the sync round includes waiting for the other
  *   worker's push).
- * - **rowsparse**: a 100k x 64 float32 table split by row range, server-side Adagrad; a step = every worker
- *   `rowSparsePull`s its 1024 distinct random rows then `rowSparsePush`es their gradients. rows/s = touched
+ * - **rowsparse**: a 100k x 64 float32 table split by row range, the same server-side SGD; a step = every worker
+ *   `rowSparsePull`s its 1024 distinct random rows then `rowSparsePush`es their gradients (ones). At the end
+ *   rank 0 replays every worker's row picks and checks the whole table exactly (-lr * touches per row). rows/s = touched
  *   rows of all workers per second. Wire bytes per step per worker (request + reply frames, from the RPC layer's
  *   counters) are compared with `touched rows x row bytes` for the push (sent) and the pull (received).
  * Anchor: `bench/anchors/ray_ps.py` (Ray's parameter-server pattern: sharded ParameterServer actors, DataWorker
@@ -303,13 +304,19 @@ async function workerMain(job: WorkerJob): Promise<void> {
     const key = 'emb';
     const spec = { key, size: numRows * rowSize, rows: { numRows, rowSize } };
     await kv.init([spec], job.rank === 0 ? [new Float32Array(numRows * rowSize)] : undefined);
-    let seed = 12345 + job.rank;
-    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % numRows;
-    const pickRows = () => {
-      const set = new Set<number>();
-      while (set.size < touched) set.add(rnd());
-      return Int32Array.from(set);
+    // Worker r's rows come from a generator seeded with r, so rank 0 can replay every worker's picks to check
+    // the final table exactly.
+    const picker = (rank: number) => {
+      let seed = 12345 + rank;
+      const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % numRows;
+      return () => {
+        const set = new Set<number>();
+        while (set.size < touched) set.add(rnd());
+        return Int32Array.from(set);
+      };
     };
+    const pickRows = picker(job.rank);
+    const warm = 3;
     const grad = new Float32Array(touched * rowSize).fill(1);
     const rowOut = new Float32Array(touched * rowSize);
     const step = async () => {
@@ -319,7 +326,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
       await kv.rowSparsePush(key, ids, grad);
       return a;
     };
-    for (let i = 0; i < 3; i++) await step();
+    for (let i = 0; i < warm; i++) await step();
     await kv.gather('sparse-start', null);
     const times: number[] = [];
     let pushSent = 0;
@@ -335,8 +342,21 @@ async function workerMain(job: WorkerJob): Promise<void> {
       pullRecv += mid.bytesReceived - s0.bytesReceived;
       pushSent += s1.bytesSent - mid.bytesSent;
     }
-    const probe = await kv.rowSparsePull(key, Int32Array.of(0, numRows - 1));
-    const verified = probe.every((v) => Number.isFinite(v) && v <= 0);
+    // SGD on the servers: a row ends at -lr * (times any worker touched it), exactly.
+    await kv.gather('sparse-end', null);
+    let verified = true;
+    if (job.rank === 0) {
+      const touches = new Float64Array(numRows);
+      for (let r = 0; r < job.numWorkers; r++) {
+        const pick = picker(r);
+        for (let i = 0; i < warm + steps; i++) for (const id of pick()) touches[id]! += 1;
+      }
+      const all = await kv.rowSparsePull(key, Int32Array.from({ length: numRows }, (_, i) => i));
+      for (let row = 0; row < numRows && verified; row++) {
+        const want = Math.fround(-LR * touches[row]!);
+        for (let j = 0; j < rowSize; j++) if (all[row * rowSize + j] !== want) verified = false;
+      }
+    }
     times.sort((a, b) => a - b);
     const avg = times.reduce((a, b) => a + b, 0) / times.length;
     const rowBytes = rowSize * 4;

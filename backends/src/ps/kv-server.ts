@@ -262,6 +262,12 @@ export class KVServer {
     const sync = this.o.mode === 'sync';
     const done = () => (sync ? counter < slot.version : counter < slot.clock[rank]!);
     if (done()) return Promise.resolve(); // a resend of an applied push (after a restart)
+    const at = sync ? slot.version : slot.clock[rank]!;
+    if (sync && counter > at + 1) {
+      // Workers pipeline at most one round ahead; more means this server lost rounds (restarted from a
+      // checkpoint older than what it acknowledged, i.e. without `durable`).
+      throw Errors.state(`push #${counter} of key ${slot.spec.key} from worker ${rank} is ahead of server ${this.o.serverIndex} (at round ${at}): the server lost updates (restarted from an older checkpoint?)`);
+    }
     const ready = () =>
       done() ||
       (sync

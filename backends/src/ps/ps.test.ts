@@ -192,6 +192,26 @@ test('durable checkpoint: a killed server restarts from its shard; resent pushes
   rmSync(dir, { recursive: true, force: true });
 });
 
+test('a server restarted from an older (non-durable) checkpoint is reported as having lost updates', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ps-'));
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'add' }, checkpointDir: dir, restart: { maxRestarts: 1, backoffMs: 10 }, resendAfterRestart: true, timeoutMs: 5000 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'a', size: 2 }], [ones(2, 0)])));
+  const round = () => Promise.all(c.workers.map((w) => w.push(['a'], [ones(2)])));
+  await round();
+  await c.workers[0]!.checkpoint();
+  await round();
+  await round();
+  await c.servers[0]!.kill();
+  const res = await Promise.allSettled(c.workers.map((w) => w.push(['a'], [ones(2)])));
+  for (const r of res) {
+    assert.is(r.status, 'rejected');
+    assert.is(((r as PromiseRejectedResult).reason as { code: string }).code, 'ERR_STATE');
+    assert.match(String((r as PromiseRejectedResult).reason), /lost updates/);
+  }
+  await c.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test('without restart, a killed server is reported on every worker naming it', async () => {
   const c = await memoryPsCluster({ numServers: 2, numWorkers: 3, mode: 'sync', timeoutMs: 3000, bigKeyBound: 10 });
   await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }], [ones(30)])));
