@@ -40,7 +40,7 @@ export function lineChart(title: string, xLabel: string, series: readonly Series
   }
   const xt = Math.min(10, Math.round(x1 - x0));
   for (let i = 0; i <= xt; i++) {
-    const v = x0 + ((x1 - x0) * i) / xt, x = px(v), s = fmt(v);
+    const v = x0 + ((x1 - x0) * i) / xt, x = px(v), s = Number.isInteger(v) ? String(v) : fmt(v);
     cv.line(x, h - B, x, h - B + 4, INK);
     cv.text(x - Canvas.textWidth(s) / 2, h - B + 8, s, INK);
   }
