@@ -107,12 +107,15 @@ interface Source {
   note: string;
   open: () => Promise<Dataset>;
   features: string[];
+  /** Seeded shuffle buffer of this many rows (undefined: sequential). */
+  shuffle?: number;
 }
 
 async function epoch(ds: Dataset, src: Source, batchSize: number, verify: boolean): Promise<{ rows: number; sums: number[] }> {
   let rows = 0;
   const sums = [0, 0, 0, 0];
-  for await (const b of batches(ds, { features: src.features, label: 'label', columns: ['user', 'item'], batchSize })) {
+  const opts = { features: src.features, label: 'label', columns: ['user', 'item'], batchSize, ...(src.shuffle ? { shuffle: { seed: 1, buffer: src.shuffle } } : {}) };
+  for await (const b of batches(ds, opts)) {
     rows += b.size;
     if (verify) {
       const u = b.columns.user!, it = b.columns.item!, l = b.columns.label!, f = b.columns.features!;
@@ -198,6 +201,16 @@ export async function run(args: string[]): Promise<void> {
       note: "openArrowStream(child stdout): `cat` through a pipe, as from a Spark task's stdin",
       open: () => openArrowStream(spawn('cat', [streamPath], { stdio: ['ignore', 'pipe', 'inherit'] }).stdout),
       features: fsl,
+    },
+    {
+      source: 'arrow-stream-file-shuffled',
+      codec: 'none',
+      path: streamPath,
+      threads: 0,
+      note: 'as arrow-stream-file, through a seeded 16384-row shuffle buffer (every row copied)',
+      open: () => openArrowStream(streamPath),
+      features: fsl,
+      shuffle: 16_384,
     },
     { source: 'arrow-file', codec: 'none', path: filePath, threads: 0, note: 'openArrowFile: whole file read, batches as partitions', open: () => openArrowFile(filePath), features: fsl },
   ];
