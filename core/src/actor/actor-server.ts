@@ -91,7 +91,7 @@ export class ActorServer {
         if (this.stopped) return void conn.close().catch(() => {});
         this.conns.add(conn);
         void this.serve(conn);
-        void this.openDoor().catch(() => {});
+        void this.openDoor().catch((e: Error) => process.emitWarning(`actor ${this.opts.name}: cannot open its next door: ${e.message}`));
       },
       () => {
         this.listeners.delete(l);

@@ -178,6 +178,12 @@ export class ActorSupervisor {
         this.child = child;
         child.on('message', onMsg);
         child.on('exit', onExit);
+        child.on('error', (e) => {
+          if (started) return process.emitWarning(`actor ${this.name}: ${e.message}`);
+          started = true;
+          clearTimeout(timer);
+          reject(Errors.transport(`actor ${this.name}`, `cannot start its process: ${e.message}`, e));
+        });
       } else {
         const w = new Worker(actorHostPath, { workerData: { shoalActor: spec } });
         this.worker = w;
@@ -194,20 +200,15 @@ export class ActorSupervisor {
     const policy = this.opts.restart;
     if (e.expected || this.stopping || !policy || this.restartsDone >= policy.maxRestarts) return;
     this.restartsDone++;
-    const p = (async () => {
+    const p: Promise<void> = (async () => {
       await new Promise((r) => setTimeout(r, policy.backoffMs ?? 100));
       if (!this.stopping) await this.startOne();
-    })();
-    this.restartPromise = p.then(
-      () => {
-        if (this.restartPromise === guarded) this.restartPromise = undefined;
-      },
-      (err) => {
-        process.emitWarning(`actor ${this.name}: restart failed: ${(err as Error).message}`);
-        if (this.restartPromise === guarded) this.restartPromise = undefined;
-      },
-    );
-    const guarded = this.restartPromise;
+    })()
+      .catch((err: unknown) => process.emitWarning(`actor ${this.name}: restart failed: ${(err as Error).message}`))
+      .finally(() => {
+        if (this.restartPromise === p) this.restartPromise = undefined;
+      });
+    this.restartPromise = p;
   }
 
   private killNow(signal: NodeJS.Signals): void {
