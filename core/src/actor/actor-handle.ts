@@ -15,6 +15,9 @@ export type ActorMethods<T> = {
     : never;
 };
 
+/** A caller's typed handle on an actor of class `T` (`handle.api.method(...)` returns a promise). */
+export type ActorHandle<T> = ActorClient<T>;
+
 export interface ConnectActorOptions {
   store: Store;
   transport: Transport;
