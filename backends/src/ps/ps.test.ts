@@ -115,6 +115,24 @@ test('async: 50 pushes with at most 10 outstanding, then pull equals the sum (wi
   }
 });
 
+test('async bounded staleness: a worker more than s pushes ahead of the slowest waits for it', async () => {
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'async', staleness: 1, updater: { type: 'add' }, timeoutMs: 5000 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'x', size: 1 }], [ones(1, 0)])));
+  const [fast, slow] = c.workers as [NonNullable<(typeof c.workers)[0]>, NonNullable<(typeof c.workers)[0]>];
+  await fast.push(['x'], [ones(1)]);
+  let third = false;
+  const p2 = fast.push(['x'], [ones(1)]); // push #1: 1 - min(1, 0) = 1 <= 1, applied
+  const p3 = fast.push(['x'], [ones(1)]).then(() => (third = true)); // push #2: 2 - 0 > 1, waits
+  await p2;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(third, false, 'push #2 of the fast worker waits for the slow one');
+  assert.equal([...(await slow.pull(['x']))[0]!], [2]);
+  await slow.push(['x'], [ones(1, 10)]);
+  await p3;
+  assert.equal([...(await fast.pull(['x']))[0]!], [13]);
+  await c.close();
+});
+
 test('server optimizers: SGD with momentum and Adagrad on sparse rows match a local reference', async () => {
   const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'sgd', lr: 0.5, momentum: 0.5 }, timeoutMs: 5000 });
   await Promise.all(c.workers.map((w) => w.init([{ key: 'w', size: 2 }], [Float32Array.of(1, 2)])));
