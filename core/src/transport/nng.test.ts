@@ -76,6 +76,7 @@ test('a message above maxMessageBytes fails the receiver with ERR_BAD_FRAME, the
     await b.send(new Uint8Array(1000)); // exactly the limit passes
     assert.is((await a.recv({ timeoutMs: 5000 })).byteLength, 1000);
     const r = a.recv({ timeoutMs: 5000 });
+    r.catch(() => {}); // checked below; may reject while the send is awaited
     await b.send(new Uint8Array(1001)).catch(() => {});
     await expectCode(r, 'ERR_BAD_FRAME', 'recv of an oversized message');
     await expectCode(b.recv({ timeoutMs: 5000 }), 'ERR_PEER_CLOSED', 'sender after the receiver dropped it');
@@ -126,6 +127,23 @@ for (const [scheme, url] of [['tcp', () => 'tcp://127.0.0.1:0'], ['ipc', ipcUrl]
     }
   });
 }
+
+test('receive backpressure: past recvHighWaterBytes the reader stops, sends wait, nothing is lost', async () => {
+  const t = createNngTransport({ recvHighWaterBytes: 2 * MiB });
+  const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
+  try {
+    const N = 64;
+    let sent = 0;
+    const sends = Array.from({ length: N }, (_, i) => p.a.send(patternBytes(MiB, i), { timeoutMs: 20_000 }).then(() => void sent++));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(sent < N, `all ${N} MiB were sent while nobody received (no backpressure)`);
+    for (let i = 0; i < N; i++) assertBytes(await p.b.recv({ timeoutMs: 10_000 }), patternBytes(MiB, i), `message ${i}`);
+    await Promise.all(sends);
+    assert.is(sent, N);
+  } finally {
+    await p.close();
+  }
+});
 
 test('receive memory is released: 30 one-way 64 MiB messages keep RSS bounded', async () => {
   setFlagsFromString('--expose-gc');

@@ -22,6 +22,9 @@
  * have been handed to the kernel; the caller must not modify them before that. `recv` returns a Uint8Array over
  * the one buffer the message was read into (zero copy); the caller owns it.
  *
+ * Receive backpressure: while more than `recvHighWaterBytes` of received messages wait unclaimed, the native side
+ * stops reading (between messages) until `recv` has drained half of them; the peer's sends then wait in TCP.
+ *
  * Failure: when the peer closes or dies, pending and later recvs reject ERR_PEER_CLOSED (after the messages
  * already received), and sends too. A send that times out or is aborted after it started writing fails the
  * connection (half a frame may be on the wire). A frame larger than `maxMessageBytes` (or malformed) fails the
@@ -40,6 +43,8 @@ export interface NngTransportOptions {
   reconnectMaxMs?: number;
   /** Upper bound on `close()` waiting for the native close. Default 10 s. */
   closeTimeoutMs?: number;
+  /** Stop reading from the peer while this many bytes of received messages wait for `recv`. Default 256 MiB. */
+  recvHighWaterBytes?: number;
   /** Path of the compiled addon. Default: core/native/nng/build/Release/shoal_nng.node. */
   addonPath?: string;
 }
@@ -51,6 +56,7 @@ interface NativePair {
   listen(url: string): number;
   dial(url: string): void;
   send(id: number, data: Uint8Array): void;
+  setRxPaused(paused: boolean): void;
   close(): void;
   ref(): void;
   unref(): void;
@@ -109,11 +115,13 @@ export class NngTransport implements Transport {
       reconnectMinMs: options.reconnectMinMs ?? 5,
       reconnectMaxMs: options.reconnectMaxMs ?? 100,
       closeTimeoutMs: options.closeTimeoutMs ?? 10_000,
+      recvHighWaterBytes: options.recvHighWaterBytes ?? 256 * 2 ** 20,
     };
     for (const k of ['reconnectMinMs', 'reconnectMaxMs', 'closeTimeoutMs'] as const) {
       const v = settings[k];
       if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw Errors.invalidArg(`options.${k}`, `must be an integer in 1..2^31-1, got ${v}`);
     }
+    if (!(settings.recvHighWaterBytes > 0)) throw Errors.invalidArg('options.recvHighWaterBytes', `must be positive, got ${settings.recvHighWaterBytes}`);
     this.settings = settings;
     this.addon = loadNngAddon(options.addonPath);
     this.nngVersion = this.addon.constants.version;
@@ -178,6 +186,8 @@ class PairHandle {
   rxEnd: ShoalError | undefined;
   closing = false;
   private readonly inbox: Uint8Array[] = [];
+  private inboxBytes = 0;
+  private rxPaused = false;
   private readonly waiters: Deferred<Uint8Array>[] = [];
   private readonly sends: PendingSend[] = [];
   private nextId = 1;
@@ -208,8 +218,13 @@ class PairHandle {
     switch (kind) {
       case k.EV_MSG: {
         const w = this.waiters.shift();
-        if (w) w.resolve(data!);
-        else this.inbox.push(data!);
+        if (w) return w.resolve(data!);
+        this.inbox.push(data!);
+        this.inboxBytes += data!.byteLength;
+        if (!this.rxPaused && this.inboxBytes > this.settings.recvHighWaterBytes && !this.closing) {
+          this.rxPaused = true;
+          this.native.setRxPaused(true);
+        }
         return;
       }
       case k.EV_SEND:
@@ -296,7 +311,14 @@ class PairHandle {
 
   recv(what: string, opts: IoOptions | undefined): Promise<Uint8Array> {
     const m = this.inbox.shift();
-    if (m) return Promise.resolve(m);
+    if (m) {
+      this.inboxBytes -= m.byteLength;
+      if (this.rxPaused && this.inboxBytes <= this.settings.recvHighWaterBytes / 2 && !this.closing) {
+        this.rxPaused = false;
+        this.native.setRxPaused(false);
+      }
+      return Promise.resolve(m);
+    }
     if (this.rxEnd) return Promise.reject(this.rxEnd);
     const d = deferred<Uint8Array>();
     this.waiters.push(d);

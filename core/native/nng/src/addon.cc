@@ -104,6 +104,8 @@ struct Core {
   bool rxInBody = false;
   uint8_t* rxBody = nullptr;
   size_t rxBodyLen = 0;
+  bool rxPaused = false;  // JS has too many unclaimed messages: stop between messages
+  bool rxIdle = false;    // stopped because of rxPaused
 
   // The one send in flight.
   uint8_t txHead[13];
@@ -210,6 +212,10 @@ void RxDone(void* arg) {
   c->rxBody = nullptr;
   c->rxBodyLen = 0;
   c->post(EV_MSG, 0, 0, body, len);  // the hop count is not checked: a direct link only
+  if (c->rxPaused) {
+    c->rxIdle = true;
+    return;
+  }
   RxStartHeader(c);
 }
 
@@ -437,6 +443,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            InstanceMethod<&NngPair::Listen>("listen"),
                            InstanceMethod<&NngPair::Dial>("dial"),
                            InstanceMethod<&NngPair::Send>("send"),
+                           InstanceMethod<&NngPair::SetRxPaused>("setRxPaused"),
                            InstanceMethod<&NngPair::Close>("close"),
                            InstanceMethod<&NngPair::Ref>("ref"),
                            InstanceMethod<&NngPair::Unref>("unref"),
@@ -549,6 +556,18 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     c->txId = id;
     c->txRef = Napi::Persistent(static_cast<Napi::Value>(data));
     TxSubmit(c);
+  }
+
+  // setRxPaused(bool): stop reading after the current message (receive backpressure), or resume.
+  void SetRxPaused(const Napi::CallbackInfo& info) {
+    Core* c = live(info);
+    bool paused = info[0].ToBoolean().Value();
+    std::lock_guard<std::mutex> lk(c->mu);
+    c->rxPaused = paused;
+    if (!paused && c->rxIdle && c->conn != nullptr && !c->closed) {
+      c->rxIdle = false;
+      RxStartHeader(c);
+    }
   }
 
   // close(): closes on a helper thread; EV_CLOSED reports the end. Idempotent.
