@@ -37,7 +37,7 @@ export class ProgressBar {
     const total = Math.max(1, this.totalSteps);
     const done = Math.min(this.width, Math.floor((step / total) * this.width));
     const arrow = step < total && done < this.width ? '>' : '';
-    return `${String(step).padStart(String(total).length)}/${total} [${'='.repeat(Math.max(0, done - (arrow ? 0 : 0)))}${arrow}${'.'.repeat(Math.max(0, this.width - done - arrow.length))}]`;
+    return `${String(step).padStart(String(total).length)}/${total} [${'='.repeat(done)}${arrow}${'.'.repeat(Math.max(0, this.width - done - arrow.length))}]`;
   }
 
   /** `samples`: samples processed this epoch by this rank times the world size. */

@@ -72,6 +72,15 @@ test('fit learns, prints Keras-like epochs and calls callbacks in order', async 
   p.dispose();
 });
 
+test('on a TTY the progress line is redrawn in place and ends with a newline', async () => {
+  const lines: string[] = [];
+  const trainer = new Trainer({ model: model(), optimizer: (t) => t.train.sgd(0.1), loss: 'binaryCrossentropy', runtime: rt, output: { write: (s) => void lines.push(s), isTTY: true } });
+  await trainer.fit(toy(128), { epochs: 1, batchSize: 32 });
+  const bar = lines.filter((l) => l.startsWith('\r'));
+  assert.ok(bar.length >= 1);
+  assert.match(bar[bar.length - 1]!, /^\r4\/4 \[={30}\] - .*samples\/s\x1b\[K\n$/);
+});
+
 test('a NaN gradient raises ERR_NAN naming the variable', async () => {
   const trainer = new Trainer({ model: model(), optimizer: (t) => t.train.sgd(0.1), loss: (y, p) => tf.sqrt(tf.sub(p, y).sum().neg().sub(1e9)) as never, runtime: rt, verbose: 0 });
   try {
