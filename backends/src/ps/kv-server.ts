@@ -219,16 +219,21 @@ export class KVServer {
   push(rank: number, keys: string[], counters: number[], grads: FloatArray[]): Promise<void> {
     this.checkRank(rank);
     this.counters.pushes++;
-    const ps: Promise<void>[] = [];
-    for (let i = 0; i < keys.length; i++) {
-      const slot = this.slot(keys[i]!);
+    if (keys.length !== grads.length || keys.length !== counters.length) throw Errors.badFrame(`push to server ${this.o.serverIndex}`, 'keys, counters and grads differ in length');
+    // Check every key first, so a bad request changes nothing.
+    const slots = keys.map((k, i) => {
+      const slot = this.slot(k);
       if (slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is row-sparse: use rowSparsePush');
       const g = grads[i]!;
       if (g.length !== slot.data.length || g.constructor !== slot.data.constructor) {
         throw Errors.mismatch(`gradient of key ${slot.spec.key}`, `worker ${rank} pushed ${g.constructor.name}[${g.length}], server slice is ${slot.data.constructor.name}[${slot.data.length}]`);
       }
-      ps.push(this.pushOne(slot, rank, counters[i]!, (s) => this.mergeDense(s, g), (s) => this.applyDense(s, g)));
-    }
+      return slot;
+    });
+    const ps = slots.map((slot, i) => {
+      const g = grads[i]!;
+      return this.pushOne(slot, rank, counters[i]!, (s) => this.mergeDense(s, g), (s) => this.applyDense(s, g));
+    });
     return Promise.all(ps).then(() => undefined);
   }
 
