@@ -15,7 +15,9 @@
  * (half a frame may be on the wire), and the peer sees ERR_PEER_CLOSED.
  *
  * Receive path: a frame decoder copies socket chunks straight into one buffer of the announced length
- * (one allocation per message, no concatenation); messages up to 4 KiB are carved, 8-byte aligned, out of a
+ * (one allocation per message, no concatenation). On the dialing side the kernel reads large message bodies
+ * directly into that buffer (Node's `onread`; about 5x less user CPU per GiB than 'data' events, which accepted
+ * sockets still use because Node offers `onread` only to `net.connect`); messages up to 4 KiB are carved, 8-byte aligned, out of a
  * 256 KiB slab that is never reused (so typed-array views work and the caller owns what it gets). When more than
  * `recvHighWaterBytes` of received messages wait unclaimed, the socket is paused until `recv` drains them.
  */
@@ -97,6 +99,25 @@ export class FrameDecoder {
     if (this.body) return { got: this.bodyFill, want: this.body.byteLength };
     if (this.headerFill > 0) return { got: this.headerFill, want: FRAME_HEADER_BYTES };
     return undefined;
+  }
+
+  /**
+   * The unfilled rest of the current message when at least `min` bytes of it are missing, so the socket can read
+   * straight into it (then call `advance`); null between frames or near the end of a message.
+   */
+  directTarget(min: number): Uint8Array | null {
+    if (!this.body || this.failed) return null;
+    return this.body.byteLength - this.bodyFill >= min ? this.body.subarray(this.bodyFill) : null;
+  }
+
+  /** `n` bytes were read into the last `directTarget()`. */
+  advance(n: number): void {
+    const body = this.body!;
+    this.bodyFill += n;
+    if (this.bodyFill === body.byteLength) {
+      this.body = null;
+      this.onMessage(body);
+    }
   }
 
   push(chunk: Uint8Array): ShoalError | null {
@@ -181,23 +202,85 @@ interface Handshake {
   leftover: Buffer;
 }
 
+/** Receives what a socket reads. */
+interface ReadSink {
+  /** A buffer to read straight into (the rest of a large message), or null to read into the scratch buffer. */
+  target(): Uint8Array | null;
+  /** Bytes read into the scratch buffer: valid only during the call. */
+  bytes(chunk: Uint8Array): void;
+  /** `n` bytes were read into the last `target()`. */
+  direct(n: number): void;
+}
+
+/** Reads smaller than this go through the scratch buffer (which may also pick up the next frame's header). */
+const DIRECT_READ_MIN = 64 * 1024;
+
 /**
- * Read the 16-byte handshake from `sock`. On success the socket is left paused with no 'data' listener;
- * the caller attaches its own and resumes.
+ * The read side of a dialed socket, through Node's `onread` option (available to `net.connect` only, not to
+ * accepted sockets): large message bodies are read by the kernel straight into the buffer `recv` returns, with no
+ * per-read allocation and no copy. Until a sink is attached, bytes are kept and replayed to it.
  */
-function readHandshake(sock: net.Socket, where: string, timeoutMs: number): Promise<Handshake> {
+class DirectInput {
+  private readonly scratch = Buffer.allocUnsafe(64 * 1024);
+  private sink: ReadSink | null = null;
+  private queued: Buffer[] = [];
+  readonly onread = {
+    buffer: (): Uint8Array => this.sink?.target() ?? this.scratch,
+    callback: (n: number, buf: Uint8Array): boolean => {
+      if (buf !== this.scratch) this.sink!.direct(n);
+      else if (this.sink) this.sink.bytes(this.scratch.subarray(0, n));
+      else this.queued.push(Buffer.from(this.scratch.subarray(0, n)));
+      return true;
+    },
+  };
+
+  attach(sink: ReadSink | null): void {
+    this.sink = sink;
+    if (!sink) return;
+    const q = this.queued;
+    this.queued = [];
+    for (const b of q) sink.bytes(b);
+  }
+}
+
+/** How `readHandshake` gets bytes: a 'data' listener, or a DirectInput sink. */
+type Subscribe = (onData: (chunk: Buffer) => void) => () => void;
+
+function dataEvents(sock: net.Socket): Subscribe {
+  return (onData) => {
+    sock.on('data', onData);
+    sock.resume();
+    return () => {
+      sock.off('data', onData);
+      sock.pause();
+    };
+  };
+}
+
+function directEvents(input: DirectInput): Subscribe {
+  return (onData) => {
+    input.attach({ target: () => null, bytes: (c) => onData(Buffer.from(c)), direct: () => {} });
+    return () => input.attach(null);
+  };
+}
+
+/**
+ * Read the 16-byte handshake from `sock`. On success the socket's bytes are no longer consumed (paused, or
+ * queued by its DirectInput) until the caller attaches its own reader.
+ */
+function readHandshake(sock: net.Socket, subscribe: Subscribe, where: string, timeoutMs: number): Promise<Handshake> {
   return new Promise<Handshake>((resolve, reject) => {
     let got: Buffer = Buffer.alloc(0);
+    let unsubscribe = () => {};
     const cleanup = () => {
       clearTimeout(timer);
-      sock.off('data', onData);
+      unsubscribe();
       sock.off('close', onClose);
       sock.off('error', onError);
     };
     const onData = (chunk: Buffer) => {
       got = got.length === 0 ? chunk : Buffer.concat([got, chunk]);
       if (got.length < HANDSHAKE_BYTES) return;
-      sock.pause();
       cleanup();
       if (!got.subarray(0, 8).equals(HANDSHAKE_MAGIC)) {
         reject(Errors.badFrame(where, `not a shoal net peer (handshake bytes ${got.subarray(0, 8).toString('hex')})`));
@@ -222,10 +305,9 @@ function readHandshake(sock: net.Socket, where: string, timeoutMs: number): Prom
       cleanup();
       reject(Errors.timeout(`handshake on ${where}`, timeoutMs));
     }, timeoutMs);
-    sock.on('data', onData);
     sock.on('close', onClose);
     sock.on('error', onError);
-    sock.resume();
+    unsubscribe = subscribe(onData);
   });
 }
 
@@ -261,14 +343,26 @@ class NetConnection implements Connection {
     private readonly peerMaxMessageBytes: number,
     private readonly opts: Required<NetTransportOptions>,
     leftover: Uint8Array,
+    input: DirectInput | null,
   ) {
     this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m));
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
-    sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
     sock.on('end', () => this.fail(this.peerGoneError()));
     if (leftover.byteLength > 0) this.onData(leftover);
+    if (input) {
+      input.attach({
+        target: () => (this.paused || this.failure ? null : this.decoder.directTarget(DIRECT_READ_MIN)),
+        bytes: (chunk) => this.onData(chunk),
+        direct: (n) => {
+          this.decoder.advance(n);
+          this.checkHighWater();
+        },
+      });
+    } else {
+      sock.on('data', (chunk: Buffer) => this.onData(chunk));
+    }
     if (!this.failure) sock.resume();
   }
 
@@ -287,6 +381,10 @@ class NetConnection implements Connection {
       this.fail(err);
       return;
     }
+    this.checkHighWater();
+  }
+
+  private checkHighWater(): void {
     if (!this.paused && this.inboxBytes > this.opts.recvHighWaterBytes) {
       this.paused = true;
       this.sock.pause();
@@ -436,7 +534,7 @@ class NetListener implements Listener {
     }
     sock.setNoDelay(true);
     const remote = this.addr.scheme === 'tcp' ? `${sock.remoteAddress}:${sock.remotePort} (accepted on ${this.url})` : `peer on ${this.url}`;
-    readHandshake(sock, remote, this.opts.handshakeTimeoutMs).then(
+    readHandshake(sock, dataEvents(sock), remote, this.opts.handshakeTimeoutMs).then(
       (hs) => {
         if (this.paired || this.closedFlag) {
           sock.destroy();
@@ -446,7 +544,7 @@ class NetListener implements Listener {
         this.server.close(); // pair semantics: one peer, stop listening
         sock.write(handshakeBytes(this.opts.maxMessageBytes));
         sock.setKeepAlive(true, 10_000);
-        this.conn = new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover);
+        this.conn = new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover, null);
         this.pending.resolve(this.conn);
       },
       (e: unknown) => {
@@ -597,7 +695,11 @@ export class NetTransport implements Transport {
   /** One connect + handshake, bounded by `ms` and `signal`. Rejects with the socket error to retry on. */
   private attempt(url: string, addr: NetAddress, ms: number, signal: AbortSignal | undefined): Promise<Connection> {
     return new Promise<Connection>((resolve, reject) => {
-      const sock = addr.scheme === 'tcp' ? net.connect({ host: addr.host, port: addr.port, noDelay: true }) : net.connect({ path: addr.path });
+      const input = new DirectInput();
+      const sock =
+        addr.scheme === 'tcp'
+          ? net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: input.onread })
+          : net.connect({ path: addr.path, onread: input.onread });
       let settled = false;
       const finish = (err: unknown, conn?: Connection) => {
         if (settled) return;
@@ -619,14 +721,14 @@ export class NetTransport implements Transport {
         sock.setNoDelay(true);
         sock.setKeepAlive(true, 10_000);
         sock.write(handshakeBytes(this.opts.maxMessageBytes));
-        readHandshake(sock, url, ms).then(
+        readHandshake(sock, directEvents(input), url, ms).then(
           (hs) => {
             if (settled) {
               sock.destroy();
               return;
             }
             const remote = addr.scheme === 'tcp' ? `${url} (from ${sock.localAddress}:${sock.localPort})` : url;
-            finish(null, new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover));
+            finish(null, new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover, input));
           },
           (e: unknown) => finish(e),
         );
