@@ -17,8 +17,8 @@
  * Receive path: a frame decoder copies socket chunks straight into one buffer of the announced length
  * (one allocation per message, no concatenation). On the dialing side the kernel reads large message bodies
  * directly into that buffer (Node's `onread`; about 5x less user CPU per GiB than 'data' events, which accepted
- * sockets still use because Node offers `onread` only to `net.connect`); messages up to 4 KiB are carved, 8-byte aligned, out of a
- * 256 KiB slab that is never reused (so typed-array views work and the caller owns what it gets). When more than
+ * sockets still use because Node offers `onread` only to `net.connect`). Messages up to 4 KiB are carved, 8-byte
+ * aligned, out of a 256 KiB slab that is never reused (so typed-array views work and the caller owns them). When more than
  * `recvHighWaterBytes` of received messages wait unclaimed, the socket is paused until `recv` drains them.
  */
 import { unlinkSync } from 'node:fs';
