@@ -36,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -113,6 +114,7 @@ struct Core {
   const uint8_t* txBody = nullptr;
   size_t txBodyLen = 0, txSent = 0;
   uint32_t txId = 0;
+  std::vector<uint8_t> txStage;  // sendBatch: small messages framed and copied into one buffer
 
   // JS thread only: keeps the buffer of the send in flight alive.
   Napi::Reference<Napi::Value> txRef;
@@ -220,6 +222,19 @@ void RxDone(void* arg) {
 }
 
 // ---- send (called with mu held) ----
+
+// Writes the frame header (transport length prefix + PAIR1 hop count) for a `bodyLen`-byte message; returns its size.
+size_t FrameHeader(bool ipc, uint64_t bodyLen, uint8_t* out) {
+  uint64_t len = bodyLen + 4;
+  size_t h = 0;
+  if (ipc) out[h++] = 1;
+  for (int i = 7; i >= 0; i--) out[h++] = static_cast<uint8_t>(len >> (8 * i));
+  out[h++] = 0;
+  out[h++] = 0;
+  out[h++] = 0;
+  out[h++] = 1;  // PAIR1 hop count: one hop on a direct link
+  return h;
+}
 
 void TxSubmit(Core* c) {
   nng_iov iov[2];
@@ -443,6 +458,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            InstanceMethod<&NngPair::Listen>("listen"),
                            InstanceMethod<&NngPair::Dial>("dial"),
                            InstanceMethod<&NngPair::Send>("send"),
+                           InstanceMethod<&NngPair::SendBatch>("sendBatch"),
                            InstanceMethod<&NngPair::SetRxPaused>("setRxPaused"),
                            InstanceMethod<&NngPair::Close>("close"),
                            InstanceMethod<&NngPair::Ref>("ref"),
@@ -541,20 +557,41 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
     if (c->txBody != nullptr || c->txRef.IsEmpty() == false)
       throw Napi::Error::New(info.Env(), "nng pair: a send is already in flight");
-    uint64_t len = static_cast<uint64_t>(data.ByteLength()) + 4;
-    size_t h = 0;
-    if (c->ipc) c->txHead[h++] = 1;
-    for (int i = 7; i >= 0; i--) c->txHead[h++] = static_cast<uint8_t>(len >> (8 * i));
-    c->txHead[h++] = 0;
-    c->txHead[h++] = 0;
-    c->txHead[h++] = 0;
-    c->txHead[h++] = 1;  // PAIR1 hop count
-    c->txHeadLen = h;
+    c->txHeadLen = FrameHeader(c->ipc, data.ByteLength(), c->txHead);
     c->txBody = data.Data();
     c->txBodyLen = data.ByteLength();
     c->txSent = 0;
     c->txId = id;
     c->txRef = Napi::Persistent(static_cast<Napi::Value>(data));
+    TxSubmit(c);
+  }
+
+  // sendBatch(id, messages: Uint8Array[]): frames and copies several (small) messages into one buffer and
+  // writes it with one call; one EV_SEND(id) covers them all. The caller's buffers are free on return.
+  void SendBatch(const Napi::CallbackInfo& info) {
+    Core* c = live(info);
+    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+    Napi::Array msgs = info[1].As<Napi::Array>();
+    std::lock_guard<std::mutex> lk(c->mu);
+    if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
+    if (c->txBody != nullptr || c->txRef.IsEmpty() == false)
+      throw Napi::Error::New(info.Env(), "nng pair: a send is already in flight");
+    uint32_t n = msgs.Length();
+    size_t total = 0;
+    for (uint32_t i = 0; i < n; i++) total += 13 + msgs.Get(i).As<Napi::Uint8Array>().ByteLength();
+    c->txStage.resize(total);
+    uint8_t* out = c->txStage.data();
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Uint8Array m = msgs.Get(i).As<Napi::Uint8Array>();
+      out += FrameHeader(c->ipc, m.ByteLength(), out);
+      if (m.ByteLength() > 0) std::memcpy(out, m.Data(), m.ByteLength());
+      out += m.ByteLength();
+    }
+    c->txHeadLen = 0;
+    c->txBody = c->txStage.data();
+    c->txBodyLen = static_cast<size_t>(out - c->txStage.data());
+    c->txSent = 0;
+    c->txId = id;
     TxSubmit(c);
   }
 
