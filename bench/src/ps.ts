@@ -22,12 +22,13 @@
  * Output `bench/results/ps.json`:
  *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, servers, workers,
  *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
- *              rounds_per_s, verified, oversubscribed, vs_ray?,
+ *              rounds_per_s, verified, oversubscribed, vs_ray?, vs_ray_p50?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
  *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
  *     errors: [{ impl, error }] }
- * `vs_ray` = shoal rounds/s / Ray rounds/s (higher is better). `*_cpu_ms_per_round`: CPU time per round (workers:
- * mean of one worker; servers: all together), which the machine's other load disturbs much less than wall time. `oversubscribed` is true when servers + workers
+ * `vs_ray` = shoal rounds/s / Ray rounds/s, `vs_ray_p50` = Ray p50 / shoal p50 (higher is better for both).
+ * `*_cpu_ms_per_round`: CPU time per round (workers: mean of one worker; servers: all together), which the
+ * machine's other load disturbs much less than wall time. `oversubscribed` is true when servers + workers
  * exceed the cores (always on the 2-core machine: 4 processes).
  */
 import { fork, spawn } from 'node:child_process';
@@ -69,6 +70,8 @@ export interface PsRow {
   verified: boolean;
   oversubscribed: boolean;
   vs_ray?: number;
+  /** Ray's p50 round time / shoal's (median-based: less sensitive to load spikes than the mean). */
+  vs_ray_p50?: number;
   rows_per_s?: number;
   touched_rows?: number;
   row_bytes?: number;
@@ -165,7 +168,10 @@ export async function run(args: string[]): Promise<void> {
       for (const r of out) {
         const row = { ...(r as unknown as PsRow), transport: 'ray-object-store', oversubscribed };
         rows.push(row);
-        for (const mine of rows.filter((x) => x.impl === 'shoal-ps' && x.kind === row.kind && x.bytes === row.bytes)) mine.vs_ray = mine.rounds_per_s / row.rounds_per_s;
+        for (const mine of rows.filter((x) => x.impl === 'shoal-ps' && x.kind === row.kind && x.bytes === row.bytes)) {
+          mine.vs_ray = mine.rounds_per_s / row.rounds_per_s;
+          mine.vs_ray_p50 = row.p50_us / mine.p50_us;
+        }
       }
     } catch (e) {
       errors.push({ impl: 'ray', error: (e as Error).message });
@@ -181,7 +187,7 @@ export async function run(args: string[]): Promise<void> {
       r.kind === 'rowsparse'
         ? ` rows/s ${r.rows_per_s!.toFixed(0)} push wire ${r.push_wire_ratio!.toFixed(3)}x pull wire ${r.pull_wire_ratio!.toFixed(3)}x`
         : r.vs_ray !== undefined
-          ? ` vs ray ${r.vs_ray.toFixed(2)}x`
+          ? ` vs ray ${r.vs_ray.toFixed(2)}x (p50 ${r.vs_ray_p50!.toFixed(2)}x)`
           : '';
     console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
   }
