@@ -33,7 +33,12 @@ async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: s
   }
   const jobPath = join(runDir, 'job.json');
   writeFileSync(jobPath, JSON.stringify(s, null, 1));
-  const res = await launch({ script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, jobTimeoutMs: 15 * 60_000, timeoutMs: 120_000 });
+  // Ctrl-C stops every worker (and server actor) before this process exits.
+  const ac = new AbortController();
+  const onSigint = (): void => ac.abort();
+  process.once('SIGINT', onSigint);
+  const res = await launch({ script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, jobTimeoutMs: 15 * 60_000, timeoutMs: 120_000, signal: ac.signal })
+    .finally(() => process.off('SIGINT', onSigint));
   if (res.code !== 0) throw Errors.remote(`recommender job (${workers} workers, ${o.backend})`, res.error ?? `exit code ${res.code}`);
   return JSON.parse(readFileSync(join(runDir, 'train-result.json'), 'utf8')) as TrainResult;
 }
