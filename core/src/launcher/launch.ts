@@ -3,6 +3,9 @@ import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
+
+const osSignals = constants.signals as Record<string, number>;
 import { Errors } from '../errors.js';
 import { TcpStore, TcpStoreServer } from '../store/tcp.js';
 import type { ActorSupervisor } from '../actor/spawn.js';
@@ -45,7 +48,7 @@ export interface LaunchOptions {
 }
 
 export interface LaunchResult {
-  /** 0 when every worker exited 0; else the failing worker's exit code (or 1), 130 when aborted. */
+  /** 0 when every worker exited 0; else the failing worker's exit code (128 + signal number if killed), 130 when aborted. */
   code: number;
   /** The first rank that failed, if any. */
   failedRank?: number;
@@ -127,7 +130,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let psClient: TcpStore | undefined;
   let psServers: ActorSupervisor[] = [];
   /** Workers that failed on their own (not stopped by us), in exit order. */
-  const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error }> = [];
+  const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error; signal?: NodeJS.Signals }> = [];
   let launcherError: { code: number; error: string } | undefined;
   let stopping = false;
   let aborted = false;
@@ -207,10 +210,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       w.exited = new Promise((res) => {
         let spawnError: Error | undefined;
         let counted = false;
-        const fail = (code: number) => {
+        const fail = (code: number, signal?: NodeJS.Signals) => {
           if (counted || stopping) return;
           counted = true;
-          failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}) });
+          failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}), ...(signal ? { signal } : {}) });
           onWorkerFailed();
         };
         child.once('error', (e) => {
@@ -219,7 +222,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         });
         // Count on 'exit' (not 'close', which waits for the pipes) so exit order is kept.
         child.once('exit', (code, signal) => {
-          if (code !== 0 || signal !== null) fail(code && code > 0 ? code : 1);
+          if (code !== 0 || signal !== null) fail(code && code > 0 ? code : signal ? 128 + (osSignals[signal] ?? 0) : 1, signal ?? undefined);
         });
         child.once('close', async (code, signal) => {
           await streams;
@@ -242,7 +245,12 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (root) {
       result.code = root.code;
       result.failedRank = root.rank;
-      result.error = root.spawnError ? `could not start: ${root.spawnError.message}` : summarizeFailure(root.tail) || `exited with code ${root.code}`;
+      const tail = summarizeFailure(root.tail);
+      result.error = root.spawnError
+        ? `could not start: ${root.spawnError.message}`
+        : root.signal
+          ? `killed by ${root.signal}${tail ? `; its last output:\n${tail}` : ''}`
+          : tail || `exited with code ${root.code}`;
     } else if (launcherError) {
       result.code = launcherError.code;
       result.error = launcherError.error;

@@ -5,6 +5,7 @@
  *
  * Options: --epochs E (default 30), --batch-size B per worker (default 32), --lr (default 0.01),
  * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw after that epoch), --fail-at-step RANK:STEP (throw mid-epoch),
+ * --kill-at RANK:EPOCH (SIGKILL itself after that epoch: a crash with no cleanup),
  * --out FILE (rank 0 writes the final weights as JSON, for tests), --seed S (init and shuffle seed),
  * --optimizer adam|sgd (default adam), --steps S (cap on steps per epoch), --no-shuffle.
  * It prints the test accuracy on rank 0 (> 0.9 after the default 30 epochs).
@@ -65,6 +66,7 @@ async function main() {
           if (failAtStep && failAtStep === `${worker.options.rank}:${step}`) throw new Error(`injected failure on rank ${worker.options.rank} at step ${step}`);
         },
         onEpochEnd: (epoch) => {
+          if (arg('kill-at') === `${worker.options.rank}:${epoch}`) process.kill(process.pid, 'SIGKILL');
           if (failAt && failAt === `${worker.options.rank}:${epoch}`) throw new Error(`injected failure on rank ${worker.options.rank} at epoch ${epoch}`);
         },
       },
