@@ -2,6 +2,7 @@
 // load, memory, close mid-transfer timing, worker threads, and interop with `nngcat` (Debian nng-utils).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -195,6 +196,15 @@ test('an addon loaded only by a worker thread survives the worker exiting (nodel
   assert.match(r.stdout, /worker exited 0/);
 });
 
+/** A TCP port that was free a moment ago (the OS picks it). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
 /** Run nngcat with a hard time limit; resolves with its exit code and raw stdout. */
 function nngcat(args: string[], limitMs = 15_000): { done: Promise<{ code: number | null; out: Buffer; err: string }> } {
   const child = spawn('nngcat', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -224,7 +234,7 @@ for (const scheme of ['tcp', 'ipc'] as const) {
   test(`interop ${scheme}: nngcat --pair1 listens, shoal dials; messages flow both ways`, async () => {
     assert.ok(hasNngcat, 'nngcat (Debian nng-utils) is not installed');
     const t = createNngTransport();
-    const url = scheme === 'tcp' ? `tcp://127.0.0.1:${20000 + (process.pid % 20000)}` : ipcUrl();
+    const url = scheme === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : ipcUrl();
     const cat = nngcat(['--pair1', '--listen', url, '--data', 'hello from nngcat', '--recv-timeout', '1', '--raw']);
     const c = await t.dial(url, { timeoutMs: 10_000 });
     try {

@@ -390,7 +390,12 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
   int kind = ev->kind, rv = ev->rv;
   uint32_t id = ev->id;
   delete ev;
-  cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data});
+  try {
+    cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data});
+  } catch (const Napi::Error& e) {
+    // A throwing JS handler must not unwind through Node's C callback: surface it as an uncaught JS exception.
+    e.ThrowAsJavaScriptException();
+  }
 }
 
 // Runs on the JS thread when the thread-safe function goes away: after CloseWorker's Release, or when the
