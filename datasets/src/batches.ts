@@ -65,6 +65,7 @@ export interface BatchOptions {
   listWidth?: Record<string, number>;
   /** Replacement values for nulls, per column. */
   fill?: Record<string, number>;
+  /** Stop the epoch: the iterator throws ERR_ABORTED at the next batch (reads in flight are abandoned). */
   signal?: AbortSignal;
 }
 
@@ -273,6 +274,7 @@ async function* readAhead(parts: readonly Partition[], columns: string[], window
       const cur = open[0]!;
       let r = await cur.first;
       while (!r.done) {
+        if (signal?.aborted) throw Errors.aborted('reading partitions', signal.reason);
         yield r.value;
         r = await cur.it.next();
       }
@@ -405,6 +407,20 @@ async function* onePass(
   }
 }
 
+async function* abortable<T>(src: AsyncGenerator<T>, signal: AbortSignal): AsyncGenerator<T> {
+  try {
+    for (;;) {
+      if (signal.aborted) throw Errors.aborted('reading batches', signal.reason);
+      const r = await src.next();
+      if (r.done) return;
+      if (signal.aborted) throw Errors.aborted('reading batches', signal.reason);
+      yield r.value;
+    }
+  } finally {
+    await src.return(undefined);
+  }
+}
+
 /** Run `src` up to `n` items ahead of the consumer. */
 async function* prefetch<T>(src: AsyncGenerator<T>, n: number): AsyncGenerator<T> {
   if (n <= 0) {
@@ -470,7 +486,11 @@ export function batches(src: Shard | Dataset, opts: BatchOptions): AsyncIterable
   }
   const outs = planOutputs(src.schema.fields, src.source, opts);
   const columns = [...new Set(outs.flatMap((o) => o.parts.map((p) => p.col)))];
+  const signal = opts.signal;
   return {
-    [Symbol.asyncIterator]: () => prefetch(epochBatches(src.partitions, outs, columns, opts), opts.prefetch ?? 2),
+    [Symbol.asyncIterator]: () => {
+      const it = prefetch(epochBatches(src.partitions, outs, columns, opts), opts.prefetch ?? 2);
+      return signal ? abortable(it, signal) : it;
+    },
   };
 }

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableToIPC } from 'apache-arrow';
+import { isShoalError } from '@shoal/core';
 import { openArrowFile, shard, batches, localSteps, agreeSteps, syncSteps, type Dataset } from './index.js';
 import { exampleTable } from './test-fixtures.js';
 
@@ -129,6 +130,22 @@ test('dropRemainder and wrap-around reuse rows from the start of the shard', asy
   assert.is(ids.length, 203 + 50);
   assert.equal(ids.slice(203, 206), allIdsInReadOrder().slice(0, 3));
   void rows;
+});
+
+test('an aborted epoch stops with ERR_ABORTED', async () => {
+  const ac = new AbortController();
+  let n = 0;
+  try {
+    for await (const _ of batches(ds, { columns: ['id'], batchSize: 10, signal: ac.signal })) {
+      void _;
+      if (++n === 3) ac.abort(new Error('stop'));
+    }
+    assert.unreachable('aborted');
+  } catch (e) {
+    assert.ok(isShoalError(e, 'ERR_ABORTED'), String(e));
+    assert.match((e as Error).message, /reading batches was aborted: stop/);
+  }
+  assert.is(n, 3);
 });
 
 function allIdsInReadOrder(): number[] {
