@@ -122,4 +122,17 @@ test('connect retries until the server is up, and times out when it never comes'
   await server.close();
 }));
 
+test('infinite timeouts mean no limit (not a timer overflow that fires at once)', guard('infinite', 10_000, async () => {
+  const server = await TcpStoreServer.start();
+  const c = await TcpStore.connect(server.url, { connectTimeoutMs: Infinity, timeoutMs: Infinity });
+  const got = later(c.get('slow', Infinity));
+  const waited = later(c.wait(['slow']));
+  await new Promise((r) => setTimeout(r, 150));
+  await c.set('slow', 'ok');
+  assert.is(asText(await got), 'ok');
+  await waited;
+  await c.close();
+  await server.close();
+}));
+
 test.run();

@@ -87,7 +87,12 @@ interface Waiter {
   keys: string[];
   /** Key whose value is returned (get), or undefined (wait). */
   getKey: string | undefined;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
+function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
+  return ms <= 2 ** 31 - 1 ? setTimeout(fn, Math.max(0, ms)) : undefined;
 }
 
 interface ServerClient {
@@ -203,18 +208,19 @@ export class TcpStoreServer {
           this.complete(client, id, getKey);
           return;
         }
-        const ms = Number.isFinite(req.timeoutMs) ? Math.max(0, req.timeoutMs as number) : DEFAULT_TIMEOUT_MS;
+        // timeoutMs < 0 (or absent): no server-side limit; the wait ends when the keys appear or the client leaves.
+        const ms = typeof req.timeoutMs === 'number' && req.timeoutMs >= 0 ? req.timeoutMs : Infinity;
         const w: Waiter = {
           client,
           id,
           keys: keys as string[],
           getKey,
-          timer: setTimeout(() => {
+          timer: maybeTimer(ms, () => {
             this.dropWaiter(w);
             const still = w.keys.filter((k) => !this.data.has(k));
             const shown = still.slice(0, 8).join(', ') + (still.length > 8 ? `, ... (${still.length} missing)` : '');
             this.fail(client, id, Errors.timeout(`store ${req.op} for [${shown}]`, ms, { missing: still }));
-          }, ms),
+          }),
         };
         client.waiters.add(w);
         for (const k of missing) {
@@ -279,7 +285,13 @@ export interface TcpStoreOptions {
 interface Pending {
   resolve(r: { header: Reply; value: Uint8Array }): void;
   reject(e: unknown): void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Timeouts on the wire: a finite number of ms, or -1 for none (JSON has no Infinity). */
+function wireTimeout(ms: number): number {
+  if (Number.isNaN(ms) || ms < 0) throw Errors.invalidArg('timeoutMs', `must be >= 0, got ${ms}`);
+  return Number.isFinite(ms) ? ms : -1;
 }
 
 /** Extra time the client gives the server to report its own timeout before giving up on it. */
@@ -333,10 +345,10 @@ export class TcpStore implements Store {
       try {
         const sock = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.connect({ host: addr.host, port: addr.port, noDelay: true });
-          const t = setTimeout(() => {
+          const t = maybeTimer(Math.max(1, deadline - Date.now()), () => {
             s.destroy();
             reject(new Error('connect timed out'));
-          }, Math.max(1, deadline - Date.now()));
+          });
           s.once('connect', () => {
             clearTimeout(t);
             s.removeAllListeners('error');
@@ -375,10 +387,10 @@ export class TcpStore implements Store {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = maybeTimer(replyWithinMs, () => {
         this.pending.delete(id);
         reject(Errors.timeout(`${what} (no answer from the store server ${this.url})`, replyWithinMs));
-      }, replyWithinMs);
+      });
       this.pending.set(id, {
         resolve: (r) => {
           if (r.header.ok) resolve(r);
@@ -396,13 +408,13 @@ export class TcpStore implements Store {
   }
 
   async get(key: string, timeoutMs = this.timeoutMs): Promise<Uint8Array> {
-    const r = await this.call({ op: 'get', key, timeoutMs }, undefined, timeoutMs + BACKSTOP_MS, `store get ${key}`);
+    const r = await this.call({ op: 'get', key, timeoutMs: wireTimeout(timeoutMs) }, undefined, timeoutMs + BACKSTOP_MS, `store get ${key}`);
     return r.value.slice();
   }
 
   async wait(keys: readonly string[], timeoutMs = this.timeoutMs): Promise<void> {
     if (keys.length === 0) return;
-    await this.call({ op: 'wait', keys: [...keys], timeoutMs }, undefined, timeoutMs + BACKSTOP_MS, `store wait for [${keys.slice(0, 8).join(', ')}]`);
+    await this.call({ op: 'wait', keys: [...keys], timeoutMs: wireTimeout(timeoutMs) }, undefined, timeoutMs + BACKSTOP_MS, `store wait for [${keys.slice(0, 8).join(', ')}]`);
   }
 
   async add(key: string, delta: number): Promise<number> {

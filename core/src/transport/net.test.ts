@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { assertBytes, expectCode, guard, openPair, patternBytes, transportConformance, type ConformanceEnv } from './conformance.js';
+import { assertBytes, expectCode, guard, later, openPair, patternBytes, transportConformance, type ConformanceEnv } from './conformance.js';
 import { NetTransport, parseNetUrl } from './net.js';
 
 const peer = { module: new URL('./net.js', import.meta.url).href, factory: 'createNetTransport' };
@@ -42,13 +42,32 @@ s('parses URLs and rejects bad ones with a message naming the URL', () => {
   assert.throws(() => parseNetUrl('tcp://h:70000'), /70000/);
 });
 
-s('port 0 resolves to the real port in listener.url', async () => {
+s('port 0 resolves to the real port in listener.url; infinite timeouts do not fire at once', guard('port 0', 10_000, async () => {
   const t = new NetTransport();
   const l = await t.listen('tcp://127.0.0.1:0');
   const port = (parseNetUrl(l.url) as { port: number }).port;
   assert.ok(port > 0, l.url);
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: Infinity }), t.dial(l.url, { timeoutMs: Infinity })]);
+  const got = later(a.recv({ timeoutMs: Infinity }));
+  await new Promise((r) => setTimeout(r, 50));
+  await b.send(new Uint8Array([5]), { timeoutMs: Infinity });
+  assert.equal([...(await got)], [5]);
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('closing a listener drops connections still in their handshake (no lingering timers)', guard('listener close', 10_000, async () => {
+  const t = new NetTransport({ handshakeTimeoutMs: 60_000 });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const { port } = parseNetUrl(l.url) as { port: number };
+  const silent = net.connect({ host: '127.0.0.1', port });
+  silent.on('error', () => {});
+  await new Promise((r) => silent.once('connect', r));
+  await new Promise((r) => setTimeout(r, 50));
+  const closed = new Promise((r) => silent.once('close', r));
+  silent.resume();
   await l.close();
-});
+  await closed; // the listener destroyed it instead of waiting 60 s for its handshake
+}));
 
 s('a garbage frame header fails the connection with ERR_BAD_FRAME (no crash), on pending and later recvs', guard('garbage header', 10_000, async () => {
   const t = new NetTransport();

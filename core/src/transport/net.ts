@@ -49,6 +49,11 @@ const PROTOCOL_VERSION = 1;
 const MAX_BATCH_MESSAGES = 64;
 const MAX_BATCH_BYTES = 256 * 1024;
 
+/** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
+function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
+  return ms <= 2 ** 31 - 1 ? setTimeout(fn, Math.max(0, ms)) : undefined;
+}
+
 /** Parsed `tcp://host:port` or `ipc:///path`. */
 export type NetAddress = { scheme: 'tcp'; host: string; port: number } | { scheme: 'ipc'; path: string };
 
@@ -301,10 +306,10 @@ function readHandshake(sock: net.Socket, subscribe: Subscribe, where: string, ti
       cleanup();
       reject(Errors.peerClosed(where, `socket error during the handshake: ${e.message}`, e));
     };
-    const timer = setTimeout(() => {
+    const timer = maybeTimer(timeoutMs, () => {
       cleanup();
       reject(Errors.timeout(`handshake on ${where}`, timeoutMs));
-    }, timeoutMs);
+    });
     sock.on('close', onClose);
     sock.on('error', onError);
     unsubscribe = subscribe(onData);
@@ -515,6 +520,8 @@ class NetListener implements Listener {
   private closedFlag = false;
   private conn: NetConnection | undefined;
   private rejectedHandshakes = 0;
+  /** Sockets still in their handshake, destroyed if the listener closes first. */
+  private readonly handshaking = new Set<net.Socket>();
   private lastRejection = '';
 
   constructor(
@@ -534,8 +541,10 @@ class NetListener implements Listener {
     }
     sock.setNoDelay(true);
     const remote = this.addr.scheme === 'tcp' ? `${sock.remoteAddress}:${sock.remotePort} (accepted on ${this.url})` : `peer on ${this.url}`;
+    this.handshaking.add(sock);
     readHandshake(sock, dataEvents(sock), remote, this.opts.handshakeTimeoutMs).then(
       (hs) => {
+        this.handshaking.delete(sock);
         if (this.paired || this.closedFlag) {
           sock.destroy();
           return;
@@ -548,6 +557,8 @@ class NetListener implements Listener {
         this.pending.resolve(this.conn);
       },
       (e: unknown) => {
+        this.handshaking.delete(sock);
+        if (this.closedFlag) return;
         this.rejectedHandshakes++;
         this.lastRejection = e instanceof Error ? e.message : String(e);
         sock.destroy();
@@ -576,6 +587,7 @@ class NetListener implements Listener {
     if (this.closedFlag) return;
     this.closedFlag = true;
     this.pending.reject(Errors.closed(`listener ${this.url}`));
+    for (const sock of this.handshaking) sock.destroy();
     if (this.conn && !this.handedOut) await this.conn.close();
     if (this.server.listening) await new Promise<void>((r) => this.server.close(() => r()));
   }
@@ -714,7 +726,7 @@ export class NetTransport implements Transport {
       };
       const onAbort = () => finish(Errors.aborted(`dial ${url}`, signal?.reason));
       const onConnectError = (e: Error) => finish(e);
-      const timer = setTimeout(() => finish(Errors.timeout(`connect to ${url}`, ms)), ms);
+      const timer = maybeTimer(ms, () => finish(Errors.timeout(`connect to ${url}`, ms)));
       signal?.addEventListener('abort', onAbort, { once: true });
       sock.on('error', onConnectError);
       sock.once('connect', () => {
