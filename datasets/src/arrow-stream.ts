@@ -4,7 +4,8 @@
  *
  * Record batches are decoded incrementally as bytes arrive; each chunk's columns are views on the message body the
  * batch was read from (no per-row work, no copy of numeric columns). When the source is a `Uint8Array`, the views
- * share its `ArrayBuffer`; from a socket or file, each message body is assembled once from the received pieces.
+ * share its `ArrayBuffer`; from a socket, pipe or file, a message lying inside one received piece is viewed in place
+ * and one spanning pieces is assembled once (ipc-framer.ts).
  *
  * A stream is complete only if it ends with the IPC end-of-stream marker: a stream cut anywhere (inside a message
  * or between two messages) raises ERR_DATA on the read that reaches the cut, after which no chunk of it is yielded.
