@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
 import { setupTfjs, Trainer, LocalSync } from '@shoal/wrappers';
+import { isShoalError } from '@shoal/core';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';
 
 // Sync SGD, fixed data order: N workers with per-worker batch B/N must follow the path of 1 worker with batch B.
@@ -41,5 +42,40 @@ for (const n of [2, 4]) {
     }
   });
 }
+
+test('a NaN gradient on one rank fails every rank with ERR_NAN naming the variable (no hang)', async () => {
+  const groups = await memoryGroups(2, { timeoutMs: 20_000 });
+  const syncs = groups.map((g) => new RingSync(g));
+  try {
+    const t0 = Date.now();
+    const results = await Promise.allSettled(
+      syncs.map((sync) => {
+        const trainer = new Trainer({
+          model: (t) => mlp(t, 7),
+          optimizer: (t) => t.train.sgd(0.1),
+          // Rank 1's loss has a NaN factor: only its gradients are non-finite.
+          loss: (y, p) => {
+            const ce = tf.metrics.categoricalCrossentropy(tf.oneHot(tf.cast(y, 'int32') as never, 10), p).mean();
+            return (sync.rank === 1 ? ce.mul(tf.sqrt(tf.scalar(-1))) : ce) as never;
+          },
+          sync,
+          runtime: rt,
+          verbose: 0,
+        });
+        return trainer.fit(data, { epochs: 1, batchSize: 16, stepsPerEpoch: 3 });
+      }),
+    );
+    assert.ok(Date.now() - t0 < 10_000, 'failed fast, not by timeout');
+    for (const [r, res] of results.entries()) {
+      assert.is(res.status, 'rejected', `rank ${r}`);
+      const e = (res as PromiseRejectedResult).reason;
+      assert.ok(isShoalError(e, 'ERR_NAN'), `rank ${r}: ${e}`);
+      assert.match(e.message, /the gradient of dense_Dense\d+\/(kernel|bias)/);
+      if (r === 0) assert.match(e.message, /on another rank/);
+    }
+  } finally {
+    await Promise.all(syncs.map((s) => s.close()));
+  }
+});
 
 test.run();

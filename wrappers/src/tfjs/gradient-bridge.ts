@@ -1,6 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
-import { Errors } from '@shoal/core';
+import { Errors, isShoalError } from '@shoal/core';
 
 type Tf = typeof tfjs;
 
@@ -76,7 +76,8 @@ export class GradientBridge {
   /**
    * Run one synchronous data-parallel step: `lossFn` (the local batch's mean loss, built from the variables)
    * is differentiated, gradients are averaged over all ranks and applied by `optimizer`. Returns the local
-   * loss. Throws ERR_NAN naming the variable if a local gradient is not finite (before anything is sent).
+   * loss. Throws ERR_NAN naming the variable on every rank if any rank's gradient is not finite (the ranks stay
+   * in step: nobody is left waiting in a collective).
    */
   async step(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank = this.sync.rank): Promise<number> {
     const tf = this.tf;
@@ -89,24 +90,34 @@ export class GradientBridge {
       this.variables.forEach((v, i) => {
         const g = grads[v.variable.name];
         const dst = this.view(i);
-        if (!g) {
-          dst.fill(0); // the loss does not depend on this variable
-          return;
-        }
-        const src = g.dataSync() as Float32Array;
-        for (let j = 0; j < src.length; j++) {
-          if (!Number.isFinite(src[j]!)) throw Errors.nan(`the gradient of ${v.label} (rank ${rank}, element ${j})`, { variable: v.label, rank, index: j });
-        }
-        dst.set(src);
+        if (!g) dst.fill(0); // the loss does not depend on this variable
+        else dst.set(g.dataSync() as Float32Array);
       });
     } finally {
       value.dispose();
       for (const k of Object.keys(grads)) grads[k]!.dispose();
     }
+    // Non-finite gradients: not thrown here (the other ranks would wait in the collective until their timeout).
+    // The engines agree on NaN and raise ERR_NAN on every rank; a NaN also survives averaging, so the check of
+    // the averaged values below fails every rank the same way with engines that let it through.
+    const localBad = this.firstNonFinite();
     const t1 = performance.now();
-    await this.sync.allreduceMean(this.dense);
     let sparseRows = 0;
-    for (const i of this.sparseIdx) sparseRows += await this.syncSparse(i);
+    try {
+      await this.sync.allreduceMean(this.dense);
+      for (const i of this.sparseIdx) sparseRows += await this.syncSparse(i);
+    } catch (e) {
+      if (!isShoalError(e, 'ERR_NAN')) throw e;
+      const wire = String(e.details.tensor ?? '').replace(/^s:|^g:/, '');
+      const other = this.variables.find((v) => v.name === wire);
+      const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
+      throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
+    }
+    const averagedBad = this.firstNonFinite();
+    if (averagedBad) {
+      const where = localBad ? `rank ${rank}'s own gradient, element ${localBad.index}` : 'another rank';
+      throw Errors.nan(`the gradient of ${averagedBad.label} (from ${where})`, { variable: averagedBad.label, rank, localIndex: localBad?.index ?? -1 });
+    }
     const t2 = performance.now();
     tf.tidy(() => {
       optimizer.applyGradients(
@@ -116,6 +127,15 @@ export class GradientBridge {
     const t3 = performance.now();
     Object.assign(this.stats, { computeMs: t1 - t0, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
     return loss;
+  }
+
+  /** The first variable whose slot in the flat buffer holds NaN/Inf, and the element index. */
+  private firstNonFinite(): { label: string; index: number } | null {
+    for (let i = 0; i < this.variables.length; i++) {
+      const d = this.view(i);
+      for (let j = 0; j < d.length; j++) if (!Number.isFinite(d[j]!)) return { label: this.variables[i]!.label, index: j };
+    }
+    return null;
   }
 
   private async syncSparse(i: number): Promise<number> {
