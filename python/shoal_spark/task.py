@@ -196,35 +196,73 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
     return store
 
 
-def _write_stream(child: _Child, batches: Iterator[Any], schema: Any, stats: Dict[str, float]) -> Optional[BaseException]:
-    """Stream `batches` into the child's stdin as one Arrow IPC stream, then close stdin (EOF = end of data).
+def _write_stream(child: _Child, batches: Iterator[Any], schema: Any, stats: Dict[str, float],
+                  deadline: float, depth: int = 4) -> Optional[BaseException]:
+    """Stream `batches` into the child's stdin as one Arrow IPC stream, then close it (EOF = end of data).
 
-    Returns the write error if the child stopped reading (it died or closed stdin early), else None. Batches are
-    written as they arrive from Spark; nothing is buffered beyond the pipe.
+    Pipelined: this thread pulls batches from Spark while a writer thread writes the previous ones (a queue of at
+    most `depth` batches; the pipe writes drop the GIL), so Spark's decoding and the pipe overlap. Returns the
+    write error if the child stopped reading (it died, was killed at the deadline, or closed stdin early), else
+    None. `stats` gets rows, bytes, batches written and feed_s (first pull to last write).
     """
+    import queue
+
     import pyarrow as pa
 
-    # The pipe is an unbuffered file (bufsize=0): pyarrow hands each IPC message's buffers straight to write().
-    sink = child.proc.stdin
+    q: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    end = object()
+    failed = threading.Event()
+    errors: List[BaseException] = []
     t0 = time.perf_counter()
-    try:
-        with pa.ipc.new_stream(sink, schema) as writer:
-            for batch in batches:
-                if batch.schema != schema:
-                    batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-                writer.write_batch(batch)
-                stats["rows"] += batch.num_rows
-                stats["bytes"] += batch.nbytes
-                stats["batches"] += 1
-        return None
-    except (BrokenPipeError, ConnectionResetError, OSError, pa.ArrowIOError) as e:  # the child went away
-        return e
-    finally:
-        stats["feed_s"] = time.perf_counter() - t0
+
+    def writer_loop() -> None:
+        sink = None
         try:
-            sink.close()
-        except OSError:
-            pass
+            # Unbuffered pipe (bufsize=0): pyarrow hands each buffer straight to write(), which drops the GIL.
+            sink = child.proc.stdin
+            with pa.ipc.new_stream(sink, schema) as writer:
+                while True:
+                    batch = q.get()
+                    if batch is end:
+                        break
+                    writer.write_batch(batch)
+                    stats["rows"] += batch.num_rows
+                    stats["bytes"] += batch.nbytes
+                    stats["batches"] += 1
+        except (BrokenPipeError, ConnectionResetError, OSError, ValueError, pa.ArrowException) as e:  # the child went away
+            errors.append(e)
+            failed.set()
+        finally:
+            try:
+                if sink is not None:
+                    sink.close()
+            except (OSError, ValueError, pa.ArrowException):
+                pass
+
+    writer_thread = threading.Thread(target=writer_loop, name="shoal-arrow-writer", daemon=True)
+    writer_thread.start()
+
+    def put(item: Any) -> bool:
+        while not failed.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    for batch in batches:
+        if batch.schema != schema:
+            batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        if not put(batch):
+            break
+    put(end)
+    # The writer ends at EOF, or fails once the watchdog kills a child that stopped reading at the deadline.
+    writer_thread.join(max(0.0, deadline - time.monotonic()) + 10.0)
+    stats["feed_s"] = time.perf_counter() - t0
+    if writer_thread.is_alive():
+        return TimeoutError("the Arrow writer did not finish by the job deadline")
+    return errors[0] if errors else None
 
 
 def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
@@ -281,7 +319,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             yield from batches
 
         stats: Dict[str, float] = {"rows": 0, "bytes": 0, "batches": 0, "feed_s": 0.0}
-        write_err = _write_stream(worker, all_batches(), schema, stats)
+        write_err = _write_stream(worker, all_batches(), schema, stats, deadline)
         try:
             code = worker.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
