@@ -183,6 +183,11 @@ test('malformed Parquet: truncated, wrong magic, corrupted footer, schema mismat
   } finally {
     await ds.close();
   }
+  // A single file works too; a missing path is named.
+  const single = await openParquetDir(join(dir, 'nulls', 'part-00000.parquet'), { threads: 0 });
+  assert.equal(single.partitions.map((p) => [p.name, p.rows]), [['part-00000.parquet', 3]]);
+  await single.close();
+  await expectData(openParquetDir(join(dir, 'nope')), /nope: cannot open/);
   // An empty Spark result: only _SUCCESS.
   const empty = join(dir, 'empty');
   mkdirSync(empty);

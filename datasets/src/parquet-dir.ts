@@ -15,9 +15,9 @@
  * Decoding runs in `threads` piscina worker threads (default 1; 0 decodes on the calling thread); the decoded
  * Arrow IPC bytes are transferred, not copied, and chunk columns are views on them.
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
-import { join, relative, sep } from 'node:path';
+import { basename, join, relative, sep } from 'node:path';
 import { tableFromIPC } from 'apache-arrow';
 import { ParquetFile } from 'parquet-wasm';
 import { Errors, isShoalError } from '@shoal/core';
@@ -161,7 +161,8 @@ class ParquetPartition implements Partition {
 }
 
 /**
- * Open a Spark-style directory of Parquet part files (see the module comment for discovery and naming).
+ * Open a Spark-style directory of Parquet part files (see the module comment for discovery and naming), or a
+ * single Parquet file.
  * A directory with no part files is a valid, empty dataset (Spark writes just `_SUCCESS` for an empty result).
  *
  * Errors: ERR_DATA naming the file for an unreadable footer (wrong magic, truncation, corruption) or a schema that
@@ -170,7 +171,14 @@ class ParquetPartition implements Partition {
  */
 export async function openParquetDir(dir: string, opts: ParquetDirOptions = {}): Promise<Dataset> {
   const files: PartFile[] = [];
-  await discover(dir, dir, new Map(), files);
+  let st;
+  try {
+    st = await stat(dir);
+  } catch (e) {
+    throw Errors.data(dir, `cannot open: ${(e as Error).message}`);
+  }
+  if (st.isDirectory()) await discover(dir, dir, new Map(), files);
+  else files.push({ path: dir, rel: basename(dir), keys: new Map() });
   const keys = keyColumns(files, dir);
   let fields: FieldInfo[] | undefined;
   let first = '';
