@@ -131,6 +131,11 @@ export class GradientBridge {
 
   /** The first variable whose slot in the flat buffer holds NaN/Inf, and the element index. */
   private firstNonFinite(): { label: string; index: number } | null {
+    // Fast path: a float64 sum of float32 values cannot overflow, so it is finite iff every value is.
+    const f = this.flat;
+    let sum = 0;
+    for (let j = 0; j < f.length; j++) sum += f[j]!;
+    if (Number.isFinite(sum)) return null;
     for (let i = 0; i < this.variables.length; i++) {
       const d = this.view(i);
       for (let j = 0; j < d.length; j++) if (!Number.isFinite(d[j]!)) return { label: this.variables[i]!.label, index: j };
