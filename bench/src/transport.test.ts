@@ -9,7 +9,7 @@ test('iteration counts stay within their bounds', () => {
   for (const bytes of [1, 1024, 1 << 20, 64 << 20]) {
     for (const quick of [false, true]) {
       const it = itersFor(bytes, quick);
-      assert.ok(it.oneway >= 4 && it.oneway <= 20_000 && it.rtt >= 4 && it.rtt <= 2_000 && it.warm >= 2, JSON.stringify({ bytes, it }));
+      assert.ok(it.oneway >= 4 && it.oneway <= 200_000 && it.rtt >= 4 && it.rtt <= 2_000 && it.warm >= 2, JSON.stringify({ bytes, it }));
     }
   }
 });

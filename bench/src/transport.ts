@@ -84,12 +84,12 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 export const BENCH_SIZES = [KiB, 64 * KiB, MiB, 16 * MiB, 64 * MiB];
 
-/** Iterations per size: about 256 MiB one way (bounded), fewer round trips. */
+/** Iterations per size: about 256 MiB one way (at most 200k messages), 32 MiB of round trips (at most 2k). */
 export function itersFor(bytes: number, quick: boolean): { oneway: number; rtt: number; warm: number } {
   const q = quick ? 8 : 1;
-  const oneway = Math.max(4, Math.min(20_000, Math.ceil((256 * MiB) / bytes / q)));
+  const oneway = Math.max(4, Math.min(200_000 / q, Math.ceil((256 * MiB) / bytes / q)));
   const rtt = Math.max(4, Math.min(2_000, Math.ceil((32 * MiB) / bytes / q)));
-  return { oneway, rtt, warm: Math.max(2, Math.min(200, Math.ceil(oneway / 20))) };
+  return { oneway, rtt, warm: Math.max(2, Math.min(10_000, Math.ceil(oneway / 10))) };
 }
 
 /** Deterministic payload; the peer regenerates it to check. Shared with transport-peer.ts. */
