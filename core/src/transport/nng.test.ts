@@ -2,7 +2,7 @@
 // load, memory, close mid-transfer timing, worker threads, and interop with `nngcat` (Debian nng-utils).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -83,6 +83,68 @@ test('a message above maxMessageBytes fails the receiver with ERR_BAD_FRAME, the
     await expectCode(b.recv({ timeoutMs: 5000 }), 'ERR_PEER_CLOSED', 'sender after the receiver dropped it');
   } finally {
     await Promise.all([a.close(), b.close(), l.close()]);
+  }
+});
+
+/** A raw socket peer speaking the SP wire by hand (for bad-frame cases). Resolves once connected. */
+async function rawPeer(url: string): Promise<Socket> {
+  const sock = url.startsWith('ipc://') ? connect({ path: url.slice('ipc://'.length) }) : connect({ host: '127.0.0.1', port: Number(url.split(':').pop()) });
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  sock.on('error', () => {});
+  sock.resume(); // read (and drop) what the listener sends, so its close is seen
+  return sock;
+}
+const spHeader = (proto: number) => Buffer.from([0, 0x53, 0x50, 0, proto >> 8, proto & 0xff, 0, 0]);
+const tcpFrame = (len: bigint, body: Buffer) => {
+  const h = Buffer.alloc(8);
+  h.writeBigUInt64BE(len);
+  return Buffer.concat([h, body]);
+};
+
+test('bad frames: a frame without the PAIR1 header, or a wrong ipc frame type, fails recv with ERR_BAD_FRAME', async () => {
+  const t = createNngTransport();
+  for (const [url, frame] of [
+    ['tcp://127.0.0.1:0', tcpFrame(2n, Buffer.from([1, 2]))],
+    [ipcUrl(), Buffer.concat([Buffer.from([7]), tcpFrame(5n, Buffer.from([0, 0, 0, 1, 9]))])],
+  ] as const) {
+    const l = await t.listen(url);
+    const raw = await rawPeer(l.url);
+    try {
+      raw.write(spHeader(0x11));
+      const a = await l.accept({ timeoutMs: 5000 });
+      const r = a.recv({ timeoutMs: 5000 });
+      r.catch(() => {});
+      raw.write(frame);
+      await expectCode(r, 'ERR_BAD_FRAME', `recv after a bad frame on ${url}`);
+      await expectCode(a.recv({ timeoutMs: 5000 }), 'ERR_BAD_FRAME', 'later recv');
+      await expectCode(a.send(text('x')), 'ERR_BAD_FRAME', 'send after a bad frame');
+      await a.close();
+    } finally {
+      raw.destroy();
+      await l.close();
+    }
+  }
+});
+
+test('bad handshake: a peer of another SP protocol is turned away and the listener still pairs', async () => {
+  const t = createNngTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const raw = await rawPeer(l.url);
+  try {
+    const closed = new Promise<void>((r) => raw.once('close', () => r()));
+    raw.write(spHeader(0x30)); // REQ0
+    await expectCode(l.accept({ timeoutMs: 300 }), 'ERR_TIMEOUT', 'accept of a REQ0 peer');
+    await closed; // the listener dropped it
+    const [a, b] = await Promise.all([l.accept({ timeoutMs: 5000 }), t.dial(l.url, { timeoutMs: 5000 })]);
+    await b.send(text('after bad peer'));
+    assert.is(untext(await a.recv({ timeoutMs: 5000 })), 'after bad peer');
+    await Promise.all([a.close(), b.close()]);
+  } finally {
+    raw.destroy();
+    await l.close();
   }
 });
 
