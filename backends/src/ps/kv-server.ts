@@ -119,7 +119,9 @@ export class KVServer {
     if (o.mode !== 'sync' && o.mode !== 'async') throw bad('mode', `must be sync|async, got ${JSON.stringify(o.mode)}`);
     if (o.durable && !o.checkpointPath) throw bad('durable', 'needs options.checkpointPath');
     if (o.staleness !== undefined && (!Number.isInteger(o.staleness) || o.staleness < 0)) throw bad('staleness', `must be an integer >= 0, got ${o.staleness}`);
-    this.timeoutMs = o.timeoutMs ?? 60_000;
+    if (o.timeoutMs !== undefined && !(o.timeoutMs > 0)) throw bad('timeoutMs', `must be positive, got ${o.timeoutMs}`);
+    // Node clamps timers above 2^31-1 ms (Infinity included) to 1 ms: keep waits finite.
+    this.timeoutMs = Math.min(o.timeoutMs ?? 60_000, 2 ** 31 - 1);
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
     this.ready = createUpdater(o.updater ?? { type: 'assign' }).then((u) => {
       this.updater = u;

@@ -117,7 +117,7 @@ export class RpcClient {
     return new Promise((resolve, reject) => {
       const ms = opts?.timeoutMs ?? this.timeoutMs;
       const p: Pending = { method, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
-      if (Number.isFinite(ms)) {
+      if (Number.isFinite(ms) && ms < 2 ** 31) {
         p.timer = setTimeout(() => {
           this.settle(id)?.reject(Errors.timeout(`call ${this.name}.${method}`, ms, { actor: this.name, method }));
         }, ms);

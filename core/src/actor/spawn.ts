@@ -113,7 +113,7 @@ export class ActorSupervisor {
 
   private async startOne(): Promise<void> {
     const epoch = await this.opts.store.add(`actor/${this.opts.name}/incarnations`, 1);
-    const timeoutMs = this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeoutMs = Math.min(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 2 ** 31 - 1);
     const mailbox = this.opts.mailbox ?? 'serial';
     if (this.opts.placement === 'local') {
       const instance = await instantiate<ActorLifecycle>(this.opts.actor);
