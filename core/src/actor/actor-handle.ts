@@ -80,7 +80,7 @@ export class ActorClient<T> {
    * has been restarted at least to that epoch: use `client.epoch + 1` after the actor died.
    */
   async reconnect(minEpoch = 0): Promise<void> {
-    const timeoutMs = this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeoutMs = Math.min(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 2 ** 31 - 1);
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(1, deadline - Date.now());
     let epoch = await actorEpoch(this.opts.store, this.name, left());
