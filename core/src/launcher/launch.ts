@@ -108,8 +108,9 @@ interface Worker {
  * Run one job to completion: start the rendezvous store, spawn the workers with the SHOAL_* environment
  * (`core/src/config.ts`), stream their output prefixed `[rank r]`, and wait. The first worker to fail (non-zero
  * exit or signal) fails the job: after `settleMs` every other worker is stopped (SIGTERM to its process group,
- * SIGKILL after `graceMs`), and the result names the root-cause rank (`pickRootCause`) and its error. Workers get SHOAL_PARENT_PID and exit on their own if
- * this process dies (see `joinJob`). Never throws for worker failures; throws ERR_CONFIG for bad options.
+ * SIGKILL after `graceMs`), and the result names the root-cause rank (`pickRootCause`) and its error. Workers
+ * get SHOAL_PARENT_PID and exit on their own if this process dies (see `joinJob`). Never throws for worker
+ * failures; throws ERR_CONFIG / RangeError for bad options and ERR_ABORTED if `signal` is already aborted.
  */
 export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const n = options.numWorkers;
@@ -123,6 +124,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const out = options.stdout ?? process.stdout;
   const errOut = options.stderr ?? process.stderr;
   const argv = [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
+  if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   const store = await TcpStoreServer.start({ host });
