@@ -533,7 +533,12 @@ export class KVServer {
 
   private restore(path: string): void {
     const bytes = readFileSync(path);
-    const f = decodeMessage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as CheckpointFile;
+    let f: CheckpointFile;
+    try {
+      f = decodeMessage(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as CheckpointFile;
+    } catch (e) {
+      throw Errors.data(path, `is not a readable parameter-server checkpoint (${(e as Error).message})`);
+    }
     if (f.format !== 'shoal-ps-shard') throw Errors.data(path, 'is not a shoal parameter-server checkpoint');
     if (f.serverIndex !== this.o.serverIndex || f.numServers !== this.o.numServers || f.numWorkers !== this.o.numWorkers) {
       throw Errors.data(path, `was written by server ${f.serverIndex}/${f.numServers} for ${f.numWorkers} workers, this is server ${this.o.serverIndex}/${this.o.numServers} for ${this.o.numWorkers}`);

@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryNetwork, MemoryStore } from '@shoal/core';
 import { gradientSyncCompliance } from '../compliance.js';
 import { keyHash, sliceKey } from './key-layout.js';
+import { KVServer } from './kv-server.js';
 import { startPsServers } from './launch-servers.js';
 import { PsSync } from './ps-sync.js';
 import { memoryPsCluster } from './testing/memory-cluster.js';
@@ -227,6 +228,14 @@ test('a server restarted from an older (non-durable) checkpoint is reported as h
     assert.match(String((r as PromiseRejectedResult).reason), /lost updates/);
   }
   await c.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a corrupt checkpoint file is refused naming the file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ps-'));
+  const path = join(dir, 'ps-server-0.ckpt');
+  writeFileSync(path, 'not a checkpoint');
+  assert.throws(() => new KVServer({ serverIndex: 0, numServers: 1, numWorkers: 1, mode: 'sync', checkpointPath: path }), /ps-server-0\.ckpt.*not a readable parameter-server checkpoint/);
   rmSync(dir, { recursive: true, force: true });
 });
 
