@@ -100,10 +100,13 @@ export class ActorSupervisor {
     this.exitListeners.push(cb);
   }
 
-  /** Connect a new caller to the current incarnation. */
-  connect<T>(timeoutMs = this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS): Promise<ActorClient<T>> {
-    if (this.opts.placement === 'local') return ActorClient.connect<T>(this.name, { store: this.opts.store, transport: this.opts.transport!, timeoutMs });
-    throw Errors.state(`connect() from the supervisor needs a transport: use ActorClient.connect('${this.name}', { store, transport })`);
+  /**
+   * Connect a new caller to the current incarnation over `transport` (default: the supervisor's own, which only
+   * local placement has).
+   */
+  connect<T>(timeoutMs = this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, transport = this.opts.transport): Promise<ActorClient<T>> {
+    if (!transport) return Promise.reject(Errors.state(`connecting to actor ${this.name} needs a transport: pass one to connect()`));
+    return ActorClient.connect<T>(this.name, { store: this.opts.store, transport, timeoutMs });
   }
 
   /** Wait until a restart in progress (if any) has finished. */
