@@ -215,18 +215,25 @@ function copyRange(outs: OutSpec[], arrays: BatchArray[], p: Prepared, from: num
   }
 }
 
-function copyRow(outs: OutSpec[], arrays: BatchArray[], p: Prepared, row: number, at: number): void {
+/** Copy the picked rows (chunk slot, row) into rows 0..n-1 of the outputs, one source column at a time. */
+function gather(outs: OutSpec[], arrays: BatchArray[], held: (Prepared | undefined)[], pc: Int32Array, pr: Int32Array, n: number): void {
   for (let o = 0; o < outs.length; o++) {
     const spec = outs[o]!;
     const dst = arrays[o]!;
     const W = spec.width;
     for (let k = 0; k < spec.parts.length; k++) {
       const part = spec.parts[k]!;
-      const src = p.srcs[o]![k]!;
       const w = part.width;
-      const s = row * w;
-      const d = at * W + part.offset;
-      for (let j = 0; j < w; j++) dst[d + j] = src[s + j]!;
+      if (w === 1) {
+        for (let r = 0, d = part.offset; r < n; r++, d += W) dst[d] = held[pc[r]!]!.srcs[o]![k]![pr[r]!]!;
+      } else {
+        for (let r = 0; r < n; r++) {
+          const src = held[pc[r]!]!.srcs[o]![k]!;
+          const s = pr[r]! * w;
+          const d = r * W + part.offset;
+          for (let j = 0; j < w; j++) dst[d + j] = src[s + j]!;
+        }
+      }
     }
   }
 }
@@ -349,31 +356,28 @@ async function* onePass(
       if (filled > 0 && !drop) yield makeBatch(outs, arrays!.map((a, i) => a.subarray(0, filled * outs[i]!.width) as BatchArray), filled);
       return;
     }
-    // Shuffle buffer: up to `cap` row references (chunk slot, row); each output row is a uniformly chosen buffered
-    // row, whose slot is refilled by the next incoming row.
+    // Shuffle buffer: up to `cap` row references (chunk slot, row). Each output row is a uniformly chosen buffered
+    // row, whose slot then takes the next incoming row. Picks are recorded and a full batch is copied column by
+    // column (`gather`), so chunks stay alive until the batch that uses their last row is built.
     const cap = Math.max(1, Math.floor(shuffle!.buffer));
     const refChunk = new Int32Array(cap);
     const refRow = new Int32Array(cap);
+    const pickChunk = new Int32Array(bs);
+    const pickRow = new Int32Array(bs);
     const held: (Prepared | undefined)[] = [];
     const live: number[] = [];
     let count = 0;
-    let arrays = outs.map((o) => alloc(o, bs));
-    let filled = 0;
-    const emitOne = (): Batch | undefined => {
-      const j = rng.int(count);
-      const ci = refChunk[j]!;
-      copyRow(outs, arrays, held[ci]!, refRow[j]!, filled++);
-      if (--live[ci]! === 0) held[ci] = undefined;
-      count--;
-      refChunk[j] = refChunk[count]!;
-      refRow[j] = refRow[count]!;
-      if (filled === bs) {
-        const b = makeBatch(outs, arrays, bs);
-        arrays = outs.map((o) => alloc(o, bs));
-        filled = 0;
-        return b;
+    let picked = 0;
+    const flush = (): Batch => {
+      const arrays = outs.map((o) => alloc(o, picked));
+      gather(outs, arrays, held, pickChunk, pickRow, picked);
+      for (let k = 0; k < picked; k++) {
+        const c = pickChunk[k]!;
+        if (--live[c]! === 0) held[c] = undefined;
       }
-      return undefined;
+      const b = makeBatch(outs, arrays, picked);
+      picked = 0;
+      return b;
     };
     for await (const chunk of chunks) {
       const p = prepare(chunk, outs, opts.fill);
@@ -381,27 +385,37 @@ async function* onePass(
       const ci = held.length;
       held.push(p);
       live.push(p.rows);
-      for (let r = 0; r < p.rows; r++) {
-        if (count === cap) {
-          const b = emitOne();
-          if (b) {
-            yield b;
-            if (++produced >= limit) return;
-          }
-        }
+      let r = 0;
+      while (count < cap && r < p.rows) {
         refChunk[count] = ci;
-        refRow[count] = r;
+        refRow[count] = r++;
         count++;
+      }
+      for (; r < p.rows; r++) {
+        const j = rng.int(count);
+        pickChunk[picked] = refChunk[j]!;
+        pickRow[picked] = refRow[j]!;
+        refChunk[j] = ci;
+        refRow[j] = r;
+        if (++picked === bs) {
+          yield flush();
+          if (++produced >= limit) return;
+        }
       }
     }
     while (count > 0) {
-      const b = emitOne();
-      if (b) {
-        yield b;
+      const j = rng.int(count);
+      pickChunk[picked] = refChunk[j]!;
+      pickRow[picked] = refRow[j]!;
+      count--;
+      refChunk[j] = refChunk[count]!;
+      refRow[j] = refRow[count]!;
+      if (++picked === bs) {
+        yield flush();
         if (++produced >= limit) return;
       }
     }
-    if (filled > 0 && !drop) yield makeBatch(outs, arrays.map((a, i) => a.subarray(0, filled * outs[i]!.width) as BatchArray), filled);
+    if (picked > 0 && !drop) yield flush();
   } finally {
     await chunks.return(undefined);
   }
