@@ -1,4 +1,4 @@
-import * as ort from 'onnxruntime-node';
+import type * as ortTypes from 'onnxruntime-node';
 import type { DenseTensor, GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 
@@ -17,16 +17,19 @@ export interface OnnxInput {
  */
 export class OnnxModel {
   private constructor(
-    readonly session: ort.InferenceSession,
+    readonly session: ortTypes.InferenceSession,
+    private readonly ort: typeof ortTypes,
     readonly source: string,
   ) {}
 
   /** Load a model from a file path or bytes. Throws ERR_DATA naming the source if ORT rejects it. */
-  static async load(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions = {}): Promise<OnnxModel> {
+  static async load(model: string | Uint8Array, options: ortTypes.InferenceSession.SessionOptions = {}): Promise<OnnxModel> {
+    // Loaded on first use: importing @shoal/wrappers must not load ORT's native library.
+    const ort = await import('onnxruntime-node');
     const source = typeof model === 'string' ? model : `<${model.byteLength} bytes>`;
     try {
       const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
-      return new OnnxModel(session, source);
+      return new OnnxModel(session, ort, source);
     } catch (e) {
       throw Errors.data(`onnx model ${source}`, `onnxruntime could not load it: ${(e as Error).message}`, {});
     }
@@ -57,13 +60,13 @@ export class OnnxModel {
     const parts: Record<string, { chunks: OnnxInput['data'][]; rowDims: number[]; type: string }> = {};
     for (let start = 0; start < rows; start += batchSize) {
       const n = Math.min(batchSize, rows - start);
-      const feeds: Record<string, ort.Tensor> = {};
+      const feeds: Record<string, ortTypes.Tensor> = {};
       for (const name of names) {
         const inp = inputs[name]!;
         const row = inp.dims.slice(1).reduce((p, d) => p * d, 1);
         const data = inp.data.subarray(start * row, (start + n) * row);
         const type = data instanceof Float32Array ? 'float32' : data instanceof Int32Array ? 'int32' : 'int64';
-        feeds[name] = new ort.Tensor(type, data, [n, ...inp.dims.slice(1)]);
+        feeds[name] = new this.ort.Tensor(type, data, [n, ...inp.dims.slice(1)]);
       }
       const out = await this.session.run(feeds);
       for (const [name, t] of Object.entries(out)) {

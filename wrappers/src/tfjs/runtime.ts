@@ -62,6 +62,10 @@ async function tryTfjsNode(): Promise<boolean> {
 export async function setupTfjs(options: TfjsRuntimeOptions = {}): Promise<TfjsRuntime> {
   const want = options.backend ?? 'auto';
   const tf = tfjs;
+  // tfjs's cpu backend prints a "you are running TensorFlow.js in Node.js, install tfjs-node" banner on its first
+  // write; shoal has already chosen the backend, so mark it as seen.
+  const cpu = tf.findBackend('cpu') as { firstUse?: boolean } | null;
+  if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
   let backend: TfjsBackendName;
   if ((want === 'auto' || want === 'node') && (await tryTfjsNode())) {
     await tf.setBackend('tensorflow');
