@@ -5,7 +5,7 @@ import { inflateSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  CoOccurrence, crc32, encodePng, evaluate, MostPopular, rankOfHidden, RepeatBuy, writeReport,
+  CoOccurrence, crc32, encodePng, fuseTables, splitTables, evaluate, MostPopular, rankOfHidden, RepeatBuy, writeReport,
   type Baskets, type Recommender, type TestBaskets,
 } from '../../examples/recommender/dist/index.js';
 
@@ -112,7 +112,7 @@ test('report: Markdown and the four PNG plots are written', () => {
     const epoch = (e: number) => ({
       epoch: e, loss: 5 - e, steps: 10, samples: 5120, seconds: 2, samplesPerSec: 2560, sparseRowsPerStep: 100,
       tableRows: { user_embedding: { rowsPerStep: 50, numRows: 1000 } }, sparseBytesPerStep: 12_800, tableBytes: 128_000,
-      wireBytesPerStep: 20_000, metrics: { ...m, hr: 0.1 * e },
+      wireBytesPerStep: 20_000, metrics: { ...m, hr: 0.1 * e }, computeSeconds: 1, syncSeconds: 0.5, applySeconds: 0.5,
     });
     const path = writeReport(dir, {
       title: 't', command: 'demo', wallSeconds: 10,
@@ -130,6 +130,27 @@ test('report: Markdown and the four PNG plots are written', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('tables fuse into one row-sparse tensor and split back exactly', () => {
+  const a = { name: 'a', numRows: 3, rowSize: 2, rowIds: Int32Array.of(0, 2), rows: Float32Array.of(1, 2, 3, 4) };
+  const b = { name: 'b', numRows: 4, rowSize: 3, rowIds: Int32Array.of(1, 3), rows: Float32Array.of(5, 6, 7, 8, 9, 10) };
+  const f = fuseTables([a, b]);
+  assert.equal(Array.from(f.rowIds), [0, 2, 4, 6]);
+  assert.is(f.numRows, 7);
+  assert.equal(Array.from(f.rows), [1, 2, 0, 3, 4, 0, 5, 6, 7, 8, 9, 10]);
+  const [a2, b2] = splitTables(f, [a, b]);
+  assert.equal(Array.from(a2!.rowIds), [0, 2]);
+  assert.equal(Array.from(a2!.rows), [1, 2, 3, 4]);
+  assert.equal(Array.from(b2!.rowIds), [1, 3]);
+  assert.equal(Array.from(b2!.rows), [5, 6, 7, 8, 9, 10]);
+  // A merged result may hold other ranks' rows too.
+  const merged = { ...f, rowIds: Int32Array.of(1, 5), rows: Float32Array.of(1, 1, 9, 2, 2, 2) };
+  const [a3, b3] = splitTables(merged, [a, b]);
+  assert.equal(Array.from(a3!.rowIds), [1]);
+  assert.equal(Array.from(b3!.rowIds), [2]);
+  assert.equal(Array.from(b3!.rows), [2, 2, 2]);
+  assert.throws(() => splitTables({ ...f, rowIds: Int32Array.of(7), rows: new Float32Array(3) }, [a, b]), /outside the fused tables/);
 });
 
 test.run();

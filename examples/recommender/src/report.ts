@@ -75,8 +75,10 @@ export function writeReport(dir: string, r: ReportInput): string {
   lines.push('', `Test baskets: ${t.final.n}.`, '');
   lines.push('![HR@10 per epoch](hr10.png)', '', '![HR@10 bars](hr10-bars.png)', '');
   lines.push('## Training', '');
-  lines.push('| epoch | loss | steps | samples | seconds | samples/s | HR@10 |', '|---|---|---|---|---|---|---|');
-  for (const e of ep) lines.push(`| ${e.epoch} | ${e.loss.toFixed(4)} | ${e.steps} | ${e.samples} | ${e.seconds.toFixed(1)} | ${Math.round(e.samplesPerSec)} | ${e.metrics ? pct(e.metrics.hr) : ''} |`);
+  lines.push('| epoch | loss | steps | samples | seconds | compute / sync / apply s (rank 0) | samples/s | HR@10 |', '|---|---|---|---|---|---|---|---|');
+  for (const e of ep) {
+    lines.push(`| ${e.epoch} | ${e.loss.toFixed(4)} | ${e.steps} | ${e.samples} | ${e.seconds.toFixed(1)} | ${e.computeSeconds.toFixed(1)} / ${e.syncSeconds.toFixed(1)} / ${e.applySeconds.toFixed(1)} | ${Math.round(e.samplesPerSec)} | ${e.metrics ? pct(e.metrics.hr) : ''} |`);
+  }
   lines.push('', '![loss](loss.png)', '', '![samples/s](samples-per-sec.png)', '');
   if (last) {
     lines.push('## Row-sparse traffic (per step, per worker)', '');

@@ -35,10 +35,14 @@ export interface EpochStats {
   sparseRowsPerStep: number;
   /** The same per table (name -> mean unique rows per step) with each table's row count. */
   tableRows: Record<string, { rowsPerStep: number; numRows: number }>;
-  /** Mean bytes of row-sparse gradient values this rank pushed per step (rows * rowSize * 4, plus 4 per id). */
+  /** Mean bytes of row-sparse gradients this rank pushed per step (rows * rowSize * 4, plus 4 per id; tables fused, see fuseTables). */
   sparseBytesPerStep: number;
   /** Bytes of all embedding tables (what a dense sync of them would move per step). */
   tableBytes: number;
+  /** Rank 0's time in gradient computation (tfjs + JS gathers/scatters), in the engine, and applying updates. */
+  computeSeconds: number;
+  syncSeconds: number;
+  applySeconds: number;
   /** Bytes the engine reported sent by this rank during the epoch, per step. */
   wireBytesPerStep: number;
   metrics: RankingMetrics | null;
@@ -87,20 +91,25 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const bar = opts.progress && sync.rank === 0 ? new ProgressBar(`epoch ${epoch}/${opts.epochs}`, steps) : null;
     const t0 = performance.now();
     const wire0 = sync.stats().bytesSent;
-    let lossSum = 0, sparseRows = 0, sparseBytes = 0;
+    let lossSum = 0, sparseRows = 0, sparseBytes = 0, tCompute = 0, tSync = 0, tApply = 0;
     const perTable: Record<string, { rowsPerStep: number; numRows: number }> = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: 0, numRows: t.numRows }]));
     for (let s = 0; s < steps; s++) {
       const start = s * opts.globalBatch + sync.rank * local;
+      const c0 = performance.now();
       const g = await model.computeGradients(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
+      const c1 = performance.now();
       await sync.allreduceMean(g.dense);
-      const merged: RowSparseTensor[] = [];
       for (const sp of g.sparse) {
         sparseRows += sp.rowIds.length;
         perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
-        sparseBytes += sp.rows.byteLength + sp.rowIds.byteLength;
-        merged.push(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(sp) : await densified(sync, sp));
       }
+      // One row-sparse collective for all tables (one round trip to the servers instead of one per table).
+      const fused = fuseTables(g.sparse);
+      sparseBytes += fused.rows.byteLength + fused.rowIds.byteLength;
+      const merged = splitTables(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(fused) : await densified(sync, fused), g.sparse);
+      const c2 = performance.now();
       model.applyGradients(g.dense, merged);
+      tCompute += c1 - c0; tSync += c2 - c1; tApply += performance.now() - c2;
       lossSum += g.loss;
       if (bar && (s % 5 === 4 || s === steps - 1)) {
         const sec = (performance.now() - t0) / 1000;
@@ -114,6 +123,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
       sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: sparseBytes / steps, tableBytes,
       wireBytesPerStep: (sync.stats().bytesSent - wire0) / steps, metrics,
+      computeSeconds: tCompute / 1000, syncSeconds: tSync / 1000, applySeconds: tApply / 1000,
     });
   }
   return history;
@@ -135,4 +145,43 @@ async function densified(sync: GradientSync, g: RowSparseTensor): Promise<RowSpa
   const rows = new Float32Array(ids.length * g.rowSize);
   ids.forEach((id, i) => rows.set(full.subarray(id * g.rowSize, (id + 1) * g.rowSize), i * g.rowSize));
   return { name: g.name, numRows: g.numRows, rowSize: g.rowSize, rowIds: Int32Array.from(ids), rows };
+}
+
+/**
+ * Stack row-sparse gradients of several tables into one (`tables`): table k's row r becomes row
+ * `sum(numRows of tables before k) + r`, rows padded with zeros to the widest row size. Ids stay sorted when each
+ * input's ids are sorted. Returns new arrays.
+ */
+export function fuseTables(parts: readonly RowSparseTensor[]): RowSparseTensor {
+  const width = Math.max(...parts.map((p) => p.rowSize));
+  const n = parts.reduce((a, p) => a + p.rowIds.length, 0);
+  const rowIds = new Int32Array(n), rows = new Float32Array(n * width);
+  let base = 0, at = 0;
+  for (const p of parts) {
+    for (let r = 0; r < p.rowIds.length; r++, at++) {
+      rowIds[at] = base + p.rowIds[r]!;
+      rows.set(p.rows.subarray(r * p.rowSize, (r + 1) * p.rowSize), at * width);
+    }
+    base += p.numRows;
+  }
+  return { name: 'tables', numRows: base, rowSize: width, rowIds, rows };
+}
+
+/** Undo `fuseTables` on a merged result (any subset of rows, sorted ids), using `like` for names and sizes. */
+export function splitTables(fused: RowSparseTensor, like: readonly RowSparseTensor[]): RowSparseTensor[] {
+  const out: RowSparseTensor[] = [];
+  let base = 0, at = 0;
+  for (const p of like) {
+    const start = at;
+    while (at < fused.rowIds.length && fused.rowIds[at]! < base + p.numRows) at++;
+    const rowIds = new Int32Array(at - start), rows = new Float32Array((at - start) * p.rowSize);
+    for (let i = start; i < at; i++) {
+      rowIds[i - start] = fused.rowIds[i]! - base;
+      rows.set(fused.rows.subarray(i * fused.rowSize, i * fused.rowSize + p.rowSize), (i - start) * p.rowSize);
+    }
+    out.push({ name: p.name, numRows: p.numRows, rowSize: p.rowSize, rowIds, rows });
+    base += p.numRows;
+  }
+  if (at !== fused.rowIds.length) throw Errors.data('splitTables', `row id ${fused.rowIds[at]} is outside the fused tables (${base} rows)`);
+  return out;
 }
