@@ -8,7 +8,7 @@ import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, sendBytes, viewAs } f
  * Steps: size-1; at step s rank r sends block (r-s) to the next rank and receives block (r-s-1) from the
  * previous one. Bytes sent per rank: (size-1) * input bytes.
  */
-export function allgatherRing<T extends NumericArray>(g: ProcessGroup, input: T, output: T): Promise<void> {
+export async function allgatherRing<T extends NumericArray>(g: ProcessGroup, input: T, output: T): Promise<void> {
   if (dtypeOf(input) !== dtypeOf(output) || output.length !== input.length * g.size)
     throw Errors.invalidArg('output', `must be a ${dtypeOf(input)} array of ${input.length * g.size} elements (size x input)`);
   return g.run('allgather', async (seq) => {

@@ -42,7 +42,7 @@ export interface AllreduceOptions {
  *
  * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small variant).
  */
-export function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
+export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
   const op = opts.op ?? 'sum';
   const dtype = dtypeOf(data);
   const f16 = opts.wire === 'float16';

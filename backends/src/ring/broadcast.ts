@@ -15,7 +15,7 @@ export interface BroadcastOptions {
  *
  * Steps: size-1 hops, pipelined over segments. Bytes sent: `bytes` by every rank except the one before the root.
  */
-export function broadcastRing(g: ProcessGroup, data: NumericArray, opts: BroadcastOptions = {}): Promise<void> {
+export async function broadcastRing(g: ProcessGroup, data: NumericArray, opts: BroadcastOptions = {}): Promise<void> {
   dtypeOf(data);
   const root = opts.root ?? 0;
   if (!Number.isInteger(root) || root < 0 || root >= g.size) throw Errors.invalidArg('options.root', `must be a rank in [0, ${g.size}), got ${root}`);

@@ -80,4 +80,21 @@ test('process group rejects bad options with RangeError naming the option', asyn
   assert.throws(() => new ProcessGroup({ ...base, rank: 0, size: 2, timeoutMs: 0 }), /options.timeoutMs/);
 });
 
+test('bad collective arguments reject with a RangeError naming the option', async () => {
+  const [g] = await memoryGroups(1);
+  const { loadKernels } = await import('@shoal/core');
+  const { allreduceRing } = await import('./allreduce-ring.js');
+  const kernels = loadKernels();
+  const rejects = async (p: Promise<unknown>, re: RegExp) => {
+    const err = await p.then(() => undefined, (e: unknown) => e);
+    assert.instance(err, RangeError);
+    assert.match((err as Error).message, re);
+  };
+  await rejects(allreduceRing(g!, new Float64Array(3), { kernels, wire: 'float16' }), /options.wire/);
+  await rejects(allreduceRing(g!, new Float32Array(3), { kernels, op: 'prod' as never }), /options.op/);
+  await rejects(broadcastRing(g!, new Float32Array(3), { root: 1 }), /options.root/);
+  await rejects(allgatherRing(g!, new Float32Array(3), new Float32Array(4)), /output/);
+  await g!.close();
+});
+
 test.run();
