@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- transport [--quick] [--transports net,shm] [--schemes tcp,ipc] [--sizes 1024,65536] [--no-anchor]`
+ * `npm run bench -- transport [--quick] [--repeat N] [--transports net,shm] [--schemes tcp,ipc] [--sizes 1024,65536] [--no-anchor]`
  *
  * Two processes per (transport, scheme): this one listens, a compiled peer (`transport-peer.js`) dials. For each
  * message size (1 KiB, 64 KiB, 1 MiB, 16 MiB, 64 MiB):
@@ -13,10 +13,11 @@
  * the anchor's (throughput: higher is better; rtt: lower is better).
  *
  * Output `bench/results/transport.json`:
- *   { suite: 'transport', version: 1, started, host: { cpus, node, loadavg1 }, quick,
+ *   { suite: 'transport', version: 1, started, host: { cpus, node, loadavg1 }, quick, repeats,
  *     rows: [{ transport, url_scheme, bytes, oneway_mbps, rtt_p50_us, rtt_p99_us, iters, oneway_iters, rtt_iters,
- *              verified, oneway_vs_anchor?, rtt_p50_vs_anchor? }],
+ *              verified, repeats, oneway_vs_anchor?, rtt_p50_vs_anchor? }],
  *     skipped: [{ transport, url_scheme, reason }] }
+ * With `--repeat N` every transport and the anchor run N interleaved rounds and each figure is the median.
  * `iters` is the number of timed one-way messages (kept for the stable row format); anchor rows have
  * transport 'python-socket'. Each pair is two busy processes: on this 2-core machine that fills it, so other
  * load shows up directly in the figures (loadavg1 is recorded for that reason).
@@ -64,6 +65,8 @@ export interface TransportRow {
   oneway_iters: number;
   rtt_iters: number;
   verified: boolean;
+  /** Rounds this row is the median of. */
+  repeats?: number;
   oneway_vs_anchor?: number;
   rtt_p50_vs_anchor?: number;
 }
@@ -75,6 +78,8 @@ export interface TransportBenchOptions {
   /** Only these transports / schemes. */
   transports?: string[];
   schemes?: string[];
+  /** Rounds over every transport; each figure is the median over rounds. Default 1. */
+  repeats?: number;
   /** Also run the Python socket anchor. Default true. */
   anchor?: boolean;
   log?: (line: string) => void;
@@ -252,27 +257,46 @@ export async function runTransportBench(registry: BenchTransportRegistry, tmp: s
   const log = opts.log ?? ((s: string) => console.log(s));
   const started = new Date().toISOString();
   const host = { cpus: cpus().length, node: process.version, loadavg1: round(loadavg()[0]!) };
-  const rows: TransportRow[] = [];
+  const repeats = opts.repeats ?? 1;
+  if (!Number.isInteger(repeats) || repeats < 1) throw new RangeError(`repeats must be a positive integer, got ${repeats}`);
+  const samples: TransportRow[][] = [];
+  const anchorSamples: TransportRow[][] = [];
   const skipped: { transport: string; url_scheme: string; reason: string }[] = [];
-  for (const [name, entry] of Object.entries(registry)) {
-    if (opts.transports && !opts.transports.includes(name)) continue;
-    for (const scheme of Object.keys(entry.urls)) {
-      if (opts.schemes && !opts.schemes.includes(scheme)) continue;
-      try {
-        rows.push(...(await runPair(name, entry, scheme, sizes, quick, log)));
-      } catch (e) {
-        const reason = e instanceof Error ? e.message : String(e);
-        skipped.push({ transport: name, url_scheme: scheme, reason });
-        log(`${name} ${scheme}: skipped: ${reason}`);
+  const failed = new Set<string>();
+  // Rounds interleave every transport (and the anchor), so load that comes and goes hits them alike.
+  for (let round = 1; round <= repeats; round++) {
+    if (repeats > 1) log(`-- round ${round} of ${repeats}`);
+    const rows: TransportRow[] = [];
+    for (const [name, entry] of Object.entries(registry)) {
+      if (opts.transports && !opts.transports.includes(name)) continue;
+      for (const scheme of Object.keys(entry.urls)) {
+        if (opts.schemes && !opts.schemes.includes(scheme)) continue;
+        if (failed.has(`${name} ${scheme}`)) continue;
+        try {
+          rows.push(...(await runPair(name, entry, scheme, sizes, quick, log)));
+        } catch (e) {
+          const reason = e instanceof Error ? e.message : String(e);
+          failed.add(`${name} ${scheme}`);
+          skipped.push({ transport: name, url_scheme: scheme, reason });
+          log(`${name} ${scheme}: skipped: ${reason}`);
+        }
+      }
+    }
+    samples.push(rows);
+    if (opts.anchor ?? true) {
+      const anchor = await runAnchor(sizes, quick, tmp, log);
+      if (anchor) {
+        for (const a of anchor) {
+          log(`anchor ${a.url_scheme.padEnd(4)} ${fmtBytes(a.bytes).padStart(7)}  one-way ${String(a.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(a.rtt_p50_us).padStart(9)} us`);
+        }
+        anchorSamples.push(anchor);
       }
     }
   }
-  if (opts.anchor ?? true) {
-    const anchor = await runAnchor(sizes, quick, tmp, log);
+  const rows = medianRows(samples, failed);
+  const anchor = anchorSamples.length ? medianRows(anchorSamples, new Set()) : undefined;
+  {
     if (anchor) {
-      for (const a of anchor) {
-        log(`anchor ${a.url_scheme.padEnd(4)} ${fmtBytes(a.bytes).padStart(7)}  one-way ${String(a.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(a.rtt_p50_us).padStart(9)} us`);
-      }
       for (const r of rows) {
         // shm has no socket counterpart: compare it with the faster socket anchor (ipc).
         const a = anchor.find((x) => x.bytes === r.bytes && x.url_scheme === (r.url_scheme === 'shm' ? 'ipc' : r.url_scheme));
@@ -283,7 +307,33 @@ export async function runTransportBench(registry: BenchTransportRegistry, tmp: s
       rows.push(...anchor);
     }
   }
-  return { suite: 'transport', version: 1, started, host, quick, rows, skipped };
+  return { suite: 'transport', version: 1, started, host, quick, repeats, rows, skipped };
+}
+
+/** One row per (transport, scheme, size): the median of each figure over the rounds that measured it. */
+function medianRows(rounds: TransportRow[][], failed: Set<string>): TransportRow[] {
+  const groups = new Map<string, TransportRow[]>();
+  for (const round of rounds) {
+    for (const r of round) {
+      if (failed.has(`${r.transport} ${r.url_scheme}`)) continue;
+      const k = `${r.transport}|${r.url_scheme}|${r.bytes}`;
+      let g = groups.get(k);
+      if (!g) groups.set(k, (g = []));
+      g.push(r);
+    }
+  }
+  const med = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m]! : round((s[m - 1]! + s[m]!) / 2);
+  };
+  return [...groups.values()].map((g) => ({
+    ...g[0]!,
+    oneway_mbps: med(g.map((r) => r.oneway_mbps)),
+    rtt_p50_us: med(g.map((r) => r.rtt_p50_us)),
+    rtt_p99_us: med(g.map((r) => r.rtt_p99_us)),
+    repeats: g.length,
+  }));
 }
 
 function parseArgs(args: string[]): TransportBenchOptions {
@@ -297,6 +347,10 @@ function parseArgs(args: string[]): TransportBenchOptions {
     const a = args[i]!;
     if (a === '--quick') o.quick = true;
     else if (a === '--no-anchor') o.anchor = false;
+    else if (a === '--repeat') {
+      o.repeats = Number(args[++i]);
+      if (!Number.isInteger(o.repeats) || o.repeats < 1) throw new RangeError(`--repeat needs a positive integer, got ${args[i]}`);
+    }
     else if (a === '--transports') o.transports = list(i++, a);
     else if (a === '--schemes') o.schemes = list(i++, a);
     else if (a === '--sizes') {
@@ -305,7 +359,7 @@ function parseArgs(args: string[]): TransportBenchOptions {
         if (!Number.isInteger(n) || n < 0) throw new RangeError(`--sizes: ${s} is not a byte count`);
         return n;
       });
-    } else throw new RangeError(`transport bench: unknown argument ${a} (use --quick, --no-anchor, --transports, --schemes, --sizes)`);
+    } else throw new RangeError(`transport bench: unknown argument ${a} (use --quick, --repeat N, --no-anchor, --transports, --schemes, --sizes)`);
   }
   return o;
 }
