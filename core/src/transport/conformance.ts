@@ -56,7 +56,7 @@ export const CONFORMANCE_SIZES = [0, 1, 7, 1000, MiB, 16 * MiB, 64 * MiB + 4] as
 /** Bytes whose content depends on both the index and a seed, so shifted, truncated or stale data is caught. */
 export function patternBytes(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
-  // Fill a 4 KiB block, then double it in place: fast for 64 MiB, still position-dependent within each block
+  // Fill one 4 KiB block, then copy it block by block: fast for 64 MiB, still position-dependent within a block
   // and seed-dependent across messages. The first 8 bytes of every 4 KiB block also carry the block index.
   const block = Math.min(n, 4096);
   for (let i = 0; i < block; i++) out[i] = (i * 131 + seed * 7 + (i >>> 8)) & 0xff;
