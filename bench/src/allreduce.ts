@@ -1,5 +1,6 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
+ *                             [--algorithm ring|direct]
  *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
@@ -143,8 +144,9 @@ export async function run(args: string[]): Promise<void> {
   const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
   const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
   const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
+  const algorithm = (flag(args, '--algorithm') ?? 'ring') as 'ring' | 'direct';
   const sizes = sweepSizes(maxBytes);
-  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
+  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, algorithm, timeoutMs: 120_000 };
   const started = new Date().toISOString();
   const cores = cpus().length;
   const rows: AllreduceRow[] = [];

@@ -21,7 +21,7 @@ function expected(n: number, size: number, i: number, op: AllreduceOp): number {
   return op === 'mean' ? s / size : s;
 }
 
-async function check(size: number, n: number, ctor: 'int32' | 'float64' | 'float32', op: AllreduceOp, segmentBytes?: number) {
+async function check(size: number, n: number, ctor: 'int32' | 'float64' | 'float32', op: AllreduceOp, segmentBytes?: number, algorithm?: 'ring' | 'direct') {
   const groups = await memoryGroups(size);
   try {
     const arrays = groups.map((_, r) => {
@@ -29,7 +29,7 @@ async function check(size: number, n: number, ctor: 'int32' | 'float64' | 'float
       fill(a, r);
       return a;
     });
-    await onAllRanks(groups, (g, r) => allreduceRing(g, arrays[r]!, { kernels, op, segmentBytes }));
+    await onAllRanks(groups, (g, r) => allreduceRing(g, arrays[r]!, { kernels, op, segmentBytes, algorithm }));
     for (let r = 0; r < size; r++) {
       const a = arrays[r]!;
       for (let i = 0; i < n; i++) {
@@ -57,6 +57,13 @@ test('ring allreduce mean, min, max on float64 and int32', async () => {
       await check(size, 1003, 'float64', op);
       await check(size, 20_000, 'int32', op, 4096);
     }
+  }
+});
+
+test('direct allreduce is exact for sum, mean, min, max on 3..7 ranks and odd lengths', async () => {
+  for (let size = 3; size <= 7; size++) {
+    for (const n of [0, 1, 7, 5003, 300_001]) await check(size, n, 'int32', 'sum', 64 << 10, 'direct');
+    for (const op of ['mean', 'min', 'max'] as const) await check(size, 20_011, 'float64', op, 4096, 'direct');
   }
 });
 

@@ -1,4 +1,5 @@
 import { Errors, Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
+import { allreduceDirect } from './allreduce-direct.js';
 import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
@@ -20,6 +21,11 @@ export interface AllreduceOptions {
   segmentBytes?: number;
   /** Buffers of at most this many bytes use the one-phase small-message variant (default 16 KiB). */
   smallBytes?: number;
+  /**
+   * Large-buffer algorithm for 3+ ranks: 'ring' (default) or 'direct' (`allreduce-direct.ts`: the same bytes in
+   * 2 phases over a full mesh; float16 wire is ring-only).
+   */
+  algorithm?: 'ring' | 'direct';
 }
 
 /**
@@ -57,6 +63,7 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
     }
     if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels);
     if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
+    if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
     return ring(g, seq, data, op, f16, segBytes, opts.kernels);
   });
 }
