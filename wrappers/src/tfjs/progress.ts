@@ -34,7 +34,8 @@ export class ProgressBar {
   ) {}
 
   private bar(step: number): string {
-    const total = Math.max(1, this.totalSteps);
+    if (this.totalSteps <= 0) return `${step}/?`; // a batch source of unknown length
+    const total = this.totalSteps;
     const done = Math.min(this.width, Math.floor((step / total) * this.width));
     const arrow = step < total && done < this.width ? '>' : '';
     return `${String(step).padStart(String(total).length)}/${total} [${'='.repeat(done)}${arrow}${'.'.repeat(Math.max(0, this.width - done - arrow.length))}]`;
@@ -44,15 +45,16 @@ export class ProgressBar {
   update(step: number, logs: Record<string, number>, samples: number): void {
     const now = performance.now();
     const elapsed = (now - this.t0) / 1000;
-    const eta = step > 0 ? (elapsed / step) * (this.totalSteps - step) : Infinity;
-    const line = `${this.bar(step)} - ETA: ${fmtSeconds(eta)} - ${fmtLogs(logs)} - ${Math.round(samples / Math.max(elapsed, 1e-9))} samples/s`;
+    const eta = step > 0 && this.totalSteps > 0 ? (elapsed / step) * (this.totalSteps - step) : Infinity;
+    const line = `${this.bar(step)}${this.totalSteps > 0 ? ` - ETA: ${fmtSeconds(eta)}` : ''} - ${fmtLogs(logs)} - ${Math.round(samples / Math.max(elapsed, 1e-9))} samples/s`;
     if (this.out.isTTY) {
       if (now - this.lastDrawn < 50 && step < this.totalSteps) return;
       this.lastDrawn = now;
       this.out.write(`\r${line}\x1b[K`);
       return;
     }
-    const decile = Math.floor((step / Math.max(1, this.totalSteps)) * 10);
+    // Unknown length: a line every 10 s.
+    const decile = this.totalSteps > 0 ? Math.floor((step / this.totalSteps) * 10) : Math.floor(now / 10_000);
     if (decile > this.lastDecile && now - this.lastPlain >= 2000) {
       this.lastDecile = decile;
       this.lastPlain = now;
