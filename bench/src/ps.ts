@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- ps [--quick] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor] [--servers 2]
- *                     [--workers 2]`
+ * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
+ *                     [--servers 2] [--workers 2]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; shm:
@@ -16,13 +16,14 @@
  *   rank 0 replays every worker's row picks and checks the whole table exactly (-lr * touches per row). rows/s = touched
  *   rows of all workers per second. Wire bytes per step per worker (request + reply frames, from the RPC layer's
  *   counters) are compared with `touched rows x row bytes` for the push (sent) and the pull (received).
+ * `--repeat N` runs shoal and the anchor N times, interleaved, and reports per-row medians (`runs`).
  * Anchor: `bench/anchors/ray_ps.py` (Ray's parameter-server pattern: sharded ParameterServer actors, DataWorker
  * actors returning gradient shards) on the same sizes, worker and server counts, run in the same invocation.
  *
  * Output `bench/results/ps.json`:
- *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, servers, workers,
+ *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, repeats, servers, workers,
  *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
- *              rounds_per_s, verified, oversubscribed, vs_ray?, vs_ray_p50?,
+ *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
  *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
  *     errors: [{ impl, error }] }
@@ -83,6 +84,8 @@ export interface PsRow {
   worker_cpu_ms_per_round?: number;
   /** CPU time of all servers together per round, ms (Ray: its ParameterServer actors; the raylet is not counted). */
   server_cpu_ms_per_round?: number;
+  /** Repeats this row is the median of (`--repeat`). */
+  runs?: number;
 }
 
 function flag(args: string[], name: string): string | undefined {
@@ -93,6 +96,8 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
+  const repeat = Number(flag(args, '--repeat') ?? 1);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`--repeat must be a positive integer, got ${flag(args, '--repeat')}`);
   const sizes = (flag(args, '--sizes') ?? '1048576,16777216,67108864').split(',').map(Number);
   const numServers = Number(flag(args, '--servers') ?? 2);
   const numWorkers = Number(flag(args, '--workers') ?? 2);
@@ -108,77 +113,81 @@ export async function run(args: string[]): Promise<void> {
   const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : undefined;
   const errors: { impl: string; error: string }[] = [];
 
-  // --- shoal, per transport ---
-  for (const transport of transports) {
-    const storeServer = await TcpStoreServer.start();
-    const store = await TcpStore.connect(storeServer.url);
-    let servers: ActorSupervisor[] = [];
-    const prefix = `psbench${process.pid}`;
-    try {
-      servers = await startPsServers({
-        placement: 'process',
-        store,
-        remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix }) : netRemote(storeServer.url),
-        listenUrl: transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0',
-        numServers,
-        numWorkers,
-        mode: 'sync',
-        updater: { type: 'sgd', lr: LR },
-        timeoutMs: 120_000,
-        execArgv: prof,
-      });
-      const job = (rank: number): WorkerJob => ({
-        storeUrl: storeServer.url,
-        transport,
-        rank,
-        numWorkers,
-        numServers,
-        sizes,
-        rounds,
-        warmup: 5,
-        smallIters: quick ? 200 : 1000,
-        sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
-      });
-      const outs = await Promise.all(
-        Array.from({ length: numWorkers }, (_, r) =>
-          runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), self], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix }, 600_000),
-        ),
-      );
-      for (const r of outs[0]!) rows.push({ ...(r as unknown as PsRow), transport, oversubscribed });
-      for (const o of outs) for (const r of o) if (r.verified === false) errors.push({ impl: 'shoal-ps', error: `unverified ${JSON.stringify(r)}` });
-    } catch (e) {
-      errors.push({ impl: `shoal-ps/${transport}`, error: (e as Error).message });
-    } finally {
-      await Promise.all(servers.map((s) => s.stop()));
-      await store.close();
-      await storeServer.close();
-    }
-  }
-
-  // --- Ray anchor ---
-  if (!args.includes('--no-anchor')) {
-    try {
-      const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
-      const out = await runChild(
-        py,
-        [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--small-iters', quick ? '100' : '300'],
-        {},
-        900_000,
-      );
-      for (const r of out) {
-        const row = { ...(r as unknown as PsRow), transport: 'ray-object-store', oversubscribed };
-        rows.push(row);
-        for (const mine of rows.filter((x) => x.impl === 'shoal-ps' && x.kind === row.kind && x.bytes === row.bytes)) {
-          mine.vs_ray = mine.rounds_per_s / row.rounds_per_s;
-          mine.vs_ray_p50 = row.p50_us / mine.p50_us;
-        }
+  // Repeats interleave shoal and Ray, so load that comes and goes hits both alike; each figure is the median.
+  const raw: PsRow[] = [];
+  for (let rep = 0; rep < repeat; rep++) {
+    // --- shoal, per transport ---
+    for (const transport of transports) {
+      const storeServer = await TcpStoreServer.start();
+      const store = await TcpStore.connect(storeServer.url);
+      let servers: ActorSupervisor[] = [];
+      const prefix = `psbench${process.pid}`;
+      try {
+        servers = await startPsServers({
+          placement: 'process',
+          store,
+          remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix }) : netRemote(storeServer.url),
+          listenUrl: transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0',
+          numServers,
+          numWorkers,
+          mode: 'sync',
+          updater: { type: 'sgd', lr: LR },
+          timeoutMs: 120_000,
+          execArgv: prof,
+        });
+        const job = (rank: number): WorkerJob => ({
+          storeUrl: storeServer.url,
+          transport,
+          rank,
+          numWorkers,
+          numServers,
+          sizes,
+          rounds,
+          warmup: 5,
+          smallIters: quick ? 200 : 1000,
+          sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
+        });
+        const outs = await Promise.all(
+          Array.from({ length: numWorkers }, (_, r) =>
+            runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), self], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix }, 600_000),
+          ),
+        );
+        for (const r of outs[0]!) raw.push({ ...(r as unknown as PsRow), transport, oversubscribed });
+        for (const o of outs) for (const r of o) if (r.verified === false) errors.push({ impl: 'shoal-ps', error: `unverified ${JSON.stringify(r)}` });
+      } catch (e) {
+        errors.push({ impl: `shoal-ps/${transport}`, error: (e as Error).message });
+      } finally {
+        await Promise.all(servers.map((s) => s.stop()));
+        await store.close();
+        await storeServer.close();
       }
-    } catch (e) {
-      errors.push({ impl: 'ray', error: (e as Error).message });
+    }
+
+    // --- Ray anchor ---
+    if (!args.includes('--no-anchor')) {
+      try {
+        const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
+        const out = await runChild(
+          py,
+          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--small-iters', quick ? '100' : '300'],
+          {},
+          900_000,
+        );
+        for (const r of out) raw.push({ ...(r as unknown as PsRow), transport: 'ray-object-store', oversubscribed });
+      } catch (e) {
+        errors.push({ impl: 'ray', error: (e as Error).message });
+      }
+    }
+  }
+  rows.push(...medianRows(raw, repeat));
+  for (const ray of rows.filter((x) => x.impl === 'ray')) {
+    for (const mine of rows.filter((x) => x.impl === 'shoal-ps' && x.kind === ray.kind && x.bytes === ray.bytes)) {
+      mine.vs_ray = mine.rounds_per_s / ray.rounds_per_s;
+      mine.vs_ray_p50 = ray.p50_us / mine.p50_us;
     }
   }
 
-  const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, servers: numServers, workers: numWorkers, rows, errors };
+  const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, repeats: repeat, servers: numServers, workers: numWorkers, rows, errors };
   mkdirSync(`${root}bench/results`, { recursive: true });
   writeFileSync(`${root}bench/results/ps.json`, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`ps bench: ${numWorkers} workers x ${numServers} servers (processes), load ${loadavg()[0]!.toFixed(1)}`);
@@ -193,6 +202,25 @@ export async function run(args: string[]): Promise<void> {
   }
   for (const e of errors) console.log(`error ${e.impl}: ${e.error}`);
   console.log('wrote bench/results/ps.json');
+}
+
+/** One row per (impl, transport, kind, bytes): the median of every numeric field over the repeats. */
+function medianRows(raw: PsRow[], repeat: number): PsRow[] {
+  const groups = new Map<string, PsRow[]>();
+  for (const r of raw) {
+    const k = `${r.impl}|${r.transport}|${r.kind}|${r.bytes}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  return [...groups.values()].map((g) => {
+    const out: Record<string, unknown> = { ...g[0]!, runs: g.length, verified: g.every((r) => r.verified) };
+    for (const [k, v] of Object.entries(g[0]!)) {
+      if (typeof v !== 'number' || k === 'bytes' || k === 'rounds') continue;
+      const xs = g.map((r) => (r as unknown as Record<string, number>)[k]!).sort((a, b) => a - b);
+      out[k] = xs.length % 2 ? xs[(xs.length - 1) / 2] : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
+    }
+    if (g.length < repeat) out.partial = true;
+    return out as unknown as PsRow;
+  });
 }
 
 /** Run a child, collect its JSON lines; rejects on a non-zero exit or timeout (with its stderr). */
