@@ -248,18 +248,18 @@ function parseFloatBytes(b: Uint8Array, s: number, e: number): number {
       i++;
     }
   }
-  if (!any) return slow(b, s, e);
-  let exp = 0;
-  if (i < e && (b[i] === 0x65 || b[i] === 0x45)) return slow(b, s, e);
-  if (i !== e || digits > 15) return slow(b, s, e);
-  exp -= scale;
-  const v = exp === 0 ? mant : exp < 0 && -exp <= 22 ? mant / POW10[-exp]! : slow(b, s, e);
+  // Exponents, more than 15 significant digits or anything unexpected: the general (slower) path.
+  if (!any || i !== e || digits > 15) return slow(b, s, e);
+  // mant < 10^15 < 2^53 and 10^scale (scale <= 15) are exact, so one division rounds correctly.
+  const v = scale === 0 ? mant : mant / POW10[scale]!;
   return neg ? -v : v;
 }
 
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 function slow(b: Uint8Array, s: number, e: number): number {
   const t = decoder.decode(b.subarray(s, e)).trim();
-  return t === '' ? NaN : Number(t);
+  return DECIMAL.test(t) ? Number(t) : NaN;
 }
 
 /** Integer text (a zero fraction allowed) -> number, or NaN. */

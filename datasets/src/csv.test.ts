@@ -193,6 +193,21 @@ test('malformed CSV: missing column, bad number, unterminated quote, wrong field
   assert.equal(got, [[-125, 3], [0, -1], [Date.UTC(2011, 11, 9, 12, 50) / 1000, Date.UTC(2011, 11, 9) / 1000]]);
   assert.equal(ok.schema.fields[1]!.dictionary, ['x "q", y']);
   await ok.close();
+  const nums = await openCsv(file('g.csv', 'v\n1e-3\n.5\n-0.25\n12345678901234567\n 7 \n0.1\n'), { v: 'float64' }, { threads: 0 });
+  const vs: number[] = [];
+  for await (const b of batches(nums, { columns: ['v'], batchSize: 10 })) vs.push(...b.columns.v!);
+  assert.equal(vs, [0.001, 0.5, -0.25, 12345678901234567, 7, 0.1].map(Math.fround));
+  await nums.close();
+  for (const badNum of ['0x10', 'NaN', '1.2.3', 'Infinity']) {
+    const ds3 = await openCsv(file('h.csv', `v\n1\n${badNum}\n`), { v: 'float32' }, { threads: 0 });
+    await expectData(
+      (async () => {
+        for await (const _ of batches(ds3, { columns: ['v'], batchSize: 10 })) void _;
+      })(),
+      new RegExp(`h\\.csv: line 3: column 'v' value '${badNum.replace('.', '\\.')}' is not a number`),
+    );
+    await ds3.close();
+  }
 });
 
 test.run();
