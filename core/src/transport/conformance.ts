@@ -211,6 +211,34 @@ export function transportConformance(name: string, setup: () => Promise<Conforma
     })();
   });
 
+  s('six pairs open at once carry their own messages only (no cross-talk)', async (ctx) => {
+    await guard('many pairs', 30_000, async () => {
+      const env = envOf(ctx);
+      const pairs = await Promise.all(Array.from({ length: 6 }, () => openPair(env)));
+      try {
+        await Promise.all(
+          pairs.map(async (p, k) => {
+            const sizes = [0, 33, 4096, 70_000, 1 << 20];
+            const fromA = sizes.map((n, i) => patternBytes(n, 100 * k + i));
+            const fromB = sizes.map((n, i) => patternBytes(n, 100 * k + 50 + i));
+            await Promise.all([
+              ...fromA.map((m) => p.a.send(m)),
+              ...fromB.map((m) => p.b.send(m)),
+              (async () => {
+                for (let i = 0; i < sizes.length; i++) assertBytes(await p.b.recv(), fromA[i]!, `pair ${k} a->b message ${i}`);
+              })(),
+              (async () => {
+                for (let i = 0; i < sizes.length; i++) assertBytes(await p.a.recv(), fromB[i]!, `pair ${k} b->a message ${i}`);
+              })(),
+            ]);
+          }),
+        );
+      } finally {
+        await Promise.all(pairs.map((p) => p.close()));
+      }
+    })();
+  });
+
   s('several outstanding recvs complete in order', async (ctx) => {
     await guard('outstanding recvs', 20_000, async () => {
       const p = await openPair(envOf(ctx));
