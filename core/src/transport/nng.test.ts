@@ -208,6 +208,22 @@ test('receive backpressure: past recvHighWaterBytes the reader stops, sends wait
   }
 });
 
+test('closing with 200 sends queued (natively and in JS) to a stalled peer rejects every one ERR_CLOSED at once', async () => {
+  const t = createNngTransport({ recvHighWaterBytes: MiB });
+  const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
+  const sends = Array.from({ length: 200 }, (_, i) => p.a.send(patternBytes(MiB, i), { timeoutMs: 20_000 }));
+  for (const s of sends) s.catch(() => {}); // inspected below
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = Date.now();
+  await p.a.close();
+  const results = await Promise.allSettled(sends);
+  assert.ok(Date.now() - t0 < 2000, `sends settled ${Date.now() - t0} ms after close`);
+  const rejected = results.filter((r) => r.status === 'rejected');
+  assert.ok(rejected.length > 100, `only ${rejected.length} of 200 were still pending`);
+  for (const r of rejected) assert.ok(isShoalError((r as PromiseRejectedResult).reason, 'ERR_CLOSED'), String((r as PromiseRejectedResult).reason));
+  await p.close();
+});
+
 test('receive memory is released: 30 one-way 64 MiB messages keep RSS bounded', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;

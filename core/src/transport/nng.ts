@@ -16,11 +16,11 @@
  * Async model: native completions (aio callbacks on nng's threads) reach the JS thread through a thread-safe
  * function; nothing blocks the JS thread or polls. The native side reads continuously and hands every message to
  * JS as soon as it is complete; `recv` takes from that inbox, so a timed-out or aborted recv consumes nothing.
- * Sends go out one at a time in order (later ones queue here).
  *
  * Buffers: `send` is zero-copy for messages above 16 KiB: nng writes straight from the caller's bytes, and the
- * promise resolves once they have been handed to the kernel; the caller must not modify them before that. Runs of
- * queued smaller messages are framed and copied into one write (one syscall, one completion for up to 64). `recv` returns a Uint8Array over
+ * promise resolves once they have been handed to the kernel; the caller must not modify them before that. Sends
+ * queue natively (up to 8 MiB / 256 messages ahead, the rest here) and each write gathers several of them: runs
+ * of small messages are framed and copied into one buffer, larger ones go out as their own iovs. `recv` returns a Uint8Array over
  * the one buffer the message was read into (zero copy); the caller owns it.
  *
  * Receive backpressure: while more than `recvHighWaterBytes` of received messages wait unclaimed, the native side
@@ -57,7 +57,6 @@ interface NativePair {
   listen(url: string): number;
   dial(url: string): void;
   send(id: number, data: Uint8Array): void;
-  sendBatch(id: number, data: Uint8Array[]): void;
   setRxPaused(paused: boolean): void;
   close(): void;
   ref(): void;
@@ -171,10 +170,12 @@ function checkUrl(url: string): void {
   }
 }
 
-/** Send batching: runs of messages up to 16 KiB each are copied into one write of at most 256 KiB / 64 messages. */
-const BATCH_MAX_MESSAGE_BYTES = 16 * 1024;
-const BATCH_MAX_BYTES = 256 * 1024;
-const BATCH_MAX_MESSAGES = 64;
+/**
+ * Sends handed to the native queue at once (at least one): bytes and messages. Those are committed (a timeout on
+ * one fails the connection); later ones wait here and can still be withdrawn.
+ */
+const NATIVE_WINDOW_BYTES = 8 * 2 ** 20;
+const NATIVE_WINDOW_MESSAGES = 256;
 
 interface PendingSend {
   id: number;
@@ -354,30 +355,27 @@ class PairHandle {
     });
   }
 
-  /**
-   * Start the next write: a run of queued small messages is framed and copied into one native write (one
-   * syscall and one completion for many messages); anything else goes out zero-copy on its own.
-   */
+  /** Hand queued sends to the native queue, up to the window. */
   private pump(): void {
-    const s = this.sends[0];
-    if (!s || s.started || !this.connected || this.closing) return;
-    let n = 0;
-    let bytes = 0;
-    while (n < this.sends.length && n < BATCH_MAX_MESSAGES) {
-      const len = this.sends[n]!.data.byteLength;
-      if (len > BATCH_MAX_MESSAGE_BYTES || bytes + len > BATCH_MAX_BYTES) break;
-      bytes += len;
-      n++;
-    }
-    const batch = n >= 2 ? this.sends.slice(0, n) : [s];
-    for (const x of batch) x.started = true;
-    try {
-      if (batch.length > 1) this.native.sendBatch(s.id, batch.map((x) => x.data));
-      else this.native.send(s.id, s.data);
-    } catch (e) {
-      for (const x of batch) this.finishSend(x, Errors.transport(this.where, `${x.what}: ${(e as Error).message}`, e));
+    if (!this.connected || this.closing) return;
+    for (const s of this.sends) {
+      if (s.started) continue;
+      if (this.nativeCount > 0 && (this.nativeCount >= NATIVE_WINDOW_MESSAGES || this.nativeBytes + s.data.byteLength > NATIVE_WINDOW_BYTES)) return;
+      s.started = true;
+      this.nativeCount++;
+      this.nativeBytes += s.data.byteLength;
+      try {
+        this.native.send(s.id, s.data);
+      } catch (e) {
+        this.nativeCount--;
+        this.nativeBytes -= s.data.byteLength;
+        this.finishSend(s, Errors.transport(this.where, `${s.what}: ${(e as Error).message}`, e));
+        return;
+      }
     }
   }
+  private nativeCount = 0;
+  private nativeBytes = 0;
 
   private finishSend(s: PendingSend, err?: unknown): void {
     const i = this.sends.indexOf(s);
@@ -388,24 +386,27 @@ class PairHandle {
     else s.done.resolve();
   }
 
-  /** The write started by `pump` (one message, or a batch starting at `id`) finished. */
-  private onSendDone(id: number, rv: number): void {
-    const first = this.sends[0];
-    if (!first || first.id !== id) return;
+  /** Every native-queued send up to and including `lastId` finished (rv 0) or failed (rv). */
+  private onSendDone(lastId: number, rv: number): void {
     const k = this.addon.constants;
+    const done: PendingSend[] = [];
+    for (const x of this.sends) {
+      if (!x.started) break;
+      done.push(x);
+      if (x.id === lastId) break;
+    }
     let err: ShoalError | undefined;
     if (rv !== 0) {
       if (this.closing) err = Errors.closed(`connection (${this.where})`);
       else if (this.rxEnd?.code === 'ERR_BAD_FRAME') err = this.rxEnd;
       else if (this.rxEnd || rv === k.ECONNSHUT || rv === k.ECONNRESET || rv === k.ECLOSED) err = Errors.peerClosed(this.where, this.addon.strerror(rv));
-      else err = Errors.transport(this.where, `${first.what}: ${this.addon.strerror(rv)}`);
+      else err = Errors.transport(this.where, `send: ${this.addon.strerror(rv)}`);
     }
-    const done = [];
-    for (const x of this.sends) {
-      if (!x.started) break;
-      done.push(x);
+    for (const x of done) {
+      this.nativeCount--;
+      this.nativeBytes -= x.data.byteLength;
+      this.finishSend(x, err);
     }
-    for (const x of done) this.finishSend(x, err);
     this.pump();
   }
 

@@ -35,6 +35,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <deque>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
@@ -54,6 +56,21 @@ constexpr uint16_t kPair1Proto = 0x11;
 constexpr size_t kSpHeader = 8;
 
 struct Core;
+
+constexpr unsigned kMaxIov = 8;                  // nng 1.5.2 aios hold at most 8 iovs
+constexpr size_t kSmallMessage = 16 * 1024;      // messages up to this size are copied into the stage
+constexpr size_t kStageBytes = 256 * 1024 + 13;  // one write's worth of small framed messages
+constexpr size_t kMaxBatch = 64;                 // messages per write
+
+// One queued send. `data` is the caller's memory: the JS layer keeps the Uint8Array referenced until EV_SEND
+// covers this id, and the stream is closed (under its lock) before the environment can free it.
+struct TxItem {
+  uint32_t id;
+  const uint8_t* data;
+  size_t len;
+  uint8_t head[13];
+  size_t headLen;
+};
 
 struct Event {
   int kind;
@@ -108,25 +125,20 @@ struct Core {
   bool rxPaused = false;  // JS has too many unclaimed messages: stop between messages
   bool rxIdle = false;    // stopped because of rxPaused
 
-  // The one send in flight.
-  uint8_t txHead[13];
-  size_t txHeadLen = 0;
-  const uint8_t* txBody = nullptr;
-  size_t txBodyLen = 0, txSent = 0;
-  uint32_t txId = 0;
-  std::vector<uint8_t> txStage;  // sendBatch: small messages framed and copied into one buffer
-
-  // JS thread only: keeps the buffer of the send in flight alive.
-  Napi::Reference<Napi::Value> txRef;
+  // Send queue. Each write gathers up to kMaxIov iovs from the head of the queue: runs of small messages are
+  // framed and copied into `txStage`, larger ones go out zero-copy (header iov + body iov).
+  std::deque<TxItem> txq;
+  size_t txInWrite = 0;  // messages of txq in the current write (0: no write in flight)
+  nng_iov txIov[kMaxIov];
+  unsigned txNiov = 0;
+  std::unique_ptr<uint8_t[]> txStage{new uint8_t[kStageBytes]};
+  int txBroken = 0;  // a write failed: the stream is unusable, later sends fail with this
 
   void unref() {
     if (refs.fetch_sub(1) == 1) delete this;
   }
   ~Core() {
     if (rxBody != nullptr) std::free(rxBody);
-    // May run on the close helper thread: never touch N-API here. The reference is reset on the JS thread at
-    // EV_SEND; it can only still be set if the environment was torn down first (then it is leaked).
-    txRef.SuppressDestruct();
   }
   // Hand an event to the JS thread. Call with `mu` held.
   void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0) {
@@ -236,14 +248,34 @@ size_t FrameHeader(bool ipc, uint64_t bodyLen, uint8_t* out) {
   return h;
 }
 
-void TxSubmit(Core* c) {
-  nng_iov iov[2];
-  unsigned n = 0;
-  size_t sent = c->txSent;
-  if (sent < c->txHeadLen) iov[n++] = {c->txHead + sent, c->txHeadLen - sent};
-  size_t bodySent = sent > c->txHeadLen ? sent - c->txHeadLen : 0;
-  if (c->txBodyLen > bodySent) iov[n++] = {const_cast<uint8_t*>(c->txBody) + bodySent, c->txBodyLen - bodySent};
-  nng_aio_set_iov(c->txAio, n, iov);
+// Build the next write from the head of the queue (with mu held, no write in flight) and submit it.
+void TxStart(Core* c) {
+  size_t staged = 0;
+  unsigned niov = 0;
+  bool lastIsStage = false;
+  size_t n = 0;
+  for (; n < c->txq.size() && n < kMaxBatch; n++) {
+    TxItem& it = c->txq[n];
+    if (it.len <= kSmallMessage && staged + it.headLen + it.len <= kStageBytes) {
+      if (!lastIsStage) {
+        if (niov == kMaxIov) break;
+        c->txIov[niov++] = {c->txStage.get() + staged, 0};
+        lastIsStage = true;
+      }
+      std::memcpy(c->txStage.get() + staged, it.head, it.headLen);
+      if (it.len > 0) std::memcpy(c->txStage.get() + staged + it.headLen, it.data, it.len);
+      staged += it.headLen + it.len;
+      c->txIov[niov - 1].iov_len += it.headLen + it.len;
+    } else {
+      if (niov + 2 > kMaxIov) break;
+      c->txIov[niov++] = {it.head, it.headLen};
+      c->txIov[niov++] = {const_cast<uint8_t*>(it.data), it.len};
+      lastIsStage = false;
+    }
+  }
+  c->txInWrite = n;
+  c->txNiov = niov;
+  nng_aio_set_iov(c->txAio, niov, c->txIov);
   nng_stream_send(c->conn, c->txAio);
 }
 
@@ -252,14 +284,38 @@ void TxDone(void* arg) {
   std::lock_guard<std::mutex> lk(c->mu);
   int rv = nng_aio_result(c->txAio);
   if (rv == 0) {
-    c->txSent += nng_aio_count(c->txAio);
-    if (c->txSent < c->txHeadLen + c->txBodyLen) {
-      if (!c->closed) return TxSubmit(c);
-      rv = NNG_ECLOSED;
+    // Skip what was written; resubmit the rest (never after close).
+    size_t done = nng_aio_count(c->txAio);
+    unsigned i = 0;
+    while (i < c->txNiov && done >= c->txIov[i].iov_len) done -= c->txIov[i++].iov_len;
+    if (i < c->txNiov) {
+      if (c->closed) {
+        rv = NNG_ECLOSED;
+      } else {
+        c->txIov[i].iov_buf = static_cast<uint8_t*>(c->txIov[i].iov_buf) + done;
+        c->txIov[i].iov_len -= done;
+        std::memmove(c->txIov, c->txIov + i, (c->txNiov - i) * sizeof(nng_iov));
+        c->txNiov -= i;
+        nng_aio_set_iov(c->txAio, c->txNiov, c->txIov);
+        nng_stream_send(c->conn, c->txAio);
+        return;
+      }
     }
   }
-  c->txBody = nullptr;
-  c->post(EV_SEND, c->txId, rv);
+  if (rv != 0) {
+    // The stream is broken: everything queued fails with it.
+    c->txBroken = rv;
+    uint32_t last = c->txq.back().id;
+    c->txq.clear();
+    c->txInWrite = 0;
+    c->post(EV_SEND, last, rv);
+    return;
+  }
+  uint32_t last = c->txq[c->txInWrite - 1].id;
+  c->txq.erase(c->txq.begin(), c->txq.begin() + static_cast<long>(c->txInWrite));
+  c->txInWrite = 0;
+  c->post(EV_SEND, last, 0);  // covers every id up to `last`
+  if (!c->txq.empty() && !c->closed) TxStart(c);
 }
 
 // ---- handshake (called with mu held) ----
@@ -384,8 +440,6 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
           env, ev->data, ev->len, [](Napi::Env, void* p) { std::free(p); });
       data = Napi::Uint8Array::New(env, ev->len, ab, 0);
     }
-  } else if (ev->kind == EV_SEND) {
-    core->txRef.Reset();
   }
   int kind = ev->kind, rv = ev->rv;
   uint32_t id = ev->id;
@@ -398,6 +452,14 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
   }
 }
 
+// Queued sends point into JS memory. Before the environment can free it (teardown without close()), stop the
+// streams synchronously: the stream's close takes its lock, so no write is in progress after it. Call with mu held.
+void StopWrites(Core* c) {
+  c->closed = true;
+  if (c->conn) nng_stream_close(c->conn);
+  if (c->candidate) nng_stream_close(c->candidate);
+}
+
 // Runs on the JS thread when the thread-safe function goes away: after CloseWorker's Release, or when the
 // environment (e.g. a worker thread) is torn down with the pair still open; Node frees the function right after,
 // so nng threads must stop calling it first.
@@ -405,6 +467,7 @@ void FinalizeTsfn(Napi::Env, void*, Core* core) {
   {
     std::lock_guard<std::mutex> lk(core->mu);
     core->tsfnDead = true;
+    StopWrites(core);
   }
   core->unref();
 }
@@ -425,6 +488,10 @@ void CloseWorker(Core* c) {
   }
   {
     std::lock_guard<std::mutex> lk(c->mu);
+    if (!c->txq.empty()) {  // queued behind the aborted write (or never started): they fail with the close
+      c->post(EV_SEND, c->txq.back().id, NNG_ECLOSED);
+      c->txq.clear();
+    }
     if (c->conn) nng_stream_free(c->conn);
     if (c->candidate) nng_stream_free(c->candidate);
     if (c->listener) nng_stream_listener_free(c->listener);
@@ -463,7 +530,6 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            InstanceMethod<&NngPair::Listen>("listen"),
                            InstanceMethod<&NngPair::Dial>("dial"),
                            InstanceMethod<&NngPair::Send>("send"),
-                           InstanceMethod<&NngPair::SendBatch>("sendBatch"),
                            InstanceMethod<&NngPair::SetRxPaused>("setRxPaused"),
                            InstanceMethod<&NngPair::Close>("close"),
                            InstanceMethod<&NngPair::Ref>("ref"),
@@ -500,6 +566,10 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
 
   ~NngPair() override {
     if (c_ != nullptr) {
+      {
+        std::lock_guard<std::mutex> lk(c_->mu);
+        StopWrites(c_);
+      }
       StartClose(c_);  // collected without close(): close in the background
       c_->unref();
     }
@@ -553,51 +623,23 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     nng_stream_dialer_dial(c->dialer, c->dialAio);
   }
 
-  // send(id, bytes: Uint8Array): one at a time (the JS layer queues); EV_SEND(id) when `bytes` is released.
+  // send(id, bytes: Uint8Array): queue one message; EV_SEND(lastId) reports that every queued message up to and
+  // including lastId was handed to the kernel (rv 0) or failed (rv). The caller keeps `bytes` alive and unmodified
+  // until then.
   void Send(const Napi::CallbackInfo& info) {
     Core* c = live(info);
     uint32_t id = info[0].As<Napi::Number>().Uint32Value();
     Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
     std::lock_guard<std::mutex> lk(c->mu);
     if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
-    if (c->txBody != nullptr || c->txRef.IsEmpty() == false)
-      throw Napi::Error::New(info.Env(), "nng pair: a send is already in flight");
-    c->txHeadLen = FrameHeader(c->ipc, data.ByteLength(), c->txHead);
-    c->txBody = data.Data();
-    c->txBodyLen = data.ByteLength();
-    c->txSent = 0;
-    c->txId = id;
-    c->txRef = Napi::Persistent(static_cast<Napi::Value>(data));
-    TxSubmit(c);
-  }
-
-  // sendBatch(id, messages: Uint8Array[]): frames and copies several (small) messages into one buffer and
-  // writes it with one call; one EV_SEND(id) covers them all. The caller's buffers are free on return.
-  void SendBatch(const Napi::CallbackInfo& info) {
-    Core* c = live(info);
-    uint32_t id = info[0].As<Napi::Number>().Uint32Value();
-    Napi::Array msgs = info[1].As<Napi::Array>();
-    std::lock_guard<std::mutex> lk(c->mu);
-    if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
-    if (c->txBody != nullptr || c->txRef.IsEmpty() == false)
-      throw Napi::Error::New(info.Env(), "nng pair: a send is already in flight");
-    uint32_t n = msgs.Length();
-    size_t total = 0;
-    for (uint32_t i = 0; i < n; i++) total += 13 + msgs.Get(i).As<Napi::Uint8Array>().ByteLength();
-    c->txStage.resize(total);
-    uint8_t* out = c->txStage.data();
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Uint8Array m = msgs.Get(i).As<Napi::Uint8Array>();
-      out += FrameHeader(c->ipc, m.ByteLength(), out);
-      if (m.ByteLength() > 0) std::memcpy(out, m.Data(), m.ByteLength());
-      out += m.ByteLength();
+    if (c->txBroken != 0) {
+      c->post(EV_SEND, id, c->txBroken);
+      return;
     }
-    c->txHeadLen = 0;
-    c->txBody = c->txStage.data();
-    c->txBodyLen = static_cast<size_t>(out - c->txStage.data());
-    c->txSent = 0;
-    c->txId = id;
-    TxSubmit(c);
+    TxItem it{id, data.Data(), data.ByteLength(), {}, 0};
+    it.headLen = FrameHeader(c->ipc, it.len, it.head);
+    c->txq.push_back(it);
+    if (c->txInWrite == 0) TxStart(c);
   }
 
   // setRxPaused(bool): stop reading after the current message (receive backpressure), or resume.
