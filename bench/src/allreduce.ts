@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
- *                             [--algorithm ring|direct]
+ *                             [--algorithms ring,direct]
  *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
@@ -16,7 +16,7 @@
  * Output `bench/results/allreduce.json`:
  *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
  *     kernel: [{ impl, bytes, gbps }],
- *     rows: [{ impl: 'shoal-ring'|'torch-gloo', transport: 'net'|'nng'|'shm'|'gloo-tcp', n, bytes, iters,
+ *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'torch-gloo', transport: 'net'|'nng'|'shm'|'gloo-tcp', n, bytes, iters,
  *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, oversubscribed,
  *              busbw_vs_gloo?, p50_vs_gloo? }],
  *     errors: [{ impl, transport, n, error }] }
@@ -30,7 +30,7 @@ import { loadKernels, TcpStoreServer } from '@shoal/core';
 import type { WorkerArgs } from './allreduce-worker.js';
 
 export interface AllreduceRow {
-  impl: 'shoal-ring' | 'torch-gloo';
+  impl: 'shoal-ring' | 'shoal-direct' | 'torch-gloo';
   transport: string;
   n: number;
   bytes: number;
@@ -144,9 +144,9 @@ export async function run(args: string[]): Promise<void> {
   const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
   const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
   const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
-  const algorithm = (flag(args, '--algorithm') ?? 'ring') as 'ring' | 'direct';
+  const algorithms = (flag(args, '--algorithms') ?? 'ring').split(',') as ('ring' | 'direct')[];
   const sizes = sweepSizes(maxBytes);
-  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, algorithm, timeoutMs: 120_000 };
+  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
   const started = new Date().toISOString();
   const cores = cpus().length;
   const rows: AllreduceRow[] = [];
@@ -169,14 +169,15 @@ export async function run(args: string[]): Promise<void> {
         console.log(`gloo anchor n=${n} failed: ${(e as Error).message}`);
       }
     }
-    for (const t of transports) {
+    for (const [t, algorithm] of transports.flatMap((t) => algorithms.filter((a) => a === 'ring' || n > 2).map((a) => [t, a] as const))) {
+      const impl = algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring';
       try {
-        const mine = await runShoal(t, n, base, runTimeout);
-        console.log(`\nshoal-ring over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
+        const mine = await runShoal(t, n, { ...base, algorithm }, runTimeout);
+        console.log(`\n${impl} over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
         console.log('       bytes    p50_us    avg_us    p99_us  busbw_GB/s  gloo_busbw  busbw_x  p50_x');
         for (const r of mine) {
           const g = gloo.find((x) => x.bytes === r.bytes);
-          const row: AllreduceRow = { impl: 'shoal-ring', transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
+          const row: AllreduceRow = { impl, transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
           if (g) {
             // same bytes and n, so the busbw ratio is the inverse ratio of average times (exact even where the
             // rounded busbw of tiny sizes is 0)
@@ -189,8 +190,8 @@ export async function run(args: string[]): Promise<void> {
           );
         }
       } catch (e) {
-        errors.push({ impl: 'shoal-ring', transport: t, n, error: (e as Error).message });
-        console.log(`shoal-ring ${t} n=${n} failed: ${(e as Error).message}`);
+        errors.push({ impl, transport: t, n, error: (e as Error).message });
+        console.log(`${impl} ${t} n=${n} failed: ${(e as Error).message}`);
       }
     }
   }
