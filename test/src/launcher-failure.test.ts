@@ -108,6 +108,13 @@ test('the root cause is the first failure that is not a consequence of a dead pe
   assert.is(pickRootCause([]), undefined);
 });
 
+test('shoal run runs a .ts worker through tsx', async () => {
+  const r = await runNode([SHOAL_CLI, 'run', '-n', '2', `${ROOT}test/fixtures/launcher-ts-worker.ts`], { timeoutMs: 30_000 });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\[rank 0\] ts worker rank 0 of 2/);
+  assert.match(r.stdout, /\[rank 1\] ts worker rank 1 of 2/);
+});
+
 test('shoal run with a missing script fails fast with a config error', async () => {
   const r = await runNode([SHOAL_CLI, 'run', '-n', '2', 'does-not-exist.js'], { timeoutMs: 20_000 });
   assert.is.not(r.code, 0);
