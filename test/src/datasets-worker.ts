@@ -24,7 +24,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const [, dir, rank, size, bs, steps] = argv;
-  const ds = await openParquetDir(dir!, { granularity: 'rowGroup', threads: 1 });
+  const ds = await openParquetDir(dir!, { granularity: 'rowGroup', threads: 0 });
   try {
     const mine = shard(ds, Number(rank), Number(size));
     const local = localSteps(mine, Number(bs));
