@@ -38,6 +38,23 @@ test('500 small tensors are fused into few collectives and reduced exactly on 4 
   await Promise.all(syncs.map((s) => s.close()));
 });
 
+test('RingSync with the direct allreduce reduces a 1 MB fused list exactly on 3 ranks', async () => {
+  const size = 3;
+  const lens = Array.from({ length: 100 }, (_, i) => 2500 + i);
+  const groups = await memoryGroups(size);
+  const syncs = groups.map((g) => new RingSync(g, { algorithm: 'direct', segmentBytes: 64 << 10 }));
+  const grads = syncs.map((s) => mk(s.rank, size, lens));
+  await Promise.all(syncs.map((s, r) => s.allreduceMean(grads[r]!)));
+  for (let r = 0; r < size; r++)
+    grads[r]!.forEach((g, t) =>
+      g.data.forEach((v, i) => {
+        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
+        if (v !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${v}, want ${want}`);
+      }),
+    );
+  await Promise.all(syncs.map((s) => s.close()));
+});
+
 test('fp16 wire through RingSync keeps the mean within 2^-10 relative error', async () => {
   const size = 3;
   const groups = await memoryGroups(size);

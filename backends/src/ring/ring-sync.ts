@@ -18,6 +18,8 @@ export interface RingSyncOptions {
   segmentBytes?: number;
   /** Skip the NaN/Inf check of gradients. */
   allowNonFinite?: boolean;
+  /** Large-buffer allreduce for 3+ ranks: 'ring' (default) or 'direct' (see AllreduceOptions.algorithm). */
+  algorithm?: 'ring' | 'direct';
 }
 
 /**
@@ -39,6 +41,7 @@ export class RingSync implements GradientSync {
   private readonly wire: 'native' | 'float16';
   private readonly segmentBytes: number | undefined;
   private readonly allowNonFinite: boolean;
+  private readonly algorithm: 'ring' | 'direct';
 
   /** Wrap a connected group; the RingSync owns it from now on (close() closes it). */
   constructor(
@@ -52,6 +55,7 @@ export class RingSync implements GradientSync {
     this.wire = opts.wire ?? 'native';
     this.segmentBytes = opts.segmentBytes;
     this.allowNonFinite = opts.allowNonFinite ?? false;
+    this.algorithm = opts.algorithm ?? 'ring';
   }
 
   /** Connect a process group (`connectGroup`) and wrap it. */
@@ -93,7 +97,7 @@ export class RingSync implements GradientSync {
 
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     const sig = await this.agree('allreduceMean', grads, !this.allowNonFinite);
-    const o = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes };
+    const o = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes, algorithm: this.algorithm };
     for (const b of this.fusion.plan(grads, sig)) {
       if (!b.packed) {
         await allreduceRing(this.group, grads[b.tensors[0]!]!.data, o);
