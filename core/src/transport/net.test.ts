@@ -168,6 +168,40 @@ s('received small messages are 8-byte aligned and independent; a slow reader pau
   await p.close();
 }));
 
+s('options.allocate: large messages are assembled in caller-supplied buffers; a bad allocator fails the connection', guard('allocate', 15_000, async () => {
+  const given: Uint8Array[] = [];
+  const pooled = new NetTransport({
+    allocate: (n) => {
+      const u = new Uint8Array(n);
+      given.push(u);
+      return u;
+    },
+  });
+  const plain = new NetTransport();
+  // Receive on the pooled side: first as the listener ('data' events), then as the dialer (direct reads).
+  for (const side of ['listener', 'dialer'] as const) {
+    given.length = 0;
+    const l = await (side === 'listener' ? pooled : plain).listen('tcp://127.0.0.1:0');
+    const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), (side === 'listener' ? plain : pooled).dial(l.url, { timeoutMs: 5_000 })]);
+    const [rx, tx] = side === 'listener' ? [a, b] : [b, a];
+    for (const n of [100, 5000, 3 << 20]) {
+      const m = patternBytes(n, n);
+      const [, got] = await Promise.all([tx.send(m), rx.recv({ timeoutMs: 5_000 })]);
+      assertBytes(got, m, `${n} B`);
+      if (n > 4096) assert.ok(given.includes(got), `${n} B message was not assembled in an allocated buffer`);
+    }
+    assert.is(given.length, 2);
+    await Promise.all([a.close(), b.close(), l.close()]);
+  }
+  const dialer = new NetTransport({ allocate: (n) => new Uint8Array(n - 1) });
+  const l = await new NetTransport().listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), dialer.dial(l.url, { timeoutMs: 5_000 })]);
+  await a.send(new Uint8Array(10_000));
+  const e = await expectCode(b.recv({ timeoutMs: 5_000 }), 'ERR_TRANSPORT', 'recv with an allocator of the wrong size');
+  assert.match(e.message, /10000-byte receive buffer/);
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
 s('ipc: the socket file is removed on close and a stale one is replaced', guard('ipc files', 10_000, async () => {
   const t = new NetTransport();
   const path = join(dir, 'stale.sock');

@@ -34,9 +34,17 @@ export interface NetTransportOptions {
   recvHighWaterBytes?: number;
   /** How long a listener waits for a connected socket's handshake before dropping it. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /**
+   * Where received messages above 4 KiB are assembled. Called with the message length; must return a writable
+   * `Uint8Array` of exactly that length that nothing else touches until `recv` hands it back (the receiver then
+   * owns it). Lets a caller recycle large buffers (a fresh 64 MiB buffer is page-faulted in on every message).
+   * Default: a new buffer per message.
+   */
+  allocate?: (bytes: number) => Uint8Array;
 }
 
 export const NET_DEFAULT_MAX_MESSAGE_BYTES = 2 ** 31 - 1;
+type Settings = Required<Omit<NetTransportOptions, 'allocate'>> & Pick<NetTransportOptions, 'allocate'>;
 const MAX_FRAME_LENGTH = 2 ** 32 - 1;
 /** Magic of every frame header: 'SHLF' as a little-endian u32. */
 export const NET_FRAME_MAGIC = 0x464c4853;
@@ -97,6 +105,7 @@ export class FrameDecoder {
     private readonly maxMessageBytes: number,
     private readonly where: string,
     private readonly onMessage: (m: Uint8Array) => void,
+    private readonly allocate?: (bytes: number) => Uint8Array,
   ) {}
 
   /** Bytes of a partially received message, for error messages; undefined between frames. */
@@ -125,6 +134,7 @@ export class FrameDecoder {
     }
   }
 
+  /** Decode `chunk` (not retained). Returns the connection-ending error (bad frame, failed allocation) or null. */
   push(chunk: Uint8Array): ShoalError | null {
     if (this.failed) return this.failed;
     let off = 0;
@@ -160,7 +170,12 @@ export class FrameDecoder {
           this.onMessage(new Uint8Array(0));
           continue;
         }
-        this.body = this.alloc(len);
+        try {
+          this.body = this.alloc(len);
+        } catch (e) {
+          this.failed = Errors.transport(this.where, `cannot allocate a ${len}-byte receive buffer: ${(e as Error).message}`, e);
+          return this.failed;
+        }
         this.bodyFill = 0;
       }
       const body = this.body;
@@ -178,6 +193,13 @@ export class FrameDecoder {
 
   private alloc(len: number): Uint8Array {
     if (len > SLAB_MAX_MESSAGE) {
+      if (this.allocate) {
+        const u = this.allocate(len);
+        if (!(u instanceof Uint8Array) || u.byteLength !== len) {
+          throw Errors.invalidArg('options.allocate', `must return a Uint8Array of ${len} bytes, got ${u instanceof Uint8Array ? `${u.byteLength} bytes` : typeof u}`);
+        }
+        return u;
+      }
       const b = Buffer.allocUnsafeSlow(len); // own ArrayBuffer, not zero-filled: every byte is written below
       return new Uint8Array(b.buffer, b.byteOffset, len);
     }
@@ -346,11 +368,11 @@ class NetConnection implements Connection {
     private readonly sock: net.Socket,
     readonly remote: string,
     private readonly peerMaxMessageBytes: number,
-    private readonly opts: Required<NetTransportOptions>,
+    private readonly opts: Settings,
     leftover: Uint8Array,
     input: DirectInput | null,
   ) {
-    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m));
+    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate);
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
@@ -527,7 +549,7 @@ class NetListener implements Listener {
   constructor(
     private readonly server: net.Server,
     private readonly addr: NetAddress,
-    private readonly opts: Required<NetTransportOptions>,
+    private readonly opts: Settings,
   ) {
     this.pending.promise.catch(() => {});
     server.on('connection', (sock) => this.onConnection(sock));
@@ -628,7 +650,7 @@ const RETRYABLE = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE', 'EAG
 export class NetTransport implements Transport {
   readonly name = 'net';
   readonly schemes = ['tcp', 'ipc'] as const;
-  private readonly opts: Required<NetTransportOptions>;
+  private readonly opts: Settings;
 
   constructor(options: NetTransportOptions = {}) {
     const max = options.maxMessageBytes ?? NET_DEFAULT_MAX_MESSAGE_BYTES;
@@ -639,7 +661,10 @@ export class NetTransport implements Transport {
     if (!(hw > 0)) throw Errors.invalidArg('options.recvHighWaterBytes', `must be positive, got ${hw}`);
     const hs = options.handshakeTimeoutMs ?? 10_000;
     if (!(hs > 0)) throw Errors.invalidArg('options.handshakeTimeoutMs', `must be positive, got ${hs}`);
-    this.opts = { maxMessageBytes: max, recvHighWaterBytes: hw, handshakeTimeoutMs: hs };
+    if (options.allocate !== undefined && typeof options.allocate !== 'function') {
+      throw Errors.invalidArg('options.allocate', `must be a function, got ${typeof options.allocate}`);
+    }
+    this.opts = { maxMessageBytes: max, recvHighWaterBytes: hw, handshakeTimeoutMs: hs, allocate: options.allocate };
   }
 
   async listen(url: string, opts?: IoOptions): Promise<Listener> {
