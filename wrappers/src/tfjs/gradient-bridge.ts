@@ -91,7 +91,7 @@ export class GradientBridge {
         const g = grads[v.variable.name];
         const dst = this.view(i);
         if (!g) dst.fill(0); // the loss does not depend on this variable
-        else dst.set(g.dataSync() as Float32Array);
+        else dst.set(readFloats(tf, g));
       });
     } finally {
       value.dispose();
@@ -113,7 +113,8 @@ export class GradientBridge {
       const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
       throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
     }
-    const averagedBad = this.firstNonFinite();
+    // One rank: the "average" is the local gradient, already checked.
+    const averagedBad = this.sync.size > 1 ? this.firstNonFinite() : localBad;
     if (averagedBad) {
       const where = localBad ? `rank ${rank}'s own gradient, element ${localBad.index}` : 'another rank';
       throw Errors.nan(`the gradient of ${averagedBad.label} (from ${where})`, { variable: averagedBad.label, rank, localIndex: localBad?.index ?? -1 });
@@ -170,6 +171,16 @@ export class GradientBridge {
     }
     return touched.length;
   }
+}
+
+/**
+ * A float32 tensor's values without an intermediate copy where the backend allows it: on wasm, a view of the
+ * wasm heap (valid until the next tfjs allocation: copy it out at once); elsewhere `dataSync()`.
+ */
+function readFloats(tf: Tf, t: tfjs.Tensor): Float32Array {
+  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: tfjs.TensorInfo) => Float32Array };
+  if (t.dtype === 'float32' && typeof backend.typedArrayFromHeap === 'function') return backend.typedArrayFromHeap(t);
+  return t.dataSync() as Float32Array;
 }
 
 /**
