@@ -27,7 +27,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Connection, Transport } from '@shoal/core';
+import { NetTransport, type Connection, type Transport } from '@shoal/core';
 
 /**
  * One transport the benchmark can run. Both processes build it the same way:
@@ -49,9 +49,34 @@ export function defaultBenchTransports(tmp: string): BenchTransportRegistry {
   const sock = (tag: string) => () => `ipc://${join(tmp, `${tag}-${++seq}.sock`)}`;
   return {
     net: { factory: 'createNetTransport', urls: { tcp: () => 'tcp://127.0.0.1:0', ipc: sock('net') } },
+    'net-pool': {
+      module: import.meta.url,
+      factory: 'pooledNetTransport',
+      factoryArg: { buffers: 4 },
+      urls: { tcp: () => 'tcp://127.0.0.1:0', ipc: sock('netpool') },
+    },
     nng: { factory: 'createNngTransport', urls: { tcp: () => 'tcp://127.0.0.1:0', ipc: sock('nng') } },
     shm: { factory: 'shmTransport', factoryArg: { prefix: `bench${process.pid}` }, urls: { shm: () => 'shm://auto' } },
   };
+}
+
+/**
+ * `net` with recycled receive buffers (`options.allocate`): a ring of `buffers` buffers per message size, handed
+ * out in turn. Stands for a caller that reduces a received chunk and then gives its buffer back (a ring
+ * allreduce); safe here because the benchmark drops or echoes each message before `buffers` more of its size
+ * arrive. Not a general-purpose allocator.
+ */
+export function pooledNetTransport(arg: { buffers?: number } = {}): Transport {
+  const n = arg.buffers ?? 4;
+  const pools = new Map<number, { bufs: Uint8Array[]; next: number }>();
+  return new NetTransport({
+    allocate: (bytes) => {
+      let p = pools.get(bytes);
+      if (!p) pools.set(bytes, (p = { bufs: [], next: 0 }));
+      const i = p.next++ % n;
+      return (p.bufs[i] ??= new Uint8Array(bytes));
+    },
+  });
 }
 
 export interface TransportRow {
@@ -201,7 +226,7 @@ async function runPair(name: string, entry: BenchTransportEntry, scheme: string,
       const r = await measure(conn, bytes, quick);
       const row = { transport: name, url_scheme: scheme, ...r };
       rows.push(row);
-      log(`${name.padEnd(6)} ${scheme.padEnd(4)} ${fmtBytes(bytes).padStart(7)}  one-way ${String(row.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(row.rtt_p50_us).padStart(9)} us  p99 ${String(row.rtt_p99_us).padStart(9)} us`);
+      log(`${name.padEnd(8)} ${scheme.padEnd(4)} ${fmtBytes(bytes).padStart(7)}  one-way ${String(row.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(row.rtt_p50_us).padStart(9)} us  p99 ${String(row.rtt_p99_us).padStart(9)} us`);
     }
     await conn.send(enc({ op: 'exit' }), TIMEOUT);
     await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
@@ -287,7 +312,7 @@ export async function runTransportBench(registry: BenchTransportRegistry, tmp: s
       const anchor = await runAnchor(sizes, quick, tmp, log);
       if (anchor) {
         for (const a of anchor) {
-          log(`anchor ${a.url_scheme.padEnd(4)} ${fmtBytes(a.bytes).padStart(7)}  one-way ${String(a.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(a.rtt_p50_us).padStart(9)} us`);
+          log(`${'anchor'.padEnd(8)} ${a.url_scheme.padEnd(4)} ${fmtBytes(a.bytes).padStart(7)}  one-way ${String(a.oneway_mbps).padStart(8)} MB/s  rtt p50 ${String(a.rtt_p50_us).padStart(9)} us`);
         }
         anchorSamples.push(anchor);
       }
