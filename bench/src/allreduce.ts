@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
  *                             [--algorithms ring,direct]
- *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel]`
+ *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
  * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
@@ -197,6 +197,7 @@ export async function run(args: string[]): Promise<void> {
   }
   mkdirSync(`${root}bench/results`, { recursive: true });
   const out = { suite: 'allreduce', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, args, kernel, rows, errors };
-  writeFileSync(`${root}bench/results/allreduce.json`, JSON.stringify(out, null, 1) + '\n');
-  console.log(`\nwrote bench/results/allreduce.json (${rows.length} rows${errors.length ? `, ${errors.length} errors` : ''})`);
+  const file = flag(args, '--out') ?? `${root}bench/results/allreduce.json`;
+  writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
+  console.log(`\nwrote ${file} (${rows.length} rows${errors.length ? `, ${errors.length} errors` : ''})`);
 }
