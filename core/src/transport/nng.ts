@@ -20,11 +20,15 @@
  * Buffers: `send` is zero-copy for messages above 16 KiB: nng writes straight from the caller's bytes, and the
  * promise resolves once they have been handed to the kernel; the caller must not modify them before that. Sends
  * queue natively (up to 8 MiB / 256 messages ahead, the rest here) and each write gathers several of them: runs
- * of small messages are framed and copied into one buffer, larger ones go out as their own iovs. `recv` returns a Uint8Array over
- * the one buffer the message was read into (zero copy); the caller owns it.
+ * of small messages are framed and copied into one buffer, larger ones go out as their own iovs.
+ *
+ * Receive: the addon reads as much as the kernel has into a 256 KiB buffer and hands every complete message of up
+ * to 64 KiB from that read to JS in one block, each an 8-byte-aligned slice of it (a kept small message keeps
+ * its block alive); larger messages are read straight into their own buffer (zero copy). The caller owns what
+ * `recv` returns.
  *
  * Receive backpressure: while more than `recvHighWaterBytes` of received messages wait unclaimed, the native side
- * stops reading (between messages) until `recv` has drained half of them; the peer's sends then wait in TCP.
+ * stops reading until `recv` has drained half of them; the peer's sends then wait in TCP.
  *
  * Failure: when the peer closes or dies, pending and later recvs reject ERR_PEER_CLOSED (after the messages
  * already received), and sends too. A send that times out or is aborted after it started writing fails the
@@ -62,7 +66,7 @@ interface NativePair {
   ref(): void;
   unref(): void;
 }
-type EventFn = (kind: number, id: number, rv: number, data: Uint8Array | undefined) => void;
+type EventFn = (kind: number, id: number, rv: number, data: Uint8Array | undefined, lens: Uint32Array | undefined) => void;
 interface NngAddon {
   NngPair: new (onEvent: EventFn, maxMessageBytes: number) => NativePair;
   strerror(rv: number): string;
@@ -74,6 +78,7 @@ interface NngAddon {
     EV_DIAL_FAIL: number;
     EV_CLOSED: number;
     EV_BAD_FRAME: number;
+    EV_MSGS: number;
     ECLOSED: number;
     ECONNSHUT: number;
     ECONNRESET: number;
@@ -210,7 +215,7 @@ class PairHandle {
     where: string,
   ) {
     this.where = where;
-    this.native = new addon.NngPair((kind, id, rv, data) => this.onEvent(kind, id, rv, data), settings.maxMessageBytes);
+    this.native = new addon.NngPair((kind, id, rv, data, lens) => this.onEvent(kind, id, rv, data, lens), settings.maxMessageBytes);
   }
 
   /** Keep the event loop alive while something waits on the native side. */
@@ -221,17 +226,28 @@ class PairHandle {
     if (--this.busy === 0 && !this.closing) this.native.unref();
   }
 
-  private onEvent(kind: number, id: number, rv: number, data: Uint8Array | undefined): void {
+  private deliver(m: Uint8Array): void {
+    const w = this.waiters.shift();
+    if (w) return w.resolve(m);
+    this.inbox.push(m);
+    this.inboxBytes += m.byteLength;
+    if (!this.rxPaused && this.inboxBytes > this.settings.recvHighWaterBytes && !this.closing) {
+      this.rxPaused = true;
+      this.native.setRxPaused(true);
+    }
+  }
+
+  private onEvent(kind: number, id: number, rv: number, data: Uint8Array | undefined, lens: Uint32Array | undefined): void {
     const k = this.addon.constants;
     switch (kind) {
-      case k.EV_MSG: {
-        const w = this.waiters.shift();
-        if (w) return w.resolve(data!);
-        this.inbox.push(data!);
-        this.inboxBytes += data!.byteLength;
-        if (!this.rxPaused && this.inboxBytes > this.settings.recvHighWaterBytes && !this.closing) {
-          this.rxPaused = true;
-          this.native.setRxPaused(true);
+      case k.EV_MSG:
+        return this.deliver(data!);
+      case k.EV_MSGS: {
+        // Small messages of one read share one block, each 8-byte aligned (typed-array views work).
+        let off = 0;
+        for (const len of lens!) {
+          this.deliver(data!.subarray(off, off + len));
+          off += (len + 7) & ~7;
         }
         return;
       }

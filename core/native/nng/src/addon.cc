@@ -27,6 +27,7 @@
 #include <napi.h>
 #include <nng/nng.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -50,6 +51,7 @@ enum EventKind : int {
   EV_DIAL_FAIL = 5,  // one dial attempt failed (rv); the JS layer retries
   EV_CLOSED = 6,     // close() finished; nothing follows
   EV_BAD_FRAME = 7,  // the peer sent a frame we refuse (rv: 1 too large, 2 no PAIR1 header); connection dropped
+  EV_MSGS = 8,       // several small messages in one block (data) with their lengths (lens)
 };
 
 constexpr uint16_t kPair1Proto = 0x11;
@@ -61,6 +63,8 @@ constexpr unsigned kMaxIov = 8;                  // nng 1.5.2 aios hold at most 
 constexpr size_t kSmallMessage = 16 * 1024;      // messages up to this size are copied into the stage
 constexpr size_t kStageBytes = 256 * 1024 + 13;  // one write's worth of small framed messages
 constexpr size_t kMaxBatch = 64;                 // messages per write
+constexpr size_t kRxBuf = 256 * 1024;            // receive buffer for headers and small frames
+constexpr size_t kRxSmall = 64 * 1024;           // larger payloads are read into their own buffer
 
 // One queued send. `data` is the caller's memory: the JS layer keeps the Uint8Array referenced until EV_SEND
 // covers this id, and the stream is closed (under its lock) before the environment can free it.
@@ -76,8 +80,9 @@ struct Event {
   int kind;
   uint32_t id;
   int rv;
-  uint8_t* data;  // EV_MSG: malloc'd body (may be null when len == 0)
+  uint8_t* data;  // EV_MSG: malloc'd body (may be null when len == 0); EV_MSGS: malloc'd block of payloads
   size_t len;
+  std::vector<uint32_t> lens;  // EV_MSGS: payload lengths; each payload starts 8-byte aligned in the block
 };
 
 void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev);
@@ -115,14 +120,14 @@ struct Core {
   size_t negoDone = 0;
   bool negoSending = true;
 
-  // Receive loop: header, then PAIR1 hop count + body.
-  uint8_t rxHead[9];
-  uint8_t rxHop[4];
-  size_t rxWant = 0, rxGot = 0;
-  bool rxInBody = false;
-  uint8_t* rxBody = nullptr;
-  size_t rxBodyLen = 0;
-  bool rxPaused = false;  // JS has too many unclaimed messages: stop between messages
+  // Receive loop. Reads go into `rxBuf` (as much as the kernel has); complete small frames are parsed out of it
+  // and handed to JS in one batch per read. A frame whose payload exceeds kRxSmall switches to body mode: the
+  // payload is read straight into its own malloc'd buffer (zero copy), then back to rxBuf.
+  std::unique_ptr<uint8_t[]> rxBuf{new uint8_t[kRxBuf]};
+  size_t rxStart = 0, rxEnd = 0;  // unparsed bytes
+  uint8_t* rxBody = nullptr;      // body mode
+  size_t rxBodyLen = 0, rxBodyGot = 0;
+  bool rxPaused = false;  // JS has too many unclaimed messages: stop reading
   bool rxIdle = false;    // stopped because of rxPaused
 
   // Send queue. Each write gathers up to kMaxIov iovs from the head of the queue: runs of small messages are
@@ -141,8 +146,8 @@ struct Core {
     if (rxBody != nullptr) std::free(rxBody);
   }
   // Hand an event to the JS thread. Call with `mu` held.
-  void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0) {
-    Event* e = new Event{kind, id, rv, data, len};
+  void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0, std::vector<uint32_t> lens = {}) {
+    Event* e = new Event{kind, id, rv, data, len, std::move(lens)};
     if (tsfnDead || tsfn.NonBlockingCall(e) != napi_ok) {  // environment torn down: nobody listens any more
       std::free(e->data);
       delete e;
@@ -152,32 +157,122 @@ struct Core {
 
 // ---- receive loop (all called with mu held) ----
 
-void RxSubmit(Core* c) {
-  nng_iov iov[2];
-  unsigned n = 0;
-  if (!c->rxInBody) {
-    iov[n++] = {c->rxHead + c->rxGot, c->rxWant - c->rxGot};
-  } else {
-    size_t got = c->rxGot;
-    if (got < 4) iov[n++] = {c->rxHop + got, 4 - got};
-    size_t bodyGot = got > 4 ? got - 4 : 0;
-    if (c->rxBodyLen > bodyGot) iov[n++] = {c->rxBody + bodyGot, c->rxBodyLen - bodyGot};
-  }
-  nng_aio_set_iov(c->rxAio, n, iov);
-  nng_stream_recv(c->conn, c->rxAio);
-}
-
-void RxStartHeader(Core* c) {
-  c->rxInBody = false;
-  c->rxGot = 0;
-  c->rxWant = c->ipc ? 9 : 8;
-  RxSubmit(c);
-}
-
 uint64_t GetU64(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
   return v;
+}
+
+constexpr size_t Align8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
+
+// Submit the next read (with mu held): into the body in body mode, else into rxBuf's free tail.
+void RxSubmit(Core* c) {
+  if (c->rxPaused) {
+    c->rxIdle = true;
+    return;
+  }
+  nng_iov iov;
+  if (c->rxBody != nullptr || c->rxBodyLen > 0) {
+    iov = {c->rxBody + c->rxBodyGot, c->rxBodyLen - c->rxBodyGot};
+  } else {
+    if (c->rxStart == c->rxEnd) {
+      c->rxStart = c->rxEnd = 0;
+    } else if (c->rxStart > 0) {  // make room: a pending small frame always fits once moved to the front
+      std::memmove(c->rxBuf.get(), c->rxBuf.get() + c->rxStart, c->rxEnd - c->rxStart);
+      c->rxEnd -= c->rxStart;
+      c->rxStart = 0;
+    }
+    iov = {c->rxBuf.get() + c->rxEnd, kRxBuf - c->rxEnd};
+  }
+  nng_aio_set_iov(c->rxAio, 1, &iov);
+  nng_stream_recv(c->conn, c->rxAio);
+}
+
+void RxStart(Core* c) {
+  c->rxStart = c->rxEnd = 0;
+  RxSubmit(c);
+}
+
+// Fail the connection for a bad frame (with mu held).
+void RxBadFrame(Core* c, int why) {
+  c->post(EV_BAD_FRAME, 0, why);
+  nng_stream_close(c->conn);
+}
+
+// Parse complete frames out of rxBuf; post small ones as one batch; maybe enter body mode. Returns false if
+// the connection was failed.
+bool RxParse(Core* c) {
+  const size_t hdr = c->ipc ? 9 : 8;
+  struct Small {
+    size_t off, len;
+  };
+  std::vector<Small> smalls;
+  size_t blockBytes = 0;
+  bool ok = true;
+  for (;;) {
+    size_t avail = c->rxEnd - c->rxStart;
+    if (avail < hdr) break;
+    const uint8_t* h = c->rxBuf.get() + c->rxStart;
+    if (c->ipc && h[0] != 1) {
+      ok = false;
+      RxBadFrame(c, 3);
+      break;
+    }
+    uint64_t len = GetU64(c->ipc ? h + 1 : h);
+    if (len < 4) {
+      ok = false;
+      RxBadFrame(c, 2);
+      break;
+    }
+    if (len - 4 > c->maxMessage) {
+      ok = false;
+      RxBadFrame(c, 1);
+      break;
+    }
+    size_t payload = static_cast<size_t>(len - 4);
+    if (payload <= kRxSmall) {
+      if (avail < hdr + len) break;  // wait for the rest (it fits in rxBuf)
+      smalls.push_back({c->rxStart + hdr + 4, payload});
+      blockBytes += Align8(payload);
+      c->rxStart += hdr + static_cast<size_t>(len);
+      continue;
+    }
+    // Large: once header and hop count are in, read the payload straight into its own buffer.
+    if (avail < hdr + 4) break;
+    uint8_t* body = static_cast<uint8_t*>(std::malloc(payload));
+    if (body == nullptr) {
+      ok = false;
+      c->post(EV_RX_END, 0, NNG_ENOMEM);
+      nng_stream_close(c->conn);
+      break;
+    }
+    size_t have = std::min(avail - hdr - 4, payload);
+    std::memcpy(body, c->rxBuf.get() + c->rxStart + hdr + 4, have);
+    c->rxStart += hdr + 4 + have;
+    c->rxBody = body;
+    c->rxBodyLen = payload;
+    c->rxBodyGot = have;
+    break;
+  }
+  if (!smalls.empty()) {
+    uint8_t* block = static_cast<uint8_t*>(std::malloc(blockBytes > 0 ? blockBytes : 1));
+    std::vector<uint32_t> lens;
+    lens.reserve(smalls.size());
+    size_t off = 0;
+    for (const Small& m : smalls) {
+      if (m.len > 0) std::memcpy(block + off, c->rxBuf.get() + m.off, m.len);
+      off += Align8(m.len);
+      lens.push_back(static_cast<uint32_t>(m.len));
+    }
+    c->post(EV_MSGS, 0, 0, block, blockBytes, std::move(lens));
+  }
+  if (ok && c->rxBody != nullptr && c->rxBodyGot == c->rxBodyLen) {  // the whole body was already buffered
+    c->post(EV_MSG, 0, 0, c->rxBody, c->rxBodyLen);
+    c->rxBody = nullptr;
+    c->rxBodyLen = c->rxBodyGot = 0;
+    return RxParse(c);
+  }
+  return ok;
 }
 
 void RxDone(void* arg) {
@@ -189,48 +284,17 @@ void RxDone(void* arg) {
     c->post(EV_RX_END, 0, rv);
     return;
   }
-  c->rxGot += nng_aio_count(c->rxAio);
-  if (c->rxGot < c->rxWant) return RxSubmit(c);
-  if (!c->rxInBody) {
-    const uint8_t* h = c->rxHead;
-    if (c->ipc && h[0] != 1) {
-      c->post(EV_BAD_FRAME, 0, 3);
-      nng_stream_close(c->conn);
-      return;
-    }
-    uint64_t len = GetU64(c->ipc ? h + 1 : h);
-    if (len < 4) {
-      c->post(EV_BAD_FRAME, 0, 2);
-      nng_stream_close(c->conn);
-      return;
-    }
-    if (len - 4 > c->maxMessage) {
-      c->post(EV_BAD_FRAME, 0, 1);
-      nng_stream_close(c->conn);
-      return;
-    }
-    c->rxBodyLen = static_cast<size_t>(len - 4);
-    c->rxBody = c->rxBodyLen > 0 ? static_cast<uint8_t*>(std::malloc(c->rxBodyLen)) : nullptr;
-    if (c->rxBodyLen > 0 && c->rxBody == nullptr) {
-      c->post(EV_RX_END, 0, NNG_ENOMEM);
-      nng_stream_close(c->conn);
-      return;
-    }
-    c->rxInBody = true;
-    c->rxGot = 0;
-    c->rxWant = static_cast<size_t>(len);
-    return RxSubmit(c);
+  size_t n = nng_aio_count(c->rxAio);
+  if (c->rxBody != nullptr) {
+    c->rxBodyGot += n;
+    if (c->rxBodyGot < c->rxBodyLen) return RxSubmit(c);
+    c->post(EV_MSG, 0, 0, c->rxBody, c->rxBodyLen);
+    c->rxBody = nullptr;
+    c->rxBodyLen = c->rxBodyGot = 0;
+  } else {
+    c->rxEnd += n;
   }
-  uint8_t* body = c->rxBody;
-  size_t len = c->rxBodyLen;
-  c->rxBody = nullptr;
-  c->rxBodyLen = 0;
-  c->post(EV_MSG, 0, 0, body, len);  // the hop count is not checked: a direct link only
-  if (c->rxPaused) {
-    c->rxIdle = true;
-    return;
-  }
-  RxStartHeader(c);
+  if (RxParse(c)) RxSubmit(c);
 }
 
 // ---- send (called with mu held) ----
@@ -375,7 +439,7 @@ void NegoDone(void* arg) {
   c->conn = c->candidate;
   c->candidate = nullptr;
   c->post(EV_CONNECTED, 0, 0);
-  RxStartHeader(c);
+  RxStart(c);
 }
 
 void AcceptDone(void* arg) {
@@ -431,7 +495,15 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
     return;
   }
   Napi::Value data = env.Undefined();
-  if (ev->kind == EV_MSG) {
+  Napi::Value lens = env.Undefined();
+  if (ev->kind == EV_MSGS) {
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+        env, ev->data, ev->len > 0 ? ev->len : 1, [](Napi::Env, void* p) { std::free(p); });
+    data = Napi::Uint8Array::New(env, ev->len, ab, 0);
+    Napi::Uint32Array l = Napi::Uint32Array::New(env, ev->lens.size());
+    std::memcpy(l.Data(), ev->lens.data(), ev->lens.size() * sizeof(uint32_t));
+    lens = l;
+  } else if (ev->kind == EV_MSG) {
     if (ev->len == 0) {
       std::free(ev->data);
       data = Napi::Uint8Array::New(env, 0);
@@ -445,7 +517,7 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
   uint32_t id = ev->id;
   delete ev;
   try {
-    cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data});
+    cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data, lens});
   } catch (const Napi::Error& e) {
     // A throwing JS handler must not unwind through Node's C callback: surface it as an uncaught JS exception.
     e.ThrowAsJavaScriptException();
@@ -650,7 +722,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     c->rxPaused = paused;
     if (!paused && c->rxIdle && c->conn != nullptr && !c->closed) {
       c->rxIdle = false;
-      RxStartHeader(c);
+      RxSubmit(c);
     }
   }
 
@@ -694,6 +766,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   num("EV_DIAL_FAIL", EV_DIAL_FAIL);
   num("EV_CLOSED", EV_CLOSED);
   num("EV_BAD_FRAME", EV_BAD_FRAME);
+  num("EV_MSGS", EV_MSGS);
   num("ECLOSED", NNG_ECLOSED);
   num("ECONNSHUT", NNG_ECONNSHUT);
   num("ECONNRESET", NNG_ECONNRESET);
