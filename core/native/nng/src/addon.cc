@@ -6,8 +6,8 @@
 // read/write after the pipe's aio was closed; nni_aio_begin() then refuses it without completing, and
 // nng_close() waits forever for that aio (closing either end during a large transfer hangs; fixed upstream in
 // a1bc737b "tcp: Finish receive aio on close"). Owning the framing loop we never resubmit after close, and we
-// also get zero-copy sends (the iov points at the caller's bytes) and receives (one malloc'd body per message
-// handed to JS as an external ArrayBuffer). The wire is exactly nng's, so nngcat and any nng PAIR1 peer interop.
+// also get zero-copy sends of large messages, batched writes and reads of small ones, and zero-copy receives of
+// large ones. The wire is exactly nng's, so nngcat and any nng PAIR1 peer interop.
 //
 // Wire (both transports): 8-byte SP header {0,'S','P',0, proto u16 BE = 0x11 (pair1), 0, 0} each way, then
 // frames. tcp: u64 BE length; ipc: u8 type (1) + u64 BE length. The frame body is the PAIR1 header (u32 BE hop
@@ -21,9 +21,12 @@
 //   ECLOSED), nng_aio_stop every aio (waits for callbacks), free everything, report EV_CLOSED.
 //
 // Buffer ownership:
-// - send(id, bytes): the addon keeps a reference to `bytes` until EV_SEND(id) and reads it from nng's threads;
-//   the caller must not write into it before then (the JS layer resolves `send` at EV_SEND).
-// - EV_MSG data: a Uint8Array over a malloc'd body owned by the ArrayBuffer; its finalizer frees it.
+// - send(id, bytes): queued natively; nng's threads read `bytes` (messages above 16 KiB zero-copy, smaller ones
+//   copied into a staging buffer when their write is built) until an EV_SEND covering `id`. The caller (the JS
+//   layer) keeps the Uint8Array referenced and unmodified until then. Before the environment can free it without
+//   close() (worker teardown), the stream is closed under its lock so no write touches it afterwards.
+// - EV_MSG data: a Uint8Array over a malloc'd body owned by its ArrayBuffer (the finalizer frees it).
+// - EV_MSGS data: one malloc'd block holding several small payloads (8-byte aligned), owned the same way.
 #include <napi.h>
 #include <nng/nng.h>
 
