@@ -54,7 +54,7 @@ function runWorker(args: string[], stdin?: Uint8Array, pieces = 4096): Promise<{
     const child = spawn(process.execPath, [WORKER, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
     let text = '';
     child.stdout.on('data', (d) => (text += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 40_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);

@@ -11,7 +11,7 @@ async function main(argv: string[]): Promise<void> {
   const [mode] = argv;
   if (mode === 'stdin') {
     const bs = Number(argv[1]);
-    const ds = await openArrowStream(process.stdin, { name: 'stdin', idleTimeoutMs: 20_000 });
+    const ds = await openArrowStream(process.stdin, { name: 'stdin', idleTimeoutMs: 60_000 });
     let rows = 0;
     let n = 0;
     let labelSum = 0;
