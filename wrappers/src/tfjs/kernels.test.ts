@@ -68,6 +68,19 @@ test('transposed BatchMatMul and _FusedMatMul match the stock wasm kernels and t
   }
 });
 
+test('registering twice is a no-op the second time', () => {
+  const a = registerShoalKernels(tf);
+  const b = registerShoalKernels(tf);
+  try {
+    assert.ok(a.registered.length === 3, a.registered.join());
+    assert.equal(b.registered, []);
+  } finally {
+    b.restore();
+    a.restore();
+  }
+  assert.not.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'));
+});
+
 test('dense layer gradients are unchanged by the matmul fix and no tensors leak', () => {
   const grads = () =>
     tf.tidy(() => {

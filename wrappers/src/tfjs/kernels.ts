@@ -23,6 +23,9 @@ interface WasmBackendLike {
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: unknown; attrs?: Record<string, unknown> };
 type Kernel = (args: KernelArgs) => TensorInfo | TensorInfo[];
 
+/** Marks kernel functions shoal registered, so registering twice does not wrap a wrapper. */
+const SHOAL = Symbol.for('shoal.kernel');
+
 /**
  * Register shoal's fixes for two stock tfjs kernel problems on the backend currently active (no-op on other
  * backends). Call after the backend is initialised (`setupTfjs` does). Never done at import time.
@@ -42,6 +45,7 @@ export function registerShoalKernels(tf: Tf): ShoalKernels {
   const registered: string[] = [];
   const replace = (config: KernelConfig) => {
     const stock = tf.getKernel(config.kernelName, config.backendName);
+    (config.kernelFunc as unknown as Record<symbol, boolean>)[SHOAL] = true;
     if (stock) tf.unregisterKernel(config.kernelName, config.backendName);
     tf.registerKernel(config);
     registered.push(`${config.kernelName}@${config.backendName}`);
@@ -55,7 +59,8 @@ export function registerShoalKernels(tf: Tf): ShoalKernels {
     if (!transpose) throw Errors.state('tfjs wasm backend has no Transpose kernel; cannot install the matmul fix');
     for (const name of ['BatchMatMul', '_FusedMatMul']) {
       const stock = tf.getKernel(name, 'wasm');
-      if (stock) replace(untransposedMatMul(stock, transpose.kernelFunc as unknown as Kernel));
+      // Already shoal's (a second setupTfjs in this process): leave it, the first handle restores it.
+      if (stock && !(stock.kernelFunc as unknown as Record<symbol, boolean>)[SHOAL]) replace(untransposedMatMul(stock, transpose.kernelFunc as unknown as Kernel));
     }
     if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) replace(wasmUnsortedSegmentSum());
   }
