@@ -215,28 +215,31 @@ def _write_stream(child: _Child, batches: Iterator[Any], schema: Any, stats: Dic
     errors: List[BaseException] = []
     t0 = time.perf_counter()
 
+    abort = object()
+
     def writer_loop() -> None:
-        sink = None
+        # Unbuffered pipe (bufsize=0): pyarrow hands each buffer straight to write(), which drops the GIL.
+        sink = child.proc.stdin
         try:
-            # Unbuffered pipe (bufsize=0): pyarrow hands each buffer straight to write(), which drops the GIL.
-            sink = child.proc.stdin
-            with pa.ipc.new_stream(sink, schema) as writer:
-                while True:
-                    batch = q.get()
-                    if batch is end:
-                        break
-                    writer.write_batch(batch)
-                    stats["rows"] += batch.num_rows
-                    stats["bytes"] += batch.nbytes
-                    stats["batches"] += 1
+            writer = pa.ipc.new_stream(sink, schema)
+            while True:
+                batch = q.get()
+                if batch is end:
+                    writer.close()  # the end-of-stream marker: only a complete stream gets one
+                    break
+                if batch is abort:
+                    break  # the pipe closes without the marker: the worker sees a truncated stream
+                writer.write_batch(batch)
+                stats["rows"] += batch.num_rows
+                stats["bytes"] += batch.nbytes
+                stats["batches"] += 1
         except (BrokenPipeError, ConnectionResetError, OSError, ValueError, pa.ArrowException) as e:  # the child went away
             errors.append(e)
             failed.set()
         finally:
             try:
-                if sink is not None:
-                    sink.close()
-            except (OSError, ValueError, pa.ArrowException):
+                sink.close()
+            except (OSError, ValueError):
                 pass
 
     writer_thread = threading.Thread(target=writer_loop, name="shoal-arrow-writer", daemon=True)
@@ -251,12 +254,23 @@ def _write_stream(child: _Child, batches: Iterator[Any], schema: Any, stats: Dic
                 continue
         return False
 
-    for batch in batches:
-        if batch.schema != schema:
-            batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        if not put(batch):
-            break
-    put(end)
+    try:
+        for batch in batches:
+            if batch.schema != schema:
+                batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+            if not put(batch):
+                break
+        put(end)
+    except BaseException:
+        # Spark's input failed (or the task is being killed): stop the writer without completing the stream.
+        failed.set()
+        while True:
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                break
+        q.put_nowait(abort)
+        raise
     # The writer ends at EOF, or fails once the watchdog kills a child that stopped reading at the deadline.
     writer_thread.join(max(0.0, deadline - time.monotonic()) + 10.0)
     stats["feed_s"] = time.perf_counter() - t0

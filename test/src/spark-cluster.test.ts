@@ -11,7 +11,7 @@ if (skip) {
   test.skip('shoal_spark local-cluster pytest suite', () => {});
 } else {
   test('shoal_spark on local-cluster[2,1,1024] passes (test_cluster.py)', async () => {
-    const r = await runPytest('tests/test_cluster.py', 180_000);
+    const r = await runPytest('tests/test_cluster.py', 240_000);
     assert.is(r.failed, 0, 'pytest failures');
     assert.ok(r.passed >= 2, `expected >= 2 passed, got ${r.passed}`);
     assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);

@@ -13,7 +13,7 @@ if (skip) {
   test.skip('shoal_spark training pytest suite', () => {});
 } else {
   test('Spark-fed training equals shoal run on Spark-written Parquet; Parquet read back (test_train.py)', async () => {
-    const r = await runPytest('tests/test_train.py', 180_000);
+    const r = await runPytest('tests/test_train.py', 360_000);
     assert.is(r.failed, 0, 'pytest failures');
     assert.ok(r.passed >= 2, `expected >= 2 passed, got ${r.passed}`);
     assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
