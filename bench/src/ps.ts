@@ -3,8 +3,8 @@
  *                     [--servers 2] [--workers 2]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
- * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; shm:
- * shared-memory rings), rendezvous through a TcpStoreServer here. Phases, each verified exactly:
+ * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
+ * the net transport over unix sockets; shm: shared-memory rings), rendezvous through a TcpStoreServer here. Phases, each verified exactly:
  * - **dense**: a model of `bytes` float32 in 4 equal keys (small keys hashed over the servers, keys >= 1e6 elements
  *   split over all of them). A round = every worker's `pushPull` of all keys (push the gradients ones*(rank+1),
  *   pull the updated weights). After warm-up and timed rounds every weight must equal -lr * rounds * sum(rank+1).
@@ -22,7 +22,7 @@
  *
  * Output `bench/results/ps.json`:
  *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, repeats, servers, workers,
- *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
+ *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'ipc'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
  *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
  *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
@@ -33,8 +33,9 @@
  * exceed the cores (always on the 2-core machine: 4 processes).
  */
 import { fork, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ActorSupervisor, netRemote, NetTransport, shmRemote, shmTransport, TcpStore, TcpStoreServer, type Transport } from '@shoal/core';
 import { KVWorker, startPsServers } from '@shoal/backends';
@@ -44,9 +45,12 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const LR = 1 / 1024;
 const KEYS = 4;
 
+/** net: TCP loopback; ipc: the net transport over unix sockets; shm: shared-memory rings. */
+type BenchTransport = 'net' | 'ipc' | 'shm';
+
 interface WorkerJob {
   storeUrl: string;
-  transport: 'net' | 'shm';
+  transport: BenchTransport;
   rank: number;
   numWorkers: number;
   numServers: number;
@@ -101,8 +105,8 @@ export async function run(args: string[]): Promise<void> {
   const sizes = (flag(args, '--sizes') ?? '1048576,16777216,67108864').split(',').map(Number);
   const numServers = Number(flag(args, '--servers') ?? 2);
   const numWorkers = Number(flag(args, '--workers') ?? 2);
-  const transports = (flag(args, '--transports') ?? 'net,shm').split(',') as ('net' | 'shm')[];
-  for (const t of transports) if (t !== 'net' && t !== 'shm') throw new RangeError(`--transports must list net|shm, got ${t}`);
+  const transports = (flag(args, '--transports') ?? 'net,ipc,shm').split(',') as BenchTransport[];
+  for (const t of transports) if (!['net', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|ipc|shm, got ${t}`);
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
   const rounds = sizes.map(roundsFor);
   const oversubscribed = numServers + numWorkers > cpus().length;
@@ -122,12 +126,14 @@ export async function run(args: string[]): Promise<void> {
       const store = await TcpStore.connect(storeServer.url);
       let servers: ActorSupervisor[] = [];
       const prefix = `psbench${process.pid}`;
+      const sockDir = transport === 'ipc' ? mkdtempSync(join(tmpdir(), 'shoal-psbench-')) : '';
+      const listenUrl = transport === 'shm' ? 'shm://auto' : transport === 'ipc' ? `ipc://${sockDir}/{actor}-{door}.sock` : 'tcp://127.0.0.1:0';
       try {
         servers = await startPsServers({
           placement: 'process',
           store,
           remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix }) : netRemote(storeServer.url),
-          listenUrl: transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0',
+          listenUrl,
           numServers,
           numWorkers,
           mode: 'sync',
@@ -160,6 +166,7 @@ export async function run(args: string[]): Promise<void> {
         await Promise.all(servers.map((s) => s.stop()));
         await store.close();
         await storeServer.close();
+        if (sockDir) rmSync(sockDir, { recursive: true, force: true });
       }
     }
 

@@ -34,6 +34,13 @@ test('arrow file: each record batch is a partition with its row count; values ro
     }
   }
   assert.equal(got, Array.from({ length: 43 }, (_, i) => i));
+  // A partition is read on its own, into one buffer its columns all view.
+  for await (const c of ds.partitions[2]!.read({ columns: ['id', 'features', 'label'] })) {
+    assert.is(c.rows, 33);
+    assert.is(c.columns.id!.values[0], 10);
+    assert.ok(c.columns.features!.values.buffer === c.columns.id!.values.buffer);
+    assert.ok(c.columns.label!.values.buffer === c.columns.id!.values.buffer);
+  }
 });
 
 test('arrow file directory: files in name order, hidden and _SUCCESS ignored', async () => {

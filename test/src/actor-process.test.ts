@@ -1,6 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ActorClient, ActorSupervisor, NetTransport, netRemote, TcpStore, TcpStoreServer } from '@shoal/core';
 
@@ -112,6 +114,19 @@ test('thread actor over net', async () => {
   await a.close();
   await sup.stop();
   await j.close();
+});
+
+test('unix-socket doors: a listen URL template gives every door its own path', async () => {
+  const j = await job();
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-actor-'));
+  const sup = await ActorSupervisor.spawn({ name: 'uds', actor: counterRef(0), placement: 'process', store: j.store, remote: j.remote, listenUrl: `ipc://${dir}/{actor}-{door}.sock`, timeoutMs: 20_000 });
+  const callers = await Promise.all([0, 1, 2, 3, 4, 5].map(() => ActorClient.connect<CounterActor>('uds', { store: j.store, transport: j.transport, timeoutMs: 10_000 })));
+  const got = await Promise.all(callers.map((c) => c.api.add(1)));
+  assert.equal(got.sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
+  await Promise.all(callers.map((c) => c.close()));
+  await sup.stop();
+  await j.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('a constructor that throws fails spawn with its message', async () => {

@@ -23,7 +23,11 @@ export interface ServeActorOptions {
   epoch: number;
   store: Store;
   transport: Transport;
-  /** Where to listen, e.g. `tcp://10.0.0.5:0` or `mem://auto`. */
+  /**
+   * Where to listen, e.g. `tcp://10.0.0.5:0` or `mem://auto`. Every door listens anew, so a URL naming a fixed
+   * address (a unix socket) needs `{door}` (replaced by `<epoch>-<door number>`) and, when several actors share
+   * the template, `{actor}`: `ipc:///tmp/job7/{actor}-{door}.sock`.
+   */
   listenUrl: string;
   mailbox?: 'serial' | 'reentrant';
   /** Doors kept open at once (default 4). */
@@ -81,7 +85,8 @@ export class ActorServer {
   private async openDoor(): Promise<void> {
     if (this.stopped) return;
     const i = this.nextDoor++;
-    const l = await this.opts.transport.listen(this.opts.listenUrl);
+    const url = this.opts.listenUrl.replaceAll('{door}', `${this.opts.epoch}-${i}`).replaceAll('{actor}', this.opts.name);
+    const l = await this.opts.transport.listen(url);
     this.listeners.add(l);
     await this.opts.store.set(actorKeys.door(this.opts.name, this.opts.epoch, i), l.url);
     void l.accept({ timeoutMs: Infinity }).then(
