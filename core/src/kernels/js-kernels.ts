@@ -25,13 +25,22 @@ export function jsKernels(): ReduceKernels {
     }
     return sign | (((ax + 0xc8000fff + ((ax >>> 13) & 1)) >>> 13) & 0xffff);
   };
-  const h2f = (h: number): number => {
+  const h2fSlow = (h: number): number => {
     const s = h & 0x8000 ? -1 : 1;
     const e = (h >>> 10) & 0x1f;
     const m = h & 0x3ff;
     if (e === 0) return s * m * 2 ** -24;
     if (e === 31) return m ? NaN : s * Infinity;
     return s * (1 + m / 1024) * 2 ** (e - 15);
+  };
+  // half -> float through a 64K-entry table (256 KiB, built on first use by this kernel object)
+  let table: Float32Array | undefined;
+  const h2fTable = (): Float32Array => {
+    if (!table) {
+      table = new Float32Array(65536);
+      for (let i = 0; i < 65536; i++) table[i] = h2fSlow(i);
+    }
+    return table;
   };
   const reduce = (op: ReduceOp, d: NumericArray, s: NumericArray): void => {
     const n = d.length;
@@ -49,16 +58,22 @@ export function jsKernels(): ReduceKernels {
     reduceF16(op, d, s) {
       const n = d.length;
       if (s.length !== n) throw new TypeError('dst and src must have the same length');
+      const t = h2fTable();
+      if (op === 'sum') {
+        for (let i = 0; i < n; i++) d[i] += t[s[i]!]!;
+        return;
+      }
       for (let i = 0; i < n; i++) {
-        const b = h2f(s[i]!);
-        d[i] = op === 'sum' ? d[i]! + b : op === 'min' ? (b < d[i]! ? b : d[i]!) : b > d[i]! ? b : d[i]!;
+        const b = t[s[i]!]!;
+        d[i] = op === 'min' ? (b < d[i]! ? b : d[i]!) : b > d[i]! ? b : d[i]!;
       }
     },
     f32ToF16(d, s) {
       for (let i = 0; i < s.length; i++) d[i] = f2h(s[i]!);
     },
     f16ToF32(d, s) {
-      for (let i = 0; i < s.length; i++) d[i] = h2f(s[i]!);
+      const t = h2fTable();
+      for (let i = 0; i < s.length; i++) d[i] = t[s[i]!]!;
     },
     scale(d, factor) {
       const k = d instanceof Float32Array ? Math.fround(factor) : factor;
