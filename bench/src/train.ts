@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- train [--quick] [--no-multi] [--cpu-segments N]`: training throughput of the tfjs wrapper.
+ * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N]`: training throughput of the
+ * tfjs wrapper.
  *
  * Models (bench/src/train-models.ts): `rec` = the recommender (two 32-dim embeddings of 4000 rows, dense 64,
  * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data.
@@ -9,20 +10,24 @@
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
  * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
+ * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
+ *   this machine's tfjs-wasm compares with a native framework.
  * Each row warms up 3 steps, then times `steps` steps; the in-process rows are the best of 3 interleaved runs. Rows with more busy processes than cores are flagged.
  * The kernel section times shoal's kernel fixes against the stock kernels (see wrappers/src/tfjs/kernels.ts)
  * and checks they agree.
  *
  * bench/results/train.json:
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
- *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal', backend: 'none'|'local'|'ring'|'ps',
+ *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps',
  *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, processes, oversubscribed } ],
  *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 worker (goal >= 1.8 for rec),
- *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs (goal <= 0.10) },
+ *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs (goal <= 0.10),
+ *             <model>_plain_tfjs_vs_torch: plain-tfjs / torch-anchor samples/s },
  *   kernels: { matmul_transposeA_128x784x512: { stock_ms, fixed_ms, untransposed_ms, max_abs_diff },
  *              unsorted_segment_sum_1024x32: { cpu_ms, cpu_segments, wasm_fixed_ms_4000, wasm_fixed_ms_at_cpu_segments, max_abs_diff } },
  *   errors: [...] }
  */
+import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -32,11 +37,23 @@ import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime
 import { benchData, benchSpec, type BenchModel } from './train-models.js';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
+const ANCHOR = fileURLToPath(new URL('../anchors/train_torch.py', import.meta.url));
+
+/** The PyTorch anchor (bench/anchors/train_torch.py), one CPU thread; null with the reason when unavailable. */
+function torchAnchor(stepsRec: number, stepsMlp: number): { rec: number; mlp: number; torch: string } | string {
+  const r = spawnSync('/usr/bin/python3', [ANCHOR, '--steps-rec', String(stepsRec), '--steps-mlp', String(stepsMlp)], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) return `torch anchor failed (${r.error?.message ?? `exit ${r.status}`}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' ')}`;
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  } catch {
+    return `torch anchor printed no JSON: ${r.stdout.slice(-200)}`;
+  }
+}
 const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url));
 
 interface Row {
   model: BenchModel;
-  mode: 'plain-tfjs' | 'shoal-local' | 'shoal';
+  mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'torch-anchor';
   backend: 'none' | 'local' | 'ring' | 'ps';
   workers: number;
   batch_per_worker: number;
@@ -207,6 +224,17 @@ export async function run(args: string[]): Promise<void> {
       }
     }
   }
+  if (!args.includes('--no-anchor')) {
+    const a = torchAnchor(stepsFor('rec'), stepsFor('mlp'));
+    if (typeof a === 'string') errors.push(a);
+    else {
+      for (const model of ['rec', 'mlp'] as const) {
+        const batch = benchSpec[model].batch;
+        rows.push({ model, mode: 'torch-anchor', backend: 'none', workers: 1, batch_per_worker: batch, steps: stepsFor(model), samples_per_sec: a[model], step_ms: (batch / a[model]) * 1000, sync_ms: null, processes: 1, oversubscribed: false });
+      }
+      console.log(`torch ${a.torch} anchor (1 thread): rec ${a.rec.toFixed(0)} samples/s, mlp ${a.mlp.toFixed(0)} samples/s`);
+    }
+  }
   const sps = (model: string, mode: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
   const ratios: Record<string, number | null> = {};
   for (const model of ['rec', 'mlp']) {
@@ -218,6 +246,8 @@ export async function run(args: string[]): Promise<void> {
     const plain = sps(model, 'plain-tfjs', 'none', 1);
     const local = sps(model, 'shoal-local', 'local', 1);
     ratios[`${model}_harness_overhead`] = plain && local ? 1 - local / plain : null;
+    const torch = sps(model, 'torch-anchor', 'none', 1);
+    ratios[`${model}_plain_tfjs_vs_torch`] = plain && torch ? plain / torch : null;
   }
   const result = { suite: 'train', version: 1, started, host: { cpus: ncpu, node: process.version, loadavg1: loadavg()[0] }, tfjs: rt.describe(), rows, ratios, kernels: kern, errors };
   mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });
