@@ -7,6 +7,7 @@ export {
   benchPayload,
   defaultBenchTransports,
   itersFor,
+  pooledNetTransport,
   runTransportBench,
   type BenchTransportEntry,
   type BenchTransportRegistry,
