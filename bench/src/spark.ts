@@ -1,23 +1,24 @@
 /**
- * `npm run bench -- spark [--quick] [--rows N] [--cols C] [--workers W] [--batch-rows B] [--reps R]`
+ * `npm run bench -- spark [--quick] [--rows N] [--cols C] [--workers 1,2] [--batch-rows B] [--reps R]`
  *
  * How fast a Spark partition reaches a shoal worker's batches, and the Arrow hand-off vs. the Parquet hand-off,
  * end to end. The measuring is done by python/bench/spark_feed.py (a local Spark, `local[W]`, one barrier task
- * per core); this suite runs it, checks its verification passed, and writes `bench/results/spark.json`.
+ * per core); this suite runs it once per worker count (default 1 then 2: one task alone, then every core busy),
+ * checks its verification passed, and writes `bench/results/spark.json`. `--rows` is per worker.
  *
  * Row format of bench/results/spark.json (one row per measured path; MB = 10^6 bytes of Arrow column data):
  *
  *   { suite: 'spark', version: 1, started, quick, host: { cpus, node, python, pyspark, loadavg1 },
- *     config: { rows_total, cols, workers, batch_rows, reps },
- *     rows: [
+ *     config: { rows_per_worker, cols, workers: [1, 2], batch_rows, reps },
+ *     rows: [                    // every row also has `workers` (W) and `rows_total`
  *       { path: 'pipe-node',    what, mbps, bytes },        // pyarrow -> pipe -> datasets openArrowStream (one process)
  *       { path: 'pipe-pyarrow', what, mbps, bytes },        // anchor: pyarrow -> pipe -> pyarrow reader
  *       { path: 'spark-only',   what, mbps_per_task[] },    // Spark mapInArrow -> Python task, batches counted
  *       { path: 'arrow',        what, mbps_per_task[], feed_mbps_per_task[], wall_s, bytes, temp_files: 0 },
  *       { path: 'parquet',      what, wall_s, write_s, read_run_s, file_bytes, files },
  *     ],
- *     ratios: { node_vs_pyarrow_pipe, arrow_vs_spark_only, parquet_wall_vs_arrow_wall },
- *     oversubscribed: boolean,   // W Spark tasks + W node workers + the JVM on `cpus` cores
+ *     ratios: [ { workers, node_vs_pyarrow_pipe, arrow_vs_spark_only, parquet_wall_vs_arrow_wall, oversubscribed } ],
+ *     // oversubscribed: W Spark tasks + W node workers + the JVM need more than `cpus` cores
  *     verified: true }
  *
  * `mbps_per_task` (arrow) is the steady-state rate inside each worker: bytes decoded after its first batch over
@@ -94,58 +95,87 @@ function versionOf(python: string, mod: string): Promise<string> {
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const python = process.env.SHOAL_PYTHON ?? 'python3';
+  const workerCounts = flag(args, 'workers', '1,2').split(',').map(Number);
+  if (workerCounts.some((w) => !Number.isInteger(w) || w < 1)) throw new RangeError(`--workers must be a list of positive integers, got ${flag(args, 'workers', '')}`);
   const config = {
-    rows_total: Number(flag(args, 'rows', quick ? '400000' : '2000000')),
+    rows_per_worker: Number(flag(args, 'rows', quick ? '200000' : '1000000')),
     cols: Number(flag(args, 'cols', '16')),
-    workers: Number(flag(args, 'workers', '2')),
+    workers: workerCounts,
     batch_rows: Number(flag(args, 'batch-rows', '10000')),
     reps: Number(flag(args, 'reps', quick ? '1' : '2')),
   };
   const started = new Date().toISOString();
   const pyspark = await versionOf(python, 'pyspark');
   if (pyspark === 'missing') throw new Error(`bench spark: pyspark is not importable by ${python} (pip install -r requirements.txt)`);
-  console.log(`spark bench: ${config.rows_total} rows x ${config.cols} f64 columns over ${config.workers} tasks (pyspark ${pyspark})`);
-  const r = await runPython(
-    python,
-    [
-      'python/bench/spark_feed.py',
-      '--rows', String(config.rows_total),
-      '--cols', String(config.cols),
-      '--workers', String(config.workers),
-      '--batch-rows', String(config.batch_rows),
-      '--reps', String(config.reps),
-    ],
-    15 * 60_000,
-  );
-  if (r.code !== 0) throw new Error(`bench spark: spark_feed.py exited ${r.code}:\n${r.stderr.split('\n').filter((l) => !/^\s+at /.test(l)).slice(-40).join('\n')}`);
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as FeedOut;
-
   const mb = (x: number) => Math.round(x * 10) / 10;
-  const rows = [
-    { path: 'pipe-node', what: 'pyarrow -> pipe -> datasets openArrowStream, steady state', mbps: mb(out.pipe['node-datasets'].mbps), bytes: out.pipe['node-datasets'].bytes },
-    { path: 'pipe-pyarrow', what: 'anchor: pyarrow -> pipe -> pyarrow reader, steady state', mbps: mb(out.pipe.pyarrow.mbps), bytes: out.pipe.pyarrow.bytes },
-    { path: 'spark-only', what: 'Spark mapInArrow -> Python task, batches counted', mbps_per_task: out.spark_only.per_task_mbps.map(mb) },
-    {
-      path: 'arrow',
-      what: 'shoal_spark.run: Spark -> task -> worker stdin -> datasets chunks',
-      mbps_per_task: out.arrow.per_task.map((t) => (t.worker_mbps === null ? null : mb(t.worker_mbps))),
-      feed_mbps_per_task: out.arrow.per_task.map((t) => mb(t.feed_mbps)),
-      wall_s: out.arrow.wall_s,
-      bytes: out.arrow.bytes,
-      temp_files: out.arrow.temp_files,
-    },
-    {
-      path: 'parquet',
-      what: 'df.write.parquet + shoal run workers reading the part files',
-      wall_s: out.parquet.wall_s,
-      write_s: out.parquet.write_s,
-      read_run_s: out.parquet.read_run_s,
-      file_bytes: out.parquet.file_bytes,
-      files: out.parquet.files,
-    },
-  ];
-  const arrowMin = Math.min(...out.arrow.per_task.map((t) => t.worker_mbps ?? 0));
-  const sparkMin = Math.min(...out.spark_only.per_task_mbps);
+  const rows: Record<string, unknown>[] = [];
+  const ratios: Record<string, unknown>[] = [];
+  for (const workers of workerCounts) {
+    const total = config.rows_per_worker * workers;
+    console.log(`spark bench: ${total} rows x ${config.cols} f64 columns over ${workers} task(s) (pyspark ${pyspark}, loadavg ${loadavg()[0]!.toFixed(1)})`);
+    const r = await runPython(
+      python,
+      [
+        'python/bench/spark_feed.py',
+        '--rows', String(total),
+        '--cols', String(config.cols),
+        '--workers', String(workers),
+        '--batch-rows', String(config.batch_rows),
+        '--reps', String(config.reps),
+      ],
+      15 * 60_000,
+    );
+    if (r.code !== 0) throw new Error(`bench spark: spark_feed.py exited ${r.code}:\n${r.stderr.split('\n').filter((l) => !/^\s+at /.test(l)).slice(-40).join('\n')}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as FeedOut;
+    const base = { workers, rows_total: total };
+    const mine: Record<string, unknown>[] = [
+      { ...base, path: 'pipe-node', what: 'pyarrow -> pipe -> datasets openArrowStream, steady state', mbps: mb(out.pipe['node-datasets'].mbps), bytes: out.pipe['node-datasets'].bytes },
+      { ...base, path: 'pipe-pyarrow', what: 'anchor: pyarrow -> pipe -> pyarrow reader, steady state', mbps: mb(out.pipe.pyarrow.mbps), bytes: out.pipe.pyarrow.bytes },
+      { ...base, path: 'spark-only', what: 'Spark mapInArrow -> Python task, batches counted', mbps_per_task: out.spark_only.per_task_mbps.map(mb) },
+      {
+        ...base,
+        path: 'arrow',
+        what: 'shoal_spark.run: Spark -> task -> worker stdin -> datasets chunks',
+        mbps_per_task: out.arrow.per_task.map((t) => (t.worker_mbps === null ? null : mb(t.worker_mbps))),
+        feed_mbps_per_task: out.arrow.per_task.map((t) => mb(t.feed_mbps)),
+        wall_s: out.arrow.wall_s,
+        bytes: out.arrow.bytes,
+        temp_files: out.arrow.temp_files,
+      },
+      {
+        ...base,
+        path: 'parquet',
+        what: 'df.write.parquet + shoal run workers reading the part files',
+        wall_s: out.parquet.wall_s,
+        write_s: out.parquet.write_s,
+        read_run_s: out.parquet.read_run_s,
+        file_bytes: out.parquet.file_bytes,
+        files: out.parquet.files,
+      },
+    ];
+    rows.push(...mine);
+    const arrowMin = Math.min(...out.arrow.per_task.map((t) => t.worker_mbps ?? 0));
+    const sparkMin = Math.min(...out.spark_only.per_task_mbps);
+    const ratio = {
+      workers,
+      node_vs_pyarrow_pipe: out.pipe['node-datasets'].mbps / out.pipe.pyarrow.mbps,
+      arrow_vs_spark_only: arrowMin / sparkMin,
+      parquet_wall_vs_arrow_wall: out.arrow_vs_parquet_wall,
+      oversubscribed: 2 * workers + 1 > cpus().length,
+    };
+    ratios.push(ratio);
+    console.table(
+      mine.map((x) => ({
+        path: x.path,
+        'MB/s (per task)': x.mbps ?? ((x.mbps_per_task as (number | null)[] | undefined) ?? []).join(' / '),
+        wall_s: typeof x.wall_s === 'number' ? x.wall_s.toFixed(2) : '',
+      })),
+    );
+    console.log(
+      `W=${workers} ratios: node/pyarrow pipe ${ratio.node_vs_pyarrow_pipe.toFixed(2)}, arrow/spark-only ${ratio.arrow_vs_spark_only.toFixed(2)}, ` +
+        `parquet wall / arrow wall ${ratio.parquet_wall_vs_arrow_wall.toFixed(2)}${ratio.oversubscribed ? ' (oversubscribed: tasks + workers + JVM > cores)' : ''}`,
+    );
+  }
   const result = {
     suite: 'spark',
     version: 1,
@@ -154,26 +184,10 @@ export async function run(args: string[]): Promise<void> {
     host: { cpus: cpus().length, node: process.version, python, pyspark, loadavg1: loadavg()[0] },
     config,
     rows,
-    ratios: {
-      node_vs_pyarrow_pipe: out.pipe['node-datasets'].mbps / out.pipe.pyarrow.mbps,
-      arrow_vs_spark_only: arrowMin / sparkMin,
-      parquet_wall_vs_arrow_wall: out.arrow_vs_parquet_wall,
-    },
-    oversubscribed: 2 * config.workers + 1 > cpus().length,
+    ratios,
     verified: true,
   };
   mkdirSync(`${REPO}bench/results`, { recursive: true });
   writeFileSync(`${REPO}bench/results/spark.json`, `${JSON.stringify(result, null, 2)}\n`);
-  console.table(
-    rows.map((x) => ({
-      path: x.path,
-      'MB/s (per task)': 'mbps' in x ? x.mbps : (x.mbps_per_task ?? []).join(' / '),
-      wall_s: 'wall_s' in x && x.wall_s !== undefined ? x.wall_s.toFixed(2) : '',
-    })),
-  );
-  console.log(
-    `ratios: node/pyarrow pipe ${result.ratios.node_vs_pyarrow_pipe.toFixed(2)}, arrow/spark-only ${result.ratios.arrow_vs_spark_only.toFixed(2)}, ` +
-      `parquet wall / arrow wall ${result.ratios.parquet_wall_vs_arrow_wall.toFixed(2)}${result.oversubscribed ? ' (oversubscribed: tasks + workers + JVM > cores)' : ''}`,
-  );
   console.log('wrote bench/results/spark.json');
 }
