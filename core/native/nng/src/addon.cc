@@ -664,6 +664,11 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     nng_stream_listener* l = nullptr;
     int rv = nng_stream_listener_alloc(&l, url.c_str());
     if (rv != 0) ThrowNng(info.Env(), "nng_stream_listener_alloc " + url, rv);
+    if (url.rfind("tcp", 0) == 0) {
+      // Raw nng streams default to Nagle on (the SP transports turn it off): small messages would wait for ACKs.
+      nng_stream_listener_set_bool(l, NNG_OPT_TCP_NODELAY, true);
+      nng_stream_listener_set_bool(l, NNG_OPT_TCP_KEEPALIVE, true);
+    }
     rv = nng_stream_listener_listen(l);
     if (rv != 0) {
       nng_stream_listener_free(l);
@@ -691,6 +696,10 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
       if (rv != 0) {
         c->dialer = nullptr;
         ThrowNng(info.Env(), "nng_stream_dialer_alloc " + url, rv);
+      }
+      if (url.rfind("tcp", 0) == 0) {
+        nng_stream_dialer_set_bool(c->dialer, NNG_OPT_TCP_NODELAY, true);  // as for the listener
+        nng_stream_dialer_set_bool(c->dialer, NNG_OPT_TCP_KEEPALIVE, true);
       }
       c->role = Role::Dialer;
       c->ipc = url.rfind("ipc://", 0) == 0;
