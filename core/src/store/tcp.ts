@@ -115,6 +115,8 @@ export class TcpStoreServer {
     readonly url: string,
   ) {
     server.on('connection', (sock) => this.onConnection(sock));
+    // An accept error (EMFILE...) concerns one would-be client; the server keeps listening for the others.
+    server.on('error', () => {});
   }
 
   /** Listen and resolve once bound. Throws ERR_TRANSPORT naming the address if it cannot bind. */
