@@ -28,7 +28,8 @@ export interface WorkerHandle {
  * Join the job `shoal run` (or Spark) launched this process into: parse SHOAL_* once, connect to the store,
  * build the transport, and connect the gradient engine named by SHOAL_BACKEND: `ring` (RingSync over a process
  * group), `ps` (PsSync to the SHOAL_SERVERS server actors the launcher started), `hybrid` (HybridSync: dense on
- * the ring, row-sparse on the servers). A one-worker run (no launcher: `node train.js`) gets a `LocalSync` and needs no store.
+ * the ring, row-sparse on the servers). A one-worker run (no launcher: `node train.js`) gets a `LocalSync` and
+ * needs no store.
  *
  * Every rank must call this within SHOAL_TIMEOUT_MS of the others, or all fail with ERR_TIMEOUT naming the
  * missing rank's store key.
@@ -42,7 +43,6 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
-  const extra: Array<() => Promise<void>> = [];
   let sync: GradientSync;
   try {
     const ring = () =>
@@ -75,7 +75,6 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       }
     }
   } catch (e) {
-    for (const x of extra) await x().catch(() => {});
     await job.close();
     throw e;
   }
@@ -91,8 +90,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       try {
         await sync.close();
       } finally {
-        for (const x of extra) await x().catch(() => {});
-        await job.close();
+            await job.close();
       }
     },
   };
