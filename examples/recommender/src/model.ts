@@ -122,7 +122,7 @@ export class BasketModel implements Recommender {
 
   /** scores + w0 * logCount + w1 * flag (shapes [B, n]); returns scores unchanged when the wide part is off. */
   private wideTerm(scores: tfjs.Tensor, logCount: tfjs.Tensor, flag: tfjs.Tensor, wide: tfjs.Tensor): tfjs.Tensor {
-    if (!this.opts.wide) return tf0(scores, wide, this.tf);
+    if (!this.opts.wide) return keepInGraph(scores, wide, this.tf);
     const tf = this.tf;
     return tf.add(scores, tf.add(tf.mul(logCount, tf.slice(wide, [0], [1])), tf.mul(flag, tf.slice(wide, [1], [1]))));
   }
@@ -312,7 +312,7 @@ class RowAcc {
 }
 
 /** `scores` plus 0 * sum(wide): keeps the wide weights in the gradient graph (zero gradient) when the wide part is off. */
-function tf0(scores: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
+function keepInGraph(scores: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
   return tf.add(scores, tf.mul(tf.sum(wide), 0));
 }
 
