@@ -66,6 +66,11 @@ const LF = 0x0a;
 const CR = 0x0d;
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
+/** Bytes that end an unquoted field (a constant table, never written after creation). */
+const STOP = new Uint8Array(256);
+STOP[COMMA] = 1;
+STOP[LF] = 1;
+STOP[CR] = 1;
 
 /**
  * A cursor over the records of `b` (after the header). `next()` reads one record and leaves, for every selected
@@ -143,11 +148,7 @@ class Records {
           throw Errors.data(this.path, `line ${line}: unexpected character after a closing quote in field ${field + 1}`, { line });
         }
       } else {
-        while (i < n) {
-          const c = b[i]!;
-          if (c === COMMA || c === LF || c === CR) break;
-          i++;
-        }
+        while (i < n && STOP[b[i]!] === 0) i++;
         e = i;
       }
       if (field < nFields) {
@@ -401,7 +402,9 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   const nulls = new Array<number>(kinds.length).fill(0);
   const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
   const rec = new Records(bytes, next, names.length, want, task.path, task.columns.length);
-  const types = task.columns.map((c) => c.type);
+  // Numeric type codes: 0 int32, 1 float, 2 timestamp, 3 category, 4 hash.
+  const CODE = { int32: 0, float32: 1, float64: 1, timestamp: 2, category: 3, hash: 4 } as const;
+  const types = Int8Array.from(task.columns, (c) => CODE[c.type]);
   let got = 0;
   for (let row = 0; rec.next(); row++, got++) {
     if (row >= rows) throw Errors.data(task.path, `file changed since it was opened: more than ${rows} records`);
@@ -415,23 +418,22 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
         continue;
       }
       const q = rec.quoted[slot] === 1;
-      const spec = task.columns[slot]!;
       let v: number;
       switch (types[slot]) {
-        case 'int32':
+        case 0:
           v = parseIntBytes(bytes, s, e);
-          if (!(v >= -2147483648 && v <= 2147483647)) bad(task.path, bytes, line, spec.name, s, e, q, 'an int32 integer');
+          if (!(v >= -2147483648 && v <= 2147483647)) bad(task.path, bytes, line, task.columns[slot]!.name, s, e, q, 'an int32 integer');
           break;
-        case 'float32':
-        case 'float64':
+        case 1:
           v = parseFloatBytes(bytes, s, e);
-          if (Number.isNaN(v)) bad(task.path, bytes, line, spec.name, s, e, q, 'a number');
+          if (Number.isNaN(v)) bad(task.path, bytes, line, task.columns[slot]!.name, s, e, q, 'a number');
           break;
-        case 'timestamp':
+        case 2:
           v = parseTimestampBytes(bytes, s, e);
-          if (Number.isNaN(v) || v > 2147483647 || v < -2147483648) bad(task.path, bytes, line, spec.name, s, e, q, 'a timestamp YYYY-MM-DD HH:MM:SS (1901..2038)');
+          if (Number.isNaN(v) || v > 2147483647 || v < -2147483648) bad(task.path, bytes, line, task.columns[slot]!.name, s, e, q, 'a timestamp YYYY-MM-DD HH:MM:SS (1901..2038)');
           break;
-        case 'category': {
+        case 3: {
+          const spec = task.columns[slot]!;
           const t = text(bytes, s, e, q);
           const id = vocabs[slot]!.get(t);
           if (id === undefined) {
@@ -443,7 +445,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
           break;
         }
         default:
-          v = fnv1a(bytes, s, e, q) % spec.buckets!;
+          v = fnv1a(bytes, s, e, q) % task.columns[slot]!.buckets!;
       }
       arrays[slot]![row] = v;
     }
