@@ -224,6 +224,28 @@ test('closing with 200 sends queued (natively and in JS) to a stalled peer rejec
   await p.close();
 });
 
+test('churn: 400 pairs (20 at a time, tcp and ipc) opened, used, closed from either end mid-message', async () => {
+  const t = createNngTransport();
+  const one = async (i: number) => {
+    const l = await t.listen(i % 2 ? 'tcp://127.0.0.1:0' : ipcUrl());
+    const [a, b] = await Promise.all([l.accept({ timeoutMs: 10_000 }), t.dial(l.url, { timeoutMs: 10_000 })]);
+    const msg = patternBytes((i % 7) * 100_000 + 1, i);
+    const s = a.send(msg, { timeoutMs: 10_000 });
+    const r = b.recv({ timeoutMs: 10_000 });
+    s.catch(() => {});
+    r.catch(() => {});
+    if (i % 3 === 0) assertBytes(await r, msg, `pair ${i}`);
+    await Promise.all([(i % 2 ? a : b).close(), l.close()]);
+    for (const x of await Promise.allSettled([s, r])) {
+      if (x.status === 'rejected') assert.ok(isShoalError(x.reason) && x.reason.code !== 'ERR_TIMEOUT', `pair ${i}: ${String(x.reason)}`);
+    }
+    await Promise.all([a.close(), b.close()]);
+  };
+  await guard('churn', 45_000, async () => {
+    for (let round = 0; round < 20; round++) await Promise.all(Array.from({ length: 20 }, (_, j) => one(round * 20 + j)));
+  })();
+});
+
 test('receive memory is released: 30 one-way 64 MiB messages keep RSS bounded', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
