@@ -84,6 +84,7 @@ class _Child:
         self.marked_event = threading.Event()
         self._marker = marker
         self._lock = threading.Lock()
+        self._group_killed = False
         try:
             self.proc = subprocess.Popen(
                 argv, env=env, cwd=cwd,
@@ -138,24 +139,29 @@ class _Child:
         return lines[-1].strip() if lines else ""
 
     def kill(self) -> None:
-        """Kill the child's whole process group (idempotent) and reap it."""
-        if self.proc.poll() is None:
+        """Kill the child's whole process group (idempotent) and reap the child.
+
+        The group is signalled even when the leader already exited: what it started (the store's server actors)
+        may still be in the group. A process group id is not reused while any member lives.
+        """
+        if not self._group_killed:
+            self._group_killed = True
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             except PermissionError:
-                self.proc.kill()
+                if self.proc.poll() is None:
+                    self.proc.kill()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        for f in (self.proc.stdin,):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
 
 
 class _Watchdog:
@@ -294,6 +300,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
 
     store: Optional[_Child] = None
     worker: Optional[_Child] = None
+    watchdog: Optional[_Watchdog] = None
     try:
         store_url = ""
         if rank == 0 and spec["store_script"]:
@@ -369,6 +376,8 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             schema=OUTPUT_SCHEMA(),
         )
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if worker is not None:
             worker.kill()
         if store is not None:
