@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { isShoalError } from '@shoal/core';
-import { openCsv, batches, shard, type Dataset } from './index.js';
+import { openCsv, batches, shard, cached, type Dataset } from './index.js';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const tmp = mkdtempSync(join(tmpdir(), 'shoal-csv-'));
@@ -151,6 +151,22 @@ test('Online Retail: empty CustomerID is refused unless filled; 3 ranks read eve
   }
   assert.is(rows, 541909);
   assert.is(missing, 135080);
+});
+
+test('cached(): the second epoch replays decoded chunks (same values, no decode)', async () => {
+  const sub = { ...ds, partitions: ds.partitions.slice(0, 5) };
+  const c = cached(sub);
+  const run = async () => {
+    const out: number[] = [];
+    for await (const b of batches(c, { columns: ['Quantity'], features: ['UnitPrice'], batchSize: 1000 })) out.push(b.columns.Quantity![0]!, b.columns.features![b.size - 1]!);
+    return out;
+  };
+  const first = await run();
+  const firstChunk = await c.partitions[0]!.read({ columns: ['Quantity', 'UnitPrice'] })[Symbol.asyncIterator]().next();
+  const again = await c.partitions[0]!.read({ columns: ['UnitPrice', 'Quantity'] })[Symbol.asyncIterator]().next();
+  assert.ok(firstChunk.value === again.value, 'the same chunk object is replayed');
+  const second = await run();
+  assert.equal(second, first);
 });
 
 test('malformed CSV: missing column, bad number, unterminated quote, wrong field count, unknown category', async () => {

@@ -14,6 +14,7 @@ export { openArrowStream, type ArrowStreamSource, type ArrowStreamOptions } from
 export { openArrowFile } from './arrow-file.js';
 export { openParquetDir, type ParquetDirOptions } from './parquet-dir.js';
 export { openCsv, type CsvSchema, type CsvOptions, type CsvColumnType } from './csv.js';
+export { cached } from './cached.js';
 export {
   shard,
   assignPartitions,
