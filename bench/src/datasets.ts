@@ -23,7 +23,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Field, FixedSizeList, Float32, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
-import { batches, openArrowFile, openArrowStream, openCsv, openParquetDir, type Dataset } from '@shoal/datasets';
+import { batches, cached, openArrowFile, openArrowStream, openCsv, openParquetDir, type Dataset } from '@shoal/datasets';
 
 const ROW_BYTES = 76;
 const F = 16;
@@ -219,6 +219,10 @@ export async function run(args: string[]): Promise<void> {
     for (const threads of [0, 1, 2]) {
       sources.push({ source: 'parquet', codec: name, path: p, threads, note: `${PARTS} part files, 1 row group each`, open: () => openParquetDir(p, { threads }), features: fsl });
     }
+  }
+  {
+    const p = join(dir, 'parquet-snappy');
+    sources.push({ source: 'parquet-cached', codec: 'snappy', path: p, threads: 1, note: 'cached(openParquetDir): epochs after the warm-up replay decoded chunks', open: async () => cached(await openParquetDir(p, { threads: 1 })), features: fsl });
   }
   for (const threads of [1, 2]) {
     sources.push({ source: 'csv', codec: 'none', path: csvDir, threads, note: `${PARTS} files, 19 columns`, open: () => openCsv(csvDir, csvSchema, { threads }), features: csvFeatures });
