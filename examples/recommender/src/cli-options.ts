@@ -2,6 +2,8 @@ import { Errors } from '@shoal/core';
 
 export interface DemoOptions {
   workers: number;
+  /** Parameter-server shards for ps/hybrid. */
+  servers: number;
   backend: 'ring' | 'ps' | 'hybrid';
   epochs: number;
   out: string | null;
@@ -24,6 +26,7 @@ export const USAGE = `Usage: npm run demo -- [options]      (node examples/recom
 Trains the basket-completion recommender on the shipped Online Retail data and writes a report.
   --workers N              worker processes (default 2)
   --backend B              ring | ps | hybrid (default hybrid: tables on parameter servers, dense layers on the ring)
+  --servers K              parameter-server shards for ps / hybrid (default 1)
   --epochs E               training epochs (default 4)
   --out DIR                report folder (default out/recommender-<timestamp>)
   --config FILE            dataset config JSON (column mapping; default: the shipped Online Retail copy)
@@ -39,7 +42,7 @@ Trains the basket-completion recommender on the shipped Online Retail data and w
 /** Parse argv (without node and script). Throws RangeError naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
-    workers: 2, backend: 'hybrid', epochs: 4, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
+    workers: 2, servers: 1, backend: 'hybrid', epochs: 4, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
     maxSteps: 0, lr: null, dim: null, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
@@ -52,6 +55,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     const take = (): string => { if (v === undefined) throw Errors.invalidArg(a, 'needs a value'); i++; return v; };
     switch (a) {
       case '--workers': o.workers = int(a, take(), 1); break;
+      case '--servers': o.servers = int(a, take(), 1); break;
       case '--backend': {
         const b = take();
         if (b !== 'ring' && b !== 'ps' && b !== 'hybrid') throw Errors.invalidArg(a, `must be ring|ps|hybrid, got ${JSON.stringify(b)}`);
