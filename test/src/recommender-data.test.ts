@@ -5,7 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  buildTask, cleanRows, historyLists, ONLINE_RETAIL, parseCsv, prepare, SYNTHETIC_CONFIG, validateConfig, type DatasetConfig,
+  buildTask, cleanRows, historyLists, ONLINE_RETAIL, parseCsv, parseDemoOptions, prepare, SYNTHETIC_CONFIG, validateConfig, type DatasetConfig,
 } from '../../examples/recommender/dist/index.js';
 
 // A tiny Online Retail extract: every cleaning rule fires once or more.
@@ -128,6 +128,17 @@ test('prepare reads a gzip file relative to the config folder and rebuilds when 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('demo flags: defaults, values, and errors that name the flag', () => {
+  const d = parseDemoOptions([]);
+  assert.equal([d.workers, d.backend, d.epochs, d.batch, d.out], [2, 'hybrid', 4, 512, null]);
+  const o = parseDemoOptions(['--workers', '4', '--backend', 'ps', '--epochs', '2', '--out', 'x', '--compare-workers', '1,2']);
+  assert.equal([o.workers, o.backend, o.epochs, o.out, o.compareWorkers], [4, 'ps', 2, 'x', [1, 2]]);
+  assert.throws(() => parseDemoOptions(['--backend', 'mpi']), /--backend must be ring\|ps\|hybrid/);
+  assert.throws(() => parseDemoOptions(['--workers', '0']), /--workers must be an integer >= 1/);
+  assert.throws(() => parseDemoOptions(['--workers', '3']), /--batch \(512\) must be a multiple of the worker count 3/);
+  assert.throws(() => parseDemoOptions(['--epoch', '3']), /--epoch is not a known option/);
 });
 
 test.run();
