@@ -1,6 +1,9 @@
 import { Errors } from './errors.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from './transport/transport.js';
 
+/** The largest delay Node's timers honour. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Race `p` against a timeout and an AbortSignal. `onCancel` runs if the wait is given up, so the caller can
  * withdraw whatever it queued (a pending recv, an aio).
@@ -18,7 +21,9 @@ export function withDeadline<T>(
     onCancel?.(err);
     return Promise.reject(err);
   }
-  if (!Number.isFinite(ms) && !signal) return p;
+  // Node's timers overflow above 2^31-1 ms and fire after 1 ms: treat such waits as unbounded.
+  const bounded = Number.isFinite(ms) && ms <= MAX_TIMER_MS;
+  if (!bounded && !signal) return p;
   return new Promise<T>((resolve, reject) => {
     let done = false;
     const finish = () => {
@@ -33,7 +38,7 @@ export function withDeadline<T>(
       onCancel?.(err);
       reject(err);
     };
-    const timer = Number.isFinite(ms)
+    const timer = bounded
       ? setTimeout(() => {
           if (done) return;
           finish();

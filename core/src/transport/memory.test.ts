@@ -32,4 +32,14 @@ test('memory store waits for keys and times out naming them', async () => {
   }
 });
 
+test('a timeout beyond what Node timers hold is treated as unbounded, not as 1 ms', async () => {
+  const t = new MemoryNetwork().transport();
+  const l = await t.listen('mem://');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const got = a.recv({ timeoutMs: 2 ** 31 + 5 });
+  await new Promise((r) => setTimeout(r, 30));
+  await b.send(new Uint8Array([9]));
+  assert.equal([...(await got)], [9]);
+});
+
 test.run();
