@@ -102,7 +102,7 @@ export async function run(args: string[]): Promise<void> {
     cols: Number(flag(args, 'cols', '16')),
     workers: workerCounts,
     batch_rows: Number(flag(args, 'batch-rows', '10000')),
-    reps: Number(flag(args, 'reps', quick ? '1' : '2')),
+    reps: Number(flag(args, 'reps', quick ? '1' : '3')),
   };
   const started = new Date().toISOString();
   const pyspark = await versionOf(python, 'pyspark');
