@@ -94,12 +94,32 @@ test('arrow stream over a real socket, in small pieces', async () => {
 test('arrow stream from a file path, read twice with retain', async () => {
   const p = join(dir, 'x.arrows');
   writeFileSync(p, tableToIPC(exampleTable([50, 70]), 'stream'));
-  const ds = await openArrowStream(p, { retain: true, readChunkBytes: 1000 });
+  const ds = await openArrowStream(p, { retain: true });
   assert.is(ds.partitions[0]!.rows, undefined);
   assert.throws(() => localSteps(ds, 10), /row count unknown/);
   assert.is((await collectIds(ds)).length, 120);
   assert.is(localSteps(ds, 10), 12);
   assert.equal(await collectIds(ds), Array.from({ length: 120 }, (_, i) => i));
+});
+
+test('arrow stream file cut short or garbled: ERR_DATA naming the file', async () => {
+  const bytes = tableToIPC(exampleTable([64, 64]), 'stream');
+  for (const [n, cut, re] of [
+    ['cut1.arrows', bytes.length - 8, /cut1\.arrows: truncated Arrow IPC stream: input ended after 3 messages/],
+    ['cut2.arrows', bytes.length - 100, /cut2\.arrows: truncated Arrow IPC stream: input ended inside message 2/],
+    ['cut3.arrows', 5, /cut3\.arrows: truncated Arrow IPC stream: input ended inside the prefix of message 0/],
+  ] as const) {
+    const p = join(dir, n);
+    writeFileSync(p, bytes.subarray(0, cut));
+    await expectData(
+      (async () => {
+        const ds = await openArrowStream(p);
+        await collectIds(ds);
+      })(),
+      re,
+    );
+  }
+  await expectData(openArrowStream(join(dir, 'missing.arrows')), /missing\.arrows: cannot open/);
 });
 
 test('arrow stream read twice without retain: ERR_STATE', async () => {

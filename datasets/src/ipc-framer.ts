@@ -165,7 +165,7 @@ export async function* frameIpcMessages(
     if (!clean || opts.ownsSource) {
       const d = src as unknown as { destroy?: () => void };
       if (typeof d.destroy === 'function') d.destroy();
-      else if (!clean) void Promise.resolve(it.return?.()).catch(() => undefined);
+      else void Promise.resolve(it.return?.()).catch(() => undefined);
     }
   }
 }
