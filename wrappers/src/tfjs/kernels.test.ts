@@ -23,6 +23,22 @@ test('wasm runtime is selected with simd and reports itself', () => {
   assert.match(rt.describe(), /on wasm \(simd, 1 thread\)/);
 });
 
+test('asking for tfjs-node when it is not installed is a clear ERR_CONFIG (no silent fallback)', async () => {
+  try {
+    await import('@tensorflow/tfjs-node' as string);
+    return; // installed here: nothing to check
+  } catch {
+    /* expected: not installed */
+  }
+  try {
+    await setupTfjs({ backend: 'node' });
+    assert.unreachable();
+  } catch (e) {
+    assert.match((e as Error).message, /tfjs-node was requested but is not installed/);
+  }
+  assert.is(tf.getBackend(), 'wasm', 'the active backend is unchanged');
+});
+
 test('transposed BatchMatMul and _FusedMatMul match the stock wasm kernels and the cpu reference', async () => {
   const cases: Array<[number[], number[], boolean, boolean]> = [
     [[128, 784], [128, 512], true, false],
