@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decodeMessage, encodeMessage, Errors, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { currentCaller, decodeMessage, encodeMessage, Errors, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
@@ -100,7 +100,7 @@ export interface KVServerStats {
 export class KVServer {
   private readonly slots = new Map<string, Slot>();
   private readonly keyWaiters: Waiter[] = [];
-  private readonly gathers = new Map<string, { values: unknown[]; count: number; p: Promise<unknown[]>; resolve: (v: unknown[]) => void }>();
+  private readonly gathers = new Map<string, { values: unknown[]; count: number; p: Promise<unknown[]>; resolve: (v: unknown[]) => void; reject: (e: unknown) => void }>();
   private updater: ServerUpdater = assignUpdater;
   private readonly ready: Promise<void>;
   private readonly timeoutMs: number;
@@ -110,6 +110,10 @@ export class KVServer {
   private restoredFrom: string | null = null;
   private epoch = 0;
   private readonly kernels: ReduceKernels = loadKernels();
+  /** Connection id -> worker rank, for workers that said hello with their rank. */
+  private readonly callerRank = new Map<string, number>();
+  /** Workers whose connection went away: sync rounds, gathers and staleness waits cannot complete. */
+  private readonly lost = new Map<number, ShoalError>();
 
   constructor(private readonly o: KVServerOptions) {
     const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
@@ -135,8 +139,18 @@ export class KVServer {
     await this.ready;
   }
 
-  /** The server's configuration, so workers can check they joined the job they think they did. */
-  hello(): { serverIndex: number; numServers: number; numWorkers: number; mode: string; bigKeyBound: number; epoch: number; pid: number } {
+  /**
+   * The server's configuration, so workers can check they joined the job they think they did. A worker that
+   * gives its `rank` is watched: if its connection goes away, everything waiting for it fails at once (see
+   * `onCallerClosed`).
+   */
+  hello(rank?: number): { serverIndex: number; numServers: number; numWorkers: number; mode: string; bigKeyBound: number; epoch: number; pid: number } {
+    if (rank !== undefined) {
+      this.checkRank(rank);
+      const caller = currentCaller();
+      if (caller) this.callerRank.set(caller, rank);
+      this.lost.delete(rank);
+    }
     return {
       serverIndex: this.o.serverIndex,
       numServers: this.o.numServers,
@@ -269,6 +283,8 @@ export class KVServer {
     const sync = this.o.mode === 'sync';
     const done = () => (sync ? counter < slot.version : counter < slot.clock[rank]!);
     if (done()) return Promise.resolve(); // a resend of an applied push (after a restart)
+    const gone = sync || this.o.staleness !== undefined ? this.lostError() : undefined;
+    if (gone) return Promise.reject(gone);
     const at = sync ? slot.version : slot.clock[rank]!;
     if (sync && counter > at + 1) {
       // Workers pipeline at most one round ahead; more means this server lost rounds (restarted from a
@@ -452,6 +468,8 @@ export class KVServer {
    */
   gather(rank: number, tag: string, value: unknown): Promise<unknown[]> {
     this.checkRank(rank);
+    const gone = this.lostError();
+    if (gone) return Promise.reject(gone);
     let g = this.gathers.get(tag);
     if (!g) {
       let resolve!: (v: unknown[]) => void;
@@ -460,7 +478,7 @@ export class KVServer {
         resolve = a;
         reject = b;
       });
-      g = { values: new Array(this.o.numWorkers).fill(undefined), count: 0, p, resolve };
+      g = { values: new Array(this.o.numWorkers).fill(undefined), count: 0, p, resolve, reject };
       this.gathers.set(tag, g);
       const timer = setTimeout(() => {
         if (this.gathers.get(tag) !== g) return;
@@ -559,6 +577,8 @@ export class KVServer {
 
   private whenReached(slot: Slot, rank: number, need: number): Promise<void> {
     if (this.reached(slot, rank, need)) return Promise.resolve();
+    const gone = this.o.mode === 'sync' ? this.lostError() : undefined;
+    if (gone) return Promise.reject(gone);
     return new Promise((resolve, reject) =>
       this.enqueue(slot.waiters, () => this.reached(slot, rank, need), resolve, reject, `pull of key ${slot.spec.key} by worker ${rank} (needs update ${need}, server ${this.o.serverIndex} is at ${slot.version})`),
     );
@@ -632,6 +652,44 @@ export class KVServer {
       out[i] = r - r0;
     }
     return out;
+  }
+
+  /**
+   * Actor hook: a caller's connection went away. If it was a worker, everything that needs that worker (a sync
+   * round, a gather, a staleness wait) fails now with ERR_PEER_CLOSED naming it, on every other worker, instead
+   * of timing out; later such requests fail the same way until the worker says hello again.
+   */
+  onCallerClosed(caller: string): void {
+    const rank = this.callerRank.get(caller);
+    if (rank === undefined) return;
+    this.callerRank.delete(caller);
+    if ([...this.callerRank.values()].includes(rank)) return; // the worker has another live connection
+    const err = Errors.peerClosed(`parameter server ${this.o.serverIndex}`, `worker ${rank} disconnected`);
+    this.lost.set(rank, err);
+    const blocking = this.o.mode === 'sync' || this.o.staleness !== undefined;
+    for (const s of this.slots.values()) {
+      if (!blocking) continue;
+      for (const w of s.waiters.splice(0)) (clearTimeout(w.timer), w.fail(err));
+      if (this.o.mode === 'sync' && !s.pushed[rank]) {
+        for (const a of s.acks.splice(0)) a.reject(err);
+        s.pushed.fill(0);
+        s.pushedCount = 0;
+        s.merge = null;
+        s.touchedList = [];
+        if (s.touched) s.touched.fill(0);
+      }
+    }
+    for (const [tag, g] of this.gathers) {
+      if (g.values[rank] !== undefined) continue;
+      this.gathers.delete(tag);
+      g.reject(err);
+    }
+  }
+
+  /** The first lost worker's error, if any worker this server depends on is gone. */
+  private lostError(): ShoalError | undefined {
+    for (const e of this.lost.values()) return e;
+    return undefined;
   }
 
   /** Actor hook: fail everything still waiting (the actor is stopping). */

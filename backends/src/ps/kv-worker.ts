@@ -42,7 +42,7 @@ export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'>
 export const defaultServerName = (i: number) => `ps-server-${i}`;
 
 /** Codes a server error keeps when it reaches the worker (so ERR_MISMATCH stays ERR_MISMATCH). */
-const PASS_THROUGH: ReadonlySet<string> = new Set(['ERR_MISMATCH', 'ERR_TIMEOUT', 'ERR_NAN', 'ERR_STATE', 'ERR_CLOSED']);
+const PASS_THROUGH: ReadonlySet<string> = new Set(['ERR_MISMATCH', 'ERR_TIMEOUT', 'ERR_NAN', 'ERR_STATE', 'ERR_CLOSED', 'ERR_PEER_CLOSED']);
 
 export class KVWorker {
   readonly rank: number;
@@ -88,7 +88,7 @@ export class KVWorker {
       Array.from({ length: o.numServers }, (_, i) => ActorClient.connect<KVServer>(name(i), { store: o.store, transport: o.transport, timeoutMs: o.timeoutMs })),
     );
     try {
-      const hellos = await Promise.all(servers.map((c) => c.api.hello()));
+      const hellos = await Promise.all(servers.map((c) => c.api.hello(o.rank)));
       hellos.forEach((h, i) => {
         const bad = (what: string, theirs: unknown, ours: unknown) =>
           Errors.config(what, `server ${name(i)} has ${what} = ${String(theirs)}, worker ${o.rank} expects ${String(ours)}`);
@@ -384,7 +384,10 @@ export class KVWorker {
     if (c.epoch >= minEpoch) return Promise.resolve();
     let p = this.reconnecting.get(s);
     if (!p) {
-      p = c.reconnect(minEpoch).finally(() => this.reconnecting.delete(s));
+      p = c
+        .reconnect(minEpoch)
+        .then(async () => void (await c.api.hello(this.rank)))
+        .finally(() => this.reconnecting.delete(s));
       this.reconnecting.set(s, p);
     }
     return p;

@@ -279,6 +279,26 @@ test('a worker blocked on a healthy server fails fast when another server dies',
   await c.close();
 });
 
+test('a worker that disconnects fails the rounds the others wait in, naming it, at once', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 3, mode: 'sync', timeoutMs: 20_000, bigKeyBound: 10 });
+  await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }], [ones(30)])));
+  const t0 = Date.now();
+  const waiting = [c.workers[0]!.push(['big'], [ones(30)]), c.workers[1]!.pushPull(['big'], [ones(30)])];
+  await new Promise((r) => setTimeout(r, 20));
+  await c.workers[2]!.close(); // worker 2 "dies" before pushing
+  for (const r of await Promise.allSettled(waiting)) {
+    assert.is(r.status, 'rejected');
+    const e = (r as PromiseRejectedResult).reason as { code: string; message: string };
+    assert.is(e.code, 'ERR_PEER_CLOSED');
+    assert.match(e.message, /worker 2 disconnected/);
+  }
+  assert.ok(Date.now() - t0 < 2000, `failed after ${Date.now() - t0} ms`);
+  // later collective calls fail the same way instead of timing out
+  const late = await Promise.allSettled([c.workers[0]!.gather('x', 1)]);
+  assert.match(String((late[0] as PromiseRejectedResult).reason), /worker 2 disconnected/);
+  await c.close();
+});
+
 test('PsSync server-optimizer path: push gradients, pull Adam-updated weights', async () => {
   const network = new MemoryNetwork();
   const store = new MemoryStore();

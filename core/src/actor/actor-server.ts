@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Errors } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
@@ -36,6 +37,21 @@ export interface ServeActorOptions {
   externalMinBytes?: number;
 }
 
+/** Lifecycle hooks an actor may define; the runtime calls them, callers cannot. */
+const HOOKS = new Set(['onActorStart', 'onActorStop', 'onCallerClosed']);
+
+/** The caller of the actor method running now (see `currentCaller`). */
+const callerContext = new AsyncLocalStorage<string>();
+
+/**
+ * Inside an actor method: an id for the connection that made this call (stable for the connection's life). An
+ * actor that defines `onCallerClosed(id)` is told when that connection goes away (the caller closed or died), so
+ * it can stop waiting for it. Undefined outside an actor call.
+ */
+export function currentCaller(): string | undefined {
+  return callerContext.getStore();
+}
+
 export const actorKeys = {
   epoch: (name: string) => `actor/${name}/epoch`,
   callers: (name: string, epoch: number) => `actor/${name}/${epoch}/callers`,
@@ -50,6 +66,8 @@ export async function actorEpoch(store: Store, name: string, timeoutMs: number):
 export class ActorServer {
   private readonly conns = new Set<Connection>();
   private readonly pools = new WeakMap<Connection, FramePool>();
+  private readonly callerIds = new WeakMap<Connection, string>();
+  private nextCaller = 0;
   private readonly listeners = new Set<Listener>();
   private nextDoor = 0;
   private stopped = false;
@@ -63,10 +81,10 @@ export class ActorServer {
     const names = new Set<string>();
     for (let p = Object.getPrototypeOf(instance); p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
       for (const k of Object.getOwnPropertyNames(p)) {
-        if (k !== 'constructor' && !k.startsWith('_') && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
+        if (k !== 'constructor' && !k.startsWith('_') && !HOOKS.has(k) && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
       }
     }
-    for (const k of Object.keys(instance)) if (!k.startsWith('_') && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
+    for (const k of Object.keys(instance)) if (!k.startsWith('_') && !HOOKS.has(k) && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
     this.methods = names;
   }
 
@@ -105,6 +123,8 @@ export class ActorServer {
   }
 
   private async serve(conn: Connection): Promise<void> {
+    const caller = `${this.opts.epoch}:${this.nextCaller++}`;
+    this.callerIds.set(conn, caller);
     for (;;) {
       let req: { k: string; id: number; m: string; a: unknown[] };
       try {
@@ -114,6 +134,13 @@ export class ActorServer {
         if ((e as { code?: string }).code === 'ERR_BAD_FRAME') process.emitWarning(`actor ${this.opts.name}: dropping caller ${conn.remote}: ${(e as Error).message}`);
         this.conns.delete(conn);
         void conn.close().catch(() => {});
+        if (!this.stopped) {
+          try {
+            (this.instance as { onCallerClosed?: (id: string) => void }).onCallerClosed?.(caller);
+          } catch (err) {
+            process.emitWarning(`actor ${this.opts.name}: onCallerClosed failed: ${(err as Error).message}`);
+          }
+        }
         return;
       }
       if (this.opts.mailbox === 'reentrant') void this.run(conn, req);
@@ -130,7 +157,7 @@ export class ActorServer {
       const fn = (this.instance as Record<string, (...a: unknown[]) => unknown>)[req.m]!;
       // A plain return value is encoded in the same turn the method ran (a consistent snapshot of any state it
       // returns); a promise is awaited first.
-      const r = fn.apply(this.instance, req.a ?? []);
+      const r = callerContext.run(this.callerIds.get(conn) ?? '?', () => fn.apply(this.instance, req.a ?? []));
       const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
       // Big arrays in the result are sent from the actor's memory: an actor returning live state must not
       // change it before the reply is out (KVServer: guaranteed by its round structure; it copies otherwise).
