@@ -1,5 +1,5 @@
 /**
- * Real training from Spark (python/tests/test_train.py): the digits MLP with 2 workers on ring and on ps, fed by
+ * Real training from Spark (python/tests/test_train.py): the digits MLP with 2 workers on ring, ps and hybrid, fed by
  * shoal_spark.run, equals `shoal run` of the same script over the Parquet files Spark wrote (within 1e-5); the
  * Spark-written Parquet is read back by the datasets package.
  */
@@ -15,7 +15,7 @@ if (skip) {
   test('Spark-fed training equals shoal run on Spark-written Parquet; Parquet read back (test_train.py)', async () => {
     const r = await runPytest('tests/test_train.py', 360_000);
     assert.is(r.failed, 0, 'pytest failures');
-    assert.ok(r.passed >= 3, `expected >= 3 passed, got ${r.passed}`);
+    assert.ok(r.passed >= 4, `expected >= 4 passed, got ${r.passed}`);
     assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
   });
 }
