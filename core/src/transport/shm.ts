@@ -20,8 +20,14 @@ export interface ShmOptions {
   ringBytes?: number;
   /** Largest message accepted; larger is ERR_BAD_FRAME. Default 2^40. */
   maxMessageBytes?: number;
-  /** Busy-poll iterations before sleeping on the futex (latency vs. CPU). Default 2000. */
+  /** Busy-poll iterations of the reader thread before it sleeps on the futex (latency vs. CPU). Default 2000. */
   spin?: number;
+  /**
+   * Microseconds a `recv` may spin on the JS thread for a message to arrive before it waits for the reader
+   * thread's notification (MPI-style polling: spares two thread hops on small messages). 0 disables; set 0
+   * when ranks outnumber cores, where spinning steals the peer's CPU. Default 50.
+   */
+  pollMicros?: number;
   /** Name prefix, normally the job id. Default 'shoal'. */
   prefix?: string;
   /**
@@ -36,6 +42,7 @@ interface NativeSegment {
   start(cb: (kind: number, id: number, buf: Uint8Array | Uint8Array[] | undefined, err: string | undefined, code: string | undefined) => void): void;
   /** Returns true when the message was copied into the ring synchronously (no completion event follows). */
   send(data: Uint8Array, id: number): boolean;
+  tryRecv(pollMicros: number): Uint8Array | undefined;
   close(): void;
   info(): { name: string; side: number; capacity: number; pid: number; peerPid: number };
 }
@@ -97,6 +104,7 @@ class ShmTransport implements Transport {
   private readonly maxMessage: number;
   private readonly spin: number;
   private readonly prefix: string;
+  private readonly pollMicros: number;
   private seq = 0;
   constructor(opts: ShmOptions) {
     this.ringBytes = opts.ringBytes ?? 8 << 20;
@@ -105,6 +113,8 @@ class ShmTransport implements Transport {
     }
     this.maxMessage = opts.maxMessageBytes ?? 2 ** 40;
     this.spin = opts.spin ?? 2000;
+    this.pollMicros = opts.pollMicros ?? 50;
+    if (!(this.pollMicros >= 0)) throw Errors.invalidArg('options.pollMicros', `must be >= 0, got ${opts.pollMicros}`);
     this.prefix = opts.prefix ?? 'shoal';
     if (!/^[A-Za-z0-9_.-]+$/.test(this.prefix)) throw Errors.invalidArg('options.prefix', `must match [A-Za-z0-9_.-]+, got ${this.prefix}`);
     this.addon = loadAddon();
@@ -132,7 +142,7 @@ class ShmTransport implements Transport {
     } catch (e) {
       throw Errors.transport(`listen shm://${name}`, (e as Error).message, e);
     }
-    return new ShmListener(`shm://${name}`, seg);
+    return new ShmListener(`shm://${name}`, seg, this.pollMicros);
   }
 
   async dial(url: string, opts?: IoOptions): Promise<Connection> {
@@ -142,7 +152,7 @@ class ShmTransport implements Transport {
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
       try {
         const seg = new this.addon.Segment(`/${name}`, false, 0, this.maxMessage, this.spin);
-        return new ShmConnection(seg, `listener ${url}`);
+        return new ShmConnection(seg, `listener ${url}`, this.pollMicros);
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code !== 'ENOENT' && code !== 'ENOTREADY') throw Errors.transport(`dial ${url}`, (e as Error).message, e);
@@ -159,6 +169,7 @@ class ShmListener implements Listener {
   constructor(
     readonly url: string,
     private readonly seg: NativeSegment,
+    private readonly pollMicros: number,
   ) {}
   async accept(opts?: IoOptions): Promise<Connection> {
     if (this.state !== 'open') throw Errors.state(`listener ${this.url} is ${this.state}: a pair accepts one peer`);
@@ -168,7 +179,7 @@ class ShmListener implements Listener {
       if ((this.state as string) === 'closed') throw Errors.closed(`listener ${this.url}`);
       if (this.seg.attached()) {
         this.state = 'accepted';
-        return new ShmConnection(this.seg, `dialer of ${this.url}`);
+        return new ShmConnection(this.seg, `dialer of ${this.url}`, this.pollMicros);
       }
       if (opts?.signal?.aborted) throw Errors.aborted(`accept on ${this.url}`, opts.signal.reason);
       if (Date.now() - start >= timeout) throw Errors.timeout(`accept on ${this.url}`, timeout);
@@ -197,6 +208,7 @@ class ShmConnection implements Connection {
   constructor(
     private readonly seg: NativeSegment,
     readonly remote: string,
+    private readonly pollMicros: number,
   ) {
     seg.start((kind, id, buf, err, code) => this.onEvent(kind, id, buf, err, code));
   }
@@ -267,6 +279,10 @@ class ShmConnection implements Connection {
     const m = this.inbox.shift();
     if (m) return Promise.resolve(m);
     if (this.failure) return Promise.reject(this.failure);
+    if (this.waiters.length === 0 && !opts?.signal?.aborted) {
+      const got = this.seg.tryRecv(this.pollMicros);
+      if (got) return Promise.resolve(got);
+    }
     const d = deferred<Uint8Array>();
     this.waiters.push(d);
     return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {

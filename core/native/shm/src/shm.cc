@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -95,6 +96,8 @@ struct Event {
   std::string code;
   // kMessage only: further whole messages that were already in the ring, delivered in the same call.
   std::vector<std::pair<uint8_t*, size_t>> more;
+  // kMessage only: decremented when delivered, so tryRecv never overtakes a message still in the queue.
+  std::atomic<int>* inflight = nullptr;
 };
 
 struct SendJob {
@@ -111,6 +114,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
                                         InstanceMethod("attached", &Segment::Attached),
                                         InstanceMethod("start", &Segment::Start),
                                         InstanceMethod("send", &Segment::Send),
+                                        InstanceMethod("tryRecv", &Segment::TryRecv),
                                         InstanceMethod("close", &Segment::Close),
                                         InstanceMethod("info", &Segment::Info),
                                     });
@@ -347,6 +351,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
       };
       Napi::Value buf = env.Undefined();
       if (e->kind == kMessage) {
+        if (e->inflight) e->inflight->fetch_sub(1);
         if (e->more.empty()) {
           buf = wrap(e->data, e->len);
         } else {
@@ -496,12 +501,71 @@ class Segment : public Napi::ObjectWrap<Segment> {
     return true;
   }
 
+  // tryRecv(pollMicros): on the JS thread, take the next message if it is wholly in the ring, spinning up to
+  // pollMicros for it to arrive. Returns a Uint8Array, or undefined (then the reader thread delivers it).
+  // Never overtakes a message the reader thread has already queued for JS (inflight_ > 0).
+  Napi::Value TryRecv(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!hdr_ || !started_) return env.Undefined();
+    double pollUs = info[0].As<Napi::Number>().DoubleValue();
+    int peer = 1 - side_;
+    Ring& r = hdr_->ring[peer];
+    uint8_t* data = base_ + kHeaderSize + static_cast<size_t>(peer) * cap_;
+    timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    jsPolling_.store(true);
+    uint8_t* buf = nullptr;
+    uint64_t len = 0;
+    bool got = false;
+    for (uint32_t spins = 0;; spins++) {
+      // A message already queued for JS arrives through the event loop, which cannot run while we spin.
+      if (inflight_.load() > 0) break;
+      if (load(&r.head) - load(&r.tail) >= sizeof(uint64_t) && rmu_.try_lock()) {
+        uint64_t t = r.tail;
+        uint64_t avail = load(&r.head) - t;
+        if (inflight_.load() == 0 && avail >= sizeof(uint64_t)) {
+          for (size_t i = 0; i < sizeof(len); i++) reinterpret_cast<uint8_t*>(&len)[i] = data[(t + i) & (cap_ - 1)];
+          if (len <= maxMessage_ && avail >= sizeof(uint64_t) + len) {
+            buf = len ? static_cast<uint8_t*>(malloc(len)) : nullptr;
+            if (!len || buf) {
+              std::string code, reason;
+              uint64_t skip;
+              ReadBytes(r, data, reinterpret_cast<uint8_t*>(&skip), sizeof(skip), code, reason);
+              ReadBytes(r, data, buf, len, code, reason);
+              got = true;
+            }
+          }
+        }
+        rmu_.unlock();
+        if (got) break;
+      }
+      if ((spins & 63) == 0) {
+        timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double us = (now.tv_sec - t0.tv_sec) * 1e6 + (now.tv_nsec - t0.tv_nsec) / 1e3;
+        if (us >= pollUs) break;
+      }
+      cpuRelax();
+    }
+    jsPolling_.store(false);
+    if (!got) return env.Undefined();
+    if (len == 0) return Napi::Uint8Array::New(env, 0);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buf, len, [](Napi::Env, void* p) { free(p); });
+    return Napi::Uint8Array::New(env, len, ab, 0);
+  }
+
   void ReaderLoop() {
     int peer = 1 - side_;
     Ring& r = hdr_->ring[peer];
     uint8_t* data = base_ + kHeaderSize + static_cast<size_t>(peer) * cap_;
     std::string code, reason;
     for (;;) {
+      // Wait for data without holding the consumer lock, then let a polling JS thread go first.
+      uint64_t seen = load(&r.tail);
+      if (load(&r.head) == seen && !WaitData(r, seen, code, reason)) break;
+      for (int i = 0; jsPolling_.load() && i < 10000; i++) sched_yield();
+      std::unique_lock<std::mutex> lk(rmu_);
+      if (load(&r.head) == r.tail) continue;  // the JS thread took it
       uint64_t len = 0;
       if (!ReadBytes(r, data, reinterpret_cast<uint8_t*>(&len), sizeof(len), code, reason)) break;
       if (len > maxMessage_) {
@@ -538,6 +602,9 @@ class Segment : public Napi::ObjectWrap<Segment> {
         ReadBytes(r, data, nb, next, code, reason);
         ev->more.emplace_back(nb, static_cast<size_t>(next));
       }
+      ev->inflight = &inflight_;
+      inflight_.fetch_add(1);
+      lk.unlock();
       Emit(ev);
     }
     if (code != "ERR_CLOSED") Emit(new Event{kRecvFailed, 0, nullptr, 0, reason, code, {}});
@@ -600,6 +667,9 @@ class Segment : public Napi::ObjectWrap<Segment> {
   std::condition_variable cv_;
   std::deque<SendJob> queue_;
   bool writerBusy_ = false;  // guarded by mu_: the writer thread is copying a job into the ring
+  std::mutex rmu_;           // consumer lock: held while a message is taken out of the incoming ring
+  std::atomic<int> inflight_{0};     // message events queued for JS and not yet delivered
+  std::atomic<bool> jsPolling_{false};  // the JS thread is spinning in tryRecv: the reader thread backs off
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) { return Segment::Init(env, exports); }
