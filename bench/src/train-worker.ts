@@ -1,6 +1,7 @@
 /**
  * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` + `--steps` steps
- * of the bench batch per worker with the engine the launcher chose, and rank 0 prints one line
+ * of the bench batch per worker with the engine the launcher chose (`--sparse-ring`: embedding rows go row-sparse
+ * over the ring too), and rank 0 prints one line
  * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...}` (timed steps only, all workers' samples).
  */
 import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
@@ -20,7 +21,8 @@ async function main() {
   const rt = await setupTfjs();
   const { worldSize } = worker.options;
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
-  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0 });
+  const sparseRing = process.argv.includes('--sparse-ring');
+  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
   let t0 = 0;
   let syncMs = 0;
   await trainer.fit(data, {

@@ -8,7 +8,8 @@
  * - `plain-tfjs`: a bare tfjs loop in this process (slice the batch, `optimizer.minimize`, read the loss): no
  *   shoal at all, same backend and kernels. The harness-overhead reference.
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
- * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor);
+ * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor; for `rec`
+ *   also `ring-sparse`: the ring engine with embedding rows sent row-sparse, `sparseEngines: ['ring', ...]`);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
  * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
  *   this machine's tfjs-wasm compares with a native framework.
@@ -20,7 +21,7 @@
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
  *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps',
  *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, processes, oversubscribed } ],
- *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 worker (goal >= 1.8 for rec),
+ *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 ring worker (goal >= 1.8 for rec),
  *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs (goal <= 0.10),
  *             <model>_plain_tfjs_vs_torch: plain-tfjs / torch-anchor samples/s },
  *   kernels: { matmul_transposeA_128x784x512: { stock_ms, fixed_ms, untransposed_ms, max_abs_diff },
@@ -54,7 +55,7 @@ const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url))
 interface Row {
   model: BenchModel;
   mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'torch-anchor';
-  backend: 'none' | 'local' | 'ring' | 'ps';
+  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps';
   workers: number;
   batch_per_worker: number;
   steps: number;
@@ -170,12 +171,13 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   return { sps: (steps * spec.batch) / secs, syncMs: sync / steps };
 }
 
-async function multi(model: BenchModel, backend: 'ring' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number }> {
+async function multi(model: BenchModel, backend: 'ring' | 'ring-sparse' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps)], numWorkers: workers, backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  const extra = backend === 'ring-sparse' ? ['--sparse-ring'] : [];
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
@@ -212,7 +214,9 @@ export async function run(args: string[]): Promise<void> {
     rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, processes: 1, oversubscribed: false });
     console.log(`${model}: plain ${plain.toFixed(0)} samples/s, shoal-local ${local.sps.toFixed(0)} samples/s`);
     if (noMulti) continue;
-    for (const [backend, workers] of [['ring', 1], ['ring', 2], ['ps', 2]] as const) {
+    const runs: Array<['ring' | 'ring-sparse' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    if (model === 'rec') runs.push(['ring-sparse', 2]);
+    for (const [backend, workers] of runs) {
       try {
         const m = await multi(model, backend, workers, steps);
         const processes = workers + (backend === 'ps' ? 1 : 0);
@@ -239,8 +243,9 @@ export async function run(args: string[]): Promise<void> {
   const ratios: Record<string, number | null> = {};
   for (const model of ['rec', 'mlp']) {
     const one = sps(model, 'shoal', 'ring', 1);
-    for (const backend of ['ring', 'ps']) {
+    for (const backend of ['ring', 'ps', 'ring-sparse']) {
       const two = sps(model, 'shoal', backend, 2);
+      if (!two && backend === 'ring-sparse') continue;
       ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
     }
     const plain = sps(model, 'plain-tfjs', 'none', 1);

@@ -41,8 +41,8 @@ const cases: Case[] = [
   { name: 'mlp', model: (t) => mlp(t, 7), data: digits, loss: 'sparseCategoricalCrossentropy' },
 ];
 
-async function train(c: Case, syncs: GradientSync[], batchSize: number) {
-  const trainers = syncs.map((sync) => new Trainer({ model: c.model, optimizer: (t) => t.train.sgd(0.3), loss: c.loss, sync, runtime: rt, verbose: 0 }));
+async function train(c: Case, syncs: GradientSync[], batchSize: number, sparseEngines?: Array<GradientSync['kind']>) {
+  const trainers = syncs.map((sync) => new Trainer({ model: c.model, optimizer: (t) => t.train.sgd(0.3), loss: c.loss, sync, runtime: rt, verbose: 0, ...(sparseEngines ? { sparseEngines } : {}) }));
   await Promise.all(trainers.map((t) => t.fit(c.data, { epochs: 1, batchSize, stepsPerEpoch: STEPS, shuffle: true, seed: 5 })));
   const sparseRows = trainers[0]!.stepStats!.sparseRows;
   return { weights: trainers.map((t) => t.weightsFlat()), sparseRows };
@@ -75,6 +75,21 @@ for (const c of cases) {
       }
     });
   }
+  test(`ring with row-sparse embeddings (sparseEngines: ring), ${c.name}: 2 workers match 1 worker`, async () => {
+    const groups = await memoryGroups(2, { timeoutMs: 20_000 });
+    const syncs = groups.map((g) => new RingSync(g));
+    try {
+      const r = await train(c, syncs, B / 2, ['ring']);
+      if (c.name === 'embedding model') assert.ok(r.sparseRows > 0, 'rows went sparse');
+      for (let k = 0; k < 2; k++) {
+        const d = maxRelDiff(r.weights[k]!, reference.weights[0]!);
+        assert.ok(d <= 1e-5, `rank ${k}: max relative difference ${d}`);
+      }
+    } finally {
+      await Promise.all(syncs.map((s) => s.close()));
+    }
+  });
+
   test(`hybrid (ring dense + ps sparse), ${c.name}: 2 workers match 1 worker`, async () => {
     const cl = await psCluster(2, 1);
     const groups = await memoryGroups(2, { timeoutMs: 20_000 });

@@ -45,12 +45,18 @@ export class GradientBridge {
   private readonly sparseIdx: number[] = [];
   private readonly useSparse: boolean;
 
+  /**
+   * `sparseEngines`: engine kinds that get the sparse variables row-sparse (default ps and hybrid; add `ring`
+   * to send embedding rows through the ring engine's allgather-based `sparseAllreduceMean`, which moves fewer
+   * bytes than the dense table when a batch touches a small part of it).
+   */
   constructor(
     private readonly tf: Tf,
     readonly variables: readonly BridgeVariable[],
     private readonly sync: GradientSync,
+    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ps', 'hybrid'],
   ) {
-    this.useSparse = (sync.kind === 'ps' || sync.kind === 'hybrid') && typeof sync.sparseAllreduceMean === 'function';
+    this.useSparse = sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';
     let total = 0;
     for (const v of variables) {
       this.offsets.push(total);

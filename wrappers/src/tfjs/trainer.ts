@@ -35,6 +35,11 @@ export interface TrainerOptions {
    * or a list of tfjs variable names; `off` = all dense. Ignored by the ring engine.
    */
   sparse?: 'auto' | 'off' | string[];
+  /**
+   * Engine kinds that receive those variables row-sparse: default `['ps', 'hybrid']`; add `'ring'` to allgather
+   * touched rows over the ring instead of allreducing whole tables (fewer bytes when batches touch few rows).
+   */
+  sparseEngines?: ReadonlyArray<GradientSync['kind']>;
   /** Where progress and logs go (default `process.stdout`). */
   output?: LogSink;
   /** 0 = silent, 1 = progress bar on rank 0 and rank-prefixed logs (default). */
@@ -172,7 +177,7 @@ export class Trainer {
       const sparse = Array.isArray(sparseSpec) ? sparseSpec.includes(variable.name) || sparseSpec.includes(w.originalName) : embeddingVars.has(variable.name);
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
-    this.bridge = new GradientBridge(tf, vars, this.sync);
+    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines);
   }
 
   /** All model weights (trainable and not) as named arrays, in `model.weights` order. */
