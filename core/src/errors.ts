@@ -22,13 +22,16 @@ export type ShoalErrorCode =
 
 export class ShoalError extends Error {
   readonly code: ShoalErrorCode;
-  /** Extra structured context (rank, peer, url, file, column...). */
-  readonly details: Readonly<Record<string, unknown>>;
+  /**
+   * Extra structured context (rank, peer, url, file, column...). Not named `details`: uvu (and other tools)
+   * treat an error's `details` as a preformatted string.
+   */
+  readonly context: Readonly<Record<string, unknown>>;
   constructor(code: ShoalErrorCode, message: string, details: Record<string, unknown> = {}, cause?: unknown) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'ShoalError';
     this.code = code;
-    this.details = details;
+    this.context = details;
   }
 }
 

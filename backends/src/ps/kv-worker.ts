@@ -397,8 +397,8 @@ export class KVWorker {
 /** A server-side ERR_MISMATCH (etc.) keeps its code on the worker; the ERR_REMOTE stays as the cause. */
 function unwrapRemote(e: unknown): unknown {
   if (!isShoalError(e, 'ERR_REMOTE')) return e;
-  const code = e.details.remoteCode;
-  if (typeof code === 'string' && PASS_THROUGH.has(code)) return new ShoalError(code as ShoalErrorCode, e.message, e.details, e);
+  const code = e.context.remoteCode;
+  if (typeof code === 'string' && PASS_THROUGH.has(code)) return new ShoalError(code as ShoalErrorCode, e.message, e.context, e);
   return e;
 }
 

@@ -75,11 +75,11 @@ test('local actor: typed handle, mailbox order per caller, remote errors carry t
     await b.api.fail('bad row 17');
     assert.unreachable();
   } catch (e) {
-    const err = e as { code: string; message: string; details: { remoteStack?: string; remoteCode?: string } };
+    const err = e as { code: string; message: string; context: { remoteStack?: string; remoteCode?: string } };
     assert.is(err.code, 'ERR_REMOTE');
     assert.match(err.message, /counter.*fail.*bad row 17/);
-    assert.is(err.details.remoteCode, 'ERR_DATA');
-    assert.match(err.details.remoteStack ?? '', /CounterActor\.fail/);
+    assert.is(err.context.remoteCode, 'ERR_DATA');
+    assert.match(err.context.remoteStack ?? '', /CounterActor\.fail/);
   }
   try {
     await a.call('_secret', []);

@@ -171,7 +171,7 @@ export class RpcClient {
         : Errors.peerClosed(this.name, `the actor is gone (${why})`, cause);
     for (const id of [...this.pending.keys()]) {
       const p = this.settle(id)!;
-      const err = new ShoalError(this.dead.code, `${this.dead.message} while ${p.method} was pending`, { ...this.dead.details, method: p.method }, cause);
+      const err = new ShoalError(this.dead.code, `${this.dead.message} while ${p.method} was pending`, { ...this.dead.context, method: p.method }, cause);
       p.reject(err);
     }
     if (!this.closing) this.onDead?.(this.dead);

@@ -306,7 +306,7 @@ export class ProcessGroup {
 
   private annotate(e: unknown, where: string): unknown {
     if (e instanceof ShoalError) {
-      return new ShoalError(e.code, `rank ${this.rank}: ${where}: ${e.message}`, { ...e.details, rank: this.rank }, e);
+      return new ShoalError(e.code, `rank ${this.rank}: ${where}: ${e.message}`, { ...e.context, rank: this.rank }, e);
     }
     return e;
   }

@@ -173,7 +173,7 @@ export class TcpStoreServer {
   }
 
   private fail(client: ServerClient, id: number, e: ShoalError): void {
-    this.reply(client, { id, ok: false, code: e.code, message: e.message, details: { ...e.details } });
+    this.reply(client, { id, ok: false, code: e.code, message: e.message, details: { ...e.context } });
   }
 
   private handle(client: ServerClient, req: Request, value: Uint8Array): void {

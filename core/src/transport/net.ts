@@ -598,7 +598,7 @@ class NetListener implements Listener {
       },
       (e: unknown) => {
         if (isShoalError(e, 'ERR_TIMEOUT') && this.rejectedHandshakes > 0) {
-          throw new ShoalError('ERR_TIMEOUT', `${e.message} (${this.rejectedHandshakes} connection(s) dropped for a bad handshake; last: ${this.lastRejection})`, { ...e.details });
+          throw new ShoalError('ERR_TIMEOUT', `${e.message} (${this.rejectedHandshakes} connection(s) dropped for a bad handshake; last: ${this.lastRejection})`, { ...e.context });
         }
         throw e;
       },

@@ -114,7 +114,7 @@ export class GradientBridge {
       for (const i of this.sparseIdx) sparseRows += await this.syncSparse(i);
     } catch (e) {
       if (!isShoalError(e, 'ERR_NAN')) throw e;
-      const wire = String(e.details.tensor ?? '').replace(/^s:|^g:/, '');
+      const wire = String(e.context.tensor ?? '').replace(/^s:|^g:/, '');
       const other = this.variables.find((v) => v.name === wire);
       const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
       throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
