@@ -60,7 +60,7 @@ export const NNG_DEFAULT_MAX_MESSAGE_BYTES = 2 ** 31 - 1;
 interface NativePair {
   listen(url: string): number;
   dial(url: string): void;
-  send(id: number, data: Uint8Array): void;
+  send(id: number, data: Uint8Array, flush: boolean): void;
   setRxPaused(paused: boolean): void;
   close(): void;
   ref(): void;
@@ -359,7 +359,7 @@ class PairHandle {
     this.nextId = this.nextId >= 0xfffffff0 ? 1 : this.nextId + 1;
     this.sends.push(s);
     this.hold();
-    this.pump();
+    this.schedulePump();
     return withDeadline(what, s.done.promise, opts, () => {
       if (!s.started) {
         this.sends.splice(this.sends.indexOf(s), 1);
@@ -374,14 +374,23 @@ class PairHandle {
   /** Hand queued sends to the native queue, up to the window. */
   private pump(): void {
     if (!this.connected || this.closing) return;
-    for (const s of this.sends) {
-      if (s.started) continue;
-      if (this.nativeCount > 0 && (this.nativeCount >= NATIVE_WINDOW_MESSAGES || this.nativeBytes + s.data.byteLength > NATIVE_WINDOW_BYTES)) return;
+    // Started sends are always the head of `sends` (started in order, finished from the head): skip them.
+    let end = this.nativeCount;
+    let count = this.nativeCount;
+    let bytes = this.nativeBytes;
+    for (; end < this.sends.length; end++) {
+      const len = this.sends[end]!.data.byteLength;
+      if (count > 0 && (count >= NATIVE_WINDOW_MESSAGES || bytes + len > NATIVE_WINDOW_BYTES)) break;
+      count++;
+      bytes += len;
+    }
+    for (let i = this.nativeCount; i < end; i++) {
+      const s = this.sends[i]!;
       s.started = true;
       this.nativeCount++;
       this.nativeBytes += s.data.byteLength;
       try {
-        this.native.send(s.id, s.data);
+        this.native.send(s.id, s.data, i === end - 1); // one write for the whole run
       } catch (e) {
         this.nativeCount--;
         this.nativeBytes -= s.data.byteLength;
@@ -390,6 +399,17 @@ class PairHandle {
       }
     }
   }
+
+  /** Pump once after the current synchronous code, so sends issued together leave in one write. */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+  private pumpScheduled = false;
   private nativeCount = 0;
   private nativeBytes = 0;
 
@@ -418,10 +438,13 @@ class PairHandle {
       else if (this.rxEnd || rv === k.ECONNSHUT || rv === k.ECONNRESET || rv === k.ECLOSED) err = Errors.peerClosed(this.where, this.addon.strerror(rv));
       else err = Errors.transport(this.where, `send: ${this.addon.strerror(rv)}`);
     }
+    this.sends.splice(0, done.length);
     for (const x of done) {
       this.nativeCount--;
       this.nativeBytes -= x.data.byteLength;
-      this.finishSend(x, err);
+      this.release();
+      if (err) x.done.reject(err);
+      else x.done.resolve();
     }
     this.pump();
   }

@@ -707,7 +707,8 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     nng_stream_dialer_dial(c->dialer, c->dialAio);
   }
 
-  // send(id, bytes: Uint8Array): queue one message; EV_SEND(lastId) reports that every queued message up to and
+  // send(id, bytes: Uint8Array, flush: boolean): queue one message, and start writing if `flush` (the JS layer
+  // queues a tick's sends with flush only on the last, so they leave in one write); EV_SEND(lastId) reports that every queued message up to and
   // including lastId was handed to the kernel (rv 0) or failed (rv). The caller keeps `bytes` alive and unmodified
   // until then.
   void Send(const Napi::CallbackInfo& info) {
@@ -723,7 +724,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     TxItem it{id, data.Data(), data.ByteLength(), {}, 0};
     it.headLen = FrameHeader(c->ipc, it.len, it.head);
     c->txq.push_back(it);
-    if (c->txInWrite == 0) TxStart(c);
+    if (info[2].ToBoolean().Value() && c->txInWrite == 0) TxStart(c);
   }
 
   // setRxPaused(bool): stop reading after the current message (receive backpressure), or resume.
