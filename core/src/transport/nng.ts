@@ -19,8 +19,9 @@
  *
  * Buffers: `send` is zero-copy for messages above 16 KiB: nng writes straight from the caller's bytes, and the
  * promise resolves once they have been handed to the kernel; the caller must not modify them before that. Sends
- * queue natively (up to 8 MiB / 256 messages ahead, the rest here) and each write gathers several of them: runs
- * of small messages are framed and copied into one buffer, larger ones go out as their own iovs.
+ * queue natively (up to 8 MiB / 256 messages ahead, the rest here); sends issued in the same tick are handed over
+ * together and each write gathers several of them: runs of small messages are framed and copied into one buffer,
+ * larger ones go out as their own iovs.
  *
  * Receive: the addon reads as much as the kernel has into a 256 KiB buffer and hands every complete message of up
  * to 64 KiB from that read to JS in one block, each an 8-byte-aligned slice of it (a kept small message keeps
