@@ -101,6 +101,9 @@ def run(
     Spark produces them. The worker joins the job from the SHOAL_* environment (core/src/config.ts) through a TCP
     rendezvous store hosted in rank 0's task, and reports its result by printing one `SHOAL_RESULT {json}` line.
 
+    `timeout_s` bounds each task from its first input batch to its worker's exit (the worker is killed then);
+    `net_timeout_s` becomes SHOAL_TIMEOUT_MS, every network wait inside the job (rendezvous, collectives).
+
     Returns a ShoalResult (rank 0's result plus per-rank feed figures). Raises ShoalWorkerError naming the failing
     rank, its error and the last lines of its log if any worker fails or the job exceeds `timeout_s`; ValueError on
     bad arguments.

@@ -291,7 +291,6 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
     from pyspark import BarrierTaskContext
 
     t_start = time.monotonic()
-    deadline = t_start + spec["timeout_s"]
     ctx = BarrierTaskContext.get()
     rank = ctx.partitionId()
     infos = ctx.getTaskInfos()
@@ -302,6 +301,15 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
     worker: Optional[_Child] = None
     watchdog: Optional[_Watchdog] = None
     try:
+        # Wait for the partition's first batch before anything starts: a slow upstream stage then delays the whole
+        # job's rendezvous (Spark's barrier waits without a deadline of ours) instead of timing out a started
+        # worker's idle read. The schema is the first batch's (Spark's own Arrow types), or the DataFrame's for an
+        # empty partition.
+        first = next(batches, None)
+        schema = first.schema if first is not None else pa.ipc.read_schema(pa.py_buffer(spec["schema"]))
+
+        # The job's deadline runs from here: the input is flowing.
+        deadline = time.monotonic() + spec["timeout_s"]
         store_url = ""
         if rank == 0 and spec["store_script"]:
             store = _start_store(dict(spec, world=world), rank, host, deadline)
@@ -329,10 +337,6 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
         argv = [spec["node"], spec["script"], *spec["args"]]
         worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)
         watchdog = _Watchdog(worker, deadline)
-
-        # The partition's schema: the first batch's (Spark's own Arrow types), or the DataFrame's for an empty one.
-        first = next(batches, None)
-        schema = first.schema if first is not None else pa.ipc.read_schema(pa.py_buffer(spec["schema"]))
 
         def all_batches() -> Iterator[Any]:
             if first is not None:
