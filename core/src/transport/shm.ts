@@ -7,8 +7,11 @@ import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, typ
 
 /**
  * Same-host transport over POSIX shared memory (core/native/shm): one segment per pair, a single-producer /
- * single-consumer ring per direction, futex wake-ups (no core spins while idle), dead-peer detection by pid.
- * Messages never cross the kernel: each byte is copied once into the ring and once out of it.
+ * single-consumer ring per direction. Messages never cross the kernel: each byte is copied once into the ring
+ * and once out of it (out of it on the JS thread, straight into the message buffer). Wake-ups take one hop, as
+ * for a socket: a receiver with nothing to read arms its ring and the event loop watches a unix socket of the
+ * pair (abstract namespace), to which the sender writes one byte only when the ring is armed. A dead or closed
+ * peer closes that socket, so its death is noticed at once; nothing spins while idle.
  *
  * URLs: `shm://<name>`; `shm://auto` (or `shm://`) picks a unique name under the options' prefix.
  * Segment names carry the job id (`shoal-<job>-...`), and a segment is unlinked as soon as both ends have
@@ -20,14 +23,21 @@ export interface ShmOptions {
   ringBytes?: number;
   /** Largest message accepted; larger is ERR_BAD_FRAME. Default 2^40. */
   maxMessageBytes?: number;
-  /** Busy-poll iterations of the reader thread before it sleeps on the futex (latency vs. CPU). Default 2000. */
+  /** Busy-poll iterations of the writer thread waiting for ring space before it sleeps on the futex. Default 2000. */
   spin?: number;
   /**
-   * Microseconds a `recv` may spin on the JS thread for a message to arrive before it waits for the reader
-   * thread's notification (MPI-style polling: spares two thread hops on small messages). 0 disables; set 0
-   * when ranks outnumber cores, where spinning steals the peer's CPU. Default 50.
+   * Microseconds a `recv` may spin on the JS thread for a message to arrive before it returns to the event loop
+   * (MPI-style polling). Only pays when every rank has a core to itself; the wake-up without it is one hop, like
+   * a socket. Default 0.
    */
   pollMicros?: number;
+  /**
+   * Receive buffers for messages larger than 64 KiB come from this hook when set (like the net transport's
+   * `allocate`): it must return a Uint8Array of exactly `bytes` bytes that the transport fills and hands to
+   * `recv`'s caller, who owns it from then on. Lets callers recycle large buffers. Default: a malloc'd buffer,
+   * freed when collected.
+   */
+  allocate?: (bytes: number) => Uint8Array;
   /** Name prefix, normally the job id. Default 'shoal'. */
   prefix?: string;
   /**
@@ -38,11 +48,17 @@ export interface ShmOptions {
 }
 
 interface NativeSegment {
+  /** Listener: true once a dialer claimed the segment and its wake socket is accepted. */
   attached(): boolean;
-  start(cb: (kind: number, id: number, buf: Uint8Array | Uint8Array[] | undefined, err: string | undefined, code: string | undefined) => void): void;
+  start(onSend: (kind: number, id: number, err: string | undefined, code: string | undefined) => void, onReadable: (eof: boolean) => void): void;
   /** Returns true when the message was copied into the ring synchronously (no completion event follows). */
   send(data: Uint8Array, id: number): boolean;
-  tryRecv(pollMicros: number): Uint8Array | undefined;
+  /** A whole small message; or the length of a larger one whose header was consumed; -1 nothing yet; -2 closed. */
+  take(smallMax: number): Uint8Array | number;
+  readInto(dst: Uint8Array, offset: number): number;
+  arm(): boolean;
+  spin(micros: number): boolean;
+  alloc(bytes: number): Uint8Array;
   close(): void;
   info(): { name: string; side: number; capacity: number; pid: number; peerPid: number };
 }
@@ -104,7 +120,7 @@ class ShmTransport implements Transport {
   private readonly maxMessage: number;
   private readonly spin: number;
   private readonly prefix: string;
-  private readonly pollMicros: number;
+  private readonly conn: ConnSettings;
   private seq = 0;
   constructor(opts: ShmOptions) {
     this.ringBytes = opts.ringBytes ?? 8 << 20;
@@ -113,8 +129,12 @@ class ShmTransport implements Transport {
     }
     this.maxMessage = opts.maxMessageBytes ?? 2 ** 40;
     this.spin = opts.spin ?? 2000;
-    this.pollMicros = opts.pollMicros ?? 50;
-    if (!(this.pollMicros >= 0)) throw Errors.invalidArg('options.pollMicros', `must be >= 0, got ${opts.pollMicros}`);
+    const pollMicros = opts.pollMicros ?? 0;
+    if (!(pollMicros >= 0)) throw Errors.invalidArg('options.pollMicros', `must be >= 0, got ${opts.pollMicros}`);
+    if (opts.allocate !== undefined && typeof opts.allocate !== 'function') {
+      throw Errors.invalidArg('options.allocate', `must be a function, got ${typeof opts.allocate}`);
+    }
+    this.conn = { pollMicros, allocate: opts.allocate };
     this.prefix = opts.prefix ?? 'shoal';
     if (!/^[A-Za-z0-9_.-]+$/.test(this.prefix)) throw Errors.invalidArg('options.prefix', `must match [A-Za-z0-9_.-]+, got ${this.prefix}`);
     this.addon = loadAddon();
@@ -142,7 +162,7 @@ class ShmTransport implements Transport {
     } catch (e) {
       throw Errors.transport(`listen shm://${name}`, (e as Error).message, e);
     }
-    return new ShmListener(`shm://${name}`, seg, this.pollMicros);
+    return new ShmListener(`shm://${name}`, seg, this.conn);
   }
 
   async dial(url: string, opts?: IoOptions): Promise<Connection> {
@@ -152,7 +172,7 @@ class ShmTransport implements Transport {
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
       try {
         const seg = new this.addon.Segment(`/${name}`, false, 0, this.maxMessage, this.spin);
-        return new ShmConnection(seg, `listener ${url}`, this.pollMicros);
+        return new ShmConnection(seg, `listener ${url}`, this.conn);
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code !== 'ENOENT' && code !== 'ENOTREADY') throw Errors.transport(`dial ${url}`, (e as Error).message, e);
@@ -169,7 +189,7 @@ class ShmListener implements Listener {
   constructor(
     readonly url: string,
     private readonly seg: NativeSegment,
-    private readonly pollMicros: number,
+    private readonly conn: ConnSettings,
   ) {}
   async accept(opts?: IoOptions): Promise<Connection> {
     if (this.state !== 'open') throw Errors.state(`listener ${this.url} is ${this.state}: a pair accepts one peer`);
@@ -179,7 +199,7 @@ class ShmListener implements Listener {
       if ((this.state as string) === 'closed') throw Errors.closed(`listener ${this.url}`);
       if (this.seg.attached()) {
         this.state = 'accepted';
-        return new ShmConnection(this.seg, `dialer of ${this.url}`, this.pollMicros);
+        return new ShmConnection(this.seg, `dialer of ${this.url}`, this.conn);
       }
       if (opts?.signal?.aborted) throw Errors.aborted(`accept on ${this.url}`, opts.signal.reason);
       if (Date.now() - start >= timeout) throw Errors.timeout(`accept on ${this.url}`, timeout);
@@ -192,25 +212,41 @@ class ShmListener implements Listener {
   }
 }
 
-const EV_MESSAGE = 0;
 const EV_SEND_DONE = 1;
 const EV_SEND_FAILED = 2;
-const EV_RECV_FAILED = 3;
+/** Messages up to this size are copied out of the ring in one native call into a fresh V8 buffer. */
+const SMALL_MAX = 64 << 10;
+/** Stop taking messages out of the ring while this many received bytes wait unclaimed (the sender then blocks). */
+const INBOX_HIGH_WATER = 64 << 20;
+
+interface ConnSettings {
+  pollMicros: number;
+  allocate?: (bytes: number) => Uint8Array;
+}
 
 class ShmConnection implements Connection {
   readonly transport = 'shm';
   private readonly inbox: Uint8Array[] = [];
+  private inboxBytes = 0;
   private readonly waiters: Deferred<Uint8Array>[] = [];
   private readonly sends = new Map<number, { data: Uint8Array; done: Deferred<void> }>();
   private nextId = 1;
   private failure: ShoalError | undefined;
   private closedSelf = false;
+  private eof = false;
+  private pumping = false;
+  /** The message whose body is streaming out of the ring, and how much of it has arrived. */
+  private body: Uint8Array | undefined;
+  private bodyFill = 0;
   constructor(
     private readonly seg: NativeSegment,
     readonly remote: string,
-    private readonly pollMicros: number,
+    private readonly conn: ConnSettings,
   ) {
-    seg.start((kind, id, buf, err, code) => this.onEvent(kind, id, buf, err, code));
+    seg.start(
+      (kind, id, err, code) => this.onSendEvent(kind, id, err, code),
+      (eof) => this.onReadable(eof),
+    );
   }
   get closed() {
     return this.closedSelf;
@@ -219,34 +255,92 @@ class ShmConnection implements Connection {
   private deliver(m: Uint8Array) {
     const w = this.waiters.shift();
     if (w) w.resolve(m);
-    else this.inbox.push(m);
+    else {
+      this.inbox.push(m);
+      this.inboxBytes += m.byteLength;
+    }
   }
 
-  private onEvent(kind: number, id: number, buf: Uint8Array | Uint8Array[] | undefined, err?: string, code?: string) {
-    switch (kind) {
-      case EV_MESSAGE: {
-        if (Array.isArray(buf)) for (const m of buf) this.deliver(m);
-        else this.deliver(buf!);
-        return;
+  private onReadable(eof: boolean) {
+    if (eof) this.eof = true;
+    this.pump();
+  }
+
+  /**
+   * Moves whole messages from the ring to waiters or the inbox, on the JS thread, until the ring has nothing new;
+   * then arms it so the peer's next write wakes the event loop. A body larger than what is in the ring is filled
+   * across calls. After the peer's end closed (eof), running dry fails the connection.
+   */
+  private pump(): void {
+    if (this.pumping || this.closedSelf || this.failure) return;
+    this.pumping = true;
+    try {
+      for (;;) {
+        if (!this.body) {
+          if (this.waiters.length === 0 && this.inboxBytes >= INBOX_HIGH_WATER) return; // recv resumes
+          const r = this.seg.take(SMALL_MAX);
+          if (typeof r !== 'number') {
+            this.deliver(r);
+            continue;
+          }
+          if (r >= 0) {
+            this.body = this.allocBody(r);
+            this.bodyFill = 0;
+          }
+        }
+        if (this.body) {
+          const n = this.seg.readInto(this.body, this.bodyFill);
+          this.bodyFill += n;
+          if (this.bodyFill === this.body.byteLength) {
+            const m = this.body;
+            this.body = undefined;
+            this.deliver(m);
+            continue;
+          }
+          if (n > 0) continue;
+        }
+        if (this.eof) {
+          // The peer's socket end is closed and everything it wrote before has been taken.
+          if (!this.seg.arm()) {
+            const partial = this.body ? ` in the middle of a ${this.body.byteLength}-byte message` : '';
+            this.fail(Errors.peerClosed(this.remote, `peer closed the shared-memory connection${partial}`));
+            return;
+          }
+          continue;
+        }
+        if (!this.seg.arm()) return;
       }
-      case EV_SEND_DONE: {
-        const s = this.sends.get(id);
-        this.sends.delete(id);
-        s?.done.resolve();
-        return;
-      }
-      case EV_SEND_FAILED: {
-        const s = this.sends.get(id);
-        this.sends.delete(id);
-        s?.done.reject(this.toError(code, err ?? 'send failed'));
-        return;
-      }
-      case EV_RECV_FAILED: {
-        this.failure = this.toError(code, err ?? 'receive failed');
-        for (const w of this.waiters.splice(0)) w.reject(this.failure);
-        return;
-      }
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      this.fail(
+        e instanceof ShoalError ? e : code === 'ERR_BAD_FRAME' ? Errors.badFrame(this.remote, (e as Error).message) : Errors.transport(this.remote, (e as Error).message, e),
+      );
+    } finally {
+      this.pumping = false;
     }
+  }
+
+  private allocBody(len: number): Uint8Array {
+    const hook = this.conn.allocate;
+    if (!hook) return this.seg.alloc(len);
+    const u = hook(len);
+    if (!(u instanceof Uint8Array) || u.byteLength !== len) {
+      throw Errors.invalidArg('options.allocate', `must return a Uint8Array of ${len} bytes, got ${u instanceof Uint8Array ? `${u.byteLength} bytes` : typeof u}`);
+    }
+    return u;
+  }
+
+  private fail(err: ShoalError) {
+    if (this.failure) return;
+    this.failure = err;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  private onSendEvent(kind: number, id: number, err?: string, code?: string) {
+    const s = this.sends.get(id);
+    this.sends.delete(id);
+    if (kind === EV_SEND_DONE) s?.done.resolve();
+    else if (kind === EV_SEND_FAILED) s?.done.reject(this.toError(code, err ?? 'send failed'));
   }
 
   private toError(code: string | undefined, message: string): ShoalError {
@@ -274,17 +368,24 @@ class ShmConnection implements Connection {
     return withDeadline(`send to ${this.remote}`, done.promise, opts, () => void this.close());
   }
 
+  private takeInbox(): Uint8Array | undefined {
+    const m = this.inbox.shift();
+    if (m) this.inboxBytes -= m.byteLength;
+    return m;
+  }
+
   recv(opts?: IoOptions): Promise<Uint8Array> {
     if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
-    const m = this.inbox.shift();
+    const m = this.takeInbox();
     if (m) return Promise.resolve(m);
     if (this.failure) return Promise.reject(this.failure);
-    if (this.waiters.length === 0 && !opts?.signal?.aborted) {
-      const got = this.seg.tryRecv(this.pollMicros);
-      if (got) return Promise.resolve(got);
-    }
+    if (opts?.signal?.aborted) return Promise.reject(Errors.aborted('recv', opts.signal.reason));
     const d = deferred<Uint8Array>();
     this.waiters.push(d);
+    // Whatever is in the ring already goes to the waiters now, without a trip through the event loop.
+    this.pump();
+    if (this.waiters.includes(d) && this.conn.pollMicros > 0 && !this.failure && this.seg.spin(this.conn.pollMicros)) this.pump();
+    if (!this.waiters.includes(d)) return d.promise; // settled by the pump
     return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
       const i = this.waiters.indexOf(d);
       if (i >= 0) this.waiters.splice(i, 1);

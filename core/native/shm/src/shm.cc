@@ -4,18 +4,29 @@
 // single-producer/single-consumer byte rings, one per direction. Messages are framed as [u64 length][bytes]
 // and may be larger than the ring: they stream through it in chunks.
 //
-// Threads (per connection):
-//   - a reader thread drains the incoming ring into freshly allocated buffers and hands each whole message to
-//     JS through a thread-safe function (the JS side owns the buffer; it is freed by the ArrayBuffer finalizer);
-//   - a writer thread copies queued sends into the outgoing ring and reports each completion to JS.
-// Waiting: a short spin, then futex waits on sequence words in the shared header (shared futexes work across
-// processes), with a 50 ms cap so that a dead peer (kill(pid, 0) == ESRCH) or a close is always noticed.
+// Wake-up (one hop, like a socket): each pair also holds a connected unix stream socket (abstract namespace, so
+// nothing is left on disk), set up at dial time. The receiving side consumes the incoming ring on the JS thread;
+// when it finds nothing new it "arms" (sets the ring's dataWaiters word) and returns to the event loop, which
+// watches the socket with uv_poll. A producer that publishes bytes and finds the ring armed disarms it and writes
+// one byte to the socket: libuv wakes the JS thread directly, no helper thread in between. The socket also
+// carries death: when the peer process exits or closes, the kernel closes its end and the poll reports EOF.
+//
+// Ordering: the consumer stores dataWaiters = 1 and then loads head; the producer stores head and then
+// exchanges dataWaiters with 0 (all sequentially consistent), so at least one of them sees the other: either
+// the consumer sees the new head, or the producer sees the armed word and writes the wake byte.
+//
+// Sends: small messages (and any message when the ring has room and the writer is idle) are copied on the JS
+// thread and complete synchronously; others go to a writer thread that streams them through the ring, waiting
+// for space on a futex word (with a 50 ms slice so a dead peer or a close is always noticed) and reporting each
+// completion to JS through a thread-safe function.
 //
 // Ownership: a send's bytes belong to the JS caller, who keeps the buffer alive and unmodified until the send
-// completes. Who may block: only the two threads; the JS thread never waits except in close(), which joins
-// threads that wake within one wait period.
+// completes. Received bytes are copied into buffers owned by JS (small: V8 ArrayBuffers; large: a buffer from
+// `alloc` (malloc'd, freed by its finalizer) or from the caller's allocate hook). Who may block: only the writer
+// thread; the JS thread never waits except in close(), which joins a writer that wakes within one wait period.
 #include <napi.h>
 #include <malloc.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,10 +34,11 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -36,25 +48,24 @@
 #include <mutex>
 #include <string>
 #include <thread>
-#include <utility>
-#include <vector>
 
 namespace {
 
 constexpr uint32_t kMagic = 0x4c4f4853;  // "SHOL"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr size_t kHeaderSize = 4096;
 constexpr int kWaitSliceMs = 50;
-constexpr size_t kDirectMax = 256 * 1024;  // sends up to this size may be copied on the JS thread
+constexpr size_t kDirectMax = 1 << 20;       // sends up to this size may be copied on the JS thread
+constexpr size_t kPublishChunk = 1 << 20;    // producer/consumer publish progress at least this often
 
 struct alignas(64) Ring {
   uint64_t head;  // bytes produced so far (written only by the producer)
   char pad0[56];
   uint64_t tail;  // bytes consumed so far (written only by the consumer)
   char pad1[56];
-  uint32_t dataSeq;      // futex word: bumped after head advances
+  uint32_t dataSeq;      // unused since version 2 (kept for layout)
   uint32_t spaceSeq;     // futex word: bumped after tail advances
-  uint32_t dataWaiters;  // consumer is (about to be) asleep on dataSeq
+  uint32_t dataWaiters;  // consumer is armed: the producer writes a wake byte to the socket
   uint32_t spaceWaiters; // producer is (about to be) asleep on spaceSeq
   uint32_t closed;       // producer side closed
   char pad2[44];
@@ -86,24 +97,33 @@ inline void cpuRelax() {
 #endif
 }
 
-enum EventKind { kMessage = 0, kSendDone = 1, kSendFailed = 2, kRecvFailed = 3 };
+// Abstract-namespace address for the wake socket of segment `name` (no file: the kernel removes it with the fd).
+socklen_t wakeAddr(const std::string& name, sockaddr_un* a) {
+  memset(a, 0, sizeof(*a));
+  a->sun_family = AF_UNIX;
+  std::string s = "shoal-wake" + name;
+  if (s.size() > sizeof(a->sun_path) - 2) s.resize(sizeof(a->sun_path) - 2);
+  memcpy(a->sun_path + 1, s.data(), s.size());
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + s.size());
+}
+
+enum EventKind { kSendDone = 1, kSendFailed = 2 };
 struct Event {
   int kind;
   double id;
-  uint8_t* data;
-  size_t len;
   std::string error;
   std::string code;
-  // kMessage only: further whole messages that were already in the ring, delivered in the same call.
-  std::vector<std::pair<uint8_t*, size_t>> more;
-  // kMessage only: decremented when delivered, so tryRecv never overtakes a message still in the queue.
-  std::atomic<int>* inflight = nullptr;
 };
 
 struct SendJob {
   double id;
   const uint8_t* data;
   size_t len;
+};
+
+struct PollBox {
+  uv_poll_t handle;
+  class Segment* owner;
 };
 
 class Segment : public Napi::ObjectWrap<Segment> {
@@ -114,7 +134,11 @@ class Segment : public Napi::ObjectWrap<Segment> {
                                         InstanceMethod("attached", &Segment::Attached),
                                         InstanceMethod("start", &Segment::Start),
                                         InstanceMethod("send", &Segment::Send),
-                                        InstanceMethod("tryRecv", &Segment::TryRecv),
+                                        InstanceMethod("take", &Segment::Take),
+                                        InstanceMethod("readInto", &Segment::ReadInto),
+                                        InstanceMethod("arm", &Segment::Arm),
+                                        InstanceMethod("spin", &Segment::Spin),
+                                        InstanceMethod("alloc", &Segment::Alloc),
                                         InstanceMethod("close", &Segment::Close),
                                         InstanceMethod("info", &Segment::Info),
                                     });
@@ -130,27 +154,44 @@ class Segment : public Napi::ObjectWrap<Segment> {
     uint64_t cap = static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue());
     maxMessage_ = static_cast<uint64_t>(info[3].As<Napi::Number>().DoubleValue());
     spin_ = info[4].As<Napi::Number>().Int32Value();
+    sockaddr_un addr;
+    socklen_t alen = wakeAddr(name_, &addr);
     if (create) {
       if (cap < 4096 || (cap & (cap - 1)) != 0) {
         Napi::RangeError::New(env, "shm capacity must be a power of two >= 4096").ThrowAsJavaScriptException();
         return;
       }
+      listenFd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (listenFd_ < 0) { ThrowErrno(env, "socket"); return; }
+      if (bind(listenFd_, reinterpret_cast<sockaddr*>(&addr), alen) != 0 || listen(listenFd_, 4) != 0) {
+        int e = errno;
+        CloseFds();
+        errno = e;
+        ThrowErrno(env, "bind wake socket");
+        return;
+      }
       int fd = shm_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-      if (fd < 0) { ThrowErrno(env, "shm_open(create)"); return; }
+      if (fd < 0) { int e = errno; CloseFds(); errno = e; ThrowErrno(env, "shm_open(create)"); return; }
       size_ = kHeaderSize + 2 * cap;
       if (ftruncate(fd, static_cast<off_t>(size_)) != 0) {
         int e = errno;
         close(fd);
         shm_unlink(name_.c_str());
+        CloseFds();
         errno = e;
-        { ThrowErrno(env, "ftruncate"); return; }
+        ThrowErrno(env, "ftruncate");
+        return;
       }
       base_ = static_cast<uint8_t*>(mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
       close(fd);
       if (base_ == MAP_FAILED) {
+        int e = errno;
         base_ = nullptr;
         shm_unlink(name_.c_str());
-        { ThrowErrno(env, "mmap"); return; }
+        CloseFds();
+        errno = e;
+        ThrowErrno(env, "mmap");
+        return;
       }
       hdr_ = reinterpret_cast<SegHeader*>(base_);
       memset(hdr_, 0, sizeof(SegHeader));
@@ -159,38 +200,52 @@ class Segment : public Napi::ObjectWrap<Segment> {
       hdr_->pid[0] = getpid();
       side_ = 0;
       unlinked_ = false;
-      store(&hdr_->magic, kMagic);  // publish last
+      store(&hdr_->magic, kMagic);  // publish last: the wake socket is listening already
     } else {
       int fd = shm_open(name_.c_str(), O_RDWR, 0600);
       if (fd < 0) { ThrowErrno(env, "shm_open"); return; }
       struct stat st;
       if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < kHeaderSize) {
         close(fd);
-        { ThrowCode(env, "ENOTREADY", "segment not initialised yet"); return; }
+        ThrowCode(env, "ENOTREADY", "segment not initialised yet");
+        return;
       }
       size_ = static_cast<size_t>(st.st_size);
       base_ = static_cast<uint8_t*>(mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
       close(fd);
       if (base_ == MAP_FAILED) {
         base_ = nullptr;
-        { ThrowErrno(env, "mmap"); return; }
+        ThrowErrno(env, "mmap");
+        return;
       }
       hdr_ = reinterpret_cast<SegHeader*>(base_);
       if (load(&hdr_->magic) != kMagic) {
         Unmap();
-        { ThrowCode(env, "ENOTREADY", "segment not initialised yet"); return; }
+        ThrowCode(env, "ENOTREADY", "segment not initialised yet");
+        return;
       }
       if (hdr_->version != kVersion || kHeaderSize + 2 * hdr_->capacity != size_) {
         Unmap();
-        { ThrowCode(env, "EBADSEG", "segment has a wrong version or size"); return; }
+        ThrowCode(env, "EBADSEG", "segment has a wrong version or size");
+        return;
       }
       uint32_t expected = 0;
       if (!__atomic_compare_exchange_n(&hdr_->attached, &expected, 1u, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         Unmap();
-        { ThrowCode(env, "EBUSY", "segment already has a peer"); return; }
+        ThrowCode(env, "EBUSY", "segment already has a peer");
+        return;
+      }
+      // Claimed: connect the wake socket; the listener accepts it once it sees `attached`.
+      fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd_ < 0 || connect(fd_, reinterpret_cast<sockaddr*>(&addr), alen) != 0) {
+        int e = errno;
+        CloseFds();
+        Unmap();
+        errno = e;
+        ThrowErrno(env, "connect wake socket");
+        return;
       }
       store(&hdr_->pid[1], static_cast<int32_t>(getpid()));
-      futexWake(&hdr_->attached);
       // Both ends are mapped now: remove the name so a crash leaves nothing behind in /dev/shm.
       shm_unlink(name_.c_str());
       unlinked_ = true;
@@ -201,6 +256,8 @@ class Segment : public Napi::ObjectWrap<Segment> {
 
   ~Segment() override {
     StopThreads();
+    StopPoll();
+    CloseFds();
     Unmap();
   }
 
@@ -209,7 +266,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
     int e = errno;
     Napi::Error err = Napi::Error::New(env, std::string(what) + " " + name_ + ": " + strerror(e));
     err.Set("errno", Napi::Number::New(env, e));
-    err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST ? "EEXIST" : "ESHM"));
+    err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST || e == EADDRINUSE ? "EEXIST" : "ESHM"));
     err.ThrowAsJavaScriptException();
   }
   void ThrowCode(Napi::Env env, const char* code, const std::string& msg) {
@@ -224,9 +281,27 @@ class Segment : public Napi::ObjectWrap<Segment> {
       hdr_ = nullptr;
     }
   }
+  void CloseFds() {
+    if (listenFd_ >= 0) close(listenFd_);
+    listenFd_ = -1;
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
 
+  // Listener: true once a dialer has claimed the segment and its wake socket is accepted.
   Napi::Value Attached(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), hdr_ && load(&hdr_->attached) == 1 && load(&hdr_->pid[1]) != 0);
+    bool ok = false;
+    if (hdr_ && load(&hdr_->attached) == 1 && load(&hdr_->pid[1]) != 0) {
+      if (fd_ < 0 && listenFd_ >= 0) {
+        fd_ = accept4(listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd_ >= 0) {
+          close(listenFd_);
+          listenFd_ = -1;
+        }
+      }
+      ok = fd_ >= 0;
+    }
+    return Napi::Boolean::New(info.Env(), ok);
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -241,11 +316,11 @@ class Segment : public Napi::ObjectWrap<Segment> {
     return o;
   }
 
-  // start(callback(kind, id, buffer|undefined, error|undefined, code|undefined))
+  // start(onSendEvent(kind, id, error|undefined, code|undefined), onReadable(eof: boolean))
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (started_ || !hdr_) {
-      Napi::Error::New(env, "segment already started or closed").ThrowAsJavaScriptException();
+    if (started_ || !hdr_ || fd_ < 0) {
+      Napi::Error::New(env, "segment already started, closed or not connected").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     // The dialer unlinks the name once it is mapped; the listener does too, in case it raced.
@@ -253,32 +328,89 @@ class Segment : public Napi::ObjectWrap<Segment> {
       shm_unlink(name_.c_str());
       unlinked_ = true;
     }
+    env_ = env;
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "shoal-shm", 0, 1);
     tsfn_.Unref(env);
+    onReadable_ = Napi::Persistent(info[1].As<Napi::Function>());
+    asyncCtx_ = new Napi::AsyncContext(env, "shoal-shm-readable");
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new PollBox();
+    poll_->owner = this;
+    uv_poll_init(loop, &poll_->handle, fd_);
+    poll_->handle.data = poll_;
+    uv_poll_start(&poll_->handle, UV_READABLE | UV_DISCONNECT, &Segment::OnPoll);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&poll_->handle));
     started_ = true;
-    reader_ = std::thread([this] { ReaderLoop(); });
     writer_ = std::thread([this] { WriterLoop(); });
     return env.Undefined();
   }
 
-  // send(u8, id): queue; completion arrives as kSendDone / kSendFailed with the same id.
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    PollBox* box = static_cast<PollBox*>(h->data);
+    Segment* self = box->owner;
+    if (!self) return;
+    bool eof = status < 0 || (events & UV_DISCONNECT);
+    char buf[256];
+    for (;;) {
+      ssize_t n = recv(self->fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n == 0) eof = true;
+      else if (errno == EINTR) continue;
+      else if (errno != EAGAIN && errno != EWOULDBLOCK) eof = true;
+      break;
+    }
+    if (eof) self->StopPoll();  // the peer's end is gone: stop watching (the fd stays readable forever)
+    Napi::Env env = self->env_;
+    Napi::HandleScope scope(env);
+    napi_value argv[1] = {Napi::Boolean::New(env, eof)};
+    napi_value result;
+    napi_status st = napi_make_callback(env, *self->asyncCtx_, env.Global(), self->onReadable_.Value(), 1, argv, &result);
+    if (st == napi_pending_exception) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);
+    }
+  }
+
+  void StopPoll() {
+    if (!poll_) return;
+    uv_poll_stop(&poll_->handle);
+    poll_->owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), [](uv_handle_t* h) { delete static_cast<PollBox*>(h->data); });
+    poll_ = nullptr;
+  }
+
+  // Disarm the peer's consumer and wake it through the socket if it was armed. Any thread of the producer side.
+  void NotifyData(Ring& r) {
+    if (__atomic_exchange_n(&r.dataWaiters, 0u, __ATOMIC_SEQ_CST) != 0 && fd_ >= 0) {
+      char b = 1;
+      ssize_t n;
+      do n = send(fd_, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+      while (n < 0 && errno == EINTR);
+      // EAGAIN: wake bytes are already pending, the consumer wakes anyway. EPIPE: the peer is gone.
+    }
+  }
+
+  // send(u8, id): returns true when copied synchronously; otherwise completion arrives as kSendDone/kSendFailed.
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
     double id = info[1].As<Napi::Number>().DoubleValue();
     {
       std::lock_guard<std::mutex> lk(mu_);
-      // Fast path: small message, idle writer, room in the ring: copy it now on this thread and report
-      // completion synchronously (returns true), sparing a thread hop.
+      // Fast path: idle writer, room in the ring for the whole frame: copy it now on this thread, publish once.
       if (hdr_ && queue_.empty() && !writerBusy_ && !stopping_.load() && a.ByteLength() <= kDirectMax) {
         Ring& r = hdr_->ring[side_];
-        uint64_t need = a.ByteLength() + sizeof(uint64_t);
-        if (cap_ - (r.head - load(&r.tail)) >= need && !load(&hdr_->ring[1 - side_].closed)) {
+        uint64_t len = a.ByteLength();
+        uint64_t need = len + sizeof(uint64_t);
+        uint64_t h = r.head;
+        if (cap_ - (h - load(&r.tail)) >= need && !load(&hdr_->ring[1 - side_].closed)) {
           uint8_t* data = base_ + kHeaderSize + static_cast<size_t>(side_) * cap_;
-          std::string code, reason;
-          uint64_t len = a.ByteLength();
-          WriteBytes(r, data, reinterpret_cast<uint8_t*>(&len), sizeof(len), code, reason);
-          WriteBytes(r, data, a.Data(), a.ByteLength(), code, reason);
+          CopyIn(data, h, reinterpret_cast<uint8_t*>(&len), sizeof(len));
+          CopyIn(data, h + sizeof(len), a.Data(), a.ByteLength());
+          store(&r.head, h + need);
+          NotifyData(r);
           return Napi::Boolean::New(env, true);
         }
       }
@@ -288,16 +420,152 @@ class Segment : public Napi::ObjectWrap<Segment> {
     return Napi::Boolean::New(env, false);
   }
 
+  void CopyIn(uint8_t* ringData, uint64_t pos, const uint8_t* src, size_t n) {
+    uint64_t off = pos & (cap_ - 1);
+    size_t first = n < cap_ - off ? n : static_cast<size_t>(cap_ - off);
+    memcpy(ringData + off, src, first);
+    if (first < n) memcpy(ringData, src + first, n - first);
+  }
+  void CopyOut(const uint8_t* ringData, uint64_t pos, uint8_t* dst, size_t n) {
+    uint64_t off = pos & (cap_ - 1);
+    size_t first = n < cap_ - off ? n : static_cast<size_t>(cap_ - off);
+    memcpy(dst, ringData + off, first);
+    if (first < n) memcpy(dst + first, ringData, n - first);
+  }
+
+  Ring* InRing() { return hdr_ ? &hdr_->ring[1 - side_] : nullptr; }
+  uint8_t* InData() { return base_ + kHeaderSize + static_cast<size_t>(1 - side_) * cap_; }
+
+  void ConsumerAdvance(Ring& r, uint64_t t) {
+    store(&r.tail, t);
+    add(&r.spaceSeq, 1u);
+    if (load(&r.spaceWaiters)) futexWake(&r.spaceSeq);
+  }
+
+  // take(smallMax): the next message on the JS thread.
+  //  - a Uint8Array: a whole message of <= smallMax bytes was in the ring and is now consumed;
+  //  - a number >= 0: the header of a larger message was consumed; fetch its body with readInto;
+  //  - -1: no (whole small) message yet; -2: the connection is closed.
+  // Throws (code ERR_BAD_FRAME) on a length above maxMessage. Must not be called while a body is pending.
+  Napi::Value Take(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Ring* rp = InRing();
+    if (!rp) return Napi::Number::New(env, -2);
+    Ring& r = *rp;
+    uint64_t smallMax = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    if (smallMax > cap_ - sizeof(uint64_t)) smallMax = cap_ - sizeof(uint64_t);
+    uint64_t h = load(&r.head);
+    lastHead_ = h;
+    uint64_t t = r.tail;
+    if (h - t < sizeof(uint64_t)) return Napi::Number::New(env, -1);
+    uint8_t* data = InData();
+    uint64_t len = 0;
+    CopyOut(data, t, reinterpret_cast<uint8_t*>(&len), sizeof(len));
+    if (len > maxMessage_) {
+      Napi::Error err = Napi::Error::New(env, "message of " + std::to_string(len) + " bytes exceeds the limit of " +
+                                                  std::to_string(maxMessage_));
+      err.Set("code", Napi::String::New(env, "ERR_BAD_FRAME"));
+      err.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (len <= smallMax) {
+      if (h - t < sizeof(uint64_t) + len) return Napi::Number::New(env, -1);
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, static_cast<size_t>(len));
+      if (len) CopyOut(data, t + sizeof(uint64_t), static_cast<uint8_t*>(ab.Data()), static_cast<size_t>(len));
+      ConsumerAdvance(r, t + sizeof(uint64_t) + len);
+      return Napi::Uint8Array::New(env, static_cast<size_t>(len), ab, 0);
+    }
+    ConsumerAdvance(r, t + sizeof(uint64_t));
+    return Napi::Number::New(env, static_cast<double>(len));
+  }
+
+  // readInto(u8, offset): copy the bytes of the pending body that are in the ring to u8[offset..]; returns the
+  // count (0 when nothing new arrived). The caller tracks how many the body still needs (u8.length - offset).
+  Napi::Value ReadInto(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Ring* rp = InRing();
+    if (!rp) return Napi::Number::New(env, 0);
+    Ring& r = *rp;
+    Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+    size_t off = static_cast<size_t>(info[1].As<Napi::Number>().DoubleValue());
+    size_t want = a.ByteLength() > off ? a.ByteLength() - off : 0;
+    uint8_t* data = InData();
+    size_t got = 0;
+    uint64_t t = r.tail;
+    while (got < want) {
+      uint64_t h = load(&r.head);
+      lastHead_ = h;
+      if (h == t) break;
+      size_t chunk = static_cast<size_t>(h - t);
+      if (chunk > want - got) chunk = want - got;
+      if (chunk > kPublishChunk) chunk = kPublishChunk;
+      CopyOut(data, t, a.Data() + off + got, chunk);
+      got += chunk;
+      t += chunk;
+      ConsumerAdvance(r, t);
+    }
+    return Napi::Number::New(env, static_cast<double>(got));
+  }
+
+  // arm(): announce that this side waits for data (the producer will write a wake byte). Returns true when
+  // bytes arrived since the last take/readInto looked, so the caller must look again before sleeping.
+  Napi::Value Arm(const Napi::CallbackInfo& info) {
+    Ring* rp = InRing();
+    if (!rp) return Napi::Boolean::New(info.Env(), false);
+    store(&rp->dataWaiters, 1u);
+    return Napi::Boolean::New(info.Env(), load(&rp->head) != lastHead_);
+  }
+
+  // spin(micros): busy-wait on the JS thread up to `micros` for bytes beyond what was last seen. Returns true
+  // when some arrived. Only worth it when both ranks have a core to themselves.
+  Napi::Value Spin(const Napi::CallbackInfo& info) {
+    Ring* rp = InRing();
+    double us = info[0].As<Napi::Number>().DoubleValue();
+    if (!rp) return Napi::Boolean::New(info.Env(), false);
+    timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (uint32_t i = 0;; i++) {
+      if (load(&rp->head) != lastHead_) return Napi::Boolean::New(info.Env(), true);
+      if ((i & 63) == 0) {
+        timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - t0.tv_sec) * 1e6 + (now.tv_nsec - t0.tv_nsec) / 1e3 >= us) break;
+      }
+      cpuRelax();
+    }
+    return Napi::Boolean::New(info.Env(), false);
+  }
+
+  // alloc(bytes): an uninitialised receive buffer from malloc (recycled from the heap when tuneMalloc raised the
+  // mmap threshold), freed when the Uint8Array is collected. Throws on out of memory.
+  Napi::Value Alloc(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    size_t n = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
+    if (n == 0) return Napi::Uint8Array::New(env, 0);
+    void* p = malloc(n);
+    if (!p) {
+      Napi::Error::New(env, "out of memory for a " + std::to_string(n) + "-byte message").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, p, n, [](Napi::Env, void* q) { free(q); });
+    return Napi::Uint8Array::New(env, n, ab, 0);
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (!unlinked_ && hdr_) {
       shm_unlink(name_.c_str());
       unlinked_ = true;
     }
     StopThreads();
+    StopPoll();
     if (started_) {
       tsfn_.Release();
+      onReadable_.Reset();
+      delete asyncCtx_;
+      asyncCtx_ = nullptr;
       started_ = false;
     }
+    CloseFds();  // after the writer is joined: the peer sees EOF, and ring.closed is already set
     Unmap();
     return info.Env().Undefined();
   }
@@ -311,10 +579,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
       Ring& mine = hdr_->ring[side_];
       Ring& theirs = hdr_->ring[1 - side_];
       store(&mine.closed, 1u);
-      add(&mine.dataSeq, 1u);
-      futexWake(&mine.dataSeq);
-      add(&theirs.dataSeq, 1u);
-      futexWake(&theirs.dataSeq);
+      NotifyData(mine);
       add(&mine.spaceSeq, 1u);
       futexWake(&mine.spaceSeq);
       add(&theirs.spaceSeq, 1u);
@@ -324,7 +589,6 @@ class Segment : public Napi::ObjectWrap<Segment> {
     JoinThreads();
   }
   void JoinThreads() {
-    if (reader_.joinable()) reader_.join();
     if (writer_.joinable()) writer_.join();
   }
 
@@ -337,81 +601,18 @@ class Segment : public Napi::ObjectWrap<Segment> {
   void Emit(Event* ev) {
     napi_status st = tsfn_.BlockingCall(ev, [](Napi::Env env, Napi::Function cb, Event* e) {
       if (env == nullptr || cb.IsEmpty()) {  // environment teardown: drop the event
-        if (e->kind == kMessage) {
-          free(e->data);
-          for (auto& m : e->more) free(m.first);
-        }
         delete e;
         return;
       }
-      auto wrap = [&env](uint8_t* data, size_t len) -> Napi::Value {
-        if (len == 0) return Napi::Uint8Array::New(env, 0);
-        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, len, [](Napi::Env, void* p) { free(p); });
-        return Napi::Uint8Array::New(env, len, ab, 0);
-      };
-      Napi::Value buf = env.Undefined();
-      if (e->kind == kMessage) {
-        if (e->inflight) e->inflight->fetch_sub(1);
-        if (e->more.empty()) {
-          buf = wrap(e->data, e->len);
-        } else {
-          Napi::Array arr = Napi::Array::New(env, e->more.size() + 1);
-          arr.Set(uint32_t(0), wrap(e->data, e->len));
-          for (size_t i = 0; i < e->more.size(); i++) arr.Set(uint32_t(i + 1), wrap(e->more[i].first, e->more[i].second));
-          buf = arr;
-        }
-      }
       Napi::Value err = e->error.empty() ? env.Undefined() : Napi::String::New(env, e->error);
       Napi::Value code = e->code.empty() ? env.Undefined() : Napi::String::New(env, e->code);
-      napi_value argv[5] = {Napi::Number::New(env, e->kind), Napi::Number::New(env, e->id), buf, err, code};
+      napi_value argv[4] = {Napi::Number::New(env, e->kind), Napi::Number::New(env, e->id), err, code};
       napi_value result;
       // Raw call: during shutdown JS may not run; ignore the status instead of aborting the process.
-      napi_call_function(env, env.Undefined(), cb, 5, argv, &result);
+      napi_call_function(env, env.Undefined(), cb, 4, argv, &result);
       delete e;
     });
-    if (st != napi_ok) {
-      if (ev->kind == kMessage) {
-        free(ev->data);
-        for (auto& m : ev->more) free(m.first);
-      }
-      delete ev;
-    }
-  }
-
-  // Wait until ring.head != seen (data to read). Returns false on stop, peer close or peer death (reason set).
-  bool WaitData(Ring& r, uint64_t seen, std::string& code, std::string& reason) {
-    for (int i = 0; i < spin_; i++) {
-      if (load(&r.head) != seen) return true;
-      cpuRelax();
-    }
-    for (;;) {
-      if (stopping_.load()) {
-        code = "ERR_CLOSED";
-        reason = "connection closed";
-        return false;
-      }
-      uint32_t seq = load(&r.dataSeq);
-      add(&r.dataWaiters, 1u);
-      if (load(&r.head) != seen) {
-        add(&r.dataWaiters, static_cast<uint32_t>(-1));
-        return true;
-      }
-      if (load(&r.closed)) {
-        add(&r.dataWaiters, static_cast<uint32_t>(-1));
-        if (load(&r.head) != seen) return true;
-        code = "ERR_PEER_CLOSED";
-        reason = "peer closed the shared-memory connection";
-        return false;
-      }
-      futexWait(&r.dataSeq, seq, kWaitSliceMs);
-      add(&r.dataWaiters, static_cast<uint32_t>(-1));
-      if (load(&r.head) != seen) return true;
-      if (PeerDead()) {
-        code = "ERR_PEER_CLOSED";
-        reason = "peer process " + std::to_string(load(&hdr_->pid[1 - side_])) + " is gone";
-        return false;
-      }
-    }
+    if (st != napi_ok) delete ev;
   }
 
   // Wait until the ring has free space (head - tail < cap).
@@ -450,29 +651,6 @@ class Segment : public Napi::ObjectWrap<Segment> {
     }
   }
 
-  bool ReadBytes(Ring& r, uint8_t* ringData, uint8_t* dst, size_t n, std::string& code, std::string& reason) {
-    size_t got = 0;
-    uint64_t t = r.tail;
-    while (got < n) {
-      uint64_t h = load(&r.head);
-      if (h == t) {
-        if (!WaitData(r, t, code, reason)) return false;
-        continue;
-      }
-      uint64_t off = t & (cap_ - 1);
-      size_t chunk = static_cast<size_t>(h - t);
-      if (chunk > n - got) chunk = n - got;
-      if (chunk > cap_ - off) chunk = static_cast<size_t>(cap_ - off);
-      memcpy(dst + got, ringData + off, chunk);
-      got += chunk;
-      t += chunk;
-      store(&r.tail, t);
-      add(&r.spaceSeq, 1u);
-      if (load(&r.spaceWaiters)) futexWake(&r.spaceSeq);
-    }
-    return true;
-  }
-
   bool WriteBytes(Ring& r, uint8_t* ringData, const uint8_t* src, size_t n, std::string& code, std::string& reason) {
     size_t put = 0;
     uint64_t h = r.head;
@@ -487,127 +665,16 @@ class Segment : public Napi::ObjectWrap<Segment> {
         if (!WaitSpace(r, h, code, reason)) return false;
         continue;
       }
-      uint64_t off = h & (cap_ - 1);
       size_t chunk = static_cast<size_t>(cap_ - used);
       if (chunk > n - put) chunk = n - put;
-      if (chunk > cap_ - off) chunk = static_cast<size_t>(cap_ - off);
-      memcpy(ringData + off, src + put, chunk);
+      if (chunk > kPublishChunk) chunk = kPublishChunk;
+      CopyIn(ringData, h, src + put, chunk);
       put += chunk;
       h += chunk;
       store(&r.head, h);
-      add(&r.dataSeq, 1u);
-      if (load(&r.dataWaiters)) futexWake(&r.dataSeq);
+      NotifyData(r);
     }
     return true;
-  }
-
-  // tryRecv(pollMicros): on the JS thread, take the next message if it is wholly in the ring, spinning up to
-  // pollMicros for it to arrive. Returns a Uint8Array, or undefined (then the reader thread delivers it).
-  // Never overtakes a message the reader thread has already queued for JS (inflight_ > 0).
-  Napi::Value TryRecv(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!hdr_ || !started_) return env.Undefined();
-    double pollUs = info[0].As<Napi::Number>().DoubleValue();
-    int peer = 1 - side_;
-    Ring& r = hdr_->ring[peer];
-    uint8_t* data = base_ + kHeaderSize + static_cast<size_t>(peer) * cap_;
-    timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    jsPolling_.store(true);
-    uint8_t* buf = nullptr;
-    uint64_t len = 0;
-    bool got = false;
-    for (uint32_t spins = 0;; spins++) {
-      // A message already queued for JS arrives through the event loop, which cannot run while we spin.
-      if (inflight_.load() > 0) break;
-      if (load(&r.head) - load(&r.tail) >= sizeof(uint64_t) && rmu_.try_lock()) {
-        uint64_t t = r.tail;
-        uint64_t avail = load(&r.head) - t;
-        if (inflight_.load() == 0 && avail >= sizeof(uint64_t)) {
-          for (size_t i = 0; i < sizeof(len); i++) reinterpret_cast<uint8_t*>(&len)[i] = data[(t + i) & (cap_ - 1)];
-          if (len <= maxMessage_ && avail >= sizeof(uint64_t) + len) {
-            buf = len ? static_cast<uint8_t*>(malloc(len)) : nullptr;
-            if (!len || buf) {
-              std::string code, reason;
-              uint64_t skip;
-              ReadBytes(r, data, reinterpret_cast<uint8_t*>(&skip), sizeof(skip), code, reason);
-              ReadBytes(r, data, buf, len, code, reason);
-              got = true;
-            }
-          }
-        }
-        rmu_.unlock();
-        if (got) break;
-      }
-      if ((spins & 63) == 0) {
-        timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double us = (now.tv_sec - t0.tv_sec) * 1e6 + (now.tv_nsec - t0.tv_nsec) / 1e3;
-        if (us >= pollUs) break;
-      }
-      cpuRelax();
-    }
-    jsPolling_.store(false);
-    if (!got) return env.Undefined();
-    if (len == 0) return Napi::Uint8Array::New(env, 0);
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buf, len, [](Napi::Env, void* p) { free(p); });
-    return Napi::Uint8Array::New(env, len, ab, 0);
-  }
-
-  void ReaderLoop() {
-    int peer = 1 - side_;
-    Ring& r = hdr_->ring[peer];
-    uint8_t* data = base_ + kHeaderSize + static_cast<size_t>(peer) * cap_;
-    std::string code, reason;
-    for (;;) {
-      // Wait for data without holding the consumer lock, then let a polling JS thread go first.
-      uint64_t seen = load(&r.tail);
-      if (load(&r.head) == seen && !WaitData(r, seen, code, reason)) break;
-      for (int i = 0; jsPolling_.load() && i < 10000; i++) sched_yield();
-      std::unique_lock<std::mutex> lk(rmu_);
-      if (load(&r.head) == r.tail) continue;  // the JS thread took it
-      uint64_t len = 0;
-      if (!ReadBytes(r, data, reinterpret_cast<uint8_t*>(&len), sizeof(len), code, reason)) break;
-      if (len > maxMessage_) {
-        code = "ERR_BAD_FRAME";
-        reason = "message of " + std::to_string(len) + " bytes exceeds the limit of " + std::to_string(maxMessage_);
-        break;
-      }
-      uint8_t* buf = nullptr;
-      if (len > 0) {
-        buf = static_cast<uint8_t*>(malloc(len));
-        if (!buf) {
-          code = "ERR_TRANSPORT";
-          reason = "out of memory for a " + std::to_string(len) + "-byte message";
-          break;
-        }
-      }
-      if (!ReadBytes(r, data, buf, len, code, reason)) {
-        free(buf);
-        if (code == "ERR_PEER_CLOSED") reason += " in the middle of a message";
-        break;
-      }
-      Event* ev = new Event{kMessage, 0, buf, static_cast<size_t>(len), "", "", {}};
-      // Batch: take every further message that is already complete in the ring (bounded), one JS call for all.
-      while (ev->more.size() < 256) {
-        uint64_t t = r.tail;
-        uint64_t avail = load(&r.head) - t;
-        if (avail < sizeof(uint64_t)) break;
-        uint64_t next = 0;
-        for (size_t i = 0; i < sizeof(next); i++) reinterpret_cast<uint8_t*>(&next)[i] = data[(t + i) & (cap_ - 1)];
-        if (next > maxMessage_ || avail < sizeof(uint64_t) + next || next > (1u << 20)) break;
-        uint8_t* nb = next ? static_cast<uint8_t*>(malloc(next)) : nullptr;
-        if (next && !nb) break;
-        ReadBytes(r, data, reinterpret_cast<uint8_t*>(&next), sizeof(next), code, reason);
-        ReadBytes(r, data, nb, next, code, reason);
-        ev->more.emplace_back(nb, static_cast<size_t>(next));
-      }
-      ev->inflight = &inflight_;
-      inflight_.fetch_add(1);
-      lk.unlock();
-      Emit(ev);
-    }
-    if (code != "ERR_CLOSED") Emit(new Event{kRecvFailed, 0, nullptr, 0, reason, code, {}});
   }
 
   void SetIdle() {
@@ -635,17 +702,17 @@ class Segment : public Napi::ObjectWrap<Segment> {
         if (WriteBytes(r, data, reinterpret_cast<uint8_t*>(&len), sizeof(len), code, reason) &&
             WriteBytes(r, data, job.data, job.len, code, reason)) {
           SetIdle();
-          Emit(new Event{kSendDone, job.id, nullptr, 0, "", "", {}});
+          Emit(new Event{kSendDone, job.id, "", ""});
           continue;
         }
         broken = true;
       }
       SetIdle();
-      Emit(new Event{kSendFailed, job.id, nullptr, 0, reason, code, {}});
+      Emit(new Event{kSendFailed, job.id, reason, code});
     }
     std::lock_guard<std::mutex> lk(mu_);
     for (const SendJob& job : queue_) {
-      Emit(new Event{kSendFailed, job.id, nullptr, 0, "connection closed", "ERR_CLOSED", {}});
+      Emit(new Event{kSendFailed, job.id, "connection closed", "ERR_CLOSED"});
     }
     queue_.clear();
   }
@@ -658,25 +725,29 @@ class Segment : public Napi::ObjectWrap<Segment> {
   uint64_t maxMessage_ = 0;
   int spin_ = 0;
   int side_ = 0;
+  int listenFd_ = -1;  // listener only, until the dialer's wake socket is accepted
+  int fd_ = -1;        // the connected wake socket
   bool unlinked_ = true;
   bool started_ = false;
   std::atomic<bool> stopping_{false};
+  napi_env env_ = nullptr;
   Napi::ThreadSafeFunction tsfn_;
-  std::thread reader_, writer_;
+  Napi::FunctionReference onReadable_;
+  Napi::AsyncContext* asyncCtx_ = nullptr;
+  PollBox* poll_ = nullptr;
+  uint64_t lastHead_ = 0;  // JS thread: incoming head as last seen by take/readInto
+  std::thread writer_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<SendJob> queue_;
   bool writerBusy_ = false;  // guarded by mu_: the writer thread is copying a job into the ring
-  std::mutex rmu_;           // consumer lock: held while a message is taken out of the incoming ring
-  std::atomic<int> inflight_{0};     // message events queued for JS and not yet delivered
-  std::atomic<bool> jsPolling_{false};  // the JS thread is spinning in tryRecv: the reader thread backs off
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) { return Segment::Init(env, exports); }
 
-// Received messages are malloc'd; glibc would mmap (and page-fault in) every buffer above its dynamic threshold.
-// Raising the threshold lets freed receive buffers be reused from the heap (measured: 64 MiB messages went from
-// ~1.9 to see bench/README.md). Called explicitly from JS (`tuneMalloc`) because it is process-wide.
+// Large receive buffers are malloc'd; glibc would mmap (and page-fault in) every buffer above its dynamic
+// threshold. Raising the threshold lets freed receive buffers be reused from the heap. Called explicitly from JS
+// (`tuneMalloc`) because it is process-wide.
 Napi::Value TuneMalloc(const Napi::CallbackInfo& info) {
   int bytes = info[0].As<Napi::Number>().Int32Value();
   bool ok = mallopt(M_MMAP_THRESHOLD, bytes) == 1 && mallopt(M_TRIM_THRESHOLD, bytes * 2) == 1;
