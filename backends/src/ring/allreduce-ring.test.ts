@@ -67,6 +67,17 @@ test('direct allreduce is exact for sum, mean, min, max on 3..7 ranks and odd le
   }
 });
 
+test('two-rank exchange with a credit window of 1 and 3 segments stays exact', async () => {
+  for (const window of [1, 3]) {
+    const groups = await memoryGroups(2);
+    const n = 100_003;
+    const a = groups.map((_, r) => Int32Array.from({ length: n }, (_, i) => r * n + i));
+    await onAllRanks(groups, (g, r) => allreduceRing(g, a[r]!, { kernels, segmentBytes: 4096, window }));
+    for (const x of a) for (let i = 0; i < n; i++) if (x[i] !== n + 2 * i) assert.unreachable(`window ${window} [${i}] = ${x[i]}`);
+    await Promise.all(groups.map((g) => g.close()));
+  }
+});
+
 test('ring allreduce 64 MiB + 4 B int32 sum exact on 2 and 3 ranks', async () => {
   for (const size of [2, 3]) await check(size, (64 << 20) / 4 + 1, 'int32', 'sum', 4 << 20);
 });

@@ -26,6 +26,8 @@ export interface AllreduceOptions {
    * 2 phases over a full mesh; float16 wire is ring-only).
    */
   algorithm?: 'ring' | 'direct';
+  /** Two-rank exchange only: segments sent ahead of the peer's (a credit window; default all). No clear gain measured here. */
+  window?: number;
 }
 
 /**
@@ -61,7 +63,7 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       if (f16) roundF16(opts.kernels, data as Float32Array);
       return;
     }
-    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels);
+    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? Infinity);
     if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
     if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
     return ring(g, seq, data, op, f16, segBytes, opts.kernels);
@@ -186,7 +188,7 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
   if (f16) roundF16(k, data as Float32Array);
 }
 
-async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels): Promise<void> {
+async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, window: number): Promise<void> {
   const n = data.length;
   const segs = segments(0, n, Math.max(1, Math.floor(segBytes / data.BYTES_PER_ELEMENT)));
   const h = { tag: Tags.allreduce, step: 0, seq, aux: n >>> 0 };
@@ -195,21 +197,27 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
   const out = new Outbox(g);
   const u16 = new Uint16Array(0);
   const inflight: Promise<void>[] = [];
+  const sendSeg = (j: number) => {
+    const s = segs[j]!;
+    if (f16) {
+      const msg = g.message(h, s.len * 2);
+      const half = new Uint16Array(msg.buffer, msg.byteOffset + 16, s.len);
+      const mine = data.subarray(s.start, s.start + s.len) as Float32Array;
+      k.f32ToF16(half, mine);
+      k.f16ToF32(mine, half); // reduce the same rounded values the peer receives
+      out.add(g.sendMessage(peer, msg));
+    } else inflight[j] = sendBytes(g, out, peer, h, bytesOf(data, s.start, s.len));
+  };
   try {
-    for (const s of segs) {
-      if (f16) {
-        const msg = g.message(h, s.len * 2);
-        const half = new Uint16Array(msg.buffer, msg.byteOffset + 16, s.len);
-        const mine = data.subarray(s.start, s.start + s.len) as Float32Array;
-        k.f32ToF16(half, mine);
-        k.f16ToF32(mine, half); // reduce the same rounded values the peer receives
-        out.add(g.sendMessage(peer, msg));
-      } else inflight.push(sendBytes(g, out, peer, h, bytesOf(data, s.start, s.len)));
-    }
+    // credit window: segment j+window goes out once the peer's segment j is in, so each segment is reduced
+    // while it is still in cache and neither side buffers the whole message
+    const first = Math.min(segs.length, window);
+    for (let j = 0; j < first; j++) sendSeg(j);
     for (let j = 0; j < segs.length; j++) {
       const s = segs[j]!;
       const { payload } = await g.recv(peer, h);
-      const pending = inflight[j] as Promise<void> | undefined;
+      if (j + window < segs.length) sendSeg(j + window);
+      const pending = inflight[j];
       if (pending) await pending; // our copy of this segment may still be on its way out
       expectBytes(g, peer, 'allreduce segment', payload.byteLength, s.len * (f16 ? 2 : data.BYTES_PER_ELEMENT));
       const dst = data.subarray(s.start, s.start + s.len);
