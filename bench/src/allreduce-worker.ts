@@ -20,6 +20,7 @@ export interface WorkerArgs {
   segmentBytes?: number;
   wire?: 'native' | 'float16';
   algorithm?: 'ring' | 'direct';
+  window?: number;
   timeoutMs: number;
 }
 
@@ -37,7 +38,7 @@ async function main(a: WorkerArgs): Promise<void> {
   const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
   const kernels = loadKernels();
   const ctl = new Float64Array(1);
-  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm };
+  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window };
   try {
     // global warm-up before the first size, so the JIT and the connections are warm for the 8 B row
     const warm = new Float32Array(2);

@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
  *                             [--algorithms ring,direct]
- *                             [--segment-bytes N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
+ *                             [--segment-bytes N] [--window N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
  * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
@@ -146,7 +146,8 @@ export async function run(args: string[]): Promise<void> {
   const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
   const algorithms = (flag(args, '--algorithms') ?? 'ring').split(',') as ('ring' | 'direct')[];
   const sizes = sweepSizes(maxBytes);
-  const base = { sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
+  const window = flag(args, '--window') ? Number(flag(args, '--window')) : undefined;
+  const base = { window, sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
   const started = new Date().toISOString();
   const cores = cpus().length;
   const rows: AllreduceRow[] = [];
