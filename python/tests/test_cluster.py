@@ -2,6 +2,7 @@
 two ranks run in different executors and Python workers, as on a real cluster."""
 
 import os
+import shutil
 import uuid
 
 import pytest
@@ -13,12 +14,21 @@ PROBE = "test/dist/spark-probe-worker.js"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # Executor work dirs (logs, jars) go to a temp dir instead of the pyspark package folder.
-    os.environ["SPARK_WORKER_DIR"] = str(tmp_path_factory.mktemp("spark-work"))
+def cluster():
     s = make_session("local-cluster[2,1,1024]", **{"spark.executor.memory": "512m"})
+    app_id = s.sparkContext.applicationId
     yield s
     s.stop()
+    # local-cluster workers keep executor logs in $SPARK_HOME/work/<app id> (SPARK_WORKER_DIR is not read in this
+    # mode): remove this application's folder so the test leaves nothing behind in the pyspark install.
+    from pyspark.find_spark_home import _find_spark_home
+
+    work = os.path.join(_find_spark_home(), "work")
+    shutil.rmtree(os.path.join(work, app_id), ignore_errors=True)
+    try:
+        os.rmdir(work)
+    except OSError:
+        pass
 
 
 def test_two_executors_run_one_job(cluster, repo):
