@@ -139,6 +139,12 @@ test('demo flags: defaults, values, and errors that name the flag', () => {
   assert.throws(() => parseDemoOptions(['--workers', '0']), /--workers must be an integer >= 1/);
   assert.throws(() => parseDemoOptions(['--workers', '3']), /--batch \(512\) must be a multiple of the worker count 3/);
   assert.throws(() => parseDemoOptions(['--epoch', '3']), /--epoch is not a known option/);
+  // Tables: on the servers when there are servers (auto), replicated on request; ring has no servers.
+  assert.equal([d.tables, d.serverOptimizer], ['auto', 'adam']);
+  const t = parseDemoOptions(['--tables', 'replicated', '--server-optimizer', 'adagrad']);
+  assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);
+  assert.throws(() => parseDemoOptions(['--backend', 'ring', '--tables', 'server']), /--tables server needs parameter servers/);
+  assert.throws(() => parseDemoOptions(['--tables', 'sharded']), /--tables must be server\|replicated/);
 });
 
 test.run();

@@ -23,6 +23,10 @@ for (const backend of ['ps', 'hybrid'] as const) {
       assert.is(res.train.workers, 2);
       assert.ok(res.train.final.hr > 1.2 * res.baselines['most-popular'].hr, `model ${res.train.final.hr} vs ${res.baselines['most-popular'].hr}`);
       assert.ok(res.train.bytesSent > 0, 'the engine moved bytes');
+      // ps / hybrid: the tables live on the server actors; a step pulls and pushes only its rows.
+      const last = res.train.epochs[res.train.epochs.length - 1];
+      assert.is(last.tables, 'server');
+      assert.ok(last.pulledRowsPerStep > 0 && last.psWireBytesPerStep > 0, JSON.stringify(last));
       const md = readFileSync(join(out, 'report.md'), 'utf8');
       assert.match(md, /## Row-sparse traffic/);
     } finally {

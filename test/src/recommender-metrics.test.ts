@@ -113,6 +113,7 @@ test('report: Markdown and the four PNG plots are written', () => {
       epoch: e, loss: 5 - e, steps: 10, samples: 5120, seconds: 2, samplesPerSec: 2560, sparseRowsPerStep: 100,
       tableRows: { user_embedding: { rowsPerStep: 50, numRows: 1000 } }, sparseBytesPerStep: 12_800, tableBytes: 128_000,
       wireBytesPerStep: 20_000, metrics: { ...m, hr: 0.1 * e }, computeSeconds: 1, syncSeconds: 0.5, applySeconds: 0.5,
+      tables: 'server' as const, pulledRowsPerStep: 50, pullBytesPerStep: 6600, pushBytesPerStep: 6600, psWireBytesPerStep: 14_000, heldTableBytes: 6400,
     });
     const path = writeReport(dir, {
       title: 't', command: 'demo', wallSeconds: 10,
@@ -125,6 +126,7 @@ test('report: Markdown and the four PNG plots are written', () => {
     const md = readFileSync(path, 'utf8');
     assert.match(md, /\| \*\*model\*\* \(hybrid, 2 workers, 2 epochs\) \| 20\.00% \| 0\.1000 \| 0\.0900 \| \+300% \|/);
     assert.match(md, /\| user_embedding \| 1000 \| 50 \| 5\.00% \|/);
+    assert.match(md, /Pulled 50 rows per step: 6\.4 KiB pulled \+ 6\.4 KiB pushed/);
     for (const f of ['loss.png', 'hr10.png', 'hr10-bars.png', 'samples-per-sec.png', 'results.json']) assert.ok(existsSync(join(dir, f)), f);
     assert.is(readFileSync(join(dir, 'hr10.png')).readUInt32BE(16), 720);
   } finally {

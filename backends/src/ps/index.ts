@@ -19,3 +19,4 @@ export * from './kv-server.js';
 export * from './kv-worker.js';
 export * from './launch-servers.js';
 export * from './ps-sync.js';
+export * from './server-tables.js';

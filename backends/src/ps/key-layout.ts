@@ -1,4 +1,5 @@
 import { Errors } from '@shoal/core';
+import type { UpdaterSpec } from './updaters.js';
 
 /**
  * Key specs and the key slicer (ps-lite's `Slicer`): how each key is laid out over the servers. Every worker
@@ -29,6 +30,12 @@ export interface KeySpec {
    * allreduce-style sum-only use). Default `'optimizer'`.
    */
   update?: 'optimizer' | 'assign';
+  /**
+   * This key's own server-side optimizer (MXNet's `kvstore.set_optimizer`, per key), used instead of the
+   * server's configured updater when `update` is `'optimizer'`. Built-in types only (no `module`): workers
+   * choose the rule, servers only run code they were started with.
+   */
+  updater?: Exclude<UpdaterSpec, { type: 'module' }>;
 }
 
 /** One server's part of a key: elements `[start, end)` (for row-sparse keys also rows `[rowStart, rowEnd)`). */
@@ -63,6 +70,13 @@ export function validateKeySpec(s: KeySpec): void {
       throw Errors.invalidArg(`rows of key ${s.key}`, `must be positive integers, got ${numRows} x ${rowSize}`);
     }
     if (numRows * rowSize !== s.size) throw Errors.invalidArg(`size of key ${s.key}`, `must be numRows * rowSize = ${numRows * rowSize}, got ${s.size}`);
+  }
+  if (s.updater !== undefined) {
+    const t = (s.updater as { type?: unknown }).type;
+    if (t !== 'assign' && t !== 'add' && t !== 'sgd' && t !== 'adam' && t !== 'adagrad') {
+      throw Errors.invalidArg(`updater of key ${s.key}`, `must be a built-in updater (assign|add|sgd|adam|adagrad), got ${JSON.stringify(t)}`);
+    }
+    if (s.update === 'assign') throw Errors.invalidArg(`updater of key ${s.key}`, "needs update: 'optimizer' (the key is declared 'assign')");
   }
 }
 
@@ -125,7 +139,7 @@ export function sameSpec(a: KeySpec, b: KeySpec): boolean {
   return describeSpec(a) === describeSpec(b);
 }
 export function describeSpec(s: KeySpec): string {
-  return `${s.dtype ?? 'float32'}[${s.rows ? `${s.rows.numRows}x${s.rows.rowSize}` : s.size}]${s.update === 'assign' ? ' assign' : ''}`;
+  return `${s.dtype ?? 'float32'}[${s.rows ? `${s.rows.numRows}x${s.rows.rowSize}` : s.size}]${s.update === 'assign' ? ' assign' : ''}${s.updater ? ` ${JSON.stringify(s.updater)}` : ''}`;
 }
 
 export function allocFloat(dtype: Dtype | undefined, n: number): FloatArray {

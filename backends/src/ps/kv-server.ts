@@ -127,9 +127,9 @@ export class KVServer {
     // Node clamps timers above 2^31-1 ms (Infinity included) to 1 ms: keep waits finite.
     this.timeoutMs = Math.min(o.timeoutMs ?? 60_000, 2 ** 31 - 1);
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
-    this.ready = createUpdater(o.updater ?? { type: 'assign' }).then((u) => {
+    this.ready = createUpdater(o.updater ?? { type: 'assign' }).then(async (u) => {
       this.updater = u;
-      for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = u;
+      for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = s.spec.updater ? await createUpdater(s.spec.updater) : u;
     });
   }
 
@@ -171,6 +171,8 @@ export class KVServer {
   async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null): Promise<{ resume: number[] }> {
     await this.ready;
     this.checkRank(rank);
+    // Keys with their own optimizer (built before the loop, so the loop runs without yielding).
+    const own = await Promise.all(specs.map((sp) => (sp.updater && sp.update !== 'assign' ? createUpdater(sp.updater) : null)));
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
       const want = sliceKey(spec, this.o.numServers, this.o.bigKeyBound).find((s) => s.server === this.o.serverIndex);
@@ -188,7 +190,7 @@ export class KVServer {
         if (v.length !== got.end - got.start) throw Errors.invalidArg(`init value of key ${spec.key}`, `has ${v.length} elements, slice needs ${got.end - got.start}`);
         const data = allocFloat(spec.dtype, v.length);
         data.set(v);
-        this.slots.set(spec.key, this.newSlot(spec, got, data));
+        this.slots.set(spec.key, this.newSlot(spec, got, data, own[i] ?? undefined));
       }
     }
     this.pumpKeys();
@@ -208,7 +210,7 @@ export class KVServer {
     return { resume: specs.map((s) => (sync ? this.slots.get(s.key)!.version : this.slots.get(s.key)!.clock[rank]!)) };
   }
 
-  private newSlot(spec: KeySpec, slice: KeySlice, data: FloatArray): Slot {
+  private newSlot(spec: KeySpec, slice: KeySlice, data: FloatArray, updater?: ServerUpdater): Slot {
     return {
       spec,
       slice,
@@ -216,7 +218,7 @@ export class KVServer {
       state: {},
       version: 0,
       clock: new Array<number>(this.o.numWorkers).fill(0),
-      updater: spec.update === 'assign' ? assignUpdater : this.updater,
+      updater: spec.update === 'assign' ? assignUpdater : (updater ?? this.updater),
       pushed: new Uint8Array(this.o.numWorkers),
       pushedCount: 0,
       acks: [],

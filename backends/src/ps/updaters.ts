@@ -34,7 +34,7 @@ export type UpdaterSpec =
   | { type: 'assign' }
   | { type: 'add'; lr?: number }
   | { type: 'sgd'; lr: number; momentum?: number; wd?: number; rescale?: number }
-  | { type: 'adam'; lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number }
+  | { type: 'adam'; lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number; rowStep?: boolean }
   | { type: 'adagrad'; lr: number; eps?: number; wd?: number; rescale?: number }
   /** `import(module)[export](...args)` must return a ServerUpdater. */
   | { type: 'module'; ref: ModuleRef };
@@ -104,8 +104,13 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
   };
 }
 
-/** Adam (bias-corrected); for row-sparse keys only the touched rows' moments move (lazy Adam). */
-export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number }): ServerUpdater {
+/**
+ * Adam (bias-corrected); for row-sparse keys only the touched rows' moments move (lazy Adam). The bias
+ * correction counts the key's updates (MXNet's lazy_update), or with `rowStep` each row's own updates (state
+ * `rowStep`, one count per row): a row first touched late then takes a first step of about `lr`, as with a
+ * per-row optimizer on the worker.
+ */
+export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps?: number; wd?: number; rescale?: number; rowStep?: boolean }): ServerUpdater {
   const b1 = o.beta1 ?? 0.9;
   const b2 = o.beta2 ?? 0.999;
   const eps = o.eps ?? 1e-8;
@@ -116,8 +121,18 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
     const m = stateOf(ctx, 'm');
     const v = stateOf(ctx, 'v');
     const t = ctx.step + 1;
-    const lrT = (o.lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
+    const lrKey = (o.lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
+    let rowT: FloatArray | null = null;
+    if (o.rowStep && ctx.rowIds) {
+      rowT = ctx.state.rowStep ?? null;
+      if (!rowT) rowT = ctx.state.rowStep = new Float64Array(ctx.weights.length / ctx.rowSize!);
+    }
     forEachRun(ctx, (wo, go, n) => {
+      let lrT = lrKey;
+      if (rowT) {
+        const tr = ++rowT[wo / n]!;
+        lrT = (o.lr * Math.sqrt(1 - b2 ** tr)) / (1 - b1 ** tr);
+      }
       for (let i = 0; i < n; i++) {
         const j = wo + i;
         const gi = rs * g[go + i]! + wd * w[j]!;

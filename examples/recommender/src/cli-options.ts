@@ -5,6 +5,10 @@ export interface DemoOptions {
   /** Parameter-server shards for ps/hybrid. */
   servers: number;
   backend: 'ring' | 'ps' | 'hybrid';
+  /** Where the embedding tables live: on the parameter servers (ps / hybrid default) or replicated on every worker (ring default). */
+  tables: 'auto' | 'replicated' | 'server';
+  /** Server-side optimizer of server-held tables. */
+  serverOptimizer: 'adam' | 'adagrad';
   epochs: number;
   out: string | null;
   config: string | null;
@@ -27,6 +31,11 @@ Trains the basket-completion recommender on the shipped Online Retail data and w
   --workers N              worker processes (default 2)
   --backend B              ring | ps | hybrid (default hybrid: tables on parameter servers, dense layers on the ring)
   --servers K              parameter-server shards for ps / hybrid (default 1)
+  --tables T               server | replicated (default: server with ps / hybrid: the tables live on the parameter
+                           servers, which run the row-wise optimizer, and workers pull only the rows a step needs;
+                           replicated: every worker holds full tables and applies the averaged row gradients; ring
+                           always replicates)
+  --server-optimizer O     adam | adagrad: optimizer of server-held tables (default adam, lazy, per-row bias correction)
   --epochs E               training epochs (default 4)
   --out DIR                report folder (default out/recommender-<timestamp>)
   --config FILE            dataset config JSON (column mapping; default: the shipped Online Retail copy)
@@ -42,7 +51,7 @@ Trains the basket-completion recommender on the shipped Online Retail data and w
 /** Parse argv (without node and script). Throws RangeError naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
-    workers: 2, servers: 1, backend: 'hybrid', epochs: 4, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
+    workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 4, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
     maxSteps: 0, lr: null, dim: null, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
@@ -61,6 +70,16 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
         if (b !== 'ring' && b !== 'ps' && b !== 'hybrid') throw Errors.invalidArg(a, `must be ring|ps|hybrid, got ${JSON.stringify(b)}`);
         o.backend = b; break;
       }
+      case '--tables': {
+        const t = take();
+        if (t !== 'server' && t !== 'replicated') throw Errors.invalidArg(a, `must be server|replicated, got ${JSON.stringify(t)}`);
+        o.tables = t; break;
+      }
+      case '--server-optimizer': {
+        const t = take();
+        if (t !== 'adam' && t !== 'adagrad') throw Errors.invalidArg(a, `must be adam|adagrad, got ${JSON.stringify(t)}`);
+        o.serverOptimizer = t; break;
+      }
       case '--epochs': o.epochs = int(a, take(), 1); break;
       case '--out': o.out = take(); break;
       case '--config': o.config = take(); break;
@@ -77,6 +96,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
       default: throw Errors.invalidArg(a, `is not a known option\n${USAGE}`);
     }
   }
+  if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');
   for (const w of [o.workers, ...o.compareWorkers]) {
     if (o.batch % w !== 0) throw Errors.invalidArg('--batch', `(${o.batch}) must be a multiple of the worker count ${w}`);
   }

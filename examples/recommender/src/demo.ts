@@ -49,7 +49,7 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string): J
   return {
     ...DEFAULT_SPEC, preparedPath, outDir,
     model: { ...(o.lr !== null ? { lr: o.lr } : {}), ...(o.dim !== null ? { dim: o.dim } : {}) },
-    train: { epochs: o.epochs, globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps },
+    train: { epochs: o.epochs, globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps, tables: o.tables, serverOptimizer: o.serverOptimizer },
     evalEachEpoch: o.evalEachEpoch,
   };
 }

@@ -33,6 +33,50 @@ export const DEFAULT_MODEL: ModelOptions = { dim: 32, hidden: 64, negatives: 256
 /** An embedding table held as plain float rows (what a parameter server shard holds). */
 export interface Table { name: string; numRows: number; rowSize: number; data: Float32Array }
 
+/**
+ * Where a step reads a table's rows: `data` holds them and `at(r)` is the offset of row r in it. A full table is
+ * `{ data, at: (r) => r * rowSize }`; a worker with server-held tables passes the rows it pulled for the step.
+ */
+export interface RowView { readonly data: Float32Array; at(row: number): number }
+
+/** A full table as a RowView. */
+export function tableView(t: Table): RowView {
+  const rs = t.rowSize, data = t.data;
+  return { data, at: (r) => r * rs };
+}
+
+/** Rows `ids` (packed in that order in `rows`) as a RowView. */
+export function packedView(ids: Int32Array, rows: Float32Array, rowSize: number): RowView {
+  const pos = new Map<number, number>();
+  for (let i = 0; i < ids.length; i++) pos.set(ids[i]!, i * rowSize);
+  return {
+    data: rows,
+    at: (r) => {
+      const o = pos.get(r);
+      if (o === undefined) throw Errors.state(`row ${r} was not pulled for this step`);
+      return o;
+    },
+  };
+}
+
+/**
+ * The sampled inputs of one step, before any parameter is read: which examples, users, context and history
+ * items, negatives, and the unique sorted rows each table needs (`rows`, in `tables()` order). Sampling depends
+ * on seeds only, so a worker can plan a step and pull exactly its rows before computing.
+ */
+export interface BatchPlan {
+  batch: readonly Example[];
+  users: Int32Array;
+  ctx: number[];
+  ctxOff: Int32Array;
+  /** Per example [start, end) into `hist.items` of the pooled history (empty for the unknown user). */
+  histRange: Int32Array;
+  posIds: Int32Array;
+  negIds: Int32Array;
+  lp: Float32Array; ip: Float32Array; ln: Float32Array; inn: Float32Array;
+  rows: [Int32Array, Int32Array, Int32Array];
+}
+
 /** One training example: basket `basket` of the training set with item index `target` (absolute into items). */
 export interface Example { basket: number; target: number }
 
@@ -81,7 +125,8 @@ export class BasketModel implements Recommender {
   /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d], wide [2]. */
   readonly dense: DenseTensor[];
   private readonly adamDense: Adam[];
-  private readonly adamTables: Map<string, Adam>;
+  /** Created on a table's first local update (never with server-held tables). */
+  private readonly adamTables = new Map<string, Adam>();
   private rng: Rng;
   private readonly grad: (args: tfjs.Tensor[]) => { value: tfjs.Scalar; grads: tfjs.Tensor[] };
   private outT: tfjs.Tensor2D | null = null;
@@ -109,7 +154,6 @@ export class BasketModel implements Recommender {
       glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) },
       { name: 'wide/history', shape: [2], data: new Float32Array(2) }];
     this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
-    this.adamTables = new Map(this.tables().map((t) => [t.name, new Adam(t.data.length, t.numRows)]));
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
     this.grad = tf.valueAndGrads((u, c, hh, pos, negT, lp, ip, ln, inn, w1, bb1, w2, bb2, wide) => {
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
@@ -141,12 +185,36 @@ export class BasketModel implements Recommender {
 
   private denseTensors(): tfjs.Tensor[] { return this.dense.map((p) => this.tf.tensor(p.data, p.shape as number[])); }
 
-  /** Mean of the `itemIn` rows of `list[s..e)` into out[o..o+d); zeros when empty. */
-  private pool(list: ArrayLike<number>, s: number, e: number, out: Float32Array, o: number): void {
-    const d = this.opts.dim, tab = this.itemIn.data;
+  /** Mean of the `itemIn` rows (read through `view`) of `list[s..e)` into out[o..o+d); zeros when empty. */
+  private pool(view: RowView, list: ArrayLike<number>, s: number, e: number, out: Float32Array, o: number): void {
+    const d = this.opts.dim, tab = view.data;
     if (e <= s) return;
     const inv = 1 / (e - s);
-    for (let x = s; x < e; x++) { const r = list[x]! * d; for (let k = 0; k < d; k++) out[o + k]! += tab[r + k]! * inv; }
+    for (let x = s; x < e; x++) { const r = view.at(list[x]!); for (let k = 0; k < d; k++) out[o + k]! += tab[r + k]! * inv; }
+  }
+
+  /** Drop the local copies of the tables (server-held tables: the servers own them; load them back with setTable). */
+  releaseTables(): void {
+    for (const t of this.tables()) t.data = new Float32Array(0);
+    this.adamTables.clear();
+    this.invalidate();
+  }
+
+  /** Install a full table (e.g. pulled from the servers for evaluation). Takes ownership of `data`. */
+  setTable(name: string, data: Float32Array): void {
+    const t = this.tables().find((x) => x.name === name);
+    if (t === undefined) throw Errors.state(`no table named ${name}`);
+    if (data.length !== t.numRows * t.rowSize) throw Errors.invalidArg(`table ${name}`, `needs ${t.numRows * t.rowSize} values, got ${data.length}`);
+    t.data = data;
+    this.invalidate();
+  }
+
+  /** Bytes of the tables this model holds now (0 after releaseTables) plus their local Adam state. */
+  heldTableBytes(): number {
+    let b = 0;
+    for (const t of this.tables()) b += t.data.byteLength;
+    for (const a of this.adamTables.values()) b += a.m.byteLength + a.v.byteLength + a.t.byteLength;
+    return b;
   }
 
   /**
@@ -158,15 +226,22 @@ export class BasketModel implements Recommender {
    * draws exactly what one worker with the whole batch draws, so N-worker training follows the 1-worker path.
    */
   async computeGradients(train: Baskets, hist: Lists, batch: readonly Example[], sampling?: { stepSeed: number; firstIndex: number }): Promise<StepGradients> {
-    const tf = this.tf, { dim: d, negatives: K, maxContext } = this.opts, B = batch.length;
+    return this.gradients(this.plan(train, hist, batch, sampling), hist, [tableView(this.user), tableView(this.itemIn), tableView(this.itemOut)]);
+  }
+
+  /**
+   * Sample one step (see computeGradients for the sampling streams) without reading any parameter. Returns the
+   * plan `gradients` takes, with the rows each table needs.
+   */
+  plan(train: Baskets, hist: Lists, batch: readonly Example[], sampling?: { stepSeed: number; firstIndex: number }): BatchPlan {
+    const { negatives: K, maxContext } = this.opts, B = batch.length;
     if (B === 0) throw Errors.invalidArg('batch', 'must not be empty');
-    const d1 = d + 1, N = this.numItems;
-    const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
-    const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
-    const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K);
+    const N = this.numItems;
+    const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K), histRange = new Int32Array(2 * B);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
     const lp = new Float32Array(B), ip = new Float32Array(B), ln = new Float32Array(B * K), inn = new Float32Array(B * K);
     const counts: Map<number, number>[] = [];
+    const needUser = new Set<number>(), needIn = new Set<number>(), needOut = new Set<number>();
     const stepRng = sampling ? new Rng(mix(sampling.stepSeed, 0x9e3779b9)) : this.rng;
     for (let i = 0; i < B; i++) {
       const rng = sampling ? new Rng(mix(sampling.stepSeed, sampling.firstIndex + i + 1)) : this.rng;
@@ -174,15 +249,18 @@ export class BasketModel implements Recommender {
       const s = train.offsets[basket]!, e = train.offsets[basket + 1]!;
       const user = rng.next() < this.opts.userDropout ? 0 : train.users[basket]!;
       users[i] = user;
-      u.set(this.user.data.subarray(user * d, user * d + d), i * d);
+      needUser.add(user);
       // Context: the rest of the basket, at most maxContext of it chosen at random.
       const others: number[] = [];
       for (let x = s; x < e; x++) if (x !== target) others.push(train.items[x]!);
       if (others.length > maxContext) { rng.shuffle(others); others.length = maxContext; }
-      for (const it of others) ctx.push(it);
+      for (const it of others) { ctx.push(it); needIn.add(it); }
       ctxOff[i + 1] = ctx.length;
-      this.pool(ctx, ctxOff[i]!, ctxOff[i + 1]!, c, i * d);
-      if (user !== 0) this.pool(hist.items, hist.offsets[basket]!, Math.min(hist.offsets[basket + 1]!, hist.offsets[basket]! + this.opts.poolHistory), h, i * d);
+      if (user !== 0) {
+        const hs = hist.offsets[basket]!, he = Math.min(hist.offsets[basket + 1]!, hs + this.opts.poolHistory);
+        histRange[2 * i] = hs; histRange[2 * i + 1] = he;
+        for (let x = hs; x < he; x++) needIn.add(hist.items[x]!);
+      }
       const t = train.items[target]!;
       const m = new Map<number, number>();
       if (user !== 0) for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) m.set(hist.items[x]!, hist.counts[x]!);
@@ -190,14 +268,10 @@ export class BasketModel implements Recommender {
       const n = m.get(t) ?? 0;
       lp[i] = Math.log1p(n); ip[i] = n > 0 ? 1 : 0;
       posIds[i] = t;
-      pos.set(this.itemOut.data.subarray(t * d1, t * d1 + d1), i * d1);
+      needOut.add(t);
     }
-    // Shared negatives, laid out transposed [d+1, K] so the logits are one plain matMul.
-    for (let k = 0; k < K; k++) {
-      const j = stepRng.int(N);
-      negIds[k] = j;
-      for (let x = 0; x < d1; x++) negT[x * K + k] = this.itemOut.data[j * d1 + x]!;
-    }
+    // Shared negatives.
+    for (let k = 0; k < K; k++) { const j = stepRng.int(N); negIds[k] = j; needOut.add(j); }
     for (let i = 0; i < B; i++) {
       const m = counts[i]!;
       if (m.size === 0) continue;
@@ -205,6 +279,35 @@ export class BasketModel implements Recommender {
         const n = m.get(negIds[k]!);
         if (n !== undefined) { ln[i * K + k] = Math.log1p(n); inn[i * K + k] = 1; }
       }
+    }
+    const sorted = (x: Set<number>): Int32Array => Int32Array.from(x).sort();
+    return { batch, users, ctx, ctxOff, histRange, posIds, negIds, lp, ip, ln, inn, rows: [sorted(needUser), sorted(needIn), sorted(needOut)] };
+  }
+
+  /**
+   * Gradients of the mean sampled-softmax loss of a planned step, reading table rows through `views` (user,
+   * item-in, item-out: at least the plan's rows). Does not change parameters. Returns fresh arrays the caller
+   * owns; the row-sparse gradients cover exactly the plan's rows.
+   */
+  async gradients(p: BatchPlan, hist: Lists, views: readonly [RowView, RowView, RowView]): Promise<StepGradients> {
+    const tf = this.tf, { dim: d, negatives: K } = this.opts, B = p.batch.length;
+    const d1 = d + 1;
+    const [userV, inV, outV] = views;
+    const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
+    const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
+    const { users, ctx, ctxOff, histRange, posIds, negIds, lp, ip, ln, inn } = p;
+    for (let i = 0; i < B; i++) {
+      const uo = userV.at(users[i]!);
+      u.set(userV.data.subarray(uo, uo + d), i * d);
+      this.pool(inV, ctx, ctxOff[i]!, ctxOff[i + 1]!, c, i * d);
+      this.pool(inV, hist.items, histRange[2 * i]!, histRange[2 * i + 1]!, h, i * d);
+      const po = outV.at(posIds[i]!);
+      pos.set(outV.data.subarray(po, po + d1), i * d1);
+    }
+    // Negatives laid out transposed [d+1, K] so the logits are one plain matMul.
+    for (let k = 0; k < K; k++) {
+      const o = outV.at(negIds[k]!);
+      for (let x = 0; x < d1; x++) negT[x * K + k] = outV.data[o + x]!;
     }
     const dt = this.denseTensors();
     const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K]),
@@ -222,11 +325,8 @@ export class BasketModel implements Recommender {
       userG.add(users[i]!, gu, i * d, 1);
       const s = ctxOff[i]!, e = ctxOff[i + 1]!;
       for (let x = s; x < e; x++) inG.add(ctx[x]!, gc, i * d, 1 / (e - s));
-      const basket = batch[i]!.basket;
-      if (users[i] !== 0) {
-        const hs = hist.offsets[basket]!, he = Math.min(hist.offsets[basket + 1]!, hs + this.opts.poolHistory);
-        for (let x = hs; x < he; x++) inG.add(hist.items[x]!, gh, i * d, 1 / (he - hs));
-      }
+      const hs = histRange[2 * i]!, he = histRange[2 * i + 1]!;
+      for (let x = hs; x < he; x++) inG.add(hist.items[x]!, gh, i * d, 1 / (he - hs));
       outG.add(posIds[i]!, gpos, i * d1, 1);
     }
     const gneg = new Float32Array(K * d1);
@@ -234,7 +334,7 @@ export class BasketModel implements Recommender {
     for (let k = 0; k < K; k++) outG.add(negIds[k]!, gneg, k * d1, 1);
     return {
       loss,
-      dense: this.dense.map((p, i) => ({ name: p.name, shape: p.shape, data: vals[9 + i]! })),
+      dense: this.dense.map((q, i) => ({ name: q.name, shape: q.shape, data: vals[9 + i]! })),
       sparse: [userG.finish(this.user), inG.finish(this.itemIn), outG.finish(this.itemOut)],
     };
   }
@@ -245,8 +345,10 @@ export class BasketModel implements Recommender {
     dense.forEach((g, i) => this.adamDense[i]!.update(this.dense[i]!.data, 0, g.data, 0, g.data.length, 0, lr));
     for (const g of sparse) {
       const t = this.tables().find((x) => x.name === g.name);
-      const adam = this.adamTables.get(g.name);
-      if (t === undefined || adam === undefined) throw Errors.state(`no table named ${g.name}`);
+      if (t === undefined) throw Errors.state(`no table named ${g.name}`);
+      if (t.data.length === 0) throw Errors.state(`table ${g.name} is held by the servers (released here): its update runs there`);
+      let adam = this.adamTables.get(g.name);
+      if (adam === undefined) this.adamTables.set(g.name, (adam = new Adam(t.data.length, t.numRows)));
       for (let r = 0; r < g.rowIds.length; r++) adam.update(t.data, g.rowIds[r]! * t.rowSize, g.rows, r * t.rowSize, t.rowSize, g.rowIds[r]!, lr);
     }
     this.invalidate();
@@ -268,13 +370,14 @@ export class BasketModel implements Recommender {
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
     const lg = new Float32Array(B * N), fl = new Float32Array(B * N);
     const th = this.testHistory;
+    const userV = tableView(this.user), inV = tableView(this.itemIn);
     for (let b = from; b < to; b++) {
       const i = b - from, user = test.users[b]!;
-      u.set(this.user.data.subarray(user * d, user * d + d), i * d);
-      this.pool(test.items, test.offsets[b]!, test.offsets[b + 1]!, c, i * d);
+      u.set(userV.data.subarray(user * d, user * d + d), i * d);
+      this.pool(inV, test.items, test.offsets[b]!, test.offsets[b + 1]!, c, i * d);
       if (user !== 0 && th !== null) {
         const hs = th.offsets[b]!, he = th.offsets[b + 1]!;
-        this.pool(th.items, hs, Math.min(he, hs + this.opts.poolHistory), h, i * d);
+        this.pool(inV, th.items, hs, Math.min(he, hs + this.opts.poolHistory), h, i * d);
         for (let x = hs; x < he; x++) { lg[i * N + th.items[x]!] = Math.log1p(th.counts[x]!); fl[i * N + th.items[x]!] = 1; }
       }
     }

@@ -82,7 +82,14 @@ export function writeReport(dir: string, r: ReportInput): string {
   lines.push('', '![loss](loss.png)', '', '![samples/s](samples-per-sec.png)', '');
   if (last) {
     lines.push('## Row-sparse traffic (per step, per worker)', '');
-    lines.push('Only the embedding rows a batch touched are pushed; a dense sync would move every table each step.', '');
+    if (last.tables === 'server') {
+      lines.push('The embedding tables live on the parameter servers (row-range shards), which apply the row-wise optimizer. Each step a worker pulls the rows its batch needs and pushes their gradients; it holds no table.', '');
+      lines.push(`Pulled ${last.pulledRowsPerStep.toFixed(0)} rows per step: ${kb(last.pullBytesPerStep)} pulled + ${kb(last.pushBytesPerStep)} pushed (payload) vs ${kb(last.tableBytes)} of tables` +
+        ` (${pct((last.pullBytesPerStep + last.pushBytesPerStep) / (2 * last.tableBytes))} of a dense pull + push). Parameter-server client bytes (sent + received): ${kb(last.psWireBytesPerStep)} per step.` +
+        ` Table memory on a worker: ${kb(last.heldTableBytes)} of rows per step vs ${kb(3 * last.tableBytes)} for replicated tables with their Adam moments.`, '');
+    } else {
+      lines.push('Only the embedding rows a batch touched are pushed; a dense sync would move every table each step.', '');
+    }
     lines.push('| table | rows | rows touched per step | share |', '|---|---|---|---|');
     for (const [name, v] of Object.entries(last.tableRows)) lines.push(`| ${name} | ${v.numRows} | ${v.rowsPerStep.toFixed(0)} | ${pct(v.rowsPerStep / v.numRows)} |`);
     lines.push('', `Row-sparse gradient payload: ${kb(last.sparseBytesPerStep)} per step vs ${kb(last.tableBytes)} of tables (${pct(last.sparseBytesPerStep / last.tableBytes)}).` +

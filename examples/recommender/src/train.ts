@@ -1,8 +1,8 @@
-import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
+import { psWorkerOf, ServerTables, type DenseTensor, type GradientSync, type RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import type { Lists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
-import type { BasketModel, Example } from './model.js';
+import { packedView, type BasketModel, type BatchPlan, type Example, type RowView } from './model.js';
 import type { Baskets, TestBaskets } from './prepare.js';
 import { ProgressBar } from './progress.js';
 import { Rng } from './rng.js';
@@ -20,6 +20,15 @@ export interface TrainOptions {
   evalEachEpoch?: { test: TestBaskets; numItems: number } | null;
   /** Draw a progress bar (rank 0). */
   progress?: boolean;
+  /**
+   * Where the embedding tables live. `replicated` (default): every rank holds full tables, row-sparse gradients
+   * are averaged through the engine and every rank applies the same lazy Adam. `server`: the tables live on the
+   * parameter servers (ps / hybrid engines only), which apply the row-wise optimizer; ranks pull the rows a step
+   * needs and push the row gradients. `auto` (default): `server` when the engine has parameter servers.
+   */
+  tables?: 'auto' | 'replicated' | 'server';
+  /** Server-side optimizer of server-held tables (default `adam`: lazy Adam with per-row bias correction). */
+  serverOptimizer?: 'adam' | 'adagrad';
 }
 
 export interface EpochStats {
@@ -45,6 +54,18 @@ export interface EpochStats {
   applySeconds: number;
   /** Bytes the engine reported sent by this rank during the epoch, per step. */
   wireBytesPerStep: number;
+  tables: 'replicated' | 'server';
+  /** Server-held tables: mean rows pulled per step (all tables), the payload bytes pulled / pushed per step (rows * rowSize * 4 + 4 per id). */
+  pulledRowsPerStep: number;
+  pullBytesPerStep: number;
+  pushBytesPerStep: number;
+  /**
+   * Server-held tables: bytes sent plus received per step by this rank's parameter-server client (tables only
+   * under hybrid; under ps it also carries the dense allreduce and scalars). Replicated: 0.
+   */
+  psWireBytesPerStep: number;
+  /** Table bytes this rank held during the epoch: the mean pulled rows per step (server), or full tables plus their Adam m / v / step state (replicated). */
+  heldTableBytes: number;
   metrics: RankingMetrics | null;
 }
 
@@ -79,9 +100,24 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
   const local = opts.globalBatch / W;
   const tables = model.tables();
   const tableBytes = tables.reduce((a, t) => a + t.data.byteLength, 0);
-  // Same starting point everywhere: rank 0's values.
-  await sync.broadcastParameters([...model.dense, ...tables.map((t): DenseTensor => ({ name: t.name, shape: [t.numRows, t.rowSize], data: t.data }))]);
-  model.invalidate();
+  const kv = psWorkerOf(sync);
+  const mode: 'server' | 'replicated' = (opts.tables ?? 'auto') === 'auto' ? (kv ? 'server' : 'replicated') : (opts.tables as 'server' | 'replicated');
+  let server: ServerTables | null = null;
+  if (mode === 'server') {
+    if (kv === null) throw Errors.config('tables', `server-held tables need the ps or hybrid backend (parameter servers), got ${sync.kind}`);
+    const lr = model.opts.lr;
+    server = new ServerTables(kv, tables.map((t) => ({ name: t.name, numRows: t.numRows, rowSize: t.rowSize })), {
+      updater: (opts.serverOptimizer ?? 'adam') === 'adam' ? { type: 'adam', lr, rowStep: true } : { type: 'adagrad', lr: lr * 10 },
+    });
+    // Dense layers from rank 0; the tables once onto the servers (rank 0's seeded values), then dropped here.
+    await sync.broadcastParameters(model.dense);
+    await server.init(sync.rank === 0 ? tables.map((t) => t.data) : undefined);
+    model.releaseTables();
+  } else {
+    // Same starting point everywhere: rank 0's values.
+    await sync.broadcastParameters([...model.dense, ...tables.map((t): DenseTensor => ({ name: t.name, shape: [t.numRows, t.rowSize], data: t.data }))]);
+    model.invalidate();
+  }
   const history: EpochStats[] = [];
   for (let epoch = 1; epoch <= opts.epochs; epoch++) {
     const ex = epochExamples(train, opts.targetsPerBasket, opts.seed * 1000 + epoch);
@@ -91,25 +127,61 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const bar = opts.progress && sync.rank === 0 ? new ProgressBar(`epoch ${epoch}/${opts.epochs}`, steps) : null;
     const t0 = performance.now();
     const wire0 = sync.stats().bytesSent;
+    const ps0 = server?.stats();
     let lossSum = 0, sparseRows = 0, sparseBytes = 0, tCompute = 0, tSync = 0, tApply = 0;
+    let pulledRows = 0, pullBytes = 0, pushBytes = 0, held = 0;
     const perTable: Record<string, { rowsPerStep: number; numRows: number }> = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: 0, numRows: t.numRows }]));
-    for (let s = 0; s < steps; s++) {
+    const planOf = (s: number): BatchPlan => {
       const start = s * opts.globalBatch + sync.rank * local;
+      return model.plan(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
+    };
+    // Server-held tables: the rows of step s are pulled right after step s-1's push is sent (the servers answer
+    // once that round is applied), together with the dense allreduce: one wait per step.
+    let plan = planOf(0);
+    let pulling: Promise<RowView[]> | null = server ? pullRows(server, tables, plan) : null;
+    for (let s = 0; s < steps; s++) {
       const c0 = performance.now();
-      const g = await model.computeGradients(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
-      const c1 = performance.now();
-      await sync.allreduceMean(g.dense);
-      for (const sp of g.sparse) {
-        sparseRows += sp.rowIds.length;
-        perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
+      let g;
+      if (server) {
+        const views = await pulling!;
+        for (let k = 0; k < 3; k++) {
+          const n = plan.rows[k]!.length;
+          pulledRows += n; pullBytes += n * (tables[k]!.rowSize * 4 + 4); held += n * tables[k]!.rowSize * 4;
+        }
+        const c0b = performance.now();
+        tSync += c0b - c0;
+        g = await model.gradients(plan, hist, views as [RowView, RowView, RowView]);
+        const c1 = performance.now();
+        tCompute += c1 - c0b;
+        for (const sp of g.sparse) {
+          sparseRows += sp.rowIds.length;
+          perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
+          pushBytes += sp.rowIds.length * 4 + sp.rows.byteLength;
+        }
+        const pushes = g.sparse.map((sp) => server.push(sp.name, sp.rowIds, sp.rows));
+        if (s + 1 < steps) { plan = planOf(s + 1); pulling = pullRows(server, tables, plan); } else pulling = null;
+        await Promise.all([sync.allreduceMean(g.dense), ...pushes]);
+        const c2 = performance.now();
+        model.applyGradients(g.dense, []);
+        tSync += c2 - c1; tApply += performance.now() - c2;
+      } else {
+        g = await model.gradients(plan, hist, [tables[0]!, tables[1]!, tables[2]!].map(fullView) as [RowView, RowView, RowView]);
+        const c1 = performance.now();
+        await sync.allreduceMean(g.dense);
+        for (const sp of g.sparse) {
+          sparseRows += sp.rowIds.length;
+          perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
+        }
+        // One row-sparse collective for all tables (one round trip to the servers instead of one per table).
+        const fused = fuseTables(g.sparse);
+        sparseBytes += fused.rows.byteLength + fused.rowIds.byteLength;
+        const merged = splitTables(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(fused) : await densified(sync, fused), g.sparse);
+        const c2 = performance.now();
+        model.applyGradients(g.dense, merged);
+        held += model.heldTableBytes();
+        tCompute += c1 - c0; tSync += c2 - c1; tApply += performance.now() - c2;
+        if (s + 1 < steps) plan = planOf(s + 1);
       }
-      // One row-sparse collective for all tables (one round trip to the servers instead of one per table).
-      const fused = fuseTables(g.sparse);
-      sparseBytes += fused.rows.byteLength + fused.rowIds.byteLength;
-      const merged = splitTables(sync.sparseAllreduceMean ? await sync.sparseAllreduceMean(fused) : await densified(sync, fused), g.sparse);
-      const c2 = performance.now();
-      model.applyGradients(g.dense, merged);
-      tCompute += c1 - c0; tSync += c2 - c1; tApply += performance.now() - c2;
       lossSum += g.loss;
       if (bar && (s % 5 === 4 || s === steps - 1)) {
         const sec = (performance.now() - t0) / 1000;
@@ -117,16 +189,43 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       }
     }
     const seconds = (performance.now() - t0) / 1000;
+    const ps1 = server?.stats();
     const [loss] = await sync.allreduceScalars(Float64Array.of(lossSum / steps));
-    const metrics = opts.evalEachEpoch && sync.rank === 0 ? await evaluate(model, opts.evalEachEpoch.test, opts.evalEachEpoch.numItems) : null;
+    let metrics: RankingMetrics | null = null;
+    if (opts.evalEachEpoch && sync.rank === 0) {
+      if (server) await loadTables(server, model);
+      metrics = await evaluate(model, opts.evalEachEpoch.test, opts.evalEachEpoch.numItems);
+      if (server && epoch < opts.epochs) model.releaseTables();
+    }
     history.push({
       epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
-      sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: sparseBytes / steps, tableBytes,
+      sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: (server ? pushBytes : sparseBytes) / steps, tableBytes,
       wireBytesPerStep: (sync.stats().bytesSent - wire0) / steps, metrics,
       computeSeconds: tCompute / 1000, syncSeconds: tSync / 1000, applySeconds: tApply / 1000,
+      tables: mode, pulledRowsPerStep: pulledRows / steps, pullBytesPerStep: pullBytes / steps, pushBytesPerStep: pushBytes / steps,
+      psWireBytesPerStep: ps0 && ps1 ? (ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
+      heldTableBytes: held / steps,
     });
   }
+  // Every rank ends with the trained tables (evaluation, suggestions): one full pull from the servers.
+  if (server && model.heldTableBytes() === 0) await loadTables(server, model);
   return history;
+}
+
+function fullView(t: { data: Float32Array; rowSize: number }): RowView {
+  const rs = t.rowSize, data = t.data;
+  return { data, at: (r) => r * rs };
+}
+
+/** Pull the plan's rows of every table (one request per table and server, concurrently). */
+async function pullRows(server: ServerTables, tables: readonly { name: string; rowSize: number }[], plan: BatchPlan): Promise<RowView[]> {
+  return Promise.all(tables.map(async (t, k) => packedView(plan.rows[k]!, await server.pull(t.name, plan.rows[k]!), t.rowSize)));
+}
+
+/** Pull the whole tables into the model (after this rank's last push). */
+async function loadTables(server: ServerTables, model: BasketModel): Promise<void> {
+  const full = await Promise.all(model.tables().map((t) => server.pullAll(t.name)));
+  model.tables().forEach((t, k) => model.setTable(t.name, full[k]!));
 }
 
 /** Fallback for engines without row-sparse support: scatter into a full dense table, allreduce it, keep touched rows. */
