@@ -58,7 +58,43 @@ for (const transport of ['net', 'nng']) {
   });
 }
 
-test('a peer killed mid-allreduce makes every survivor raise within 2x the op timeout (net, 4 processes)', async () => {
+test('a peer frozen mid-allreduce (SIGSTOP) makes every survivor raise ERR_TIMEOUT or a peer error within 2x the op timeout (net, 3 processes)', async () => {
+  const size = 3;
+  const timeoutMs = 2000;
+  const server = await TcpStoreServer.start();
+  let stoppedAt = 0;
+  const victim = 1;
+  const ranks: Rank[] = [];
+  const started = new Promise<void>((res) => {
+    for (let r = 0; r < size; r++)
+      ranks.push(
+        start('loop', r, size, server.url, 'net', timeoutMs, (o) => {
+          if (o.rank === victim && o.iter === 3) res();
+        }),
+      );
+  });
+  try {
+    await withTimeout(started, 30_000, 'ranks reaching iteration 3');
+    ranks[victim]!.child.kill('SIGSTOP');
+    stoppedAt = Date.now();
+    const survivors = ranks.filter((_, r) => r !== victim);
+    await withTimeout(Promise.all(survivors.map((r) => r.exited)), 4 * timeoutMs, 'survivors exiting');
+    survivors.forEach((rk) => {
+      const last = rk.lines.at(-1)!;
+      assert.ok(typeof last.error === 'string', `last line ${JSON.stringify(last)}`);
+      const delay = (last.at as number) - stoppedAt;
+      assert.ok(delay < 2 * timeoutMs, `rank ${String(last.rank)} raised ${String(last.error)} after ${delay} ms (limit ${2 * timeoutMs})`);
+      console.log(`  rank ${String(last.rank)}: ${String(last.error)} after ${delay} ms`);
+    });
+  } finally {
+    ranks.forEach((r) => r.child.kill('SIGKILL'));
+    await server.close();
+  }
+});
+
+for (const transport of ['net', 'nng'])
+test(`a peer killed mid-allreduce makes every survivor raise within 2x the op timeout (${transport}, 4 processes)`, async () => {
+  if (transport === 'nng' && !nngBuilt) return;
   const size = 4;
   const timeoutMs = 3000;
   const server = await TcpStoreServer.start();
@@ -68,7 +104,7 @@ test('a peer killed mid-allreduce makes every survivor raise within 2x the op ti
   const started = new Promise<void>((res) => {
     for (let r = 0; r < size; r++)
       ranks.push(
-        start('loop', r, size, server.url, 'net', timeoutMs, (o) => {
+        start('loop', r, size, server.url, transport, timeoutMs, (o) => {
           if (o.rank === victim && o.iter === 3 && !killedAt) res();
         }),
       );
