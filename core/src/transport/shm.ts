@@ -38,6 +38,12 @@ export interface ShmOptions {
    * freed when collected.
    */
   allocate?: (bytes: number) => Uint8Array;
+  /**
+   * Without `allocate`: bytes of collected receive buffers each connection keeps for reuse by later messages of
+   * the same size (a fresh mapping costs page faults and zeroing: ~1 GB/s against memcpy's 4-10 here). Default
+   * 128 MiB; 0 disables.
+   */
+  recvPoolBytes?: number;
   /** Name prefix, normally the job id. Default 'shoal'. */
   prefix?: string;
   /**
@@ -64,7 +70,7 @@ interface NativeSegment {
 }
 interface ShmAddon {
   tuneMalloc(bytes: number): boolean;
-  Segment: new (name: string, create: boolean, ringBytes: number, maxMessage: number, spin: number) => NativeSegment;
+  Segment: new (name: string, create: boolean, ringBytes: number, maxMessage: number, spin: number, poolBytes: number) => NativeSegment;
 }
 
 function loadAddon(): ShmAddon {
@@ -119,6 +125,7 @@ class ShmTransport implements Transport {
   private readonly ringBytes: number;
   private readonly maxMessage: number;
   private readonly spin: number;
+  private readonly poolBytes: number;
   private readonly prefix: string;
   private readonly conn: ConnSettings;
   private seq = 0;
@@ -129,6 +136,8 @@ class ShmTransport implements Transport {
     }
     this.maxMessage = opts.maxMessageBytes ?? 2 ** 40;
     this.spin = opts.spin ?? 2000;
+    this.poolBytes = opts.recvPoolBytes ?? 128 << 20;
+    if (!(this.poolBytes >= 0)) throw Errors.invalidArg('options.recvPoolBytes', `must be >= 0, got ${opts.recvPoolBytes}`);
     const pollMicros = opts.pollMicros ?? 0;
     if (!(pollMicros >= 0)) throw Errors.invalidArg('options.pollMicros', `must be >= 0, got ${opts.pollMicros}`);
     if (opts.allocate !== undefined && typeof opts.allocate !== 'function') {
@@ -158,7 +167,7 @@ class ShmTransport implements Transport {
     }
     let seg: NativeSegment;
     try {
-      seg = new this.addon.Segment(`/${name}`, true, this.ringBytes, this.maxMessage, this.spin);
+      seg = new this.addon.Segment(`/${name}`, true, this.ringBytes, this.maxMessage, this.spin, this.poolBytes);
     } catch (e) {
       throw Errors.transport(`listen shm://${name}`, (e as Error).message, e);
     }
@@ -171,7 +180,7 @@ class ShmTransport implements Transport {
     const start = Date.now();
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
       try {
-        const seg = new this.addon.Segment(`/${name}`, false, 0, this.maxMessage, this.spin);
+        const seg = new this.addon.Segment(`/${name}`, false, 0, this.maxMessage, this.spin, this.poolBytes);
         return new ShmConnection(seg, `listener ${url}`, this.conn);
       } catch (e) {
         const code = (e as { code?: string }).code;
@@ -222,6 +231,12 @@ const INBOX_HIGH_WATER = 64 << 20;
 interface ConnSettings {
   pollMicros: number;
   allocate?: (bytes: number) => Uint8Array;
+  /**
+   * Without `allocate`: bytes of collected receive buffers each connection keeps for reuse by later messages of
+   * the same size (a fresh mapping costs page faults and zeroing: ~1 GB/s against memcpy's 4-10 here). Default
+   * 128 MiB; 0 disables.
+   */
+  recvPoolBytes?: number;
 }
 
 class ShmConnection implements Connection {

@@ -45,6 +45,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -121,6 +123,68 @@ struct SendJob {
   size_t len;
 };
 
+
+// Receive buffers for large messages, recycled: a buffer comes back here when JS collects its ArrayBuffer, and the
+// next message of the same size reuses it instead of mapping (and page-faulting, zeroing) fresh memory. Shared by
+// a connection and every buffer it handed out (shared_ptr), so buffers may outlive the connection. Thread-safe
+// (finalizers run on the JS thread, but an environment teardown may not).
+class BufferPool {
+ public:
+  explicit BufferPool(size_t capBytes) : cap_(capBytes) {}
+  ~BufferPool() {
+    for (auto& kv : free_) Release(kv.second, kv.first);
+  }
+  uint8_t* Get(size_t n) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = free_.find(n);
+      if (it != free_.end()) {
+        uint8_t* p = it->second;
+        free_.erase(it);
+        freeBytes_ -= n;
+        return p;
+      }
+    }
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+  }
+  void Put(uint8_t* p, size_t n) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!closed_ && freeBytes_ + n <= cap_) {
+        free_.emplace(n, p);
+        freeBytes_ += n;
+        return;
+      }
+    }
+    Release(p, n);
+  }
+  // The connection closed: keep nothing idle from now on.
+  void Drain() {
+    std::multimap<size_t, uint8_t*> old;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      closed_ = true;
+      old.swap(free_);
+      freeBytes_ = 0;
+    }
+    for (auto& kv : old) Release(kv.second, kv.first);
+  }
+
+ private:
+  static void Release(uint8_t* p, size_t n) { munmap(p, n); }
+  std::mutex mu_;
+  std::multimap<size_t, uint8_t*> free_;
+  size_t freeBytes_ = 0;
+  size_t cap_;
+  bool closed_ = false;
+};
+
+struct PooledBuffer {
+  std::shared_ptr<BufferPool> pool;
+  size_t len;
+};
+
 struct PollBox {
   uv_poll_t handle;
   class Segment* owner;
@@ -154,6 +218,8 @@ class Segment : public Napi::ObjectWrap<Segment> {
     uint64_t cap = static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue());
     maxMessage_ = static_cast<uint64_t>(info[3].As<Napi::Number>().DoubleValue());
     spin_ = info[4].As<Napi::Number>().Int32Value();
+    double poolBytes = info.Length() > 5 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
+    pool_ = std::make_shared<BufferPool>(static_cast<size_t>(poolBytes));
     sockaddr_un addr;
     socklen_t alen = wakeAddr(name_, &addr);
     if (create) {
@@ -536,18 +602,24 @@ class Segment : public Napi::ObjectWrap<Segment> {
     return Napi::Boolean::New(info.Env(), false);
   }
 
-  // alloc(bytes): an uninitialised receive buffer from malloc (recycled from the heap when tuneMalloc raised the
-  // mmap threshold), freed when the Uint8Array is collected. Throws on out of memory.
+  // alloc(bytes): an uninitialised receive buffer from this connection's pool (recycled from a collected earlier
+  // message of the same size when possible; otherwise freshly mapped). It goes back to the pool when collected.
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     size_t n = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue());
     if (n == 0) return Napi::Uint8Array::New(env, 0);
-    void* p = malloc(n);
+    uint8_t* p = pool_->Get(n);
     if (!p) {
       Napi::Error::New(env, "out of memory for a " + std::to_string(n) + "-byte message").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, p, n, [](Napi::Env, void* q) { free(q); });
+    auto* hint = new PooledBuffer{pool_, n};
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+        env, p, n, [](Napi::Env, void* q, PooledBuffer* h) {
+          h->pool->Put(static_cast<uint8_t*>(q), h->len);
+          delete h;
+        },
+        hint);
     return Napi::Uint8Array::New(env, n, ab, 0);
   }
 
@@ -565,6 +637,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
       asyncCtx_ = nullptr;
       started_ = false;
     }
+    pool_->Drain();
     CloseFds();  // after the writer is joined: the peer sees EOF, and ring.closed is already set
     Unmap();
     return info.Env().Undefined();
@@ -735,6 +808,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
   Napi::FunctionReference onReadable_;
   Napi::AsyncContext* asyncCtx_ = nullptr;
   PollBox* poll_ = nullptr;
+  std::shared_ptr<BufferPool> pool_;
   uint64_t lastHead_ = 0;  // JS thread: incoming head as last seen by take/readInto
   std::thread writer_;
   std::mutex mu_;
