@@ -49,4 +49,85 @@ test('shm rejects a bad ring size and a bad url with clear errors', async () => 
   }
 });
 
+test('shm large bodies go into the allocate hook buffer; small ones do not use it', async () => {
+  const handed: Uint8Array[] = [];
+  const t = shmTransport({
+    prefix,
+    ringBytes: 1 << 16,
+    allocate: (n) => {
+      const u = new Uint8Array(n);
+      handed.push(u);
+      return u;
+    },
+  });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const big = new Uint8Array(300_001).map((_, i) => (i * 13) & 0xff);
+  const [, got] = await Promise.all([b.send(big), a.recv({ timeoutMs: 10_000 })]);
+  assert.is(handed.length, 1);
+  assert.ok(got === handed[0], 'recv returns the buffer the hook allocated');
+  assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(big)), 0);
+  await b.send(new Uint8Array([5, 6]));
+  assert.equal([...(await a.recv({ timeoutMs: 5000 }))], [5, 6]);
+  assert.is(handed.length, 1, 'small messages are copied out without the hook');
+  await a.close();
+  await b.close();
+});
+
+test('shm allocate hook returning the wrong size fails the connection with ERR_INVALID_ARG', async () => {
+  const t = shmTransport({ prefix, ringBytes: 1 << 16, allocate: (n) => new Uint8Array(n - 1) });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  void b.send(new Uint8Array(200_000)).catch(() => {});
+  try {
+    await a.recv({ timeoutMs: 5000 });
+    assert.unreachable();
+  } catch (e) {
+    assert.match(String(e), /options\.allocate/);
+  }
+  await a.close();
+  await b.close();
+});
+
+test('shm pooled receive buffers stay intact while held; a burst of queued messages arrives in order', async () => {
+  const t = shmTransport({ prefix, ringBytes: 1 << 20 });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const held: Uint8Array[] = [];
+  for (let round = 0; round < 6; round++) {
+    const msg = new Uint8Array(2 << 20).fill(round + 1);
+    const [, got] = await Promise.all([b.send(msg), a.recv({ timeoutMs: 10_000 })]);
+    held.push(got);
+    (globalThis as { gc?: () => void }).gc?.();
+  }
+  held.forEach((m, i) => assert.ok(m.every((v) => v === i + 1), `message ${i} unchanged`));
+  // many small sends before any recv: the receiver drains them as they come, in order
+  const sends = Array.from({ length: 2000 }, (_, i) => b.send(new Uint8Array(4).fill(i & 0xff)));
+  await Promise.all(sends);
+  for (let i = 0; i < 2000; i++) assert.is((await a.recv({ timeoutMs: 5000 }))[0], i & 0xff);
+  await a.close();
+  await b.close();
+});
+
+test('shm recv wakes on a message sent after it started waiting, and on the peer closing', async () => {
+  const t = shmTransport({ prefix });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const p = a.recv({ timeoutMs: 5000 });
+  await new Promise((r) => setTimeout(r, 20));
+  await b.send(new Uint8Array([42]));
+  assert.equal([...(await p)], [42]);
+  const q = a.recv({ timeoutMs: 5000 });
+  const t0 = Date.now();
+  setTimeout(() => void b.close(), 20);
+  try {
+    await q;
+    assert.unreachable();
+  } catch (e) {
+    assert.is((e as { code?: string }).code, 'ERR_PEER_CLOSED');
+  }
+  assert.ok(Date.now() - t0 < 1000, 'noticed at once, not at the timeout');
+  await a.close();
+});
+
 test.run();
