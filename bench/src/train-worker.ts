@@ -1,8 +1,9 @@
 /**
- * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` + `--steps` steps
- * of the bench batch per worker with the engine the launcher chose (`--sparse-ring`: embedding rows go row-sparse
- * over the ring too), and rank 0 prints one line
- * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...}` (timed steps only, all workers' samples).
+ * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` (8) + `--steps` steps
+ * of the bench batch per worker with the engine the launcher chose (`--dense-ring`: embedding tables go dense over
+ * the ring allreduce instead of row-sparse), and rank 0 prints one line
+ * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...}` (timed steps only, all workers'
+ * samples; CPU time is rank 0's).
  */
 import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
 import { benchData, benchSpec, type BenchModel } from './train-models.js';
@@ -14,16 +15,17 @@ const arg = (k: string, d: string) => {
 
 async function main() {
   const model = arg('model', 'rec') as BenchModel;
-  const warmup = Number(arg('warmup', '3'));
+  const warmup = Number(arg('warmup', '8'));
   const steps = Number(arg('steps', '20'));
   const spec = benchSpec[model];
   const worker = await initWorker();
   const rt = await setupTfjs();
   const { worldSize } = worker.options;
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
-  const sparseRing = process.argv.includes('--sparse-ring');
-  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
+  const denseRing = process.argv.includes('--dense-ring');
+  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(denseRing ? { sparseEngines: ['ps', 'hybrid'] as const } : {}) });
   let t0 = 0;
+  let c0 = process.cpuUsage();
   let syncMs = 0;
   await trainer.fit(data, {
     epochs: 1,
@@ -31,14 +33,18 @@ async function main() {
     shuffle: false,
     callbacks: {
       onBatchEnd: (s) => {
-        if (s === warmup - 1) t0 = performance.now();
+        if (s === warmup - 1) {
+          t0 = performance.now();
+          c0 = process.cpuUsage();
+        }
         if (s >= warmup) syncMs += trainer.stepStats!.syncMs;
       },
     },
   });
   const secs = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(c0);
   if (worker.options.rank === 0) {
-    const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps };
+    const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps, cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps };
     process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);
   }
   await trainer.close();

@@ -9,20 +9,27 @@
  *   shoal at all, same backend and kernels. The harness-overhead reference.
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
  * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor; for `rec`
- *   also `ring-sparse`: the ring engine with embedding rows sent row-sparse, `sparseEngines: ['ring', ...]`);
+ *   also `ring-dense`: the ring engine with whole embedding tables allreduced, `sparseEngines: ['ps', 'hybrid']`;
+ *   plain `ring` sends the touched rows row-sparse, the default);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
  * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
  *   this machine's tfjs-wasm compares with a native framework.
- * Each row warms up 3 steps, then times `steps` steps; the in-process rows are the best of 3 interleaved runs. Rows with more busy processes than cores are flagged.
+ * In-process rows warm up 3 steps and are the best of 3 interleaved runs; `shoal run` rows warm up 8 steps (a fresh
+ * process: JIT and wasm heap growth) and are one run. Then `steps` steps are timed. Rows with more busy processes than cores are flagged.
  * The kernel section times shoal's kernel fixes against the stock kernels (see wrappers/src/tfjs/kernels.ts)
  * and checks they agree.
  *
  * bench/results/train.json:
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
  *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps',
- *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, processes, oversubscribed } ],
+ *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, cpu_ms_per_step?, processes,
+ *             oversubscribed } ],
  *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 ring worker (goal >= 1.8 for rec),
- *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs (goal <= 0.10),
+ *             <model>_<backend>_2v1_cpu: 2 x CPU ms per step of 1 worker / that of a worker of 2: the scaling if
+ *             each worker had a core to itself (waits excluded),
+ *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs samples/s (goal <= 0.10),
+ *             <model>_harness_overhead_cpu: shoal-local / plain-tfjs CPU ms per step - 1 (the same, measured in
+ *             CPU time, which other processes' load disturbs far less than wall time),
  *             <model>_plain_tfjs_vs_torch: plain-tfjs / torch-anchor samples/s },
  *   kernels: { matmul_transposeA_128x784x512: { stock_ms, fixed_ms, untransposed_ms, max_abs_diff },
  *              unsorted_segment_sum_1024x32: { cpu_ms, cpu_segments, wasm_fixed_ms_4000, wasm_fixed_ms_at_cpu_segments, max_abs_diff } },
@@ -55,13 +62,15 @@ const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url))
 interface Row {
   model: BenchModel;
   mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'torch-anchor';
-  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps';
+  backend: 'none' | 'local' | 'ring' | 'ring-dense' | 'ps';
   workers: number;
   batch_per_worker: number;
   steps: number;
   samples_per_sec: number;
   step_ms: number;
   sync_ms: number | null;
+  /** In-process rows: median CPU time (user + system) per timed step, robust to other processes' load. */
+  cpu_ms_per_step?: number;
   processes: number;
   oversubscribed: boolean;
 }
@@ -118,7 +127,13 @@ async function kernels(rt: TfjsRuntime, cpuSegments: number) {
   };
 }
 
-async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<number> {
+/** CPU milliseconds (user + system) of this process since `c0`. */
+const cpuMsSince = (c0: NodeJS.CpuUsage) => {
+  const d = process.cpuUsage(c0);
+  return (d.user + d.system) / 1000;
+};
+
+async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<{ sps: number; cpuMsPerStep: number }> {
   const tf = rt.tf;
   const spec = benchSpec[model];
   const warmup = 3;
@@ -126,10 +141,14 @@ async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Pro
   const net = spec.build(tf);
   const opt = tf.train.sgd(0.01);
   const loss = resolveLoss(tf, spec.loss);
+  let c0 = process.cpuUsage();
   const slice = (t: import('@tensorflow/tfjs').Tensor, s: number) => t.slice([s * spec.batch], [spec.batch]);
   let t0 = 0;
   for (let s = 0; s < warmup + steps; s++) {
-    if (s === warmup) t0 = performance.now();
+    if (s === warmup) {
+      t0 = performance.now();
+      c0 = process.cpuUsage();
+    }
     tf.tidy(() => {
       const x = Array.isArray(data.x) ? data.x.map((t) => slice(t, s)) : slice(data.x, s);
       const y = slice(data.y, s);
@@ -139,19 +158,21 @@ async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Pro
     });
   }
   const secs = (performance.now() - t0) / 1000;
+  const cpu = cpuMsSince(c0) / steps;
   tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
   net.dispose();
   opt.dispose();
-  return (steps * spec.batch) / secs;
+  return { sps: (steps * spec.batch) / secs, cpuMsPerStep: cpu };
 }
 
-async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<{ sps: number; syncMs: number }> {
+async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): Promise<{ sps: number; syncMs: number; cpuMsPerStep: number }> {
   const tf = rt.tf;
   const spec = benchSpec[model];
   const warmup = 3;
   const data = benchData(tf, model, spec.batch * (warmup + steps));
   const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, runtime: rt, verbose: 0 });
   let t0 = 0;
+  let c0 = process.cpuUsage();
   let sync = 0;
   await trainer.fit(data, {
     epochs: 1,
@@ -159,25 +180,29 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
     shuffle: false,
     callbacks: {
       onBatchEnd: (s) => {
-        if (s === warmup - 1) t0 = performance.now();
+        if (s === warmup - 1) {
+          t0 = performance.now();
+          c0 = process.cpuUsage();
+        }
         if (s >= warmup) sync += trainer.stepStats!.syncMs;
       },
     },
   });
   const secs = (performance.now() - t0) / 1000;
+  const cpu = cpuMsSince(c0) / steps;
   tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
   trainer.model.dispose();
   await trainer.close();
-  return { sps: (steps * spec.batch) / secs, syncMs: sync / steps };
+  return { sps: (steps * spec.batch) / secs, syncMs: sync / steps, cpuMsPerStep: cpu };
 }
 
-async function multi(model: BenchModel, backend: 'ring' | 'ring-sparse' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number }> {
+async function multi(model: BenchModel, backend: 'ring' | 'ring-dense' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
-  const extra = backend === 'ring-sparse' ? ['--sparse-ring'] : [];
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  const extra = backend === 'ring-dense' ? ['--dense-ring'] : [];
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-dense' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
@@ -195,6 +220,7 @@ export async function run(args: string[]): Promise<void> {
   console.log(`train bench: ${rt.describe()}; ${ncpu} cores, load ${loadavg()[0]!.toFixed(1)}`);
   const rows: Row[] = [];
   const errors: string[] = [];
+  const cpuMs: Record<string, { plain: number; local: number }> = {};
   const kern = await kernels(rt, cpuSegments);
   console.log(`kernels: ${JSON.stringify(kern)}`);
   const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 20 : 15);
@@ -203,24 +229,30 @@ export async function run(args: string[]): Promise<void> {
     const batch = benchSpec[model].batch;
     const base = { model, batch_per_worker: batch, steps };
     // Interleaved and repeated (best of 3): the shared machine's load moves between runs.
-    let plain = 0;
-    let local = { sps: 0, syncMs: 0 };
+    let plain = { sps: 0, cpuMsPerStep: Infinity };
+    let local = { sps: 0, syncMs: 0, cpuMsPerStep: Infinity };
+    const cpuPlain: number[] = [];
+    const cpuLocal: number[] = [];
     for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
-      plain = Math.max(plain, await plainLoop(rt, model, steps));
+      const p = await plainLoop(rt, model, steps);
+      cpuPlain.push(p.cpuMsPerStep);
+      if (p.sps > plain.sps) plain = p;
       const l = await localTrainer(rt, model, steps);
+      cpuLocal.push(l.cpuMsPerStep);
       if (l.sps > local.sps) local = l;
     }
-    rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain, step_ms: (batch / plain) * 1000, sync_ms: null, processes: 1, oversubscribed: false });
-    rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, processes: 1, oversubscribed: false });
-    console.log(`${model}: plain ${plain.toFixed(0)} samples/s, shoal-local ${local.sps.toFixed(0)} samples/s`);
+    cpuMs[model] = { plain: median(cpuPlain), local: median(cpuLocal) };
+    rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain.sps, step_ms: (batch / plain.sps) * 1000, sync_ms: null, cpu_ms_per_step: cpuMs[model]!.plain, processes: 1, oversubscribed: false });
+    rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
+    console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
-    const runs: Array<['ring' | 'ring-sparse' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
-    if (model === 'rec') runs.push(['ring-sparse', 2]);
+    const runs: Array<['ring' | 'ring-dense' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    if (model === 'rec') runs.push(['ring-dense', 2]);
     for (const [backend, workers] of runs) {
       try {
         const m = await multi(model, backend, workers, steps);
         const processes = workers + (backend === 'ps' ? 1 : 0);
-        rows.push({ ...base, mode: 'shoal', backend, workers, samples_per_sec: m.samplesPerSec, step_ms: m.stepMs, sync_ms: m.syncMs, processes, oversubscribed: processes > ncpu });
+        rows.push({ ...base, mode: 'shoal', backend, workers, samples_per_sec: m.samplesPerSec, step_ms: m.stepMs, sync_ms: m.syncMs, cpu_ms_per_step: m.cpuMsPerStep, processes, oversubscribed: processes > ncpu });
         console.log(`${model}: ${backend} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s (step ${m.stepMs.toFixed(1)} ms, sync ${m.syncMs.toFixed(1)} ms)`);
       } catch (e) {
         errors.push(String((e as Error).message));
@@ -239,18 +271,24 @@ export async function run(args: string[]): Promise<void> {
       console.log(`torch ${a.torch} anchor (1 thread): rec ${a.rec.toFixed(0)} samples/s, mlp ${a.mlp.toFixed(0)} samples/s`);
     }
   }
+  const cpuOf = (model: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers)?.cpu_ms_per_step;
   const sps = (model: string, mode: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
   const ratios: Record<string, number | null> = {};
   for (const model of ['rec', 'mlp']) {
     const one = sps(model, 'shoal', 'ring', 1);
-    for (const backend of ['ring', 'ps', 'ring-sparse']) {
+    for (const backend of ['ring', 'ps', 'ring-dense']) {
       const two = sps(model, 'shoal', backend, 2);
-      if (!two && backend === 'ring-sparse') continue;
+      if (!two && backend === 'ring-dense') continue;
       ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
+      const c1 = cpuOf(model, 'ring', 1);
+      const c2 = cpuOf(model, backend, 2);
+      ratios[`${model}_${backend}_2v1_cpu`] = c1 && c2 ? (2 * c1) / c2 : null;
     }
     const plain = sps(model, 'plain-tfjs', 'none', 1);
     const local = sps(model, 'shoal-local', 'local', 1);
     ratios[`${model}_harness_overhead`] = plain && local ? 1 - local / plain : null;
+    const c = cpuMs[model];
+    ratios[`${model}_harness_overhead_cpu`] = c ? c.local / c.plain - 1 : null;
     const torch = sps(model, 'torch-anchor', 'none', 1);
     ratios[`${model}_plain_tfjs_vs_torch`] = plain && torch ? plain / torch : null;
   }

@@ -31,7 +31,7 @@ export interface BridgeStats {
  *
  * Buffers: the bridge owns one flat Float32Array holding every gradient (allocated once, reused every step);
  * the `DenseTensor`s handed to the engine are views into it. Sparse variables (embedding tables) take the
- * row-sparse path when the engine has `sparseAllreduceMean` and is `ps` or `hybrid`: the rows with a non-zero
+ * row-sparse path when the engine has `sparseAllreduceMean` (and its kind is in `sparseEngines`): the rows with a non-zero
  * gradient (exactly the rows the batch's ids touched, less any whose gradient is exactly zero, which add
  * nothing) cross the wire; the merged mean is scattered back into the dense slot.
  *
@@ -46,17 +46,19 @@ export class GradientBridge {
   private readonly useSparse: boolean;
 
   /**
-   * `sparseEngines`: engine kinds that get the sparse variables row-sparse (default ps and hybrid; add `ring`
-   * to send embedding rows through the ring engine's allgather-based `sparseAllreduceMean`, which moves fewer
-   * bytes than the dense table when a batch touches a small part of it).
+   * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
+   * `sparseAllreduceMean` (default all three: ps and hybrid push touched rows to the servers; the ring engine
+   * allgathers touched rows, fewer bytes and less work than allreducing whole tables when a batch touches a small
+   * part of them; pass `['ps', 'hybrid']` for dense tables on the ring).
    */
   constructor(
     private readonly tf: Tf,
     readonly variables: readonly BridgeVariable[],
     private readonly sync: GradientSync,
-    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ps', 'hybrid'],
+    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ring', 'ps', 'hybrid'],
   ) {
-    this.useSparse = sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';
+    // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
+    this.useSparse = sync.size > 1 && sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';
     let total = 0;
     for (const v of variables) {
       this.offsets.push(total);

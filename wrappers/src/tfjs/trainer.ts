@@ -31,13 +31,13 @@ export interface TrainerOptions {
   /** The tfjs runtime; default `setupTfjs()` (tfjs-node if installed, else wasm+SIMD, with shoal's kernels). */
   runtime?: TfjsRuntime;
   /**
-   * Which variables go row-sparse to ps/hybrid engines: `auto` (default) = the tables of `Embedding` layers;
-   * or a list of tfjs variable names; `off` = all dense. Ignored by the ring engine.
+   * Which variables go row-sparse: `auto` (default) = the tables of `Embedding` layers; or a list of tfjs
+   * variable names; `off` = all dense.
    */
   sparse?: 'auto' | 'off' | string[];
   /**
-   * Engine kinds that receive those variables row-sparse: default `['ps', 'hybrid']`; add `'ring'` to allgather
-   * touched rows over the ring instead of allreducing whole tables (fewer bytes when batches touch few rows).
+   * Engine kinds that receive those variables row-sparse: default all (`ring` allgathers the touched rows, `ps`
+   * and `hybrid` push them to the servers); `['ps', 'hybrid']` keeps whole tables on the ring allreduce.
    */
   sparseEngines?: ReadonlyArray<GradientSync['kind']>;
   /** Where progress and logs go (default `process.stdout`). */
