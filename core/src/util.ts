@@ -80,3 +80,16 @@ export function deferred<T>(): Deferred<T> {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Queue a waiter for the next message and return its promise, bounded by `opts` (timeout, abort). A wait that
+ * is given up removes itself from the queue, so it consumes nothing: the shared receive path of the transports.
+ */
+export function enqueueWaiter<T>(waiters: Deferred<T>[], what: string, opts: IoOptions | undefined): Promise<T> {
+  const d = deferred<T>();
+  waiters.push(d);
+  return withDeadline(what, d.promise, opts, () => {
+    const i = waiters.indexOf(d);
+    if (i >= 0) waiters.splice(i, 1);
+  });
+}

@@ -1,5 +1,5 @@
 import { Errors } from '../errors.js';
-import { deferred, withDeadline, type Deferred } from '../util.js';
+import { deferred, enqueueWaiter, withDeadline, type Deferred } from '../util.js';
 import type { Connection, IoOptions, Listener, Transport } from './transport.js';
 
 /**
@@ -110,12 +110,7 @@ class MemoryConnection implements Connection {
     const m = this.inbox.shift();
     if (m) return Promise.resolve(m);
     if (this.peerGone) return Promise.reject(Errors.peerClosed(this.remote));
-    const d = deferred<Uint8Array>();
-    this.waiters.push(d);
-    return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
-      const i = this.waiters.indexOf(d);
-      if (i >= 0) this.waiters.splice(i, 1);
-    });
+    return enqueueWaiter(this.waiters, `recv from ${this.remote}`, opts);
   }
   async close(): Promise<void> {
     if (this.closedSelf) return;

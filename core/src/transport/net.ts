@@ -24,7 +24,7 @@
 import { unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { Errors, ShoalError, isShoalError } from '../errors.js';
-import { deferred, withDeadline, type Deferred } from '../util.js';
+import { deferred, enqueueWaiter, withDeadline, type Deferred } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 export interface NetTransportOptions {
@@ -514,12 +514,7 @@ class NetConnection implements Connection {
       if (m) return Promise.resolve(m);
     }
     if (this.failure) return Promise.reject(this.failure);
-    const d = deferred<Uint8Array>();
-    this.waiters.push(d);
-    return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
-      const i = this.waiters.indexOf(d);
-      if (i >= 0) this.waiters.splice(i, 1);
-    });
+    return enqueueWaiter(this.waiters, `recv from ${this.remote}`, opts);
   }
 
   async close(): Promise<void> {
