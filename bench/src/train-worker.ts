@@ -1,7 +1,7 @@
 /**
  * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` (8) + `--steps` steps
- * of the bench batch per worker with the engine the launcher chose (`--dense-ring`: embedding tables go dense over
- * the ring allreduce instead of row-sparse), and rank 0 prints one line
+ * of the bench batch per worker with the engine the launcher chose (`--sparse-ring`: embedding rows go row-sparse
+ * over the ring too), and rank 0 prints one line
  * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...}` (timed steps only, all workers'
  * samples; CPU time is rank 0's).
  */
@@ -22,8 +22,8 @@ async function main() {
   const rt = await setupTfjs();
   const { worldSize } = worker.options;
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
-  const denseRing = process.argv.includes('--dense-ring');
-  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(denseRing ? { sparseEngines: ['ps', 'hybrid'] as const } : {}) });
+  const sparseRing = process.argv.includes('--sparse-ring');
+  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
   let t0 = 0;
   let c0 = process.cpuUsage();
   let syncMs = 0;

@@ -9,8 +9,8 @@
  *   shoal at all, same backend and kernels. The harness-overhead reference.
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
  * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor; for `rec`
- *   also `ring-dense`: the ring engine with whole embedding tables allreduced, `sparseEngines: ['ps', 'hybrid']`;
- *   plain `ring` sends the touched rows row-sparse, the default);
+ *   also `ring-sparse`: the ring engine allgathering the touched embedding rows, `sparseEngines: ['ring', ...]`;
+ *   plain `ring` allreduces whole tables, the default);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
  * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
  *   this machine's tfjs-wasm compares with a native framework.
@@ -62,7 +62,7 @@ const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url))
 interface Row {
   model: BenchModel;
   mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'torch-anchor';
-  backend: 'none' | 'local' | 'ring' | 'ring-dense' | 'ps';
+  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps';
   workers: number;
   batch_per_worker: number;
   steps: number;
@@ -196,13 +196,13 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   return { sps: (steps * spec.batch) / secs, syncMs: sync / steps, cpuMsPerStep: cpu };
 }
 
-async function multi(model: BenchModel, backend: 'ring' | 'ring-dense' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number }> {
+async function multi(model: BenchModel, backend: 'ring' | 'ring-sparse' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
-  const extra = backend === 'ring-dense' ? ['--dense-ring'] : [];
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-dense' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  const extra = backend === 'ring-sparse' ? ['--sparse-ring'] : [];
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
@@ -246,8 +246,8 @@ export async function run(args: string[]): Promise<void> {
     rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
     console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
-    const runs: Array<['ring' | 'ring-dense' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
-    if (model === 'rec') runs.push(['ring-dense', 2]);
+    const runs: Array<['ring' | 'ring-sparse' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    if (model === 'rec') runs.push(['ring-sparse', 2]);
     for (const [backend, workers] of runs) {
       try {
         const m = await multi(model, backend, workers, steps);
@@ -276,9 +276,9 @@ export async function run(args: string[]): Promise<void> {
   const ratios: Record<string, number | null> = {};
   for (const model of ['rec', 'mlp']) {
     const one = sps(model, 'shoal', 'ring', 1);
-    for (const backend of ['ring', 'ps', 'ring-dense']) {
+    for (const backend of ['ring', 'ps', 'ring-sparse']) {
       const two = sps(model, 'shoal', backend, 2);
-      if (!two && backend === 'ring-dense') continue;
+      if (!two && backend === 'ring-sparse') continue;
       ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
       const c1 = cpuOf(model, 'ring', 1);
       const c2 = cpuOf(model, backend, 2);

@@ -75,12 +75,12 @@ for (const c of cases) {
       }
     });
   }
-  test(`ring with dense embedding tables (sparseEngines: ps, hybrid), ${c.name}: 2 workers match 1 worker`, async () => {
+  test(`ring with row-sparse embeddings (sparseEngines: ring), ${c.name}: 2 workers match 1 worker`, async () => {
     const groups = await memoryGroups(2, { timeoutMs: 20_000 });
     const syncs = groups.map((g) => new RingSync(g));
     try {
-      const r = await train(c, syncs, B / 2, ['ps', 'hybrid']);
-      assert.is(r.sparseRows, 0, 'tables went dense');
+      const r = await train(c, syncs, B / 2, ['ring']);
+      if (c.name === 'embedding model') assert.ok(r.sparseRows > 0, 'rows went sparse');
       for (let k = 0; k < 2; k++) {
         const d = maxRelDiff(r.weights[k]!, reference.weights[0]!);
         assert.ok(d <= 1e-5, `rank ${k}: max relative difference ${d}`);

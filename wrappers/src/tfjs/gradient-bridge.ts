@@ -47,15 +47,15 @@ export class GradientBridge {
 
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
-   * `sparseAllreduceMean` (default all three: ps and hybrid push touched rows to the servers; the ring engine
-   * allgathers touched rows, fewer bytes and less work than allreducing whole tables when a batch touches a small
-   * part of them; pass `['ps', 'hybrid']` for dense tables on the ring).
+   * `sparseAllreduceMean` (default ps and hybrid: touched rows go to the servers; add `ring` to allgather touched
+   * rows over the ring instead of allreducing whole tables, fewer bytes when batches touch a small part of big
+   * tables).
    */
   constructor(
     private readonly tf: Tf,
     readonly variables: readonly BridgeVariable[],
     private readonly sync: GradientSync,
-    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ring', 'ps', 'hybrid'],
+    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ps', 'hybrid'],
   ) {
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
     this.useSparse = sync.size > 1 && sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';

@@ -36,8 +36,8 @@ export interface TrainerOptions {
    */
   sparse?: 'auto' | 'off' | string[];
   /**
-   * Engine kinds that receive those variables row-sparse: default all (`ring` allgathers the touched rows, `ps`
-   * and `hybrid` push them to the servers); `['ps', 'hybrid']` keeps whole tables on the ring allreduce.
+   * Engine kinds that receive those variables row-sparse: default `['ps', 'hybrid']` (touched rows go to the
+   * servers; the ring allreduces whole tables); add `'ring'` to allgather only the touched rows over the ring.
    */
   sparseEngines?: ReadonlyArray<GradientSync['kind']>;
   /** Where progress and logs go (default `process.stdout`). */
