@@ -420,6 +420,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
     char buf[256];
     for (;;) {
       ssize_t n = recv(self->fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n > 0 && static_cast<size_t>(n) < sizeof(buf)) break;  // a short read drained the stream: spare a syscall
       if (n > 0) continue;
       if (n == 0) eof = true;
       else if (errno == EINTR) continue;
