@@ -5,10 +5,11 @@
 // and may be larger than the ring: they stream through it in chunks.
 //
 // Wake-up (one hop, like a socket): each pair also holds a connected unix stream socket (abstract namespace, so
-// nothing is left on disk), set up at dial time. The receiving side consumes the incoming ring on the JS thread;
+// nothing is left on disk), set up at dial time, over which each side passes the other an eventfd (cheaper to
+// signal than a socket write). The receiving side consumes the incoming ring on the JS thread;
 // when it finds nothing new it "arms" (sets the ring's dataWaiters word) and returns to the event loop, which
 // watches the socket with uv_poll. A producer that publishes bytes and finds the ring armed disarms it and writes
-// one byte to the socket: libuv wakes the JS thread directly, no helper thread in between. The socket also
+// the peer's eventfd (or, until it has arrived, one byte to the socket): libuv wakes the JS thread directly, no helper thread in between. The socket also
 // carries death: when the peer process exits or closes, the kernel closes its end and the poll reports EOF.
 //
 // Ordering: the consumer stores dataWaiters = 1 and then loads head; the producer stores head and then
@@ -33,6 +34,7 @@
 #include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -107,6 +109,48 @@ socklen_t wakeAddr(const std::string& name, sockaddr_un* a) {
   if (s.size() > sizeof(a->sun_path) - 2) s.resize(sizeof(a->sun_path) - 2);
   memcpy(a->sun_path + 1, s.data(), s.size());
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + s.size());
+}
+
+// Pass `fd` over the unix socket `sock` (SCM_RIGHTS, with one data byte). Returns false on failure (errno set).
+bool sendFd(int sock, int fd) {
+  char b = 'F';
+  iovec iov{&b, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+  memset(ctl, 0, sizeof(ctl));
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof(ctl);
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  ssize_t n;
+  do n = sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n == 1;
+}
+
+// Read from the socket, picking up a passed descriptor if one comes along (stored in *gotFd).
+ssize_t recvWithFd(int sock, char* buf, size_t len, int* gotFd) {
+  iovec iov{buf, len};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof(ctl);
+  ssize_t n;
+  do n = recvmsg(sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(gotFd, CMSG_DATA(c), sizeof(int));
+    }
+  }
+  return n;
 }
 
 enum EventKind { kSendDone = 1, kSendFailed = 2 };
@@ -266,6 +310,8 @@ class Segment : public Napi::ObjectWrap<Segment> {
       hdr_->pid[0] = getpid();
       side_ = 0;
       unlinked_ = false;
+      myEvt_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (myEvt_ < 0) { int e = errno; Unmap(); shm_unlink(name_.c_str()); CloseFds(); errno = e; ThrowErrno(env, "eventfd"); return; }
       store(&hdr_->magic, kMagic);  // publish last: the wake socket is listening already
     } else {
       int fd = shm_open(name_.c_str(), O_RDWR, 0600);
@@ -311,6 +357,16 @@ class Segment : public Napi::ObjectWrap<Segment> {
         ThrowErrno(env, "connect wake socket");
         return;
       }
+      // Our eventfd goes to the listener, which writes it to wake us; theirs comes back over the socket.
+      myEvt_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (myEvt_ < 0 || !sendFd(fd_, myEvt_)) {
+        int e = errno;
+        CloseFds();
+        Unmap();
+        errno = e;
+        ThrowErrno(env, "pass wake eventfd");
+        return;
+      }
       store(&hdr_->pid[1], static_cast<int32_t>(getpid()));
       // Both ends are mapped now: remove the name so a crash leaves nothing behind in /dev/shm.
       shm_unlink(name_.c_str());
@@ -352,6 +408,10 @@ class Segment : public Napi::ObjectWrap<Segment> {
     listenFd_ = -1;
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
+    if (myEvt_ >= 0) close(myEvt_);
+    myEvt_ = -1;
+    int pe = peerEvt_.exchange(-1);
+    if (pe >= 0) close(pe);
   }
 
   // Listener: true once a dialer has claimed the segment and its wake socket is accepted.
@@ -365,7 +425,19 @@ class Segment : public Napi::ObjectWrap<Segment> {
           listenFd_ = -1;
         }
       }
-      ok = fd_ >= 0;
+      if (fd_ >= 0 && peerEvt_.load() < 0) {
+        // The dialer passes its eventfd right after connecting; answer with ours.
+        char b[16];
+        int got = -1;
+        if (recvWithFd(fd_, b, sizeof(b), &got) > 0 && got >= 0) {
+          peerEvt_.store(got);
+          if (!sendFd(fd_, myEvt_)) {
+            close(got);
+            peerEvt_.store(-1);
+          }
+        }
+      }
+      ok = fd_ >= 0 && peerEvt_.load() >= 0;
     }
     return Napi::Boolean::New(info.Env(), ok);
   }
@@ -407,6 +479,12 @@ class Segment : public Napi::ObjectWrap<Segment> {
     poll_->handle.data = poll_;
     uv_poll_start(&poll_->handle, UV_READABLE | UV_DISCONNECT, &Segment::OnPoll);
     uv_unref(reinterpret_cast<uv_handle_t*>(&poll_->handle));
+    evtPoll_ = new PollBox();
+    evtPoll_->owner = this;
+    uv_poll_init(loop, &evtPoll_->handle, myEvt_);
+    evtPoll_->handle.data = evtPoll_;
+    uv_poll_start(&evtPoll_->handle, UV_READABLE, &Segment::OnEvt);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&evtPoll_->handle));
     started_ = true;
     writer_ = std::thread([this] { WriterLoop(); });
     return env.Undefined();
@@ -419,7 +497,12 @@ class Segment : public Napi::ObjectWrap<Segment> {
     bool eof = status < 0 || (events & UV_DISCONNECT);
     char buf[256];
     for (;;) {
-      ssize_t n = recv(self->fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      int got = -1;
+      ssize_t n = recvWithFd(self->fd_, buf, sizeof(buf), &got);
+      if (got >= 0) {
+        int old = self->peerEvt_.exchange(got);
+        if (old >= 0) close(old);
+      }
       if (n > 0 && static_cast<size_t>(n) < sizeof(buf)) break;  // a short read drained the stream: spare a syscall
       if (n > 0) continue;
       if (n == 0) eof = true;
@@ -428,6 +511,22 @@ class Segment : public Napi::ObjectWrap<Segment> {
       break;
     }
     if (eof) self->StopPoll();  // the peer's end is gone: stop watching (the fd stays readable forever)
+    self->CallReadable(eof);
+  }
+
+  static void OnEvt(uv_poll_t* h, int status, int events) {
+    PollBox* box = static_cast<PollBox*>(h->data);
+    Segment* self = box->owner;
+    if (!self) return;
+    uint64_t v;
+    ssize_t n;
+    do n = read(self->myEvt_, &v, sizeof(v));
+    while (n < 0 && errno == EINTR);
+    self->CallReadable(false);
+  }
+
+  void CallReadable(bool eof) {
+    Segment* self = this;
     Napi::Env env = self->env_;
     Napi::HandleScope scope(env);
     napi_value argv[1] = {Napi::Boolean::New(env, eof)};
@@ -440,17 +539,31 @@ class Segment : public Napi::ObjectWrap<Segment> {
     }
   }
 
+  static void ClosePoll(PollBox*& p) {
+    if (!p) return;
+    uv_poll_stop(&p->handle);
+    p->owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), [](uv_handle_t* h) { delete static_cast<PollBox*>(h->data); });
+    p = nullptr;
+  }
+  // Stop watching both descriptors (on EOF the socket stays readable forever; the eventfd is moot then).
   void StopPoll() {
-    if (!poll_) return;
-    uv_poll_stop(&poll_->handle);
-    poll_->owner = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), [](uv_handle_t* h) { delete static_cast<PollBox*>(h->data); });
-    poll_ = nullptr;
+    ClosePoll(poll_);
+    ClosePoll(evtPoll_);
   }
 
   // Disarm the peer's consumer and wake it through the socket if it was armed. Any thread of the producer side.
   void NotifyData(Ring& r) {
     if (__atomic_exchange_n(&r.dataWaiters, 0u, __ATOMIC_SEQ_CST) != 0 && fd_ >= 0) {
+      int pe = peerEvt_.load();
+      if (pe >= 0) {
+        uint64_t one = 1;
+        ssize_t w;
+        do w = write(pe, &one, sizeof(one));
+        while (w < 0 && errno == EINTR);
+        return;  // EAGAIN (counter saturated) still leaves it readable
+      }
+      // Before the listener's eventfd has arrived (dialer only, briefly): a byte on the socket wakes it as well.
       char b = 1;
       ssize_t n;
       do n = send(fd_, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -808,7 +921,10 @@ class Segment : public Napi::ObjectWrap<Segment> {
   Napi::ThreadSafeFunction tsfn_;
   Napi::FunctionReference onReadable_;
   Napi::AsyncContext* asyncCtx_ = nullptr;
-  PollBox* poll_ = nullptr;
+  PollBox* poll_ = nullptr;     // watches the socket: wake bytes before the eventfd exchange, passed fds, EOF
+  PollBox* evtPoll_ = nullptr;  // watches myEvt_: the peer's wake-ups
+  int myEvt_ = -1;              // eventfd the peer writes to wake this side
+  std::atomic<int> peerEvt_{-1};  // eventfd of the peer (written by NotifyData on either producer thread)
   std::shared_ptr<BufferPool> pool_;
   uint64_t lastHead_ = 0;  // JS thread: incoming head as last seen by take/readInto
   std::thread writer_;
