@@ -9,9 +9,11 @@ import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, typ
  * Same-host transport over POSIX shared memory (core/native/shm): one segment per pair, a single-producer /
  * single-consumer ring per direction. Messages never cross the kernel: each byte is copied once into the ring
  * and once out of it (out of it on the JS thread, straight into the message buffer). Wake-ups take one hop, as
- * for a socket: a receiver with nothing to read arms its ring and the event loop watches a unix socket of the
- * pair (abstract namespace), to which the sender writes one byte only when the ring is armed. A dead or closed
- * peer closes that socket, so its death is noticed at once; nothing spins while idle.
+ * for a socket: a receiver with nothing to read arms its ring and its event loop watches an eventfd, which the
+ * sender signals only when the ring is armed (the two eventfds are exchanged over a unix socket of the pair, in
+ * the abstract namespace, so nothing is left on disk). A dead or closed peer closes that socket, so its death is
+ * noticed at once; nothing spins while idle. Bodies above 64 KiB stream out of the ring into a buffer from the
+ * `allocate` hook or a per-connection pool, filled across event-loop turns, so the JS thread never blocks.
  *
  * URLs: `shm://<name>`; `shm://auto` (or `shm://`) picks a unique name under the options' prefix.
  * Segment names carry the job id (`shoal-<job>-...`), and a segment is unlinked as soon as both ends have
@@ -47,8 +49,9 @@ export interface ShmOptions {
   /** Name prefix, normally the job id. Default 'shoal'. */
   prefix?: string;
   /**
-   * Raise glibc's mmap threshold to 512 MiB (process-wide) so that large receive buffers are recycled from the
-   * heap instead of being mapped and page-faulted afresh for every message. Default true.
+   * Raise glibc's mmap threshold to 512 MiB (process-wide) so that large malloc'd buffers (e.g. the messages
+   * callers build to send) are recycled from the heap instead of being mapped and page-faulted afresh each time.
+   * Receive buffers do not depend on it (see recvPoolBytes). Default true.
    */
   tuneMalloc?: boolean;
 }
