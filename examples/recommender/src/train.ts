@@ -88,9 +88,16 @@ export function epochExamples(train: Baskets, targetsPerBasket: number, seed: nu
 
 /**
  * Data-parallel training of `model` through `sync`: every step each rank takes its slice of the global batch,
- * computes gradients, averages the dense ones with `allreduceMean` and the table rows with `sparseAllreduceMean`
- * (only touched rows move; engines without it get the whole table densified), and applies the identical update,
- * so replicas stay equal. Returns one EpochStats per epoch (identical loss on every rank).
+ * computes gradients and averages the dense ones with `allreduceMean` (then the same local Adam everywhere).
+ * Tables (`opts.tables`):
+ * - `replicated`: the table rows are averaged with `sparseAllreduceMean` (only touched rows move; engines
+ *   without it get the whole table densified) and every rank applies the identical lazy Adam, so replicas stay
+ *   equal;
+ * - `server`: rank 0's initial tables go to the parameter servers once and the ranks drop theirs; each step a
+ *   rank pulls the rows its plan needs and pushes their gradients, and the servers apply the row-wise optimizer
+ *   (sync rounds: the update of the mean gradient). Every rank pulls the whole tables once at the end (rank 0
+ *   also after each epoch it evaluates).
+ * Returns one EpochStats per epoch (identical loss on every rank).
  */
 export async function trainModel(model: BasketModel, train: Baskets, hist: Lists, sync: GradientSync, opts: TrainOptions): Promise<EpochStats[]> {
   const W = sync.size;
@@ -139,6 +146,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     // once that round is applied), together with the dense allreduce: one wait per step.
     let plan = planOf(0);
     let pulling: Promise<RowView[]> | null = server ? pullRows(server, tables, plan) : null;
+    pulling?.catch(() => {});
     for (let s = 0; s < steps; s++) {
       const c0 = performance.now();
       let g;
@@ -154,12 +162,19 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
         const c1 = performance.now();
         tCompute += c1 - c0b;
         for (const sp of g.sparse) {
+          // The servers would fold a NaN into the table for good: stop here, as for a NaN loss (the other ranks
+          // then see this rank's connections close).
+          for (let i = 0; i < sp.rows.length; i++) if (!Number.isFinite(sp.rows[i]!)) throw Errors.nan(`row gradient of ${sp.name}`, { rank: sync.rank, step: s });
           sparseRows += sp.rowIds.length;
           perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
           pushBytes += sp.rowIds.length * 4 + sp.rows.byteLength;
         }
         const pushes = g.sparse.map((sp) => server.push(sp.name, sp.rowIds, sp.rows));
-        if (s + 1 < steps) { plan = planOf(s + 1); pulling = pullRows(server, tables, plan); } else pulling = null;
+        if (s + 1 < steps) {
+          plan = planOf(s + 1);
+          pulling = pullRows(server, tables, plan);
+          pulling.catch(() => {}); // observed when awaited next step; if this step fails first, not unhandled
+        } else pulling = null;
         await Promise.all([sync.allreduceMean(g.dense), ...pushes]);
         const c2 = performance.now();
         model.applyGradients(g.dense, []);
