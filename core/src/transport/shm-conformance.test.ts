@@ -130,4 +130,18 @@ test('shm recv wakes on a message sent after it started waiting, and on the peer
   await a.close();
 });
 
+test('shm a send larger than the ring completes before the peer calls recv (eager drain)', async () => {
+  const t = shmTransport({ prefix, ringBytes: 1 << 16 });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const msg = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
+  await b.send(msg, { timeoutMs: 5000 });
+  await a.send(msg, { timeoutMs: 5000 });
+  const [x, y] = await Promise.all([a.recv({ timeoutMs: 5000 }), b.recv({ timeoutMs: 5000 })]);
+  assert.equal(Buffer.compare(Buffer.from(x), Buffer.from(msg)), 0);
+  assert.equal(Buffer.compare(Buffer.from(y), Buffer.from(msg)), 0);
+  await a.close();
+  await b.close();
+});
+
 test.run();

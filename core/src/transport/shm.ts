@@ -265,6 +265,9 @@ class ShmConnection implements Connection {
       (kind, id, err, code) => this.onSendEvent(kind, id, err, code),
       (eof) => this.onReadable(eof),
     );
+    // Take what is already there and arm the ring: the receiver drains eagerly (up to INBOX_HIGH_WATER), so a
+    // sender may await a message larger than the ring before the first recv here.
+    this.pump();
   }
   get closed() {
     return this.closedSelf;
