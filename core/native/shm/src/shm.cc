@@ -190,7 +190,11 @@ class BufferPool {
       }
     }
     void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+    if (p == MAP_FAILED) return nullptr;
+    // Transparent huge pages where the system allows them on request: a fresh buffer then faults in 2 MiB at a
+    // time instead of 4 KiB (hundreds of times fewer faults; the kernel still zeroes it).
+    if (n >= (4u << 20)) madvise(p, n, MADV_HUGEPAGE);
+    return static_cast<uint8_t*>(p);
   }
   void Put(uint8_t* p, size_t n) {
     {
