@@ -3,25 +3,42 @@ import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
-import { constants } from 'node:os';
+import { constants, tmpdir } from 'node:os';
+import { Worker as ThreadWorker } from 'node:worker_threads';
 
 const osSignals = constants.signals as Record<string, number>;
 import { Errors } from '../errors.js';
 import { TcpStore, TcpStoreServer } from '../store/tcp.js';
 import type { ActorSupervisor } from '../actor/spawn.js';
-import { startPsServerActors } from './ps-servers.js';
+import { startPsServerActors, type PsLink } from './ps-servers.js';
+import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
+import type { WorkerOptions } from '../config.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
   /** Worker script: compiled `.js`/`.mjs` (run with `node`), or `.ts` when `tsx` is installed. */
   script: string;
   args?: readonly string[];
-  /** Number of worker processes (ranks 0..n-1). */
+  /** Number of workers (ranks 0..n-1): processes, or threads with `threads`. */
   numWorkers: number;
+  /**
+   * Run the workers as worker_threads of this process instead of child processes (`shoal run --threads`).
+   * Each thread gets its WorkerOptions in `workerData` (read by `joinJob`/`initWorker`), `args` as its
+   * `process.argv` tail and `env` on top of this process's environment as its own `process.env`. The script
+   * must be compiled JavaScript. Default transport between threads: shm. A thread that throws or exits
+   * non-zero fails the job as a process would; the others are terminated (`worker.terminate()`).
+   */
+  threads?: boolean;
   backend?: 'ring' | 'ps' | 'hybrid';
   /** Parameter-server shards for ps/hybrid (SHOAL_SERVERS). */
   servers?: number;
+  /** Transport between the workers. Default net for processes, shm for threads. */
   transport?: 'net' | 'nng' | 'shm';
+  /**
+   * How workers reach the parameter servers (ps/hybrid): `ipc` (unix sockets, same host; the default) or
+   * `tcp` on `host` (what a multi-host setup needs).
+   */
+  psLink?: PsLink;
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
   timeoutMs?: number;
   /** Stop everything and fail if the job runs longer than this. Default: no limit. */
@@ -98,10 +115,21 @@ export function pickRootCause<T extends { tail: readonly string[] }>(failed: rea
 
 interface Worker {
   rank: number;
-  child: ChildProcess;
+  /** A child process (process mode) or a worker thread (thread mode). */
+  child?: ChildProcess;
+  thread?: ThreadWorker;
   tail: string[];
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   done: boolean;
+  terminating?: boolean;
+}
+
+/** Absolute path of a thread-mode script: it must exist and be JavaScript (tsx cannot load into a worker thread). */
+function threadScriptFor(script: string): string {
+  const path = resolve(script);
+  if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
+  if (/\.(c|m)?ts$/.test(path)) throw Errors.config('script', `${script} is TypeScript: --threads runs compiled JavaScript (tsc first)`);
+  return path;
 }
 
 /**
@@ -118,12 +146,15 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const servers = options.servers ?? 1;
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
-  const transport = options.transport ?? 'net';
+  const threads = options.threads ?? false;
+  const transport = options.transport ?? (threads ? 'shm' : 'net');
+  const psLink = options.psLink ?? 'ipc';
   const host = options.host ?? '127.0.0.1';
   const graceMs = options.graceMs ?? 3000;
   const out = options.stdout ?? process.stdout;
   const errOut = options.stderr ?? process.stderr;
-  const argv = [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
+  const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
+  const threadScript = threads ? threadScriptFor(options.script) : '';
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
@@ -140,7 +171,14 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let settleTimer: NodeJS.Timeout | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
-    if (w.done || w.child.pid === undefined) return;
+    if (w.thread) {
+      if (!w.done && !w.terminating) {
+        w.terminating = true;
+        void w.thread.terminate().catch(() => {});
+      }
+      return;
+    }
+    if (w.done || !w.child || w.child.pid === undefined) return;
     try {
       process.kill(-w.child.pid, sig); // the worker's own process group: also its children (ps servers)
     } catch {
@@ -188,9 +226,68 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   try {
     if (backend === 'ps' || backend === 'hybrid') {
       psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
-      psServers = await startPsServerActors({ storeUrl: store.url, store: psClient, numServers: servers, numWorkers: n, timeoutMs: options.timeoutMs ?? 60_000, host });
+      psServers = await startPsServerActors({
+        storeUrl: store.url,
+        store: psClient,
+        numServers: servers,
+        numWorkers: n,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        host,
+        link: psLink,
+        socketDir: tmpdir(),
+        jobId,
+      });
     }
-    for (let rank = 0; rank < n; rank++) {
+    for (let rank = 0; rank < n && threads; rank++) {
+      const wo: WorkerOptions = {
+        rank,
+        worldSize: n,
+        localRank: rank,
+        storeUrl: store.url,
+        jobId,
+        transport,
+        backend,
+        servers,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        host,
+      };
+      const thread = new ThreadWorker(threadScript, {
+        workerData: { [THREAD_OPTIONS_KEY]: wo },
+        argv: [...(options.args ?? [])],
+        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}) },
+        stdout: true,
+        stderr: true,
+        name: `shoal rank ${rank}`,
+      });
+      const w: Worker = { rank, thread, tail: [], done: false, exited: undefined as never };
+      const streams = Promise.all([pipeLines(w, thread.stdout, out, false), pipeLines(w, thread.stderr, errOut, true)]);
+      w.exited = new Promise((res) => {
+        let counted = false;
+        const fail = (code: number) => {
+          if (counted || stopping || w.terminating) return;
+          counted = true;
+          failed.push({ rank, code, tail: w.tail });
+          onWorkerFailed();
+        };
+        // An uncaught exception / rejected top-level await: 'error' comes before 'exit' (code 1).
+        thread.once('error', (e) => {
+          const err = e as Error & { code?: string };
+          const text = `${err?.stack ?? String(e)}${err?.code && !String(err.stack).includes(err.code) ? ` (${err.code})` : ''}`;
+          errOut.write(text.split('\n').map((l) => `[rank ${rank}] ${l}\n`).join(''));
+          w.tail.push(...text.split('\n'));
+          while (w.tail.length > TAIL_LINES) w.tail.shift();
+          fail(1);
+        });
+        thread.once('exit', async (code) => {
+          if (code !== 0) fail(code > 0 ? code : 1);
+          await streams;
+          w.done = true;
+          res({ code, signal: null });
+        });
+      });
+      workers.push(w);
+    }
+    for (let rank = 0; rank < n && !threads; rank++) {
       const env: Record<string, string> = {
         ...(process.env as Record<string, string>),
         ...(options.env ?? {}),

@@ -1,6 +1,16 @@
 import { ActorSupervisor } from '../actor/spawn.js';
 import { netRemote } from '../actor/net-remote.js';
 import type { Store } from '../store/store.js';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { Errors } from '../errors.js';
+
+/**
+ * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-ps-<i>.sock`,
+ * same host only, no TCP stack on the path), `tcp` = `tcp://<host>:0` (reachable from other hosts). Both are the
+ * `net` transport, so a worker's `NetTransport` dials either URL the server registered.
+ */
+export type PsLink = 'ipc' | 'tcp';
 
 export interface PsServerActorsOptions {
   /** The job's store server URL (the servers register there; workers find them by name). */
@@ -10,8 +20,31 @@ export interface PsServerActorsOptions {
   numServers: number;
   numWorkers: number;
   timeoutMs: number;
-  /** Interface the servers listen on (default 127.0.0.1). */
+  /** Interface the servers listen on with `link: 'tcp'` (default 127.0.0.1). */
   host?: string;
+  /** Default `tcp` (the portable choice); `shoal run` passes `ipc` for its same-host jobs. */
+  link?: PsLink;
+  /** Directory of the `ipc` socket files (default os.tmpdir()). */
+  socketDir?: string;
+  /** Names the socket files (default `ps`); distinct jobs sharing `socketDir` need distinct ids. */
+  jobId?: string;
+}
+
+/**
+ * Where server `i` listens: a URL template of the actor runtime (every door listens anew, so a unix socket path
+ * carries `{actor}` and `{door}`; see `ServeActorOptions.listenUrl`). unix socket paths are limited to 107 bytes:
+ * a long `socketDir` falls back to os.tmpdir() with a short name.
+ */
+export function psServerListenUrl(o: PsServerActorsOptions, i: number): string {
+  const link = o.link ?? 'tcp';
+  if (link === 'tcp') return `tcp://${o.host ?? '127.0.0.1'}:0`;
+  if (link !== 'ipc') throw Errors.invalidArg('link', `must be ipc or tcp, got ${JSON.stringify(link)}`);
+  const id = (o.jobId ?? 'ps').replace(/[^A-Za-z0-9._-]/g, '_');
+  let path = join(o.socketDir ?? tmpdir(), `shoal-${id}-{actor}-{door}.sock`);
+  // Worst case after substitution: 'ps-server-<i>' for {actor}, '<epoch>-<door>' (up to ~24 digits) for {door}.
+  const worst = Buffer.byteLength(path) + `ps-server-${i}`.length + 24;
+  if (worst > 107) path = join(tmpdir(), `shoal-${process.pid}-${Date.now().toString(36)}-{actor}-{door}.sock`);
+  return `ipc://${path}`;
 }
 
 /**
@@ -33,7 +66,7 @@ export async function startPsServerActors(o: PsServerActorsOptions): Promise<Act
         placement: 'process',
         store: o.store,
         remote: netRemote(o.storeUrl),
-        listenUrl: `tcp://${o.host ?? '127.0.0.1'}:0`,
+        listenUrl: psServerListenUrl(o, i),
         mailbox: 'reentrant',
         timeoutMs: o.timeoutMs,
       }),

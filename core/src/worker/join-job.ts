@@ -1,3 +1,4 @@
+import { isMainThread, workerData } from 'node:worker_threads';
 import { parseWorkerOptions, type WorkerOptions } from '../config.js';
 import { Errors } from '../errors.js';
 import { MemoryStore } from '../store/memory.js';
@@ -27,7 +28,10 @@ export interface JobContext {
 }
 
 export interface JoinJobOptions {
-  /** Parsed options, or an environment to parse (default: `process.env`, read once here). */
+  /**
+   * Parsed options, or an environment to parse. Default: in a worker thread started by `launch({ threads })`
+   * the options it passed in `workerData` (`threadWorkerOptions`), else `process.env`, read once here.
+   */
   options?: WorkerOptions;
   env?: Record<string, string | undefined>;
   /**
@@ -35,6 +39,33 @@ export interface JoinJobOptions {
    * our parent), so no worker outlives `shoal run`. Default true when SHOAL_PARENT_PID is set.
    */
   watchParent?: boolean;
+}
+
+/** The `workerData` key under which `launch({ threads: true })` hands each worker thread its WorkerOptions. */
+export const THREAD_OPTIONS_KEY = 'shoalWorkerOptions';
+
+/**
+ * The WorkerOptions `launch({ threads: true })` passed to this worker thread (in `workerData`), or undefined
+ * on the main thread or in a thread not started by the launcher. The thread-mode counterpart of parsing SHOAL_*
+ * from the environment; the object is validated like the environment is (throws ERR_CONFIG on bad input).
+ */
+export function threadWorkerOptions(): WorkerOptions | undefined {
+  if (isMainThread) return undefined;
+  const o = (workerData as Record<string, unknown> | null | undefined)?.[THREAD_OPTIONS_KEY] as WorkerOptions | undefined;
+  if (o === undefined) return undefined;
+  // Re-validate through the one parser so a thread's options obey the same rules as a process's environment.
+  return parseWorkerOptions({
+    SHOAL_RANK: String(o.rank),
+    SHOAL_WORLD_SIZE: String(o.worldSize),
+    SHOAL_LOCAL_RANK: String(o.localRank),
+    SHOAL_STORE: o.storeUrl,
+    SHOAL_JOB_ID: o.jobId,
+    SHOAL_TRANSPORT: o.transport,
+    SHOAL_BACKEND: o.backend,
+    SHOAL_SERVERS: String(o.servers),
+    SHOAL_TIMEOUT_MS: String(o.timeoutMs),
+    SHOAL_HOST: o.host,
+  });
 }
 
 /** Build the transport SHOAL_TRANSPORT names. */
@@ -72,8 +103,10 @@ export function watchParent(parentPid: number, onLost: () => void = () => proces
  */
 export async function joinJob(opts: JoinJobOptions = {}): Promise<JobContext> {
   const env = opts.env ?? process.env;
-  const options = opts.options ?? parseWorkerOptions(env);
-  const parentPid = Number(env.SHOAL_PARENT_PID ?? '');
+  const fromThread = opts.options === undefined && opts.env === undefined ? threadWorkerOptions() : undefined;
+  const options = opts.options ?? fromThread ?? parseWorkerOptions(env);
+  // A launcher's worker thread dies with its process: nothing to watch (and process.ppid is not the launcher).
+  const parentPid = isMainThread ? Number(env.SHOAL_PARENT_PID ?? '') : NaN;
   const stopWatch = (opts.watchParent ?? Number.isInteger(parentPid)) && parentPid > 0 ? watchParent(parentPid) : () => {};
   let rawStore: Store;
   if (options.storeUrl === '') {

@@ -1,13 +1,16 @@
 import type { GradientSync } from '@shoal/backends';
 import { PsSync, RingSync, type RingSyncOptions } from '@shoal/backends';
 import { HybridSync } from '../hybrid-sync.js';
-import { createNetTransport, joinJob, parseWorkerOptions, type JobContext, type Store, type WorkerOptions } from '@shoal/core';
+import { createNetTransport, joinJob, parseWorkerOptions, threadWorkerOptions, type JobContext, type Store, type WorkerOptions } from '@shoal/core';
 import { LocalSync } from '../local-sync.js';
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
   env?: Record<string, string | undefined>;
-  /** Already-parsed options (overrides `env`). */
+  /**
+   * Already-parsed options (overrides `env`). Default: in a worker thread of `shoal run --threads` the options
+   * the launcher passed in `workerData`, else parsed from `env`.
+   */
   options?: WorkerOptions;
   ring?: RingSyncOptions;
 }
@@ -36,7 +39,10 @@ export interface WorkerHandle {
  */
 export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHandle> {
   const env = init.env ?? process.env;
-  const options = init.options ?? (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
+  const options =
+    init.options ??
+    (init.env === undefined ? threadWorkerOptions() : undefined) ??
+    (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     const job = await joinJob({ options, env });
