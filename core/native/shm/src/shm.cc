@@ -189,7 +189,9 @@ class BufferPool {
         return p;
       }
     }
-    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // Below the huge-page size, populate at once: one kernel pass instead of a fault per 4 KiB page.
+    int populate = n < (4u << 20) ? MAP_POPULATE : 0;
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
     if (p == MAP_FAILED) return nullptr;
     // Transparent huge pages where the system allows them on request: a fresh buffer then faults in 2 MiB at a
     // time instead of 4 KiB (hundreds of times fewer faults; the kernel still zeroes it).
