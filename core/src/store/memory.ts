@@ -7,7 +7,7 @@ export class MemoryStore implements Store {
   private readonly data = new Map<string, Uint8Array>();
   private readonly watchers = new Set<() => void>();
   async set(key: string, value: Uint8Array | string): Promise<void> {
-    this.data.set(key, asBytes(value).slice());
+    this.data.set(key, new Uint8Array(asBytes(value)));
     for (const w of [...this.watchers]) w();
   }
   async get(key: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Uint8Array> {

@@ -42,4 +42,14 @@ test('a timeout beyond what Node timers hold is treated as unbounded, not as 1 m
   assert.equal([...(await got)], [9]);
 });
 
+test('memory send copies a Buffer (Buffer#slice would share the caller\'s bytes)', async () => {
+  const t = new MemoryNetwork().transport();
+  const l = await t.listen('mem://');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const buf = Buffer.from([1, 2, 3]);
+  await b.send(buf);
+  buf[0] = 99;
+  assert.equal([...(await a.recv())], [1, 2, 3]);
+});
+
 test.run();

@@ -103,7 +103,8 @@ class MemoryConnection implements Connection {
     if (opts?.signal?.aborted) throw Errors.aborted('send', opts.signal.reason);
     if (this.closedSelf) throw Errors.closed(`connection to ${this.remote}`);
     if (this.peerGone) throw Errors.peerClosed(this.remote);
-    this.peer.deliver(data.slice());
+    // A copy, never a view: Buffer#slice shares memory, and the caller may reuse `data` once this resolves.
+    this.peer.deliver(new Uint8Array(data));
   }
   recv(opts?: IoOptions): Promise<Uint8Array> {
     if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
