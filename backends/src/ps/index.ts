@@ -2,6 +2,8 @@
  * The parameter-server backend (MXNet KVStore / ps-lite semantics), in layers:
  *
  *   PsSync (GradientSync)            ps-sync.ts       allreduce = push grads + pull sum; broadcast = init + pull
+ *   ServerTables                     server-tables.ts embedding tables held on the servers: pull rows, push row grads,
+ *                                                     each key with its own server optimizer (KeySpec.updater)
  *   KVWorker (API, request tracking) kv-worker.ts     batching per server, per-key push counters, resend
  *   KeyLayout (Slicer)               key-layout.ts    small keys hashed, big keys split, row-sparse by row range
  *   KVServer (actor + ReqHandle)     kv-server.ts     sync/async rounds, staleness, checkpoints
