@@ -25,12 +25,13 @@ test('parseRunArgs: --threads and --ps-link; psServerListenUrl gives unix socket
   assert.is(o.threads, true);
   assert.is(o.psLink, 'tcp');
   assert.equal(o.args, ['--x', '1']);
-  assert.throws(() => parseRunArgs(['-n', '2', '--ps-link', 'udp', 'a.js']), /--ps-link must be one of ipc\|tcp/);
+  assert.throws(() => parseRunArgs(['-n', '2', '--ps-link', 'udp', 'a.js']), /--ps-link must be one of ipc\|tcp\|shm/);
   const ipc = psServerListenUrl({ storeUrl: '', store: undefined as never, numServers: 1, numWorkers: 1, timeoutMs: 1, link: 'ipc', socketDir: '/tmp', jobId: 'j/1' }, 0);
   assert.is(ipc, 'ipc:///tmp/shoal-j_1-{actor}-{door}.sock');
   const long = psServerListenUrl({ storeUrl: '', store: undefined as never, numServers: 1, numWorkers: 1, timeoutMs: 1, link: 'ipc', socketDir: `/tmp/${'d'.repeat(120)}`, jobId: 'j' }, 0);
   assert.ok(long.startsWith(`ipc://${tmpdir()}/shoal-`) && long.length < 100, long);
   assert.is(psServerListenUrl({ storeUrl: '', store: undefined as never, numServers: 1, numWorkers: 1, timeoutMs: 1, link: 'tcp', host: '10.0.0.5' }, 0), 'tcp://10.0.0.5:0');
+  assert.is(psServerListenUrl({ storeUrl: '', store: undefined as never, numServers: 1, numWorkers: 1, timeoutMs: 1, link: 'shm' }, 0), 'shm://auto');
 });
 
 test('--threads -n 2 (ring over shm) gives the weights of 1 worker process with batch 32', async () => {
@@ -43,7 +44,7 @@ test('--threads -n 2 (ring over shm) gives the weights of 1 worker process with 
   assert.ok(d <= 1e-5, `max relative difference ${d}`);
 });
 
-test('ps servers over unix sockets (threads) and over tcp (processes, --ps-link tcp) match 1 worker too', async () => {
+test('ps servers over unix sockets (threads), tcp and shm (processes, --ps-link) match 1 worker too', async () => {
   // In this process through the API, with a known job id, to check the socket files.
   const jobId = `thr-${process.pid}`;
   const r0 = await launch({
@@ -68,6 +69,7 @@ test('ps servers over unix sockets (threads) and over tcp (processes, --ps-link 
   const runs: Array<[string, string[]]> = [
     ['threads-hybrid-ipc', ['--threads', '--backend', 'hybrid']],
     ['proc-ps-tcp', ['--backend', 'ps', '--ps-link', 'tcp']],
+    ['proc-hybrid-shm', ['--backend', 'hybrid', '--ps-link', 'shm']],
   ];
   for (const [name, flags] of runs) {
     const r = await runNode([SHOAL_CLI, 'run', '-n', '2', ...flags, '--servers', '2', DIGITS_MAIN, ...common, '--batch-size', '16', '--out', join(dir, `${name}.json`)], { timeoutMs: 60_000 });

@@ -2,12 +2,12 @@
 /**
  * `shoal`: the command-line launcher (like horovodrun / torchrun).
  *
- *   shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp]
+ *   shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp|shm]
  *             [--transport net|nng|shm] [--timeout-ms MS] [--job-timeout-s S] [--host ADDR] [--grace-ms MS]
  *             script.js [script args...]
  *
  * `--threads` runs the workers as worker threads of the launcher's process (shm transport by default);
- * `--ps-link` picks how workers reach the ps servers (unix sockets by default, tcp for other hosts).
+ * `--ps-link` picks how workers reach the ps servers (unix sockets by default, shm, or tcp for other hosts).
  *
  * Starts the rendezvous store and N worker processes of `script` on this host, streams their output prefixed
  * with the rank, and exits with 0 when all succeed. The first worker to fail stops the others; `shoal` then

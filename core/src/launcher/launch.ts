@@ -35,8 +35,8 @@ export interface LaunchOptions {
   /** Transport between the workers. Default net for processes, shm for threads. */
   transport?: 'net' | 'nng' | 'shm';
   /**
-   * How workers reach the parameter servers (ps/hybrid): `ipc` (unix sockets, same host; the default) or
-   * `tcp` on `host` (what a multi-host setup needs).
+   * How workers reach the parameter servers (ps/hybrid): `ipc` (unix sockets, same host; the default), `shm`
+   * (shared memory, same host) or `tcp` on `host` (what a multi-host setup needs).
    */
   psLink?: PsLink;
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */

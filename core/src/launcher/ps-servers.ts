@@ -1,16 +1,17 @@
 import { ActorSupervisor } from '../actor/spawn.js';
-import { netRemote } from '../actor/net-remote.js';
+import { netRemote, shmRemote } from '../actor/net-remote.js';
 import type { Store } from '../store/store.js';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Errors } from '../errors.js';
 
 /**
- * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-ps-<i>.sock`,
- * same host only, no TCP stack on the path), `tcp` = `tcp://<host>:0` (reachable from other hosts). Both are the
- * `net` transport, so a worker's `NetTransport` dials either URL the server registered.
+ * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-<actor>-<door>.sock`,
+ * same host only, no TCP stack on the path), `tcp` = `tcp://<host>:0` (reachable from other hosts), `shm` =
+ * shared-memory rings (`shm://auto` under the job id; same host). `initWorker` dials each server URL with the
+ * transport its scheme names.
  */
-export type PsLink = 'ipc' | 'tcp';
+export type PsLink = 'ipc' | 'tcp' | 'shm';
 
 export interface PsServerActorsOptions {
   /** The job's store server URL (the servers register there; workers find them by name). */
@@ -30,6 +31,11 @@ export interface PsServerActorsOptions {
   jobId?: string;
 }
 
+/** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
+export function shmPrefix(jobId: string | undefined): string {
+  return (jobId ?? 'ps').replace(/[^A-Za-z0-9_.-]/g, '_');
+}
+
 /**
  * Where server `i` listens: a URL template of the actor runtime (every door listens anew, so a unix socket path
  * carries `{actor}` and `{door}`; see `ServeActorOptions.listenUrl`). unix socket paths are limited to 107 bytes:
@@ -38,7 +44,8 @@ export interface PsServerActorsOptions {
 export function psServerListenUrl(o: PsServerActorsOptions, i: number): string {
   const link = o.link ?? 'tcp';
   if (link === 'tcp') return `tcp://${o.host ?? '127.0.0.1'}:0`;
-  if (link !== 'ipc') throw Errors.invalidArg('link', `must be ipc or tcp, got ${JSON.stringify(link)}`);
+  if (link === 'shm') return 'shm://auto';
+  if (link !== 'ipc') throw Errors.invalidArg('link', `must be ipc, tcp or shm, got ${JSON.stringify(link)}`);
   const id = (o.jobId ?? 'ps').replace(/[^A-Za-z0-9._-]/g, '_');
   let path = join(o.socketDir ?? tmpdir(), `shoal-${id}-{actor}-{door}.sock`);
   // Worst case after substitution: 'ps-server-<i>' for {actor}, '<epoch>-<door>' (up to ~24 digits) for {door}.
@@ -65,7 +72,7 @@ export async function startPsServerActors(o: PsServerActorsOptions): Promise<Act
         },
         placement: 'process',
         store: o.store,
-        remote: netRemote(o.storeUrl),
+        remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
         listenUrl: psServerListenUrl(o, i),
         mailbox: 'reentrant',
         timeoutMs: o.timeoutMs,

@@ -1,10 +1,10 @@
 import type { LaunchOptions } from './launch.js';
 
-export const USAGE = `usage: shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp]
+export const USAGE = `usage: shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp|shm]
                  [--transport net|nng|shm] [--timeout-ms MS] [--job-timeout-s S] [--host ADDR] [--grace-ms MS]
                  script.js [args...]
   --threads      run the N workers as worker threads of one process (default transport shm)
-  --ps-link      how workers reach the ps servers: ipc (unix sockets, default) or tcp on --host`;
+  --ps-link      how workers reach the ps servers: ipc (unix sockets, default), shm, or tcp on --host`;
 
 /** Parse the arguments after `shoal run`. Throws RangeError naming the bad flag. */
 export function parseRunArgs(argv: readonly string[]): LaunchOptions {
@@ -30,7 +30,7 @@ export function parseRunArgs(argv: readonly string[]): LaunchOptions {
     if (a === '-n' || a === '--num-workers' || a === '-np') o.numWorkers = int(a, need(a), 1);
     else if (a === '--backend') o.backend = oneOf(a, need(a), ['ring', 'ps', 'hybrid'] as const);
     else if (a === '--threads') (o.threads = true), i++;
-    else if (a === '--ps-link') o.psLink = oneOf(a, need(a), ['ipc', 'tcp'] as const);
+    else if (a === '--ps-link') o.psLink = oneOf(a, need(a), ['ipc', 'tcp', 'shm'] as const);
     else if (a === '--servers') o.servers = int(a, need(a), 1);
     else if (a === '--transport') o.transport = oneOf(a, need(a), ['net', 'nng', 'shm'] as const);
     else if (a === '--timeout-ms') o.timeoutMs = int(a, need(a), 1);

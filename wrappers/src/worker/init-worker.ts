@@ -1,7 +1,21 @@
 import type { GradientSync } from '@shoal/backends';
 import { PsSync, RingSync, type RingSyncOptions } from '@shoal/backends';
 import { HybridSync } from '../hybrid-sync.js';
-import { createNetTransport, joinJob, parseWorkerOptions, threadWorkerOptions, type JobContext, type Store, type WorkerOptions } from '@shoal/core';
+import {
+  createNetTransport,
+  Errors,
+  joinJob,
+  parseWorkerOptions,
+  shmTransport,
+  threadWorkerOptions,
+  type Connection,
+  type IoOptions,
+  type JobContext,
+  type Listener,
+  type Store,
+  type Transport,
+  type WorkerOptions,
+} from '@shoal/core';
 import { LocalSync } from '../local-sync.js';
 
 export interface InitWorkerOptions {
@@ -50,16 +64,24 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
+  let psShm: Transport | undefined;
   try {
     const ring = () =>
       RingSync.connect(
         { rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs },
         init.ring,
       );
-    // The launcher's server actors listen with the net transport; reach them over net whatever SHOAL_TRANSPORT is.
+    // The launcher's server actors listen on tcp://, ipc:// (net transport) or shm:// (`shoal run --ps-link`):
+    // dial each with the transport its scheme names, whatever SHOAL_TRANSPORT is.
     const ps = () => {
-      let transport = job.transport;
-      if (options.transport !== 'net') transport = createNetTransport(); // holds no resources beyond its connections
+      const net = options.transport === 'net' ? job.transport : createNetTransport(); // holds nothing beyond its connections
+      const shm = () => {
+        if (options.transport === 'shm') return job.transport;
+        // Created on first shm:// dial; closed with the handle.
+        psShm ??= shmTransport({ prefix: options.jobId });
+        return psShm;
+      };
+      const transport = new SchemeRouter(net, shm);
       return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs });
     };
     switch (options.backend) {
@@ -81,6 +103,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       }
     }
   } catch (e) {
+    await psShm?.close?.();
     await job.close();
     throw e;
   }
@@ -96,8 +119,28 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       try {
         await sync.close();
       } finally {
-            await job.close();
+        await psShm?.close?.().catch(() => {});
+        await job.close();
       }
     },
   };
+}
+
+/**
+ * Dials `shm://` URLs with the shm transport (made on first use by `shm`) and everything else with `net`. Only
+ * for dialing the ps servers: it does not listen, and it owns neither transport (`close` is a no-op).
+ */
+class SchemeRouter implements Transport {
+  readonly name = 'ps-link';
+  readonly schemes = ['tcp', 'ipc', 'shm'] as const;
+  constructor(
+    private readonly net: Transport,
+    private readonly shm: () => Transport,
+  ) {}
+  listen(url: string, _opts?: IoOptions): Promise<Listener> {
+    return Promise.reject(Errors.invalidArg('url', `the ps-link transport only dials, cannot listen on ${url}`));
+  }
+  dial(url: string, opts?: IoOptions): Promise<Connection> {
+    return url.startsWith('shm://') ? this.shm().dial(url, opts) : this.net.dial(url, opts);
+  }
 }
