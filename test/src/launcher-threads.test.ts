@@ -113,6 +113,15 @@ test('launch({ threads }): workers get their options from workerData, not SHOAL_
   assert.match(out.text(), /\[rank 1\] worker up, mode exit0/);
 });
 
+test('launch({ threads, jobTimeoutMs }): hanging threads are terminated and the job fails with code 124', async () => {
+  const t0 = Date.now();
+  const r = await launch({ script: WORKER, numWorkers: 2, threads: true, env: { PID_DIR: dir }, timeoutMs: 20_000, jobTimeoutMs: 1500, stdout: sink().stream, stderr: sink().stream });
+  assert.is(r.code, 124, JSON.stringify(r));
+  assert.match(r.error ?? '', /timed out after 1500 ms/);
+  assert.is(r.failedRank, undefined);
+  assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+});
+
 test('--threads rejects a TypeScript script with a clear error', async () => {
   let msg = '';
   try {

@@ -48,7 +48,7 @@ export interface LaunchOptions {
   jobId?: string;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
-  /** Extra `node` flags for the workers, e.g. `['--max-old-space-size=4096']`. */
+  /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
   nodeArgs?: readonly string[];
   /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
   graceMs?: number;
