@@ -9,6 +9,7 @@ import { Worker as ThreadWorker } from 'node:worker_threads';
 const osSignals = constants.signals as Record<string, number>;
 import { Errors } from '../errors.js';
 import { TcpStore, TcpStoreServer } from '../store/tcp.js';
+import { removeStaleSegments } from '../transport/shm.js';
 import type { ActorSupervisor } from '../actor/spawn.js';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -25,18 +26,18 @@ export interface LaunchOptions {
    * Run the workers as worker_threads of this process instead of child processes (`shoal run --threads`).
    * Each thread gets its WorkerOptions in `workerData` (read by `joinJob`/`initWorker`), `args` as its
    * `process.argv` tail and `env` on top of this process's environment as its own `process.env`. The script
-   * must be compiled JavaScript. Default transport between threads: shm. A thread that throws or exits
+   * must be compiled JavaScript. Default transport (threads or processes): shm. A thread that throws or exits
    * non-zero fails the job as a process would; the others are terminated (`worker.terminate()`).
    */
   threads?: boolean;
   backend?: 'ring' | 'ps' | 'hybrid';
   /** Parameter-server shards for ps/hybrid (SHOAL_SERVERS). */
   servers?: number;
-  /** Transport between the workers. Default net for processes, shm for threads. */
+  /** Transport between the workers. Default shm (every worker of a local launch shares this host). */
   transport?: 'net' | 'nng' | 'shm';
   /**
-   * How workers reach the parameter servers (ps/hybrid): `ipc` (unix sockets, same host; the default), `shm`
-   * (shared memory, same host) or `tcp` on `host` (what a multi-host setup needs).
+   * How workers reach the parameter servers (ps/hybrid): `shm` (shared memory, same host; the default), `ipc`
+   * (unix sockets, same host) or `tcp` on `host` (what a multi-host setup needs).
    */
   psLink?: PsLink;
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
@@ -147,8 +148,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
-  const transport = options.transport ?? (threads ? 'shm' : 'net');
-  const psLink = options.psLink ?? 'ipc';
+  // Every worker of `shoal run` is on this host: shared memory is the default for both links, chosen by the
+  // figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small ps
+  // rounds 2.5x faster than unix sockets). net/nng remain for multi-host jobs.
+  const transport = options.transport ?? 'shm';
+  const psLink = options.psLink ?? 'shm';
   const host = options.host ?? '127.0.0.1';
   const graceMs = options.graceMs ?? 3000;
   const out = options.stdout ?? process.stdout;
@@ -366,5 +370,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
     await psClient?.close();
     await store.close();
+    // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
+    // killed before its peer attached).
+    removeStaleSegments(jobId);
   }
 }

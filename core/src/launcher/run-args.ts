@@ -3,8 +3,9 @@ import type { LaunchOptions } from './launch.js';
 export const USAGE = `usage: shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp|shm]
                  [--transport net|nng|shm] [--timeout-ms MS] [--job-timeout-s S] [--host ADDR] [--grace-ms MS]
                  script.js [args...]
-  --threads      run the N workers as worker threads of one process (default transport shm)
-  --ps-link      how workers reach the ps servers: ipc (unix sockets, default), shm, or tcp on --host`;
+  --threads      run the N workers as worker threads of one process
+  --transport    between workers: shm (shared memory, default: all workers are on this host), net or nng
+  --ps-link      how workers reach the ps servers: shm (default), ipc (unix sockets), or tcp on --host`;
 
 /** Parse the arguments after `shoal run`. Throws RangeError naming the bad flag. */
 export function parseRunArgs(argv: readonly string[]): LaunchOptions {
