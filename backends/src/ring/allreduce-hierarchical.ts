@@ -53,13 +53,45 @@ export class HierarchicalGroup {
   }
 }
 
-/** Discover hosts through the store and connect the local and cross-host groups. Collective over all ranks. */
-export async function connectHierarchical(opts: HierarchicalGroupOptions): Promise<HierarchicalGroup> {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
+/**
+ * True when a hierarchical allreduce pays off for this placement (`hostOf[r]` = host id of rank r): the job spans
+ * more than one host AND some host runs more than one rank. Otherwise the flat ring moves the same bytes.
+ */
+export function hierarchyHelps(hostOf: readonly string[]): boolean {
+  const perHost = new Map<string, number>();
+  for (const h of hostOf) perHost.set(h, (perHost.get(h) ?? 0) + 1);
+  return perHost.size > 1 && [...perHost.values()].some((n) => n > 1);
+}
+
+/** Publish this rank's host id and read every rank's (indexed by rank). Collective over all ranks. */
+async function discoverHosts(opts: HierarchicalGroupOptions, timeoutMs: number): Promise<{ me: string; hostOf: string[] }> {
   const me = opts.hostId ?? localHostId();
+  if (me === '') throw Errors.invalidArg('options.hostId', 'must be a non-empty string');
   await opts.store.set(`host/${opts.rank}`, me);
   const hostOf: string[] = [];
   for (let r = 0; r < opts.size; r++) hostOf.push(asText(await opts.store.get(`host/${r}`, timeoutMs)));
+  return { me, hostOf };
+}
+
+/** Discover hosts through the store and connect the local and cross-host groups. Collective over all ranks. */
+export async function connectHierarchical(opts: HierarchicalGroupOptions): Promise<HierarchicalGroup> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const { me, hostOf } = await discoverHosts(opts, timeoutMs);
+  return connectWithHosts(opts, me, hostOf, timeoutMs);
+}
+
+/**
+ * Like `connectHierarchical`, but only when `hierarchyHelps` the placement found in the store; otherwise returns
+ * undefined on every rank (all ranks read the same host list, so they all decide alike) and connects nothing.
+ * The caller owns the returned group. Collective over all ranks.
+ */
+export async function connectHierarchicalIfHelpful(opts: HierarchicalGroupOptions): Promise<HierarchicalGroup | undefined> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const { me, hostOf } = await discoverHosts(opts, timeoutMs);
+  return hierarchyHelps(hostOf) ? connectWithHosts(opts, me, hostOf, timeoutMs) : undefined;
+}
+
+async function connectWithHosts(opts: HierarchicalGroupOptions, me: string, hostOf: string[], timeoutMs: number): Promise<HierarchicalGroup> {
   const hostOrder = [...new Set(hostOf)];
   const hostIndex = hostOrder.indexOf(me);
   const localRanks = hostOf.flatMap((h, r) => (h === me ? [r] : []));
@@ -96,6 +128,8 @@ export interface HierarchicalAllreduceOptions {
   kernels: ReduceKernels;
   op?: AllreduceOp;
   segmentBytes?: number;
+  /** Wire format of the cross-host stage only (float32 data; see AllreduceOptions.wire). Default 'native'. */
+  wire?: 'native' | 'float16';
 }
 
 /** In place on `data`; every rank ends with the reduction over all `size` ranks. Collective. */
@@ -105,7 +139,7 @@ export async function allreduceHierarchical(h: HierarchicalGroup, data: NumericA
   const inner = op === 'mean' ? 'sum' : op;
   const seg = opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes };
   await allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg });
-  if (h.cross) await allreduceRing(h.cross, data, { kernels: opts.kernels, op: inner, ...seg });
+  if (h.cross) await allreduceRing(h.cross, data, { kernels: opts.kernels, op: inner, wire: opts.wire ?? 'native', ...seg });
   if (h.hosts > 1) await broadcastRing(h.local, data, { root: 0, ...seg });
   if (op === 'mean') {
     if (data instanceof Int32Array) for (let i = 0; i < data.length; i++) data[i] = Math.trunc(data[i]! / h.size);

@@ -1,6 +1,7 @@
-import { connectGroup, Errors, loadKernels, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
-import { allreduceRing } from './allreduce-ring.js';
+import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
+import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
 import { allgatherBytes } from './allgather.js';
 import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
@@ -20,6 +21,22 @@ export interface RingSyncOptions {
   allowNonFinite?: boolean;
   /** Large-buffer allreduce for 3+ ranks: 'ring' (default) or 'direct' (see AllreduceOptions.algorithm). */
   algorithm?: 'ring' | 'direct';
+  /**
+   * Route of the dense-gradient allreduce (the fused buffers of `allreduceMean`):
+   *   - 'flat': the ring over `group`;
+   *   - 'hierarchical': `allreduceHierarchical` over `hierarchical` (required): ring inside each host, ring
+   *     across host leaders, broadcast inside each host;
+   *   - 'auto' (default): hierarchical when `hierarchical` is given and `hierarchyHelps` its placement (more
+   *     than one host and some host with several ranks), else flat.
+   * The control allreduce, scalars, broadcast, sparse and barrier always use `group`. With the hierarchical
+   * route `algorithm` is unused and `wire` applies to the cross-host stage only.
+   */
+  topology?: 'flat' | 'hierarchical' | 'auto';
+  /**
+   * A connected HierarchicalGroup over the same ranks as `group` (`connectHierarchical`). The RingSync owns it
+   * from construction on, whatever route is chosen (close() closes it).
+   */
+  hierarchical?: HierarchicalGroup;
 }
 
 /**
@@ -42,6 +59,9 @@ export class RingSync implements GradientSync {
   private readonly segmentBytes: number | undefined;
   private readonly allowNonFinite: boolean;
   private readonly algorithm: 'ring' | 'direct';
+  /** Owned; the route of dense gradients when `dense` is set. */
+  private readonly hier: HierarchicalGroup | undefined;
+  private readonly denseHier: boolean;
 
   /** Wrap a connected group; the RingSync owns it from now on (close() closes it). */
   constructor(
@@ -56,6 +76,25 @@ export class RingSync implements GradientSync {
     this.segmentBytes = opts.segmentBytes;
     this.allowNonFinite = opts.allowNonFinite ?? false;
     this.algorithm = opts.algorithm ?? 'ring';
+    const topology = opts.topology ?? 'auto';
+    if (!['flat', 'hierarchical', 'auto'].includes(topology)) throw Errors.invalidArg('options.topology', `must be flat|hierarchical|auto, got ${String(topology)}`);
+    const h = opts.hierarchical;
+    if (h !== undefined && (h.rank !== group.rank || h.size !== group.size))
+      throw Errors.invalidArg('options.hierarchical', `is rank ${h.rank} of ${h.size} but the group is rank ${group.rank} of ${group.size}`);
+    if (topology === 'hierarchical' && h === undefined) throw Errors.invalidArg('options.hierarchical', "is required with topology 'hierarchical'");
+    this.hier = h;
+    this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
+  }
+
+  /** 'hierarchical' when dense gradients go through the hierarchical allreduce, else 'flat'. */
+  get topology(): 'flat' | 'hierarchical' {
+    return this.denseHier ? 'hierarchical' : 'flat';
+  }
+
+  /** The dense-gradient allreduce (mean, in place) on the chosen route. */
+  private reduceDense(data: NumericArray, o: AllreduceOptions): Promise<void> {
+    if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes });
+    return allreduceRing(this.group, data, o);
   }
 
   /** Connect a process group (`connectGroup`) and wrap it. */
@@ -100,11 +139,11 @@ export class RingSync implements GradientSync {
     const o = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes, algorithm: this.algorithm };
     for (const b of this.fusion.plan(grads, sig)) {
       if (!b.packed) {
-        await allreduceRing(this.group, grads[b.tensors[0]!]!.data, o);
+        await this.reduceDense(grads[b.tensors[0]!]!.data, o);
         continue;
       }
       const view = this.fusion.pack(grads, b);
-      await allreduceRing(this.group, view, o);
+      await this.reduceDense(view, o);
       this.fusion.unpack(grads, b, view);
     }
   }
@@ -165,11 +204,18 @@ export class RingSync implements GradientSync {
 
   stats(): { bytesSent: number; bytesReceived: number; ops: number } {
     const s = this.group.stats();
-    return { bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, ops: s.ops };
+    let { bytesSent, bytesReceived } = s;
+    for (const g of [this.hier?.local, this.hier?.cross]) {
+      if (g === undefined) continue;
+      const t = g.stats();
+      bytesSent += t.bytesSent;
+      bytesReceived += t.bytesReceived;
+    }
+    return { bytesSent, bytesReceived, ops: s.ops };
   }
 
-  close(): Promise<void> {
-    return this.group.close();
+  async close(): Promise<void> {
+    await Promise.all([this.group.close(), this.hier?.close()]);
   }
 }
 
