@@ -1,7 +1,8 @@
 import type { GradientSync } from '@shoal/backends';
-import { PsSync, RingSync, type RingSyncOptions } from '@shoal/backends';
+import { connectHierarchical, connectHierarchicalIfHelpful, PsSync, RingSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
 import { HybridSync } from '../hybrid-sync.js';
 import {
+  connectGroup,
   createNetTransport,
   Errors,
   joinJob,
@@ -26,7 +27,16 @@ export interface InitWorkerOptions {
    * the launcher passed in `workerData`, else parsed from `env`.
    */
   options?: WorkerOptions;
-  ring?: RingSyncOptions;
+  /**
+   * RingSync options (ring and hybrid backends). `topology` (default 'auto'): on a multi-host capable transport
+   * (net, nng) the ranks publish their host ids in the store and, when the job spans several hosts with several
+   * ranks on one, dense gradients go through the hierarchical allreduce (shm inside a host, this transport across
+   * host leaders); 'flat' keeps the flat ring; 'hierarchical' builds the hierarchy on any transport. Single-host
+   * shm jobs stay on the flat ring. `hierarchical` is built here and must not be passed.
+   */
+  ring?: Omit<RingSyncOptions, 'hierarchical'>;
+  /** Tests only: this rank's host id for the hierarchical topology (default: `localHostId()`, hostname + boot id). */
+  hostId?: string;
 }
 
 /** A worker's membership in a job. */
@@ -65,12 +75,41 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   const job = await joinJob({ options, env });
   let sync: GradientSync;
   let psShm: Transport | undefined;
+  let ringShm: Transport | undefined;
   try {
-    const ring = () =>
-      RingSync.connect(
-        { rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs },
-        init.ring,
-      );
+    // The hierarchy (when wanted and useful) for the dense gradients of RingSync; collective, after the flat group.
+    const hierarchy = async (): Promise<HierarchicalGroup | undefined> => {
+      const topology = init.ring?.topology ?? 'auto';
+      const multiHost = options.transport === 'net' || options.transport === 'nng';
+      if (topology === 'flat' || (topology === 'auto' && !multiHost)) return undefined;
+      ringShm = options.transport === 'shm' ? undefined : shmTransport({ prefix: options.jobId });
+      const h = {
+        rank: options.rank,
+        size: options.worldSize,
+        store: job.store.prefixed('ring-hier'),
+        local: ringShm === undefined ? { transport: job.transport, listenUrl: job.listenUrl } : { transport: ringShm, listenUrl: 'shm://auto' },
+        cross: { transport: job.transport, listenUrl: job.listenUrl },
+        timeoutMs: options.timeoutMs,
+        ...(init.hostId === undefined ? {} : { hostId: init.hostId }),
+      };
+      const g = topology === 'hierarchical' ? await connectHierarchical(h) : await connectHierarchicalIfHelpful(h);
+      if (g === undefined) {
+        await ringShm?.close?.();
+        ringShm = undefined;
+      }
+      return g;
+    };
+    const ring = async () => {
+      const group = await connectGroup({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs });
+      let h: HierarchicalGroup | undefined;
+      try {
+        h = await hierarchy();
+        return new RingSync(group, { ...init.ring, ...(h === undefined ? {} : { hierarchical: h }) });
+      } catch (e) {
+        await Promise.all([group.close(), h?.close()]);
+        throw e;
+      }
+    };
     // The launcher's server actors listen on tcp://, ipc:// (net transport) or shm:// (`shoal run --ps-link`):
     // dial each with the transport its scheme names, whatever SHOAL_TRANSPORT is.
     const ps = () => {
@@ -104,6 +143,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     }
   } catch (e) {
     await psShm?.close?.();
+    await ringShm?.close?.();
     await job.close();
     throw e;
   }
@@ -120,6 +160,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
         await sync.close();
       } finally {
         await psShm?.close?.().catch(() => {});
+        await ringShm?.close?.().catch(() => {});
         await job.close();
       }
     },
