@@ -404,6 +404,14 @@ function unwrapRemote(e: unknown): unknown {
 
 /** Sort row ids, sum rows of repeated ids. Returns fresh arrays. */
 function mergeRows(rowIds: Int32Array, rows: FloatArray, rowSize: number, numRows: number, key: string, dtype: KeySpec['dtype']): { ids: Int32Array; packed: FloatArray } {
+  // Fast path (the common case: gradients of a sorted unique row set): strictly increasing in-range ids need no
+  // sort and no summing, only copies.
+  let sorted = true;
+  for (let i = 0; i < rowIds.length; i++) {
+    const r = rowIds[i]!;
+    if (!(r >= 0 && r < numRows && (i === 0 || r > rowIds[i - 1]!))) { sorted = false; break; }
+  }
+  if (sorted) return { ids: rowIds.slice(), packed: rows.slice() };
   const order = Array.from(rowIds.keys()).sort((a, b) => rowIds[a]! - rowIds[b]!);
   let unique = 0;
   for (let i = 0; i < order.length; i++) {

@@ -32,12 +32,31 @@ export interface ServerTablesOptions {
   updater: Exclude<UpdaterSpec, { type: 'module' }>;
   /** Key prefix on the servers (default `t:`), to keep apart from other users of the same KVWorker. */
   prefix?: string;
+  /**
+   * Hold all tables in one row-sparse key `${prefix}tables` (table k's row r is row `sum(numRows before k) + r`,
+   * rows zero-padded to the widest table), so `pullMany` / `pushMany` make one request per server for all tables
+   * instead of one per table and server. The row-wise optimizers see the same rows and gradients (padding stays 0
+   * with wd = 0: its gradient is always 0), so the tables evolve exactly as with one key per table. Default false.
+   */
+  fused?: boolean;
+}
+
+/** One table's part of a `pullMany` / `pushMany` call. */
+export interface TableRows {
+  name: string;
+  ids: Int32Array;
+  /** pushMany: `ids.length * rowSize` gradient values. */
+  rows?: Float32Array;
 }
 
 export class ServerTables {
   readonly specs: ReadonlyMap<string, ServerTableSpec>;
   private readonly prefix: string;
   private inited = false;
+  /** Fused layout: the first fused row of each table, and the padded row width. */
+  private readonly base = new Map<string, number>();
+  private readonly width: number;
+  private readonly fusedRows: number;
 
   constructor(
     readonly kv: KVWorker,
@@ -54,6 +73,15 @@ export class ServerTables {
     }
     this.specs = m;
     this.prefix = o.prefix ?? 't:';
+    let b = 0;
+    for (const t of m.values()) { this.base.set(t.name, b); b += t.numRows; }
+    this.fusedRows = b;
+    this.width = Math.max(...[...m.values()].map((t) => t.rowSize));
+    if (o.fused && (o.updater as { wd?: number }).wd) throw Errors.invalidArg('fused', 'needs wd = 0 (weight decay would move the zero padding)');
+  }
+
+  private get fusedKey(): string {
+    return this.prefix + 'tables';
   }
 
   /** Bytes of all tables (what a worker holding full replicas keeps, per copy). */
@@ -70,10 +98,29 @@ export class ServerTables {
   async init(values?: readonly Float32Array[]): Promise<void> {
     const rescale = (this.o.updater as { rescale?: number }).rescale ?? 1;
     const updater = this.o.updater.type === 'assign' ? this.o.updater : { ...this.o.updater, rescale: rescale / this.kv.numWorkers };
-    const specs: KeySpec[] = [...this.specs.values()].map((t) => ({
+    const tables = [...this.specs.values()];
+    if (this.kv.rank === 0 && values?.length !== tables.length) throw Errors.invalidArg('values', `rank 0 must give ${tables.length} initial tables`);
+    if (this.o.fused) {
+      const W = this.width;
+      let init: Float32Array[] | undefined;
+      if (this.kv.rank === 0) {
+        const all = new Float32Array(this.fusedRows * W);
+        tables.forEach((t, k) => {
+          const v = values![k]!;
+          if (v.length !== t.numRows * t.rowSize) throw Errors.invalidArg(`init value of table ${t.name}`, `has ${v.length} elements, expected ${t.numRows * t.rowSize}`);
+          const b = this.base.get(t.name)!;
+          for (let r = 0; r < t.numRows; r++) all.set(v.subarray(r * t.rowSize, (r + 1) * t.rowSize), (b + r) * W);
+        });
+        init = [all];
+      }
+      const spec: KeySpec = { key: this.fusedKey, size: this.fusedRows * W, rows: { numRows: this.fusedRows, rowSize: W }, update: 'optimizer', updater };
+      await this.kv.init([spec], init);
+      this.inited = true;
+      return;
+    }
+    const specs: KeySpec[] = tables.map((t) => ({
       key: this.prefix + t.name, size: t.numRows * t.rowSize, rows: { numRows: t.numRows, rowSize: t.rowSize }, update: 'optimizer', updater,
     }));
-    if (this.kv.rank === 0 && values?.length !== specs.length) throw Errors.invalidArg('values', `rank 0 must give ${specs.length} initial tables`);
     await this.kv.init(specs, this.kv.rank === 0 ? values : undefined);
     this.inited = true;
   }
@@ -83,8 +130,65 @@ export class ServerTables {
    * `out` (or a new array of `ids.length * rowSize`).
    */
   pull(name: string, ids: Int32Array, out?: Float32Array): Promise<Float32Array> {
-    this.spec(name);
+    const t = this.spec(name);
+    if (out && out.length !== ids.length * t.rowSize) throw Errors.invalidArg(`output of table ${name}`, `must have ${ids.length * t.rowSize} values, got ${out.length}`);
+    if (this.o.fused) return this.pullMany([{ name, ids }]).then(([r]) => (out ? (out.set(r!), out) : r!));
     return this.kv.rowSparsePull(this.prefix + name, ids, out) as Promise<Float32Array>;
+  }
+
+  /**
+   * The current rows of several tables (as `pull`, one result per part, packed in its `ids` order). Fused
+   * layout: one request per server for all parts; otherwise one per table and server, concurrently.
+   */
+  async pullMany(parts: readonly TableRows[]): Promise<Float32Array[]> {
+    if (!this.o.fused) return Promise.all(parts.map((p) => this.pull(p.name, p.ids)));
+    const W = this.width;
+    const n = parts.reduce((a, p) => a + p.ids.length, 0);
+    const ids = new Int32Array(n);
+    let at = 0;
+    for (const p of parts) {
+      const t = this.spec(p.name), b = this.base.get(p.name)!;
+      for (let i = 0; i < p.ids.length; i++) {
+        const r = p.ids[i]!;
+        if (!(Number.isInteger(r) && r >= 0 && r < t.numRows)) throw Errors.invalidArg(`row id ${r} of table ${p.name}`, `is outside [0, ${t.numRows})`);
+        ids[at++] = b + r;
+      }
+    }
+    const got = (await this.kv.rowSparsePull(this.fusedKey, ids)) as Float32Array;
+    at = 0;
+    return parts.map((p) => {
+      const rs = this.specs.get(p.name)!.rowSize;
+      const out = new Float32Array(p.ids.length * rs);
+      for (let i = 0; i < p.ids.length; i++, at++) out.set(got.subarray(at * W, at * W + rs), i * rs);
+      return out;
+    });
+  }
+
+  /**
+   * Push the gradient rows of several tables as one round (as `push` for each part; sync mode: every worker
+   * calls with the same table names in the same order). Fused layout: one request per server for all parts;
+   * otherwise one round per table, concurrently. Resolves when the servers applied the round(s).
+   */
+  async pushMany(parts: readonly TableRows[]): Promise<void> {
+    if (!this.o.fused) {
+      await Promise.all(parts.map((p) => this.push(p.name, p.ids, p.rows ?? new Float32Array(0))));
+      return;
+    }
+    const W = this.width;
+    const n = parts.reduce((a, p) => a + p.ids.length, 0);
+    const ids = new Int32Array(n), rows = new Float32Array(n * W);
+    let at = 0;
+    for (const p of parts) {
+      const t = this.spec(p.name), b = this.base.get(p.name)!, rs = t.rowSize;
+      if (p.rows?.length !== p.ids.length * rs) throw Errors.invalidArg(`rows of table ${p.name}`, `must have ids.length * ${rs} = ${p.ids.length * rs} values, got ${p.rows?.length}`);
+      for (let i = 0; i < p.ids.length; i++, at++) {
+        const r = p.ids[i]!;
+        if (!(Number.isInteger(r) && r >= 0 && r < t.numRows)) throw Errors.invalidArg(`row id ${r} of table ${p.name}`, `is outside [0, ${t.numRows})`);
+        ids[at] = b + r;
+        rows.set(p.rows.subarray(i * rs, (i + 1) * rs), at * W);
+      }
+    }
+    await this.kv.rowSparsePush(this.fusedKey, ids, rows);
   }
 
   /**
@@ -93,6 +197,7 @@ export class ServerTables {
    */
   push(name: string, ids: Int32Array, rows: Float32Array): Promise<void> {
     this.spec(name);
+    if (this.o.fused) return this.pushMany([{ name, ids, rows }]);
     return this.kv.rowSparsePush(this.prefix + name, ids, rows);
   }
 

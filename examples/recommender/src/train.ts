@@ -115,6 +115,8 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const lr = model.opts.lr;
     server = new ServerTables(kv, tables.map((t) => ({ name: t.name, numRows: t.numRows, rowSize: t.rowSize })), {
       updater: (opts.serverOptimizer ?? 'adam') === 'adam' ? { type: 'adam', lr, rowStep: true } : { type: 'adagrad', lr: lr * 10 },
+      // One row-sparse key for all tables: each step's pull and push is one request per server, not one per table.
+      fused: true,
     });
     // Dense layers from rank 0; the tables once onto the servers (rank 0's seeded values), then dropped here.
     await sync.broadcastParameters(model.dense);
@@ -169,16 +171,23 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
           perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
           pushBytes += sp.rowIds.length * 4 + sp.rows.byteLength;
         }
-        const pushes = g.sparse.map((sp) => server.push(sp.name, sp.rowIds, sp.rows));
+        // Send the row push and start the dense allreduce first, then build the next step's plan while they are
+        // on the wire (the plan is seeded per step, so the order changes no value); its time counts as compute.
+        const pushed = server.pushMany(g.sparse.map((sp) => ({ name: sp.name, ids: sp.rowIds, rows: sp.rows })));
+        const reduced = sync.allreduceMean(g.dense);
+        pushed.catch(() => {}); reduced.catch(() => {}); // awaited below; if planning throws first, not unhandled
+        let tPlan = 0;
         if (s + 1 < steps) {
+          const p0 = performance.now();
           plan = planOf(s + 1);
+          tPlan = performance.now() - p0;
           pulling = pullRows(server, tables, plan);
           pulling.catch(() => {}); // observed when awaited next step; if this step fails first, not unhandled
         } else pulling = null;
-        await Promise.all([sync.allreduceMean(g.dense), ...pushes]);
+        await Promise.all([reduced, pushed]);
         const c2 = performance.now();
         model.applyGradients(g.dense, []);
-        tSync += c2 - c1; tApply += performance.now() - c2;
+        tCompute += tPlan; tSync += c2 - c1 - tPlan; tApply += performance.now() - c2;
       } else {
         g = await model.gradients(plan, hist, [tables[0]!, tables[1]!, tables[2]!].map(fullView) as [RowView, RowView, RowView]);
         const c1 = performance.now();
@@ -232,14 +241,15 @@ function fullView(t: { data: Float32Array; rowSize: number }): RowView {
   return { data, at: (r) => r * rs };
 }
 
-/** Pull the plan's rows of every table (one request per table and server, concurrently). */
+/** Pull the plan's rows of every table (fused tables: one request per server for all of them). */
 async function pullRows(server: ServerTables, tables: readonly { name: string; rowSize: number }[], plan: BatchPlan): Promise<RowView[]> {
-  return Promise.all(tables.map(async (t, k) => packedView(plan.rows[k]!, await server.pull(t.name, plan.rows[k]!), t.rowSize)));
+  const got = await server.pullMany(tables.map((t, k) => ({ name: t.name, ids: plan.rows[k]! })));
+  return tables.map((t, k) => packedView(plan.rows[k]!, got[k]!, t.rowSize));
 }
 
 /** Pull the whole tables into the model (after this rank's last push). */
 async function loadTables(server: ServerTables, model: BasketModel): Promise<void> {
-  const full = await Promise.all(model.tables().map((t) => server.pullAll(t.name)));
+  const full = await server.pullMany(model.tables().map((t) => ({ name: t.name, ids: Int32Array.from({ length: t.numRows }, (_, i) => i) })));
   model.tables().forEach((t, k) => model.setTable(t.name, full[k]!));
 }
 
