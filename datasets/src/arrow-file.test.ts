@@ -7,19 +7,10 @@ import { Field, Float64, Int32, RecordBatch, Schema, Struct, Table, makeData, ta
 import { isShoalError } from '@shoal/core';
 import { openArrowFile, batches } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
+import { expectData } from './test-assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-file-'));
 
-async function expectData(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isShoalError(e, 'ERR_DATA'), `expected ERR_DATA, got ${String(e)}`);
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable('expected an ERR_DATA');
-}
 
 test('arrow file: each record batch is a partition with its row count; values round-trip', async () => {
   const p = join(dir, 'a.arrow');

@@ -9,6 +9,7 @@ import { Table, tableToIPC } from 'apache-arrow';
 import { isShoalError } from '@shoal/core';
 import { openArrowStream, batches, localSteps } from './index.js';
 import { exampleBatch, exampleTable, FEATURES } from './test-fixtures.js';
+import { expectData } from './test-assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-stream-'));
 
@@ -18,16 +19,6 @@ async function collectIds(ds: Awaited<ReturnType<typeof openArrowStream>>, bs = 
   return ids;
 }
 
-async function expectData(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isShoalError(e, 'ERR_DATA'), `expected ERR_DATA, got ${String(e)}`);
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable('expected an ERR_DATA');
-}
 
 test('arrow stream from bytes: round trip, columns are views on the input buffer (zero-copy)', async () => {
   const bytes = tableToIPC(exampleTable([1000, 0, 512, 7]), 'stream');

@@ -4,8 +4,8 @@ import { existsSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { isShoalError } from '@shoal/core';
 import { openCsv, batches, shard, cached, type Dataset } from './index.js';
+import { expectData } from './test-assert.js';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const tmp = mkdtempSync(join(tmpdir(), 'shoal-csv-'));
@@ -49,16 +49,6 @@ const SCHEMA = {
   Country: { type: 'category' },
 } as const;
 
-async function expectData(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isShoalError(e, 'ERR_DATA'), `expected ERR_DATA, got ${String(e)}`);
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable('expected an ERR_DATA');
-}
 
 /** Records per file counted the simple way (no field of this data spans lines). */
 function lineCounts(): Map<string, number> {

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, Float32, Float64, Int32, List, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
-import { isShoalError } from '@shoal/core';
 import { openParquetDir, shard, batches, type Dataset } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
+import { expectData } from './test-assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-parquet-'));
 
@@ -45,16 +45,6 @@ function sparkDir(name: string): { path: string; ids: number[]; country: Map<num
 }
 const HIVE = '__HIVE_DEFAULT_PARTITION__';
 
-async function expectData(p: Promise<unknown>, re: RegExp): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isShoalError(e, 'ERR_DATA'), `expected ERR_DATA, got ${String(e)}`);
-    assert.match((e as Error).message, re);
-    return;
-  }
-  assert.unreachable('expected an ERR_DATA');
-}
 
 test('Spark-like Parquet directory (uncompressed, snappy, zstd; partition folders) read in a worker thread', async () => {
   const { path, ids, country } = sparkDir('spark1');
