@@ -1,5 +1,5 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { Tf } from '@shoal/wrappers';
+import type { Tf, Trainer } from '@shoal/wrappers';
 
 /** The two models of the `train` bench, with deterministic synthetic data. */
 export type BenchModel = 'rec' | 'mlp';
@@ -47,4 +47,34 @@ export function benchData(tf: Tf, model: BenchModel, n: number): { x: tfjs.Tenso
   const x = tf.randomUniform([n, 784], 0, 1, 'float32', 11);
   const y = tf.tensor1d(Float32Array.from({ length: n }, (_, k) => k % 10));
   return { x, y };
+}
+
+/**
+ * Fit one epoch without shuffling and time the steps after `warmup`: wall seconds, CPU used (this process) and
+ * the Trainer's sync milliseconds summed over the timed steps. Shared by the in-process and the launched rows.
+ */
+export async function timedFit(
+  trainer: Trainer,
+  data: { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor },
+  batchSize: number,
+  warmup: number,
+): Promise<{ secs: number; cpu: NodeJS.CpuUsage; syncMs: number }> {
+  let t0 = 0;
+  let c0 = process.cpuUsage();
+  let syncMs = 0;
+  await trainer.fit(data, {
+    epochs: 1,
+    batchSize,
+    shuffle: false,
+    callbacks: {
+      onBatchEnd: (s) => {
+        if (s === warmup - 1) {
+          t0 = performance.now();
+          c0 = process.cpuUsage();
+        }
+        if (s >= warmup) syncMs += trainer.stepStats!.syncMs;
+      },
+    },
+  });
+  return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), syncMs };
 }

@@ -6,7 +6,7 @@
  * samples; CPU time is rank 0's).
  */
 import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
-import { benchData, benchSpec, type BenchModel } from './train-models.js';
+import { benchData, benchSpec, timedFit, type BenchModel } from './train-models.js';
 
 const arg = (k: string, d: string) => {
   const i = process.argv.indexOf(`--${k}`);
@@ -24,25 +24,7 @@ async function main() {
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
   const sparseRing = process.argv.includes('--sparse-ring');
   const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
-  let t0 = 0;
-  let c0 = process.cpuUsage();
-  let syncMs = 0;
-  await trainer.fit(data, {
-    epochs: 1,
-    batchSize: spec.batch,
-    shuffle: false,
-    callbacks: {
-      onBatchEnd: (s) => {
-        if (s === warmup - 1) {
-          t0 = performance.now();
-          c0 = process.cpuUsage();
-        }
-        if (s >= warmup) syncMs += trainer.stepStats!.syncMs;
-      },
-    },
-  });
-  const secs = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(c0);
+  const { secs, cpu, syncMs } = await timedFit(trainer, data, spec.batch, warmup);
   if (worker.options.rank === 0) {
     const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps, cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps };
     process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);

@@ -42,7 +42,7 @@ import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { launch } from '@shoal/core';
 import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
-import { benchData, benchSpec, type BenchModel } from './train-models.js';
+import { benchData, benchSpec, timedFit, type BenchModel } from './train-models.js';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
 const ANCHOR = fileURLToPath(new URL('../anchors/train_torch.py', import.meta.url));
@@ -171,25 +171,8 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   const warmup = 3;
   const data = benchData(tf, model, spec.batch * (warmup + steps));
   const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, runtime: rt, verbose: 0 });
-  let t0 = 0;
-  let c0 = process.cpuUsage();
-  let sync = 0;
-  await trainer.fit(data, {
-    epochs: 1,
-    batchSize: spec.batch,
-    shuffle: false,
-    callbacks: {
-      onBatchEnd: (s) => {
-        if (s === warmup - 1) {
-          t0 = performance.now();
-          c0 = process.cpuUsage();
-        }
-        if (s >= warmup) sync += trainer.stepStats!.syncMs;
-      },
-    },
-  });
-  const secs = (performance.now() - t0) / 1000;
-  const cpu = cpuMsSince(c0) / steps;
+  const { secs, cpu: used, syncMs: sync } = await timedFit(trainer, data, spec.batch, warmup);
+  const cpu = (used.user + used.system) / 1000 / steps;
   tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
   trainer.model.dispose();
   await trainer.close();
