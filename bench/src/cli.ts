@@ -15,6 +15,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   datasets: () => import('./datasets.js'),
   train: () => import('./train.js'),
   spark: () => import('./spark.js'),
+  micro: () => import('./micro.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
