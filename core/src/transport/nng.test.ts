@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isShoalError } from '../errors.js';
 import { assertBytes, expectCode, guard, openPair, patternBytes, type ConformanceEnv } from './conformance.js';
-import { createNngTransport, NngTransport } from './nng.js';
+import { createNngTransport, loadNngAddon, NngTransport } from './nng.js';
 
 const MiB = 1 << 20;
 const dir = mkdtempSync(join(tmpdir(), 'shoal-nng-t-'));
@@ -190,6 +190,85 @@ for (const [scheme, url] of [['tcp', () => 'tcp://127.0.0.1:0'], ['ipc', ipcUrl]
     }
   });
 }
+
+test('send without its flush flag (JS layer and addon out of step) is a TypeError, not a silent stall', async () => {
+  // Per-tick coalescing made the addon start a write only on a send flagged flush; a caller that omits the flag
+  // (a stale JS build against a new addon) used to queue forever: the peer's recv timed out, the send never settled.
+  await guard('flush flag', 10_000, async () => {
+    const addon = loadNngAddon();
+    const K = addon.constants;
+    const waitFor = () => {
+      let done!: () => void;
+      const p = new Promise<void>((r) => (done = r));
+      return { p, done };
+    };
+    const up = waitFor();
+    const got = waitFor();
+    const closedRx = waitFor();
+    const closedTx = waitFor();
+    let ups = 0;
+    const lens: number[] = [];
+    const onUp = () => void (++ups === 2 && up.done());
+    const rx = new addon.NngPair((kind, _id, _rv, data, l) => {
+      if (kind === K.EV_CONNECTED) onUp();
+      if (kind === K.EV_MSGS) lens.push(...l!);
+      if (kind === K.EV_MSG) lens.push(data!.byteLength);
+      if (lens.length === 2) got.done();
+      if (kind === K.EV_CLOSED) closedRx.done();
+    }, MiB);
+    const tx = new addon.NngPair((kind) => {
+      if (kind === K.EV_CONNECTED) onUp();
+      if (kind === K.EV_CLOSED) closedTx.done();
+    }, MiB);
+    rx.ref();
+    tx.ref();
+    try {
+      tx.dial(`tcp://127.0.0.1:${rx.listen('tcp://127.0.0.1:0')}`);
+      await up.p;
+      const send = tx.send as (id: number, data: Uint8Array, flush?: unknown) => void;
+      assert.throws(() => send.call(tx, 1, new Uint8Array(10)), /boolean flush/);
+      assert.throws(() => send.call(tx, 1, new Uint8Array(10), 1), /boolean flush/);
+      // The flagged protocol still works: the unflagged message waits for the flush of the next.
+      tx.send(1, new Uint8Array(10), false);
+      tx.send(2, new Uint8Array(20), true);
+      await got.p;
+      assert.equal(lens, [10, 20]);
+    } finally {
+      rx.close();
+      tx.close();
+      await Promise.all([closedRx.p, closedTx.p]);
+    }
+  })();
+});
+
+test('per-tick coalescing loses no flush: 100k x 1 KiB in one tick, and mixed 1 KiB / 20 KiB / 1 MiB runs both ways from recv continuations', async () => {
+  await guard('coalescing', 20_000, async () => {
+    const p = await openPair(env(createNngTransport(), () => 'tcp://127.0.0.1:0'));
+    try {
+      const N = 100_000;
+      const kib = patternBytes(1024, 3);
+      const sends = Array.from({ length: N }, () => p.a.send(kib));
+      for (let i = 0; i < N; i++) assert.is((await p.b.recv({ timeoutMs: 10_000 })).byteLength, 1024, `message ${i}`);
+      await Promise.all(sends);
+      // Mixed sizes crossing the 16 KiB zero-copy threshold; b echoes each from its recv continuation while a
+      // keeps sending in uneven bursts.
+      const sizes = [1024, 20 * 1024, 16 * 1024, 16 * 1024 + 1, 0, MiB, 1024];
+      const M = 700;
+      const echo = (async () => {
+        for (let i = 0; i < M; i++) void p.b.send(await p.b.recv({ timeoutMs: 10_000 }));
+      })();
+      const burst: Promise<void>[] = [];
+      for (let i = 0; i < M; ) {
+        for (let k = 1 + (i % 37); k > 0 && i < M; k--, i++) burst.push(p.a.send(patternBytes(sizes[i % sizes.length]!, i)));
+        await Promise.resolve();
+      }
+      for (let i = 0; i < M; i++) assertBytes(await p.a.recv({ timeoutMs: 10_000 }), patternBytes(sizes[i % sizes.length]!, i), `echo ${i}`);
+      await Promise.all([...burst, echo]);
+    } finally {
+      await p.close();
+    }
+  })();
+});
 
 test('receive backpressure: past recvHighWaterBytes the reader stops, sends wait, nothing is lost', async () => {
   const t = createNngTransport({ recvHighWaterBytes: 2 * MiB });

@@ -713,8 +713,13 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
   // until then.
   void Send(const Napi::CallbackInfo& info) {
     Core* c = live(info);
+    // `flush` is required: a caller that omits it (a JS layer built before per-tick coalescing against this
+    // addon) would queue without ever starting a write, a silent stall; make that a clear error instead.
+    if (info.Length() < 3 || !info[2].IsBoolean())
+      throw Napi::TypeError::New(info.Env(), "nng pair: send(id, bytes, flush) needs a boolean flush (JS layer and addon out of step? rebuild both)");
     uint32_t id = info[0].As<Napi::Number>().Uint32Value();
     Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
+    bool flush = info[2].As<Napi::Boolean>().Value();
     std::lock_guard<std::mutex> lk(c->mu);
     if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
     if (c->txBroken != 0) {
@@ -724,7 +729,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     TxItem it{id, data.Data(), data.ByteLength(), {}, 0};
     it.headLen = FrameHeader(c->ipc, it.len, it.head);
     c->txq.push_back(it);
-    if (info[2].ToBoolean().Value() && c->txInWrite == 0) TxStart(c);
+    if (flush && c->txInWrite == 0) TxStart(c);
   }
 
   // setRxPaused(bool): stop reading after the current message (receive backpressure), or resume.
