@@ -20,3 +20,4 @@ export * from './launcher/ps-servers.js';
 export * from './launcher/run-args.js';
 export * from './worker/join-job.js';
 export * from './worker/spark-input.js';
+export * from './rng.js';

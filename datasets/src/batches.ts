@@ -17,9 +17,8 @@
  * Nulls in a selected column raise ERR_DATA naming the chunk's source and the column, before any row of that
  * chunk is used, unless `fill[column]` gives a replacement value.
  */
-import { Errors } from '@shoal/core';
+import { Errors, Rng } from '@shoal/core';
 import type { Shard } from './shard.js';
-import { Rng } from './rng.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition } from './types.js';
 
 export type BatchArray = Float32Array | Int32Array;

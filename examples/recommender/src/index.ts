@@ -10,6 +10,5 @@ export * from './plot.js';
 export * from './png.js';
 export * from './prepare.js';
 export * from './report.js';
-export * from './rng.js';
 export * from './synthetic.js';
 export * from './train.js';

@@ -4,7 +4,7 @@ import { Errors } from '@shoal/core';
 import type { Lists } from './features.js';
 import type { Recommender } from './metrics.js';
 import type { Baskets, TestBaskets } from './prepare.js';
-import { Rng } from './rng.js';
+import { Rng } from '@shoal/core';
 
 export type Tf = typeof tfjs;
 

@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { Errors } from '@shoal/core';
 import type { DatasetConfig } from './config.js';
 import { parseCsv } from './csv.js';
-import { Rng } from './rng.js';
+import { Rng } from '@shoal/core';
 
 /** Baskets in CSR layout: basket b holds `items[offsets[b] .. offsets[b+1])`, bought by `users[b]` at `times[b]`. */
 export interface Baskets {

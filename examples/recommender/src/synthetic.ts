@@ -1,4 +1,4 @@
-import { Rng } from './rng.js';
+import { Rng } from '@shoal/core';
 
 export interface SyntheticOptions {
   shoppers: number;

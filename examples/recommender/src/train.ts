@@ -5,7 +5,7 @@ import { evaluate, type RankingMetrics } from './metrics.js';
 import { packedView, type BasketModel, type BatchPlan, type Example, type RowView } from './model.js';
 import type { Baskets, TestBaskets } from './prepare.js';
 import { ProgressBar } from './progress.js';
-import { Rng } from './rng.js';
+import { Rng } from '@shoal/core';
 
 export interface TrainOptions {
   epochs: number;

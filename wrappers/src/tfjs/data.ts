@@ -1,5 +1,5 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import { Errors } from '@shoal/core';
+import { Errors, Rng } from '@shoal/core';
 
 type Tf = typeof tfjs;
 type Tensor = tfjs.Tensor;
@@ -43,18 +43,6 @@ export function numSamples(d: { x: Tensor | Tensor[]; y: Tensor }, where: string
   return n;
 }
 
-/** mulberry32: a small seeded PRNG so every rank draws the same permutation. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * The sample order of one epoch, identical on every rank: identity, or a Fisher-Yates shuffle seeded with
  * `seed + epoch` (so resuming at epoch e reproduces the order of an uninterrupted run).
@@ -63,14 +51,7 @@ export function epochOrder(n: number, epoch: number, shuffle: boolean, seed: num
   const order = new Int32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
   if (!shuffle) return order;
-  const r = rng((seed * 1_000_003 + epoch * 7919) >>> 0);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    const t = order[i]!;
-    order[i] = order[j]!;
-    order[j] = t;
-  }
-  return order;
+  return new Rng((seed * 1_000_003 + epoch * 7919) >>> 0).shuffle(order);
 }
 
 /**
