@@ -161,17 +161,27 @@ export class KVWorker {
   }
 
   /**
-   * Pull values, waiting for this worker's earlier pushes. Writes into `outs[i]` when given (full-size), else
-   * allocates. Returns the arrays.
+   * Check that `keys` are dense keys (and `grads`, when given, their full size) and return the arrays the values
+   * land in: `outs[i]` when given (checked to be full-size), else freshly allocated.
    */
-  async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
-    const res = keys.map((k, i) => {
+  private denseOutputs(keys: readonly string[], outs: readonly FloatArray[] | undefined, sparseHint: string, grads?: readonly FloatArray[]): FloatArray[] {
+    return keys.map((k, i) => {
       const spec = this.layout.spec(k);
-      if (spec.rows) throw Errors.invalidArg(`key ${k}`, 'is row-sparse: use rowSparsePull');
+      if (spec.rows) throw Errors.invalidArg(`key ${k}`, `is row-sparse: ${sparseHint}`);
+      const g = grads?.[i];
+      if (g && g.length !== spec.size) throw Errors.invalidArg(`gradient of key ${k}`, `has ${g.length} elements, key has ${spec.size}`);
       const o = outs?.[i];
       if (o && o.length !== spec.size) throw Errors.invalidArg(`output of key ${k}`, `has ${o.length} elements, key has ${spec.size}`);
       return o ?? allocFloat(spec.dtype, spec.size);
     });
+  }
+
+  /**
+   * Pull values, waiting for this worker's earlier pushes. Writes into `outs[i]` when given (full-size), else
+   * allocates. Returns the arrays.
+   */
+  async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
+    const res = this.denseOutputs(keys, outs, 'use rowSparsePull');
     const per = this.perServer();
     keys.forEach((key, i) => {
       for (const sl of this.layout.slicesOf(key)) {
@@ -198,14 +208,7 @@ export class KVWorker {
   /** Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves). */
   async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
-    const res = keys.map((k, i) => {
-      const spec = this.layout.spec(k);
-      if (spec.rows) throw Errors.invalidArg(`key ${k}`, 'is row-sparse: use rowSparsePush/rowSparsePull');
-      if (grads[i]!.length !== spec.size) throw Errors.invalidArg(`gradient of key ${k}`, `has ${grads[i]!.length} elements, key has ${spec.size}`);
-      const o = outs?.[i];
-      if (o && o.length !== spec.size) throw Errors.invalidArg(`output of key ${k}`, `has ${o.length} elements, key has ${spec.size}`);
-      return o ?? allocFloat(spec.dtype, spec.size);
-    });
+    const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
     const per = this.perServer();
     keys.forEach((key, i) => {
       const c = this.issued.get(key) ?? 0;
