@@ -6,13 +6,10 @@
  * - `{op:'sink', bytes, count}`: receive `count` messages (lengths checked), answer `ok`;
  * - `{op:'echo', bytes, count}`: send each of `count` received messages straight back.
  */
-import type { Transport } from '@shoal/core';
+import { transportFromRef, type TransportFactoryRef } from '@shoal/core';
 import { benchPayload, sameBytes } from './transport.js';
 
-interface PeerArgs {
-  module: string;
-  factory: string;
-  factoryArg?: unknown;
+interface PeerArgs extends TransportFactoryRef {
   url: string;
 }
 interface Command {
@@ -26,10 +23,7 @@ const enc = (s: string) => new TextEncoder().encode(s);
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as PeerArgs;
-  const mod = (await import(args.module)) as Record<string, unknown>;
-  const make = mod[args.factory];
-  if (typeof make !== 'function') throw new Error(`${args.module} has no export ${args.factory}`);
-  const transport = (await make(args.factoryArg)) as Transport;
+  const transport = await transportFromRef(args);
   const conn = await transport.dial(args.url, { timeoutMs: 30_000 });
   try {
     for (;;) {

@@ -21,3 +21,4 @@ export * from './launcher/run-args.js';
 export * from './worker/join-job.js';
 export * from './worker/spark-input.js';
 export * from './rng.js';
+export * from './transport/factory.js';

@@ -5,12 +5,9 @@
  * every message until the connection ends, then exits 0. Exits 2 with a message on any other error.
  */
 import { isShoalError } from '../errors.js';
-import type { Transport } from './transport.js';
+import { transportFromRef, type TransportFactoryRef } from './factory.js';
 
-interface PeerArgs {
-  module: string;
-  factory: string;
-  factoryArg?: unknown;
+interface PeerArgs extends TransportFactoryRef {
   url: string;
 }
 
@@ -18,10 +15,7 @@ async function main(): Promise<void> {
   const raw = process.argv[2];
   if (!raw) throw new Error('usage: conformance-peer.js <json {module, factory, factoryArg, url}>');
   const args = JSON.parse(raw) as PeerArgs;
-  const mod = (await import(args.module)) as Record<string, unknown>;
-  const make = mod[args.factory];
-  if (typeof make !== 'function') throw new Error(`${args.module} has no function export ${args.factory}`);
-  const transport = (await make(args.factoryArg)) as Transport;
+  const transport = await transportFromRef(args);
   const conn = await transport.dial(args.url, { timeoutMs: 15_000 });
   await conn.send(new TextEncoder().encode('ready'));
   try {

@@ -21,17 +21,11 @@ import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isShoalError, type ShoalErrorCode } from '../errors.js';
+import type { TransportFactoryRef } from './factory.js';
 import type { Connection, Listener, Transport } from './transport.js';
 
-/** How a child process constructs the same transport: `(await import(module))[factory](factoryArg)`. */
-export interface PeerFactory {
-  /** Absolute file: URL (or path) of a compiled ES module. */
-  module: string;
-  /** Named export of a (possibly async) function returning a Transport. */
-  factory: string;
-  /** JSON-serialisable argument passed to the factory. */
-  factoryArg?: unknown;
-}
+/** How a child process constructs the same transport (see `transportFromRef`). */
+export type PeerFactory = TransportFactoryRef;
 
 export interface ConformanceEnv {
   transport: Transport;
