@@ -9,3 +9,4 @@ export * from './ring/ring-sync.js';
 export * from './ring/memory-groups.js';
 export * from './compliance.js';
 export * from './ps/index.js';
+export { mergeRows } from './row-sparse.js';

@@ -1,4 +1,4 @@
-import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
+import { mergeRows, type DenseTensor, type GradientSync, type RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 
 /**
@@ -34,7 +34,7 @@ export class LocalSync implements GradientSync {
   }
   async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     this.check('sparseAllreduceMean');
-    return mergeRows(grad);
+    return mergeRowSparse(grad);
   }
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     this.check('allreduceScalars');
@@ -52,22 +52,7 @@ export class LocalSync implements GradientSync {
 }
 
 /** Sum rows with the same id and sort by id. Returns a new tensor; `grad` is not modified. */
-export function mergeRows(grad: RowSparseTensor): RowSparseTensor {
-  const { rowIds, rows, rowSize } = grad;
-  const order = Array.from(rowIds.keys()).sort((a, b) => rowIds[a]! - rowIds[b]!);
-  const ids: number[] = [];
-  for (const i of order) if (ids.length === 0 || ids[ids.length - 1] !== rowIds[i]) ids.push(rowIds[i]!);
-  const out = new Float32Array(ids.length * rowSize);
-  let k = -1;
-  let last = -1;
-  for (const i of order) {
-    if (rowIds[i] !== last) {
-      k += 1;
-      last = rowIds[i]!;
-    }
-    const src = i * rowSize;
-    const dst = k * rowSize;
-    for (let j = 0; j < rowSize; j++) out[dst + j]! += rows[src + j]!;
-  }
-  return { name: grad.name, numRows: grad.numRows, rowSize, rowIds: Int32Array.from(ids), rows: out };
+export function mergeRowSparse(grad: RowSparseTensor): RowSparseTensor {
+  const { ids, rows } = mergeRows(grad.rowIds, grad.rows, grad.rowSize, grad.numRows, `row-sparse gradient "${grad.name}"`);
+  return { name: grad.name, numRows: grad.numRows, rowSize: grad.rowSize, rowIds: ids, rows };
 }

@@ -1,6 +1,7 @@
 import { ActorClient, Errors, isShoalError, ShoalError, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
+import { mergeRows } from '../row-sparse.js';
 
 /**
  * The worker side of the parameter server (ps-lite's `KVWorker` on its `Customer`): slices batched key
@@ -246,7 +247,7 @@ export class KVWorker {
     if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense: use push');
     const { numRows, rowSize } = spec.rows;
     if (rows.length !== rowIds.length * rowSize) throw Errors.invalidArg(`rows of key ${key}`, `must have rowIds.length * ${rowSize} = ${rowIds.length * rowSize} values, got ${rows.length}`);
-    const { ids, packed } = mergeRows(rowIds, rows, rowSize, numRows, key, spec.dtype);
+    const { ids, rows: packed } = mergeRows(rowIds, rows, rowSize, numRows, `key ${key}`);
     const c = this.issued.get(key) ?? 0;
     this.issued.set(key, c + 1);
     let lo = 0;
@@ -405,36 +406,3 @@ function unwrapRemote(e: unknown): unknown {
   return e;
 }
 
-/** Sort row ids, sum rows of repeated ids. Returns fresh arrays. */
-function mergeRows(rowIds: Int32Array, rows: FloatArray, rowSize: number, numRows: number, key: string, dtype: KeySpec['dtype']): { ids: Int32Array; packed: FloatArray } {
-  // Fast path (the common case: gradients of a sorted unique row set): strictly increasing in-range ids need no
-  // sort and no summing, only copies.
-  let sorted = true;
-  for (let i = 0; i < rowIds.length; i++) {
-    const r = rowIds[i]!;
-    if (!(r >= 0 && r < numRows && (i === 0 || r > rowIds[i - 1]!))) { sorted = false; break; }
-  }
-  if (sorted) return { ids: rowIds.slice(), packed: rows.slice() };
-  const order = Array.from(rowIds.keys()).sort((a, b) => rowIds[a]! - rowIds[b]!);
-  let unique = 0;
-  for (let i = 0; i < order.length; i++) {
-    const r = rowIds[order[i]!]!;
-    if (!Number.isInteger(r) || r < 0 || r >= numRows) throw Errors.invalidArg(`row id ${r} of key ${key}`, `is outside [0, ${numRows})`);
-    if (i === 0 || r !== rowIds[order[i - 1]!]) unique++;
-  }
-  const ids = new Int32Array(unique);
-  const packed = allocFloat(dtype, unique * rowSize);
-  let u = -1;
-  for (let i = 0; i < order.length; i++) {
-    const src = order[i]!;
-    const r = rowIds[src]!;
-    const row = rows.subarray(src * rowSize, (src + 1) * rowSize);
-    if (u < 0 || ids[u] !== r) {
-      ids[++u] = r;
-      packed.set(row, u * rowSize);
-    } else {
-      for (let j = 0; j < rowSize; j++) packed[u * rowSize + j]! += row[j]!;
-    }
-  }
-  return { ids, packed };
-}

@@ -7,6 +7,7 @@ import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
 import { copyBytes } from './common.js';
 import { checkShapes, describeMismatch, signatureOf, TensorFusion, type TensorListSignature } from './fusion.js';
+import { mergeRows } from '../row-sparse.js';
 
 export interface RingSyncOptions {
   /** Reduction kernels; default `loadKernels()` (native when built, else JS). */
@@ -170,24 +171,16 @@ export class RingSync implements GradientSync {
         throw Errors.nan(`sparse gradient "${name}" from rank ${p.rank}`, { tensor: name, rank: p.rank });
       total += p.rowIds.length;
     }
-    const all = new Int32Array(total);
+    // Concatenate every rank's rows in rank order, then one sort-and-sum (no per-row native call).
+    const allIds = new Int32Array(total);
+    const allRows = new Float32Array(total * rowSize);
     let o = 0;
     for (const p of parts) {
-      all.set(p.rowIds, o);
+      allIds.set(p.rowIds, o);
+      allRows.set(p.rows, o * rowSize);
       o += p.rowIds.length;
     }
-    all.sort();
-    let u = 0;
-    for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) all[u++] = all[i]!;
-    const rowIds = all.slice(0, u);
-    const index = new Map<number, number>();
-    rowIds.forEach((id, i) => index.set(id, i));
-    const rows = new Float32Array(u * rowSize);
-    for (const p of parts)
-      for (let j = 0; j < p.rowIds.length; j++) {
-        const dst = index.get(p.rowIds[j]!)! * rowSize;
-        this.kernels.reduce('sum', rows.subarray(dst, dst + rowSize), p.rows.subarray(j * rowSize, (j + 1) * rowSize));
-      }
+    const { ids: rowIds, rows } = mergeRows(allIds, allRows, rowSize, numRows, `sparseAllreduceMean "${name}"`);
     this.kernels.scale(rows, 1 / this.size);
     return { name, numRows, rowSize, rowIds, rows };
   }
