@@ -1,6 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
-import { Errors, isShoalError } from '@shoal/core';
+import { Errors, isShoalError, loadKernels, type ReduceKernels } from '@shoal/core';
 
 type Tf = typeof tfjs;
 
@@ -44,6 +44,7 @@ export class GradientBridge {
   private readonly dense: DenseTensor[] = [];
   private readonly sparseIdx: number[] = [];
   private readonly useSparse: boolean;
+  private readonly kernels: ReduceKernels;
 
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
@@ -56,7 +57,9 @@ export class GradientBridge {
     readonly variables: readonly BridgeVariable[],
     private readonly sync: GradientSync,
     sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ps', 'hybrid'],
+    kernels: ReduceKernels = loadKernels(),
   ) {
+    this.kernels = kernels;
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
     this.useSparse = sync.size > 1 && sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';
     let total = 0;
@@ -140,16 +143,12 @@ export class GradientBridge {
 
   /** The first variable whose slot in the flat buffer holds NaN/Inf, and the element index. */
   private firstNonFinite(): { label: string; index: number } | null {
-    // Fast path: a float64 sum of float32 values cannot overflow, so it is finite iff every value is.
-    const f = this.flat;
-    let sum = 0;
-    for (let j = 0; j < f.length; j++) sum += f[j]!;
-    if (Number.isFinite(sum)) return null;
-    for (let i = 0; i < this.variables.length; i++) {
-      const d = this.view(i);
-      for (let j = 0; j < d.length; j++) if (!Number.isFinite(d[j]!)) return { label: this.variables[i]!.label, index: j };
-    }
-    return null;
+    // One native scan of the flat buffer (~30 GB/s; a JS loop costs ~0.35 ms per MiB, per check, per step).
+    const at = this.kernels.firstNonFinite(this.flat);
+    if (at < 0) return null;
+    let i = 0;
+    while (i + 1 < this.variables.length && this.offsets[i + 1]! <= at) i++;
+    return { label: this.variables[i]!.label, index: at - this.offsets[i]! };
   }
 
   private async syncSparse(i: number): Promise<number> {

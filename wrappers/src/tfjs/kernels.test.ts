@@ -88,7 +88,7 @@ test('registering twice is a no-op the second time', () => {
   const a = registerShoalKernels(tf);
   const b = registerShoalKernels(tf);
   try {
-    assert.ok(a.registered.length === 3, a.registered.join());
+    assert.ok(a.registered.length === 4, a.registered.join());
     assert.equal(b.registered, []);
   } finally {
     b.restore();
@@ -156,6 +156,50 @@ test('UnsortedSegmentSum on wasm matches the cpu reference kernel (stock wasm ha
     k.restore();
   }
   assert.not.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'), 'restore() removes the kernel again');
+});
+
+test('GatherV2 on wasm matches the stock kernel bit for bit, falls back off the rows case, and names a bad index', () => {
+  const cases: Array<{ xs: number[]; dtype: 'float32' | 'int32'; ids: number[]; idShape: number[]; axis: number }> = [
+    { xs: [4000, 32], dtype: 'float32', ids: Array.from({ length: 1024 }, (_, k) => (k * 7919) % 4000), idShape: [1024, 1], axis: 0 },
+    { xs: [5, 3], dtype: 'int32', ids: [4, 0, 4, 2], idShape: [4], axis: 0 },
+    { xs: [6, 2, 3], dtype: 'float32', ids: [5, 1], idShape: [2], axis: -3 },
+    { xs: [7], dtype: 'float32', ids: [6, 6, 0], idShape: [3], axis: 0 },
+    { xs: [3, 4], dtype: 'float32', ids: [], idShape: [0], axis: 0 },
+    { xs: [4, 5], dtype: 'float32', ids: [4, 0, 2], idShape: [3], axis: 1 }, // not the rows case: stock kernel
+  ];
+  const run = () =>
+    cases.map(({ xs, dtype, ids, idShape, axis }, i) =>
+      tf.tidy(() => {
+        const n = xs.reduce((p, d) => p * d, 1);
+        const vals = Array.from({ length: n }, (_, j) => (dtype === 'int32' ? (j * 31 + i) % 1000 : Math.sin(j * 0.11 + i)));
+        const out = tf.gather(tf.tensor(vals, xs, dtype), tf.tensor(ids, idShape, 'int32'), axis);
+        return { shape: out.shape, data: Array.from(out.dataSync()) };
+      }),
+    );
+  const stock = run();
+  const k = registerShoalKernels(tf);
+  try {
+    assert.ok(k.registered.includes('GatherV2@wasm'));
+    const before = tf.memory().numTensors;
+    const fixed = run();
+    assert.is(tf.memory().numTensors, before, 'no leaked tensors');
+    fixed.forEach((f, i) => {
+      assert.equal(f.shape, stock[i]!.shape, `case ${i} shape`);
+      assert.equal(f.data, stock[i]!.data, `case ${i} values`);
+    });
+    const table = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+    try {
+      tf.tidy(() => tf.gather(table, tf.tensor1d([1, 2], 'int32')));
+      assert.unreachable('index 2 of a 2-row table must throw');
+    } catch (e) {
+      assert.match(String((e as Error).message), /index 2 at position 1 is not in \[0, 1\]/);
+    }
+    table.dispose();
+    assert.is(tf.memory().numTensors, before, 'the failed gather leaks nothing');
+  } finally {
+    k.restore();
+  }
+  assert.ok(tf.getKernel('GatherV2', 'wasm'), 'restore() puts the stock kernel back');
 });
 
 test.run();
