@@ -50,31 +50,50 @@ export function benchData(tf: Tf, model: BenchModel, n: number): { x: tfjs.Tenso
 }
 
 /**
- * Fit one epoch without shuffling and time the steps after `warmup`: wall seconds, CPU used (this process) and
- * the Trainer's sync milliseconds summed over the timed steps. Shared by the in-process and the launched rows.
+ * Fit one epoch without shuffling and time the steps after `warmup`: wall seconds, CPU used (this process), the
+ * Trainer's sync milliseconds summed over the timed steps, and per timed step its wall and sync milliseconds
+ * (medians are robust to the spikes another process's load puts into a few steps). Shared by the in-process and
+ * the launched rows.
  */
 export async function timedFit(
   trainer: Trainer,
   data: { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor },
   batchSize: number,
   warmup: number,
-): Promise<{ secs: number; cpu: NodeJS.CpuUsage; syncMs: number }> {
+): Promise<{ secs: number; cpu: NodeJS.CpuUsage; syncMs: number; stepMs: number[]; stepSyncMs: number[] }> {
   let t0 = 0;
+  let last = 0;
   let c0 = process.cpuUsage();
   let syncMs = 0;
+  const stepMs: number[] = [];
+  const stepSyncMs: number[] = [];
   await trainer.fit(data, {
     epochs: 1,
     batchSize,
     shuffle: false,
     callbacks: {
       onBatchEnd: (s) => {
+        const now = performance.now();
         if (s === warmup - 1) {
-          t0 = performance.now();
+          t0 = now;
           c0 = process.cpuUsage();
         }
-        if (s >= warmup) syncMs += trainer.stepStats!.syncMs;
+        if (s >= warmup) {
+          const sync = trainer.stepStats!.syncMs;
+          syncMs += sync;
+          stepMs.push(now - last);
+          stepSyncMs.push(sync);
+        }
+        last = now;
       },
     },
   });
-  return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), syncMs };
+  return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), syncMs, stepMs, stepSyncMs };
+}
+
+/** Median of a non-empty list (NaN when empty). */
+export function medianOf(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
 }

@@ -2,11 +2,11 @@
  * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp` for `--warmup` (8) + `--steps` steps
  * of the bench batch per worker with the engine the launcher chose (`--sparse-ring`: embedding rows go row-sparse
  * over the ring too), and rank 0 prints one line
- * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...}` (timed steps only, all workers'
- * samples; CPU time is rank 0's).
+ * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...,"stepMsP50":...,"syncMsP50":...}`
+ * (timed steps only, all workers' samples; CPU time and the per-step medians are rank 0's).
  */
 import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
-import { benchData, benchSpec, timedFit, type BenchModel } from './train-models.js';
+import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 
 const arg = (k: string, d: string) => {
   const i = process.argv.indexOf(`--${k}`);
@@ -24,9 +24,9 @@ async function main() {
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
   const sparseRing = process.argv.includes('--sparse-ring');
   const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
-  const { secs, cpu, syncMs } = await timedFit(trainer, data, spec.batch, warmup);
+  const { secs, cpu, syncMs, stepMs, stepSyncMs } = await timedFit(trainer, data, spec.batch, warmup);
   if (worker.options.rank === 0) {
-    const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps, cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps };
+    const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps, cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps, stepMsP50: medianOf(stepMs), syncMsP50: medianOf(stepSyncMs) };
     process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);
   }
   await trainer.close();

@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N]`: training throughput of the
- * tfjs wrapper.
+ * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N] [--out FILE]`: training throughput
+ * of the tfjs wrapper.
  *
  * Models (bench/src/train-models.ts): `rec` = the recommender (two 32-dim embeddings of 4000 rows, dense 64,
  * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data.
@@ -15,23 +15,30 @@
  * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
  *   this machine's tfjs-wasm compares with a native framework.
  * In-process rows warm up 3 steps and are the best of 3 interleaved runs; `shoal run` rows warm up 8 steps (a fresh
- * process: JIT and wasm heap growth) and are one run. Then `steps` steps are timed. Rows with more busy processes than cores are flagged.
+ * process: JIT and wasm heap growth) and are one run of more steps (rec 200, mlp 30), whose per-step medians are
+ * reported beside the means: another process's load puts spikes into a few steps, which the medians ignore. Rows with more busy processes than cores are flagged.
  * The kernel section times shoal's kernel fixes against the stock kernels (see wrappers/src/tfjs/kernels.ts)
  * and checks they agree.
  *
  * bench/results/train.json:
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
  *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps',
- *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, cpu_ms_per_step?, processes,
+ *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, cpu_ms_per_step?,
+ *             step_ms_p50?, sync_ms_p50? (shoal rows: rank 0's median step and sync time), processes,
  *             oversubscribed } ],
  *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 ring worker (goal >= 1.8 for rec),
  *             <model>_<backend>_2v1_cpu: 2 x CPU ms per step of 1 worker / that of a worker of 2: the scaling if
  *             each worker had a core to itself (waits excluded),
+ *             <model>_<backend>_2v1_p50: the same scaling from median step times (2 x p50 of 1 worker / p50 of 2),
+ *             <model>_<backend>_sync_share_p50: median sync ms / median step ms at 2 workers,
+ *             <model>_<backend>_sync_overhead_p50: 1 - p50 step of 1 worker / p50 step of 2 (the part of a 2-worker
+ *             step that a 1-worker step does not have: sync, waits, contention),
  *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs samples/s (goal <= 0.10),
  *             <model>_harness_overhead_cpu: shoal-local / plain-tfjs CPU ms per step - 1 (the same, measured in
  *             CPU time, which other processes' load disturbs far less than wall time),
  *             <model>_plain_tfjs_vs_torch: plain-tfjs / torch-anchor samples/s },
  *   kernels: { matmul_transposeA_128x784x512: { stock_ms, fixed_ms, untransposed_ms, max_abs_diff },
+ *              gather_rows_1024_of_4000x32: { stock_ms, fixed_ms, max_abs_diff },
  *              unsorted_segment_sum_1024x32: { cpu_ms, cpu_segments, wasm_fixed_ms_4000, wasm_fixed_ms_at_cpu_segments, max_abs_diff } },
  *   errors: [...] }
  */
@@ -39,6 +46,7 @@ import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import { launch } from '@shoal/core';
 import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
@@ -71,6 +79,9 @@ interface Row {
   sync_ms: number | null;
   /** In-process rows: median CPU time (user + system) per timed step, robust to other processes' load. */
   cpu_ms_per_step?: number;
+  /** `shoal` rows: rank 0's median step and sync milliseconds over the timed steps. */
+  step_ms_p50?: number;
+  sync_ms_p50?: number;
   processes: number;
   oversubscribed: boolean;
 }
@@ -97,7 +108,17 @@ async function kernels(rt: TfjsRuntime, cpuSegments: number) {
   const run = (ta: boolean) => () => tf.tidy(() => (ta ? tf.matMul(a, b, true, false) : tf.matMul(at, b)).dataSync());
   const stockOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
   const stock = timeIt(run(true), 5);
+  const table = tf.randomUniform([4000, 32], -1, 1, 'float32', 4);
+  const rowIds = tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % 4000), 'int32');
+  const gatherOnce = () => tf.tidy(() => tf.gather(table, rowIds).dataSync());
+  const gatherStockOut = gatherOnce().slice();
+  const gatherStock = timeIt(gatherOnce, 20);
   const k = registerShoalKernels(tf);
+  const gatherFixedOut = gatherOnce().slice();
+  const gatherFixed = timeIt(gatherOnce, 20);
+  let gatherAbs = 0;
+  for (let i = 0; i < gatherStockOut.length; i++) gatherAbs = Math.max(gatherAbs, Math.abs(gatherStockOut[i]! - gatherFixedOut[i]!));
+  tf.dispose([table, rowIds]);
   const fixedOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
   const fixed = timeIt(run(true), 5);
   const untransposed = timeIt(run(false), 5);
@@ -123,6 +144,7 @@ async function kernels(rt: TfjsRuntime, cpuSegments: number) {
   void k;
   return {
     matmul_transposeA_128x784x512: { stock_ms: stock, fixed_ms: fixed, untransposed_ms: untransposed, max_abs_diff: maxAbs },
+    gather_rows_1024_of_4000x32: { stock_ms: gatherStock, fixed_ms: gatherFixed, max_abs_diff: gatherAbs },
     unsorted_segment_sum_1024x32: { cpu_ms: cpuMs, cpu_segments: cpuSegments, wasm_fixed_ms_4000: wasm4000, wasm_fixed_ms_at_cpu_segments: wasmSmall, max_abs_diff: segAbs },
   };
 }
@@ -179,7 +201,12 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   return { sps: (steps * spec.batch) / secs, syncMs: sync / steps, cpuMsPerStep: cpu };
 }
 
-async function multi(model: BenchModel, backend: 'ring' | 'ring-sparse' | 'ps', workers: number, steps: number): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number }> {
+async function multi(
+  model: BenchModel,
+  backend: 'ring' | 'ring-sparse' | 'ps',
+  workers: number,
+  steps: number,
+): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number; stepMsP50: number; syncMsP50: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
@@ -197,6 +224,8 @@ export async function run(args: string[]): Promise<void> {
   const noMulti = args.includes('--no-multi');
   const ci = args.indexOf('--cpu-segments');
   const cpuSegments = ci >= 0 ? Number(args[ci + 1]) : 500;
+  const oi = args.indexOf('--out');
+  const outFile = oi >= 0 ? args[oi + 1]! : RESULTS;
   const started = new Date().toISOString();
   const rt = await setupTfjs();
   const ncpu = cpus().length;
@@ -207,6 +236,7 @@ export async function run(args: string[]): Promise<void> {
   const kern = await kernels(rt, cpuSegments);
   console.log(`kernels: ${JSON.stringify(kern)}`);
   const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 20 : 15);
+  const launchedStepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 200 : 30);
   for (const model of ['rec', 'mlp'] as const) {
     const steps = stepsFor(model);
     const batch = benchSpec[model].batch;
@@ -233,10 +263,27 @@ export async function run(args: string[]): Promise<void> {
     if (model === 'rec') runs.push(['ring-sparse', 2]);
     for (const [backend, workers] of runs) {
       try {
-        const m = await multi(model, backend, workers, steps);
+        const launchedSteps = launchedStepsFor(model);
+        const m = await multi(model, backend, workers, launchedSteps);
         const processes = workers + (backend === 'ps' ? 1 : 0);
-        rows.push({ ...base, mode: 'shoal', backend, workers, samples_per_sec: m.samplesPerSec, step_ms: m.stepMs, sync_ms: m.syncMs, cpu_ms_per_step: m.cpuMsPerStep, processes, oversubscribed: processes > ncpu });
-        console.log(`${model}: ${backend} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s (step ${m.stepMs.toFixed(1)} ms, sync ${m.syncMs.toFixed(1)} ms)`);
+        rows.push({
+          ...base,
+          steps: launchedSteps,
+          mode: 'shoal',
+          backend,
+          workers,
+          samples_per_sec: m.samplesPerSec,
+          step_ms: m.stepMs,
+          sync_ms: m.syncMs,
+          cpu_ms_per_step: m.cpuMsPerStep,
+          step_ms_p50: m.stepMsP50,
+          sync_ms_p50: m.syncMsP50,
+          processes,
+          oversubscribed: processes > ncpu,
+        });
+        console.log(
+          `${model}: ${backend} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s (step ${m.stepMs.toFixed(2)} ms, p50 ${m.stepMsP50.toFixed(2)}; sync ${m.syncMs.toFixed(2)} ms, p50 ${m.syncMsP50.toFixed(2)})`,
+        );
       } catch (e) {
         errors.push(String((e as Error).message));
         console.error(String((e as Error).message));
@@ -256,6 +303,7 @@ export async function run(args: string[]): Promise<void> {
   }
   const cpuOf = (model: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers)?.cpu_ms_per_step;
   const sps = (model: string, mode: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
+  const shoalRow = (model: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers);
   const ratios: Record<string, number | null> = {};
   for (const model of ['rec', 'mlp']) {
     const one = sps(model, 'shoal', 'ring', 1);
@@ -266,6 +314,12 @@ export async function run(args: string[]): Promise<void> {
       const c1 = cpuOf(model, 'ring', 1);
       const c2 = cpuOf(model, backend, 2);
       ratios[`${model}_${backend}_2v1_cpu`] = c1 && c2 ? (2 * c1) / c2 : null;
+      const p1 = shoalRow(model, 'ring', 1)?.step_ms_p50;
+      const r2 = shoalRow(model, backend, 2);
+      const p2 = r2?.step_ms_p50;
+      ratios[`${model}_${backend}_2v1_p50`] = p1 && p2 ? (2 * p1) / p2 : null;
+      ratios[`${model}_${backend}_sync_share_p50`] = p2 && r2?.sync_ms_p50 !== undefined ? r2.sync_ms_p50 / p2 : null;
+      ratios[`${model}_${backend}_sync_overhead_p50`] = p1 && p2 ? 1 - p1 / p2 : null;
     }
     const plain = sps(model, 'plain-tfjs', 'none', 1);
     const local = sps(model, 'shoal-local', 'local', 1);
@@ -276,8 +330,8 @@ export async function run(args: string[]): Promise<void> {
     ratios[`${model}_plain_tfjs_vs_torch`] = plain && torch ? plain / torch : null;
   }
   const result = { suite: 'train', version: 1, started, host: { cpus: ncpu, node: process.version, loadavg1: loadavg()[0] }, tfjs: rt.describe(), rows, ratios, kernels: kern, errors };
-  mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });
-  writeFileSync(RESULTS, `${JSON.stringify(result, null, 1)}\n`);
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, `${JSON.stringify(result, null, 1)}\n`);
   console.log(`ratios: ${JSON.stringify(ratios)}`);
-  console.log(`wrote ${RESULTS}`);
+  console.log(`wrote ${outFile}`);
 }
