@@ -15,6 +15,7 @@ export * from './actor/index.js';
 export * from './transport/nng.js';
 export * from './store/tcp.js';
 export * from './group/host-id.js';
+export * from './group/shm-collective.js';
 export * from './launcher/launch.js';
 export * from './launcher/ps-servers.js';
 export * from './launcher/run-args.js';

@@ -1,0 +1,13 @@
+{
+  "targets": [
+    {
+      "target_name": "shoal_shmcoll",
+      "sources": ["src/shmcoll.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-exceptions", "-fno-strict-aliasing"],
+      "cflags_cc!": ["-fno-rtti", "-O2"],
+      "libraries": ["-lrt", "-lpthread", "-Wl,-z,nodelete"]
+    }
+  ]
+}

@@ -1,0 +1,225 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Worker } from 'node:worker_threads';
+import { MemoryStore } from '../store/memory.js';
+import { listSegments } from '../transport/shm.js';
+import { ShmCollective, type ShmCollectiveOptions } from './shm-collective.js';
+
+const prefix = `sct${process.pid}`;
+
+/** `n` ranks in this process (one collective each; the native threads do the waiting). */
+async function group(n: number, opts: Partial<ShmCollectiveOptions> = {}): Promise<ShmCollective[]> {
+  const store = new MemoryStore().prefixed('g');
+  return Promise.all(Array.from({ length: n }, (_, rank) => ShmCollective.connect({ rank, size: n, store, prefix, timeoutMs: 10_000, ...opts })));
+}
+const closeAll = (cs: ShmCollective[]) => Promise.all(cs.map((c) => c.close()));
+const codes = async (ps: Promise<unknown>[]) => (await Promise.allSettled(ps)).map((x) => (x.status === 'fulfilled' ? 'ok' : String((x.reason as { code?: string }).code)));
+
+const LENS = [0, 1, 7, 1000, 1 << 18, (16 << 20) + 1];
+
+for (const n of [2, 3, 4]) {
+  test(`int32 sums are exact on ${n} ranks for lengths ${LENS.join(', ')}`, async () => {
+    const cs = await group(n, { chunkBytes: 64 << 10 });
+    try {
+      for (const len of LENS) {
+        const data = cs.map((_, r) => Int32Array.from({ length: len }, (_, i) => (r + 1) * 1_000_003 + i * (r + 7)));
+        await Promise.all(cs.map((c, r) => c.allreduce(data[r]!, 'sum')));
+        for (let r = 0; r < n; r++)
+          for (let i = 0; i < len; i++) {
+            let want = 0;
+            for (let q = 0; q < n; q++) want = (want + (q + 1) * 1_000_003 + i * (q + 7)) | 0;
+            if (data[r]![i] !== want) assert.unreachable(`len ${len} rank ${r} [${i}] = ${data[r]![i]}, want ${want}`);
+          }
+      }
+    } finally {
+      await closeAll(cs);
+    }
+  });
+}
+
+test('64 MiB + 4 bytes int32 sum on 2 ranks (default chunking)', async () => {
+  const cs = await group(2);
+  try {
+    const len = (64 << 20) / 4 + 1;
+    const data = cs.map((_, r) => Int32Array.from({ length: len }, (_, i) => (i & 0xffff) * (r + 1)));
+    await Promise.all(cs.map((c, r) => c.allreduce(data[r]!)));
+    for (const d of data) for (let i = 0; i < len; i++) if (d[i] !== (i & 0xffff) * 3) assert.unreachable(`[${i}] = ${d[i]}`);
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('float32 sum, mean, min, max on 3 ranks; results bitwise identical on every rank', async () => {
+  const cs = await group(3, { chunkBytes: 8192, buffers: 2 });
+  try {
+    const len = 10_007;
+    for (const op of ['sum', 'mean', 'min', 'max'] as const) {
+      // non-integer values: the float sum depends on the order, which is rank order on every rank
+      const data = cs.map((_, r) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 0.37 + r) * 1e3 + r * 1e-3));
+      const src = data.map((d) => d.slice());
+      await Promise.all(cs.map((c, r) => c.allreduce(data[r]!, op)));
+      for (let i = 0; i < len; i++) {
+        const v = src.map((d) => d[i]!);
+        let want: number;
+        if (op === 'min') want = Math.min(...v);
+        else if (op === 'max') want = Math.max(...v);
+        else {
+          const f = new Float32Array(1);
+          f[0] = v[0]! + v[1]!;
+          f[0] = f[0] + v[2]!;
+          if (op === 'mean') f[0] = f[0] * Math.fround(1 / 3);
+          want = f[0];
+        }
+        for (let r = 0; r < 3; r++) if (data[r]![i] !== want) assert.unreachable(`${op} rank ${r} [${i}] = ${data[r]![i]}, want ${want}`);
+      }
+    }
+    const f64 = cs.map((_, r) => Float64Array.from({ length: 999 }, (_, i) => i * (r + 1)));
+    await Promise.all(cs.map((c, r) => c.allreduce(f64[r]!, 'mean')));
+    for (const d of f64) for (let i = 0; i < 999; i++) assert.is(d[i], (i * 6) / 3);
+    const i32 = cs.map((_, r) => Int32Array.from([7 + r, -7 - r, 1]));
+    await Promise.all(cs.map((c, r) => c.allreduce(i32[r]!, 'mean')));
+    for (const d of i32) assert.equal([...d], [8, -8, 1]); // 24/3, -24/3, 3/3
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('broadcast from each root and barrier; calls queue in order', async () => {
+  const cs = await group(3, { chunkBytes: 4096 });
+  try {
+    for (const root of [0, 1, 2]) {
+      const data = cs.map((_, r) => Float64Array.from({ length: 3000 }, (_, i) => (r === root ? i * 3 + root : -1)));
+      await Promise.all(cs.map((c, r) => c.broadcast(data[r]!, root)));
+      for (const d of data) for (let i = 0; i < 3000; i++) if (d[i] !== i * 3 + root) assert.unreachable(`root ${root} [${i}] = ${d[i]}`);
+    }
+    // several calls issued without awaiting run one at a time, in call order, on every rank
+    const a = cs.map((_, r) => Int32Array.from({ length: 50_000 }, () => r));
+    const b = cs.map((_, r) => Int32Array.from({ length: 10 }, () => 10 * r));
+    await Promise.all(cs.flatMap((c, r) => [c.allreduce(a[r]!), c.barrier(), c.allreduce(b[r]!, 'max')]));
+    for (let r = 0; r < 3; r++) {
+      assert.is(a[r]![49_999], 3);
+      assert.is(b[r]![9], 20);
+    }
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('mismatched lengths, dtypes and ops raise ERR_MISMATCH on every rank; the group stays usable', async () => {
+  const cs = await group(3);
+  try {
+    let r = await codes(cs.map((c, i) => c.allreduce(new Float32Array(i === 1 ? 11 : 10))));
+    assert.equal(r, ['ERR_MISMATCH', 'ERR_MISMATCH', 'ERR_MISMATCH']);
+    r = await codes(cs.map((c, i) => c.allreduce(i === 2 ? new Int32Array(10) : new Float32Array(10))));
+    assert.equal(r, ['ERR_MISMATCH', 'ERR_MISMATCH', 'ERR_MISMATCH']);
+    r = await codes(cs.map((c, i) => c.allreduce(new Float32Array(3 << 20), i === 0 ? 'max' : 'sum')));
+    assert.equal(r, ['ERR_MISMATCH', 'ERR_MISMATCH', 'ERR_MISMATCH']);
+    const [err] = await Promise.all([
+      cs[0]!.allreduce(new Float32Array(5)).catch((e: Error) => e),
+      cs[1]!.allreduce(new Float32Array(6)).catch(() => {}),
+      cs[2]!.allreduce(new Float32Array(5)).catch(() => {}),
+    ]);
+    assert.match(String((err as Error).message), /rank 1 calls allreduce\(6 x float32/, String((err as Error).message));
+    const d = cs.map(() => Int32Array.from([1, 2, 3]));
+    await Promise.all(cs.map((c, i) => c.allreduce(d[i]!)));
+    assert.equal([...d[2]!], [3, 6, 9]);
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('a rank that never arrives: ERR_TIMEOUT naming the missing rank; the group is broken after', async () => {
+  const cs = await group(3, { timeoutMs: 300 });
+  try {
+    const rs = await Promise.allSettled([cs[0]!.allreduce(new Float32Array(100)), cs[1]!.allreduce(new Float32Array(100_000))]);
+    for (const x of rs) {
+      assert.is(x.status, 'rejected');
+      const e = (x as PromiseRejectedResult).reason as { code: string; message: string };
+      // the first rank to time out names rank 2; the other may instead see its abort
+      assert.ok(e.code === 'ERR_TIMEOUT' || e.code === 'ERR_PEER_CLOSED', e.message);
+      if (e.code === 'ERR_TIMEOUT') assert.match(e.message, /waiting for rank\(s\) 2\b/);
+    }
+    assert.ok(rs.some((x) => ((x as PromiseRejectedResult).reason as { code: string }).code === 'ERR_TIMEOUT'));
+    const late = await cs[2]!.allreduce(new Float32Array(100)).catch((e: { code: string }) => e.code);
+    assert.is(late, 'ERR_PEER_CLOSED');
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('a closed rank fails the others at once; close during a wait rejects with ERR_CLOSED', async () => {
+  const cs = await group(2, { timeoutMs: 20_000 });
+  const t0 = Date.now();
+  const p = cs[0]!.allreduce(new Float32Array(10)).catch((e: { code: string }) => e.code);
+  await new Promise((r) => setTimeout(r, 20));
+  await cs[1]!.close();
+  assert.is(await p, 'ERR_PEER_CLOSED');
+  const q = cs[0]!.allreduce(new Float32Array(10)).catch((e: { code: string }) => e.code);
+  assert.is(await q, 'ERR_PEER_CLOSED');
+  await cs[0]!.close();
+  assert.ok(Date.now() - t0 < 10_000);
+  const ds = await group(2, { timeoutMs: 20_000 });
+  const w = ds[0]!.allreduce(new Float32Array(1 << 20)).catch((e: { code: string }) => e.code);
+  await new Promise((r) => setTimeout(r, 20));
+  await ds[0]!.close();
+  assert.is(await w, 'ERR_CLOSED');
+  await ds[1]!.close();
+});
+
+test('waiting does not block the event loop; no segment left in /dev/shm', async () => {
+  const cs = await group(2, { timeoutMs: 10_000 });
+  try {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const p = cs[0]!.allreduce(new Float32Array(8));
+    await new Promise((r) => setTimeout(r, 200));
+    const q = cs[1]!.allreduce(new Float32Array(8));
+    await Promise.all([p, q]);
+    clearInterval(timer);
+    assert.ok(ticks >= 10, `only ${ticks} timer ticks while rank 0 waited 200 ms`);
+    assert.equal(listSegments(prefix), []);
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('ranks as worker threads of one process: exact sums on 3 ranks', async () => {
+  const { TcpStoreServer } = await import('../store/tcp.js');
+  const server = await TcpStoreServer.start();
+  try {
+    const src = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
+        const c = await core.ShmCollective.connect({ rank: workerData.rank, size: 3, store: store.prefixed('wt'), prefix: workerData.prefix, timeoutMs: 10000 });
+        const out = [];
+        for (const len of [0, 1, 7, 1000, 1 << 18, (1 << 20) + 1]) {
+          const d = Int32Array.from({ length: len }, (_, i) => (workerData.rank + 1) * (i % 1000));
+          await c.allreduce(d);
+          let ok = true;
+          for (let i = 0; i < len; i++) if (d[i] !== 6 * (i % 1000)) ok = false;
+          out.push(ok);
+        }
+        await c.close();
+        await store.close();
+        parentPort.postMessage(out);
+      })().catch((e) => parentPort.postMessage(String(e && e.stack)));
+    `;
+    const results = await Promise.all(
+      [0, 1, 2].map(
+        (rank) =>
+          new Promise((resolve, reject) => {
+            const w = new Worker(src, { eval: true, workerData: { rank, url: server.url, prefix } });
+            w.once('message', resolve);
+            w.once('error', reject);
+          }),
+      ),
+    );
+    for (const r of results) assert.equal(r, [true, true, true, true, true, true]);
+  } finally {
+    await server.close();
+  }
+});
+
+test.run();
