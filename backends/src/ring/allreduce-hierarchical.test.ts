@@ -7,7 +7,7 @@ const kernels = loadKernels();
 const prefix = `hier${process.pid}`;
 
 /** All ranks in this process: shm inside a simulated host, the memory transport between host leaders. */
-async function groups(hostIds: string[]): Promise<HierarchicalGroup[]> {
+async function groups(hostIds: string[], sameHost: 'shm-collective' | 'transport' = 'shm-collective'): Promise<HierarchicalGroup[]> {
   const store = new MemoryStore().prefixed('hier');
   const net = new MemoryNetwork();
   const shm = shmTransport({ prefix, ringBytes: 1 << 16 });
@@ -22,6 +22,8 @@ async function groups(hostIds: string[]): Promise<HierarchicalGroup[]> {
         local: { transport: shm, listenUrl: 'shm://auto' },
         cross: { transport: cross, listenUrl: 'mem://' },
         timeoutMs: 10_000,
+        sameHost,
+        prefix,
       }),
     ),
   );
@@ -30,17 +32,21 @@ async function groups(hostIds: string[]): Promise<HierarchicalGroup[]> {
 /** Unique per rank and element, so a missing, doubled or misplaced contribution changes the sum. */
 const value = (rank: number, i: number) => ((rank + 1) * 1_000_003 + i * 7) % 1_000_000_007 | 0;
 
-for (const hosts of [
-  ['a', 'a', 'b', 'b'],
-  ['a', 'b', 'a', 'b'],
-  ['a', 'a', 'a', 'b', 'c'],
-  ['x'],
-  ['a', 'b', 'c'],
-]) {
-  test(`hierarchical allreduce sums exactly with placement [${hosts.join(',')}]`, async () => {
-    const gs = await groups(hosts);
+for (const [hosts, sameHost] of [
+  [['a', 'a', 'b', 'b'], 'shm-collective'],
+  [['a', 'a', 'b', 'b'], 'transport'],
+  [['a', 'b', 'a', 'b'], 'shm-collective'],
+  [['a', 'a', 'a', 'b', 'c'], 'shm-collective'],
+  [['a', 'a', 'a', 'b', 'c'], 'transport'],
+  [['x'], 'shm-collective'],
+  [['a', 'b', 'c'], 'shm-collective'],
+] as const) {
+  test(`hierarchical allreduce sums exactly with placement [${hosts.join(',')}], within hosts: ${sameHost}`, async () => {
+    const gs = await groups([...hosts], sameHost);
     try {
       assert.is(gs[0]!.hosts, new Set(hosts).size);
+      // the collective is used exactly where a host has several ranks and it was asked for
+      for (const g of gs) assert.is(g.collective !== undefined, sameHost === 'shm-collective' && g.localRanks.length > 1);
       for (const n of [0, 1, 7, 1000, 300_001]) {
         const data = gs.map((_, r) => Int32Array.from({ length: n }, (_, i) => value(r, i)));
         await Promise.all(gs.map((g, r) => allreduceHierarchical(g, data[r]!, { kernels, op: 'sum', segmentBytes: 1 << 15 })));

@@ -1,4 +1,4 @@
-import { asText, Errors, ProcessGroup, localHostId, type NumericArray, type ReduceKernels, type Store, type Transport } from '@shoal/core';
+import { asText, Errors, ProcessGroup, localHostId, ShmCollective, shmCollectiveAvailable, type NumericArray, type ReduceKernels, type Store, type Transport } from '@shoal/core';
 import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { broadcastRing } from './broadcast.js';
 
@@ -28,6 +28,13 @@ export interface HierarchicalGroupOptions {
   /** Override the host identity (tests). Default: `localHostId()`. */
   hostId?: string;
   timeoutMs?: number;
+  /**
+   * Within-host stages: 'shm-collective' (default when the addon is built) maps one shared segment per host
+   * (`ShmCollective`); 'transport' uses ring collectives over `local.transport`.
+   */
+  sameHost?: 'shm-collective' | 'transport';
+  /** Segment name prefix of the collective (normally the job id). Default 'shoal'. */
+  prefix?: string;
 }
 
 export class HierarchicalGroup {
@@ -41,6 +48,8 @@ export class HierarchicalGroup {
     readonly local: ProcessGroup,
     /** Present on host leaders when there is more than one host. */
     readonly cross: ProcessGroup | undefined,
+    /** The local ranks' shared-segment collective, when used for the within-host stages. */
+    readonly collective?: ShmCollective,
   ) {}
   get hosts(): number {
     return new Set(this.hostOf).size;
@@ -49,7 +58,7 @@ export class HierarchicalGroup {
     return this.local.rank;
   }
   async close(): Promise<void> {
-    await Promise.all([this.local.close(), this.cross?.close()]);
+    await Promise.all([this.local.close(), this.cross?.close(), this.collective?.close()]);
   }
 }
 
@@ -63,8 +72,14 @@ export function hierarchyHelps(hostOf: readonly string[]): boolean {
   return perHost.size > 1 && [...perHost.values()].some((n) => n > 1);
 }
 
-/** Publish this rank's host id and read every rank's (indexed by rank). Collective over all ranks. */
-async function discoverHosts(opts: HierarchicalGroupOptions, timeoutMs: number): Promise<{ me: string; hostOf: string[] }> {
+/**
+ * Publish this rank's host id (`opts.hostId`, default `localHostId()`) under `host/<rank>` in `opts.store` and
+ * read every rank's (indexed by rank). Collective over all ranks.
+ */
+export async function discoverHosts(
+  opts: { rank: number; size: number; store: Store; hostId?: string },
+  timeoutMs: number,
+): Promise<{ me: string; hostOf: string[] }> {
   const me = opts.hostId ?? localHostId();
   if (me === '') throw Errors.invalidArg('options.hostId', 'must be a non-empty string');
   await opts.store.set(`host/${opts.rank}`, me);
@@ -115,13 +130,18 @@ async function connectWithHosts(opts: HierarchicalGroupOptions, me: string, host
       timeoutMs,
     });
   }
+  const useColl = (opts.sameHost ?? 'shm-collective') === 'shm-collective' && localRanks.length > 1 && shmCollectiveAvailable();
+  let coll: ShmCollective | undefined;
   try {
-    await Promise.all([local.connectRing(), cross?.connectRing()]);
+    const c = useColl
+      ? ShmCollective.connect({ rank: localRank, size: localRanks.length, store: opts.store.prefixed(`local-${hostIndex}-coll`), prefix: opts.prefix ?? 'shoal', timeoutMs })
+      : undefined;
+    [, , coll] = await Promise.all([local.connectRing(), cross?.connectRing(), c]);
   } catch (e) {
-    await Promise.all([local.close(), cross?.close()]);
+    await Promise.all([local.close(), cross?.close(), coll?.close()]);
     throw e;
   }
-  return new HierarchicalGroup(opts.rank, opts.size, hostOf, localRanks, local, cross);
+  return new HierarchicalGroup(opts.rank, opts.size, hostOf, localRanks, local, cross, coll);
 }
 
 export interface HierarchicalAllreduceOptions {
@@ -138,9 +158,14 @@ export async function allreduceHierarchical(h: HierarchicalGroup, data: NumericA
   if (!['sum', 'mean', 'min', 'max'].includes(op)) throw Errors.invalidArg('options.op', `must be sum|mean|min|max, got ${String(op)}`);
   const inner = op === 'mean' ? 'sum' : op;
   const seg = opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes };
-  await allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg });
+  const c = h.collective;
+  if (c !== undefined) await c.allreduce(data, inner);
+  else await allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg });
   if (h.cross) await allreduceRing(h.cross, data, { kernels: opts.kernels, op: inner, wire: opts.wire ?? 'native', ...seg });
-  if (h.hosts > 1) await broadcastRing(h.local, data, { root: 0, ...seg });
+  if (h.hosts > 1) {
+    if (c !== undefined) await c.broadcast(data, 0);
+    else await broadcastRing(h.local, data, { root: 0, ...seg });
+  }
   if (op === 'mean') {
     if (data instanceof Int32Array) for (let i = 0; i < data.length; i++) data[i] = Math.trunc(data[i]! / h.size);
     else opts.kernels.scale(data, 1 / h.size);

@@ -1,4 +1,4 @@
-import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels, type ShmCollective } from '@shoal/core';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
 import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
@@ -38,6 +38,13 @@ export interface RingSyncOptions {
    * from construction on, whatever route is chosen (close() closes it).
    */
   hierarchical?: HierarchicalGroup;
+  /**
+   * A connected ShmCollective over the same ranks as `group`, all on one host (`ShmCollective.connect`; initWorker
+   * builds it when every rank is on one host). When given, the dense allreduce (with `wire` 'native'), the control
+   * allreduce, `allreduceScalars`, `broadcastParameters` and `barrier` run on the shared segment instead of the
+   * transport; sparse allgathers stay on `group`. Owned from construction on (close() closes it).
+   */
+  collective?: ShmCollective;
 }
 
 /**
@@ -63,6 +70,8 @@ export class RingSync implements GradientSync {
   /** Owned; the route of dense gradients when `dense` is set. */
   private readonly hier: HierarchicalGroup | undefined;
   private readonly denseHier: boolean;
+  /** Owned; same-host shared-segment collective (see RingSyncOptions.collective). */
+  private readonly coll: ShmCollective | undefined;
 
   /** Wrap a connected group; the RingSync owns it from now on (close() closes it). */
   constructor(
@@ -83,6 +92,10 @@ export class RingSync implements GradientSync {
     if (h !== undefined && (h.rank !== group.rank || h.size !== group.size))
       throw Errors.invalidArg('options.hierarchical', `is rank ${h.rank} of ${h.size} but the group is rank ${group.rank} of ${group.size}`);
     if (topology === 'hierarchical' && h === undefined) throw Errors.invalidArg('options.hierarchical', "is required with topology 'hierarchical'");
+    const c = opts.collective;
+    if (c !== undefined && (c.rank !== group.rank || c.size !== group.size))
+      throw Errors.invalidArg('options.collective', `is rank ${c.rank} of ${c.size} but the group is rank ${group.rank} of ${group.size}`);
+    this.coll = c;
     this.hier = h;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
   }
@@ -92,8 +105,14 @@ export class RingSync implements GradientSync {
     return this.denseHier ? 'hierarchical' : 'flat';
   }
 
+  /** 'shm-collective' when the dense allreduce runs on a same-host shared segment, else 'transport'. */
+  get sameHost(): 'shm-collective' | 'transport' {
+    return this.coll !== undefined && this.wire === 'native' && !this.denseHier ? 'shm-collective' : 'transport';
+  }
+
   /** The dense-gradient allreduce (mean, in place) on the chosen route. */
   private reduceDense(data: NumericArray, o: AllreduceOptions): Promise<void> {
+    if (this.coll !== undefined && this.wire === 'native' && !this.denseHier) return this.coll.allreduce(data, 'mean');
     if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes });
     return allreduceRing(this.group, data, o);
   }
@@ -110,7 +129,8 @@ export class RingSync implements GradientSync {
     if (checkFinite)
       for (let i = 0; i < tensors.length && bad < 0; i++) if (this.kernels.firstNonFinite(tensors[i]!.data) >= 0) bad = i;
     const ctl = new Float64Array([sig.hash[0], sig.hash[1], -sig.hash[0], -sig.hash[1], bad + 1, 0]);
-    await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
+    if (this.coll !== undefined) await this.coll.allreduce(ctl, 'max');
+    else await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
     if (ctl[0] !== -ctl[2] || ctl[1] !== -ctl[3]) {
       const enc = new TextEncoder().encode(JSON.stringify(sig.lines));
       const all = await allgatherBytes(this.group, enc);
@@ -122,15 +142,20 @@ export class RingSync implements GradientSync {
     return sig;
   }
 
+  private broadcast(data: NumericArray): Promise<void> {
+    if (this.coll !== undefined) return this.coll.broadcast(data, 0);
+    return broadcastRing(this.group, data, { root: 0, segmentBytes: this.segmentBytes });
+  }
+
   async broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
     const sig = await this.agree('broadcastParameters', params, false);
     for (const b of this.fusion.plan(params, sig)) {
       if (!b.packed) {
-        await broadcastRing(this.group, params[b.tensors[0]!]!.data, { root: 0, segmentBytes: this.segmentBytes });
+        await this.broadcast(params[b.tensors[0]!]!.data);
         continue;
       }
       const view = this.fusion.pack(params, b);
-      await broadcastRing(this.group, view, { root: 0, segmentBytes: this.segmentBytes });
+      await this.broadcast(view);
       this.fusion.unpack(params, b, view);
     }
   }
@@ -187,12 +212,13 @@ export class RingSync implements GradientSync {
 
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     const out = values.slice();
-    await allreduceRing(this.group, out, { kernels: this.kernels, op: 'mean' });
+    if (this.coll !== undefined) await this.coll.allreduce(out, 'mean');
+    else await allreduceRing(this.group, out, { kernels: this.kernels, op: 'mean' });
     return out;
   }
 
   barrier(): Promise<void> {
-    return barrierRing(this.group);
+    return this.coll !== undefined ? this.coll.barrier() : barrierRing(this.group);
   }
 
   stats(): { bytesSent: number; bytesReceived: number; ops: number } {
@@ -204,11 +230,20 @@ export class RingSync implements GradientSync {
       bytesSent += t.bytesSent;
       bytesReceived += t.bytesReceived;
     }
-    return { bytesSent, bytesReceived, ops: s.ops };
+    // The shared segment: each op's payload counts once each way (copied in, and the result copied out).
+    let ops = s.ops;
+    for (const coll of [this.coll, this.hier?.collective]) {
+      const c = coll?.stats();
+      if (c === undefined) continue;
+      bytesSent += c.bytes;
+      bytesReceived += c.bytes;
+      if (coll === this.coll) ops += c.ops;
+    }
+    return { bytesSent, bytesReceived, ops };
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.group.close(), this.hier?.close()]);
+    await Promise.all([this.group.close(), this.hier?.close(), this.coll?.close()]);
   }
 }
 
