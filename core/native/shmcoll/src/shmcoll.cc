@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -315,6 +316,7 @@ class Coll : public Napi::ObjectWrap<Coll> {
     uint64_t iter = 0;
     uint64_t nextPidCheck = 0;
     bool sleeping = false;
+    uint32_t spins = 0;
     for (;;) {
       while (q < size_ && reached(ldAcq(ctr(q, which)), target)) q++;
       if (q == size_) return 0;
@@ -358,7 +360,11 @@ class Coll : public Napi::ObjectWrap<Coll> {
           }
         }
       }
-      if (t < spinUntil) continue;
+      if (t < spinUntil) {
+        // Past the first few microseconds, let another thread have the core (ranks may outnumber cores).
+        if (++spins > 16) sched_yield();
+        continue;
+      }
       if (!blocking) return 1;
       sleeping = true;
       uint32_t* w = ctr(q, which);
@@ -388,7 +394,24 @@ class Coll : public Napi::ObjectWrap<Coll> {
     d->count = op.count;
     if (op.kind == BROADCAST && op.root != rank_) return;
     uint64_t n = chunkLen(op, op.k);
-    if (n) memcpy(slot(rank_, b), op.data + (uint64_t)op.k * op.chunkElems * op.esize, n * op.esize);
+    uint8_t* src = op.data + (uint64_t)op.k * op.chunkElems * op.esize;
+    if (op.kind == BROADCAST) {
+      if (n) memcpy(slot(rank_, b), src, n * op.esize);
+      return;
+    }
+    // Only the other ranks' slices: nobody but this rank reads its own slice, which it takes from `data`.
+    uint64_t s, len;
+    sliceOf(n, rank_, s, len);
+    if (s) memcpy(slot(rank_, b), src, s * op.esize);
+    if (s + len < n) memcpy(slot(rank_, b) + (s + len) * op.esize, src + (s + len) * op.esize, (n - s - len) * op.esize);
+  }
+
+  // This rank's slice [s, s + len) of a chunk of n elements (64-byte aligned starts).
+  void sliceOf(uint64_t n, uint32_t r, uint64_t& s, uint64_t& len) {
+    uint64_t per = ((n + size_ - 1) / size_ + 15) & ~(uint64_t)15;
+    s = (uint64_t)r * per;
+    if (s > n) s = n;
+    len = n - s < per ? n - s : per;
   }
 
   void copyOut(Op& op, uint32_t k, uint32_t g) {
@@ -396,14 +419,17 @@ class Coll : public Napi::ObjectWrap<Coll> {
     uint32_t b = g % nbuf_;
     uint64_t n = chunkLen(op, k);
     if (!n) return;
-    const uint8_t* src;
+    uint8_t* dst = op.data + (uint64_t)k * op.chunkElems * op.esize;
     if (op.kind == BROADCAST) {
-      if (op.root == rank_) return;
-      src = slot(op.root, b);
-    } else {
-      src = result(b);
+      if (op.root != rank_) memcpy(dst, slot(op.root, b), n * op.esize);
+      return;
     }
-    memcpy(op.data + (uint64_t)k * op.chunkElems * op.esize, src, n * op.esize);
+    // The own slice is already in `data` (written by reduceSlice).
+    uint64_t s, len;
+    sliceOf(n, rank_, s, len);
+    const uint8_t* src = result(b);
+    if (s) memcpy(dst, src, s * op.esize);
+    if (s + len < n) memcpy(dst + (s + len) * op.esize, src + (s + len) * op.esize, (n - s - len) * op.esize);
   }
 
   bool checkDescs(Op& op, uint32_t g) {
@@ -429,18 +455,20 @@ class Coll : public Napi::ObjectWrap<Coll> {
   void reduceSlice(Op& op, uint32_t g) {
     uint32_t b = g % nbuf_;
     uint64_t n = chunkLen(op, op.k);
-    uint64_t per = ((n + size_ - 1) / size_ + 15) & ~(uint64_t)15;
-    uint64_t s = (uint64_t)rank_ * per;
-    if (s >= n) return;
-    uint64_t len = n - s < per ? n - s : per;
+    uint64_t s, len;
+    sliceOf(n, rank_, s, len);
+    if (len == 0) return;
     size_t off = s * op.esize;
+    uint8_t* mine = op.data + (uint64_t)op.k * op.chunkElems * op.esize + off;
     uint8_t* d = result(b) + off;
+    // Sources in rank order; this rank's own contribution comes straight from its data.
+    auto src = [&](uint32_t q) -> const uint8_t* { return q == rank_ ? mine : slot(q, b) + off; };
     if (size_ == 1) {
-      memcpy(d, slot(0, b) + off, len * op.esize);
+      memcpy(d, mine, len * op.esize);
     } else {
       int o = op.op == MEAN ? SUM : op.op;
-#define RED3(T, NAME, OPN) shoal_coll_##NAME##_##OPN##3((T*)d, (const T*)(slot(0, b) + off), (const T*)(slot(1, b) + off), len)
-#define RED2(T, NAME, OPN, q) shoal_coll_##NAME##_##OPN((T*)d, (const T*)(slot(q, b) + off), len)
+#define RED3(T, NAME, OPN) shoal_coll_##NAME##_##OPN##3((T*)d, (const T*)src(0), (const T*)src(1), len)
+#define RED2(T, NAME, OPN, q) shoal_coll_##NAME##_##OPN((T*)d, (const T*)src(q), len)
 #define ALL(TS, NAMESUM, TM, NAMEMM)                                                    \
   if (o == SUM) {                                                                       \
     RED3(TS, NAMESUM, sum);                                                             \
@@ -465,6 +493,7 @@ class Coll : public Napi::ObjectWrap<Coll> {
       else if (op.dtype == F64) shoal_coll_scale_f64((double*)d, 1.0 / size_, len);
       else shoal_coll_div_i32((int32_t*)d, (int32_t)size_, len);
     }
+    memcpy(mine, d, len * op.esize);
   }
 
   // Advance `op` as far as possible. 0 done (errCode may be set), 1 not finished (non-blocking only).
