@@ -8,7 +8,12 @@ import { initWorker, type WorkerHandle } from './init-worker.js';
  * initWorker's topology choice over the net transport, all ranks in this process (a real TCP store, real TCP
  * connections, shm inside simulated hosts via the test-only `hostId` option).
  */
-async function job(jobId: string, hostIds: (string | undefined)[], topology?: 'flat' | 'hierarchical' | 'auto'): Promise<{ ws: WorkerHandle[]; close(): Promise<void> }> {
+async function job(
+  jobId: string,
+  hostIds: (string | undefined)[],
+  topology?: 'flat' | 'hierarchical' | 'auto',
+  sameHost?: 'shm-collective' | 'transport',
+): Promise<{ ws: WorkerHandle[]; close(): Promise<void> }> {
   const server = await TcpStoreServer.start();
   const n = hostIds.length;
   const opts = (rank: number): WorkerOptions => ({
@@ -24,7 +29,7 @@ async function job(jobId: string, hostIds: (string | undefined)[], topology?: 'f
     host: '127.0.0.1',
   });
   const res = await Promise.allSettled(
-    hostIds.map((hostId, r) => initWorker({ env: {}, options: opts(r), ...(hostId === undefined ? {} : { hostId }), ...(topology === undefined ? {} : { ring: { topology } }) })),
+    hostIds.map((hostId, r) => initWorker({ env: {}, options: opts(r), ...(hostId === undefined ? {} : { hostId }), ring: { ...(topology === undefined ? {} : { topology }), ...(sameHost === undefined ? {} : { sameHost }) } })),
   );
   const ws = res.flatMap((x) => (x.status === 'fulfilled' ? [x.value] : []));
   const close = async () => {
@@ -61,6 +66,25 @@ test("net job over hosts [a,a,b,b]: 'auto' routes dense gradients through the hi
     await j.close();
   }
   assert.equal(listSegments(jobId), [], 'no shared-memory segment left behind');
+});
+
+test("one host: the same-host shm collective by default, the transport with sameHost 'transport'; none across hosts", async () => {
+  for (const [hosts, sameHost, want] of [
+    [[undefined, undefined, undefined], undefined, 'shm-collective'],
+    [[undefined, undefined], 'transport', 'transport'],
+    [['a', 'a', 'b'], undefined, 'transport'],
+  ] as const) {
+    const jobId = `iwh${process.pid}c`;
+    const j = await job(jobId, [...hosts], undefined, sameHost);
+    try {
+      assert.equal(j.ws.map((w) => (w.sync as RingSync).sameHost), hosts.map(() => want), `${hosts.join(',')} ${sameHost}`);
+      await checkMean(j.ws);
+      await Promise.all(j.ws.map((w) => w.sync.barrier()));
+    } finally {
+      await j.close();
+    }
+    assert.equal(listSegments(jobId), [], 'no shared-memory segment left behind');
+  }
 });
 
 test("net job on one host, or one rank per host, or 'flat': the flat ring, no shm", async () => {

@@ -1,5 +1,5 @@
 import type { GradientSync } from '@shoal/backends';
-import { connectHierarchical, connectHierarchicalIfHelpful, PsSync, RingSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
+import { connectHierarchical, connectHierarchicalIfHelpful, discoverHosts, PsSync, RingSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
 import { HybridSync } from '../hybrid-sync.js';
 import {
   connectGroup,
@@ -7,6 +7,8 @@ import {
   Errors,
   joinJob,
   parseWorkerOptions,
+  ShmCollective,
+  shmCollectiveAvailable,
   shmTransport,
   threadWorkerOptions,
   type Connection,
@@ -32,9 +34,14 @@ export interface InitWorkerOptions {
    * (net, nng) the ranks publish their host ids in the store and, when the job spans several hosts with several
    * ranks on one, dense gradients go through the hierarchical allreduce (shm inside a host, this transport across
    * host leaders); 'flat' keeps the flat ring; 'hierarchical' builds the hierarchy on any transport. Single-host
-   * shm jobs stay on the flat ring. `hierarchical` is built here and must not be passed.
+   * shm jobs stay on the flat ring. `hierarchical` and `collective` are built here and must not be passed.
+   *
+   * `sameHost` (default 'shm-collective'): when every rank is on one host (host ids read through the store,
+   * hostname + boot id) the dense, control and scalar allreduces, the broadcast and the barrier run on one shared
+   * segment (`ShmCollective`), and the hierarchy's within-host stages likewise; 'transport' keeps them on the
+   * job's transport (and the hierarchy's shm ring). Falls back to the transport when the addon is not built.
    */
-  ring?: Omit<RingSyncOptions, 'hierarchical'>;
+  ring?: Omit<RingSyncOptions, 'hierarchical' | 'collective'> & { sameHost?: 'shm-collective' | 'transport' };
   /** Tests only: this rank's host id for the hierarchical topology (default: `localHostId()`, hostname + boot id). */
   hostId?: string;
 }
@@ -67,6 +74,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     init.options ??
     (init.env === undefined ? threadWorkerOptions() : undefined) ??
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
+  const sameHost = init.ring?.sameHost ?? 'shm-collective';
+  if (sameHost !== 'shm-collective' && sameHost !== 'transport') throw Errors.invalidArg('options.ring.sameHost', `must be shm-collective|transport, got ${String(sameHost)}`);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     const job = await joinJob({ options, env });
@@ -90,6 +99,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
         local: ringShm === undefined ? { transport: job.transport, listenUrl: job.listenUrl } : { transport: ringShm, listenUrl: 'shm://auto' },
         cross: { transport: job.transport, listenUrl: job.listenUrl },
         timeoutMs: options.timeoutMs,
+        sameHost,
+        prefix: options.jobId,
         ...(init.hostId === undefined ? {} : { hostId: init.hostId }),
       };
       const g = topology === 'hierarchical' ? await connectHierarchical(h) : await connectHierarchicalIfHelpful(h);
@@ -99,14 +110,26 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       }
       return g;
     };
+    // Same-host collective: when every rank is on this host (collective; all ranks read the same host list and
+    // the same addon, so they all decide alike).
+    const sameHostCollective = async (): Promise<ShmCollective | undefined> => {
+      if (sameHost !== 'shm-collective' || options.worldSize === 1 || (init.ring?.topology ?? 'auto') === 'hierarchical' || !shmCollectiveAvailable()) return undefined;
+      const hostsStore = job.store.prefixed('ring-hosts');
+      const { hostOf } = await discoverHosts({ rank: options.rank, size: options.worldSize, store: hostsStore, ...(init.hostId === undefined ? {} : { hostId: init.hostId }) }, options.timeoutMs);
+      if (!hostOf.every((x) => x === hostOf[0])) return undefined;
+      return ShmCollective.connect({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring-coll'), prefix: options.jobId, timeoutMs: options.timeoutMs });
+    };
     const ring = async () => {
       const group = await connectGroup({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs });
       let h: HierarchicalGroup | undefined;
+      let coll: ShmCollective | undefined;
       try {
-        h = await hierarchy();
-        return new RingSync(group, { ...init.ring, ...(h === undefined ? {} : { hierarchical: h }) });
+        coll = await sameHostCollective();
+        if (coll === undefined) h = await hierarchy();
+        const { sameHost: _, ...ringOpts } = init.ring ?? {};
+        return new RingSync(group, { ...ringOpts, ...(h === undefined ? {} : { hierarchical: h }), ...(coll === undefined ? {} : { collective: coll }) });
       } catch (e) {
-        await Promise.all([group.close(), h?.close()]);
+        await Promise.all([group.close(), h?.close(), coll?.close()]);
         throw e;
       }
     };
