@@ -4,14 +4,15 @@
  * Every rank runs the same sweep; rank 0 prints one JSON row per size on stdout (`{"row":{...}}`), then
  * `{"done":true}`. Errors print `{"error":...}` and exit 1.
  */
-import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type Transport } from '@shoal/core';
+import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShmCollective, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
 import { allreduceRing } from '@shoal/backends';
 
 export interface WorkerArgs {
   rank: number;
   size: number;
   store: string;
-  transport: 'net' | 'nng' | 'shm';
+  /** 'shm-coll': the same-host shared-segment collective (ShmCollective), no transport; everything else the ring. */
+  transport: 'net' | 'nng' | 'shm' | 'shm-coll';
   sizes: number[];
   warmup: number;
   minIters: number;
@@ -32,24 +33,44 @@ function pct(sorted: number[], p: number): number {
 
 async function main(a: WorkerArgs): Promise<void> {
   const store = await TcpStore.connect(a.store, { timeoutMs: a.timeoutMs });
-  const transport: Transport =
-    a.transport === 'nng' ? createNngTransport() : a.transport === 'shm' ? shmTransport({ prefix: `bar${process.ppid}` }) : createNetTransport();
-  const listenUrl = a.transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0';
-  const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
   const kernels = loadKernels();
-  const ctl = new Float64Array(1);
   const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window };
+  // The collective under test (`reduce`) and the one that carries the go/stop barrier and the times (`ctlReduce`).
+  let reduce: (d: NumericArray) => Promise<void>;
+  let ctlReduce: (d: NumericArray) => Promise<void>;
+  let finish: () => Promise<void>;
+  let stats: () => unknown;
+  if (a.transport === 'shm-coll') {
+    const c = await ShmCollective.connect({ rank: a.rank, size: a.size, store: store.prefixed('bench-coll'), prefix: `bar${process.ppid}`, timeoutMs: a.timeoutMs, ...(a.segmentBytes ? { chunkBytes: a.segmentBytes } : {}) });
+    reduce = (d) => c.allreduce(d, 'sum');
+    ctlReduce = (d) => c.allreduce(d, 'max');
+    finish = () => c.close();
+    stats = () => ({ ...c.stats(), ...c.info() });
+  } else {
+    const transport: Transport =
+      a.transport === 'nng' ? createNngTransport() : a.transport === 'shm' ? shmTransport({ prefix: `bar${process.ppid}` }) : createNetTransport();
+    const listenUrl = a.transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0';
+    const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
+    reduce = (d) => allreduceRing(g, d, opts);
+    ctlReduce = (d) => allreduceRing(g, d, { kernels, op: 'max' });
+    finish = async () => {
+      await g.close();
+      await transport.close?.();
+    };
+    stats = () => g.stats();
+  }
+  const ctl = new Float64Array(1);
   try {
     // global warm-up before the first size, so the JIT and the connections are warm for the 8 B row
     const warm = new Float32Array(2);
     const warmBig = new Float32Array(16384);
-    for (let i = 0; i < 3000; i++) await allreduceRing(g, i % 10 ? warm : warmBig, opts);
+    for (let i = 0; i < 3000; i++) await reduce(i % 10 ? warm : warmBig);
     for (const bytes of a.sizes) {
       const n = Math.floor(bytes / 4);
       const data = new Float32Array(n);
       // verify the first iteration: unique small integers per rank and element, exact in float32
       for (let i = 0; i < n; i++) data[i] = (a.rank + 1) * (i % 4096);
-      await allreduceRing(g, data, opts);
+      await reduce(data);
       const f = (a.size * (a.size + 1)) / 2;
       for (let i = 0; i < n; i++)
         if (data[i] !== f * (i % 4096)) throw new Error(`verification failed at ${bytes} B: [${i}] = ${data[i]}, want ${f * (i % 4096)}`);
@@ -59,16 +80,16 @@ async function main(a: WorkerArgs): Promise<void> {
         data.fill(1);
         // the barrier before each iteration carries rank 0's decision to go on (1) or stop (0)
         ctl[0] = a.rank === 0 ? (it < a.warmup + a.minIters || (performance.now() - t0 < a.minTimeMs && it < a.maxIters) ? 1 : 0) : 0;
-        await allreduceRing(g, ctl, { kernels, op: 'max' });
+        await ctlReduce(ctl);
         if (ctl[0] === 0) break;
         const s = performance.now();
-        await allreduceRing(g, data, opts);
+        await reduce(data);
         const e = performance.now() - s;
         if (it >= a.warmup) times.push(e * 1000);
       }
       // per iteration, the slowest rank's time
       const t = Float64Array.from(times);
-      await allreduceRing(g, t, { kernels, op: 'max' });
+      await ctlReduce(t);
       if (a.rank === 0) {
         const us = [...t].sort((x, y) => x - y);
         const avg = us.reduce((x, y) => x + y, 0) / us.length;
@@ -87,11 +108,10 @@ async function main(a: WorkerArgs): Promise<void> {
         });
       }
     }
-    if (a.rank === 0) say({ done: true, kernels: kernels.impl, stats: g.stats() });
+    if (a.rank === 0) say({ done: true, kernels: kernels.impl, stats: stats() });
   } finally {
-    await g.close();
+    await finish();
     await store.close();
-    await transport.close?.();
   }
 }
 

@@ -1,11 +1,13 @@
 /**
- * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm] [--wire native|float16]
+ * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm,shm-coll] [--wire native|float16]
  *                             [--algorithms ring,direct]
  *                             [--segment-bytes N] [--window N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
  * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
- * chosen transports (default net and shm), rendezvous through a TcpStoreServer here. Per size: the first iteration is
+ * chosen transports (default net, shm and shm-coll), rendezvous through a TcpStoreServer here. `shm-coll` is not a
+ * ring transport but the same-host shared-segment collective (`ShmCollective`, impl 'shoal-shm-collective';
+ * `--segment-bytes` sets its chunk size, `--wire`/`--algorithms` do not apply). Per size: the first iteration is
  * verified exactly; then >= 5 warm-up and >= 20 timed iterations (more until `--min-time-ms`, at most 1000), each
  * preceded by a barrier (a 1-element allreduce carrying rank 0's go/stop decision); the time of an iteration is
  * the slowest rank's. algbw = bytes / avg time; busbw = algbw * 2(n-1)/n (nccl-tests' allreduce factor).
@@ -16,7 +18,7 @@
  * Output `bench/results/allreduce.json`:
  *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
  *     kernel: [{ impl, bytes, gbps }],
- *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'torch-gloo', transport: 'net'|'nng'|'shm'|'gloo-tcp', n, bytes, iters,
+ *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'shoal-shm-collective'|'torch-gloo', transport: 'net'|'nng'|'shm'|'shm-coll'|'gloo-tcp', n, bytes, iters,
  *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, oversubscribed,
  *              busbw_vs_gloo?, p50_vs_gloo? }],
  *     errors: [{ impl, transport, n, error }] }
@@ -30,7 +32,7 @@ import { loadKernels, TcpStoreServer } from '@shoal/core';
 import type { WorkerArgs } from './allreduce-worker.js';
 
 export interface AllreduceRow {
-  impl: 'shoal-ring' | 'shoal-direct' | 'torch-gloo';
+  impl: 'shoal-ring' | 'shoal-direct' | 'shoal-shm-collective' | 'torch-gloo';
   transport: string;
   n: number;
   bytes: number;
@@ -140,7 +142,7 @@ function kernelBench(): { impl: string; bytes: number; gbps: number }[] {
 export async function run(args: string[]): Promise<void> {
   const maxBytes = Number(flag(args, '--max-bytes') ?? (args.includes('--full') ? 256 << 20 : 64 << 20));
   const ns = (flag(args, '--ns') ?? '2,3,4').split(',').map(Number);
-  const transports = (flag(args, '--transports') ?? 'net,shm').split(',') as WorkerArgs['transport'][];
+  const transports = (flag(args, '--transports') ?? 'net,shm,shm-coll').split(',') as WorkerArgs['transport'][];
   const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
   const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
   const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
@@ -170,8 +172,11 @@ export async function run(args: string[]): Promise<void> {
         console.log(`gloo anchor n=${n} failed: ${(e as Error).message}`);
       }
     }
-    for (const [t, algorithm] of transports.flatMap((t) => algorithms.filter((a) => a === 'ring' || n > 2).map((a) => [t, a] as const))) {
-      const impl = algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring';
+    // 'shm-coll' is not a transport of the ring but the shared-segment collective: one row set, no algorithm choice.
+    type Run = readonly [WorkerArgs['transport'], 'ring' | 'direct'];
+    const runs = transports.flatMap((t): Run[] => (t === 'shm-coll' ? [[t, 'ring']] : algorithms.filter((a) => a === 'ring' || n > 2).map((a): Run => [t, a])));
+    for (const [t, algorithm] of runs) {
+      const impl = t === 'shm-coll' ? 'shoal-shm-collective' : algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring';
       try {
         const mine = await runShoal(t, n, { ...base, algorithm }, runTimeout);
         console.log(`\n${impl} over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
