@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
- *                     [--servers 2] [--workers 2]`
+ *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
+ *                     [--rounds N] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -20,7 +21,7 @@
  * Anchor: `bench/anchors/ray_ps.py` (Ray's parameter-server pattern: sharded ParameterServer actors, DataWorker
  * actors returning gradient shards) on the same sizes, worker and server counts, run in the same invocation.
  *
- * Output `bench/results/ps.json`:
+ * Output `bench/results/ps.json` (or `--out file.json`):
  *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, repeats, servers, workers,
  *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'ipc'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
  *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?,
@@ -35,7 +36,7 @@
 import { fork, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ActorSupervisor, netRemote, NetTransport, shmRemote, shmTransport, TcpStore, TcpStoreServer, type Transport } from '@shoal/core';
 import { KVWorker, startPsServers } from '@shoal/backends';
@@ -58,6 +59,7 @@ interface WorkerJob {
   rounds: number[];
   warmup: number;
   smallIters: number;
+  phases: string[];
   sparse: { numRows: number; rowSize: number; touched: number; steps: number };
 }
 
@@ -108,7 +110,10 @@ export async function run(args: string[]): Promise<void> {
   const transports = (flag(args, '--transports') ?? 'net,ipc,shm').split(',') as BenchTransport[];
   for (const t of transports) if (!['net', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|ipc|shm, got ${t}`);
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
-  const rounds = sizes.map(roundsFor);
+  const fixedRounds = flag(args, '--rounds');
+  const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
+  const phases = (flag(args, '--phases') ?? 'dense,small,rowsparse').split(',');
+  for (const p of phases) if (!['dense', 'small', 'rowsparse'].includes(p)) throw new RangeError(`--phases must list dense|small|rowsparse, got ${p}`);
   const oversubscribed = numServers + numWorkers > cpus().length;
   const started = new Date().toISOString();
   const rows: PsRow[] = [];
@@ -151,6 +156,7 @@ export async function run(args: string[]): Promise<void> {
           rounds,
           warmup: 5,
           smallIters: quick ? 200 : 1000,
+          phases,
           sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
         });
         const outs = await Promise.all(
@@ -195,8 +201,9 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, repeats: repeat, servers: numServers, workers: numWorkers, rows, errors };
-  mkdirSync(`${root}bench/results`, { recursive: true });
-  writeFileSync(`${root}bench/results/ps.json`, `${JSON.stringify(result, null, 2)}\n`);
+  const outPath = flag(args, '--out') ?? `${root}bench/results/ps.json`;
+  mkdirSync(dirname(outPath), { recursive: true });
+  writeFileSync(outPath, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`ps bench: ${numWorkers} workers x ${numServers} servers (processes), load ${loadavg()[0]!.toFixed(1)}`);
   for (const r of rows) {
     const extra =
@@ -208,7 +215,7 @@ export async function run(args: string[]): Promise<void> {
     console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
   }
   for (const e of errors) console.log(`error ${e.impl}: ${e.error}`);
-  console.log('wrote bench/results/ps.json');
+  console.log(`wrote ${outPath}`);
 }
 
 /** One row per (impl, transport, kind, bytes): the median of every numeric field over the repeats. */
@@ -292,7 +299,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
   const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
   const gsum = (job.numWorkers * (job.numWorkers + 1)) / 2;
 
-  for (let s = 0; s < job.sizes.length; s++) {
+  for (let s = 0; s < (job.phases.includes('dense') ? job.sizes.length : 0); s++) {
     const bytes = job.sizes[s]!;
     const per = Math.floor(bytes / 4 / KEYS);
     const keys = Array.from({ length: KEYS }, (_, i) => `m${s}/layer${i}`);
@@ -319,7 +326,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
     emit({ impl: 'shoal-ps', kind: 'dense', bytes: per * 4 * KEYS, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
   }
 
-  {
+  if (job.phases.includes('small')) {
     const key = 'small';
     await kv.init([{ key, size: 1 }], job.rank === 0 ? [new Float32Array(1)] : undefined);
     const g = [Float32Array.of(job.rank + 1)];
@@ -340,7 +347,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
     emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
   }
 
-  {
+  if (job.phases.includes('rowsparse')) {
     const { numRows, rowSize, touched, steps } = job.sparse;
     const key = 'emb';
     const spec = { key, size: numRows * rowSize, rows: { numRows, rowSize } };

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { currentCaller, decodeMessage, encodeMessage, Errors, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
@@ -68,12 +68,26 @@ interface Slot {
   pushedCount: number;
   acks: Ack[];
   merge: FloatArray | null;
+  /** Gives the merge buffer back to its receive buffer's owner (see `rx`) once the round no longer needs it. */
+  mergeRelease: (() => void) | null;
+  /**
+   * Dense keys: one receive buffer per worker that pushes land in straight from the transport (`recvTargets`),
+   * reused every round instead of a fresh buffer per message. `rxBusy[r]` from the hand-out until the push's data
+   * is merged or applied; `rxHanded[r]` from the hand-out until `push` sees the request; `rxGen[r]` counts
+   * hand-outs, so a late release of an earlier one is a no-op.
+   */
+  rx: (FloatArray | null)[];
+  rxBusy: Uint8Array;
+  rxHanded: Uint8Array;
+  rxGen: number[];
   // row-sparse merge
   touched: Uint8Array | null;
   touchedList: number[];
   last: { rowIds: Int32Array; rows: FloatArray } | null;
   waiters: Waiter[];
 }
+
+const noop = () => {};
 
 interface CheckpointFile {
   format: 'shoal-ps-shard';
@@ -92,6 +106,8 @@ export interface KVServerStats {
   pulls: number;
   updates: number;
   checkpoints: number;
+  /** Dense push slices received straight into the server's receive buffers (transports with `recvInto`). */
+  directPushes: number;
   restoredFrom: string | null;
   /** CPU time of the server's process so far (user + system), microseconds. */
   cpuUs: number;
@@ -106,7 +122,7 @@ export class KVServer {
   private readonly timeoutMs: number;
   private pendingDurable: Ack[] = [];
   private flushScheduled = false;
-  private readonly counters = { pushes: 0, pulls: 0, updates: 0, checkpoints: 0 };
+  private readonly counters = { pushes: 0, pulls: 0, updates: 0, checkpoints: 0, directPushes: 0 };
   private restoredFrom: string | null = null;
   private epoch = 0;
   private readonly kernels: ReduceKernels = loadKernels();
@@ -223,6 +239,11 @@ export class KVServer {
       pushedCount: 0,
       acks: [],
       merge: null,
+      mergeRelease: null,
+      rx: new Array<FloatArray | null>(this.o.numWorkers).fill(null),
+      rxBusy: new Uint8Array(this.o.numWorkers),
+      rxHanded: new Uint8Array(this.o.numWorkers),
+      rxGen: new Array<number>(this.o.numWorkers).fill(0),
       touched: null,
       touchedList: [],
       last: null,
@@ -238,21 +259,86 @@ export class KVServer {
     this.checkRank(rank);
     this.counters.pushes++;
     if (keys.length !== grads.length || keys.length !== counters.length) throw Errors.badFrame(`push to server ${this.o.serverIndex}`, 'keys, counters and grads differ in length');
+    // Receive buffers handed out for this request: released once their data is merged or applied.
+    const rels = keys.map((k, i) => this.rxRelease(this.slots.get(k), rank, grads[i]!));
     // Check every key first, so a bad request changes nothing.
-    const slots = keys.map((k, i) => {
-      const slot = this.slot(k);
-      if (slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is row-sparse: use rowSparsePush');
-      const g = grads[i]!;
-      if (g.length !== slot.data.length || g.constructor !== slot.data.constructor) {
-        throw Errors.mismatch(`gradient of key ${slot.spec.key}`, `worker ${rank} pushed ${g.constructor.name}[${g.length}], server slice is ${slot.data.constructor.name}[${slot.data.length}]`);
-      }
-      return slot;
-    });
+    let slots: Slot[];
+    try {
+      slots = keys.map((k, i) => {
+        const slot = this.slot(k);
+        if (slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is row-sparse: use rowSparsePush');
+        const g = grads[i]!;
+        if (g.length !== slot.data.length || g.constructor !== slot.data.constructor) {
+          throw Errors.mismatch(`gradient of key ${slot.spec.key}`, `worker ${rank} pushed ${g.constructor.name}[${g.length}], server slice is ${slot.data.constructor.name}[${slot.data.length}]`);
+        }
+        return slot;
+      });
+    } catch (e) {
+      for (const r of rels) r();
+      throw e;
+    }
     const ps = slots.map((slot, i) => {
       const g = grads[i]!;
-      return this.pushOne(slot, rank, counters[i]!, (s) => this.mergeDense(s, g), (s) => this.applyDense(s, g));
+      const rel = rels[i]!;
+      const p = this.pushOne(
+        slot,
+        rank,
+        counters[i]!,
+        (s) => this.mergeDense(s, g, rel),
+        (s) => {
+          this.applyDense(s, g);
+          rel();
+        },
+      );
+      // Whatever way the push ends (a resend already applied, a lost worker, an error), its buffer is free then;
+      // a release after the data was merged is a no-op.
+      p.then(rel, rel);
+      return p;
     });
     return Promise.all(ps).then(() => undefined);
+  }
+
+  /**
+   * Actor hook (see ActorServer): a push's gradients of dense keys this server holds land in the key's receive
+   * buffer for that worker (`Slot.rx`) when it is free, instead of a fresh buffer per message.
+   */
+  recvTargets(method: string, args: unknown[], externalBytes: readonly number[]): (Uint8Array | undefined)[] | undefined {
+    if (method !== 'push' && method !== 'pushPull') return undefined;
+    const [rank, keys, , grads] = args as [unknown, unknown, unknown, unknown];
+    if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 0 || rank >= this.o.numWorkers || !Array.isArray(keys) || !Array.isArray(grads)) return undefined;
+    const out: (Uint8Array | undefined)[] = [];
+    for (let i = 0; i < grads.length && i < keys.length; i++) {
+      const ref = externalRef(grads[i]);
+      const slot = ref && this.slots.get(keys[i] as string);
+      if (!ref || !slot || slot.spec.rows || slot.rxBusy[rank] || slot.rxHanded[rank]) continue;
+      if (ref.type !== slot.data.constructor.name || externalBytes[ref.index] !== slot.data.byteLength) continue;
+      const rx = (slot.rx[rank] ??= allocFloat(slot.spec.dtype, slot.data.length));
+      slot.rxBusy[rank] = 1;
+      slot.rxHanded[rank] = 1;
+      slot.rxGen[rank]!++;
+      out[ref.index] = new Uint8Array(rx.buffer, rx.byteOffset, rx.byteLength);
+    }
+    return out;
+  }
+
+  /**
+   * For a push of `rank` to `slot` carrying `g`: if a receive buffer was handed out for it, a function freeing it
+   * (idempotent), and frees it now when the transport did not use it; otherwise a no-op. Requests of one worker
+   * arrive in order on its connection, so the hand-out seen here is this request's.
+   */
+  private rxRelease(slot: Slot | undefined, rank: number, g: FloatArray): () => void {
+    if (!slot || !slot.rxHanded[rank]) return noop;
+    slot.rxHanded[rank] = 0;
+    const gen = slot.rxGen[rank]!;
+    const release = () => {
+      if (slot.rxGen[rank] === gen) slot.rxBusy[rank] = 0;
+    };
+    if (g?.buffer === slot.rx[rank]?.buffer) {
+      this.counters.directPushes++;
+      return release;
+    }
+    release();
+    return noop;
   }
 
   /**
@@ -328,9 +414,14 @@ export class KVServer {
 
   /** Sum a pushed gradient into the round's merge buffer. The first push of a round (an array this server owns:
    * it was decoded from a received frame) becomes the buffer itself, so a round costs one pass per extra push. */
-  private mergeDense(slot: Slot, g: FloatArray): void {
-    if (slot.pushedCount === 0 || !slot.merge) slot.merge = g;
-    else this.kernels.reduce('sum', slot.merge, g);
+  private mergeDense(slot: Slot, g: FloatArray, release: () => void): void {
+    if (slot.pushedCount === 0 || !slot.merge) {
+      slot.merge = g;
+      slot.mergeRelease = release;
+    } else {
+      this.kernels.reduce('sum', slot.merge, g);
+      release();
+    }
   }
 
   private applyDense(slot: Slot, g: FloatArray): void {
@@ -378,8 +469,14 @@ export class KVServer {
         slot.last = { rowIds: global, rows: packed };
       } else {
         const merged = slot.merge!;
+        const release = slot.mergeRelease;
         slot.merge = null; // the next round's first push becomes the merge buffer
-        slot.updater({ key: slot.spec.key, weights: slot.data, grad: merged, state: slot.state, step: slot.version, kernels: this.kernels });
+        slot.mergeRelease = null;
+        try {
+          slot.updater({ key: slot.spec.key, weights: slot.data, grad: merged, state: slot.state, step: slot.version, kernels: this.kernels });
+        } finally {
+          release?.();
+        }
       }
     } catch (e) {
       for (const a of acks) a.reject(e);
@@ -677,6 +774,8 @@ export class KVServer {
         s.pushed.fill(0);
         s.pushedCount = 0;
         s.merge = null;
+        s.mergeRelease?.();
+        s.mergeRelease = null;
         s.touchedList = [];
         if (s.touched) s.touched.fill(0);
       }

@@ -195,12 +195,8 @@ export class KVWorker {
     await Promise.all(
       per.map(async (p, s) => {
         if (!p.keys.length) return;
-        const got = (await this.callServer(s, 'pull', [this.rank, p.keys, p.counters])) as FloatArray[];
-        got.forEach((g, i) => {
-          const t = p.targets[i]!;
-          if (g.length !== t.length) throw Errors.badFrame(`pull of ${p.keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
-          t.set(g);
-        });
+        const got = (await this.callServer(s, 'pull', [this.rank, p.keys, p.counters], p.targets)) as FloatArray[];
+        landValues('pull', s, p.keys, got, p.targets);
       }),
     );
     return res;
@@ -222,17 +218,13 @@ export class KVWorker {
         p.targets.push(res[i]!.subarray(sl.start, sl.end));
       }
     });
-    // One request per server; the gradients are copied into the request frames before any reply can land in
-    // `outs`, so `outs` may be the gradient arrays themselves.
+    // One request per server; the server has received every gradient before it replies, and only its reply
+    // lands in `outs`, so `outs` may be the gradient arrays themselves.
     await Promise.all(
       per.map(async (p, s) => {
         if (!p.keys.length) return;
-        const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays])) as FloatArray[];
-        got.forEach((g, i) => {
-          const t = p.targets[i]!;
-          if (g.length !== t.length) throw Errors.badFrame(`pushPull of ${p.keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
-          t.set(g);
-        });
+        const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays], p.targets)) as FloatArray[];
+        landValues('pushPull', s, p.keys, got, p.targets);
       }),
     );
     return res;
@@ -361,18 +353,20 @@ export class KVWorker {
     }));
   }
 
-  private async callServer(s: number, method: string, args: unknown[]): Promise<unknown> {
+  /** Call server `s`; big arrays of the reply land straight in `replyInto` (see `CallOptions.replyInto`). */
+  private async callServer(s: number, method: string, args: unknown[], replyInto?: readonly FloatArray[]): Promise<unknown> {
+    const io = replyInto ? { replyInto } : undefined;
     for (;;) {
       const c = this.servers[s]!;
       const epoch = c.epoch;
       try {
-        if (this.o.resendAfterRestart) return await c.call(method, args);
+        if (this.o.resendAfterRestart) return await c.call(method, args, io);
         if (this.broken) throw this.broken;
         let fail!: (e: Error) => void;
         const lost = new Promise<never>((_, reject) => (fail = reject));
         this.inflight.add(fail);
         try {
-          return await Promise.race([c.call(method, args), lost]);
+          return await Promise.race([c.call(method, args, io), lost]);
         } finally {
           this.inflight.delete(fail);
         }
@@ -396,6 +390,19 @@ export class KVWorker {
     }
     return p;
   }
+}
+
+/**
+ * Put a server's reply values into the caller's arrays: values that arrived straight in them (`replyInto`) are
+ * already there; others are copied.
+ */
+function landValues(what: string, s: number, keys: readonly string[], got: readonly FloatArray[], targets: readonly FloatArray[]): void {
+  if (got.length !== targets.length) throw Errors.badFrame(what, `server ${s} sent ${got.length} values, expected ${targets.length}`);
+  got.forEach((g, i) => {
+    const t = targets[i]!;
+    if (g.length !== t.length) throw Errors.badFrame(`${what} of ${keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
+    if (g.buffer !== t.buffer || g.byteOffset !== t.byteOffset) t.set(g);
+  });
 }
 
 /** A server-side ERR_MISMATCH (etc.) keeps its code on the worker; the ERR_REMOTE stays as the cause. */

@@ -1,10 +1,10 @@
 import { Errors } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
-import type { IoOptions, Transport } from '../transport/transport.js';
+import type { Transport } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
 import { actorEpoch, actorKeys } from './actor-server.js';
-import { RpcClient, type RpcStats } from './rpc.js';
+import { RpcClient, type CallOptions, type RpcStats } from './rpc.js';
 
 /** The async view of an actor class `T`: every method returns a promise of its awaited result. */
 export type ActorMethods<T> = {
@@ -71,7 +71,7 @@ export class ActorClient<T> {
     this.deadListeners.push(cb);
   }
 
-  call(method: string, args: readonly unknown[], io?: IoOptions): Promise<unknown> {
+  call(method: string, args: readonly unknown[], io?: CallOptions): Promise<unknown> {
     return this.rpc.call(method, args, io);
   }
 

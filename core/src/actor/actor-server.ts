@@ -4,7 +4,7 @@ import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import type { Connection, Listener, Transport } from '../transport/transport.js';
 import { encodeParts, FramePool, type EncodedMessage } from './codec.js';
-import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts } from './rpc.js';
+import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts, type RecvTargets } from './rpc.js';
 
 /**
  * Serving one actor instance to any number of callers over a pair transport.
@@ -14,6 +14,12 @@ import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts } from './r
  *   `actor/n/e/door/i`         the URL caller number i dials
  * A caller takes a number with `add('actor/n/e/callers', 1)`, waits for its door and dials it. The actor keeps a
  * window of doors listening so several callers can connect at once; each accepted door opens the next.
+ *
+ * Receive buffers: an actor may define `recvTargets(method, args, externalBytes)`, called when a request's frame
+ * has arrived and before its big arrays (external segments) are received: `args` holds placeholders for those
+ * arrays (`externalRef(args[i])` gives the segment index), and it may return a buffer per segment index to receive
+ * that segment straight into (transports with `recvInto`; others ignore it). The method then gets views of those
+ * buffers. It is a hint: the actor must check, in the method, whether an argument is one of its buffers.
  *
  * Mailbox: requests on one connection are started in arrival order. `mailbox: 'serial'` (the classic actor)
  * runs one call at a time across all callers; `'reentrant'` starts each call on arrival, so an async method
@@ -38,7 +44,7 @@ export interface ServeActorOptions {
 }
 
 /** Lifecycle hooks an actor may define; the runtime calls them, callers cannot. */
-const HOOKS = new Set(['onActorStart', 'onActorStop', 'onCallerClosed']);
+const HOOKS = new Set(['onActorStart', 'onActorStop', 'onCallerClosed', 'recvTargets']);
 
 /** The caller of the actor method running now (see `currentCaller`). */
 const callerContext = new AsyncLocalStorage<string>();
@@ -86,6 +92,14 @@ export class ActorServer {
     }
     for (const k of Object.keys(instance)) if (!k.startsWith('_') && !HOOKS.has(k) && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
     this.methods = names;
+    const hook = (instance as { recvTargets?: (m: string, a: unknown[], x: readonly number[]) => readonly (Uint8Array | undefined)[] | undefined }).recvTargets;
+    if (typeof hook === 'function') {
+      this.targets = (value, xs) => {
+        const q = value as { k?: string; m?: string; a?: unknown[] };
+        if (q.k !== 'q' || typeof q.m !== 'string' || !Array.isArray(q.a) || !names.has(q.m)) return undefined;
+        return hook.call(instance, q.m, q.a, xs);
+      };
+    }
   }
 
   /**
@@ -122,13 +136,16 @@ export class ActorServer {
     );
   }
 
+  /** The actor's `recvTargets` hook applied to a request (see the module comment), or undefined without one. */
+  private readonly targets: RecvTargets | undefined;
+
   private async serve(conn: Connection): Promise<void> {
     const caller = `${this.opts.epoch}:${this.nextCaller++}`;
     this.callerIds.set(conn, caller);
     for (;;) {
       let req: { k: string; id: number; m: string; a: unknown[] };
       try {
-        req = (await recvParts(conn)).value as typeof req;
+        req = (await recvParts(conn, this.targets)).value as typeof req;
       } catch (e) {
         // The caller went away, or sent a frame we cannot read (then caller and actor disagree on the protocol).
         if ((e as { code?: string }).code === 'ERR_BAD_FRAME') process.emitWarning(`actor ${this.opts.name}: dropping caller ${conn.remote}: ${(e as Error).message}`);

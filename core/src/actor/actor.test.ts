@@ -5,6 +5,9 @@ import { MemoryNetwork } from '../transport/memory.js';
 import { MemoryStore } from '../store/memory.js';
 import { decodeMessage, decodeParts, encodeMessage, encodeParts, externalCount } from './codec.js';
 import { ActorClient } from './actor-handle.js';
+import { ActorServer } from './actor-server.js';
+import { externalRef } from './codec.js';
+import { shmTransport } from '../transport/shm.js';
 import { ActorSupervisor } from './spawn.js';
 import type { CounterActor } from './testing/counter-actor.js';
 
@@ -159,6 +162,54 @@ test('call timeout names the actor and method', async () => {
     assert.match((e as Error).message, /actor t .*slow/);
   }
   await sup.stop();
+});
+
+test('over shm, big reply arrays land in replyInto buffers and big request arrays in the actor recvTargets buffers', async () => {
+  const store = new MemoryStore();
+  const transport = shmTransport({ prefix: `actor${process.pid}` });
+  class Vectors {
+    readonly rx = new Float32Array(50_000);
+    got: boolean[] = [];
+    fill(n: number, v: number): Float32Array[] {
+      return [new Float32Array(n).fill(v), Float32Array.of(v), new Float32Array(n).fill(v + 1)];
+    }
+    sum(a: Float32Array): number {
+      this.got.push(a.buffer === this.rx.buffer);
+      return a.reduce((x, y) => x + y, 0);
+    }
+    recvTargets(method: string, args: unknown[], xs: readonly number[]): (Uint8Array | undefined)[] | undefined {
+      const ref = externalRef(args[0]);
+      if (method !== 'sum' || !ref || xs[ref.index] !== this.rx.byteLength) return undefined;
+      const out: Uint8Array[] = [];
+      out[ref.index] = new Uint8Array(this.rx.buffer);
+      return out;
+    }
+  }
+  const inst = new Vectors();
+  const server = await ActorServer.start(inst, { name: 'vec', epoch: 1, store, transport, listenUrl: 'shm://auto', mailbox: 'reentrant' });
+  const c = await ActorClient.connect<Vectors>('vec', { store, transport, timeoutMs: 5000 });
+  try {
+  const n = 40_000;
+  const into = [new Float32Array(n), new Float32Array(1), new Float32Array(n)];
+  for (let round = 1; round <= 3; round++) {
+    const r = (await c.call('fill', [n, round], { replyInto: into })) as Float32Array[];
+    assert.ok(r[0]!.buffer === into[0]!.buffer && r[2]!.buffer === into[2]!.buffer, 'big arrays arrive in the given buffers');
+    assert.ok(r[1]!.buffer !== into[1]!.buffer, 'a packed (small) array is decoded from the frame');
+    assert.ok(into[0]!.every((x) => x === round) && into[2]!.every((x) => x === round + 1), `round ${round} values`);
+    assert.is(r[1]![0], round);
+  }
+  // a buffer of the wrong size is not used; the value still arrives
+  const wrong = new Float32Array(n + 1);
+  const r2 = (await c.call('fill', [n, 9], { replyInto: [wrong] })) as Float32Array[];
+  assert.ok(r2[0]!.buffer !== wrong.buffer && wrong.every((x) => x === 0) && r2[0]!.every((x) => x === 9));
+  // requests: the actor's hook picks the buffer (sizes that do not match fall back)
+  assert.is(await c.api.sum(new Float32Array(50_000).fill(2)), 100_000);
+  assert.is(await c.api.sum(new Float32Array(60_000).fill(1)), 60_000);
+  assert.equal(inst.got, [true, false]);
+  } finally {
+    await c.close();
+    await server.stop();
+  }
 });
 
 test.run();

@@ -188,8 +188,23 @@ export function decodeMessage(frame: Uint8Array): unknown {
 
 /** Decode a frame and the external segment messages that followed it. Throws ERR_BAD_FRAME when malformed. */
 export function decodeParts(frame: Uint8Array, external: readonly Uint8Array[]): unknown {
+  return finishDecode(parseFrame(frame), external);
+}
+
+/**
+ * A frame read up to its external segments: `v` is the value with placeholders in place of arrays (see
+ * `externalRef`), `x` the byte lengths of the external segments that follow. Lets a receiver choose where each
+ * external segment lands (e.g. `Connection.recvInto`) before receiving it; `finishDecode` completes it.
+ */
+export interface ParsedFrame {
+  v: unknown;
+  x: number[];
+  segs: Uint8Array[];
+}
+
+/** Read a frame's header and packed segments. Throws ERR_BAD_FRAME when malformed. */
+export function parseFrame(frame: Uint8Array): ParsedFrame {
   const nx = externalCount(frame);
-  if (nx !== external.length) throw Errors.badFrame('actor codec', `frame announces ${nx} external segments, got ${external.length}`);
   const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const hlen = dv.getUint32(4, true);
   if (PREAMBLE + hlen > frame.byteLength) throw Errors.badFrame('actor codec', `header length ${hlen} exceeds frame ${frame.byteLength}`);
@@ -206,10 +221,28 @@ export function decodeParts(frame: Uint8Array, external: readonly Uint8Array[]):
     segs.push(frame.subarray(off, off + len));
     off += align8(len);
   }
-  (header.x ?? []).forEach((len, i) => {
+  const x = header.x ?? [];
+  if (x.length !== nx) throw Errors.badFrame('actor codec', `frame announces ${nx} external segments, header lists ${x.length}`);
+  return { v: header.v, x, segs };
+}
+
+/**
+ * In a parsed frame's value: the external segment index and type of an array sent as an external segment, or
+ * undefined for anything else.
+ */
+export function externalRef(x: unknown): { index: number; type: string } | undefined {
+  if (x === null || typeof x !== 'object' || !(XTAG in x)) return undefined;
+  const o = x as Record<string, unknown>;
+  return { index: o[XTAG] as number, type: o.t as string };
+}
+
+/** Complete a parsed frame with its external segments (consumes `parsed`). Throws ERR_BAD_FRAME when malformed. */
+export function finishDecode(parsed: ParsedFrame, external: readonly Uint8Array[]): unknown {
+  if (parsed.x.length !== external.length) throw Errors.badFrame('actor codec', `frame announces ${parsed.x.length} external segments, got ${external.length}`);
+  parsed.x.forEach((len, i) => {
     if (external[i]!.byteLength !== len) throw Errors.badFrame('actor codec', `external segment ${i} has ${external[i]!.byteLength} bytes, header says ${len}`);
   });
-  return raise(header.v, segs, external);
+  return raise(parsed.v, parsed.segs, external);
 }
 
 function raise(x: unknown, segs: Uint8Array[], ext: readonly Uint8Array[]): unknown {

@@ -1,7 +1,7 @@
 import { Errors, ShoalError } from '../errors.js';
 import type { Connection, IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
-import { decodeParts, encodeParts, externalCount, FramePool, type EncodedMessage } from './codec.js';
+import { encodeParts, externalRef, finishDecode, FramePool, parseFrame, type EncodedMessage } from './codec.js';
 
 /**
  * Request/response over one Connection (one pair per caller and actor).
@@ -22,6 +22,7 @@ export interface RpcStats {
 
 interface Pending {
   method: string;
+  replyInto: readonly (ArrayBufferView | undefined)[] | undefined;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -48,18 +49,51 @@ export function sendParts(conn: Connection, enc: EncodedMessage, pool: FramePool
   return Promise.all(sends).then(() => undefined);
 }
 
-/** Receive one whole message (frame and external segments) and decode it. */
-export async function recvParts(conn: Connection): Promise<{ value: unknown; bytes: number }> {
+/**
+ * Where a message's external segments should land: given the parsed frame's value (arrays as placeholders, see
+ * `externalRef`) and the external segments' byte lengths, a buffer per segment index (or undefined: let the
+ * transport allocate). Buffers of the wrong size are not used.
+ */
+export type RecvTargets = (value: unknown, externalBytes: readonly number[]) => readonly (Uint8Array | undefined)[] | undefined;
+
+/**
+ * Receive one whole message (frame and external segments) and decode it. With `targets`, external segments go
+ * straight into the buffers it names when the transport can (`Connection.recvInto`); the decoded arrays are then
+ * views of those buffers.
+ */
+export async function recvParts(conn: Connection, targets?: RecvTargets): Promise<{ value: unknown; bytes: number }> {
   const frame = await conn.recv({ timeoutMs: Infinity });
-  const n = externalCount(frame);
+  const parsed = parseFrame(frame);
+  const n = parsed.x.length;
   const ext: Uint8Array[] = [];
   let bytes = frame.byteLength;
+  if (n === 0) return { value: finishDecode(parsed, ext), bytes };
+  let dst: readonly (Uint8Array | undefined)[] | undefined;
+  if (targets && conn.recvInto) {
+    try {
+      dst = targets(parsed.v, parsed.x);
+    } catch {
+      dst = undefined; // a hint only
+    }
+  }
   for (let i = 0; i < n; i++) {
-    const x = await conn.recv({ timeoutMs: Infinity });
+    const d = dst?.[i];
+    const x = d && d.byteLength === parsed.x[i] ? await conn.recvInto!(d, { timeoutMs: Infinity }) : await conn.recv({ timeoutMs: Infinity });
     bytes += x.byteLength;
     ext.push(x);
   }
-  return { value: decodeParts(frame, ext), bytes };
+  return { value: finishDecode(parsed, ext), bytes };
+}
+
+/** Per-call options: IoOptions plus where the reply's big arrays should land. */
+export interface CallOptions extends IoOptions {
+  /**
+   * When the method returns an array whose element j is a typed array sent as an external segment (>=
+   * `externalMinBytes`) of exactly `replyInto[j].byteLength` bytes, it is received straight into `replyInto[j]`
+   * (when the transport supports `recvInto`) and the returned element is a view of that memory. A hint: compare
+   * what came back. The buffers may be written until the call settles (also if it then times out).
+   */
+  replyInto?: readonly (ArrayBufferView | undefined)[];
 }
 
 /**
@@ -105,7 +139,7 @@ export class RpcClient {
    * ERR_PEER_CLOSED if the actor is gone. Typed arrays in `args` smaller than `externalMinBytes` are copied into
    * the request; bigger ones are sent from the caller's memory and must stay unchanged until the call settles.
    */
-  call(method: string, args: readonly unknown[], opts?: IoOptions): Promise<unknown> {
+  call(method: string, args: readonly unknown[], opts?: CallOptions): Promise<unknown> {
     if (this.dead) return Promise.reject(this.dead);
     let enc: EncodedMessage;
     const id = this.nextId++;
@@ -116,7 +150,7 @@ export class RpcClient {
     }
     return new Promise((resolve, reject) => {
       const ms = opts?.timeoutMs ?? this.timeoutMs;
-      const p: Pending = { method, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
+      const p: Pending = { method, replyInto: opts?.replyInto, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
       if (Number.isFinite(ms) && ms < 2 ** 31) {
         p.timer = setTimeout(() => {
           this.settle(id)?.reject(Errors.timeout(`call ${this.name}.${method}`, ms, { actor: this.name, method }));
@@ -134,6 +168,21 @@ export class RpcClient {
     });
   }
 
+  /** Reply segments of a pending call with `replyInto` go straight into its buffers. */
+  private readonly replyTargets: RecvTargets = (value, xs) => {
+    const m = value as { k?: string; id?: number; v?: unknown };
+    if (m.k !== 'r' || !Array.isArray(m.v)) return undefined;
+    const into = this.pending.get(m.id!)?.replyInto;
+    if (!into) return undefined;
+    const out: (Uint8Array | undefined)[] = [];
+    for (let j = 0; j < into.length && j < m.v.length; j++) {
+      const ref = externalRef(m.v[j]);
+      const t = into[j];
+      if (ref && t && t.byteLength === xs[ref.index]) out[ref.index] = new Uint8Array(t.buffer, t.byteOffset, t.byteLength);
+    }
+    return out;
+  };
+
   /** Remove a pending call and release its timer/listener; returns it (undefined if already settled). */
   private settle(id: number): Pending | undefined {
     const p = this.pending.get(id);
@@ -148,7 +197,7 @@ export class RpcClient {
     for (;;) {
       let m: { k: string; id: number; v?: unknown; e?: RemoteErrorInfo };
       try {
-        const got = await recvParts(this.conn);
+        const got = await recvParts(this.conn, this.replyTargets);
         this.counters.bytesReceived += got.bytes;
         m = got.value as typeof m;
       } catch (e) {

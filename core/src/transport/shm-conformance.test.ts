@@ -144,4 +144,71 @@ test('shm a send larger than the ring completes before the peer calls recv (eage
   await b.close();
 });
 
+test('shm recvInto lands a large message in the given buffer; other sizes and small messages get their own', async () => {
+  const t = shmTransport({ prefix });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const big = new Uint8Array(200_003).map((_, i) => (i * 11) & 0xff);
+  const dst = new Uint8Array(big.byteLength);
+  // waiting first
+  const p = a.recvInto!(dst, { timeoutMs: 5000 });
+  await b.send(big);
+  const got = await p;
+  assert.ok(got === dst, 'resolves with dst itself');
+  assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(big)), 0);
+  // sent first, asked for in the same turn the frame before it is read (the RPC reader's pattern)
+  await Promise.all([b.send(new Uint8Array([1, 2, 3])), b.send(big)]);
+  const dst2 = new Uint8Array(big.byteLength);
+  const head = await a.recv({ timeoutMs: 5000 });
+  assert.equal([...head], [1, 2, 3]);
+  const got2 = await a.recvInto!(dst2, { timeoutMs: 5000 });
+  assert.ok(got2 === dst2, 'a body announced while nobody waited is held for the next recvInto');
+  assert.equal(Buffer.compare(Buffer.from(got2), Buffer.from(big)), 0);
+  // wrong size: its own buffer, dst untouched
+  const other = new Uint8Array(big.byteLength + 8);
+  const got3 = (await Promise.all([a.recvInto!(other, { timeoutMs: 5000 }), b.send(big)]))[0];
+  assert.ok(got3 !== other && other.every((x) => x === 0), 'another size does not use dst');
+  assert.equal(Buffer.compare(Buffer.from(got3), Buffer.from(big)), 0);
+  // small message: copied out as usual
+  const small = new Uint8Array(3);
+  const got4 = (await Promise.all([a.recvInto!(small, { timeoutMs: 5000 }), b.send(new Uint8Array([7, 8, 9]))]))[0];
+  assert.equal([...got4], [7, 8, 9]);
+  // nobody asks for a while: the held body drains into the inbox after one turn, and a later recv gets it
+  await b.send(big);
+  await new Promise((r) => setTimeout(r, 20));
+  const got5 = await a.recvInto!(dst, { timeoutMs: 5000 });
+  assert.equal(Buffer.compare(Buffer.from(got5), Buffer.from(big)), 0);
+  await a.close();
+  await b.close();
+});
+
+test('shm a recvInto that times out while its body streams in leaves the caller buffer alone afterwards', async () => {
+  const t = shmTransport({ prefix, ringBytes: 1 << 12 });
+  const l = await t.listen('shm://auto');
+  const [b, a] = await Promise.all([t.dial(l.url), l.accept()]);
+  const big = new Uint8Array(2 << 20).map((_, i) => (i * 5) & 0xff);
+  const dst = new Uint8Array(big.byteLength);
+  const sent = b.send(big, { timeoutMs: 10_000 });
+  // a 4 KiB ring takes hundreds of hand-offs for 2 MiB: the body is streaming when the 1 ms timeout fires
+  const p = a.recvInto!(dst, { timeoutMs: 1 });
+  let timedOut = false;
+  const first = await p.catch((e: { code?: string }) => {
+    assert.is(e.code, 'ERR_TIMEOUT');
+    timedOut = true;
+    return undefined;
+  });
+  if (!timedOut) {
+    assert.equal(Buffer.compare(Buffer.from(first!), Buffer.from(big)), 0); // too fast to test the cancel; still whole
+    await Promise.all([a.close(), b.close()]);
+    return;
+  }
+  dst.fill(0xee); // the caller reuses its buffer after the timeout
+  const got = await a.recv({ timeoutMs: 10_000 });
+  await sent;
+  assert.ok(got !== dst);
+  assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(big)), 0, 'the message arrives whole, in a buffer of its own');
+  await a.close();
+  await b.close();
+});
+
 test.run();

@@ -247,6 +247,16 @@ class ShmConnection implements Connection {
   private readonly inbox: Uint8Array[] = [];
   private inboxBytes = 0;
   private readonly waiters: Deferred<Uint8Array>[] = [];
+  /** Destination buffers of waiters that came through `recvInto` (same order as `waiters`). */
+  private readonly intos = new Map<Deferred<Uint8Array>, Uint8Array>();
+  /**
+   * Length of a large message whose header was taken while nobody waited: its body stays in the ring for one
+   * event-loop turn, so a `recvInto` issued meanwhile (e.g. by the reader that just decoded the frame announcing
+   * it) can land it straight in its buffer; after that turn it drains into a buffer of our own as before.
+   */
+  private heldLen = -1;
+  private holdTimer: ReturnType<typeof setImmediate> | undefined;
+  private releaseHeld = false;
   private readonly sends = new Map<number, { data: Uint8Array; done: Deferred<void> }>();
   private nextId = 1;
   private failure: ShoalError | undefined;
@@ -275,6 +285,7 @@ class ShmConnection implements Connection {
 
   private deliver(m: Uint8Array) {
     const w = this.waiters.shift();
+    if (w) this.intos.delete(w);
     if (w) w.resolve(m);
     else {
       this.inbox.push(m);
@@ -299,13 +310,32 @@ class ShmConnection implements Connection {
       for (;;) {
         if (!this.body) {
           if (this.waiters.length === 0 && this.inboxBytes >= INBOX_HIGH_WATER) return; // recv resumes
-          const r = this.seg.take(SMALL_MAX);
-          if (typeof r !== 'number') {
-            this.deliver(r);
-            continue;
+          if (this.heldLen < 0) {
+            const r = this.seg.take(SMALL_MAX);
+            if (typeof r !== 'number') {
+              this.deliver(r);
+              continue;
+            }
+            if (r >= 0) this.heldLen = r;
           }
-          if (r >= 0) {
-            this.body = this.allocBody(r);
+          if (this.heldLen >= 0) {
+            const w = this.waiters[0];
+            if (!w && !this.releaseHeld) {
+              // Hold the body in the ring for one turn (see heldLen); the timer's pump takes it if nobody asks.
+              this.holdTimer ??= setImmediate(() => {
+                this.holdTimer = undefined;
+                if (this.heldLen < 0) return;
+                this.releaseHeld = true;
+                this.pump();
+              });
+              return;
+            }
+            const into = w && this.intos.get(w);
+            this.body = into && into.byteLength === this.heldLen ? into : this.allocBody(this.heldLen);
+            this.heldLen = -1;
+            this.releaseHeld = false;
+            if (this.holdTimer) clearImmediate(this.holdTimer);
+            this.holdTimer = undefined;
             this.bodyFill = 0;
           }
         }
@@ -354,6 +384,7 @@ class ShmConnection implements Connection {
   private fail(err: ShoalError) {
     if (this.failure) return;
     this.failure = err;
+    this.intos.clear();
     for (const w of this.waiters.splice(0)) w.reject(err);
   }
 
@@ -396,6 +427,20 @@ class ShmConnection implements Connection {
   }
 
   recv(opts?: IoOptions): Promise<Uint8Array> {
+    return this.recvImpl(undefined, opts);
+  }
+
+  /**
+   * `recv`, landing a large message (> 64 KiB) of exactly `dst.byteLength` bytes straight in `dst` (then
+   * resolving with `dst` itself) when its body is still in the ring; otherwise (another size, a small message, a
+   * message already drained) it resolves with a buffer of its own, as `recv`. `dst` may be written until the
+   * returned promise settles (a timed-out call's `dst` may have been written partly).
+   */
+  recvInto(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array> {
+    return this.recvImpl(dst, opts);
+  }
+
+  private recvImpl(into: Uint8Array | undefined, opts?: IoOptions): Promise<Uint8Array> {
     if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
     const m = this.takeInbox();
     if (m) return Promise.resolve(m);
@@ -403,6 +448,7 @@ class ShmConnection implements Connection {
     if (opts?.signal?.aborted) return Promise.reject(Errors.aborted('recv', opts.signal.reason));
     const d = deferred<Uint8Array>();
     this.waiters.push(d);
+    if (into) this.intos.set(d, into);
     // Whatever is in the ring already goes to the waiters now, without a trip through the event loop.
     this.pump();
     if (this.waiters.includes(d) && this.conn.pollMicros > 0 && !this.failure && this.seg.spin(this.conn.pollMicros)) this.pump();
@@ -410,12 +456,26 @@ class ShmConnection implements Connection {
     return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
       const i = this.waiters.indexOf(d);
       if (i >= 0) this.waiters.splice(i, 1);
+      this.intos.delete(d);
+      // A body already streaming into the cancelled caller's buffer moves to one of ours (the caller may reuse
+      // its buffer now; the message goes to the next waiter or the inbox, as for a cancelled `recv`).
+      if (into && this.body === into) {
+        try {
+          const b = this.allocBody(into.byteLength);
+          b.set(into.subarray(0, this.bodyFill));
+          this.body = b;
+        } catch (e) {
+          this.fail(e instanceof ShoalError ? e : Errors.transport(this.remote, (e as Error).message, e));
+        }
+      }
     });
   }
 
   async close(): Promise<void> {
     if (this.closedSelf) return;
     this.closedSelf = true;
+    if (this.holdTimer) clearImmediate(this.holdTimer);
+    this.holdTimer = undefined;
     this.seg.close();
     const err = Errors.closed(`connection to ${this.remote}`);
     for (const w of this.waiters.splice(0)) w.reject(err);

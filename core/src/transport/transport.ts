@@ -30,6 +30,13 @@ export interface Connection {
   send(data: Uint8Array, opts?: IoOptions): Promise<void>;
   /** Receive the next whole message. The returned bytes belong to the caller. */
   recv(opts?: IoOptions): Promise<Uint8Array>;
+  /**
+   * Optional: `recv`, but a message of exactly `dst.byteLength` bytes may be written straight into `dst` (the
+   * promise then resolves with `dst` itself); any other message arrives in a buffer of the transport's, as with
+   * `recv`. A hint for skipping a copy, never a size check: callers look at what they got. `dst` may be written
+   * until the promise settles. (shm implements it for messages above 64 KiB.)
+   */
+  recvInto?(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array>;
   /** Close this end. Pending operations reject with ERR_CLOSED; the peer sees ERR_PEER_CLOSED. Idempotent. */
   close(): Promise<void>;
 }
