@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
  *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
- *                     [--rounds N] [--out file.json]`
+ *                     [--rounds N] [--shm-ring-bytes N] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -110,6 +110,8 @@ export async function run(args: string[]): Promise<void> {
   const transports = (flag(args, '--transports') ?? 'net,ipc,shm').split(',') as BenchTransport[];
   for (const t of transports) if (!['net', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|ipc|shm, got ${t}`);
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
+  // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
+  const shmRingBytes = flag(args, '--shm-ring-bytes') ? Number(flag(args, '--shm-ring-bytes')) : undefined;
   const fixedRounds = flag(args, '--rounds');
   const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
   const phases = (flag(args, '--phases') ?? 'dense,small,rowsparse').split(',');
@@ -137,7 +139,7 @@ export async function run(args: string[]): Promise<void> {
         servers = await startPsServers({
           placement: 'process',
           store,
-          remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix }) : netRemote(storeServer.url),
+          remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix, ringBytes: shmRingBytes }) : netRemote(storeServer.url),
           listenUrl,
           numServers,
           numWorkers,

@@ -12,9 +12,12 @@ export function netRemote(storeUrl: string, opts: { maxMessageBytes?: number; st
 }
 
 /** Same-host actors over shared memory (the `shm` transport; listen on `shm://auto`) with a TcpStore. */
-export function shmRemote(storeUrl: string, opts: { prefix?: string; storeTimeoutMs?: number } = {}): { transport: ModuleRef; store: ModuleRef } {
+export function shmRemote(storeUrl: string, opts: { prefix?: string; storeTimeoutMs?: number; ringBytes?: number } = {}): { transport: ModuleRef; store: ModuleRef } {
+  const t: { prefix?: string; ringBytes?: number } = {};
+  if (opts.prefix) t.prefix = opts.prefix;
+  if (opts.ringBytes) t.ringBytes = opts.ringBytes;
   return {
-    transport: { module: '@shoal/core', export: 'shmTransport', call: true, args: [opts.prefix ? { prefix: opts.prefix } : {}] },
+    transport: { module: '@shoal/core', export: 'shmTransport', call: true, args: [t] },
     store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
   };
 }
