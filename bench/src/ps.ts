@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
  *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
- *                     [--rounds N] [--shm-ring-bytes N] [--out file.json]`
+ *                     [--rounds N] [--warmup 5] [--shm-ring-bytes N] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -112,6 +112,9 @@ export async function run(args: string[]): Promise<void> {
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
   // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
   const shmRingBytes = flag(args, '--shm-ring-bytes') ? Number(flag(args, '--shm-ring-bytes')) : undefined;
+  // Warm-up rounds per size, the same for shoal and the Ray anchor (V8's and Ray's first rounds are slow).
+  const warmup = Number(flag(args, '--warmup') ?? 5);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new RangeError(`--warmup must be a positive integer, got ${flag(args, '--warmup')}`);
   const fixedRounds = flag(args, '--rounds');
   const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
   const phases = (flag(args, '--phases') ?? 'dense,small,rowsparse').split(',');
@@ -156,7 +159,7 @@ export async function run(args: string[]): Promise<void> {
           numServers,
           sizes,
           rounds,
-          warmup: 5,
+          warmup,
           smallIters: quick ? 200 : 1000,
           phases,
           sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
@@ -184,7 +187,7 @@ export async function run(args: string[]): Promise<void> {
         const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
         const out = await runChild(
           py,
-          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--small-iters', quick ? '100' : '300'],
+          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--warmup', String(warmup), '--small-iters', quick ? '100' : '300'],
           {},
           900_000,
         );
