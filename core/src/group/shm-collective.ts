@@ -50,7 +50,12 @@ export interface ShmCollectiveOptions {
   buffers?: number;
   /** Bound of every wait of an op, and of connecting (ms). Default 30 000. */
   timeoutMs?: number;
-  /** Payloads of at most this many bytes start on the calling thread. Default 64 KiB. */
+  /**
+   * Payloads of at most this many bytes start on the calling thread (no hop to the native thread; the event loop
+   * is then blocked for at most `syncSpinMicros` plus the copy and reduction of this many bytes, ~0.1 ms per MiB
+   * here). Measured at n=2: 1 MiB p50 110 us vs 125 us through the native thread, 256 KiB 27 vs 33 us, 8 B 1.4 vs
+   * 4.4 us. Default 1 MiB.
+   */
   syncMaxBytes?: number;
   /** How long such an op may spin on the calling thread before it moves to the native thread (µs). Default 50. */
   syncSpinMicros?: number;
@@ -126,7 +131,7 @@ export class ShmCollective {
     this.rank = opts.rank;
     this.size = opts.size;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.syncMaxBytes = opts.syncMaxBytes ?? 64 << 10;
+    this.syncMaxBytes = opts.syncMaxBytes ?? 1 << 20;
     this.syncSpinMicros = opts.syncSpinMicros ?? 50;
     this.spinMicros = opts.spinMicros ?? 50;
     this.native = native;
