@@ -10,11 +10,12 @@
 //
 // A collective moves its payload in chunks numbered globally (every rank numbers the same way); chunk g uses
 // buffer b = g % nbuf. For each chunk a rank: (1) waits until every rank has copied out chunk g - nbuf (the
-// buffers are free), writes its descriptor and copies its chunk into its slot, publishes in = g + 1; (2) copies
-// out the previous chunk once every rank has published red >= g, publishes out = g; (3) waits until every rank
-// published in >= g + 1, checks that every descriptor equals its own, reduces ITS slice of the chunk over the P
-// slots in rank order into the result buffer and publishes red = g + 1. After the last chunk it copies that one
-// out. Every element is reduced once, by one rank, in rank order: all ranks get bitwise the same result,
+// buffers are free), writes its descriptor and copies its chunk into its slot except its own slice (nobody else
+// reads that), publishes in = g + 1; (2) copies out the previous chunk once every rank has published red >= g,
+// publishes out = g; (3) waits until every rank published in >= g + 1, checks that every descriptor equals its
+// own, reduces ITS slice of the chunk over the P contributions in rank order (its own straight from its data)
+// into the result buffer, writes the slice back into its data and publishes red = g + 1. After the last chunk it
+// copies that one out (all but its own slice, already in place). Every element is reduced once, by one rank, in rank order: all ranks get bitwise the same result,
 // independent of timing. Counters only grow (compared modulo 2^32).
 //
 // Waits: spin (pause) for a while, then sleep on the lagging rank's counter word (a shared futex) in 5 ms slices;
@@ -44,6 +45,7 @@
 #define SHOAL_X86 1
 #endif
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -559,7 +561,6 @@ class Coll : public Napi::ObjectWrap<Coll> {
       if (!pendingOp_) return;
       lk.unlock();
       Op* op = &op_;
-      op->deadline = op->deadline;  // unchanged: the deadline counts from the start of the op
       run(*op, true, nowNs() + op->spinNs);
       lk.lock();
       pendingOp_ = false;
@@ -712,7 +713,7 @@ class Coll : public Napi::ObjectWrap<Coll> {
   int32_t pid_ = 0;
   uint32_t next_ = 0;
   bool unlinked_ = false, closed_ = false, busy_ = false;
-  volatile bool closing_ = false;
+  std::atomic<bool> closing_{false};  // set on the JS thread, read by the worker thread
   Op op_;
   Napi::Reference<Napi::Value> dataRef_;
   Napi::ThreadSafeFunction tsfn_;
