@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
  *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
- *                     [--rounds N] [--warmup 5] [--shm-ring-bytes N] [--out file.json]`
+ *                     [--rounds N] [--warmup 20] [--shm-ring-bytes N] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -113,7 +113,7 @@ export async function run(args: string[]): Promise<void> {
   // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
   const shmRingBytes = flag(args, '--shm-ring-bytes') ? Number(flag(args, '--shm-ring-bytes')) : undefined;
   // Warm-up rounds per size, the same for shoal and the Ray anchor (V8's and Ray's first rounds are slow).
-  const warmup = Number(flag(args, '--warmup') ?? 5);
+  const warmup = Number(flag(args, '--warmup') ?? 20);
   if (!Number.isInteger(warmup) || warmup < 1) throw new RangeError(`--warmup must be a positive integer, got ${flag(args, '--warmup')}`);
   const fixedRounds = flag(args, '--rounds');
   const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
