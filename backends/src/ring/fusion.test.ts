@@ -38,6 +38,51 @@ test('500 small tensors are fused into few collectives and reduced exactly on 4 
   await Promise.all(syncs.map((s) => s.close()));
 });
 
+test('tensors back to back in one buffer are reduced in place (no pack copy); gaps, other buffers and reorderings are packed', async () => {
+  const f = new TensorFusion(1 << 20);
+  const flat = new Float32Array(100);
+  const views = (offsets: number[][]): DenseTensor[] => offsets.map(([a, n], t) => ({ name: `v${t}`, shape: [n!], data: flat.subarray(a, a! + n!) }));
+  const batchOf = (ts: DenseTensor[]) => f.plan(ts, signatureOf(ts))[0]!;
+  const chained = views([[0, 30], [30, 50], [80, 20]]);
+  const v = f.contiguous(chained, batchOf(chained));
+  assert.ok(v !== null && v.buffer === flat.buffer && v.byteOffset === 0 && v.length === 100);
+  const gap = views([[0, 30], [31, 50]]);
+  assert.is(f.contiguous(gap, batchOf(gap)), null);
+  const swapped = views([[30, 50], [0, 30]]);
+  assert.is(f.contiguous(swapped, batchOf(swapped)), null);
+  const mixed = [chained[0]!, { name: 'other', shape: [50], data: new Float32Array(50) }];
+  assert.is(f.contiguous(mixed, batchOf(mixed)), null);
+
+  // Through RingSync on 3 ranks: views of one flat buffer per rank reduce to exactly the packed result.
+  const size = 3;
+  const lens = [7, 1000, 1, 4096, 33];
+  const groups = await memoryGroups(size);
+  const syncs = groups.map((g) => new RingSync(g));
+  const flats = syncs.map((s) => {
+    const src = mk(s.rank, size, lens);
+    const buf = new Float32Array(lens.reduce((a, b) => a + b, 0));
+    let o = 0;
+    return {
+      buf,
+      ts: src.map((t) => {
+        buf.set(t.data, o);
+        const d = buf.subarray(o, o + t.data.length);
+        o += t.data.length;
+        return { ...t, data: d };
+      }),
+    };
+  });
+  await Promise.all(syncs.map((s, r) => s.allreduceMean(flats[r]!.ts)));
+  for (let r = 0; r < size; r++)
+    flats[r]!.ts.forEach((g, t) =>
+      g.data.forEach((x, i) => {
+        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
+        if (x !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${x}, want ${want}`);
+      }),
+    );
+  await Promise.all(syncs.map((s) => s.close()));
+});
+
 test('RingSync with the direct allreduce reduces a 1 MB fused list exactly on 3 ranks', async () => {
   const size = 3;
   const lens = Array.from({ length: 100 }, (_, i) => 2500 + i);

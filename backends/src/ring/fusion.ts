@@ -112,6 +112,22 @@ export class TensorFusion {
     return out;
   }
 
+  /**
+   * When a batch's tensors already lie back to back in one buffer, in order (e.g. views into one flat gradient
+   * buffer, as the tfjs gradient bridge hands them over), the view spanning them: the batch is reduced in place
+   * with no pack and unpack copies. Otherwise null.
+   */
+  contiguous(tensors: readonly DenseTensor[], b: FusionBatch): Float32Array | null {
+    const first = tensors[b.tensors[0]!]!.data;
+    let end = first.byteOffset;
+    for (const i of b.tensors) {
+      const d = tensors[i]!.data;
+      if (d.buffer !== first.buffer || d.byteOffset !== end) return null;
+      end += d.byteLength;
+    }
+    return new Float32Array(first.buffer, first.byteOffset, b.length);
+  }
+
   /** Copy a batch's tensors into the fusion buffer; returns the view to reduce (owned by this object). */
   pack(tensors: readonly DenseTensor[], b: FusionBatch): Float32Array {
     if (this.buffer.length < b.length) this.buffer = new Float32Array(b.length);

@@ -168,6 +168,11 @@ export class RingSync implements GradientSync {
         await this.reduceDense(grads[b.tensors[0]!]!.data, o);
         continue;
       }
+      const direct = this.fusion.contiguous(grads, b);
+      if (direct) {
+        await this.reduceDense(direct, o);
+        continue;
+      }
       const view = this.fusion.pack(grads, b);
       await this.reduceDense(view, o);
       this.fusion.unpack(grads, b, view);
