@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import json
+import re
 import os
 import signal
 import subprocess
@@ -35,6 +36,13 @@ from typing import Any, Dict, Iterator, List, Optional
 RESULT_MARKER = "SHOAL_RESULT "
 STORE_MARKER = "SHOAL_STORE "
 ERROR_TAG = "ShoalWorkerError"
+
+# Errors that are consequences of another rank's failure (as core/src/launcher/launch.ts's pickRootCause reads
+# them): a peer or the store that went away, a closed or aborted group.
+CONSEQUENCE_RE = re.compile(r"\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer closed the connection|went away")
+# How long a task whose worker failed only as a consequence waits before failing: Spark reports the first task
+# failure it hears of, and the root cause (raised at once by its own task) should be that one.
+CONSEQUENCE_DELAY_S = 3.0
 
 
 class ShoalWorkerError(RuntimeError):
@@ -356,7 +364,11 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             raise ShoalWorkerError(rank, f"timed out after {spec['timeout_s']:.0f} s (worker killed)", worker.tail_lines())
         if code != 0:
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-            raise ShoalWorkerError(rank, f"worker {how}: {worker.last_error_line()}", worker.tail_lines())
+            line = worker.last_error_line()
+            if CONSEQUENCE_RE.search(line):
+                # Another rank failed first and this one only noticed: let that rank's task report the cause.
+                time.sleep(min(CONSEQUENCE_DELAY_S, max(0.0, deadline - time.monotonic())))
+            raise ShoalWorkerError(rank, f"worker {how}: {line}", worker.tail_lines())
         if write_err is not None:
             raise ShoalWorkerError(rank, f"worker exited 0 but stopped reading its input early ({write_err})", worker.tail_lines())
         result = worker.marked
