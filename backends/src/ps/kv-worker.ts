@@ -179,7 +179,9 @@ export class KVWorker {
 
   /**
    * Pull values, waiting for this worker's earlier pushes. Writes into `outs[i]` when given (full-size), else
-   * allocates. Returns the arrays.
+   * allocates. Returns the arrays. Over transports with `recvInto` (shm) big slices are received straight into
+   * them, so `outs` must not be read or written until the promise settles; after a failure they may hold part of
+   * the reply.
    */
   async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     const res = this.denseOutputs(keys, outs, 'use rowSparsePull');
@@ -202,7 +204,10 @@ export class KVWorker {
     return res;
   }
 
-  /** Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves). */
+  /**
+   * Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves; as
+   * for `pull`, leave them alone until the promise settles).
+   */
   async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
     const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
