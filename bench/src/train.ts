@@ -105,12 +105,22 @@ async function kernels(rt: TfjsRuntime, cpuSegments: number) {
   const a = tf.randomUniform([128, 784], -1, 1, 'float32', 1);
   const b = tf.randomUniform([128, 512], -1, 1, 'float32', 2);
   const at = tf.transpose(a);
-  const run = (ta: boolean) => () => tf.tidy(() => (ta ? tf.matMul(a, b, true, false) : tf.matMul(at, b)).dataSync());
+  // Timed bodies return nothing from tidy: a typed array returned from tf.tidy is walked element by element in
+  // search of tensors (~6 ms for 32k floats), which would swamp the kernels being timed.
+  const run = (ta: boolean) => () =>
+    tf.tidy(() => {
+      (ta ? tf.matMul(a, b, true, false) : tf.matMul(at, b)).dataSync();
+    });
   const stockOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
   const stock = timeIt(run(true), 5);
   const table = tf.randomUniform([4000, 32], -1, 1, 'float32', 4);
   const rowIds = tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % 4000), 'int32');
-  const gatherOnce = () => tf.tidy(() => tf.gather(table, rowIds).dataSync());
+  const gatherOnce = () => {
+    const g = tf.gather(table, rowIds);
+    const v = g.dataSync();
+    g.dispose();
+    return v;
+  };
   const gatherStockOut = gatherOnce().slice();
   const gatherStock = timeIt(gatherOnce, 20);
   const k = registerShoalKernels(tf);
@@ -129,8 +139,8 @@ async function kernels(rt: TfjsRuntime, cpuSegments: number) {
   const ids = (n: number) => tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % n), 'int32');
   const ids4000 = ids(4000);
   const idsCpu = ids(cpuSegments);
-  const wasm4000 = timeIt(() => tf.tidy(() => tf.unsortedSegmentSum(x, ids4000, 4000).dataSync()), 5);
-  const wasmSmall = timeIt(() => tf.tidy(() => tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync()), 5);
+  const wasm4000 = timeIt(() => tf.tidy(() => void tf.unsortedSegmentSum(x, ids4000, 4000).dataSync()), 5);
+  const wasmSmall = timeIt(() => tf.tidy(() => void tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync()), 5);
   const wasmOut = tf.tidy(() => tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync().slice());
   await tf.setBackend('cpu');
   const xc = tf.tensor(x.dataSync(), x.shape);
@@ -235,7 +245,7 @@ export async function run(args: string[]): Promise<void> {
   const cpuMs: Record<string, { plain: number; local: number }> = {};
   const kern = await kernels(rt, cpuSegments);
   console.log(`kernels: ${JSON.stringify(kern)}`);
-  const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 20 : 15);
+  const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 100 : 20);
   const launchedStepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 200 : 30);
   for (const model of ['rec', 'mlp'] as const) {
     const steps = stepsFor(model);
