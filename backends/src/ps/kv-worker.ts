@@ -78,6 +78,36 @@ export class KVWorker {
 
   private broken: Error | undefined;
   private readonly inflight = new Set<(e: Error) => void>();
+  /**
+   * Dense pulls (and pushPulls) still in flight, per key. In sync mode a server replies from its live weights
+   * without a copy (large replies are copied into the link by its writer thread after the call returned), so it
+   * must not apply this worker's next push to a key before the reply for that key has arrived here: a push waits
+   * for the pulls of its keys issued before it (MXNet's per-key ordering of push after pull).
+   */
+  private readonly pulling = new Map<string, Promise<void>>();
+
+  /** Register `done` as the pending pull of `keys` (cleared when it settles, unless a later pull replaced it). */
+  private trackPull(keys: readonly string[], done: Promise<unknown>): void {
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (const k of keys) this.pulling.set(k, settled);
+    void settled.then(() => {
+      for (const k of keys) if (this.pulling.get(k) === settled) this.pulling.delete(k);
+    });
+  }
+
+  /** Resolves once every pull of `keys` issued so far has settled (at once when there is none). */
+  private afterPulls(keys: readonly string[]): Promise<unknown> | undefined {
+    if (this.pulling.size === 0) return undefined;
+    const waits = new Set<Promise<void>>();
+    for (const k of keys) {
+      const w = this.pulling.get(k);
+      if (w) waits.add(w);
+    }
+    return waits.size ? Promise.all(waits) : undefined;
+  }
 
   /**
    * Connect to servers `ps-server-0..S-1` found through the store, check they were started for this job
@@ -158,6 +188,8 @@ export class KVWorker {
         p.arrays.push(g.subarray(sl.start, sl.end));
       }
     }
+    const before = this.afterPulls(keys);
+    if (before) await before;
     await Promise.all(per.map((p, s) => (p.keys.length ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.arrays]) : undefined)));
   }
 
@@ -194,13 +226,15 @@ export class KVWorker {
         p.targets.push(res[i]!.subarray(sl.start, sl.end));
       }
     });
-    await Promise.all(
+    const done = Promise.all(
       per.map(async (p, s) => {
         if (!p.keys.length) return;
         const got = (await this.callServer(s, 'pull', [this.rank, p.keys, p.counters], p.targets)) as FloatArray[];
         landValues('pull', s, p.keys, got, p.targets);
       }),
     );
+    this.trackPull(keys, done);
+    await done;
     return res;
   }
 
@@ -225,13 +259,19 @@ export class KVWorker {
     });
     // One request per server; the server has received every gradient before it replies, and only its reply
     // lands in `outs`, so `outs` may be the gradient arrays themselves.
-    await Promise.all(
-      per.map(async (p, s) => {
-        if (!p.keys.length) return;
-        const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays], p.targets)) as FloatArray[];
-        landValues('pushPull', s, p.keys, got, p.targets);
-      }),
-    );
+    const before = this.afterPulls(keys);
+    const done = (async () => {
+      if (before) await before;
+      await Promise.all(
+        per.map(async (p, s) => {
+          if (!p.keys.length) return;
+          const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays], p.targets)) as FloatArray[];
+          landValues('pushPull', s, p.keys, got, p.targets);
+        }),
+      );
+    })();
+    this.trackPull(keys, done);
+    await done;
     return res;
   }
 

@@ -109,4 +109,35 @@ test('shm ps: async mode with 8 outstanding pushes per worker sums exactly', asy
   }
 });
 
+test('shm ps: a push issued before the previous pull of its key settled waits for it; every pull sees whole rounds', async () => {
+  // Sync mode replies from the live weights without a copy: if a worker's next push reached the server before
+  // its pull reply had left, the round it completes could change the weights under the reply. The worker
+  // orders a push after the pulls of its keys, so every pull below reads one consistent round.
+  const n = 2;
+  const size = 600_000; // > 1 MiB per server slice: copied into the ring by the writer thread
+  const c = await shmCluster({ numServers: 2, numWorkers: n, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 20_000, bigKeyBound: 100_000 });
+  try {
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'w', size }], [ones(size, 0)])));
+    const sum = (n * (n + 1)) / 2;
+    const rounds = 8;
+    await Promise.all(
+      c.workers.map(async (w) => {
+        const grad = ones(size, w.rank + 1);
+        await w.push(['w'], [grad]);
+        for (let round = 1; round <= rounds; round++) {
+          const pulled = w.pull(['w']); // not awaited before the next push
+          const pushed = w.push(['w'], [grad]);
+          const [v] = await pulled;
+          allEqual(v!, sum * round, `rank ${w.rank} pull after round ${round}`);
+          await pushed;
+        }
+        const [last] = await w.pull(['w']);
+        allEqual(last!, sum * (rounds + 1), `rank ${w.rank} final pull`);
+      }),
+    );
+  } finally {
+    await c.close();
+  }
+});
+
 test.run();
