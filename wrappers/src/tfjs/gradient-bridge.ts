@@ -91,6 +91,7 @@ export class GradientBridge {
    * in step: nobody is left waiting in a collective).
    */
   async step(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank = this.sync.rank): Promise<number> {
+    if (this.sync.size === 1) return this.stepAlone(lossFn, optimizer, rank);
     const tf = this.tf;
     const t0 = performance.now();
     const varList = this.variables.map((v) => v.variable);
@@ -138,6 +139,42 @@ export class GradientBridge {
     });
     const t3 = performance.now();
     Object.assign(this.stats, { computeMs: t1 - t0, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
+    return loss;
+  }
+
+  /**
+   * One rank: nothing to exchange, so the gradients are checked where tfjs computed them and applied as they
+   * are, without the round trip through the flat buffer (two copies of every gradient). The same values reach
+   * the optimizer as on the collective path: a variable the loss does not depend on gets zeros there too.
+   */
+  private stepAlone(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank: number): number {
+    const tf = this.tf;
+    const t0 = performance.now();
+    const varList = this.variables.map((v) => v.variable);
+    const { value, grads } = tf.variableGrads(lossFn, varList);
+    let loss: number;
+    const zeros: tfjs.Tensor[] = [];
+    try {
+      loss = value.dataSync()[0]!;
+      for (const v of this.variables) {
+        const g = grads[v.variable.name];
+        if (!g) {
+          const z = tf.zerosLike(v.variable);
+          zeros.push(z);
+          grads[v.variable.name] = z;
+          continue;
+        }
+        const at = this.kernels.firstNonFinite(readFloats(tf, g));
+        if (at >= 0) throw Errors.nan(`the gradient of ${v.label} (rank ${rank}'s own gradient, element ${at})`, { variable: v.label, rank, localIndex: at });
+      }
+      const t1 = performance.now();
+      optimizer.applyGradients(this.variables.map((v) => ({ name: v.variable.name, tensor: grads[v.variable.name]! })));
+      const t2 = performance.now();
+      Object.assign(this.stats, { computeMs: t1 - t0, syncMs: 0, applyMs: t2 - t1, sparseRows: 0 });
+    } finally {
+      value.dispose();
+      for (const k of Object.keys(grads)) grads[k]!.dispose();
+    }
     return loss;
   }
 
