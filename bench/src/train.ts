@@ -15,7 +15,8 @@
  * - `torch-anchor`: the same models in a plain PyTorch loop, one CPU thread (bench/anchors/train_torch.py): how
  *   this machine's tfjs-wasm compares with a native framework.
  * In-process rows warm up 3 steps and are the best of 3 interleaved runs; `shoal run` rows warm up 8 steps (a fresh
- * process: JIT and wasm heap growth) and are one run of more steps (rec 200, mlp 30), whose per-step medians are
+ * process: JIT and wasm heap growth: 60 for rec, whose 2-worker steps take ~50 steps to settle; 8 for mlp) and are
+ * one run of more steps (rec 200, mlp 30), whose per-step medians are
  * reported beside the means: another process's load puts spikes into a few steps, which the medians ignore. Rows with more busy processes than cores are flagged.
  * The kernel section times shoal's kernel fixes against the stock kernels (see wrappers/src/tfjs/kernels.ts)
  * and checks they agree.
@@ -222,7 +223,7 @@ async function multi(
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
   const extra = backend === 'ring-sparse' ? ['--sparse-ring'] : [];
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), '--warmup', String(model === 'rec' ? 60 : 8), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
   if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
