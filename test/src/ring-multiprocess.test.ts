@@ -1,42 +1,17 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { startJsonLinesChild, withTimeout, type JsonLinesChild } from './json-lines-child.js';
 import { TcpStoreServer } from '@shoal/core';
 
 const worker = fileURLToPath(new URL('./ring-worker.js', import.meta.url));
 const nngBuilt = existsSync(fileURLToPath(new URL('../../core/native/nng/build/Release/shoal_nng.node', import.meta.url)));
 
-interface Rank {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  exited: Promise<number | null>;
-}
+type Rank = JsonLinesChild;
 
-function start(mode: string, rank: number, size: number, store: string, transport: string, timeoutMs: number, onLine?: (o: Record<string, unknown>) => void): Rank {
-  const child = spawn(process.execPath, [worker, mode, String(rank), String(size), store, transport, String(timeoutMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines: Record<string, unknown>[] = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-      const o = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
-      buf = buf.slice(i + 1);
-      lines.push(o);
-      onLine?.(o);
-    }
-  });
-  const exited = new Promise<number | null>((res) => child.on('exit', (c) => res(c)));
-  return { child, lines, exited };
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} took over ${ms} ms`)), ms)))]);
-  clearTimeout(t);
-  return r;
-}
+const start = (mode: string, rank: number, size: number, store: string, transport: string, timeoutMs: number, onLine?: (o: Record<string, unknown>) => void): Rank =>
+  startJsonLinesChild(worker, [mode, String(rank), String(size), store, transport, String(timeoutMs)], onLine);
 
 for (const transport of ['net', 'nng']) {
   test(`ring allreduce exact over ${transport} with 2, 3 and 4 processes`, async () => {
