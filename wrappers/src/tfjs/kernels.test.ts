@@ -158,6 +158,28 @@ test('UnsortedSegmentSum on wasm matches the cpu reference kernel (stock wasm ha
   assert.not.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'), 'restore() removes the kernel again');
 });
 
+/**
+ * Run `run` with the stock kernels, then with shoal's (`registered` among them): the same shapes and values bit for
+ * bit, no leaked tensors; then `more` with shoal's kernels still installed.
+ */
+function matchesStock(registered: string, run: () => Array<{ shape: number[]; data: Array<number | boolean> }>, more?: () => void): void {
+  const stock = run();
+  const k = registerShoalKernels(tf);
+  try {
+    assert.ok(k.registered.includes(registered));
+    const before = tf.memory().numTensors;
+    const fixed = run();
+    assert.is(tf.memory().numTensors, before, 'no leaked tensors');
+    fixed.forEach((f, i) => {
+      assert.equal(f.shape, stock[i]!.shape, `case ${i} shape`);
+      assert.equal(f.data, stock[i]!.data, `case ${i} values`);
+    });
+    more?.();
+  } finally {
+    k.restore();
+  }
+}
+
 test('GatherV2 on wasm matches the stock kernel bit for bit, falls back off the rows case, and names a bad index', () => {
   const cases: Array<{ xs: number[]; dtype: 'float32' | 'int32'; ids: number[]; idShape: number[]; axis: number }> = [
     { xs: [4000, 32], dtype: 'float32', ids: Array.from({ length: 1024 }, (_, k) => (k * 7919) % 4000), idShape: [1024, 1], axis: 0 },
@@ -176,17 +198,8 @@ test('GatherV2 on wasm matches the stock kernel bit for bit, falls back off the 
         return { shape: out.shape, data: Array.from(out.dataSync()) };
       }),
     );
-  const stock = run();
-  const k = registerShoalKernels(tf);
-  try {
-    assert.ok(k.registered.includes('GatherV2@wasm'));
+  matchesStock('GatherV2@wasm', run, () => {
     const before = tf.memory().numTensors;
-    const fixed = run();
-    assert.is(tf.memory().numTensors, before, 'no leaked tensors');
-    fixed.forEach((f, i) => {
-      assert.equal(f.shape, stock[i]!.shape, `case ${i} shape`);
-      assert.equal(f.data, stock[i]!.data, `case ${i} values`);
-    });
     const table = tf.tensor2d([1, 2, 3, 4], [2, 2]);
     try {
       tf.tidy(() => tf.gather(table, tf.tensor1d([1, 2], 'int32')));
@@ -196,9 +209,7 @@ test('GatherV2 on wasm matches the stock kernel bit for bit, falls back off the 
     }
     table.dispose();
     assert.is(tf.memory().numTensors, before, 'the failed gather leaks nothing');
-  } finally {
-    k.restore();
-  }
+  });
   assert.ok(tf.getKernel('GatherV2', 'wasm'), 'restore() puts the stock kernel back');
 });
 
@@ -223,26 +234,14 @@ test('Slice on wasm matches the stock kernel bit for bit for every rank, cut and
         return { shape: out.shape, data: Array.from(out.dataSync()) };
       }),
     );
-  const stock = run();
-  const k = registerShoalKernels(tf);
-  try {
-    assert.ok(k.registered.includes('Slice@wasm'));
-    const before = tf.memory().numTensors;
-    const fixed = run();
-    assert.is(tf.memory().numTensors, before, 'no leaked tensors');
-    fixed.forEach((f, i) => {
-      assert.equal(f.shape, stock[i]!.shape, `case ${i} shape`);
-      assert.equal(f.data, stock[i]!.data, `case ${i} values`);
-    });
+  matchesStock('Slice@wasm', run, () => {
     // Gradients through a slice (its backward is a pad) are unchanged.
     const w = tf.variable(tf.tensor2d([1, 2, 3, 4, 5, 6], [2, 3]), true, 'kernels_test_slice');
     const { grads } = tf.variableGrads(() => tf.slice(w, [0, 1], [2, 2]).square().sum() as tfjsScalar, [w]);
     assert.equal(Array.from(grads['kernels_test_slice']!.dataSync()), [0, 4, 6, 0, 10, 12]);
     tf.dispose(Object.values(grads));
     w.dispose();
-  } finally {
-    k.restore();
-  }
+  });
 });
 
 test.run();
