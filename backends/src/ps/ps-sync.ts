@@ -95,8 +95,13 @@ export class PsSync implements GradientSync {
     await this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan });
     const key = `s:${grad.name}`;
     await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
-    await this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
-    const last = await this.kv.rowSparsePullLast(key);
+    // The pull of the merged rows goes out right behind the push (it counts this push, so the servers answer it
+    // once the round is complete): one round trip instead of two.
+    const pushed = this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
+    const pulled = this.kv.rowSparsePullLast(key);
+    pulled.catch(() => {}); // awaited below; if the push fails first, not unhandled
+    await pushed;
+    const last = await pulled;
     const rows = last.rows as Float32Array;
     if (this.size > 1) for (let i = 0; i < rows.length; i++) rows[i]! /= this.size;
     this.ops++;
