@@ -183,6 +183,65 @@ test('waiting does not block the event loop; no segment left in /dev/shm', async
   }
 });
 
+test('arrays over a SharedArrayBuffer reduce like any other (small and large: JS-thread and native-thread paths)', async () => {
+  const cs = await group(2, { chunkBytes: 64 << 10 });
+  try {
+    for (const len of [16, 300_000]) {
+      const data = cs.map((_, r) => {
+        const a = new Float32Array(new SharedArrayBuffer(len * 4));
+        for (let i = 0; i < len; i++) a[i] = r + 1 + (i % 5);
+        return a;
+      });
+      await Promise.all(cs.map((c, r) => c.allreduce(data[r]!, 'sum')));
+      for (const d of data) for (let i = 0; i < len; i++) if (d[i] !== 3 + 2 * (i % 5)) assert.unreachable(`len ${len} [${i}] = ${d[i]}`);
+    }
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('a call made while a queued call is in flight runs after every earlier call (call order on every rank)', async () => {
+  const cs = await group(2);
+  try {
+    const big = (3 << 20) / 4; // past the JS-thread limit: these calls go to the native thread (async)
+    const lens = [big, big, 64, 64, 64];
+    const mk = (k: number, r: number) => Int32Array.from({ length: lens[k]! }, () => (k + 1) * 10 + r);
+    const mine = lens.map((_, k) => mk(k, 1));
+    const theirs = lens.map((_, k) => mk(k, 0));
+    // Rank 1: call 0 starts, calls 1 and 2 queue behind it.
+    const p = [0, 1, 2].map((k) => cs[1]!.allreduce(mine[k]!, 'sum'));
+    // Rank 0 completes call 0, so rank 1's queued call 1 starts and waits for rank 0 ...
+    await cs[0]!.allreduce(theirs[0]!, 'sum');
+    await p[0];
+    await new Promise((res) => setTimeout(res, 20));
+    // ... and while it is in flight rank 1 makes calls 3 and 4: they must run after call 2.
+    p.push(cs[1]!.allreduce(mine[3]!, 'sum'), cs[1]!.allreduce(mine[4]!, 'sum'));
+    for (const k of [1, 2, 3, 4]) await cs[0]!.allreduce(theirs[k]!, 'sum');
+    await Promise.all(p);
+    for (let k = 0; k < lens.length; k++)
+      for (const d of [mine[k]!, theirs[k]!]) if (d[0] !== 2 * (k + 1) * 10 + 1) assert.unreachable(`call ${k}: ${d[0]}, want ${2 * (k + 1) * 10 + 1}`);
+  } finally {
+    await closeAll(cs);
+  }
+});
+
+test('timeoutMs Infinity means no practical deadline (not an immediate timeout)', async () => {
+  const store = new MemoryStore().prefixed('inf');
+  const a = ShmCollective.connect({ rank: 0, size: 2, store, prefix, timeoutMs: Infinity });
+  const b = ShmCollective.connect({ rank: 1, size: 2, store, prefix, timeoutMs: Infinity });
+  const cs = await Promise.all([a, b]);
+  try {
+    const x = Int32Array.of(1, 2, 3);
+    const y = Int32Array.of(10, 20, 30);
+    const first = cs[0]!.allreduce(x, 'sum');
+    await new Promise((res) => setTimeout(res, 50)); // rank 0 waits for rank 1
+    await Promise.all([first, cs[1]!.allreduce(y, 'sum')]);
+    assert.equal(Array.from(x), [11, 22, 33]);
+  } finally {
+    await closeAll(cs);
+  }
+});
+
 test('ranks as worker threads of one process: exact sums on 3 ranks', async () => {
   const { TcpStoreServer } = await import('../store/tcp.js');
   const server = await TcpStoreServer.start();

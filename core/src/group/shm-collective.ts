@@ -5,7 +5,7 @@ import type { NumericArray, ReduceOp } from '../kernels/reduce-kernels.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
-import { deferred, type Deferred } from '../util.js';
+import { deferred, MAX_TIMER_MS, type Deferred } from '../util.js';
 
 /**
  * Same-host collectives over one shared segment (core/native/shmcoll; DeepSpeed's and oneCCL's CPU shm
@@ -150,8 +150,10 @@ export class ShmCollective {
       throw Errors.invalidArg('options.chunkBytes', `must be a multiple of 4096 in [4096, 2^30], got ${chunkBytes}`);
     const buffers = opts.buffers ?? 4;
     if (!Number.isInteger(buffers) || buffers < 2 || buffers > 16) throw Errors.invalidArg('options.buffers', `must be an integer in [2, 16], got ${buffers}`);
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!(timeoutMs > 0)) throw Errors.invalidArg('options.timeoutMs', `must be > 0, got ${timeoutMs}`);
+    // Infinity (the project's "no timeout") and huge values become the longest timer Node has (~24.8 days): the
+    // native side takes whole milliseconds.
+    const timeoutMs = Math.min(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, MAX_TIMER_MS);
+    if (!(timeoutMs > 0)) throw Errors.invalidArg('options.timeoutMs', `must be > 0, got ${opts.timeoutMs}`);
     for (const k of ['syncMaxBytes', 'syncSpinMicros', 'spinMicros'] as const) {
       const v = opts[k];
       if (v !== undefined && !(v >= 0)) throw Errors.invalidArg(`options.${k}`, `must be >= 0, got ${v}`);
@@ -188,7 +190,12 @@ export class ShmCollective {
         if (code === 'ENOENT') throw Errors.peerClosed(`shm-collective /dev/shm/${name}`, 'segment gone before this rank mapped it (rank 0 failed?)', e);
         throw Errors.transport(`shm-collective attach /dev/shm/${name}`, (e as Error).message, e);
       }
-      await store.set(`shmcoll/mapped/${rank}`, '1');
+      try {
+        await store.set(`shmcoll/mapped/${rank}`, '1');
+      } catch (e) {
+        native.close();
+        throw e;
+      }
     }
     const c = new ShmCollective({ ...opts, timeoutMs }, native);
     box.self = c;
@@ -234,7 +241,13 @@ export class ShmCollective {
   private enqueue(kind: number, dt: number, op: number, data: NumericArray | Uint8Array | null, root: number): Promise<void> {
     if (this.closedFlag) return Promise.reject(Errors.closed('shm-collective'));
     if (this.failure) return Promise.reject(this.failure);
-    if (!this.busy && this.queued === 0) return this.launch(kind, dt, op, data, root);
+    if (!this.busy && this.queued === 0) {
+      const now = this.launch(kind, dt, op, data, root);
+      this.tail = now.catch(() => {});
+      return now;
+    }
+    // Queued calls run in call order: each chains on the previous call's promise (`tail`), which only this
+    // function moves.
     this.queued++;
     const go = () => {
       this.queued--;
@@ -249,19 +262,25 @@ export class ShmCollective {
     if (this.closedFlag) return Promise.reject(Errors.closed('shm-collective'));
     if (this.failure) return Promise.reject(this.failure);
     const bytes = data?.byteLength ?? 0;
-    const seq = (this.opSeq = (this.opSeq + 1) >>> 0);
+    const seq = (this.opSeq + 1) >>> 0;
+    const syncSpin = bytes <= this.syncMaxBytes ? this.syncSpinMicros : 0;
+    let r: number | [string, string];
+    try {
+      r = this.native.start(kind, dt, op, data, data?.length ?? 0, root, seq, this.timeoutMs, syncSpin, this.spinMicros);
+    } catch (e) {
+      // Not started on this rank (bad argument): its op number is not used, and the peers, which may have
+      // started it, time out naming this rank.
+      return Promise.reject(e);
+    }
+    this.opSeq = seq;
     this.st.ops++;
     this.st.bytes += bytes;
-    const syncSpin = bytes <= this.syncMaxBytes ? this.syncSpinMicros : 0;
-    const r = this.native.start(kind, dt, op, data, data?.length ?? 0, root, seq, this.timeoutMs, syncSpin, this.spinMicros);
     if (r === 0) return Promise.resolve();
     if (typeof r !== 'number') return Promise.reject(this.toError(r[0], r[1]));
     this.busy = true;
     const d = deferred<void>();
     this.inflight = d;
-    const p = d.promise;
-    this.tail = p.catch(() => {});
-    return p;
+    return d.promise;
   }
 
   private onDone(code: string, message: string): void {

@@ -597,8 +597,15 @@ class Coll : public Napi::ObjectWrap<Coll> {
     op.op = info[2].As<Napi::Number>().Int32Value();
     op.esize = esizeOf(op.dtype);
     if (info[3].IsTypedArray()) {
-      Napi::TypedArray ta = info[3].As<Napi::TypedArray>();
-      op.data = (uint8_t*)ta.ArrayBuffer().Data() + ta.ByteOffset();
+      // The data pointer straight from the typed array: also right for a SharedArrayBuffer behind it (the C++
+      // wrapper's ArrayBuffer() rejects those and would leave a null pointer with an exception pending).
+      void* p = nullptr;
+      size_t len = 0;
+      if (napi_get_typedarray_info(env, info[3], nullptr, &len, &p, nullptr, nullptr) != napi_ok || (p == nullptr && len > 0)) {
+        throwErr(env, "ERR_INVALID_ARG", "data: cannot read the typed array's memory");
+        return env.Undefined();
+      }
+      op.data = (uint8_t*)p;
     }
     op.count = (uint64_t)info[4].As<Napi::Number>().Int64Value();
     op.root = info[5].As<Napi::Number>().Uint32Value();
