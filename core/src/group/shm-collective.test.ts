@@ -281,4 +281,44 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
   }
 });
 
+test('a worker-thread rank terminated in the middle of an op: the other rank fails with ERR_PEER_CLOSED, nothing crashes', async () => {
+  const { TcpStoreServer } = await import('../store/tcp.js');
+  const server = await TcpStoreServer.start();
+  try {
+    // Rank 1 (a thread) starts an 8 MiB allreduce that rank 0 never joins, and is terminated while it waits on
+    // its native thread; rank 0 (this thread) then calls the op and must see the group closed.
+    const src = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
+        const c = await core.ShmCollective.connect({ rank: 1, size: 2, store: store.prefixed('term'), prefix: workerData.prefix, timeoutMs: 10000 });
+        c.allreduce(new Float32Array(2 << 20)).catch(() => {});
+        parentPort.postMessage('in-op');
+      })().catch((e) => parentPort.postMessage(String(e && e.stack)));
+    `;
+    const { TcpStore } = await import('../store/tcp.js');
+    const store = await TcpStore.connect(server.url, { timeoutMs: 10_000 });
+    const w = new Worker(src, { eval: true, workerData: { url: server.url, prefix } });
+    const [c, msg] = await Promise.all([
+      ShmCollective.connect({ rank: 0, size: 2, store: store.prefixed('term'), prefix, timeoutMs: 10_000 }),
+      new Promise((resolve) => w.once('message', resolve)),
+    ]);
+    assert.is(msg, 'in-op');
+    await new Promise((res) => setTimeout(res, 50));
+    await w.terminate();
+    const t0 = Date.now();
+    const err = await c.allreduce(new Float32Array(2 << 20)).then(
+      () => null,
+      (e: { code?: string }) => e,
+    );
+    assert.is(err?.code, 'ERR_PEER_CLOSED', String(err));
+    assert.ok(Date.now() - t0 < 5_000, 'noticed well within the timeout');
+    await c.close();
+    await store.close();
+  } finally {
+    await server.close();
+  }
+});
+
 test.run();

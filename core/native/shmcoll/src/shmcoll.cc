@@ -251,7 +251,14 @@ class Coll : public Napi::ObjectWrap<Coll> {
       __atomic_fetch_add(&hdr_->attached, 1, __ATOMIC_SEQ_CST);
     }
     pid_ = getpid();
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[6].As<Napi::Function>(), "shoal-shmcoll", 0, 1);
+    // The finalizer runs when Node tears the environment down (a worker thread terminated, the process exiting)
+    // before close(): it stops this collective's thread there, so the thread never calls into a freed TSFN. After
+    // a close() it only frees the guard (`owner` is cleared first).
+    guard_ = new TsfnGuard{this};
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[6].As<Napi::Function>(), "shoal-shmcoll", 0, 1, [](Napi::Env, TsfnGuard* g) {
+      if (g->owner) g->owner->tsfnFinalized();
+      delete g;
+    }, guard_);
     tsfn_.Unref(env);
     hasTsfn_ = true;
     worker_ = std::thread([this] { loop(); });
@@ -565,7 +572,8 @@ class Coll : public Napi::ObjectWrap<Coll> {
       lk.lock();
       pendingOp_ = false;
       lk.unlock();
-      tsfn_.BlockingCall(this, [](Napi::Env env, Napi::Function cb, Coll* self) { self->complete(env, cb); });
+      // Once the environment is going away the call fails with napi_closing (the finalizer waits for this thread).
+      if (!tsfnDead_.load()) tsfn_.BlockingCall(this, [](Napi::Env env, Napi::Function cb, Coll* self) { self->complete(env, cb); });
       lk.lock();
     }
   }
@@ -686,9 +694,32 @@ class Coll : public Napi::ObjectWrap<Coll> {
     return info.Env().Undefined();
   }
 
+  /** The TSFN's finalizer, on the JS thread, before close(): abort, stop and join the thread; no Release() later. */
+  void tsfnFinalized() {
+    guard_ = nullptr;
+    tsfnDead_.store(true);
+    hasTsfn_ = false;
+    if (base_ && !closed_) {
+      closing_ = true;
+      setAbort(1);
+    }
+    if (worker_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_ = true;
+      }
+      cv_.notify_one();
+      worker_.join();
+    }
+  }
+
   void shutdown() {
     if (closed_) return;
     closed_ = true;
+    if (guard_) {
+      guard_->owner = nullptr;
+      guard_ = nullptr;
+    }
     if (base_) {
       closing_ = true;
       setAbort(1);
@@ -725,6 +756,11 @@ class Coll : public Napi::ObjectWrap<Coll> {
   Napi::Reference<Napi::Value> dataRef_;
   Napi::ThreadSafeFunction tsfn_;
   bool hasTsfn_ = false;
+  struct TsfnGuard {
+    Coll* owner;
+  };
+  TsfnGuard* guard_ = nullptr;
+  std::atomic<bool> tsfnDead_{false};
   std::thread worker_;
   std::mutex mu_;
   std::condition_variable cv_;
