@@ -43,6 +43,12 @@ export class GradientBridge {
   private readonly offsets: number[] = [];
   private readonly dense: DenseTensor[] = [];
   private readonly sparseIdx: number[] = [];
+  /**
+   * The sparse variables grouped by row size: each group goes through one `sparseAllreduceMean` call as one
+   * table (the variables' rows stacked, in variable order), so a step costs one row-sparse collective (on ps: one
+   * agreement and one push/pull round) per row size instead of one per table.
+   */
+  private readonly sparseGroups: { name: string; rowSize: number; vars: number[]; firstRow: number[]; numRows: number }[] = [];
   private readonly useSparse: boolean;
   private readonly kernels: ReduceKernels;
 
@@ -73,6 +79,18 @@ export class GradientBridge {
       if (this.useSparse && v.sparse && v.variable.shape.length === 2) this.sparseIdx.push(i);
       else this.dense.push({ name: v.name, shape: v.variable.shape, data: view });
     });
+    for (const i of this.sparseIdx) {
+      const [numRows, rowSize] = variables[i]!.variable.shape as [number, number];
+      let g = this.sparseGroups.find((x) => x.rowSize === rowSize);
+      if (!g) {
+        g = { name: '', rowSize, vars: [], firstRow: [], numRows: 0 };
+        this.sparseGroups.push(g);
+      }
+      g.vars.push(i);
+      g.firstRow.push(g.numRows);
+      g.numRows += numRows;
+    }
+    for (const g of this.sparseGroups) g.name = g.vars.length === 1 ? variables[g.vars[0]!]!.name : g.vars.map((i) => variables[i]!.name).join('+');
   }
 
   /** Number of float32 values in one step's gradients. */
@@ -117,11 +135,12 @@ export class GradientBridge {
     let sparseRows = 0;
     try {
       await this.sync.allreduceMean(this.dense);
-      for (const i of this.sparseIdx) sparseRows += await this.syncSparse(i);
+      for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
     } catch (e) {
       if (!isShoalError(e, 'ERR_NAN')) throw e;
       const wire = String(e.context.tensor ?? '').replace(/^s:|^g:/, '');
-      const other = this.variables.find((v) => v.name === wire);
+      // A group of sparse tables travels as one tensor named `a+b`: name its first table.
+      const other = this.variables.find((v) => v.name === wire) ?? this.variables.find((v) => wire.split('+').includes(v.name));
       const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
       throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
     }
@@ -188,33 +207,53 @@ export class GradientBridge {
     return { label: this.variables[i]!.label, index: at - this.offsets[i]! };
   }
 
-  private async syncSparse(i: number): Promise<number> {
-    const v = this.variables[i]!;
-    const [numRows, rowSize] = v.variable.shape as [number, number];
-    const g = this.view(i);
+  /** One row-sparse collective for a group of tables: their touched rows out, the merged mean rows back in. */
+  private async syncSparse(grp: (typeof this.sparseGroups)[number]): Promise<number> {
+    const { rowSize, numRows } = grp;
     const touched: number[] = [];
-    for (let r = 0; r < numRows; r++) {
-      const base = r * rowSize;
-      for (let j = 0; j < rowSize; j++) {
-        if (g[base + j] !== 0) {
-          touched.push(r);
-          break;
+    grp.vars.forEach((i, k) => {
+      const g = this.view(i);
+      const rows = this.variables[i]!.variable.shape[0]!;
+      for (let r = 0; r < rows; r++) {
+        const base = r * rowSize;
+        for (let j = 0; j < rowSize; j++) {
+          if (g[base + j] !== 0) {
+            touched.push(grp.firstRow[k]! + r);
+            break;
+          }
         }
       }
-    }
+    });
+    // Group row id -> (variable, row): variables are stacked in order, so walk the sorted ids with a cursor.
+    const locate = (id: number, k: number) => {
+      while (k + 1 < grp.vars.length && id >= grp.firstRow[k + 1]!) k++;
+      return k;
+    };
     const rows = new Float32Array(touched.length * rowSize);
-    touched.forEach((r, k) => rows.set(g.subarray(r * rowSize, (r + 1) * rowSize), k * rowSize));
-    const local: RowSparseTensor = { name: v.name, numRows, rowSize, rowIds: Int32Array.from(touched), rows };
+    let k = 0;
+    touched.forEach((id, n) => {
+      k = locate(id, k);
+      const r = id - grp.firstRow[k]!;
+      rows.set(this.view(grp.vars[k]!).subarray(r * rowSize, (r + 1) * rowSize), n * rowSize);
+    });
+    const local: RowSparseTensor = { name: grp.name, numRows, rowSize, rowIds: Int32Array.from(touched), rows };
     const merged = await this.sync.sparseAllreduceMean!(local);
-    if (merged.rowSize !== rowSize) throw Errors.mismatch(`sparse gradient ${v.name}`, `row size ${merged.rowSize} != ${rowSize}`);
-    g.fill(0);
-    for (let k = 0; k < merged.rowIds.length; k++) {
-      const r = merged.rowIds[k]!;
-      if (r < 0 || r >= numRows) throw Errors.badFrame(`sparse gradient ${v.name}`, `row id ${r} outside [0, ${numRows})`);
-      g.set(merged.rows.subarray(k * rowSize, (k + 1) * rowSize), r * rowSize);
+    if (merged.rowSize !== rowSize) throw Errors.mismatch(`sparse gradient ${grp.name}`, `row size ${merged.rowSize} != ${rowSize}`);
+    for (const i of grp.vars) this.view(i).fill(0);
+    k = 0;
+    let prev = -1;
+    for (let n = 0; n < merged.rowIds.length; n++) {
+      const id = merged.rowIds[n]!;
+      if (id < 0 || id >= numRows) throw Errors.badFrame(`sparse gradient ${grp.name}`, `row id ${id} outside [0, ${numRows})`);
+      if (id < prev) k = 0; // ids come sorted from every engine; stay correct if one does not
+      prev = id;
+      k = locate(id, k);
+      const r = id - grp.firstRow[k]!;
+      this.view(grp.vars[k]!).set(merged.rows.subarray(n * rowSize, (n + 1) * rowSize), r * rowSize);
     }
     return touched.length;
   }
+
 }
 
 /**
