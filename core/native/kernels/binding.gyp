@@ -3,6 +3,7 @@
     {
       "target_name": "shoal_kernels",
       "sources": ["src/kernels.c"],
+      "include_dirs": ["../include"],
       "cflags": ["-O3", "-std=c11", "-fno-strict-aliasing"],
       "cflags!": ["-O2"],
       "defines": ["NAPI_VERSION=8"]

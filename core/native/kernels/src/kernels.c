@@ -20,42 +20,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <math.h>
-#if defined(__x86_64__) || defined(__i386__)
+#include "shoal_reduce.h"
+#ifdef SHOAL_X86
 #include <immintrin.h>
-#define SHOAL_X86 1
 #endif
-
-#if defined(SHOAL_X86) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
-#define DEF_SUM(T, NAME)                                                                     \
-  CLONES static void NAME##_sum(T *restrict d, const T *restrict s, size_t n) {             \
-    for (size_t i = 0; i < n; i++) d[i] += s[i];                                             \
-  }
-#define DEF_REDUCE(T, NAME)                                                                  \
-  CLONES static void NAME##_min(T *restrict d, const T *restrict s, size_t n) {             \
-    for (size_t i = 0; i < n; i++) d[i] = s[i] < d[i] ? s[i] : d[i];                         \
-  }                                                                                          \
-  CLONES static void NAME##_max(T *restrict d, const T *restrict s, size_t n) {             \
-    for (size_t i = 0; i < n; i++) d[i] = s[i] > d[i] ? s[i] : d[i];                         \
-  }
-
-DEF_SUM(float, f32)
-DEF_SUM(double, f64)
-DEF_SUM(uint32_t, u32) /* int32 sum wraps like JS `|0`, without signed-overflow UB */
-DEF_REDUCE(float, f32)
-DEF_REDUCE(double, f64)
-DEF_REDUCE(int32_t, i32)
-
-CLONES static void scale_f32(float *restrict d, float f, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] *= f;
-}
-CLONES static void scale_f64(double *restrict d, double f, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] *= f;
-}
 
 /* ---- half floats ---- */
 static inline float h2f_scalar(uint16_t h) {
@@ -194,14 +162,14 @@ static napi_value js_reduce(napi_env env, napi_callback_info info) {
   }
   switch (d.type) {
     case napi_float32_array:
-      (op == 0 ? f32_sum : op == 1 ? f32_min : f32_max)((float *)d.data, (const float *)s.data, d.length);
+      (op == 0 ? shoal_f32_sum : op == 1 ? shoal_f32_min : shoal_f32_max)((float *)d.data, (const float *)s.data, d.length);
       break;
     case napi_float64_array:
-      (op == 0 ? f64_sum : op == 1 ? f64_min : f64_max)((double *)d.data, (const double *)s.data, d.length);
+      (op == 0 ? shoal_f64_sum : op == 1 ? shoal_f64_min : shoal_f64_max)((double *)d.data, (const double *)s.data, d.length);
       break;
     case napi_int32_array:
-      if (op == 0) u32_sum((uint32_t *)d.data, (const uint32_t *)s.data, d.length);
-      else (op == 1 ? i32_min : i32_max)((int32_t *)d.data, (const int32_t *)s.data, d.length);
+      if (op == 0) shoal_u32_sum((uint32_t *)d.data, (const uint32_t *)s.data, d.length);
+      else (op == 1 ? shoal_i32_min : shoal_i32_max)((int32_t *)d.data, (const int32_t *)s.data, d.length);
       break;
     default:
       napi_throw_type_error(env, "ERR_INVALID_ARG", "dtype must be Float32Array, Float64Array or Int32Array");
@@ -258,8 +226,8 @@ static napi_value js_scale(napi_env env, napi_callback_info info) {
   if (!get_view(env, argv[0], &d, "dst")) return NULL;
   double f;
   napi_get_value_double(env, argv[1], &f);
-  if (d.type == napi_float32_array) scale_f32((float *)d.data, (float)f, d.length);
-  else if (d.type == napi_float64_array) scale_f64((double *)d.data, f, d.length);
+  if (d.type == napi_float32_array) shoal_scale_f32((float *)d.data, (float)f, d.length);
+  else if (d.type == napi_float64_array) shoal_scale_f64((double *)d.data, f, d.length);
   else {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "scale(dst) needs a Float32Array or Float64Array");
     return NULL;
@@ -269,34 +237,23 @@ static napi_value js_scale(napi_env env, napi_callback_info info) {
 
 /* NaN/Inf <=> all exponent bits set. Tested on the bits with integer ops, which vectorise (a float any() written
  * as acc += a[i] * 0 does not: without -ffast-math the sum is one serial dependency chain, ~1 ns/element). */
-CLONES static int64_t nonfinite_f32(const float *a, size_t n) {
-  for (size_t b = 0; b < n; b += 4096) {
-    size_t e = b + 4096 < n ? b + 4096 : n;
-    uint32_t bad = 0;
-    for (size_t i = b; i < e; i++) {
-      uint32_t u;
-      memcpy(&u, &a[i], sizeof u);
-      bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
-    }
-    if (bad)
-      for (size_t i = b; i < e; i++) if (!isfinite(a[i])) return (int64_t)i;
+#define DEF_NONFINITE(T, U, EXP, NAME)                                                       \
+  CLONES static int64_t nonfinite_##NAME(const T *a, size_t n) {                            \
+    for (size_t b = 0; b < n; b += 4096) {                                                   \
+      size_t e = b + 4096 < n ? b + 4096 : n;                                                \
+      U bad = 0;                                                                             \
+      for (size_t i = b; i < e; i++) {                                                       \
+        U u;                                                                                 \
+        memcpy(&u, &a[i], sizeof u);                                                         \
+        bad |= (U)((u & EXP) == EXP);                                                        \
+      }                                                                                      \
+      if (bad)                                                                               \
+        for (size_t i = b; i < e; i++) if (!isfinite(a[i])) return (int64_t)i;               \
+    }                                                                                        \
+    return -1;                                                                               \
   }
-  return -1;
-}
-CLONES static int64_t nonfinite_f64(const double *a, size_t n) {
-  for (size_t b = 0; b < n; b += 4096) {
-    size_t e = b + 4096 < n ? b + 4096 : n;
-    uint64_t bad = 0;
-    for (size_t i = b; i < e; i++) {
-      uint64_t u;
-      memcpy(&u, &a[i], sizeof u);
-      bad |= (uint64_t)((u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-    }
-    if (bad)
-      for (size_t i = b; i < e; i++) if (!isfinite(a[i])) return (int64_t)i;
-  }
-  return -1;
-}
+DEF_NONFINITE(float, uint32_t, 0x7f800000u, f32)
+DEF_NONFINITE(double, uint64_t, 0x7ff0000000000000ull, f64)
 
 static napi_value js_first_nonfinite(napi_env env, napi_callback_info info) {
   napi_value argv[1];

@@ -40,9 +40,9 @@
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__) || defined(__i386__)
+#include "shoal_reduce.h"
+#ifdef SHOAL_X86
 #include <immintrin.h>
-#define SHOAL_X86 1
 #endif
 
 #include <atomic>
@@ -52,45 +52,7 @@
 #include <string>
 #include <thread>
 
-#if defined(SHOAL_X86) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
-// ---- kernels (plain loops, vectorised by -O3; an AVX2 clone picked at load time like core/native/kernels) ----
-#define DEF_K(T, NAME)                                                                              \
-  CLONES void shoal_coll_##NAME##_sum3(T* __restrict d, const T* __restrict a, const T* __restrict b, size_t n) { \
-    for (size_t i = 0; i < n; i++) d[i] = a[i] + b[i];                                               \
-  }                                                                                                 \
-  CLONES void shoal_coll_##NAME##_sum(T* __restrict d, const T* __restrict s, size_t n) {           \
-    for (size_t i = 0; i < n; i++) d[i] += s[i];                                                     \
-  }
-#define DEF_MM(T, NAME)                                                                             \
-  CLONES void shoal_coll_##NAME##_min3(T* __restrict d, const T* __restrict a, const T* __restrict b, size_t n) { \
-    for (size_t i = 0; i < n; i++) d[i] = b[i] < a[i] ? b[i] : a[i];                                 \
-  }                                                                                                 \
-  CLONES void shoal_coll_##NAME##_min(T* __restrict d, const T* __restrict s, size_t n) {           \
-    for (size_t i = 0; i < n; i++) d[i] = s[i] < d[i] ? s[i] : d[i];                                 \
-  }                                                                                                 \
-  CLONES void shoal_coll_##NAME##_max3(T* __restrict d, const T* __restrict a, const T* __restrict b, size_t n) { \
-    for (size_t i = 0; i < n; i++) d[i] = b[i] > a[i] ? b[i] : a[i];                                 \
-  }                                                                                                 \
-  CLONES void shoal_coll_##NAME##_max(T* __restrict d, const T* __restrict s, size_t n) {           \
-    for (size_t i = 0; i < n; i++) d[i] = s[i] > d[i] ? s[i] : d[i];                                 \
-  }
-DEF_K(float, f32)
-DEF_K(double, f64)
-DEF_K(uint32_t, u32)  // int32 sums wrap modulo 2^32 without signed-overflow UB
-DEF_MM(float, f32)
-DEF_MM(double, f64)
-DEF_MM(int32_t, i32)
-CLONES void shoal_coll_scale_f32(float* __restrict d, float f, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] *= f;
-}
-CLONES void shoal_coll_scale_f64(double* __restrict d, double f, size_t n) {
-  for (size_t i = 0; i < n; i++) d[i] *= f;
-}
+// ---- kernels: the shared reduction loops (core/native/include/shoal_reduce.h) plus int32 mean ----
 void shoal_coll_div_i32(int32_t* d, int32_t p, size_t n) {
   for (size_t i = 0; i < n; i++) d[i] = d[i] / p;  // truncates toward zero (like Math.trunc)
 }
@@ -476,8 +438,8 @@ class Coll : public Napi::ObjectWrap<Coll> {
       memcpy(d, mine, len * op.esize);
     } else {
       int o = op.op == MEAN ? SUM : op.op;
-#define RED3(T, NAME, OPN) shoal_coll_##NAME##_##OPN##3((T*)d, (const T*)src(0), (const T*)src(1), len)
-#define RED2(T, NAME, OPN, q) shoal_coll_##NAME##_##OPN((T*)d, (const T*)src(q), len)
+#define RED3(T, NAME, OPN) shoal_##NAME##_##OPN##3((T*)d, (const T*)src(0), (const T*)src(1), len)
+#define RED2(T, NAME, OPN, q) shoal_##NAME##_##OPN((T*)d, (const T*)src(q), len)
 #define ALL(TS, NAMESUM, TM, NAMEMM)                                                    \
   if (o == SUM) {                                                                       \
     RED3(TS, NAMESUM, sum);                                                             \
@@ -498,8 +460,8 @@ class Coll : public Napi::ObjectWrap<Coll> {
       }
     }
     if (op.op == MEAN) {
-      if (op.dtype == F32) shoal_coll_scale_f32((float*)d, (float)(1.0 / size_), len);
-      else if (op.dtype == F64) shoal_coll_scale_f64((double*)d, 1.0 / size_, len);
+      if (op.dtype == F32) shoal_scale_f32((float*)d, (float)(1.0 / size_), len);
+      else if (op.dtype == F64) shoal_scale_f64((double*)d, 1.0 / size_, len);
       else shoal_coll_div_i32((int32_t*)d, (int32_t)size_, len);
     }
     memcpy(mine, d, len * op.esize);
@@ -703,14 +665,18 @@ class Coll : public Napi::ObjectWrap<Coll> {
       closing_ = true;
       setAbort(1);
     }
-    if (worker_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        stop_ = true;
-      }
-      cv_.notify_one();
-      worker_.join();
+    stopThread();
+  }
+
+  /** Ask the collective's thread to exit after its current op (which the abort word ends) and wait for it. */
+  void stopThread() {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
     }
+    cv_.notify_one();
+    worker_.join();
   }
 
   void shutdown() {
@@ -724,14 +690,7 @@ class Coll : public Napi::ObjectWrap<Coll> {
       closing_ = true;
       setAbort(1);
     }
-    if (worker_.joinable()) {
-      {
-        std::lock_guard<std::mutex> lk(mu_);
-        stop_ = true;
-      }
-      cv_.notify_one();
-      worker_.join();
-    }
+    stopThread();
     if (hasTsfn_) {
       tsfn_.Release();
       hasTsfn_ = false;
