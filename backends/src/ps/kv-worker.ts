@@ -226,15 +226,7 @@ export class KVWorker {
         p.targets.push(res[i]!.subarray(sl.start, sl.end));
       }
     });
-    const done = Promise.all(
-      per.map(async (p, s) => {
-        if (!p.keys.length) return;
-        const got = (await this.callServer(s, 'pull', [this.rank, p.keys, p.counters], p.targets)) as FloatArray[];
-        landValues('pull', s, p.keys, got, p.targets);
-      }),
-    );
-    this.trackPull(keys, done);
-    await done;
+    await this.landDense('pull', keys, per, (p) => [p.keys, p.counters]);
     return res;
   }
 
@@ -259,20 +251,33 @@ export class KVWorker {
     });
     // One request per server; the server has received every gradient before it replies, and only its reply
     // lands in `outs`, so `outs` may be the gradient arrays themselves.
-    const before = this.afterPulls(keys);
+    await this.landDense('pushPull', keys, per, (p) => [p.keys, p.counters, p.arrays], this.afterPulls(keys));
+    return res;
+  }
+
+  /**
+   * One `method` request to every server with a part of `keys` (after `before`, when given), each reply landed in
+   * its targets; registered as the pending pull of `keys` until it settles.
+   */
+  private async landDense(
+    method: 'pull' | 'pushPull',
+    keys: readonly string[],
+    per: ReturnType<KVWorker['perServer']>,
+    args: (p: ReturnType<KVWorker['perServer']>[number]) => unknown[],
+    before?: Promise<unknown>,
+  ): Promise<void> {
     const done = (async () => {
       if (before) await before;
       await Promise.all(
         per.map(async (p, s) => {
           if (!p.keys.length) return;
-          const got = (await this.callServer(s, 'pushPull', [this.rank, p.keys, p.counters, p.arrays], p.targets)) as FloatArray[];
-          landValues('pushPull', s, p.keys, got, p.targets);
+          const got = (await this.callServer(s, method, [this.rank, ...args(p)], p.targets)) as FloatArray[];
+          landValues(method, s, p.keys, got, p.targets);
         }),
       );
     })();
     this.trackPull(keys, done);
     await done;
-    return res;
   }
 
   /**
