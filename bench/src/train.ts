@@ -55,7 +55,7 @@ import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import { launch } from '@shoal/core';
 import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
-import { benchData, benchSpec, timedFit, type BenchModel } from './train-models.js';
+import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
 const ANCHOR = fileURLToPath(new URL('../anchors/train_torch.py', import.meta.url));
@@ -91,7 +91,6 @@ interface Row {
   oversubscribed: boolean;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function timeIt(fn: () => void, reps: number): number {
   fn(); // warm-up
@@ -101,7 +100,7 @@ function timeIt(fn: () => void, reps: number): number {
     fn();
     t.push(performance.now() - t0);
   }
-  return median(t);
+  return medianOf(t);
 }
 
 async function kernels(rt: TfjsRuntime, cpuSegments: number) {
@@ -216,6 +215,16 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   return { sps: (steps * spec.batch) / secs, syncMs: sync / steps, cpuMsPerStep: cpu };
 }
 
+/** The best (highest `score`) of `n` runs, one after another: another process's load only ever slows a run down. */
+async function bestOf<T>(n: number, run: () => Promise<T>, score: (t: T) => number): Promise<T> {
+  let best = await run();
+  for (let i = 1; i < n; i++) {
+    const again = await run();
+    if (score(again) > score(best)) best = again;
+  }
+  return best;
+}
+
 async function multi(
   model: BenchModel,
   backend: 'ring' | 'ring-sparse' | 'ps',
@@ -270,7 +279,7 @@ export async function run(args: string[]): Promise<void> {
       cpuLocal.push(l.cpuMsPerStep);
       if (l.sps > local.sps) local = l;
     }
-    cpuMs[model] = { plain: median(cpuPlain), local: median(cpuLocal) };
+    cpuMs[model] = { plain: medianOf(cpuPlain), local: medianOf(cpuLocal) };
     rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain.sps, step_ms: (batch / plain.sps) * 1000, sync_ms: null, cpu_ms_per_step: cpuMs[model]!.plain, processes: 1, oversubscribed: false });
     rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
     console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
@@ -280,13 +289,8 @@ export async function run(args: string[]): Promise<void> {
     for (const [backend, workers] of runs) {
       try {
         const launchedSteps = launchedStepsFor(model);
-        // Best of `launchRuns` fresh jobs (as the in-process rows are best of 3): another process's load only
-        // ever slows a run down.
-        let m = await multi(model, backend, workers, launchedSteps);
-        for (let rep = 1; rep < launchRuns; rep++) {
-          const again = await multi(model, backend, workers, launchedSteps);
-          if (again.samplesPerSec > m.samplesPerSec) m = again;
-        }
+        // Best of `launchRuns` fresh jobs, as the in-process rows are best of 3.
+        const m = await bestOf(launchRuns, () => multi(model, backend, workers, launchedSteps), (x) => x.samplesPerSec);
         const processes = workers + (backend === 'ps' ? 1 : 0);
         rows.push({
           ...base,
@@ -315,20 +319,16 @@ export async function run(args: string[]): Promise<void> {
     // for each other), their samples/s summed. Best of `launchRuns`.
     try {
       const launchedSteps = launchedStepsFor(model);
-      let best: Awaited<ReturnType<typeof multi>>[] | null = null;
       const total = (ms: Awaited<ReturnType<typeof multi>>[]) => ms.reduce((a, m) => a + m.samplesPerSec, 0);
-      for (let rep = 0; rep < launchRuns; rep++) {
-        const pair = await Promise.all([multi(model, 'ring', 1, launchedSteps), multi(model, 'ring', 1, launchedSteps)]);
-        if (!best || total(pair) > total(best)) best = pair;
-      }
-      const mean = (f: (m: Awaited<ReturnType<typeof multi>>) => number) => (f(best![0]!) + f(best![1]!)) / 2;
+      const best = await bestOf(launchRuns, () => Promise.all([multi(model, 'ring', 1, launchedSteps), multi(model, 'ring', 1, launchedSteps)]), total);
+      const mean = (f: (m: Awaited<ReturnType<typeof multi>>) => number) => (f(best[0]!) + f(best[1]!)) / 2;
       rows.push({
         ...base,
         steps: launchedSteps,
         mode: 'independent',
         backend: 'ring',
         workers: 2,
-        samples_per_sec: total(best!),
+        samples_per_sec: total(best),
         step_ms: mean((m) => m.stepMs),
         sync_ms: null,
         cpu_ms_per_step: mean((m) => m.cpuMsPerStep),
@@ -336,7 +336,7 @@ export async function run(args: string[]): Promise<void> {
         processes: 2,
         oversubscribed: 2 > ncpu,
       });
-      console.log(`${model}: 2 independent 1-worker jobs at once ${total(best!).toFixed(0)} samples/s (step ${mean((m) => m.stepMs).toFixed(2)} ms, p50 ${mean((m) => m.stepMsP50).toFixed(2)})`);
+      console.log(`${model}: 2 independent 1-worker jobs at once ${total(best).toFixed(0)} samples/s (step ${mean((m) => m.stepMs).toFixed(2)} ms, p50 ${mean((m) => m.stepMsP50).toFixed(2)})`);
     } catch (e) {
       errors.push(String((e as Error).message));
       console.error(String((e as Error).message));

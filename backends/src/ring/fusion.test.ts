@@ -8,6 +8,17 @@ import { RingSync } from './ring-sync.js';
 const mk = (rank: number, size: number, lens: number[]): DenseTensor[] =>
   lens.map((n, t) => ({ name: `layer${t}/kernel`, shape: [n], data: Float32Array.from({ length: n }, (_, i) => size * (rank * 97 + i + t)) }));
 
+/** Every rank's tensors (made by `mk`) hold the exact mean over `size` ranks. */
+function expectMeans(grads: readonly DenseTensor[][], size: number): void {
+  for (let r = 0; r < size; r++)
+    grads[r]!.forEach((g, t) =>
+      g.data.forEach((v, i) => {
+        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
+        if (v !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${v}, want ${want}`);
+      }),
+    );
+}
+
 test('fusion plans batches under the threshold and gives an oversized tensor its own batch', () => {
   const f = new TensorFusion(400); // 100 float32
   const ts = mk(0, 1, [30, 30, 30, 30, 250, 10]);
@@ -28,13 +39,7 @@ test('500 small tensors are fused into few collectives and reduced exactly on 4 
   // one control collective + one per batch (a batch may close early when the next tensor does not fit)
   const ops = syncs[0]!.stats().ops;
   assert.ok(ops >= 1 + batches && ops <= 1 + batches + 5, `ops ${ops} for ${total} floats in 1024-float batches`);
-  for (let r = 0; r < size; r++)
-    grads[r]!.forEach((g, t) =>
-      g.data.forEach((v, i) => {
-        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
-        if (v !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${v}, want ${want}`);
-      }),
-    );
+  expectMeans(grads, size);
   await Promise.all(syncs.map((s) => s.close()));
 });
 
@@ -73,13 +78,7 @@ test('tensors back to back in one buffer are reduced in place (no pack copy); ga
     };
   });
   await Promise.all(syncs.map((s, r) => s.allreduceMean(flats[r]!.ts)));
-  for (let r = 0; r < size; r++)
-    flats[r]!.ts.forEach((g, t) =>
-      g.data.forEach((x, i) => {
-        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
-        if (x !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${x}, want ${want}`);
-      }),
-    );
+  expectMeans(flats.map((f) => f.ts), size);
   await Promise.all(syncs.map((s) => s.close()));
 });
 
@@ -90,13 +89,7 @@ test('RingSync with the direct allreduce reduces a 1 MB fused list exactly on 3 
   const syncs = groups.map((g) => new RingSync(g, { algorithm: 'direct', segmentBytes: 64 << 10 }));
   const grads = syncs.map((s) => mk(s.rank, size, lens));
   await Promise.all(syncs.map((s, r) => s.allreduceMean(grads[r]!)));
-  for (let r = 0; r < size; r++)
-    grads[r]!.forEach((g, t) =>
-      g.data.forEach((v, i) => {
-        const want = (size * (97 * ((size * (size - 1)) / 2) + size * (i + t))) / size;
-        if (v !== want) assert.unreachable(`rank ${r} ${g.name}[${i}] = ${v}, want ${want}`);
-      }),
-    );
+  expectMeans(grads, size);
   await Promise.all(syncs.map((s) => s.close()));
 });
 

@@ -15,6 +15,23 @@ async function group(n: number, opts: Partial<ShmCollectiveOptions> = {}): Promi
 const closeAll = (cs: ShmCollective[]) => Promise.all(cs.map((c) => c.close()));
 const codes = async (ps: Promise<unknown>[]) => (await Promise.allSettled(ps)).map((x) => (x.status === 'fulfilled' ? 'ok' : String((x.reason as { code?: string }).code)));
 
+/**
+ * Source of a worker thread that joins a ShmCollective of `size` ranks as rank `workerData.rank` (store at
+ * `workerData.url`, group `group`) and runs `body` with `c` (the collective), `store`, `core`, `workerData` and
+ * `parentPort` in scope; an error is posted as its stack.
+ */
+function threadRankSource(size: number, group: string, body: string): string {
+  return `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
+        const c = await core.ShmCollective.connect({ rank: workerData.rank, size: ${size}, store: store.prefixed('${group}'), prefix: workerData.prefix, timeoutMs: 10000 });
+${body}
+      })().catch((e) => parentPort.postMessage(String(e && e.stack)));
+    `;
+}
+
 const LENS = [0, 1, 7, 1000, 1 << 18, (16 << 20) + 1];
 
 for (const n of [2, 3, 4]) {
@@ -246,12 +263,7 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
   const { TcpStoreServer } = await import('../store/tcp.js');
   const server = await TcpStoreServer.start();
   try {
-    const src = `
-      const { workerData, parentPort } = require('node:worker_threads');
-      (async () => {
-        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
-        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
-        const c = await core.ShmCollective.connect({ rank: workerData.rank, size: 3, store: store.prefixed('wt'), prefix: workerData.prefix, timeoutMs: 10000 });
+    const src = threadRankSource(3, 'wt', `
         const out = [];
         for (const len of [0, 1, 7, 1000, 1 << 18, (1 << 20) + 1]) {
           const d = Int32Array.from({ length: len }, (_, i) => (workerData.rank + 1) * (i % 1000));
@@ -263,8 +275,7 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
         await c.close();
         await store.close();
         parentPort.postMessage(out);
-      })().catch((e) => parentPort.postMessage(String(e && e.stack)));
-    `;
+    `);
     const results = await Promise.all(
       [0, 1, 2].map(
         (rank) =>
@@ -287,19 +298,13 @@ test('a worker-thread rank terminated in the middle of an op: the other rank fai
   try {
     // Rank 1 (a thread) starts an 8 MiB allreduce that rank 0 never joins, and is terminated while it waits on
     // its native thread; rank 0 (this thread) then calls the op and must see the group closed.
-    const src = `
-      const { workerData, parentPort } = require('node:worker_threads');
-      (async () => {
-        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
-        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
-        const c = await core.ShmCollective.connect({ rank: 1, size: 2, store: store.prefixed('term'), prefix: workerData.prefix, timeoutMs: 10000 });
+    const src = threadRankSource(2, 'term', `
         c.allreduce(new Float32Array(2 << 20)).catch(() => {});
         parentPort.postMessage('in-op');
-      })().catch((e) => parentPort.postMessage(String(e && e.stack)));
-    `;
+    `);
     const { TcpStore } = await import('../store/tcp.js');
     const store = await TcpStore.connect(server.url, { timeoutMs: 10_000 });
-    const w = new Worker(src, { eval: true, workerData: { url: server.url, prefix } });
+    const w = new Worker(src, { eval: true, workerData: { rank: 1, url: server.url, prefix } });
     const [c, msg] = await Promise.all([
       ShmCollective.connect({ rank: 0, size: 2, store: store.prefixed('term'), prefix, timeoutMs: 10_000 }),
       new Promise((resolve) => w.once('message', resolve)),

@@ -42,7 +42,6 @@ export class GradientBridge {
   private readonly flat: Float32Array;
   private readonly offsets: number[] = [];
   private readonly dense: DenseTensor[] = [];
-  private readonly sparseIdx: number[] = [];
   /**
    * The sparse variables grouped by row size: each group goes through one `sparseAllreduceMean` call as one
    * table (the variables' rows stacked, in variable order), so a step costs one row-sparse collective (on ps: one
@@ -74,12 +73,13 @@ export class GradientBridge {
       total += v.variable.size;
     }
     this.flat = new Float32Array(total);
+    const sparseIdx: number[] = [];
     variables.forEach((v, i) => {
       const view = this.flat.subarray(this.offsets[i], this.offsets[i]! + v.variable.size);
-      if (this.useSparse && v.sparse && v.variable.shape.length === 2) this.sparseIdx.push(i);
+      if (this.useSparse && v.sparse && v.variable.shape.length === 2) sparseIdx.push(i);
       else this.dense.push({ name: v.name, shape: v.variable.shape, data: view });
     });
-    for (const i of this.sparseIdx) {
+    for (const i of sparseIdx) {
       const [numRows, rowSize] = variables[i]!.variable.shape as [number, number];
       let g = this.sparseGroups.find((x) => x.rowSize === rowSize);
       if (!g) {
