@@ -17,13 +17,18 @@
  *   rank 0 replays every worker's row picks and checks the whole table exactly (-lr * touches per row). rows/s = touched
  *   rows of all workers per second. Wire bytes per step per worker (request + reply frames, from the RPC layer's
  *   counters) are compared with `touched rows x row bytes` for the push (sent) and the pull (received).
+ * `--planes staging,shared,messages` (default all): how dense values travel; every phase runs once per plane (rowsparse
+ *   only in the first), each plane with its own KVWorker and keys. `staging`: the same-host data plane, the workers
+ *   use their staging buffers (`kv.buffers(key)`) as gradients and outputs, so they copy nothing (as Ray's workers
+ *   read the object store without a copy); `shared`: the data plane with the workers' own arrays (one copy each way
+ *   on the worker); `messages`: values inside the transport's messages (`sharedMemory: false`).
  * `--repeat N` runs shoal and the anchor N times, interleaved, and reports per-row medians (`runs`).
  * Anchor: `bench/anchors/ray_ps.py` (Ray's parameter-server pattern: sharded ParameterServer actors, DataWorker
  * actors returning gradient shards) on the same sizes, worker and server counts, run in the same invocation.
  *
  * Output `bench/results/ps.json` (or `--out file.json`):
  *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, repeats, servers, workers,
- *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'ipc'|'shm'|'ray-object-store', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
+ *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'ipc'|'shm'|'ray-object-store', plane?: 'staging'|'shared'|'messages', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
  *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
  *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
@@ -60,13 +65,25 @@ interface WorkerJob {
   warmup: number;
   smallIters: number;
   phases: string[];
+  planes: Plane[];
   sparse: { numRows: number; rowSize: number; touched: number; steps: number };
 }
+
+/**
+ * How dense values travel (`--planes`): `staging`: the same-host data plane with the worker's staging buffers as
+ * the gradient and output arrays (`kv.buffers(key)`: the worker copies nothing); `shared`: the data plane with the
+ * caller's own arrays (the worker copies them into and out of its staging buffers); `messages`: values in the
+ * transport's messages (`sharedMemory: false`).
+ */
+type Plane = 'staging' | 'shared' | 'messages';
+const PLANES: readonly Plane[] = ['staging', 'shared', 'messages'];
 
 export interface PsRow {
   impl: 'shoal-ps' | 'ray';
   /** shoal: the transport between workers and servers; ray: its object store. */
   transport: string;
+  /** shoal: how dense values travel (see `Plane`); small and rowsparse rows: the plane of the run they came from. */
+  plane?: Plane;
   kind: 'dense' | 'small' | 'rowsparse';
   bytes: number;
   rounds: number;
@@ -118,6 +135,8 @@ export async function run(args: string[]): Promise<void> {
   const fixedRounds = flag(args, '--rounds');
   const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
   const phases = (flag(args, '--phases') ?? 'dense,small,rowsparse').split(',');
+  const planes = (flag(args, '--planes') ?? PLANES.join(',')).split(',') as Plane[];
+  for (const p of planes) if (!PLANES.includes(p)) throw new RangeError(`--planes must list ${PLANES.join('|')}, got ${p}`);
   for (const p of phases) if (!['dense', 'small', 'rowsparse'].includes(p)) throw new RangeError(`--phases must list dense|small|rowsparse, got ${p}`);
   const oversubscribed = numServers + numWorkers > cpus().length;
   const started = new Date().toISOString();
@@ -162,6 +181,7 @@ export async function run(args: string[]): Promise<void> {
           warmup,
           smallIters: quick ? 200 : 1000,
           phases,
+          planes,
           sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
         });
         const outs = await Promise.all(
@@ -217,7 +237,7 @@ export async function run(args: string[]): Promise<void> {
         : r.vs_ray !== undefined
           ? ` vs ray ${r.vs_ray.toFixed(2)}x (p50 ${r.vs_ray_p50!.toFixed(2)}x)`
           : '';
-    console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
+    console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${(r.plane ?? '').padEnd(8)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
   }
   for (const e of errors) console.log(`error ${e.impl}: ${e.error}`);
   console.log(`wrote ${outPath}`);
@@ -227,7 +247,7 @@ export async function run(args: string[]): Promise<void> {
 function medianRows(raw: PsRow[], repeat: number): PsRow[] {
   const groups = new Map<string, PsRow[]>();
   for (const r of raw) {
-    const k = `${r.impl}|${r.transport}|${r.kind}|${r.bytes}`;
+    const k = `${r.impl}|${r.transport}|${r.plane}|${r.kind}|${r.bytes}`;
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   return [...groups.values()].map((g) => {
@@ -300,22 +320,33 @@ async function cpuMeter(kv: KVWorker) {
 async function workerMain(job: WorkerJob): Promise<void> {
   const store = await TcpStore.connect(job.storeUrl, { timeoutMs: 120_000 });
   const transport: Transport = job.transport === 'shm' ? shmTransport({ prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport();
-  const kv = await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000 });
-  const emit = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
+  for (const plane of job.planes) {
+    const kv = await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages' });
+    // the sparse phase does not depend on the plane: run it once
+    await planeMain(job, kv, plane, plane === job.planes[0]);
+    await kv.close();
+  }
+  await store.close();
+}
+
+async function planeMain(job: WorkerJob, kv: KVWorker, plane: Plane, sparse: boolean): Promise<void> {
+  const emit = (o: object) => process.stdout.write(`${JSON.stringify({ ...o, plane })}\n`);
   const gsum = (job.numWorkers * (job.numWorkers + 1)) / 2;
 
   for (let s = 0; s < (job.phases.includes('dense') ? job.sizes.length : 0); s++) {
     const bytes = job.sizes[s]!;
     const per = Math.floor(bytes / 4 / KEYS);
-    const keys = Array.from({ length: KEYS }, (_, i) => `m${s}/layer${i}`);
+    const keys = Array.from({ length: KEYS }, (_, i) => `${plane}/m${s}/layer${i}`);
     await kv.init(
       keys.map((key) => ({ key, size: per })),
       job.rank === 0 ? keys.map(() => new Float32Array(per)) : undefined,
     );
-    const grads = keys.map(() => new Float32Array(per).fill(job.rank + 1));
-    const weights = keys.map(() => new Float32Array(per));
+    const staged = plane === 'staging' ? keys.map((k) => kv.buffers(k)) : [];
+    if (staged.some((b) => !b)) throw new Error(`plane staging: key ${keys[staged.findIndex((b) => !b)]} has no staging buffers (servers not on this host?)`);
+    const grads = plane === 'staging' ? staged.map((b) => b!.grad.fill(job.rank + 1)) : keys.map(() => new Float32Array(per).fill(job.rank + 1));
+    const weights = plane === 'staging' ? staged.map((b) => b!.out) : keys.map(() => new Float32Array(per));
     for (let i = 0; i < job.warmup; i++) await kv.pushPull(keys, grads, weights);
-    await kv.gather(`dense-start-${s}`, null);
+    await kv.gather(`${plane}-dense-start-${s}`, null);
     const cpu = await cpuMeter(kv);
     const times: number[] = [];
     for (let i = 0; i < job.rounds[s]!; i++) {
@@ -323,7 +354,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
       await kv.pushPull(keys, grads, weights);
       times.push(performance.now() - t0);
     }
-    const used = await cpu.stop(`dense-end-${s}`, times.length);
+    const used = await cpu.stop(`${plane}-dense-end-${s}`, times.length);
     const want = Math.fround(-LR * gsum * (job.warmup + job.rounds[s]!));
     const verified = weights.every((w) => w.every((v) => v === want));
     times.sort((a, b) => a - b);
@@ -332,12 +363,12 @@ async function workerMain(job: WorkerJob): Promise<void> {
   }
 
   if (job.phases.includes('small')) {
-    const key = 'small';
+    const key = `${plane}/small`;
     await kv.init([{ key, size: 1 }], job.rank === 0 ? [new Float32Array(1)] : undefined);
     const g = [Float32Array.of(job.rank + 1)];
     const w = [new Float32Array(1)];
     for (let i = 0; i < 50; i++) await kv.pushPull([key], g, w);
-    await kv.gather('small-start', null);
+    await kv.gather(`${plane}-small-start`, null);
     const cpu = await cpuMeter(kv);
     const times: number[] = [];
     for (let i = 0; i < job.smallIters; i++) {
@@ -345,14 +376,14 @@ async function workerMain(job: WorkerJob): Promise<void> {
       await kv.pushPull([key], g, w);
       times.push(performance.now() - t0);
     }
-    const used = await cpu.stop('small-end', times.length);
+    const used = await cpu.stop(`${plane}-small-end`, times.length);
     const verified = w[0]![0] === Math.fround(-LR * gsum * (50 + job.smallIters));
     times.sort((a, b) => a - b);
     const avg = times.reduce((a, b) => a + b, 0) / times.length;
     emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
   }
 
-  if (job.phases.includes('rowsparse')) {
+  if (sparse && job.phases.includes('rowsparse')) {
     const { numRows, rowSize, touched, steps } = job.sparse;
     const key = 'emb';
     const spec = { key, size: numRows * rowSize, rows: { numRows, rowSize } };
@@ -432,9 +463,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
       pull_wire_ratio: pullRecv / steps / (touched * rowBytes),
     });
   }
-  await kv.gather('done', null);
-  await kv.close();
-  await store.close();
+  await kv.gather(`${plane}-done`, null);
 }
 
 if (process.argv[1] === self && process.env.SHOAL_PS_BENCH) {

@@ -6,6 +6,7 @@ export * from './store/store.js';
 export * from './store/memory.js';
 export * from './config.js';
 export * from './transport/shm.js';
+export * from './transport/shared-region.js';
 export * from './group/process-group.js';
 export * from './group/connect-group.js';
 export * from './kernels/reduce-kernels.js';

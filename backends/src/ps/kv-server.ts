@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, localHostId, openSharedRegion, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
@@ -67,9 +67,23 @@ interface Slot {
   pushed: Uint8Array;
   pushedCount: number;
   acks: Ack[];
+  /**
+   * Dense keys: each worker's gradient for the round in progress, held until the round completes (then summed in
+   * rank order, chunk by chunk, in the update's pass), with the function that frees it (see `rx`).
+   */
+  grads: (FloatArray | null)[];
+  gradRelease: ((() => void) | null)[];
+  /**
+   * Same-host data plane (`attachShared`): per worker, views of its staging buffers for this server's slice.
+   * A push may leave its gradient there (sent as null); a pull with `shared` gets the values written into `out`.
+   */
+  shared: ({ grad: FloatArray; out: FloatArray } | null)[];
+  /** Per worker: the version whose values `shared[r].out` holds (-1: none); the round's update writes them. */
+  outAt: number[];
+  /** Per worker (sync): a pushPull waits for this version with a shared reply: the update writes `out` in its pass. */
+  wantOut: number[];
+  /** Row-sparse keys: the round's merged rows (full local table, `touched` marks the rows in it). */
   merge: FloatArray | null;
-  /** Gives the merge buffer back to its receive buffer's owner (see `rx`) once the round no longer needs it. */
-  mergeRelease: (() => void) | null;
   /**
    * Dense keys: one receive buffer per worker that pushes land in straight from the transport (`recvTargets`),
    * reused every round instead of a fresh buffer per message. `rxBusy[r]` from the hand-out until the push's data
@@ -160,7 +174,7 @@ export class KVServer {
    * gives its `rank` is watched: if its connection goes away, everything waiting for it fails at once (see
    * `onCallerClosed`).
    */
-  hello(rank?: number): { serverIndex: number; numServers: number; numWorkers: number; mode: string; bigKeyBound: number; epoch: number; pid: number } {
+  hello(rank?: number): { serverIndex: number; numServers: number; numWorkers: number; mode: string; bigKeyBound: number; epoch: number; pid: number; hostId: string } {
     if (rank !== undefined) {
       this.checkRank(rank);
       const caller = currentCaller();
@@ -175,7 +189,41 @@ export class KVServer {
       bigKeyBound: this.o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND,
       epoch: this.epoch,
       pid: process.pid,
+      hostId: localHostId(),
     };
+  }
+
+  /**
+   * Same-host data plane (BytePS's shared-memory path, ps-lite's IPC van): worker `rank` created region `name`
+   * (`bytes` long) holding, per dense key, a gradient and an output buffer the size of the whole key; `entries`
+   * give the byte offsets of this server's slice in each. After this, a push may send null for such a key's
+   * gradient (it is read from the region) and a pull or pushPull with `shared` gets its values written there
+   * instead of into the reply. ERR_TRANSPORT when the region cannot be mapped (another host, another /dev/shm):
+   * the worker then keeps sending data in messages.
+   */
+  attachShared(rank: number, name: string, bytes: number, entries: { key: string; grad: number; out: number }[]): { keys: number } {
+    this.checkRank(rank);
+    const views = entries.map((e) => {
+      const slot = this.slot(e.key);
+      if (slot.spec.rows) throw Errors.invalidArg(`key ${e.key}`, 'is row-sparse: it has no shared buffers');
+      const d = slot.data;
+      const len = d.byteLength;
+      for (const off of [e.grad, e.out]) {
+        if (!Number.isSafeInteger(off) || off < 0 || off % d.BYTES_PER_ELEMENT !== 0 || off + len > bytes) {
+          throw Errors.invalidArg(`shared buffer of key ${e.key}`, `offset ${off} (+${len} bytes) from worker ${rank} is not an aligned place inside ${bytes} bytes`);
+        }
+      }
+      return { slot, grad: e.grad, out: e.out };
+    });
+    const region = openSharedRegion(name, bytes);
+    for (const v of views) {
+      const Ctor = v.slot.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor;
+      const n = v.slot.data.length;
+      v.slot.shared[rank] = { grad: new Ctor(region.buffer, v.grad, n), out: new Ctor(region.buffer, v.out, n) };
+      v.slot.outAt[rank] = -1;
+      v.slot.wantOut[rank] = -1;
+    }
+    return { keys: views.length };
   }
 
   /**
@@ -238,8 +286,12 @@ export class KVServer {
       pushed: new Uint8Array(this.o.numWorkers),
       pushedCount: 0,
       acks: [],
+      grads: new Array<FloatArray | null>(this.o.numWorkers).fill(null),
+      gradRelease: new Array<(() => void) | null>(this.o.numWorkers).fill(null),
+      shared: new Array<{ grad: FloatArray; out: FloatArray } | null>(this.o.numWorkers).fill(null),
+      outAt: new Array<number>(this.o.numWorkers).fill(-1),
+      wantOut: new Array<number>(this.o.numWorkers).fill(-1),
       merge: null,
-      mergeRelease: null,
       rx: new Array<FloatArray | null>(this.o.numWorkers).fill(null),
       rxBusy: new Uint8Array(this.o.numWorkers),
       rxHanded: new Uint8Array(this.o.numWorkers),
@@ -255,7 +307,7 @@ export class KVServer {
    * Push dense gradients: `grads[i]` is this server's slice of key `keys[i]`, `counters[i]` the worker's count
    * of earlier pushes of that key. Resolves once every push is applied (and durable, if so configured).
    */
-  push(rank: number, keys: string[], counters: number[], grads: FloatArray[]): Promise<void> {
+  push(rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[]): Promise<void> {
     this.checkRank(rank);
     this.counters.pushes++;
     if (keys.length !== grads.length || keys.length !== counters.length) throw Errors.badFrame(`push to server ${this.o.serverIndex}`, 'keys, counters and grads differ in length');
@@ -263,11 +315,14 @@ export class KVServer {
     const rels = keys.map((k, i) => this.rxRelease(this.slots.get(k), rank, grads[i]!));
     // Check every key first, so a bad request changes nothing.
     let slots: Slot[];
+    const gs: FloatArray[] = [];
     try {
       slots = keys.map((k, i) => {
         const slot = this.slot(k);
         if (slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is row-sparse: use rowSparsePush');
-        const g = grads[i]!;
+        // null: the gradient is in the worker's staging buffer (same-host data plane)
+        const g = grads[i] ?? this.sharedOf(slot, rank).grad;
+        gs.push(g);
         if (g.length !== slot.data.length || g.constructor !== slot.data.constructor) {
           throw Errors.mismatch(`gradient of key ${slot.spec.key}`, `worker ${rank} pushed ${g.constructor.name}[${g.length}], server slice is ${slot.data.constructor.name}[${slot.data.length}]`);
         }
@@ -278,15 +333,15 @@ export class KVServer {
       throw e;
     }
     const ps = slots.map((slot, i) => {
-      const g = grads[i]!;
+      const g = gs[i]!;
       const rel = rels[i]!;
       const p = this.pushOne(
         slot,
         rank,
         counters[i]!,
-        (s) => this.mergeDense(s, g, rel),
+        (s) => this.holdDense(s, rank, g, rel),
         (s) => {
-          this.applyDense(s, g);
+          this.updateDense(s, [g], []);
           rel();
         },
       );
@@ -412,20 +467,71 @@ export class KVServer {
     });
   }
 
-  /** Sum a pushed gradient into the round's merge buffer. The first push of a round (an array this server owns:
-   * it was decoded from a received frame) becomes the buffer itself, so a round costs one pass per extra push. */
-  private mergeDense(slot: Slot, g: FloatArray, release: () => void): void {
-    if (slot.pushedCount === 0 || !slot.merge) {
-      slot.merge = g;
-      slot.mergeRelease = release;
-    } else {
-      this.kernels.reduce('sum', slot.merge, g);
-      release();
+  /** Sync: keep a worker's gradient until its round completes (`grads`), with the function that frees it. */
+  private holdDense(slot: Slot, rank: number, g: FloatArray, release: () => void): void {
+    slot.grads[rank] = g;
+    slot.gradRelease[rank] = release;
+  }
+
+  /** Free the held gradients of the round (after its update, or when it is abandoned). */
+  private dropHeld(slot: Slot): void {
+    for (let r = 0; r < slot.grads.length; r++) {
+      slot.grads[r] = null;
+      const rel = slot.gradRelease[r];
+      slot.gradRelease[r] = null;
+      rel?.();
     }
   }
 
-  private applyDense(slot: Slot, g: FloatArray): void {
-    slot.updater({ key: slot.spec.key, weights: slot.data, grad: g, state: slot.state, step: slot.version, kernels: this.kernels });
+  /**
+   * Fold the sum of `gs` (in the order given: rank order for a sync round) into the weights with the key's
+   * updater, then copy the new values into `outs` (workers' staging buffers). An element-wise updater runs chunk
+   * by chunk, so the sum, the update and the copies of one chunk stay in cache: one pass over memory. The
+   * gradients are only read (they may be a worker's shared memory); the sum goes to the server's scratch.
+   */
+  private updateDense(slot: Slot, gs: readonly FloatArray[], outs: readonly FloatArray[]): void {
+    const w = slot.data;
+    const n = w.length;
+    const u = slot.updater;
+    const names = u.elementwiseState;
+    const chunk = names ? KVServer.CHUNK : n;
+    if (names) for (const name of names) slot.state[name] ??= allocFloat(slot.spec.dtype, n);
+    const scratch = this.scratchFor(slot.spec.dtype, Math.min(n, chunk));
+    for (let off = 0; off < n; off += chunk) {
+      const end = Math.min(n, off + chunk);
+      const m = scratch.subarray(0, end - off);
+      m.set(gs[0]!.subarray(off, end));
+      for (let r = 1; r < gs.length; r++) this.kernels.reduce('sum', m, gs[r]!.subarray(off, end));
+      const wv = end - off === n ? w : w.subarray(off, end);
+      let state = slot.state;
+      if (names && wv !== w) {
+        state = {};
+        for (const name of names) state[name] = slot.state[name]!.subarray(off, end);
+      }
+      u({ key: slot.spec.key, weights: wv, grad: m, state, step: slot.version, kernels: this.kernels });
+      for (const o of outs) o.set(wv, off);
+    }
+  }
+
+  /** Elements per chunk of an element-wise update (128 KiB of float32: the chunk's arrays stay in L2). */
+  static readonly CHUNK = 32768;
+  private scratch32: Float32Array | null = null;
+  private scratch64: Float64Array | null = null;
+
+  private scratchFor(dtype: KeySpec['dtype'], n: number): FloatArray {
+    if (dtype === 'float64') {
+      if (!this.scratch64 || this.scratch64.length < n) this.scratch64 = new Float64Array(Math.max(n, 1));
+      return this.scratch64;
+    }
+    if (!this.scratch32 || this.scratch32.length < n) this.scratch32 = new Float32Array(Math.max(n, 1));
+    return this.scratch32;
+  }
+
+  /** The worker's staging views of `slot` (ERR_STATE when it attached none: a push or pull that needs them). */
+  private sharedOf(slot: Slot, rank: number): { grad: FloatArray; out: FloatArray } {
+    const v = slot.shared[rank];
+    if (!v) throw Errors.state(`worker ${rank} has no shared buffers for key ${slot.spec.key} on server ${this.o.serverIndex} (attachShared first)`);
+    return v;
   }
 
   private mergeRows(slot: Slot, local: Int32Array, rows: FloatArray): void {
@@ -468,14 +574,19 @@ export class KVServer {
         for (let i = 0; i < local.length; i++) global[i] = local[i]! + slot.slice.rowStart!;
         slot.last = { rowIds: global, rows: packed };
       } else {
-        const merged = slot.merge!;
-        const release = slot.mergeRelease;
-        slot.merge = null; // the next round's first push becomes the merge buffer
-        slot.mergeRelease = null;
+        // Workers whose pushPull waits for this round with a shared reply get the values in the update's pass.
+        const next = slot.version + 1;
+        const outs: FloatArray[] = [];
+        const wrote: number[] = [];
+        for (let r = 0; r < this.o.numWorkers; r++) {
+          const sh = slot.shared[r];
+          if (sh && slot.wantOut[r] === next) (outs.push(sh.out), wrote.push(r));
+        }
         try {
-          slot.updater({ key: slot.spec.key, weights: slot.data, grad: merged, state: slot.state, step: slot.version, kernels: this.kernels });
+          this.updateDense(slot, slot.grads as FloatArray[], outs);
+          for (const r of wrote) slot.outAt[r] = next;
         } finally {
-          release?.();
+          this.dropHeld(slot);
         }
       }
     } catch (e) {
@@ -518,9 +629,15 @@ export class KVServer {
    * Push then pull in one request: apply (or merge) `grads` as `push` does, then reply with the values once the
    * server has reached `counters[i] + 1` for each key. Saves the push acknowledgement and one request.
    */
-  pushPull(rank: number, keys: string[], counters: number[], grads: FloatArray[]): Promise<FloatArray[]> {
+  pushPull(rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[], shared = false): Promise<(FloatArray | null)[]> {
+    if (shared && this.o.mode === 'sync') {
+      // the round's update writes this worker's values in its pass (checked and marked before the push runs)
+      const slots = keys.map((k) => this.slot(k));
+      for (const s of slots) this.sharedOf(s, rank);
+      slots.forEach((s, i) => (s.wantOut[rank] = counters[i]! + 1));
+    }
     const pushed = this.push(rank, keys, counters, grads);
-    return pushed.then(() => this.pull(rank, keys, counters.map((c) => c + 1)));
+    return pushed.then(() => this.pull(rank, keys, counters.map((c) => c + 1), shared));
   }
 
   /**
@@ -528,14 +645,31 @@ export class KVServer {
    * rounds applied; async: this worker's pushes applied). The reply is a consistent snapshot at a version >=
    * `need`.
    */
-  pull(rank: number, keys: string[], needs: number[]): FloatArray[] | Promise<FloatArray[]> {
+  pull(rank: number, keys: string[], needs: number[], shared = false): (FloatArray | null)[] | Promise<(FloatArray | null)[]> {
     this.checkRank(rank);
     this.counters.pulls++;
     const slots = keys.map((k) => this.slot(k));
     for (const s of slots) if (s.spec.rows) throw Errors.invalidArg(`key ${s.spec.key}`, 'is row-sparse: use rowSparsePull');
-    // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
-    // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
-    const read = () => (this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
+    const sync = this.o.mode === 'sync';
+    let read: () => (FloatArray | null)[];
+    if (shared) {
+      for (const s of slots) this.sharedOf(s, rank);
+      // Into the worker's staging buffer (unless the round's update already wrote this version there), in this
+      // turn of the event loop: no update can land between the copy and the reply.
+      read = () =>
+        slots.map((s) => {
+          const sh = this.sharedOf(s, rank);
+          if (!sync || s.outAt[rank] !== s.version) {
+            sh.out.set(s.data);
+            if (sync) s.outAt[rank] = s.version;
+          }
+          return null;
+        });
+    } else {
+      // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
+      // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
+      read = () => (sync ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
+    }
     const pendingIdx = slots.findIndex((s, i) => !this.reached(s, rank, needs[i]!));
     if (pendingIdx < 0) return read();
     return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
@@ -767,15 +901,18 @@ export class KVServer {
     this.lost.set(rank, err);
     const blocking = this.o.mode === 'sync' || this.o.staleness !== undefined;
     for (const s of this.slots.values()) {
+      // its staging buffers: unmapped once nothing here refers to them
+      s.shared[rank] = null;
+      s.outAt[rank] = -1;
+      s.wantOut[rank] = -1;
       if (!blocking) continue;
       for (const w of s.waiters.splice(0)) (clearTimeout(w.timer), w.fail(err));
       if (this.o.mode === 'sync' && !s.pushed[rank]) {
         for (const a of s.acks.splice(0)) a.reject(err);
         s.pushed.fill(0);
         s.pushedCount = 0;
+        this.dropHeld(s);
         s.merge = null;
-        s.mergeRelease?.();
-        s.mergeRelease = null;
         s.touchedList = [];
         if (s.touched) s.touched.fill(0);
       }

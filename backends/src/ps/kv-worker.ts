@@ -1,4 +1,4 @@
-import { ActorClient, Errors, isShoalError, ShoalError, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
+import { ActorClient, createSharedRegion, Errors, isShoalError, localHostId, ShoalError, type SharedRegion, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
 import { mergeRows } from '../row-sparse.js';
@@ -29,6 +29,15 @@ export interface KVWorkerOptions {
    * ERR_PEER_CLOSED naming the server.
    */
   resendAfterRestart?: boolean;
+  /**
+   * Same-host data plane (default true): for servers on this worker's host, each dense key gets a gradient and an
+   * output buffer in a shared-memory region the servers map (`buffers(key)`); pushes and pulls then move only
+   * small control messages, the server reads gradients from and writes values into those buffers in its update
+   * pass. False: every value travels in messages.
+   */
+  sharedMemory?: boolean;
+  /** Host id of each server (from its hello; `localHostId()` form). Servers on this host use the data plane. */
+  serverHosts?: readonly string[];
 }
 
 export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'> {
@@ -52,6 +61,14 @@ export class KVWorker {
   private readonly servers: ActorClient<KVServer>[];
   private readonly issued = new Map<string, number>();
   private readonly reconnecting = new Map<number, Promise<void>>();
+  /** Same-host data plane: each dense key's staging buffers (full-size views into a shared region). */
+  private readonly staging = new Map<string, { grad: FloatArray; out: FloatArray }>();
+  /** Per server: the keys whose slices it reads from and writes into the staging buffers. */
+  private readonly sharedKeys: Set<string>[];
+  /** Keys whose staging gradient (resp. output) an operation in flight is using: others send data in messages. */
+  private readonly gradBusy = new Set<string>();
+  private readonly outBusy = new Set<string>();
+  private readonly regions: SharedRegion[] = [];
 
   constructor(private readonly o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
@@ -61,6 +78,7 @@ export class KVWorker {
     this.numWorkers = o.numWorkers;
     this.servers = o.servers;
     this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
+    this.sharedKeys = o.servers.map(() => new Set<string>());
     // Fail fast: when any server is lost (and we do not wait for restarts), every call in flight to any server
     // fails with that error, so a worker blocked on a healthy server (waiting for a round the lost server's
     // death stalled) does not sit out the timeout.
@@ -129,7 +147,7 @@ export class KVWorker {
         if (o.bigKeyBound !== undefined && h.bigKeyBound !== o.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, o.bigKeyBound);
         if (h.bigKeyBound !== hellos[0]!.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, hellos[0]!.bigKeyBound);
       });
-      return new KVWorker({ ...o, servers, bigKeyBound: hellos[0]!.bigKeyBound });
+      return new KVWorker({ ...o, servers, bigKeyBound: hellos[0]!.bigKeyBound, serverHosts: hellos.map((h) => h.hostId) });
     } catch (e) {
       await Promise.all(servers.map((c) => c.close()));
       throw e;
@@ -167,9 +185,109 @@ export class KVWorker {
         p.specs.forEach((spec, i) => this.issued.set(spec.key, Math.max(this.issued.get(spec.key) ?? 0, r.resume[i]!)));
       }),
     );
+    await this.attachShared(specs);
   }
 
-  /** Push gradients (full-size, one per key). Resolves when every server acknowledged (applied) them. */
+  /**
+   * Give the dense keys of `specs` that have none yet staging buffers in one new shared region, and let every
+   * server on this host map it. The region's name is removed once they have: nothing is left in /dev/shm if a
+   * process dies, and the mappings live until both sides drop them. A server that cannot map it (another
+   * /dev/shm) is simply not used that way.
+   */
+  private async attachShared(specs: readonly KeySpec[]): Promise<void> {
+    if (this.o.sharedMemory === false || !this.o.serverHosts) return;
+    const here = localHostId();
+    const local = this.o.serverHosts.map((h) => h === here);
+    const fresh = [...new Map(specs.filter((sp) => !sp.rows && !this.staging.has(sp.key)).map((sp) => [sp.key, sp])).values()];
+    if (!local.some(Boolean) || fresh.length === 0) return;
+    const align = (n: number) => Math.ceil(n / 64) * 64;
+    let bytes = 0;
+    const at = fresh.map((sp) => {
+      const b = align(sp.size * (sp.dtype === 'float64' ? 8 : 4));
+      const grad = bytes;
+      bytes += 2 * b;
+      return { grad, out: grad + b };
+    });
+    const region = createSharedRegion(`ps-w${this.rank}`, Math.max(bytes, 64));
+    try {
+      fresh.forEach((sp, i) => {
+        const Ctor = sp.dtype === 'float64' ? Float64Array : Float32Array;
+        this.staging.set(sp.key, { grad: new Ctor(region.buffer, at[i]!.grad, sp.size), out: new Ctor(region.buffer, at[i]!.out, sp.size) });
+      });
+      await Promise.all(
+        this.servers.map(async (_, s) => {
+          if (!local[s]) return;
+          const entries: { key: string; grad: number; out: number }[] = [];
+          fresh.forEach((sp, i) => {
+            for (const sl of this.layout.slicesOf(sp.key)) {
+              if (sl.server !== s) continue;
+              const off = sl.start * (sp.dtype === 'float64' ? 8 : 4);
+              entries.push({ key: sp.key, grad: at[i]!.grad + off, out: at[i]!.out + off });
+            }
+          });
+          if (!entries.length) return;
+          try {
+            await this.callServer(s, 'attachShared', [this.rank, region.name, region.bytes, entries]);
+          } catch (e) {
+            if (isShoalError(e, 'ERR_REMOTE') && e.context.remoteCode === 'ERR_TRANSPORT') return; // cannot map it: messages
+            throw e;
+          }
+          for (const e of entries) this.sharedKeys[s]!.add(e.key);
+        }),
+      );
+    } finally {
+      region.unlink();
+    }
+    this.regions.push(region);
+  }
+
+  /**
+   * The staging buffers of dense key `key` (same-host data plane; undefined when it has none): pass `grad` as the
+   * key's gradient and `out` as its output to `push`/`pull`/`pushPull` and the worker copies nothing; the
+   * servers read the gradient from and write the values into them. Write `grad` only while no push of the key is
+   * in flight, and read `out` only after the pull settled.
+   */
+  buffers(key: string): { grad: FloatArray; out: FloatArray } | undefined {
+    return this.staging.get(key);
+  }
+
+  /**
+   * Which servers this operation on `keys` may run over the staging buffers: servers holding every slice of
+   * theirs there, when none of the keys' staging buffers this operation needs is in use. Marks them in use.
+   */
+  private claimShared(keys: readonly string[], grad: boolean, out: boolean): boolean[] | null {
+    if (!this.staging.size) return null;
+    for (const k of keys) {
+      if (!this.staging.has(k) || (grad && this.gradBusy.has(k)) || (out && this.outBusy.has(k))) return null;
+    }
+    const per = this.servers.map(() => ({ any: false, all: true }));
+    for (const k of keys) {
+      for (const sl of this.layout.slicesOf(k)) {
+        const p = per[sl.server]!;
+        p.any = true;
+        if (!this.sharedKeys[sl.server]!.has(k)) p.all = false;
+      }
+    }
+    const use = per.map((p) => p.any && p.all);
+    if (!use.some(Boolean)) return null;
+    for (const k of keys) {
+      if (grad) this.gradBusy.add(k);
+      if (out) this.outBusy.add(k);
+    }
+    return use;
+  }
+
+  private releaseShared(keys: readonly string[], grad: boolean, out: boolean): void {
+    for (const k of keys) {
+      if (grad) this.gradBusy.delete(k);
+      if (out) this.outBusy.delete(k);
+    }
+  }
+
+  /**
+   * Push gradients (full-size, one per key). Resolves when every server acknowledged (applied) them. The arrays
+   * are copied (into the request, or into the staging buffers) before this returns its promise.
+   */
   async push(keys: readonly string[], grads: readonly FloatArray[]): Promise<void> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
     const per = this.perServer();
@@ -179,18 +297,22 @@ export class KVWorker {
       if (spec.rows) throw Errors.invalidArg(`key ${key}`, 'is row-sparse: use rowSparsePush');
       const g = grads[i]!;
       if (g.length !== spec.size) throw Errors.invalidArg(`gradient of key ${key}`, `has ${g.length} elements, key has ${spec.size}`);
-      const c = this.issued.get(key) ?? 0;
-      this.issued.set(key, c + 1);
-      for (const sl of this.layout.slicesOf(key)) {
-        const p = per[sl.server]!;
-        p.keys.push(key);
-        p.counters.push(c);
-        p.arrays.push(g.subarray(sl.start, sl.end));
-      }
     }
-    const before = this.afterPulls(keys);
-    if (before) await before;
-    await Promise.all(per.map((p, s) => (p.keys.length ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.arrays]) : undefined)));
+    const use = this.claimShared(keys, true, false);
+    try {
+      this.collect(per, keys, grads, undefined, use, true);
+      const before = this.afterPulls(keys);
+      if (before) await before;
+      await Promise.all(
+        per.map((p, s) => {
+          if (!p.keys.length) return undefined;
+          const sent = [this.rank, p.keys, p.counters, p.arrays];
+          return use?.[s] ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.keys.map(() => null)], undefined, { args: sent }) : this.callServer(s, 'push', sent);
+        }),
+      );
+    } finally {
+      if (use) this.releaseShared(keys, true, false);
+    }
   }
 
   /**
@@ -211,22 +333,20 @@ export class KVWorker {
 
   /**
    * Pull values, waiting for this worker's earlier pushes. Writes into `outs[i]` when given (full-size), else
-   * allocates. Returns the arrays. Over transports with `recvInto` (shm) big slices are received straight into
-   * them, so `outs` must not be read or written until the promise settles; after a failure they may hold part of
-   * the reply.
+   * allocates. Returns the arrays. Big slices may be received straight into them (over the staging buffers or a
+   * transport with `recvInto`), so `outs` must not be read or written until the promise settles; after a failure
+   * they may hold part of the reply.
    */
   async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     const res = this.denseOutputs(keys, outs, 'use rowSparsePull');
-    const per = this.perServer();
-    keys.forEach((key, i) => {
-      for (const sl of this.layout.slicesOf(key)) {
-        const p = per[sl.server]!;
-        p.keys.push(key);
-        p.counters.push(this.issued.get(key) ?? 0);
-        p.targets.push(res[i]!.subarray(sl.start, sl.end));
-      }
-    });
-    await this.landDense('pull', keys, per, (p) => [p.keys, p.counters]);
+    const use = this.claimShared(keys, false, true);
+    try {
+      const per = this.perServer();
+      this.collect(per, keys, undefined, res, use, false);
+      await this.landDense('pull', keys, per, use, (p, shared) => (shared ? [p.keys, p.counters, true] : [p.keys, p.counters]));
+    } finally {
+      if (use) this.releaseShared(keys, false, true);
+    }
     return res;
   }
 
@@ -237,33 +357,76 @@ export class KVWorker {
   async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
     const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
-    const per = this.perServer();
-    keys.forEach((key, i) => {
-      const c = this.issued.get(key) ?? 0;
-      this.issued.set(key, c + 1);
-      for (const sl of this.layout.slicesOf(key)) {
-        const p = per[sl.server]!;
-        p.keys.push(key);
-        p.counters.push(c);
-        p.arrays.push(grads[i]!.subarray(sl.start, sl.end));
-        p.targets.push(res[i]!.subarray(sl.start, sl.end));
-      }
-    });
-    // One request per server; the server has received every gradient before it replies, and only its reply
-    // lands in `outs`, so `outs` may be the gradient arrays themselves.
-    await this.landDense('pushPull', keys, per, (p) => [p.keys, p.counters, p.arrays], this.afterPulls(keys));
+    const use = this.claimShared(keys, true, true);
+    try {
+      const per = this.perServer();
+      this.collect(per, keys, grads, res, use, true);
+      // One request per server; the server has received every gradient before it replies, and only its reply
+      // lands in `outs`, so `outs` may be the gradient arrays themselves.
+      await this.landDense(
+        'pushPull',
+        keys,
+        per,
+        use,
+        (p, shared) => (shared ? [p.keys, p.counters, p.keys.map(() => null), true] : [p.keys, p.counters, p.arrays]),
+        this.afterPulls(keys),
+      );
+    } finally {
+      if (use) this.releaseShared(keys, true, true);
+    }
     return res;
   }
 
   /**
+   * Split a dense operation on `keys` over the servers: per server the keys, counters (pushes: issued here;
+   * pulls: the pushes so far), gradient slices and output slices. For servers in `use` the gradients are first
+   * copied into the staging buffers (unless they are those buffers) and the slices point there, so a resend
+   * after a server restart (which no longer knows the staging buffers) sends them from there.
+   */
+  private collect(
+    per: ReturnType<KVWorker['perServer']>,
+    keys: readonly string[],
+    grads: readonly FloatArray[] | undefined,
+    outs: readonly FloatArray[] | undefined,
+    use: boolean[] | null,
+    count: boolean,
+  ): void {
+    keys.forEach((key, i) => {
+      const c = this.issued.get(key) ?? 0;
+      if (count) this.issued.set(key, c + 1);
+      const st = use ? this.staging.get(key) : undefined;
+      const g = grads?.[i];
+      for (const sl of this.layout.slicesOf(key)) {
+        const p = per[sl.server]!;
+        const shared = !!(st && use![sl.server]);
+        p.keys.push(key);
+        p.counters.push(c);
+        if (g) {
+          let arr = g.subarray(sl.start, sl.end);
+          if (shared) {
+            const dst = st!.grad.subarray(sl.start, sl.end);
+            if (arr.buffer !== dst.buffer || arr.byteOffset !== dst.byteOffset) dst.set(arr);
+            arr = dst;
+          }
+          p.arrays.push(arr);
+        }
+        if (outs) p.targets.push(outs[i]!.subarray(sl.start, sl.end));
+        if (shared) p.staged.push(st!.out.subarray(sl.start, sl.end));
+      }
+    });
+  }
+
+  /**
    * One `method` request to every server with a part of `keys` (after `before`, when given), each reply landed in
-   * its targets; registered as the pending pull of `keys` until it settles.
+   * its targets (from the staging buffers for servers in `use`); registered as the pending pull of `keys` until
+   * it settles.
    */
   private async landDense(
     method: 'pull' | 'pushPull',
     keys: readonly string[],
     per: ReturnType<KVWorker['perServer']>,
-    args: (p: ReturnType<KVWorker['perServer']>[number]) => unknown[],
+    use: boolean[] | null,
+    args: (p: ReturnType<KVWorker['perServer']>[number], shared: boolean) => unknown[],
     before?: Promise<unknown>,
   ): Promise<void> {
     const done = (async () => {
@@ -271,8 +434,9 @@ export class KVWorker {
       await Promise.all(
         per.map(async (p, s) => {
           if (!p.keys.length) return;
-          const got = (await this.callServer(s, method, [this.rank, ...args(p)], p.targets)) as FloatArray[];
-          landValues(method, s, p.keys, got, p.targets);
+          const plain = { args: [this.rank, ...args(p, false)], replyInto: p.targets };
+          const got = (await (use?.[s] ? this.callServer(s, method, [this.rank, ...args(p, true)], undefined, plain) : this.callServer(s, method, plain.args, p.targets))) as (FloatArray | null)[];
+          landValues(method, s, p.keys, got, p.targets, p.staged);
         }),
       );
     })();
@@ -397,6 +561,8 @@ export class KVWorker {
       counters: [] as number[],
       arrays: [] as FloatArray[],
       targets: [] as FloatArray[],
+      /** Staging output slices, when the reply comes through them (same order as `targets`). */
+      staged: [] as FloatArray[],
       specs: [] as KeySpec[],
       slices: [] as ReturnType<KeyLayout['slicesOf']>,
       values: [] as (FloatArray | null)[],
@@ -404,8 +570,8 @@ export class KVWorker {
   }
 
   /** Call server `s`; big arrays of the reply land straight in `replyInto` (see `CallOptions.replyInto`). */
-  private async callServer(s: number, method: string, args: unknown[], replyInto?: readonly FloatArray[]): Promise<unknown> {
-    const io = replyInto ? { replyInto } : undefined;
+  private async callServer(s: number, method: string, args: unknown[], replyInto?: readonly FloatArray[], resend?: { args: unknown[]; replyInto?: readonly FloatArray[] }): Promise<unknown> {
+    let io = replyInto ? { replyInto } : undefined;
     for (;;) {
       const c = this.servers[s]!;
       const epoch = c.epoch;
@@ -423,6 +589,11 @@ export class KVWorker {
       } catch (e) {
         if (!this.o.resendAfterRestart || !isShoalError(e, 'ERR_PEER_CLOSED')) throw unwrapRemote(e);
         await this.reconnect(s, epoch + 1);
+        // the new incarnation has not mapped the staging buffers: the data goes in the message
+        if (resend) {
+          args = resend.args;
+          io = resend.replyInto ? { replyInto: resend.replyInto } : undefined;
+        }
       }
     }
   }
@@ -434,7 +605,10 @@ export class KVWorker {
     if (!p) {
       p = c
         .reconnect(minEpoch)
-        .then(async () => void (await c.api.hello(this.rank)))
+        .then(async () => {
+          this.sharedKeys[s]!.clear();
+          await c.api.hello(this.rank);
+        })
         .finally(() => this.reconnecting.delete(s));
       this.reconnecting.set(s, p);
     }
@@ -443,13 +617,20 @@ export class KVWorker {
 }
 
 /**
- * Put a server's reply values into the caller's arrays: values that arrived straight in them (`replyInto`) are
- * already there; others are copied.
+ * Put a server's reply values into the caller's arrays: values that arrived straight in them (`replyInto`, or
+ * the staging buffers when the caller passed those) are already there; others are copied.
  */
-function landValues(what: string, s: number, keys: readonly string[], got: readonly FloatArray[], targets: readonly FloatArray[]): void {
+function landValues(what: string, s: number, keys: readonly string[], got: readonly (FloatArray | null)[], targets: readonly FloatArray[], staged: readonly FloatArray[]): void {
   if (got.length !== targets.length) throw Errors.badFrame(what, `server ${s} sent ${got.length} values, expected ${targets.length}`);
   got.forEach((g, i) => {
     const t = targets[i]!;
+    if (g === null) {
+      // written into the staging buffer by the server
+      const st = staged[i];
+      if (!st) throw Errors.badFrame(`${what} of ${keys[i]}`, `server ${s} replied through staging buffers this request did not use`);
+      if (st.buffer !== t.buffer || st.byteOffset !== t.byteOffset) t.set(st);
+      return;
+    }
     if (g.length !== t.length) throw Errors.badFrame(`${what} of ${keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
     if (g.buffer !== t.buffer || g.byteOffset !== t.byteOffset) t.set(g);
   });

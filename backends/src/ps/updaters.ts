@@ -27,7 +27,20 @@ export interface UpdateContext {
   /** Native (or JS) element-wise kernels: `reduce('sum', dst, src)`, `scale(a, f)`. */
   kernels: ReduceKernels;
 }
-export type ServerUpdater = (ctx: UpdateContext) => void;
+export type ServerUpdater = ((ctx: UpdateContext) => void) & {
+  /**
+   * Set on element-wise rules (each weight's update reads only its own gradient, weight and state entries): the
+   * names of the per-key state arrays it uses (created full-size by the server before the first update). The
+   * server then runs a dense update in cache-sized chunks, each call seeing `weights`, `grad` and `state` as
+   * matching views of one chunk, and sums the workers' gradients chunk by chunk in the same pass.
+   */
+  elementwiseState?: readonly string[];
+};
+
+/** Mark `fn` element-wise with per-key state arrays `state` (see `ServerUpdater.elementwiseState`). */
+export function elementwise(fn: (ctx: UpdateContext) => void, state: readonly string[] = []): ServerUpdater {
+  return Object.assign(fn, { elementwiseState: state });
+}
 
 /** Serialisable choice of updater (servers run in other processes). */
 export type UpdaterSpec =
@@ -59,18 +72,18 @@ function stateOf(ctx: UpdateContext, name: string): FloatArray {
 }
 
 /** `w = sum of pushes` (MXNet with no updater): the stored value is the merged gradient. */
-export const assignUpdater: ServerUpdater = (ctx) => {
+export const assignUpdater: ServerUpdater = elementwise((ctx) => {
   const { weights: w, grad: g } = ctx;
   forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
-};
+});
 
 /** `w += lr * g` (MXNet's dist_sync test updater). Scales `grad` in place, then adds it with the kernels. */
 export function addUpdater(lr = 1): ServerUpdater {
-  return (ctx) => {
+  return elementwise((ctx) => {
     const { weights: w, grad: g, kernels: k } = ctx;
     if (lr !== 1) k.scale(g, lr);
     forEachRun(ctx, (wo, go, n) => k.reduce('sum', w.subarray(wo, wo + n), g.subarray(go, go + n)));
-  };
+  });
 }
 
 /** SGD with momentum: `m = mu*m - lr*(rescale*g + wd*w); w += m` (plain SGD when momentum is 0). */
@@ -78,7 +91,7 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
   const mu = o.momentum ?? 0;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return (ctx) => {
+  return elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
     if (mu === 0 && wd === 0) {
       // plain SGD: w += (-lr * rescale) * g with the kernels (g is scratch)
@@ -101,7 +114,7 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
         w[j]! += v;
       }
     });
-  };
+  }, mu === 0 ? [] : ['momentum']);
 }
 
 /**
@@ -116,7 +129,7 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
   const eps = o.eps ?? 1e-8;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return (ctx) => {
+  return elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
     const m = stateOf(ctx, 'm');
     const v = stateOf(ctx, 'v');
@@ -143,7 +156,7 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
         w[j]! -= (lrT * mj) / (Math.sqrt(vj) + eps);
       }
     });
-  };
+  }, ['m', 'v']);
 }
 
 /** Adagrad: `h += g^2; w -= lr * g / (sqrt(h) + eps)`; the usual choice for sparse embedding rows. */
@@ -151,7 +164,7 @@ export function adagradUpdater(o: { lr: number; eps?: number; wd?: number; resca
   const eps = o.eps ?? 1e-7;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return (ctx) => {
+  return elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
     const h = stateOf(ctx, 'history');
     forEachRun(ctx, (wo, go, n) => {
@@ -163,7 +176,7 @@ export function adagradUpdater(o: { lr: number; eps?: number; wd?: number; resca
         w[j]! -= (o.lr * gi) / (Math.sqrt(hj) + eps);
       }
     });
-  };
+  }, ['history']);
 }
 
 /** Build the updater a spec names. Throws RangeError on an unknown type. */

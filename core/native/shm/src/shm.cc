@@ -951,11 +951,74 @@ Napi::Value TuneMalloc(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), ok);
 }
 
+// Named shared regions: plain byte arrays two processes of one host map (the parameter server's same-host data
+// plane). `mapRegion(name, bytes, create)` returns an ArrayBuffer over the mapping, unmapped when V8 collects it.
+// Creating reserves the pages (posix_fallocate), so a full /dev/shm is an error here and not a SIGBUS at first
+// touch; both sides map with MAP_POPULATE, so the first round does not page-fault.
+void ThrowRegion(Napi::Env env, const char* what, const std::string& name, int e) {
+  Napi::Error err = Napi::Error::New(env, std::string(what) + " " + name + ": " + strerror(e));
+  err.Set("errno", Napi::Number::New(env, e));
+  err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST ? "EEXIST" : e == ENOSPC ? "ENOSPC" : "ESHM"));
+  err.ThrowAsJavaScriptException();
+}
+
+Napi::Value MapRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  double want = info[1].As<Napi::Number>().DoubleValue();
+  bool create = info[2].ToBoolean();
+  if (!(want >= 1) || want > 1e15) {
+    Napi::RangeError::New(env, "region size must be positive").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  size_t bytes = static_cast<size_t>(want);
+  int fd = shm_open(name.c_str(), create ? (O_CREAT | O_EXCL | O_RDWR) : O_RDWR, 0600);
+  if (fd < 0) {
+    ThrowRegion(env, create ? "shm_open(create)" : "shm_open", name, errno);
+    return env.Undefined();
+  }
+  if (create) {
+    int e = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    if (e != 0) {
+      close(fd);
+      shm_unlink(name.c_str());
+      ThrowRegion(env, "posix_fallocate", name, e);
+      return env.Undefined();
+    }
+  } else {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != bytes) {
+      close(fd);
+      Napi::Error err = Napi::Error::New(env, "region " + name + " has " + std::to_string(static_cast<long long>(st.st_size)) + " bytes, expected " + std::to_string(bytes));
+      err.Set("code", Napi::String::New(env, "ESIZE"));
+      err.ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) {
+    if (create) shm_unlink(name.c_str());
+    ThrowRegion(env, "mmap", name, e);
+    return env.Undefined();
+  }
+  return Napi::ArrayBuffer::New(
+      env, p, bytes, [](Napi::Env, void* data, size_t* len) { munmap(data, *len); delete len; }, new size_t(bytes));
+}
+
+Napi::Value UnlinkRegion(const Napi::CallbackInfo& info) {
+  std::string name = info[0].As<Napi::String>();
+  return Napi::Boolean::New(info.Env(), shm_unlink(name.c_str()) == 0);
+}
+
 }  // namespace
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitAll(env, exports);
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
+  exports.Set("mapRegion", Napi::Function::New(env, MapRegion));
+  exports.Set("unlinkRegion", Napi::Function::New(env, UnlinkRegion));
   return exports;
 }
 
