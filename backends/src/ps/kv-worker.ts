@@ -69,6 +69,7 @@ export class KVWorker {
   private readonly gradBusy = new Set<string>();
   private readonly outBusy = new Set<string>();
   private readonly regions: SharedRegion[] = [];
+  private sharedCalls = 0;
 
   constructor(private readonly o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
@@ -534,9 +535,12 @@ export class KVWorker {
     return this.issued.get(key) ?? 0;
   }
 
-  /** Bytes on the wire (request and reply frames) summed over all servers. */
-  stats(): { bytesSent: number; bytesReceived: number; calls: number } {
-    const t = { bytesSent: 0, bytesReceived: 0, calls: 0 };
+  /**
+   * Bytes on the wire (request and reply frames) summed over all servers; `sharedCalls`: requests whose values
+   * went through the staging buffers instead.
+   */
+  stats(): { bytesSent: number; bytesReceived: number; calls: number; sharedCalls: number } {
+    const t = { bytesSent: 0, bytesReceived: 0, calls: 0, sharedCalls: this.sharedCalls };
     for (const c of this.servers) {
       const s = c.stats();
       t.bytesSent += s.bytesSent;
@@ -572,6 +576,7 @@ export class KVWorker {
   /** Call server `s`; big arrays of the reply land straight in `replyInto` (see `CallOptions.replyInto`). */
   private async callServer(s: number, method: string, args: unknown[], replyInto?: readonly FloatArray[], resend?: { args: unknown[]; replyInto?: readonly FloatArray[] }): Promise<unknown> {
     let io = replyInto ? { replyInto } : undefined;
+    if (resend) this.sharedCalls++;
     for (;;) {
       const c = this.servers[s]!;
       const epoch = c.epoch;

@@ -26,24 +26,28 @@ test('key slicer: small keys hashed, big keys split evenly, row-sparse keys by r
   assert.is(servers.size, 4, 'small keys spread over all servers');
 });
 
-test('dist_sync (MXNet): n workers push ones*(rank+1) into w += lr*g; pulls equal the closed form exactly', async () => {
-  const n = 3;
-  const rate = 2;
-  const c = await memoryPsCluster({ numServers: 2, numWorkers: n, mode: 'sync', updater: { type: 'add', lr: rate }, timeoutMs: 20_000 });
-  const shapes = { small: 3 * 4, big: 1200 * 1200 };
-  await Promise.all(c.workers.map((w) => w.init([{ key: 'small', size: shapes.small }, { key: 'big', size: shapes.big }], [ones(shapes.small), ones(shapes.big)])));
-  assert.is(c.workers[0]!.layout.slicesOf('big').length, 2, '1200x1200 key is split across both servers');
-  for (let round = 1; round <= 3; round++) {
-    await Promise.all(c.workers.map((w) => w.push(['small', 'big'], [ones(shapes.small, w.rank + 1), ones(shapes.big, w.rank + 1)])));
-    const want = 1 + ((rate * n * (n + 1)) / 2) * round;
-    const got = await Promise.all(c.workers.map((w) => w.pull(['small', 'big'])));
-    got.forEach(([s, b], r) => {
-      allEqual(s!, want, `round ${round} rank ${r} small`);
-      allEqual(b!, want, `round ${round} rank ${r} big`);
-    });
-  }
-  await c.close();
-});
+for (const sharedMemory of [true, false]) {
+  test(`dist_sync (MXNet, values ${sharedMemory ? 'through the same-host data plane' : 'in messages'}): n workers push ones*(rank+1) into w += lr*g; pulls equal the closed form exactly`, async () => {
+    const n = 3;
+    const rate = 2;
+    const c = await memoryPsCluster({ numServers: 2, numWorkers: n, mode: 'sync', updater: { type: 'add', lr: rate }, timeoutMs: 20_000, sharedMemory });
+    const shapes = { small: 3 * 4, big: 1200 * 1200 };
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'small', size: shapes.small }, { key: 'big', size: shapes.big }], [ones(shapes.small), ones(shapes.big)])));
+    assert.is(c.workers[0]!.layout.slicesOf('big').length, 2, '1200x1200 key is split across both servers');
+    for (let round = 1; round <= 3; round++) {
+      await Promise.all(c.workers.map((w) => w.push(['small', 'big'], [ones(shapes.small, w.rank + 1), ones(shapes.big, w.rank + 1)])));
+      const want = 1 + ((rate * n * (n + 1)) / 2) * round;
+      const got = await Promise.all(c.workers.map((w) => w.pull(['small', 'big'])));
+      got.forEach(([s, b], r) => {
+        allEqual(s!, want, `round ${round} rank ${r} small`);
+        allEqual(b!, want, `round ${round} rank ${r} big`);
+      });
+    }
+    const st = c.workers[0]!.stats();
+    assert.ok(sharedMemory ? st.sharedCalls >= 6 : st.sharedCalls === 0, `requests over the data plane: ${st.sharedCalls}`);
+    await c.close();
+  });
+}
 
 test('sync pull issued right after an unawaited push waits for the round', async () => {
   const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', updater: { type: 'assign' }, timeoutMs: 5000 });
@@ -204,6 +208,7 @@ test('durable checkpoint: a killed server restarts from its shard; resent pushes
   );
   assert.equal(acked, [rounds, rounds]);
   assert.is(c.servers[1]!.restarts, 1);
+  assert.ok(c.workers[0]!.stats().sharedCalls > 0, 'the pushes before the kill went through the data plane');
   const [big, s] = await c.workers[1]!.pull(['big', 's']);
   allEqual(big!, rounds * 3, 'big after restart');
   allEqual(s!, rounds * 2, 's after restart');
