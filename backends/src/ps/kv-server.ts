@@ -493,6 +493,10 @@ export class KVServer {
     const w = slot.data;
     const n = w.length;
     const u = slot.updater;
+    if (u.linear) {
+      this.kernels.sumUpdate(u.linear.axpy, w, gs, outs, u.linear.axpy ? u.linear.factor : 1);
+      return;
+    }
     const names = u.elementwiseState;
     const chunk = names ? KVServer.CHUNK : n;
     if (names) for (const name of names) slot.state[name] ??= allocFloat(slot.spec.dtype, n);

@@ -35,6 +35,12 @@ export type ServerUpdater = ((ctx: UpdateContext) => void) & {
    * matching views of one chunk, and sums the workers' gradients chunk by chunk in the same pass.
    */
   elementwiseState?: readonly string[];
+  /**
+   * Set on linear rules: the update is `w = sum of gradients` (`assign`) or `w += factor * sum` computed as
+   * `kernels.sumUpdate` does (scale the sum, then add). The server then runs the sum, the update and the copies
+   * to waiting workers as one native pass (`ReduceKernels.sumUpdate`), with the same result bit for bit.
+   */
+  linear?: { axpy: false } | { axpy: true; factor: number };
 };
 
 /** Mark `fn` element-wise with per-key state arrays `state` (see `ServerUpdater.elementwiseState`). */
@@ -72,18 +78,23 @@ function stateOf(ctx: UpdateContext, name: string): FloatArray {
 }
 
 /** `w = sum of pushes` (MXNet with no updater): the stored value is the merged gradient. */
-export const assignUpdater: ServerUpdater = elementwise((ctx) => {
-  const { weights: w, grad: g } = ctx;
-  forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
-});
+export const assignUpdater: ServerUpdater = Object.assign(
+  elementwise((ctx) => {
+    const { weights: w, grad: g } = ctx;
+    forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
+  }),
+  { linear: { axpy: false } as const },
+);
 
 /** `w += lr * g` (MXNet's dist_sync test updater). Scales `grad` in place, then adds it with the kernels. */
 export function addUpdater(lr = 1): ServerUpdater {
-  return elementwise((ctx) => {
+  const u = elementwise((ctx) => {
     const { weights: w, grad: g, kernels: k } = ctx;
     if (lr !== 1) k.scale(g, lr);
     forEachRun(ctx, (wo, go, n) => k.reduce('sum', w.subarray(wo, wo + n), g.subarray(go, go + n)));
   });
+  // scaling by 1 is exact, so sumUpdate's unconditional scale gives the same result
+  return Object.assign(u, { linear: { axpy: true, factor: lr } as const });
 }
 
 /** SGD with momentum: `m = mu*m - lr*(rescale*g + wd*w); w += m` (plain SGD when momentum is 0). */
@@ -91,7 +102,7 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
   const mu = o.momentum ?? 0;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return elementwise((ctx) => {
+  const u = elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
     if (mu === 0 && wd === 0) {
       // plain SGD: w += (-lr * rescale) * g with the kernels (g is scratch)
@@ -115,6 +126,7 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
       }
     });
   }, mu === 0 ? [] : ['momentum']);
+  return mu === 0 && wd === 0 ? Object.assign(u, { linear: { axpy: true, factor: -o.lr * rs } as const }) : u;
 }
 
 /**

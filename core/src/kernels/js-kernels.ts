@@ -79,6 +79,24 @@ export function jsKernels(): ReduceKernels {
       const k = d instanceof Float32Array ? Math.fround(factor) : factor;
       for (let i = 0; i < d.length; i++) d[i] *= k;
     },
+    sumUpdate(axpy, w, grads, outs, factor) {
+      const n = w.length;
+      for (const a of [...grads, ...outs]) if (a.length !== n || a.constructor !== w.constructor) throw new TypeError('sumUpdate: every gradient and output must match the weights\' type and length');
+      if (grads.length < 1) throw new RangeError('sumUpdate needs at least one gradient');
+      // the same steps as reduce/scale/reduce over whole arrays: each result rounds to the array's type
+      const tmp = w instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
+      tmp.set(grads[0]!);
+      for (let r = 1; r < grads.length; r++) {
+        const g = grads[r]!;
+        for (let i = 0; i < n; i++) tmp[i] += g[i]!;
+      }
+      if (axpy) {
+        const k = w instanceof Float32Array ? Math.fround(factor) : factor;
+        for (let i = 0; i < n; i++) tmp[i] *= k;
+        for (let i = 0; i < n; i++) w[i] += tmp[i]!;
+      } else w.set(tmp);
+      for (const o of outs) o.set(w);
+    },
     firstNonFinite(a) {
       if (a instanceof Int32Array) return -1;
       for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;

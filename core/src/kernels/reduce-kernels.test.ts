@@ -24,6 +24,38 @@ for (const k of impls) {
       }
     }
   });
+  test(`${k.impl}: sumUpdate equals reduce, scale, reduce over whole arrays bit for bit; outputs get the weights`, () => {
+    for (const C of [Float32Array, Float64Array] as { new (n: number): Float32Array | Float64Array; from(a: ArrayLike<number>): Float32Array | Float64Array; name: string }[]) {
+      for (const n of [1, 2047, 2048, 5000]) {
+        for (const ng of [1, 2, 3]) {
+          for (const axpy of [true, false]) {
+            const gs = Array.from({ length: ng }, (_, r) => C.from(Array.from({ length: n }, (_, i) => Math.sin(i * 0.7 + r) * 10 ** ((i % 7) - 3))));
+            const w0 = C.from(Array.from({ length: n }, (_, i) => Math.cos(i * 0.3)));
+            const factor = -0.013;
+            // reference: the separate kernels
+            const want = w0.slice();
+            const m = gs[0]!.slice();
+            for (let r = 1; r < ng; r++) k.reduce('sum', m, gs[r]!);
+            if (axpy) {
+              k.scale(m, factor);
+              k.reduce('sum', want, m);
+            } else want.set(m);
+            const w = w0.slice();
+            const outs = [new C(n), new C(n)];
+            const before = gs.map((g) => g.slice());
+            k.sumUpdate(axpy, w, gs, outs, factor);
+            const what = `${C.name} n=${n} grads=${ng} axpy=${axpy}`;
+            for (let i = 0; i < n; i++) if (!Object.is(w[i], want[i])) assert.unreachable(`${what}: w[${i}] = ${w[i]}, want ${want[i]}`);
+            for (const o of outs) assert.equal([...o], [...w], `${what}: outputs`);
+            gs.forEach((g, r) => assert.equal([...g], [...before[r]!], `${what}: gradient ${r} untouched`));
+          }
+        }
+      }
+    }
+    assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(3)], [], 1), /match the weights/);
+    assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float64Array(4)], [], 1), /match the weights/);
+    assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(4)], [new Float32Array(5)], 1), /match the weights/);
+  });
   test(`${k.impl}: int32 sums wrap modulo 2^32`, () => {
     const a = Int32Array.from([2 ** 31 - 1, -(2 ** 31)]);
     k.reduce('sum', a, Int32Array.from([1, -1]));

@@ -28,6 +28,13 @@ export interface ReduceKernels {
   scale(dst: Float32Array | Float64Array, factor: number): void;
   /** Index of the first NaN/Inf, or -1 (int32 arrays: always -1). */
   firstNonFinite(a: NumericArray): number;
+  /**
+   * A parameter server's linear update in one pass: `s = grads[0] + grads[1] + ...` (in that order), then
+   * `w = s` (axpy false) or `w += s * factor` (factor rounded to w's type; the product rounds before the sum),
+   * then every `outs[k] = w`. Bit-identical to reduce/scale/reduce over whole arrays; `grads` are only read. All
+   * arrays of w's type (float32/float64) and length.
+   */
+  sumUpdate(axpy: boolean, w: Float32Array | Float64Array, grads: readonly (Float32Array | Float64Array)[], outs: readonly (Float32Array | Float64Array)[], factor: number): void;
 }
 
 interface Addon {
@@ -37,6 +44,7 @@ interface Addon {
   f16ToF32(d: Float32Array, s: Uint16Array): void;
   scale(d: Float32Array | Float64Array, f: number): void;
   firstNonFinite(a: NumericArray): number;
+  sumUpdate(axpy: boolean, w: Float32Array | Float64Array, grads: readonly (Float32Array | Float64Array)[], outs: readonly (Float32Array | Float64Array)[], factor: number): void;
   isa(): string;
 }
 
@@ -74,5 +82,6 @@ export function loadKernels(opts: LoadKernelsOptions = {}): ReduceKernels {
     f16ToF32: (d, s) => a.f16ToF32(d, s),
     scale: (d, f) => a.scale(d, f),
     firstNonFinite: (x) => a.firstNonFinite(x),
+    sumUpdate: (axpy, w, g, o, f) => a.sumUpdate(axpy, w, g, o, f),
   };
 }

@@ -269,6 +269,72 @@ static napi_value js_first_nonfinite(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The parameter server's update of a linear rule in one pass over memory: per block of SUM_BLOCK elements (on the
+ * stack, in L1), tmp = g[0] + g[1] + ... (in that order), then w = tmp (assign) or tmp *= f; w += tmp (axpy),
+ * then every out[k] = w. Each step is the same loop, in the same order, as the separate kernels (sum3/sum, scale,
+ * sum), so the results are bit-identical to running those over whole arrays; the gradients are only read. */
+#define SUM_BLOCK 2048
+#define DEF_SUM_UPDATE(T, NAME)                                                                                  \
+  static void sum_update_##NAME(int axpy, T *w, const T **g, size_t ng, T **out, size_t no, T f, size_t n) {    \
+    T tmp[SUM_BLOCK];                                                                                           \
+    for (size_t b = 0; b < n; b += SUM_BLOCK) {                                                                 \
+      size_t m = n - b < SUM_BLOCK ? n - b : SUM_BLOCK;                                                         \
+      if (ng == 1) memcpy(tmp, g[0] + b, m * sizeof(T));                                                        \
+      else shoal_##NAME##_sum3(tmp, g[0] + b, g[1] + b, m);                                                      \
+      for (size_t r = 2; r < ng; r++) shoal_##NAME##_sum(tmp, g[r] + b, m);                                     \
+      if (axpy) {                                                                                               \
+        shoal_scale_##NAME(tmp, f, m);                                                                          \
+        shoal_##NAME##_sum(w + b, tmp, m);                                                                      \
+      } else {                                                                                                  \
+        memcpy(w + b, tmp, m * sizeof(T));                                                                      \
+      }                                                                                                         \
+      for (size_t k = 0; k < no; k++) memcpy(out[k] + b, w + b, m * sizeof(T));                                 \
+    }                                                                                                           \
+  }
+DEF_SUM_UPDATE(float, f32)
+DEF_SUM_UPDATE(double, f64)
+
+#define MAX_SUM_ARRAYS 256
+/* sumUpdate(axpy: boolean, w, grads: array[], outs: array[], factor) */
+static napi_value js_sum_update(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  bool axpy;
+  napi_get_value_bool(env, argv[0], &axpy);
+  view_t w;
+  if (!get_view(env, argv[1], &w, "weights")) return NULL;
+  if (w.type != napi_float32_array && w.type != napi_float64_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate needs Float32Array or Float64Array weights");
+    return NULL;
+  }
+  uint32_t ng = 0, no = 0;
+  napi_get_array_length(env, argv[2], &ng);
+  napi_get_array_length(env, argv[3], &no);
+  if (ng < 1 || ng > MAX_SUM_ARRAYS || no > MAX_SUM_ARRAYS) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "sumUpdate needs 1..256 gradients and at most 256 outputs");
+    return NULL;
+  }
+  void *g[MAX_SUM_ARRAYS];
+  void *o[MAX_SUM_ARRAYS];
+  for (uint32_t i = 0; i < ng + no; i++) {
+    napi_value e;
+    napi_get_element(env, i < ng ? argv[2] : argv[3], i < ng ? i : i - ng, &e);
+    view_t v;
+    if (!get_view(env, e, &v, i < ng ? "gradient" : "output")) return NULL;
+    if (v.type != w.type || v.length != w.length) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate: every gradient and output must match the weights' type and length");
+      return NULL;
+    }
+    if (i < ng) g[i] = v.data;
+    else o[i - ng] = v.data;
+  }
+  double f;
+  napi_get_value_double(env, argv[4], &f);
+  if (w.type == napi_float32_array) sum_update_f32(axpy, (float *)w.data, (const float **)g, ng, (float **)o, no, (float)f, w.length);
+  else sum_update_f64(axpy, (double *)w.data, (const double **)g, ng, (double **)o, no, f, w.length);
+  return NULL;
+}
+
 static napi_value js_isa(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -288,6 +354,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"f16ToF32", NULL, js_f16_to_f32, NULL, NULL, NULL, napi_default, NULL},
     {"scale", NULL, js_scale, NULL, NULL, NULL, napi_default, NULL},
     {"firstNonFinite", NULL, js_first_nonfinite, NULL, NULL, NULL, napi_default, NULL},
+    {"sumUpdate", NULL, js_sum_update, NULL, NULL, NULL, napi_default, NULL},
     {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
