@@ -274,9 +274,45 @@ static napi_value js_first_nonfinite(napi_env env, napi_callback_info info) {
  * then every out[k] = w. Each step is the same loop, in the same order, as the separate kernels (sum3/sum, scale,
  * sum), so the results are bit-identical to running those over whole arrays; the gradients are only read. */
 #define SUM_BLOCK 2048
+/* Copies to the outputs of a large update bypass the cache (streaming stores): they are read much later, by
+ * another process, and a normal store would first read each line in (read-for-ownership). */
+#define STREAM_MIN_BYTES (4u << 20)
+static void copy_out(void *dst, const void *src, size_t bytes, int stream) {
+#ifdef SHOAL_X86
+  if (stream) {
+    uint8_t *d = (uint8_t *)dst;
+    const uint8_t *s = (const uint8_t *)src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    if (head > bytes) head = bytes;
+    memcpy(d, s, head);
+    d += head, s += head, bytes -= head;
+    size_t body = bytes & ~(size_t)63;
+    for (size_t i = 0; i < body; i += 64) {
+      __m128i a = _mm_loadu_si128((const __m128i *)(s + i));
+      __m128i b = _mm_loadu_si128((const __m128i *)(s + i + 16));
+      __m128i c = _mm_loadu_si128((const __m128i *)(s + i + 32));
+      __m128i e = _mm_loadu_si128((const __m128i *)(s + i + 48));
+      _mm_stream_si128((__m128i *)(d + i), a);
+      _mm_stream_si128((__m128i *)(d + i + 16), b);
+      _mm_stream_si128((__m128i *)(d + i + 32), c);
+      _mm_stream_si128((__m128i *)(d + i + 48), e);
+    }
+    memcpy(d + body, s + body, bytes - body);
+    return;
+  }
+#endif
+  (void)stream;
+  memcpy(dst, src, bytes);
+}
+static void stream_fence(void) {
+#ifdef SHOAL_X86
+  _mm_sfence(); /* streaming stores are weakly ordered: visible before the reply that announces them */
+#endif
+}
 #define DEF_SUM_UPDATE(T, NAME)                                                                                  \
   static void sum_update_##NAME(int axpy, T *w, const T **g, size_t ng, T **out, size_t no, T f, size_t n) {    \
     T tmp[SUM_BLOCK];                                                                                           \
+    int stream = n * sizeof(T) >= STREAM_MIN_BYTES;                                                             \
     for (size_t b = 0; b < n; b += SUM_BLOCK) {                                                                 \
       size_t m = n - b < SUM_BLOCK ? n - b : SUM_BLOCK;                                                         \
       if (ng == 1) memcpy(tmp, g[0] + b, m * sizeof(T));                                                        \
@@ -288,8 +324,9 @@ static napi_value js_first_nonfinite(napi_env env, napi_callback_info info) {
       } else {                                                                                                  \
         memcpy(w + b, tmp, m * sizeof(T));                                                                      \
       }                                                                                                         \
-      for (size_t k = 0; k < no; k++) memcpy(out[k] + b, w + b, m * sizeof(T));                                 \
+      for (size_t k = 0; k < no; k++) copy_out(out[k] + b, w + b, m * sizeof(T), stream);                       \
     }                                                                                                           \
+    if (stream && no) stream_fence();                                                                           \
   }
 DEF_SUM_UPDATE(float, f32)
 DEF_SUM_UPDATE(double, f64)
