@@ -52,6 +52,17 @@ for (const k of impls) {
         }
       }
     }
+    // large updates write their outputs with streaming stores: unaligned starts and odd tails
+    for (const C of [Float32Array, Float64Array]) {
+      const n = (5 << 20) / C.BYTES_PER_ELEMENT + 3;
+      const g = new C(n).fill(0.5);
+      const w = new C(n).fill(1);
+      const outs = [new C(n + 1).subarray(1), new C(n + 3).subarray(3)];
+      k.sumUpdate(true, w, [g, g], outs, 2);
+      for (const o of outs) {
+        if (o.some((v) => v !== 3)) assert.unreachable(`${C.name}: streamed output has ${o.find((v) => v !== 3)} at ${o.findIndex((v) => v !== 3)}`);
+      }
+    }
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(3)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float64Array(4)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(4)], [new Float32Array(5)], 1), /match the weights/);
