@@ -50,6 +50,8 @@ const self = fileURLToPath(import.meta.url);
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const LR = 1 / 1024;
 const KEYS = 4;
+/** Warm-up round trips of the small-key phase (JIT; the first plane run would otherwise pay for it). */
+const SMALL_WARMUP = 300;
 
 /** net: TCP loopback; ipc: the net transport over unix sockets; shm: shared-memory rings. */
 type BenchTransport = 'net' | 'ipc' | 'shm';
@@ -367,7 +369,7 @@ async function planeMain(job: WorkerJob, kv: KVWorker, plane: Plane, sparse: boo
     await kv.init([{ key, size: 1 }], job.rank === 0 ? [new Float32Array(1)] : undefined);
     const g = [Float32Array.of(job.rank + 1)];
     const w = [new Float32Array(1)];
-    for (let i = 0; i < 50; i++) await kv.pushPull([key], g, w);
+    for (let i = 0; i < SMALL_WARMUP; i++) await kv.pushPull([key], g, w);
     await kv.gather(`${plane}-small-start`, null);
     const cpu = await cpuMeter(kv);
     const times: number[] = [];
@@ -377,7 +379,7 @@ async function planeMain(job: WorkerJob, kv: KVWorker, plane: Plane, sparse: boo
       times.push(performance.now() - t0);
     }
     const used = await cpu.stop(`${plane}-small-end`, times.length);
-    const verified = w[0]![0] === Math.fround(-LR * gsum * (50 + job.smallIters));
+    const verified = w[0]![0] === Math.fround(-LR * gsum * (SMALL_WARMUP + job.smallIters));
     times.sort((a, b) => a - b);
     const avg = times.reduce((a, b) => a + b, 0) / times.length;
     emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
