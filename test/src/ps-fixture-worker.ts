@@ -1,7 +1,7 @@
 /**
  * A parameter-server worker process for test/src/ps-process.test.ts. Reads its job from SHOAL_PS_TEST (JSON),
  * runs MXNet's dist_sync loop (push ones*(rank+1) into `w += lr*g`, pull, check the closed form) and prints one
- * JSON line: `{ ok: true, rounds, ms }` or `{ ok: false, code, message, round, msSinceKill }`.
+ * JSON line: `{ ok: true, rounds, ms, sharedCalls }` or `{ ok: false, code, message, round, msSinceKill }`.
  */
 import { isShoalError, NetTransport, TcpStore } from '@shoal/core';
 import { KVWorker } from '@shoal/backends';
@@ -44,7 +44,7 @@ async function main() {
       }
       if (job.rank === 0 && round === job.signalRound) await store.set(`reached/${round}`, String(Date.now()));
     }
-    out({ ok: true, rounds: job.rounds, ms: Date.now() - t0 });
+    out({ ok: true, rounds: job.rounds, ms: Date.now() - t0, sharedCalls: kv.stats().sharedCalls });
   } catch (e) {
     const killedAt = await store.get('killedAt', 1000).then((v) => Number(new TextDecoder().decode(v))).catch(() => 0);
     out({ ok: false, code: isShoalError(e) ? e.code : 'ERR_OTHER', message: (e as Error).message, round, msSinceKill: killedAt ? Date.now() - killedAt : -1 });

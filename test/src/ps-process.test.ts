@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,11 +9,15 @@ import { netRemote, NetTransport, TcpStore, TcpStoreServer, type ActorSupervisor
 import { gradientSyncCompliance, PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
 
 const workerScript = fileURLToPath(new URL('./ps-fixture-worker.js', import.meta.url));
-type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number };
+type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number; sharedCalls?: number };
 
 function runWorker(job: object): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const c = fork(workerScript, [], { env: { ...process.env, SHOAL_PS_TEST: JSON.stringify(job) }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  return startWorker(job).result;
+}
+
+function startWorker(job: object): { child: ChildProcess; result: Promise<Result> } {
+  const c = fork(workerScript, [], { env: { ...process.env, SHOAL_PS_TEST: JSON.stringify(job) }, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const result = new Promise<Result>((resolve, reject) => {
     let text = '';
     c.stdout!.on('data', (d) => (text += d));
     const timer = setTimeout(() => c.kill('SIGKILL'), 45_000);
@@ -27,6 +31,7 @@ function runWorker(job: object): Promise<Result> {
       }
     });
   });
+  return { child: c, result };
 }
 
 async function psJob(numWorkers: number, extra: Partial<StartPsServersOptions> = {}) {
@@ -72,6 +77,7 @@ test('dist_sync across processes: 3 workers x 2 servers, small key and a split 1
   const j = await psJob(3);
   const res = await Promise.all([0, 1, 2].map((r) => runWorker(j.job(r, 4))));
   for (const r of res) assert.equal(r, { ...r, ok: true, rounds: 4 }, JSON.stringify(r));
+  for (const r of res) assert.ok(r.sharedCalls! >= 4, `servers on this host: values through the data plane (${r.sharedCalls} requests)`);
   await j.close();
 });
 
@@ -88,6 +94,25 @@ test('a server killed mid-run is reported on every worker (naming it) within the
     assert.match(r.message ?? '', /ps-server-1/);
     assert.ok(r.msSinceKill! >= 0 && r.msSinceKill! < 8000, `reported ${r.msSinceKill} ms after the kill`);
   }
+  await j.close();
+});
+
+test('a worker SIGKILLed mid-run (values on the same-host data plane) fails the other worker at once, naming it; nothing left in /dev/shm', async () => {
+  const j = await psJob(2);
+  const w0 = startWorker(j.job(0, 10_000));
+  const w1 = startWorker(j.job(1, 10_000));
+  w1.result.catch(() => {}); // it dies without a result
+  await j.store.get('reached/3', 20_000);
+  const killedAt = Date.now();
+  await j.store.set('killedAt', String(killedAt));
+  w1.child.kill('SIGKILL');
+  const r = await w0.result;
+  assert.is(r.ok, false, JSON.stringify(r));
+  assert.is(r.code, 'ERR_PEER_CLOSED', JSON.stringify(r));
+  assert.match(r.message ?? '', /worker 1 disconnected/);
+  assert.ok(r.msSinceKill! >= 0 && r.msSinceKill! < 4000, `reported ${r.msSinceKill} ms after the kill`);
+  const left = readdirSync('/dev/shm').filter((f) => f.startsWith('shoal-ps-w') && (f.includes(`-${w0.child.pid}-`) || f.includes(`-${w1.child.pid}-`)));
+  assert.equal(left, [], 'staging regions are unlinked once mapped');
   await j.close();
 });
 
