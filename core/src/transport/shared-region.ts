@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { Errors } from '../errors.js';
+import { loadShmAddon, type ShmAddon } from './shm.js';
 
 /**
  * A named POSIX shared-memory region mapped into this process as an ArrayBuffer (core/native/shm): the
@@ -17,19 +17,8 @@ export interface SharedRegion {
   unlink(): void;
 }
 
-interface RegionAddon {
-  mapRegion(name: string, bytes: number, create: boolean): ArrayBuffer;
-  unlinkRegion(name: string): boolean;
-}
-
-function addon(): RegionAddon {
-  const require = createRequire(import.meta.url);
-  try {
-    return require('../../native/shm/build/Release/shoal_shm.node') as RegionAddon;
-  } catch (e) {
-    throw Errors.transport('shm', 'the shared-memory addon is not built: run `npm run build:native`', e);
-  }
-}
+type RegionAddon = Pick<ShmAddon, 'mapRegion' | 'unlinkRegion'>;
+const addon = (): RegionAddon => loadShmAddon();
 
 function region(a: RegionAddon, name: string, buffer: ArrayBuffer): SharedRegion {
   let linked = true;

@@ -71,12 +71,15 @@ interface NativeSegment {
   close(): void;
   info(): { name: string; side: number; capacity: number; pid: number; peerPid: number };
 }
-interface ShmAddon {
+/** The shared-memory addon (core/native/shm): pair segments, malloc tuning, named regions (`shared-region.ts`). */
+export interface ShmAddon {
   tuneMalloc(bytes: number): boolean;
   Segment: new (name: string, create: boolean, ringBytes: number, maxMessage: number, spin: number, poolBytes: number) => NativeSegment;
+  mapRegion(name: string, bytes: number, create: boolean): ArrayBuffer;
+  unlinkRegion(name: string): boolean;
 }
 
-function loadAddon(): ShmAddon {
+export function loadShmAddon(): ShmAddon {
   const require = createRequire(import.meta.url);
   try {
     return require('../../native/shm/build/Release/shoal_shm.node') as ShmAddon;
@@ -149,7 +152,7 @@ class ShmTransport implements Transport {
     this.conn = { pollMicros, allocate: opts.allocate };
     this.prefix = opts.prefix ?? 'shoal';
     if (!/^[A-Za-z0-9_.-]+$/.test(this.prefix)) throw Errors.invalidArg('options.prefix', `must match [A-Za-z0-9_.-]+, got ${this.prefix}`);
-    this.addon = loadAddon();
+    this.addon = loadShmAddon();
     if (opts.tuneMalloc ?? true) this.addon.tuneMalloc(512 << 20);
   }
 
