@@ -209,7 +209,14 @@ export class KVWorker {
       bytes += 2 * b;
       return { grad, out: grad + b };
     });
-    const region = createSharedRegion(`ps-w${this.rank}`, Math.max(bytes, 64));
+    let region: SharedRegion;
+    try {
+      region = createSharedRegion(`ps-w${this.rank}`, Math.max(bytes, 64));
+    } catch (e) {
+      // no room in /dev/shm (or no shm at all): these keys' values travel in messages
+      if (isShoalError(e, 'ERR_TRANSPORT')) return;
+      throw e;
+    }
     try {
       fresh.forEach((sp, i) => {
         const Ctor = sp.dtype === 'float64' ? Float64Array : Float32Array;

@@ -42,6 +42,12 @@ export interface InitWorkerOptions {
    * job's transport (and the hierarchy's shm ring). Falls back to the transport when the addon is not built.
    */
   ring?: Omit<RingSyncOptions, 'hierarchical' | 'collective'> & { sameHost?: 'shm-collective' | 'transport' };
+  /**
+   * Parameter-server options (ps and hybrid backends). `sharedMemory` (default true): dense values to and from
+   * servers on this rank's host go through shared staging buffers, requests carry only control messages (see
+   * `KVWorkerOptions.sharedMemory`); false sends them in messages.
+   */
+  ps?: { sharedMemory?: boolean };
   /** Tests only: this rank's host id for the hierarchical topology (default: `localHostId()`, hostname + boot id). */
   hostId?: string;
 }
@@ -76,6 +82,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
   const sameHost = init.ring?.sameHost ?? 'shm-collective';
   if (sameHost !== 'shm-collective' && sameHost !== 'transport') throw Errors.invalidArg('options.ring.sameHost', `must be shm-collective|transport, got ${String(sameHost)}`);
+  const psShared = init.ps?.sharedMemory;
+  if (psShared !== undefined && typeof psShared !== 'boolean') throw Errors.invalidArg('options.ps.sharedMemory', `must be true or false, got ${JSON.stringify(psShared)}`);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     const job = await joinJob({ options, env });
@@ -144,7 +152,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs });
+      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory });
     };
     switch (options.backend) {
       case 'ring':
