@@ -77,8 +77,11 @@ interface Slot {
    * Same-host data plane (`attachShared`): per worker, views of its staging buffers for this server's slice.
    * A push may leave its gradient there (sent as null); a pull with `shared` gets the values written into `out`.
    */
-  shared: ({ grad: FloatArray; out: FloatArray } | null)[];
-  /** Per worker: the version whose values `shared[r].out` holds (-1: none); the round's update writes them. */
+  shared: (SharedViews | null)[];
+  /**
+   * Per worker (sync): the version the round's update wrote into `shared[r].out` for the pushPull that asked for
+   * it (-1: none). That pushPull's reply consumes it; every other shared pull copies.
+   */
   outAt: number[];
   /** Per worker (sync): a pushPull waits for this version with a shared reply: the update writes `out` in its pass. */
   wantOut: number[];
@@ -102,6 +105,13 @@ interface Slot {
 }
 
 const noop = () => {};
+
+/** A worker's staging views of one key slice, and the connection that attached them (the only one that may use them). */
+interface SharedViews {
+  grad: FloatArray;
+  out: FloatArray;
+  caller: string | undefined;
+}
 
 interface CheckpointFile {
   format: 'shoal-ps-shard';
@@ -203,6 +213,10 @@ export class KVServer {
    */
   attachShared(rank: number, name: string, bytes: number, entries: { key: string; grad: number; out: number }[]): { keys: number } {
     this.checkRank(rank);
+    if (typeof name !== 'string') throw Errors.invalidArg('attachShared name', `must be a string, got ${typeof name}`);
+    if (!Number.isSafeInteger(bytes) || bytes < 1) throw Errors.invalidArg('attachShared bytes', `must be a positive integer, got ${JSON.stringify(bytes)}`);
+    if (!Array.isArray(entries)) throw Errors.invalidArg('attachShared entries', 'must be an array');
+    const caller = currentCaller();
     const views = entries.map((e) => {
       const slot = this.slot(e.key);
       if (slot.spec.rows) throw Errors.invalidArg(`key ${e.key}`, 'is row-sparse: it has no shared buffers');
@@ -219,7 +233,9 @@ export class KVServer {
     for (const v of views) {
       const Ctor = v.slot.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor;
       const n = v.slot.data.length;
-      v.slot.shared[rank] = { grad: new Ctor(region.buffer, v.grad, n), out: new Ctor(region.buffer, v.out, n) };
+      // A second KVWorker of this rank (another connection) takes the key over: the first one's requests that name
+      // staging buffers are then refused (ERR_STATE) instead of reading the newer worker's buffers.
+      v.slot.shared[rank] = { grad: new Ctor(region.buffer, v.grad, n), out: new Ctor(region.buffer, v.out, n), caller };
       v.slot.outAt[rank] = -1;
       v.slot.wantOut[rank] = -1;
     }
@@ -288,7 +304,7 @@ export class KVServer {
       acks: [],
       grads: new Array<FloatArray | null>(this.o.numWorkers).fill(null),
       gradRelease: new Array<(() => void) | null>(this.o.numWorkers).fill(null),
-      shared: new Array<{ grad: FloatArray; out: FloatArray } | null>(this.o.numWorkers).fill(null),
+      shared: new Array<SharedViews | null>(this.o.numWorkers).fill(null),
       outAt: new Array<number>(this.o.numWorkers).fill(-1),
       wantOut: new Array<number>(this.o.numWorkers).fill(-1),
       merge: null,
@@ -532,9 +548,10 @@ export class KVServer {
   }
 
   /** The worker's staging views of `slot` (ERR_STATE when it attached none: a push or pull that needs them). */
-  private sharedOf(slot: Slot, rank: number): { grad: FloatArray; out: FloatArray } {
+  private sharedOf(slot: Slot, rank: number, caller = currentCaller()): SharedViews {
     const v = slot.shared[rank];
     if (!v) throw Errors.state(`worker ${rank} has no shared buffers for key ${slot.spec.key} on server ${this.o.serverIndex} (attachShared first)`);
+    if (v.caller !== caller) throw Errors.state(`the shared buffers of worker ${rank} for key ${slot.spec.key} on server ${this.o.serverIndex} belong to another connection of that rank`);
     return v;
   }
 
@@ -588,7 +605,10 @@ export class KVServer {
         }
         try {
           this.updateDense(slot, slot.grads as FloatArray[], outs);
-          for (const r of wrote) slot.outAt[r] = next;
+          for (const r of wrote) {
+            slot.outAt[r] = next;
+            slot.wantOut[r] = -1;
+          }
         } finally {
           this.dropHeld(slot);
         }
@@ -634,14 +654,30 @@ export class KVServer {
    * server has reached `counters[i] + 1` for each key. Saves the push acknowledgement and one request.
    */
   pushPull(rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[], shared = false): Promise<(FloatArray | null)[]> {
-    if (shared && this.o.mode === 'sync') {
-      // the round's update writes this worker's values in its pass (checked and marked before the push runs)
-      const slots = keys.map((k) => this.slot(k));
-      for (const s of slots) this.sharedOf(s, rank);
-      slots.forEach((s, i) => (s.wantOut[rank] = counters[i]! + 1));
+    const needs = counters.map((c) => c + 1);
+    if (!(shared && this.o.mode === 'sync')) return this.push(rank, keys, counters, grads).then(() => this.pull(rank, keys, needs, shared));
+    // The round's update writes this worker's values in its pass: marked before the push runs (it may complete
+    // the round at once), unmarked when the push is refused or fails.
+    this.checkRank(rank);
+    const caller = currentCaller();
+    const slots = keys.map((k) => this.slot(k));
+    for (const s of slots) this.sharedOf(s, rank, caller);
+    slots.forEach((s, i) => (s.wantOut[rank] = needs[i]!));
+    const unmark = () => slots.forEach((s, i) => s.wantOut[rank] === needs[i] && (s.wantOut[rank] = -1));
+    let pushed: Promise<void>;
+    try {
+      pushed = this.push(rank, keys, counters, grads);
+    } catch (e) {
+      unmark();
+      throw e;
     }
-    const pushed = this.push(rank, keys, counters, grads);
-    return pushed.then(() => this.pull(rank, keys, counters.map((c) => c + 1), shared));
+    return pushed.then(
+      () => this.pullInto(rank, slots, needs, caller, true),
+      (e: unknown) => {
+        unmark();
+        throw e;
+      },
+    );
   }
 
   /**
@@ -654,28 +690,33 @@ export class KVServer {
     this.counters.pulls++;
     const slots = keys.map((k) => this.slot(k));
     for (const s of slots) if (s.spec.rows) throw Errors.invalidArg(`key ${s.spec.key}`, 'is row-sparse: use rowSparsePull');
-    const sync = this.o.mode === 'sync';
-    let read: () => (FloatArray | null)[];
     if (shared) {
-      for (const s of slots) this.sharedOf(s, rank);
-      // Into the worker's staging buffer (unless the round's update already wrote this version there), in this
-      // turn of the event loop: no update can land between the copy and the reply.
-      read = () =>
-        slots.map((s) => {
-          const sh = this.sharedOf(s, rank);
-          if (!sync || s.outAt[rank] !== s.version) {
-            sh.out.set(s.data);
-            if (sync) s.outAt[rank] = s.version;
-          }
-          return null;
-        });
-    } else {
-      // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
-      // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
-      read = () => (sync ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
+      const caller = currentCaller();
+      for (const s of slots) this.sharedOf(s, rank, caller);
+      return this.pullInto(rank, slots, needs, caller, false);
     }
-    const pendingIdx = slots.findIndex((s, i) => !this.reached(s, rank, needs[i]!));
-    if (pendingIdx < 0) return read();
+    // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
+    // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
+    const read = () => (this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
+    if (slots.every((s, i) => this.reached(s, rank, needs[i]!))) return read();
+    return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
+  }
+
+  /**
+   * A shared pull: once the server reached `needs`, copy the values into the worker's staging outputs in this
+   * turn of the event loop (no update can land between the copy and the reply) and reply nulls. `fused`: the
+   * pull of a sync pushPull whose round's update may already have written them (`outAt`: consumed here).
+   */
+  private pullInto(rank: number, slots: Slot[], needs: number[], caller: string | undefined, fused: boolean): (FloatArray | null)[] | Promise<(FloatArray | null)[]> {
+    const read = () =>
+      slots.map((s) => {
+        const sh = this.sharedOf(s, rank, caller);
+        const written = fused && s.outAt[rank] === s.version;
+        s.outAt[rank] = -1;
+        if (!written) sh.out.set(s.data);
+        return null;
+      });
+    if (slots.every((s, i) => this.reached(s, rank, needs[i]!))) return read();
     return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
   }
 
@@ -897,6 +938,15 @@ export class KVServer {
    * of timing out; later such requests fail the same way until the worker says hello again.
    */
   onCallerClosed(caller: string): void {
+    // the staging buffers that connection attached: unmapped once nothing here refers to them
+    for (const s of this.slots.values()) {
+      s.shared.forEach((v, r) => {
+        if (v?.caller !== caller) return;
+        s.shared[r] = null;
+        s.outAt[r] = -1;
+        s.wantOut[r] = -1;
+      });
+    }
     const rank = this.callerRank.get(caller);
     if (rank === undefined) return;
     this.callerRank.delete(caller);
@@ -905,10 +955,6 @@ export class KVServer {
     this.lost.set(rank, err);
     const blocking = this.o.mode === 'sync' || this.o.staleness !== undefined;
     for (const s of this.slots.values()) {
-      // its staging buffers: unmapped once nothing here refers to them
-      s.shared[rank] = null;
-      s.outAt[rank] = -1;
-      s.wantOut[rank] = -1;
       if (!blocking) continue;
       for (const w of s.waiters.splice(0)) (clearTimeout(w.timer), w.fail(err));
       if (this.o.mode === 'sync' && !s.pushed[rank]) {

@@ -265,6 +265,7 @@ export class KVWorker {
    */
   private claimShared(keys: readonly string[], grad: boolean, out: boolean): boolean[] | null {
     if (!this.staging.size) return null;
+    if (new Set(keys).size !== keys.length) return null; // a key twice in one request: one staging buffer, two values
     for (const k of keys) {
       if (!this.staging.has(k) || (grad && this.gradBusy.has(k)) || (out && this.outBusy.has(k))) return null;
     }
@@ -293,6 +294,28 @@ export class KVWorker {
   }
 
   /**
+   * An operation over the staging buffers of `keys` failed without a reply (a timeout, a lost server): a server
+   * may still read the gradient buffer or write the output buffer later. Those keys leave the data plane for
+   * good (their values travel in messages from now on), so no later operation shares the buffers with it.
+   */
+  private retireShared(keys: readonly string[]): void {
+    for (const set of this.sharedKeys) for (const k of keys) set.delete(k);
+  }
+
+  /** Run `op` with the staging buffers of `keys` claimed (`use`), releasing or retiring them after. */
+  private async withShared<T>(keys: readonly string[], use: boolean[] | null, grad: boolean, out: boolean, op: () => Promise<T>): Promise<T> {
+    if (!use) return op();
+    try {
+      return await op();
+    } catch (e) {
+      this.retireShared(keys);
+      throw e;
+    } finally {
+      this.releaseShared(keys, grad, out);
+    }
+  }
+
+  /**
    * Push gradients (full-size, one per key). Resolves when every server acknowledged (applied) them. The arrays
    * are copied (into the request, or into the staging buffers) before this returns its promise.
    */
@@ -307,7 +330,7 @@ export class KVWorker {
       if (g.length !== spec.size) throw Errors.invalidArg(`gradient of key ${key}`, `has ${g.length} elements, key has ${spec.size}`);
     }
     const use = this.claimShared(keys, true, false);
-    try {
+    await this.withShared(keys, use, true, false, async () => {
       this.collect(per, keys, grads, undefined, use, true);
       const before = this.afterPulls(keys);
       if (before) await before;
@@ -318,9 +341,7 @@ export class KVWorker {
           return use?.[s] ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.keys.map(() => null)], undefined, { args: sent }) : this.callServer(s, 'push', sent);
         }),
       );
-    } finally {
-      if (use) this.releaseShared(keys, true, false);
-    }
+    });
   }
 
   /**
@@ -348,13 +369,11 @@ export class KVWorker {
   async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     const res = this.denseOutputs(keys, outs, 'use rowSparsePull');
     const use = this.claimShared(keys, false, true);
-    try {
+    await this.withShared(keys, use, false, true, async () => {
       const per = this.perServer();
       this.collect(per, keys, undefined, res, use, false);
       await this.landDense('pull', keys, per, use, (p, shared) => (shared ? [p.keys, p.counters, true] : [p.keys, p.counters]));
-    } finally {
-      if (use) this.releaseShared(keys, false, true);
-    }
+    });
     return res;
   }
 
@@ -366,7 +385,7 @@ export class KVWorker {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
     const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
     const use = this.claimShared(keys, true, true);
-    try {
+    await this.withShared(keys, use, true, true, async () => {
       const per = this.perServer();
       this.collect(per, keys, grads, res, use, true);
       // One request per server; the server has received every gradient before it replies, and only its reply
@@ -379,9 +398,7 @@ export class KVWorker {
         (p, shared) => (shared ? [p.keys, p.counters, p.keys.map(() => null), true] : [p.keys, p.counters, p.arrays]),
         this.afterPulls(keys),
       );
-    } finally {
-      if (use) this.releaseShared(keys, true, true);
-    }
+    });
     return res;
   }
 

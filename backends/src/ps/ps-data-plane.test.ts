@@ -1,8 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync } from 'node:fs';
-import { isShoalError, loadKernels } from '@shoal/core';
+import { isShoalError, loadKernels, openSharedRegion } from '@shoal/core';
 import { KVServer } from './kv-server.js';
+import { KVWorker } from './kv-worker.js';
 import { createUpdater, type UpdaterSpec } from './updaters.js';
 import { memoryPsCluster } from './testing/memory-cluster.js';
 
@@ -133,6 +134,80 @@ test('attachShared: an unmappable region is ERR_TRANSPORT (the worker then uses 
   assert.throws(() => s.attachShared(0, '/shoal-ps-w0-x', 64, [{ key: 'nope', grad: 0, out: 16 }]), /not initialised/);
   // a push that leaves its gradient in staging buffers never attached is refused, naming the key
   assert.throws(() => s.push(0, ['k'], [0], [null]), /no shared buffers for key k/);
+});
+
+test('a second KVWorker of a rank takes its keys over: the first one is refused, values never mix', async () => {
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000 });
+  try {
+    const n = 16;
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'k', size: n }], [ones(n, 0)])));
+    const other = await KVWorker.connect({ rank: 0, numWorkers: 2, numServers: 1, store: c.store, transport: c.network.transport(), timeoutMs: 10_000 });
+    try {
+      await other.init([{ key: 'k', size: n }], [ones(n, 0)]);
+      other.buffers('k')!.grad.fill(1000); // what the first worker must never read
+      const err = await c.workers[0]!.push(['k'], [ones(n, 1)]).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(isShoalError(err, 'ERR_STATE') && /another connection/.test(String(err)), String(err));
+      // the newer worker and rank 1 complete the round with their own values
+      const [a, b] = await Promise.all([other.pushPull(['k'], [ones(n, 1)]), c.workers[1]!.pushPull(['k'], [ones(n, 2)])]);
+      allEqual(a![0]!, 3, 'rank 0 (newer worker)');
+      allEqual(b![0]!, 3, 'rank 1');
+    } finally {
+      await other.close();
+    }
+  } finally {
+    await c.close();
+  }
+});
+
+test('a push that timed out leaves the data plane for its keys: the late round sums what was pushed', async () => {
+  // Worker 0's push times out (worker 1 is late) while the server still holds its staging gradient for the
+  // round; its next push must not go through (and overwrite) that buffer.
+  const n = 8;
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 300 });
+  try {
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'k', size: n }], [ones(n, 0)])));
+    const [w0, w1] = c.workers as [KVWorker, KVWorker];
+    const first = await w0.push(['k'], [ones(n, 1)]).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(isShoalError(first, 'ERR_TIMEOUT'), String(first));
+    const second = w0.push(['k'], [ones(n, 100)]).catch(() => undefined); // round 1, pipelined
+    await w1.push(['k'], [ones(n, 2)]);
+    const [v] = await w1.pull(['k']);
+    allEqual(v!, 3, 'after round 0');
+    await second;
+  } finally {
+    await c.close();
+  }
+});
+
+test('a key twice in one request is summed as in messages; a shared pull always reads the server, not a scribbled output', async () => {
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 1, mode: 'async', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000 });
+  try {
+    const w = c.workers[0]!;
+    await w.init([{ key: 'k', size: 4 }], [ones(4, 7)]);
+    await w.push(['k', 'k'], [ones(4, 1), ones(4, 10)]);
+    const b = w.buffers('k')!;
+    await w.pull(['k'], [b.out]);
+    allEqual(b.out, 18, 'after two pushes of one request');
+    b.out[0] = -1; // the caller edits its output
+    const [x] = await w.pull(['k']);
+    allEqual(x!, 18, 'a fresh pull');
+  } finally {
+    await c.close();
+  }
+});
+
+test('attachShared refuses a size that is not a number and a name that is not a string (no crash)', async () => {
+  const s = new KVServer({ serverIndex: 0, numServers: 1, numWorkers: 1, mode: 'sync' });
+  await s.init(0, [{ key: 'k', size: 4 }], [{ server: 0, start: 0, end: 4 }], [ones(4)]);
+  assert.throws(() => s.attachShared(0, '/shoal-ps-w0-x', '4096' as unknown as number, [{ key: 'k', grad: 0, out: 16 }]), /bytes must be a positive integer/);
+  assert.throws(() => s.attachShared(0, 42 as unknown as string, 64, [{ key: 'k', grad: 0, out: 16 }]), /name must be a string/);
+  assert.throws(() => openSharedRegion('/shoal-x', Number.NaN), /bytes must be a positive integer/);
 });
 
 test.run();

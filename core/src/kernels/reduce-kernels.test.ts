@@ -63,6 +63,12 @@ for (const k of impls) {
         if (o.some((v) => v !== 3)) assert.unreachable(`${C.name}: streamed output has ${o.find((v) => v !== 3)} at ${o.findIndex((v) => v !== 3)}`);
       }
     }
+    // as many gradients as a job has workers (no fixed limit)
+    const many = Array.from({ length: 300 }, () => new Float32Array(5).fill(1));
+    const wm = new Float32Array(5);
+    k.sumUpdate(false, wm, many, [], 1);
+    assert.equal([...wm], [300, 300, 300, 300, 300]);
+    assert.throws(() => k.sumUpdate(true, new Float32Array(4), [], [], 1), /at least one gradient/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(3)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float64Array(4)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(4)], [new Float32Array(5)], 1), /match the weights/);

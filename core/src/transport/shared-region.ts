@@ -49,7 +49,8 @@ export function createSharedRegion(prefix: string, bytes: number): SharedRegion 
 
 /** Map an existing region, checking its size. */
 export function openSharedRegion(name: string, bytes: number): SharedRegion {
-  if (!/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+  if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+  if (!Number.isSafeInteger(bytes) || bytes < 1) throw Errors.invalidArg('bytes', `must be a positive integer, got ${JSON.stringify(bytes)}`);
   const a = addon();
   try {
     return region(a, name, a.mapRegion(name, bytes, false));

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <math.h>
 #include "shoal_reduce.h"
 #ifdef SHOAL_X86
@@ -331,7 +332,6 @@ static void stream_fence(void) {
 DEF_SUM_UPDATE(float, f32)
 DEF_SUM_UPDATE(double, f64)
 
-#define MAX_SUM_ARRAYS 256
 /* sumUpdate(axpy: boolean, w, grads: array[], outs: array[], factor) */
 static napi_value js_sum_update(napi_env env, napi_callback_info info) {
   napi_value argv[5];
@@ -344,31 +344,41 @@ static napi_value js_sum_update(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate needs Float32Array or Float64Array weights");
     return NULL;
   }
+  bool ga = false, oa = false;
+  napi_is_array(env, argv[2], &ga);
+  napi_is_array(env, argv[3], &oa);
   uint32_t ng = 0, no = 0;
-  napi_get_array_length(env, argv[2], &ng);
-  napi_get_array_length(env, argv[3], &no);
-  if (ng < 1 || ng > MAX_SUM_ARRAYS || no > MAX_SUM_ARRAYS) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG", "sumUpdate needs 1..256 gradients and at most 256 outputs");
+  if (ga) napi_get_array_length(env, argv[2], &ng);
+  if (oa) napi_get_array_length(env, argv[3], &no);
+  if (!ga || !oa || ng < 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate needs an array of at least one gradient and an array of outputs");
     return NULL;
   }
-  void *g[MAX_SUM_ARRAYS];
-  void *o[MAX_SUM_ARRAYS];
+  void **p = (void **)malloc(sizeof(void *) * (ng + no));
+  if (!p) {
+    napi_throw_error(env, "ERR_NO_MEMORY", "sumUpdate: out of memory");
+    return NULL;
+  }
   for (uint32_t i = 0; i < ng + no; i++) {
     napi_value e;
     napi_get_element(env, i < ng ? argv[2] : argv[3], i < ng ? i : i - ng, &e);
     view_t v;
-    if (!get_view(env, e, &v, i < ng ? "gradient" : "output")) return NULL;
+    if (!get_view(env, e, &v, i < ng ? "gradient" : "output")) {
+      free(p);
+      return NULL;
+    }
     if (v.type != w.type || v.length != w.length) {
+      free(p);
       napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate: every gradient and output must match the weights' type and length");
       return NULL;
     }
-    if (i < ng) g[i] = v.data;
-    else o[i - ng] = v.data;
+    p[i] = v.data;
   }
   double f;
   napi_get_value_double(env, argv[4], &f);
-  if (w.type == napi_float32_array) sum_update_f32(axpy, (float *)w.data, (const float **)g, ng, (float **)o, no, (float)f, w.length);
-  else sum_update_f64(axpy, (double *)w.data, (const double **)g, ng, (double **)o, no, f, w.length);
+  if (w.type == napi_float32_array) sum_update_f32(axpy, (float *)w.data, (const float **)p, ng, (float **)(p + ng), no, (float)f, w.length);
+  else sum_update_f64(axpy, (double *)w.data, (const double **)p, ng, (double **)(p + ng), no, f, w.length);
+  free(p);
   return NULL;
 }
 

@@ -964,6 +964,10 @@ void ThrowRegion(Napi::Env env, const char* what, const std::string& name, int e
 
 Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "mapRegion(name: string, bytes: number, create: boolean)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
   std::string name = info[0].As<Napi::String>();
   double want = info[1].As<Napi::Number>().DoubleValue();
   bool create = info[2].ToBoolean();
@@ -1008,6 +1012,10 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value UnlinkRegion(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(info.Env(), "unlinkRegion(name: string)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   std::string name = info[0].As<Napi::String>();
   return Napi::Boolean::New(info.Env(), shm_unlink(name.c_str()) == 0);
 }
