@@ -253,7 +253,9 @@ export class KVWorker {
    * The staging buffers of dense key `key` (same-host data plane; undefined when it has none): pass `grad` as the
    * key's gradient and `out` as its output to `push`/`pull`/`pushPull` and the worker copies nothing; the
    * servers read the gradient from and write the values into them. Write `grad` only while no push of the key is
-   * in flight, and read `out` only after the pull settled.
+   * in flight, and read `out` only after the pull settled. After an operation on the key failed without a reply
+   * (timeout, lost server) a server may still read or write them: the key's values then travel in messages, and
+   * the buffers are best not reused.
    */
   buffers(key: string): { grad: FloatArray; out: FloatArray } | undefined {
     return this.staging.get(key);

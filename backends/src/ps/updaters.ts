@@ -15,7 +15,10 @@ import type { FloatArray } from './key-layout.js';
 export interface UpdateContext {
   key: string;
   weights: FloatArray;
-  /** Scratch the updater may overwrite (the server owns it and drops it afterwards). */
+  /**
+   * Scratch the updater may overwrite: the server's, reused for the next update, so the updater must not keep a
+   * reference to it.
+   */
   grad: FloatArray;
   /** Local row numbers for a row-sparse update; undefined for a dense one. */
   rowIds?: Int32Array;
