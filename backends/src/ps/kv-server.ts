@@ -432,7 +432,7 @@ export class KVServer {
       counter,
       (s) => this.mergeRows(s, local, rows),
       (s) => {
-        s.last = { rowIds, rows: rows.slice() };
+        s.last = { rowIds, rows: s.updater.readOnlyGrad ? rows : rows.slice() };
         s.updater({ key: s.spec.key, weights: s.data, grad: rows, rowIds: local, rowSize: rs, state: s.state, step: s.version, kernels: this.kernels });
       },
     );
@@ -560,18 +560,9 @@ export class KVServer {
     const nLocal = slot.slice.rowEnd! - slot.slice.rowStart!;
     if (!slot.merge) slot.merge = allocFloat(slot.spec.dtype, nLocal * rs);
     if (!slot.touched) slot.touched = new Uint8Array(nLocal);
-    const m = slot.merge;
-    for (let i = 0; i < local.length; i++) {
-      const r = local[i]!;
-      const base = r * rs;
-      if (!slot.touched[r]) {
-        slot.touched[r] = 1;
-        slot.touchedList.push(r);
-        m.set(rows.subarray(i * rs, (i + 1) * rs), base);
-      } else {
-        for (let j = 0; j < rs; j++) m[base + j]! += rows[i * rs + j]!;
-      }
-    }
+    const fresh = new Int32Array(local.length);
+    const n = this.kernels.rows('merge', slot.merge, rows, local, rs, slot.touched, fresh);
+    for (let i = 0; i < n; i++) slot.touchedList.push(fresh[i]!);
   }
 
   private completeRound(slot: Slot): void {
@@ -582,15 +573,12 @@ export class KVServer {
         const rs = slot.spec.rows.rowSize;
         const local = Int32Array.from(slot.touchedList).sort();
         const packed = allocFloat(slot.spec.dtype, local.length * rs);
-        const m = slot.merge ?? allocFloat(slot.spec.dtype, 0);
-        for (let i = 0; i < local.length; i++) {
-          const r = local[i]!;
-          packed.set(m.subarray(r * rs, (r + 1) * rs), i * rs);
-          m.fill(0, r * rs, (r + 1) * rs);
-          slot.touched![r] = 0;
-        }
+        if (local.length) this.kernels.rows('take', packed, slot.merge!, local, rs); // packed rows, merge rows zeroed
+        for (let i = 0; i < local.length; i++) slot.touched![local[i]!] = 0;
         slot.touchedList = [];
-        slot.updater({ key: slot.spec.key, weights: slot.data, grad: packed.slice(), rowIds: local, rowSize: rs, state: slot.state, step: slot.version, kernels: this.kernels });
+        // `packed` is kept as the round's merged rows (rowSparsePullLast): a rule that may write its gradient gets a copy
+        const grad = slot.updater.readOnlyGrad ? packed : packed.slice();
+        slot.updater({ key: slot.spec.key, weights: slot.data, grad, rowIds: local, rowSize: rs, state: slot.state, step: slot.version, kernels: this.kernels });
         const global = new Int32Array(local.length);
         for (let i = 0; i < local.length; i++) global[i] = local[i]! + slot.slice.rowStart!;
         slot.last = { rowIds: global, rows: packed };
@@ -733,7 +721,7 @@ export class KVServer {
       if (!local) return slot.last ?? { rowIds: new Int32Array(0), rows: allocFloat(slot.spec.dtype, 0) };
       const rs = slot.spec.rows!.rowSize;
       const out = allocFloat(slot.spec.dtype, local.length * rs);
-      for (let i = 0; i < local.length; i++) out.set(slot.data.subarray(local[i]! * rs, (local[i]! + 1) * rs), i * rs);
+      if (local.length) this.kernels.rows('gather', out, slot.data, local, rs);
       return { rowIds: rowIds!, rows: out };
     };
     if (this.reached(slot, rank, need)) return read();

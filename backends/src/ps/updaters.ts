@@ -44,6 +44,8 @@ export type ServerUpdater = ((ctx: UpdateContext) => void) & {
    * to waiting workers as one native pass (`ReduceKernels.sumUpdate`), with the same result bit for bit.
    */
   linear?: { axpy: false } | { axpy: true; factor: number };
+  /** Set on rules that only read `grad` (the server may then pass it arrays it still needs). */
+  readOnlyGrad?: boolean;
 };
 
 /** Mark `fn` element-wise with per-key state arrays `state` (see `ServerUpdater.elementwiseState`). */
@@ -86,7 +88,7 @@ export const assignUpdater: ServerUpdater = Object.assign(
     const { weights: w, grad: g } = ctx;
     forEachRun(ctx, (wo, go, n) => w.set(g.subarray(go, go + n), wo));
   }),
-  { linear: { axpy: false } as const },
+  { linear: { axpy: false } as const, readOnlyGrad: true },
 );
 
 /** `w += lr * g` (MXNet's dist_sync test updater). Scales `grad` in place, then adds it with the kernels. */
@@ -113,23 +115,9 @@ export function sgdUpdater(o: { lr: number; momentum?: number; wd?: number; resc
       forEachRun(ctx, (wo, go, n) => ctx.kernels.reduce('sum', w.subarray(wo, wo + n), g.subarray(go, go + n)));
       return;
     }
-    if (mu === 0) {
-      forEachRun(ctx, (wo, go, n) => {
-        for (let i = 0; i < n; i++) w[wo + i]! -= o.lr * (rs * g[go + i]! + wd * w[wo + i]!);
-      });
-      return;
-    }
-    const m = stateOf(ctx, 'momentum');
-    forEachRun(ctx, (wo, go, n) => {
-      for (let i = 0; i < n; i++) {
-        const j = wo + i;
-        const v = mu * m[j]! - o.lr * (rs * g[go + i]! + wd * w[j]!);
-        m[j] = v;
-        w[j]! += v;
-      }
-    });
+    ctx.kernels.optimize({ kind: 'sgd', w, g, momentum: mu === 0 ? null : stateOf(ctx, 'momentum'), rows: ctx.rowIds, rowSize: ctx.rowSize, lr: o.lr, mu, wd, rescale: rs });
   }, mu === 0 ? [] : ['momentum']);
-  return mu === 0 && wd === 0 ? Object.assign(u, { linear: { axpy: true, factor: -o.lr * rs } as const }) : u;
+  return mu === 0 && wd === 0 ? Object.assign(u, { linear: { axpy: true, factor: -o.lr * rs } as const }) : Object.assign(u, { readOnlyGrad: true });
 }
 
 /**
@@ -144,34 +132,23 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
   const eps = o.eps ?? 1e-8;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return elementwise((ctx) => {
+  const u = elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
-    const m = stateOf(ctx, 'm');
-    const v = stateOf(ctx, 'v');
     const t = ctx.step + 1;
     const lrKey = (o.lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
-    let rowT: FloatArray | null = null;
+    let lrRows: Float64Array | undefined;
     if (o.rowStep && ctx.rowIds) {
-      rowT = ctx.state.rowStep ?? null;
+      let rowT = ctx.state.rowStep ?? null;
       if (!rowT) rowT = ctx.state.rowStep = new Float64Array(ctx.weights.length / ctx.rowSize!);
+      lrRows = new Float64Array(ctx.rowIds.length);
+      for (let i = 0; i < ctx.rowIds.length; i++) {
+        const tr = ++rowT[ctx.rowIds[i]!]!;
+        lrRows[i] = (o.lr * Math.sqrt(1 - b2 ** tr)) / (1 - b1 ** tr);
+      }
     }
-    forEachRun(ctx, (wo, go, n) => {
-      let lrT = lrKey;
-      if (rowT) {
-        const tr = ++rowT[wo / n]!;
-        lrT = (o.lr * Math.sqrt(1 - b2 ** tr)) / (1 - b1 ** tr);
-      }
-      for (let i = 0; i < n; i++) {
-        const j = wo + i;
-        const gi = rs * g[go + i]! + wd * w[j]!;
-        const mj = b1 * m[j]! + (1 - b1) * gi;
-        const vj = b2 * v[j]! + (1 - b2) * gi * gi;
-        m[j] = mj;
-        v[j] = vj;
-        w[j]! -= (lrT * mj) / (Math.sqrt(vj) + eps);
-      }
-    });
+    ctx.kernels.optimize({ kind: 'adam', w, g, m: stateOf(ctx, 'm'), v: stateOf(ctx, 'v'), rows: ctx.rowIds, rowSize: ctx.rowSize, lrRows, lr: lrKey, beta1: b1, beta2: b2, eps, wd, rescale: rs });
   }, ['m', 'v']);
+  return Object.assign(u, { readOnlyGrad: true });
 }
 
 /** Adagrad: `h += g^2; w -= lr * g / (sqrt(h) + eps)`; the usual choice for sparse embedding rows. */
@@ -179,19 +156,11 @@ export function adagradUpdater(o: { lr: number; eps?: number; wd?: number; resca
   const eps = o.eps ?? 1e-7;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
-  return elementwise((ctx) => {
+  const u = elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
-    const h = stateOf(ctx, 'history');
-    forEachRun(ctx, (wo, go, n) => {
-      for (let i = 0; i < n; i++) {
-        const j = wo + i;
-        const gi = rs * g[go + i]! + wd * w[j]!;
-        const hj = h[j]! + gi * gi;
-        h[j] = hj;
-        w[j]! -= (o.lr * gi) / (Math.sqrt(hj) + eps);
-      }
-    });
+    ctx.kernels.optimize({ kind: 'adagrad', w, g, history: stateOf(ctx, 'history'), rows: ctx.rowIds, rowSize: ctx.rowSize, lr: o.lr, eps, wd, rescale: rs });
   }, ['history']);
+  return Object.assign(u, { readOnlyGrad: true });
 }
 
 /** Build the updater a spec names. Throws RangeError on an unknown type. */

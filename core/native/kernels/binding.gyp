@@ -4,7 +4,7 @@
       "target_name": "shoal_kernels",
       "sources": ["src/kernels.c"],
       "include_dirs": ["../include"],
-      "cflags": ["-O3", "-std=c11", "-fno-strict-aliasing"],
+      "cflags": ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno"],
       "cflags!": ["-O2"],
       "defines": ["NAPI_VERSION=8"]
     }

@@ -1,4 +1,90 @@
-import type { NumericArray, ReduceKernels, ReduceOp } from './reduce-kernels.js';
+import type { FloatArray, NumericArray, OptimStep, ReduceKernels, ReduceOp, RowOp } from './reduce-kernels.js';
+
+/** Call `fn(wOff, gOff, len, i)` for each run of an optimizer step: the whole array, or row i of `rows`. */
+function forRuns(s: OptimStep, fn: (wo: number, go: number, n: number, i: number) => void): void {
+  if (!s.rows) {
+    if (s.g.length !== s.w.length) throw new RangeError('grad must match the weights');
+    return fn(0, 0, s.w.length, 0);
+  }
+  const rs = s.rowSize ?? 0;
+  const nr = rs > 0 ? s.w.length / rs : 0;
+  if (!(rs > 0) || s.g.length !== s.rows.length * rs) throw new RangeError('grad must hold one run per row (or match the weights)');
+  for (let i = 0; i < s.rows.length; i++) {
+    const r = s.rows[i]!;
+    if (r < 0 || r >= nr) throw new RangeError('row id outside the weights');
+  }
+  for (let i = 0; i < s.rows.length; i++) fn(s.rows[i]! * rs, i * rs, rs, i);
+}
+
+function optimize(s: OptimStep): void {
+  const { w, g } = s;
+  if (s.kind === 'adam') {
+    const { m, v, beta1: b1, beta2: b2, eps, wd, rescale: rs, lr, lrRows } = s;
+    forRuns(s, (wo, go, n, r) => {
+      const lrT = lrRows ? lrRows[r]! : lr;
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        const gi = rs * g[go + i]! + wd * w[j]!;
+        const mj = b1 * m[j]! + (1 - b1) * gi;
+        const vj = b2 * v[j]! + (1 - b2) * gi * gi;
+        m[j] = mj;
+        v[j] = vj;
+        w[j]! -= (lrT * mj) / (Math.sqrt(vj) + eps);
+      }
+    });
+  } else if (s.kind === 'adagrad') {
+    const { history: h, eps, wd, rescale: rs, lr } = s;
+    forRuns(s, (wo, go, n) => {
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        const gi = rs * g[go + i]! + wd * w[j]!;
+        const hj = h[j]! + gi * gi;
+        h[j] = hj;
+        w[j]! -= (lr * gi) / (Math.sqrt(hj) + eps);
+      }
+    });
+  } else {
+    const { momentum: m, mu, wd, rescale: rs, lr } = s;
+    forRuns(s, (wo, go, n) => {
+      for (let i = 0; i < n; i++) {
+        const j = wo + i;
+        if (m) {
+          const u = mu * m[j]! - lr * (rs * g[go + i]! + wd * w[j]!);
+          m[j] = u;
+          w[j]! += u;
+        } else w[j]! -= lr * (rs * g[go + i]! + wd * w[j]!);
+      }
+    });
+  }
+}
+
+function rows(op: RowOp, dst: FloatArray, src: FloatArray, ids: Int32Array, rs: number, touched?: Uint8Array, fresh?: Int32Array): number {
+  const table = op === 'merge' ? dst : src;
+  const nr = table.length / rs;
+  for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= nr) throw new RangeError('row id outside the table');
+  if (op !== 'merge') {
+    for (let i = 0; i < ids.length; i++) {
+      const r = ids[i]! * rs;
+      dst.set(src.subarray(r, r + rs), i * rs);
+      if (op === 'take') src.fill(0, r, r + rs);
+    }
+    return 0;
+  }
+  if (!touched || !fresh) throw new RangeError('merge needs touched and fresh');
+  let count = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const r = ids[i]!;
+    const base = r * rs;
+    if (!touched[r]) {
+      touched[r] = 1;
+      fresh[count++] = r;
+      dst.set(src.subarray(i * rs, (i + 1) * rs), base);
+    } else {
+      for (let j = 0; j < rs; j++) dst[base + j]! += src[i * rs + j]!;
+    }
+  }
+  return count;
+}
 
 /**
  * Plain-JS reduction kernels: the fallback when the native addon is not built (about 2 GB/s for a float32 sum
@@ -97,6 +183,8 @@ export function jsKernels(): ReduceKernels {
       } else w.set(tmp);
       for (const o of outs) o.set(w);
     },
+    optimize,
+    rows,
     firstNonFinite(a) {
       if (a instanceof Int32Array) return -1;
       for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
-import { defaultKernelAddonPath, loadKernels, type NumericArray, type ReduceKernels } from './reduce-kernels.js';
+import { defaultKernelAddonPath, loadKernels, type NumericArray, type OptimStep, type ReduceKernels } from './reduce-kernels.js';
 
 const impls: ReduceKernels[] = [loadKernels({ prefer: 'js' })];
 if (existsSync(defaultKernelAddonPath())) impls.push(loadKernels({ prefer: 'native' }));
@@ -72,6 +72,66 @@ for (const k of impls) {
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(3)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float64Array(4)], [], 1), /match the weights/);
     assert.throws(() => k.sumUpdate(true, new Float32Array(4), [new Float32Array(4)], [new Float32Array(5)], 1), /match the weights/);
+  });
+  test(`${k.impl}: optimizer steps and row moves equal the JS reference bit for bit`, () => {
+    const ref = loadKernels({ prefer: 'js' });
+    type F = Float32Array | Float64Array;
+    for (const C of [Float32Array, Float64Array] as { new (n: number): F; from(a: ArrayLike<number>): F; name: string }[]) {
+      const rowSize = 7;
+      const numRows = 50;
+      const n = rowSize * numRows;
+      const vals = (len: number, seed: number) => C.from(Array.from({ length: len }, (_, i) => Math.sin(i * 0.91 + seed) * 10 ** ((i % 5) - 2)));
+      const positive = (len: number, seed: number) => C.from(Array.from({ length: len }, (_, i) => Math.abs(Math.cos(i * 0.37 + seed)) * 0.01));
+      const rows = Int32Array.from([3, 0, 49, 17, 4]);
+      for (const sparse of [false, true]) {
+        const g = sparse ? vals(rows.length * rowSize, 5) : vals(n, 5);
+        const lrRows = Float64Array.from(rows, (r) => 0.001 * (r + 1));
+        const steps = (w: F, a: F, b: F): OptimStep[] => [
+          { kind: 'adam', w, g, m: a, v: b, rows: sparse ? rows : undefined, rowSize, lrRows: sparse ? lrRows : undefined, lr: 0.003, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0.01, rescale: 0.5 },
+          { kind: 'adagrad', w, g, history: b, rows: sparse ? rows : undefined, rowSize, lr: 0.1, eps: 1e-7, wd: 0.001, rescale: 2 },
+          { kind: 'sgd', w, g, momentum: a, rows: sparse ? rows : undefined, rowSize, lr: 0.05, mu: 0.9, wd: 0.01, rescale: 1 },
+          { kind: 'sgd', w, g, momentum: null, rows: sparse ? rows : undefined, rowSize, lr: 0.05, mu: 0, wd: 0.02, rescale: 3 },
+        ];
+        for (let s = 0; s < 4; s++) {
+          const [w1, a1, b1] = [vals(n, 1), vals(n, 2), positive(n, 3)];
+          const [w2, a2, b2] = [w1.slice(), a1.slice(), b1.slice()];
+          for (let rep = 0; rep < 3; rep++) {
+            k.optimize(steps(w1, a1, b1)[s]!);
+            ref.optimize(steps(w2, a2, b2)[s]!);
+          }
+          const what = `${C.name} ${sparse ? 'rows' : 'dense'} ${steps(w1, a1, b1)[s]!.kind}#${s}`;
+          for (const [x, y, name] of [[w1, w2, 'w'], [a1, a2, 'state 1'], [b1, b2, 'state 2']] as const) {
+            for (let i = 0; i < n; i++) if (!Object.is(x[i], y[i])) assert.unreachable(`${what}: ${name}[${i}] = ${x[i]}, JS gives ${y[i]}`);
+          }
+        }
+      }
+      // gather / take / merge
+      const table = vals(n, 9);
+      const t2 = table.slice();
+      const got = new C(rows.length * rowSize);
+      const want = new C(rows.length * rowSize);
+      k.rows('take', got, table, rows, rowSize);
+      ref.rows('take', want, t2, rows, rowSize);
+      assert.equal([...got], [...want], `${C.name} take`);
+      assert.equal([...table], [...t2], `${C.name} take zeroes the rows`);
+      assert.ok([...table.subarray(3 * rowSize, 4 * rowSize)].every((x) => x === 0));
+      const ids = Int32Array.from([5, 9, 5, 0, 9, 5]);
+      const src = vals(ids.length * rowSize, 4);
+      const [d1, d2] = [new C(n), new C(n)];
+      const [t1, tt2] = [new Uint8Array(numRows), new Uint8Array(numRows)];
+      const [f1, f2] = [new Int32Array(ids.length), new Int32Array(ids.length)];
+      assert.is(k.rows('merge', d1, src, ids, rowSize, t1, f1), 3);
+      assert.is(ref.rows('merge', d2, src, ids, rowSize, tt2, f2), 3);
+      assert.equal([...f1.subarray(0, 3)], [5, 9, 0]);
+      assert.equal([...d1], [...d2], `${C.name} merge`);
+      assert.equal([...t1], [...tt2]);
+      assert.throws(() => k.rows('gather', new C(rowSize), table, Int32Array.of(numRows), rowSize), /row id outside/);
+    }
+    assert.throws(() => k.optimize({ kind: 'adagrad', w: new Float32Array(4), g: new Float32Array(3), history: new Float32Array(4), lr: 1, eps: 0, wd: 0, rescale: 1 }), /grad must/);
+    // a round that touched no row
+    const w0 = new Float32Array(8).fill(1);
+    k.optimize({ kind: 'adam', w: w0, g: new Float32Array(0), m: new Float32Array(8), v: new Float32Array(8), rows: new Int32Array(0), rowSize: 4, lrRows: new Float64Array(0), lr: 1, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0, rescale: 1 });
+    assert.equal([...w0], [1, 1, 1, 1, 1, 1, 1, 1]);
   });
   test(`${k.impl}: int32 sums wrap modulo 2^32`, () => {
     const a = Int32Array.from([2 ** 31 - 1, -(2 ** 31)]);

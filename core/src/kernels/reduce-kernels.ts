@@ -8,6 +8,21 @@ import { jsKernels } from './js-kernels.js';
 /** Element types the collectives reduce. `float16` exists only as a wire format (Uint16Array of IEEE halves). */
 export type NumericArray = Float32Array | Float64Array | Int32Array;
 export type ReduceOp = 'sum' | 'min' | 'max';
+export type FloatArray = Float32Array | Float64Array;
+
+/**
+ * One optimizer step of a parameter server (see `ReduceKernels.optimize`) over the whole of `w` (`rows` absent:
+ * `g` has w's length) or over rows of `w` (`rows`: row ids, `g` packed `rows.length * rowSize`). State arrays have
+ * w's type and length. Arithmetic in double, each stored value rounded to the array's type.
+ */
+export type OptimStep =
+  | { kind: 'adam'; w: FloatArray; g: FloatArray; m: FloatArray; v: FloatArray; rows?: Int32Array; rowSize?: number;
+      /** per-row step size (one per row), else `lr` for all */ lrRows?: Float64Array; lr: number; beta1: number; beta2: number; eps: number; wd: number; rescale: number }
+  | { kind: 'adagrad'; w: FloatArray; g: FloatArray; history: FloatArray; rows?: Int32Array; rowSize?: number; lr: number; eps: number; wd: number; rescale: number }
+  | { kind: 'sgd'; w: FloatArray; g: FloatArray; momentum: FloatArray | null; rows?: Int32Array; rowSize?: number; lr: number; mu: number; wd: number; rescale: number };
+
+/** Row moves of a row-sparse parameter-server key (see `ReduceKernels.rows`). */
+export type RowOp = 'gather' | 'take' | 'merge';
 export const OP_CODES: Readonly<Record<ReduceOp, number>> = { sum: 0, min: 1, max: 2 };
 
 /**
@@ -35,6 +50,22 @@ export interface ReduceKernels {
    * arrays of w's type (float32/float64) and length.
    */
   sumUpdate(axpy: boolean, w: Float32Array | Float64Array, grads: readonly (Float32Array | Float64Array)[], outs: readonly (Float32Array | Float64Array)[], factor: number): void;
+  /**
+   * Optimizer steps, bit-identical to these JS loops per element j (gradient element gj):
+   * - adam: `gi = rescale*gj + wd*w[j]; mj = beta1*m[j] + (1-beta1)*gi; vj = beta2*v[j] + (1-beta2)*gi*gi;
+   *   m[j] = mj; v[j] = vj; w[j] -= (lr*mj) / (sqrt(vj) + eps)` (lr: `lrRows[i]` for row i when given);
+   * - adagrad: `gi = rescale*gj + wd*w[j]; hj = history[j] + gi*gi; history[j] = hj; w[j] -= (lr*gi) / (sqrt(hj) + eps)`;
+   * - sgd: with momentum `u = mu*mom[j] - lr*(rescale*gj + wd*w[j]); mom[j] = u; w[j] += u`, else
+   *   `w[j] -= lr*(rescale*gj + wd*w[j])`.
+   */
+  optimize(step: OptimStep): void;
+  /**
+   * Rows of a table (`rowSize` values each): `gather`: `dst` row i = `src` row `rows[i]`; `take`: the same, then
+   * that `src` row = 0; `merge`: `src` row i goes into `dst` row r = `rows[i]`, copied when `touched[r]` is 0 (then
+   * `touched[r]` = 1 and r is appended to `fresh`), added otherwise. Returns the count appended (0 for
+   * gather/take). Row ids are checked (RangeError).
+   */
+  rows(op: RowOp, dst: FloatArray, src: FloatArray, rows: Int32Array, rowSize: number, touched?: Uint8Array, fresh?: Int32Array): number;
 }
 
 interface Addon {
@@ -45,8 +76,12 @@ interface Addon {
   scale(d: Float32Array | Float64Array, f: number): void;
   firstNonFinite(a: NumericArray): number;
   sumUpdate(axpy: boolean, w: Float32Array | Float64Array, grads: readonly (Float32Array | Float64Array)[], outs: readonly (Float32Array | Float64Array)[], factor: number): void;
+  optim(kind: number, w: FloatArray, g: FloatArray, s1: FloatArray | null, s2: FloatArray | null, rows: Int32Array | null, rowSize: number, lrRows: Float64Array | null, ...p: number[]): void;
+  rows(op: number, dst: FloatArray, src: FloatArray, rows: Int32Array, rowSize: number, touched?: Uint8Array, fresh?: Int32Array): number;
   isa(): string;
 }
+
+const ROW_OPS: Readonly<Record<RowOp, number>> = { gather: 0, take: 1, merge: 2 };
 
 export interface LoadKernelsOptions {
   /** 'auto' (default): the native addon when built, else JS. 'js': force the fallback. 'native': fail if absent. */
@@ -83,5 +118,13 @@ export function loadKernels(opts: LoadKernelsOptions = {}): ReduceKernels {
     scale: (d, f) => a.scale(d, f),
     firstNonFinite: (x) => a.firstNonFinite(x),
     sumUpdate: (axpy, w, g, o, f) => a.sumUpdate(axpy, w, g, o, f),
+    optimize: (s) => {
+      const rows = s.rows ?? null;
+      const rs = s.rowSize ?? 0;
+      if (s.kind === 'adam') a.optim(0, s.w, s.g, s.m, s.v, rows, rs, s.lrRows ?? null, s.lr, s.beta1, s.beta2, s.eps, s.wd, s.rescale);
+      else if (s.kind === 'adagrad') a.optim(1, s.w, s.g, s.history, null, rows, rs, null, s.lr, s.eps, s.wd, s.rescale, 0, 0);
+      else a.optim(2, s.w, s.g, s.momentum, null, rows, rs, null, s.lr, s.mu, s.wd, s.rescale, 0, 0);
+    },
+    rows: (op, d, s, r, rs, t, f) => (op === 'merge' ? a.rows(2, d, s, r, rs, t, f) : a.rows(ROW_OPS[op], d, s, r, rs)),
   };
 }

@@ -382,6 +382,190 @@ static napi_value js_sum_update(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- the parameter server's optimizers and row moves ----
+ * Each optimizer step runs over "runs": the whole array (rows == NULL, one run of n elements, gradient at 0) or one
+ * run per row (weights row rows[i], gradient packed at i * rowSize). The arithmetic is in double, in the order of
+ * the JS reference (backends/src/ps/updaters.ts), with every stored value rounded to the array's type, so results
+ * are bit-identical to it (no FMA: -ffp-contract=off). */
+#define RUNS_BEGIN                                                   \
+  size_t runs = rows ? nrows : 1, len = rows ? rowSize : n;          \
+  for (size_t r = 0; r < runs; r++) {                                \
+    size_t wo = rows ? (size_t)rows[r] * len : 0, go = r * len;
+#define RUNS_END }
+
+#define DEF_OPTIM(T, NAME)                                                                                       \
+  CLONES static void adam_##NAME(T *w, const T *g, T *m, T *v, const int32_t *rows, size_t nrows, size_t rowSize, \
+                                 size_t n, const double *lrRows, double lrKey, double b1, double b2, double eps,    \
+                                 double wd, double rs) {                                                            \
+    RUNS_BEGIN                                                                                                    \
+    double lrT = lrRows ? lrRows[r] : lrKey;                                                                      \
+    for (size_t i = 0; i < len; i++) {                                                                            \
+      size_t j = wo + i;                                                                                          \
+      double gi = rs * (double)g[go + i] + wd * (double)w[j];                                                     \
+      double mj = b1 * (double)m[j] + (1 - b1) * gi;                                                              \
+      double vj = b2 * (double)v[j] + (1 - b2) * gi * gi;                                                         \
+      m[j] = (T)mj;                                                                                               \
+      v[j] = (T)vj;                                                                                               \
+      w[j] = (T)((double)w[j] - (lrT * mj) / (sqrt(vj) + eps));                                                   \
+    }                                                                                                             \
+    RUNS_END                                                                                                      \
+  }                                                                                                               \
+  CLONES static void adagrad_##NAME(T *w, const T *g, T *h, const int32_t *rows, size_t nrows, size_t rowSize,     \
+                                    size_t n, double lr, double eps, double wd, double rs) {                       \
+    RUNS_BEGIN                                                                                                    \
+    for (size_t i = 0; i < len; i++) {                                                                            \
+      size_t j = wo + i;                                                                                          \
+      double gi = rs * (double)g[go + i] + wd * (double)w[j];                                                     \
+      double hj = (double)h[j] + gi * gi;                                                                         \
+      h[j] = (T)hj;                                                                                               \
+      w[j] = (T)((double)w[j] - (lr * gi) / (sqrt(hj) + eps));                                                    \
+    }                                                                                                             \
+    RUNS_END                                                                                                      \
+  }                                                                                                               \
+  CLONES static void sgd_##NAME(T *w, const T *g, T *mom, const int32_t *rows, size_t nrows, size_t rowSize,       \
+                                size_t n, double lr, double mu, double wd, double rs) {                            \
+    RUNS_BEGIN                                                                                                    \
+    for (size_t i = 0; i < len; i++) {                                                                            \
+      size_t j = wo + i;                                                                                          \
+      if (mom) {                                                                                                  \
+        double u = mu * (double)mom[j] - lr * (rs * (double)g[go + i] + wd * (double)w[j]);                       \
+        mom[j] = (T)u;                                                                                            \
+        w[j] = (T)((double)w[j] + u);                                                                             \
+      } else {                                                                                                    \
+        w[j] = (T)((double)w[j] - lr * (rs * (double)g[go + i] + wd * (double)w[j]));                            \
+      }                                                                                                           \
+    }                                                                                                             \
+    RUNS_END                                                                                                      \
+  }
+DEF_OPTIM(float, f32)
+DEF_OPTIM(double, f64)
+
+/* optim(kind, w, g, s1, s2, rows, rowSize, lrRows, p0, p1, p2, p3, p4, p5)
+ *   kind 0 adam: s1 = m, s2 = v, p = lrKey, b1, b2, eps, wd, rescale (lrRows: per-row lr or null)
+ *   kind 1 adagrad: s1 = history, p = lr, eps, wd, rescale
+ *   kind 2 sgd: s1 = momentum or null, p = lr, momentum, wd, rescale */
+static napi_value js_optim(napi_env env, napi_callback_info info) {
+  napi_value argv[14];
+  if (!get_args(env, info, 14, argv)) return NULL;
+  int32_t kind;
+  napi_get_value_int32(env, argv[0], &kind);
+  view_t w, g, s1 = {0}, s2 = {0}, rows = {0}, lrRows = {0};
+  if (!get_view(env, argv[1], &w, "weights") || !get_view(env, argv[2], &g, "grad")) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[3], &t);
+  int has1 = t != napi_null;
+  if (has1 && !get_view(env, argv[3], &s1, "state")) return NULL;
+  napi_typeof(env, argv[4], &t);
+  int has2 = t != napi_null;
+  if (has2 && !get_view(env, argv[4], &s2, "state")) return NULL;
+  napi_typeof(env, argv[5], &t);
+  int hasRows = t != napi_null; /* an empty Int32Array may have a NULL data pointer: test the argument */
+  if (hasRows && !get_view(env, argv[5], &rows, "rows")) return NULL;
+  uint32_t rowSize = 0;
+  napi_get_value_uint32(env, argv[6], &rowSize);
+  napi_typeof(env, argv[7], &t);
+  if (t != napi_null && !get_view(env, argv[7], &lrRows, "lrRows")) return NULL;
+  double p[6];
+  for (int i = 0; i < 6; i++) napi_get_value_double(env, argv[8 + i], &p[i]);
+  const char *bad = NULL;
+  int need1 = kind == 0 || kind == 1, need2 = kind == 0;
+  if (kind < 0 || kind > 2) bad = "kind must be 0 (adam), 1 (adagrad) or 2 (sgd)";
+  else if (w.type != napi_float32_array && w.type != napi_float64_array) bad = "weights must be a Float32Array or Float64Array";
+  else if (g.type != w.type || (has1 && (s1.type != w.type || s1.length != w.length)) || (has2 && (s2.type != w.type || s2.length != w.length)))
+    bad = "grad and state must have the weights' type (state also its length)";
+  else if ((need1 && !has1) || (need2 && !has2)) bad = "missing optimizer state";
+  else if (hasRows && rows.type != napi_int32_array) bad = "rows must be an Int32Array";
+  else if (lrRows.data && (lrRows.type != napi_float64_array || !hasRows || lrRows.length != rows.length)) bad = "lrRows must be a Float64Array, one per row";
+  else if (hasRows ? (rowSize == 0 || g.length != rows.length * (size_t)rowSize) : g.length != w.length) bad = "grad must hold one run per row (or match the weights)";
+  if (!bad && hasRows && rows.length) {
+    const int32_t *rr = (const int32_t *)rows.data;
+    size_t nr = w.length / rowSize;
+    for (size_t i = 0; i < rows.length && !bad; i++)
+      if (rr[i] < 0 || (size_t)rr[i] >= nr) bad = "row id outside the weights";
+  }
+  if (bad) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", bad);
+    return NULL;
+  }
+  if ((hasRows && rows.length == 0) || w.length == 0) return NULL; /* nothing to do */
+  const int32_t *rr = hasRows ? (const int32_t *)rows.data : NULL;
+  const double *lr = lrRows.data ? (const double *)lrRows.data : NULL;
+  size_t nr = rows.length, n = w.length;
+  if (w.type == napi_float32_array) {
+    if (kind == 0) adam_f32(w.data, g.data, s1.data, s2.data, rr, nr, rowSize, n, lr, p[0], p[1], p[2], p[3], p[4], p[5]);
+    else if (kind == 1) adagrad_f32(w.data, g.data, s1.data, rr, nr, rowSize, n, p[0], p[1], p[2], p[3]);
+    else sgd_f32(w.data, g.data, s1.data, rr, nr, rowSize, n, p[0], p[1], p[2], p[3]);
+  } else {
+    if (kind == 0) adam_f64(w.data, g.data, s1.data, s2.data, rr, nr, rowSize, n, lr, p[0], p[1], p[2], p[3], p[4], p[5]);
+    else if (kind == 1) adagrad_f64(w.data, g.data, s1.data, rr, nr, rowSize, n, p[0], p[1], p[2], p[3]);
+    else sgd_f64(w.data, g.data, s1.data, rr, nr, rowSize, n, p[0], p[1], p[2], p[3]);
+  }
+  return NULL;
+}
+
+/* rows(op, dst, src, rows, rowSize, touched, fresh) -> count
+ *   op 0 gather: dst[i] = src[rows[i]] (row i of dst packed)
+ *   op 1 take: the same, then src[rows[i]] = 0
+ *   op 2 merge: src row i into dst[rows[i]]: copied the first time a round touches it (touched[r] = 1, r appended
+ *        to fresh), added after that; returns how many rows were fresh. */
+static napi_value js_rows(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int32_t op;
+  napi_get_value_int32(env, argv[0], &op);
+  view_t d, s, rows, touched = {0}, fresh = {0};
+  if (!get_view(env, argv[1], &d, "dst") || !get_view(env, argv[2], &s, "src") || !get_view(env, argv[3], &rows, "rows")) return NULL;
+  uint32_t rs = 0;
+  napi_get_value_uint32(env, argv[4], &rs);
+  if (op == 2) {
+    size_t argc = 7;
+    napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+    if (argc < 7 || !get_view(env, argv[5], &touched, "touched") || !get_view(env, argv[6], &fresh, "fresh")) return NULL;
+  }
+  const char *bad = NULL;
+  size_t n = rows.length;
+  if (op < 0 || op > 2) bad = "op must be 0 (gather), 1 (take) or 2 (merge)";
+  else if (d.type != s.type || (d.type != napi_float32_array && d.type != napi_float64_array)) bad = "dst and src must be float arrays of one type";
+  else if (rows.type != napi_int32_array || rs == 0) bad = "rows must be an Int32Array and rowSize positive";
+  else if (op == 2 ? s.length != n * (size_t)rs : d.length != n * (size_t)rs) bad = "the packed side must hold rows.length * rowSize values";
+  else if (op == 2 && (touched.type != napi_uint8_array || touched.length * (size_t)rs != d.length || fresh.type != napi_int32_array || fresh.length < n))
+    bad = "merge needs touched (Uint8Array, one per row of dst) and fresh (Int32Array, >= rows.length)";
+  size_t tableRows = (op == 2 ? d.length : s.length) / rs;
+  const int32_t *rr = (const int32_t *)rows.data;
+  for (size_t i = 0; i < n && !bad; i++)
+    if (rr[i] < 0 || (size_t)rr[i] >= tableRows) bad = "row id outside the table";
+  if (bad) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", bad);
+    return NULL;
+  }
+  size_t es = d.type == napi_float32_array ? 4 : 8, rb = rs * es, count = 0;
+  uint8_t *db = (uint8_t *)d.data, *sb = (uint8_t *)s.data;
+  if (op != 2) {
+    for (size_t i = 0; i < n; i++) {
+      memcpy(db + i * rb, sb + (size_t)rr[i] * rb, rb);
+      if (op == 1) memset(sb + (size_t)rr[i] * rb, 0, rb);
+    }
+  } else {
+    uint8_t *tu = (uint8_t *)touched.data;
+    int32_t *fr = (int32_t *)fresh.data;
+    for (size_t i = 0; i < n; i++) {
+      size_t r = (size_t)rr[i];
+      if (!tu[r]) {
+        tu[r] = 1;
+        fr[count++] = (int32_t)r;
+        memcpy(db + r * rb, sb + i * rb, rb);
+      } else if (es == 4) {
+        shoal_f32_sum((float *)(db + r * rb), (const float *)(sb + i * rb), rs);
+      } else {
+        shoal_f64_sum((double *)(db + r * rb), (const double *)(sb + i * rb), rs);
+      }
+    }
+  }
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)count, &out);
+  return out;
+}
+
 static napi_value js_isa(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -402,6 +586,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"scale", NULL, js_scale, NULL, NULL, NULL, napi_default, NULL},
     {"firstNonFinite", NULL, js_first_nonfinite, NULL, NULL, NULL, napi_default, NULL},
     {"sumUpdate", NULL, js_sum_update, NULL, NULL, NULL, napi_default, NULL},
+    {"optim", NULL, js_optim, NULL, NULL, NULL, napi_default, NULL},
+    {"rows", NULL, js_rows, NULL, NULL, NULL, napi_default, NULL},
     {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
