@@ -38,6 +38,8 @@ export interface KVWorkerOptions {
   sharedMemory?: boolean;
   /** Host id of each server (from its hello; `localHostId()` form). Servers on this host use the data plane. */
   serverHosts?: readonly string[];
+  /** This worker's host id (default `localHostId()`; tests use another to act as a remote worker). */
+  hostId?: string;
 }
 
 export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'> {
@@ -197,7 +199,7 @@ export class KVWorker {
    */
   private async attachShared(specs: readonly KeySpec[]): Promise<void> {
     if (this.o.sharedMemory === false || !this.o.serverHosts) return;
-    const here = localHostId();
+    const here = this.o.hostId ?? localHostId();
     const local = this.o.serverHosts.map((h) => h === here);
     const fresh = [...new Map(specs.filter((sp) => !sp.rows && !this.staging.has(sp.key)).map((sp) => [sp.key, sp])).values()];
     if (!local.some(Boolean) || fresh.length === 0) return;

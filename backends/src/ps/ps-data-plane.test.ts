@@ -54,6 +54,23 @@ test('staging buffers as gradients and outputs: exact rounds, no values in messa
   }
 });
 
+test('a worker on another host (host ids differ) sends values in messages; one on the servers\' host uses the data plane', async () => {
+  const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000, hostId: (r) => (r === 1 ? 'another-host' : undefined) });
+  try {
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'k', size: 5000 }], [ones(5000, 0)])));
+    assert.ok(c.workers[0]!.buffers('k'), 'same host: staging buffers');
+    assert.is(c.workers[1]!.buffers('k'), undefined, 'another host: none');
+    for (let round = 1; round <= 3; round++) {
+      const got = await Promise.all(c.workers.map((w) => w.pushPull(['k'], [ones(5000, w.rank + 1)])));
+      for (const [v] of got) allEqual(v!, 3 * round, `round ${round}`);
+    }
+    assert.ok(c.workers[0]!.stats().sharedCalls >= 3);
+    assert.is(c.workers[1]!.stats().sharedCalls, 0);
+  } finally {
+    await c.close();
+  }
+});
+
 test('float64 keys through the data plane are exact', async () => {
   const c = await memoryPsCluster({ numServers: 2, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000, bigKeyBound: 1000 });
   try {
