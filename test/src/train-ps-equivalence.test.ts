@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type * as tfjs from '@tensorflow/tfjs';
 import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
-import { MemoryNetwork, MemoryStore } from '@shoal/core';
+import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
 import { HybridSync, LocalSync, setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';
 
@@ -99,6 +99,43 @@ for (const c of cases) {
       for (let k = 0; k < 2; k++) {
         const d = maxRelDiff(r.weights[k]!, reference.weights[0]!);
         assert.ok(d <= 1e-5, `rank ${k}: max relative difference ${d}`);
+      }
+    } finally {
+      await Promise.all(groups.map((g) => g.close()));
+      await cl.close();
+    }
+  });
+}
+
+// The ps and hybrid engines run a step's row-sparse and dense collectives concurrently: a NaN on one rank must
+// still fail every rank with ERR_NAN (no hang, no rank left in a collective), for either engine.
+for (const engine of ['ps', 'hybrid'] as const) {
+  test(`${engine}: a NaN loss on one rank of the embedding model fails every rank with ERR_NAN (overlapped collectives)`, async () => {
+    const cl = await psCluster(2, engine === 'ps' ? 2 : 1);
+    const groups = engine === 'hybrid' ? await memoryGroups(2, { timeoutMs: 20_000 }) : [];
+    const syncs: GradientSync[] = engine === 'ps' ? cl.syncs : groups.map((g, k) => new HybridSync(new RingSync(g), cl.syncs[k]!));
+    try {
+      const t0 = Date.now();
+      const results = await Promise.allSettled(
+        syncs.map((sync) =>
+          new Trainer({
+            model: recModel,
+            optimizer: (t) => t.train.sgd(0.3),
+            loss: (y, p) => {
+              const bce = tf.metrics.binaryCrossentropy(y, p).mean();
+              return (sync.rank === 1 ? bce.mul(tf.sqrt(tf.scalar(-1))) : bce) as never;
+            },
+            sync,
+            runtime: rt,
+            verbose: 0,
+          }).fit(recData, { epochs: 1, batchSize: 16, stepsPerEpoch: 3 }),
+        ),
+      );
+      assert.ok(Date.now() - t0 < 10_000, 'failed fast, not by timeout');
+      for (const [r, res] of results.entries()) {
+        assert.is(res.status, 'rejected', `rank ${r}`);
+        const e = (res as PromiseRejectedResult).reason as Error;
+        assert.ok(isShoalError(e, 'ERR_NAN'), `rank ${r}: ${e}`);
       }
     } finally {
       await Promise.all(groups.map((g) => g.close()));

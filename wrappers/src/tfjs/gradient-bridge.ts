@@ -134,8 +134,20 @@ export class GradientBridge {
     const t1 = performance.now();
     let sparseRows = 0;
     try {
-      await this.sync.allreduceMean(this.dense);
-      for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
+      if (this.sync.kind === 'ring' || this.sparseGroups.length === 0) {
+        await this.sync.allreduceMean(this.dense);
+        for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
+      } else {
+        // ps and hybrid engines take these collectives concurrently (each fixes its order on every rank when it is
+        // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
+        // and sparse variables are disjoint slices of the flat buffer. The first failure in call order is thrown,
+        // as the sequential path would; nothing is applied when any fails.
+        const done = await Promise.allSettled([...this.sparseGroups.map((g) => this.syncSparse(g)), this.sync.allreduceMean(this.dense)]);
+        const order = [done[done.length - 1]!, ...done.slice(0, -1)];
+        const bad = order.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+        if (bad) throw bad.reason;
+        for (const r of done.slice(0, -1)) sparseRows += (r as PromiseFulfilledResult<number>).value;
+      }
     } catch (e) {
       if (!isShoalError(e, 'ERR_NAN')) throw e;
       const wire = String(e.context.tensor ?? '').replace(/^s:|^g:/, '');
