@@ -1,9 +1,22 @@
 import type { FloatArray, NumericArray, OptimStep, ReduceKernels, ReduceOp, RowOp } from './reduce-kernels.js';
 
+/** The checks the native kernel makes (same messages), so both implementations refuse the same input. */
+function checkStep(s: OptimStep): void {
+  const { w, g } = s;
+  const same = (a: FloatArray | null | undefined) => !a || (a.constructor === w.constructor && a.length === w.length);
+  const states = s.kind === 'adam' ? [s.m, s.v] : s.kind === 'adagrad' ? [s.history] : [s.momentum];
+  if (g.constructor !== w.constructor || !states.every(same)) throw new RangeError("grad and state must have the weights' type (state also its length)");
+  if ((s.kind === 'adam' && (!s.m || !s.v)) || (s.kind === 'adagrad' && !s.history)) throw new RangeError('missing optimizer state');
+  if (s.kind === 'adam' && s.lrRows && (!s.rows || s.lrRows.length !== s.rows.length)) throw new RangeError('lrRows must be a Float64Array, one per row');
+  const params = s.kind === 'adam' ? [s.lr, s.beta1, s.beta2, s.eps, s.wd, s.rescale] : s.kind === 'adagrad' ? [s.lr, s.eps, s.wd, s.rescale] : [s.lr, s.mu, s.wd, s.rescale];
+  if (!params.every((x) => typeof x === 'number')) throw new RangeError('optimizer parameters must be numbers');
+}
+
 /** Call `fn(wOff, gOff, len, i)` for each run of an optimizer step: the whole array, or row i of `rows`. */
 function forRuns(s: OptimStep, fn: (wo: number, go: number, n: number, i: number) => void): void {
+  checkStep(s);
   if (!s.rows) {
-    if (s.g.length !== s.w.length) throw new RangeError('grad must match the weights');
+    if (s.g.length !== s.w.length) throw new RangeError('grad must hold one run per row (or match the weights)');
     return fn(0, 0, s.w.length, 0);
   }
   const rs = s.rowSize ?? 0;
@@ -59,6 +72,12 @@ function optimize(s: OptimStep): void {
 }
 
 function rows(op: RowOp, dst: FloatArray, src: FloatArray, ids: Int32Array, rs: number, touched?: Uint8Array, fresh?: Int32Array): number {
+  if (dst.constructor !== src.constructor) throw new RangeError('dst and src must be float arrays of one type');
+  if (!(rs > 0)) throw new RangeError('rows must be an Int32Array and rowSize positive');
+  if ((op === 'merge' ? src.length : dst.length) !== ids.length * rs) throw new RangeError('the packed side must hold rows.length * rowSize values');
+  if (op === 'merge' && (!touched || !fresh || touched.length * rs !== dst.length || fresh.length < ids.length)) {
+    throw new RangeError('merge needs touched (Uint8Array, one per row of dst) and fresh (Int32Array, >= rows.length)');
+  }
   const table = op === 'merge' ? dst : src;
   const nr = table.length / rs;
   for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= nr) throw new RangeError('row id outside the table');
@@ -70,14 +89,13 @@ function rows(op: RowOp, dst: FloatArray, src: FloatArray, ids: Int32Array, rs: 
     }
     return 0;
   }
-  if (!touched || !fresh) throw new RangeError('merge needs touched and fresh');
   let count = 0;
   for (let i = 0; i < ids.length; i++) {
     const r = ids[i]!;
     const base = r * rs;
-    if (!touched[r]) {
-      touched[r] = 1;
-      fresh[count++] = r;
+    if (!touched![r]) {
+      touched![r] = 1;
+      fresh![count++] = r;
       dst.set(src.subarray(i * rs, (i + 1) * rs), base);
     } else {
       for (let j = 0; j < rs; j++) dst[base + j]! += src[i * rs + j]!;

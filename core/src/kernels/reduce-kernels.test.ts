@@ -128,6 +128,16 @@ for (const k of impls) {
       assert.throws(() => k.rows('gather', new C(rowSize), table, Int32Array.of(numRows), rowSize), /row id outside/);
     }
     assert.throws(() => k.optimize({ kind: 'adagrad', w: new Float32Array(4), g: new Float32Array(3), history: new Float32Array(4), lr: 1, eps: 0, wd: 0, rescale: 1 }), /grad must/);
+    // both implementations refuse the same bad input
+    const w4 = new Float32Array(8);
+    const bads: [string, () => void, RegExp][] = [
+      ['lrRows shorter than rows', () => k.optimize({ kind: 'adam', w: w4, g: new Float32Array(8), m: new Float32Array(8), v: new Float32Array(8), rows: Int32Array.of(0, 1), rowSize: 4, lrRows: new Float64Array(0), lr: 1, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0, rescale: 1 }), /lrRows/],
+      ['state of another length', () => k.optimize({ kind: 'adagrad', w: w4, g: new Float32Array(8), history: new Float32Array(4), lr: 1, eps: 0, wd: 0, rescale: 1 }), /state/],
+      ['a parameter that is not a number', () => k.optimize({ kind: 'sgd', w: w4, g: new Float32Array(8), momentum: null, lr: undefined as unknown as number, mu: 0, wd: 0, rescale: 1 }), /parameters must be numbers/],
+      ['rowSize 0', () => k.rows('gather', new Float32Array(0), w4, Int32Array.of(0), 0), /rowSize positive/],
+      ['a short packed side', () => k.rows('take', new Float32Array(3), w4, Int32Array.of(0), 4), /packed side/],
+    ];
+    for (const [what, f, re] of bads) assert.throws(f, re, what);
     // a round that touched no row
     const w0 = new Float32Array(8).fill(1);
     k.optimize({ kind: 'adam', w: w0, g: new Float32Array(0), m: new Float32Array(8), v: new Float32Array(8), rows: new Int32Array(0), rowSize: 4, lrRows: new Float64Array(0), lr: 1, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0, rescale: 1 });

@@ -140,8 +140,8 @@ export class GradientBridge {
       } else {
         // ps and hybrid engines take these collectives concurrently (each fixes its order on every rank when it is
         // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
-        // and sparse variables are disjoint slices of the flat buffer. The first failure in call order is thrown,
-        // as the sequential path would; nothing is applied when any fails.
+        // and sparse variables are disjoint slices of the flat buffer. The failure thrown is the one the sequential path
+        // would meet first (dense, then each sparse group); nothing is applied when any fails.
         const done = await Promise.allSettled([...this.sparseGroups.map((g) => this.syncSparse(g)), this.sync.allreduceMean(this.dense)]);
         const order = [done[done.length - 1]!, ...done.slice(0, -1)];
         const bad = order.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;

@@ -336,8 +336,11 @@ DEF_SUM_UPDATE(double, f64)
 static napi_value js_sum_update(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   if (!get_args(env, info, 5, argv)) return NULL;
-  bool axpy;
-  napi_get_value_bool(env, argv[0], &axpy);
+  bool axpy = false;
+  if (napi_get_value_bool(env, argv[0], &axpy) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate: axpy must be a boolean");
+    return NULL;
+  }
   view_t w;
   if (!get_view(env, argv[1], &w, "weights")) return NULL;
   if (w.type != napi_float32_array && w.type != napi_float64_array) {
@@ -374,8 +377,12 @@ static napi_value js_sum_update(napi_env env, napi_callback_info info) {
     }
     p[i] = v.data;
   }
-  double f;
-  napi_get_value_double(env, argv[4], &f);
+  double f = 0;
+  if (napi_get_value_double(env, argv[4], &f) != napi_ok) {
+    free(p);
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "sumUpdate: factor must be a number");
+    return NULL;
+  }
   if (w.type == napi_float32_array) sum_update_f32(axpy, (float *)w.data, (const float **)p, ng, (float **)(p + ng), no, (float)f, w.length);
   else sum_update_f64(axpy, (double *)w.data, (const double **)p, ng, (double **)(p + ng), no, f, w.length);
   free(p);
@@ -447,8 +454,8 @@ DEF_OPTIM(double, f64)
 static napi_value js_optim(napi_env env, napi_callback_info info) {
   napi_value argv[14];
   if (!get_args(env, info, 14, argv)) return NULL;
-  int32_t kind;
-  napi_get_value_int32(env, argv[0], &kind);
+  int32_t kind = -1;
+  if (napi_get_value_int32(env, argv[0], &kind) != napi_ok) kind = -1;
   view_t w, g, s1 = {0}, s2 = {0}, rows = {0}, lrRows = {0};
   if (!get_view(env, argv[1], &w, "weights") || !get_view(env, argv[2], &g, "grad")) return NULL;
   napi_valuetype t;
@@ -462,20 +469,23 @@ static napi_value js_optim(napi_env env, napi_callback_info info) {
   int hasRows = t != napi_null; /* an empty Int32Array may have a NULL data pointer: test the argument */
   if (hasRows && !get_view(env, argv[5], &rows, "rows")) return NULL;
   uint32_t rowSize = 0;
-  napi_get_value_uint32(env, argv[6], &rowSize);
   napi_typeof(env, argv[7], &t);
-  if (t != napi_null && !get_view(env, argv[7], &lrRows, "lrRows")) return NULL;
+  int hasLr = t != napi_null;
+  if (hasLr && !get_view(env, argv[7], &lrRows, "lrRows")) return NULL;
   double p[6];
-  for (int i = 0; i < 6; i++) napi_get_value_double(env, argv[8 + i], &p[i]);
   const char *bad = NULL;
+  for (int i = 0; i < 6; i++)
+    if (napi_get_value_double(env, argv[8 + i], &p[i]) != napi_ok) bad = "optimizer parameters must be numbers";
+  if (napi_get_value_uint32(env, argv[6], &rowSize) != napi_ok) bad = "rowSize must be a number";
   int need1 = kind == 0 || kind == 1, need2 = kind == 0;
-  if (kind < 0 || kind > 2) bad = "kind must be 0 (adam), 1 (adagrad) or 2 (sgd)";
+  if (bad) { /* a parameter was not a number */
+  } else if (kind < 0 || kind > 2) bad = "kind must be 0 (adam), 1 (adagrad) or 2 (sgd)";
   else if (w.type != napi_float32_array && w.type != napi_float64_array) bad = "weights must be a Float32Array or Float64Array";
   else if (g.type != w.type || (has1 && (s1.type != w.type || s1.length != w.length)) || (has2 && (s2.type != w.type || s2.length != w.length)))
     bad = "grad and state must have the weights' type (state also its length)";
   else if ((need1 && !has1) || (need2 && !has2)) bad = "missing optimizer state";
   else if (hasRows && rows.type != napi_int32_array) bad = "rows must be an Int32Array";
-  else if (lrRows.data && (lrRows.type != napi_float64_array || !hasRows || lrRows.length != rows.length)) bad = "lrRows must be a Float64Array, one per row";
+  else if (hasLr && (lrRows.type != napi_float64_array || !hasRows || lrRows.length != rows.length)) bad = "lrRows must be a Float64Array, one per row";
   else if (hasRows ? (rowSize == 0 || g.length != rows.length * (size_t)rowSize) : g.length != w.length) bad = "grad must hold one run per row (or match the weights)";
   if (!bad && hasRows && rows.length) {
     const int32_t *rr = (const int32_t *)rows.data;
@@ -489,7 +499,7 @@ static napi_value js_optim(napi_env env, napi_callback_info info) {
   }
   if ((hasRows && rows.length == 0) || w.length == 0) return NULL; /* nothing to do */
   const int32_t *rr = hasRows ? (const int32_t *)rows.data : NULL;
-  const double *lr = lrRows.data ? (const double *)lrRows.data : NULL;
+  const double *lr = hasLr ? (const double *)lrRows.data : NULL;
   size_t nr = rows.length, n = w.length;
   if (w.type == napi_float32_array) {
     if (kind == 0) adam_f32(w.data, g.data, s1.data, s2.data, rr, nr, rowSize, n, lr, p[0], p[1], p[2], p[3], p[4], p[5]);
@@ -511,12 +521,12 @@ static napi_value js_optim(napi_env env, napi_callback_info info) {
 static napi_value js_rows(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!get_args(env, info, 5, argv)) return NULL;
-  int32_t op;
-  napi_get_value_int32(env, argv[0], &op);
+  int32_t op = -1;
+  if (napi_get_value_int32(env, argv[0], &op) != napi_ok) op = -1;
   view_t d, s, rows, touched = {0}, fresh = {0};
   if (!get_view(env, argv[1], &d, "dst") || !get_view(env, argv[2], &s, "src") || !get_view(env, argv[3], &rows, "rows")) return NULL;
   uint32_t rs = 0;
-  napi_get_value_uint32(env, argv[4], &rs);
+  if (napi_get_value_uint32(env, argv[4], &rs) != napi_ok) rs = 0;
   if (op == 2) {
     size_t argc = 7;
     napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
@@ -530,10 +540,12 @@ static napi_value js_rows(napi_env env, napi_callback_info info) {
   else if (op == 2 ? s.length != n * (size_t)rs : d.length != n * (size_t)rs) bad = "the packed side must hold rows.length * rowSize values";
   else if (op == 2 && (touched.type != napi_uint8_array || touched.length * (size_t)rs != d.length || fresh.type != napi_int32_array || fresh.length < n))
     bad = "merge needs touched (Uint8Array, one per row of dst) and fresh (Int32Array, >= rows.length)";
-  size_t tableRows = (op == 2 ? d.length : s.length) / rs;
   const int32_t *rr = (const int32_t *)rows.data;
-  for (size_t i = 0; i < n && !bad; i++)
-    if (rr[i] < 0 || (size_t)rr[i] >= tableRows) bad = "row id outside the table";
+  if (!bad) {
+    size_t tableRows = (op == 2 ? d.length : s.length) / rs;
+    for (size_t i = 0; i < n && !bad; i++)
+      if (rr[i] < 0 || (size_t)rr[i] >= tableRows) bad = "row id outside the table";
+  }
   if (bad) {
     napi_throw_range_error(env, "ERR_INVALID_ARG", bad);
     return NULL;
