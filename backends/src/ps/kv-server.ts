@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, localHostId, openSharedRegion, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, localHostId, openSharedRegion, ShoalError, unlinkSharedRegion, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 
@@ -152,6 +152,8 @@ export class KVServer {
   private readonly kernels: ReduceKernels = loadKernels();
   /** Connection id -> worker rank, for workers that said hello with their rank. */
   private readonly callerRank = new Map<string, number>();
+  /** Names of the staging regions each connection attached (see `onCallerClosed`). */
+  private readonly regionNames = new Map<string, string[]>();
   /** Workers whose connection went away: sync rounds, gathers and staleness waits cannot complete. */
   private readonly lost = new Map<number, ShoalError>();
 
@@ -230,6 +232,12 @@ export class KVServer {
       return { slot, grad: e.grad, out: e.out };
     });
     const region = openSharedRegion(name, bytes);
+    if (caller !== undefined) {
+      // if the worker dies before it removed the name (while servers map it), this server removes it then
+      const names = this.regionNames.get(caller) ?? [];
+      names.push(name);
+      this.regionNames.set(caller, names);
+    }
     for (const v of views) {
       const Ctor = v.slot.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor;
       const n = v.slot.data.length;
@@ -926,6 +934,8 @@ export class KVServer {
    * of timing out; later such requests fail the same way until the worker says hello again.
    */
   onCallerClosed(caller: string): void {
+    for (const name of this.regionNames.get(caller) ?? []) unlinkSharedRegion(name); // normally removed already
+    this.regionNames.delete(caller);
     // the staging buffers that connection attached: unmapped once nothing here refers to them
     for (const s of this.slots.values()) {
       s.shared.forEach((v, r) => {

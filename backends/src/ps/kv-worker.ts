@@ -40,6 +40,12 @@ export interface KVWorkerOptions {
   serverHosts?: readonly string[];
   /** This worker's host id (default `localHostId()`; tests use another to act as a remote worker). */
   hostId?: string;
+  /**
+   * Names of this worker's staging regions start `shoal-${regionPrefix}-w${rank}-` (default 'ps'): give the job id,
+   * and a launcher's sweep of its job's shared-memory names (`removeStaleSegments(jobId)`) also removes a region
+   * a worker killed while the servers were mapping it left behind.
+   */
+  regionPrefix?: string;
 }
 
 export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'> {
@@ -213,7 +219,7 @@ export class KVWorker {
     });
     let region: SharedRegion;
     try {
-      region = createSharedRegion(`ps-w${this.rank}`, Math.max(bytes, 64));
+      region = createSharedRegion(`${this.o.regionPrefix ?? 'ps'}-w${this.rank}`, Math.max(bytes, 64));
     } catch (e) {
       // no room in /dev/shm (or no shm at all): these keys' values travel in messages
       if (isShoalError(e, 'ERR_TRANSPORT')) return;

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync } from 'node:fs';
-import { isShoalError, loadKernels, openSharedRegion } from '@shoal/core';
+import { createSharedRegion, isShoalError, loadKernels, openSharedRegion } from '@shoal/core';
 import { KVServer } from './kv-server.js';
 import { KVWorker } from './kv-worker.js';
 import { createUpdater, type UpdaterSpec } from './updaters.js';
@@ -214,6 +214,24 @@ test('a key twice in one request is summed as in messages; a shared pull always 
     b.out[0] = -1; // the caller edits its output
     const [x] = await w.pull(['k']);
     allEqual(x!, 18, 'a fresh pull');
+  } finally {
+    await c.close();
+  }
+});
+
+test('a region whose worker went away before removing its name is removed by the servers that mapped it', async () => {
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 1, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000 });
+  try {
+    const w = c.workers[0]!;
+    await w.init([{ key: 'k', size: 16 }], [ones(16, 0)]);
+    // what a worker killed between creating its region and removing the name leaves: a mapped, named region
+    const region = createSharedRegion('psleft-w0', 128);
+    const name = region.name.slice(1);
+    await w.server(0).call('attachShared', [0, region.name, 128, [{ key: 'k', grad: 0, out: 64 }]]);
+    assert.ok(readdirSync('/dev/shm').includes(name), 'the name exists while its worker is connected');
+    await w.close(); // the connection goes away as with a killed worker
+    for (let i = 0; i < 50 && readdirSync('/dev/shm').includes(name); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.not.ok(readdirSync('/dev/shm').includes(name), 'the server removed the name');
   } finally {
     await c.close();
   }

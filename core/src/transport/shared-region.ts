@@ -47,6 +47,12 @@ export function createSharedRegion(prefix: string, bytes: number): SharedRegion 
   }
 }
 
+/** Remove a region's name (as `SharedRegion.unlink`, for a name received from elsewhere); false if it was gone. */
+export function unlinkSharedRegion(name: string): boolean {
+  if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+  return addon().unlinkRegion(name);
+}
+
 /** Map an existing region, checking its size. */
 export function openSharedRegion(name: string, bytes: number): SharedRegion {
   if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);

@@ -152,7 +152,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory });
+      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId });
     };
     switch (options.backend) {
       case 'ring':
