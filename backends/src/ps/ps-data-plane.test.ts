@@ -183,10 +183,12 @@ test('a push that timed out leaves the data plane for its keys: the late round s
   // Worker 0's push times out (worker 1 is late) while the server still holds its staging gradient for the
   // round; its next push must not go through (and overwrite) that buffer.
   const n = 8;
-  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 300 });
+  const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'sync', updater: { type: 'add', lr: 1 }, timeoutMs: 10_000 });
+  // rank 0 with a short request timeout (a KVWorker of its own, which takes the rank's keys over)
+  const w0 = await KVWorker.connect({ rank: 0, numWorkers: 2, numServers: 1, store: c.store, transport: c.network.transport(), timeoutMs: 300 });
   try {
-    await Promise.all(c.workers.map((w) => w.init([{ key: 'k', size: n }], [ones(n, 0)])));
-    const [w0, w1] = c.workers as [KVWorker, KVWorker];
+    await Promise.all([...c.workers, w0].map((w) => w.init([{ key: 'k', size: n }], [ones(n, 0)])));
+    const w1 = c.workers[1]!;
     const first = await w0.push(['k'], [ones(n, 1)]).then(
       () => null,
       (e: unknown) => e,
@@ -198,6 +200,7 @@ test('a push that timed out leaves the data plane for its keys: the late round s
     allEqual(v!, 3, 'after round 0');
     await second;
   } finally {
+    await w0.close();
     await c.close();
   }
 });
