@@ -132,6 +132,7 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
   const eps = o.eps ?? 1e-8;
   const wd = o.wd ?? 0;
   const rs = o.rescale ?? 1;
+  const lrAt: number[] = [];
   const u = elementwise((ctx) => {
     const { weights: w, grad: g } = ctx;
     const t = ctx.step + 1;
@@ -143,7 +144,10 @@ export function adamUpdater(o: { lr: number; beta1?: number; beta2?: number; eps
       lrRows = new Float64Array(ctx.rowIds.length);
       for (let i = 0; i < ctx.rowIds.length; i++) {
         const tr = ++rowT[ctx.rowIds[i]!]!;
-        lrRows[i] = (o.lr * Math.sqrt(1 - b2 ** tr)) / (1 - b1 ** tr);
+        // the step size of a row's tr-th update, computed once per tr (the same expression: the same value)
+        let lrT = lrAt[tr];
+        if (lrT === undefined) lrT = lrAt[tr] = (o.lr * Math.sqrt(1 - b2 ** tr)) / (1 - b1 ** tr);
+        lrRows[i] = lrT;
       }
     }
     ctx.kernels.optimize({ kind: 'adam', w, g, m: stateOf(ctx, 'm'), v: stateOf(ctx, 'v'), rows: ctx.rowIds, rowSize: ctx.rowSize, lrRows, lr: lrKey, beta1: b1, beta2: b2, eps, wd, rescale: rs });
