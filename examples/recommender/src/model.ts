@@ -240,7 +240,6 @@ export class BasketModel implements Recommender {
     const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K), histRange = new Int32Array(2 * B);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
     const lp = new Float32Array(B), ip = new Float32Array(B), ln = new Float32Array(B * K), inn = new Float32Array(B * K);
-    const counts: Map<number, number>[] = [];
     const needUser = new Set<number>(), needIn = new Set<number>(), needOut = new Set<number>();
     const stepRng = sampling ? new Rng(mix(sampling.stepSeed, 0x9e3779b9)) : this.rng;
     for (let i = 0; i < B; i++) {
@@ -262,22 +261,26 @@ export class BasketModel implements Recommender {
         for (let x = hs; x < he; x++) needIn.add(hist.items[x]!);
       }
       const t = train.items[target]!;
-      const m = new Map<number, number>();
-      if (user !== 0) for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) m.set(hist.items[x]!, hist.counts[x]!);
-      counts.push(m);
-      const n = m.get(t) ?? 0;
-      lp[i] = Math.log1p(n); ip[i] = n > 0 ? 1 : 0;
       posIds[i] = t;
       needOut.add(t);
     }
-    // Shared negatives.
-    for (let k = 0; k < K; k++) { const j = stepRng.int(N); negIds[k] = j; needOut.add(j); }
+    // Shared negatives; negAt[item] = the first k drawing it (-1: none), nextK chains the repeats.
+    const negAt = new Int32Array(N).fill(-1), nextK = new Int32Array(K).fill(-1), lastK = new Int32Array(N);
+    for (let k = 0; k < K; k++) {
+      const j = stepRng.int(N);
+      negIds[k] = j; needOut.add(j);
+      if (negAt[j]! < 0) negAt[j] = k; else nextK[lastK[j]!] = k;
+      lastK[j] = k;
+    }
+    // The wide features: how many of the user's earlier baskets hold the target and each negative (one pass over
+    // the history, whose items are distinct; a later entry would win, as it did with a map of the history).
     for (let i = 0; i < B; i++) {
-      const m = counts[i]!;
-      if (m.size === 0) continue;
-      for (let k = 0; k < K; k++) {
-        const n = m.get(negIds[k]!);
-        if (n !== undefined) { ln[i * K + k] = Math.log1p(n); inn[i * K + k] = 1; }
+      if (users[i] === 0) continue;
+      const basket = batch[i]!.basket, t = posIds[i]!;
+      for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) {
+        const it = hist.items[x]!, n = hist.counts[x]!;
+        if (it === t) { lp[i] = Math.log1p(n); ip[i] = n > 0 ? 1 : 0; }
+        for (let k = negAt[it]!; k >= 0; k = nextK[k]!) { ln[i * K + k] = Math.log1p(n); inn[i * K + k] = 1; }
       }
     }
     const sorted = (x: Set<number>): Int32Array => Int32Array.from(x).sort();
@@ -320,7 +323,7 @@ export class BasketModel implements Recommender {
     const [gu, gc, gh, gpos, gnegT] = vals as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
 
     // Scatter the input gradients onto the touched table rows.
-    const userG = new RowAcc(d), inG = new RowAcc(d), outG = new RowAcc(d1);
+    const userG = new RowAcc(d, this.user.numRows), inG = new RowAcc(d, this.numItems), outG = new RowAcc(d1, this.numItems);
     for (let i = 0; i < B; i++) {
       userG.add(users[i]!, gu, i * d, 1);
       const s = ctxOff[i]!, e = ctxOff[i + 1]!;
@@ -394,22 +397,27 @@ export class BasketModel implements Recommender {
 
 /** Accumulates gradient rows per table row id; `finish` returns them as a RowSparseTensor with sorted ids. */
 class RowAcc {
-  private readonly idx = new Map<number, number>();
+  /** Table row -> its slot in `buf` (-1: not touched yet); `rows` lists the touched rows in slot order. */
+  private readonly slot: Int32Array;
+  private readonly rows: number[] = [];
   private buf: Float32Array;
-  constructor(private readonly size: number) { this.buf = new Float32Array(size * 64); }
+  constructor(private readonly size: number, numRows: number) {
+    this.buf = new Float32Array(size * 64);
+    this.slot = new Int32Array(numRows).fill(-1);
+  }
   add(row: number, src: Float32Array, off: number, scale: number): void {
-    let i = this.idx.get(row);
-    if (i === undefined) {
-      i = this.idx.size; this.idx.set(row, i);
+    let i = this.slot[row]!;
+    if (i < 0) {
+      i = this.rows.length; this.slot[row] = i; this.rows.push(row);
       if ((i + 1) * this.size > this.buf.length) { const nb = new Float32Array(this.buf.length * 2); nb.set(this.buf); this.buf = nb; }
     }
     const o = i * this.size;
     for (let k = 0; k < this.size; k++) this.buf[o + k]! += src[off + k]! * scale;
   }
   finish(t: Table): RowSparseTensor {
-    const ids = Int32Array.from(this.idx.keys()).sort();
+    const ids = Int32Array.from(this.rows).sort();
     const rows = new Float32Array(ids.length * this.size);
-    ids.forEach((id, r) => rows.set(this.buf.subarray(this.idx.get(id)! * this.size, (this.idx.get(id)! + 1) * this.size), r * this.size));
+    ids.forEach((id, r) => { const o = this.slot[id]! * this.size; rows.set(this.buf.subarray(o, o + this.size), r * this.size); });
     return { name: t.name, numRows: t.numRows, rowSize: t.rowSize, rowIds: ids, rows };
   }
 }
