@@ -76,8 +76,11 @@ export class KVWorker {
   /** Keys whose staging gradient (resp. output) an operation in flight is using: others send data in messages. */
   private readonly gradBusy = new Set<string>();
   private readonly outBusy = new Set<string>();
-  private readonly regions: SharedRegion[] = [];
+  /** The staging regions, with what each server mapped of them (for a restarted server to map again). */
+  private readonly regions: { region: SharedRegion; entries: Map<number, { key: string; grad: number; out: number }[]> }[] = [];
   private sharedCalls = 0;
+  /** Keys retired from the data plane (see `retireShared`): never attached again. */
+  private readonly retired = new Set<string>();
 
   constructor(private readonly o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
@@ -225,6 +228,7 @@ export class KVWorker {
       if (isShoalError(e, 'ERR_TRANSPORT')) return;
       throw e;
     }
+    const mapped = new Map<number, { key: string; grad: number; out: number }[]>();
     try {
       fresh.forEach((sp, i) => {
         const Ctor = sp.dtype === 'float64' ? Float64Array : Float32Array;
@@ -249,12 +253,29 @@ export class KVWorker {
             throw e;
           }
           for (const e of entries) this.sharedKeys[s]!.add(e.key);
+          mapped.set(s, entries);
         }),
       );
     } finally {
-      region.unlink();
+      // With resends after a restart the name stays until close(), so a restarted server can map the region
+      // again (a killed worker's names: its servers remove them, and the launcher's sweep).
+      if (!this.o.resendAfterRestart) region.unlink();
     }
-    this.regions.push(region);
+    this.regions.push({ region, entries: mapped });
+  }
+
+  /** A restarted server `s` (new incarnation, empty views): let it map this worker's regions again. */
+  private async reattach(s: number): Promise<void> {
+    for (const { region, entries } of this.regions) {
+      const e = entries.get(s);
+      if (!e) continue;
+      try {
+        await this.servers[s]!.call('attachShared', [this.rank, region.name, region.bytes, e]);
+        for (const x of e) if (!this.retired.has(x.key)) this.sharedKeys[s]!.add(x.key);
+      } catch {
+        // it cannot (or is gone again): those keys stay on messages for this server
+      }
+    }
   }
 
   /**
@@ -310,6 +331,7 @@ export class KVWorker {
    */
   private retireShared(keys: readonly string[]): void {
     for (const set of this.sharedKeys) for (const k of keys) set.delete(k);
+    for (const k of keys) this.retired.add(k);
   }
 
   /** Run `op` with the staging buffers of `keys` claimed (`use`), releasing or retiring them after. */
@@ -590,6 +612,7 @@ export class KVWorker {
   }
 
   async close(): Promise<void> {
+    for (const r of this.regions) r.region.unlink();
     await Promise.all(this.servers.map((c) => c.close()));
   }
 
@@ -647,6 +670,7 @@ export class KVWorker {
         .then(async () => {
           this.sharedKeys[s]!.clear();
           await c.api.hello(this.rank);
+          await this.reattach(s);
         })
         .finally(() => this.reconnecting.delete(s));
       this.reconnecting.set(s, p);

@@ -194,26 +194,32 @@ test('durable checkpoint: a killed server restarts from its shard; resent pushes
     timeoutMs: 10_000,
     bigKeyBound: 10,
   });
-  await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }, { key: 's', size: 3 }], [ones(30, 0), ones(3, 0)])));
-  const rounds = 12;
-  const acked = [0, 0];
-  await Promise.all(
-    c.workers.map(async (w) => {
-      for (let i = 0; i < rounds; i++) {
-        if (w.rank === 0 && i === 5) void c.servers[1]!.kill();
-        await w.push(['big', 's'], [ones(30, w.rank + 1), ones(3, 1)]);
-        acked[w.rank] = i + 1;
-      }
-    }),
-  );
-  assert.equal(acked, [rounds, rounds]);
-  assert.is(c.servers[1]!.restarts, 1);
-  assert.ok(c.workers[0]!.stats().sharedCalls > 0, 'the pushes before the kill went through the data plane');
-  const [big, s] = await c.workers[1]!.pull(['big', 's']);
-  allEqual(big!, rounds * 3, 'big after restart');
-  allEqual(s!, rounds * 2, 's after restart');
-  await c.close();
-  rmSync(dir, { recursive: true, force: true });
+  try {
+    await Promise.all(c.workers.map((w) => w.init([{ key: 'big', size: 30 }, { key: 's', size: 3 }], [ones(30, 0), ones(3, 0)])));
+    const rounds = 12;
+    const acked = [0, 0];
+    await Promise.all(
+      c.workers.map(async (w) => {
+        for (let i = 0; i < rounds; i++) {
+          if (w.rank === 0 && i === 5) void c.servers[1]!.kill();
+          await w.push(['big', 's'], [ones(30, w.rank + 1), ones(3, 1)]);
+          acked[w.rank] = i + 1;
+        }
+      }),
+    );
+    assert.equal(acked, [rounds, rounds]);
+    assert.is(c.servers[1]!.restarts, 1);
+    // every round's request to each server went over the data plane, the restarted server's too (it mapped the
+    // worker's region again; a request in flight at the kill was resent in a message)
+    const shared = c.workers[0]!.stats().sharedCalls;
+    assert.ok(shared >= 2 * rounds, `requests over the data plane: ${shared} of ${2 * rounds}`);
+    const [big, s] = await c.workers[1]!.pull(['big', 's']);
+    allEqual(big!, rounds * 3, 'big after restart');
+    allEqual(s!, rounds * 2, 's after restart');
+  } finally {
+    await c.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a server restarted from an older (non-durable) checkpoint is reported as having lost updates', async () => {
