@@ -322,12 +322,16 @@ async function cpuMeter(kv: KVWorker) {
 async function workerMain(job: WorkerJob): Promise<void> {
   const store = await TcpStore.connect(job.storeUrl, { timeoutMs: 120_000 });
   const transport: Transport = job.transport === 'shm' ? shmTransport({ prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport();
+  // One KVWorker per plane, all connected before the first plane runs and closed after the last: a rank whose
+  // only connection closes counts as lost on the servers until it says hello again, which would fail the other
+  // worker's requests in between.
+  const kvs: KVWorker[] = [];
   for (const plane of job.planes) {
-    const kv = await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages' });
-    // the sparse phase does not depend on the plane: run it once
-    await planeMain(job, kv, plane, plane === job.planes[0]);
-    await kv.close();
+    kvs.push(await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages' }));
   }
+  // the sparse phase does not depend on the plane: run it once
+  for (const [i, plane] of job.planes.entries()) await planeMain(job, kvs[i]!, plane, i === 0);
+  for (const kv of kvs) await kv.close();
   await store.close();
 }
 
