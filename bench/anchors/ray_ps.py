@@ -16,7 +16,7 @@ Prints one JSON line per size: {"impl": "ray", "bytes", "rounds", "p50_us", "avg
 processes; the raylet and its object store are not counted), and one for the small-key latency ("kind": "small").
 Ray's start-up is not timed.
 
-usage: ray_ps.py --sizes 1048576,16777216 --rounds 20,8 --workers 2 --servers 2 [--small-iters 300]
+usage: ray_ps.py --sizes 1048576,16777216 --rounds 20,8 --workers 2 --servers 2 [--small-iters 300] [--small-warmup 20]
 """
 import argparse
 import json
@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--servers", type=int, default=2)
     ap.add_argument("--small-iters", type=int, default=300)
+    ap.add_argument("--small-warmup", type=int, default=20)
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     rounds = [int(x) for x in a.rounds.split(",")]
@@ -121,7 +122,7 @@ def main():
     ps = ParameterServer.remote(1)
     ray.get([w.prepare.remote([1]) for w in workers])
     weights = [ps.apply_gradients.remote(np.zeros(1, dtype=np.float32))]
-    weights, _ = run_rounds([ps], workers, weights, 20)
+    weights, _ = run_rounds([ps], workers, weights, a.small_warmup)
     w0, s0 = cpu_of(workers), cpu_of([ps])
     weights, times = run_rounds([ps], workers, weights, a.small_iters)
     w1, s1 = cpu_of(workers), cpu_of([ps])

@@ -50,8 +50,9 @@ const self = fileURLToPath(import.meta.url);
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const LR = 1 / 1024;
 const KEYS = 4;
-/** Warm-up round trips of the small-key phase (JIT; the first plane run would otherwise pay for it). */
-const SMALL_WARMUP = 300;
+/** Warm-up round trips of the small-key phase, the same for the Ray anchor (JIT and first-use costs; with 300 the
+ * first plane run still paid for them). */
+const SMALL_WARMUP = 2000;
 
 /** net: TCP loopback; ipc: the net transport over unix sockets; shm: shared-memory rings. */
 type BenchTransport = 'net' | 'ipc' | 'shm';
@@ -209,7 +210,7 @@ export async function run(args: string[]): Promise<void> {
         const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
         const out = await runChild(
           py,
-          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--warmup', String(warmup), '--small-iters', quick ? '100' : '300'],
+          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--warmup', String(warmup), '--small-iters', quick ? '100' : '300', '--small-warmup', String(SMALL_WARMUP)],
           {},
           900_000,
         );
