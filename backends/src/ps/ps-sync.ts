@@ -1,4 +1,4 @@
-import { Errors } from '@shoal/core';
+import { Errors, loadKernels, type ReduceKernels } from '@shoal/core';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
@@ -35,6 +35,7 @@ export class PsSync implements GradientSync {
   private readonly declared = new Set<string>();
   private ops = 0;
   private closed = false;
+  private readonly kernels: ReduceKernels = loadKernels();
 
   constructor(
     readonly kv: KVWorker,
@@ -82,16 +83,13 @@ export class PsSync implements GradientSync {
     const keys = grads.map((g) => `g:${g.name}`);
     const arrays = grads.map((g) => g.data);
     await this.kv.pushPull(keys, arrays, arrays);
-    if (this.size > 1) {
-      const inv = this.size;
-      for (const a of arrays) for (let i = 0; i < a.length; i++) a[i]! /= inv;
-    }
+    for (const a of arrays) this.divide(a);
     this.ops++;
   }
 
   async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     this.live();
-    const nan = !this.o.allowNonFinite && !allFinite(grad.rows) ? grad.name : null;
+    const nan = !this.o.allowNonFinite && this.kernels.firstNonFinite(grad.rows) >= 0 ? grad.name : null;
     await this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan });
     const key = `s:${grad.name}`;
     await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
@@ -103,7 +101,7 @@ export class PsSync implements GradientSync {
     await pushed;
     const last = await pulled;
     const rows = last.rows as Float32Array;
-    if (this.size > 1) for (let i = 0; i < rows.length; i++) rows[i]! /= this.size;
+    this.divide(rows);
     this.ops++;
     return { name: grad.name, numRows: grad.numRows, rowSize: grad.rowSize, rowIds: last.rowIds, rows };
   }
@@ -150,7 +148,7 @@ export class PsSync implements GradientSync {
    */
   async pushGradsPullWeights(grads: readonly DenseTensor[], params: readonly DenseTensor[]): Promise<void> {
     this.live();
-    if (!this.o.allowNonFinite) for (const g of grads) if (!allFinite(g.data)) throw Errors.nan(`gradient "${g.name}"`, { rank: this.rank });
+    if (!this.o.allowNonFinite) for (const g of grads) if (this.kernels.firstNonFinite(g.data) >= 0) throw Errors.nan(`gradient "${g.name}"`, { rank: this.rank });
     await this.kv.pushPull(
       grads.map((g) => `w:${g.name}`),
       grads.map((g) => g.data),
@@ -171,6 +169,17 @@ export class PsSync implements GradientSync {
     await this.o.onClose?.();
   }
 
+  /**
+   * Sums over the ranks -> means: `x / size`. For a power-of-two size that is `x * (1 / size)` exactly (the kernels'
+   * scale); other sizes divide, as before.
+   */
+  private divide(a: Float32Array): void {
+    const n = this.size;
+    if (n === 1) return;
+    if ((n & (n - 1)) === 0) this.kernels.scale(a, 1 / n);
+    else for (let i = 0; i < a.length; i++) a[i]! /= n;
+  }
+
   private live(): void {
     if (this.closed) throw Errors.closed(`PsSync rank ${this.rank}`);
   }
@@ -188,7 +197,7 @@ export class PsSync implements GradientSync {
 
   private agree(op: string, ts: readonly DenseTensor[], checkNan: boolean): Promise<void> {
     let nan: string | null = null;
-    if (checkNan) for (const t of ts) if (!allFinite(t.data)) (nan ??= t.name);
+    if (checkNan) for (const t of ts) if (this.kernels.firstNonFinite(t.data) >= 0) (nan ??= t.name);
     for (const t of ts) {
       const n = t.shape.reduce((a, b) => a * b, 1);
       if (n !== t.data.length) throw Errors.invalidArg(`tensor "${t.name}"`, `has shape [${t.shape.join(', ')}] (${n} values) but ${t.data.length} values`);
@@ -219,8 +228,4 @@ export class PsSync implements GradientSync {
   }
 }
 
-function allFinite(a: Float32Array | Float64Array): boolean {
-  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
-  return true;
-}
 

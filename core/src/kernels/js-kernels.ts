@@ -74,13 +74,18 @@ function optimize(s: OptimStep): void {
 function rows(op: RowOp, dst: FloatArray, src: FloatArray, ids: Int32Array, rs: number, touched?: Uint8Array, fresh?: Int32Array): number {
   if (dst.constructor !== src.constructor) throw new RangeError('dst and src must be float arrays of one type');
   if (!(rs > 0)) throw new RangeError('rows must be an Int32Array and rowSize positive');
-  if ((op === 'merge' ? src.length : dst.length) !== ids.length * rs) throw new RangeError('the packed side must hold rows.length * rowSize values');
+  const packedSrc = op === 'merge' || op === 'scatter';
+  if ((packedSrc ? src.length : dst.length) !== ids.length * rs) throw new RangeError('the packed side must hold rows.length * rowSize values');
   if (op === 'merge' && (!touched || !fresh || touched.length * rs !== dst.length || fresh.length < ids.length)) {
     throw new RangeError('merge needs touched (Uint8Array, one per row of dst) and fresh (Int32Array, >= rows.length)');
   }
-  const table = op === 'merge' ? dst : src;
+  const table = packedSrc ? dst : src;
   const nr = table.length / rs;
   for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= nr) throw new RangeError('row id outside the table');
+  if (op === 'scatter') {
+    for (let i = 0; i < ids.length; i++) dst.set(src.subarray(i * rs, (i + 1) * rs), ids[i]! * rs);
+    return 0;
+  }
   if (op !== 'merge') {
     for (let i = 0; i < ids.length; i++) {
       const r = ids[i]! * rs;
@@ -203,6 +208,19 @@ export function jsKernels(): ReduceKernels {
     },
     optimize,
     rows,
+    nonZeroRows(a, rs, out) {
+      if (!(rs > 0) || a.length % rs !== 0 || out.length < a.length / rs) throw new RangeError('nonZeroRows(a: float array of whole rows, rowSize > 0, out: Int32Array of >= rows)');
+      let count = 0;
+      for (let r = 0, rows = a.length / rs; r < rows; r++) {
+        for (let j = r * rs, e = j + rs; j < e; j++) {
+          if (a[j] !== 0) {
+            out[count++] = r;
+            break;
+          }
+        }
+      }
+      return count;
+    },
     firstNonFinite(a) {
       if (a instanceof Int32Array) return -1;
       for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;

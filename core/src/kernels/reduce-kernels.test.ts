@@ -126,6 +126,23 @@ for (const k of impls) {
       assert.equal([...d1], [...d2], `${C.name} merge`);
       assert.equal([...t1], [...tt2]);
       assert.throws(() => k.rows('gather', new C(rowSize), table, Int32Array.of(numRows), rowSize), /row id outside/);
+      // scatter, and the rows holding anything but zeros (NaN counts, -0 does not)
+      const [s1, s2] = [new C(n), new C(n)];
+      k.rows('scatter', s1, src, Int32Array.from([5, 9, 6, 0, 8, 49]), rowSize);
+      ref.rows('scatter', s2, src, Int32Array.from([5, 9, 6, 0, 8, 49]), rowSize);
+      assert.equal([...s1], [...s2], `${C.name} scatter`);
+      assert.equal([...s1.subarray(49 * rowSize)], [...src.subarray(5 * rowSize)]);
+      const z = new C(n);
+      z[3 * rowSize + 6] = 1e-30;
+      z[7 * rowSize] = Number.NaN;
+      z[8 * rowSize + 2] = -0;
+      z[49 * rowSize + 1] = -2;
+      const [o1, o2] = [new Int32Array(numRows), new Int32Array(numRows)];
+      assert.is(k.nonZeroRows(z, rowSize, o1), 3);
+      assert.is(ref.nonZeroRows(z, rowSize, o2), 3);
+      assert.equal([...o1.subarray(0, 3)], [3, 7, 49]);
+      assert.equal([...o2.subarray(0, 3)], [3, 7, 49]);
+      assert.throws(() => k.nonZeroRows(z, rowSize, new Int32Array(2)), /nonZeroRows/);
     }
     assert.throws(() => k.optimize({ kind: 'adagrad', w: new Float32Array(4), g: new Float32Array(3), history: new Float32Array(4), lr: 1, eps: 0, wd: 0, rescale: 1 }), /grad must/);
     // both implementations refuse the same bad input

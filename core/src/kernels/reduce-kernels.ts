@@ -22,7 +22,7 @@ export type OptimStep =
   | { kind: 'sgd'; w: FloatArray; g: FloatArray; momentum: FloatArray | null; rows?: Int32Array; rowSize?: number; lr: number; mu: number; wd: number; rescale: number };
 
 /** Row moves of a row-sparse parameter-server key (see `ReduceKernels.rows`). */
-export type RowOp = 'gather' | 'take' | 'merge';
+export type RowOp = 'gather' | 'take' | 'merge' | 'scatter';
 export const OP_CODES: Readonly<Record<ReduceOp, number>> = { sum: 0, min: 1, max: 2 };
 
 /**
@@ -62,10 +62,12 @@ export interface ReduceKernels {
   /**
    * Rows of a table (`rowSize` values each): `gather`: `dst` row i = `src` row `rows[i]`; `take`: the same, then
    * that `src` row = 0; `merge`: `src` row i goes into `dst` row r = `rows[i]`, copied when `touched[r]` is 0 (then
-   * `touched[r]` = 1 and r is appended to `fresh`), added otherwise. Returns the count appended (0 for
-   * gather/take). Row ids are checked (RangeError).
+   * `touched[r]` = 1 and r is appended to `fresh`), added otherwise; `scatter`: `dst` row `rows[i]` = `src` row i.
+   * Returns the count appended (0 for the others). Row ids are checked (RangeError).
    */
   rows(op: RowOp, dst: FloatArray, src: FloatArray, rows: Int32Array, rowSize: number, touched?: Uint8Array, fresh?: Int32Array): number;
+  /** The rows of `a` (`rowSize` values each) holding any value !== 0 (NaN counts, -0 does not), in order, into `out`; returns how many. */
+  nonZeroRows(a: FloatArray, rowSize: number, out: Int32Array): number;
 }
 
 interface Addon {
@@ -78,10 +80,11 @@ interface Addon {
   sumUpdate(axpy: boolean, w: Float32Array | Float64Array, grads: readonly (Float32Array | Float64Array)[], outs: readonly (Float32Array | Float64Array)[], factor: number): void;
   optim(kind: number, w: FloatArray, g: FloatArray, s1: FloatArray | null, s2: FloatArray | null, rows: Int32Array | null, rowSize: number, lrRows: Float64Array | null, ...p: number[]): void;
   rows(op: number, dst: FloatArray, src: FloatArray, rows: Int32Array, rowSize: number, touched?: Uint8Array, fresh?: Int32Array): number;
+  nonZeroRows(a: FloatArray, rowSize: number, out: Int32Array): number;
   isa(): string;
 }
 
-const ROW_OPS: Readonly<Record<RowOp, number>> = { gather: 0, take: 1, merge: 2 };
+const ROW_OPS: Readonly<Record<RowOp, number>> = { gather: 0, take: 1, merge: 2, scatter: 3 };
 
 export interface LoadKernelsOptions {
   /** 'auto' (default): the native addon when built, else JS. 'js': force the fallback. 'native': fail if absent. */
@@ -126,5 +129,6 @@ export function loadKernels(opts: LoadKernelsOptions = {}): ReduceKernels {
       else a.optim(2, s.w, s.g, s.momentum, null, rows, rs, null, s.lr, s.mu, s.wd, s.rescale, 0, 0);
     },
     rows: (op, d, s, r, rs, t, f) => (op === 'merge' ? a.rows(2, d, s, r, rs, t, f) : a.rows(ROW_OPS[op], d, s, r, rs)),
+    nonZeroRows: (x, rs, out) => a.nonZeroRows(x, rs, out),
   };
 }

@@ -222,46 +222,60 @@ export class GradientBridge {
   /** One row-sparse collective for a group of tables: their touched rows out, the merged mean rows back in. */
   private async syncSparse(grp: (typeof this.sparseGroups)[number]): Promise<number> {
     const { rowSize, numRows } = grp;
-    const touched: number[] = [];
-    grp.vars.forEach((i, k) => {
-      const g = this.view(i);
-      const rows = this.variables[i]!.variable.shape[0]!;
-      for (let r = 0; r < rows; r++) {
-        const base = r * rowSize;
-        for (let j = 0; j < rowSize; j++) {
-          if (g[base + j] !== 0) {
-            touched.push(grp.firstRow[k]! + r);
-            break;
-          }
-        }
-      }
+    const k = this.kernels;
+    // The touched rows (any non-zero value) of each table, found and packed by the kernels, in group row ids.
+    const found = grp.vars.map((i) => {
+      const ids = new Int32Array(this.variables[i]!.variable.shape[0]!);
+      return ids.subarray(0, k.nonZeroRows(this.view(i), rowSize, ids));
     });
-    // Group row id -> (variable, row): variables are stacked in order, so walk the sorted ids with a cursor.
-    const locate = (id: number, k: number) => {
-      while (k + 1 < grp.vars.length && id >= grp.firstRow[k + 1]!) k++;
-      return k;
-    };
-    const rows = new Float32Array(touched.length * rowSize);
-    let k = 0;
-    touched.forEach((id, n) => {
-      k = locate(id, k);
-      const r = id - grp.firstRow[k]!;
-      rows.set(this.view(grp.vars[k]!).subarray(r * rowSize, (r + 1) * rowSize), n * rowSize);
+    const count = found.reduce((a, ids) => a + ids.length, 0);
+    const touched = new Int32Array(count);
+    const rows = new Float32Array(count * rowSize);
+    let at = 0;
+    grp.vars.forEach((i, v) => {
+      const ids = found[v]!;
+      if (ids.length) k.rows('gather', rows.subarray(at * rowSize, (at + ids.length) * rowSize), this.view(i), ids, rowSize);
+      for (let x = 0; x < ids.length; x++) touched[at + x] = grp.firstRow[v]! + ids[x]!;
+      at += ids.length;
     });
-    const local: RowSparseTensor = { name: grp.name, numRows, rowSize, rowIds: Int32Array.from(touched), rows };
+    const local: RowSparseTensor = { name: grp.name, numRows, rowSize, rowIds: touched, rows };
     const merged = await this.sync.sparseAllreduceMean!(local);
     if (merged.rowSize !== rowSize) throw Errors.mismatch(`sparse gradient ${grp.name}`, `row size ${merged.rowSize} != ${rowSize}`);
-    for (const i of grp.vars) this.view(i).fill(0);
-    k = 0;
-    let prev = -1;
+    if (merged.rows.length !== merged.rowIds.length * rowSize) throw Errors.badFrame(`sparse gradient ${grp.name}`, `${merged.rows.length} values for ${merged.rowIds.length} rows of ${rowSize}`);
+    let sorted = true;
     for (let n = 0; n < merged.rowIds.length; n++) {
       const id = merged.rowIds[n]!;
-      if (id < 0 || id >= numRows) throw Errors.badFrame(`sparse gradient ${grp.name}`, `row id ${id} outside [0, ${numRows})`);
-      if (id < prev) k = 0; // ids come sorted from every engine; stay correct if one does not
-      prev = id;
-      k = locate(id, k);
-      const r = id - grp.firstRow[k]!;
-      this.view(grp.vars[k]!).set(merged.rows.subarray(n * rowSize, (n + 1) * rowSize), r * rowSize);
+      if (!(id >= 0 && id < numRows)) throw Errors.badFrame(`sparse gradient ${grp.name}`, `row id ${id} outside [0, ${numRows})`);
+      if (n > 0 && id <= merged.rowIds[n - 1]!) sorted = false;
+    }
+    for (const i of grp.vars) this.view(i).fill(0);
+    // Group row id -> (variable, row): variables are stacked in order.
+    const locate = (id: number, v: number) => {
+      while (v + 1 < grp.vars.length && id >= grp.firstRow[v + 1]!) v++;
+      return v;
+    };
+    if (sorted) {
+      // every engine returns sorted unique ids: scatter each variable's run of them in one call
+      let n = 0;
+      for (let v = 0; v < grp.vars.length && n < merged.rowIds.length; v++) {
+        const end = v + 1 < grp.vars.length ? grp.firstRow[v + 1]! : numRows;
+        let e = n;
+        while (e < merged.rowIds.length && merged.rowIds[e]! < end) e++;
+        if (e > n) {
+          const ids = Int32Array.from(merged.rowIds.subarray(n, e), (id) => id - grp.firstRow[v]!);
+          k.rows('scatter', this.view(grp.vars[v]!), merged.rows.subarray(n * rowSize, e * rowSize), ids, rowSize);
+        }
+        n = e;
+      }
+    } else {
+      // stay correct if an engine does not sort (later duplicates win, as before)
+      let v = 0;
+      for (let n = 0; n < merged.rowIds.length; n++) {
+        const id = merged.rowIds[n]!;
+        v = locate(id, n > 0 && id < merged.rowIds[n - 1]! ? 0 : v);
+        const r = id - grp.firstRow[v]!;
+        this.view(grp.vars[v]!).set(merged.rows.subarray(n * rowSize, (n + 1) * rowSize), r * rowSize);
+      }
     }
     return touched.length;
   }

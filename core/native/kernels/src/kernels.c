@@ -517,7 +517,8 @@ static napi_value js_optim(napi_env env, napi_callback_info info) {
  *   op 0 gather: dst[i] = src[rows[i]] (row i of dst packed)
  *   op 1 take: the same, then src[rows[i]] = 0
  *   op 2 merge: src row i into dst[rows[i]]: copied the first time a round touches it (touched[r] = 1, r appended
- *        to fresh), added after that; returns how many rows were fresh. */
+ *        to fresh), added after that; returns how many rows were fresh.
+ *   op 3 scatter: dst[rows[i]] = src row i (src packed). */
 static napi_value js_rows(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   if (!get_args(env, info, 5, argv)) return NULL;
@@ -534,15 +535,16 @@ static napi_value js_rows(napi_env env, napi_callback_info info) {
   }
   const char *bad = NULL;
   size_t n = rows.length;
-  if (op < 0 || op > 2) bad = "op must be 0 (gather), 1 (take) or 2 (merge)";
+  int packedSrc = op >= 2; /* merge and scatter read packed rows and write the table */
+  if (op < 0 || op > 3) bad = "op must be 0 (gather), 1 (take), 2 (merge) or 3 (scatter)";
   else if (d.type != s.type || (d.type != napi_float32_array && d.type != napi_float64_array)) bad = "dst and src must be float arrays of one type";
   else if (rows.type != napi_int32_array || rs == 0) bad = "rows must be an Int32Array and rowSize positive";
-  else if (op == 2 ? s.length != n * (size_t)rs : d.length != n * (size_t)rs) bad = "the packed side must hold rows.length * rowSize values";
+  else if (packedSrc ? s.length != n * (size_t)rs : d.length != n * (size_t)rs) bad = "the packed side must hold rows.length * rowSize values";
   else if (op == 2 && (touched.type != napi_uint8_array || touched.length * (size_t)rs != d.length || fresh.type != napi_int32_array || fresh.length < n))
     bad = "merge needs touched (Uint8Array, one per row of dst) and fresh (Int32Array, >= rows.length)";
   const int32_t *rr = (const int32_t *)rows.data;
   if (!bad) {
-    size_t tableRows = (op == 2 ? d.length : s.length) / rs;
+    size_t tableRows = (packedSrc ? d.length : s.length) / rs;
     for (size_t i = 0; i < n && !bad; i++)
       if (rr[i] < 0 || (size_t)rr[i] >= tableRows) bad = "row id outside the table";
   }
@@ -552,7 +554,9 @@ static napi_value js_rows(napi_env env, napi_callback_info info) {
   }
   size_t es = d.type == napi_float32_array ? 4 : 8, rb = rs * es, count = 0;
   uint8_t *db = (uint8_t *)d.data, *sb = (uint8_t *)s.data;
-  if (op != 2) {
+  if (op == 3) {
+    for (size_t i = 0; i < n; i++) memcpy(db + (size_t)rr[i] * rb, sb + i * rb, rb);
+  } else if (op != 2) {
     for (size_t i = 0; i < n; i++) {
       memcpy(db + i * rb, sb + (size_t)rr[i] * rb, rb);
       if (op == 1) memset(sb + (size_t)rr[i] * rb, 0, rb);
@@ -578,6 +582,43 @@ static napi_value js_rows(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* nonZeroRows(a, rowSize, out) -> count: the rows of a (rowSize values each) holding any value != 0 (NaN counts,
+ * -0 does not), in order, into out. */
+#define DEF_NONZERO_ROWS(T, NAME)                                                                   \
+  static size_t nonzero_rows_##NAME(const T *a, size_t rows, size_t rs, int32_t *out) {              \
+    size_t count = 0;                                                                               \
+    for (size_t r = 0; r < rows; r++) {                                                             \
+      const T *x = a + r * rs;                                                                      \
+      for (size_t j = 0; j < rs; j++)                                                               \
+        if (x[j] != 0) {                                                                            \
+          out[count++] = (int32_t)r;                                                                \
+          break;                                                                                    \
+        }                                                                                           \
+    }                                                                                               \
+    return count;                                                                                   \
+  }
+DEF_NONZERO_ROWS(float, f32)
+DEF_NONZERO_ROWS(double, f64)
+
+static napi_value js_nonzero_rows(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  view_t a, out;
+  uint32_t rs = 0;
+  if (!get_view(env, argv[0], &a, "a") || !get_view(env, argv[2], &out, "out")) return NULL;
+  if (napi_get_value_uint32(env, argv[1], &rs) != napi_ok) rs = 0;
+  if ((a.type != napi_float32_array && a.type != napi_float64_array) || rs == 0 || a.length % rs != 0 || out.type != napi_int32_array || out.length < a.length / rs) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "nonZeroRows(a: float array of whole rows, rowSize > 0, out: Int32Array of >= rows)");
+    return NULL;
+  }
+  size_t rows = a.length / rs, count = a.length == 0 ? 0
+      : a.type == napi_float32_array ? nonzero_rows_f32((const float *)a.data, rows, rs, (int32_t *)out.data)
+                                     : nonzero_rows_f64((const double *)a.data, rows, rs, (int32_t *)out.data);
+  napi_value r;
+  napi_create_uint32(env, (uint32_t)count, &r);
+  return r;
+}
+
 static napi_value js_isa(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -600,6 +641,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"sumUpdate", NULL, js_sum_update, NULL, NULL, NULL, napi_default, NULL},
     {"optim", NULL, js_optim, NULL, NULL, NULL, napi_default, NULL},
     {"rows", NULL, js_rows, NULL, NULL, NULL, napi_default, NULL},
+    {"nonZeroRows", NULL, js_nonzero_rows, NULL, NULL, NULL, napi_default, NULL},
     {"isa", NULL, js_isa, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
