@@ -202,9 +202,10 @@ export class KVWorker {
 
   /**
    * Give the dense keys of `specs` that have none yet staging buffers in one new shared region, and let every
-   * server on this host map it. The region's name is removed once they have: nothing is left in /dev/shm if a
-   * process dies, and the mappings live until both sides drop them. A server that cannot map it (another
-   * /dev/shm) is simply not used that way.
+   * server on this host map it. The region's name is removed once they have (with `resendAfterRestart`: at
+   * close, so a restarted server can map it again): nothing is left in /dev/shm if a process dies, and the
+   * mappings live until both sides drop them. A server that cannot map it (another /dev/shm) is simply not used
+   * that way.
    */
   private async attachShared(specs: readonly KeySpec[]): Promise<void> {
     if (this.o.sharedMemory === false || !this.o.serverHosts) return;
@@ -229,6 +230,7 @@ export class KVWorker {
       throw e;
     }
     const mapped = new Map<number, { key: string; grad: number; out: number }[]>();
+    this.regions.push({ region, entries: mapped }); // close() removes the name if it is still there
     try {
       fresh.forEach((sp, i) => {
         const Ctor = sp.dtype === 'float64' ? Float64Array : Float32Array;
@@ -261,7 +263,6 @@ export class KVWorker {
       // again (a killed worker's names: its servers remove them, and the launcher's sweep).
       if (!this.o.resendAfterRestart) region.unlink();
     }
-    this.regions.push({ region, entries: mapped });
   }
 
   /** A restarted server `s` (new incarnation, empty views): let it map this worker's regions again. */
