@@ -178,7 +178,7 @@ s('options.allocate: large messages are assembled in caller-supplied buffers; a 
     },
   });
   const plain = new NetTransport();
-  // Receive on the pooled side: first as the listener ('data' events), then as the dialer (direct reads).
+  // Receive on the pooled side: first as the listener, then as the dialer (both read directly into the buffer).
   for (const side of ['listener', 'dialer'] as const) {
     given.length = 0;
     const l = await (side === 'listener' ? pooled : plain).listen('tcp://127.0.0.1:0');
@@ -200,6 +200,22 @@ s('options.allocate: large messages are assembled in caller-supplied buffers; a 
   const e = await expectCode(b.recv({ timeoutMs: 5_000 }), 'ERR_TRANSPORT', 'recv with an allocator of the wrong size');
   assert.match(e.message, /10000-byte receive buffer/);
   await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('both ends read large messages straight into their buffers (the accepted socket too), over tcp and ipc', guard('direct reads', 15_000, async () => {
+  const t = new NetTransport();
+  for (const url of ['tcp://127.0.0.1:0', `ipc://${join(dir, 'direct.sock')}`]) {
+    const l = await t.listen(url);
+    const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+    for (const [tx, rx, side] of [[b, a, 'accepted'], [a, b, 'dialed']] as const) {
+      const m = patternBytes(3 << 20, 7);
+      const [, got] = await Promise.all([tx.send(m), rx.recv({ timeoutMs: 5_000 })]);
+      assertBytes(got, m, `${side} side, ${url}`);
+      const direct = (rx as unknown as { directBytes: number }).directBytes;
+      assert.ok(direct > (2 << 20), `${side} side over ${url}: ${direct} of ${3 << 20} bytes read directly`);
+    }
+    await Promise.all([a.close(), b.close(), l.close()]);
+  }
 }));
 
 s('ipc: the socket file is removed on close and a stale one is replaced', guard('ipc files', 10_000, async () => {

@@ -16,8 +16,9 @@
  *
  * Receive path: a frame decoder copies socket chunks straight into one buffer of the announced length
  * (one allocation per message, no concatenation). On the dialing side the kernel reads large message bodies
- * directly into that buffer (Node's `onread`; about 5x less user CPU per GiB than 'data' events, which accepted
- * sockets still use because Node offers `onread` only to `net.connect`). Messages up to 4 KiB are carved, 8-byte
+ * directly into that buffer (Node's `onread`; about 5x less user CPU per GiB than 'data' events). Node offers
+ * `onread` only to `net.connect`: an accepted socket hands its handle to a socket created with it
+ * (`adoptWithDirectInput`), so both ends read the same way. Messages up to 4 KiB are carved, 8-byte
  * aligned, out of a 256 KiB slab that is never reused (so typed-array views work and the caller owns them). When more than
  * `recvHighWaterBytes` of received messages wait unclaimed, the socket is paused until `recv` drains them.
  */
@@ -270,6 +271,26 @@ class DirectInput {
   }
 }
 
+/**
+ * Give an accepted socket the dialed side's read path: Node offers `onread` only to `net.connect`, so the paused
+ * accepted socket (`pauseOnConnect`) hands its handle to a new `net.Socket` created with `onread` (the same
+ * constructor path `net.connect` takes), and the old wrapper, without a handle, is destroyed (the server's
+ * connection count drops as usual). Relies on `Socket._handle`, unchanged for many Node versions; when it is not
+ * there the accepted socket keeps 'data' events (null).
+ */
+function adoptWithDirectInput(sock: net.Socket, input: DirectInput): net.Socket | null {
+  const s = sock as unknown as { _handle?: unknown; readableFlowing?: boolean | null };
+  const handle = s._handle;
+  if (handle === null || typeof handle !== 'object' || sock.readableFlowing === true) return null;
+  try {
+    s._handle = null;
+    sock.destroy();
+    return new net.Socket({ handle, readable: true, writable: true, onread: input.onread } as unknown as net.SocketConstructorOpts);
+  } catch {
+    return null;
+  }
+}
+
 /** How `readHandshake` gets bytes: a 'data' listener, or a DirectInput sink. */
 type Subscribe = (onData: (chunk: Buffer) => void) => () => void;
 
@@ -345,6 +366,8 @@ interface PendingSend {
 /** One end of a net pair. Created by NetTransport.dial / NetListener.accept. */
 class NetConnection implements Connection {
   readonly transport = 'net';
+  /** Bytes the kernel read straight into message buffers (the `onread` path; 0 with 'data' events). */
+  directBytes = 0;
   private readonly inbox: Uint8Array[] = [];
   private inboxHead = 0;
   private inboxBytes = 0;
@@ -383,6 +406,7 @@ class NetConnection implements Connection {
         target: () => (this.paused || this.failure ? null : this.decoder.directTarget(DIRECT_READ_MIN)),
         bytes: (chunk) => this.onData(chunk),
         direct: (n) => {
+          this.directBytes += n;
           this.decoder.advance(n);
           this.checkHighWater();
         },
@@ -550,16 +574,21 @@ class NetListener implements Listener {
     server.on('connection', (sock) => this.onConnection(sock));
   }
 
-  private onConnection(sock: net.Socket): void {
-    sock.on('error', () => {}); // handshake errors are reported through readHandshake
+  private onConnection(accepted: net.Socket): void {
+    accepted.on('error', () => {}); // handshake errors are reported through readHandshake
     if (this.paired || this.closedFlag) {
-      sock.destroy();
+      accepted.destroy();
       return;
     }
+    const remote = this.addr.scheme === 'tcp' ? `${accepted.remoteAddress}:${accepted.remotePort} (accepted on ${this.url})` : `peer on ${this.url}`;
+    // The dialed side's read path (large bodies read by the kernel straight into the message buffer), else 'data'.
+    const input = new DirectInput();
+    const adopted = adoptWithDirectInput(accepted, input);
+    const sock = adopted ?? accepted;
+    if (adopted) sock.on('error', () => {});
     sock.setNoDelay(true);
-    const remote = this.addr.scheme === 'tcp' ? `${sock.remoteAddress}:${sock.remotePort} (accepted on ${this.url})` : `peer on ${this.url}`;
     this.handshaking.add(sock);
-    readHandshake(sock, dataEvents(sock), remote, this.opts.handshakeTimeoutMs).then(
+    readHandshake(sock, adopted ? directEvents(input) : dataEvents(sock), remote, this.opts.handshakeTimeoutMs).then(
       (hs) => {
         this.handshaking.delete(sock);
         if (this.paired || this.closedFlag) {
@@ -570,7 +599,7 @@ class NetListener implements Listener {
         this.server.close(); // pair semantics: one peer, stop listening
         sock.write(handshakeBytes(this.opts.maxMessageBytes));
         sock.setKeepAlive(true, 10_000);
-        this.conn = new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover, null);
+        this.conn = new NetConnection(sock, remote, hs.peerMaxMessageBytes, this.opts, hs.leftover, adopted ? input : null);
         this.pending.resolve(this.conn);
       },
       (e: unknown) => {
