@@ -218,6 +218,68 @@ s('both ends read large messages straight into their buffers (the accepted socke
   }
 }));
 
+s('recvInto lands a large message in the given buffer (waiting first, or its start already read); other sizes get their own', guard('recvInto', 15_000, async () => {
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const big = patternBytes(3 << 20, 11);
+  const dst = new Uint8Array(big.byteLength);
+  // waiting first
+  const p = a.recvInto!(dst, { timeoutMs: Infinity });
+  await b.send(big);
+  const got = await p;
+  assert.ok(got === dst, 'resolves with dst itself');
+  assertBytes(got, big, 'waiting first');
+  // the RPC reader's pattern: a small frame, then the big message asked for once the frame is in
+  let hits = 0;
+  for (let i = 0; i < 5; i++) {
+    const dst2 = new Uint8Array(big.byteLength);
+    const sent = Promise.all([b.send(new Uint8Array([1, 2, 3])), b.send(big)]);
+    const head = await a.recv({ timeoutMs: 5_000 });
+    assert.equal([...head], [1, 2, 3]);
+    const got2 = await a.recvInto!(dst2, { timeoutMs: Infinity });
+    await sent;
+    assertBytes(got2, big, `frame then body #${i}`);
+    if (got2 === dst2) hits++;
+  }
+  assert.ok(hits >= 1, 'a body whose start was already read is taken over');
+  // another size: its own buffer, dst untouched
+  const other = new Uint8Array(big.byteLength + 8);
+  const got3 = (await Promise.all([a.recvInto!(other, { timeoutMs: Infinity }), b.send(big)]))[0];
+  assert.ok(got3 !== other && other.every((x) => x === 0), 'another size does not use dst');
+  assertBytes(got3, big, 'other size');
+  // small messages: as recv
+  const got4 = (await Promise.all([a.recvInto!(new Uint8Array(3), { timeoutMs: Infinity }), b.send(new Uint8Array([7, 8, 9]))]))[0];
+  assert.equal([...got4], [7, 8, 9]);
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('a recvInto with a deadline is a plain recv: one that times out while its body streams in leaves the caller buffer alone', guard('recvInto timeout', 20_000, async () => {
+  const t = new NetTransport();
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const big = patternBytes(128 << 20, 5);
+  const dst = new Uint8Array(big.byteLength);
+  const sent = b.send(big, { timeoutMs: 15_000 });
+  const p = a.recvInto!(dst, { timeoutMs: 2 });
+  let timedOut = false;
+  const first = await p.catch((e: { code?: string }) => {
+    assert.is(e.code, 'ERR_TIMEOUT');
+    timedOut = true;
+    return undefined;
+  });
+  if (!timedOut) {
+    assertBytes(first!, big, 'too fast to test the cancel; still whole');
+  } else {
+    dst.fill(0xee); // the caller reuses its buffer after the timeout
+    const got = await a.recv({ timeoutMs: 15_000 });
+    assert.ok(got !== dst);
+    assertBytes(got, big, 'the message arrives whole, in a buffer of its own');
+  }
+  await sent;
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
 s('ipc: the socket file is removed on close and a stale one is replaced', guard('ipc files', 10_000, async () => {
   const t = new NetTransport();
   const path = join(dir, 'stale.sock');

@@ -101,6 +101,8 @@ export class FrameDecoder {
   private slab: Uint8Array = new Uint8Array(0);
   private slabUsed = 0;
   private failed: ShoalError | null = null;
+  /** Where the next message lands if its length matches (see `target`); cleared when it begins. */
+  private nextTarget: Uint8Array | null = null;
 
   constructor(
     private readonly maxMessageBytes: number,
@@ -125,9 +127,42 @@ export class FrameDecoder {
     return this.body.byteLength - this.bodyFill >= min ? this.body.subarray(this.bodyFill) : null;
   }
 
-  /** `n` bytes were read into the last `directTarget()`. */
-  advance(n: number): void {
+  /**
+   * Land the next message in `dst` when its length matches (`Connection.recvInto`): the message in progress, when
+   * only its start has arrived (that part is copied over and the rest is read straight into `dst`), or else the
+   * next one to begin. The caller makes sure that message is the one its receiver gets next. A hint: a message of
+   * another length gets its own buffer. Returns whether `dst` was taken for the message in progress.
+   */
+  target(dst: Uint8Array): boolean {
+    if (this.failed || dst.byteLength <= SLAB_MAX_MESSAGE) return false;
+    if (this.body) {
+      if (this.body.byteLength !== dst.byteLength || this.bodyFill > RETARGET_MAX_COPY) return false;
+      dst.set(this.body.subarray(0, this.bodyFill));
+      this.body = dst;
+      return true;
+    }
+    if (this.headerFill === 0) this.nextTarget = dst;
+    return false;
+  }
+
+  /** The `recvInto` that gave `dst` ended without its message: give `dst` back (the message gets its own buffer). */
+  untarget(dst: Uint8Array): void {
+    if (this.nextTarget === dst) this.nextTarget = null;
+    if (this.body === dst) {
+      const own = this.alloc(dst.byteLength);
+      own.set(dst.subarray(0, this.bodyFill));
+      this.body = own;
+    }
+  }
+
+  /**
+   * `n` bytes were read into `from`, the last `directTarget()`. The socket asks for its next buffer right after a
+   * read, before a `recvInto` can move the message to the caller's buffer (`target`): such a read landed in the
+   * old buffer and is copied over.
+   */
+  advance(n: number, from?: Uint8Array): void {
     const body = this.body!;
+    if (from && (from.buffer !== body.buffer || from.byteOffset !== body.byteOffset + this.bodyFill)) body.set(from.subarray(0, n), this.bodyFill);
     this.bodyFill += n;
     if (this.bodyFill === body.byteLength) {
       this.body = null;
@@ -171,8 +206,10 @@ export class FrameDecoder {
           this.onMessage(new Uint8Array(0));
           continue;
         }
+        const t = this.nextTarget;
+        this.nextTarget = null;
         try {
-          this.body = this.alloc(len);
+          this.body = t && t.byteLength === len ? t : this.alloc(len);
         } catch (e) {
           this.failed = Errors.transport(this.where, `cannot allocate a ${len}-byte receive buffer: ${(e as Error).message}`, e);
           return this.failed;
@@ -237,8 +274,12 @@ interface ReadSink {
   /** Bytes read into the scratch buffer: valid only during the call. */
   bytes(chunk: Uint8Array): void;
   /** `n` bytes were read into the last `target()`. */
-  direct(n: number): void;
+  /** `n` bytes were read straight into `buf`, a buffer `target()` returned (maybe before a `recvInto` moved the message). */
+  direct(n: number, buf: Uint8Array): void;
 }
+
+/** `recvInto` takes over a message in progress only while at most this much of it has arrived (copied over). */
+const RETARGET_MAX_COPY = 1 << 20;
 
 /** Reads smaller than this go through the scratch buffer (which may also pick up the next frame's header). */
 const DIRECT_READ_MIN = 64 * 1024;
@@ -255,7 +296,7 @@ class DirectInput {
   readonly onread = {
     buffer: (): Uint8Array => this.sink?.target() ?? this.scratch,
     callback: (n: number, buf: Uint8Array): boolean => {
-      if (buf !== this.scratch) this.sink!.direct(n);
+      if (buf !== this.scratch) this.sink!.direct(n, buf);
       else if (this.sink) this.sink.bytes(this.scratch.subarray(0, n));
       else this.queued.push(Buffer.from(this.scratch.subarray(0, n)));
       return true;
@@ -405,9 +446,9 @@ class NetConnection implements Connection {
       input.attach({
         target: () => (this.paused || this.failure ? null : this.decoder.directTarget(DIRECT_READ_MIN)),
         bytes: (chunk) => this.onData(chunk),
-        direct: (n) => {
+        direct: (n, buf) => {
           this.directBytes += n;
-          this.decoder.advance(n);
+          this.decoder.advance(n, buf);
           this.checkHighWater();
         },
       });
@@ -539,6 +580,23 @@ class NetConnection implements Connection {
     }
     if (this.failure) return Promise.reject(this.failure);
     return enqueueWaiter(this.waiters, `recv from ${this.remote}`, opts);
+  }
+
+  /**
+   * `recv`, with the message landing in `dst` when it is the next one to arrive and has `dst`'s length (above the
+   * slab size); otherwise (a message already waiting, other waiters first, another length) a plain `recv`. The
+   * caller compares what it got. `dst` may be written until the promise settles. Only for waits without a deadline
+   * or signal (the RPC reader's, `timeoutMs: Infinity`): the socket picks the buffer of its next read ahead of time,
+   * so a wait that gave up could still see one read land in `dst`; with a deadline this is a plain `recv`.
+   */
+  recvInto(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array> {
+    const open = this.waiters.length === 0 && this.inboxHead >= this.inbox.length && !this.failure && !this.closedSelf;
+    if (!open || opts?.timeoutMs !== Infinity || opts.signal) return this.recv(opts);
+    this.decoder.target(dst);
+    const p = this.recv(opts);
+    // the connection failed or closed first (no more reads): no later message may land in `dst`
+    p.catch(() => this.decoder.untarget(dst));
+    return p;
   }
 
   async close(): Promise<void> {
