@@ -34,7 +34,8 @@ export interface Connection {
    * Optional: `recv`, but a message of exactly `dst.byteLength` bytes may be written straight into `dst` (the
    * promise then resolves with `dst` itself); any other message arrives in a buffer of the transport's, as with
    * `recv`. A hint for skipping a copy, never a size check: callers look at what they got. `dst` may be written
-   * until the promise settles. (shm implements it for messages above 64 KiB.)
+   * until the promise settles. (shm implements it for messages above 64 KiB; net for messages above 4 KiB received
+   * without a deadline.)
    */
   recvInto?(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array>;
   /** Close this end. Pending operations reject with ERR_CLOSED; the peer sees ERR_PEER_CLOSED. Idempotent. */
