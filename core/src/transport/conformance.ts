@@ -77,6 +77,32 @@ export function assertBytes(actual: Uint8Array, expected: Uint8Array, what: stri
 }
 
 /** Await `p` and assert it rejects with a ShoalError of `code`; returns the error. */
+/**
+ * A `recvInto(dst)` of `rx` given `timeoutMs` while `big` is sent by `tx`: if it times out while the body streams
+ * in, the caller may reuse `dst` at once (here: fills it) and the message still arrives whole, in a buffer of the
+ * transport's; if it was too fast to time out, the message is whole.
+ */
+export async function checkRecvIntoTimeout(tx: Connection, rx: Connection, big: Uint8Array, timeoutMs: number): Promise<void> {
+  const dst = new Uint8Array(big.byteLength);
+  const sent = tx.send(big, { timeoutMs: 15_000 });
+  const first = await rx.recvInto!(dst, { timeoutMs }).then(
+    (m) => m,
+    (e: { code?: string }) => {
+      assert.is(e.code, 'ERR_TIMEOUT');
+      return undefined;
+    },
+  );
+  if (first) {
+    assertBytes(first, big, 'too fast to test the cancel; still whole');
+  } else {
+    dst.fill(0xee); // the caller reuses its buffer after the timeout
+    const got = await rx.recv({ timeoutMs: 15_000 });
+    assert.ok(got !== dst, 'the message did not land in the buffer given back');
+    assertBytes(got, big, 'the message arrives whole, in a buffer of its own');
+  }
+  await sent;
+}
+
 export async function expectCode(p: Promise<unknown>, code: ShoalErrorCode, what: string): Promise<Error> {
   try {
     await p;
