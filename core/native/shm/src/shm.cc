@@ -240,6 +240,14 @@ struct PollBox {
   class Segment* owner;
 };
 
+// A JS Error for a failed system call on shared-memory object `name`: message, errno, and a code JS can test.
+void ThrowErrnoFor(Napi::Env env, const char* what, const std::string& name, int e) {
+  Napi::Error err = Napi::Error::New(env, std::string(what) + " " + name + ": " + strerror(e));
+  err.Set("errno", Napi::Number::New(env, e));
+  err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST || e == EADDRINUSE ? "EEXIST" : e == ENOSPC ? "ENOSPC" : "ESHM"));
+  err.ThrowAsJavaScriptException();
+}
+
 class Segment : public Napi::ObjectWrap<Segment> {
  public:
   static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -390,13 +398,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
   }
 
  private:
-  void ThrowErrno(Napi::Env env, const char* what) {
-    int e = errno;
-    Napi::Error err = Napi::Error::New(env, std::string(what) + " " + name_ + ": " + strerror(e));
-    err.Set("errno", Napi::Number::New(env, e));
-    err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST || e == EADDRINUSE ? "EEXIST" : "ESHM"));
-    err.ThrowAsJavaScriptException();
-  }
+  void ThrowErrno(Napi::Env env, const char* what) { ThrowErrnoFor(env, what, name_, errno); }
   void ThrowCode(Napi::Env env, const char* code, const std::string& msg) {
     Napi::Error err = Napi::Error::New(env, msg + " (" + name_ + ")");
     err.Set("code", Napi::String::New(env, code));
@@ -955,13 +957,6 @@ Napi::Value TuneMalloc(const Napi::CallbackInfo& info) {
 // plane). `mapRegion(name, bytes, create)` returns an ArrayBuffer over the mapping, unmapped when V8 collects it.
 // Creating reserves the pages (posix_fallocate), so a full /dev/shm is an error here and not a SIGBUS at first
 // touch; both sides map with MAP_POPULATE, so the first round does not page-fault.
-void ThrowRegion(Napi::Env env, const char* what, const std::string& name, int e) {
-  Napi::Error err = Napi::Error::New(env, std::string(what) + " " + name + ": " + strerror(e));
-  err.Set("errno", Napi::Number::New(env, e));
-  err.Set("code", Napi::String::New(env, e == ENOENT ? "ENOENT" : e == EEXIST ? "EEXIST" : e == ENOSPC ? "ENOSPC" : "ESHM"));
-  err.ThrowAsJavaScriptException();
-}
-
 Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber()) {
@@ -978,7 +973,7 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   size_t bytes = static_cast<size_t>(want);
   int fd = shm_open(name.c_str(), create ? (O_CREAT | O_EXCL | O_RDWR) : O_RDWR, 0600);
   if (fd < 0) {
-    ThrowRegion(env, create ? "shm_open(create)" : "shm_open", name, errno);
+    ThrowErrnoFor(env, create ? "shm_open(create)" : "shm_open", name, errno);
     return env.Undefined();
   }
   if (create) {
@@ -986,7 +981,7 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
     if (e != 0) {
       close(fd);
       shm_unlink(name.c_str());
-      ThrowRegion(env, "posix_fallocate", name, e);
+      ThrowErrnoFor(env, "posix_fallocate", name, e);
       return env.Undefined();
     }
   } else {
@@ -1004,7 +999,7 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   close(fd);
   if (p == MAP_FAILED) {
     if (create) shm_unlink(name.c_str());
-    ThrowRegion(env, "mmap", name, e);
+    ThrowErrnoFor(env, "mmap", name, e);
     return env.Undefined();
   }
   return Napi::ArrayBuffer::New(
