@@ -1,4 +1,4 @@
-import { Errors } from '@shoal/core';
+import { Errors, type FloatArray } from '@shoal/core';
 import type { UpdaterSpec } from './updaters.js';
 
 /**
@@ -14,7 +14,7 @@ import type { UpdaterSpec } from './updaters.js';
  *   `[floor(s * numRows / S), floor((s + 1) * numRows / S))`.
  */
 export type Dtype = 'float32' | 'float64';
-export type FloatArray = Float32Array | Float64Array;
+export type { FloatArray };
 
 export interface KeySpec {
   /** Key name, identical on every worker. */
@@ -142,6 +142,11 @@ export function describeSpec(s: KeySpec): string {
   return `${s.dtype ?? 'float32'}[${s.rows ? `${s.rows.numRows}x${s.rows.rowSize}` : s.size}]${s.update === 'assign' ? ' assign' : ''}${s.updater ? ` ${JSON.stringify(s.updater)}` : ''}`;
 }
 
+/** The typed-array class of a key's dtype (float32 when absent). */
+export function floatArrayClass(dtype: Dtype | undefined): Float32ArrayConstructor | Float64ArrayConstructor {
+  return dtype === 'float64' ? Float64Array : Float32Array;
+}
+
 export function allocFloat(dtype: Dtype | undefined, n: number): FloatArray {
-  return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
+  return new (floatArrayClass(dtype))(n);
 }

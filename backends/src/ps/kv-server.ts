@@ -694,8 +694,7 @@ export class KVServer {
     // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
     // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
     const read = () => (this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
-    if (slots.every((s, i) => this.reached(s, rank, needs[i]!))) return read();
-    return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
+    return this.afterReached(rank, slots, needs, read);
   }
 
   /**
@@ -712,8 +711,7 @@ export class KVServer {
         if (!written) sh.out.set(s.data);
         return null;
       });
-    if (slots.every((s, i) => this.reached(s, rank, needs[i]!))) return read();
-    return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
+    return this.afterReached(rank, slots, needs, read);
   }
 
   /**
@@ -732,8 +730,7 @@ export class KVServer {
       if (local.length) this.kernels.rows('gather', out, slot.data, local, rs);
       return { rowIds: rowIds!, rows: out };
     };
-    if (this.reached(slot, rank, need)) return read();
-    return this.whenReached(slot, rank, need).then(read);
+    return this.afterReached(rank, [slot], [need], read);
   }
 
   /**
@@ -847,6 +844,12 @@ export class KVServer {
 
   private reached(slot: Slot, rank: number, need: number): boolean {
     return this.o.mode === 'sync' ? slot.version >= need : slot.clock[rank]! >= need;
+  }
+
+  /** `read()` once every slot has reached its need for `rank`: at once when they have (no extra turn), else later. */
+  private afterReached<T>(rank: number, slots: readonly Slot[], needs: readonly number[], read: () => T): T | Promise<T> {
+    if (slots.every((s, i) => this.reached(s, rank, needs[i]!))) return read();
+    return Promise.all(slots.map((s, i) => this.whenReached(s, rank, needs[i]!))).then(read);
   }
 
   private whenReached(slot: Slot, rank: number, need: number): Promise<void> {

@@ -1,5 +1,5 @@
 import { ActorClient, createSharedRegion, Errors, isShoalError, localHostId, ShoalError, type SharedRegion, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
-import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
+import { allocFloat, DEFAULT_BIG_KEY_BOUND, floatArrayClass, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
 import { mergeRows } from '../row-sparse.js';
 
@@ -216,7 +216,7 @@ export class KVWorker {
     const align = (n: number) => Math.ceil(n / 64) * 64;
     let bytes = 0;
     const at = fresh.map((sp) => {
-      const b = align(sp.size * (sp.dtype === 'float64' ? 8 : 4));
+      const b = align(sp.size * floatArrayClass(sp.dtype).BYTES_PER_ELEMENT);
       const grad = bytes;
       bytes += 2 * b;
       return { grad, out: grad + b };
@@ -233,7 +233,7 @@ export class KVWorker {
     this.regions.push({ region, entries: mapped }); // close() removes the name if it is still there
     try {
       fresh.forEach((sp, i) => {
-        const Ctor = sp.dtype === 'float64' ? Float64Array : Float32Array;
+        const Ctor = floatArrayClass(sp.dtype);
         this.staging.set(sp.key, { grad: new Ctor(region.buffer, at[i]!.grad, sp.size), out: new Ctor(region.buffer, at[i]!.out, sp.size) });
       });
       await Promise.all(
@@ -243,7 +243,7 @@ export class KVWorker {
           fresh.forEach((sp, i) => {
             for (const sl of this.layout.slicesOf(sp.key)) {
               if (sl.server !== s) continue;
-              const off = sl.start * (sp.dtype === 'float64' ? 8 : 4);
+              const off = sl.start * floatArrayClass(sp.dtype).BYTES_PER_ELEMENT;
               entries.push({ key: sp.key, grad: at[i]!.grad + off, out: at[i]!.out + off });
             }
           });

@@ -47,15 +47,20 @@ export function createSharedRegion(prefix: string, bytes: number): SharedRegion 
   }
 }
 
+/** Region names this module makes and accepts: `/shoal-` and a safe tail. */
+function checkName(name: string): void {
+  if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+}
+
 /** Remove a region's name (as `SharedRegion.unlink`, for a name received from elsewhere); false if it was gone. */
 export function unlinkSharedRegion(name: string): boolean {
-  if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+  checkName(name);
   return addon().unlinkRegion(name);
 }
 
 /** Map an existing region, checking its size. */
 export function openSharedRegion(name: string, bytes: number): SharedRegion {
-  if (typeof name !== 'string' || !/^\/shoal-[A-Za-z0-9._-]{1,200}$/.test(name)) throw Errors.invalidArg('name', `is not a shoal region name: ${JSON.stringify(name)}`);
+  checkName(name);
   if (!Number.isSafeInteger(bytes) || bytes < 1) throw Errors.invalidArg('bytes', `must be a positive integer, got ${JSON.stringify(bytes)}`);
   const a = addon();
   try {
