@@ -6,14 +6,11 @@ import { KVServer } from './kv-server.js';
 import { KVWorker } from './kv-worker.js';
 import { createUpdater, type UpdaterSpec } from './updaters.js';
 import { memoryPsCluster } from './testing/memory-cluster.js';
+import { allEqual, ones } from './testing/values.js';
 
 // The same-host data plane: workers' staging buffers in shared regions that the servers map. The in-process
 // memory cluster counts as one host, so the plane is on unless `sharedMemory: false`.
 
-const ones = (n: number, v = 1) => new Float32Array(n).fill(v);
-const allEqual = (a: ArrayLike<number>, v: number, what: string) => {
-  for (let i = 0; i < a.length; i++) if (a[i] !== v) assert.unreachable(`${what}[${i}] = ${a[i]}, want ${v}`);
-};
 const regionsOf = (pid: number) => readdirSync('/dev/shm').filter((f) => f.startsWith('shoal-ps-w') && f.includes(`-${pid}-`));
 
 test('staging buffers as gradients and outputs: exact rounds, no values in messages, nothing left in /dev/shm', async () => {

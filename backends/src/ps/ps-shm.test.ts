@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { MemoryStore, removeStaleSegments, shmTransport, type ActorSupervisor } from '@shoal/core';
 import { KVWorker } from './kv-worker.js';
 import { startPsServers, type StartPsServersOptions } from './launch-servers.js';
+import { allEqual, ones } from './testing/values.js';
 
 // The parameter server over shared memory, in one process, both ways values can travel:
 // - 'messages' (`sharedMemory: false`): pushes land in the servers' per-worker receive buffers and pull replies
@@ -12,10 +13,6 @@ import { startPsServers, type StartPsServersOptions } from './launch-servers.js'
 // These tests pin that those buffers are reused without mixing rounds, workers or outstanding operations.
 
 const prefix = `psshm${process.pid}`;
-const ones = (n: number, v = 1) => new Float32Array(n).fill(v);
-const allEqual = (a: ArrayLike<number>, v: number, what: string) => {
-  for (let i = 0; i < a.length; i++) if (a[i] !== v) assert.unreachable(`${what}[${i}] = ${a[i]}, want ${v}`);
-};
 
 type Plane = 'messages' | 'data plane';
 

@@ -10,11 +10,8 @@ import { KVServer } from './kv-server.js';
 import { startPsServers } from './launch-servers.js';
 import { PsSync } from './ps-sync.js';
 import { memoryPsCluster } from './testing/memory-cluster.js';
+import { allEqual, ones } from './testing/values.js';
 
-const ones = (n: number, v = 1) => new Float32Array(n).fill(v);
-const allEqual = (a: ArrayLike<number>, v: number, what: string) => {
-  for (let i = 0; i < a.length; i++) if (a[i] !== v) assert.unreachable(`${what}[${i}] = ${a[i]}, want ${v}`);
-};
 
 test('key slicer: small keys hashed, big keys split evenly, row-sparse keys by row range', () => {
   assert.equal(sliceKey({ key: 'w', size: 10 }, 3), [{ server: keyHash('w') % 3, start: 0, end: 10 }]);
