@@ -10,15 +10,12 @@
  */
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, TcpStore, type Transport } from '@shoal/core';
 import { allreduceRing, barrierRing, RingSync } from '@shoal/backends';
+import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
 
-const [mode, rankS, sizeS, storeUrl, tname, timeoutS] = process.argv.slice(2);
-const rank = Number(rankS);
-const size = Number(sizeS);
-const timeoutMs = Number(timeoutS);
-const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+const { mode, rank, size, storeUrl, extra: tname, timeoutMs } = rankArgs();
 
 async function main(): Promise<void> {
-  const store = await TcpStore.connect(storeUrl!, { timeoutMs });
+  const store = await TcpStore.connect(storeUrl, { timeoutMs });
   const transport: Transport = tname === 'nng' ? createNngTransport() : createNetTransport();
   const g = await connectGroup({ rank, size, store: store.prefixed(`ring-${mode}`), transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs });
   const kernels = loadKernels();
@@ -51,7 +48,7 @@ async function main(): Promise<void> {
       }
     }
   } catch (e) {
-    say({ error: (e as { code?: string }).code ?? 'ERR', message: (e as Error).message, at: Date.now(), rank });
+    sayError(e, rank);
   } finally {
     await g.close();
     await store.close();
@@ -59,10 +56,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    say({ error: (e as { code?: string }).code ?? 'ERR', message: (e as Error).message, at: Date.now(), rank });
-    process.exit(1);
-  },
-);
+runRank(main, rank);

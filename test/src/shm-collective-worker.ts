@@ -12,16 +12,13 @@
  */
 import { createHash } from 'node:crypto';
 import { ShmCollective, TcpStore } from '@shoal/core';
+import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
 
-const [mode, rankS, sizeS, storeUrl, jobId, timeoutS] = process.argv.slice(2);
-const rank = Number(rankS);
-const size = Number(sizeS);
-const timeoutMs = Number(timeoutS);
-const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+const { mode, rank, size, storeUrl, extra: jobId, timeoutMs } = rankArgs();
 
 async function main(): Promise<void> {
-  const store = await TcpStore.connect(storeUrl!, { timeoutMs });
-  const c = await ShmCollective.connect({ rank, size, store: store.prefixed(`coll-${mode}`), prefix: jobId!, timeoutMs });
+  const store = await TcpStore.connect(storeUrl, { timeoutMs });
+  const c = await ShmCollective.connect({ rank, size, store: store.prefixed(`coll-${mode}`), prefix: jobId, timeoutMs });
   try {
     if (mode === 'exact') {
       for (const n of [0, 1, 7, 1000, (1 << 20) / 4, (64 << 20) / 4 + 1]) {
@@ -69,17 +66,11 @@ async function main(): Promise<void> {
       }
     }
   } catch (e) {
-    say({ error: (e as { code?: string }).code ?? 'ERR', message: (e as Error).message, at: Date.now(), rank });
+    sayError(e, rank);
   } finally {
     await c.close();
     await store.close();
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    say({ error: 'FATAL', message: String((e as Error)?.stack ?? e), rank });
-    process.exit(1);
-  },
-);
+runRank(main, rank);
