@@ -142,11 +142,12 @@ export class GradientBridge {
         // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
         // and sparse variables are disjoint slices of the flat buffer. The failure thrown is the one the sequential path
         // would meet first (dense, then each sparse group); nothing is applied when any fails.
-        const done = await Promise.allSettled([...this.sparseGroups.map((g) => this.syncSparse(g)), this.sync.allreduceMean(this.dense)]);
-        const order = [done[done.length - 1]!, ...done.slice(0, -1)];
-        const bad = order.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+        // The row-sparse rounds are issued first: a small dense allreduce may spin briefly on this thread.
+        const sparse = this.sparseGroups.map((g) => this.syncSparse(g));
+        const done = await Promise.allSettled([this.sync.allreduceMean(this.dense), ...sparse]);
+        const bad = done.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
         if (bad) throw bad.reason;
-        for (const r of done.slice(0, -1)) sparseRows += (r as PromiseFulfilledResult<number>).value;
+        for (const r of done.slice(1)) sparseRows += (r as PromiseFulfilledResult<number>).value;
       }
     } catch (e) {
       if (!isShoalError(e, 'ERR_NAN')) throw e;
