@@ -273,7 +273,6 @@ interface ReadSink {
   target(): Uint8Array | null;
   /** Bytes read into the scratch buffer: valid only during the call. */
   bytes(chunk: Uint8Array): void;
-  /** `n` bytes were read into the last `target()`. */
   /** `n` bytes were read straight into `buf`, a buffer `target()` returned (maybe before a `recvInto` moved the message). */
   direct(n: number, buf: Uint8Array): void;
 }
@@ -285,8 +284,8 @@ const RETARGET_MAX_COPY = 1 << 20;
 const DIRECT_READ_MIN = 64 * 1024;
 
 /**
- * The read side of a dialed socket, through Node's `onread` option (available to `net.connect` only, not to
- * accepted sockets): large message bodies are read by the kernel straight into the buffer `recv` returns, with no
+ * The read side of a socket, through Node's `onread` option (given to `net.connect` for a dialed socket, and to
+ * the socket an accepted one's handle moves to, see `adoptWithDirectInput`): large message bodies are read by the kernel straight into the buffer `recv` returns, with no
  * per-read allocation and no copy. Until a sink is attached, bytes are kept and replayed to it.
  */
 class DirectInput {
@@ -320,7 +319,7 @@ class DirectInput {
  * there the accepted socket keeps 'data' events (null).
  */
 function adoptWithDirectInput(sock: net.Socket, input: DirectInput): net.Socket | null {
-  const s = sock as unknown as { _handle?: unknown; readableFlowing?: boolean | null };
+  const s = sock as unknown as { _handle?: unknown };
   const handle = s._handle;
   if (handle === null || typeof handle !== 'object' || sock.readableFlowing === true) return null;
   try {
