@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, localHostId, openSharedRegion, ShoalError, unlinkSharedRegion, type ActorContext, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
+import { PS_REMOTE } from './protocol.js';
 
 /**
  * One parameter-server shard (ps-lite's `KVServer` plus its default request handle), run as an actor:
@@ -138,6 +139,8 @@ export interface KVServerStats {
 }
 
 export class KVServer {
+  /** The remote surface: the requests of `protocol.ts`, each argument checked before the method runs. */
+  static readonly remote = PS_REMOTE;
   private readonly slots = new Map<string, Slot>();
   private readonly keyWaiters: Waiter[] = [];
   private readonly gathers = new Map<string, { values: unknown[]; count: number; p: Promise<unknown[]>; resolve: (v: unknown[]) => void; reject: (e: unknown) => void }>();
