@@ -16,12 +16,15 @@ import { checkArgs, remoteSpecOf, type ArgCheck } from './remote.js';
  * A caller takes a number with `add('actor/n/e/callers', 1)`, waits for its door and dials it. The actor keeps a
  * window of doors listening so several callers can connect at once; each accepted door opens the next.
  *
+ * Remote surface: only the methods the class declares in its static `remote` (see `remoteMethods`), each
+ * argument checked before the method runs; anything else gets an error reply.
+ *
  * Receive buffers: an actor may define `recvTargets(method, args, externalBytes)`, called (with `currentCaller()`
- * set) when a request's frame
- * has arrived and before its big arrays (external segments) are received: `args` holds placeholders for those
- * arrays (`externalRef(args[i])` gives the segment index), and it may return a buffer per segment index to receive
- * that segment straight into (transports with `recvInto`; others ignore it). The method then gets views of those
- * buffers. It is a hint: the actor must check, in the method, whether an argument is one of its buffers.
+ * set) when a request's frame has arrived and before its big arrays (external segments) are received: `args`
+ * holds placeholders for those arrays (`externalRef(args[i])` gives the segment index), and it may return a buffer
+ * per segment index to receive that segment straight into (transports with `recvInto`; others ignore it). The
+ * method then gets views of those buffers. It is a hint: the actor must check, in the method, whether an argument
+ * is one of its buffers.
  *
  * Mailbox: requests on one connection are started in arrival order. `mailbox: 'serial'` (the classic actor)
  * runs one call at a time across all callers; `'reentrant'` starts each call on arrival, so an async method
