@@ -37,7 +37,7 @@ export function zeros(spec: TensorSpec): ArrayData {
 
 /** Session options for training: all graph optimizations, `threads` intra-op threads (0 = ORT's default). */
 export function sessionOptions(threads: number): ortTypes.InferenceSession.SessionOptions {
-  return { graphOptimizationLevel: 'all', executionMode: 'sequential', ...(threads > 0 ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}) };
+  return { graphOptimizationLevel: 'all', executionMode: 'sequential', logSeverityLevel: 3, ...(threads > 0 ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}) };
 }
 
 export async function createSession(ort: Ort, bytes: Uint8Array, options: ortTypes.InferenceSession.SessionOptions, what: string): Promise<ortTypes.InferenceSession> {

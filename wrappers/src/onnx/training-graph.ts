@@ -211,7 +211,7 @@ export async function buildTrainingGraph(model: ModelProto, source: string, opti
       return { name: v.name!, elemType: t.elemType, dims };
     });
   const paramInputs: TensorSpec[] = params.map((p) => ({ name: p.name!, elemType: DT.FLOAT, dims: tensorDims(p) }));
-  const keptInits = g.initializer.filter((t) => !paramSet.has(t.name!));
+  const keptInits = g.initializer.filter((t) => !paramSet.has(t.name!) && !buffers.some((bf) => bf.name === t.name));
   const probeNodes = fwd.map((n) => (masks.some((m) => m.out === n.output![0]) ? makeNode('Identity', [n.input![0]!], [n.output![0]!], n.name!) : n));
   const probeOutputs = [...new Set(fwd.flatMap((n) => n.output!).filter((o) => o))];
   const probeModel = assemble(model, probeNodes, [...keptInits, ...fb.initializers], [...dataInputs, ...paramInputs], probeOutputs);
@@ -299,7 +299,7 @@ export async function buildTrainingGraph(model: ModelProto, source: string, opti
     ...paramSpecs.flatMap((p) => [...(p.grad ? [p.grad] : []), ...(p.sparse ?? []).flatMap((s) => [s.rows, s.ids])]),
     ...bufferSpecs.map((b) => b.stat),
   ];
-  const bytes = assemble(model, [...fwd, ...bb.nodes], [...keptInits.filter((t) => !buffers.some((bf) => bf.name === t.name)), ...bb.initializers], inputs, outputs);
+  const bytes = assemble(model, [...fwd, ...bb.nodes], [...keptInits, ...bb.initializers], inputs, outputs);
   return { bytes, batchSize: B, inputs: dataInputs, labels: loss.labels, params: paramSpecs, buffers: bufferSpecs, masks: maskSpecs, loss: loss.loss, prediction: pred };
 }
 
