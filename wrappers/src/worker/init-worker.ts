@@ -20,6 +20,7 @@ import {
   type WorkerOptions,
 } from '@shoal/core';
 import { LocalSync } from '../local-sync.js';
+import { attachJobTelemetry, parseJobTelemetry, type JobTelemetry } from '../telemetry.js';
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
@@ -60,6 +61,8 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
+  readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -80,14 +83,16 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     init.options ??
     (init.env === undefined ? threadWorkerOptions() : undefined) ??
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
+  const telemetry = parseJobTelemetry(env);
   const sameHost = init.ring?.sameHost ?? 'shm-collective';
   if (sameHost !== 'shm-collective' && sameHost !== 'transport') throw Errors.invalidArg('options.ring.sameHost', `must be shm-collective|transport, got ${String(sameHost)}`);
   const psShared = init.ps?.sharedMemory;
   if (psShared !== undefined && typeof psShared !== 'boolean') throw Errors.invalidArg('options.ps.sharedMemory', `must be true or false, got ${JSON.stringify(psShared)}`);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
+    attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
+    return { options, sync, store: job.store, job, ...(telemetry ? { telemetry } : {}), close: async () => (await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
@@ -178,12 +183,14 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     await job.close();
     throw e;
   }
+  attachJobTelemetry(sync, telemetry);
   let closed = false;
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       if (closed) return;
       closed = true;
