@@ -23,7 +23,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 if [ -f requirements.txt ] && [ -s requirements.txt ]; then
-  if ! python3 -c "import pyspark, pyarrow, pandas, pytest" >/dev/null 2>&1; then
+  if ! python3 -c "import pyspark, pyarrow, pandas, pytest, tensorboard" >/dev/null 2>&1; then
     echo "[setup] pip install -r requirements.txt"
     python3 -m pip install -q -r requirements.txt
   fi
