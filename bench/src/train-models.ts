@@ -72,6 +72,7 @@ export async function timedFit(
     batchSize,
     shuffle: false,
     callbacks: {
+      stopsOnBatch: false, // never sets stopTraining: no per-step stop agreement in the timed loop
       onBatchEnd: (s) => {
         const now = performance.now();
         if (s === warmup - 1) {
