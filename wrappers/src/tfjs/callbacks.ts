@@ -2,6 +2,7 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { Errors } from '@shoal/core';
 import type { BridgeStats } from './gradient-bridge.js';
 import type { LearningRateSchedule } from './schedules.js';
+import type { History } from './trainer.js';
 
 export type Logs = Record<string, number>;
 
@@ -46,7 +47,7 @@ export interface Callbacks {
   onGlobalBatchEnd?(step: number, logs: Logs): void | Promise<void>;
   /** Loss and metrics averaged over all ranks (and `val_*` with validation data). */
   onEpochEnd?(epoch: number, logs: Logs): void | Promise<void>;
-  onTrainEnd?(history: unknown): void | Promise<void>;
+  onTrainEnd?(history: History): void | Promise<void>;
   /** false: this callback's batch hooks never set `stopTraining` (spares the per-step agreement). */
   readonly stopsOnBatch?: boolean;
 }

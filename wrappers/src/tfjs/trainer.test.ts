@@ -8,6 +8,7 @@ import { setupTfjs } from './runtime.js';
 import { Trainer } from './trainer.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { epochOrder, rankBatchRows } from './data.js';
+import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
@@ -178,6 +179,49 @@ test('step checkpoints from a BatchSource skip the batches already trained on; e
     const b = mk();
     await b.fit(source, { ...opts, checkpoint: { dir } });
     assert.equal(Array.from(b.weightsFlat()), Array.from(full.weightsFlat()));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('step checkpoints on 2 ranks: both crash at step 23, resume from step 20, equal the uninterrupted 2-rank run', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-2r-'));
+  const onRanks = async <T>(fn: (sync: GradientSync) => Promise<T>): Promise<T[]> => {
+    const syncs = (await memoryGroups(2, { timeoutMs: 20_000 })).map((g) => new RingSync(g));
+    try {
+      return await Promise.all(syncs.map(fn));
+    } finally {
+      await Promise.all(syncs.map((s) => s.close()));
+    }
+  };
+  try {
+    const data = toy(256, 7);
+    const opts = { epochs: 2, batchSize: 8, seed: 1 }; // 16 steps per epoch
+    const mk = (sync: GradientSync, seed = 3) => new Trainer({ model: model(seed), optimizer: 'adam', loss: 'binaryCrossentropy', sync, runtime: rt, verbose: 0 });
+    const full = await onRanks(async (sync) => {
+      const t = mk(sync);
+      await t.fit(data, opts);
+      return Array.from(t.weightsFlat());
+    });
+    const crashed = await onRanks(async (sync) => {
+      const t = mk(sync);
+      try {
+        await t.fit(data, { ...opts, checkpoint: { dir, everySteps: 10 }, callbacks: { stopsOnBatch: false, onBatchEnd: () => { if (t.globalStep === 23) throw new Error('crash'); } } });
+        return 'finished';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    });
+    assert.equal(crashed, ['crash', 'crash']);
+    assert.is((await loadCheckpoint(dir))!.step, 20);
+    const resumed = await onRanks(async (sync) => {
+      const t = mk(sync, 40 + sync.rank);
+      const h = await t.fit(data, { ...opts, checkpoint: { dir, everySteps: 10 } });
+      assert.is(h.startEpoch, 1);
+      return Array.from(t.weightsFlat());
+    });
+    assert.equal(resumed[0], full[0]);
+    assert.equal(resumed[1], full[0]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

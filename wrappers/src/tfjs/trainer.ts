@@ -166,7 +166,7 @@ export class Trainer implements CallbackTrainer {
     if (!net || !Array.isArray(net.trainableWeights)) throw Errors.invalidArg('options.model', 'must be (or return) a tf.LayersModel');
     // A Sequential builds its inner model (which holds `stopTraining`) lazily, in compile/fit/predict: build it now
     // so callbacks can set `model.stopTraining` (same layers, same weights).
-    if (net instanceof tf.Sequential && (net as unknown as { model?: unknown }).model == null) net.build();
+    if (net instanceof tf.Sequential && (net as unknown as { model?: unknown }).model == null && net.inputs.length > 0) net.build();
     this.opt = resolveOptimizer(tf, this.options.optimizer);
     this.lossFn = resolveLoss(tf, this.options.loss);
     this.metricFns = (this.options.metrics ?? []).map((m) => resolveMetric(tf, m, this.options.loss));
@@ -249,9 +249,18 @@ export class Trainer implements CallbackTrainer {
     return [`${prefix}loss`, ...this.metricFns.map((m) => `${prefix}${m.name}`)];
   }
 
+  /** `model.stopTraining`; false for a Sequential whose input shape is still unknown (tfjs cannot hold it yet). */
+  private stopRequested(): boolean {
+    try {
+      return this.model.stopTraining;
+    } catch {
+      return false;
+    }
+  }
+
   /** True on every rank when `model.stopTraining` is set on any rank. Collective. */
   private async agreeStop(): Promise<boolean> {
-    const r = await this.sync.allreduceScalars(Float64Array.of(this.model.stopTraining ? 1 : 0));
+    const r = await this.sync.allreduceScalars(Float64Array.of(this.stopRequested() ? 1 : 0));
     return r[0]! > 0;
   }
 
@@ -300,7 +309,7 @@ export class Trainer implements CallbackTrainer {
     // A stop requested in a batch hook is agreed after every step (one scalar allreduce, which also carries the
     // batch logs for onGlobalBatchEnd); shoal's own callbacks declare they never stop mid-epoch.
     const perStep = callbacks.some((cb) => cb.onGlobalBatchEnd || ((cb.onBatchBegin || cb.onBatchEnd) && cb.stopsOnBatch !== false));
-    this.model.stopTraining = false;
+    if (this.stopRequested()) this.model.stopTraining = false;
     for (const cb of callbacks) {
       cb.setTrainer?.(this);
       (cb as TfjsCallbackHooks).setModel?.(this.model);
@@ -342,7 +351,7 @@ export class Trainer implements CallbackTrainer {
         names.forEach((k, i) => (local[k] = values[i]!));
         for (const cb of callbacks) await cb.onBatchEnd?.(step - 1, local);
         if (perStep) {
-          const r = await this.sync.allreduceScalars(Float64Array.from([...values.map((v) => v * rows), rows, this.model.stopTraining ? 1 : 0]));
+          const r = await this.sync.allreduceScalars(Float64Array.from([...values.map((v) => v * rows), rows, this.stopRequested() ? 1 : 0]));
           stop = r[r.length - 1]! > 0;
           const global: Logs = {};
           names.forEach((k, i) => (global[k] = r[i]! / r[values.length]!));
