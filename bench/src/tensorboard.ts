@@ -11,7 +11,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { launch } from '@shoal/core';
+import { launch } from '@shoal/run';
 import { medianOf, type BenchModel } from './train-models.js';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));

@@ -9,7 +9,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
-import { initWorker, maskedCrc32c, telemetryOf } from '@shoal/wrappers';
+import { jobTelemetryOf } from '@shoal/backends';
+import { initWorker } from '@shoal/run';
+import { maskedCrc32c } from '@shoal/wrappers';
 import { DIGITS_MAIN, runNode, SHOAL_CLI } from './train-helpers.js';
 
 /** tag -> [[step, value]] of every scalar in a run folder's event files; checks every record's CRCs. */
@@ -80,14 +82,14 @@ test('initWorker parses SHOAL_LOGDIR once into the handle and the engine it retu
   const w = await initWorker({ env: { SHOAL_LOGDIR: '/tmp/tb-x' } });
   try {
     assert.equal(w.telemetry, { logdir: '/tmp/tb-x' });
-    assert.equal(telemetryOf(w.sync), { logdir: '/tmp/tb-x' });
+    assert.equal(jobTelemetryOf(w.sync), { logdir: '/tmp/tb-x' });
   } finally {
     await w.close();
   }
   const plain = await initWorker({ env: {} });
   try {
     assert.is(plain.telemetry, undefined);
-    assert.is(telemetryOf(plain.sync), undefined);
+    assert.is(jobTelemetryOf(plain.sync), undefined);
   } finally {
     await plain.close();
   }

@@ -1,8 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { GradientSync } from '@shoal/backends';
+import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
-import { telemetryOf } from '../telemetry.js';
 import type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
 import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
@@ -275,8 +273,8 @@ export class Trainer implements CallbackTrainer {
     await this.init();
     const plan = planFit(this.runtime.tf, a, b, c);
     const callbacks: Callbacks[] = plan.options.callbacks === undefined ? [] : Array.isArray(plan.options.callbacks) ? [...plan.options.callbacks] : [plan.options.callbacks];
-    const telemetry = telemetryOf(this.sync);
-    if (telemetry?.logdir && !callbacks.some((cb) => cb instanceof TensorBoardCallback)) callbacks.push(new TensorBoardCallback(telemetry.logdir, telemetry.tensorBoard ?? {}));
+    const telemetry = jobTelemetryOf(this.sync);
+    if (telemetry?.logdir && !callbacks.some((cb) => cb instanceof TensorBoardCallback)) callbacks.push(new TensorBoardCallback(telemetry.logdir));
     try {
       return await this.runFit(plan, callbacks);
     } finally {

@@ -1,26 +1,41 @@
-import type { GradientSync } from '@shoal/backends';
-import { connectHierarchical, connectHierarchicalIfHelpful, discoverHosts, PsSync, RingSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
-import { HybridSync } from '../hybrid-sync.js';
+import {
+  attachJobTelemetry,
+  connectHierarchical,
+  connectHierarchicalIfHelpful,
+  discoverHosts,
+  HybridSync,
+  LocalSync,
+  PsSync,
+  RingSync,
+  ShmCollective,
+  shmCollectiveAvailable,
+  type GradientSync,
+  type HierarchicalGroup,
+  type JobTelemetry,
+  type RingSyncOptions,
+} from '@shoal/backends';
 import {
   connectGroup,
   createNetTransport,
   Errors,
-  joinJob,
   parseWorkerOptions,
-  ShmCollective,
-  shmCollectiveAvailable,
   shmTransport,
-  threadWorkerOptions,
   type Connection,
   type IoOptions,
-  type JobContext,
   type Listener,
   type Store,
   type Transport,
   type WorkerOptions,
 } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
-import { attachJobTelemetry, parseJobTelemetry, type JobTelemetry } from '../telemetry.js';
+import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+
+/** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
+export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
+  const logdir = env.SHOAL_LOGDIR;
+  if (logdir === undefined || logdir === '') return undefined;
+  if (logdir.includes('\0')) throw Errors.config('SHOAL_LOGDIR', 'contains a NUL byte');
+  return { logdir };
+}
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
