@@ -277,6 +277,7 @@ test('options shoal does not support are errors naming them, never ignored', asy
   await rejects(() => new Trainer(base({ metrics: ['f1' as never] })).fit(data.x, data.y), /options.metrics entries .* got "f1"/);
   assert.throws(() => new Trainer({ ...base(), lr: 0.1 } as never), /options.lr is not a Trainer option/);
   assert.throws(() => tensorBoard('/tmp/tb', { histogramFreq: 1 } as never), /histogramFreq is not supported/);
+  await rejects(() => t.fit(data.x, data.y, { callbacks: tensorBoard('/dev/null/logs') }), /bad config tensorBoard logdir: \/dev\/null\/logs cannot be created/);
   assert.throws(() => earlyStopping({ patiance: 2 } as never), /earlyStopping option patiance is not supported/);
 });
 
