@@ -95,6 +95,15 @@ function offsets(t: Trainer): number[] {
   return t.model.weights.map((w) => ((o += w.read().size), o - w.read().size));
 }
 
+test('initialEpoch starts the epoch count there (no checkpoint)', async () => {
+  const t = new Trainer(base());
+  const seen: number[] = [];
+  const h = await t.fit(data.x, data.y, { epochs: 4, initialEpoch: 2, batchSize: 100, callbacks: { onEpochBegin: (e) => void seen.push(e) } });
+  assert.is(h.startEpoch, 2);
+  assert.equal(seen, [2, 3]);
+  assert.equal(h.epochs.map((e) => e.epoch), [2, 3]);
+});
+
 test('validationData as Keras [x, y] and validationFreq', async () => {
   const t = new Trainer(base());
   const v = toy(64, 9);
