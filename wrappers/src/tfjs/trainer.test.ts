@@ -156,6 +156,20 @@ test('step checkpoints (everySteps): a run killed mid-epoch resumes from the las
   }
 });
 
+test('a step checkpoint due at the last step of an epoch is written even when the epoch is not', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-edge-'));
+  try {
+    const t = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    // 8 steps per epoch, everySteps 8, everyEpochs 3: step 8 ends epoch 0.
+    await rejects(() => t.fit(toy(128), { epochs: 3, batchSize: 16, checkpoint: { dir, everySteps: 8, everyEpochs: 3 }, callbacks: { onEpochEnd: (e) => { if (e === 1) throw new Error('stop'); } } }), /stop/);
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.step, 16);
+    assert.is(st!.epoch, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('step checkpoints from a BatchSource skip the batches already trained on; everySeconds saves mid-epoch', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-src-'));
   try {

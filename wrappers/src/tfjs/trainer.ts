@@ -395,7 +395,10 @@ export class Trainer implements CallbackTrainer {
       if (bar) bar.end(step, logs, total * this.size);
       this.lastEpoch_ = { ...logs, epoch, seconds, samplesPerSec, learningRate: this.learningRate };
       history.epochs.push(this.lastEpoch_);
-      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop)) {
+      // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
+      const stepsDue = ckpt?.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
+      const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
+      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue || secondsDue)) {
         await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
         lastSave = performance.now();
       }
