@@ -9,8 +9,9 @@
  *   1, 7, 1000, 65 537, 1 MiB) and a float64 mean, prints `{"ok", "hosts", "localRanks", "leader"}`; with
  *   `linkBytes` set it then prints `{"ready":"link"}`, waits for a line on stdin (the driver reads the link
  *   counters), allreduces `linkBytes` once (verified) and prints `{"done":"link"}`.
- * - `ps-server`: `numServers` KVServer shards in this process (sync, SGD with lr 2^-10), listening on the host's
- *   address; prints `{"ready":true}` and serves until killed.
+ * - `ps-server`: `numServers` KVServer shards in this process (sync, SGD with lr 2^-10, or `updater: 'assign'` as
+ *   `shoal run` starts them for PsSync), listening on the host's address; prints `{"ready":true}` and serves
+ *   until killed.
  * - `ps-worker`: a KVWorker (values in messages: the servers are on another host) pushing `rounds` rounds of a
  *   dense key of `bytes` (8 layers) and a 1-element key, checking the weights exactly; prints
  *   `{"ok", "sharedCalls", "bytesSent", "bytesReceived"}`.
@@ -22,7 +23,7 @@ import { allreduceHierarchical, allreduceRing, connectHierarchical, KVWorker, st
 export type RankJob =
   | { role: 'store'; address: string }
   | { role: 'ring'; rank: number; size: number; store: string; address: string; transport: 'net' | 'nng'; topology: 'flat' | 'hierarchical'; timeoutMs: number; linkBytes?: number }
-  | { role: 'ps-server'; store: string; address: string; numServers: number; numWorkers: number; timeoutMs: number }
+  | { role: 'ps-server'; store: string; address: string; numServers: number; numWorkers: number; timeoutMs: number; updater?: 'sgd' | 'assign' }
   | { role: 'ps-worker'; rank: number; numWorkers: number; numServers: number; store: string; bytes: number; rounds: number; timeoutMs: number };
 
 export const PS_LR = 2 ** -10;
@@ -109,7 +110,8 @@ async function psServer(j: Extract<RankJob, { role: 'ps-server' }>): Promise<voi
     numServers: j.numServers,
     numWorkers: j.numWorkers,
     mode: 'sync',
-    updater: { type: 'sgd', lr: PS_LR },
+    // 'assign': the servers sum and the workers' optimizer applies (what `shoal run --backend ps` starts)
+    updater: j.updater === 'assign' ? { type: 'assign' } : { type: 'sgd', lr: PS_LR },
     timeoutMs: j.timeoutMs,
   });
   say({ ready: true });
