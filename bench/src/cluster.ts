@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- cluster`: shoal's cross-host paths on a namespace cluster (netns-cluster.ts) with links
- * shaped to each rate in `--rates` (Mbit/s, tbf), torch gloo in the same namespaces in the same invocation.
+ * shaped to each rate in `--rates` (Mbit/s, tbf; 0 = the unshaped veth), torch gloo in the same namespaces in the
+ * same invocation.
  * Format of bench/results/cluster.json and the method: bench/README.md ("cluster").
  *
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
@@ -52,7 +53,7 @@ export interface ClusterRow {
   p99_us: number;
   algbw_gbps: number;
   busbw_gbps: number;
-  /** busbw over the link rate (10^9 bits = 0.125 GB/s per Gbit/s). */
+  /** busbw over the link rate (10^9 bits = 0.125 GB/s per Gbit/s); 0 on unshaped links. */
   link_share: number;
   verified: boolean;
   processes: number;
@@ -156,7 +157,7 @@ export async function run(argv: string[]): Promise<void> {
   });
   const quick = values.quick!;
   const rates = values.rates!.split(',').map(Number);
-  if (rates.some((r) => !(r > 0))) throw new Error(`--rates must be positive Mbit/s values, got ${values.rates}`);
+  if (rates.some((r) => !(r >= 0))) throw new Error(`--rates must be Mbit/s values (0 = unshaped veth), got ${values.rates}`);
   const sizes = values.sizes
     ? values.sizes.split(',').map(Number)
     : quick
@@ -184,10 +185,10 @@ export async function run(argv: string[]): Promise<void> {
   const errors: { what: string; error: string }[] = [];
   const ps: Record<string, unknown>[] = [];
   const linkBytes: Record<string, unknown>[] = [];
-  const cluster = await NetnsCluster.start({ hosts: 4, rateMbit: rates[0] });
+  const cluster = await NetnsCluster.start({ hosts: 4 });
   try {
     for (const rate of rates) {
-      await cluster.setRate(rate);
+      await cluster.setRate(rate === 0 ? undefined : rate);
       for (const impl of impls) {
         const load = loadavg()[0]!;
         console.log(`cluster: ${impl.name} (${placementName(impl.placement)}) at ${rate} Mbit/s, load ${load.toFixed(1)}`);
@@ -206,7 +207,7 @@ export async function run(argv: string[]): Promise<void> {
               p99_us: r.p99_us as number,
               algbw_gbps: r.algbw_gbps as number,
               busbw_gbps: r.busbw_gbps as number,
-              link_share: +((r.busbw_gbps as number) / (rate / 8000)).toFixed(4),
+              link_share: rate === 0 ? 0 : +((r.busbw_gbps as number) / (rate / 8000)).toFixed(4),
               verified: r.verified === true,
               processes: impl.placement.length,
               oversubscribed: impl.placement.length > host.cpus,
