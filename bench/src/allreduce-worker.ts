@@ -4,8 +4,8 @@
  * Every rank runs the same sweep; rank 0 prints one JSON row per size on stdout (`{"row":{...}}`), then
  * `{"done":true}`. Errors print `{"error":...}` and exit 1.
  */
-import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShmCollective, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
-import { allreduceHierarchical, allreduceRing, connectHierarchical } from '@shoal/backends';
+import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
+import { allreduceHierarchical, allreduceRing, connectHierarchical, ShmCollective } from '@shoal/backends';
 
 export interface WorkerArgs {
   rank: number;

@@ -5,7 +5,8 @@
  * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...,"stepMsP50":...,"syncMsP50":...}`
  * (timed steps only, all workers' samples; CPU time and the per-step medians are rank 0's).
  */
-import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
+import { initWorker } from '@shoal/run';
+import { setupTfjs, Trainer } from '@shoal/wrappers';
 import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 
 const arg = (k: string, d: string) => {

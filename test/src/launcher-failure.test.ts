@@ -4,7 +4,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { launch, parseRunArgs, pickRootCause, sleep } from '@shoal/core';
+import { sleep } from '@shoal/core';
+import { launch, parseRunArgs, pickRootCause } from '@shoal/run';
 import { alive, DIGITS_MAIN, ROOT, runNode, SHOAL_CLI } from './train-helpers.js';
 
 const WORKER = `${ROOT}test/dist/launcher-worker.js`;

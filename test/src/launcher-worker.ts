@@ -4,7 +4,7 @@
  * (forever, ignoring SIGTERM: the launcher must escalate to SIGKILL).
  */
 import { writeFileSync } from 'node:fs';
-import { joinJob } from '@shoal/core';
+import { joinJob } from '@shoal/run';
 
 const job = await joinJob();
 const { rank } = job.options;

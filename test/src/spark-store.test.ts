@@ -1,5 +1,5 @@
 /**
- * The Spark job's store entry (core/dist/launcher/spark-store.js), as rank 0's task runs it: prints its address,
+ * The Spark job's store entry (run/dist/launcher/spark-store.js), as rank 0's task runs it: prints its address,
  * serves the TCP store, starts the ps server actors when asked, and goes away with its parent's pipe.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -10,7 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { actorEpoch, asText, TcpStore } from '@shoal/core';
 
-const STORE = fileURLToPath(new URL('../../core/dist/launcher/spark-store.js', import.meta.url));
+const STORE = fileURLToPath(new URL('../../run/dist/launcher/spark-store.js', import.meta.url));
 
 /** Live processes whose environment holds `marker` (e.g. `SHOAL_JOB_ID=<id>`, inherited by the server actors). */
 function processesWith(marker: string): number[] {

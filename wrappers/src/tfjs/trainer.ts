@@ -1,7 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { GradientSync } from '@shoal/backends';
+import { LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
 import { loadCheckpoint, saveCheckpoint, type SavedArray } from './checkpoint.js';
 import {
   disposeBatch,

@@ -2,7 +2,7 @@
 /**
  * The rendezvous store of a shoal job launched from Spark (python/shoal_spark): rank 0's barrier task starts
  *
- *   node core/dist/launcher/spark-store.js --host <address peers dial> [--bind <interface>] [--port <n>]
+ *   node run/dist/launcher/spark-store.js --host <address peers dial> [--bind <interface>] [--port <n>]
  *        [--ps-servers K --workers N [--timeout-ms MS]]
  *
  * which serves a `TcpStoreServer` and prints one line `SHOAL_STORE tcp://host:port` on stdout once it is bound.
@@ -15,8 +15,7 @@
  * was killed), on SIGTERM/SIGINT, and when its parent pid changes (re-parented: the parent died without closing
  * the pipe); the parent also kills its process group (which holds the server actors too). It never outlives the task.
  */
-import type { ActorSupervisor } from '../actor/spawn.js';
-import { TcpStore, TcpStoreServer } from '../store/tcp.js';
+import { type ActorSupervisor, TcpStore, TcpStoreServer } from '@shoal/core';
 import { startPsServerActors } from './ps-servers.js';
 
 interface StoreArgs {

@@ -7,13 +7,9 @@ import { constants, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
 
 const osSignals = constants.signals as Record<string, number>;
-import { Errors } from '../errors.js';
-import { TcpStore, TcpStoreServer } from '../store/tcp.js';
-import { removeStaleSegments } from '../transport/shm.js';
-import type { ActorSupervisor } from '../actor/spawn.js';
+import { Errors, TcpStore, TcpStoreServer, removeStaleSegments, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
-import type { WorkerOptions } from '../config.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {

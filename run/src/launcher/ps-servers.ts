@@ -1,9 +1,7 @@
-import { ActorSupervisor } from '../actor/spawn.js';
-import { netRemote, shmRemote } from '../actor/net-remote.js';
-import type { Store } from '../store/store.js';
+import { defaultServerName, startPsServers } from '@shoal/backends';
+import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '@shoal/core';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Errors } from '../errors.js';
 
 /**
  * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-<actor>-<door>.sock`,
@@ -49,40 +47,26 @@ export function psServerListenUrl(o: PsServerActorsOptions, i: number): string {
   const id = (o.jobId ?? 'ps').replace(/[^A-Za-z0-9._-]/g, '_');
   let path = join(o.socketDir ?? tmpdir(), `shoal-${id}-{actor}-{door}.sock`);
   // Worst case after substitution: 'ps-server-<i>' for {actor}, '<epoch>-<door>' (up to ~24 digits) for {door}.
-  const worst = Buffer.byteLength(path) + `ps-server-${i}`.length + 24;
+  const worst = Buffer.byteLength(path) + defaultServerName(i).length + 24;
   if (worst > 107) path = join(tmpdir(), `shoal-${process.pid}-${Date.now().toString(36)}-{actor}-{door}.sock`);
   return `ipc://${path}`;
 }
 
 /**
  * Start the parameter-server shards of a `--backend ps|hybrid` job as actor processes `ps-server-0..K-1`
- * (the KVServer class of `@shoal/backends`, sync mode, loaded by module name so core keeps no compile-time
- * dependency on the engines). Workers connect with `PsSync.connect` over the same store (see `initWorker`).
- * The caller stops them (`stop()` on each supervisor). On failure the ones started are stopped.
+ * (`startPsServers` of `@shoal/backends`: KVServer, sync mode), each listening where `psServerListenUrl` says.
+ * Workers connect with `PsSync.connect` over the same store (see `initWorker`). The caller stops them (`stop()`
+ * on each supervisor). On failure the ones started are stopped.
  */
-export async function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupervisor[]> {
-  const started = await Promise.allSettled(
-    Array.from({ length: o.numServers }, (_, i) =>
-      ActorSupervisor.spawn({
-        name: `ps-server-${i}`,
-        actor: {
-          module: '@shoal/backends',
-          export: 'KVServer',
-          args: [{ serverIndex: i, numServers: o.numServers, numWorkers: o.numWorkers, mode: 'sync', timeoutMs: o.timeoutMs }],
-        },
-        placement: 'process',
-        store: o.store,
-        remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
-        listenUrl: psServerListenUrl(o, i),
-        mailbox: 'reentrant',
-        timeoutMs: o.timeoutMs,
-      }),
-    ),
-  );
-  const bad = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (bad) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop(1000) : undefined)));
-    throw bad.reason;
-  }
-  return started.map((r) => (r as PromiseFulfilledResult<ActorSupervisor>).value);
+export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupervisor[]> {
+  return startPsServers({
+    placement: 'process',
+    store: o.store,
+    numServers: o.numServers,
+    numWorkers: o.numWorkers,
+    mode: 'sync',
+    timeoutMs: o.timeoutMs,
+    remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
+    listenUrl: (i) => psServerListenUrl(o, i),
+  });
 }

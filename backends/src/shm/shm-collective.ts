@@ -1,11 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
-import { Errors, ShoalError } from '../errors.js';
-import type { NumericArray, ReduceOp } from '../kernels/reduce-kernels.js';
-import type { Store } from '../store/store.js';
-import { asText } from '../store/store.js';
-import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
-import { deferred, MAX_TIMER_MS, type Deferred } from '../util.js';
+import { Errors, requireNativeAddon, ShoalError, type NumericArray, type ReduceOp, type Store, asText, DEFAULT_TIMEOUT_MS, deferred, MAX_TIMER_MS, type Deferred } from '@shoal/core';
 
 /**
  * Same-host collectives over one shared segment (core/native/shmcoll; DeepSpeed's and oneCCL's CPU shm
@@ -80,7 +74,7 @@ interface Addon {
 
 function loadAddon(): Addon {
   try {
-    return createRequire(import.meta.url)('../../native/shmcoll/build/Release/shoal_shmcoll.node') as Addon;
+    return requireNativeAddon<Addon>('shmcoll');
   } catch (e) {
     throw Errors.transport('shm-collective', 'the shared-segment collective addon is not built: run `npm run build:native`', e);
   }

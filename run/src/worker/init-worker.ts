@@ -1,25 +1,31 @@
-import type { GradientSync } from '@shoal/backends';
-import { connectHierarchical, connectHierarchicalIfHelpful, discoverHosts, PsSync, RingSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
-import { HybridSync } from '../hybrid-sync.js';
+import {
+  connectHierarchical,
+  connectHierarchicalIfHelpful,
+  discoverHosts,
+  HybridSync,
+  LocalSync,
+  PsSync,
+  RingSync,
+  ShmCollective,
+  shmCollectiveAvailable,
+  type GradientSync,
+  type HierarchicalGroup,
+  type RingSyncOptions,
+} from '@shoal/backends';
 import {
   connectGroup,
   createNetTransport,
   Errors,
-  joinJob,
   parseWorkerOptions,
-  ShmCollective,
-  shmCollectiveAvailable,
   shmTransport,
-  threadWorkerOptions,
   type Connection,
   type IoOptions,
-  type JobContext,
   type Listener,
   type Store,
   type Transport,
   type WorkerOptions,
 } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
+import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */

@@ -1,4 +1,5 @@
-import { mergeRows, type DenseTensor, type GradientSync, type RowSparseTensor } from '@shoal/backends';
+import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
+import { mergeRows } from '../row-sparse.js';
 import { Errors } from '@shoal/core';
 
 /**
@@ -8,7 +9,8 @@ import { Errors } from '@shoal/core';
  * way a distributed one does.
  */
 export class LocalSync implements GradientSync {
-  readonly kind = 'ring' as const;
+  readonly kind = 'local' as const;
+  readonly capabilities = { rowSparse: 'local', concurrentCollectives: false } as const;
   readonly rank = 0;
   readonly size = 1;
   private ops = 0;

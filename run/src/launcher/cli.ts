@@ -14,7 +14,7 @@
  * prints the failing rank and its error and exits with that worker's code. Ctrl-C / SIGTERM stop every worker.
  *
  * Scripts run as compiled JavaScript (`tsc` first); a `.ts` script runs through `node --import tsx` when tsx is
- * installed. Workers call `initWorker()` (from @shoal/wrappers) to join the job.
+ * installed. Workers call `initWorker()` (from @shoal/run) to join the job.
  */
 import { launch, type LaunchOptions } from './launch.js';
 import { parseRunArgs, USAGE } from './run-args.js';

@@ -1,4 +1,4 @@
-import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
+import type { DenseTensor, EngineCapabilities, GradientSync, RowSparseTensor } from '../api.js';
 import { Errors } from '@shoal/core';
 
 /**
@@ -8,6 +8,8 @@ import { Errors } from '@shoal/core';
  */
 export class HybridSync implements GradientSync {
   readonly kind = 'hybrid' as const;
+  /** Dense and sparse collectives go to different engines, so they may be in flight together. */
+  readonly capabilities: EngineCapabilities;
   readonly rank: number;
   readonly size: number;
   constructor(
@@ -20,6 +22,7 @@ export class HybridSync implements GradientSync {
     if (typeof sparse.sparseAllreduceMean !== 'function') throw Errors.config('hybrid', `the sparse engine (${sparse.kind}) has no sparseAllreduceMean`);
     this.rank = dense.rank;
     this.size = dense.size;
+    this.capabilities = { rowSparse: sparse.capabilities.rowSparse, concurrentCollectives: true };
   }
   broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
     return this.dense.broadcastParameters(params);

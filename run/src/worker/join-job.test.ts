@@ -1,7 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isShoalError } from '../errors.js';
-import { TcpStoreServer } from '../store/tcp.js';
+import { isShoalError, TcpStoreServer } from '@shoal/core';
 import { joinJob, watchParent } from './join-job.js';
 
 test('a one-worker job without a launcher gets a private store and a net transport', async () => {

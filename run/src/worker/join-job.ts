@@ -1,13 +1,5 @@
 import { isMainThread, workerData } from 'node:worker_threads';
-import { parseWorkerOptions, type WorkerOptions } from '../config.js';
-import { Errors } from '../errors.js';
-import { MemoryStore } from '../store/memory.js';
-import type { Store } from '../store/store.js';
-import { TcpStore } from '../store/tcp.js';
-import { createNetTransport } from '../transport/net.js';
-import { createNngTransport } from '../transport/nng.js';
-import { shmTransport } from '../transport/shm.js';
-import type { Transport } from '../transport/transport.js';
+import { parseWorkerOptions, type WorkerOptions, Errors, MemoryStore, type Store, TcpStore, createNetTransport, createNngTransport, shmTransport, type Transport } from '@shoal/core';
 
 /** What a worker holds once it has joined a job: its options, the rendezvous store and a transport. */
 export interface JobContext {
@@ -98,8 +90,7 @@ export function watchParent(parentPid: number, onLost: () => void = () => proces
 /**
  * Join the job described by SHOAL_* (see `config.ts`): connect to the launcher's TCP store (a private
  * in-memory store for a one-worker run without a launcher), create the transport, and watch the parent.
- * The engine (ring/ps/hybrid) is built on top by `initWorker` in `@shoal/wrappers` (core does not depend on
- * the engines).
+ * The engine (ring/ps/hybrid) is built on top by `initWorker` (./init-worker.ts).
  */
 export async function joinJob(opts: JoinJobOptions = {}): Promise<JobContext> {
   const env = opts.env ?? process.env;

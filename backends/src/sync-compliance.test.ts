@@ -1,7 +1,7 @@
 import { gradientSyncCompliance, memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
 import { MemoryNetwork, MemoryStore } from '@shoal/core';
-import { HybridSync } from './hybrid-sync.js';
-import { LocalSync } from './local-sync.js';
+import { HybridSync } from './hybrid/hybrid-sync.js';
+import { LocalSync } from './local/local-sync.js';
 
 // The GradientSync compliance suite of @shoal/backends against the engines this package adds.
 gradientSyncCompliance('LocalSync', async () => [new LocalSync()], { sizes: [1] }).run();

@@ -1,8 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
-import { MemoryStore } from '../store/memory.js';
-import { listSegments } from '../transport/shm.js';
+import { MemoryStore, listSegments } from '@shoal/core';
 import { ShmCollective, type ShmCollectiveOptions } from './shm-collective.js';
 
 const prefix = `sct${process.pid}`;
@@ -24,9 +23,10 @@ function threadRankSource(size: number, group: string, body: string): string {
   return `
       const { workerData, parentPort } = require('node:worker_threads');
       (async () => {
-        const core = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+        const core = await import(${JSON.stringify(import.meta.resolve('@shoal/core'))});
+        const { ShmCollective } = await import(${JSON.stringify(new URL('./shm-collective.js', import.meta.url).href)});
         const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
-        const c = await core.ShmCollective.connect({ rank: workerData.rank, size: ${size}, store: store.prefixed('${group}'), prefix: workerData.prefix, timeoutMs: 10000 });
+        const c = await ShmCollective.connect({ rank: workerData.rank, size: ${size}, store: store.prefixed('${group}'), prefix: workerData.prefix, timeoutMs: 10000 });
 ${body}
       })().catch((e) => parentPort.postMessage(String(e && e.stack)));
     `;
@@ -260,7 +260,7 @@ test('timeoutMs Infinity means no practical deadline (not an immediate timeout)'
 });
 
 test('ranks as worker threads of one process: exact sums on 3 ranks', async () => {
-  const { TcpStoreServer } = await import('../store/tcp.js');
+  const { TcpStoreServer } = await import('@shoal/core');
   const server = await TcpStoreServer.start();
   try {
     const src = threadRankSource(3, 'wt', `
@@ -293,7 +293,7 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
 });
 
 test('a worker-thread rank terminated in the middle of an op: the other rank fails with ERR_PEER_CLOSED, nothing crashes', async () => {
-  const { TcpStoreServer } = await import('../store/tcp.js');
+  const { TcpStoreServer } = await import('@shoal/core');
   const server = await TcpStoreServer.start();
   try {
     // Rank 1 (a thread) starts an 8 MiB allreduce that rank 0 never joins, and is terminated while it waits on
@@ -302,7 +302,7 @@ test('a worker-thread rank terminated in the middle of an op: the other rank fai
         c.allreduce(new Float32Array(2 << 20)).catch(() => {});
         parentPort.postMessage('in-op');
     `);
-    const { TcpStore } = await import('../store/tcp.js');
+    const { TcpStore } = await import('@shoal/core');
     const store = await TcpStore.connect(server.url, { timeoutMs: 10_000 });
     const w = new Worker(src, { eval: true, workerData: { rank: 1, url: server.url, prefix } });
     const [c, msg] = await Promise.all([
