@@ -1,6 +1,8 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { currentCaller, decodeMessage, encodeMessage, Errors, externalRef, loadKernels, localHostId, openSharedRegion, ShoalError, unlinkSharedRegion, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type ReduceKernels } from '@shoal/core';
+import { openSharedRegion, unlinkSharedRegion } from '@shoal/core/transport';
+import { currentCaller, decodeMessage, encodeMessage, externalRef } from '@shoal/core/actor';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type FloatArray, type KeySlice, type KeySpec } from './key-layout.js';
 import { assignUpdater, createUpdater, type ServerUpdater, type UpdaterSpec } from './updaters.js';
 

@@ -1,4 +1,5 @@
-import { ActorClient, createSharedRegion, Errors, isShoalError, localHostId, ShoalError, type SharedRegion, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
+import { ActorClient, Errors, isShoalError, localHostId, ShoalError, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
+import { createSharedRegion, type SharedRegion } from '@shoal/core/transport';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, floatArrayClass, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
 import { mergeRows } from '../row-sparse.js';

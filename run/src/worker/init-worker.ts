@@ -1,30 +1,5 @@
-import {
-  connectHierarchical,
-  connectHierarchicalIfHelpful,
-  discoverHosts,
-  HybridSync,
-  LocalSync,
-  PsSync,
-  RingSync,
-  ShmCollective,
-  shmCollectiveAvailable,
-  type GradientSync,
-  type HierarchicalGroup,
-  type RingSyncOptions,
-} from '@shoal/backends';
-import {
-  connectGroup,
-  createNetTransport,
-  Errors,
-  parseWorkerOptions,
-  shmTransport,
-  type Connection,
-  type IoOptions,
-  type Listener,
-  type Store,
-  type Transport,
-  type WorkerOptions,
-} from '@shoal/core';
+import { connectHierarchical, connectHierarchicalIfHelpful, discoverHosts, HybridSync, LocalSync, PsSync, RingSync, ShmCollective, shmCollectiveAvailable, type GradientSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
+import { connectGroup, createNetTransport, Errors, parseWorkerOptions, shmTransport, type Connection, type IoOptions, type Listener, type Store, type Transport, type WorkerOptions } from '@shoal/core';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 
 export interface InitWorkerOptions {
