@@ -7,7 +7,8 @@ import { constants, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
 
 const osSignals = constants.signals as Record<string, number>;
-import { Errors, TcpStore, TcpStoreServer, removeStaleSegments, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
+import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
+import { removeStaleSegments } from '@shoal/core/transport';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 
