@@ -9,3 +9,7 @@ export * from './tfjs/progress.js';
 export * from './onnx/session.js';
 export * from './onnx/tiny-onnx.js';
 export * from './tfjs/dataset-source.js';
+export { OnnxTrainer, type OnnxTrainerOptions, type OnnxTrainData, type OnnxFitOptions, type OnnxEpochRecord } from './onnx/onnx-trainer.js';
+export { type OptimizerSpec } from './onnx/optimizer.js';
+export { type LossKind } from './onnx/losses.js';
+export { SUPPORTED_OPS as ONNX_TRAINABLE_OPS } from './onnx/training-graph.js';
