@@ -18,6 +18,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
   cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
