@@ -17,6 +17,9 @@ const suites: Record<string, () => Promise<Suite>> = {
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
   soak: () => import('./soak.js'),
+  tensorboard: () => import('./tensorboard.js'),
+  cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

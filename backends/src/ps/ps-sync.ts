@@ -30,6 +30,7 @@ type Sig = { names: string[]; shapes: string[]; nan: string | null };
 
 export class PsSync implements GradientSync {
   readonly kind = 'ps' as const;
+  readonly capabilities = { rowSparse: 'servers', concurrentCollectives: true } as const;
   readonly rank: number;
   readonly size: number;
   private seq = 0;
