@@ -9,7 +9,8 @@
  */
 import { parseArgs } from 'node:util';
 import { psWorkerOf, ServerTables } from '@shoal/backends';
-import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
+import { initWorker } from '@shoal/run';
+import { setupTfjs, Trainer } from '@shoal/wrappers';
 import { benchData, benchSpec, REC_ITEMS, REC_USERS } from './train-models.js';
 
 const { values: a } = parseArgs({

@@ -21,7 +21,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Writable } from 'node:stream';
-import { launch } from '@shoal/core';
+import { launch } from '@shoal/run';
 
 const WORKER = fileURLToPath(new URL('./soak-worker.js', import.meta.url));
 
