@@ -12,6 +12,7 @@
  * An empty field is null. Errors name the file, the line and the column.
  */
 import { Errors } from '@shoal/core';
+import { FNV1A_OFFSET, fnv1aStep } from '@shoal/core/util';
 
 export type CsvColumnType =
   | 'int32'
@@ -323,12 +324,11 @@ function parseTimestampBytes(b: Uint8Array, s: number, e: number): number {
 }
 
 function fnv1a(b: Uint8Array, s: number, e: number, quoted: boolean): number {
-  let h = 0x811c9dc5;
+  let h = FNV1A_OFFSET;
   for (let i = s; i < e; i++) {
     const c = b[i]!;
     if (quoted && c === QUOTE) i++; // "" -> "
-    h ^= c;
-    h = Math.imul(h, 0x01000193);
+    h = fnv1aStep(h, c);
   }
   return h >>> 0;
 }

@@ -14,6 +14,7 @@
  */
 import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
+import { boundedTimeout } from '../util.js';
 import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC, parseNetUrl } from '../transport/net.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
@@ -92,7 +93,7 @@ interface Waiter {
 
 /** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
 function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
-  return ms <= 2 ** 31 - 1 ? setTimeout(fn, Math.max(0, ms)) : undefined;
+  return boundedTimeout(fn, ms);
 }
 
 interface ServerClient {
