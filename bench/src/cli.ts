@@ -23,6 +23,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   tensorboard: () => import('./tensorboard.js'),
   cluster: () => import('./cluster.js'),
   onnx: () => import('./onnx.js'),
+  soak: () => import('./soak.js'),
 };
 
 const BENCH = {
