@@ -21,13 +21,19 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[setup] npm ci"
-  npm ci --no-audit --no-fund
+  # onnxruntime-node's install script would fetch CUDA providers; its CPU binaries ship in the tarball. npm 11
+  # skips dependency install scripts unless package.json's allowScripts approves them; older npm honours this.
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 fi
 
+# pip runs when requirements.txt changed since the last successful install (a stamp beside node_modules' own).
 if [ -f requirements.txt ] && [ -s requirements.txt ]; then
-  if ! python3 -c "import pyspark, pyarrow, pandas, pytest" >/dev/null 2>&1; then
+  stamp=node_modules/.shoal-requirements.sha256
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] pip install -r requirements.txt"
     python3 -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
   fi
 fi
 echo "[setup] ok"

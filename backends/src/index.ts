@@ -10,3 +10,7 @@ export * from './ring/memory-groups.js';
 export * from './compliance.js';
 export * from './ps/index.js';
 export { mergeRows } from './row-sparse.js';
+export * from './hybrid/hybrid-sync.js';
+export * from './local/local-sync.js';
+export * from './shm/shm-collective.js';
+export * from './job-telemetry.js';

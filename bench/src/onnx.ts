@@ -15,8 +15,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type * as tfjs from '@tensorflow/tfjs';
-import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
-import { LocalSync, OnnxTrainer, setupTfjs, Trainer, type OnnxTrainData, type Tf, type TfjsRuntime } from '@shoal/wrappers';
+import { LocalSync, memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
+import { OnnxTrainer, setupTfjs, Trainer, type OnnxTrainData, type Tf, type TfjsRuntime } from '@shoal/wrappers';
 import { medianOf } from './train-models.js';
 
 type Name = 'mlp' | 'cnn' | 'rec';

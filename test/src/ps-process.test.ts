@@ -156,6 +156,6 @@ gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
       }),
     ),
   );
-}, { sizes: [1, 3] }).run();
+}, { sizes: [1, 3], collectiveOrder: true }).run();
 
 test.run();

@@ -1,8 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { HybridSync, LocalSync, memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
-import { HybridSync, LocalSync, setupTfjs } from '@shoal/wrappers';
+import { setupTfjs } from '@shoal/wrappers';
 import { buildTask, cleanRows, runTraining, synthesizeLog, SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig, type TrainResult } from '../../examples/recommender/dist/index.js';
 
 // Embedding tables held on the parameter servers (issue 8): the servers run the row-wise Adam, workers pull the

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, RingSync } from '@shoal/backends';
-import { LocalSync, setupTfjs } from '@shoal/wrappers';
+import { LocalSync, memoryGroups, RingSync } from '@shoal/backends';
+import { setupTfjs } from '@shoal/wrappers';
 import {
   BasketModel, buildTask, cleanRows, epochExamples, evaluate, historyLists, MostPopular, runTraining, synthesizeLog,
   SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig,

@@ -14,12 +14,12 @@ import {
   createNetTransport,
   Errors,
   parseWorkerOptions,
-  sparkInput,
   TcpStore,
   Tags,
   type ProcessGroup,
 } from '@shoal/core';
 import { openArrowStream, openParquetDir, shard, type NumericArray } from '@shoal/datasets';
+import { sparkInput } from '@shoal/run';
 
 interface ProbeArgs {
   parquet: string;

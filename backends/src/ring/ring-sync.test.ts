@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listSegments, MemoryStore, ShmCollective } from '@shoal/core';
+import { listSegments, MemoryStore } from '@shoal/core';
+import { ShmCollective } from '../shm/shm-collective.js';
 import { gradientSyncCompliance } from '../compliance.js';
 import { memoryGroups } from './memory-groups.js';
 import { RingSync, type RingSyncOptions } from './ring-sync.js';

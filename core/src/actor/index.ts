@@ -6,3 +6,4 @@ export * from './actor-handle.js';
 export * from './actor-host.js';
 export * from './spawn.js';
 export * from './net-remote.js';
+export * from './remote.js';

@@ -12,7 +12,8 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initWorker, setupTfjs } from '@shoal/wrappers';
+import { initWorker } from '@shoal/run';
+import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
 import { runTraining, type JobSpec } from './job.js';

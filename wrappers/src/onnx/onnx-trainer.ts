@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
+import { LocalSync } from '@shoal/backends';
 import { loadCheckpoint, saveCheckpoint, type SavedArray } from '../tfjs/checkpoint.js';
 import { epochOrder, rankBatchRows, stepsPerEpochFor } from '../tfjs/data.js';
 import { fmtLogs, ProgressBar, type LogSink } from '../tfjs/progress.js';
