@@ -8,7 +8,7 @@ import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync, Hybr
 import { MemoryNetwork, MemoryStore, Rng } from '@shoal/core';
 import { OnnxTrainer, type OnnxTrainData } from './onnx-trainer.js';
 import { decodeModel, encodeModel } from './proto.js';
-import { OnnxModel } from './session.js';
+import { OnnxModel, type OnnxInput } from './session.js';
 import type { LossKind } from './losses.js';
 
 // The PyTorch fixtures (wrappers/fixtures/onnx, made by make_fixtures.py): models exported by torch.onnx.export,
@@ -22,7 +22,7 @@ interface Fixture {
   inputs: Record<string, Arr>;
   labels: Arr;
   grads: Record<string, Arr>;
-  sgd: { steps: number; lr: number; weights: Record<string, Arr> };
+  sgd: { steps: number; lr: number; weights: Record<string, Arr>; buffers: Record<string, Arr>; evalOutput: Arr };
 }
 const NAMES = ['mlp', 'cnn', 'rec'] as const;
 
@@ -64,13 +64,27 @@ async function compareWithTorch(dir: string, label: string): Promise<void> {
         const e = relErr(w.get(p)!, ref.data);
         assert.ok(e <= 1e-5, `${label} ${name}: ${p} after ${fx.sgd.steps} SGD steps differs from PyTorch by ${e}`);
       }
+      for (const [b, ref] of Object.entries(fx.sgd.buffers)) {
+        const e = relErr(w.get(b)!, ref.data);
+        assert.ok(e <= 1e-5, `${label} ${name}: running statistic ${b} differs from PyTorch by ${e}`);
+      }
+      // The exported inference model (BatchNorm on running statistics) predicts what PyTorch's eval mode does.
+      const exported = await OnnxModel.load(trainer.exportModel());
+      try {
+        const batch = batchOf(fx);
+        const pred = (await exported.predict(batch.x as Record<string, OnnxInput>)).out!;
+        const e = relErr(pred.data as Float32Array, fx.sgd.evalOutput.data);
+        assert.ok(e <= 1e-5, `${label} ${name}: exported model's output differs from PyTorch eval mode by ${e}`);
+      } finally {
+        await exported.close();
+      }
     } finally {
       await trainer.close();
     }
   }
 }
 
-test('models exported by PyTorch (MLP, CNN with BatchNorm, embedding recommender): gradients and SGD steps match autograd', async () => {
+test('models exported by PyTorch (MLP, CNN with BatchNorm, embedding recommender): gradients, SGD steps, running statistics and the exported model match PyTorch', async () => {
   await compareWithTorch(FIXTURES, 'committed fixture');
 });
 
@@ -99,6 +113,19 @@ test('live PyTorch: freshly exported models and gradients match too (skipped wit
     await compareWithTorch(dir, 'live torch');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a label outside [0, classes) is a clear error naming the sample', async () => {
+  const trainer = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, verbose: 0 });
+  try {
+    const y = Int32Array.from({ length: 8 }, (_, i) => (i === 6 ? 5 : i % 5));
+    await trainer.trainOnBatch({ x: { x: { data: new Float32Array(8 * 12), dims: [8, 12] } }, y: { data: y, dims: [8] } });
+    assert.unreachable('accepted label 5 of 5 classes');
+  } catch (e) {
+    assert.match((e as Error).message, /data.y holds label 5 at sample 6: softmaxCrossEntropy needs integer labels in \[0, 5\)/);
+  } finally {
+    await trainer.close();
   }
 });
 

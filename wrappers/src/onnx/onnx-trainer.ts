@@ -316,7 +316,11 @@ export class OnnxTrainer {
     return m;
   }
 
-  /** The inference model with the trained weights: the original graph, its initializers replaced. */
+  /**
+   * The inference model with the trained weights: the original graph, its initializers replaced, and put in
+   * inference mode: BatchNormalization keeps only its output Y (so it normalizes with the running statistics;
+   * `training_mode` 0), Dropout becomes Identity.
+   */
   exportModel(): Uint8Array {
     if (!this.proto) throw Errors.state('OnnxTrainer.exportModel: call init() or fit() first');
     const trained = this.state ? this.weights() : new Map<string, Float32Array>();
@@ -326,6 +330,17 @@ export class OnnxTrainer {
       const w = trained.get(t.name!);
       return w ? onnx.TensorProto.fromObject(makeTensor(t.name!, tensorDims(t), w)) : t;
     });
+    for (const n of graph.node!) {
+      if (n.opType === 'BatchNormalization') {
+        n.output = n.output!.slice(0, 1);
+        n.attribute = n.attribute!.filter((a) => a.name !== 'training_mode');
+      } else if (n.opType === 'Dropout') {
+        n.opType = 'Identity';
+        n.input = n.input!.slice(0, 1);
+        n.output = n.output!.slice(0, 1);
+        n.attribute = [];
+      }
+    }
     return encodeModel(copy);
   }
 

@@ -87,7 +87,16 @@ export class CompiledStep {
     }
     if (this.graph.labels) {
       if (!data.y) throw Errors.invalidArg('data.y', `is required by the loss (labels [${this.graph.labels.dims}])`);
-      put(this.feeds[this.graph.labels.name]!.data as ArrayData, data.y, 'y');
+      const labels = this.feeds[this.graph.labels.name]!.data as ArrayData;
+      put(labels, data.y, 'y');
+      const classes = this.graph.classes;
+      if (classes !== undefined) {
+        // OneHot would turn an out-of-range label into an all-zero row: a wrong loss, not an error.
+        for (let r = 0; r < labels.length; r++) {
+          const v = Number(labels[r]!);
+          if (!(v >= 0 && v < classes)) throw Errors.invalidArg('data.y', `holds label ${v} at sample ${rows[r]}: softmaxCrossEntropy needs integer labels in [0, ${classes})`);
+        }
+      }
     }
   }
 
