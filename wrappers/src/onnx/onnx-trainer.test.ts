@@ -259,6 +259,31 @@ test('the exported model loads in onnxruntime and predicts what the trained weig
   }
 });
 
+test('evaluate: inference-mode loss and accuracy, the same on 2 ranks (sharded) as on 1, and equal to the training loss of an MLP', async () => {
+  const one = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, verbose: 0 });
+  await one.fit(mlpData, { epochs: 1, batchSize: 32 });
+  const ev = await one.evaluate(mlpData);
+  const { loss } = await one.gradients(mlpData);
+  assert.ok(Math.abs(ev.loss - loss) <= 1e-5 * loss, `evaluate ${ev.loss} vs training-graph loss ${loss}`);
+  assert.ok(ev.accuracy! > 0 && ev.accuracy! <= 1, `accuracy ${ev.accuracy}`);
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-eval-'));
+  try {
+    await one.saveModel(join(dir, 'trained.onnx'));
+    const groups = await memoryGroups(2, { timeoutMs: 20_000 });
+    const syncs = groups.map((g) => new RingSync(g));
+    const two = syncs.map((sync) => new OnnxTrainer({ model: join(dir, 'trained.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, sync, verbose: 0 }));
+    const evs = await Promise.all(two.map(async (t) => (await t.init(), t.evaluate(mlpData))));
+    for (const e of evs) {
+      assert.ok(Math.abs(e.loss - ev.loss) <= 1e-6 * ev.loss, `2 ranks: ${e.loss} vs ${ev.loss}`);
+      assert.ok(Math.abs(e.accuracy! - ev.accuracy!) < 1e-12);
+    }
+    await Promise.all([...two.map((t) => t.close()), ...syncs.map((x) => x.close())]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await one.close();
+  }
+});
+
 test('a run resumed from a checkpoint ends with the weights of an uninterrupted run (Adam state included)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-ckpt-'));
   const make = () => new OnnxTrainer({ model: join(FIXTURES, 'cnn.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'adam', lr: 0.01 }, verbose: 0 });
