@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync, HybridSync, LocalSync } from '@shoal/backends';
 import { MemoryNetwork, MemoryStore, Rng } from '@shoal/core';
 import { OnnxTrainer, type OnnxTrainData } from './onnx-trainer.js';
-import { decodeModel, encodeModel } from './proto.js';
+import { decodeModel, encodeModel, makeNode, makeTensor, onnx } from './proto.js';
 import { OnnxModel, type OnnxInput } from './session.js';
 import type { LossKind } from './losses.js';
 
@@ -219,6 +219,35 @@ for (const c of cases) {
     }
   }
 }
+
+test('Dropout masks are seeded per global sample: 2 ring workers equal 1 worker, and the seed matters', async () => {
+  // The fixture MLP with Dropout(0.3) after its ReLU.
+  const model = decodeModel(readFileSync(join(FIXTURES, 'mlp.onnx')), 'mlp');
+  const g = model.graph!;
+  const relu = g.node!.findIndex((n) => n.opType === 'Relu');
+  const out = g.node![relu]!.output![0]!;
+  g.node![relu]!.output = ['relu_pre'];
+  g.node!.splice(relu + 1, 0, onnx.NodeProto.fromObject(makeNode('Dropout', ['relu_pre', 'drop_ratio'], [out], 'dropout')));
+  g.initializer!.push(onnx.TensorProto.fromObject(makeTensor('drop_ratio', [], Float32Array.of(0.3))));
+  const bytes = encodeModel(model);
+  const trainWith = async (syncs: GradientSync[], seed: number) => {
+    const ts = syncs.map((sync) => new OnnxTrainer({ model: bytes, loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 }, sync, seed, verbose: 0 }));
+    await Promise.all(ts.map((t) => t.fit(mlpData, { epochs: 1, batchSize: 16 / syncs.length, stepsPerEpoch: STEPS, seed: 3 })));
+    const w = ts.map((t) => t.weightsFlat());
+    await Promise.all(ts.map((t) => t.close()));
+    return w;
+  };
+  const [ref] = await trainWith([new LocalSync()], 7);
+  const syncs = (await memoryGroups(2, { timeoutMs: 20_000 })).map((x) => new RingSync(x));
+  try {
+    const ws = await trainWith(syncs, 7);
+    for (const w of ws) assert.ok(relErr(w, ref!) <= 1e-5, `2 workers vs 1: ${relErr(w, ref!)}`);
+  } finally {
+    await Promise.all(syncs.map((x) => x.close()));
+  }
+  const [other] = await trainWith([new LocalSync()], 8);
+  assert.ok(relErr(other!, ref!) > 1e-3, 'another seed draws other masks');
+});
 
 test('the exported model loads in onnxruntime and predicts what the trained weights compute', async () => {
   const trainer = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'adamw', lr: 0.01 }, verbose: 0 });
