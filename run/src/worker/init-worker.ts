@@ -25,7 +25,9 @@ import {
   type Transport,
   type WorkerOptions,
 } from '@shoal/core';
+import type { TrainingData } from '@shoal/datasets';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
@@ -66,8 +68,30 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /**
+   * This rank's training data, from wherever the launcher put it (Spark's stdin stream, `shoal run --data PATH`),
+   * with the steps per epoch agreed across ranks; hand it to `Trainer.fit`. Collective. See `openWorkerData`.
+   * Closed with the handle.
+   */
+  data(opts?: WorkerDataOptions): Promise<TrainingData>;
+  /** Rank 0 prints `SHOAL_RESULT {json}` for the launcher (`shoal_spark.fit` returns it). */
+  result(result: { history?: unknown; model?: string | null; [k: string]: unknown }): void;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The handle's `data`/`result` methods, and the data sets it opened (closed with it). */
+function dataMethods(options: WorkerOptions, sync: GradientSync): Pick<WorkerHandle, 'data' | 'result'> & { closeData(): Promise<void> } {
+  const opened: TrainingData[] = [];
+  return {
+    async data(opts) {
+      const d = await openWorkerData(options, sync, opts);
+      opened.push(d);
+      return d;
+    },
+    result: (r) => reportResult(options, r),
+    closeData: async () => void (await Promise.all(opened.map((d) => d.close().catch(() => {})))),
+  };
 }
 
 /**
@@ -93,7 +117,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
+    const { closeData, ...dm } = dataMethods(options, sync);
+    return { options, sync, store: job.store, job, ...dm, close: async () => (await closeData(), await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
@@ -185,14 +210,17 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     throw e;
   }
   let closed = false;
+  const { closeData, ...dm } = dataMethods(options, sync);
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...dm,
     async close() {
       if (closed) return;
       closed = true;
+      await closeData();
       try {
         await sync.close();
       } finally {
