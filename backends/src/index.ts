@@ -13,3 +13,4 @@ export { mergeRows } from './row-sparse.js';
 export * from './hybrid/hybrid-sync.js';
 export * from './local/local-sync.js';
 export * from './shm/shm-collective.js';
+export * from './job-telemetry.js';

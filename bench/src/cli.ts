@@ -16,6 +16,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   train: () => import('./train.js'),
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
+  tensorboard: () => import('./tensorboard.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
