@@ -23,9 +23,9 @@ export async function openData(path: string, csvColumns: readonly string[] = [])
   const add = (name: string) => {
     const n = name.toLowerCase();
     if (n.startsWith('.') || n.startsWith('_') || n.endsWith('.crc')) return;
-    if (n.endsWith('.parquet') || n.startsWith('part-')) kinds.add('parquet');
-    else if (n.endsWith('.arrow') || n.endsWith('.feather') || n.endsWith('.ipc')) kinds.add('arrow');
+    if (n.endsWith('.arrow') || n.endsWith('.feather') || n.endsWith('.ipc')) kinds.add('arrow');
     else if (n.endsWith('.csv')) kinds.add('csv');
+    else if (n.endsWith('.parquet') || n.startsWith('part-')) kinds.add('parquet'); // Spark: part-00000-<uuid>.snappy.parquet
   };
   if (st.isDirectory()) {
     for (const e of await readdir(path, { withFileTypes: true })) {
