@@ -64,7 +64,11 @@ def shoal_home(cwd: Optional[str] = None, node: str = "node") -> str:
     pkg = _node_resolve(node, "@shoal/run/package.json", os.path.abspath(cwd or os.getcwd()))
     if pkg is not None:
         return os.path.dirname(pkg)
-    return _repo_root()
+    root = _repo_root()
+    if os.path.isfile(os.path.join(root, "run", "package.json")):
+        return root
+    raise ValueError("cannot find shoal's Node side: npm install @shoal/run in the working directory's project, "
+                     "or set SHOAL_HOME to a shoal checkout")
 
 
 def default_store_script(cwd: Optional[str] = None, node: str = "node") -> str:
