@@ -17,6 +17,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
+  cluster: () => import('./cluster.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { openCsv, batches, shard, cached, type Dataset } from './index.js';
-import { expectData } from './test-assert.js';
+import { expectData } from './testing/assert.js';
 
 const root = resolve(new URL('../..', import.meta.url).pathname);
 const tmp = mkdtempSync(join(tmpdir(), 'shoal-csv-'));

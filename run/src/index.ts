@@ -9,5 +9,5 @@ export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJo
 export { sparkInput } from './worker/spark-input.js';
 export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';
 export { launch, pickRootCause, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
-export { parseRunArgs, USAGE } from './launcher/run-args.js';
+export { MAX_WORKERS, MAX_WORKERS_PER_CORE, parseRunArgs, parseRunCommand, RUN_COMMAND, type ParsedRun } from './launcher/run-args.js';
 export { psServerListenUrl, startPsServerActors, type PsLink, type PsServerActorsOptions } from './launcher/ps-servers.js';

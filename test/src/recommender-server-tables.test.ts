@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HybridSync, LocalSync, memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { HybridSync, LocalSync, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
 import { setupTfjs } from '@shoal/wrappers';
 import { buildTask, cleanRows, runTraining, synthesizeLog, SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig, type TrainResult } from '../../examples/recommender/dist/index.js';

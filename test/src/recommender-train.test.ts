@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LocalSync, memoryGroups, RingSync } from '@shoal/backends';
+import { LocalSync, RingSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs } from '@shoal/wrappers';
 import {
   BasketModel, buildTask, cleanRows, epochExamples, evaluate, historyLists, MostPopular, runTraining, synthesizeLog,

@@ -8,7 +8,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { actorEpoch, asText, TcpStore } from '@shoal/core';
+import { asText, TcpStore } from '@shoal/core';
+import { actorEpoch } from '@shoal/core/actor';
 
 const STORE = fileURLToPath(new URL('../../run/dist/launcher/spark-store.js', import.meta.url));
 
@@ -105,11 +106,11 @@ test('spark-store killed hard: its server actors exit on their own (IPC disconne
 test('spark-store rejects bad options with a clear message', async () => {
   const s = start(['--ps-servers', '2']);
   const code = await within(s.exited, 10_000, 'exit on bad options');
-  assert.is(code, 1);
+  assert.is(code, 2);
   assert.match(s.stderr(), /--ps-servers needs --workers N/);
   await s.url.catch(() => undefined);
   const t = start(['--port', 'x']);
-  assert.is(await within(t.exited, 10_000, 'exit on bad port'), 1);
+  assert.is(await within(t.exited, 10_000, 'exit on bad port'), 2);
   assert.match(t.stderr(), /--port must be an integer/);
   await t.url.catch(() => undefined);
 });

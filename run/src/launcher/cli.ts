@@ -2,39 +2,59 @@
 /**
  * `shoal`: the command-line launcher (like horovodrun / torchrun).
  *
- *   shoal run -n N [--threads] [--backend ring|ps|hybrid] [--servers K] [--ps-link ipc|tcp|shm]
- *             [--transport net|nng|shm] [--timeout-ms MS] [--job-timeout-s S] [--host ADDR] [--grace-ms MS]
- *             script.js [script args...]
+ *   shoal run -n N [options] script.js [script args...]      (`shoal run --help` lists the options)
+ *   shoal --version | --help
  *
- * `--threads` runs the workers as worker threads of the launcher's process (shm transport by default);
- * `--ps-link` picks how workers reach the ps servers (unix sockets by default, shm, or tcp for other hosts).
- *
- * Starts the rendezvous store and N worker processes of `script` on this host, streams their output prefixed
- * with the rank, and exits with 0 when all succeed. The first worker to fail stops the others; `shoal` then
- * prints the failing rank and its error and exits with that worker's code. Ctrl-C / SIGTERM stop every worker.
+ * Starts the rendezvous store and N worker processes (or threads) of `script` on this host, streams their output
+ * prefixed with the rank, and exits with 0 when all succeed. The first worker to fail stops the others; `shoal`
+ * then prints the failing rank and its error and exits with that worker's code. Ctrl-C / SIGTERM stop every
+ * worker. Mistakes on the command line are one line on stderr and exit code 2, with nothing started; any other
+ * error of the launcher itself is one line too (SHOAL_DEBUG=1 adds its stack trace).
  *
  * Scripts run as compiled JavaScript (`tsc` first); a `.ts` script runs through `node --import tsx` when tsx is
  * installed. Workers call `initWorker()` (from @shoal/run) to join the job.
  */
-import { launch, type LaunchOptions } from './launch.js';
-import { parseRunArgs, USAGE } from './run-args.js';
+import { createRequire } from 'node:module';
+import { helpText, parseCommand, runCommand, suggest, UsageError, type CommandSpec } from '../cli/command.js';
+import { launch } from './launch.js';
+import { parseRunCommand, RUN_COMMAND } from './run-args.js';
+
+const COMMANDS = { run: 'start N workers of a script on this host' } as const;
+
+const SHOAL_COMMAND = {
+  name: 'shoal',
+  synopsis: '<command> [options]',
+  description: `commands:\n${Object.entries(COMMANDS).map(([c, h]) => `  ${c.padEnd(8)}${h}`).join('\n')}\n\n\`shoal <command> --help\` describes a command.`,
+  positionals: 'command',
+  options: { version: { type: 'boolean', short: 'v', help: 'print the version and exit' } },
+} as const satisfies CommandSpec;
+
+function version(): string {
+  return (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+}
 
 async function main(argv: readonly string[]): Promise<number> {
-  if (argv[0] === '--help' || argv[0] === '-h' || argv.length === 0) {
-    process.stdout.write(`${USAGE}\n`);
+  const top = parseCommand(SHOAL_COMMAND, argv);
+  if (top.help || argv.length === 0) {
+    process.stdout.write(`${helpText(SHOAL_COMMAND)}\n`);
     return argv.length === 0 ? 2 : 0;
   }
-  if (argv[0] !== 'run') {
-    process.stderr.write(`shoal: unknown command ${JSON.stringify(argv[0])}\n${USAGE}\n`);
-    return 2;
+  if (top.values.version === true) {
+    process.stdout.write(`shoal ${version()}\n`);
+    return 0;
   }
-  let opts: LaunchOptions;
-  try {
-    opts = parseRunArgs(argv.slice(1));
-  } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n`);
-    return 2;
+  const cmd = top.script!;
+  if (!(cmd in COMMANDS)) {
+    const guess = suggest(cmd, Object.keys(COMMANDS));
+    throw new UsageError(`shoal: unknown command ${JSON.stringify(cmd)}${guess ? ` (did you mean ${guess}?)` : ''}; see shoal --help`);
   }
+  const parsed = parseRunCommand(top.scriptArgs);
+  if (parsed.help) {
+    process.stdout.write(`${helpText(RUN_COMMAND)}\n`);
+    return 0;
+  }
+  const opts = parsed.options;
+  for (const w of parsed.warnings) process.stderr.write(`${w}\n`);
   const ac = new AbortController();
   let signalled: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -65,10 +85,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return r.code;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e) => {
-    process.stderr.write(`shoal: ${(e as Error)?.stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+runCommand('shoal', () => main(process.argv.slice(2)));

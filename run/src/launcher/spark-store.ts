@@ -15,8 +15,25 @@
  * was killed), on SIGTERM/SIGINT, and when its parent pid changes (re-parented: the parent died without closing
  * the pipe); the parent also kills its process group (which holds the server actors too). It never outlives the task.
  */
-import { type ActorSupervisor, TcpStore, TcpStoreServer } from '@shoal/core';
+import { TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
+import { exitCodeOf, formatCommandError, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import { startPsServerActors } from './ps-servers.js';
+
+const STORE_COMMAND = {
+  name: 'spark-store',
+  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N] [--timeout-ms MS]',
+  description:
+    "The rendezvous store of a shoal job launched from Spark (started by python/shoal_spark on rank 0's task).\n" +
+    'Prints `SHOAL_STORE tcp://host:port` once bound; exits when stdin closes or its parent goes away.',
+  options: {
+    host: { type: 'string', arg: 'ADDR', help: 'address peers dial (default 127.0.0.1)' },
+    bind: { type: 'string', arg: 'IFACE', help: 'interface to bind (default: --host)' },
+    port: { type: 'string', arg: 'N', help: 'port (default 0: any free port)' },
+    'ps-servers': { type: 'string', arg: 'K', help: 'also start K parameter-server actors (ps and hybrid backends)' },
+    workers: { type: 'string', arg: 'N', help: 'the job size (needed with --ps-servers)' },
+    'timeout-ms': { type: 'string', arg: 'MS', help: 'network waits of the store client and the servers (default 60000)' },
+  },
+} as const satisfies CommandSpec;
 
 interface StoreArgs {
   host: string;
@@ -27,32 +44,29 @@ interface StoreArgs {
   timeoutMs: number;
 }
 
-function intArg(key: string, val: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const v = Number(val);
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`spark-store: ${key} must be an integer in ${min}..${max}, got ${val}`);
-  return v;
-}
-
-function parseArgs(argv: readonly string[]): StoreArgs {
-  const out: StoreArgs = { host: '127.0.0.1', bind: '', port: 0, psServers: 0, workers: 0, timeoutMs: 60_000 };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i];
-    const val = argv[i + 1];
-    if (val === undefined) throw new RangeError(`spark-store: ${key} needs a value`);
-    if (key === '--host') out.host = val;
-    else if (key === '--bind') out.bind = val;
-    else if (key === '--port') out.port = intArg(key, val, 0, 65535);
-    else if (key === '--ps-servers') out.psServers = intArg(key, val, 0);
-    else if (key === '--workers') out.workers = intArg(key, val, 1);
-    else if (key === '--timeout-ms') out.timeoutMs = intArg(key, val, 1);
-    else throw new RangeError(`spark-store: unknown option ${key} (expected --host, --bind, --port, --ps-servers, --workers, --timeout-ms)`);
+/** Parse the store entry's arguments; undefined for `--help` (printed). Throws `UsageError` naming the flag. */
+function parseStoreArgs(argv: readonly string[]): StoreArgs | undefined {
+  const { values: v, help } = parseCommand(STORE_COMMAND, argv);
+  if (help) {
+    process.stdout.write(`${helpText(STORE_COMMAND)}\n`);
+    return undefined;
   }
-  if (out.psServers > 0 && out.workers < 1) throw new RangeError('spark-store: --ps-servers needs --workers N (the job size)');
+  const name = STORE_COMMAND.name;
+  const out: StoreArgs = {
+    host: v.host ?? '127.0.0.1',
+    bind: v.bind ?? '',
+    port: v.port === undefined ? 0 : intOption(name, '--port', v.port, 0, 65535),
+    psServers: v['ps-servers'] === undefined ? 0 : intOption(name, '--ps-servers', v['ps-servers'], 0, 1024),
+    workers: v.workers === undefined ? 0 : intOption(name, '--workers', v.workers, 1, 1024),
+    timeoutMs: v['timeout-ms'] === undefined ? 60_000 : intOption(name, '--timeout-ms', v['timeout-ms'], 1),
+  };
+  if (out.psServers > 0 && out.workers < 1) throw new UsageError(`${name}: --ps-servers needs --workers N (the job size)`);
   return out;
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+async function main(): Promise<number | undefined> {
+  const args = parseStoreArgs(process.argv.slice(2));
+  if (args === undefined) return 0;
   // Bind where peers dial (the executor's address) unless told otherwise; loopback hosts stay loopback.
   const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host });
   let client: TcpStore | undefined;
@@ -100,9 +114,15 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM', 0));
   process.on('SIGINT', () => shutdown('SIGINT', 0));
   process.stdout.write(`SHOAL_STORE ${server.url}\n`);
+  return undefined; // serves until shutdown() exits the process
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`spark-store: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => {
+    if (code !== undefined) process.exit(code);
+  },
+  (e: unknown) => {
+    process.stderr.write(formatCommandError(STORE_COMMAND.name, e));
+    process.exit(exitCodeOf(e));
+  },
+);

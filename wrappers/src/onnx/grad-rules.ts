@@ -83,7 +83,6 @@ export const RULES: Record<string, GradRule> = {
   Log: (c) => [c.b.op('Div', [dy0(c), inp(c, 0)])],
   Sqrt: (c) => [c.b.op('Div', [dy0(c), c.b.op('Mul', [outName(c), c.b.f32(2)])])],
   Pow: (c) => {
-    if (c.need[1]) throw new UnsupportedGradient('the exponent of Pow must be a constant (gradient with respect to the exponent is not supported)');
     const pv = c.b.values.get(inp(c, 1));
     if (!pv || pv.length !== 1) throw new UnsupportedGradient('the exponent of Pow must be a scalar constant');
     const e = Number(pv[0]);

@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
+import { RingSync, type GradientSync } from '@shoal/backends';
 import { setupTfjs } from './runtime.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
 import { earlyStopping, learningRateScheduler, modelCheckpoint, reduceLROnPlateau } from './callbacks.js';
@@ -94,6 +95,15 @@ function offsets(t: Trainer): number[] {
   let o = 0;
   return t.model.weights.map((w) => ((o += w.read().size), o - w.read().size));
 }
+
+test('initialEpoch starts the epoch count there (no checkpoint)', async () => {
+  const t = new Trainer(base());
+  const seen: number[] = [];
+  const h = await t.fit(data.x, data.y, { epochs: 4, initialEpoch: 2, batchSize: 100, callbacks: { onEpochBegin: (e) => void seen.push(e) } });
+  assert.is(h.startEpoch, 2);
+  assert.equal(seen, [2, 3]);
+  assert.equal(h.epochs.map((e) => e.epoch), [2, 3]);
+});
 
 test('validationData as Keras [x, y] and validationFreq', async () => {
   const t = new Trainer(base());
@@ -277,6 +287,7 @@ test('options shoal does not support are errors naming them, never ignored', asy
   await rejects(() => new Trainer(base({ metrics: ['f1' as never] })).fit(data.x, data.y), /options.metrics entries .* got "f1"/);
   assert.throws(() => new Trainer({ ...base(), lr: 0.1 } as never), /options.lr is not a Trainer option/);
   assert.throws(() => tensorBoard('/tmp/tb', { histogramFreq: 1 } as never), /histogramFreq is not supported/);
+  await rejects(() => t.fit(data.x, data.y, { callbacks: tensorBoard('/dev/null/logs') }), /bad config tensorBoard logdir: \/dev\/null\/logs cannot be created/);
   assert.throws(() => earlyStopping({ patiance: 2 } as never), /earlyStopping option patiance is not supported/);
 });
 

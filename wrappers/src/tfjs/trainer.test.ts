@@ -8,7 +8,8 @@ import { setupTfjs } from './runtime.js';
 import { Trainer } from './trainer.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { epochOrder, rankBatchRows } from './data.js';
-import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
+import { RingSync, type GradientSync } from '@shoal/backends';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
@@ -151,6 +152,20 @@ test('step checkpoints (everySteps): a run killed mid-epoch resumes from the las
     // The resumed epoch's logs include the steps done before the failure (their running sums are checkpointed).
     assert.is(h.epochs[0]!.loss, hFull.epochs[1]!.loss);
     assert.is(h.epochs[1]!.accuracy, hFull.epochs[2]!.accuracy);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a step checkpoint due at the last step of an epoch is written even when the epoch is not', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-edge-'));
+  try {
+    const t = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    // 8 steps per epoch, everySteps 8, everyEpochs 3: step 8 ends epoch 0.
+    await rejects(() => t.fit(toy(128), { epochs: 3, batchSize: 16, checkpoint: { dir, everySteps: 8, everyEpochs: 3 }, callbacks: { onEpochEnd: (e) => { if (e === 1) throw new Error('stop'); } } }), /stop/);
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.step, 16);
+    assert.is(st!.epoch, 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

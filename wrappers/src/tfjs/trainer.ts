@@ -2,7 +2,9 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import type { TrainingData } from '@shoal/datasets';
-import type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
+import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
+
+export type { EpochRecord, History } from './callbacks.js';
 import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
@@ -49,21 +51,6 @@ export interface TrainerOptions {
   verbose?: 0 | 1;
 }
 const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose'];
-
-export interface EpochRecord extends Logs {
-  epoch: number;
-  seconds: number;
-  samplesPerSec: number;
-  /** The optimizer's learning rate at the end of the epoch. */
-  learningRate: number;
-}
-export interface History {
-  epochs: EpochRecord[];
-  /** Epoch training started at (> 0 after a resume or with `initialEpoch`). */
-  startEpoch: number;
-  /** True when a callback stopped training (`model.stopTraining`) before the last epoch. */
-  stopped: boolean;
-}
 
 /** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
 interface TfjsCallbackHooks {
@@ -398,7 +385,10 @@ export class Trainer implements CallbackTrainer {
       if (bar) bar.end(step, logs, total * this.size);
       this.lastEpoch_ = { ...logs, epoch, seconds, samplesPerSec, learningRate: this.learningRate };
       history.epochs.push(this.lastEpoch_);
-      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop)) {
+      // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
+      const stepsDue = ckpt?.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
+      const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
+      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue || secondsDue)) {
         await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
         lastSave = performance.now();
       }

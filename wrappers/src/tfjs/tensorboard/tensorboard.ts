@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Errors } from '@shoal/core';
 import type { Callbacks, CallbackTrainer, Logs } from '../callbacks.js';
@@ -75,6 +76,12 @@ export class TensorBoardCallback implements Callbacks {
 
   onTrainBegin(): void {
     if (!this.trainer) throw Errors.state('tensorBoard callback used without a Trainer');
+    // Fail at the start, naming the folder, rather than when the first buffered events are written.
+    try {
+      mkdirSync(this.logdir, { recursive: true });
+    } catch (e) {
+      throw Errors.config('tensorBoard logdir', `${this.logdir} cannot be created: ${(e as Error).message}`);
+    }
     if (this.perRank && this.systemIntervalMs > 0 && !this.sampler) {
       this.sampler = new SystemSampler((s) => this.writeSystem(s), this.systemIntervalMs);
       this.sampler.start();
