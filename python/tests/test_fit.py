@@ -44,8 +44,7 @@ def test_fit_on_ml_vectors_equals_shoal_run_data_on_the_written_parquet(digits_v
 
     out = str(tmp_path / "digits.parquet")
     digits_vec.select(vector_to_array("pixels", "float32").alias("pixels"), "label").write.parquet(out)
-    env = dict(os.environ, SHOAL_DATA=out)
-    p = subprocess.run(["node", "run/dist/launcher/cli.js", "run", "-n", "2", WORKER, "--epochs", "3"], cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    p = subprocess.run(["node", "run/dist/launcher/cli.js", "run", "-n", "2", "--data", out, WORKER, "--epochs", "3"], cwd=repo, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     ref = json.loads(next(ln for ln in p.stdout.splitlines() if "SHOAL_RESULT " in ln).split("SHOAL_RESULT ", 1)[1])
     diff = max(abs(a - b) for a, b in zip(res.result["weights"], ref["weights"]))
