@@ -8,7 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 missing=()
-for pkg in libnng-dev nng-utils; do
+# python3-torch (Debian's CPU build, ~190 MB, ~40 s): the ONNX-training tests regenerate their PyTorch fixtures
+# and compare gradients live, and `npm run bench -- onnx` times PyTorch as an anchor.
+for pkg in libnng-dev nng-utils python3-torch; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

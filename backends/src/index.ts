@@ -40,3 +40,5 @@ export {
   type HierarchicalGroup,
   type HierarchicalGroupOptions,
 } from './ring/allreduce-hierarchical.js';
+// Per-job telemetry the Trainer's TensorBoard callback reads from its engine
+export { attachJobTelemetry, jobTelemetryOf, type JobTelemetry } from './job-telemetry.js';

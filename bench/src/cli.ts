@@ -20,6 +20,8 @@ const suites: Record<string, () => Promise<Suite>> = {
   train: () => import('./train.js'),
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
+  tensorboard: () => import('./tensorboard.js'),
+  cluster: () => import('./cluster.js'),
 };
 
 const BENCH = {

@@ -91,20 +91,33 @@ export async function runRing(
 /** Parameter servers (`numServers` shards) on `serverHost`, workers on `workerHosts`; exact checks over `rounds`. */
 export async function runPs(
   c: NetnsCluster,
-  o: { serverHost: number; workerHosts: readonly number[]; numServers: number; bytes: number; rounds: number; timeoutMs?: number },
+  o: { serverHost: number; workerHosts: readonly number[]; numServers: number; bytes: number; rounds: number; warmup?: number; timeoutMs?: number },
 ): Promise<Record<string, unknown>[]> {
-  const timeoutMs = o.timeoutMs ?? 20_000;
-  const store = await startStore(c, o.serverHost);
-  const numWorkers = o.workerHosts.length;
-  const server = startRank(c, o.serverHost, { role: 'ps-server', store: store.url, address: c.hosts[o.serverHost]!.address, numServers: o.numServers, numWorkers, timeoutMs });
+  const { store, stop } = await startPsServersOn(c, o.serverHost, o.numServers, o.workerHosts.length, 'sgd', o.timeoutMs);
   try {
-    await server.wait((l) => l.ready === true, 30_000, 'ps servers');
-    const workers = o.workerHosts.map((h, rank) => startRank(c, h, { role: 'ps-worker', rank, numWorkers, numServers: o.numServers, store: store.url, bytes: o.bytes, rounds: o.rounds, timeoutMs }));
+    const numWorkers = o.workerHosts.length;
+    const workers = o.workerHosts.map((h, rank) => startRank(c, h, { role: 'ps-worker', rank, numWorkers, numServers: o.numServers, store, bytes: o.bytes, rounds: o.rounds, warmup: o.warmup, timeoutMs: o.timeoutMs ?? 20_000 }));
     await allExit(workers, 90_000, 'ps workers');
     return workers.map((w) => w.lines.find((l) => l.ok === true)!);
   } finally {
+    await stop();
+  }
+}
+
+/** A store and `numServers` ps shards on `host` (all shards in one process); `store` is the store's URL. */
+export async function startPsServersOn(c: NetnsCluster, host: number, numServers: number, numWorkers: number, updater: 'sgd' | 'assign', timeoutMs = 20_000): Promise<{ store: string; stop: () => Promise<void> }> {
+  const store = await startStore(c, host);
+  const server = startRank(c, host, { role: 'ps-server', store: store.url, address: c.hosts[host]!.address, numServers, numWorkers, timeoutMs, updater });
+  const stop = async () => {
     server.child.kill('SIGKILL');
     await server.exited;
     await store.stop();
+  };
+  try {
+    await server.wait((l) => l.ready === true, 30_000, 'ps servers');
+  } catch (e) {
+    await stop();
+    throw e;
   }
+  return { store: store.url, stop };
 }

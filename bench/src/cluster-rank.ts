@@ -9,11 +9,13 @@
  *   1, 7, 1000, 65 537, 1 MiB) and a float64 mean, prints `{"ok", "hosts", "localRanks", "leader"}`; with
  *   `linkBytes` set it then prints `{"ready":"link"}`, waits for a line on stdin (the driver reads the link
  *   counters), allreduces `linkBytes` once (verified) and prints `{"done":"link"}`.
- * - `ps-server`: `numServers` KVServer shards in this process (sync, SGD with lr 2^-10), listening on the host's
- *   address; prints `{"ready":true}` and serves until killed.
- * - `ps-worker`: a KVWorker (values in messages: the servers are on another host) pushing `rounds` rounds of a
- *   dense key of `bytes` (8 layers) and a 1-element key, checking the weights exactly; prints
- *   `{"ok", "sharedCalls", "bytesSent", "bytesReceived"}`.
+ * - `ps-server`: `numServers` KVServer shards in this process (sync, SGD with lr 2^-10, or `updater: 'assign'` as
+ *   `shoal run` starts them for PsSync), listening on the host's address; prints `{"ready":true}` and serves
+ *   until killed.
+ * - `ps-worker`: a KVWorker (values in messages: the servers are on another host) pushing `warmup` + `rounds`
+ *   rounds of a dense key of `bytes` (8 layers) and a 1-element key, checking the weights exactly after every
+ *   round (outside the timed push-pull); prints `{"ok", "sharedCalls", "bytesSent", "bytesReceived", "rounds",
+ *   "p50_us", "avg_us", "rounds_per_s"}` (times of the timed rounds' push-pulls).
  */
 import { createInterface } from 'node:readline';
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShoalError, TcpStore, TcpStoreServer, type NumericArray, type Transport } from '@shoal/core';
@@ -23,8 +25,8 @@ import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
 export type RankJob =
   | { role: 'store'; address: string }
   | { role: 'ring'; rank: number; size: number; store: string; address: string; transport: 'net' | 'nng'; topology: 'flat' | 'hierarchical'; timeoutMs: number; linkBytes?: number }
-  | { role: 'ps-server'; store: string; address: string; numServers: number; numWorkers: number; timeoutMs: number }
-  | { role: 'ps-worker'; rank: number; numWorkers: number; numServers: number; store: string; bytes: number; rounds: number; timeoutMs: number };
+  | { role: 'ps-server'; store: string; address: string; numServers: number; numWorkers: number; timeoutMs: number; updater?: 'sgd' | 'assign' }
+  | { role: 'ps-worker'; rank: number; numWorkers: number; numServers: number; store: string; bytes: number; rounds: number; warmup?: number; timeoutMs: number };
 
 export const PS_LR = 2 ** -10;
 const say = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -110,7 +112,8 @@ async function psServer(j: Extract<RankJob, { role: 'ps-server' }>): Promise<voi
     numServers: j.numServers,
     numWorkers: j.numWorkers,
     mode: 'sync',
-    updater: { type: 'sgd', lr: PS_LR },
+    // 'assign': the servers sum and the workers' optimizer applies (what `shoal run --backend ps` starts)
+    updater: j.updater === 'assign' ? { type: 'assign' } : { type: 'sgd', lr: PS_LR },
     timeoutMs: j.timeoutMs,
   });
   say({ ready: true });
@@ -130,14 +133,20 @@ async function psWorker(j: Extract<RankJob, { role: 'ps-worker' }>): Promise<voi
     const grads = sizes.map((n) => new Float32Array(n).fill(j.rank + 1));
     const outs = sizes.map((n) => new Float32Array(n));
     const gsum = (j.numWorkers * (j.numWorkers + 1)) / 2;
-    for (let r = 1; r <= j.rounds; r++) {
+    const warmup = j.warmup ?? 0;
+    const times: number[] = [];
+    for (let r = 1; r <= warmup + j.rounds; r++) {
+      const t0 = performance.now();
       await kv.pushPull(keys, grads, outs);
+      if (r > warmup) times.push((performance.now() - t0) * 1000);
       const want = Math.fround(-PS_LR * gsum * r);
       outs.forEach((o, k) => {
         for (let i = 0; i < o.length; i++) if (o[i] !== want) throw new Error(`rank ${j.rank}: round ${r} ${keys[k]}[${i}] = ${o[i]}, want ${want}`);
       });
     }
-    say({ ok: true, rank: j.rank, ...kv.stats() });
+    times.sort((a, b) => a - b);
+    const avg = times.reduce((a, b) => a + b, 0) / times.length;
+    say({ ok: true, rank: j.rank, ...kv.stats(), rounds: times.length, p50_us: times[Math.ceil(times.length / 2) - 1], avg_us: avg, rounds_per_s: 1e6 / avg });
   } finally {
     await kv.close();
     await transport.close?.();

@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
 import { jsonLines } from './json-lines.js';
@@ -31,7 +31,7 @@ async function measureMbit(c: NetnsCluster, from: number, to: number, bytes: num
 if (why) {
   test(`namespace cluster (skipped: ${why})`, () => console.log(`  skipped: ${why}`));
 } else {
-  test('2 hosts: own hostname, shoal host id and /dev/shm; one id per host; no route out', async () => {
+  test('2 hosts: own hostname, shoal host id and /dev/shm; one id per host; names resolve; no route out', async () => {
     const before = rootLinks();
     const c = await NetnsCluster.start({ hosts: 2 });
     try {
@@ -45,6 +45,9 @@ if (why) {
       assert.ok(!existsSync(name), 'host 0 /dev/shm is not the caller\'s');
       assert.is((await c.exec(1, 'ls', ['/dev/shm'])).includes(`cluster-test-${c.id}`), false, 'host 1 does not see host 0 /dev/shm');
       assert.ok((await c.exec(0, 'ls', ['/dev/shm'])).includes(`cluster-test-${c.id}`), 'host 0 sees its own file');
+      const resolved = await c.exec(1, 'getent', ['hosts', c.hosts[0]!.hostname]);
+      assert.match(resolved, c.hosts[0]!.address, 'host 1 resolves host 0 by name');
+      assert.not.match(readFileSync('/etc/hosts', 'utf8'), c.hosts[0]!.hostname, 'the caller\'s /etc/hosts is untouched');
       const routes = await c.exec(0, 'ip', ['route', 'show']);
       assert.not.match(routes, /default/, `no default route: ${routes}`);
       assert.equal(rootLinks(), before, 'no link appears in the caller\'s namespace');

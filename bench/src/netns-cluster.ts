@@ -3,7 +3,8 @@
  *
  * Each host is a process (`sleep`, the holder) that owns a fresh network, UTS and mount namespace: its own
  * hostname, its own `/dev/shm` (a tmpfs mounted in its mount namespace, so same-host shared memory stops at the
- * host's edge) and one `eth0` with address `<subnet>.<i+1>/24`. A further namespace, the switch, holds a bridge
+ * host's edge), an `/etc/hosts` naming every host of the cluster (bind-mounted from that tmpfs) and one `eth0`
+ * with address `<subnet>.<i+1>/24`. A further namespace, the switch, holds a bridge
  * and the other end of every host's veth pair. Nothing is created in the caller's namespaces: no bridge, no
  * veth, no address, no route, no `ip netns` bind mount. A namespace lives as long as a process inside it, so
  * tear-down is "kill every process in our namespaces"; the kernel then deletes the links, the bridge and the
@@ -225,12 +226,18 @@ export class NetnsCluster {
         `ip addr add ${host.address}/24 dev eth0`,
       ].join(' && '));
     }
+    // Every host resolves every hostname (JVMs and gloo look their own up): an /etc/hosts of the cluster, kept in
+    // the host's own /dev/shm and bind-mounted in its mount namespace, so it goes away with the namespace.
+    const hostsFile = ['127.0.0.1 localhost', '::1 localhost ip6-localhost', ...this.hosts.map((h) => `${h.address} ${h.hostname}`), ''].join('\n');
+    for (const h of this.hosts) {
+      await this.inNs(h.pid, ['--mount'], 'printf "%s" "$SHOAL_CLUSTER_HOSTS" > /dev/shm/.shoal-cluster-hosts && mount --bind /dev/shm/.shoal-cluster-hosts /etc/hosts', { SHOAL_CLUSTER_HOSTS: hostsFile });
+    }
     if (this.rate !== undefined) await this.setRate(this.rate);
   }
 
-  private async inNs(pid: number, ns: string[], script: string): Promise<string> {
+  private async inNs(pid: number, ns: string[], script: string, env: Record<string, string> = {}): Promise<string> {
     try {
-      const { stdout } = await execFileP('nsenter', ['-t', String(pid), ...ns, '--', 'sh', '-c', script], { timeout: 20_000 });
+      const { stdout } = await execFileP('nsenter', ['-t', String(pid), ...ns, '--', 'sh', '-c', script], { timeout: 20_000, env: { ...process.env, ...env } });
       return stdout;
     } catch (e) {
       const err = e as { stderr?: string; message: string };

@@ -157,6 +157,6 @@ gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
       }),
     ),
   );
-}, { sizes: [1, 3] }).run();
+}, { sizes: [1, 3], collectiveOrder: true }).run();
 
 test.run();

@@ -355,6 +355,6 @@ gradientSyncCompliance('ps (memory transport, 2 servers)', async (size) => {
       }),
     ),
   );
-}).run();
+}, { collectiveOrder: true }).run();
 
 test.run();

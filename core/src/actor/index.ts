@@ -7,3 +7,4 @@ export { ActorClient, type ActorHandle, type ActorMethods, type ConnectActorOpti
 export { hostActor, type ActorContext, type ActorHostSpec, type ActorLifecycle } from './actor-host.js';
 export { ActorSupervisor, type ActorExit, type SpawnActorOptions } from './spawn.js';
 export { ACTOR_SHM_RING_BYTES, netRemote, shmRemote } from './net-remote.js';
+export { arg, checkArgs, remoteMethods, remoteSpecOf, type ArgCheck, type RemoteSpec } from './remote.js';

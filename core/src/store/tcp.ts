@@ -14,8 +14,9 @@
  */
 import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
-import { boundedTimeout } from '../util.js';
-import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC, parseNetUrl } from '../transport/net.js';
+import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
+import { parseNetUrl } from '../transport/url.js';
+import { maybeTimer } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
 
@@ -89,11 +90,6 @@ interface Waiter {
   /** Key whose value is returned (get), or undefined (wait). */
   getKey: string | undefined;
   timer: NodeJS.Timeout | undefined;
-}
-
-/** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
-function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
-  return boundedTimeout(fn, ms);
 }
 
 interface ServerClient {

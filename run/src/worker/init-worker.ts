@@ -1,6 +1,41 @@
-import { connectHierarchical, connectHierarchicalIfHelpful, discoverHosts, HybridSync, LocalSync, PsSync, RingSync, ShmCollective, shmCollectiveAvailable, type GradientSync, type HierarchicalGroup, type RingSyncOptions } from '@shoal/backends';
-import { connectGroup, createNetTransport, Errors, parseWorkerOptions, shmTransport, type Connection, type IoOptions, type Listener, type Store, type Transport, type WorkerOptions } from '@shoal/core';
+import {
+  attachJobTelemetry,
+  connectHierarchical,
+  connectHierarchicalIfHelpful,
+  discoverHosts,
+  HybridSync,
+  LocalSync,
+  PsSync,
+  RingSync,
+  ShmCollective,
+  shmCollectiveAvailable,
+  type GradientSync,
+  type HierarchicalGroup,
+  type JobTelemetry,
+  type RingSyncOptions,
+} from '@shoal/backends';
+import {
+  connectGroup,
+  createNetTransport,
+  Errors,
+  parseWorkerOptions,
+  shmTransport,
+  type Connection,
+  type IoOptions,
+  type Listener,
+  type Store,
+  type Transport,
+  type WorkerOptions,
+} from '@shoal/core';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+
+/** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
+export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
+  const logdir = env.SHOAL_LOGDIR;
+  if (logdir === undefined || logdir === '') return undefined;
+  if (logdir.includes('\0')) throw Errors.config('SHOAL_LOGDIR', 'contains a NUL byte');
+  return { logdir };
+}
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
@@ -41,6 +76,8 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
+  readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -61,14 +98,16 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     init.options ??
     (init.env === undefined ? threadWorkerOptions() : undefined) ??
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
+  const telemetry = parseJobTelemetry(env);
   const sameHost = init.ring?.sameHost ?? 'shm-collective';
   if (sameHost !== 'shm-collective' && sameHost !== 'transport') throw Errors.invalidArg('options.ring.sameHost', `must be shm-collective|transport, got ${String(sameHost)}`);
   const psShared = init.ps?.sharedMemory;
   if (psShared !== undefined && typeof psShared !== 'boolean') throw Errors.invalidArg('options.ps.sharedMemory', `must be true or false, got ${JSON.stringify(psShared)}`);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
+    attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
+    return { options, sync, store: job.store, job, ...(telemetry ? { telemetry } : {}), close: async () => (await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
@@ -159,12 +198,14 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     await job.close();
     throw e;
   }
+  attachJobTelemetry(sync, telemetry);
   let closed = false;
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       if (closed) return;
       closed = true;
