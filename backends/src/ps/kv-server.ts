@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { currentCaller, Errors, externalRef, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
+import { currentCaller, externalRef } from '@shoal/core/actor';
+import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
 import { PS_REMOTE, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { Errors, requireNativeAddon, ShoalError, type NumericArray, type ReduceOp, type Store, asText, DEFAULT_TIMEOUT_MS, deferred, MAX_TIMER_MS, type Deferred } from '@shoal/core';
+import { Errors, ShoalError, type NumericArray, type ReduceOp, type Store, asText, DEFAULT_TIMEOUT_MS } from '@shoal/core';
+import { requireNativeAddon } from '@shoal/core/kernels';
+import { deferred, MAX_TIMER_MS, type Deferred } from '@shoal/core/util';
 
 /**
  * Same-host collectives over one shared segment (core/native/shmcoll; DeepSpeed's and oneCCL's CPU shm

@@ -3,12 +3,14 @@ import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
-import { constants, tmpdir } from 'node:os';
+import { constants, hostname, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
 
 const osSignals = constants.signals as Record<string, number>;
-import { Errors, TcpStore, TcpStoreServer, removeStaleSegments, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
+import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
+import { removeStaleSegments } from '@shoal/core/transport';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
+import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
@@ -29,8 +31,19 @@ export interface LaunchOptions {
   backend?: 'ring' | 'ps' | 'hybrid';
   /** Parameter-server shards for ps/hybrid (SHOAL_SERVERS). */
   servers?: number;
-  /** Transport between the workers. Default shm (every worker of a local launch shares this host). */
+  /**
+   * Transport between the workers. Default shm (every worker of a local launch shares this host); nng when
+   * `hosts` spans several hosts (chosen from the cluster bench: bench/README.md, "cluster").
+   */
   transport?: 'net' | 'nng' | 'shm';
+  /**
+   * Several hosts (`--hosts h1:2,h2:2`, `--hostfile`): ranks fill them in order; the ranks of this host start
+   * directly, the others through `rsh`. Every host needs the same paths (node, the script, the working
+   * directory), as with horovodrun. Not with `threads`.
+   */
+  hosts?: readonly HostSlots[];
+  /** Remote shell for `hosts`: the host name and the command line are appended. Default `ssh -o BatchMode=yes`. */
+  rsh?: readonly string[];
   /**
    * How workers reach the parameter servers (ps/hybrid): `shm` (shared memory, same host; the default), `ipc`
    * (unix sockets, same host) or `tcp` on `host` (what a multi-host setup needs).
@@ -40,7 +53,10 @@ export interface LaunchOptions {
   timeoutMs?: number;
   /** Stop everything and fail if the job runs longer than this. Default: no limit. */
   jobTimeoutMs?: number;
-  /** Address workers listen on and peers dial (SHOAL_HOST). Default 127.0.0.1. */
+  /**
+   * Address workers listen on and peers dial (SHOAL_HOST), and the store's. Default 127.0.0.1; with `hosts`,
+   * each worker gets its host's name from the list and the store listens on the first host of this machine.
+   */
   host?: string;
   jobId?: string;
   /** Extra environment for every worker (on top of this process's environment). */
@@ -144,12 +160,25 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
-  // Every worker of `shoal run` is on this host: shared memory is the default for both links, chosen by the
-  // figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small ps
-  // rounds 2.5x faster than unix sockets). net/nng remain for multi-host jobs.
-  const transport = options.transport ?? 'shm';
-  const psLink = options.psLink ?? 'shm';
-  const host = options.host ?? '127.0.0.1';
+  const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
+  const multiHost = placement !== undefined && (new Set(placement.map((p) => p.host)).size > 1 || !isLocalHost(placement[0]!.host));
+  if (multiHost && threads) throw Errors.config('threads', 'worker threads run on this host only: drop --threads or --hosts');
+  const localHost = options.hosts?.find((h) => isLocalHost(h.host))?.host;
+  if (multiHost && localHost !== undefined && ['localhost', '127.0.0.1', '::1'].includes(localHost)) {
+    throw Errors.config('hosts', `name this host by a name or address the other hosts can reach, not ${localHost}`);
+  }
+  const rsh = options.rsh ?? ['ssh', '-o', 'BatchMode=yes'];
+  if (rsh.length === 0) throw Errors.config('rsh', 'is empty');
+  // Every worker of a local `shoal run` is on this host: shared memory is the default for both links, chosen by
+  // the figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small
+  // ps rounds 2.5x faster than unix sockets). Across hosts nng (the cluster bench: level with net on a full
+  // 1 Gbit/s link, 2-3x net at 16-64 MiB when the CPU is the limit) and tcp to the servers.
+  const transport = options.transport ?? (multiHost ? 'nng' : 'shm');
+  const psLink = options.psLink ?? (multiHost ? 'tcp' : 'shm');
+  if (multiHost && (transport === 'shm' || psLink !== 'tcp')) throw Errors.config('transport', `ranks on several hosts need --transport net|nng and --ps-link tcp (got ${transport}, ${psLink})`);
+  // The store (and the ps servers) listen here: with several hosts, on this machine's entry of the list (or its
+  // hostname, when the launcher's host runs no rank), which every host can reach.
+  const host = options.host ?? (multiHost ? (localHost ?? hostname()) : '127.0.0.1');
   const graceMs = options.graceMs ?? 3000;
   const out = options.stdout ?? process.stdout;
   const errOut = options.stderr ?? process.stderr;
@@ -288,22 +317,31 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       workers.push(w);
     }
     for (let rank = 0; rank < n && !threads; rank++) {
-      const env: Record<string, string> = {
-        ...(process.env as Record<string, string>),
-        ...(options.env ?? {}),
+      const at = placement?.[rank];
+      const shoalEnv: Record<string, string> = {
         SHOAL_RANK: String(rank),
         SHOAL_WORLD_SIZE: String(n),
-        SHOAL_LOCAL_RANK: String(rank),
+        SHOAL_LOCAL_RANK: String(at?.localRank ?? rank),
         SHOAL_STORE: store.url,
         SHOAL_JOB_ID: jobId,
         SHOAL_TRANSPORT: transport,
         SHOAL_BACKEND: backend,
         SHOAL_SERVERS: String(servers),
         SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
-        SHOAL_HOST: host,
-        SHOAL_PARENT_PID: String(process.pid),
+        SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
       };
-      const child = spawn(process.execPath, argv, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const child =
+        at !== undefined && !isLocalHost(at.host)
+          ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])], {
+              stdio: ['pipe', 'pipe', 'pipe'],
+              detached: true,
+            })
+          : spawn(process.execPath, argv, {
+              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid) },
+              stdio: ['pipe', 'pipe', 'pipe'],
+              detached: true,
+            });
       const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {

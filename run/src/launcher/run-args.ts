@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { choiceOption, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import type { LaunchOptions } from './launch.js';
+import { parseHostfile, parseHosts, placeRanks, type HostSlots } from './hosts.js';
 
 /** Workers per core `shoal run` starts without `--oversubscribe`. */
 export const MAX_WORKERS_PER_CORE = 4;
@@ -28,6 +30,9 @@ export const RUN_COMMAND = {
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
     oversubscribe: { type: 'boolean', help: `allow more than ${MAX_WORKERS_PER_CORE} workers per core (up to ${MAX_WORKERS})` },
+    hosts: { type: 'string', short: 'H', arg: 'H1:S,H2:S', help: "ranks fill these hosts in order (host:slots, as horovodrun -H); other hosts' ranks start through --rsh; transport nng and ps link tcp by default" },
+    hostfile: { type: 'string', arg: 'FILE', help: "the hosts from a file: one 'host slots=N' (or host:N) per line, # comments" },
+    rsh: { type: 'string', arg: 'CMD', help: "remote shell for the other hosts' ranks; the host and the command are appended (default 'ssh -o BatchMode=yes')" },
   },
   epilog:
     'Everything after the script goes to the script, as with horovodrun and torchrun. One of the options above\n' +
@@ -57,7 +62,9 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (p.help) return { help: true, options: { script: '', numWorkers: 0 }, warnings: [] };
   if (v['num-workers'] === undefined) throw new UsageError(`${name}: -n N is required (the number of workers); see ${name} --help`);
   const n = intOption(name, '-n', v['num-workers'], 1, MAX_WORKERS);
-  const cores = env.cores ?? availableParallelism();
+  const hosts = hostsOption(v.hosts, v.hostfile, n);
+  // with --hosts the cores that bound -n are the hosts' slots, not this machine's
+  const cores = hosts ? Number.POSITIVE_INFINITY : (env.cores ?? availableParallelism());
   const warnings: string[] = [];
   if (n > MAX_WORKERS_PER_CORE * cores && v.oversubscribe !== true) {
     throw new UsageError(`${name}: -n ${n} is more than ${MAX_WORKERS_PER_CORE} workers per core on this host's ${cores} core(s); pass --oversubscribe to start them anyway`);
@@ -74,7 +81,36 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, 2 ** 31 / 1000) * 1000;
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
+  if (hosts) o.hosts = hosts;
+  if (v.rsh !== undefined) {
+    o.rsh = v.rsh.split(/\s+/).filter((x) => x !== '');
+    if (o.rsh.length === 0) throw new UsageError(`${name}: --rsh needs a command`);
+  }
   return { help: false, options: o, warnings };
+}
+
+/** `--hosts` or `--hostfile` (not both), with enough slots for `n` ranks; undefined when neither is given. */
+function hostsOption(spec: string | undefined, file: string | undefined, n: number): HostSlots[] | undefined {
+  const name = RUN_COMMAND.name;
+  if (spec !== undefined && file !== undefined) throw new UsageError(`${name}: give --hosts or --hostfile, not both`);
+  if (spec === undefined && file === undefined) return undefined;
+  try {
+    let hosts: HostSlots[];
+    if (spec !== undefined) hosts = parseHosts(spec, '--hosts');
+    else {
+      let text: string;
+      try {
+        text = readFileSync(file!, 'utf8');
+      } catch (e) {
+        throw new UsageError(`--hostfile ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      hosts = parseHostfile(text, file!);
+    }
+    placeRanks(hosts, n); // enough slots, checked before anything starts
+    return hosts;
+  } catch (e) {
+    throw new UsageError(`${name}: ${(e as Error).message}`);
+  }
 }
 
 /** Parse the arguments after `shoal run` (see `parseRunCommand`); `--help` is a `UsageError` here. */

@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RingSync } from '@shoal/backends';
-import { listSegments, TcpStoreServer, type WorkerOptions } from '@shoal/core';
+import { TcpStoreServer, type WorkerOptions } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 import { initWorker, type WorkerHandle } from './init-worker.js';
 
 /**

@@ -2,9 +2,23 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { Errors } from '@shoal/core';
 import type { BridgeStats } from './gradient-bridge.js';
 import type { LearningRateSchedule } from './schedules.js';
-import type { History } from './trainer.js';
 
 export type Logs = Record<string, number>;
+
+export interface EpochRecord extends Logs {
+  epoch: number;
+  seconds: number;
+  samplesPerSec: number;
+  /** The optimizer's learning rate at the end of the epoch. */
+  learningRate: number;
+}
+export interface History {
+  epochs: EpochRecord[];
+  /** Epoch training started at (> 0 after a resume or with `initialEpoch`). */
+  startEpoch: number;
+  /** True when a callback stopped training (`model.stopTraining`) before the last epoch. */
+  stopped: boolean;
+}
 
 /** What a callback sees of the trainer (set through `setTrainer` before `onTrainBegin`). */
 export interface CallbackTrainer {

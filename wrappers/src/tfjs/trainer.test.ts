@@ -8,7 +8,8 @@ import { setupTfjs } from './runtime.js';
 import { Trainer } from './trainer.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { epochOrder, rankBatchRows } from './data.js';
-import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
+import { RingSync, type GradientSync } from '@shoal/backends';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;

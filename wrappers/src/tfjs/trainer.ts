@@ -1,7 +1,9 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
+import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
+
+export type { EpochRecord, History } from './callbacks.js';
 import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
@@ -48,21 +50,6 @@ export interface TrainerOptions {
   verbose?: 0 | 1;
 }
 const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose'];
-
-export interface EpochRecord extends Logs {
-  epoch: number;
-  seconds: number;
-  samplesPerSec: number;
-  /** The optimizer's learning rate at the end of the epoch. */
-  learningRate: number;
-}
-export interface History {
-  epochs: EpochRecord[];
-  /** Epoch training started at (> 0 after a resume or with `initialEpoch`). */
-  startEpoch: number;
-  /** True when a callback stopped training (`model.stopTraining`) before the last epoch. */
-  stopped: boolean;
-}
 
 /** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
 interface TfjsCallbackHooks {

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { DenseTensor, GradientSync, RowSparseTensor } from './api.js';
+import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 
 /**
  * The GradientSync compliance suite (libp2p's habit: one suite per interface, run against every engine).
