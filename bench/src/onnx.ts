@@ -14,9 +14,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { memoryGroups } from '@shoal/backends/testing';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { LocalSync, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs } from '@shoal/wrappers';
 import { launch } from '@shoal/run';
 import { Writable } from 'node:stream';
@@ -44,11 +44,26 @@ async function ring(n: number): Promise<GradientSync[]> {
   return (await memoryGroups(n, { timeoutMs: 60_000 })).map((g) => new RingSync(g));
 }
 
+export const command = {
+  name: 'bench onnx',
+  synopsis: '[options]',
+  description: 'ONNX training step time and 2-worker samples/s against tfjs-wasm and PyTorch CPU',
+  options: {
+    'steps': { type: 'string', arg: 'N', help: 'timed steps (default 30)' },
+    'warmup': { type: 'string', arg: 'N', help: 'warm-up steps (default 5)' },
+    'threads': { type: 'string', arg: 'N', help: 'threads for ORT and PyTorch (default 1)' },
+    'no-anchor': { type: 'boolean', help: 'drop the PyTorch timings' },
+    'no-launch': { type: 'boolean', help: 'skip the shoal run (separate processes) rows' },
+    'out': { type: 'string', arg: 'FILE', help: `results file (default ${RESULTS})` },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const { values: o } = parseArgs({ args, options: { steps: { type: 'string', default: '30' }, warmup: { type: 'string', default: '5' }, threads: { type: 'string', default: '1' }, 'no-anchor': { type: 'boolean', default: false }, 'no-launch': { type: 'boolean', default: false }, out: { type: 'string', default: RESULTS } } });
-  const steps = Number(o.steps);
-  const warmup = Number(o.warmup);
-  const threads = Number(o.threads);
+  const parsed = parseCommand(command, args).values;
+  const o = { ...parsed, 'no-anchor': parsed['no-anchor'] ?? false, 'no-launch': parsed['no-launch'] ?? false, out: parsed['out'] ?? RESULTS };
+  const steps = Number(parsed['steps'] ?? '30');
+  const warmup = Number(parsed['warmup'] ?? '5');
+  const threads = Number(parsed['threads'] ?? '1');
   const started = new Date().toISOString();
   const dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-bench-'));
   const rows: Row[] = [];
