@@ -19,7 +19,7 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { Writable } from 'node:stream';
 import { launch } from '@shoal/run';
 
@@ -155,26 +155,28 @@ async function soakOne(engine: 'ring' | 'ps' | 'hybrid', o: { mode: string; step
   return { engine, code: r.code, error: r.error, seconds: +((performance.now() - t0) / 1000).toFixed(1), procs, rank0: { after_warmup: first, end: last } };
 }
 
+export const command = {
+  name: 'bench soak',
+  synopsis: '[options]',
+  description: 'RSS and open-fd slopes per process over a long 2-worker job on each engine (not in CI)',
+  options: {
+    'engines': { type: 'string', arg: 'LIST', help: 'engines (default ring,ps,hybrid)' },
+    'mode': { type: 'string', arg: 'trainer|tables', help: 'the Trainer, or the server-held tables pattern (default trainer)' },
+    'steps': { type: 'string', arg: 'N', help: 'steps per engine (default 3000)' },
+    'interval-ms': { type: 'string', arg: 'MS', help: 'sampling interval (default 500)' },
+    'warm': { type: 'string', arg: 'SHARE', help: 'share of steps before slopes are fitted (default 0.25)' },
+    'gc': { type: 'boolean', help: "collect garbage before rank 0's reports" },
+    'batch': { type: 'string', arg: 'N', help: 'batch size (default 128)' },
+    'out': { type: 'string', arg: 'FILE', help: 'also write the JSON here' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const { values: a } = parseArgs({
-    args,
-    options: {
-      engines: { type: 'string', default: 'ring,ps,hybrid' },
-      mode: { type: 'string', default: 'trainer' },
-      steps: { type: 'string', default: '3000' },
-      'interval-ms': { type: 'string', default: '500' },
-      warm: { type: 'string', default: '0.25' },
-      out: { type: 'string' },
-      gc: { type: 'boolean', default: false },
-      batch: { type: 'string', default: '128' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
-  if (a.help) {
-    console.log('usage: npm run bench -- soak [--engines ring,ps,hybrid] [--mode trainer|tables] [--steps 3000] [--interval-ms 500] [--warm 0.25] [--gc] [--batch 128] [--out FILE]');
-    return;
-  }
+  const v = parseCommand(command, args).values;
+  const a = {
+    engines: v['engines'] ?? 'ring,ps,hybrid', mode: v['mode'] ?? 'trainer', steps: v['steps'] ?? '3000',
+    'interval-ms': v['interval-ms'] ?? '500', warm: v['warm'] ?? '0.25', gc: v['gc'] ?? false, batch: v['batch'] ?? '128', out: v['out'],
+  };
   const o = { mode: a.mode!, steps: Number(a.steps), intervalMs: Number(a['interval-ms']), warm: Number(a.warm), gc: !!a.gc, batch: Number(a.batch) };
   if (!(o.steps > 0) || !(o.intervalMs > 0) || !(o.warm >= 0 && o.warm < 1) || !['trainer', 'tables'].includes(o.mode)) throw new RangeError('soak: --steps and --interval-ms must be positive, --warm in [0, 1), --mode trainer|tables');
   const engines = a.engines!.split(',') as ('ring' | 'ps' | 'hybrid')[];

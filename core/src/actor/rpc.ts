@@ -1,4 +1,5 @@
 import { Errors, ShoalError } from '../errors.js';
+import { MAX_TIMER_MS } from '../util.js';
 import type { Connection, IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
 import { encodeParts, externalRef, finishDecode, FramePool, parseFrame, type EncodedMessage } from './codec.js';
@@ -156,7 +157,7 @@ export class RpcClient {
     return new Promise((resolve, reject) => {
       const ms = opts?.timeoutMs ?? this.timeoutMs;
       const p: Pending = { method, replyInto: opts?.replyInto, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
-      if (Number.isFinite(ms) && ms < 2 ** 31) {
+      if (ms <= MAX_TIMER_MS) {
         p.timer = setTimeout(() => {
           this.settle(id)?.reject(Errors.timeout(`call ${this.name}.${method}`, ms, { actor: this.name, method }));
         }, ms);
