@@ -1,4 +1,5 @@
 import { Errors } from './errors.js';
+import { JobAuth } from './security/job-auth.js';
 
 /**
  * Everything a worker needs to join a job, parsed once (from the environment the launcher sets, or from an
@@ -7,7 +8,9 @@ import { Errors } from './errors.js';
  * Environment contract between launchers (`shoal run`, Spark) and workers:
  *   SHOAL_RANK, SHOAL_WORLD_SIZE, SHOAL_LOCAL_RANK, SHOAL_STORE (tcp://host:port of the rendezvous store),
  *   SHOAL_JOB_ID, SHOAL_TRANSPORT (net|nng|shm), SHOAL_BACKEND (ring|ps|hybrid), SHOAL_SERVERS (ps shards),
- *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial).
+ *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial),
+ *   SHOAL_JOB_SECRET (the job's 256-bit secret, 64 hex digits: required whenever there is a store to join; read
+ *   here, once, into `auth`, and never printed: see security/job-auth.ts).
  */
 export interface WorkerOptions {
   rank: number;
@@ -20,6 +23,8 @@ export interface WorkerOptions {
   servers: number;
   timeoutMs: number;
   host: string;
+  /** The job's identity: every connection this worker makes or accepts proves it and checks the peer's. */
+  auth: JobAuth;
 }
 
 const TRANSPORTS = ['net', 'nng', 'shm', 'memory'] as const;
@@ -49,16 +54,20 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
   if (rank >= worldSize) throw Errors.config('SHOAL_RANK', `must be < SHOAL_WORLD_SIZE (${worldSize}), got ${rank}`);
   const storeUrl = env.SHOAL_STORE ?? '';
   if (worldSize > 1 && !/^tcp:\/\/[^:]+:\d+$/.test(storeUrl)) throw Errors.config('SHOAL_STORE', `must be tcp://host:port, got ${JSON.stringify(storeUrl)}`);
+  const jobId = env.SHOAL_JOB_ID || 'shoal';
+  // A job with a store has other members: the secret is required. A lone worker without one gets its own.
+  const auth = storeUrl !== '' || env.SHOAL_JOB_SECRET ? JobAuth.fromEnv(jobId, env) : JobAuth.ephemeral().withJobId(jobId);
   return {
     rank,
     worldSize,
     localRank: int(env, 'SHOAL_LOCAL_RANK', rank),
     storeUrl,
-    jobId: env.SHOAL_JOB_ID || 'shoal',
+    jobId,
     transport: oneOf(env, 'SHOAL_TRANSPORT', TRANSPORTS, 'net'),
     backend: oneOf(env, 'SHOAL_BACKEND', BACKENDS, 'ring'),
     servers: int(env, 'SHOAL_SERVERS', 1, 1),
     timeoutMs: int(env, 'SHOAL_TIMEOUT_MS', 60_000, 1),
     host: env.SHOAL_HOST || '127.0.0.1',
+    auth,
   };
 }

@@ -24,3 +24,4 @@ export * from './worker/join-job.js';
 export * from './worker/spark-input.js';
 export * from './rng.js';
 export * from './transport/factory.js';
+export * from './security/job-auth.js';

@@ -6,6 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { listSegments, TcpStoreServer } from '@shoal/core';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const script = new URL('./helpers/hier-rank.js', import.meta.url).pathname;
 
@@ -34,7 +38,7 @@ async function waitFor(r: Rank, text: string, ms: number): Promise<void> {
 }
 
 test('2 simulated hosts x 2 processes: exact sums through shm + tcp', async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const prefix = `hp${process.pid}a`;
   try {
     const hosts = ['h0', 'h1', 'h0', 'h1'];
@@ -49,7 +53,7 @@ test('2 simulated hosts x 2 processes: exact sums through shm + tcp', async () =
 });
 
 test('a SIGKILLed rank makes the others raise within the timeout and leaves no segment in /dev/shm', async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const prefix = `hp${process.pid}b`;
   const timeoutMs = 3000;
   try {
@@ -60,7 +64,7 @@ test('a SIGKILLed rank makes the others raise within the timeout and leaves no s
     await victim.exited;
     const t0 = Date.now();
     const { TcpStore } = await import('@shoal/core');
-    const s = await TcpStore.connect(server.url);
+    const s = await TcpStore.connect(server.url, { auth });
     await s.set('go', '1');
     const res = await Promise.all(others.map((r) => r.exited));
     const waited = Date.now() - t0;

@@ -10,6 +10,8 @@ const osSignals = constants.signals as Record<string, number>;
 import { Errors } from '../errors.js';
 import { TcpStore, TcpStoreServer } from '../store/tcp.js';
 import { removeStaleSegments } from '../transport/shm.js';
+import { JobAuth } from '../security/job-auth.js';
+import { sweepLeftovers } from '../security/leftovers.js';
 import type { ActorSupervisor } from '../actor/spawn.js';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -162,7 +164,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
-  const store = await TcpStoreServer.start({ host });
+  // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
+  sweepLeftovers();
+  // The job secret: in the workers' and servers' environment only (never argv, the store or a log).
+  const auth = JobAuth.generate(jobId);
+  const store = await TcpStoreServer.start({ host, auth });
   const workers: Worker[] = [];
   let psClient: TcpStore | undefined;
   let psServers: ActorSupervisor[] = [];
@@ -229,7 +235,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
 
   try {
     if (backend === 'ps' || backend === 'hybrid') {
-      psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
+      psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       psServers = await startPsServerActors({
         storeUrl: store.url,
         store: psClient,
@@ -240,6 +246,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         link: psLink,
         socketDir: tmpdir(),
         jobId,
+        auth,
       });
     }
     for (let rank = 0; rank < n && threads; rank++) {
@@ -254,11 +261,13 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         servers,
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
+        auth,
       };
       const thread = new ThreadWorker(threadScript, {
-        workerData: { [THREAD_OPTIONS_KEY]: wo },
+        // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
+        workerData: { [THREAD_OPTIONS_KEY]: { ...wo, auth: undefined } },
         argv: [...(options.args ?? [])],
-        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}) },
+        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...auth.childEnv() },
         stdout: true,
         stderr: true,
         name: `shoal rank ${rank}`,
@@ -306,6 +315,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
         SHOAL_HOST: host,
         SHOAL_PARENT_PID: String(process.pid),
+        ...auth.childEnv(),
       };
       const child = spawn(process.execPath, argv, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };

@@ -18,6 +18,7 @@
 import type { ActorSupervisor } from '../actor/spawn.js';
 import { TcpStore, TcpStoreServer } from '../store/tcp.js';
 import { startPsServerActors } from './ps-servers.js';
+import { JobAuth } from '../security/job-auth.js';
 
 interface StoreArgs {
   host: string;
@@ -55,12 +56,14 @@ function parseArgs(argv: readonly string[]): StoreArgs {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   // Bind where peers dial (the executor's address) unless told otherwise; loopback hosts stay loopback.
-  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host });
+  // The job secret comes from the Spark driver through this process's environment (SHOAL_JOB_SECRET).
+  const auth = JobAuth.fromEnv(process.env.SHOAL_JOB_ID || 'shoal', process.env);
+  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host, auth });
   let client: TcpStore | undefined;
   let servers: ActorSupervisor[] = [];
   if (args.psServers > 0) {
     try {
-      client = await TcpStore.connect(server.url, { timeoutMs: args.timeoutMs });
+      client = await TcpStore.connect(server.url, { auth, timeoutMs: args.timeoutMs });
       servers = await startPsServerActors({
         storeUrl: server.url,
         store: client,
@@ -68,6 +71,8 @@ async function main(): Promise<void> {
         numWorkers: args.workers,
         timeoutMs: args.timeoutMs,
         host: args.bind || args.host,
+        jobId: auth.jobId,
+        auth,
       });
     } catch (e) {
       await client?.close().catch(() => {});

@@ -1,8 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RingSync } from '@shoal/backends';
-import { listSegments, TcpStoreServer, type WorkerOptions } from '@shoal/core';
+import { JobAuth, listSegments, TcpStoreServer, type WorkerOptions } from '@shoal/core';
 import { initWorker, type WorkerHandle } from './init-worker.js';
+
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = JobAuth.generate('test-job');
 
 /**
  * initWorker's topology choice over the net transport, all ranks in this process (a real TCP store, real TCP
@@ -14,7 +18,7 @@ async function job(
   topology?: 'flat' | 'hierarchical' | 'auto',
   sameHost?: 'shm-collective' | 'transport',
 ): Promise<{ ws: WorkerHandle[]; close(): Promise<void> }> {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth: auth.withJobId(jobId) });
   const n = hostIds.length;
   const opts = (rank: number): WorkerOptions => ({
     rank,
@@ -27,6 +31,7 @@ async function job(
     servers: 0,
     timeoutMs: 10_000,
     host: '127.0.0.1',
+    auth: auth.withJobId(jobId),
   });
   const res = await Promise.allSettled(
     hostIds.map((hostId, r) => initWorker({ env: {}, options: opts(r), ...(hostId === undefined ? {} : { hostId }), ring: { ...(topology === undefined ? {} : { topology }), ...(sameHost === undefined ? {} : { sameHost }) } })),
