@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netRemote, NetTransport, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
-import { gradientSyncCompliance, PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
+import { PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
+import { gradientSyncCompliance } from '@shoal/backends/testing';
 import { testAuth } from './helpers/test-auth.js';
 
 /** This job's identity (the secret is inherited by the processes it starts). */
@@ -161,6 +162,6 @@ gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
       }),
     ),
   );
-}, { sizes: [1, 3] }).run();
+}, { sizes: [1, 3], collectiveOrder: true }).run();
 
 test.run();

@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 // The demo end to end, as processes: main prepares, launches 2 workers (+ server actors for ps/hybrid), reports.
 const root = new URL('../../', import.meta.url).pathname;
 const main = join(root, 'examples/recommender/dist/main.js');
-const config = join(root, 'examples/recommender/fixtures/synthetic-grocery.json');
+const config = join(root, 'examples/recommender/configs/synthetic-grocery.json');
 
 for (const backend of ['ps', 'hybrid'] as const) {
   test(`demo on the synthetic log: 2 workers, ${backend} backend, report with the model ahead of most-popular`, () => {
@@ -38,7 +38,7 @@ for (const backend of ['ps', 'hybrid'] as const) {
 test('shoal run -n 2 --backend ring worker.js [demo flags]: the worker runs standalone and rank 0 writes the report', () => {
   const out = mkdtempSync(join(tmpdir(), 'rec-shoal-run-'));
   try {
-    const cli = join(root, 'core/dist/launcher/cli.js');
+    const cli = join(root, 'run/dist/launcher/cli.js');
     const r = spawnSync(process.execPath, [cli, 'run', '-n', '2', '--backend', 'ring', join(root, 'examples/recommender/dist/worker.js'),
       '--config', config, '--epochs', '1', '--max-steps', '10', '--batch', '128', '--out', out, '--cache', join(out, 'cache')], { encoding: 'utf8', timeout: 120_000 });
     assert.is(r.status, 0, `exit ${r.status}\n${r.stdout}\n${r.stderr}`);

@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
 import { startJsonLinesChild, withTimeout, type JsonLinesChild } from './json-lines-child.js';
-import { listSegments, TcpStoreServer } from '@shoal/core';
+import { TcpStoreServer } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 import { testAuth } from './helpers/test-auth.js';
 
 /** This job's identity (the secret is inherited by the processes it starts). */

@@ -1,12 +1,13 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { ActorSupervisor, Errors, type JobAuth, type ModuleRef, type Store, type Transport } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 import type { KVServerOptions } from './kv-server.js';
 import { defaultServerName } from './kv-worker.js';
 
 /**
- * Start the server shards of a parameter-server job as actors named `ps-server-0..S-1` (a launcher helper: Spark
- * or `shoal run` may place them elsewhere with `ActorSupervisor.spawn` directly). Each server gets
+ * Start the server shards of a parameter-server job as actors named `ps-server-0..S-1` (`defaultServerName`):
+ * the one way to start them, used by `shoal run` and the Spark store entry (`@shoal/run`) and by tests. Each server gets
  * `checkpointDir/ps-server-<i>.ckpt` when `checkpointDir` is set, so a restarted incarnation resumes from it.
  * Returns the supervisors; stop them with `Promise.all(s.map((x) => x.stop()))`.
  */
@@ -17,7 +18,8 @@ export interface StartPsServersOptions extends Omit<KVServerOptions, 'serverInde
   transport?: Transport;
   /** For process/thread placement: how the servers build their transport and store. */
   remote?: { transport: ModuleRef; store: ModuleRef };
-  listenUrl?: string;
+  /** Where server i listens (a URL template of the actor runtime), the same for all or per server. */
+  listenUrl?: string | ((i: number) => string);
   checkpointDir?: string;
   restart?: { maxRestarts: number; backoffMs?: number };
   serverName?: (i: number) => string;
@@ -38,7 +40,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
   const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, execArgv, auth, ...serverOpts } = o;
   void _n;
   if (placement !== 'local' && !auth) throw Errors.invalidArg('auth', `is required for ${placement} placement: pass the job's JobAuth (JobAuth.generate(jobId))`);
-  const started = await Promise.allSettled(
+  return settleAll(
     Array.from({ length: o.numServers }, (_, i) => {
       const opts: KVServerOptions = {
         ...serverOpts,
@@ -52,7 +54,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         store,
         transport,
         remote,
-        listenUrl,
+        listenUrl: typeof listenUrl === 'function' ? listenUrl(i) : listenUrl,
         mailbox: 'reentrant',
         restart,
         env,
@@ -61,11 +63,6 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         timeoutMs: o.timeoutMs,
       });
     }),
+    (s) => s.stop(1000), // on failure, the ones that did start
   );
-  const bad = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (bad) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
-    throw bad.reason;
-  }
-  return started.map((r) => (r as PromiseFulfilledResult<ActorSupervisor>).value);
 }
