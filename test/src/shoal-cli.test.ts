@@ -130,7 +130,7 @@ test('a rank that never joins: the job fails naming it', async () => {
 
 test('the bench suites: --help on each from its option table; typos in suites and options get a suggestion', async () => {
   const BENCH = `${ROOT}bench/dist/cli.js`;
-  for (const suite of ['transport', 'allreduce', 'ps', 'datasets', 'train', 'spark', 'micro']) {
+  for (const suite of ['transport', 'allreduce', 'ps', 'datasets', 'train', 'spark', 'micro', 'tensorboard', 'cluster']) {
     const r = await runNode([BENCH, suite, '--help'], { timeoutMs: 60_000 });
     assert.is(r.code, 0, `${suite}: ${r.stderr}`);
     assert.match(r.stdout, new RegExp(`^usage: bench ${suite} \\[options\\]`));

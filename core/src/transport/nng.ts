@@ -114,7 +114,7 @@ export function loadNngAddon(addonPath?: string): NngAddon {
   } catch (e) {
     throw Errors.transport(
       'nng',
-      `cannot load the nng addon at ${path} (${(e as Error).message}); build it with \`npm run build:native -w @shoal/core\` (needs the libnng-dev package)`,
+      `cannot load the nng addon at ${path} (${(e as Error).message}); build it with \`npm rebuild @shoal/core\` (installed package) or \`npm run build:native -w @shoal/core\` (checkout); needs the libnng-dev package`,
       e,
     );
   }

@@ -95,7 +95,7 @@ export function loadShmAddon(): ShmAddon {
   try {
     return require('../../native/shm/build/Release/shoal_shm.node') as ShmAddon;
   } catch (e) {
-    throw Errors.transport('shm', 'the shared-memory addon is not built: run `npm run build:native`', e);
+    throw Errors.transport('shm', 'the shared-memory addon is not built: run `npm rebuild @shoal/core` (installed package) or `npm run build:native` (checkout)', e);
   }
 }
 
