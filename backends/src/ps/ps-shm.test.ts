@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MemoryStore, shmTransport, type ActorSupervisor } from '@shoal/core';
+import { JobAuth, MemoryStore, shmTransport, type ActorSupervisor } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
 import { KVWorker } from './kv-worker.js';
 import { startPsServers, type StartPsServersOptions } from './launch-servers.js';
@@ -19,7 +19,9 @@ type Plane = 'messages' | 'data plane';
 
 async function shmCluster(plane: Plane, o: Omit<StartPsServersOptions, 'placement' | 'store' | 'transport' | 'listenUrl'>) {
   const store = new MemoryStore();
-  const transport = shmTransport({ prefix });
+  // one job: the servers' and the workers' transports share its secret (each transport alone would make its own)
+  const auth = JobAuth.generate('ps-shm-test');
+  const transport = shmTransport({ prefix, auth });
   const servers: ActorSupervisor[] = await startPsServers({ ...o, placement: 'local', store, transport, listenUrl: 'shm://auto' });
   const workers = await Promise.all(
     Array.from({ length: o.numWorkers }, (_, rank) =>
@@ -28,7 +30,7 @@ async function shmCluster(plane: Plane, o: Omit<StartPsServersOptions, 'placemen
         numWorkers: o.numWorkers,
         numServers: o.numServers,
         store,
-        transport: shmTransport({ prefix }),
+        transport: shmTransport({ prefix, auth }),
         timeoutMs: o.timeoutMs,
         bigKeyBound: o.bigKeyBound,
         sharedMemory: plane === 'data plane',
