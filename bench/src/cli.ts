@@ -17,6 +17,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
   cluster: () => import('./cluster.js'),
+  report: () => import('./report.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
