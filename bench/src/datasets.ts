@@ -20,7 +20,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Field, FixedSizeList, Float32, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { batches, cached, openArrowFile, openArrowStream, openCsv, openParquetDir, type Dataset } from '@shoal/datasets';
@@ -299,9 +299,10 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const result = { suite: 'datasets', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, table: { rows, row_bytes: ROW_BYTES, batch: batchSize }, rows: out, anchor };
-  const resDir = resolve(new URL('../results', import.meta.url).pathname);
-  mkdirSync(resDir, { recursive: true });
-  writeFileSync(join(resDir, 'datasets.json'), JSON.stringify(result, null, 2) + '\n');
-  console.log(`wrote ${join(resDir, 'datasets.json')}`);
+  const outI = args.indexOf('--out');
+  const file = outI >= 0 && args[outI + 1] ? resolve(args[outI + 1]!) : join(resolve(new URL('../results', import.meta.url).pathname), 'datasets.json');
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`wrote ${file}`);
   if (keepI < 0) rmSync(dir, { recursive: true, force: true });
 }

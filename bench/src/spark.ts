@@ -29,6 +29,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { dirname } from 'node:path';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -187,7 +188,8 @@ export async function run(args: string[]): Promise<void> {
     ratios,
     verified: true,
   };
-  mkdirSync(`${REPO}bench/results`, { recursive: true });
-  writeFileSync(`${REPO}bench/results/spark.json`, `${JSON.stringify(result, null, 2)}\n`);
-  console.log('wrote bench/results/spark.json');
+  const file = flag(args, 'out', `${REPO}bench/results/spark.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`wrote ${file}`);
 }

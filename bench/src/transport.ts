@@ -25,7 +25,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetTransport, type Connection, type Transport } from '@shoal/core';
 
@@ -108,6 +108,8 @@ export interface TransportBenchOptions {
   /** Also run the Python socket anchor. Default true. */
   anchor?: boolean;
   log?: (line: string) => void;
+  /** Result file (`--out`). Default bench/results/transport.json. */
+  out?: string;
 }
 
 const KiB = 1024;
@@ -377,6 +379,10 @@ function parseArgs(args: string[]): TransportBenchOptions {
       if (!Number.isInteger(o.repeats) || o.repeats < 1) throw new RangeError(`--repeat needs a positive integer, got ${args[i]}`);
     }
     else if (a === '--transports') o.transports = list(i++, a);
+    else if (a === '--out') {
+      o.out = args[++i];
+      if (!o.out) throw new RangeError('--out needs a file name');
+    }
     else if (a === '--schemes') o.schemes = list(i++, a);
     else if (a === '--sizes') {
       o.sizes = list(i++, a).map((s) => {
@@ -384,7 +390,7 @@ function parseArgs(args: string[]): TransportBenchOptions {
         if (!Number.isInteger(n) || n < 0) throw new RangeError(`--sizes: ${s} is not a byte count`);
         return n;
       });
-    } else throw new RangeError(`transport bench: unknown argument ${a} (use --quick, --repeat N, --no-anchor, --transports, --schemes, --sizes)`);
+    } else throw new RangeError(`transport bench: unknown argument ${a} (use --quick, --repeat N, --no-anchor, --transports, --schemes, --sizes, --out FILE)`);
   }
   return o;
 }
@@ -394,10 +400,10 @@ export async function run(args: string[]): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shoal-bench-'));
   try {
     const doc = await runTransportBench(defaultBenchTransports(tmp), tmp, opts);
-    const dir = fileURLToPath(new URL('../results/', import.meta.url));
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'transport.json'), JSON.stringify(doc, null, 2) + '\n');
-    console.log(`wrote ${join(dir, 'transport.json')} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
+    const file = opts.out ?? join(fileURLToPath(new URL('../results/', import.meta.url)), 'transport.json');
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
+    console.log(`wrote ${file} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
