@@ -1,4 +1,5 @@
-import { gradientSyncCompliance, memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { gradientSyncCompliance, memoryGroups } from '@shoal/backends/testing';
 import { MemoryNetwork, MemoryStore } from '@shoal/core';
 import { HybridSync } from './hybrid/hybrid-sync.js';
 import { LocalSync } from './local/local-sync.js';

@@ -5,7 +5,8 @@
  * `{"done":true}`. Errors print `{"error":...}` and exit 1.
  */
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
-import { allreduceHierarchical, allreduceRing, connectHierarchical, ShmCollective } from '@shoal/backends';
+import { connectHierarchical, ShmCollective } from '@shoal/backends';
+import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
 
 export interface WorkerArgs {
   rank: number;

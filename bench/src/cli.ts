@@ -4,16 +4,19 @@
  * Each suite is `bench/src/<suite>.ts` exporting `run(args)` and writing `bench/results/<suite>.json`; see
  * bench/README.md. Add a suite with one line in the table below.
  *
- * `npm run bench [-- --quick] [--suites a,b]` (no suite name): every suite in turn, then the report. Full runs
- * write bench/results/<suite>.json and bench/report.md; `--quick` runs each suite at its CI size (the table
- * below) into bench/results/quick/ (not committed), report included. A suite that fails is reported and the
- * others still run; the exit code is then 1.
+ * `npm run bench [-- --quick] [--suites a,b]` (no suite name): every suite of `ALL` in turn, then the report.
+ * Full runs write bench/results/<suite>.json and bench/report.md; `--quick` runs each suite at its CI size (the
+ * `ALL` table) into bench/results/quick/ (not committed), report included. A suite that fails is reported and
+ * the others still run; the exit code is then 1.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { helpText, parseCommand, runCommand, suggest, UsageError, type CommandSpec } from '@shoal/run/cli';
 
 interface Suite {
+  /** The suite's options: its parser and its `--help`. */
+  command: CommandSpec;
   run(args: string[]): Promise<void>;
 }
 
@@ -25,12 +28,18 @@ const suites: Record<string, () => Promise<Suite>> = {
   train: () => import('./train.js'),
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
+  tensorboard: () => import('./tensorboard.js'),
   cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
+  soak: () => import('./soak.js'),
   report: () => import('./report.js'),
 };
 
-/** Each suite's CI-sized arguments for `npm run bench -- --quick`. */
-const QUICK: Record<string, string[]> = {
+/**
+ * The suites `npm run bench` runs, in order, with their CI-sized arguments for `--quick`. Left out: tensorboard,
+ * onnx and soak (run them by name), report (it runs last on its own).
+ */
+const ALL: Record<string, string[]> = {
   micro: ['--time-ms', '100'],
   transport: ['--quick'],
   allreduce: ['--max-bytes', '1048576', '--ns', '2'],
@@ -41,20 +50,9 @@ const QUICK: Record<string, string[]> = {
   cluster: ['--quick'],
 };
 
-async function runAll(args: string[]): Promise<number> {
-  const quick = args.includes('--quick');
-  const i = args.indexOf('--suites');
-  const pick = i >= 0 ? (args[i + 1] ?? '').split(',') : Object.keys(QUICK);
-  const bad = pick.filter((s) => !(s in QUICK));
-  if (bad.length) {
-    console.error(`--suites: unknown ${bad.join(', ')}; available: ${Object.keys(QUICK).join(', ')}`);
-    return 1;
-  }
-  const rest = args.filter((a, k) => a !== '--quick' && a !== '--suites' && args[k - 1] !== '--suites');
-  if (rest.length) {
-    console.error(`npm run bench (every suite) takes only --quick and --suites a,b; got ${rest.join(' ')}`);
-    return 1;
-  }
+async function runAll(quick: boolean, pick: string[]): Promise<number> {
+  const bad = pick.filter((s) => !(s in ALL));
+  if (bad.length) throw new UsageError(`bench: --suites: unknown ${bad.join(', ')}; available: ${Object.keys(ALL).join(', ')}`);
   const root = fileURLToPath(new URL('../', import.meta.url));
   const dir = quick ? join(root, 'results', 'quick') : join(root, 'results');
   mkdirSync(dir, { recursive: true }); // suites write their file there (not all create its folder)
@@ -62,7 +60,7 @@ async function runAll(args: string[]): Promise<number> {
   for (const name of pick) {
     console.log(`\n=== bench ${name}${quick ? ' (quick)' : ''}`);
     try {
-      await (await suites[name]!()).run([...(quick ? QUICK[name]! : []), '--out', join(dir, `${name}.json`)]);
+      await (await suites[name]!()).run([...(quick ? ALL[name]! : []), '--out', join(dir, `${name}.json`)]);
     } catch (e) {
       failed.push(name);
       console.error(`bench ${name} failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -73,26 +71,41 @@ async function runAll(args: string[]): Promise<number> {
   return failed.length ? 1 : 0;
 }
 
+const BENCH = {
+  name: 'bench',
+  synopsis: '<suite> [options]',
+  description:
+    `suites: ${Object.keys(suites).join(', ')}\n\`npm run bench -- <suite> --help\` lists a suite's options.\n` +
+    `Without a suite: ${Object.keys(ALL).join(', ')} in turn, then the report (bench/report.md).`,
+  positionals: 'command',
+  options: {
+    quick: { type: 'boolean', help: 'without a suite: every suite at CI size into bench/results/quick/' },
+    suites: { type: 'string', arg: 'A,B', help: 'without a suite: only these suites' },
+  },
+} as const satisfies CommandSpec;
+
 async function main(argv: string[]): Promise<number> {
-  const [name, ...args] = argv;
-  if (name === '--help' || name === '-h') {
-    console.log(`usage: npm run bench -- <suite> [args...]   one suite\n       npm run bench [-- --quick] [--suites a,b]   every suite, then the report\nsuites: ${Object.keys(suites).join(', ')}`);
+  const top = parseCommand(BENCH, argv);
+  if (top.help) {
+    process.stdout.write(`${helpText(BENCH)}\n`);
     return 0;
   }
-  if (name === undefined || name.startsWith('--')) return runAll(argv);
+  if (top.script === undefined) return runAll(top.values.quick === true, top.values.suites?.split(',') ?? Object.keys(ALL));
+  if (top.values.quick !== undefined || top.values.suites !== undefined) throw new UsageError('bench: --quick and --suites before a suite name are for running every suite; give a suite its own --quick after its name');
+  const name = top.script;
   const load = suites[name];
   if (!load) {
-    console.error(`unknown bench suite ${JSON.stringify(name)}; available: ${Object.keys(suites).join(', ')}`);
-    return 1;
+    const guess = suggest(name, Object.keys(suites));
+    throw new UsageError(`bench: unknown suite ${JSON.stringify(name)}${guess ? ` (did you mean ${guess}?)` : ''}; available: ${Object.keys(suites).join(', ')}`);
   }
-  await (await load()).run(args);
+  const suite = await load();
+  // Parsed here first so a mistake or --help costs nothing (the suite parses the same table again).
+  if (parseCommand(suite.command, top.scriptArgs).help) {
+    process.stdout.write(`${helpText(suite.command)}\n`);
+    return 0;
+  }
+  await suite.run(top.scriptArgs);
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    console.error(e instanceof Error ? e.stack ?? e.message : String(e));
-    process.exit(1);
-  },
-);
+runCommand('bench', () => main(process.argv.slice(2)));

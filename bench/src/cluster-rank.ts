@@ -19,7 +19,8 @@
  */
 import { createInterface } from 'node:readline';
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShoalError, TcpStore, TcpStoreServer, type NumericArray, type Transport } from '@shoal/core';
-import { allreduceHierarchical, allreduceRing, connectHierarchical, KVWorker, startPsServers } from '@shoal/backends';
+import { connectHierarchical, KVWorker, startPsServers } from '@shoal/backends';
+import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
 
 export type RankJob =
   | { role: 'store'; address: string }

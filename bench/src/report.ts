@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { Resvg } from '@resvg/resvg-js';
@@ -233,10 +233,21 @@ function machine(results: Result[]): string {
   return `This machine now: ${cpus().length} cores, Linux ${release()}, load ${num(loadavg()[0])}. Every suite records the machine it ran on; rows that keep more processes busy than there are cores are flagged oversubscribed in the JSON.\n\n${facts}`;
 }
 
+/** `npm run bench -- report`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench report',
+  synopsis: '[options]',
+  description: 'bench/report.md from the result files: machine facts, a table per suite, PNG charts',
+  options: {
+    results: { type: 'string', arg: 'DIR', help: 'where the <suite>.json files are (default bench/results)' },
+    out: { type: 'string', arg: 'FILE', help: 'the page to write (default bench/report.md); charts go to report/ beside it' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { results: { type: 'string', default: join(root, 'bench/results') }, out: { type: 'string', default: join(root, 'bench/report.md') } } });
-  const dir = values.results!;
-  const out = values.out!;
+  const values = parseCommand(command, argv).values;
+  const dir = values.results ?? join(root, 'bench/results');
+  const out = values.out ?? join(root, 'bench/report.md');
   const chartDir = join(dirname(out), 'report');
   const found: Result[] = [];
   const missing: string[] = [];

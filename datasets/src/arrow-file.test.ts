@@ -7,7 +7,7 @@ import { Field, Float64, Int32, RecordBatch, Schema, Struct, Table, makeData, ta
 import { isShoalError } from '@shoal/core';
 import { openArrowFile, batches } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
-import { expectData } from './test-assert.js';
+import { expectData } from './testing/assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-file-'));
 

@@ -8,7 +8,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { actorEpoch, asText, TcpStore } from '@shoal/core';
+import { asText, TcpStore } from '@shoal/core';
+import { actorEpoch } from '@shoal/core/actor';
 
 const STORE = fileURLToPath(new URL('../../run/dist/launcher/spark-store.js', import.meta.url));
 

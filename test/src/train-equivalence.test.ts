@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LocalSync, memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
+import { LocalSync, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs, Trainer } from '@shoal/wrappers';
 import { isShoalError } from '@shoal/core';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';

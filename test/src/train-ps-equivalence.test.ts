@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type * as tfjs from '@tensorflow/tfjs';
-import { HybridSync, LocalSync, memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { HybridSync, LocalSync, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
 import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';

@@ -1,4 +1,5 @@
-import { arg, type ArgCheck, type FloatArray } from '@shoal/core';
+import { arg, type ArgCheck } from '@shoal/core/actor';
+import { type FloatArray } from '@shoal/core';
 import type { KeySlice, KeySpec } from './key-layout.js';
 
 /**

@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
-import { MemoryStore, listSegments } from '@shoal/core';
+import { MemoryStore } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 import { ShmCollective, type ShmCollectiveOptions } from './shm-collective.js';
 
 const prefix = `sct${process.pid}`;

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { Errors, requireNativeAddon, ShoalError, type NumericArray, type ReduceOp, type Store, asText, DEFAULT_TIMEOUT_MS, deferred, MAX_TIMER_MS, type Deferred } from '@shoal/core';
+import { Errors, ShoalError, type NumericArray, type ReduceOp, type Store, asText, DEFAULT_TIMEOUT_MS } from '@shoal/core';
+import { requireNativeAddon } from '@shoal/core/kernels';
+import { deferred, MAX_TIMER_MS, type Deferred } from '@shoal/core/util';
 
 /**
  * Same-host collectives over one shared segment (core/native/shmcoll; DeepSpeed's and oneCCL's CPU shm
@@ -76,7 +78,7 @@ function loadAddon(): Addon {
   try {
     return requireNativeAddon<Addon>('shmcoll');
   } catch (e) {
-    throw Errors.transport('shm-collective', 'the shared-segment collective addon is not built: run `npm run build:native`', e);
+    throw Errors.transport('shm-collective', 'the shared-segment collective addon is not built: run `npm rebuild @shoal/core` (installed package) or `npm run build:native` (checkout)', e);
   }
 }
 

@@ -1,4 +1,5 @@
 import {
+  attachJobTelemetry,
   connectHierarchical,
   connectHierarchicalIfHelpful,
   discoverHosts,
@@ -10,6 +11,7 @@ import {
   shmCollectiveAvailable,
   type GradientSync,
   type HierarchicalGroup,
+  type JobTelemetry,
   type RingSyncOptions,
 } from '@shoal/backends';
 import {
@@ -25,7 +27,17 @@ import {
   type Transport,
   type WorkerOptions,
 } from '@shoal/core';
+import type { TrainingData } from '@shoal/datasets';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
+
+/** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
+export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
+  const logdir = env.SHOAL_LOGDIR;
+  if (logdir === undefined || logdir === '') return undefined;
+  if (logdir.includes('\0')) throw Errors.config('SHOAL_LOGDIR', 'contains a NUL byte');
+  return { logdir };
+}
 
 export interface InitWorkerOptions {
   /** Environment to parse (default `process.env`, read once here and nowhere below). */
@@ -66,8 +78,32 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /**
+   * This rank's training data, from wherever the launcher put it (Spark's stdin stream, `shoal run --data PATH`),
+   * with the steps per epoch agreed across ranks; hand it to `Trainer.fit`. Collective. See `openWorkerData`.
+   * Closed with the handle.
+   */
+  data(opts?: WorkerDataOptions): Promise<TrainingData>;
+  /** Rank 0 prints `SHOAL_RESULT {json}` for the launcher (`shoal_spark.fit` returns it). */
+  result(result: { history?: unknown; model?: string | null; [k: string]: unknown }): void;
+  /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
+  readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The handle's `data`/`result` methods, and the data sets it opened (closed with it). */
+function dataMethods(options: WorkerOptions, sync: GradientSync): Pick<WorkerHandle, 'data' | 'result'> & { closeData(): Promise<void> } {
+  const opened: TrainingData[] = [];
+  return {
+    async data(opts) {
+      const d = await openWorkerData(options, sync, opts);
+      opened.push(d);
+      return d;
+    },
+    result: (r) => reportResult(options, r),
+    closeData: async () => void (await Promise.all(opened.map((d) => d.close().catch(() => {})))),
+  };
 }
 
 /**
@@ -86,14 +122,17 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     init.options ??
     (init.env === undefined ? threadWorkerOptions() : undefined) ??
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
+  const telemetry = parseJobTelemetry(env);
   const sameHost = init.ring?.sameHost ?? 'shm-collective';
   if (sameHost !== 'shm-collective' && sameHost !== 'transport') throw Errors.invalidArg('options.ring.sameHost', `must be shm-collective|transport, got ${String(sameHost)}`);
   const psShared = init.ps?.sharedMemory;
   if (psShared !== undefined && typeof psShared !== 'boolean') throw Errors.invalidArg('options.ps.sharedMemory', `must be true or false, got ${JSON.stringify(psShared)}`);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
+    attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, close: async () => (await sync.close(), await job.close()) };
+    const { closeData, ...dm } = dataMethods(options, sync);
+    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
@@ -184,15 +223,20 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     await job.close();
     throw e;
   }
+  attachJobTelemetry(sync, telemetry);
   let closed = false;
+  const { closeData, ...dm } = dataMethods(options, sync);
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...dm,
+    ...(telemetry ? { telemetry } : {}),
     async close() {
       if (closed) return;
       closed = true;
+      await closeData();
       try {
         await sync.close();
       } finally {

@@ -34,10 +34,16 @@ import {
 /** Ops with a gradient rule, and in which input slots gradients flow ('all' = every input). */
 const DIFF_SLOTS: Record<string, number[] | 'all'> = {
   Identity: [0], Add: 'all', Sub: 'all', Mul: 'all', Div: 'all', Sum: 'all', Neg: [0], Relu: [0], LeakyRelu: [0],
-  Sigmoid: [0], Tanh: [0], Exp: [0], Log: [0], Sqrt: [0], Pow: [0, 1], Softmax: [0], LogSoftmax: [0], MatMul: 'all',
+  Sigmoid: [0], Tanh: [0], Exp: [0], Log: [0], Sqrt: [0], Pow: [0], Softmax: [0], LogSoftmax: [0], MatMul: 'all',
   Gemm: 'all', Reshape: [0], Flatten: [0], Squeeze: [0], Unsqueeze: [0], Transpose: [0], ReduceSum: [0],
-  ReduceMean: [0], Concat: 'all', Split: [0], Slice: [0], Pad: [0, 2], Conv: 'all', MaxPool: [0], AveragePool: [0],
+  ReduceMean: [0], Concat: 'all', Split: [0], Slice: [0], Pad: [0], Conv: 'all', MaxPool: [0], AveragePool: [0],
   Gather: [0, 1], Dropout: [0], BatchNormalization: [0, 1, 2],
+};
+/** Float inputs no gradient flows through: refused when they depend on parameters (never a silently lost gradient). */
+const CONST_SLOTS: Record<string, { slot: number; what: string }> = {
+  Pow: { slot: 1, what: 'the exponent of Pow must not depend on parameters (only constant exponents)' },
+  Pad: { slot: 2, what: 'the constant value of Pad must not depend on parameters' },
+  Dropout: { slot: 1, what: 'the Dropout ratio must be a constant' },
 };
 /** Ops allowed off the gradient path only (shape arithmetic, constants). */
 const FORWARD_ONLY = new Set(['Constant', 'Shape', 'Cast', 'ConstantOfShape']);
@@ -117,6 +123,8 @@ export interface TrainingGraph {
   masks: MaskSpec[];
   loss: string;
   prediction: string;
+  /** softmaxCrossEntropy: the number of classes (labels must lie in [0, classes)). */
+  classes?: number;
 }
 
 /** Runs a model once on zero feeds and returns every output's dims and small integer contents. */
@@ -194,6 +202,10 @@ export async function buildTrainingGraph(model: ModelProto, source: string, opti
   const paramSet = new Set(params.map((p) => p.name));
   const requires = new Set(paramSet);
   for (const n of fwd) if (n.input!.some((x, k) => requires.has(x) && diffSlot(n, k))) for (const o of n.output!) if (o) requires.add(o);
+  for (const n of g.node) {
+    const k = CONST_SLOTS[n.opType!];
+    if (k && n.input![k.slot] && requires.has(n.input![k.slot]!)) throw Errors.data(`onnx model ${source}`, `node "${n.name}" (op ${n.opType}): ${k.what}`, { op: n.opType, node: n.name });
+  }
   for (const n of fwd) {
     if (n.opType === 'Cast' && requires.has(n.input![0]!)) throw Errors.data(`onnx model ${source}`, `node "${n.name}": Cast of a value that depends on parameters (its gradient would be lost)`, { op: 'Cast', node: n.name });
   }
@@ -300,7 +312,7 @@ export async function buildTrainingGraph(model: ModelProto, source: string, opti
     ...bufferSpecs.map((b) => b.stat),
   ];
   const bytes = assemble(model, [...fwd, ...bb.nodes], [...keptInits, ...bb.initializers], inputs, outputs);
-  return { bytes, batchSize: B, inputs: dataInputs, labels: loss.labels, params: paramSpecs, buffers: bufferSpecs, masks: maskSpecs, loss: loss.loss, prediction: pred };
+  return { bytes, batchSize: B, inputs: dataInputs, labels: loss.labels, params: paramSpecs, buffers: bufferSpecs, masks: maskSpecs, loss: loss.loss, prediction: pred, ...(options.loss === 'softmaxCrossEntropy' ? { classes: shapes.get(pred)![1]! } : {}) };
 }
 
 /** A ModelProto (opset 17) with these nodes, initializers, typed inputs and untyped outputs. */

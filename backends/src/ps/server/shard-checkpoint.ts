@@ -1,6 +1,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { decodeMessage, encodeMessage, Errors, type FloatArray } from '@shoal/core';
+import { decodeMessage, encodeMessage } from '@shoal/core/actor';
+import { Errors, type FloatArray } from '@shoal/core';
 import type { KeySlice, KeySpec } from '../key-layout.js';
 import type { Ack } from './sync-round.js';
 

@@ -1,4 +1,5 @@
-import { Errors, openSharedRegion, unlinkSharedRegion, type FloatArray } from '@shoal/core';
+import { openSharedRegion, unlinkSharedRegion } from '@shoal/core/transport';
+import { Errors, type FloatArray } from '@shoal/core';
 import type { KeySpec } from '../key-layout.js';
 import type { SharedEntry } from '../protocol.js';
 

@@ -1,4 +1,5 @@
-import { Errors, isShoalError, ShoalError, type ActorClient, type FloatArray, type RpcStats, type ShoalErrorCode } from '@shoal/core';
+import { type RpcStats } from '@shoal/core/actor';
+import { Errors, isShoalError, ShoalError, type ActorClient, type FloatArray, type ShoalErrorCode } from '@shoal/core';
 import type { KVServer } from '../kv-server.js';
 import type { PsMethod, PsReplies, PsRequests } from '../protocol.js';
 

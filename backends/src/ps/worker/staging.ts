@@ -1,4 +1,5 @@
-import { createSharedRegion, isShoalError, localHostId, type FloatArray, type SharedRegion } from '@shoal/core';
+import { createSharedRegion, type SharedRegion } from '@shoal/core/transport';
+import { isShoalError, localHostId, type FloatArray } from '@shoal/core';
 import { floatArrayClass, type KeyLayout, type KeySpec } from '../key-layout.js';
 import type { SharedEntry } from '../protocol.js';
 import type { ServerLinks } from './server-links.js';
