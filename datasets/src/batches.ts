@@ -17,7 +17,7 @@
  * Nulls in a selected column raise ERR_DATA naming the chunk's source and the column, before any row of that
  * chunk is used, unless `fill[column]` gives a replacement value.
  */
-import { Errors, Rng } from '@shoal/core';
+import { Errors, mixSeed, Rng } from '@shoal/core';
 import type { Shard } from './shard.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition } from './types.js';
 
@@ -145,7 +145,8 @@ function isNull(c: Column, row: number): boolean {
 function prepareColumn(chunk: Chunk, part: OutSpec['parts'][number], out: OutSpec, fill: Record<string, number> | undefined): Src {
   const c = chunk.columns[part.col];
   if (!c) throw Errors.data(chunk.source, `missing column '${part.col}'`, { column: part.col });
-  if (c.width !== part.width) {
+  // (An empty chunk of a list column has no row to tell its width.)
+  if (c.width !== part.width && chunk.rows > 0) {
     throw Errors.data(chunk.source, `column '${part.col}' has ${c.width} values per row here but ${part.width} in the schema`, { column: part.col });
   }
   let v = c.values;
@@ -294,10 +295,6 @@ async function* readAhead(parts: readonly Partition[], columns: string[], window
   } finally {
     for (const o of open) void Promise.resolve(o.it.return?.()).catch(() => undefined);
   }
-}
-
-function mixSeed(seed: number, epoch: number, cycle: number): number {
-  return (Math.imul(seed | 0, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b) ^ Math.imul(cycle + 1, 0xc2b2ae35)) >>> 0;
 }
 
 /** One pass over `parts`: batches in order (or shuffled). `limit` caps the batch count. */

@@ -27,7 +27,9 @@ import {
   type Transport,
   type WorkerOptions,
 } from '@shoal/core';
+import type { TrainingData } from '@shoal/datasets';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
 /** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
 export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
@@ -76,10 +78,32 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /**
+   * This rank's training data, from wherever the launcher put it (Spark's stdin stream, `shoal run --data PATH`),
+   * with the steps per epoch agreed across ranks; hand it to `Trainer.fit`. Collective. See `openWorkerData`.
+   * Closed with the handle.
+   */
+  data(opts?: WorkerDataOptions): Promise<TrainingData>;
+  /** Rank 0 prints `SHOAL_RESULT {json}` for the launcher (`shoal_spark.fit` returns it). */
+  result(result: { history?: unknown; model?: string | null; [k: string]: unknown }): void;
   /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
   readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The handle's `data`/`result` methods, and the data sets it opened (closed with it). */
+function dataMethods(options: WorkerOptions, sync: GradientSync): Pick<WorkerHandle, 'data' | 'result'> & { closeData(): Promise<void> } {
+  const opened: TrainingData[] = [];
+  return {
+    async data(opts) {
+      const d = await openWorkerData(options, sync, opts);
+      opened.push(d);
+      return d;
+    },
+    result: (r) => reportResult(options, r),
+    closeData: async () => void (await Promise.all(opened.map((d) => d.close().catch(() => {})))),
+  };
 }
 
 /**
@@ -107,7 +131,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     const sync = new LocalSync();
     attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, ...(telemetry ? { telemetry } : {}), close: async () => (await sync.close(), await job.close()) };
+    const { closeData, ...dm } = dataMethods(options, sync);
+    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let sync: GradientSync;
@@ -200,15 +225,18 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   }
   attachJobTelemetry(sync, telemetry);
   let closed = false;
+  const { closeData, ...dm } = dataMethods(options, sync);
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...dm,
     ...(telemetry ? { telemetry } : {}),
     async close() {
       if (closed) return;
       closed = true;
+      await closeData();
       try {
         await sync.close();
       } finally {
