@@ -25,7 +25,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetTransport, type Connection, type Transport, type JobAuth } from '@shoal/core';
 import { benchAuth } from './bench-auth.js';
@@ -111,6 +111,8 @@ export interface TransportBenchOptions {
   /** Also run the Python socket anchor. Default true. */
   anchor?: boolean;
   log?: (line: string) => void;
+  /** Result file (`--out`). Default bench/results/transport.json. */
+  out?: string;
 }
 
 const KiB = 1024;
@@ -379,6 +381,7 @@ export const command = {
     transports: { type: 'string', arg: 'LIST', help: 'transports to measure (default all)' },
     schemes: { type: 'string', arg: 'LIST', help: 'URL schemes to measure (default all)' },
     sizes: { type: 'string', arg: 'BYTES,...', help: 'message sizes' },
+    out: { type: 'string', arg: 'FILE', help: 'result file (default bench/results/transport.json)' },
   },
 } as const satisfies CommandSpec;
 
@@ -391,6 +394,7 @@ function parseArgs(args: string[]): TransportBenchOptions {
   if (v.transports !== undefined) o.transports = v.transports.split(',');
   if (v.schemes !== undefined) o.schemes = v.schemes.split(',');
   if (v.sizes !== undefined) o.sizes = v.sizes.split(',').map((x) => intOption(command.name, '--sizes', x, 0));
+  if (v.out !== undefined) o.out = v.out;
   return o;
 }
 
@@ -399,10 +403,10 @@ export async function run(args: string[]): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shoal-bench-'));
   try {
     const doc = await runTransportBench(defaultBenchTransports(tmp), tmp, opts);
-    const dir = fileURLToPath(new URL('../results/', import.meta.url));
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'transport.json'), JSON.stringify(doc, null, 2) + '\n');
-    console.log(`wrote ${join(dir, 'transport.json')} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
+    const file = opts.out ?? join(fileURLToPath(new URL('../results/', import.meta.url)), 'transport.json');
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
+    console.log(`wrote ${file} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
