@@ -125,15 +125,15 @@ test('report: Markdown and the four PNG plots are written', () => {
         trainBaskets: 1, fitBaskets: 1, validBaskets: 0, validFrom: 'x', testPeriodBaskets: 1, testBaskets: 1, testColdUsers: 0, cutoff: 'x', firstDay: 'x', lastDay: 'x' } },
       baselines: { 'most-popular': { ...m, hr: 0.05 }, ease: { ...m, hr: 0.18 } },
       tuning: { ease: { chosen: 50, validHr: { 10: 0.1, 50: 0.2 } } },
-      train: { backend: 'hybrid', workers: 2, tfjs: 'tfjs', epochs: [epoch(1), epoch(2)], final: m, trainSeconds: 4, bytesSent: 1, showcase: [], lr: 0.01,
-        selection: { lr: 0.01, epochs: 2, runs: [{ lr: 0.01, validHr: [0.1, 0.2], seconds: 1 }] } },
+      train: { backend: 'hybrid', workers: 2, tfjs: 'tfjs', epochs: [epoch(1), epoch(2)], final: m, trainSeconds: 4, bytesSent: 1, showcase: [], lr: 0.01, towerScale: 0.5,
+        selection: { lr: 0.01, epochs: 2, towerScale: 0.5, runs: [{ lr: 0.01, validHr: [0.1, 0.2], towerHr: [{ scale: 1, hr: 0.2 }, { scale: 0.5, hr: 0.25 }], seconds: 1 }] } },
     });
     const md = readFileSync(path, 'utf8');
     assert.match(md, /\| \*\*model\*\* \(hybrid, 2 workers, 2 epochs, lr 0\.01\) \| 20\.00% \[15\.00%, 25\.00%\] \| 0\.1000 \[0\.0800, 0\.1200\] \| 0\.0900 \[0\.0700, 0\.1100\] \| 1\.111x \|/);
     assert.match(md, /Session completion: for every test session with at least 2 catalog movies, one movie is hidden/);
     assert.match(md, /Best reference: ease\. The model's HR@10 is 1\.111x it; the lower end of the model's interval is not above ease's HR@10/);
     assert.match(md, /- ease: lambda 50; 10: 10\.00%, 50: 20\.00%/);
-    assert.match(md, /Chosen: lr 0\.01, 2 epochs/);
+    assert.match(md, /lr 0\.01: 10\.00%, 20\.00% \(towers 20\.00% \/ 25\.00%\)\. Chosen: lr 0\.01, 2 epochs, tower weight 0\.5/);
     assert.not.match(md, /invoice|customer|basket/i);
     assert.match(md, /\| user_embedding \| 1000 \| 50 \| 5\.00% \|/);
     assert.match(md, /Pulled 50 rows per step: 6\.4 KiB pulled \+ 6\.4 KiB pushed/);

@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   for (const w of o.compareWorkers) {
     // The comparison runs train the final model with the main run's choices (same epochs, same learning rate).
     log(`      comparison run: ${w} worker(s), backend ${o.backend}, lr ${train.lr}, ${train.epochs.length} epochs`);
-    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
+    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, towerScale: train.towerScale, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
   }
   if (o.compareWorkers.length > 0) extraRuns[`${o.workers} worker(s) (main run)`] = train;
   const command = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();

@@ -367,6 +367,12 @@ export class BasketModel implements Recommender {
   /** Histories for test baskets, set before evaluation (aligned with the test baskets). */
   testHistory: Lists | null = null;
 
+  /**
+   * Weight of the towers' score [q; 1] . out_j against the wide features when scoring (1 in training). Model
+   * selection picks it on validation (`TOWER_SCALES`): how far the learned towers help beyond the wide part.
+   */
+  towerScale = 1;
+
   /** EASE's inverse P (numItems^2) behind the item-item wide features, or null (those features stay 0). */
   private itemItem: ItemItemInverse | null = null;
   setItemItem(p: Float32Array | null): void {
@@ -398,7 +404,7 @@ export class BasketModel implements Recommender {
     const scores = tf.tidy(() => {
       const dt = this.denseTensors();
       const q = this.tower(tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), dt);
-      return this.wideTerm(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), tf.tensor3d(feats, [B, N, WIDE]), dt[4]!);
+      return this.wideTerm(tf.mul(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), this.towerScale), tf.tensor3d(feats, [B, N, WIDE]), dt[4]!);
     });
     out.set(scores.dataSync() as Float32Array, 0);
     scores.dispose();
