@@ -9,7 +9,7 @@ import { readdirSync, statSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const roots = ['core/dist', 'datasets/dist', 'backends/dist', 'wrappers/dist', 'bench/dist', 'test/dist', 'examples/recommender/dist'];
+const roots = ['core/dist', 'datasets/dist', 'backends/dist', 'wrappers/dist', 'run/dist', 'bench/dist', 'test/dist', 'examples/recommender/dist'];
 const filters = process.argv.slice(2);
 const limitS = Number(process.env.SHOAL_TEST_TIMEOUT_S ?? 600);
 

@@ -8,7 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 missing=()
-for pkg in libnng-dev nng-utils; do
+# python3-torch (Debian's CPU build, ~190 MB, ~40 s): the ONNX-training tests regenerate their PyTorch fixtures
+# and compare gradients live, and `npm run bench -- onnx` times PyTorch as an anchor.
+for pkg in libnng-dev nng-utils python3-torch; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -19,13 +21,19 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[setup] npm ci"
-  npm ci --no-audit --no-fund
+  # onnxruntime-node's install script would fetch CUDA providers; its CPU binaries ship in the tarball. npm 11
+  # skips dependency install scripts unless package.json's allowScripts approves them; older npm honours this.
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 fi
 
+# pip runs when requirements.txt changed since the last successful install (a stamp beside node_modules' own).
 if [ -f requirements.txt ] && [ -s requirements.txt ]; then
-  if ! python3 -c "import pyspark, pyarrow, pandas, pytest" >/dev/null 2>&1; then
+  stamp=node_modules/.shoal-requirements.sha256
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] pip install -r requirements.txt"
     python3 -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
   fi
 fi
 echo "[setup] ok"

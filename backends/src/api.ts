@@ -1,5 +1,5 @@
 /**
- * The one interface both gradient-sync engines (ring, ps, and the hybrid of the two) implement, so a single
+ * The one interface every gradient-sync engine (ring, ps, the hybrid of the two, and the one-worker local engine) implements, so a single
  * compliance suite (`compliance.ts`) and the wrappers run against any of them.
  *
  * Contract (all ranks): calls are collective and made in the same order with the same names, shapes and dtypes
@@ -25,8 +25,29 @@ export interface RowSparseTensor {
   readonly rows: Float32Array;
 }
 
+/**
+ * What an engine can do. Callers (the gradient bridge, server-held tables, reports) branch on these, never on
+ * `kind`, which only names the engine.
+ */
+export interface EngineCapabilities {
+  /**
+   * How `sparseAllreduceMean` moves rows: `servers` (parameter servers hold the tables; only the touched rows
+   * cross the wire, so the gradient bridge sends embedding gradients row-sparse by default), `allgather` (the
+   * ranks exchange their touched rows; worth it only when batches touch a small part of big tables), `local`
+   * (one rank: duplicates merged in place), `none` (no `sparseAllreduceMean`).
+   */
+  readonly rowSparse: 'servers' | 'allgather' | 'local' | 'none';
+  /**
+   * True when collectives may be in flight together (`allreduceMean` beside `sparseAllreduceMean`): each call
+   * fixes its place in the order on every rank when it is made. False: await each before issuing the next.
+   */
+  readonly concurrentCollectives: boolean;
+}
+
 export interface GradientSync {
-  readonly kind: 'ring' | 'ps' | 'hybrid';
+  /** The engine's name, for logs and reports (`local` is the one-worker engine). Branch on `capabilities`. */
+  readonly kind: 'ring' | 'ps' | 'hybrid' | 'local';
+  readonly capabilities: EngineCapabilities;
   readonly rank: number;
   readonly size: number;
   /**

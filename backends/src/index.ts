@@ -1,12 +1,44 @@
-export * from './api.js';
-export * from './ring/allreduce-hierarchical.js';
-export * from './ring/allreduce-ring.js';
-export * from './ring/broadcast.js';
-export * from './ring/allgather.js';
-export * from './ring/barrier.js';
-export * from './ring/fusion.js';
-export * from './ring/ring-sync.js';
-export * from './ring/memory-groups.js';
-export * from './compliance.js';
-export * from './ps/index.js';
+/**
+ * @shoal/backends: the gradient-sync engines. Every engine implements `GradientSync` (api.ts) and passes one
+ * compliance suite; callers tell them apart by `capabilities`. This entry names what a training loop needs; the
+ * rest is under subpaths:
+ *
+ *   @shoal/backends/ring      the collectives over a process group (ring, direct, hierarchical, fusion)
+ *   @shoal/backends/ps        the parameter server's layers (key layout, updaters, KVServer/KVWorker internals)
+ *   @shoal/backends/testing   test kits: the GradientSync compliance suite, in-memory groups and ps clusters
+ */
+export type { DenseTensor, EngineCapabilities, GradientSync, RowSparseTensor } from './api.js';
+// Engines
+export { RingSync, type RingSyncOptions } from './ring/ring-sync.js';
+export { PsSync, type PsSyncOptions } from './ps/ps-sync.js';
+export { HybridSync } from './hybrid/hybrid-sync.js';
+export { LocalSync, mergeRowSparse } from './local/local-sync.js';
 export { mergeRows } from './row-sparse.js';
+// Parameter servers
+export { KVServer, type KVServerOptions, type KVServerStats } from './ps/kv-server.js';
+export { defaultServerName, KVWorker, type ConnectKVWorkerOptions, type KVWorkerOptions } from './ps/kv-worker.js';
+export { startPsServers, type StartPsServersOptions } from './ps/launch-servers.js';
+export { psWorkerOf, ServerTables, type ServerTableSpec, type ServerTablesOptions, type TableRows } from './ps/server-tables.js';
+export type { Dtype, KeySpec } from './ps/key-layout.js';
+export {
+  adagradUpdater,
+  adamUpdater,
+  addUpdater,
+  assignUpdater,
+  createUpdater,
+  sgdUpdater,
+  type ServerUpdater,
+  type UpdateContext,
+  type UpdaterSpec,
+} from './ps/updaters.js';
+// Same-host collective and the hierarchical topology
+export { ShmCollective, shmCollectiveAvailable, type CollectiveOp, type ShmCollectiveOptions } from './shm/shm-collective.js';
+export {
+  connectHierarchical,
+  connectHierarchicalIfHelpful,
+  discoverHosts,
+  type HierarchicalGroup,
+  type HierarchicalGroupOptions,
+} from './ring/allreduce-hierarchical.js';
+// Per-job telemetry the Trainer's TensorBoard callback reads from its engine
+export { attachJobTelemetry, jobTelemetryOf, type JobTelemetry } from './job-telemetry.js';

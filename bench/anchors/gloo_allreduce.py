@@ -11,6 +11,10 @@ the barrier and carries rank 0's go/stop decision; per iteration the slowest ran
 times at the end). Rank 0 prints one JSON line per size: {"row": {bytes, iters, p50_us, avg_us, p99_us,
 algbw_gbps, busbw_gbps, verified}}, then {"done": true}.
 Needs torch with gloo (Debian's python3-torch for /usr/bin/python3, or pip's torch).
+
+One rank per invocation (the namespace-cluster suite, one process per host): `--rank R --init tcp://ADDR:PORT`
+runs rank R only, joining the group whose rank 0 listens on ADDR:PORT (set GLOO_SOCKET_IFNAME to the host's
+interface when its hostname does not resolve).
 """
 import argparse
 import json
@@ -26,12 +30,12 @@ def pct(sorted_us, p):
     return sorted_us[i]
 
 
-def worker(rank, args, port):
+def worker(rank, args, init):
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=args.n)
+    dist.init_process_group('gloo', init_method=init, rank=rank, world_size=args.n)
     n = args.n
     ctl = torch.zeros(1, dtype=torch.float64)
     # global warm-up before the first size, same as the shoal worker
@@ -87,14 +91,21 @@ def main():
     p.add_argument('--min-iters', type=int, default=20)
     p.add_argument('--min-time-ms', type=float, default=300)
     p.add_argument('--max-iters', type=int, default=1000)
+    p.add_argument('--rank', type=int, help='run this rank only (with --init)')
+    p.add_argument('--init', help='tcp://ADDR:PORT of rank 0 (with --rank)')
     args = p.parse_args()
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    if args.rank is not None:
+        if not args.init:
+            p.error('--rank needs --init tcp://ADDR:PORT')
+        worker(args.rank, args, args.init)
+        return
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    mp.spawn(worker, args=(args, port), nprocs=args.n, join=True)
+    mp.spawn(worker, args=(args, f'tcp://127.0.0.1:{port}'), nprocs=args.n, join=True)
 
 
 if __name__ == '__main__':

@@ -4,8 +4,9 @@
  * Every rank runs the same sweep; rank 0 prints one JSON row per size on stdout (`{"row":{...}}`), then
  * `{"done":true}`. Errors print `{"error":...}` and exit 1.
  */
-import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShmCollective, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
-import { allreduceRing } from '@shoal/backends';
+import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
+import { connectHierarchical, ShmCollective } from '@shoal/backends';
+import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
 
 export interface WorkerArgs {
   rank: number;
@@ -23,6 +24,13 @@ export interface WorkerArgs {
   algorithm?: 'ring' | 'direct';
   window?: number;
   timeoutMs: number;
+  /** Address to listen on (net/nng). Default 127.0.0.1; the cluster suite gives each host's address. */
+  listenHost?: string;
+  /**
+   * 'hierarchical' (net/nng only): `allreduceHierarchical`, the shared-segment collective inside each host and
+   * the ring over the transport between host leaders (hosts as `localHostId()` tells them apart). Default 'flat'.
+   */
+  topology?: 'flat' | 'hierarchical';
 }
 
 const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
@@ -49,15 +57,27 @@ async function main(a: WorkerArgs): Promise<void> {
   } else {
     const transport: Transport =
       a.transport === 'nng' ? createNngTransport() : a.transport === 'shm' ? shmTransport({ prefix: `bar${process.ppid}` }) : createNetTransport();
-    const listenUrl = a.transport === 'shm' ? 'shm://auto' : 'tcp://127.0.0.1:0';
-    const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
-    reduce = (d) => allreduceRing(g, d, opts);
-    ctlReduce = (d) => allreduceRing(g, d, { kernels, op: 'max' });
-    finish = async () => {
-      await g.close();
-      await transport.close?.();
-    };
-    stats = () => g.stats();
+    const listenUrl = a.transport === 'shm' ? 'shm://auto' : `tcp://${a.listenHost ?? '127.0.0.1'}:0`;
+    if (a.topology === 'hierarchical') {
+      if (a.transport === 'shm') throw new Error('topology hierarchical needs transport net or nng');
+      const h = await connectHierarchical({ rank: a.rank, size: a.size, store: store.prefixed('bench-hier'), local: { transport, listenUrl }, cross: { transport, listenUrl }, timeoutMs: a.timeoutMs, prefix: `bah${process.ppid}` });
+      reduce = (d) => allreduceHierarchical(h, d, { kernels, segmentBytes: a.segmentBytes, wire: a.wire });
+      ctlReduce = (d) => allreduceHierarchical(h, d, { kernels, op: 'max' });
+      finish = async () => {
+        await h.close();
+        await transport.close?.();
+      };
+      stats = () => ({ hosts: h.hosts, localRanks: h.localRanks.length, cross: h.cross?.stats() });
+    } else {
+      const g = await connectGroup({ rank: a.rank, size: a.size, store: store.prefixed('bench'), transport, listenUrl, timeoutMs: a.timeoutMs });
+      reduce = (d) => allreduceRing(g, d, opts);
+      ctlReduce = (d) => allreduceRing(g, d, { kernels, op: 'max' });
+      finish = async () => {
+        await g.close();
+        await transport.close?.();
+      };
+      stats = () => g.stats();
+    }
   }
   const ctl = new Float64Array(1);
   try {

@@ -16,6 +16,9 @@ const suites: Record<string, () => Promise<Suite>> = {
   train: () => import('./train.js'),
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
+  tensorboard: () => import('./tensorboard.js'),
+  cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,5 +1,5 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { Tf, Trainer } from '@shoal/wrappers';
+import type { Callbacks, Tf, Trainer } from '@shoal/wrappers';
 
 /** The two models of the `train` bench, with deterministic synthetic data. */
 export type BenchModel = 'rec' | 'mlp';
@@ -60,6 +60,7 @@ export async function timedFit(
   data: { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor },
   batchSize: number,
   warmup: number,
+  extraCallbacks: Callbacks[] = [],
 ): Promise<{ secs: number; cpu: NodeJS.CpuUsage; syncMs: number; stepMs: number[]; stepSyncMs: number[] }> {
   let t0 = 0;
   let last = 0;
@@ -71,22 +72,26 @@ export async function timedFit(
     epochs: 1,
     batchSize,
     shuffle: false,
-    callbacks: {
-      onBatchEnd: (s) => {
-        const now = performance.now();
-        if (s === warmup - 1) {
-          t0 = now;
-          c0 = process.cpuUsage();
-        }
-        if (s >= warmup) {
-          const sync = trainer.stepStats!.syncMs;
-          syncMs += sync;
-          stepMs.push(now - last);
-          stepSyncMs.push(sync);
-        }
-        last = now;
+    callbacks: [
+      ...extraCallbacks,
+      {
+        stopsOnBatch: false, // never sets stopTraining: no per-step stop agreement in the timed loop
+        onBatchEnd: (s) => {
+          const now = performance.now();
+          if (s === warmup - 1) {
+            t0 = now;
+            c0 = process.cpuUsage();
+          }
+          if (s >= warmup) {
+            const sync = trainer.stepStats!.syncMs;
+            syncMs += sync;
+            stepMs.push(now - last);
+            stepSyncMs.push(sync);
+          }
+          last = now;
+        },
       },
-    },
+    ],
   });
   return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), syncMs, stepMs, stepSyncMs };
 }

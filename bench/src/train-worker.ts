@@ -5,7 +5,8 @@
  * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...,"stepMsP50":...,"syncMsP50":...}`
  * (timed steps only, all workers' samples; CPU time and the per-step medians are rank 0's).
  */
-import { initWorker, setupTfjs, Trainer } from '@shoal/wrappers';
+import { initWorker } from '@shoal/run';
+import { setupTfjs, tensorBoard, Trainer } from '@shoal/wrappers';
 import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 
 const arg = (k: string, d: string) => {
@@ -24,7 +25,10 @@ async function main() {
   const data = benchData(rt.tf, model, spec.batch * worldSize * (warmup + steps));
   const sparseRing = process.argv.includes('--sparse-ring');
   const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, sync: worker.sync, runtime: rt, verbose: 0, ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}) });
-  const { secs, cpu, syncMs, stepMs, stepSyncMs } = await timedFit(trainer, data, spec.batch, warmup);
+  // `--tensorboard DIR --update-freq batch|epoch`: with the TensorBoard callback (the tensorboard bench).
+  const logdir = arg('tensorboard', '');
+  const tb = logdir ? [tensorBoard(logdir, { updateFreq: arg('update-freq', 'epoch') as 'batch' | 'epoch' })] : [];
+  const { secs, cpu, syncMs, stepMs, stepSyncMs } = await timedFit(trainer, data, spec.batch, warmup, tb);
   if (worker.options.rank === 0) {
     const out = { samplesPerSec: (steps * spec.batch * worldSize) / secs, stepMs: (secs * 1000) / steps, syncMs: syncMs / steps, cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps, stepMsP50: medianOf(stepMs), syncMsP50: medianOf(stepSyncMs) };
     process.stdout.write(`BENCH ${JSON.stringify(out)}\n`);

@@ -53,7 +53,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
-import { launch } from '@shoal/core';
+import { launch } from '@shoal/run';
 import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
 import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 

@@ -35,8 +35,21 @@ export class ShoalError extends Error {
   }
 }
 
+/**
+ * ERR_INVALID_ARG: a bad argument or option value. A `RangeError`, what JavaScript code throws and catches for
+ * a bad argument, carrying the `code` and `context` of every shoal error (`isShoalError` accepts it).
+ */
+export class InvalidArgError extends RangeError {
+  readonly code = 'ERR_INVALID_ARG' as const;
+  readonly context: Readonly<Record<string, unknown>>;
+  constructor(message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.context = details;
+  }
+}
+
 export function isShoalError(e: unknown, code?: ShoalErrorCode): e is ShoalError {
-  return e instanceof ShoalError && (code === undefined || e.code === code);
+  return (e instanceof ShoalError || e instanceof InvalidArgError) && (code === undefined || e.code === code);
 }
 
 export const Errors = {
@@ -52,7 +65,7 @@ export const Errors = {
   badFrame: (where: string, detail: string) => new ShoalError('ERR_BAD_FRAME', `bad frame (${where}): ${detail}`, { where }),
   mismatch: (what: string, detail: string, details: Record<string, unknown> = {}) =>
     new ShoalError('ERR_MISMATCH', `${what} mismatch across ranks: ${detail}`, details),
-  invalidArg: (name: string, detail: string) => new RangeError(`${name} ${detail}`),
+  invalidArg: (name: string, detail: string) => new InvalidArgError(`${name} ${detail}`, { name }),
   config: (key: string, detail: string) => new ShoalError('ERR_CONFIG', `bad config ${key}: ${detail}`, { key }),
   nan: (what: string, details: Record<string, unknown> = {}) =>
     new ShoalError('ERR_NAN', `non-finite values (NaN or Inf) in ${what}`, details),

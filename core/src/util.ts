@@ -4,6 +4,11 @@ import { DEFAULT_TIMEOUT_MS, type IoOptions } from './transport/transport.js';
 /** The largest delay Node's timers honour. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** A timer for `ms`, or none when `ms` is beyond what Node's timers honour (they would fire at once). */
+export function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
+  return ms <= MAX_TIMER_MS ? setTimeout(fn, Math.max(0, ms)) : undefined;
+}
+
 /**
  * Race `p` against a timeout and an AbortSignal. `onCancel` runs if the wait is given up, so the caller can
  * withdraw whatever it queued (a pending recv, an aio).
@@ -80,16 +85,3 @@ export function deferred<T>(): Deferred<T> {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * Queue a waiter for the next message and return its promise, bounded by `opts` (timeout, abort). A wait that
- * is given up removes itself from the queue, so it consumes nothing: the shared receive path of the transports.
- */
-export function enqueueWaiter<T>(waiters: Deferred<T>[], what: string, opts: IoOptions | undefined): Promise<T> {
-  const d = deferred<T>();
-  waiters.push(d);
-  return withDeadline(what, d.promise, opts, () => {
-    const i = waiters.indexOf(d);
-    if (i >= 0) waiters.splice(i, 1);
-  });
-}

@@ -7,7 +7,7 @@ import { Field, Float64, Int32, RecordBatch, Schema, Struct, Table, makeData, ta
 import { isShoalError } from '@shoal/core';
 import { openArrowFile, batches } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
-import { expectData } from './test-assert.js';
+import { expectData } from './testing/assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-file-'));
 
@@ -86,7 +86,7 @@ test('null in a column: ERR_DATA naming the source and column, or replaced with 
     (async () => {
       for await (const _ of batches(ds, { columns: ['x'], batchSize: 2 })) void _;
     })(),
-    /nulls\.arrow#0: column 'x' has 1 null values where none are allowed/,
+    /nulls\.arrow#0: column 'x' has 1 null values where none are allowed, the first at row 2 of this chunk/,
   );
   const vals: number[] = [];
   for await (const bt of batches(ds, { columns: ['x'], batchSize: 2, fill: { x: -1 } })) vals.push(...bt.columns.x!);

@@ -9,7 +9,7 @@ import { Table, tableToIPC } from 'apache-arrow';
 import { isShoalError } from '@shoal/core';
 import { openArrowStream, batches, localSteps } from './index.js';
 import { exampleBatch, exampleTable, FEATURES } from './test-fixtures.js';
-import { expectData } from './test-assert.js';
+import { expectData } from './testing/assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-arrow-stream-'));
 

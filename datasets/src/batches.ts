@@ -169,9 +169,13 @@ function prepareColumn(chunk: Chunk, part: OutSpec['parts'][number], out: OutSpe
   if (c.nullCount > 0) {
     const f = fill?.[part.col];
     if (f === undefined) {
-      throw Errors.data(chunk.source, `column '${part.col}' has ${c.nullCount} null values where none are allowed (pass fill: { '${part.col}': value } to replace them)`, {
+      let first = 0;
+      while (first < chunk.rows && !isNull(c, first)) first++;
+      const at = c.firstNullAt ?? `row ${first} of this chunk`;
+      throw Errors.data(chunk.source, `column '${part.col}' has ${c.nullCount} null values where none are allowed, the first at ${at} (pass fill: { '${part.col}': value } to replace them)`, {
         column: part.col,
         nulls: c.nullCount,
+        firstNullAt: at,
       });
     }
     const copy = v === c.values ? (v as Src).slice() : (v as Src);

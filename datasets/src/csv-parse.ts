@@ -92,7 +92,7 @@ export interface CsvScanResult {
 export interface CsvDecoded {
   rows: number;
   buffer: Uint8Array;
-  columns: { name: string; kind: 'int32' | 'float32' | 'float64'; offset: number; length: number; nullCount: number; validityOffset: number }[];
+  columns: { name: string; kind: 'int32' | 'float32' | 'float64'; offset: number; length: number; nullCount: number; firstNullLine?: number; validityOffset: number }[];
 }
 
 const LF = 0x0a;
@@ -480,6 +480,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   const valid = kinds.map((_, i) => buffer.subarray(layout[i]!.validityOffset, layout[i]!.validityOffset + bitmapBytes));
   for (const v of valid) v.fill(0xff);
   const nulls = new Array<number>(kinds.length).fill(0);
+  const firstNullLine = new Array<number>(kinds.length).fill(0);
   const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
   const rec = new Records(bytes, next, names.length, want, task.path, task.columns.length, fmt, firstLine);
   // Numeric type codes: 0 int32, 1 float, 2 timestamp, 3 category, 4 hash.
@@ -493,7 +494,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
       const s = rec.start[slot]!;
       const e = rec.end[slot]!;
       if (e === s) {
-        nulls[slot]!++;
+        if (nulls[slot]!++ === 0) firstNullLine[slot] = line;
         valid[slot]![row >> 3]! &= ~(1 << (row & 7));
         continue;
       }
@@ -540,6 +541,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
       offset: layout[i]!.offset,
       length: rows,
       nullCount: nulls[i]!,
+      ...(nulls[i]! > 0 ? { firstNullLine: firstNullLine[i]! } : {}),
       validityOffset: layout[i]!.validityOffset,
     })),
   };

@@ -4,9 +4,10 @@
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { runCsvTask, type CsvTask } from './csv-task.js';
+import { shipErrors } from './decode-pool.js';
 
 export default async function run(task: CsvTask): Promise<unknown> {
-  const r = await runCsvTask(task);
+  const r = await shipErrors(() => runCsvTask(task));
   if (!('buffer' in r)) return r;
   const buf = r.buffer.buffer;
   return move({

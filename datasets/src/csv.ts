@@ -79,7 +79,10 @@ class CsvPartition implements Partition {
             : new Int32Array(buf, base + c.offset, c.length);
       out[c.name] =
         c.nullCount > 0
-          ? { values, width: 1, nullCount: c.nullCount, validity: new Uint8Array(buf, base + c.validityOffset, (d.rows + 7) >> 3), validityOffset: 0 }
+          ? {
+              values, width: 1, nullCount: c.nullCount, validity: new Uint8Array(buf, base + c.validityOffset, (d.rows + 7) >> 3), validityOffset: 0,
+              ...(c.firstNullLine ? { firstNullAt: `line ${c.firstNullLine}` } : {}),
+            }
           : { values, width: 1, nullCount: 0 };
     }
     yield { source: this.path, rows: d.rows, columns: out };

@@ -4,7 +4,30 @@
  * Owned by one dataset; `close()` stops the threads.
  */
 import { Piscina } from 'piscina';
-import { Errors } from '@shoal/core';
+import { Errors, ShoalError, isShoalError, type ShoalErrorCode } from '@shoal/core';
+
+/**
+ * A ShoalError thrown in a worker thread reaches the caller as a plain Error (structured clone keeps only the
+ * message): worker entries wrap their task in `shipErrors`, which sends the code and context inside the message,
+ * and `DecodePool.run` rebuilds the ShoalError, so a corrupt file is ERR_DATA naming it whichever thread read it.
+ */
+const SHIPPED = '\u0000shoal-error:';
+
+export async function shipErrors<R>(task: () => Promise<R>): Promise<R> {
+  try {
+    return await task();
+  } catch (e) {
+    if (!isShoalError(e)) throw e;
+    throw new Error(SHIPPED + JSON.stringify({ code: e.code, message: e.message, context: e.context }));
+  }
+}
+
+function unship(e: unknown): unknown {
+  const m = e instanceof Error ? e.message : undefined;
+  if (!m?.startsWith(SHIPPED)) return e;
+  const { code, message, context } = JSON.parse(m.slice(SHIPPED.length)) as { code: ShoalErrorCode; message: string; context: Record<string, unknown> };
+  return new ShoalError(code, message, context);
+}
 
 export class DecodePool<T, R> {
   private pool: Piscina | undefined;
@@ -35,6 +58,8 @@ export class DecodePool<T, R> {
     this.inflight.add(p);
     try {
       return await p;
+    } catch (e) {
+      throw unship(e);
     } finally {
       this.inflight.delete(p);
     }

@@ -13,6 +13,7 @@ export { fieldOf } from './types.js';
 export { openArrowStream, type ArrowStreamSource, type ArrowStreamOptions } from './arrow-stream.js';
 export { openArrowFile } from './arrow-file.js';
 export { openParquetDir, type ParquetDirOptions } from './parquet-dir.js';
+export { verifyPageChecksums, bytesSource, blobSource, type ByteSource, type VerifyScope } from './parquet-crc.js';
 export { openCsv, type CsvSchema, type CsvOptions, type CsvColumnType } from './csv.js';
 export { cached } from './cached.js';
 export {

@@ -8,7 +8,8 @@
  *  - input ending between messages without the marker raises ERR_DATA unless `requireEos` is false.
  * Every wait for the next piece is bounded by `idleTimeoutMs` (ERR_TIMEOUT) and `signal` (ERR_ABORTED).
  */
-import { Errors, withDeadline } from '@shoal/core';
+import { Errors } from '@shoal/core';
+import { withDeadline } from '@shoal/core/util';
 
 export interface FramerOptions {
   idleTimeoutMs?: number;

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { openAsBlob } from 'node:fs';
 import { ParquetFile, readParquet } from 'parquet-wasm';
+import { blobSource, bytesSource, verifyPageChecksums } from './parquet-crc.js';
 
 export interface ParquetTask {
   path: string;
@@ -21,6 +22,8 @@ export interface ParquetTask {
    * row-group partitions).
    */
   io?: 'whole' | 'ranges';
+  /** Check the CRC-32 of every page that stores one before decoding (default true; `parquet-crc.ts`). */
+  verifyChecksums?: boolean;
 }
 
 export async function decodeParquet(task: ParquetTask): Promise<Uint8Array> {
@@ -29,8 +32,11 @@ export async function decodeParquet(task: ParquetTask): Promise<Uint8Array> {
     ...(task.rowGroups ? { rowGroups: task.rowGroups } : {}),
     ...(task.columns ? { columns: task.columns } : {}),
   };
+  const scope = { ...(task.rowGroups ? { rowGroups: task.rowGroups } : {}), ...(task.columns ? { columns: task.columns } : {}) };
   if (task.io === 'ranges') {
-    const file = await ParquetFile.fromFile(await openAsBlob(task.path));
+    const blob = await openAsBlob(task.path);
+    if (task.verifyChecksums !== false) await verifyPageChecksums(task.path, blobSource(blob), scope);
+    const file = await ParquetFile.fromFile(blob);
     try {
       const t = await file.read(opts);
       return t.intoIPCStream();
@@ -39,6 +45,7 @@ export async function decodeParquet(task: ParquetTask): Promise<Uint8Array> {
     }
   }
   const bytes = await readFile(task.path);
+  if (task.verifyChecksums !== false) await verifyPageChecksums(task.path, bytesSource(bytes), scope);
   const t = readParquet(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), opts);
   return t.intoIPCStream();
 }

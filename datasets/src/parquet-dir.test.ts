@@ -7,7 +7,7 @@ import { Field, Float32, Float64, Int32, List, RecordBatch, Table, makeData, tab
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { openParquetDir, shard, batches, type Dataset } from './index.js';
 import { exampleTable, FEATURES } from './test-fixtures.js';
-import { expectData } from './test-assert.js';
+import { expectData } from './testing/assert.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-parquet-'));
 

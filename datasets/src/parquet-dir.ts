@@ -33,6 +33,8 @@ export interface ParquetDirOptions {
   threads?: number;
   /** Rows per decoded record batch (default: whole row groups). */
   batchSize?: number;
+  /** Check the CRC-32 of pages that store one (pyarrow's write_page_checksum) before decoding (default true). */
+  verifyChecksums?: boolean;
 }
 
 interface PartFile {
@@ -140,6 +142,7 @@ class ParquetPartition implements Partition {
         columns: fileCols,
         ...(this.rowGroups ? { rowGroups: this.rowGroups, io: 'ranges' as const } : {}),
         ...(this.opts.batchSize ? { batchSize: this.opts.batchSize } : {}),
+        ...(this.opts.verifyChecksums === false ? { verifyChecksums: false } : {}),
       });
     } catch (e) {
       if (isShoalError(e)) throw e;

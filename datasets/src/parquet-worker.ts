@@ -4,8 +4,9 @@
  */
 import { move } from 'piscina';
 import { decodeParquet, type ParquetTask } from './parquet-decode.js';
+import { shipErrors } from './decode-pool.js';
 
 export default async function run(task: ParquetTask): Promise<unknown> {
-  const ipc = await decodeParquet(task);
+  const ipc = await shipErrors(() => decodeParquet(task));
   return move(ipc);
 }

@@ -61,6 +61,8 @@ export interface Column {
   /** Arrow-style LSB validity bitmap (bit `validityOffset + row`), present when nullCount > 0. */
   validity?: Uint8Array;
   validityOffset?: number;
+  /** Where the first null row is in the source, when the reader knows better than a row index ('line 623'). */
+  firstNullAt?: string;
 }
 
 /** A group of rows with equal-length columns, tagged with where it came from (for errors). */

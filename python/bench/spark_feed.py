@@ -189,7 +189,7 @@ def main() -> None:
                 df.write.mode("overwrite").parquet(d)
                 t1 = time.perf_counter()
                 p = subprocess.run(
-                    ["node", "core/dist/launcher/cli.js", "run", "-n", str(a.workers), PROBE, "--parquet", d, "--sum", "c0"],
+                    ["node", "run/dist/launcher/cli.js", "run", "-n", str(a.workers), PROBE, "--parquet", d, "--sum", "c0"],
                     cwd=REPO, capture_output=True, text=True, timeout=600,
                 )
                 t2 = time.perf_counter()

@@ -43,10 +43,10 @@ def _repo_root() -> str:
 
 
 def default_store_script() -> str:
-    """The Node entry that serves a job's rendezvous store: `$SHOAL_HOME/core/dist/launcher/spark-store.js`
+    """The Node entry that serves a job's rendezvous store: `$SHOAL_HOME/run/dist/launcher/spark-store.js`
     (SHOAL_HOME defaults to the checkout this package sits in)."""
     home = os.environ.get("SHOAL_HOME") or _repo_root()
-    return os.path.join(home, "core", "dist", "launcher", "spark-store.js")
+    return os.path.join(home, "run", "dist", "launcher", "spark-store.js")
 
 
 _ERR_RE = re.compile(r"ShoalWorkerError: rank (\d+): (.*)")

@@ -37,7 +37,7 @@ RESULT_MARKER = "SHOAL_RESULT "
 STORE_MARKER = "SHOAL_STORE "
 ERROR_TAG = "ShoalWorkerError"
 
-# Errors that are consequences of another rank's failure (as core/src/launcher/launch.ts's pickRootCause reads
+# Errors that are consequences of another rank's failure (as run/src/launcher/launch.ts's pickRootCause reads
 # them): a peer or the store that went away, a closed or aborted group.
 CONSEQUENCE_RE = re.compile(r"\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer closed the connection|went away")
 # How long a task whose worker failed only as a consequence waits before failing: Spark reports the first task

@@ -1,6 +1,6 @@
 """Shared fixtures: one local SparkSession per test module (Spark start-up costs seconds), the repo paths.
 
-Tests need the TypeScript side built (`npx tsc -b`): the store entry core/dist/launcher/spark-store.js and the
+Tests need the TypeScript side built (`npx tsc -b`): the store entry run/dist/launcher/spark-store.js and the
 worker scripts under test/dist/. pyspark missing makes the whole run skip with a clear reason.
 """
 

@@ -33,7 +33,7 @@ def digits_df(spark, repo):
 
 
 def shoal_run(repo, backend, args, timeout_s=180):
-    cmd = ["node", os.path.join(repo, "core/dist/launcher/cli.js"), "run", "-n", "2", "--backend", backend, "--job-timeout-s", str(timeout_s - 10), WORKER, *args]
+    cmd = ["node", os.path.join(repo, "run/dist/launcher/cli.js"), "run", "-n", "2", "--backend", backend, "--job-timeout-s", str(timeout_s - 10), WORKER, *args]
     p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=timeout_s)
     sys.stderr.write(p.stderr[-4000:])
     assert p.returncode == 0, f"shoal run failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
@@ -95,7 +95,7 @@ def test_spark_training_equals_shoal_run_on_the_parquet_files(digits_df, repo, t
 def test_spark_written_parquet_is_read_back_by_the_datasets_package(digits_df, repo, parquet_dir):
     """The Petastorm-style hand-off alone: Spark writes, `shoal run` workers (probe) read their part files."""
     parquet = parquet_dir
-    cmd = ["node", "core/dist/launcher/cli.js", "run", "-n", "2", "test/dist/spark-probe-worker.js", "--parquet", parquet, "--sum", "p10"]
+    cmd = ["node", "run/dist/launcher/cli.js", "run", "-n", "2", "test/dist/spark-probe-worker.js", "--parquet", parquet, "--sum", "p10"]
     p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(next(ln for ln in p.stdout.splitlines() if "SHOAL_RESULT " in ln).split("SHOAL_RESULT ", 1)[1])

@@ -6,10 +6,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { batches, openArrowStream, openParquetDir, shard } from '@shoal/datasets';
+import { batches, bytesSource, openArrowStream, openParquetDir, shard, verifyPageChecksums } from '@shoal/datasets';
+import { isShoalError } from '@shoal/core';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-pyarrow-'));
 const N = 5000;
@@ -79,6 +80,67 @@ test('a Hive-partitioned Parquet dataset written by pyarrow, over 3 ranks', asyn
   } finally {
     await ds.close();
   }
+});
+
+const CHECKSUMMED = `
+import sys, pyarrow as pa, pyarrow.parquet as pq
+t = pa.table({'id': pa.array(range(4000), pa.int64()), 'x': pa.array([i * 0.25 for i in range(4000)], pa.float64())})
+pq.write_table(t, sys.argv[1], compression='NONE', row_group_size=1000, write_page_checksum=(sys.argv[2] == 'crc'), use_dictionary=False)
+cm = pq.ParquetFile(sys.argv[1]).metadata.row_group(2).column(1)
+print(cm.data_page_offset + cm.total_compressed_size - 100)
+`;
+
+async function readAll(path: string, opts: { threads: number; verifyChecksums?: boolean }): Promise<number[]> {
+  const ds = await openParquetDir(path, opts);
+  try {
+    const xs: number[] = [];
+    for await (const b of batches(ds, { features: ['x'], batchSize: 1000 })) xs.push(...b.columns.features!);
+    return xs;
+  } finally {
+    await ds.close();
+  }
+}
+
+test('Parquet page checksums (pyarrow write_page_checksum): a flipped byte inside a page is ERR_DATA naming it', async () => {
+  const good = join(dir, 'crc.parquet');
+  const r = spawnSync('python3', ['-c', CHECKSUMMED, good, 'crc'], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 0, r.stderr);
+  const inside = Number(r.stdout.trim());
+  const bytes = readFileSync(good);
+  assert.ok((await verifyPageChecksums(good, bytesSource(bytes))) >= 8, 'every page of both columns carries a CRC');
+  assert.equal(await readAll(good, { threads: 0 }), Array.from({ length: 4000 }, (_, i) => i * 0.25));
+
+  const bad = join(dir, 'crc-flipped.parquet');
+  const flipped = Buffer.from(bytes);
+  flipped[inside] ^= 0x40;
+  writeFileSync(bad, flipped);
+  for (const threads of [0, 1]) {
+    try {
+      await readAll(bad, { threads });
+      assert.unreachable(`threads ${threads}: the corrupt page was accepted`);
+    } catch (e) {
+      assert.ok(isShoalError(e, 'ERR_DATA'), `threads ${threads}: ${String(e)}`);
+      assert.match((e as Error).message, `${bad}: row group 2, column 'x': page at byte`);
+      assert.match((e as Error).message, /fails its CRC-32 check/);
+    }
+  }
+  // Only the column read is checked: the id column's pages are intact.
+  const ds = await openParquetDir(bad, { threads: 0 });
+  try {
+    let n = 0;
+    for await (const b of batches(ds, { columns: ['id'], batchSize: 1000 })) n += b.size;
+    assert.is(n, 4000);
+  } finally {
+    await ds.close();
+  }
+  // Opting out decodes the flipped value as it is.
+  const xs = await readAll(bad, { threads: 0, verifyChecksums: false });
+  assert.is(xs.length, 4000);
+  assert.ok(xs.some((x, i) => x !== i * 0.25), 'the flipped byte changed a value');
+
+  const plain = join(dir, 'nocrc.parquet');
+  assert.is(spawnSync('python3', ['-c', CHECKSUMMED, plain, 'none'], { timeout: 60_000 }).status, 0);
+  assert.is(await verifyPageChecksums(plain, bytesSource(readFileSync(plain))), 0, 'a file without CRCs has nothing to check');
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { launch, parseRunArgs, psServerListenUrl } from '@shoal/core';
+import { launch, parseRunArgs, psServerListenUrl } from '@shoal/run';
 import { DIGITS_MAIN, maxRelDiff, ROOT, runNode, SHOAL_CLI } from './train-helpers.js';
 
 // `shoal run --threads`: the workers are worker_threads of the launcher's process (shm between them by default);

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { netRemote, NetTransport, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
-import { gradientSyncCompliance, PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
+import { PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
+import { gradientSyncCompliance } from '@shoal/backends/testing';
 
 const workerScript = fileURLToPath(new URL('./ps-fixture-worker.js', import.meta.url));
 type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number; sharedCalls?: number };
@@ -156,6 +157,6 @@ gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
       }),
     ),
   );
-}, { sizes: [1, 3] }).run();
+}, { sizes: [1, 3], collectiveOrder: true }).run();
 
 test.run();

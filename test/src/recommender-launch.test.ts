@@ -38,7 +38,7 @@ for (const backend of ['ps', 'hybrid'] as const) {
 test('shoal run -n 2 --backend ring worker.js [demo flags]: the worker runs standalone and rank 0 writes the report', () => {
   const out = mkdtempSync(join(tmpdir(), 'rec-shoal-run-'));
   try {
-    const cli = join(root, 'core/dist/launcher/cli.js');
+    const cli = join(root, 'run/dist/launcher/cli.js');
     const r = spawnSync(process.execPath, [cli, 'run', '-n', '2', '--backend', 'ring', join(root, 'examples/recommender/dist/worker.js'),
       '--config', config, '--epochs', '1', '--max-steps', '10', '--batch', '128', '--out', out, '--cache', join(out, 'cache')], { encoding: 'utf8', timeout: 120_000 });
     assert.is(r.status, 0, `exit ${r.status}\n${r.stdout}\n${r.stderr}`);

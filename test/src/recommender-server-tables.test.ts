@@ -1,8 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { HybridSync, LocalSync, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
-import { HybridSync, LocalSync, setupTfjs } from '@shoal/wrappers';
+import { setupTfjs } from '@shoal/wrappers';
 import { DEFAULT_SPEC, runTraining, type TrainResult } from '../../examples/recommender/dist/index.js';
 import { syntheticTask } from './helpers/recommender-data.js';
 

@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, RingSync } from '@shoal/backends';
-import { LocalSync, setupTfjs } from '@shoal/wrappers';
+import { LocalSync, RingSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
+import { setupTfjs } from '@shoal/wrappers';
 import {
   BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, MostPopular, runTraining,
 } from '../../examples/recommender/dist/index.js';

@@ -9,7 +9,8 @@
  *   {"error":code,"at":Date.now()} and exits 0 (the parent kills one rank and times the others' errors).
  */
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, TcpStore, type Transport } from '@shoal/core';
-import { allreduceRing, barrierRing, RingSync } from '@shoal/backends';
+import { RingSync } from '@shoal/backends';
+import { allreduceRing, barrierRing } from '@shoal/backends/ring';
 import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
 
 const { mode, rank, size, storeUrl, extra: tname, timeoutMs } = rankArgs();

@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
 import { startJsonLinesChild, withTimeout, type JsonLinesChild } from './json-lines-child.js';
-import { listSegments, TcpStoreServer } from '@shoal/core';
+import { TcpStoreServer } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 
 /** The same-host shared-segment collective (ShmCollective) with ranks as real processes. */
 const worker = fileURLToPath(new URL('./shm-collective-worker.js', import.meta.url));

@@ -11,7 +11,8 @@
  * mode 'absent': rank size-1 never calls (it idles for 3 timeouts, then closes); the others print {"error":code}.
  */
 import { createHash } from 'node:crypto';
-import { ShmCollective, TcpStore } from '@shoal/core';
+import { TcpStore } from '@shoal/core';
+import { ShmCollective } from '@shoal/backends';
 import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
 
 const { mode, rank, size, storeUrl, extra: jobId, timeoutMs } = rankArgs();

@@ -5,7 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listSegments, TcpStoreServer } from '@shoal/core';
+import { TcpStoreServer } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 
 const script = new URL('./helpers/hier-rank.js', import.meta.url).pathname;
 

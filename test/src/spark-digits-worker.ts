@@ -17,9 +17,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import type * as tfjs from '@tensorflow/tfjs';
-import { Errors, sparkInput } from '@shoal/core';
+import { Errors } from '@shoal/core';
+import { initWorker, sparkInput } from '@shoal/run';
 import { batches, localSteps, openArrowStream, openParquetDir, shard, syncSteps, type Dataset } from '@shoal/datasets';
-import { initWorker, setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
+import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 
 const FEATURES = Array.from({ length: 64 }, (_, i) => `p${i}`);
 

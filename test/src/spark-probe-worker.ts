@@ -9,17 +9,10 @@
  * --tag <id> is ignored (tests use it to find the job's processes). --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
  * that rank sleep forever after reading (for the timeout test).
  */
-import {
-  connectGroup,
-  createNetTransport,
-  Errors,
-  parseWorkerOptions,
-  sparkInput,
-  TcpStore,
-  Tags,
-  type ProcessGroup,
-} from '@shoal/core';
+import { connectGroup, createNetTransport, Errors, parseWorkerOptions, TcpStore, type ProcessGroup } from '@shoal/core';
+import { Tags } from '@shoal/core/group';
 import { openArrowStream, openParquetDir, shard, type NumericArray } from '@shoal/datasets';
+import { sparkInput } from '@shoal/run';
 
 interface ProbeArgs {
   parquet: string;

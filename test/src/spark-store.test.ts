@@ -1,5 +1,5 @@
 /**
- * The Spark job's store entry (core/dist/launcher/spark-store.js), as rank 0's task runs it: prints its address,
+ * The Spark job's store entry (run/dist/launcher/spark-store.js), as rank 0's task runs it: prints its address,
  * serves the TCP store, starts the ps server actors when asked, and goes away with its parent's pipe.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -8,9 +8,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { actorEpoch, asText, TcpStore } from '@shoal/core';
+import { asText, TcpStore } from '@shoal/core';
+import { actorEpoch } from '@shoal/core/actor';
 
-const STORE = fileURLToPath(new URL('../../core/dist/launcher/spark-store.js', import.meta.url));
+const STORE = fileURLToPath(new URL('../../run/dist/launcher/spark-store.js', import.meta.url));
 
 /** Live processes whose environment holds `marker` (e.g. `SHOAL_JOB_ID=<id>`, inherited by the server actors). */
 function processesWith(marker: string): number[] {
@@ -105,11 +106,11 @@ test('spark-store killed hard: its server actors exit on their own (IPC disconne
 test('spark-store rejects bad options with a clear message', async () => {
   const s = start(['--ps-servers', '2']);
   const code = await within(s.exited, 10_000, 'exit on bad options');
-  assert.is(code, 1);
+  assert.is(code, 2);
   assert.match(s.stderr(), /--ps-servers needs --workers N/);
   await s.url.catch(() => undefined);
   const t = start(['--port', 'x']);
-  assert.is(await within(t.exited, 10_000, 'exit on bad port'), 1);
+  assert.is(await within(t.exited, 10_000, 'exit on bad port'), 2);
   assert.match(t.stderr(), /--port must be an integer/);
   await t.url.catch(() => undefined);
 });

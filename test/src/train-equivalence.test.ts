@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, RingSync, type GradientSync } from '@shoal/backends';
-import { setupTfjs, Trainer, LocalSync } from '@shoal/wrappers';
+import { LocalSync, RingSync, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
+import { setupTfjs, Trainer } from '@shoal/wrappers';
 import { isShoalError } from '@shoal/core';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';
 

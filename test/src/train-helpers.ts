@@ -6,7 +6,7 @@ import type { Tf } from '@shoal/wrappers';
 
 /** Repo root (test/dist/.. /..). */
 export const ROOT = new URL('../../', import.meta.url).pathname;
-export const SHOAL_CLI = `${ROOT}core/dist/launcher/cli.js`;
+export const SHOAL_CLI = `${ROOT}run/dist/launcher/cli.js`;
 export const DIGITS_MAIN = `${ROOT}examples/digits/dist/main.js`;
 
 /** The digits set, first `n` rows: x [n,64] scaled to 0..1, y [n] labels as float32. */

@@ -1,9 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type * as tfjs from '@tensorflow/tfjs';
-import { memoryGroups, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { HybridSync, LocalSync, PsSync, RingSync, startPsServers, type GradientSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
-import { HybridSync, LocalSync, setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
+import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';
 
 // Sync SGD, fixed data order, over the parameter-server engine (and the hybrid): N workers with batch B/N must

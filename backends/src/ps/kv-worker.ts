@@ -1,12 +1,20 @@
-import { ActorClient, createSharedRegion, Errors, isShoalError, localHostId, ShoalError, type SharedRegion, type ShoalErrorCode, type Store, type Transport } from '@shoal/core';
-import { allocFloat, DEFAULT_BIG_KEY_BOUND, floatArrayClass, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
+import { ActorClient, Errors, type Store, type Transport } from '@shoal/core';
+import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
+import type { PsRequests } from './protocol.js';
 import { mergeRows } from '../row-sparse.js';
+import { PullOrder } from './worker/pull-order.js';
+import { collect, perServer, type ServerPart } from './worker/requests.js';
+import { landValues, ServerLinks } from './worker/server-links.js';
+import { StagingPlane } from './worker/staging.js';
 
 /**
  * The worker side of the parameter server (ps-lite's `KVWorker` on its `Customer`): slices batched key
  * operations over the servers with the shared `KeyLayout`, sends one request per server, and tracks each key's
- * push counter so pulls wait for the pushes before them and resent pushes are applied once.
+ * push counter so pulls wait for the pushes before them and resent pushes are applied once. The parts live in
+ * `worker/`: the links to the servers with resend after a restart (`server-links.ts`), the same-host staging
+ * buffers (`staging.ts`), push-after-pull ordering (`pull-order.ts`) and request splitting (`requests.ts`); the
+ * requests themselves are those of `protocol.ts`.
  *
  * Example:
  *   const kv = await KVWorker.connect({ rank, numWorkers: 2, numServers: 2, store, transport });
@@ -59,84 +67,28 @@ export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'>
 
 export const defaultServerName = (i: number) => `ps-server-${i}`;
 
-/** Codes a server error keeps when it reaches the worker (so ERR_MISMATCH stays ERR_MISMATCH). */
-const PASS_THROUGH: ReadonlySet<string> = new Set(['ERR_MISMATCH', 'ERR_TIMEOUT', 'ERR_NAN', 'ERR_STATE', 'ERR_CLOSED', 'ERR_PEER_CLOSED']);
-
 export class KVWorker {
   readonly rank: number;
   readonly numWorkers: number;
   readonly layout: KeyLayout;
-  private readonly servers: ActorClient<KVServer>[];
+  /** Pushes issued per key (the counter the next push carries). */
   private readonly issued = new Map<string, number>();
-  private readonly reconnecting = new Map<number, Promise<void>>();
-  /** Same-host data plane: each dense key's staging buffers (full-size views into a shared region). */
-  private readonly staging = new Map<string, { grad: FloatArray; out: FloatArray }>();
-  /** Per server: the keys whose slices it reads from and writes into the staging buffers. */
-  private readonly sharedKeys: Set<string>[];
-  /** Keys whose staging gradient (resp. output) an operation in flight is using: others send data in messages. */
-  private readonly gradBusy = new Set<string>();
-  private readonly outBusy = new Set<string>();
-  /** The staging regions, with what each server mapped of them (for a restarted server to map again). */
-  private readonly regions: { region: SharedRegion; entries: Map<number, { key: string; grad: number; out: number }[]> }[] = [];
-  private sharedCalls = 0;
-  /** Keys retired from the data plane (see `retireShared`): never attached again. */
-  private readonly retired = new Set<string>();
+  private readonly links: ServerLinks;
+  private readonly staging: StagingPlane;
+  private readonly order = new PullOrder();
 
-  constructor(private readonly o: KVWorkerOptions) {
+  constructor(o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
     if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.numWorkers) throw Errors.invalidArg('rank', `must be in [0, ${o.numWorkers}), got ${o.rank}`);
     if (o.servers.length < 1) throw Errors.invalidArg('servers', 'must name at least one server');
     this.rank = o.rank;
     this.numWorkers = o.numWorkers;
-    this.servers = o.servers;
     this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
-    this.sharedKeys = o.servers.map(() => new Set<string>());
-    // Fail fast: when any server is lost (and we do not wait for restarts), every call in flight to any server
-    // fails with that error, so a worker blocked on a healthy server (waiting for a round the lost server's
-    // death stalled) does not sit out the timeout.
-    if (!o.resendAfterRestart) {
-      o.servers.forEach((c) =>
-        c.onDisconnect((err) => {
-          if (this.broken) return;
-          this.broken = err;
-          for (const f of this.inflight) f(err);
-          this.inflight.clear();
-        }),
-      );
-    }
-  }
-
-  private broken: Error | undefined;
-  private readonly inflight = new Set<(e: Error) => void>();
-  /**
-   * Dense pulls (and pushPulls) still in flight, per key. In sync mode a server replies from its live weights
-   * without a copy (large replies are copied into the link by its writer thread after the call returned), so it
-   * must not apply this worker's next push to a key before the reply for that key has arrived here: a push waits
-   * for the pulls of its keys issued before it (MXNet's per-key ordering of push after pull).
-   */
-  private readonly pulling = new Map<string, Promise<void>>();
-
-  /** Register `done` as the pending pull of `keys` (cleared when it settles, unless a later pull replaced it). */
-  private trackPull(keys: readonly string[], done: Promise<unknown>): void {
-    const settled = done.then(
-      () => undefined,
-      () => undefined,
-    );
-    for (const k of keys) this.pulling.set(k, settled);
-    void settled.then(() => {
-      for (const k of keys) if (this.pulling.get(k) === settled) this.pulling.delete(k);
+    this.links = new ServerLinks(o.servers, o.rank, !!o.resendAfterRestart, {
+      dropped: (s) => this.staging.dropped(s),
+      restored: (s) => this.staging.restored(s),
     });
-  }
-
-  /** Resolves once every pull of `keys` issued so far has settled (at once when there is none). */
-  private afterPulls(keys: readonly string[]): Promise<unknown> | undefined {
-    if (this.pulling.size === 0) return undefined;
-    const waits = new Set<Promise<void>>();
-    for (const k of keys) {
-      const w = this.pulling.get(k);
-      if (w) waits.add(w);
-    }
-    return waits.size ? Promise.all(waits) : undefined;
+    this.staging = new StagingPlane(o, this.layout, this.links);
   }
 
   /**
@@ -145,8 +97,11 @@ export class KVWorker {
    */
   static async connect(o: ConnectKVWorkerOptions): Promise<KVWorker> {
     const name = o.serverName ?? defaultServerName;
+    // Calls wait a little longer than the servers do: a request that cannot complete gets the server's
+    // ERR_TIMEOUT, which names the workers it waited for, rather than a bare call timeout here.
+    const timeoutMs = o.timeoutMs === undefined ? undefined : o.timeoutMs + Math.min(2000, Math.max(100, o.timeoutMs / 4));
     const servers = await Promise.all(
-      Array.from({ length: o.numServers }, (_, i) => ActorClient.connect<KVServer>(name(i), { store: o.store, transport: o.transport, timeoutMs: o.timeoutMs })),
+      Array.from({ length: o.numServers }, (_, i) => ActorClient.connect<KVServer>(name(i), { store: o.store, transport: o.transport, timeoutMs })),
     );
     try {
       const hellos = await Promise.all(servers.map((c) => c.api.hello(o.rank)));
@@ -167,7 +122,7 @@ export class KVWorker {
   }
 
   get numServers(): number {
-    return this.servers.length;
+    return this.links.size;
   }
 
   /**
@@ -177,7 +132,7 @@ export class KVWorker {
    */
   async init(specs: readonly KeySpec[], values?: readonly FloatArray[]): Promise<void> {
     if (this.rank === 0 && (!values || values.length !== specs.length)) throw Errors.invalidArg('values', `rank 0 must give one initial value per key (${specs.length})`);
-    const per = this.perServer();
+    const per = perServer(this.numServers);
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
       const slices = this.layout.add(spec);
@@ -193,90 +148,11 @@ export class KVWorker {
     await Promise.all(
       per.map(async (p, s) => {
         if (p.specs.length === 0) return;
-        const r = (await this.callServer(s, 'init', [this.rank, p.specs, p.slices, this.rank === 0 ? p.values : null])) as { resume: number[] };
+        const r = await this.links.call(s, 'init', [this.rank, p.specs, p.slices, this.rank === 0 ? p.values : null]);
         p.specs.forEach((spec, i) => this.issued.set(spec.key, Math.max(this.issued.get(spec.key) ?? 0, r.resume[i]!)));
       }),
     );
-    await this.attachShared(specs);
-  }
-
-  /**
-   * Give the dense keys of `specs` that have none yet staging buffers in one new shared region, and let every
-   * server on this host map it. The region's name is removed once they have (with `resendAfterRestart`: at
-   * close, so a restarted server can map it again): nothing is left in /dev/shm if a process dies, and the
-   * mappings live until both sides drop them. A server that cannot map it (another /dev/shm) is simply not used
-   * that way.
-   */
-  private async attachShared(specs: readonly KeySpec[]): Promise<void> {
-    if (this.o.sharedMemory === false || !this.o.serverHosts) return;
-    const here = this.o.hostId ?? localHostId();
-    const local = this.o.serverHosts.map((h) => h === here);
-    const fresh = [...new Map(specs.filter((sp) => !sp.rows && !this.staging.has(sp.key)).map((sp) => [sp.key, sp])).values()];
-    if (!local.some(Boolean) || fresh.length === 0) return;
-    const align = (n: number) => Math.ceil(n / 64) * 64;
-    let bytes = 0;
-    const at = fresh.map((sp) => {
-      const b = align(sp.size * floatArrayClass(sp.dtype).BYTES_PER_ELEMENT);
-      const grad = bytes;
-      bytes += 2 * b;
-      return { grad, out: grad + b };
-    });
-    let region: SharedRegion;
-    try {
-      region = createSharedRegion(`${this.o.regionPrefix ?? 'ps'}-w${this.rank}`, Math.max(bytes, 64));
-    } catch (e) {
-      // no room in /dev/shm (or no shm at all): these keys' values travel in messages
-      if (isShoalError(e, 'ERR_TRANSPORT')) return;
-      throw e;
-    }
-    const mapped = new Map<number, { key: string; grad: number; out: number }[]>();
-    this.regions.push({ region, entries: mapped }); // close() removes the name if it is still there
-    try {
-      fresh.forEach((sp, i) => {
-        const Ctor = floatArrayClass(sp.dtype);
-        this.staging.set(sp.key, { grad: new Ctor(region.buffer, at[i]!.grad, sp.size), out: new Ctor(region.buffer, at[i]!.out, sp.size) });
-      });
-      await Promise.all(
-        this.servers.map(async (_, s) => {
-          if (!local[s]) return;
-          const entries: { key: string; grad: number; out: number }[] = [];
-          fresh.forEach((sp, i) => {
-            for (const sl of this.layout.slicesOf(sp.key)) {
-              if (sl.server !== s) continue;
-              const off = sl.start * floatArrayClass(sp.dtype).BYTES_PER_ELEMENT;
-              entries.push({ key: sp.key, grad: at[i]!.grad + off, out: at[i]!.out + off });
-            }
-          });
-          if (!entries.length) return;
-          try {
-            await this.callServer(s, 'attachShared', [this.rank, region.name, region.bytes, entries]);
-          } catch (e) {
-            if (isShoalError(e, 'ERR_REMOTE') && e.context.remoteCode === 'ERR_TRANSPORT') return; // cannot map it: messages
-            throw e;
-          }
-          for (const e of entries) this.sharedKeys[s]!.add(e.key);
-          mapped.set(s, entries);
-        }),
-      );
-    } finally {
-      // With resends after a restart the name stays until close(), so a restarted server can map the region
-      // again (a killed worker's names: its servers remove them, and the launcher's sweep).
-      if (!this.o.resendAfterRestart) region.unlink();
-    }
-  }
-
-  /** A restarted server `s` (new incarnation, empty views): let it map this worker's regions again. */
-  private async reattach(s: number): Promise<void> {
-    for (const { region, entries } of this.regions) {
-      const e = entries.get(s);
-      if (!e) continue;
-      try {
-        await this.servers[s]!.call('attachShared', [this.rank, region.name, region.bytes, e]);
-        for (const x of e) if (!this.retired.has(x.key)) this.sharedKeys[s]!.add(x.key);
-      } catch {
-        // it cannot (or is gone again): those keys stay on messages for this server
-      }
-    }
+    await this.staging.attach(specs);
   }
 
   /**
@@ -288,64 +164,7 @@ export class KVWorker {
    * the buffers are best not reused.
    */
   buffers(key: string): { grad: FloatArray; out: FloatArray } | undefined {
-    return this.staging.get(key);
-  }
-
-  /**
-   * Which servers this operation on `keys` may run over the staging buffers: servers holding every slice of
-   * theirs there, when none of the keys' staging buffers this operation needs is in use. Marks them in use.
-   */
-  private claimShared(keys: readonly string[], grad: boolean, out: boolean): boolean[] | null {
-    if (!this.staging.size) return null;
-    if (new Set(keys).size !== keys.length) return null; // a key twice in one request: one staging buffer, two values
-    for (const k of keys) {
-      if (!this.staging.has(k) || (grad && this.gradBusy.has(k)) || (out && this.outBusy.has(k))) return null;
-    }
-    const per = this.servers.map(() => ({ any: false, all: true }));
-    for (const k of keys) {
-      for (const sl of this.layout.slicesOf(k)) {
-        const p = per[sl.server]!;
-        p.any = true;
-        if (!this.sharedKeys[sl.server]!.has(k)) p.all = false;
-      }
-    }
-    const use = per.map((p) => p.any && p.all);
-    if (!use.some(Boolean)) return null;
-    for (const k of keys) {
-      if (grad) this.gradBusy.add(k);
-      if (out) this.outBusy.add(k);
-    }
-    return use;
-  }
-
-  private releaseShared(keys: readonly string[], grad: boolean, out: boolean): void {
-    for (const k of keys) {
-      if (grad) this.gradBusy.delete(k);
-      if (out) this.outBusy.delete(k);
-    }
-  }
-
-  /**
-   * An operation over the staging buffers of `keys` failed without a reply (a timeout, a lost server): a server
-   * may still read the gradient buffer or write the output buffer later. Those keys leave the data plane for
-   * good (their values travel in messages from now on), so no later operation shares the buffers with it.
-   */
-  private retireShared(keys: readonly string[]): void {
-    for (const set of this.sharedKeys) for (const k of keys) set.delete(k);
-    for (const k of keys) this.retired.add(k);
-  }
-
-  /** Run `op` with the staging buffers of `keys` claimed (`use`), releasing or retiring them after. */
-  private async withShared<T>(keys: readonly string[], use: boolean[] | null, grad: boolean, out: boolean, op: () => Promise<T>): Promise<T> {
-    if (!use) return op();
-    try {
-      return await op();
-    } catch (e) {
-      this.retireShared(keys);
-      throw e;
-    } finally {
-      this.releaseShared(keys, grad, out);
-    }
+    return this.staging.buffers(key);
   }
 
   /**
@@ -354,7 +173,7 @@ export class KVWorker {
    */
   async push(keys: readonly string[], grads: readonly FloatArray[]): Promise<void> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
-    const per = this.perServer();
+    const per = perServer(this.numServers);
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       const spec = this.layout.spec(key);
@@ -362,16 +181,16 @@ export class KVWorker {
       const g = grads[i]!;
       if (g.length !== spec.size) throw Errors.invalidArg(`gradient of key ${key}`, `has ${g.length} elements, key has ${spec.size}`);
     }
-    const use = this.claimShared(keys, true, false);
-    await this.withShared(keys, use, true, false, async () => {
+    const use = this.staging.claim(keys, true, false);
+    await this.staging.with(keys, use, true, false, async () => {
       this.collect(per, keys, grads, undefined, use, true);
-      const before = this.afterPulls(keys);
+      const before = this.order.after(keys);
       if (before) await before;
       await Promise.all(
         per.map((p, s) => {
           if (!p.keys.length) return undefined;
-          const sent = [this.rank, p.keys, p.counters, p.arrays];
-          return use?.[s] ? this.callServer(s, 'push', [this.rank, p.keys, p.counters, p.keys.map(() => null)], undefined, { args: sent }) : this.callServer(s, 'push', sent);
+          const sent: PsRequests['push'] = [this.rank, p.keys, p.counters, p.arrays];
+          return use?.[s] ? this.links.call(s, 'push', [this.rank, p.keys, p.counters, p.keys.map(() => null)], undefined, { args: sent }) : this.links.call(s, 'push', sent);
         }),
       );
     });
@@ -401,11 +220,11 @@ export class KVWorker {
    */
   async pull(keys: readonly string[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     const res = this.denseOutputs(keys, outs, 'use rowSparsePull');
-    const use = this.claimShared(keys, false, true);
-    await this.withShared(keys, use, false, true, async () => {
-      const per = this.perServer();
+    const use = this.staging.claim(keys, false, true);
+    await this.staging.with(keys, use, false, true, async () => {
+      const per = perServer(this.numServers);
       this.collect(per, keys, undefined, res, use, false);
-      await this.landDense('pull', keys, per, use, (p, shared) => (shared ? [p.keys, p.counters, true] : [p.keys, p.counters]));
+      await this.landDense('pull', keys, per, use, (p, shared) => (shared ? [this.rank, p.keys, p.counters, true] : [this.rank, p.keys, p.counters]));
     });
     return res;
   }
@@ -417,9 +236,9 @@ export class KVWorker {
   async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
     const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
-    const use = this.claimShared(keys, true, true);
-    await this.withShared(keys, use, true, true, async () => {
-      const per = this.perServer();
+    const use = this.staging.claim(keys, true, true);
+    await this.staging.with(keys, use, true, true, async () => {
+      const per = perServer(this.numServers);
       this.collect(per, keys, grads, res, use, true);
       // One request per server; the server has received every gradient before it replies, and only its reply
       // lands in `outs`, so `outs` may be the gradient arrays themselves.
@@ -428,50 +247,15 @@ export class KVWorker {
         keys,
         per,
         use,
-        (p, shared) => (shared ? [p.keys, p.counters, p.keys.map(() => null), true] : [p.keys, p.counters, p.arrays]),
-        this.afterPulls(keys),
+        (p, shared) => (shared ? [this.rank, p.keys, p.counters, p.keys.map(() => null), true] : [this.rank, p.keys, p.counters, p.arrays]),
+        this.order.after(keys),
       );
     });
     return res;
   }
 
-  /**
-   * Split a dense operation on `keys` over the servers: per server the keys, counters (pushes: issued here;
-   * pulls: the pushes so far), gradient slices and output slices. For servers in `use` the gradients are first
-   * copied into the staging buffers (unless they are those buffers) and the slices point there, so a resend
-   * after a server restart (which no longer knows the staging buffers) sends them from there.
-   */
-  private collect(
-    per: ReturnType<KVWorker['perServer']>,
-    keys: readonly string[],
-    grads: readonly FloatArray[] | undefined,
-    outs: readonly FloatArray[] | undefined,
-    use: boolean[] | null,
-    count: boolean,
-  ): void {
-    keys.forEach((key, i) => {
-      const c = this.issued.get(key) ?? 0;
-      if (count) this.issued.set(key, c + 1);
-      const st = use ? this.staging.get(key) : undefined;
-      const g = grads?.[i];
-      for (const sl of this.layout.slicesOf(key)) {
-        const p = per[sl.server]!;
-        const shared = !!(st && use![sl.server]);
-        p.keys.push(key);
-        p.counters.push(c);
-        if (g) {
-          let arr = g.subarray(sl.start, sl.end);
-          if (shared) {
-            const dst = st!.grad.subarray(sl.start, sl.end);
-            if (arr.buffer !== dst.buffer || arr.byteOffset !== dst.byteOffset) dst.set(arr);
-            arr = dst;
-          }
-          p.arrays.push(arr);
-        }
-        if (outs) p.targets.push(outs[i]!.subarray(sl.start, sl.end));
-        if (shared) p.staged.push(st!.out.subarray(sl.start, sl.end));
-      }
-    });
+  private collect(per: ServerPart[], keys: readonly string[], grads: readonly FloatArray[] | undefined, outs: readonly FloatArray[] | undefined, use: boolean[] | null, count: boolean): void {
+    collect(this.layout, this.issued, (k) => this.staging.buffers(k), per, keys, grads, outs, use, count);
   }
 
   /**
@@ -479,12 +263,12 @@ export class KVWorker {
    * its targets (from the staging buffers for servers in `use`); registered as the pending pull of `keys` until
    * it settles.
    */
-  private async landDense(
-    method: 'pull' | 'pushPull',
+  private async landDense<M extends 'pull' | 'pushPull'>(
+    method: M,
     keys: readonly string[],
-    per: ReturnType<KVWorker['perServer']>,
+    per: ServerPart[],
     use: boolean[] | null,
-    args: (p: ReturnType<KVWorker['perServer']>[number], shared: boolean) => unknown[],
+    args: (p: ServerPart, shared: boolean) => PsRequests[M],
     before?: Promise<unknown>,
   ): Promise<void> {
     const done = (async () => {
@@ -492,13 +276,13 @@ export class KVWorker {
       await Promise.all(
         per.map(async (p, s) => {
           if (!p.keys.length) return;
-          const plain = { args: [this.rank, ...args(p, false)], replyInto: p.targets };
-          const got = (await (use?.[s] ? this.callServer(s, method, [this.rank, ...args(p, true)], undefined, plain) : this.callServer(s, method, plain.args, p.targets))) as (FloatArray | null)[];
-          landValues(method, s, p.keys, got, p.targets, p.staged);
+          const plain = { args: args(p, false), replyInto: p.targets };
+          const got = use?.[s] ? await this.links.call(s, method, args(p, true), undefined, plain) : await this.links.call(s, method, plain.args, p.targets);
+          landValues(method, s, p.keys, got as (FloatArray | null)[], p.targets, p.staged);
         }),
       );
     })();
-    this.trackPull(keys, done);
+    this.order.track(keys, done);
     await done;
   }
 
@@ -521,7 +305,7 @@ export class KVWorker {
         while (hi < ids.length && ids[hi]! < sl.rowEnd!) hi++;
         const a = lo;
         lo = hi;
-        return this.callServer(sl.server, 'rowSparsePush', [this.rank, key, c, ids.subarray(a, hi), packed.subarray(a * rowSize, hi * rowSize)]);
+        return this.links.call(sl.server, 'rowSparsePush', [this.rank, key, c, ids.subarray(a, hi), packed.subarray(a * rowSize, hi * rowSize)]);
       }),
     );
   }
@@ -547,7 +331,7 @@ export class KVWorker {
       slices.map(async (sl, j) => {
         const a = ask[j]!;
         if (!a.ids.length) return;
-        const got = (await this.callServer(sl.server, 'rowSparsePull', [this.rank, key, need, Int32Array.from(a.ids)])) as { rows: FloatArray };
+        const got = await this.links.call(sl.server, 'rowSparsePull', [this.rank, key, need, Int32Array.from(a.ids)]);
         for (let i = 0; i < a.pos.length; i++) res.set(got.rows.subarray(i * rowSize, (i + 1) * rowSize), a.pos[i]! * rowSize);
       }),
     );
@@ -562,9 +346,7 @@ export class KVWorker {
     const spec = this.layout.spec(key);
     if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense');
     const need = this.issued.get(key) ?? 0;
-    const parts = (await Promise.all(
-      this.layout.slicesOf(key).map((sl) => this.callServer(sl.server, 'rowSparsePull', [this.rank, key, need, null])),
-    )) as { rowIds: Int32Array; rows: FloatArray }[];
+    const parts = await Promise.all(this.layout.slicesOf(key).map((sl) => this.links.call(sl.server, 'rowSparsePull', [this.rank, key, need, null])));
     const n = parts.reduce((a, p) => a + p.rowIds.length, 0);
     const rowIds = new Int32Array(n);
     const rows = allocFloat(spec.dtype, n * spec.rows.rowSize);
@@ -577,14 +359,17 @@ export class KVWorker {
     return { rowIds, rows };
   }
 
-  /** Every worker contributes `value` under `tag`; returns all values in rank order (server 0 collects). */
-  async gather<T>(tag: string, value: T): Promise<T[]> {
-    return (await this.callServer(0, 'gather', [this.rank, tag, value])) as T[];
+  /**
+   * Every worker contributes `value` under `tag`; returns all values in rank order (server 0 collects). `op` names
+   * the operation: if workers reach `tag` with different operations, all of them get ERR_MISMATCH at once.
+   */
+  async gather<T>(tag: string, value: T, op?: string): Promise<T[]> {
+    return (await this.links.call(0, 'gather', op === undefined ? [this.rank, tag, value] : [this.rank, tag, value, op])) as T[];
   }
 
   /** Ask every server to write its checkpoint now. */
   async checkpoint(): Promise<{ path: string; bytes: number }[]> {
-    return (await Promise.all(this.servers.map((_, s) => this.callServer(s, 'checkpoint', [])))) as { path: string; bytes: number }[];
+    return Promise.all(this.links.clients.map((_, s) => this.links.call(s, 'checkpoint', [])));
   }
 
   /** Count of pushes this worker issued for `key`. */
@@ -597,114 +382,16 @@ export class KVWorker {
    * went through the staging buffers instead.
    */
   stats(): { bytesSent: number; bytesReceived: number; calls: number; sharedCalls: number } {
-    const t = { bytesSent: 0, bytesReceived: 0, calls: 0, sharedCalls: this.sharedCalls };
-    for (const c of this.servers) {
-      const s = c.stats();
-      t.bytesSent += s.bytesSent;
-      t.bytesReceived += s.bytesReceived;
-      t.calls += s.calls;
-    }
-    return t;
+    return { ...this.links.stats(), sharedCalls: this.links.sharedCalls };
   }
 
   /** The client of server `s` (e.g. for `server(s).api.stats()`). */
   server(s: number): ActorClient<KVServer> {
-    return this.servers[s]!;
+    return this.links.clients[s]!;
   }
 
   async close(): Promise<void> {
-    for (const r of this.regions) r.region.unlink();
-    await Promise.all(this.servers.map((c) => c.close()));
-  }
-
-  private perServer() {
-    return this.servers.map(() => ({
-      keys: [] as string[],
-      counters: [] as number[],
-      arrays: [] as FloatArray[],
-      targets: [] as FloatArray[],
-      /** Staging output slices, when the reply comes through them (same order as `targets`). */
-      staged: [] as FloatArray[],
-      specs: [] as KeySpec[],
-      slices: [] as ReturnType<KeyLayout['slicesOf']>,
-      values: [] as (FloatArray | null)[],
-    }));
-  }
-
-  /** Call server `s`; big arrays of the reply land straight in `replyInto` (see `CallOptions.replyInto`). */
-  private async callServer(s: number, method: string, args: unknown[], replyInto?: readonly FloatArray[], resend?: { args: unknown[]; replyInto?: readonly FloatArray[] }): Promise<unknown> {
-    let io = replyInto ? { replyInto } : undefined;
-    if (resend) this.sharedCalls++;
-    for (;;) {
-      const c = this.servers[s]!;
-      const epoch = c.epoch;
-      try {
-        if (this.o.resendAfterRestart) return await c.call(method, args, io);
-        if (this.broken) throw this.broken;
-        let fail!: (e: Error) => void;
-        const lost = new Promise<never>((_, reject) => (fail = reject));
-        this.inflight.add(fail);
-        try {
-          return await Promise.race([c.call(method, args, io), lost]);
-        } finally {
-          this.inflight.delete(fail);
-        }
-      } catch (e) {
-        if (!this.o.resendAfterRestart || !isShoalError(e, 'ERR_PEER_CLOSED')) throw unwrapRemote(e);
-        await this.reconnect(s, epoch + 1);
-        // the new incarnation has not mapped the staging buffers: the data goes in the message
-        if (resend) {
-          args = resend.args;
-          io = resend.replyInto ? { replyInto: resend.replyInto } : undefined;
-        }
-      }
-    }
-  }
-
-  private reconnect(s: number, minEpoch: number): Promise<void> {
-    const c = this.servers[s]!;
-    if (c.epoch >= minEpoch) return Promise.resolve();
-    let p = this.reconnecting.get(s);
-    if (!p) {
-      p = c
-        .reconnect(minEpoch)
-        .then(async () => {
-          this.sharedKeys[s]!.clear();
-          await c.api.hello(this.rank);
-          await this.reattach(s);
-        })
-        .finally(() => this.reconnecting.delete(s));
-      this.reconnecting.set(s, p);
-    }
-    return p;
+    this.staging.close();
+    await this.links.close();
   }
 }
-
-/**
- * Put a server's reply values into the caller's arrays: values that arrived straight in them (`replyInto`, or
- * the staging buffers when the caller passed those) are already there; others are copied.
- */
-function landValues(what: string, s: number, keys: readonly string[], got: readonly (FloatArray | null)[], targets: readonly FloatArray[], staged: readonly FloatArray[]): void {
-  if (got.length !== targets.length) throw Errors.badFrame(what, `server ${s} sent ${got.length} values, expected ${targets.length}`);
-  got.forEach((g, i) => {
-    const t = targets[i]!;
-    if (g === null) {
-      // written into the staging buffer by the server
-      const st = staged[i];
-      if (!st) throw Errors.badFrame(`${what} of ${keys[i]}`, `server ${s} replied through staging buffers this request did not use`);
-      if (st.buffer !== t.buffer || st.byteOffset !== t.byteOffset) t.set(st);
-      return;
-    }
-    if (g.length !== t.length) throw Errors.badFrame(`${what} of ${keys[i]}`, `server ${s} sent ${g.length} elements, expected ${t.length}`);
-    if (g.buffer !== t.buffer || g.byteOffset !== t.byteOffset) t.set(g);
-  });
-}
-
-/** A server-side ERR_MISMATCH (etc.) keeps its code on the worker; the ERR_REMOTE stays as the cause. */
-function unwrapRemote(e: unknown): unknown {
-  if (!isShoalError(e, 'ERR_REMOTE')) return e;
-  const code = e.context.remoteCode;
-  if (typeof code === 'string' && PASS_THROUGH.has(code)) return new ShoalError(code as ShoalErrorCode, e.message, e.context, e);
-  return e;
-}
-

@@ -5,8 +5,8 @@ import type { KVServerOptions } from './kv-server.js';
 import { defaultServerName } from './kv-worker.js';
 
 /**
- * Start the server shards of a parameter-server job as actors named `ps-server-0..S-1` (a launcher helper: Spark
- * or `shoal run` may place them elsewhere with `ActorSupervisor.spawn` directly). Each server gets
+ * Start the server shards of a parameter-server job as actors named `ps-server-0..S-1` (`defaultServerName`):
+ * the one way to start them, used by `shoal run` and the Spark store entry (`@shoal/run`) and by tests. Each server gets
  * `checkpointDir/ps-server-<i>.ckpt` when `checkpointDir` is set, so a restarted incarnation resumes from it.
  * Returns the supervisors; stop them with `Promise.all(s.map((x) => x.stop()))`.
  */
@@ -17,7 +17,8 @@ export interface StartPsServersOptions extends Omit<KVServerOptions, 'serverInde
   transport?: Transport;
   /** For process/thread placement: how the servers build their transport and store. */
   remote?: { transport: ModuleRef; store: ModuleRef };
-  listenUrl?: string;
+  /** Where server i listens (a URL template of the actor runtime), the same for all or per server. */
+  listenUrl?: string | ((i: number) => string);
   checkpointDir?: string;
   restart?: { maxRestarts: number; backoffMs?: number };
   serverName?: (i: number) => string;
@@ -46,7 +47,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         store,
         transport,
         remote,
-        listenUrl,
+        listenUrl: typeof listenUrl === 'function' ? listenUrl(i) : listenUrl,
         mailbox: 'reentrant',
         restart,
         env,
@@ -57,7 +58,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
   );
   const bad = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
   if (bad) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop(1000) : undefined)));
     throw bad.reason;
   }
   return started.map((r) => (r as PromiseFulfilledResult<ActorSupervisor>).value);

@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync } from 'node:fs';
-import { createSharedRegion, isShoalError, loadKernels, openSharedRegion } from '@shoal/core';
+import { isShoalError, loadKernels } from '@shoal/core';
+import { createSharedRegion, openSharedRegion } from '@shoal/core/transport';
 import { KVServer } from './kv-server.js';
 import { KVWorker } from './kv-worker.js';
 import { createUpdater, type UpdaterSpec } from './updaters.js';

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MemoryStore, removeStaleSegments, shmTransport, type ActorSupervisor } from '@shoal/core';
+import { MemoryStore, shmTransport, type ActorSupervisor } from '@shoal/core';
+import { removeStaleSegments } from '@shoal/core/transport';
 import { KVWorker } from './kv-worker.js';
 import { startPsServers, type StartPsServersOptions } from './launch-servers.js';
 import { allEqual, ones } from './testing/values.js';

@@ -13,7 +13,8 @@ import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
  * - `allreduceScalars` / `barrier`: a gather on server 0.
  * Before each collective the ranks exchange a small signature through server 0 (names, shapes, and whether a
  * gradient holds NaN/Inf), so a mismatch raises ERR_MISMATCH and a NaN raises ERR_NAN on every rank instead of
- * hanging; the engine stays usable afterwards.
+ * hanging; the engine stays usable afterwards. Every collective is numbered and names its kind to server 0, so
+ * ranks that call different collectives (a barrier on one, an allreduce on another) get ERR_MISMATCH at once.
  *
  * The server-optimizer path (`initWeights`, `pushGradsPullWeights`) uses keys the servers update with their
  * configured updater: workers push gradients and pull fresh weights.
@@ -29,6 +30,7 @@ type Sig = { names: string[]; shapes: string[]; nan: string | null };
 
 export class PsSync implements GradientSync {
   readonly kind = 'ps' as const;
+  readonly capabilities = { rowSparse: 'servers', concurrentCollectives: true } as const;
   readonly rank: number;
   readonly size: number;
   private seq = 0;
@@ -108,7 +110,7 @@ export class PsSync implements GradientSync {
 
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     this.live();
-    const all = await this.kv.gather(`scalars#${this.seq++}`, values);
+    const all = await this.kv.gather(this.nextTag(), values, 'allreduceScalars');
     const out = new Float64Array(values.length);
     for (const v of all) {
       if (v.length !== values.length) throw Errors.mismatch('allreduceScalars', `lengths differ across ranks (${all.map((x) => x.length).join(', ')})`);
@@ -121,7 +123,7 @@ export class PsSync implements GradientSync {
 
   async barrier(): Promise<void> {
     this.live();
-    await this.kv.gather(`barrier#${this.seq++}`, null);
+    await this.kv.gather(this.nextTag(), null, 'barrier');
     this.ops++;
   }
 
@@ -205,13 +207,21 @@ export class PsSync implements GradientSync {
     return this.exchange(op, { names: ts.map((t) => t.name), shapes: ts.map((t) => `[${t.shape.join(', ')}]`), nan });
   }
 
+  /**
+   * The tag of the next collective: its number alone (the operation goes beside it), so ranks that call different
+   * collectives at the same point meet under one tag and all get ERR_MISMATCH at once instead of a timeout.
+   */
+  private nextTag(): string {
+    return `collective #${this.seq++}`;
+  }
+
   /** Exchange signatures through server 0; throw the same ERR_MISMATCH / ERR_NAN on every rank. */
   private async exchange(op: string, sig: Sig): Promise<void> {
     if (this.size === 1) {
       if (sig.nan) throw Errors.nan(`gradient "${sig.nan}" on rank 0 (${op})`, { rank: 0, badRank: 0 });
       return;
     }
-    const all = await this.kv.gather(`${op}#${this.seq++}`, sig);
+    const all = await this.kv.gather(this.nextTag(), sig, op);
     const me = all[0]!;
     for (let r = 1; r < all.length; r++) {
       const o = all[r]!;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryNetwork, MemoryStore } from '@shoal/core';
-import { gradientSyncCompliance } from '../compliance.js';
+import { gradientSyncCompliance } from '../testing/compliance.js';
 import { keyHash, sliceKey } from './key-layout.js';
 import { KVServer } from './kv-server.js';
 import { startPsServers } from './launch-servers.js';
@@ -355,6 +355,6 @@ gradientSyncCompliance('ps (memory transport, 2 servers)', async (size) => {
       }),
     ),
   );
-}).run();
+}, { collectiveOrder: true }).run();
 
 test.run();

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ActorContext } from '@shoal/core';
+import type { ActorContext } from '@shoal/core';
 import { sliceKey, validateKeySpec, type KeySpec } from './key-layout.js';
 import { KVServer } from './kv-server.js';
 import { ServerTables } from './server-tables.js';

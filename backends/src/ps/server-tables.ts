@@ -3,6 +3,7 @@ import type { GradientSync } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import type { KVWorker } from './kv-worker.js';
 import { PsSync } from './ps-sync.js';
+import { HybridSync } from '../hybrid/hybrid-sync.js';
 import type { UpdaterSpec } from './updaters.js';
 
 /**
@@ -222,11 +223,11 @@ export class ServerTables {
 }
 
 /**
- * The parameter-server worker behind a gradient engine: `PsSync`'s, or the sparse half of a hybrid engine (any
- * engine with a `sparse` PsSync). Null for engines without servers (ring, local).
+ * The parameter-server worker behind a gradient engine: `PsSync`'s, or the one of a `HybridSync` whose sparse
+ * half is a `PsSync`. Null for engines without servers (ring, local).
  */
 export function psWorkerOf(sync: GradientSync): KVWorker | null {
   if (sync instanceof PsSync) return sync.kv;
-  const sparse = (sync as { sparse?: unknown }).sparse;
-  return sparse instanceof PsSync ? sparse.kv : null;
+  if (sync instanceof HybridSync && sync.sparse instanceof PsSync) return sync.sparse.kv;
+  return null;
 }

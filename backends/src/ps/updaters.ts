@@ -1,7 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Errors, type ModuleRef, type ReduceKernels } from '@shoal/core';
-import type { FloatArray } from './key-layout.js';
+import { Errors, type FloatArray, type ModuleRef, type ReduceKernels } from '@shoal/core';
 
 /**
  * The server's update rule (ps-lite's `ReqHandle`, MXNet's `updater`): a replaceable callback that folds the

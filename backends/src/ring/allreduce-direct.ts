@@ -1,4 +1,5 @@
-import { Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
+import type { NumericArray, ProcessGroup, ReduceKernels, ReduceOp } from '@shoal/core';
+import { Tags } from '@shoal/core/group';
 import { bytesOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs } from './common.js';
 
 /**

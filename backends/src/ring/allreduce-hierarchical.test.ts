@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listSegments, loadKernels, MemoryNetwork, MemoryStore, shmTransport } from '@shoal/core';
+import { loadKernels, MemoryNetwork, MemoryStore, shmTransport } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 import { allreduceHierarchical, connectHierarchical, type HierarchicalGroup } from './allreduce-hierarchical.js';
 
 const kernels = loadKernels();

@@ -1,4 +1,5 @@
-import { asText, Errors, ProcessGroup, localHostId, ShmCollective, shmCollectiveAvailable, type NumericArray, type ReduceKernels, type Store, type Transport } from '@shoal/core';
+import { asText, Errors, ProcessGroup, localHostId, type NumericArray, type ReduceKernels, type Store, type Transport } from '@shoal/core';
+import { ShmCollective, shmCollectiveAvailable } from '../shm/shm-collective.js';
 import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { broadcastRing } from './broadcast.js';
 

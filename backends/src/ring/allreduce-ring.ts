@@ -1,4 +1,5 @@
-import { Errors, Tags, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
+import { Errors, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
+import { Tags } from '@shoal/core/group';
 import { allreduceDirect } from './allreduce-direct.js';
 import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs } from './common.js';
 

@@ -1,4 +1,5 @@
-import { Tags, type ProcessGroup } from '@shoal/core';
+import type { ProcessGroup } from '@shoal/core';
+import { Tags } from '@shoal/core/group';
 import { Outbox } from './common.js';
 
 /**

@@ -1,4 +1,5 @@
-import { Errors, Tags, type NumericArray, type ProcessGroup } from '@shoal/core';
+import { Errors, type NumericArray, type ProcessGroup } from '@shoal/core';
+import { Tags } from '@shoal/core/group';
 import { bytesOf, dtypeOf, expectBytes, Outbox, segments, sendBytes, viewAs } from './common.js';
 
 export interface BroadcastOptions {

@@ -1,4 +1,5 @@
-import { Errors, type Header, type NumericArray, type ProcessGroup } from '@shoal/core';
+import { Errors, type NumericArray, type ProcessGroup } from '@shoal/core';
+import type { Header } from '@shoal/core/group';
 
 /** Element types a collective accepts. */
 export type Dtype = 'float32' | 'float64' | 'int32';

@@ -1,8 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listSegments, MemoryNetwork, MemoryStore, shmTransport, type Transport } from '@shoal/core';
+import { MemoryNetwork, MemoryStore, shmTransport, type Transport } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
 import type { DenseTensor } from '../api.js';
-import { gradientSyncCompliance } from '../compliance.js';
+import { gradientSyncCompliance } from '../testing/compliance.js';
 import { connectHierarchical, connectHierarchicalIfHelpful, hierarchyHelps } from './allreduce-hierarchical.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 import { RingSync, type RingSyncOptions } from './ring-sync.js';

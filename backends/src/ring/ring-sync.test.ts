@@ -1,7 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { listSegments, MemoryStore, ShmCollective } from '@shoal/core';
-import { gradientSyncCompliance } from '../compliance.js';
+import { MemoryStore } from '@shoal/core';
+import { listSegments } from '@shoal/core/transport';
+import { ShmCollective } from '../shm/shm-collective.js';
+import { gradientSyncCompliance } from '../testing/compliance.js';
 import { memoryGroups } from './memory-groups.js';
 import { RingSync, type RingSyncOptions } from './ring-sync.js';
 

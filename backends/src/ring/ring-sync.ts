@@ -1,4 +1,5 @@
-import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels, type ShmCollective } from '@shoal/core';
+import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { type ShmCollective } from '../shm/shm-collective.js';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
 import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
@@ -59,6 +60,7 @@ export interface RingSyncOptions {
  */
 export class RingSync implements GradientSync {
   readonly kind = 'ring' as const;
+  readonly capabilities = { rowSparse: 'allgather', concurrentCollectives: false } as const;
   readonly rank: number;
   readonly size: number;
   private readonly kernels: ReduceKernels;

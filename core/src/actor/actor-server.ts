@@ -5,6 +5,7 @@ import { asText } from '../store/store.js';
 import type { Connection, Listener, Transport } from '../transport/transport.js';
 import { encodeParts, FramePool, type EncodedMessage } from './codec.js';
 import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts, type RecvTargets } from './rpc.js';
+import { checkArgs, remoteSpecOf, type ArgCheck } from './remote.js';
 
 /**
  * Serving one actor instance to any number of callers over a pair transport.
@@ -15,7 +16,8 @@ import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts, type RecvT
  * A caller takes a number with `add('actor/n/e/callers', 1)`, waits for its door and dials it. The actor keeps a
  * window of doors listening so several callers can connect at once; each accepted door opens the next.
  *
- * Receive buffers: an actor may define `recvTargets(method, args, externalBytes)`, called when a request's frame
+ * Receive buffers: an actor may define `recvTargets(method, args, externalBytes)`, called (with `currentCaller()`
+ * set) when a request's frame
  * has arrived and before its big arrays (external segments) are received: `args` holds placeholders for those
  * arrays (`externalRef(args[i])` gives the segment index), and it may return a buffer per segment index to receive
  * that segment straight into (transports with `recvInto`; others ignore it). The method then gets views of those
@@ -78,19 +80,22 @@ export class ActorServer {
   private nextDoor = 0;
   private stopped = false;
   private queue: Promise<unknown> = Promise.resolve();
-  private readonly methods: Set<string>;
+  /** The remote methods (the class's `static remote`, see `remoteMethods`) and their argument checks. */
+  private readonly methods: Map<string, readonly ArgCheck[]>;
 
   private constructor(
     private readonly instance: object,
     private readonly opts: ServeActorOptions,
   ) {
-    const names = new Set<string>();
-    for (let p = Object.getPrototypeOf(instance); p && p !== Object.prototype; p = Object.getPrototypeOf(p)) {
-      for (const k of Object.getOwnPropertyNames(p)) {
-        if (k !== 'constructor' && !k.startsWith('_') && !HOOKS.has(k) && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
-      }
+    const spec = remoteSpecOf(instance);
+    if (!spec) throw Errors.invalidArg(`actor ${opts.name}`, `(class ${instance.constructor?.name ?? '?'}) declares no remote methods: give the class a static \`remote = remoteMethods<Class>({ ... })\``);
+    const names = new Map<string, readonly ArgCheck[]>();
+    for (const [k, checks] of Object.entries(spec)) {
+      if (HOOKS.has(k)) throw Errors.invalidArg(`actor ${opts.name} remote method ${k}`, 'is a lifecycle hook: only the runtime calls it');
+      if (typeof (instance as Record<string, unknown>)[k] !== 'function') throw Errors.invalidArg(`actor ${opts.name} remote method ${k}`, 'is not a method of the instance');
+      if (!Array.isArray(checks)) throw Errors.invalidArg(`actor ${opts.name} remote method ${k}`, 'needs an array of argument checks');
+      names.set(k, checks);
     }
-    for (const k of Object.keys(instance)) if (!k.startsWith('_') && !HOOKS.has(k) && typeof (instance as Record<string, unknown>)[k] === 'function') names.add(k);
     this.methods = names;
     const hook = (instance as { recvTargets?: (m: string, a: unknown[], x: readonly number[]) => readonly (Uint8Array | undefined)[] | undefined }).recvTargets;
     if (typeof hook === 'function') {
@@ -103,7 +108,7 @@ export class ActorServer {
   }
 
   /**
-   * Start serving `instance` (its public methods; names starting with `_` stay private): open the first doors,
+   * Start serving `instance` (the methods its class declares remote): open the first doors,
    * then publish the epoch. Resolves once callers can connect.
    */
   static async start(instance: object, opts: ServeActorOptions): Promise<ActorServer> {
@@ -142,10 +147,15 @@ export class ActorServer {
   private async serve(conn: Connection): Promise<void> {
     const caller = `${this.opts.epoch}:${this.nextCaller++}`;
     this.callerIds.set(conn, caller);
+    // the actor's recvTargets hook sees `currentCaller()` as its method will
+    const hook = this.targets;
+    const targets: RecvTargets | undefined = hook && ((v, xs) => callerContext.run(caller, () => hook(v, xs)));
     for (;;) {
       let req: { k: string; id: number; m: string; a: unknown[] };
       try {
-        req = (await recvParts(conn, this.targets)).value as typeof req;
+        req = (await recvParts(conn, targets)).value as typeof req;
+        const q = req as unknown as { k?: unknown; id?: unknown } | null;
+        if (q === null || typeof q !== 'object' || q.k !== 'q' || typeof q.id !== 'number') throw Errors.badFrame(`request to actor ${this.opts.name}`, 'is not a request message');
       } catch (e) {
         // The caller went away, or sent a frame we cannot read (then caller and actor disagree on the protocol).
         if ((e as { code?: string }).code === 'ERR_BAD_FRAME') process.emitWarning(`actor ${this.opts.name}: dropping caller ${conn.remote}: ${(e as Error).message}`);
@@ -170,11 +180,13 @@ export class ActorServer {
     let pool = this.pools.get(conn);
     if (!pool) this.pools.set(conn, (pool = new FramePool()));
     try {
-      if (!this.methods.has(req.m)) throw Errors.invalidArg(`method ${JSON.stringify(req.m)}`, `is not a public method of actor ${this.opts.name}`);
+      const checks = typeof req.m === 'string' ? this.methods.get(req.m) : undefined;
+      if (!checks) throw Errors.invalidArg(`method ${JSON.stringify(req.m)}`, `is not a remote method of actor ${this.opts.name}`);
+      checkArgs(this.opts.name, req.m, checks, req.a);
       const fn = (this.instance as Record<string, (...a: unknown[]) => unknown>)[req.m]!;
       // A plain return value is encoded in the same turn the method ran (a consistent snapshot of any state it
       // returns); a promise is awaited first.
-      const r = callerContext.run(this.callerIds.get(conn) ?? '?', () => fn.apply(this.instance, req.a ?? []));
+      const r = callerContext.run(this.callerIds.get(conn) ?? '?', () => fn.apply(this.instance, req.a));
       const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
       // Big arrays in the result are sent from the actor's memory: an actor returning live state must not
       // change it before the reply is out (KVServer: guaranteed by its round structure; it copies otherwise).

@@ -9,6 +9,7 @@ import { ActorServer } from './actor-server.js';
 import { externalRef } from './codec.js';
 import { shmTransport } from '../transport/shm.js';
 import { ActorSupervisor } from './spawn.js';
+import { arg, remoteMethods } from './remote.js';
 import type { CounterActor } from './testing/counter-actor.js';
 
 const counterRef = (start = 0) => ({
@@ -88,7 +89,7 @@ test('local actor: typed handle, mailbox order per caller, remote errors carry t
     await a.call('_secret', []);
     assert.unreachable();
   } catch (e) {
-    assert.match((e as Error).message, /not a public method/);
+    assert.match((e as Error).message, /not a remote method/);
   }
   await a.close();
   await b.close();
@@ -168,6 +169,7 @@ test('over shm, big reply arrays land in replyInto buffers and big request array
   const store = new MemoryStore();
   const transport = shmTransport({ prefix: `actor${process.pid}` });
   class Vectors {
+    static readonly remote = remoteMethods<Vectors>({ fill: [arg.int(), arg.number()], sum: [arg.floatArray()] });
     readonly rx = new Float32Array(50_000);
     got: boolean[] = [];
     fill(n: number, v: number): Float32Array[] {

@@ -135,17 +135,23 @@ export class ProcessGroup {
     const key = `pair/${lo}-${hi}`;
     const opts = { timeoutMs: this.timeoutMs };
     let conn: Connection;
-    if (this.rank === lo) {
-      const l = await this.transport.listen(this.listenUrl, opts);
-      try {
-        await this.store.set(key, l.url);
-        conn = await l.accept(opts);
-      } finally {
-        await l.close().catch(() => {});
+    try {
+      if (this.rank === lo) {
+        const l = await this.transport.listen(this.listenUrl, opts);
+        try {
+          await this.store.set(key, l.url);
+          conn = await l.accept(opts);
+        } finally {
+          await l.close().catch(() => {});
+        }
+      } else {
+        const url = asText(await this.store.get(key, this.timeoutMs));
+        conn = await this.transport.dial(url, opts);
       }
-    } else {
-      const url = asText(await this.store.get(key, this.timeoutMs));
-      conn = await this.transport.dial(url, opts);
+    } catch (e) {
+      // Name the rank that never showed up (the store key or the accept alone does not say who).
+      if (!isShoalError(e, 'ERR_TIMEOUT')) throw e;
+      throw new ShoalError('ERR_TIMEOUT', `rank ${this.rank}: rank ${r} never joined the group (store key ${key}) within ${this.timeoutMs} ms`, { ...e.context, rank: this.rank, missingRank: r, timeoutMs: this.timeoutMs }, e);
     }
     if (this.closedFlag) {
       await conn.close();

@@ -1,4 +1,4 @@
-import type { FloatArray, NumericArray, OptimStep, ReduceKernels, ReduceOp, RowOp } from './reduce-kernels.js';
+import type { FloatArray, NumericArray, OptimStep, ReduceKernels, ReduceOp, RowOp } from './kernel-types.js';
 
 /** The checks the native kernel makes (same messages), so both implementations refuse the same input. */
 function checkStep(s: OptimStep): void {

@@ -14,7 +14,8 @@
  */
 import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
-import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC, parseNetUrl } from '../transport/net.js';
+import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
+import { parseNetUrl } from '../transport/url.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
 

@@ -1,5 +1,6 @@
 import { Errors } from '../errors.js';
-import { deferred, enqueueWaiter, withDeadline, type Deferred } from '../util.js';
+import { deferred, withDeadline, type Deferred } from '../util.js';
+import { Inbox } from './inbox.js';
 import type { Connection, IoOptions, Listener, Transport } from './transport.js';
 
 /**
@@ -82,8 +83,7 @@ class MemoryListener implements Listener {
 class MemoryConnection implements Connection {
   readonly transport = 'memory';
   peer!: MemoryConnection;
-  private readonly inbox: Uint8Array[] = [];
-  private readonly waiters: Deferred<Uint8Array>[] = [];
+  private readonly inbox = new Inbox();
   private closedSelf = false;
   private peerGone = false;
   constructor(readonly remote: string) {}
@@ -91,13 +91,11 @@ class MemoryConnection implements Connection {
     return this.closedSelf;
   }
   deliver(msg: Uint8Array) {
-    const w = this.waiters.shift();
-    if (w) w.resolve(msg);
-    else this.inbox.push(msg);
+    this.inbox.deliver(msg);
   }
   peerClosed() {
     this.peerGone = true;
-    for (const w of this.waiters.splice(0)) w.reject(Errors.peerClosed(this.remote));
+    this.inbox.failAll(Errors.peerClosed(this.remote));
   }
   async send(data: Uint8Array, opts?: IoOptions): Promise<void> {
     if (opts?.signal?.aborted) throw Errors.aborted('send', opts.signal.reason);
@@ -108,15 +106,15 @@ class MemoryConnection implements Connection {
   }
   recv(opts?: IoOptions): Promise<Uint8Array> {
     if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
-    const m = this.inbox.shift();
+    const m = this.inbox.take();
     if (m) return Promise.resolve(m);
     if (this.peerGone) return Promise.reject(Errors.peerClosed(this.remote));
-    return enqueueWaiter(this.waiters, `recv from ${this.remote}`, opts);
+    return this.inbox.wait(`recv from ${this.remote}`, opts);
   }
   async close(): Promise<void> {
     if (this.closedSelf) return;
     this.closedSelf = true;
-    for (const w of this.waiters.splice(0)) w.reject(Errors.closed(`connection to ${this.remote}`));
+    this.inbox.failAll(Errors.closed(`connection to ${this.remote}`));
     this.peer.peerClosed();
   }
 }

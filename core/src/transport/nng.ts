@@ -39,6 +39,8 @@
 import { createRequire } from 'node:module';
 import { Errors, type ShoalError } from '../errors.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
+import { Inbox } from './inbox.js';
+import { parseNetUrl } from './url.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 export interface NngTransportOptions {
@@ -171,9 +173,7 @@ export function createNngTransport(options?: NngTransportOptions): NngTransport 
 }
 
 function checkUrl(url: string): void {
-  if (typeof url !== 'string' || !/^(tcp:\/\/[^/]+:\d+\/?|ipc:\/\/.+)$/.test(url)) {
-    throw Errors.invalidArg('url', `must be tcp://host:port or ipc:///path, got ${JSON.stringify(url)}`);
-  }
+  parseNetUrl(url);
 }
 
 /**
@@ -199,10 +199,8 @@ class PairHandle {
   /** Why receiving ended (peer closed, bad frame); set once. */
   rxEnd: ShoalError | undefined;
   closing = false;
-  private readonly inbox: Uint8Array[] = [];
-  private inboxBytes = 0;
+  private readonly inbox = new Inbox();
   private rxPaused = false;
-  private readonly waiters: Deferred<Uint8Array>[] = [];
   private readonly sends: PendingSend[] = [];
   private nextId = 1;
   private busy = 0;
@@ -228,11 +226,8 @@ class PairHandle {
   }
 
   private deliver(m: Uint8Array): void {
-    const w = this.waiters.shift();
-    if (w) return w.resolve(m);
-    this.inbox.push(m);
-    this.inboxBytes += m.byteLength;
-    if (!this.rxPaused && this.inboxBytes > this.settings.recvHighWaterBytes && !this.closing) {
+    if (this.inbox.deliver(m)) return;
+    if (!this.rxPaused && this.inbox.queuedBytes > this.settings.recvHighWaterBytes && !this.closing) {
       this.rxPaused = true;
       this.native.setRxPaused(true);
     }
@@ -277,7 +272,7 @@ class PairHandle {
   private endRx(err: ShoalError): void {
     if (this.rxEnd || this.closing) return;
     this.rxEnd = err;
-    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.inbox.failAll(err);
     // Queued sends cannot reach a gone peer; the one in flight fails on its own.
     for (const s of this.sends.filter((x) => !x.started)) this.finishSend(s, err);
   }
@@ -335,23 +330,17 @@ class PairHandle {
   private closeHook: (() => void) | undefined;
 
   recv(what: string, opts: IoOptions | undefined): Promise<Uint8Array> {
-    const m = this.inbox.shift();
+    const m = this.inbox.take();
     if (m) {
-      this.inboxBytes -= m.byteLength;
-      if (this.rxPaused && this.inboxBytes <= this.settings.recvHighWaterBytes / 2 && !this.closing) {
+      if (this.rxPaused && this.inbox.queuedBytes <= this.settings.recvHighWaterBytes / 2 && !this.closing) {
         this.rxPaused = false;
         this.native.setRxPaused(false);
       }
       return Promise.resolve(m);
     }
     if (this.rxEnd) return Promise.reject(this.rxEnd);
-    const d = deferred<Uint8Array>();
-    this.waiters.push(d);
     this.hold();
-    return withDeadline(what, d.promise, opts, () => {
-      const i = this.waiters.indexOf(d);
-      if (i >= 0) this.waiters.splice(i, 1);
-    }).finally(() => this.release());
+    return this.inbox.wait(what, opts).finally(() => this.release());
   }
 
   send(data: Uint8Array, what: string, opts: IoOptions | undefined): Promise<void> {
@@ -463,7 +452,7 @@ class PairHandle {
     this.closing = true;
     this.closeHook?.();
     const err = Errors.closed(`connection (${this.where})`);
-    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.inbox.failAll(err);
     for (const s of this.sends.filter((x) => !x.started)) this.finishSend(s, err);
     this.native.close(); // the send in flight completes with ECLOSED before EV_CLOSED
     const ms = this.settings.closeTimeoutMs;

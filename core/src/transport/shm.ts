@@ -3,6 +3,8 @@ import { readdirSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
+import { Inbox } from './inbox.js';
+import { parseShmUrl } from './url.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 /**
@@ -157,13 +159,7 @@ class ShmTransport implements Transport {
   }
 
   private parse(url: string): string {
-    const m = /^shm:\/\/(.*)$/.exec(url);
-    if (!m) throw Errors.invalidArg('url', `must be shm://<name>, got ${url}`);
-    const name = m[1] ?? '';
-    if (name !== '' && name !== 'auto' && !/^[A-Za-z0-9_.-]+$/.test(name)) {
-      throw Errors.invalidArg('url', `shm name must match [A-Za-z0-9_.-]+, got ${name}`);
-    }
-    return name;
+    return parseShmUrl(url);
   }
 
   async listen(url: string): Promise<Listener> {
@@ -247,9 +243,7 @@ interface ConnSettings {
 
 class ShmConnection implements Connection {
   readonly transport = 'shm';
-  private readonly inbox: Uint8Array[] = [];
-  private inboxBytes = 0;
-  private readonly waiters: Deferred<Uint8Array>[] = [];
+  private readonly inbox = new Inbox();
   /** Destination buffers of waiters that came through `recvInto` (same order as `waiters`). */
   private readonly intos = new Map<Deferred<Uint8Array>, Uint8Array>();
   /**
@@ -287,13 +281,8 @@ class ShmConnection implements Connection {
   }
 
   private deliver(m: Uint8Array) {
-    const w = this.waiters.shift();
+    const w = this.inbox.deliver(m);
     if (w) this.intos.delete(w);
-    if (w) w.resolve(m);
-    else {
-      this.inbox.push(m);
-      this.inboxBytes += m.byteLength;
-    }
   }
 
   private onReadable(eof: boolean) {
@@ -312,7 +301,7 @@ class ShmConnection implements Connection {
     try {
       for (;;) {
         if (!this.body) {
-          if (this.waiters.length === 0 && this.inboxBytes >= INBOX_HIGH_WATER) return; // recv resumes
+          if (this.inbox.waiting === 0 && this.inbox.queuedBytes >= INBOX_HIGH_WATER) return; // recv resumes
           if (this.heldLen < 0) {
             const r = this.seg.take(SMALL_MAX);
             if (typeof r !== 'number') {
@@ -322,7 +311,7 @@ class ShmConnection implements Connection {
             if (r >= 0) this.heldLen = r;
           }
           if (this.heldLen >= 0) {
-            const w = this.waiters[0];
+            const w = this.inbox.firstWaiter;
             if (!w && !this.releaseHeld) {
               // Hold the body in the ring for one turn (see heldLen); the timer's pump takes it if nobody asks.
               this.holdTimer ??= setImmediate(() => {
@@ -388,7 +377,7 @@ class ShmConnection implements Connection {
     if (this.failure) return;
     this.failure = err;
     this.intos.clear();
-    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.inbox.failAll(err);
   }
 
   private onSendEvent(kind: number, id: number, err?: string, code?: string) {
@@ -424,9 +413,7 @@ class ShmConnection implements Connection {
   }
 
   private takeInbox(): Uint8Array | undefined {
-    const m = this.inbox.shift();
-    if (m) this.inboxBytes -= m.byteLength;
-    return m;
+    return this.inbox.take();
   }
 
   recv(opts?: IoOptions): Promise<Uint8Array> {
@@ -449,16 +436,14 @@ class ShmConnection implements Connection {
     if (m) return Promise.resolve(m);
     if (this.failure) return Promise.reject(this.failure);
     if (opts?.signal?.aborted) return Promise.reject(Errors.aborted('recv', opts.signal.reason));
-    const d = deferred<Uint8Array>();
-    this.waiters.push(d);
+    const d = this.inbox.addWaiter();
     if (into) this.intos.set(d, into);
     // Whatever is in the ring already goes to the waiters now, without a trip through the event loop.
     this.pump();
-    if (this.waiters.includes(d) && this.conn.pollMicros > 0 && !this.failure && this.seg.spin(this.conn.pollMicros)) this.pump();
-    if (!this.waiters.includes(d)) return d.promise; // settled by the pump
+    if (this.inbox.hasWaiter(d) && this.conn.pollMicros > 0 && !this.failure && this.seg.spin(this.conn.pollMicros)) this.pump();
+    if (!this.inbox.hasWaiter(d)) return d.promise; // settled by the pump
     return withDeadline(`recv from ${this.remote}`, d.promise, opts, () => {
-      const i = this.waiters.indexOf(d);
-      if (i >= 0) this.waiters.splice(i, 1);
+      this.inbox.removeWaiter(d);
       this.intos.delete(d);
       // A body already streaming into the cancelled caller's buffer moves to one of ours (the caller may reuse
       // its buffer now; the message goes to the next waiter or the inbox, as for a cancelled `recv`).
@@ -481,7 +466,7 @@ class ShmConnection implements Connection {
     this.holdTimer = undefined;
     this.seg.close();
     const err = Errors.closed(`connection to ${this.remote}`);
-    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.inbox.failAll(err);
     for (const s of this.sends.values()) s.done.reject(err);
     this.sends.clear();
   }

@@ -1,7 +1,7 @@
 /**
  * A small real data-parallel job: an MLP (64-128-64-10) on the 8x8 digits set, trained with shoal.
  *
- *   npx tsc -b && node core/dist/launcher/cli.js run -n 2 examples/digits/dist/main.js [--epochs 30]
+ *   npx tsc -b && node run/dist/launcher/cli.js run -n 2 examples/digits/dist/main.js [--epochs 30]
  *
  * Options: --epochs E (default 30), --batch-size B per worker (default 32), --lr (default 0.01),
  * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw after that epoch), --fail-at-step RANK:STEP (throw mid-epoch),
@@ -12,7 +12,8 @@
  */
 import * as tfjs from '@tensorflow/tfjs';
 import { writeFile } from 'node:fs/promises';
-import { initWorker, setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
+import { initWorker } from '@shoal/run';
+import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { loadDigits, splitDigits } from './digits.js';
 
 function arg(name: string, dflt?: string): string | undefined {

@@ -6,8 +6,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Errors, isShoalError, launch } from '@shoal/core';
-import { LocalSync, setupTfjs } from '@shoal/wrappers';
+import { LocalSync } from '@shoal/backends';
+import { Errors, isShoalError } from '@shoal/core';
+import { launch } from '@shoal/run';
+import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
 import { runTraining, type JobSpec, type TrainResult } from './job.js';

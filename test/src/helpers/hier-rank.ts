@@ -6,7 +6,8 @@
  *   mode 'wait': connect, print `ready`, wait for the store key `go`, then allreduce (its peer is dead by then)
  */
 import { createNetTransport, loadKernels, shmTransport, TcpStore } from '@shoal/core';
-import { allreduceHierarchical, connectHierarchical } from '@shoal/backends';
+import { connectHierarchical } from '@shoal/backends';
+import { allreduceHierarchical } from '@shoal/backends/ring';
 
 const [storeUrl, rankS, sizeS, hostId, prefix, mode, timeoutS] = process.argv.slice(2);
 const rank = Number(rankS);

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { memoryGroups, RingSync } from '@shoal/backends';
+import { RingSync } from '@shoal/backends';
+import { memoryGroups } from '@shoal/backends/testing';
 import { OnnxModel, averageGradients } from './session.js';
 import { denseReluOnnx } from './tiny-onnx.js';
 

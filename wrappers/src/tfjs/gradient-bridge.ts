@@ -53,20 +53,21 @@ export class GradientBridge {
 
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
-   * `sparseAllreduceMean` (default ps and hybrid: touched rows go to the servers; add `ring` to allgather touched
-   * rows over the ring instead of allreducing whole tables, fewer bytes when batches touch a small part of big
-   * tables).
+   * `sparseAllreduceMean` (default: the engines whose `capabilities.rowSparse` is `servers`, i.e. ps and hybrid,
+   * where touched rows go to the servers; list `ring` too to allgather touched rows over the ring instead of
+   * allreducing whole tables, fewer bytes when batches touch a small part of big tables).
    */
   constructor(
     private readonly tf: Tf,
     readonly variables: readonly BridgeVariable[],
     private readonly sync: GradientSync,
-    sparseEngines: ReadonlyArray<GradientSync['kind']> = ['ps', 'hybrid'],
+    sparseEngines?: ReadonlyArray<GradientSync['kind']>,
     kernels: ReduceKernels = loadKernels(),
   ) {
     this.kernels = kernels;
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
-    this.useSparse = sync.size > 1 && sparseEngines.includes(sync.kind) && typeof sync.sparseAllreduceMean === 'function';
+    const wanted = sparseEngines === undefined ? sync.capabilities.rowSparse === 'servers' : sparseEngines.includes(sync.kind);
+    this.useSparse = sync.size > 1 && wanted && typeof sync.sparseAllreduceMean === 'function';
     let total = 0;
     for (const v of variables) {
       this.offsets.push(total);
@@ -134,11 +135,11 @@ export class GradientBridge {
     const t1 = performance.now();
     let sparseRows = 0;
     try {
-      if (this.sync.kind === 'ring' || this.sparseGroups.length === 0) {
+      if (!this.sync.capabilities.concurrentCollectives || this.sparseGroups.length === 0) {
         await this.sync.allreduceMean(this.dense);
         for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
       } else {
-        // ps and hybrid engines take these collectives concurrently (each fixes its order on every rank when it is
+        // Engines with concurrentCollectives (ps, hybrid) take these collectives concurrently (each fixes its order on every rank when it is
         // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
         // and sparse variables are disjoint slices of the flat buffer. The failure thrown is the one the sequential path
         // would meet first (dense, then each sparse group); nothing is applied when any fails.

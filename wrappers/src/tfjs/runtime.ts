@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import * as tfjs from '@tensorflow/tfjs';
 import { Errors } from '@shoal/core';
 import { registerShoalKernels, type ShoalKernels } from './kernels.js';
+import { registerFileRouters } from './model-io.js';
 
 /** The tfjs namespace shoal trains with (the `@tensorflow/tfjs` module; tfjs-node registers into the same core). */
 export type Tf = typeof tfjs;
@@ -57,6 +58,9 @@ async function tryTfjsNode(): Promise<boolean> {
  * (multi-threaded wasm needs browser workers, not available in Node). Throws ERR_CONFIG if the requested
  * backend cannot start; never silently falls back to the slow cpu backend.
  *
+ * Also makes `file://` URLs work for `model.save` / `tf.loadLayersModel` when tfjs-node is absent (see
+ * `registerFileRouters`).
+ *
  * The tfjs engine is per process (tfjs keeps it in a module-level registry): call this once per worker process.
  */
 export async function setupTfjs(options: TfjsRuntimeOptions = {}): Promise<TfjsRuntime> {
@@ -88,6 +92,7 @@ export async function setupTfjs(options: TfjsRuntimeOptions = {}): Promise<TfjsR
   if (tf.getBackend() !== backend) throw Errors.state(`tfjs backend is ${tf.getBackend()} after selecting ${backend}`);
   const simd = backend === 'wasm' && Boolean(tf.env().getBool('WASM_HAS_SIMD_SUPPORT'));
   const kernels = options.kernels === false ? emptyKernels() : registerShoalKernels(tf);
+  registerFileRouters(tf); // file:// save/load without tfjs-node
   return {
     tf,
     backend,

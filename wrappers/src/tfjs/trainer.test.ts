@@ -8,6 +8,8 @@ import { setupTfjs } from './runtime.js';
 import { Trainer } from './trainer.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { epochOrder, rankBatchRows } from './data.js';
+import { memoryGroups } from '@shoal/backends/testing';
+import { RingSync, type GradientSync } from '@shoal/backends';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
@@ -97,7 +99,7 @@ test('bad options are named', async () => {
   await rejects(() => t.fit(toy(64), { epochs: 1, batchSize: 0 }), /batchSize must be a positive integer/);
   await rejects(() => t.fit(toy(16), { epochs: 1, batchSize: 32 }), /fewer than one global batch/);
   assert.throws(() => new Trainer({ model: model(), optimizer: undefined as never, loss: 'mse' as never }), /options.optimizer/);
-  const bad = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'hinge' as never, runtime: rt, verbose: 0 });
+  const bad = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'hingeLoss' as never, runtime: rt, verbose: 0 });
   await rejects(() => bad.fit(toy(64), { epochs: 1, batchSize: 32 }), /options.loss must be/);
 });
 
@@ -123,6 +125,118 @@ test('checkpoint then resume in a new trainer gives the uninterrupted weights (a
     assert.is(h.startEpoch, 2);
     assert.equal(Array.from(b.weightsFlat()), Array.from(full.weightsFlat()));
     assert.is((await loadCheckpoint(dir))!.epoch, 4);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('step checkpoints (everySteps): a run killed mid-epoch resumes from the last one, bit-identical to an uninterrupted run', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-steps-'));
+  try {
+    const data = toy(256, 6);
+    const opts = { epochs: 3, batchSize: 16, seed: 5 }; // 16 steps per epoch
+    const mk = (seed = 3) => new Trainer({ model: model(seed), optimizer: (t) => t.train.adam(0.02), loss: 'binaryCrossentropy', metrics: ['accuracy'], runtime: rt, verbose: 0 });
+    const full = mk();
+    const hFull = await full.fit(data, opts);
+    const a = mk();
+    await rejects(() => a.fit(data, { ...opts, checkpoint: { dir, everySteps: 5 }, callbacks: { onBatchEnd: (s) => { if (a.globalStep === 23) throw new Error(`stop at ${s}`); } } }), /stop at 6/);
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.step, 20, 'the last step checkpoint before the failure');
+    assert.is(st!.epoch, 1);
+    assert.is((st!.extra as { epochStep: number }).epochStep, 4);
+    const b = mk(11);
+    const h = await b.fit(data, { ...opts, checkpoint: { dir, everySteps: 5 } });
+    assert.is(h.startEpoch, 1);
+    assert.is(b.globalStep, 48);
+    assert.equal(Array.from(b.weightsFlat()), Array.from(full.weightsFlat()));
+    // The resumed epoch's logs include the steps done before the failure (their running sums are checkpointed).
+    assert.is(h.epochs[0]!.loss, hFull.epochs[1]!.loss);
+    assert.is(h.epochs[1]!.accuracy, hFull.epochs[2]!.accuracy);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a step checkpoint due at the last step of an epoch is written even when the epoch is not', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-edge-'));
+  try {
+    const t = new Trainer({ model: model(), optimizer: (x) => x.train.sgd(0.1), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    // 8 steps per epoch, everySteps 8, everyEpochs 3: step 8 ends epoch 0.
+    await rejects(() => t.fit(toy(128), { epochs: 3, batchSize: 16, checkpoint: { dir, everySteps: 8, everyEpochs: 3 }, callbacks: { onEpochEnd: (e) => { if (e === 1) throw new Error('stop'); } } }), /stop/);
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.step, 16);
+    assert.is(st!.epoch, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('step checkpoints from a BatchSource skip the batches already trained on; everySeconds saves mid-epoch', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-src-'));
+  try {
+    const data = toy(160, 8);
+    const source = {
+      *batches(ctx: { epoch: number; batchSize: number }) {
+        for (let i = 0; i + ctx.batchSize <= 160; i += ctx.batchSize) {
+          const rows = (ctx.epoch * 7 + i) % 160 <= 160 - ctx.batchSize ? (ctx.epoch * 7 + i) % 160 : 0;
+          yield { x: data.x.slice(rows, ctx.batchSize), y: data.y.slice(rows, ctx.batchSize) };
+        }
+      },
+    };
+    const opts = { epochs: 2, batchSize: 16 }; // 10 steps per epoch
+    const mk = () => new Trainer({ model: model(), optimizer: (t) => t.train.adam(0.02), loss: 'binaryCrossentropy', runtime: rt, verbose: 0 });
+    const full = mk();
+    await full.fit(source, opts);
+    const a = mk();
+    await rejects(() => a.fit(source, { ...opts, checkpoint: { dir, everySeconds: 1e-6 }, callbacks: { onBatchEnd: () => { if (a.globalStep === 14) throw new Error('boom'); } } }), /boom/);
+    const st = await loadCheckpoint(dir);
+    assert.is(st!.step, 13, 'everySeconds saved after every step');
+    const b = mk();
+    await b.fit(source, { ...opts, checkpoint: { dir } });
+    assert.equal(Array.from(b.weightsFlat()), Array.from(full.weightsFlat()));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('step checkpoints on 2 ranks: both crash at step 23, resume from step 20, equal the uninterrupted 2-rank run', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ckpt-2r-'));
+  const onRanks = async <T>(fn: (sync: GradientSync) => Promise<T>): Promise<T[]> => {
+    const syncs = (await memoryGroups(2, { timeoutMs: 20_000 })).map((g) => new RingSync(g));
+    try {
+      return await Promise.all(syncs.map(fn));
+    } finally {
+      await Promise.all(syncs.map((s) => s.close()));
+    }
+  };
+  try {
+    const data = toy(256, 7);
+    const opts = { epochs: 2, batchSize: 8, seed: 1 }; // 16 steps per epoch
+    const mk = (sync: GradientSync, seed = 3) => new Trainer({ model: model(seed), optimizer: 'adam', loss: 'binaryCrossentropy', sync, runtime: rt, verbose: 0 });
+    const full = await onRanks(async (sync) => {
+      const t = mk(sync);
+      await t.fit(data, opts);
+      return Array.from(t.weightsFlat());
+    });
+    const crashed = await onRanks(async (sync) => {
+      const t = mk(sync);
+      try {
+        await t.fit(data, { ...opts, checkpoint: { dir, everySteps: 10 }, callbacks: { stopsOnBatch: false, onBatchEnd: () => { if (t.globalStep === 23) throw new Error('crash'); } } });
+        return 'finished';
+      } catch (e) {
+        return (e as Error).message;
+      }
+    });
+    assert.equal(crashed, ['crash', 'crash']);
+    assert.is((await loadCheckpoint(dir))!.step, 20);
+    const resumed = await onRanks(async (sync) => {
+      const t = mk(sync, 40 + sync.rank);
+      const h = await t.fit(data, { ...opts, checkpoint: { dir, everySteps: 10 } });
+      assert.is(h.startEpoch, 1);
+      return Array.from(t.weightsFlat());
+    });
+    assert.equal(resumed[0], full[0]);
+    assert.equal(resumed[1], full[0]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

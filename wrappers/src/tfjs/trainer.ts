@@ -1,30 +1,34 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { GradientSync } from '@shoal/backends';
+import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import { LocalSync } from '../local-sync.js';
-import { loadCheckpoint, saveCheckpoint, type SavedArray } from './checkpoint.js';
-import {
-  disposeBatch,
-  epochOrder,
-  gatherBatch,
-  isBatchSource,
-  numSamples,
-  rankBatchRows,
-  stepsPerEpochFor,
-  type Batch,
-  type TrainData,
-} from './data.js';
+import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
+
+export type { EpochRecord, History } from './callbacks.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
+import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
-import { resolveLoss, resolveMetric, type LossFn, type LossSpec, type Metric, type MetricSpec } from './losses.js';
+import { resolveLoss, resolveMetric, resolveOptimizer, type LossFn, type LossSpec, type Metric, type MetricSpec, type OptimizerSpec } from './losses.js';
 import { fmtLogs, ProgressBar, type LogSink } from './progress.js';
 import { setupTfjs, type Tf, type TfjsRuntime } from './runtime.js';
+import { getLearningRate, setLearningRate } from './schedules.js';
+import { TensorBoardCallback } from './tensorboard/tensorboard.js';
+import { loadTrainingState, saveTrainingState, type RunPosition } from './trainer-state.js';
+
+export type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
+export type { CheckpointOptions, FitOptions, ValidationData } from './fit-options.js';
 
 export interface TrainerOptions {
   /** The model, or a function building it (called once, after the tfjs backend is set up). */
   model: tfjs.LayersModel | ((tf: Tf) => tfjs.LayersModel);
-  /** Builds the optimizer, e.g. `(tf) => tf.train.adam(1e-3)`. Every rank applies the same averaged gradients. */
-  optimizer: (tf: Tf) => tfjs.Optimizer;
+  /**
+   * The optimizer: a name tfjs `compile` accepts (`'adam'`, `'sgd'`, `'rmsprop'`, ... with tfjs' defaults), a
+   * `tf.Optimizer`, or a function building one, e.g. `(tf) => tf.train.adam(1e-3)`. Every rank applies the same
+   * averaged gradients.
+   */
+  optimizer: OptimizerSpec;
+  /** A loss name tfjs `compile` accepts (`'binaryCrossentropy'`, `'mse'`, ...) or `(yTrue, yPred) => scalar`. */
   loss: LossSpec;
+  /** Metric names tfjs `compile` accepts (`'accuracy'`, `'acc'`, `'mae'`, ...) or `{ name, fn }`. */
   metrics?: MetricSpec[];
   /** The gradient engine (from `initWorker()`); default a one-worker `LocalSync`. Not closed by the trainer. */
   sync?: GradientSync;
@@ -45,50 +49,12 @@ export interface TrainerOptions {
   /** 0 = silent, 1 = progress bar on rank 0 and rank-prefixed logs (default). */
   verbose?: 0 | 1;
 }
+const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose'];
 
-export type Logs = Record<string, number>;
-
-/** Private running scalars of tfjs optimizers that checkpoints carry (see `optimizerScalars`). */
-const OPTIMIZER_SCALARS = ['accBeta1', 'accBeta2'] as const;
-
-export interface Callbacks {
-  onTrainBegin?(): void | Promise<void>;
-  onEpochBegin?(epoch: number): void | Promise<void>;
-  /** Local (this rank's) loss and metrics of the batch. */
-  onBatchEnd?(step: number, logs: Logs): void | Promise<void>;
-  /** Loss and metrics averaged over all ranks (and `val_*` with validation data). */
-  onEpochEnd?(epoch: number, logs: Logs): void | Promise<void>;
-  onTrainEnd?(history: History): void | Promise<void>;
-}
-
-export interface FitOptions {
-  epochs: number;
-  /** Per-worker batch size (the global batch is `batchSize * worldSize`). */
-  batchSize: number;
-  /** Cap on steps per epoch; required for a `BatchSource` when there is more than one worker. */
-  stepsPerEpoch?: number;
-  /** Shuffle in-memory data each epoch with a seed shared by all ranks (default true). */
-  shuffle?: boolean;
-  seed?: number;
-  callbacks?: Callbacks | Callbacks[];
-  validationData?: { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor };
-  /**
-   * Save a checkpoint (weights, optimizer state, epoch) to `dir` every `everyEpochs` epochs (default 1), from
-   * rank 0, atomically; resume from the newest one there when `resume` (default true). With several hosts the
-   * folder must be shared; `shoal run` workers share the local disk.
-   */
-  checkpoint?: { dir: string; everyEpochs?: number; keep?: number; resume?: boolean };
-}
-
-export interface EpochRecord extends Logs {
-  epoch: number;
-  seconds: number;
-  samplesPerSec: number;
-}
-export interface History {
-  epochs: EpochRecord[];
-  /** Epoch training started at (> 0 after a resume). */
-  startEpoch: number;
+/** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
+interface TfjsCallbackHooks {
+  setModel?(model: tfjs.LayersModel): void;
+  setParams?(params: Record<string, unknown>): void;
 }
 
 /**
@@ -96,13 +62,13 @@ export interface History {
  *
  * ```ts
  * const { sync, close } = await initWorker();
- * const trainer = new Trainer({ model: buildModel, optimizer: (tf) => tf.train.adam(1e-3), loss: 'binaryCrossentropy', metrics: ['accuracy'], sync });
- * await trainer.fit({ x, y }, { epochs: 5, batchSize: 256 });
+ * const trainer = new Trainer({ model: buildModel, optimizer: 'adam', loss: 'binaryCrossentropy', metrics: ['acc'], sync });
+ * await trainer.fit(x, y, { epochs: 5, batchSize: 256, validationSplit: 0.1 });
  * ```
  * Every rank runs the same calls in the same order (they are collective). Rank 0's initial weights are
  * broadcast before the first step; each step averages gradients over ranks, so all ranks keep identical weights.
  */
-export class Trainer {
+export class Trainer implements CallbackTrainer {
   private rt?: TfjsRuntime;
   private net?: tfjs.LayersModel;
   private opt?: tfjs.Optimizer;
@@ -113,11 +79,13 @@ export class Trainer {
   private readonly ownsSync: boolean;
   private readonly out: LogSink;
   private broadcastDone = false;
-  private globalStep = 0;
+  private step_ = 0;
+  private lastEpoch_?: EpochRecord;
 
   constructor(private readonly options: TrainerOptions) {
     if (!options || typeof options !== 'object') throw Errors.invalidArg('options', 'must be an object');
-    if (typeof options.optimizer !== 'function') throw Errors.invalidArg('options.optimizer', 'must be a function returning a tf.Optimizer');
+    for (const k of Object.keys(options)) if (!TRAINER_KEYS.includes(k) && (options as unknown as Record<string, unknown>)[k] !== undefined) throw Errors.invalidArg(`options.${k}`, `is not a Trainer option (known: ${TRAINER_KEYS.join(', ')})`);
+    if (options.optimizer === undefined || options.optimizer === null) throw Errors.invalidArg('options.optimizer', 'is required: a name such as \'adam\', a tf.Optimizer or a function returning one');
     if (options.model === undefined) throw Errors.invalidArg('options.model', 'is required');
     this.sync = options.sync ?? new LocalSync();
     this.ownsSync = options.sync === undefined;
@@ -147,6 +115,25 @@ export class Trainer {
   get stepStats() {
     return this.bridge?.stats;
   }
+  /** Optimizer steps taken so far over the whole run (restored on resume). */
+  get globalStep(): number {
+    return this.step_;
+  }
+  /** The optimizer's learning rate; a new value applies from the next step. Set it alike on every rank. */
+  get learningRate(): number {
+    return getLearningRate(this.optimizer);
+  }
+  set learningRate(lr: number) {
+    setLearningRate(this.optimizer, lr);
+  }
+  /** The last epoch's record (rank-averaged logs, seconds, samples/s), set before `onEpochEnd`. */
+  get lastEpoch(): EpochRecord | undefined {
+    return this.lastEpoch_;
+  }
+  /** Bytes this rank's engine sent and received so far. */
+  syncStats(): { bytesSent: number; bytesReceived: number; ops: number } {
+    return this.sync.stats();
+  }
 
   /** Write a line prefixed with this rank (verbose only). */
   log(message: string): void {
@@ -159,20 +146,24 @@ export class Trainer {
     if (this.net) return;
     this.rt = this.options.runtime ?? (await setupTfjs());
     const tf = this.rt.tf;
-    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.size === 1 && this.sync instanceof LocalSync ? "local (no communication)" : this.sync.kind} engine`);
-    this.net = typeof this.options.model === 'function' ? this.options.model(tf) : this.options.model;
-    if (!this.net || !Array.isArray(this.net.trainableWeights)) throw Errors.invalidArg('options.model', 'must be (or return) a tf.LayersModel');
-    this.opt = this.options.optimizer(tf);
+    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.size === 1 && this.sync instanceof LocalSync ? 'local (no communication)' : this.sync.kind} engine`);
+    const net = typeof this.options.model === 'function' ? this.options.model(tf) : this.options.model;
+    if (!net || !Array.isArray(net.trainableWeights)) throw Errors.invalidArg('options.model', 'must be (or return) a tf.LayersModel');
+    // A Sequential builds its inner model (which holds `stopTraining`) lazily, in compile/fit/predict: build it now
+    // so callbacks can set `model.stopTraining` (same layers, same weights).
+    if (net instanceof tf.Sequential && (net as unknown as { model?: unknown }).model == null && net.inputs.length > 0) net.build();
+    this.opt = resolveOptimizer(tf, this.options.optimizer);
     this.lossFn = resolveLoss(tf, this.options.loss);
-    this.metricFns = (this.options.metrics ?? []).map((m) => resolveMetric(tf, m));
+    this.metricFns = (this.options.metrics ?? []).map((m) => resolveMetric(tf, m, this.options.loss));
+    this.net = net;
     const sparseSpec = this.options.sparse ?? 'auto';
     const embeddingVars = new Set<string>();
     if (sparseSpec === 'auto') {
-      for (const layer of this.net.layers) {
+      for (const layer of net.layers) {
         if (layer.getClassName() === 'Embedding') for (const w of layer.trainableWeights) embeddingVars.add((w.read() as tfjs.Variable).name);
       }
     }
-    const vars: BridgeVariable[] = this.net.trainableWeights.map((w, i) => {
+    const vars: BridgeVariable[] = net.trainableWeights.map((w, i) => {
       const variable = w.read() as tfjs.Variable;
       const sparse = Array.isArray(sparseSpec) ? sparseSpec.includes(variable.name) || sparseSpec.includes(w.originalName) : embeddingVars.has(variable.name);
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
@@ -203,69 +194,25 @@ export class Trainer {
     this.broadcastDone = true;
   }
 
-  private async saveState(dir: string, epoch: number, keep: number): Promise<string> {
-    const weights: SavedArray[] = this.model.weights.map((w) => ({
-      name: w.originalName,
-      shape: w.shape.map((d) => d ?? 0),
-      data: Float32Array.from(w.read().dataSync()),
-    }));
-    const optimizer: SavedArray[] = [];
-    for (const nt of await this.optimizer.getWeights()) {
-      optimizer.push({ name: nt.name, shape: nt.tensor.shape, data: Float32Array.from(nt.tensor.dataSync()) });
-    }
-    return saveCheckpoint(dir, { epoch, step: this.globalStep, weights, optimizer, extra: { worldSize: this.size, optimizerScalars: this.optimizerScalars() } }, keep);
+  private position(epoch: number, epochStep: number, sums?: Float64Array): RunPosition {
+    return { epoch, epochStep, globalStep: this.step_, learningRate: this.learningRate, ...(sums ? { sums: Array.from(sums) } : {}) };
   }
 
   /**
-   * Internal optimizer scalars `getWeights()` leaves out: Adam/Adamax keep beta1^t and beta2^t as running
-   * products, and `setWeights` recomputes them with `pow`, which differs in the last bits. Saving them makes a
-   * resumed run bit-identical to an uninterrupted one.
+   * Load the newest checkpoint in `dir` (if any) and agree on the position with every rank (a folder only some
+   * ranks see would desynchronise them). Collective.
    */
-  private optimizerScalars(): Record<string, number> {
-    const out: Record<string, number> = {};
-    const o = this.optimizer as unknown as Record<string, unknown>;
-    for (const k of OPTIMIZER_SCALARS) {
-      const v = o[k] as tfjs.Variable | undefined;
-      if (v && typeof v === 'object' && typeof v.dataSync === 'function' && v.size === 1) out[k] = v.dataSync()[0]!;
+  private async resume(dir: string): Promise<RunPosition | null> {
+    const pos = await loadTrainingState(this.runtime.tf, dir, this.model, this.optimizer);
+    if (pos) {
+      this.step_ = pos.globalStep;
+      if (pos.learningRate !== undefined) this.learningRate = pos.learningRate;
+      this.log(`resumed from ${dir} at epoch ${pos.epoch}${pos.epochStep ? `, step ${pos.epochStep} of it` : ''} (step ${pos.globalStep})`);
     }
-    return out;
-  }
-
-  private restoreOptimizerScalars(saved: Record<string, number> | undefined): void {
-    if (!saved) return;
-    const o = this.optimizer as unknown as Record<string, unknown>;
-    for (const k of OPTIMIZER_SCALARS) {
-      const v = o[k] as tfjs.Variable | undefined;
-      if (saved[k] !== undefined && v && typeof v.assign === 'function') this.runtime.tf.tidy(() => v.assign(this.runtime.tf.scalar(saved[k]!)));
-    }
-  }
-
-  /** Load the newest checkpoint in `dir` into the model and optimizer. Returns the epoch to resume at. */
-  private async restoreState(dir: string): Promise<number> {
-    const tf = this.runtime.tf;
-    const state = await loadCheckpoint(dir);
-    let epoch = 0;
-    if (state) {
-      const ws = this.model.weights;
-      if (state.weights.length !== ws.length) throw Errors.data(dir, `checkpoint has ${state.weights.length} weights, the model has ${ws.length}`);
-      ws.forEach((w, i) => {
-        const s = state.weights[i]!;
-        const shape = w.shape.map((d) => d ?? 0);
-        if (s.shape.join(',') !== shape.join(',')) throw Errors.data(dir, `weight ${i} (${w.originalName}) has shape [${s.shape}] in the checkpoint, [${shape}] in the model`);
-        tf.tidy(() => (w.read() as tfjs.Variable).assign(tf.tensor(s.data, shape, w.dtype)));
-      });
-      const named = state.optimizer.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape) }));
-      await this.optimizer.setWeights(named);
-      for (const n of named) n.tensor.dispose();
-      this.restoreOptimizerScalars(state.extra?.optimizerScalars as Record<string, number> | undefined);
-      epoch = state.epoch;
-      this.globalStep = state.step;
-      this.log(`resumed from ${dir} at epoch ${epoch} (step ${state.step})`);
-    }
-    // Every rank must resume at the same epoch (a checkpoint folder only some ranks see would desynchronise them).
-    const mean = (await this.sync.allreduceScalars(Float64Array.of(epoch)))[0]!;
-    if (mean !== epoch) throw Errors.mismatch('resume epoch', `rank ${this.rank} found epoch ${epoch}, the mean over ranks is ${mean}: is ${dir} visible to every rank?`, { rank: this.rank });
-    return epoch;
+    const mine = pos ? pos.globalStep + 1 : 0;
+    const mean = (await this.sync.allreduceScalars(Float64Array.of(mine)))[0]!;
+    if (mean !== mine) throw Errors.mismatch('resume step', `rank ${this.rank} found ${pos ? `step ${pos.globalStep}` : 'no checkpoint'} in ${dir}, the ranks disagree: is ${dir} visible to every rank?`, { rank: this.rank });
+    return pos;
   }
 
   /** Run one step on `batch`; returns [loss, ...metrics] of this rank's batch. */
@@ -279,7 +226,7 @@ export class Trainer {
     }, this.optimizer);
     const values = [loss, ...kept.map((t) => t.dataSync()[0]!)];
     for (const t of kept) t.dispose();
-    this.globalStep += 1;
+    this.step_ += 1;
     return values;
   }
 
@@ -287,45 +234,97 @@ export class Trainer {
     return [`${prefix}loss`, ...this.metricFns.map((m) => `${prefix}${m.name}`)];
   }
 
+  /** `model.stopTraining`; false for a Sequential whose input shape is still unknown (tfjs cannot hold it yet). */
+  private stopRequested(): boolean {
+    try {
+      return this.model.stopTraining;
+    } catch {
+      return false;
+    }
+  }
+
+  /** True on every rank when `model.stopTraining` is set on any rank. Collective. */
+  private async agreeStop(): Promise<boolean> {
+    const r = await this.sync.allreduceScalars(Float64Array.of(this.stopRequested() ? 1 : 0));
+    return r[0]! > 0;
+  }
+
   /**
-   * Train for `epochs` epochs. In-memory data is sharded so N workers with batch b follow exactly the path of
-   * one worker with batch N*b (see `rankBatchRows`). Returns the per-epoch history (rank-averaged logs).
+   * Train, Keras style: `fit(x, y, options)` or `fit({ x, y } | batchSource, options)`. In-memory data is sharded
+   * so N workers with batch b follow exactly the path of one worker with batch N*b (see `rankBatchRows`).
+   * Returns the per-epoch history (rank-averaged logs, identical on every rank). Collective.
    */
-  async fit(data: TrainData, options: FitOptions): Promise<History> {
-    if (!Number.isInteger(options?.epochs) || options.epochs < 0) throw Errors.invalidArg('fit options.epochs', `must be a non-negative integer, got ${options?.epochs}`);
-    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw Errors.invalidArg('fit options.batchSize', `must be a positive integer, got ${options.batchSize}`);
-    if (options.stepsPerEpoch !== undefined && (!Number.isInteger(options.stepsPerEpoch) || options.stepsPerEpoch < 1)) throw Errors.invalidArg('fit options.stepsPerEpoch', `must be a positive integer, got ${options.stepsPerEpoch}`);
+  async fit(x: tfjs.Tensor | tfjs.Tensor[], y: tfjs.Tensor, options?: FitOptions): Promise<History>;
+  async fit(data: TrainData, options?: FitOptions): Promise<History>;
+  async fit(a: tfjs.Tensor | tfjs.Tensor[] | TrainData, b?: tfjs.Tensor | FitOptions, c?: FitOptions): Promise<History> {
+    await this.init();
+    const plan = planFit(this.runtime.tf, a, b, c);
+    const callbacks: Callbacks[] = plan.options.callbacks === undefined ? [] : Array.isArray(plan.options.callbacks) ? [...plan.options.callbacks] : [plan.options.callbacks];
+    const telemetry = jobTelemetryOf(this.sync);
+    if (telemetry?.logdir && !callbacks.some((cb) => cb instanceof TensorBoardCallback)) callbacks.push(new TensorBoardCallback(telemetry.logdir));
+    try {
+      return await this.runFit(plan, callbacks);
+    } finally {
+      for (const t of plan.owned) t.dispose();
+      // Event files are flushed and closed on failure too (onTrainEnd does it on success).
+      await Promise.all(callbacks.map((cb) => (cb instanceof TensorBoardCallback ? cb.close().catch(() => {}) : undefined)));
+    }
+  }
+
+  private async runFit(plan: FitPlan, callbacks: Callbacks[]): Promise<History> {
+    const { data, epochs, batchSize, options } = plan;
+    const tf = this.runtime.tf;
     const source = isBatchSource(data);
     if (source && this.size > 1 && options.stepsPerEpoch === undefined) throw Errors.invalidArg('fit options.stepsPerEpoch', 'is required with a BatchSource and more than one worker (every rank must run the same number of steps)');
-    await this.init();
-    const tf = this.runtime.tf;
-    const callbacks = options.callbacks === undefined ? [] : Array.isArray(options.callbacks) ? options.callbacks : [options.callbacks];
     const ckpt = options.checkpoint;
-    let startEpoch = 0;
-    if (ckpt && ckpt.resume !== false) startEpoch = await this.restoreState(ckpt.dir);
+    let pos: RunPosition = { epoch: options.initialEpoch ?? 0, epochStep: 0, globalStep: this.step_ };
+    if (ckpt && ckpt.resume !== false) pos = (await this.resume(ckpt.dir)) ?? pos;
     await this.ensureBroadcast();
-    const history: History = { epochs: [], startEpoch };
-    const ctxBase = { rank: this.rank, size: this.size, batchSize: options.batchSize };
     const n = source ? 0 : numSamples(data, 'fit data');
+    const ctxBase = { rank: this.rank, size: this.size, batchSize };
     let steps = options.stepsPerEpoch ?? Infinity;
     if (!source) {
       const avail = stepsPerEpochFor(n, ctxBase);
-      if (avail < 1) throw Errors.data('fit data', `${n} samples are fewer than one global batch (${options.batchSize} x ${this.size} workers)`);
+      if (avail < 1) throw Errors.data('fit data', `${n} samples are fewer than one global batch (${batchSize} x ${this.size} workers)`);
       steps = Math.min(steps, avail);
     }
-    const verbose = this.options.verbose !== 0 && this.rank === 0;
+    const verbose = (options.verbose ?? this.options.verbose ?? 1) !== 0 && this.rank === 0;
+    const history: History = { epochs: [], startEpoch: pos.epoch, stopped: false };
+    const names = this.names();
+    // A stop requested in a batch hook is agreed after every step (one scalar allreduce, which also carries the
+    // batch logs for onGlobalBatchEnd); shoal's own callbacks declare they never stop mid-epoch.
+    const perStep = callbacks.some((cb) => cb.onGlobalBatchEnd || ((cb.onBatchBegin || cb.onBatchEnd) && cb.stopsOnBatch !== false));
+    if (this.stopRequested()) this.model.stopTraining = false;
+    for (const cb of callbacks) {
+      cb.setTrainer?.(this);
+      (cb as TfjsCallbackHooks).setModel?.(this.model);
+      (cb as TfjsCallbackHooks).setParams?.({ epochs, initialEpoch: pos.epoch, samples: n, steps: Number.isFinite(steps) ? steps : null, batchSize, verbose: verbose ? 1 : 0, doValidation: plan.validation !== undefined, metrics: [...names, ...(plan.validation ? this.names('val_') : [])] });
+    }
     for (const cb of callbacks) await cb.onTrainBegin?.();
-    for (let epoch = startEpoch; epoch < options.epochs; epoch++) {
+    let lastSave = performance.now();
+    const saveEvery = async (epoch: number, epochStep: number, sums: Float64Array) => {
+      if (!ckpt || this.rank !== 0 || epochStep >= steps) return;
+      const bySteps = ckpt.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
+      const bySeconds = ckpt.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
+      if (!bySteps && !bySeconds) return;
+      await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2);
+      lastSave = performance.now();
+    };
+    let stop = false;
+    for (let epoch = pos.epoch; epoch < epochs && !stop; epoch++) {
       for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
-      if (verbose) this.out.write(`Epoch ${epoch + 1}/${options.epochs}\n`);
+      if (verbose) this.out.write(`Epoch ${epoch + 1}/${epochs}\n`);
       const bar = verbose ? new ProgressBar(this.out, Number.isFinite(steps) ? steps : 0) : undefined;
       const sums = new Float64Array(this.metricFns.length + 2); // loss, metrics..., samples
+      const resumeHere = epoch === pos.epoch ? pos.epochStep : 0;
+      if (resumeHere > 0 && pos.sums?.length === sums.length) sums.set(pos.sums);
       const t0 = performance.now();
-      let step = 0;
+      let step = resumeHere;
       const runBatch = async (batch: Batch) => {
         const rows = batch.y.shape[0]!;
         let values: number[];
         try {
+          for (const cb of callbacks) await cb.onBatchBegin?.(step);
           values = await this.trainStep(batch);
         } finally {
           disposeBatch(batch);
@@ -334,42 +333,65 @@ export class Trainer {
         sums[values.length]! += rows;
         step += 1;
         const local: Logs = {};
-        this.names().forEach((k, i) => (local[k] = values[i]!));
+        names.forEach((k, i) => (local[k] = values[i]!));
         for (const cb of callbacks) await cb.onBatchEnd?.(step - 1, local);
+        if (perStep) {
+          const r = await this.sync.allreduceScalars(Float64Array.from([...values.map((v) => v * rows), rows, this.stopRequested() ? 1 : 0]));
+          stop = r[r.length - 1]! > 0;
+          const global: Logs = {};
+          names.forEach((k, i) => (global[k] = r[i]! / r[values.length]!));
+          for (const cb of callbacks) await cb.onGlobalBatchEnd?.(step - 1, global);
+        }
         if (bar) {
           const running: Logs = {};
-          this.names().forEach((k, i) => (running[k] = sums[i]! / sums[sums.length - 1]!));
+          names.forEach((k, i) => (running[k] = sums[i]! / sums[sums.length - 1]!));
           bar.update(step, running, sums[sums.length - 1]! * this.size);
         }
+        if (!stop) await saveEvery(epoch, step, sums);
       };
       if (source) {
         const it = data.batches({ ...ctxBase, epoch });
+        let skip = resumeHere;
         for await (const batch of it as AsyncIterable<Batch>) {
-          if (step >= steps) {
+          if (skip > 0) {
+            skip -= 1;
+            disposeBatch(batch);
+            continue;
+          }
+          if (step >= steps || stop) {
             disposeBatch(batch);
             break;
           }
           await runBatch(batch);
         }
-        if (Number.isFinite(steps) && step < steps) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
+        if (Number.isFinite(steps) && step < steps && !stop) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
       } else {
         const order = epochOrder(n, epoch, options.shuffle ?? true, options.seed ?? 0);
-        for (let s = 0; s < steps; s++) await runBatch(gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch })));
+        for (let s = resumeHere; s < steps && !stop; s++) await runBatch(gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch })));
       }
       // Rank-averaged epoch logs: samples-weighted sums over every rank.
       const reduced = await this.sync.allreduceScalars(sums);
       const logs: Logs = {};
       const total = reduced[reduced.length - 1]!;
-      this.names().forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
-      if (options.validationData) Object.assign(logs, await this.evaluate(options.validationData, { batchSize: options.batchSize, prefix: 'val_' }));
+      names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
+      if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
+        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_' }));
+      }
       const seconds = (performance.now() - t0) / 1000;
       const samplesPerSec = (total * this.size) / seconds;
       if (bar) bar.end(step, logs, total * this.size);
-      history.epochs.push({ ...logs, epoch, seconds, samplesPerSec });
-      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === options.epochs)) {
-        await this.saveState(ckpt.dir, epoch + 1, ckpt.keep ?? 2);
+      this.lastEpoch_ = { ...logs, epoch, seconds, samplesPerSec, learningRate: this.learningRate };
+      history.epochs.push(this.lastEpoch_);
+      // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
+      const stepsDue = ckpt?.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
+      const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
+      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue || secondsDue)) {
+        await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
+        lastSave = performance.now();
       }
-      for (const cb of callbacks) await cb.onEpochEnd?.(epoch, logs);
+      for (const cb of callbacks) await cb.onEpochEnd?.(epoch, { ...logs });
+      stop = (await this.agreeStop()) || stop;
+      if (stop && epoch + 1 < epochs) history.stopped = true;
     }
     for (const cb of callbacks) await cb.onTrainEnd?.(history);
     return history;
@@ -377,9 +399,17 @@ export class Trainer {
 
   /**
    * Loss and metrics over `data`, each rank scoring a contiguous shard; the result (averaged over all samples
-   * of all ranks) is the same on every rank. Collective.
+   * of all ranks) is the same on every rank. `evaluate(x, y, options)` or `evaluate({ x, y }, options)`.
+   * Collective.
    */
-  async evaluate(data: { x: tfjs.Tensor | tfjs.Tensor[]; y: tfjs.Tensor }, options: { batchSize?: number; prefix?: string } = {}): Promise<Logs> {
+  async evaluate(x: tfjs.Tensor | tfjs.Tensor[], y: tfjs.Tensor, options?: { batchSize?: number }): Promise<Logs>;
+  async evaluate(data: TensorData, options?: { batchSize?: number; prefix?: string }): Promise<Logs>;
+  async evaluate(a: tfjs.Tensor | tfjs.Tensor[] | TensorData, b?: tfjs.Tensor | { batchSize?: number; prefix?: string }, c?: { batchSize?: number }): Promise<Logs> {
+    const tensors = isTensor(a) || Array.isArray(a);
+    const data: TensorData = tensors ? { x: a as tfjs.Tensor | tfjs.Tensor[], y: b as tfjs.Tensor } : (a as TensorData);
+    const options = ((tensors ? c : b) ?? {}) as { batchSize?: number; prefix?: string };
+    if (tensors && !isTensor(b)) throw Errors.invalidArg('evaluate(x, y, options)', 'y must be a tf.Tensor');
+    for (const k of Object.keys(options)) if (k !== 'batchSize' && k !== 'prefix') throw Errors.invalidArg(`evaluate options.${k}`, 'is not supported (known: batchSize)');
     await this.init();
     await this.ensureBroadcast();
     const tf = this.runtime.tf;
@@ -416,10 +446,21 @@ export class Trainer {
     return this.model.predict(x, { batchSize: options.batchSize ?? 256 }) as tfjs.Tensor;
   }
 
-  /** Save a checkpoint now (rank 0 writes; other ranks return null). */
-  async save(dir: string, epoch = 0): Promise<string | null> {
+  /**
+   * Save the model in the tfjs Layers format (`model.json` + `weights.bin`), as `model.save` does: `file://DIR`
+   * works on Node without tfjs-node; `tf.loadLayersModel('file://DIR/model.json')` reads it back. Rank 0
+   * writes (all ranks hold the same weights); other ranks return null. Not collective.
+   */
+  async save(url: string | tfjs.io.IOHandler): Promise<tfjs.io.SaveResult | null> {
     await this.init();
-    return this.rank === 0 ? this.saveState(dir, epoch, 2) : null;
+    if (this.rank !== 0) return null;
+    return this.model.save(url);
+  }
+
+  /** Write a resumable checkpoint (weights, optimizer state, step) to `dir` now; rank 0 writes, others get null. */
+  async checkpoint(dir: string, epoch = 0): Promise<string | null> {
+    await this.init();
+    return this.rank === 0 ? saveTrainingState(dir, this.model, this.optimizer, this.position(epoch, 0), this.size, 2) : null;
   }
 
   /** Dispose the optimizer (and the LocalSync the trainer made). The model stays usable. */

@@ -1,11 +1,23 @@
 import { Errors } from '../../errors.js';
 import type { ActorContext } from '../actor-host.js';
+import { arg, remoteMethods } from '../remote.js';
 
 /**
  * A small actor used by the actor runtime's own tests (and handy as an example): it records call order,
  * echoes typed arrays, sleeps, throws, and can crash its process.
  */
 export class CounterActor {
+  /** Everything but `_secret` and `onActorStart` (a hook), with each argument checked. */
+  static readonly remote = remoteMethods<CounterActor>({
+    add: [arg.number(), arg.optional(arg.string())],
+    value: [],
+    calls: [],
+    whoami: [],
+    scale: [arg.floatArray(), arg.number(), arg.int32Array()],
+    slow: [arg.int(0, 600_000), arg.string()],
+    fail: [arg.string()],
+    crash: [arg.optional(arg.int(0, 255))],
+  });
   private count: number;
   private readonly log: string[] = [];
   epoch = 0;

@@ -1,0 +1,129 @@
+import { arg, type ArgCheck } from '@shoal/core/actor';
+import { type FloatArray } from '@shoal/core';
+import type { KeySlice, KeySpec } from './key-layout.js';
+
+/**
+ * The parameter server's wire protocol (ps-lite's message layer): every request a worker sends to a server shard,
+ * its arguments and its reply, typed once and used by both sides. `KVServer` implements `PsServerApi` (so its
+ * methods cannot drift from these types) and declares `PS_REMOTE` as its remote surface (the actor runtime checks
+ * every request's arguments against it before the method runs); `KVWorker` sends requests through
+ * `ServerLinks.call`, typed by the same tables.
+ *
+ * Sender: every request that acts for a worker names its `rank`, and the server checks that against the rank its
+ * connection bound with `hello(rank)`: a connection cannot act as another worker (`ERR_STATE`), and one that said
+ * no hello with a rank cannot act as any.
+ *
+ * Counters: a push carries the worker's count of earlier pushes of the key (so a resend is applied once); a pull
+ * carries `need` (sync: rounds applied, async: the worker's own pushes applied) and waits until the server has
+ * reached it.
+ */
+
+/** What `hello` returns: the server's configuration and where it runs. */
+export interface ServerHello {
+  serverIndex: number;
+  numServers: number;
+  numWorkers: number;
+  mode: string;
+  bigKeyBound: number;
+  epoch: number;
+  pid: number;
+  hostId: string;
+}
+
+/** One key slice's place in a worker's staging region (byte offsets of its gradient and output). */
+export interface SharedEntry {
+  key: string;
+  grad: number;
+  out: number;
+}
+
+/** Rows of a row-sparse key: global row ids and `rowIds.length * rowSize` packed values. */
+export interface RowsReply {
+  rowIds: Int32Array;
+  rows: FloatArray;
+}
+
+export interface ServerStats {
+  serverIndex: number;
+  keys: number;
+  pushes: number;
+  pulls: number;
+  updates: number;
+  checkpoints: number;
+  /** Dense push slices received straight into the server's receive buffers (transports with `recvInto`). */
+  directPushes: number;
+  restoredFrom: string | null;
+  /** CPU time of the server's process so far (user + system), microseconds. */
+  cpuUs: number;
+}
+
+/** Requests: method -> arguments. `null` gradients / a `shared` flag: the values are in the staging buffers. */
+export interface PsRequests {
+  hello: [rank?: number];
+  attachShared: [rank: number, name: string, bytes: number, entries: SharedEntry[]];
+  init: [rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null];
+  push: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[]];
+  pushPull: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[], shared?: boolean];
+  pull: [rank: number, keys: string[], needs: number[], shared?: boolean];
+  rowSparsePush: [rank: number, key: string, counter: number, rowIds: Int32Array, rows: FloatArray];
+  /** `rowIds` null: the merged rows of the last completed round. */
+  rowSparsePull: [rank: number, key: string, need: number, rowIds: Int32Array | null];
+  /** `op`: the operation kind; workers that reach one tag with different kinds all get ERR_MISMATCH at once. */
+  gather: [rank: number, tag: string, value: unknown, op?: string];
+  checkpoint: [];
+  stats: [];
+  versions: [keys: string[]];
+}
+
+/** Replies: method -> value (dense values are null where they went into the staging buffers). */
+export interface PsReplies {
+  hello: ServerHello;
+  attachShared: { keys: number };
+  init: { resume: number[] };
+  push: void;
+  pushPull: (FloatArray | null)[];
+  pull: (FloatArray | null)[];
+  rowSparsePush: void;
+  rowSparsePull: RowsReply;
+  gather: unknown[];
+  checkpoint: { path: string; bytes: number };
+  stats: ServerStats;
+  versions: { version: number[]; clock: number[][] };
+}
+
+export type PsMethod = keyof PsRequests;
+
+/** The server side of the protocol: a method per request (a reply may be immediate or a promise). */
+export type PsServerApi = { [M in PsMethod]: (...args: PsRequests[M]) => PsReplies[M] | Promise<PsReplies[M]> };
+
+const rank = arg.int(0, 1 << 20);
+const count = arg.int();
+const keyName = arg.string(1024);
+const keys = arg.array(keyName, 1 << 20);
+const counts = arg.array(count, 1 << 20);
+const floats = arg.floatArray();
+const keySpec = arg.object({
+  key: keyName,
+  size: arg.int(0),
+  dtype: arg.optional(arg.oneOf('float32', 'float64')),
+  rows: arg.optional(arg.object({ numRows: arg.int(1), rowSize: arg.int(1) })),
+  update: arg.optional(arg.oneOf('optimizer', 'assign')),
+  updater: arg.optional(arg.object({ type: arg.oneOf('assign', 'add', 'sgd', 'adam', 'adagrad') })),
+});
+const keySlice = arg.object({ server: count, start: count, end: count, rowStart: arg.optional(count), rowEnd: arg.optional(count) });
+
+/** The server's remote surface: one check per argument of every request (see `remoteMethods` in core). */
+export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
+  hello: [arg.optional(rank)],
+  attachShared: [rank, arg.string(255), arg.int(1), arg.array(arg.object({ key: keyName, grad: count, out: count }), 1 << 20)],
+  init: [rank, arg.array(keySpec, 1 << 20), arg.array(keySlice, 1 << 20), arg.nullable(arg.array(arg.nullable(floats), 1 << 20))],
+  push: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20)],
+  pushPull: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20), arg.optional(arg.boolean())],
+  pull: [rank, keys, counts, arg.optional(arg.boolean())],
+  rowSparsePush: [rank, keyName, count, arg.int32Array(), floats],
+  rowSparsePull: [rank, keyName, count, arg.nullable(arg.int32Array())],
+  gather: [rank, arg.string(1024), arg.any(), arg.optional(arg.string(256))],
+  checkpoint: [],
+  stats: [],
+  versions: [keys],
+});

@@ -1,0 +1,300 @@
+/**
+ * `npm run bench -- cluster`: shoal's cross-host paths on a namespace cluster (netns-cluster.ts) with links
+ * shaped to each rate in `--rates` (Mbit/s, tbf; 0 = the unshaped veth), torch gloo in the same namespaces in the
+ * same invocation.
+ * Format of bench/results/cluster.json and the method: bench/README.md ("cluster").
+ *
+ *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
+ *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
+import { allExit, runPs, runRing, startStore } from './cluster-jobs.js';
+import { jsonLines, type JsonLines } from './json-lines.js';
+import type { WorkerArgs } from './allreduce-worker.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const workerScript = fileURLToPath(new URL('./allreduce-worker.js', import.meta.url));
+const MiB = 1 << 20;
+
+interface Impl {
+  name: string;
+  impl: 'shoal-ring' | 'shoal-hierarchical' | 'torch-gloo';
+  transport: 'net' | 'nng' | 'gloo-tcp';
+  /** Host of each rank. */
+  placement: number[];
+}
+
+const IMPLS: Record<string, Impl> = {
+  'ring-net': { name: 'ring-net', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3] },
+  'ring-nng': { name: 'ring-nng', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3] },
+  gloo: { name: 'gloo', impl: 'torch-gloo', transport: 'gloo-tcp', placement: [0, 1, 2, 3] },
+  'hier-net': { name: 'hier-net', impl: 'shoal-hierarchical', transport: 'net', placement: [0, 0, 1, 1] },
+  'ring-net-2x2': { name: 'ring-net-2x2', impl: 'shoal-ring', transport: 'net', placement: [0, 0, 1, 1] },
+  'gloo-2x2': { name: 'gloo-2x2', impl: 'torch-gloo', transport: 'gloo-tcp', placement: [0, 0, 1, 1] },
+};
+
+export interface ClusterRow {
+  impl: Impl['impl'];
+  transport: Impl['transport'];
+  /** '<hosts>x<ranks per host>' */
+  placement: string;
+  n: number;
+  rate_mbit: number;
+  bytes: number;
+  iters: number;
+  p50_us: number;
+  avg_us: number;
+  p99_us: number;
+  algbw_gbps: number;
+  busbw_gbps: number;
+  /** busbw over the link rate (10^9 bits = 0.125 GB/s per Gbit/s); 0 on unshaped links. */
+  link_share: number;
+  verified: boolean;
+  processes: number;
+  oversubscribed: boolean;
+  loadavg1: number;
+  busbw_vs_gloo?: number;
+  p50_vs_gloo?: number;
+  /** Hierarchical rows: the flat ring's avg time on the same placement and rate / this row's (higher is better). */
+  vs_flat_ring?: number;
+}
+
+const placementName = (p: number[]) => `${new Set(p).size}x${p.length / new Set(p).size}`;
+
+/** One allreduce sweep of `impl` on the cluster at its current rate; rank 0's rows. */
+async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolean): Promise<Record<string, number | boolean>[]> {
+  const n = impl.placement.length;
+  const procs: JsonLines[] = [];
+  const timing = { warmup: 2, minIters: quick ? 3 : 5, minTimeMs: quick ? 100 : 300, maxIters: 1000 };
+  let stopStore: (() => Promise<void>) | undefined;
+  try {
+    if (impl.impl === 'torch-gloo') {
+      const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
+      const init = `tcp://${c.hosts[impl.placement[0]!]!.address}:29500`;
+      impl.placement.forEach((h, rank) =>
+        procs.push(
+          jsonLines(
+            c.spawn(h, py, [`${root}bench/anchors/gloo_allreduce.py`, '--n', String(n), '--sizes', sizes.join(','), '--rank', String(rank), '--init', init, '--warmup', String(timing.warmup), '--min-iters', String(timing.minIters), '--min-time-ms', String(timing.minTimeMs), '--max-iters', String(timing.maxIters)], {
+              stdio: ['ignore', 'pipe', 'pipe'],
+              env: { ...process.env, GLOO_SOCKET_IFNAME: 'eth0', OMP_NUM_THREADS: '1' },
+            }),
+          ),
+        ),
+      );
+    } else {
+      const store = await startStore(c, impl.placement[0]);
+      stopStore = store.stop;
+      impl.placement.forEach((h, rank) => {
+        const a: WorkerArgs = {
+          rank,
+          size: n,
+          store: store.url,
+          transport: impl.transport as 'net' | 'nng',
+          sizes,
+          ...timing,
+          timeoutMs: 60_000,
+          listenHost: c.hosts[h]!.address,
+          topology: impl.impl === 'shoal-hierarchical' ? 'hierarchical' : 'flat',
+        };
+        procs.push(jsonLines(c.spawn(h, process.execPath, [workerScript, JSON.stringify(a)], { stdio: ['ignore', 'pipe', 'pipe'] })));
+      });
+    }
+    await allExit(procs, 15 * 60_000, `${impl.name} at ${c.rateMbit} Mbit/s`);
+    return procs[0]!.lines.filter((l) => l.row).map((l) => l.row as Record<string, number | boolean>);
+  } finally {
+    procs.forEach((p) => p.child.kill('SIGKILL'));
+    await stopStore?.();
+  }
+}
+
+async function gloAverage(c: NetnsCluster, hosts: number[], bytes: number, rounds: number): Promise<Record<string, unknown>> {
+  const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
+  const init = `tcp://${c.hosts[hosts[0]!]!.address}:29501`;
+  const procs = hosts.map((h, rank) =>
+    jsonLines(
+      c.spawn(h, py, [`${root}bench/anchors/gloo_average.py`, '--rank', String(rank), '--n', String(hosts.length), '--init', init, '--bytes', String(bytes), '--rounds', String(rounds)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, GLOO_SOCKET_IFNAME: 'eth0', OMP_NUM_THREADS: '1' },
+      }),
+    ),
+  );
+  await allExit(procs, 5 * 60_000, 'gloo parameter averaging');
+  return procs[0]!.lines.find((l) => l.impl === 'torch-gloo-average')!;
+}
+
+const rayNote = (): string => {
+  const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
+  const r = spawnSyncQuiet(py, ['-c', 'import ray']);
+  return r
+    ? `Ray is not importable by ${py} (${r}): the ps rows compare with gloo-based parameter averaging instead`
+    : 'Ray is importable, but this suite does not start a Ray cluster across the namespaces yet: the ps rows compare with gloo-based parameter averaging';
+};
+
+function spawnSyncQuiet(cmd: string, args: string[]): string | undefined {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error) return r.error.message;
+  return r.status === 0 ? undefined : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rates: { type: 'string', default: '1000,10000' },
+      sizes: { type: 'string' },
+      impls: { type: 'string', default: 'ring-net,ring-nng,gloo,hier-net,ring-net-2x2' },
+      'no-anchor': { type: 'boolean', default: false },
+      'no-ps': { type: 'boolean', default: false },
+      out: { type: 'string', default: `${root}bench/results/cluster.json` },
+    },
+  });
+  const quick = values.quick!;
+  const rates = values.rates!.split(',').map(Number);
+  if (rates.some((r) => !(r >= 0))) throw new Error(`--rates must be Mbit/s values (0 = unshaped veth), got ${values.rates}`);
+  const sizes = values.sizes
+    ? values.sizes.split(',').map(Number)
+    : quick
+      ? [8, 65536, MiB]
+      : [8, 1024, 65536, MiB, 16 * MiB, 64 * MiB];
+  const impls = values.impls!.split(',').filter((x) => !(values['no-anchor'] && x.startsWith('gloo'))).map((x) => {
+    const i = IMPLS[x];
+    if (!i) throw new Error(`--impls: unknown ${JSON.stringify(x)}; known: ${Object.keys(IMPLS).join(', ')}`);
+    return i;
+  });
+  const started = new Date().toISOString();
+  const host = { cpus: cpus().length, node: process.version, kernel: release(), loadavg1_start: loadavg()[0]!, loadavg1_end: 0 };
+  const out = values.out!;
+  const write = (o: object) => {
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify(o, null, 1)}\n`);
+  };
+  const why = clusterUnavailable({ rates: true });
+  if (why) {
+    console.log(`cluster: skipped: ${why}`);
+    write({ suite: 'cluster', version: 1, started, quick, host, skipped: why });
+    return;
+  }
+  const rows: ClusterRow[] = [];
+  const errors: { what: string; error: string }[] = [];
+  const ps: Record<string, unknown>[] = [];
+  const linkBytes: Record<string, unknown>[] = [];
+  const cluster = await NetnsCluster.start({ hosts: 4 });
+  try {
+    for (const rate of rates) {
+      await cluster.setRate(rate === 0 ? undefined : rate);
+      for (const impl of impls) {
+        const load = loadavg()[0]!;
+        console.log(`cluster: ${impl.name} (${placementName(impl.placement)}) at ${rate} Mbit/s, load ${load.toFixed(1)}`);
+        try {
+          for (const r of await sweep(cluster, impl, sizes, quick)) {
+            const row: ClusterRow = {
+              impl: impl.impl,
+              transport: impl.transport,
+              placement: placementName(impl.placement),
+              n: impl.placement.length,
+              rate_mbit: rate,
+              bytes: r.bytes as number,
+              iters: r.iters as number,
+              p50_us: r.p50_us as number,
+              avg_us: r.avg_us as number,
+              p99_us: r.p99_us as number,
+              algbw_gbps: r.algbw_gbps as number,
+              busbw_gbps: r.busbw_gbps as number,
+              link_share: rate === 0 ? 0 : +((r.busbw_gbps as number) / (rate / 8000)).toFixed(4),
+              verified: r.verified === true,
+              processes: impl.placement.length,
+              oversubscribed: impl.placement.length > host.cpus,
+              loadavg1: +load.toFixed(2),
+            };
+            rows.push(row);
+            console.log(`  ${String(row.bytes).padStart(9)} B  p50 ${row.p50_us.toFixed(0).padStart(8)} us  busbw ${row.busbw_gbps.toFixed(4)} GB/s (${(row.link_share * 100).toFixed(0)} % of the link)`);
+          }
+        } catch (e) {
+          errors.push({ what: `${impl.name} at ${rate} Mbit/s`, error: (e as Error).message.slice(0, 2000) });
+          console.log(`  error: ${(e as Error).message.slice(0, 400)}`);
+        }
+      }
+      if (!values['no-ps']) {
+        for (const bytes of quick ? [MiB] : [MiB, 16 * MiB]) {
+          const rounds = quick ? 10 : bytes > MiB ? 15 : 40;
+          try {
+            const r = (await runPs(cluster, { serverHost: 2, workerHosts: [0, 1], numServers: 2, bytes, rounds, warmup: 3, timeoutMs: 60_000 }))[0]!;
+            ps.push({ impl: 'shoal-ps', plane: 'messages', rate_mbit: rate, bytes, workers: 2, servers: 2, server_host: 'own', rounds: r.rounds, p50_us: r.p50_us, avg_us: r.avg_us, rounds_per_s: r.rounds_per_s, verified: true, processes: 3, loadavg1: loadavg()[0] });
+            if (!values['no-anchor']) {
+              const g = await gloAverage(cluster, [0, 1], bytes, rounds);
+              ps.push({ ...g, rate_mbit: rate, workers: 2, servers: 0, processes: 2, loadavg1: loadavg()[0] });
+              ps.at(-2)!.vs_anchor = +((r.rounds_per_s as number) / (g.rounds_per_s as number)).toFixed(3);
+            }
+            console.log(`  ps ${bytes} B at ${rate} Mbit/s: ${(r.rounds_per_s as number).toFixed(1)} rounds/s${ps.at(-2)?.vs_anchor ? ` (${String(ps.at(-2)!.vs_anchor)}x gloo averaging)` : ''}`);
+          } catch (e) {
+            errors.push({ what: `ps ${bytes} B at ${rate} Mbit/s`, error: (e as Error).message.slice(0, 2000) });
+            console.log(`  ps error: ${(e as Error).message.slice(0, 400)}`);
+          }
+        }
+      }
+    }
+    // Bytes across each host's link for one allreduce, hierarchical vs flat on 2 hosts x 2 ranks (rate-independent).
+    const B = 16 * MiB;
+    for (const topology of ['hierarchical', 'flat'] as const) {
+      try {
+        const r = await runRing(cluster, { placement: [0, 0, 1, 1], transport: 'net', topology, linkBytes: B, timeoutMs: 60_000 });
+        linkBytes.push({ topology, transport: 'net', placement: '2x2', bytes: B, tx_per_host: r.linkTx!.slice(0, 2), tx_over_bytes: r.linkTx!.slice(0, 2).map((x) => +(x / B).toFixed(4)) });
+      } catch (e) {
+        errors.push({ what: `link bytes ${topology}`, error: (e as Error).message.slice(0, 2000) });
+      }
+    }
+  } finally {
+    await cluster.stop();
+  }
+  for (const r of rows) {
+    const g = rows.find((x) => x.impl === 'torch-gloo' && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes);
+    if (g && r !== g) {
+      r.busbw_vs_gloo = +(g.avg_us / r.avg_us).toFixed(3);
+      r.p50_vs_gloo = +(r.p50_us / g.p50_us).toFixed(3);
+    }
+  }
+  for (const r of rows.filter((x) => x.impl === 'shoal-hierarchical')) {
+    const f = rows.find((x) => x.impl === 'shoal-ring' && x.transport === r.transport && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes);
+    if (f) r.vs_flat_ring = +(f.avg_us / r.avg_us).toFixed(3);
+  }
+  // The issue's goals, as ratios of this run (undefined where a row is missing).
+  const at = (impl: string, transport: string, rate: number, bytes: number, placement = '4x1') => rows.find((x) => x.impl === impl && x.transport === transport && x.rate_mbit === rate && x.bytes === bytes && x.placement === placement);
+  const big = Math.max(...sizes);
+  const small = Math.min(...sizes);
+  const goals: Record<string, number | undefined> = {};
+  for (const rate of rates) {
+    for (const t of ['net', 'nng']) {
+      goals[`ring_${t}_${big}B_link_share_${rate}mbit`] = at('shoal-ring', t, rate, big)?.link_share;
+      goals[`ring_${t}_${big}B_busbw_vs_gloo_${rate}mbit`] = at('shoal-ring', t, rate, big)?.busbw_vs_gloo;
+      goals[`ring_${t}_${small}B_p50_vs_gloo_${rate}mbit`] = at('shoal-ring', t, rate, small)?.p50_vs_gloo;
+    }
+    goals[`hier_${big}B_vs_flat_ring_2x2_${rate}mbit`] = at('shoal-hierarchical', 'net', rate, big, '2x2')?.vs_flat_ring;
+    goals[`ps_1MiB_vs_gloo_average_${rate}mbit`] = ps.find((x) => x.impl === 'shoal-ps' && x.rate_mbit === rate && x.bytes === MiB)?.vs_anchor as number | undefined;
+  }
+  host.loadavg1_end = loadavg()[0]!;
+  const torch = spawnSyncQuiet(process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch']) === undefined ? spawnSync(process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim() : null;
+  const result = {
+    suite: 'cluster',
+    version: 1,
+    started,
+    quick,
+    host: { ...host, torch, hosts: 4, cpu_note: 'every namespace host shares the same cores' },
+    config: { rates_mbit: rates, sizes, impls: impls.map((i) => i.name), link: 'veth pair per host to a bridge, tbf on both ends (rate each direction); no netem: no delay or loss modelled' },
+    rows,
+    goals,
+    link_bytes: linkBytes,
+    ps,
+    ps_anchor: 'torch-gloo-average',
+    ps_anchor_note: rayNote(),
+    errors,
+  };
+  write(result);
+  console.log(`cluster: wrote ${out} (${rows.length} allreduce rows, ${ps.length} ps rows, ${errors.length} errors; load ${host.loadavg1_start.toFixed(1)} -> ${host.loadavg1_end.toFixed(1)})`);
+}

@@ -1,0 +1,12 @@
+/**
+ * @shoal/run: how a shoal job starts. The `shoal` command (`launcher/cli.ts`), the launcher it drives
+ * (`launch`), the worker side that joins the job (`initWorker`, which builds the engine SHOAL_BACKEND names,
+ * and the lower-level `joinJob`), and the Spark side's helpers (`sparkInput`; the store entry
+ * `launcher/spark-store.ts` is a script run by python/shoal_spark).
+ */
+export { initWorker, type InitWorkerOptions, type WorkerHandle } from './worker/init-worker.js';
+export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJobOptions } from './worker/join-job.js';
+export { sparkInput } from './worker/spark-input.js';
+export { launch, pickRootCause, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
+export { MAX_WORKERS, MAX_WORKERS_PER_CORE, parseRunArgs, parseRunCommand, RUN_COMMAND, type ParsedRun } from './launcher/run-args.js';
+export { psServerListenUrl, startPsServerActors, type PsLink, type PsServerActorsOptions } from './launcher/ps-servers.js';

@@ -1,0 +1,411 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { createInterface } from 'node:readline';
+import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { constants, hostname, tmpdir } from 'node:os';
+import { Worker as ThreadWorker } from 'node:worker_threads';
+
+const osSignals = constants.signals as Record<string, number>;
+import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
+import { removeStaleSegments } from '@shoal/core/transport';
+import { startPsServerActors, type PsLink } from './ps-servers.js';
+import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
+import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
+
+/** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
+export interface LaunchOptions {
+  /** Worker script: compiled `.js`/`.mjs` (run with `node`), or `.ts` when `tsx` is installed. */
+  script: string;
+  args?: readonly string[];
+  /** Number of workers (ranks 0..n-1): processes, or threads with `threads`. */
+  numWorkers: number;
+  /**
+   * Run the workers as worker_threads of this process instead of child processes (`shoal run --threads`).
+   * Each thread gets its WorkerOptions in `workerData` (read by `joinJob`/`initWorker`), `args` as its
+   * `process.argv` tail and `env` on top of this process's environment as its own `process.env`. The script
+   * must be compiled JavaScript. Default transport (threads or processes): shm. A thread that throws or exits
+   * non-zero fails the job as a process would; the others are terminated (`worker.terminate()`).
+   */
+  threads?: boolean;
+  backend?: 'ring' | 'ps' | 'hybrid';
+  /** Parameter-server shards for ps/hybrid (SHOAL_SERVERS). */
+  servers?: number;
+  /**
+   * Transport between the workers. Default shm (every worker of a local launch shares this host); nng when
+   * `hosts` spans several hosts (chosen from the cluster bench: bench/README.md, "cluster").
+   */
+  transport?: 'net' | 'nng' | 'shm';
+  /**
+   * Several hosts (`--hosts h1:2,h2:2`, `--hostfile`): ranks fill them in order; the ranks of this host start
+   * directly, the others through `rsh`. Every host needs the same paths (node, the script, the working
+   * directory), as with horovodrun. Not with `threads`.
+   */
+  hosts?: readonly HostSlots[];
+  /** Remote shell for `hosts`: the host name and the command line are appended. Default `ssh -o BatchMode=yes`. */
+  rsh?: readonly string[];
+  /**
+   * How workers reach the parameter servers (ps/hybrid): `shm` (shared memory, same host; the default), `ipc`
+   * (unix sockets, same host) or `tcp` on `host` (what a multi-host setup needs).
+   */
+  psLink?: PsLink;
+  /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
+  timeoutMs?: number;
+  /** Stop everything and fail if the job runs longer than this. Default: no limit. */
+  jobTimeoutMs?: number;
+  /**
+   * Address workers listen on and peers dial (SHOAL_HOST), and the store's. Default 127.0.0.1; with `hosts`,
+   * each worker gets its host's name from the list and the store listens on the first host of this machine.
+   */
+  host?: string;
+  jobId?: string;
+  /** Extra environment for every worker (on top of this process's environment). */
+  env?: Record<string, string>;
+  /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
+  nodeArgs?: readonly string[];
+  /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
+  graceMs?: number;
+  /**
+   * After the first failure, how long other workers may still fail on their own before they are stopped, so
+   * that the root cause can be told from its consequences (see `pickRootCause`). Default 500 ms.
+   */
+  settleMs?: number;
+  /** Where prefixed worker output goes. Default process.stdout / process.stderr. */
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  /** Abort the job (Ctrl-C): stop every worker; the result has `aborted: true`. */
+  signal?: AbortSignal;
+}
+
+export interface LaunchResult {
+  /** 0 when every worker exited 0; else the failing worker's exit code (128 + signal number if killed), 130 when aborted. */
+  code: number;
+  /** The first rank that failed, if any. */
+  failedRank?: number;
+  /** Why it failed: the worker's last error line(s), or the launcher's reason (timeout, abort). */
+  error?: string;
+  aborted: boolean;
+  durationMs: number;
+  /** Exit status per rank (`null` code with a signal when stopped). */
+  exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const TAIL_LINES = 40;
+
+/** `node` arguments that run `script`: `.ts` needs `--import tsx`. Throws ERR_CONFIG when it cannot run. */
+export function nodeArgsFor(script: string): string[] {
+  const path = resolve(script);
+  if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
+  if (/\.(c|m)?ts$/.test(path)) {
+    try {
+      createRequire(path).resolve('tsx');
+    } catch {
+      throw Errors.config('script', `${script} is TypeScript but tsx is not installed: compile it (tsc) and run the .js, or npm install tsx`);
+    }
+    return ['--import', 'tsx', path];
+  }
+  return [path];
+}
+
+/** Pick the most telling lines of a failed worker's stderr: from the first error line on, else the tail. */
+export function summarizeFailure(tail: readonly string[]): string {
+  const i = tail.findIndex((l) => /(Error|ERR_[A-Z_]+|Uncaught|Exception)\b/.test(l));
+  const lines = (i >= 0 ? tail.slice(i, i + 12) : tail.slice(-12)).filter((l) => l.trim() !== '');
+  return lines.join('\n');
+}
+
+/** Errors that are consequences of another rank's failure: a peer that went away, a closed or aborted group. */
+const CONSEQUENCE = /\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer closed the connection/;
+
+/**
+ * The root cause among workers that failed on their own (in exit order): the first whose error is not merely a
+ * consequence of another rank's death (ERR_PEER_CLOSED & co.), else the first to exit. When rank 1 throws and
+ * closes its sockets, rank 0 may well exit first with ERR_PEER_CLOSED; rank 1 is still the one to report.
+ */
+export function pickRootCause<T extends { tail: readonly string[] }>(failed: readonly T[]): T | undefined {
+  return failed.find((f) => !f.tail.some((l) => CONSEQUENCE.test(l))) ?? failed[0];
+}
+
+interface Worker {
+  rank: number;
+  /** A child process (process mode) or a worker thread (thread mode). */
+  child?: ChildProcess;
+  thread?: ThreadWorker;
+  tail: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  done: boolean;
+  terminating?: boolean;
+}
+
+/** Absolute path of a thread-mode script: it must exist and be JavaScript (tsx cannot load into a worker thread). */
+function threadScriptFor(script: string): string {
+  const path = resolve(script);
+  if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
+  if (/\.(c|m)?ts$/.test(path)) throw Errors.config('script', `${script} is TypeScript: --threads runs compiled JavaScript (tsc first)`);
+  return path;
+}
+
+/**
+ * Run one job to completion: start the rendezvous store, spawn the workers with the SHOAL_* environment
+ * (`core/src/config.ts`), stream their output prefixed `[rank r]`, and wait. The first worker to fail (non-zero
+ * exit or signal) fails the job: after `settleMs` every other worker is stopped (SIGTERM to its process group,
+ * SIGKILL after `graceMs`), and the result names the root-cause rank (`pickRootCause`) and its error. Workers
+ * get SHOAL_PARENT_PID and exit on their own if this process dies (see `joinJob`). Never throws for worker
+ * failures; throws ERR_CONFIG / RangeError for bad options and ERR_ABORTED if `signal` is already aborted.
+ */
+export async function launch(options: LaunchOptions): Promise<LaunchResult> {
+  const n = options.numWorkers;
+  if (!Number.isInteger(n) || n < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${n}`);
+  const servers = options.servers ?? 1;
+  if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
+  const backend = options.backend ?? 'ring';
+  const threads = options.threads ?? false;
+  const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
+  const multiHost = placement !== undefined && (new Set(placement.map((p) => p.host)).size > 1 || !isLocalHost(placement[0]!.host));
+  if (multiHost && threads) throw Errors.config('threads', 'worker threads run on this host only: drop --threads or --hosts');
+  const localHost = options.hosts?.find((h) => isLocalHost(h.host))?.host;
+  if (multiHost && localHost !== undefined && ['localhost', '127.0.0.1', '::1'].includes(localHost)) {
+    throw Errors.config('hosts', `name this host by a name or address the other hosts can reach, not ${localHost}`);
+  }
+  const rsh = options.rsh ?? ['ssh', '-o', 'BatchMode=yes'];
+  if (rsh.length === 0) throw Errors.config('rsh', 'is empty');
+  // Every worker of a local `shoal run` is on this host: shared memory is the default for both links, chosen by
+  // the figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small
+  // ps rounds 2.5x faster than unix sockets). Across hosts nng (the cluster bench: level with net on a full
+  // 1 Gbit/s link, 2-3x net at 16-64 MiB when the CPU is the limit) and tcp to the servers.
+  const transport = options.transport ?? (multiHost ? 'nng' : 'shm');
+  const psLink = options.psLink ?? (multiHost ? 'tcp' : 'shm');
+  if (multiHost && (transport === 'shm' || psLink !== 'tcp')) throw Errors.config('transport', `ranks on several hosts need --transport net|nng and --ps-link tcp (got ${transport}, ${psLink})`);
+  // The store (and the ps servers) listen here: with several hosts, on this machine's entry of the list (or its
+  // hostname, when the launcher's host runs no rank), which every host can reach.
+  const host = options.host ?? (multiHost ? (localHost ?? hostname()) : '127.0.0.1');
+  const graceMs = options.graceMs ?? 3000;
+  const out = options.stdout ?? process.stdout;
+  const errOut = options.stderr ?? process.stderr;
+  const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
+  const threadScript = threads ? threadScriptFor(options.script) : '';
+  if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
+  const t0 = Date.now();
+  const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
+  const store = await TcpStoreServer.start({ host });
+  const workers: Worker[] = [];
+  let psClient: TcpStore | undefined;
+  let psServers: ActorSupervisor[] = [];
+  /** Workers that failed on their own (not stopped by us), in exit order. */
+  const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error; signal?: NodeJS.Signals }> = [];
+  let launcherError: { code: number; error: string } | undefined;
+  let stopping = false;
+  let aborted = false;
+  let jobTimer: NodeJS.Timeout | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
+
+  const killGroup = (w: Worker, sig: NodeJS.Signals) => {
+    if (w.thread) {
+      if (!w.done && !w.terminating) {
+        w.terminating = true;
+        void w.thread.terminate().catch(() => {});
+      }
+      return;
+    }
+    if (w.done || !w.child || w.child.pid === undefined) return;
+    try {
+      process.kill(-w.child.pid, sig); // the worker's own process group: also its children (ps servers)
+    } catch {
+      try {
+        w.child.kill(sig);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  const stopAll = () => {
+    if (stopping) return;
+    stopping = true;
+    if (settleTimer) clearTimeout(settleTimer);
+    for (const w of workers) killGroup(w, 'SIGTERM');
+    const t = setTimeout(() => {
+      for (const w of workers) killGroup(w, 'SIGKILL');
+    }, graceMs);
+    t.unref();
+  };
+  const onWorkerFailed = () => {
+    if (settleTimer || stopping) return;
+    settleTimer = setTimeout(stopAll, options.settleMs ?? 500);
+  };
+  const onAbort = () => {
+    if (stopping) return;
+    aborted = true;
+    stopAll();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const pipeLines = (w: Worker, stream: NodeJS.ReadableStream | null, sink: NodeJS.WritableStream, keepTail: boolean) => {
+    if (!stream) return Promise.resolve();
+    const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    rl.on('line', (line) => {
+      sink.write(line.startsWith('[rank ') ? `${line}\n` : `[rank ${w.rank}] ${line}\n`);
+      if (keepTail) {
+        w.tail.push(line);
+        if (w.tail.length > TAIL_LINES) w.tail.shift();
+      }
+    });
+    return new Promise<void>((r) => rl.once('close', () => r()));
+  };
+
+  try {
+    if (backend === 'ps' || backend === 'hybrid') {
+      psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
+      psServers = await startPsServerActors({
+        storeUrl: store.url,
+        store: psClient,
+        numServers: servers,
+        numWorkers: n,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        host,
+        link: psLink,
+        socketDir: tmpdir(),
+        jobId,
+      });
+    }
+    for (let rank = 0; rank < n && threads; rank++) {
+      const wo: WorkerOptions = {
+        rank,
+        worldSize: n,
+        localRank: rank,
+        storeUrl: store.url,
+        jobId,
+        transport,
+        backend,
+        servers,
+        timeoutMs: options.timeoutMs ?? 60_000,
+        host,
+      };
+      const thread = new ThreadWorker(threadScript, {
+        workerData: { [THREAD_OPTIONS_KEY]: wo },
+        argv: [...(options.args ?? [])],
+        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}) },
+        stdout: true,
+        stderr: true,
+        name: `shoal rank ${rank}`,
+      });
+      const w: Worker = { rank, thread, tail: [], done: false, exited: undefined as never };
+      const streams = Promise.all([pipeLines(w, thread.stdout, out, false), pipeLines(w, thread.stderr, errOut, true)]);
+      w.exited = new Promise((res) => {
+        let counted = false;
+        const fail = (code: number) => {
+          if (counted || stopping || w.terminating) return;
+          counted = true;
+          failed.push({ rank, code, tail: w.tail });
+          onWorkerFailed();
+        };
+        // An uncaught exception / rejected top-level await: 'error' comes before 'exit' (code 1).
+        thread.once('error', (e) => {
+          const err = e as Error & { code?: string };
+          const text = `${err?.stack ?? String(e)}${err?.code && !String(err.stack).includes(err.code) ? ` (${err.code})` : ''}`;
+          errOut.write(text.split('\n').map((l) => `[rank ${rank}] ${l}\n`).join(''));
+          w.tail.push(...text.split('\n'));
+          while (w.tail.length > TAIL_LINES) w.tail.shift();
+          fail(1);
+        });
+        thread.once('exit', async (code) => {
+          if (code !== 0) fail(code > 0 ? code : 1);
+          await streams;
+          w.done = true;
+          res({ code, signal: null });
+        });
+      });
+      workers.push(w);
+    }
+    for (let rank = 0; rank < n && !threads; rank++) {
+      const at = placement?.[rank];
+      const shoalEnv: Record<string, string> = {
+        SHOAL_RANK: String(rank),
+        SHOAL_WORLD_SIZE: String(n),
+        SHOAL_LOCAL_RANK: String(at?.localRank ?? rank),
+        SHOAL_STORE: store.url,
+        SHOAL_JOB_ID: jobId,
+        SHOAL_TRANSPORT: transport,
+        SHOAL_BACKEND: backend,
+        SHOAL_SERVERS: String(servers),
+        SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
+        SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
+      };
+      const child =
+        at !== undefined && !isLocalHost(at.host)
+          ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])], {
+              stdio: ['pipe', 'pipe', 'pipe'],
+              detached: true,
+            })
+          : spawn(process.execPath, argv, {
+              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid) },
+              stdio: ['pipe', 'pipe', 'pipe'],
+              detached: true,
+            });
+      const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
+      const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
+      w.exited = new Promise((res) => {
+        let spawnError: Error | undefined;
+        let counted = false;
+        const fail = (code: number, signal?: NodeJS.Signals) => {
+          if (counted || stopping) return;
+          counted = true;
+          failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}), ...(signal ? { signal } : {}) });
+          onWorkerFailed();
+        };
+        child.once('error', (e) => {
+          spawnError = e;
+          fail(127);
+        });
+        // Count on 'exit' (not 'close', which waits for the pipes) so exit order is kept.
+        child.once('exit', (code, signal) => {
+          if (code !== 0 || signal !== null) fail(code && code > 0 ? code : signal ? 128 + (osSignals[signal] ?? 0) : 1, signal ?? undefined);
+        });
+        child.once('close', async (code, signal) => {
+          await streams;
+          w.done = true;
+          res({ code, signal });
+        });
+      });
+      workers.push(w);
+    }
+    if (options.jobTimeoutMs !== undefined) {
+      jobTimer = setTimeout(() => {
+        if (stopping || failed.length) return;
+        launcherError = { code: 124, error: `job timed out after ${options.jobTimeoutMs} ms` };
+        stopAll();
+      }, options.jobTimeoutMs);
+    }
+    const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
+    const root = pickRootCause(failed);
+    const result: LaunchResult = { code: 0, aborted: aborted && !root, durationMs: Date.now() - t0, exits };
+    if (root) {
+      result.code = root.code;
+      result.failedRank = root.rank;
+      const tail = summarizeFailure(root.tail);
+      result.error = root.spawnError
+        ? `could not start: ${root.spawnError.message}`
+        : root.signal
+          ? `killed by ${root.signal}${tail ? `; its last output:\n${tail}` : ''}`
+          : tail || `exited with code ${root.code}`;
+    } else if (launcherError) {
+      result.code = launcherError.code;
+      result.error = launcherError.error;
+    } else if (aborted) {
+      result.code = 130;
+      result.error = 'aborted';
+    }
+    return result;
+  } finally {
+    if (jobTimer) clearTimeout(jobTimer);
+    if (settleTimer) clearTimeout(settleTimer);
+    options.signal?.removeEventListener('abort', onAbort);
+    for (const w of workers) killGroup(w, 'SIGKILL');
+    await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    await psClient?.close();
+    await store.close();
+    // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
+    // killed before its peer attached).
+    removeStaleSegments(jobId);
+  }
+}

@@ -1,0 +1,2 @@
+/** @shoal/wrappers/testing: fixtures for tests (a tiny Dense+ReLU ONNX model built in memory). */
+export { denseReluOnnx } from '../onnx/tiny-onnx.js';
