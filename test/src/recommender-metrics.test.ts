@@ -204,12 +204,16 @@ test('the model\'s EASE features of a training example are leave-one-basket-out 
   const p = Float32Array.from(spdInverse(Float64Array.from(a), n));
   // Example: basket 3 ([2, 3, 7, 8]) with target 3 and context [2, 7, 8]; negatives include the target and a context item.
   const ctx = [2, 7, 8], t = 3, neg = Int32Array.of(0, 7, 11, 3);
-  const f = wideFeatures(b, [{ basket: 3 }], Int32Array.of(0), Int32Array.of(t), neg, historyLists(b, b, 10), ctx, Int32Array.of(0, 3), Int32Array.of(0, 0), itemItemInverse(p, n));
+  const f = wideFeatures(b, [{ basket: 3 }], Int32Array.of(0), Int32Array.of(t), neg, historyLists(b, b, 10), ctx, Int32Array.of(0, 3), Int32Array.of(0, 0), itemItemInverse(p, Float32Array.from(g), n));
   for (const x of lists[3]!) for (const y of lists[3]!) a[x * n + y]! -= 1;
   const p2 = spdInverse(a, n);
   const loo = (j: number): number => ctx.reduce((s, v) => s + (v === j ? 0 : -p2[v * n + j]! / p2[j * n + j]!), 0);
   assert.ok(Math.abs(f.fp[2]! - loo(t)) < 1e-5, `target: ${f.fp[2]} vs ${loo(t)}`);
-  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 4 + 2]! - loo(neg[k]!)) < 1e-5, `negative ${neg[k]}: ${f.fn[k * 4 + 2]} vs ${loo(neg[k]!)}`);
+  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 5 + 2]! - loo(neg[k]!)) < 1e-5, `negative ${neg[k]}: ${f.fn[k * 5 + 2]} vs ${loo(neg[k]!)}`);
+  // Co-occurrence counts without the basket: log(1 + sum over the context of C'[v][j]).
+  const cooc = (j: number): number => Math.log1p(ctx.reduce((s, v) => s + g[v * n + j]! - (lists[3]!.includes(j) ? 1 : 0), 0));
+  assert.ok(Math.abs(f.fp[4]! - cooc(t)) < 1e-6, `co-occurrence of the target: ${f.fp[4]} vs ${cooc(t)}`);
+  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 5 + 4]! - cooc(neg[k]!)) < 1e-6, `co-occurrence of ${neg[k]}`);
 });
 
 test('tables fuse into one row-sparse tensor and split back exactly', () => {

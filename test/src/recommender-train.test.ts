@@ -16,8 +16,9 @@ test('analytic gradients match finite differences (tables through the JS row sca
   const hist = historyLists(data.train, data.train, 30);
   const model = new BasketModel(tf, data.numUsers, data.numItems, { dim: 6, hidden: 5, negatives: 7, maxContext: 3, poolHistory: 4, userDropout: 0, seed: 3 });
   // Make the wide weights non-zero and give the model EASE features so their path is exercised.
-  model.dense[4]!.data.set([0.3, -0.2, 0.5, 0.4]);
-  model.setItemItem(await easeInverse(gramMatrix(data.train, data.numItems), data.numItems, 5));
+  model.dense[4]!.data.set([0.3, -0.2, 0.5, 0.4, 0.2]);
+  const gram = gramMatrix(data.train, data.numItems);
+  model.setItemItem({ p: await easeInverse(gram, data.numItems, 5), gram: Float32Array.from(gram) });
   const batch = epochExamples(data.train, 2, 9).filter((e) => data.train.users[e.basket]! !== 0).slice(0, 6);
   model.reseed(5);
   const g = await model.computeGradients(data.train, hist, batch);

@@ -3,7 +3,7 @@ import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
 import { sliceBaskets, type Prepared } from './prepare.js';
-import { readF32 } from './references.js';
+import { readItemItem, type ItemItemFiles } from './references.js';
 import { trainModel, type EpochStats, type TrainOptions } from './train.js';
 
 /**
@@ -31,8 +31,8 @@ export interface JobSpec {
   /** Tower weight when nothing is selected (fixed epochs and lr; comparison runs pass the main run's choice). */
   towerScale: number;
   select: Selection;
-  /** EASE weights (float32 files from `scoreReferences`) for the model's item-item features, or null. */
-  itemItem: { fitPath: string; fullPath: string } | null;
+  /** EASE inverses and Gram matrices (float32 files from `scoreReferences`) for the model's item-item features, or null. */
+  itemItem: ItemItemFiles | null;
   /** Distinct items of the customer's history kept per basket, most recent first (default 200). */
   historyMax: number;
   /** Evaluate HR@10 after every epoch (rank 0), for the per-epoch plot. */
@@ -93,7 +93,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
     const fit = sliceBaskets(data.train, 0, data.fitBaskets);
     const hist = historyLists(fit, fit, spec.historyMax);
     const validHist = historyLists(fit, data.valid, spec.historyMax);
-    const w = spec.itemItem ? readF32(spec.itemItem.fitPath) : null;
+    const w = spec.itemItem ? readItemItem(spec.itemItem, 'fit') : null;
     const runs: NonNullable<TrainResult['selection']>['runs'] = [];
     let best = { hr: -1, lr: 0, epochs: 0, scale: 1 };
     for (const l of lr !== null ? [lr] : spec.select.lrs) {
@@ -125,7 +125,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   const hist = historyLists(data.train, data.train, spec.historyMax);
   const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr }, sync.rank);
   model.testHistory = historyLists(data.train, data.test, spec.historyMax);
-  model.setItemItem(spec.itemItem ? readF32(spec.itemItem.fullPath) : null);
+  model.setItemItem(spec.itemItem ? readItemItem(spec.itemItem, 'full') : null);
   model.towerScale = selection?.towerScale ?? spec.towerScale;
   const epochStats = await trainModel(model, data.train, hist, sync, {
     ...spec.train, epochs, progress: spec.progress, tablePrefix: `t${run}:`,

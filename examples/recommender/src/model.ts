@@ -373,11 +373,13 @@ export class BasketModel implements Recommender {
    */
   towerScale = 1;
 
-  /** EASE's inverse P (numItems^2) behind the item-item wide features, or null (those features stay 0). */
+  /** EASE's inverse P and the co-occurrence counts (numItems^2 each) behind the item-item wide features, or null (those features stay 0). */
   private itemItem: ItemItemInverse | null = null;
-  setItemItem(p: Float32Array | null): void {
-    if (p !== null && p.length !== this.numItems * this.numItems) throw Errors.invalidArg('EASE inverse', `needs ${this.numItems}^2 values, got ${p.length}`);
-    this.itemItem = p === null ? null : itemItemInverse(p, this.numItems);
+  setItemItem(s: { p: Float32Array; gram: Float32Array } | null): void {
+    if (s !== null && (s.p.length !== this.numItems ** 2 || s.gram.length !== this.numItems ** 2)) {
+      throw Errors.invalidArg('EASE inverse / Gram matrix', `need ${this.numItems}^2 values, got ${s.p.length} / ${s.gram.length}`);
+    }
+    this.itemItem = s === null ? null : itemItemInverse(s.p, s.gram, this.numItems);
   }
 
   scoreBatch(test: TestBaskets, from: number, to: number, out: Float32Array): void {
