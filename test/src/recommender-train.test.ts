@@ -49,7 +49,7 @@ test('a short training run on the synthetic log beats most-popular by far', asyn
   const pop = await evaluate(new MostPopular(data.train, data.numItems), data.test, data.numItems);
   const sync = new LocalSync();
   const r = await runTraining(tf, rt.describe(), data, sync, {
-    ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
+    ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, towerScale: 1, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
   });
   await sync.close();
   assert.ok(r.epochs[1]!.loss < r.epochs[0]!.loss, 'loss falls');
@@ -60,7 +60,7 @@ test('a short training run on the synthetic log beats most-popular by far', asyn
 });
 
 test('4 in-process ring workers at the same global batch land within 2% (relative HR@10) of 1 worker', async () => {
-  const spec = { ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false };
+  const spec = { ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, towerScale: 1, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false };
   const one = await runTraining(tf, '', data, new LocalSync(), spec);
   for (const n of [4]) {
     const groups = await memoryGroups(n, { timeoutMs: 30_000 });

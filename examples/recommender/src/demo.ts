@@ -48,6 +48,7 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string, re
     model: { ...(o.lr !== null ? { lr: o.lr } : {}), ...(o.dim !== null ? { dim: o.dim } : {}) },
     train: { globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps, tables: o.tables, serverOptimizer: o.serverOptimizer },
     epochs: o.epochs,
+    towerScale: o.towerWeight,
     itemItem: refs ? easeFiles(refs.ease.fitPath.replace(/-ease-fit\.f32$/, '')) : null,
     evalEachEpoch: o.evalEachEpoch,
   };

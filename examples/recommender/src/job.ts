@@ -7,7 +7,7 @@ import { readItemItem, type ItemItemFiles } from './references.js';
 import { trainModel, type EpochStats, type TrainOptions } from './train.js';
 
 /**
- * Model selection when the flags fix neither (README "Robust training"): each learning rate of `lrs` trains on
+ * Model selection unless the flags fix all of lr, epochs and the tower weight (README "Robust training"): each learning rate of `lrs` trains on
  * the baskets before the validation period, evaluated on the validation baskets after every epoch, stopping
  * `patience` epochs after the best (at most `maxEpochs`); the best learning rate and epoch count then train the
  * final model on every training basket.
@@ -28,8 +28,8 @@ export interface JobSpec {
   train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label'>;
   /** Fixed epoch count, or 0: chosen on validation (`select`). */
   epochs: number;
-  /** Tower weight when nothing is selected (fixed epochs and lr; comparison runs pass the main run's choice). */
-  towerScale: number;
+  /** Fixed tower weight (`BasketModel.towerScale`), or null: chosen on validation. */
+  towerScale: number | null;
   select: Selection;
   /** EASE inverses and Gram matrices (float32 files from `scoreReferences`) for the model's item-item features, or null. */
   itemItem: ItemItemFiles | null;
@@ -70,7 +70,7 @@ export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   model: {},
   train: { globalBatch: 512, targetsPerBasket: 8, seed: 1 },
   epochs: 0,
-  towerScale: 1,
+  towerScale: null,
   select: DEFAULT_SELECTION,
   itemItem: null,
   historyMax: 200,
@@ -89,7 +89,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   let run = 0;
   let lr = spec.model.lr ?? null, epochs = spec.epochs;
   let selection: TrainResult['selection'] = null;
-  if (lr === null || epochs === 0) {
+  if (lr === null || epochs === 0 || spec.towerScale === null) {
     const fit = sliceBaskets(data.train, 0, data.fitBaskets);
     const hist = historyLists(fit, fit, spec.historyMax);
     const validHist = historyLists(fit, data.valid, spec.historyMax);
@@ -109,9 +109,9 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
       // The best epoch's model (kept by early stopping) scored with each tower weight; the same on every rank.
       const towerHr: { scale: number; hr: number }[] = [];
       const bestEpoch = epochs ? hrs.length : hrs.indexOf(Math.max(...hrs)) + 1;
-      for (const scale of TOWER_SCALES) {
+      for (const scale of spec.towerScale !== null ? [spec.towerScale] : TOWER_SCALES) {
         model.towerScale = scale;
-        const hr = scale === 1 ? Math.max(...(epochs ? [hrs[hrs.length - 1]!] : hrs)) : (await evaluate(model, data.valid, data.numItems)).hr;
+        const hr = (await evaluate(model, data.valid, data.numItems)).hr;
         towerHr.push({ scale, hr });
         if (hr > best.hr) best = { hr, lr: l, epochs: bestEpoch, scale };
       }
@@ -126,7 +126,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr }, sync.rank);
   model.testHistory = historyLists(data.train, data.test, spec.historyMax);
   model.setItemItem(spec.itemItem ? readItemItem(spec.itemItem, 'full') : null);
-  model.towerScale = selection?.towerScale ?? spec.towerScale;
+  model.towerScale = selection?.towerScale ?? spec.towerScale ?? 1;
   const epochStats = await trainModel(model, data.train, hist, sync, {
     ...spec.train, epochs, progress: spec.progress, tablePrefix: `t${run}:`,
     evalEachEpoch: spec.evalEachEpoch ? { test: data.test, numItems: data.numItems } : null,
