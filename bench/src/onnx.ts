@@ -13,7 +13,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import type * as tfjs from '@tensorflow/tfjs';
 import { memoryGroups } from '@shoal/backends/testing';
 import { LocalSync, RingSync, type GradientSync } from '@shoal/backends';
@@ -157,11 +157,25 @@ async function ring(n: number): Promise<GradientSync[]> {
   return (await memoryGroups(n, { timeoutMs: 60_000 })).map((g) => new RingSync(g));
 }
 
+export const command = {
+  name: 'bench onnx',
+  synopsis: '[options]',
+  description: 'ONNX training step time and 2-worker samples/s against tfjs-wasm and PyTorch CPU',
+  options: {
+    'steps': { type: 'string', arg: 'N', help: 'timed steps (default 30)' },
+    'warmup': { type: 'string', arg: 'N', help: 'warm-up steps (default 5)' },
+    'threads': { type: 'string', arg: 'N', help: 'threads for ORT and PyTorch (default 1)' },
+    'no-anchor': { type: 'boolean', help: 'drop the PyTorch timings' },
+    'out': { type: 'string', arg: 'FILE', help: `results file (default ${RESULTS})` },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const { values: o } = parseArgs({ args, options: { steps: { type: 'string', default: '30' }, warmup: { type: 'string', default: '5' }, threads: { type: 'string', default: '1' }, 'no-anchor': { type: 'boolean', default: false }, out: { type: 'string', default: RESULTS } } });
-  const steps = Number(o.steps);
-  const warmup = Number(o.warmup);
-  const threads = Number(o.threads);
+  const parsed = parseCommand(command, args).values;
+  const o = { ...parsed, 'no-anchor': parsed['no-anchor'] ?? false, out: parsed['out'] ?? RESULTS };
+  const steps = Number(parsed['steps'] ?? '30');
+  const warmup = Number(parsed['warmup'] ?? '5');
+  const threads = Number(parsed['threads'] ?? '1');
   const started = new Date().toISOString();
   const dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-bench-'));
   const rows: Row[] = [];

@@ -16,6 +16,7 @@
  * An empty field is null. Errors name the file, the line and the column.
  */
 import { Errors } from '@shoal/core';
+import { FNV1A_OFFSET, fnv1aStep } from '@shoal/core/util';
 
 export type CsvColumnType =
   | 'int32'
@@ -401,12 +402,11 @@ function parseTimestampBytes(b: Uint8Array, s: number, e: number): number {
 }
 
 function fnv1a(b: Uint8Array, s: number, e: number, quoted: number): number {
-  let h = 0x811c9dc5;
+  let h = FNV1A_OFFSET;
   for (let i = s; i < e; i++) {
     const c = b[i]!;
     if (c === quoted) i++; // "" -> "
-    h ^= c;
-    h = Math.imul(h, 0x01000193);
+    h = fnv1aStep(h, c);
   }
   return h >>> 0;
 }
