@@ -24,6 +24,8 @@ export interface DemoOptions {
   dim: number | null;
   seed: number;
   evalEachEpoch: boolean;
+  /** Limit on one training job (selection and final run), minutes. */
+  jobTimeoutMin: number;
   /** Extra runs with these worker counts (same global batch) for the scaling comparison, e.g. [1, 4]. */
   compareWorkers: number[];
   help: boolean;
@@ -56,21 +58,22 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --dim D                  embedding size (default 32)
   --seed N                 data / model seed (default 1)
   --compare-workers 1,4    extra runs with these worker counts at the same global batch (scaling check)
-  --no-eval-each-epoch     evaluate only after the last epoch`;
+  --no-eval-each-epoch     evaluate on the test period only after the last epoch
+  --job-timeout-min M      limit on one training job, model selection included (default 120)`;
 
 const FLAGS = {
   workers: { type: 'string' }, servers: { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
   'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
   lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
-  'no-eval-each-epoch': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  'no-eval-each-epoch': { type: 'boolean' }, 'job-timeout-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
     workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
-    maxSteps: 0, lr: null, towerWeight: null, dim: null, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
+    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
@@ -117,6 +120,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   if (str('seed') !== undefined) o.seed = int('--seed', str('seed'), 0);
   if (str('compare-workers') !== undefined) o.compareWorkers = str('compare-workers')!.split(',').map((x) => int('--compare-workers', x, 1));
   if (v['no-eval-each-epoch'] === true) o.evalEachEpoch = false;
+  if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
   if (v.help === true) o.help = true;
   if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');
   for (const w of [o.workers, ...o.compareWorkers]) {
