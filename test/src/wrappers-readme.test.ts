@@ -1,5 +1,5 @@
 /**
- * Every code block of wrappers/README.md, in document order and in one folder inside the repository (so
+ * Every code block of wrappers/README.md (but the ONNX training section's, see below), in document order and in one folder inside the repository (so
  * `@shoal/wrappers` resolves and later blocks read what earlier ones wrote): the TypeScript blocks are type-checked
  * together with the repository's strict settings, then each is run with tsx; the shell blocks run with `shoal`
  * meaning the launcher CLI. Each block's promised outcome is checked.
@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, SHOAL_CLI } from './train-helpers.js';
 
@@ -16,7 +16,11 @@ interface Block {
   code: string;
   file?: string;
 }
-const readme = readFileSync(join(ROOT, 'wrappers/README.md'), 'utf8');
+// The ONNX training section's block needs a model fixture and is run by wrappers/src/onnx/readme.test.ts.
+const readme = readFileSync(join(ROOT, 'wrappers/README.md'), 'utf8')
+  .split(/^(?=## )/m)
+  .filter((section) => !section.startsWith('## ONNX training'))
+  .join('');
 const blocks: Block[] = [...readme.matchAll(/^```(\w*)\n([\s\S]*?)^```$/gm)].map((m, i) => {
   const code = m[2]!;
   const lang = m[1]!;
@@ -41,7 +45,12 @@ function run(cmd: string, args: string[], cwd: string, env: Record<string, strin
 /** What each block promises, checked after it ran (by block index among the README's blocks). */
 function check(b: Block, out: string, dir: string): void {
   const where = `${b.file ?? b.lang} block`;
-  if (b.file === 'train.ts') {
+  if (b.code.includes('new OnnxTrainer(')) {
+    const losses = (out.match(/onnx losses (.*)/)?.[1] ?? '').split(' -> ').map(Number);
+    assert.ok(losses.length === 5 && losses[4]! < losses[0]! * 0.9, `${where}: the loss falls: ${out}`);
+    assert.match(out, /exported model output dims 4x5/, where);
+    assert.ok(existsSync(join(dir, 'onnx-ckpt/latest')) && existsSync(join(dir, 'mlp-trained.onnx')), `${where}: checkpoint and export written`);
+  } else if (b.file === 'train.ts') {
     const acc = Number(out.match(/val_acc (\d\.\d+)/)?.[1]);
     assert.ok(acc >= 0.8, `${where}: val_acc ${acc}\n${out}`);
     assert.ok(existsSync(join(dir, 'model/model.json')) && existsSync(join(dir, 'model/weights.bin')), `${where}: model saved`);
@@ -68,6 +77,7 @@ test('wrappers/README.md: every code block type-checks and runs with the outcome
   for (const b of blocks) assert.ok(b.lang === 'ts' || b.lang === 'sh', `unexpected block language ${JSON.stringify(b.lang)}`);
   const dir = mkdtempSync(join(ROOT, '.readme-wrappers-'));
   try {
+    copyFileSync(join(ROOT, 'wrappers/fixtures/onnx/mlp.onnx'), join(dir, 'mlp.onnx')); // the ONNX training block's model
     const ts = blocks.filter((b) => b.file);
     for (const b of ts) writeFileSync(join(dir, b.file!), b.code);
     writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ extends: '../tsconfig.base.json', compilerOptions: { noEmit: true, composite: false, declaration: false, declarationMap: false }, include: ts.map((b) => b.file) }));

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { currentCaller, externalRef } from '@shoal/core/actor';
+import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
 import { PS_REMOTE, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
@@ -79,7 +80,7 @@ export class KVServer implements PsServerApi {
     if (o.staleness !== undefined && (!Number.isInteger(o.staleness) || o.staleness < 0)) throw bad('staleness', `must be an integer >= 0, got ${o.staleness}`);
     if (o.timeoutMs !== undefined && !(o.timeoutMs > 0)) throw bad('timeoutMs', `must be positive, got ${o.timeoutMs}`);
     // Node clamps timers above 2^31-1 ms (Infinity included) to 1 ms: keep waits finite.
-    this.timeoutMs = Math.min(o.timeoutMs ?? 60_000, 2 ** 31 - 1);
+    this.timeoutMs = clampTimerMs(o.timeoutMs ?? 60_000);
     this.keyWaiters = new WaitQueue(this.timeoutMs);
     this.gathers = new Gathers(o.numWorkers, o.serverIndex, this.timeoutMs);
     this.members = new Members(o.numWorkers, o.serverIndex);
