@@ -304,6 +304,10 @@ test('demo flags (node:util parseArgs): defaults, values, and errors that name t
   assert.throws(() => parseDemoOptions(['--workers', '3']), /--batch \(512\) must be a multiple of the worker count 3/);
   assert.throws(() => parseDemoOptions(['--epoch', '3']), /--epoch is not a known option/);
   assert.throws(() => parseDemoOptions(['--lr', 'fast']), /--lr must be a positive number/);
+  assert.is(parseDemoOptions(['--tower-weight', '0.5']).towerWeight, 0.5);
+  assert.is(d.towerWeight, null);
+  assert.throws(() => parseDemoOptions(['--tower-weight=-1']), /--tower-weight must be a number >= 0/);
+  assert.throws(() => parseDemoOptions(['--out']), /--out .*argument missing/);
   assert.equal([d.tables, d.serverOptimizer], ['auto', 'adam']);
   const t = parseDemoOptions(['--tables', 'replicated', '--server-optimizer', 'adagrad']);
   assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);

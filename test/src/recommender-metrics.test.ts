@@ -125,15 +125,15 @@ test('report: Markdown and the four PNG plots are written', () => {
         trainBaskets: 1, fitBaskets: 1, validBaskets: 0, validFrom: 'x', testPeriodBaskets: 1, testBaskets: 1, testColdUsers: 0, cutoff: 'x', firstDay: 'x', lastDay: 'x' } },
       baselines: { 'most-popular': { ...m, hr: 0.05 }, ease: { ...m, hr: 0.18 } },
       tuning: { ease: { chosen: 50, validHr: { 10: 0.1, 50: 0.2 } } },
-      train: { backend: 'hybrid', workers: 2, tfjs: 'tfjs', epochs: [epoch(1), epoch(2)], final: m, trainSeconds: 4, bytesSent: 1, showcase: [], lr: 0.01,
-        selection: { lr: 0.01, epochs: 2, runs: [{ lr: 0.01, validHr: [0.1, 0.2], seconds: 1 }] } },
+      train: { backend: 'hybrid', workers: 2, tfjs: 'tfjs', epochs: [epoch(1), epoch(2)], final: m, trainSeconds: 4, bytesSent: 1, showcase: [], lr: 0.01, towerScale: 0.5,
+        selection: { lr: 0.01, epochs: 2, towerScale: 0.5, runs: [{ lr: 0.01, validHr: [0.1, 0.2], towerHr: [{ scale: 1, hr: 0.2 }, { scale: 0.5, hr: 0.25 }], seconds: 1 }] } },
     });
     const md = readFileSync(path, 'utf8');
     assert.match(md, /\| \*\*model\*\* \(hybrid, 2 workers, 2 epochs, lr 0\.01\) \| 20\.00% \[15\.00%, 25\.00%\] \| 0\.1000 \[0\.0800, 0\.1200\] \| 0\.0900 \[0\.0700, 0\.1100\] \| 1\.111x \|/);
     assert.match(md, /Session completion: for every test session with at least 2 catalog movies, one movie is hidden/);
     assert.match(md, /Best reference: ease\. The model's HR@10 is 1\.111x it; the lower end of the model's interval is not above ease's HR@10/);
     assert.match(md, /- ease: lambda 50; 10: 10\.00%, 50: 20\.00%/);
-    assert.match(md, /Chosen: lr 0\.01, 2 epochs/);
+    assert.match(md, /lr 0\.01: 10\.00%, 20\.00% \(towers 20\.00% \/ 25\.00%\)\. Chosen: lr 0\.01, 2 epochs, tower weight 0\.5/);
     assert.not.match(md, /invoice|customer|basket/i);
     assert.match(md, /\| user_embedding \| 1000 \| 50 \| 5\.00% \|/);
     assert.match(md, /Pulled 50 rows per step: 6\.4 KiB pulled \+ 6\.4 KiB pushed/);
@@ -204,12 +204,16 @@ test('the model\'s EASE features of a training example are leave-one-basket-out 
   const p = Float32Array.from(spdInverse(Float64Array.from(a), n));
   // Example: basket 3 ([2, 3, 7, 8]) with target 3 and context [2, 7, 8]; negatives include the target and a context item.
   const ctx = [2, 7, 8], t = 3, neg = Int32Array.of(0, 7, 11, 3);
-  const f = wideFeatures(b, [{ basket: 3 }], Int32Array.of(0), Int32Array.of(t), neg, historyLists(b, b, 10), ctx, Int32Array.of(0, 3), Int32Array.of(0, 0), itemItemInverse(p, n));
+  const f = wideFeatures(b, [{ basket: 3 }], Int32Array.of(0), Int32Array.of(t), neg, historyLists(b, b, 10), ctx, Int32Array.of(0, 3), Int32Array.of(0, 0), itemItemInverse(p, Float32Array.from(g), n));
   for (const x of lists[3]!) for (const y of lists[3]!) a[x * n + y]! -= 1;
   const p2 = spdInverse(a, n);
   const loo = (j: number): number => ctx.reduce((s, v) => s + (v === j ? 0 : -p2[v * n + j]! / p2[j * n + j]!), 0);
   assert.ok(Math.abs(f.fp[2]! - loo(t)) < 1e-5, `target: ${f.fp[2]} vs ${loo(t)}`);
-  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 4 + 2]! - loo(neg[k]!)) < 1e-5, `negative ${neg[k]}: ${f.fn[k * 4 + 2]} vs ${loo(neg[k]!)}`);
+  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 5 + 2]! - loo(neg[k]!)) < 1e-5, `negative ${neg[k]}: ${f.fn[k * 5 + 2]} vs ${loo(neg[k]!)}`);
+  // Co-occurrence counts without the basket: log(1 + sum over the context of C'[v][j]).
+  const cooc = (j: number): number => Math.log1p(ctx.reduce((s, v) => s + g[v * n + j]! - (lists[3]!.includes(j) ? 1 : 0), 0));
+  assert.ok(Math.abs(f.fp[4]! - cooc(t)) < 1e-6, `co-occurrence of the target: ${f.fp[4]} vs ${cooc(t)}`);
+  for (let k = 0; k < neg.length; k++) assert.ok(Math.abs(f.fn[k * 5 + 4]! - cooc(neg[k]!)) < 1e-6, `co-occurrence of ${neg[k]}`);
 });
 
 test('tables fuse into one row-sparse tensor and split back exactly', () => {

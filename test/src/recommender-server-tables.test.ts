@@ -13,7 +13,7 @@ const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
 const data = await syntheticTask(3000);
 const spec = (tables: 'server' | 'replicated') => ({
-  ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1, tables }, historyMax: 100, evalEachEpoch: false, progress: false,
+  ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, towerScale: 1, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1, tables }, historyMax: 100, evalEachEpoch: false, progress: false,
 });
 
 /** `n` in-process workers: hybrid (memory ring + `servers` parameter servers) or ps only. Runs `fn` on each, then closes. */

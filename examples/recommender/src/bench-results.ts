@@ -5,7 +5,8 @@
  *
  * Each results.json (written by the demo's report step) becomes one entry under `datasets[name]`: the model's and
  * every reference's HR@10 / NDCG@10 / MRR with 95 % intervals, the settings chosen on validation, the goal check
- * against the best reference, and the worker-count comparison when the run had `--compare-workers`.
+ * against the best reference, and the worker-count comparison when the run (or a later run of the same data set)
+ * had `--compare-workers`.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -21,9 +22,16 @@ if (values.help || positionals.length === 0) {
   process.exit(values.help ? 0 : 2);
 }
 const fig = (m: RankingMetrics): Record<string, unknown> => ({ hr10: m.hr, hr10Ci: m.ci.hr, ndcg10: m.ndcg, ndcg10Ci: m.ci.ndcg, mrr: m.mrr, mrrCi: m.ci.mrr, n: m.n });
-const datasets: Record<string, unknown> = {};
+const datasets: Record<string, Record<string, unknown>> = {};
+// A data set's figures come from its first run; a later run of the same data set with --compare-workers (e.g. with
+// the first run's chosen lr / epochs / tower weight fixed) adds its worker comparison.
 for (const path of positionals) {
   const r = JSON.parse(readFileSync(path, 'utf8')) as ReportInput;
+  const seen = datasets[r.dataset.name];
+  if (seen !== undefined) {
+    if (r.extraRuns) seen.workerRuns = { command: r.command, ...Object.fromEntries(Object.entries(r.extraRuns).map(([k, x]) => [k, { workers: x.workers, backend: x.backend, ...fig(x.final), trainSeconds: x.trainSeconds }])) };
+    continue;
+  }
   const t = r.train;
   const [bestName, best] = Object.entries(r.baselines).reduce((a, b) => (b[1].hr > a[1].hr ? b : a));
   const runs = r.extraRuns ? Object.fromEntries(Object.entries(r.extraRuns).map(([k, x]) => [k, { workers: x.workers, backend: x.backend, ...fig(x.final), trainSeconds: x.trainSeconds }])) : undefined;

@@ -19,9 +19,13 @@ export interface DemoOptions {
   targetsPerBasket: number;
   maxSteps: number;
   lr: number | null;
+  /** Fixed tower weight, or null: chosen on validation. */
+  towerWeight: number | null;
   dim: number | null;
   seed: number;
   evalEachEpoch: boolean;
+  /** Limit on one training job (selection and final run), minutes. */
+  jobTimeoutMin: number;
   /** Extra runs with these worker counts (same global batch) for the scaling comparison, e.g. [1, 4]. */
   compareWorkers: number[];
   help: boolean;
@@ -49,31 +53,36 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --targets-per-basket T   targets drawn per training basket per epoch (default 8)
   --max-steps S            cap on steps per epoch (0 = none, default)
   --lr X                   learning rate (default: chosen on validation from the grid)
+  --tower-weight A         weight of the towers' score against the wide features when scoring (default: chosen
+                           on validation from 1, 0.75, 0.5, 0.35, 0.25, 0)
   --dim D                  embedding size (default 32)
   --seed N                 data / model seed (default 1)
   --compare-workers 1,4    extra runs with these worker counts at the same global batch (scaling check)
-  --no-eval-each-epoch     evaluate only after the last epoch`;
+  --no-eval-each-epoch     evaluate on the test period only after the last epoch
+  --job-timeout-min M      limit on one training job, model selection included (default 120)`;
 
 const FLAGS = {
   workers: { type: 'string' }, servers: { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
   'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
-  lr: { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
-  'no-eval-each-epoch': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+  lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
+  'no-eval-each-epoch': { type: 'boolean' }, 'job-timeout-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
     workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
-    maxSteps: 0, lr: null, dim: null, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
+    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
     v = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    const m = /'(-[^']+)'/.exec((e as Error).message);
-    throw Errors.invalidArg(m ? m[1]!.replace(/^(--?[^ =]+).*/, '$1') : 'arguments', `${m ? 'is not a known option' : (e as Error).message}\n${USAGE}`);
+    const m = /'(-[^' ]+)/.exec((e as Error).message);
+    const flag = m ? m[1]!.replace(/=.*$/, '') : 'arguments';
+    const unknown = (e as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION';
+    throw Errors.invalidArg(flag, `${unknown ? 'is not a known option' : (e as Error).message.split('\n')[0]!}\n${USAGE}`);
   }
   const int = (flag: string, s: string | undefined, min: number): number => {
     const n = Number(s);
@@ -102,10 +111,16 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     if (!(x > 0)) throw Errors.invalidArg('--lr', `must be a positive number, got ${JSON.stringify(str('lr'))}`);
     o.lr = x;
   }
+  if (str('tower-weight') !== undefined) {
+    const x = Number(str('tower-weight'));
+    if (!(x >= 0) || str('tower-weight')!.trim() === '') throw Errors.invalidArg('--tower-weight', `must be a number >= 0, got ${JSON.stringify(str('tower-weight'))}`);
+    o.towerWeight = x;
+  }
   if (str('dim') !== undefined) o.dim = int('--dim', str('dim'), 1);
   if (str('seed') !== undefined) o.seed = int('--seed', str('seed'), 0);
   if (str('compare-workers') !== undefined) o.compareWorkers = str('compare-workers')!.split(',').map((x) => int('--compare-workers', x, 1));
   if (v['no-eval-each-epoch'] === true) o.evalEachEpoch = false;
+  if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
   if (v.help === true) o.help = true;
   if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');
   for (const w of [o.workers, ...o.compareWorkers]) {

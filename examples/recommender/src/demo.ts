@@ -5,7 +5,7 @@ import { loadConfig, ONLINE_RETAIL, type DatasetConfig } from './config.js';
 import { DEFAULT_SPEC, type JobSpec, type TrainResult } from './job.js';
 import type { RankingMetrics } from './metrics.js';
 import type { Tf } from './model.js';
-import { scoreReferences, type References } from './references.js';
+import { easeFiles, scoreReferences, type References } from './references.js';
 import { prepare } from './prepare.js';
 import { writeReport } from './report.js';
 
@@ -48,7 +48,8 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string, re
     model: { ...(o.lr !== null ? { lr: o.lr } : {}), ...(o.dim !== null ? { dim: o.dim } : {}) },
     train: { globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps, tables: o.tables, serverOptimizer: o.serverOptimizer },
     epochs: o.epochs,
-    itemItem: refs ? { fitPath: refs.ease.fitPath, fullPath: refs.ease.fullPath } : null,
+    towerScale: o.towerWeight,
+    itemItem: refs ? easeFiles(refs.ease.fitPath.replace(/-ease-fit\.f32$/, '')) : null,
     evalEachEpoch: o.evalEachEpoch,
   };
 }

@@ -48,16 +48,23 @@ export function historyLists(past: Baskets, target: Baskets, max: number): Lists
 /**
  * Number of wide features per (example, candidate item): 0 log(1 + n_uj), 1 [n_uj > 0] (n_uj: the user's earlier
  * baskets holding j), 2 sum over the context items v of B[v][j], 3 mean over the pooled history items h of B[h][j]
- * (B: EASE weights, 0 without them).
+ * (B: EASE weights), 4 log(1 + sum over the context items v of C[v][j]) (C: co-occurrence counts); 2-4 are 0
+ * without item-item statistics.
  */
-export const WIDE = 4;
+export const WIDE = 5;
 
 /** EASE as the model's features: the inverse P = (G + lambda I)^-1 (row-major n x n) and its diagonal. */
-export interface ItemItemInverse { p: Float32Array; diag: Float32Array; n: number }
+export interface ItemItemInverse {
+  p: Float32Array; diag: Float32Array; n: number;
+  /** Co-occurrence counts C = X^T X (the Gram matrix EASE inverts, without lambda), n x n. */
+  gram: Float32Array;
+  /** x^T P x per basket of a training set (keyed by its items array; NaN until first needed). */
+  quad: WeakMap<Int32Array, Float64Array>;
+}
 
-export function itemItemInverse(p: Float32Array, n: number): ItemItemInverse {
-  if (p.length !== n * n) throw new RangeError(`EASE inverse needs ${n}^2 values, got ${p.length}`);
-  return { p, diag: Float32Array.from({ length: n }, (_, j) => p[j * n + j]!), n };
+export function itemItemInverse(p: Float32Array, gram: Float32Array, n: number): ItemItemInverse {
+  if (p.length !== n * n || gram.length !== n * n) throw new RangeError(`EASE inverse and Gram matrix need ${n}^2 values, got ${p.length} and ${gram.length}`);
+  return { p, gram, diag: Float32Array.from({ length: n }, (_, j) => p[j * n + j]!), n, quad: new WeakMap() };
 }
 
 /**
@@ -90,7 +97,7 @@ export function wideFeatures(
     }
   }
   if (ii === null) return { fp, fn };
-  const { p: P, diag, n: N } = ii;
+  const { p: P, diag, n: N, gram: C } = ii;
   const sub = new Map<number, Float32Array>();
   /** P[v][negIds[.]] as a K-wide row (cached for the step). */
   const rowOf = (v: number): Float32Array => {
@@ -103,36 +110,59 @@ export function wideFeatures(
     }
     return r;
   };
-  const uNeg = new Float64Array(K), pjjNeg = new Float64Array(K), acc = new Float64Array(K);
+  const uNeg = new Float64Array(K), pjjNeg = new Float64Array(K), acc = new Float64Array(K), self = new Float64Array(K);
+  let quad = ii.quad.get(train.items);
+  if (quad === undefined) ii.quad.set(train.items, (quad = new Float64Array(train.users.length).fill(NaN)));
   for (let i = 0; i < B; i++) {
     const b = batch[i]!.basket, t = posIds[i]!;
     const s = train.offsets[b]!, e = train.offsets[b + 1]!;
     // u = P x over the basket's items, at the candidates and at the items that point (context, history).
     const uOf = (k: number): number => { let z = 0; for (let x = s; x < e; x++) z += P[train.items[x]! * N + k]!; return z; };
-    let c = 0;
-    for (let x = s; x < e; x++) c += uOf(train.items[x]!);
+    // x^T P x costs |basket|^2 lookups (large invoices hold hundreds of items): once per basket.
+    let c = quad[b]!;
+    if (Number.isNaN(c)) { c = 0; for (let x = s; x < e; x++) c += uOf(train.items[x]!); quad[b] = c; }
     const den = 1 / Math.max(1 - c, 1e-6);
     uNeg.fill(0);
     for (let x = s; x < e; x++) { const r = rowOf(train.items[x]!); for (let k = 0; k < K; k++) uNeg[k]! += r[k]!; }
     for (let k = 0; k < K; k++) pjjNeg[k] = diag[negIds[k]!]! + uNeg[k]! * uNeg[k]! * den;
     const uT = uOf(t), pjjT = diag[t]! + uT * uT * den;
+    // sum_v B'[v][j] = -(sum_v P[v][j] + (sum_v u_v) u_j / (1 - c)) / P'[j][j]: one K-wide row sum per item v.
     const feature = (list: ArrayLike<number>, from: number, to: number, f: number, mean: boolean): void => {
       if (to <= from) return;
       const scale = mean ? 1 / (to - from) : 1;
-      let pos = 0;
+      let pos = 0, usum = 0;
       acc.fill(0);
       for (let x = from; x < to; x++) {
         const v = list[x]!, uv = uOf(v) * den, r = rowOf(v);
         if (v !== t) pos -= (P[v * N + t]! + uv * uT) / pjjT;
-        for (let k = 0; k < K; k++) acc[k]! -= (r[k]! + uv * uNeg[k]!) / pjjNeg[k]!;
-        // B[v][v] = 0: undo the terms where a negative is v itself.
+        usum += uv;
+        for (let k = 0; k < K; k++) acc[k]! += r[k]!;
+        // B[v][v] = 0: take back the terms where a negative is v itself.
         const ks = negAt.get(v);
-        if (ks) for (const k of ks) acc[k]! += (r[k]! + uv * uNeg[k]!) / pjjNeg[k]!;
+        if (ks) for (const k of ks) { acc[k]! -= r[k]!; self[k]! += uv; }
+      }
+      for (let k = 0; k < K; k++) {
+        fn[(i * K + k) * F + f] = (-(acc[k]! + (usum - self[k]!) * uNeg[k]!) / pjjNeg[k]!) * scale;
+        self[k] = 0;
       }
       fp[i * F + f] = pos * scale;
-      for (let k = 0; k < K; k++) fn[(i * K + k) * F + f] = acc[k]! * scale;
     };
     feature(ctx, ctxOff[i]!, ctxOff[i + 1]!, 2, false);
+    // Co-occurrence without the example's own basket: C' = C - x x^T, so each context item loses 1 at the basket's items.
+    const cs = ctxOff[i]!, ce = ctxOff[i + 1]!, nctx = ce - cs;
+    if (nctx > 0) {
+      const inB = new Set<number>();
+      for (let x = s; x < e; x++) inB.add(train.items[x]!);
+      let pos = 0;
+      acc.fill(0);
+      for (let x = cs; x < ce; x++) {
+        const v = ctx[x]!, o = v * N;
+        pos += C[o + t]!;
+        for (let k = 0; k < K; k++) acc[k]! += C[o + negIds[k]!]!;
+      }
+      fp[i * F + 4] = Math.log1p(Math.max(0, pos - nctx));
+      for (let k = 0; k < K; k++) fn[(i * K + k) * F + 4] = Math.log1p(Math.max(0, acc[k]! - (inB.has(negIds[k]!) ? nctx : 0)));
+    }
     feature(hist.items, histRange[2 * i]!, histRange[2 * i + 1]!, 3, true);
   }
   return { fp, fn };
@@ -152,7 +182,12 @@ export function catalogFeatures(
     const hs = th && test.users[b] !== 0 ? th.offsets[b]! : 0, he = th && test.users[b] !== 0 ? th.offsets[b + 1]! : 0;
     for (let x = hs; x < he; x++) { const j = th!.items[x]!; out[(base + j) * F] = Math.log1p(th!.counts[x]!); out[(base + j) * F + 1] = 1; }
     if (ii === null) continue;
-    for (let x = test.offsets[b]!; x < test.offsets[b + 1]!; x++) addRow(base, test.items[x]!, 2, 1);
+    for (let x = test.offsets[b]!; x < test.offsets[b + 1]!; x++) {
+      addRow(base, test.items[x]!, 2, 1);
+      const o = test.items[x]! * N, C = ii.gram;
+      for (let j = 0; j < N; j++) out[(base + j) * F + 4]! += C[o + j]!;
+    }
+    if (test.offsets[b + 1]! > test.offsets[b]!) for (let j = 0; j < N; j++) out[(base + j) * F + 4] = Math.log1p(out[(base + j) * F + 4]!);
     const pe = Math.min(he, hs + poolHistory);
     for (let x = hs; x < pe; x++) addRow(base, th!.items[x]!, 3, 1 / (pe - hs));
   }

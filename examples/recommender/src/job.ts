@@ -3,17 +3,20 @@ import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
 import { sliceBaskets, type Prepared } from './prepare.js';
-import { readF32 } from './references.js';
+import { readItemItem, type ItemItemFiles } from './references.js';
 import { trainModel, type EpochStats, type TrainOptions } from './train.js';
 
 /**
- * Model selection when the flags fix neither (README "Robust training"): each learning rate of `lrs` trains on
+ * Model selection unless the flags fix all of lr, epochs and the tower weight (README "Robust training"): each learning rate of `lrs` trains on
  * the baskets before the validation period, evaluated on the validation baskets after every epoch, stopping
  * `patience` epochs after the best (at most `maxEpochs`); the best learning rate and epoch count then train the
  * final model on every training basket.
  */
 export interface Selection { lrs: number[]; maxEpochs: number; patience: number }
 export const DEFAULT_SELECTION: Selection = { lrs: [0.01, 0.003], maxEpochs: 8, patience: 1 };
+
+/** Tower weights tried on validation after each selection run (`BasketModel.towerScale`). */
+export const TOWER_SCALES = [1, 0.75, 0.5, 0.35, 0.25, 0] as const;
 
 /** Everything a worker needs to train (written by the launcher-side `main` as JSON, read by every rank). */
 export interface JobSpec {
@@ -25,9 +28,11 @@ export interface JobSpec {
   train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label'>;
   /** Fixed epoch count, or 0: chosen on validation (`select`). */
   epochs: number;
+  /** Fixed tower weight (`BasketModel.towerScale`), or null: chosen on validation. */
+  towerScale: number | null;
   select: Selection;
-  /** EASE weights (float32 files from `scoreReferences`) for the model's item-item features, or null. */
-  itemItem: { fitPath: string; fullPath: string } | null;
+  /** EASE inverses and Gram matrices (float32 files from `scoreReferences`) for the model's item-item features, or null. */
+  itemItem: ItemItemFiles | null;
   /** Distinct items of the customer's history kept per basket, most recent first (default 200). */
   historyMax: number;
   /** Evaluate HR@10 after every epoch (rank 0), for the per-epoch plot. */
@@ -43,8 +48,9 @@ export interface TrainResult {
   epochs: EpochStats[];
   final: RankingMetrics;
   /** What model selection chose, and the validation HR@10 per epoch of every candidate (null: flags fixed both). */
-  selection: { lr: number; epochs: number; runs: { lr: number; validHr: number[]; seconds: number }[] } | null;
+  selection: { lr: number; epochs: number; towerScale: number; runs: { lr: number; validHr: number[]; towerHr: { scale: number; hr: number }[]; seconds: number }[] } | null;
   lr: number;
+  towerScale: number;
   trainSeconds: number;
   /** Bytes this rank sent through the engine in total. */
   bytesSent: number;
@@ -64,6 +70,7 @@ export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   model: {},
   train: { globalBatch: 512, targetsPerBasket: 8, seed: 1 },
   epochs: 0,
+  towerScale: null,
   select: DEFAULT_SELECTION,
   itemItem: null,
   historyMax: 200,
@@ -82,13 +89,13 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   let run = 0;
   let lr = spec.model.lr ?? null, epochs = spec.epochs;
   let selection: TrainResult['selection'] = null;
-  if (lr === null || epochs === 0) {
+  if (lr === null || epochs === 0 || spec.towerScale === null) {
     const fit = sliceBaskets(data.train, 0, data.fitBaskets);
     const hist = historyLists(fit, fit, spec.historyMax);
     const validHist = historyLists(fit, data.valid, spec.historyMax);
-    const w = spec.itemItem ? readF32(spec.itemItem.fitPath) : null;
+    const w = spec.itemItem ? readItemItem(spec.itemItem, 'fit') : null;
     const runs: NonNullable<TrainResult['selection']>['runs'] = [];
-    let best = { hr: -1, lr: 0, epochs: 0 };
+    let best = { hr: -1, lr: 0, epochs: 0, scale: 1 };
     for (const l of lr !== null ? [lr] : spec.select.lrs) {
       const r0 = performance.now();
       const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr: l }, sync.rank);
@@ -98,19 +105,28 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
         ...spec.train, epochs: epochs || spec.select.maxEpochs, progress: spec.progress, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
         evalEachEpoch: { test: data.valid, numItems: data.numItems }, earlyStop: epochs ? null : { patience: spec.select.patience },
       });
-      model.invalidate();
       const hrs = ep.map((e) => e.evalHr!);
-      runs.push({ lr: l, validHr: hrs, seconds: (performance.now() - r0) / 1000 });
-      hrs.forEach((hr, i) => { if (hr > best.hr) best = { hr, lr: l, epochs: i + 1 }; });
+      // The best epoch's model (kept by early stopping) scored with each tower weight; the same on every rank.
+      const towerHr: { scale: number; hr: number }[] = [];
+      const bestEpoch = epochs ? hrs.length : hrs.indexOf(Math.max(...hrs)) + 1;
+      for (const scale of spec.towerScale !== null ? [spec.towerScale] : TOWER_SCALES) {
+        model.towerScale = scale;
+        const hr = (await evaluate(model, data.valid, data.numItems)).hr;
+        towerHr.push({ scale, hr });
+        if (hr > best.hr) best = { hr, lr: l, epochs: bestEpoch, scale };
+      }
+      model.invalidate();
+      runs.push({ lr: l, validHr: hrs, towerHr, seconds: (performance.now() - r0) / 1000 });
     }
     lr = best.lr;
     epochs = epochs || best.epochs;
-    selection = { lr, epochs, runs };
+    selection = { lr, epochs, towerScale: best.scale, runs };
   }
   const hist = historyLists(data.train, data.train, spec.historyMax);
   const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr }, sync.rank);
   model.testHistory = historyLists(data.train, data.test, spec.historyMax);
-  model.setItemItem(spec.itemItem ? readF32(spec.itemItem.fullPath) : null);
+  model.setItemItem(spec.itemItem ? readItemItem(spec.itemItem, 'full') : null);
+  model.towerScale = selection?.towerScale ?? spec.towerScale ?? 1;
   const epochStats = await trainModel(model, data.train, hist, sync, {
     ...spec.train, epochs, progress: spec.progress, tablePrefix: `t${run}:`,
     evalEachEpoch: spec.evalEachEpoch ? { test: data.test, numItems: data.numItems } : null,
@@ -120,7 +136,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   const final = last ?? (await evaluate(model, data.test, data.numItems));
   const showcase = suggestions(model, data, 4);
   model.invalidate();
-  return { backend: sync.kind, workers: sync.size, tfjs: tfjsLine, epochs: epochStats, final, selection, lr, trainSeconds, bytesSent: sync.stats().bytesSent, showcase };
+  return { backend: sync.kind, workers: sync.size, tfjs: tfjsLine, epochs: epochStats, final, selection, lr, towerScale: model.towerScale, trainSeconds, bytesSent: sync.stats().bytesSent, showcase };
 }
 
 function label(data: Prepared, item: number): string {

@@ -35,7 +35,7 @@ async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: s
   process.once('SIGINT', onSigint);
   const res = await launch({
     script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, servers: o.servers,
-    jobTimeoutMs: 15 * 60_000, timeoutMs: 120_000, signal: ac.signal,
+    jobTimeoutMs: o.jobTimeoutMin * 60_000, timeoutMs: 120_000, signal: ac.signal,
   }).finally(() => process.off('SIGINT', onSigint));
   if (res.code !== 0) throw Errors.remote(`recommender job (${workers} workers, ${o.backend})`, res.error ?? `exit code ${res.code}`);
   return JSON.parse(readFileSync(join(runDir, 'train-result.json'), 'utf8')) as TrainResult;
@@ -54,13 +54,13 @@ async function main(): Promise<void> {
   const refs = await baselineStep(rt.tf, prep, log);
   const spec = specFor(o, prep.path, outDir, refs);
   log(`[3/4] training: ${o.workers} worker(s), backend ${o.backend}, ${o.epochs ? `${o.epochs} epochs` : 'epochs by early stopping'}` +
-    `${o.lr !== null ? `, lr ${o.lr}` : `, lr from {${spec.select.lrs.join(', ')}}`} on validation, global batch ${o.batch}`);
+    `${o.lr !== null ? `, lr ${o.lr}` : `, lr from {${spec.select.lrs.join(', ')}} on validation`}, global batch ${o.batch}`);
   const train = await trainRun(o, o.workers, spec, `run-${o.backend}-w${o.workers}`);
   const extraRuns: Record<string, TrainResult> = {};
   for (const w of o.compareWorkers) {
     // The comparison runs train the final model with the main run's choices (same epochs, same learning rate).
     log(`      comparison run: ${w} worker(s), backend ${o.backend}, lr ${train.lr}, ${train.epochs.length} epochs`);
-    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
+    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, towerScale: train.towerScale, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
   }
   if (o.compareWorkers.length > 0) extraRuns[`${o.workers} worker(s) (main run)`] = train;
   const command = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();

@@ -367,11 +367,19 @@ export class BasketModel implements Recommender {
   /** Histories for test baskets, set before evaluation (aligned with the test baskets). */
   testHistory: Lists | null = null;
 
-  /** EASE's inverse P (numItems^2) behind the item-item wide features, or null (those features stay 0). */
+  /**
+   * Weight of the towers' score [q; 1] . out_j against the wide features when scoring (1 in training). Model
+   * selection picks it on validation (`TOWER_SCALES`): how far the learned towers help beyond the wide part.
+   */
+  towerScale = 1;
+
+  /** EASE's inverse P and the co-occurrence counts (numItems^2 each) behind the item-item wide features, or null (those features stay 0). */
   private itemItem: ItemItemInverse | null = null;
-  setItemItem(p: Float32Array | null): void {
-    if (p !== null && p.length !== this.numItems * this.numItems) throw Errors.invalidArg('EASE inverse', `needs ${this.numItems}^2 values, got ${p.length}`);
-    this.itemItem = p === null ? null : itemItemInverse(p, this.numItems);
+  setItemItem(s: { p: Float32Array; gram: Float32Array } | null): void {
+    if (s !== null && (s.p.length !== this.numItems ** 2 || s.gram.length !== this.numItems ** 2)) {
+      throw Errors.invalidArg('EASE inverse / Gram matrix', `need ${this.numItems}^2 values, got ${s.p.length} / ${s.gram.length}`);
+    }
+    this.itemItem = s === null ? null : itemItemInverse(s.p, s.gram, this.numItems);
   }
 
   scoreBatch(test: TestBaskets, from: number, to: number, out: Float32Array): void {
@@ -398,7 +406,7 @@ export class BasketModel implements Recommender {
     const scores = tf.tidy(() => {
       const dt = this.denseTensors();
       const q = this.tower(tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), dt);
-      return this.wideTerm(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), tf.tensor3d(feats, [B, N, WIDE]), dt[4]!);
+      return this.wideTerm(tf.mul(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), this.towerScale), tf.tensor3d(feats, [B, N, WIDE]), dt[4]!);
     });
     out.set(scores.dataSync() as Float32Array, 0);
     scores.dispose();

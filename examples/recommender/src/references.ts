@@ -21,7 +21,7 @@ export interface References {
   /** The setting each tuned reference chose and the validation HR@10 of every candidate. */
   tuning: Record<string, { chosen: number; validHr: Record<string, number> }>;
   /** Float32 files of the EASE inverses P (numItems^2) fit before the validation period and on all training baskets. */
-  ease: { lambda: number; fitPath: string; fullPath: string };
+  ease: { lambda: number } & ItemItemFiles;
 }
 
 function writeF32(path: string, a: Float32Array): void {
@@ -35,8 +35,16 @@ export function readF32(path: string): Float32Array {
 }
 
 /** Where `scoreReferences` caches the EASE weights of a prepared task (its cache path without `.json`). */
-export function easeFiles(cacheBase: string): { fitPath: string; fullPath: string } {
-  return { fitPath: `${cacheBase}-ease-fit.f32`, fullPath: `${cacheBase}-ease-full.f32` };
+export function easeFiles(cacheBase: string): ItemItemFiles {
+  return { fitPath: `${cacheBase}-ease-fit.f32`, fullPath: `${cacheBase}-ease-full.f32`, gramFitPath: `${cacheBase}-gram-fit.f32`, gramFullPath: `${cacheBase}-gram-full.f32` };
+}
+
+/** The model's item-item inputs: EASE inverses and Gram matrices (float32 files), fit before the validation period and on all training baskets. */
+export interface ItemItemFiles { fitPath: string; fullPath: string; gramFitPath: string; gramFullPath: string }
+
+/** Read one fit of `ItemItemFiles` for `BasketModel.setItemItem`. */
+export function readItemItem(f: ItemItemFiles, which: 'fit' | 'full'): { p: Float32Array; gram: Float32Array } {
+  return which === 'fit' ? { p: readF32(f.fitPath), gram: readF32(f.gramFitPath) } : { p: readF32(f.fullPath), gram: readF32(f.gramFullPath) };
 }
 
 /**
@@ -67,9 +75,9 @@ export async function scoreReferences(tf: typeof tfjs, d: Prepared, cacheBase: s
   const k = await pick('item-knn', KNN_SIZES, async (g, v) => cosineWeights(g, n, v));
   line('item-knn', (metrics['item-knn'] = await evaluate(new ItemItem('item-knn', cosineWeights(gFull, n, k), d.train, n), d.test, n)), ` (k ${k || 'all'}, chosen on validation)`);
   // EASE: cached by the prepared task (the inverses are the slow part: seconds per lambda at 3,600 items).
-  const tunePath = `${cacheBase}-ease.json`, { fitPath, fullPath } = easeFiles(cacheBase);
+  const tunePath = `${cacheBase}-ease.json`, files = easeFiles(cacheBase), { fitPath, fullPath } = files;
   let lambda: number;
-  if (existsSync(tunePath) && existsSync(fitPath) && existsSync(fullPath)) {
+  if ([tunePath, fitPath, fullPath, files.gramFitPath, files.gramFullPath].every((f) => existsSync(f))) {
     const t = JSON.parse(readFileSync(tunePath, 'utf8')) as { chosen: number; validHr: Record<string, number> };
     tuning.ease = t;
     lambda = t.chosen;
@@ -83,9 +91,11 @@ export async function scoreReferences(tf: typeof tfjs, d: Prepared, cacheBase: s
     writeF32(fitPath, fits.get(lambda)!);
     fits.clear();
     writeF32(fullPath, await easeInverse(gFull, n, lambda, tf));
+    writeF32(files.gramFitPath, Float32Array.from(gFit!));
+    writeF32(files.gramFullPath, Float32Array.from(gFull));
     writeFileSync(tunePath, JSON.stringify(tuning.ease));
   }
   gFit = null;
   line('ease', (metrics.ease = await evaluate(new ItemItem('ease', easeFromInverse(readF32(fullPath), n), d.train, n), d.test, n)), ` (lambda ${lambda}, chosen on validation)`);
-  return { metrics, tuning, ease: { lambda, fitPath, fullPath } };
+  return { metrics, tuning, ease: { lambda, ...files } };
 }

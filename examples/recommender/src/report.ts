@@ -92,8 +92,9 @@ export function writeReport(dir: string, r: ReportInput): string {
     lines.push('');
   }
   if (t.selection) {
-    lines.push(`Model selection (validation HR@10 per epoch, early stopping): ${t.selection.runs.map((x) => `lr ${x.lr}: ${x.validHr.map(pct).join(', ')}`).join('; ')}.` +
-      ` Chosen: lr ${t.selection.lr}, ${t.selection.epochs} epochs, then trained on every training ${w.basket}.`, '');
+    lines.push(`Model selection (validation HR@10 per epoch, early stopping; then the best epoch with tower weights ${(t.selection.runs[0]?.towerHr ?? []).map((x) => x.scale).join(' / ')}): ` +
+      `${t.selection.runs.map((x) => `lr ${x.lr}: ${x.validHr.map(pct).join(', ')} (towers ${x.towerHr.map((y) => pct(y.hr)).join(' / ')})`).join('; ')}.` +
+      ` Chosen: lr ${t.selection.lr}, ${t.selection.epochs} epochs, tower weight ${t.selection.towerScale}, then trained on every training ${w.basket}.`, '');
   }
   lines.push('![HR@10 per epoch](hr10.png)', '', '![HR@10 bars](hr10-bars.png)', '');
   lines.push('## Training', '');

@@ -235,7 +235,8 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       if (server && epoch < opts.epochs && !opts.earlyStop) model.releaseTables();
     }
     let evalHr: number | null = null;
-    if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr : 0)));
+    // allreduceScalars averages: rank 0 contributes size x its HR@10, the others 0 (exact for 2 and 4 ranks).
+    if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr * sync.size : 0)));
     history.push({
       epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
       sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: (server ? pushBytes : sparseBytes) / steps, tableBytes,
