@@ -29,7 +29,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadKernels, TcpStoreServer } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 import type { WorkerArgs } from './allreduce-worker.js';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 export interface AllreduceRow {
   impl: 'shoal-ring' | 'shoal-direct' | 'shoal-shm-collective' | 'torch-gloo';
@@ -52,11 +54,6 @@ type RowFields = Pick<AllreduceRow, 'bytes' | 'iters' | 'p50_us' | 'avg_us' | 'p
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const workerJs = fileURLToPath(new URL('./allreduce-worker.js', import.meta.url));
-
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
 
 /** Sizes 8 B, 16 B, ... `max` (x2), plus 64 MiB + 4 B when `max` >= 64 MiB. */
 export function sweepSizes(max: number): number[] {
@@ -105,10 +102,8 @@ async function runShoal(transport: WorkerArgs['transport'], n: number, base: Omi
     const runs = Array.from({ length: n }, (_, rank) =>
       collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs),
     );
-    const res = await Promise.allSettled(runs);
-    const bad = res.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (bad) throw bad.reason;
-    return (res[0] as PromiseFulfilledResult<Record<string, unknown>[]>).value.filter((o) => o.row).map((o) => o.row as Record<string, number>);
+    const [first] = await settleAll(runs);
+    return first!.filter((o) => o.row).map((o) => o.row as Record<string, number>);
   } finally {
     await server.close();
   }
@@ -139,29 +134,51 @@ function kernelBench(): { impl: string; bytes: number; gbps: number }[] {
   return out;
 }
 
+/** `npm run bench -- allreduce`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench allreduce',
+  synopsis: '[options]',
+  description: 'allreduce latency and bus bandwidth: shoal over net, shm and the shm collective, gloo as the anchor',
+  options: {
+    'max-bytes': { type: 'string', arg: 'BYTES', help: 'largest message (default 64 MiB, 256 MiB with --full)' },
+    'full': { type: 'boolean', help: 'sizes up to 256 MiB' },
+    'ns': { type: 'string', arg: 'N,N', help: 'rank counts (default 2,3,4)' },
+    'transports': { type: 'string', arg: 'LIST', help: 'net,shm,shm-coll (default all three)' },
+    'min-time-ms': { type: 'string', arg: 'MS', help: 'time per size (default 300)' },
+    'segment-bytes': { type: 'string', arg: 'BYTES', help: "ring segment size (default: the engine's)" },
+    'wire': { type: 'string', arg: 'native|float16', help: 'wire format (default native)' },
+    'algorithms': { type: 'string', arg: 'LIST', help: 'ring,direct (default ring)' },
+    'window': { type: 'string', arg: 'N', help: 'segments in flight' },
+    'no-anchor': { type: 'boolean', help: 'skip the gloo anchor' },
+    'no-kernel': { type: 'boolean', help: 'skip the kernel rows' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/allreduce.json)' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const maxBytes = Number(flag(args, '--max-bytes') ?? (args.includes('--full') ? 256 << 20 : 64 << 20));
-  const ns = (flag(args, '--ns') ?? '2,3,4').split(',').map(Number);
-  const transports = (flag(args, '--transports') ?? 'net,shm,shm-coll').split(',') as WorkerArgs['transport'][];
-  const minTimeMs = Number(flag(args, '--min-time-ms') ?? 300);
-  const segmentBytes = flag(args, '--segment-bytes') ? Number(flag(args, '--segment-bytes')) : undefined;
-  const wire = (flag(args, '--wire') ?? 'native') as 'native' | 'float16';
-  const algorithms = (flag(args, '--algorithms') ?? 'ring').split(',') as ('ring' | 'direct')[];
+  const v = parseCommand(command, args).values;
+  const maxBytes = Number(v['max-bytes'] ?? (v['full'] === true ? 256 << 20 : 64 << 20));
+  const ns = (v['ns'] ?? '2,3,4').split(',').map(Number);
+  const transports = (v['transports'] ?? 'net,shm,shm-coll').split(',') as WorkerArgs['transport'][];
+  const minTimeMs = Number(v['min-time-ms'] ?? 300);
+  const segmentBytes = v['segment-bytes'] ? Number(v['segment-bytes']) : undefined;
+  const wire = (v['wire'] ?? 'native') as 'native' | 'float16';
+  const algorithms = (v['algorithms'] ?? 'ring').split(',') as ('ring' | 'direct')[];
   const sizes = sweepSizes(maxBytes);
-  const window = flag(args, '--window') ? Number(flag(args, '--window')) : undefined;
+  const window = v['window'] ? Number(v['window']) : undefined;
   const base = { window, sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
   const started = new Date().toISOString();
   const cores = cpus().length;
   const rows: AllreduceRow[] = [];
   const errors: { impl: string; transport: string; n: number; error: string }[] = [];
-  const kernel = args.includes('--no-kernel') ? [] : kernelBench();
+  const kernel = v['no-kernel'] === true ? [] : kernelBench();
   for (const k of kernel) console.log(`kernel ${k.impl}: float32 sum of ${k.bytes} B at ${k.gbps} GB/s`);
   const runTimeout = 30 * 60_000;
 
   for (const n of ns) {
     const over = n > cores;
     let gloo: Record<string, number>[] = [];
-    if (!args.includes('--no-anchor')) {
+    if (!v['no-anchor'] === true) {
       try {
         const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
         const out = await collect(py, ['bench/anchors/gloo_allreduce.py', '--n', String(n), '--sizes', sizes.join(','), '--min-time-ms', String(minTimeMs)], runTimeout);
@@ -203,7 +220,7 @@ export async function run(args: string[]): Promise<void> {
   }
   mkdirSync(`${root}bench/results`, { recursive: true });
   const out = { suite: 'allreduce', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, args, kernel, rows, errors };
-  const file = flag(args, '--out') ?? `${root}bench/results/allreduce.json`;
+  const file = v['out'] ?? `${root}bench/results/allreduce.json`;
   writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
   console.log(`\nwrote ${file} (${rows.length} rows${errors.length ? `, ${errors.length} errors` : ''})`);
 }

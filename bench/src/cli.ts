@@ -4,7 +4,11 @@
  * Each suite is `bench/src/<suite>.ts` exporting `run(args)` and writing `bench/results/<suite>.json`; see
  * bench/README.md. Add a suite with one line in the table below.
  */
+import { helpText, parseCommand, runCommand, suggest, UsageError, type CommandSpec } from '@shoal/run/cli';
+
 interface Suite {
+  /** The suite's options: its parser and its `--help`. */
+  command: CommandSpec;
   run(args: string[]): Promise<void>;
 }
 
@@ -18,27 +22,38 @@ const suites: Record<string, () => Promise<Suite>> = {
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
   cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
+  soak: () => import('./soak.js'),
 };
 
+const BENCH = {
+  name: 'bench',
+  synopsis: '<suite> [options]',
+  description: `suites: ${Object.keys(suites).join(', ')}\n\`npm run bench -- <suite> --help\` lists a suite's options.`,
+  positionals: 'command',
+  options: {},
+} as const satisfies CommandSpec;
+
 async function main(argv: string[]): Promise<number> {
-  const [name, ...args] = argv;
-  if (!name || name === '--help' || name === '-h') {
-    console.log(`usage: npm run bench -- <suite> [args...]\nsuites: ${Object.keys(suites).join(', ')}`);
-    return name ? 0 : 1;
+  const top = parseCommand(BENCH, argv);
+  if (top.help || top.script === undefined) {
+    process.stdout.write(`${helpText(BENCH)}\n`);
+    return top.help ? 0 : 2;
   }
+  const name = top.script;
   const load = suites[name];
   if (!load) {
-    console.error(`unknown bench suite ${JSON.stringify(name)}; available: ${Object.keys(suites).join(', ')}`);
-    return 1;
+    const guess = suggest(name, Object.keys(suites));
+    throw new UsageError(`bench: unknown suite ${JSON.stringify(name)}${guess ? ` (did you mean ${guess}?)` : ''}; available: ${Object.keys(suites).join(', ')}`);
   }
-  await (await load()).run(args);
+  const suite = await load();
+  // Parsed here first so a mistake or --help costs nothing (the suite parses the same table again).
+  if (parseCommand(suite.command, top.scriptArgs).help) {
+    process.stdout.write(`${helpText(suite.command)}\n`);
+    return 0;
+  }
+  await suite.run(top.scriptArgs);
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    console.error(e instanceof Error ? e.stack ?? e.message : String(e));
-    process.exit(1);
-  },
-);
+runCommand('bench', () => main(process.argv.slice(2)));

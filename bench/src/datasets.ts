@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { Field, FixedSizeList, Float32, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { batches, cached, openArrowFile, openArrowStream, openCsv, openParquetDir, type Dataset } from '@shoal/datasets';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const ROW_BYTES = 76;
 const F = 16;
@@ -47,11 +48,6 @@ interface Row {
   /** bytes / cpu_seconds / 1e6. */
   mb_per_cpu_s: number;
   note: string;
-}
-
-function arg(args: string[], name: string, def: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : def;
 }
 
 function makeBatch(start: number, n: number): RecordBatch {
@@ -131,12 +127,27 @@ async function epoch(ds: Dataset, src: Source, batchSize: number, verify: boolea
   return { rows, sums };
 }
 
+/** `npm run bench -- datasets`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench datasets',
+  synopsis: '[options]',
+  description: 'dataset readers: Arrow stream and file, Parquet, CSV, against pyarrow',
+  options: {
+    'rows': { type: 'string', arg: 'N', help: 'rows (default 1000000)' },
+    'reps': { type: 'string', arg: 'N', help: 'repeats (default 3)' },
+    'batch': { type: 'string', arg: 'N', help: 'batch size (default 1024)' },
+    'no-anchor': { type: 'boolean', help: 'skip the pyarrow anchor' },
+    'keep': { type: 'string', arg: 'DIR', help: 'write the data files here and keep them' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const rows = arg(args, '--rows', 1_000_000);
-  const reps = arg(args, '--reps', 3);
-  const batchSize = arg(args, '--batch', 1024);
-  const keepI = args.indexOf('--keep');
-  const dir = keepI >= 0 ? resolve(args[keepI + 1]!) : mkdtempSync(join(tmpdir(), 'shoal-bench-datasets-'));
+  const v = parseCommand(command, args).values;
+  const rows = (v['rows'] === undefined ? 1_000_000 : Number(v['rows']));
+  const reps = (v['reps'] === undefined ? 3 : Number(v['reps']));
+  const batchSize = (v['batch'] === undefined ? 1024 : Number(v['batch']));
+  const keep = v['keep'];
+  const dir = keep !== undefined ? resolve(keep) : mkdtempSync(join(tmpdir(), 'shoal-bench-datasets-'));
   mkdirSync(dir, { recursive: true });
   const cores = availableParallelism();
   const started = new Date().toISOString();
@@ -285,7 +296,7 @@ export async function run(args: string[]): Promise<void> {
   }
 
   let anchor: unknown = { skipped: '--no-anchor' };
-  if (!args.includes('--no-anchor')) {
+  if (!v['no-anchor'] === true) {
     const script = resolve(new URL('../anchors/datasets_pyarrow.py', import.meta.url).pathname);
     const r = spawnSync('python3', [script, dir, String(rows), String(batchSize), String(reps)], { encoding: 'utf8', timeout: 600_000 });
     if (r.status === 0) {
@@ -303,5 +314,5 @@ export async function run(args: string[]): Promise<void> {
   mkdirSync(resDir, { recursive: true });
   writeFileSync(join(resDir, 'datasets.json'), JSON.stringify(result, null, 2) + '\n');
   console.log(`wrote ${join(resDir, 'datasets.json')}`);
-  if (keepI < 0) rmSync(dir, { recursive: true, force: true });
+  if (keep === undefined) rmSync(dir, { recursive: true, force: true });
 }

@@ -14,6 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { Bench } from 'tinybench';
 import { loadKernels, MemoryNetwork, shmTransport, type Connection, type ReduceKernels } from '@shoal/core';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 interface Row {
   name: string;
@@ -27,11 +28,6 @@ interface Row {
   samples: number;
   rme_pct: number;
 }
-
-const flag = (args: string[], k: string) => {
-  const i = args.indexOf(k);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 
 function verifyKernels(k: ReduceKernels): void {
   const a = Float32Array.from({ length: 1027 }, (_, i) => i);
@@ -53,8 +49,20 @@ async function pair(kind: 'memory' | 'shm'): Promise<[Connection, Connection, ()
   return [a, b, async () => { await a.close(); await b.close(); await l.close(); }];
 }
 
+/** `npm run bench -- micro`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench micro',
+  synopsis: '[options]',
+  description: 'micro benchmarks: kernels and a transport round trip',
+  options: {
+    'time-ms': { type: 'string', arg: 'MS', help: 'time per case (default 300)' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/micro.json)' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const timeMs = Number(flag(args, '--time-ms') ?? 300);
+  const v = parseCommand(command, args).values;
+  const timeMs = Number(v['time-ms'] ?? 300);
   const bench = new Bench({ time: timeMs, warmupTime: 50 });
   const MiB = 1 << 20;
   const meta: Record<string, { impl: string; bytes: number }> = {};
@@ -131,7 +139,7 @@ export async function run(args: string[]): Promise<void> {
   }
   const root = new URL('../../', import.meta.url).pathname;
   mkdirSync(`${root}bench/results`, { recursive: true });
-  const file = flag(args, '--out') ?? `${root}bench/results/micro.json`;
+  const file = v['out'] ?? `${root}bench/results/micro.json`;
   writeFileSync(file, JSON.stringify({ suite: 'micro', version: 1, started: new Date().toISOString(), host: { cpus: availableParallelism(), node: process.version, loadavg1: loadavg()[0] }, rows }, null, 2) + '\n');
   console.log(`wrote ${file} (${rows.length} rows)`);
 }

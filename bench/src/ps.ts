@@ -45,6 +45,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ActorSupervisor, netRemote, NetTransport, shmRemote, shmTransport, TcpStore, TcpStoreServer, type Transport } from '@shoal/core';
 import { KVWorker, startPsServers } from '@shoal/backends';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const self = fileURLToPath(import.meta.url);
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -114,31 +115,50 @@ export interface PsRow {
   runs?: number;
 }
 
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-}
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 
+/** `npm run bench -- ps`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench ps',
+  synopsis: '[options]',
+  description: 'parameter-server rounds: push+pull latency and rate, Ray as the anchor',
+  options: {
+    'quick': { type: 'boolean', help: 'fewer rounds' },
+    'repeat': { type: 'string', arg: 'N', help: 'median of N runs (default 1)' },
+    'sizes': { type: 'string', arg: 'BYTES,...', help: 'dense sizes (default 1 MiB, 16 MiB, 64 MiB)' },
+    'servers': { type: 'string', arg: 'K', help: 'servers (default 2)' },
+    'workers': { type: 'string', arg: 'N', help: 'workers (default 2)' },
+    'transports': { type: 'string', arg: 'LIST', help: 'net,ipc,shm (default all)' },
+    'shm-ring-bytes': { type: 'string', arg: 'BYTES', help: "ring size of the servers' shm listeners" },
+    'warmup': { type: 'string', arg: 'N', help: 'warm-up rounds per size (default 20)' },
+    'rounds': { type: 'string', arg: 'N', help: 'rounds per size (default: by size)' },
+    'phases': { type: 'string', arg: 'LIST', help: 'dense,small,rowsparse (default all)' },
+    'planes': { type: 'string', arg: 'LIST', help: 'data planes (default all)' },
+    'no-anchor': { type: 'boolean', help: 'skip the Ray anchor' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/ps.json)' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const quick = args.includes('--quick');
-  const repeat = Number(flag(args, '--repeat') ?? 1);
-  if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`--repeat must be a positive integer, got ${flag(args, '--repeat')}`);
-  const sizes = (flag(args, '--sizes') ?? '1048576,16777216,67108864').split(',').map(Number);
-  const numServers = Number(flag(args, '--servers') ?? 2);
-  const numWorkers = Number(flag(args, '--workers') ?? 2);
-  const transports = (flag(args, '--transports') ?? 'net,ipc,shm').split(',') as BenchTransport[];
+  const v = parseCommand(command, args).values;
+  const quick = v['quick'] === true;
+  const repeat = Number(v['repeat'] ?? 1);
+  if (!Number.isInteger(repeat) || repeat < 1) throw new RangeError(`--repeat must be a positive integer, got ${v['repeat']}`);
+  const sizes = (v['sizes'] ?? '1048576,16777216,67108864').split(',').map(Number);
+  const numServers = Number(v['servers'] ?? 2);
+  const numWorkers = Number(v['workers'] ?? 2);
+  const transports = (v['transports'] ?? 'net,ipc,shm').split(',') as BenchTransport[];
   for (const t of transports) if (!['net', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|ipc|shm, got ${t}`);
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
   // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
-  const shmRingBytes = flag(args, '--shm-ring-bytes') ? Number(flag(args, '--shm-ring-bytes')) : undefined;
+  const shmRingBytes = v['shm-ring-bytes'] ? Number(v['shm-ring-bytes']) : undefined;
   // Warm-up rounds per size, the same for shoal and the Ray anchor (V8's and Ray's first rounds are slow).
-  const warmup = Number(flag(args, '--warmup') ?? 20);
-  if (!Number.isInteger(warmup) || warmup < 1) throw new RangeError(`--warmup must be a positive integer, got ${flag(args, '--warmup')}`);
-  const fixedRounds = flag(args, '--rounds');
+  const warmup = Number(v['warmup'] ?? 20);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new RangeError(`--warmup must be a positive integer, got ${v['warmup']}`);
+  const fixedRounds = v['rounds'];
   const rounds = sizes.map((b) => (fixedRounds ? Number(fixedRounds) : roundsFor(b)));
-  const phases = (flag(args, '--phases') ?? 'dense,small,rowsparse').split(',');
-  const planes = (flag(args, '--planes') ?? PLANES.join(',')).split(',') as Plane[];
+  const phases = (v['phases'] ?? 'dense,small,rowsparse').split(',');
+  const planes = (v['planes'] ?? PLANES.join(',')).split(',') as Plane[];
   for (const p of planes) if (!PLANES.includes(p)) throw new RangeError(`--planes must list ${PLANES.join('|')}, got ${p}`);
   for (const p of phases) if (!['dense', 'small', 'rowsparse'].includes(p)) throw new RangeError(`--phases must list dense|small|rowsparse, got ${p}`);
   const oversubscribed = numServers + numWorkers > cpus().length;
@@ -205,7 +225,7 @@ export async function run(args: string[]): Promise<void> {
     }
 
     // --- Ray anchor ---
-    if (!args.includes('--no-anchor')) {
+    if (!v['no-anchor'] === true) {
       try {
         const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
         const out = await runChild(
@@ -229,7 +249,7 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, repeats: repeat, servers: numServers, workers: numWorkers, rows, errors };
-  const outPath = flag(args, '--out') ?? `${root}bench/results/ps.json`;
+  const outPath = v['out'] ?? `${root}bench/results/ps.json`;
   mkdirSync(dirname(outPath), { recursive: true });
   writeFileSync(outPath, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`ps bench: ${numWorkers} workers x ${numServers} servers (processes), load ${loadavg()[0]!.toFixed(1)}`);

@@ -29,6 +29,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -53,11 +54,6 @@ interface FeedOut {
   };
   parquet: { write_s: number; read_run_s: number; wall_s: number; files: number; file_bytes: number };
   arrow_vs_parquet_wall: number;
-}
-
-function flag(args: string[], name: string, dflt: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
 }
 
 function runPython(python: string, argv: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -92,17 +88,33 @@ function versionOf(python: string, mod: string): Promise<string> {
   return runPython(python, ['-c', `import ${mod}; print(${mod}.__version__)`], 60_000).then((r) => r.stdout.trim() || 'missing');
 }
 
+/** `npm run bench -- spark`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench spark',
+  synopsis: '[options]',
+  description: 'the Arrow feed from Spark into workers, against Parquet files',
+  options: {
+    'quick': { type: 'boolean', help: 'fewer rows and repeats' },
+    'workers': { type: 'string', arg: 'N,N', help: 'worker counts (default 1,2)' },
+    'rows': { type: 'string', arg: 'N', help: 'rows per worker' },
+    'cols': { type: 'string', arg: 'N', help: 'columns (default 16)' },
+    'batch-rows': { type: 'string', arg: 'N', help: 'rows per Arrow batch (default 10000)' },
+    'reps': { type: 'string', arg: 'N', help: 'repeats' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const quick = args.includes('--quick');
+  const v = parseCommand(command, args).values;
+  const quick = v['quick'] === true;
   const python = process.env.SHOAL_PYTHON ?? 'python3';
-  const workerCounts = flag(args, 'workers', '1,2').split(',').map(Number);
-  if (workerCounts.some((w) => !Number.isInteger(w) || w < 1)) throw new RangeError(`--workers must be a list of positive integers, got ${flag(args, 'workers', '')}`);
+  const workerCounts = (v['workers'] ?? '1,2').split(',').map(Number);
+  if (workerCounts.some((w) => !Number.isInteger(w) || w < 1)) throw new RangeError(`--workers must be a list of positive integers, got ${(v['workers'] ?? '')}`);
   const config = {
-    rows_per_worker: Number(flag(args, 'rows', quick ? '200000' : '1000000')),
-    cols: Number(flag(args, 'cols', '16')),
+    rows_per_worker: Number((v['rows'] ?? quick ? '200000' : '1000000')),
+    cols: Number((v['cols'] ?? '16')),
     workers: workerCounts,
-    batch_rows: Number(flag(args, 'batch-rows', '10000')),
-    reps: Number(flag(args, 'reps', quick ? '1' : '3')),
+    batch_rows: Number((v['batch-rows'] ?? '10000')),
+    reps: Number((v['reps'] ?? quick ? '1' : '3')),
   };
   const started = new Date().toISOString();
   const pyspark = await versionOf(python, 'pyspark');

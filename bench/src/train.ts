@@ -56,6 +56,7 @@ import { Writable } from 'node:stream';
 import { launch } from '@shoal/run';
 import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
 import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
 const ANCHOR = fileURLToPath(new URL('../anchors/train_torch.py', import.meta.url));
@@ -243,13 +244,26 @@ async function multi(
   return JSON.parse(line.slice(line.indexOf('BENCH ') + 6));
 }
 
+/** `npm run bench -- train`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench train',
+  synopsis: '[options]',
+  description: 'training throughput: shoal against plain tfjs, 1 and 2 workers',
+  options: {
+    'quick': { type: 'boolean', help: 'a few steps' },
+    'no-multi': { type: 'boolean', help: 'skip the launched multi-worker runs' },
+    'no-anchor': { type: 'boolean', help: 'skip the anchors' },
+    'cpu-segments': { type: 'string', arg: 'N', help: 'segments of the CPU-time measure (default 500)' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/train.json)' },
+  },
+} as const satisfies CommandSpec;
+
 export async function run(args: string[]): Promise<void> {
-  const quick = args.includes('--quick');
-  const noMulti = args.includes('--no-multi');
-  const ci = args.indexOf('--cpu-segments');
-  const cpuSegments = ci >= 0 ? Number(args[ci + 1]) : 500;
-  const oi = args.indexOf('--out');
-  const outFile = oi >= 0 ? args[oi + 1]! : RESULTS;
+  const v = parseCommand(command, args).values;
+  const quick = v['quick'] === true;
+  const noMulti = v['no-multi'] === true;
+  const cpuSegments = v['cpu-segments'] === undefined ? 500 : Number(v['cpu-segments']);
+  const outFile = v['out'] ?? RESULTS;
   const started = new Date().toISOString();
   const rt = await setupTfjs();
   const ncpu = cpus().length;
@@ -342,7 +356,7 @@ export async function run(args: string[]): Promise<void> {
       console.error(String((e as Error).message));
     }
   }
-  if (!args.includes('--no-anchor')) {
+  if (!v['no-anchor'] === true) {
     const a = torchAnchor(stepsFor('rec'), stepsFor('mlp'));
     if (typeof a === 'string') errors.push(a);
     else {

@@ -28,6 +28,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetTransport, type Connection, type Transport } from '@shoal/core';
+import { intOption, parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 /**
  * One transport the benchmark can run. Both processes build it the same way:
@@ -361,31 +362,30 @@ function medianRows(rounds: TransportRow[][], failed: Set<string>): TransportRow
   }));
 }
 
+/** `npm run bench -- transport`: its options (one table for the parser and `--help`). */
+export const command = {
+  name: 'bench transport',
+  synopsis: '[options]',
+  description: 'one-way bandwidth and round-trip latency of every transport and scheme, with an anchor',
+  options: {
+    quick: { type: 'boolean', help: 'fewer sizes and iterations' },
+    repeat: { type: 'string', arg: 'N', help: 'median of N runs (default 1)' },
+    'no-anchor': { type: 'boolean', help: 'skip the anchor' },
+    transports: { type: 'string', arg: 'LIST', help: 'transports to measure (default all)' },
+    schemes: { type: 'string', arg: 'LIST', help: 'URL schemes to measure (default all)' },
+    sizes: { type: 'string', arg: 'BYTES,...', help: 'message sizes' },
+  },
+} as const satisfies CommandSpec;
+
 function parseArgs(args: string[]): TransportBenchOptions {
+  const v = parseCommand(command, args).values;
   const o: TransportBenchOptions = {};
-  const list = (i: number, flag: string) => {
-    const v = args[i + 1];
-    if (!v) throw new RangeError(`${flag} needs a comma-separated value`);
-    return v.split(',');
-  };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--quick') o.quick = true;
-    else if (a === '--no-anchor') o.anchor = false;
-    else if (a === '--repeat') {
-      o.repeats = Number(args[++i]);
-      if (!Number.isInteger(o.repeats) || o.repeats < 1) throw new RangeError(`--repeat needs a positive integer, got ${args[i]}`);
-    }
-    else if (a === '--transports') o.transports = list(i++, a);
-    else if (a === '--schemes') o.schemes = list(i++, a);
-    else if (a === '--sizes') {
-      o.sizes = list(i++, a).map((s) => {
-        const n = Number(s);
-        if (!Number.isInteger(n) || n < 0) throw new RangeError(`--sizes: ${s} is not a byte count`);
-        return n;
-      });
-    } else throw new RangeError(`transport bench: unknown argument ${a} (use --quick, --repeat N, --no-anchor, --transports, --schemes, --sizes)`);
-  }
+  if (v.quick === true) o.quick = true;
+  if (v['no-anchor'] === true) o.anchor = false;
+  if (v.repeat !== undefined) o.repeats = intOption(command.name, '--repeat', v.repeat, 1);
+  if (v.transports !== undefined) o.transports = v.transports.split(',');
+  if (v.schemes !== undefined) o.schemes = v.schemes.split(',');
+  if (v.sizes !== undefined) o.sizes = v.sizes.split(',').map((x) => intOption(command.name, '--sizes', x, 0));
   return o;
 }
 

@@ -12,7 +12,7 @@
  */
 export { Errors, InvalidArgError, isShoalError, ShoalError, type ShoalErrorCode } from './errors.js';
 export { parseWorkerOptions, type WorkerOptions } from './config.js';
-export { Rng } from './rng.js';
+export { mixSeed, Rng } from './rng.js';
 export { sleep } from './util.js';
 // Stores
 export { asText, type Store } from './store/store.js';

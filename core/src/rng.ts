@@ -3,6 +3,18 @@
  * which is what shuffles, negative sampling and synthetic data need so that N workers follow the 1-worker path.
  * Not for cryptography. An ordinary object: make one per stream of draws.
  */
+/**
+ * A 32-bit seed derived from a base seed and the parts of a stream's identity (epoch, cycle, rank...): different
+ * parts give unrelated seeds, the same parts the same seed on every rank. Used for each shuffle so that resuming
+ * at a given epoch reproduces its order.
+ */
+export function mixSeed(seed: number, ...parts: readonly number[]): number {
+  const K = [0x85ebca6b, 0xc2b2ae35, 0x27d4eb2f, 0x165667b1];
+  let h = Math.imul(seed | 0, 0x9e3779b1);
+  parts.forEach((p, i) => (h ^= Math.imul(p + 1, K[i % K.length]!)));
+  return h >>> 0;
+}
+
 export class Rng {
   private s: number;
   constructor(seed: number) {

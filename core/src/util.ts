@@ -1,12 +1,46 @@
 import { Errors } from './errors.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from './transport/transport.js';
 
-/** The largest delay Node's timers honour. */
+/** The largest delay Node's timers honour (a longer one overflows and fires at once). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** A timer for `ms`, or none when `ms` is beyond what Node's timers honour (they would fire at once). */
-export function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
+/** `ms` capped at what a Node timer can wait (an infinite or huge timeout becomes the longest real one). */
+export function clampTimerMs(ms: number): number {
+  return Math.min(ms, MAX_TIMER_MS);
+}
+
+/** `setTimeout(fn, ms)`, or no timer at all when `ms` is infinite or beyond what a timer can wait. */
+export function boundedTimeout(fn: () => void, ms: number): NodeJS.Timeout | undefined {
   return ms <= MAX_TIMER_MS ? setTimeout(fn, Math.max(0, ms)) : undefined;
+}
+
+/**
+ * Wait for every promise (a failure does not stop the wait for the others: their resources, or the other
+ * halves of a collective), then return the values in order, or throw the first rejection in list order. With
+ * `undo`, on failure each fulfilled value is undone first (e.g. stop the actors that did start; its errors are
+ * ignored).
+ */
+export async function settleAll<T>(promises: Iterable<T | PromiseLike<T>>, undo?: (value: T) => unknown): Promise<Awaited<T>[]> {
+  const settled = await Promise.allSettled(promises);
+  const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad === undefined) return settled.map((r) => (r as PromiseFulfilledResult<Awaited<T>>).value);
+  if (undo) await Promise.allSettled(settled.map(async (r) => (r.status === 'fulfilled' ? undo(r.value as T) : undefined)));
+  throw bad.reason;
+}
+
+/** The FNV-1a (32-bit) offset basis: the usual starting value of `fnv1aStep`. */
+export const FNV1A_OFFSET = 0x811c9dc5;
+
+/** One FNV-1a step: fold `unit` (a byte or UTF-16 code unit) into the hash `h`. `>>> 0` the final value. */
+export function fnv1aStep(h: number, unit: number): number {
+  return Math.imul(h ^ unit, 0x01000193);
+}
+
+/** FNV-1a (32-bit) of a string's UTF-16 code units, from `seed` (default the offset basis): a stable hash. */
+export function fnv1a32(s: string, seed: number = FNV1A_OFFSET): number {
+  let h = seed;
+  for (let i = 0; i < s.length; i++) h = fnv1aStep(h, s.charCodeAt(i));
+  return h >>> 0;
 }
 
 /**

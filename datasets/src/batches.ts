@@ -17,7 +17,7 @@
  * Nulls in a selected column raise ERR_DATA naming the chunk's source and the column, before any row of that
  * chunk is used, unless `fill[column]` gives a replacement value.
  */
-import { Errors, Rng } from '@shoal/core';
+import { Errors, mixSeed, Rng } from '@shoal/core';
 import type { Shard } from './shard.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition } from './types.js';
 
@@ -295,10 +295,6 @@ async function* readAhead(parts: readonly Partition[], columns: string[], window
   } finally {
     for (const o of open) void Promise.resolve(o.it.return?.()).catch(() => undefined);
   }
-}
-
-function mixSeed(seed: number, epoch: number, cycle: number): number {
-  return (Math.imul(seed | 0, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b) ^ Math.imul(cycle + 1, 0xc2b2ae35)) >>> 0;
 }
 
 /** One pass over `parts`: batches in order (or shuffled). `limit` caps the batch count. */

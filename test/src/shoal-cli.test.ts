@@ -128,4 +128,23 @@ test('a rank that never joins: the job fails naming it', async () => {
   }
 });
 
+test('the bench suites: --help on each from its option table; typos in suites and options get a suggestion', async () => {
+  const BENCH = `${ROOT}bench/dist/cli.js`;
+  for (const suite of ['transport', 'allreduce', 'ps', 'datasets', 'train', 'spark', 'micro']) {
+    const r = await runNode([BENCH, suite, '--help'], { timeoutMs: 60_000 });
+    assert.is(r.code, 0, `${suite}: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^usage: bench ${suite} \\[options\\]`));
+    assert.match(r.stdout, /-h, --help/);
+  }
+  const top = await runNode([BENCH, '--help'], { timeoutMs: 20_000 });
+  assert.is(top.code, 0);
+  assert.match(top.stdout, /suites: transport, allreduce, ps/);
+  const typo = await runNode([BENCH, 'trian'], { timeoutMs: 20_000 });
+  assert.is(typo.code, 2);
+  assert.match(typo.stderr, /^bench: unknown suite "trian" \(did you mean train\?\)/);
+  const opt = await runNode([BENCH, 'ps', '--sizez', '5'], { timeoutMs: 20_000 });
+  assert.is(opt.code, 2);
+  assert.is(opt.stderr, 'bench ps: unknown option --sizez (did you mean --sizes?); see bench ps --help\n');
+});
+
 test.run();

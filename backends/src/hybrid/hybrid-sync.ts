@@ -1,5 +1,6 @@
 import type { DenseTensor, EngineCapabilities, GradientSync, RowSparseTensor } from '../api.js';
 import { Errors } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 
 /**
  * The hybrid engine: dense gradients (and parameters, scalars, barriers) go over the ring allreduce, row-sparse
@@ -45,8 +46,6 @@ export class HybridSync implements GradientSync {
     return { bytesSent: a.bytesSent + b.bytesSent, bytesReceived: a.bytesReceived + b.bytesReceived, ops: a.ops + b.ops };
   }
   async close(): Promise<void> {
-    const r = await Promise.allSettled([this.dense.close(), this.sparse.close()]);
-    const bad = r.find((x) => x.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (bad) throw bad.reason;
+    await settleAll([this.dense.close(), this.sparse.close()]);
   }
 }

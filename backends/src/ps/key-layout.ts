@@ -1,4 +1,5 @@
 import { Errors, type FloatArray } from '@shoal/core';
+import { fnv1a32 } from '@shoal/core/util';
 import type { UpdaterSpec } from './updaters.js';
 
 /**
@@ -51,12 +52,7 @@ export const DEFAULT_BIG_KEY_BOUND = 1_000_000;
 
 /** FNV-1a of a string: a stable hash for small-key placement. */
 export function keyHash(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
+  return fnv1a32(key);
 }
 
 /** Check a spec; throws RangeError naming the key and the problem. */

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { ActorSupervisor, Errors, type ModuleRef, type Store, type Transport } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 import type { KVServerOptions } from './kv-server.js';
 import { defaultServerName } from './kv-worker.js';
 
@@ -33,7 +34,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
   const name = o.serverName ?? defaultServerName;
   const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, execArgv, ...serverOpts } = o;
   void _n;
-  const started = await Promise.allSettled(
+  return settleAll(
     Array.from({ length: o.numServers }, (_, i) => {
       const opts: KVServerOptions = {
         ...serverOpts,
@@ -55,11 +56,6 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         timeoutMs: o.timeoutMs,
       });
     }),
+    (s) => s.stop(1000), // on failure, the ones that did start
   );
-  const bad = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (bad) {
-    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop(1000) : undefined)));
-    throw bad.reason;
-  }
-  return started.map((r) => (r as PromiseFulfilledResult<ActorSupervisor>).value);
 }

@@ -1,4 +1,5 @@
 import { Errors, ShoalError } from '@shoal/core';
+import { fnv1a32 } from '@shoal/core/util';
 import type { DenseTensor } from '../api.js';
 
 /** Default fusion threshold: tensors are packed into buffers of at most this many bytes. */
@@ -22,20 +23,11 @@ export interface TensorListSignature {
   readonly lines: readonly string[];
 }
 
-function fnv1a(s: string, seed: number): number {
-  let h = seed >>> 0;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h >>> 0;
-}
-
 /** Describe `tensors` (name, shape, dtype, data length) for the cross-rank agreement check. */
 export function signatureOf(tensors: readonly DenseTensor[]): TensorListSignature {
   const lines = tensors.map((t) => `${t.name} shape=[${t.shape.join(',')}] float32 len=${t.data.length}`);
   const text = `${lines.length}\n${lines.join('\n')}`;
-  return { hash: [fnv1a(text, 0x811c9dc5), fnv1a(text, 0x2545f491)], lines };
+  return { hash: [fnv1a32(text), fnv1a32(text, 0x2545f491)], lines };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { connectGroup, MemoryNetwork, MemoryStore, type ProcessGroup } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 
 /**
  * `size` connected process groups in this process over a fresh MemoryNetwork + MemoryStore (gloo's test
@@ -17,8 +18,5 @@ export async function memoryGroups(size: number, opts: { timeoutMs?: number } = 
 
 /** Run `fn` on every rank concurrently; rethrows the first rank's error (after all have settled). */
 export async function onAllRanks<T>(groups: readonly ProcessGroup[], fn: (g: ProcessGroup, rank: number) => Promise<T>): Promise<T[]> {
-  const res = await Promise.allSettled(groups.map((g, i) => fn(g, i)));
-  const bad = res.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (bad) throw bad.reason;
-  return res.map((r) => (r as PromiseFulfilledResult<T>).value);
+  return settleAll(groups.map((g, i) => fn(g, i)));
 }

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
+import { settleAll } from '@shoal/core/util';
 
 /**
  * The GradientSync compliance suite (libp2p's habit: one suite per interface, run against every engine).
@@ -33,10 +34,7 @@ export function gradientSyncCompliance(name: string, makeGroup: (size: number) =
     }
   };
   const all = async <T>(syncs: GradientSync[], fn: (x: GradientSync, r: number) => Promise<T>): Promise<T[]> => {
-    const res = await Promise.allSettled(syncs.map((x, r) => fn(x, r)));
-    const bad = res.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (bad) throw bad.reason;
-    return res.map((r) => (r as PromiseFulfilledResult<T>).value);
+    return settleAll(syncs.map((x, r) => fn(x, r)));
   };
   const codes = async (syncs: GradientSync[], fn: (x: GradientSync, r: number) => Promise<unknown>) =>
     (await Promise.allSettled(syncs.map((x, r) => fn(x, r)))).map((r) =>

@@ -1,4 +1,5 @@
 import { Errors } from '../errors.js';
+import { clampTimerMs } from '../util.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import type { Transport } from '../transport/transport.js';
@@ -80,7 +81,7 @@ export class ActorClient<T> {
    * has been restarted at least to that epoch: use `client.epoch + 1` after the actor died.
    */
   async reconnect(minEpoch = 0): Promise<void> {
-    const timeoutMs = Math.min(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 2 ** 31 - 1);
+    const timeoutMs = clampTimerMs(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(1, deadline - Date.now());
     let epoch = await actorEpoch(this.opts.store, this.name, left());

@@ -1,4 +1,5 @@
 import { Errors, ShoalError } from '../errors.js';
+import { MAX_TIMER_MS } from '../util.js';
 import type { Connection, IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
 import { encodeParts, externalRef, finishDecode, FramePool, parseFrame, type EncodedMessage } from './codec.js';
@@ -78,7 +79,12 @@ export async function recvParts(conn: Connection, targets?: RecvTargets): Promis
   }
   for (let i = 0; i < n; i++) {
     const d = dst?.[i];
-    const x = d && d.byteLength === parsed.x[i] ? await conn.recvInto!(d, { timeoutMs: Infinity }) : await conn.recv({ timeoutMs: Infinity });
+    const n = parsed.x[i]!;
+    // Without a target, the segment still lands in a buffer of its own exact size from the JS heap (freed when
+    // collected), not in the transport's: the shm transport keeps collected receive buffers by exact size, 128
+    // MiB per connection, so segments of changing sizes (row-sparse rows) grew a server by ~200 MiB (issue #16).
+    const into = d && d.byteLength === n ? d : conn.recvInto && n > 0 ? new Uint8Array(Buffer.allocUnsafeSlow(n).buffer, 0, n) : undefined;
+    const x = into ? await conn.recvInto!(into, { timeoutMs: Infinity }) : await conn.recv({ timeoutMs: Infinity });
     bytes += x.byteLength;
     ext.push(x);
   }
@@ -151,7 +157,7 @@ export class RpcClient {
     return new Promise((resolve, reject) => {
       const ms = opts?.timeoutMs ?? this.timeoutMs;
       const p: Pending = { method, replyInto: opts?.replyInto, resolve, reject, timer: undefined, signal: opts?.signal, onAbort: undefined };
-      if (Number.isFinite(ms) && ms < 2 ** 31) {
+      if (ms <= MAX_TIMER_MS) {
         p.timer = setTimeout(() => {
           this.settle(id)?.reject(Errors.timeout(`call ${this.name}.${method}`, ms, { actor: this.name, method }));
         }, ms);

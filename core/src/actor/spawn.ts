@@ -1,6 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { Errors } from '../errors.js';
+import { clampTimerMs } from '../util.js';
 import type { Store } from '../store/store.js';
 import type { Transport } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
@@ -116,7 +117,7 @@ export class ActorSupervisor {
 
   private async startOne(): Promise<void> {
     const epoch = await this.opts.store.add(`actor/${this.opts.name}/incarnations`, 1);
-    const timeoutMs = Math.min(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 2 ** 31 - 1);
+    const timeoutMs = clampTimerMs(this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const mailbox = this.opts.mailbox ?? 'serial';
     if (this.opts.placement === 'local') {
       const instance = await instantiate<ActorLifecycle>(this.opts.actor);

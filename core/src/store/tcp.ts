@@ -16,6 +16,7 @@ import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
 import { parseNetUrl } from '../transport/url.js';
+import { boundedTimeout } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
 
@@ -92,9 +93,6 @@ interface Waiter {
 }
 
 /** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
-function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
-  return ms <= 2 ** 31 - 1 ? setTimeout(fn, Math.max(0, ms)) : undefined;
-}
 
 interface ServerClient {
   sock: net.Socket;
@@ -218,12 +216,12 @@ export class TcpStoreServer {
           id,
           keys: keys as string[],
           getKey,
-          timer: maybeTimer(ms, () => {
+          timer: boundedTimeout(() => {
             this.dropWaiter(w);
             const still = w.keys.filter((k) => !this.data.has(k));
             const shown = still.slice(0, 8).join(', ') + (still.length > 8 ? `, ... (${still.length} missing)` : '');
             this.fail(client, id, Errors.timeout(`store ${req.op} for [${shown}]`, ms, { missing: still }));
-          }),
+          }, ms),
         };
         client.waiters.add(w);
         for (const k of missing) {
@@ -348,10 +346,10 @@ export class TcpStore implements Store {
       try {
         const sock = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.connect({ host: addr.host, port: addr.port, noDelay: true });
-          const t = maybeTimer(Math.max(1, deadline - Date.now()), () => {
+          const t = boundedTimeout(() => {
             s.destroy();
             reject(new Error('connect timed out'));
-          });
+          }, Math.max(1, deadline - Date.now()));
           s.once('connect', () => {
             clearTimeout(t);
             s.removeAllListeners('error');
@@ -390,10 +388,10 @@ export class TcpStore implements Store {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const timer = maybeTimer(replyWithinMs, () => {
+      const timer = boundedTimeout(() => {
         this.pending.delete(id);
         reject(Errors.timeout(`${what} (no answer from the store server ${this.url})`, replyWithinMs));
-      });
+      }, replyWithinMs);
       this.pending.set(id, {
         resolve: (r) => {
           if (r.header.ok) resolve(r);

@@ -3,23 +3,40 @@
  *
  *   npx tsc -b && node run/dist/launcher/cli.js run -n 2 examples/digits/dist/main.js [--epochs 30]
  *
- * Options: --epochs E (default 30), --batch-size B per worker (default 32), --lr (default 0.01),
- * --checkpoint DIR (save each epoch, resume from the newest), --fail-at RANK:EPOCH (throw after that epoch), --fail-at-step RANK:STEP (throw mid-epoch),
- * --kill-at RANK:EPOCH (SIGKILL itself after that epoch: a crash with no cleanup),
- * --out FILE (rank 0 writes the final weights as JSON, for tests), --seed S (init and shuffle seed),
- * --optimizer adam|sgd (default adam), --steps S (cap on steps per epoch), --no-shuffle.
- * It prints the test accuracy on rank 0 (> 0.9 after the default 30 epochs).
+ * Options: `node examples/digits/dist/main.js --help` (the table below). It prints the test accuracy on rank 0 (> 0.9 after the default 30 epochs).
  */
 import * as tfjs from '@tensorflow/tfjs';
 import { writeFile } from 'node:fs/promises';
 import { initWorker } from '@shoal/run';
+import { exitCodeOf, formatCommandError, helpText, parseCommand, UsageError, type CommandSpec } from '@shoal/run/cli';
 import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { loadDigits, splitDigits } from './digits.js';
 
-function arg(name: string, dflt?: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : dflt;
-}
+const COMMAND = {
+  name: 'digits',
+  synopsis: '[options]   (under `shoal run -n N examples/digits/dist/main.js [options]`, or alone)',
+  description: 'An MLP on the 8x8 digits set; rank 0 prints the test accuracy.',
+  options: {
+    epochs: { type: 'string', arg: 'E', help: 'epochs (default 30)' },
+    'batch-size': { type: 'string', arg: 'B', help: 'batch size per worker (default 32)' },
+    lr: { type: 'string', arg: 'LR', help: 'learning rate (default 0.01)' },
+    seed: { type: 'string', arg: 'S', help: 'init and shuffle seed (default 1)' },
+    optimizer: { type: 'string', arg: 'adam|sgd', help: 'optimizer (default adam)' },
+    steps: { type: 'string', arg: 'S', help: 'cap on steps per epoch' },
+    'no-shuffle': { type: 'boolean', help: 'keep the sample order' },
+    checkpoint: { type: 'string', arg: 'DIR', help: 'save each epoch, resume from the newest' },
+    out: { type: 'string', arg: 'FILE', help: 'rank 0 writes the final weights as JSON (for tests)' },
+    'fail-at': { type: 'string', arg: 'RANK:EPOCH', help: 'throw after that epoch (tests)' },
+    'fail-at-step': { type: 'string', arg: 'RANK:STEP', help: 'throw mid-epoch (tests)' },
+    'kill-at': { type: 'string', arg: 'RANK:EPOCH', help: 'SIGKILL itself after that epoch (tests)' },
+  },
+} as const satisfies CommandSpec;
+
+let parsed: ReturnType<typeof parseCommand<typeof COMMAND.options>> | undefined;
+const arg = (name: keyof typeof COMMAND.options, dflt?: string): string | undefined => {
+  const v = parsed!.values[name];
+  return typeof v === 'string' ? v : dflt;
+};
 
 export function buildModel(tf: Tf, seed = 1): tfjs.LayersModel {
   const init = (k: number) => tf.initializers.glorotUniform({ seed: seed * 100 + k });
@@ -33,6 +50,11 @@ export function buildModel(tf: Tf, seed = 1): tfjs.LayersModel {
 }
 
 async function main() {
+  parsed = parseCommand(COMMAND, process.argv.slice(2));
+  if (parsed.help) {
+    process.stdout.write(`${helpText(COMMAND)}\n`);
+    return;
+  }
   const epochs = Number(arg('epochs', '30'));
   const batchSize = Number(arg('batch-size', '32'));
   const lr = Number(arg('lr', '0.01'));
@@ -59,7 +81,7 @@ async function main() {
       epochs,
       batchSize,
       seed,
-      shuffle: !process.argv.includes('--no-shuffle'),
+      shuffle: parsed.values['no-shuffle'] !== true,
       ...(arg('steps') ? { stepsPerEpoch: Number(arg('steps')) } : {}),
       ...(ckptDir ? { checkpoint: { dir: ckptDir } } : {}),
       callbacks: {
@@ -85,7 +107,10 @@ async function main() {
 }
 
 // Report and exit here: tfjs-backend-wasm's own uncaughtException handler would rethrow and exit with code 7.
+// A mistake on the command line is one line (formatCommandError); a training failure prints its stack, which the
+// launcher's failure report reads.
 await main().catch((e) => {
-  console.error(e);
-  process.exit(1);
+  if (e instanceof UsageError) process.stderr.write(formatCommandError('digits', e));
+  else console.error(e);
+  process.exit(exitCodeOf(e));
 });

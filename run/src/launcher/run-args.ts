@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { MAX_TIMER_MS } from '@shoal/core/util';
 import { choiceOption, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import type { LaunchOptions } from './launch.js';
 import { parseHostfile, parseHosts, placeRanks, type HostSlots } from './hosts.js';
@@ -81,7 +82,7 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v['ps-link'] !== undefined) o.psLink = choiceOption(name, '--ps-link', v['ps-link'], ['ipc', 'tcp', 'shm'] as const);
   if (v.host !== undefined) o.host = v.host;
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
-  if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, 2 ** 31 / 1000) * 1000;
+  if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
   if (hosts) o.hosts = hosts;
   if (v.rsh !== undefined) {

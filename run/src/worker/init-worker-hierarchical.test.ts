@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import type { RingSync } from '@shoal/backends';
 import { TcpStoreServer, type WorkerOptions } from '@shoal/core';
 import { listSegments } from '@shoal/core/transport';
+import { settleAll } from '@shoal/core/util';
 import { initWorker, type WorkerHandle } from './init-worker.js';
 
 /**
@@ -29,19 +30,21 @@ async function job(
     timeoutMs: 10_000,
     host: '127.0.0.1',
   });
-  const res = await Promise.allSettled(
-    hostIds.map((hostId, r) => initWorker({ env: {}, options: opts(r), ...(hostId === undefined ? {} : { hostId }), ring: { ...(topology === undefined ? {} : { topology }), ...(sameHost === undefined ? {} : { sameHost }) } })),
-  );
-  const ws = res.flatMap((x) => (x.status === 'fulfilled' ? [x.value] : []));
+  let ws: WorkerHandle[];
+  try {
+    // Every rank's initWorker settles (it is collective); on a failure the ranks that did join are closed.
+    ws = await settleAll(
+      hostIds.map((hostId, r) => initWorker({ env: {}, options: opts(r), ...(hostId === undefined ? {} : { hostId }), ring: { ...(topology === undefined ? {} : { topology }), ...(sameHost === undefined ? {} : { sameHost }) } })),
+      (w) => w.close(),
+    );
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
   const close = async () => {
     await Promise.all(ws.map((w) => w.close()));
     await server.close();
   };
-  const bad = res.find((x) => x.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (bad) {
-    await close();
-    throw bad.reason;
-  }
   return { ws, close };
 }
 

@@ -1,6 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
 import { Errors, isShoalError, loadKernels, type ReduceKernels } from '@shoal/core';
+import { settleAll } from '@shoal/core/util';
 
 type Tf = typeof tfjs;
 
@@ -145,10 +146,8 @@ export class GradientBridge {
         // would meet first (dense, then each sparse group); nothing is applied when any fails.
         // The row-sparse rounds are issued first: a small dense allreduce may spin briefly on this thread.
         const sparse = this.sparseGroups.map((g) => this.syncSparse(g));
-        const done = await Promise.allSettled([this.sync.allreduceMean(this.dense), ...sparse]);
-        const bad = done.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-        if (bad) throw bad.reason;
-        for (const r of done.slice(1)) sparseRows += (r as PromiseFulfilledResult<number>).value;
+        const [, ...rows] = await settleAll<void | number>([this.sync.allreduceMean(this.dense), ...sparse]);
+        for (const r of rows) sparseRows += r as number;
       }
     } catch (e) {
       if (!isShoalError(e, 'ERR_NAN')) throw e;
