@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MemoryStore, shmTransport, type ActorSupervisor } from '@shoal/core';
+import { JobAuth, MemoryStore, shmTransport, type ActorSupervisor } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
 import { KVWorker } from './kv-worker.js';
 import { startPsServers, type StartPsServersOptions } from './launch-servers.js';
@@ -14,12 +14,14 @@ import { allEqual, ones } from './testing/values.js';
 // These tests pin that those buffers are reused without mixing rounds, workers or outstanding operations.
 
 const prefix = `psshm${process.pid}`;
+/** Servers and workers are separate transport objects of one job: they share its identity. */
+const auth = JobAuth.generate('ps-shm-test');
 
 type Plane = 'messages' | 'data plane';
 
 async function shmCluster(plane: Plane, o: Omit<StartPsServersOptions, 'placement' | 'store' | 'transport' | 'listenUrl'>) {
   const store = new MemoryStore();
-  const transport = shmTransport({ prefix });
+  const transport = shmTransport({ prefix, auth });
   const servers: ActorSupervisor[] = await startPsServers({ ...o, placement: 'local', store, transport, listenUrl: 'shm://auto' });
   const workers = await Promise.all(
     Array.from({ length: o.numWorkers }, (_, rank) =>
@@ -28,7 +30,7 @@ async function shmCluster(plane: Plane, o: Omit<StartPsServersOptions, 'placemen
         numWorkers: o.numWorkers,
         numServers: o.numServers,
         store,
-        transport: shmTransport({ prefix }),
+        transport: shmTransport({ prefix, auth }),
         timeoutMs: o.timeoutMs,
         bigKeyBound: o.bigKeyBound,
         sharedMemory: plane === 'data plane',
