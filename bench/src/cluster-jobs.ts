@@ -6,12 +6,17 @@ import { fileURLToPath } from 'node:url';
 import type { NetnsCluster } from './netns-cluster.js';
 import { jsonLines, type JsonLines } from './json-lines.js';
 import type { RankJob } from './cluster-rank.js';
+import { benchAuth } from './bench-auth.js';
 
 export const rankScript = fileURLToPath(new URL('./cluster-rank.js', import.meta.url));
 
-/** Start `cluster-rank.js` with `job` on `host`; stdin, stdout and stderr piped. */
+/**
+ * Start `cluster-rank.js` with `job` on `host`; stdin, stdout and stderr piped. The ranks of a run share its job
+ * secret through their environment (`benchAuth` puts it in this process's on first use).
+ */
 export function startRank(c: NetnsCluster, host: number, job: RankJob): JsonLines {
-  return jsonLines(c.spawn(host, process.execPath, [rankScript, JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'pipe'] }));
+  const auth = benchAuth();
+  return jsonLines(c.spawn(host, process.execPath, [rankScript, JSON.stringify(job)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...auth.childEnv() } }));
 }
 
 /** A TcpStoreServer on `host` (bound to its cluster address); `url` for the ranks, `stop` kills it. */

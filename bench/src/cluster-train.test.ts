@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
 import { allExit, startPsServersOn, startStore } from './cluster-jobs.js';
+import { BENCH_JOB_ID, benchAuth } from './bench-auth.js';
 import { jsonLines } from './json-lines.js';
 
 const why = clusterUnavailable({ rates: true });
@@ -37,7 +38,9 @@ async function trainOn(c: NetnsCluster, o: { hosts: number[]; store?: string; ba
         SHOAL_WORLD_SIZE: String(o.hosts.length),
         SHOAL_LOCAL_RANK: String(o.hosts.slice(0, rank).filter((x) => x === h).length),
         SHOAL_STORE: o.store!,
-        SHOAL_JOB_ID: `ct${process.pid}`,
+        // The store's job (cluster-jobs.ts starts it as the bench job): the id and secret the handshake binds.
+        SHOAL_JOB_ID: BENCH_JOB_ID,
+        ...benchAuth().childEnv(),
         SHOAL_TRANSPORT: o.transport,
         SHOAL_BACKEND: o.backend,
         SHOAL_SERVERS: String(o.servers ?? 1),

@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   let totals: Float64Array[] = [Float64Array.of(rows, sum)];
   if (opts.worldSize > 1) {
     const store = await TcpStore.connect(opts.storeUrl, { auth: opts.auth, timeoutMs: opts.timeoutMs, connectTimeoutMs: opts.timeoutMs });
-    const transport = createNetTransport();
+    const transport = createNetTransport({ auth: opts.auth });
     const g = await connectGroup({
       rank: opts.rank,
       size: opts.worldSize,

@@ -14,13 +14,13 @@ import { allEqual, ones } from './testing/values.js';
 // These tests pin that those buffers are reused without mixing rounds, workers or outstanding operations.
 
 const prefix = `psshm${process.pid}`;
+/** Servers and workers are separate transport objects of one job: they share its identity. */
+const auth = JobAuth.generate('ps-shm-test');
 
 type Plane = 'messages' | 'data plane';
 
 async function shmCluster(plane: Plane, o: Omit<StartPsServersOptions, 'placement' | 'store' | 'transport' | 'listenUrl'>) {
   const store = new MemoryStore();
-  // one job: the servers' and the workers' transports share its secret (each transport alone would make its own)
-  const auth = JobAuth.generate('ps-shm-test');
   const transport = shmTransport({ prefix, auth });
   const servers: ActorSupervisor[] = await startPsServers({ ...o, placement: 'local', store, transport, listenUrl: 'shm://auto' });
   const workers = await Promise.all(
