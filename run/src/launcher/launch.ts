@@ -1,15 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
 
 const osSignals = constants.signals as Record<string, number>;
 import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
-import { startPsServerActors, type PsLink } from './ps-servers.js';
+import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
@@ -65,6 +65,13 @@ export interface LaunchOptions {
    * Arrow or CSV file or folder (SHOAL_DATA, made absolute).
    */
   data?: string;
+  /**
+   * Parameter servers that survive (`shoal run --ps-durable DIR`, ps/hybrid): each server acknowledges an update
+   * only once it is in its checkpoint under `DIR/<jobId>/` (removed when the job ends), the launcher restarts a
+   * server that dies from that checkpoint (up to `PS_MAX_RESTARTS` times per server), and the workers resend
+   * what was not acknowledged (SHOAL_PS_RESEND=1), so the job ends with the weights of a run without the fault.
+   */
+  psDurable?: string;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
@@ -88,6 +95,11 @@ export interface LaunchResult {
   code: number;
   /** The first rank that failed, if any. */
   failedRank?: number;
+  /**
+   * The process other than a worker that failed the job, if any: a parameter server that died (`ps-server-1`),
+   * which the launcher could not restart. It takes precedence over the workers' follow-on errors.
+   */
+  failedProcess?: string;
   /** Why it failed: the worker's last error line(s), or the launcher's reason (timeout, abort). */
   error?: string;
   aborted: boolean;
@@ -97,6 +109,14 @@ export interface LaunchResult {
 }
 
 const TAIL_LINES = 40;
+/** Restarts of each server under `psDurable` before its death fails the job, and the pause before each. */
+export const PS_MAX_RESTARTS = 3;
+const PS_RESTART_BACKOFF_MS = 100;
+
+/** `killed by SIGKILL` / `exit code 3`: how a process ended. */
+function howItEnded(code: number | null, signal: string | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
 
 /** `node` arguments that run `script`: `.ts` needs `--import tsx`. Throws ERR_CONFIG when it cannot run. */
 export function nodeArgsFor(script: string): string[] {
@@ -162,6 +182,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
+  if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -198,6 +219,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   /** Workers that failed on their own (not stopped by us), in exit order. */
   const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error; signal?: NodeJS.Signals }> = [];
   let launcherError: { code: number; error: string } | undefined;
+  /** A server lost for good (dead with no restart left): fails the job at once, ahead of the workers' errors. */
+  let serverLost: { name: string; code: number; error: string } | undefined;
+  const durableDir = options.psDurable === undefined ? undefined : join(resolve(options.psDurable), jobId);
   let stopping = false;
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
@@ -259,7 +283,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   try {
     if (backend === 'ps' || backend === 'hybrid') {
       psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
+      if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
       psServers = await startPsServerActors({
+        ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
         storeUrl: store.url,
         store: psClient,
         numServers: servers,
@@ -270,6 +296,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         socketDir: tmpdir(),
         jobId,
       });
+      for (const s of psServers) {
+        // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
+        s.onExit((e) => {
+          if (e.expected || stopping || serverLost) return;
+          const how = e.error ?? howItEnded(e.code, e.signal);
+          if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
+            errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
+            return;
+          }
+          const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
+          const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
+          serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
+          stopAll();
+        });
+      }
     }
     for (let rank = 0; rank < n && threads; rank++) {
       const wo: WorkerOptions = {
@@ -284,6 +325,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
         ...(data === undefined ? {} : { data: { from: 'path' as const, path: data } }),
+        ...(durableDir === undefined ? {} : { psResend: true }),
       };
       const thread = new ThreadWorker(threadScript.entry, {
         workerData: { [THREAD_OPTIONS_KEY]: wo, ...threadScript.data },
@@ -335,6 +377,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
+        ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)
@@ -384,8 +427,12 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
-    const result: LaunchResult = { code: 0, aborted: aborted && !root, durationMs: Date.now() - t0, exits };
-    if (root) {
+    const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
+    if (serverLost) {
+      result.code = serverLost.code;
+      result.failedProcess = serverLost.name;
+      result.error = serverLost.error;
+    } else if (root) {
       result.code = root.code;
       result.failedRank = root.rank;
       const tail = summarizeFailure(root.tail);
@@ -408,6 +455,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
+    if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
     await store.close();
     // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
