@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { launch, PS_MAX_RESTARTS, type LaunchOptions, type LaunchResult } from '@shoal/run';
+import { launch, pickStalledRank, PS_MAX_RESTARTS, type LaunchOptions, type LaunchResult } from '@shoal/run';
 import { FAULT_WORKER, serverPid, settledLeftovers, waitStep, workerPids } from './fault-helpers.js';
 import { SHOAL_CLI } from './train-helpers.js';
 
@@ -136,5 +136,23 @@ test(`--ps-durable: a server that dies more than ${PS_MAX_RESTARTS} times fails 
     rmSync(durable, { recursive: true, force: true });
   }
 });
+
+test('pickStalledRank names the rank the timed-out ranks waited for, not one of them', () => {
+  const f = (rank: number, ...tail: string[]) => ({ rank, tail });
+  assert.equal(pickStalledRank([f(0, 'ShoalError [ERR_TIMEOUT]: allreduce #12 waiting for rank(s) 2 (chunk 0, stage reduce) timed out after 3000 ms'), f(1, 'ERR_PEER_CLOSED: rank 0 timed out')]), { rank: 2, waiters: [0] });
+  assert.equal(pickStalledRank([f(0, 'push on server 0: waiting for worker 1 timed out'), f(2, 'pull: waiting for workers 1, 3')]), { rank: 1, waiters: [0, 2] });
+  assert.is(pickStalledRank([f(0, 'boom'), f(1, 'waiting for rank(s) 0')]), undefined, 'the rank waited for failed itself');
+  assert.is(pickStalledRank([f(0, 'Error: boom')]), undefined);
+});
+
+for (const backend of ['ring', 'ps'] as const) {
+  test(`${backend}: SIGSTOP of a worker is blamed on it, not on the rank that timed out`, async () => {
+    const r = await run({ backend, timeoutMs: 3000 }, { STEPS: '400', FAULT: '1:10:SIGSTOP' });
+    assert.is(r.result.failedRank, 1, JSON.stringify(r.result));
+    assert.match(r.result.error ?? '', /^rank 1 stopped making progress: rank\(s\) 0 timed out waiting for it/);
+    assert.ok(r.ms < 2 * 3000 + 5000, `took ${r.ms} ms`);
+    assert.equal(r.leftovers, []);
+  });
+}
 
 test.run();

@@ -144,6 +144,30 @@ export function pickRootCause<T extends { tail: readonly string[] }>(failed: rea
   return failed.find((f) => !f.tail.some((l) => CONSEQUENCE.test(l))) ?? failed[0];
 }
 
+/** `waiting for rank(s) 1, 3` (shm collective), `waiting for worker 1` / `workers 1, 2` (ps servers). */
+const WAITING_FOR = /waiting for (?:rank\(s\)|ranks?|workers?) (\d+(?:, ?\d+)*)/;
+
+/**
+ * The rank that stopped making progress, when the failures are timeouts that name whom they waited for: the rank
+ * named by the most failed ranks that is not itself among them (a SIGSTOPped or deadlocked rank times out on
+ * nothing: the others time out waiting for it). Undefined when no failure names one.
+ */
+export function pickStalledRank<T extends { rank: number; tail: readonly string[] }>(failed: readonly T[]): { rank: number; waiters: number[] } | undefined {
+  const votes = new Map<number, number[]>();
+  for (const f of failed) {
+    const named = new Set<number>();
+    for (const l of f.tail) {
+      const m = WAITING_FOR.exec(l);
+      if (m) for (const r of m[1]!.split(',')) named.add(Number(r.trim()));
+    }
+    for (const r of named) if (r !== f.rank) votes.set(r, [...(votes.get(r) ?? []), f.rank]);
+  }
+  const failedRanks = new Set(failed.map((f) => f.rank));
+  const candidates = [...votes].filter(([r]) => !failedRanks.has(r)).sort((a, b) => b[1].length - a[1].length || a[0] - b[0]);
+  const top = candidates[0];
+  return top ? { rank: top[0], waiters: top[1] } : undefined;
+}
+
 interface Worker {
   rank: number;
   /** A child process (process mode) or a worker thread (thread mode). */
@@ -436,7 +460,12 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       result.code = root.code;
       result.failedRank = root.rank;
       const tail = summarizeFailure(root.tail);
-      result.error = root.spawnError
+      // A hang: blame the rank the others waited for, not the healthy one whose wait ran out first.
+      const stalled = root.spawnError || root.signal ? undefined : pickStalledRank(failed);
+      if (stalled) {
+        result.failedRank = stalled.rank;
+        result.error = `rank ${stalled.rank} stopped making progress: rank(s) ${stalled.waiters.join(', ')} timed out waiting for it; rank ${root.rank}'s error:\n${tail}`;
+      } else result.error = root.spawnError
         ? `could not start: ${root.spawnError.message}`
         : root.signal
           ? `killed by ${root.signal}${tail ? `; its last output:\n${tail}` : ''}`
