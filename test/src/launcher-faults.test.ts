@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { launch, pickStalledRank, PS_MAX_RESTARTS, type LaunchOptions, type LaunchResult } from '@shoal/run';
+import { launch, parseRunArgs, pickStalledRank, PS_MAX_RESTARTS, type LaunchOptions, type LaunchResult } from '@shoal/run';
 import { FAULT_WORKER, serverPid, settledLeftovers, waitStep, workerPids } from './fault-helpers.js';
 import { SHOAL_CLI } from './train-helpers.js';
 
@@ -135,6 +135,11 @@ test(`--ps-durable: a server that dies more than ${PS_MAX_RESTARTS} times fails 
   } finally {
     rmSync(durable, { recursive: true, force: true });
   }
+});
+
+test('--ps-durable DIR is parsed for ps and hybrid and refused for ring', () => {
+  assert.is(parseRunArgs(['-n', '2', '--backend', 'hybrid', '--ps-durable', '/tmp/ckpt', 'w.js']).psDurable, '/tmp/ckpt');
+  assert.throws(() => parseRunArgs(['-n', '2', '--ps-durable', '/tmp/ckpt', 'w.js']), /--ps-durable needs --backend ps or hybrid/);
 });
 
 test('pickStalledRank names the rank the timed-out ranks waited for, not one of them', () => {
