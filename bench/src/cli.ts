@@ -24,6 +24,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   cluster: () => import('./cluster.js'),
   onnx: () => import('./onnx.js'),
   soak: () => import('./soak.js'),
+  faults: () => import('./faults.js'),
 };
 
 const BENCH = {
