@@ -9,8 +9,9 @@ SUDO=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; f
 
 missing=()
 # python3-torch (Debian's CPU build, ~190 MB, ~40 s): the ONNX-training tests regenerate their PyTorch fixtures
-# and compare gradients live, and `npm run bench -- onnx` times PyTorch as an anchor.
-for pkg in libnng-dev nng-utils python3-torch; do
+# and compare gradients live, and `npm run bench -- onnx` times PyTorch as an anchor (and gloo in the allreduce
+# and cluster suites). iproute2 (ip, tc): the namespace-cluster tests and bench (bench/src/netns-cluster.ts).
+for pkg in libnng-dev nng-utils python3-torch iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

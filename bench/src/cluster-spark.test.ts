@@ -3,7 +3,8 @@
  * (one core) on each of hosts 1 and 2, all started from the pyspark install (`spark-class` Master/Worker).
  * `shoal_spark.run` (python/tests/cluster_driver.py) runs the probe worker in 2 barrier tasks, which land on
  * different hosts and do their ring pass across the link. Skipped with the reason when not root, namespaces,
- * Java or pyspark are unavailable.
+ * Java or pyspark are unavailable. Start-up waits are generous: three JVMs, the driver's and two executors on a
+ * shared 2-core machine took 73 s at load 14 and 243 s at load 34.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -61,14 +62,14 @@ if (why) {
       const cls = `${sparkHome}/bin/spark-class`;
       const masterAddr = c.hosts[0]!.address;
       const master = c.spawn(0, cls, ['org.apache.spark.deploy.master.Master', '--host', masterAddr, '--port', '7077', '--webui-port', '8080'], { stdio: ['ignore', 'pipe', 'pipe'], env: env(0) });
-      await logged(master, 'I have been elected leader', 90_000, 'spark master');
+      await logged(master, 'I have been elected leader', 150_000, 'spark master');
       const workers = [1, 2].map((h) =>
         c.spawn(h, cls, ['org.apache.spark.deploy.worker.Worker', `spark://${masterAddr}:7077`, '--host', c.hosts[h]!.address, '--cores', '1', '--memory', '1g', '--webui-port', '8081'], { stdio: ['ignore', 'pipe', 'pipe'], env: env(h) }),
       );
-      await Promise.all(workers.map((w, i) => logged(w, 'Successfully registered with master', 90_000, `spark worker ${i + 1}`)));
+      await Promise.all(workers.map((w, i) => logged(w, 'Successfully registered with master', 150_000, `spark worker ${i + 1}`)));
       const tag = `nt${process.pid}`;
       const driver = jsonLines(c.spawn(0, python, [`${repo}python/tests/cluster_driver.py`, `spark://${masterAddr}:7077`, masterAddr, tag], { stdio: ['ignore', 'pipe', 'pipe'], env: env(0), cwd: repo }));
-      const out = await driver.wait((o) => 'result' in o, 180_000, 'spark driver');
+      const out = await driver.wait((o) => 'result' in o, 300_000, 'spark driver');
       const result = out.result as { rowsPerRank: number[]; totalSum: number };
       const ranks = out.ranks as { host: string; executor: string; exit_code: number }[];
       assert.equal(result.rowsPerRank, [50_000, 50_000]);

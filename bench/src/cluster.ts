@@ -133,7 +133,7 @@ const rayNote = (): string => {
   const r = spawnSyncQuiet(py, ['-c', 'import ray']);
   return r
     ? `Ray is not importable by ${py} (${r}): the ps rows compare with gloo-based parameter averaging instead`
-    : 'Ray is importable, but this suite does not start a Ray cluster across the namespaces yet: the ps rows compare with gloo-based parameter averaging';
+    : 'Ray is importable, but this suite does not run it across the namespaces (tried with Ray 2.60: the first round never completed, see bench/README.md): the ps rows compare with gloo-based parameter averaging';
 };
 
 function spawnSyncQuiet(cmd: string, args: string[]): string | undefined {

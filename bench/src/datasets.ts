@@ -20,7 +20,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Field, FixedSizeList, Float32, Int32, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, writeParquet } from 'parquet-wasm';
 import { batches, cached, openArrowFile, openArrowStream, openCsv, openParquetDir, type Dataset } from '@shoal/datasets';
@@ -138,6 +138,7 @@ export const command = {
     'batch': { type: 'string', arg: 'N', help: 'batch size (default 1024)' },
     'no-anchor': { type: 'boolean', help: 'skip the pyarrow anchor' },
     'keep': { type: 'string', arg: 'DIR', help: 'write the data files here and keep them' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/datasets.json)' },
   },
 } as const satisfies CommandSpec;
 
@@ -310,9 +311,9 @@ export async function run(args: string[]): Promise<void> {
   }
 
   const result = { suite: 'datasets', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, table: { rows, row_bytes: ROW_BYTES, batch: batchSize }, rows: out, anchor };
-  const resDir = resolve(new URL('../results', import.meta.url).pathname);
-  mkdirSync(resDir, { recursive: true });
-  writeFileSync(join(resDir, 'datasets.json'), JSON.stringify(result, null, 2) + '\n');
-  console.log(`wrote ${join(resDir, 'datasets.json')}`);
+  const file = v.out !== undefined ? resolve(v.out) : join(resolve(new URL('../results', import.meta.url).pathname), 'datasets.json');
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`wrote ${file}`);
   if (keep === undefined) rmSync(dir, { recursive: true, force: true });
 }

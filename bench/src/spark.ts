@@ -28,6 +28,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
@@ -100,6 +101,7 @@ export const command = {
     'cols': { type: 'string', arg: 'N', help: 'columns (default 16)' },
     'batch-rows': { type: 'string', arg: 'N', help: 'rows per Arrow batch (default 10000)' },
     'reps': { type: 'string', arg: 'N', help: 'repeats' },
+    'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/spark.json)' },
   },
 } as const satisfies CommandSpec;
 
@@ -199,7 +201,8 @@ export async function run(args: string[]): Promise<void> {
     ratios,
     verified: true,
   };
-  mkdirSync(`${REPO}bench/results`, { recursive: true });
-  writeFileSync(`${REPO}bench/results/spark.json`, `${JSON.stringify(result, null, 2)}\n`);
-  console.log('wrote bench/results/spark.json');
+  const file = v.out ?? `${REPO}bench/results/spark.json`;
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`wrote ${file}`);
 }

@@ -25,9 +25,10 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NetTransport, type Connection, type Transport } from '@shoal/core';
+import { NetTransport, type Connection, type Transport, type JobAuth } from '@shoal/core';
+import { benchAuth } from './bench-auth.js';
 import { intOption, parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 /**
@@ -67,10 +68,11 @@ export function defaultBenchTransports(tmp: string): BenchTransportRegistry {
  * allreduce); safe here because the benchmark drops or echoes each message before `buffers` more of its size
  * arrive. Not a general-purpose allocator.
  */
-export function pooledNetTransport(arg: { buffers?: number } = {}): Transport {
+export function pooledNetTransport(arg: { buffers?: number; auth?: JobAuth } = {}): Transport {
   const n = arg.buffers ?? 4;
   const pools = new Map<number, { bufs: Uint8Array[]; next: number }>();
   return new NetTransport({
+    auth: arg.auth,
     allocate: (bytes) => {
       let p = pools.get(bytes);
       if (!p) pools.set(bytes, (p = { bufs: [], next: 0 }));
@@ -109,6 +111,8 @@ export interface TransportBenchOptions {
   /** Also run the Python socket anchor. Default true. */
   anchor?: boolean;
   log?: (line: string) => void;
+  /** Result file (`--out`). Default bench/results/transport.json. */
+  out?: string;
 }
 
 const KiB = 1024;
@@ -207,11 +211,14 @@ async function runPair(name: string, entry: BenchTransportEntry, scheme: string,
   const mod = (await import(entry.module ?? '@shoal/core')) as Record<string, unknown>;
   const make = mod[entry.factory];
   if (typeof make !== 'function') throw new Error(`${entry.module ?? '@shoal/core'} has no export ${entry.factory}`);
-  const transport = (await make(entry.factoryArg)) as Transport;
+  // Both ends authenticate with the benchmark's job secret (the peer reads it from its environment).
+  const auth = benchAuth();
+  const transport = (await make({ ...((entry.factoryArg as object | undefined) ?? {}), auth })) as Transport;
   const listener = await transport.listen(entry.urls[scheme]!());
   const peerScript = fileURLToPath(new URL('./transport-peer.js', import.meta.url));
   const child = spawn(process.execPath, [peerScript, JSON.stringify({ module: entry.module ?? '@shoal/core', factory: entry.factory, factoryArg: entry.factoryArg, url: listener.url })], {
     stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, ...auth.childEnv() },
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const rows: TransportRow[] = [];
@@ -374,6 +381,7 @@ export const command = {
     transports: { type: 'string', arg: 'LIST', help: 'transports to measure (default all)' },
     schemes: { type: 'string', arg: 'LIST', help: 'URL schemes to measure (default all)' },
     sizes: { type: 'string', arg: 'BYTES,...', help: 'message sizes' },
+    out: { type: 'string', arg: 'FILE', help: 'result file (default bench/results/transport.json)' },
   },
 } as const satisfies CommandSpec;
 
@@ -386,6 +394,7 @@ function parseArgs(args: string[]): TransportBenchOptions {
   if (v.transports !== undefined) o.transports = v.transports.split(',');
   if (v.schemes !== undefined) o.schemes = v.schemes.split(',');
   if (v.sizes !== undefined) o.sizes = v.sizes.split(',').map((x) => intOption(command.name, '--sizes', x, 0));
+  if (v.out !== undefined) o.out = v.out;
   return o;
 }
 
@@ -394,10 +403,10 @@ export async function run(args: string[]): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'shoal-bench-'));
   try {
     const doc = await runTransportBench(defaultBenchTransports(tmp), tmp, opts);
-    const dir = fileURLToPath(new URL('../results/', import.meta.url));
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'transport.json'), JSON.stringify(doc, null, 2) + '\n');
-    console.log(`wrote ${join(dir, 'transport.json')} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
+    const file = opts.out ?? join(fileURLToPath(new URL('../results/', import.meta.url)), 'transport.json');
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, JSON.stringify(doc, null, 2) + '\n');
+    console.log(`wrote ${file} (${doc.rows.length} rows, ${doc.skipped.length} skipped)`);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

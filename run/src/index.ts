@@ -5,6 +5,7 @@
  * `launcher/spark-store.ts` is a script run by python/shoal_spark).
  */
 export { initWorker, type InitWorkerOptions, type WorkerHandle } from './worker/init-worker.js';
+export { connectEngine, type ConnectedEngine, type EngineOptions } from './worker/engine-factory.js';
 export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJobOptions } from './worker/join-job.js';
 export { sparkInput } from './worker/spark-input.js';
 export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';

@@ -3,6 +3,7 @@ import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import type { JobAuth } from '@shoal/core';
 
 /**
  * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-<actor>-<door>.sock`,
@@ -33,6 +34,8 @@ export interface PsServerActorsOptions {
    * `checkpointDir/ps-server-<i>.ckpt`, and its supervisor restarts it from there (`restart`) when it dies.
    */
   durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
+  /** The job's identity: the servers get its secret in their environment and require it of every caller. */
+  auth: JobAuth;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -45,7 +48,7 @@ export function shmPrefix(jobId: string | undefined): string {
  * carries `{actor}` and `{door}`; see `ServeActorOptions.listenUrl`). unix socket paths are limited to 107 bytes:
  * a long `socketDir` falls back to os.tmpdir() with a short name.
  */
-export function psServerListenUrl(o: PsServerActorsOptions, i: number): string {
+export function psServerListenUrl(o: Omit<PsServerActorsOptions, 'auth'>, i: number): string {
   const link = o.link ?? 'tcp';
   if (link === 'tcp') return `tcp://${o.host ?? '127.0.0.1'}:0`;
   if (link === 'shm') return 'shm://auto';
@@ -75,6 +78,7 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
     listenUrl: (i) => psServerListenUrl(o, i),
     ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
+    auth: o.auth,
   });
 }
 
