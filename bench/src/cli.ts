@@ -35,6 +35,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   soak: () => import('./soak.js'),
   security: () => import('./security.js'),
   report: () => import('./report.js'),
+  faults: () => import('./faults.js'),
 };
 
 /**

@@ -11,6 +11,7 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial),
  *   SHOAL_JOB_SECRET (the job's 256-bit secret, 64 hex digits: required whenever there is a store to join; read
  *   here, once, into `auth`, and never printed: see security/job-auth.ts).
+ *   SHOAL_PS_RESEND (1: the ps servers restart from checkpoints; resend what they had not acknowledged).
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
  * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
@@ -30,6 +31,11 @@ export interface WorkerOptions {
   auth: JobAuth;
   /** Where this rank's training data comes from, if the launcher said: Spark's stdin stream or a path. */
   data?: { from: 'stdin' } | { from: 'path'; path: string };
+  /**
+   * Resend what a parameter server had not acknowledged when it restarts from its checkpoint, instead of failing
+   * (SHOAL_PS_RESEND=1, set by `shoal run --ps-durable`).
+   */
+  psResend?: boolean;
   /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
   columns?: { features: string[]; label: string };
 }
@@ -76,6 +82,7 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     timeoutMs: int(env, 'SHOAL_TIMEOUT_MS', 60_000, 1),
     host: env.SHOAL_HOST || '127.0.0.1',
     auth,
+    ...(oneOf(env, 'SHOAL_PS_RESEND', ['0', '1'] as const, '0') === '1' ? { psResend: true } : {}),
     ...dataOf(env),
   };
 }

@@ -9,6 +9,6 @@ export { connectEngine, type ConnectedEngine, type EngineOptions } from './worke
 export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJobOptions } from './worker/join-job.js';
 export { sparkInput } from './worker/spark-input.js';
 export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';
-export { launch, pickRootCause, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
+export { launch, pickRootCause, pickStalledRank, PS_MAX_RESTARTS, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
 export { MAX_WORKERS, MAX_WORKERS_PER_CORE, parseRunArgs, parseRunCommand, RUN_COMMAND, type ParsedRun } from './launcher/run-args.js';
 export { psServerListenUrl, startPsServerActors, type PsLink, type PsServerActorsOptions } from './launcher/ps-servers.js';

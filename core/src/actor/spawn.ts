@@ -61,6 +61,8 @@ export interface ActorExit {
   signal: string | null;
   /** True when the supervisor asked it to stop. */
   expected: boolean;
+  /** Set when a restarted incarnation failed to start (it counts as an exit; the restart policy applies again). */
+  error?: string;
 }
 
 export class ActorSupervisor {
@@ -216,7 +218,12 @@ export class ActorSupervisor {
       await new Promise((r) => setTimeout(r, policy.backoffMs ?? 100));
       if (!this.stopping) await this.startOne();
     })()
-      .catch((err: unknown) => process.emitWarning(`actor ${this.name}: restart failed: ${(err as Error).message}`))
+      .catch((err: unknown) => {
+        if (this.stopping) return;
+        // A restart that dies during start-up is an exit like any other: listeners hear of it, and the policy
+        // decides on the next restart (so the callers waiting for an incarnation are not left to their timeout).
+        queueMicrotask(() => this.handleExit({ epoch: this.epochNo + 1, code: null, signal: null, expected: false, error: `restart failed: ${(err as Error).message}` }));
+      })
       .finally(() => {
         if (this.restartPromise === p) this.restartPromise = undefined;
       });

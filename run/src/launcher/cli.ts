@@ -76,7 +76,8 @@ async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   if (r.aborted) return signalled === 'SIGTERM' ? 143 : 130;
-  const who = r.failedRank !== undefined ? `rank ${r.failedRank} failed (exit code ${r.code})` : 'job failed';
+  // A lost server comes first: the workers' errors are its consequences.
+  const who = r.failedProcess !== undefined ? `${r.failedProcess} failed` : r.failedRank !== undefined ? `rank ${r.failedRank} failed (exit code ${r.code})` : 'job failed';
   const others = r.exits.filter((e) => e.rank !== r.failedRank).map((e) => e.rank);
   process.stderr.write(
     `shoal run: ${who} after ${secs} s:\n${(r.error ?? '').split('\n').map((l) => `  ${l}`).join('\n')}\n` +

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
 
@@ -11,7 +11,7 @@ import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOpti
 import { removeStaleSegments } from '@shoal/core/transport';
 import { JOB_SECRET_ENV, JobAuth } from '@shoal/core';
 import { sweepLeftovers } from '@shoal/core/security';
-import { startPsServerActors, type PsLink } from './ps-servers.js';
+import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
@@ -67,6 +67,13 @@ export interface LaunchOptions {
    * Arrow or CSV file or folder (SHOAL_DATA, made absolute).
    */
   data?: string;
+  /**
+   * Parameter servers that survive (`shoal run --ps-durable DIR`, ps/hybrid): each server acknowledges an update
+   * only once it is in its checkpoint under `DIR/<jobId>/` (removed when the job ends), the launcher restarts a
+   * server that dies from that checkpoint (up to `PS_MAX_RESTARTS` times per server), and the workers resend
+   * what was not acknowledged (SHOAL_PS_RESEND=1), so the job ends with the weights of a run without the fault.
+   */
+  psDurable?: string;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
@@ -90,6 +97,11 @@ export interface LaunchResult {
   code: number;
   /** The first rank that failed, if any. */
   failedRank?: number;
+  /**
+   * The process other than a worker that failed the job, if any: a parameter server that died (`ps-server-1`),
+   * which the launcher could not restart. It takes precedence over the workers' follow-on errors.
+   */
+  failedProcess?: string;
   /** Why it failed: the worker's last error line(s), or the launcher's reason (timeout, abort). */
   error?: string;
   aborted: boolean;
@@ -99,6 +111,14 @@ export interface LaunchResult {
 }
 
 const TAIL_LINES = 40;
+/** Restarts of each server under `psDurable` before its death fails the job, and the pause before each. */
+export const PS_MAX_RESTARTS = 3;
+const PS_RESTART_BACKOFF_MS = 100;
+
+/** `killed by SIGKILL` / `exit code 3`: how a process ended. */
+function howItEnded(code: number | null, signal: string | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
 
 /** `node` arguments that run `script`: `.ts` needs `--import tsx`. Throws ERR_CONFIG when it cannot run. */
 export function nodeArgsFor(script: string): string[] {
@@ -124,6 +144,30 @@ const CONSEQUENCE = /\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer closed th
  */
 export function pickRootCause<T extends { tail: readonly string[] }>(failed: readonly T[]): T | undefined {
   return failed.find((f) => !f.tail.some((l) => CONSEQUENCE.test(l))) ?? failed[0];
+}
+
+/** `waiting for rank(s) 1, 3` (shm collective), `waiting for worker 1` / `workers 1, 2` (ps servers). */
+const WAITING_FOR = /waiting for (?:rank\(s\)|ranks?|workers?) (\d+(?:, ?\d+)*)/;
+
+/**
+ * The rank that stopped making progress, when the failures are timeouts that name whom they waited for: the rank
+ * named by the most failed ranks that is not itself among them (a SIGSTOPped or deadlocked rank times out on
+ * nothing: the others time out waiting for it). Undefined when no failure names one.
+ */
+export function pickStalledRank<T extends { rank: number; tail: readonly string[] }>(failed: readonly T[]): { rank: number; waiters: number[] } | undefined {
+  const votes = new Map<number, number[]>();
+  for (const f of failed) {
+    const named = new Set<number>();
+    for (const l of f.tail) {
+      const m = WAITING_FOR.exec(l);
+      if (m) for (const r of m[1]!.split(',')) named.add(Number(r.trim()));
+    }
+    for (const r of named) if (r !== f.rank) votes.set(r, [...(votes.get(r) ?? []), f.rank]);
+  }
+  const failedRanks = new Set(failed.map((f) => f.rank));
+  const candidates = [...votes].filter(([r]) => !failedRanks.has(r)).sort((a, b) => b[1].length - a[1].length || a[0] - b[0]);
+  const top = candidates[0];
+  return top ? { rank: top[0], waiters: top[1] } : undefined;
 }
 
 interface Worker {
@@ -164,6 +208,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
+  if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -204,6 +249,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   /** Workers that failed on their own (not stopped by us), in exit order. */
   const failed: Array<{ rank: number; code: number; tail: string[]; spawnError?: Error; signal?: NodeJS.Signals }> = [];
   let launcherError: { code: number; error: string } | undefined;
+  /** A server lost for good (dead with no restart left): fails the job at once, ahead of the workers' errors. */
+  let serverLost: { name: string; code: number; error: string } | undefined;
+  const durableDir = options.psDurable === undefined ? undefined : join(resolve(options.psDurable), jobId);
   let stopping = false;
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
@@ -265,7 +313,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   try {
     if (backend === 'ps' || backend === 'hybrid') {
       psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
+      if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
       psServers = await startPsServerActors({
+        ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
         storeUrl: store.url,
         store: psClient,
         numServers: servers,
@@ -277,6 +327,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         jobId,
         auth,
       });
+      for (const s of psServers) {
+        // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
+        s.onExit((e) => {
+          if (e.expected || stopping || serverLost) return;
+          const how = e.error ?? howItEnded(e.code, e.signal);
+          if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
+            errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
+            return;
+          }
+          const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
+          const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
+          serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
+          stopAll();
+        });
+      }
     }
     for (let rank = 0; rank < n && threads; rank++) {
       const wo: WorkerOptions = {
@@ -292,6 +357,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         host,
         auth,
         ...(data === undefined ? {} : { data: { from: 'path' as const, path: data } }),
+        ...(durableDir === undefined ? {} : { psResend: true }),
       };
       const thread = new ThreadWorker(threadScript.entry, {
         // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
@@ -344,6 +410,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
+        ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)
@@ -399,12 +466,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
-    const result: LaunchResult = { code: 0, aborted: aborted && !root, durationMs: Date.now() - t0, exits };
-    if (root) {
+    const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
+    if (serverLost) {
+      result.code = serverLost.code;
+      result.failedProcess = serverLost.name;
+      result.error = serverLost.error;
+    } else if (root) {
       result.code = root.code;
       result.failedRank = root.rank;
       const tail = summarizeFailure(root.tail);
-      result.error = root.spawnError
+      // A hang: blame the rank the others waited for, not the healthy one whose wait ran out first.
+      const stalled = root.spawnError || root.signal ? undefined : pickStalledRank(failed);
+      if (stalled) {
+        result.failedRank = stalled.rank;
+        result.error = `rank ${stalled.rank} stopped making progress: rank(s) ${stalled.waiters.join(', ')} timed out waiting for it; rank ${root.rank}'s error:\n${tail}`;
+      } else result.error = root.spawnError
         ? `could not start: ${root.spawnError.message}`
         : root.signal
           ? `killed by ${root.signal}${tail ? `; its last output:\n${tail}` : ''}`
@@ -423,6 +499,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
+    if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
     await store.close();
     // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener

@@ -1,5 +1,6 @@
 import { defaultServerName, startPsServers } from '@shoal/backends';
 import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '@shoal/core';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { JobAuth } from '@shoal/core';
@@ -28,6 +29,11 @@ export interface PsServerActorsOptions {
   socketDir?: string;
   /** Names the socket files (default `ps`); distinct jobs sharing `socketDir` need distinct ids. */
   jobId?: string;
+  /**
+   * Durable servers (`shoal run --ps-durable DIR`): each acknowledges an update only once it is in its checkpoint
+   * `checkpointDir/ps-server-<i>.ckpt`, and its supervisor restarts it from there (`restart`) when it dies.
+   */
+  durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
   /** The job's identity: the servers get its secret in their environment and require it of every caller. */
   auth: JobAuth;
 }
@@ -71,6 +77,23 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     timeoutMs: o.timeoutMs,
     remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
     listenUrl: (i) => psServerListenUrl(o, i),
+    ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
     auth: o.auth,
   });
+}
+
+/**
+ * Remove the `ipc` socket files of a job's servers: a server killed (SIGKILL) cannot unlink its own, and each
+ * incarnation listens on new paths. Call once every server has stopped.
+ */
+export function removeServerSockets(o: Pick<PsServerActorsOptions, 'socketDir' | 'jobId'>): void {
+  const dir = o.socketDir ?? tmpdir();
+  const prefix = `shoal-${(o.jobId ?? 'ps').replace(/[^A-Za-z0-9._-]/g, '_')}-`;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const f of names) if (f.startsWith(prefix) && f.endsWith('.sock')) rmSync(join(dir, f), { force: true });
 }

@@ -27,6 +27,7 @@ export const RUN_COMMAND = {
     threads: { type: 'boolean', help: 'run the workers as worker threads of one process' },
     data: { type: 'string', arg: 'PATH', help: 'Parquet, Arrow or CSV file or folder; each worker reads its shard with worker.data()' },
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
+    'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
@@ -82,6 +83,11 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v.data !== undefined) o.data = v.data;
   if (v.transport !== undefined) o.transport = choiceOption(name, '--transport', v.transport, ['net', 'nng', 'shm'] as const);
   if (v['ps-link'] !== undefined) o.psLink = choiceOption(name, '--ps-link', v['ps-link'], ['ipc', 'tcp', 'shm'] as const);
+  if (v['ps-durable'] !== undefined) {
+    if (v['ps-durable'] === '') throw new UsageError(`${name}: --ps-durable needs a folder`);
+    if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
+    o.psDurable = resolve(v['ps-durable']);
+  }
   if (v.host !== undefined) o.host = v.host;
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;

@@ -126,7 +126,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId });
+      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true });
     };
     switch (options.backend) {
       case 'ring':
