@@ -22,6 +22,8 @@ const suites: Record<string, () => Promise<Suite>> = {
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
   cluster: () => import('./cluster.js'),
+  onnx: () => import('./onnx.js'),
+  soak: () => import('./soak.js'),
 };
 
 const BENCH = {

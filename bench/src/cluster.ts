@@ -12,11 +12,11 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
 import { allExit, runPs, runRing, startStore } from './cluster-jobs.js';
 import { jsonLines, type JsonLines } from './json-lines.js';
 import type { WorkerArgs } from './allreduce-worker.js';
-import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const workerScript = fileURLToPath(new URL('./allreduce-worker.js', import.meta.url));
@@ -142,49 +142,46 @@ function spawnSyncQuiet(cmd: string, args: string[]): string | undefined {
   return r.status === 0 ? undefined : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
 }
 
-/** `npm run bench -- cluster`: its options (one table for the parser and `--help`). */
 export const command = {
   name: 'bench cluster',
   synopsis: '[options]',
-  description: 'collectives and ps rounds across network-namespace hosts with shaped links (needs root)',
+  description: 'allreduce and ps across namespace hosts on shaped links, torch gloo in the same namespaces (root)',
   options: {
-    quick: { type: 'boolean', help: 'fewer sizes' },
-    rates: { type: 'string', arg: 'MBIT,...', help: 'link rates in Mbit/s, 0 = unshaped (default 1000,10000)' },
-    sizes: { type: 'string', arg: 'BYTES,...', help: 'message sizes (default 8 B .. 64 MiB)' },
-    impls: { type: 'string', arg: 'LIST', help: 'implementations (default ring-net,ring-nng,gloo,hier-net,ring-net-2x2)' },
-    'no-anchor': { type: 'boolean', help: 'skip the gloo anchor' },
-    'no-ps': { type: 'boolean', help: 'skip the ps rounds' },
-    out: { type: 'string', arg: 'FILE', help: 'result file (default bench/results/cluster.json)' },
+    'quick': { type: 'boolean', help: 'a CI-sized run' },
+    'rates': { type: 'string', arg: 'MBITS,..', help: 'link rates in Mbit/s, 0 = unshaped (default 1000,10000)' },
+    'sizes': { type: 'string', arg: 'BYTES,..', help: 'message sizes (default 8 B .. 64 MiB)' },
+    'impls': { type: 'string', arg: 'NAME,..', help: 'implementations (default ring-net,ring-nng,gloo,hier-net,ring-net-2x2)' },
+    'no-anchor': { type: 'boolean', help: 'skip torch gloo' },
+    'no-ps': { type: 'boolean', help: 'skip the parameter-server rounds' },
+    'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
   },
 } as const satisfies CommandSpec;
 
 export async function run(argv: string[]): Promise<void> {
   const parsed = parseCommand(command, argv).values;
   const values = {
-    quick: parsed.quick ?? false,
-    rates: parsed.rates ?? '1000,10000',
-    sizes: parsed.sizes,
-    impls: parsed.impls ?? 'ring-net,ring-nng,gloo,hier-net,ring-net-2x2',
-    'no-anchor': parsed['no-anchor'] ?? false,
-    'no-ps': parsed['no-ps'] ?? false,
-    out: parsed.out ?? `${root}bench/results/cluster.json`,
+    ...parsed,
+    quick: parsed['quick'] ?? false,
+    rates: parsed['rates'] ?? '1000,10000',
+    impls: parsed['impls'] ?? 'ring-net,ring-nng,gloo,hier-net,ring-net-2x2',
+    out: parsed['out'] ?? `${root}bench/results/cluster.json`,
   };
-  const quick = values.quick!;
-  const rates = values.rates!.split(',').map(Number);
+  const quick = values.quick;
+  const rates = values.rates.split(',').map(Number);
   if (rates.some((r) => !(r >= 0))) throw new Error(`--rates must be Mbit/s values (0 = unshaped veth), got ${values.rates}`);
   const sizes = values.sizes
     ? values.sizes.split(',').map(Number)
     : quick
       ? [8, 65536, MiB]
       : [8, 1024, 65536, MiB, 16 * MiB, 64 * MiB];
-  const impls = values.impls!.split(',').filter((x) => !(values['no-anchor'] && x.startsWith('gloo'))).map((x) => {
+  const impls = values.impls.split(',').filter((x) => !(values['no-anchor'] && x.startsWith('gloo'))).map((x) => {
     const i = IMPLS[x];
     if (!i) throw new Error(`--impls: unknown ${JSON.stringify(x)}; known: ${Object.keys(IMPLS).join(', ')}`);
     return i;
   });
   const started = new Date().toISOString();
   const host = { cpus: cpus().length, node: process.version, kernel: release(), loadavg1_start: loadavg()[0]!, loadavg1_end: 0 };
-  const out = values.out!;
+  const out = values.out;
   const write = (o: object) => {
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify(o, null, 1)}\n`);

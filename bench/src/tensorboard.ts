@@ -6,6 +6,7 @@
  * 4-float allreduce per step for the rank-averaged batch logs). Verifies that the event files were written.
  * Writes `bench/results/tensorboard.json`.
  */
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -13,7 +14,6 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { launch } from '@shoal/run';
 import { medianOf, type BenchModel } from './train-models.js';
-import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 const WORKER = fileURLToPath(new URL('./train-worker.js', import.meta.url));
 const RESULTS = fileURLToPath(new URL('../results/tensorboard.json', import.meta.url));
@@ -43,26 +43,24 @@ async function once(model: BenchModel, steps: number, cond: Condition, logdir: s
   return { stepMs: b.stepMs, stepMsP50: b.stepMsP50, samplesPerSec: b.samplesPerSec };
 }
 
-/** `npm run bench -- tensorboard`: its options (one table for the parser and `--help`). */
 export const command = {
   name: 'bench tensorboard',
   synopsis: '[options]',
-  description: "the TensorBoard logs' cost on a 2-worker ring job: off, per epoch, per batch",
+  description: 'train step time with the TensorBoard callback off, per epoch and per batch (2 workers, ring)',
   options: {
-    reps: { type: 'string', arg: 'N', help: 'repeats (default 3)' },
-    steps: { type: 'string', arg: 'N', help: 'timed steps (default 60)' },
-    model: { type: 'string', arg: 'MODEL', help: 'bench model (default mlp)' },
-    out: { type: 'string', arg: 'FILE', help: 'result file (default bench/results/tensorboard.json)' },
+    'reps': { type: 'string', arg: 'N', help: 'interleaved repeats (default 3)' },
+    'steps': { type: 'string', arg: 'N', help: 'timed steps per run (default 60)' },
+    'model': { type: 'string', arg: 'NAME', help: 'bench model (default mlp)' },
+    'out': { type: 'string', arg: 'FILE', help: `results file (default ${RESULTS})` },
   },
 } as const satisfies CommandSpec;
 
 export async function run(args: string[]): Promise<void> {
   const v = parseCommand(command, args).values;
-  const opt = (k: keyof typeof command.options, d: string) => v[k] ?? d;
-  const reps = Number(opt('reps', '3'));
-  const steps = Number(opt('steps', '60'));
-  const model = opt('model', 'mlp') as BenchModel;
-  const outFile = opt('out', RESULTS);
+  const reps = Number(v['reps'] ?? '3');
+  const steps = Number(v['steps'] ?? '60');
+  const model = (v['model'] ?? 'mlp') as BenchModel;
+  const outFile = v['out'] ?? RESULTS;
   const started = new Date().toISOString();
   console.log(`tensorboard bench: ${model}, 2 workers (ring), ${steps} timed steps, ${reps} reps; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
   const samples: Record<Condition, Sample[]> = { off: [], epoch: [], batch: [] };

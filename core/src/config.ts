@@ -8,6 +8,9 @@ import { Errors } from './errors.js';
  *   SHOAL_RANK, SHOAL_WORLD_SIZE, SHOAL_LOCAL_RANK, SHOAL_STORE (tcp://host:port of the rendezvous store),
  *   SHOAL_JOB_ID, SHOAL_TRANSPORT (net|nng|shm), SHOAL_BACKEND (ring|ps|hybrid), SHOAL_SERVERS (ps shards),
  *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial).
+ * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
+ * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
+ * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
  */
 export interface WorkerOptions {
   rank: number;
@@ -20,6 +23,10 @@ export interface WorkerOptions {
   servers: number;
   timeoutMs: number;
   host: string;
+  /** Where this rank's training data comes from, if the launcher said: Spark's stdin stream or a path. */
+  data?: { from: 'stdin' } | { from: 'path'; path: string };
+  /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
+  columns?: { features: string[]; label: string };
 }
 
 const TRANSPORTS = ['net', 'nng', 'shm', 'memory'] as const;
@@ -60,5 +67,22 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     servers: int(env, 'SHOAL_SERVERS', 1, 1),
     timeoutMs: int(env, 'SHOAL_TIMEOUT_MS', 60_000, 1),
     host: env.SHOAL_HOST || '127.0.0.1',
+    ...dataOf(env),
   };
+}
+
+function dataOf(env: Record<string, string | undefined>): Pick<WorkerOptions, 'data' | 'columns'> {
+  const out: Pick<WorkerOptions, 'data' | 'columns'> = {};
+  const input = env.SHOAL_INPUT;
+  if (input !== undefined && input !== '' && input !== 'stdin') throw Errors.config('SHOAL_INPUT', `must be stdin when set, got ${JSON.stringify(input)}`);
+  if (input === 'stdin' && env.SHOAL_DATA) throw Errors.config('SHOAL_DATA', 'and SHOAL_INPUT=stdin are exclusive: the data comes from one place');
+  if (input === 'stdin') out.data = { from: 'stdin' };
+  else if (env.SHOAL_DATA) out.data = { from: 'path', path: env.SHOAL_DATA };
+  const features = env.SHOAL_FEATURES;
+  const label = env.SHOAL_LABEL;
+  if ((features === undefined || features === '') !== (label === undefined || label === '')) {
+    throw Errors.config(features ? 'SHOAL_LABEL' : 'SHOAL_FEATURES', 'must be set together with ' + (features ? 'SHOAL_FEATURES' : 'SHOAL_LABEL'));
+  }
+  if (features && label) out.columns = { features: features.split(',').map((c) => c.trim()).filter((c) => c !== ''), label };
+  return out;
 }

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mixSeed } from './rng.js';
-import { clampTimerMs, maybeTimer, FNV1A_OFFSET, fnv1a32, fnv1aStep, MAX_TIMER_MS, settleAll } from './util.js';
+import { boundedTimeout, clampTimerMs, FNV1A_OFFSET, fnv1a32, fnv1aStep, MAX_TIMER_MS, settleAll } from './util.js';
 
 test('settleAll: values in order; the first rejection in list order, after every promise settled', async () => {
   assert.equal(await settleAll([Promise.resolve(1), 2, new Promise<number>((r) => setTimeout(() => r(3), 5))]), [1, 2, 3]);
@@ -25,13 +25,13 @@ test('settleAll with undo: on failure each fulfilled value is undone (undo error
   assert.equal(none, []);
 });
 
-test('timer limits: clampTimerMs caps, maybeTimer gives no timer beyond the limit', async () => {
+test('timer limits: clampTimerMs caps, boundedTimeout gives no timer beyond the limit', async () => {
   assert.is(clampTimerMs(Infinity), MAX_TIMER_MS);
   assert.is(clampTimerMs(5), 5);
-  assert.is(maybeTimer(Infinity, () => {}), undefined);
-  assert.is(maybeTimer(MAX_TIMER_MS + 1, () => {}), undefined);
+  assert.is(boundedTimeout(() => {}, Infinity), undefined);
+  assert.is(boundedTimeout(() => {}, MAX_TIMER_MS + 1), undefined);
   let fired = false;
-  const t = maybeTimer(1, () => (fired = true));
+  const t = boundedTimeout(() => (fired = true), 1);
   assert.ok(t !== undefined);
   await new Promise((r) => setTimeout(r, 20));
   assert.ok(fired);

@@ -4,14 +4,14 @@ import { DEFAULT_TIMEOUT_MS, type IoOptions } from './transport/transport.js';
 /** The largest delay Node's timers honour (a longer one overflows and fires at once). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** A timer for `ms`, or none when `ms` is beyond what Node's timers honour (they would fire at once). */
-export function maybeTimer(ms: number, fn: () => void): NodeJS.Timeout | undefined {
-  return ms <= MAX_TIMER_MS ? setTimeout(fn, Math.max(0, ms)) : undefined;
-}
-
 /** `ms` capped at what a Node timer can wait (an infinite or huge timeout becomes the longest real one). */
 export function clampTimerMs(ms: number): number {
   return Math.min(ms, MAX_TIMER_MS);
+}
+
+/** `setTimeout(fn, ms)`, or no timer at all when `ms` is infinite or beyond what a timer can wait. */
+export function boundedTimeout(fn: () => void, ms: number): NodeJS.Timeout | undefined {
+  return ms <= MAX_TIMER_MS ? setTimeout(fn, Math.max(0, ms)) : undefined;
 }
 
 /**

@@ -145,7 +145,8 @@ function isNull(c: Column, row: number): boolean {
 function prepareColumn(chunk: Chunk, part: OutSpec['parts'][number], out: OutSpec, fill: Record<string, number> | undefined): Src {
   const c = chunk.columns[part.col];
   if (!c) throw Errors.data(chunk.source, `missing column '${part.col}'`, { column: part.col });
-  if (c.width !== part.width) {
+  // (An empty chunk of a list column has no row to tell its width.)
+  if (c.width !== part.width && chunk.rows > 0) {
     throw Errors.data(chunk.source, `column '${part.col}' has ${c.width} values per row here but ${part.width} in the schema`, { column: part.col });
   }
   let v = c.values;

@@ -3,6 +3,10 @@
  * decodes selected columns straight into typed arrays, without building row objects or per-field strings for
  * numbers. Pure functions, run inline or in a worker thread (`csv-worker.ts`).
  *
+ * The dialect is configurable (`CsvFormat`): any delimiter string (`\t`, `|`, or several characters such as the
+ * `::` of rating logs), quoting off or another quote character, and files without a header line, whose fields are
+ * then named by their 0-based position (`'0'`, `'1'`, ...) or by the names given.
+ *
  * Column types:
  *  - 'int32'     integer text; `17850.0` is accepted (a zero fraction), `1.5` is not;
  *  - 'float32' / 'float64'   decimal or exponent text;
@@ -22,6 +26,35 @@ export type CsvColumnType =
   | { type: 'category'; vocab?: readonly string[]; unknown?: number }
   | { type: 'hash'; buckets: number };
 
+/** The CSV dialect. */
+export interface CsvFormat {
+  /** Field separator, one or more characters (default `,`); must not contain the quote, CR or LF. */
+  delimiter: string;
+  /** Quote character (default `"`), or null: no quoting, a quote is an ordinary character. */
+  quote: string | null;
+  /** The first line names the columns (default true). Without it, fields are named `names` or '0', '1', ... */
+  header: boolean;
+  /** Column names of a header-less file, in field order (the field count must match). */
+  names?: readonly string[];
+}
+
+export const DEFAULT_CSV_FORMAT: CsvFormat = { delimiter: ',', quote: '"', header: true };
+
+/** Check a dialect; returns a message naming the bad option, or null. */
+export function csvFormatProblem(f: CsvFormat): string | null {
+  if (typeof f.delimiter !== 'string' || f.delimiter.length === 0) return 'delimiter must be a non-empty string';
+  if (/[\r\n]/.test(f.delimiter)) return 'delimiter must not contain a line break';
+  if (f.quote !== null && (typeof f.quote !== 'string' || new TextEncoder().encode(f.quote).length !== 1 || /[\r\n]/.test(f.quote))) {
+    return 'quote must be one single-byte character or null';
+  }
+  if (f.quote !== null && f.delimiter.includes(f.quote)) return `delimiter ${JSON.stringify(f.delimiter)} must not contain the quote character`;
+  if (f.names !== undefined) {
+    if (f.header) return 'names are for header-less files (header: false)';
+    if (!Array.isArray(f.names) || f.names.length === 0 || new Set(f.names).size !== f.names.length) return 'names must be distinct column names';
+  }
+  return null;
+}
+
 /** What the decoder needs per selected column (vocabularies resolved). */
 export interface CsvColumnPlan {
   name: string;
@@ -34,6 +67,7 @@ export interface CsvColumnPlan {
 export interface CsvDecodeTask {
   kind: 'decode';
   path: string;
+  format?: CsvFormat;
   columns: CsvColumnPlan[];
   /** Record count from the open-time scan: saves the counting pass (a different count raises). */
   rows?: number;
@@ -42,6 +76,7 @@ export interface CsvDecodeTask {
 export interface CsvScanTask {
   kind: 'scan';
   path: string;
+  format?: CsvFormat;
   /** Columns whose distinct values are collected (categories without a vocabulary). */
   distinct: string[];
   /** Columns that must be present in the header. */
@@ -61,17 +96,30 @@ export interface CsvDecoded {
   columns: { name: string; kind: 'int32' | 'float32' | 'float64'; offset: number; length: number; nullCount: number; firstNullLine?: number; validityOffset: number }[];
 }
 
-const QUOTE = 0x22;
-const COMMA = 0x2c;
 const LF = 0x0a;
 const CR = 0x0d;
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
-/** Bytes that end an unquoted field (a constant table, never written after creation). */
-const STOP = new Uint8Array(256);
-STOP[COMMA] = 1;
-STOP[LF] = 1;
-STOP[CR] = 1;
+
+/** A dialect as bytes: the delimiter's UTF-8 bytes, the quote byte (-1: none), the bytes that stop an unquoted field. */
+interface ByteFormat { delim: Uint8Array; quote: number; stop: Uint8Array }
+
+function byteFormat(f: CsvFormat | undefined): ByteFormat {
+  const fmt = f ?? DEFAULT_CSV_FORMAT;
+  const delim = new TextEncoder().encode(fmt.delimiter);
+  const stop = new Uint8Array(256);
+  stop[delim[0]!] = 1;
+  stop[LF] = 1;
+  stop[CR] = 1;
+  return { delim, quote: fmt.quote === null ? -1 : fmt.quote.charCodeAt(0), stop };
+}
+
+/** Does the delimiter start at b[i]? */
+function delimAt(b: Uint8Array, i: number, d: Uint8Array): boolean {
+  if (b[i] !== d[0]) return false;
+  for (let k = 1; k < d.length; k++) if (b[i + k] !== d[k]) return false;
+  return i + d.length <= b.length;
+}
 
 /**
  * A cursor over the records of `b` (after the header). `next()` reads one record and leaves, for every selected
@@ -93,9 +141,11 @@ class Records {
     private readonly want: Int32Array,
     private readonly path: string,
     slots: number,
+    private readonly fmt: ByteFormat,
+    private readonly firstLine = 2,
   ) {
     this.i = from;
-    this.nextLine = 2;
+    this.nextLine = firstLine;
     this.start = new Int32Array(slots);
     this.end = new Int32Array(slots);
     this.quoted = new Uint8Array(slots);
@@ -122,19 +172,21 @@ class Records {
     const startLine = line;
     const want = this.want;
     const nFields = this.nFields;
+    const { delim, quote, stop } = this.fmt;
+    const dlen = delim.length;
     let field = 0;
     for (;;) {
       let s = i;
       let e: number;
       let q = 0;
-      if (b[i] === QUOTE) {
+      if (b[i] === quote) {
         q = 1;
         s = ++i;
         for (;;) {
           if (i >= n) throw Errors.data(this.path, `line ${startLine}: unterminated quoted field (file ends inside quotes)`, { line: startLine });
           const c = b[i]!;
-          if (c === QUOTE) {
-            if (b[i + 1] === QUOTE) {
+          if (c === quote) {
+            if (b[i + 1] === quote) {
               i += 2;
               continue;
             }
@@ -145,11 +197,16 @@ class Records {
         }
         e = i++;
         const c = i < n ? b[i]! : LF;
-        if (c !== COMMA && c !== LF && c !== CR) {
+        if (c !== LF && c !== CR && !delimAt(b, i, delim)) {
           throw Errors.data(this.path, `line ${line}: unexpected character after a closing quote in field ${field + 1}`, { line });
         }
       } else {
-        while (i < n && STOP[b[i]!] === 0) i++;
+        for (;;) {
+          while (i < n && stop[b[i]!] === 0) i++;
+          // A longer delimiter's first byte alone is an ordinary character.
+          if (dlen > 1 && i < n && b[i] === delim[0] && !delimAt(b, i, delim)) i++;
+          else break;
+        }
         e = i;
       }
       if (field < nFields) {
@@ -161,8 +218,8 @@ class Records {
         }
       }
       field++;
-      if (i < n && b[i] === COMMA) {
-        i++;
+      if (i < n && delimAt(b, i, delim)) {
+        i += dlen;
         continue;
       }
       if (i < n && b[i] === CR) i++;
@@ -171,7 +228,7 @@ class Records {
       break;
     }
     if (field !== nFields) {
-      throw Errors.data(this.path, `line ${startLine}: ${field} fields but the header has ${nFields}`, { line: startLine });
+      throw Errors.data(this.path, `line ${startLine}: ${field} fields but ${this.firstLine === 2 ? 'the header has' : 'the first line has'} ${nFields}`, { line: startLine });
     }
     this.line = startLine;
     this.nextLine = line + 1;
@@ -180,38 +237,59 @@ class Records {
   }
 }
 
-function header(b: Uint8Array, path: string): { names: string[]; next: number } {
+/**
+ * The column names and where the records start: the header line's fields, or for a header-less file the given
+ * names (or '0', '1', ...) checked against the first record's field count, which is then the first record.
+ */
+function header(b: Uint8Array, path: string, format: CsvFormat | undefined, fmt: ByteFormat): { names: string[]; next: number; firstLine: number } {
   let i = 0;
   if (b[0] === 0xef && b[1] === 0xbb && b[2] === 0xbf) i = 3; // UTF-8 BOM
-  const names: string[] = [];
+  // The first record ends at the first line break outside quotes.
   let end = i;
-  while (end < b.length && b[end] !== LF) end++;
-  if (end === i) throw Errors.data(path, 'empty CSV file: no header line');
-  const line = decoder.decode(b.subarray(i, end)).replace(/\r$/, '');
-  // Header names may be quoted; split respecting quotes.
-  let cur = '';
   let q = false;
+  while (end < b.length && (q || b[end] !== LF)) {
+    if (b[end] === fmt.quote) q = !q;
+    end++;
+  }
+  const hasHeader = format?.header ?? true;
+  if (end === i || (end === i + 1 && b[i] === CR)) throw Errors.data(path, hasHeader ? 'empty CSV file: no header line' : 'empty CSV file: no first record');
+  const line = decoder.decode(b.subarray(i, end)).replace(/\r$/, '');
+  const delim = format?.delimiter ?? ',';
+  const quote = fmt.quote < 0 ? null : String.fromCharCode(fmt.quote);
+  // Split respecting quotes.
+  const fields: string[] = [];
+  let cur = '';
+  q = false;
   for (let k = 0; k < line.length; k++) {
     const c = line[k]!;
     if (q) {
-      if (c === '"' && line[k + 1] === '"') {
-        cur += '"';
+      if (c === quote && line[k + 1] === quote) {
+        cur += c;
         k++;
-      } else if (c === '"') q = false;
+      } else if (c === quote) q = false;
       else cur += c;
-    } else if (c === '"') q = true;
-    else if (c === ',') {
-      names.push(cur);
+    } else if (c === quote && cur === '') q = true;
+    else if (line.startsWith(delim, k)) {
+      fields.push(cur);
       cur = '';
+      k += delim.length - 1;
     } else cur += c;
   }
-  names.push(cur);
-  return { names, next: Math.min(b.length, end + 1) };
+  fields.push(cur);
+  if (hasHeader) return { names: fields, next: Math.min(b.length, end + 1), firstLine: 2 };
+  const names = format?.names ? [...format.names] : fields.map((_, k) => String(k));
+  if (names.length !== fields.length) {
+    throw Errors.data(path, `line 1 has ${fields.length} fields but ${names.length} column names were given (${names.join(', ')})`, { line: 1 });
+  }
+  return { names, next: i, firstLine: 1 };
 }
 
-function text(b: Uint8Array, s: number, e: number, quoted: boolean): string {
+/** A field's text; `quote` >= 0 for a quoted field (its doubled quotes are undone). */
+function text(b: Uint8Array, s: number, e: number, quote: number): string {
   const t = decoder.decode(b.subarray(s, e));
-  return quoted && t.includes('"') ? t.replace(/""/g, '"') : t;
+  if (quote < 0) return t;
+  const qc = String.fromCharCode(quote);
+  return t.includes(qc) ? t.split(qc + qc).join(qc) : t;
 }
 
 const POW10 = [1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
@@ -323,11 +401,11 @@ function parseTimestampBytes(b: Uint8Array, s: number, e: number): number {
   return Date.UTC(y, mo - 1, d, h, mi, sec) / 1000;
 }
 
-function fnv1a(b: Uint8Array, s: number, e: number, quoted: boolean): number {
+function fnv1a(b: Uint8Array, s: number, e: number, quoted: number): number {
   let h = FNV1A_OFFSET;
   for (let i = s; i < e; i++) {
     const c = b[i]!;
-    if (quoted && c === QUOTE) i++; // "" -> "
+    if (c === quoted) i++; // "" -> "
     h = fnv1aStep(h, c);
   }
   return h >>> 0;
@@ -345,18 +423,19 @@ function selection(names: string[], wanted: string[], path: string): Int32Array 
 
 /** Count records and collect the distinct values of `distinct` columns. */
 export function scanCsv(bytes: Uint8Array, task: CsvScanTask): CsvScanResult {
-  const { names, next } = header(bytes, task.path);
+  const fmt = byteFormat(task.format);
+  const { names, next, firstLine } = header(bytes, task.path, task.format, fmt);
   selection(names, task.required, task.path);
   const want = selection(names, task.distinct, task.path);
   const sets = task.distinct.map(() => new Set<string>());
-  const rec = new Records(bytes, next, names.length, want, task.path, task.distinct.length);
+  const rec = new Records(bytes, next, names.length, want, task.path, task.distinct.length, fmt, firstLine);
   let rows = 0;
   while (rec.next()) {
     rows++;
     for (let k = 0; k < sets.length; k++) {
       const s = rec.start[k]!;
       const e = rec.end[k]!;
-      if (e > s) sets[k]!.add(text(bytes, s, e, rec.quoted[k] === 1));
+      if (e > s) sets[k]!.add(text(bytes, s, e, rec.quoted[k] === 1 ? fmt.quote : -1));
     }
   }
   const distinct: Record<string, string[]> = {};
@@ -366,7 +445,8 @@ export function scanCsv(bytes: Uint8Array, task: CsvScanTask): CsvScanResult {
 
 /** Decode the selected columns of one CSV file into typed arrays (one packed buffer). */
 export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
-  const { names, next } = header(bytes, task.path);
+  const fmt = byteFormat(task.format);
+  const { names, next, firstLine } = header(bytes, task.path, task.format, fmt);
   const want = selection(
     names,
     task.columns.map((c) => c.name),
@@ -375,7 +455,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   // Rows first (cheap pass), so the arrays are allocated once at their final size.
   let rows = task.rows ?? -1;
   if (rows < 0) {
-    const counter = new Records(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, 0);
+    const counter = new Records(bytes, next, names.length, new Int32Array(names.length).fill(-1), task.path, 0, fmt, firstLine);
     rows = 0;
     while (counter.next()) rows++;
   }
@@ -402,7 +482,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   const nulls = new Array<number>(kinds.length).fill(0);
   const firstNullLine = new Array<number>(kinds.length).fill(0);
   const vocabs = task.columns.map((c) => (c.vocab ? new Map(c.vocab.map((s, i) => [s, i])) : undefined));
-  const rec = new Records(bytes, next, names.length, want, task.path, task.columns.length);
+  const rec = new Records(bytes, next, names.length, want, task.path, task.columns.length, fmt, firstLine);
   // Numeric type codes: 0 int32, 1 float, 2 timestamp, 3 category, 4 hash.
   const CODE = { int32: 0, float32: 1, float64: 1, timestamp: 2, category: 3, hash: 4 } as const;
   const types = Int8Array.from(task.columns, (c) => CODE[c.type]);
@@ -418,7 +498,7 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
         valid[slot]![row >> 3]! &= ~(1 << (row & 7));
         continue;
       }
-      const q = rec.quoted[slot] === 1;
+      const q = rec.quoted[slot] === 1 ? fmt.quote : -1;
       let v: number;
       switch (types[slot]) {
         case 0:
@@ -467,6 +547,6 @@ export function decodeCsv(bytes: Uint8Array, task: CsvDecodeTask): CsvDecoded {
   };
 }
 
-function bad(path: string, b: Uint8Array, line: number, col: string, s: number, e: number, q: boolean, want: string): never {
+function bad(path: string, b: Uint8Array, line: number, col: string, s: number, e: number, q: number, want: string): never {
   throw Errors.data(path, `line ${line}: column '${col}' value '${text(b, s, e, q)}' is not ${want}`, { column: col, line });
 }

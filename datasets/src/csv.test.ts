@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { openCsv, batches, shard, cached, type Dataset } from './index.js';
 import { expectData } from './testing/assert.js';
 
@@ -214,6 +214,49 @@ test('malformed CSV: missing column, bad number, unterminated quote, wrong field
       new RegExp(`h\\.csv: line 3: column 'v' value '${badNum.replace('.', '\\.')}' is not a number`),
     );
     await ds3.close();
+  }
+});
+
+test('dialects: a "::" delimiter without header or quoting, names by position or given, gzip files', async () => {
+  const d = join(tmp, 'dialects');
+  mkdirSync(d);
+  // MovieLens-style: "::" separated, no header; a ':' and a '"' inside a field are ordinary characters.
+  const ratings = '1::1193::5::978300760\n1::661::3::978302109\r\n2::3068::4::978299000\n\n';
+  writeFileSync(join(d, 'ratings.dat'), ratings);
+  const byPos = await openCsv(join(d, 'ratings.dat'), { '0': { type: 'category' }, '1': 'int32', '3': 'int32' }, { delimiter: '::', header: false, quote: null, threads: 0 });
+  const got: number[][] = [];
+  for await (const b of batches(byPos, { columns: ['0', '1', '3'], batchSize: 10 })) got.push([...b.columns['0']!], [...b.columns['1']!], [...b.columns['3']!]);
+  assert.equal(got, [[0, 0, 1], [1193, 661, 3068], [978300760, 978302109, 978299000]]);
+  assert.equal(byPos.schema.fields[0]!.dictionary, ['1', '2']);
+  assert.is(byPos.partitions[0]!.rows, 3);
+  await byPos.close();
+  writeFileSync(join(d, 'movies.dat.gz'), gzipSync('1::Toy Story (1995)::Animation|Children\'s\n2::Star Wars: Episode IV - "A New Hope" (1977)::Sci-Fi\n'));
+  const named = await openCsv(join(d, 'movies.dat.gz'), { title: { type: 'category' }, id: 'int32' }, { delimiter: '::', header: false, quote: null, names: ['id', 'title', 'genres'], threads: 1 });
+  const titles: string[] = [];
+  const dict = named.schema.fields.find((f) => f.name === 'title')!.dictionary!;
+  for await (const b of batches(named, { columns: ['id', 'title'], batchSize: 10 })) for (const t of b.columns.title!) titles.push(dict[t]!);
+  assert.equal(titles, ['Toy Story (1995)', 'Star Wars: Episode IV - "A New Hope" (1977)']);
+  await named.close();
+  // Tab-separated with a header and a quoted tab; a single ':' never splits a '::' file.
+  writeFileSync(join(d, 't.tsv'), 'a\tb\n"x\ty"\t2\n');
+  const tsv = await openCsv(join(d, 't.tsv'), { a: { type: 'category' }, b: 'int32' }, { delimiter: '\t', threads: 0 });
+  assert.equal(tsv.schema.fields[0]!.dictionary, ['x\ty']);
+  await tsv.close();
+  await expectData(openCsv(join(d, 'ratings.dat'), { a: 'int32' }, { delimiter: '::', header: false, names: ['a', 'b'], threads: 0 }), /ratings\.dat: line 1 has 4 fields but 2 column names were given/);
+  writeFileSync(join(d, 'short.dat'), '1::2::3\n4::5\n');
+  await expectData(openCsv(join(d, 'short.dat'), { '0': 'int32' }, { delimiter: '::', header: false, threads: 0 }), /short\.dat: line 2: 2 fields but the first line has 3/);
+  for (const [o, re] of [
+    [{ delimiter: '' }, /delimiter must be a non-empty string/],
+    [{ delimiter: '"' }, /must not contain the quote character/],
+    [{ delimiter: '\n' }, /line break/],
+    [{ names: ['a'] }, /names are for header-less files/],
+  ] as const) {
+    try {
+      await openCsv(join(d, 'ratings.dat'), { '0': 'int32' }, o as never);
+      assert.unreachable('expected ERR_INVALID_ARG');
+    } catch (e) {
+      assert.match((e as Error).message, re);
+    }
   }
 });
 

@@ -12,7 +12,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Errors, isShoalError } from '@shoal/core';
-import type { CsvColumnPlan, CsvColumnType, CsvDecoded, CsvScanResult } from './csv-parse.js';
+import { csvFormatProblem, type CsvColumnPlan, type CsvColumnType, type CsvDecoded, type CsvFormat, type CsvScanResult } from './csv-parse.js';
 import { runCsvTask, type CsvTask } from './csv-task.js';
 import { DecodePool } from './decode-pool.js';
 import type { Chunk, Column, Dataset, FieldInfo, Partition, ReadOptions } from './types.js';
@@ -25,6 +25,14 @@ export type CsvSchema = Record<string, CsvColumnType>;
 export interface CsvOptions {
   /** Decoder worker threads (default 1; 0 decodes on the calling thread). */
   threads?: number;
+  /** Field separator, one or more characters (default `,`; e.g. `\t`, `|`, `::`). */
+  delimiter?: string;
+  /** Quote character (default `"`); null turns quoting off (a quote is then an ordinary character). */
+  quote?: string | null;
+  /** The first line names the columns (default true). Without it, columns are named by `names` or '0', '1', ... */
+  header?: boolean;
+  /** Column names of header-less files, in field order. */
+  names?: readonly string[];
 }
 
 type Pool = DecodePool<CsvTask, CsvScanResult | CsvDecoded>;
@@ -43,6 +51,7 @@ class CsvPartition implements Partition {
     private readonly path: string,
     private readonly plans: Map<string, CsvColumnPlan>,
     private readonly pool: Pool,
+    private readonly format: CsvFormat,
   ) {}
   async *read(ro: ReadOptions): AsyncGenerator<Chunk> {
     const columns = ro.columns.map((c) => {
@@ -53,7 +62,7 @@ class CsvPartition implements Partition {
     if (ro.signal?.aborted) throw Errors.aborted(`reading ${this.path}`, ro.signal.reason);
     let d: CsvDecoded;
     try {
-      d = (await this.pool.run({ kind: 'decode', path: this.path, columns, rows: this.rows })) as CsvDecoded;
+      d = (await this.pool.run({ kind: 'decode', path: this.path, format: this.format, columns, rows: this.rows })) as CsvDecoded;
     } catch (e) {
       throw dataError(this.path, e);
     }
@@ -88,7 +97,7 @@ async function listCsv(pathOrDir: string): Promise<string[]> {
     throw Errors.data(pathOrDir, `cannot open: ${(e as Error).message}`);
   }
   if (!st.isDirectory()) return [pathOrDir];
-  const names = (await readdir(pathOrDir)).filter((n) => !n.startsWith('.') && !n.startsWith('_') && n.toLowerCase().endsWith('.csv'));
+  const names = (await readdir(pathOrDir)).filter((n) => !n.startsWith('.') && !n.startsWith('_') && /\.csv(\.gz)?$/i.test(n));
   return names.sort().map((n) => join(pathOrDir, n));
 }
 
@@ -103,8 +112,9 @@ function fieldOfCsv(name: string, t: CsvColumnType, dictionary?: readonly string
 }
 
 /**
- * Open a CSV file or a folder of `*.csv` files (sorted by name; `_*` and `.*` ignored). Every file must have a
- * header naming every column of `schema`. Errors: ERR_DATA naming the file (and line, column) for a missing
+ * Open a CSV file or a folder of `*.csv` / `*.csv.gz` files (sorted by name; `_*` and `.*` ignored); a file whose
+ * name ends in `.gz` is gunzipped. Every file must have a header naming every column of `schema`, or, with
+ * `header: false`, as many fields as `names` (columns then named by `names`, or by position '0', '1', ...). Errors: ERR_DATA naming the file (and line, column) for a missing
  * column, a malformed record, or a value of the wrong type. The dataset owns decoder threads: call `close()`.
  */
 export async function openCsv(pathOrDir: string, schema: CsvSchema, opts: CsvOptions = {}): Promise<Dataset> {
@@ -115,6 +125,12 @@ export async function openCsv(pathOrDir: string, schema: CsvSchema, opts: CsvOpt
       throw Errors.invalidArg(`schema.${n}.buckets`, 'must be an integer in [1, 2^31)');
     }
   }
+  const format: CsvFormat = {
+    delimiter: opts.delimiter ?? ',', quote: opts.quote === undefined ? '"' : opts.quote, header: opts.header ?? true,
+    ...(opts.names !== undefined ? { names: opts.names } : {}),
+  };
+  const problem = csvFormatProblem(format);
+  if (problem !== null) throw Errors.invalidArg('CSV options', problem);
   const files = await listCsv(pathOrDir);
   const pool: Pool = new DecodePool('CSV dataset', opts.threads ?? 1, new URL('./csv-worker.js', import.meta.url), runCsvTask);
   try {
@@ -124,7 +140,7 @@ export async function openCsv(pathOrDir: string, schema: CsvSchema, opts: CsvOpt
     });
     const scans = await Promise.all(
       files.map((path) =>
-        pool.run({ kind: 'scan', path, distinct, required: names }).then(
+        pool.run({ kind: 'scan', path, format, distinct, required: names }).then(
           (r) => r as CsvScanResult,
           (e) => Promise.reject(dataError(path, e)),
         ),
@@ -152,7 +168,7 @@ export async function openCsv(pathOrDir: string, schema: CsvSchema, opts: CsvOpt
         fields.push(fieldOfCsv(n, t, v));
       }
     }
-    const partitions = files.map((path, i) => new CsvPartition(basename(path), scans[i]!.rows, path, plans, pool));
+    const partitions = files.map((path, i) => new CsvPartition(basename(path), scans[i]!.rows, path, plans, pool, format));
     return { source: pathOrDir, schema: { fields }, partitions, close: () => pool.close() };
   } catch (e) {
     await pool.close();

@@ -28,3 +28,13 @@ export {
   type StepsPolicy,
 } from './shard.js';
 export { batches, type Batch, type BatchArray, type BatchOptions } from './batches.js';
+export { openData } from './open-data.js';
+export {
+  trainingData,
+  isTrainingData,
+  VALIDATION_COLUMN,
+  type TrainingData,
+  type TrainingDataOptions,
+  type ValidationRows,
+  type ExchangeVectors,
+} from './training-data.js';

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,11 +43,52 @@ def _repo_root() -> str:
     return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def default_store_script() -> str:
-    """The Node entry that serves a job's rendezvous store: `$SHOAL_HOME/run/dist/launcher/spark-store.js`
-    (SHOAL_HOME defaults to the checkout this package sits in)."""
-    home = os.environ.get("SHOAL_HOME") or _repo_root()
-    return os.path.join(home, "run", "dist", "launcher", "spark-store.js")
+def _node_resolve(node: str, request: str, cwd: str) -> Optional[str]:
+    """Where Node, started in `cwd`, resolves `request` (a package's file), or None."""
+    code = f"try {{ console.log(require.resolve({json.dumps(request)}, {{ paths: [process.cwd()] }})) }} catch {{ process.exit(3) }}"
+    try:
+        p = subprocess.run([node, "-e", code], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = p.stdout.strip()
+    return out if p.returncode == 0 and out else None
+
+
+def shoal_home(cwd: Optional[str] = None, node: str = "node") -> str:
+    """The Node side's root, whose `run/dist/launcher/spark-store.js` serves a job's store. In order: $SHOAL_HOME
+    (a checkout), the `@shoal/run` npm package installed where `cwd` (default: the working directory) resolves it
+    (`npm install @shoal/run`: its folder is returned, the entry is then `dist/launcher/spark-store.js`), the
+    checkout this package sits in."""
+    if os.environ.get("SHOAL_HOME"):
+        return os.environ["SHOAL_HOME"]
+    pkg = _node_resolve(node, "@shoal/run/package.json", os.path.abspath(cwd or os.getcwd()))
+    if pkg is not None:
+        return os.path.dirname(pkg)
+    root = _repo_root()
+    if os.path.isfile(os.path.join(root, "run", "package.json")):
+        return root
+    raise ValueError("cannot find shoal's Node side: npm install @shoal/run in the working directory's project, "
+                     "or set SHOAL_HOME to a shoal checkout")
+
+
+def default_store_script(cwd: Optional[str] = None, node: str = "node") -> str:
+    """The Node entry that serves a job's rendezvous store (see `shoal_home`)."""
+    home = shoal_home(cwd, node)
+    installed = os.path.join(home, "dist", "launcher", "spark-store.js")
+    return installed if os.path.isfile(os.path.join(home, "package.json")) and os.path.isfile(installed) else os.path.join(home, "run", "dist", "launcher", "spark-store.js")
+
+
+def _tsx_loader(node: str, cwd: str, store_script: str) -> str:
+    """`node --import` value for a TypeScript script: tsx as the script's project resolves it, else the tsx
+    @shoal/run depends on (resolved from the store script's folder)."""
+    from urllib.parse import quote
+
+    for base in (cwd, os.path.dirname(store_script)):
+        if os.path.isdir(base):
+            pkg = _node_resolve(node, "tsx/package.json", base)
+            if pkg is not None:
+                return "file://" + quote(os.path.join(os.path.dirname(pkg), "dist", "loader.mjs"))
+    raise ValueError(f"the script is TypeScript but tsx is not installed where {cwd!r} resolves it (npm install tsx), or compile it to .js")
 
 
 _ERR_RE = re.compile(r"ShoalWorkerError: rank (\d+): (.*)")
@@ -142,7 +184,10 @@ def run(
     script_path = os.path.join(cwd, script)
     if not os.path.isfile(script_path):
         raise ValueError(f"script {script_path!r} does not exist (resolved against cwd {cwd!r})")
-    store = store_script if store_script is not None else default_store_script()
+    store = store_script if store_script is not None else default_store_script(cwd, node)
+    node_args: List[str] = []
+    if script_path.endswith((".ts", ".mts", ".cts")):
+        node_args = ["--import", _tsx_loader(node, cwd, store)]
     if (n > 1 or backend != "ring") and not os.path.isfile(store):
         raise ValueError(f"store_script {store!r} does not exist (build shoal first: npx tsc -b)")
     if parts != n:
@@ -151,6 +196,7 @@ def run(
     spec: Dict[str, Any] = {
         "script": script_path,
         "args": list(args),
+        "node_args": node_args,
         "node": node,
         "cwd": cwd,
         "env": dict(env or {}),

@@ -342,7 +342,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_PARENT_PID": str(os.getpid()),
             "SHOAL_LAUNCHER": "spark",
         })
-        argv = [spec["node"], spec["script"], *spec["args"]]
+        argv = [spec["node"], *spec.get("node_args", []), spec["script"], *spec["args"]]
         worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)
         watchdog = _Watchdog(worker, deadline)
 

@@ -8,6 +8,7 @@ export { initWorker, type InitWorkerOptions, type WorkerHandle } from './worker/
 export { connectEngine, type ConnectedEngine, type EngineOptions } from './worker/engine-factory.js';
 export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJobOptions } from './worker/join-job.js';
 export { sparkInput } from './worker/spark-input.js';
+export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';
 export { launch, pickRootCause, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
 export { MAX_WORKERS, MAX_WORKERS_PER_CORE, parseRunArgs, parseRunCommand, RUN_COMMAND, type ParsedRun } from './launcher/run-args.js';
 export { psServerListenUrl, startPsServerActors, type PsLink, type PsServerActorsOptions } from './launcher/ps-servers.js';

@@ -1,12 +1,19 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { isShoalError } from '@shoal/core';
 import {
-  buildTask, cleanRows, historyLists, ONLINE_RETAIL, parseCsv, parseDemoOptions, prepare, SYNTHETIC_CONFIG, validateConfig, type DatasetConfig,
+  buildTask, cleanRows, deriveSessions, historyLists, loadConfig, ONLINE_RETAIL, parseDemoOptions, prepare, timestampParser, validateConfig,
+  type CleanRow, type DatasetConfig,
 } from '../../examples/recommender/dist/index.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const tmp = mkdtempSync(join(tmpdir(), 'rec-data-'));
+test.after(() => rmSync(tmp, { recursive: true, force: true }));
 
 // A tiny Online Retail extract: every cleaning rule fires once or more.
 const CSV = [
@@ -30,39 +37,32 @@ const CSV = [
   '536402,99999Z,NEW ITEM,1,2010-12-10 12:30:00,1.00,17850.0,United Kingdom',
   '536402,71053,WHITE METAL LANTERN,1,2010-12-10 12:30:00,3.39,17850.0,United Kingdom',
 ].join('\r\n');
+writeFileSync(join(tmp, 'tiny.csv'), CSV);
+const cfg: DatasetConfig = { ...ONLINE_RETAIL, interactions: { ...ONLINE_RETAIL.interactions, file: 'tiny.csv' }, split: { testDays: 2, validDays: 2 } };
 
-const cfg: DatasetConfig = { ...ONLINE_RETAIL, split: { testDays: 2 } };
-
-test('csv: quoted commas, doubled quotes, newlines in quotes, CRLF, BOM', () => {
-  const { header, rows } = parseCsv('\ufeffa,b,c\r\n1,"x, y","say ""hi"""\n2,"two\nlines",\n', 't');
-  assert.equal(header, ['a', 'b', 'c']);
-  assert.equal(rows, [['1', 'x, y', 'say "hi"'], ['2', 'two\nlines', '']]);
-});
-
-test('csv: a short row and an unterminated quote are errors naming the row', () => {
-  assert.throws(() => parseCsv('a,b\n1\n', 'f.csv'), /f\.csv: row 2 has 1 fields, the header has 2/);
-  assert.throws(() => parseCsv('a,b\n1,"x\n', 'f.csv'), /unterminated quoted field/);
-});
-
-test('cleaning drops no-customer, cancelled, non-positive quantity and non-product rows (SOURCE.md rules)', () => {
-  const { rows, stats } = cleanRows(CSV, cfg, 'tiny.csv');
-  assert.equal(stats, { rawRows: 17, droppedEmptyUser: 1, droppedCancelled: 1, droppedQuantity: 1, droppedItem: 2, keptRows: 12 });
+test('cleaning drops no-customer, cancelled, non-positive quantity and non-product rows (SOURCE.md rules)', async () => {
+  const { rows, stats } = await cleanRows(cfg, tmp);
+  assert.equal(stats, { rawRows: 17, droppedEmptyUser: 1, droppedCancelled: 1, droppedQuantity: 1, droppedRating: 0, droppedItem: 2, keptRows: 12 });
   assert.ok(rows.every((r) => r.user !== '' && !r.basket.startsWith('C')));
   assert.ok(!rows.some((r) => r.item === 'POST' || r.item === 'BANK CHARGES'));
   assert.is(rows[0]!.name, 'WHITE HANGING HEART, T-LIGHT HOLDER');
   assert.is(rows[0]!.time, Date.UTC(2010, 11, 1, 8, 26));
 });
 
-test('time split, catalog from training, unknown users, >= 2 catalog items per test basket', () => {
-  const { rows, stats } = cleanRows(CSV, cfg, 'tiny.csv');
+test('time split, catalog from training, unknown users, >= 2 catalog items per test basket, validation period', async () => {
+  const { rows, stats } = await cleanRows(cfg, tmp);
   const t = buildTask(rows, stats, cfg, 5);
   assert.is(t.stats.cutoff, '2010-12-09');
+  assert.is(t.stats.validFrom, '2010-12-07');
   assert.is(t.stats.trainBaskets, 2);
+  assert.is(t.fitBaskets, 2); // nothing in the validation days of this extract
+  assert.is(t.valid.hidden.length, 0);
   assert.is(t.stats.testPeriodBaskets, 3);
   assert.is(t.stats.testBaskets, 2); // 536402 has one catalog item left (99999Z is new)
   assert.is(t.numItems, 3);
   assert.equal(t.itemKeys, ['85123A', '71053', '22728']);
   assert.equal(t.userKeys, ['<unknown>', '17850.0', '12583.0']);
+  assert.equal(t.words, { basket: 'invoice', baskets: 'invoices', user: 'customer', users: 'customers', item: 'product', items: 'products' });
   // Duplicate line of 71053 in 536365 counts once.
   assert.equal(Array.from(t.train.items), [0, 1, 2, 0]);
   assert.equal(Array.from(t.test.users), [1, 0]);
@@ -72,10 +72,15 @@ test('time split, catalog from training, unknown users, >= 2 catalog items per t
     assert.ok(!visible.includes(t.test.hidden[b]!), 'hidden item is not visible');
     assert.is(visible.length + 1, b === 0 ? 3 : 2);
   }
+  // A validation period of 7 days holds the second training basket.
+  const v = buildTask(rows, stats, { ...cfg, split: { testDays: 2, validDays: 7 } }, 5);
+  assert.is(v.fitBaskets, 1);
+  assert.is(v.stats.validBaskets, 1);
+  assert.is(v.valid.users[0], 0, 'the validation customer has no basket before the period: unknown there');
 });
 
-test('history lists: earlier baskets of the same user only, newest first, with counts', () => {
-  const { rows, stats } = cleanRows(CSV, cfg, 'tiny.csv');
+test('history lists: earlier baskets of the same user only, newest first, with counts', async () => {
+  const { rows, stats } = await cleanRows(cfg, tmp);
   const t = buildTask(rows, stats, cfg, 5);
   const h = historyLists(t.train, t.train, 10);
   assert.equal(Array.from(h.offsets), [0, 0, 0]); // each training user has one earlier-free basket
@@ -85,61 +90,220 @@ test('history lists: earlier baskets of the same user only, newest first, with c
   assert.is(th.offsets[2]! - th.offsets[1]!, 0); // unknown user
 });
 
-test('config validation names the bad key', () => {
-  assert.throws(() => validateConfig({ ...ONLINE_RETAIL, columns: { ...ONLINE_RETAIL.columns, item: '' } }, 'c.json'), /c\.json\.columns\.item/);
-  assert.throws(() => validateConfig({ ...ONLINE_RETAIL, timestampFormat: 'excel' }, 'c.json'), /timestampFormat/);
-  assert.throws(() => validateConfig({ ...ONLINE_RETAIL, filters: { dropEmptyUser: true, itemPattern: '(' } }, 'c.json'), /itemPattern/);
-  assert.throws(() => cleanRows('a,b\n1,2\n', ONLINE_RETAIL, 'x.csv'), /column "CustomerID" not found/);
+/** The ERR_CONFIG message of validating `o` (fails the test if it validates). */
+function configError(o: unknown): string {
+  try {
+    validateConfig(o, 'c.json');
+  } catch (e) {
+    assert.ok(isShoalError(e, 'ERR_CONFIG'), String(e));
+    return (e as Error).message;
+  }
+  assert.unreachable(`validated: ${JSON.stringify(o)}`);
+  return '';
+}
+
+const RATINGS = {
+  name: 'r', interactions: { file: 'r.dat', delimiter: '::', header: false, quote: null, columns: { user: 0, item: 1, rating: 2, timestamp: 3 } },
+  timestamp: { format: 'unix-s' }, feedback: { minRating: 4 }, split: { testDays: 3 },
+};
+
+test('config: defaults from the schema, words, sessions derived without a basket column', () => {
+  const c = validateConfig(RATINGS, 'c.json');
+  assert.equal(c.sessions, { by: 'idle-gap', idleMinutes: 30, maxItems: 200 });
+  assert.equal(c.words, { basket: 'basket', baskets: 'baskets', user: 'customer', users: 'customers', item: 'item', items: 'items' });
+  assert.equal(c.filters, { dropEmptyUser: true });
+  assert.is(c.split.validDays, 3);
+  assert.is(c.attribution, '');
+  const w = validateConfig({ ...RATINGS, words: { basket: 'session', user: 'user', item: 'movie', items: 'films' } }, 'c.json');
+  assert.equal([w.words.baskets, w.words.users, w.words.items], ['sessions', 'users', 'films']);
+  assert.is(ONLINE_RETAIL.sessions.by, 'column');
 });
 
-test('a second data set works from a config alone: the shipped synthetic grocery log', () => {
-  const dir = new URL('../../examples/recommender/fixtures/', import.meta.url).pathname;
-  const c = validateConfig(JSON.parse(readFileSync(join(dir, 'synthetic-grocery.json'), 'utf8')), 'synthetic-grocery.json');
-  assert.equal(c.columns, SYNTHETIC_CONFIG.columns);
-  const cache = mkdtempSync(join(tmpdir(), 'rec-cache-'));
-  try {
-    const a = prepare(c, dir, cache);
-    assert.is(a.cached, false);
-    const s = a.data.stats;
-    assert.ok(s.droppedCancelled > 0 && s.droppedQuantity > 0 && s.droppedItem > 0, JSON.stringify(s));
-    assert.ok(a.data.itemKeys.every((k) => /^SKU\d{4}$/.test(k)));
-    assert.ok(s.testBaskets > 300 && s.trainBaskets > 3000, JSON.stringify(s));
-    const b = prepare(c, dir, cache);
-    assert.is(b.cached, true);
-    assert.equal(Array.from(b.data.test.hidden), Array.from(a.data.test.hidden));
-  } finally {
-    rmSync(cache, { recursive: true, force: true });
+test('config: every bad key is one ERR_CONFIG naming it', () => {
+  const cases: [unknown, RegExp][] = [
+    [[], /c\.json: must be a JSON object/],
+    [{ ...RATINGS, name: '' }, /c\.json: name: must not be empty/],
+    [{ ...RATINGS, nmae: 'x' }, /c\.json: nmae: is not a known key \(known: name, attribution/],
+    [{ ...RATINGS, interactions: undefined }, /c\.json: interactions: is required/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, columns: { user: 0, item: 1 } } }, /interactions\.columns\.timestamp: is required/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, columns: { ...RATINGS.interactions.columns, user: 'u' } } }, /interactions\.columns\.user: is "u": without a header line, give the 0-based field position/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, header: true } }, /interactions\.columns\.user: is 0: with a header line, name the column/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, columns: { ...RATINGS.interactions.columns, item: 1.5 } } }, /interactions\.columns\.item: must be string or integer, got 1\.5/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, delimiter: '' } }, /interactions\.delimiter: must not be empty/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, quote: ':' } }, /interactions\.quote: must be one character not in the delimiter/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, header: 'no' } }, /interactions\.header: must be boolean, got "no"/],
+    [{ ...RATINGS, timestamp: { format: 'excel' } }, /timestamp\.format: must be one of "iso", "unix-s", "unix-ms", "pattern", got "excel"/],
+    [{ ...RATINGS, timestamp: { format: 'pattern' } }, /timestamp\.pattern: is required with format "pattern"/],
+    [{ ...RATINGS, timestamp: { format: 'pattern', pattern: 'HH:mm' } }, /timestamp\.pattern: "HH:mm" needs YYYY, MM \(or M\) and DD \(or D\)/],
+    [{ ...RATINGS, timestamp: { format: 'unix-s', pattern: 'YYYY' } }, /timestamp\.pattern: needs format "pattern"/],
+    [{ ...RATINGS, interactions: { ...RATINGS.interactions, columns: { user: 0, item: 1, timestamp: 3 } } }, /feedback\.minRating: needs interactions\.columns\.rating/],
+    [{ ...RATINGS, filters: { minQuantity: 1 } }, /filters\.minQuantity: needs interactions\.columns\.quantity/],
+    [{ ...RATINGS, filters: { itemPattern: '(' } }, /filters\.itemPattern: is not a valid regular expression/],
+    [{ ...RATINGS, filters: { cancelledBasketPrefix: 'C' } }, /filters\.cancelledBasketPrefix: needs basket ids/],
+    [{ ...RATINGS, sessions: { by: 'column' } }, /sessions\.by: is "column" but interactions\.columns\.basket is not set/],
+    [{ ...RATINGS, sessions: { idleMinutes: 0 } }, /sessions\.idleMinutes: must be > 0, got 0/],
+    [{ ...RATINGS, split: { testDays: -1 } }, /split\.testDays: must be > 0, got -1/],
+    [{ ...RATINGS, split: {} }, /split\.testDays: is required/],
+    [{ ...RATINGS, itemNames: { file: 'm.dat', columns: { item: 0 } } }, /itemNames\.columns\.name: is required/],
+    [{ ...RATINGS, words: { basket: 'session', plural: 'x' } }, /words\.plural: is not a known key/],
+  ];
+  for (const [o, re] of cases) assert.match(configError(o), re);
+  const bad = join(tmp, 'bad.json');
+  writeFileSync(bad, '{ "name": ');
+  assert.throws(() => loadConfig(bad), /bad\.json: is not valid JSON/);
+  assert.throws(() => loadConfig(join(tmp, 'missing.json')), /missing\.json: file not found/);
+});
+
+test('the demo prints a bad config as one line naming the key, without a stack trace', () => {
+  const bad = join(tmp, 'bad-demo.json');
+  writeFileSync(bad, JSON.stringify({ ...RATINGS, interactions: { ...RATINGS.interactions, colums: {} } }));
+  const r = spawnSync(process.execPath, [join(root, 'examples/recommender/dist/main.js'), '--config', bad, '--out', join(tmp, 'o')], { encoding: 'utf8', timeout: 60_000 });
+  assert.is(r.status, 2, r.stderr);
+  assert.match(r.stderr, /^error: bad config .*bad-demo\.json: interactions\.colums: is not a known key/);
+  assert.not.match(r.stderr, /\n\s+at /);
+  assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+});
+
+test('timestamps: unix seconds / milliseconds, ISO with and without a zone, custom patterns', () => {
+  assert.is(timestampParser({ format: 'unix-s' })('978300760'), 978300760000);
+  assert.is(timestampParser({ format: 'unix-ms' })('978300760123'), 978300760123);
+  assert.ok(Number.isNaN(timestampParser({ format: 'unix-s' })('2010-12-01')));
+  const iso = timestampParser({ format: 'iso' });
+  assert.is(iso('2010-12-01 08:26:00'), Date.UTC(2010, 11, 1, 8, 26));
+  assert.is(iso('2010-12-01T08:26:00+01:00'), Date.UTC(2010, 11, 1, 7, 26));
+  assert.is(iso('2010-12-01'), Date.UTC(2010, 11, 1));
+  assert.ok(Number.isNaN(iso('12/01/2010')));
+  const p = timestampParser({ format: 'pattern', pattern: 'DD/MM/YYYY HH:mm' });
+  assert.is(p('09/12/2011 12:50'), Date.UTC(2011, 11, 9, 12, 50));
+  assert.ok(Number.isNaN(p('2011-12-09 12:50')));
+  assert.is(timestampParser({ format: 'pattern', pattern: 'M/D/YYYY H:mm' })('1/4/2011 9:05'), Date.UTC(2011, 0, 4, 9, 5));
+  assert.ok(Number.isNaN(timestampParser({ format: 'pattern', pattern: 'YYYY-MM-DD' })('2011-13-01')));
+});
+
+test('sessions without a basket column: split by idle gap or by calendar day, capped in length', () => {
+  const h = 3_600_000, day0 = Date.UTC(2024, 0, 1);
+  const mk = (): CleanRow[] => [
+    { user: 'a', item: '1', basket: '', time: day0 + 22 * h, name: '' },
+    { user: 'a', item: '2', basket: '', time: day0 + 22.5 * h, name: '' },
+    { user: 'a', item: '3', basket: '', time: day0 + 24.2 * h, name: '' }, // next day, 1.7 h later
+    { user: 'b', item: '1', basket: '', time: day0 + 22.1 * h, name: '' },
+    { user: 'a', item: '4', basket: '', time: day0 + 24.3 * h, name: '' },
+  ];
+  const gap = mk();
+  deriveSessions(gap, { by: 'idle-gap', idleMinutes: 60, maxItems: 200 });
+  assert.equal(gap.map((r) => r.basket), ['a#0', 'a#0', 'a#1', 'b#0', 'a#1']);
+  const long = mk();
+  deriveSessions(long, { by: 'idle-gap', idleMinutes: 180, maxItems: 200 });
+  assert.equal(long.map((r) => r.basket), ['a#0', 'a#0', 'a#0', 'b#0', 'a#0']);
+  const day = mk();
+  deriveSessions(day, { by: 'day', idleMinutes: 30, maxItems: 200 });
+  assert.equal(day.map((r) => r.basket), ['a#0', 'a#0', 'a#1', 'b#0', 'a#1']);
+  const capped = mk();
+  deriveSessions(capped, { by: 'idle-gap', idleMinutes: 600, maxItems: 2 });
+  assert.equal(capped.map((r) => r.basket), ['a#0', 'a#0', 'a#1', 'b#0', 'a#1']);
+});
+
+test('a "::" header-less ratings log: threshold, derived sessions, names from a side file in its own format', async () => {
+  const dir = join(tmp, 'ratings');
+  mkdirSync(dir);
+  const t0 = Date.UTC(2024, 0, 1) / 1000;
+  const lines: string[] = [];
+  // 3 users, sessions of 2-3 ratings 10 minutes apart, a day apart; ratings 5, 4, 2 (the 2 is dropped).
+  for (let u = 1; u <= 3; u++) {
+    for (let s = 0; s < 6; s++) {
+      for (let k = 0; k < 3; k++) lines.push(`${u}::${10 + ((u + s + k) % 5)}::${k === 2 ? 2 : 5 - k}::${t0 + s * 86_400 + k * 600}`);
+    }
+  }
+  writeFileSync(join(dir, 'ratings.dat.gz'), gzipSync(lines.join('\n') + '\n'));
+  writeFileSync(join(dir, 'movies.csv'), 'title|id\n"Heat: The Return"|10\nCasino|11\n"Ran, the film"|12\nAlien|13\nBrazil|14\n');
+  const c = validateConfig({
+    ...RATINGS, words: { basket: 'session', user: 'user', item: 'movie' }, interactions: { ...RATINGS.interactions, file: 'ratings.dat.gz' },
+    sessions: { by: 'idle-gap', idleMinutes: 60 }, split: { testDays: 1, validDays: 1 },
+    itemNames: { file: 'movies.csv', delimiter: '|', columns: { item: 'id', name: 'title' } },
+  }, 'r.json');
+  const { rows, stats } = await cleanRows(c, dir);
+  assert.is(stats.rawRows, 54);
+  assert.is(stats.droppedRating, 18);
+  assert.is(rows.find((r) => r.item === '10')!.name, 'Heat: The Return');
+  assert.is(rows.find((r) => r.item === '12')!.name, 'Ran, the film');
+  const t = buildTask(rows, stats, c, 1);
+  assert.is(t.stats.baskets, 18); // 3 users x 6 days, 2 kept ratings each
+  assert.is(t.stats.testBaskets, 3);
+  assert.is(t.stats.validBaskets, 3);
+  assert.is(t.train.offsets[1]! - t.train.offsets[0]!, 2);
+  assert.is(t.words.baskets, 'sessions');
+});
+
+test('the shipped configs validate; online-retail.json is the built-in default; the ratings fixture prepares', async () => {
+  const dir = join(root, 'examples/recommender/configs');
+  const or = loadConfig(join(dir, 'online-retail.json'));
+  assert.equal({ ...or, interactions: { ...or.interactions, file: resolve(dir, or.interactions.file) } },
+    { ...ONLINE_RETAIL, interactions: { ...ONLINE_RETAIL.interactions, file: resolve(root, ONLINE_RETAIL.interactions.file) } });
+  loadConfig(join(dir, 'synthetic-grocery.json'));
+  const c = loadConfig(join(dir, 'synthetic-ratings.json'));
+  const cache = join(tmp, 'cache');
+  const a = await prepare(c, dir, cache);
+  assert.is(a.cached, false);
+  const s = a.data.stats;
+  assert.ok(s.droppedRating > 0 && s.testBaskets > 500 && s.validBaskets > 500 && s.trainBaskets > 5000, JSON.stringify(s));
+  assert.match(a.data.itemNames[0]!, /^.+ \(\d{4}\)$/);
+  assert.is(a.data.words.item, 'title');
+  const b = await prepare(c, dir, cache);
+  assert.is(b.cached, true);
+  assert.equal(Array.from(b.data.test.hidden), Array.from(a.data.test.hidden));
+  assert.equal(Array.from(b.data.valid.hidden), Array.from(a.data.valid.hidden));
+  // The committed script regenerates the committed fixture byte for byte.
+  const out = join(tmp, 'regen');
+  const r = spawnSync(process.execPath, [join(root, 'examples/recommender/dist/make-fixture.js'), out], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  assert.ok(readFileSync(join(out, 'titles.dat')).equals(readFileSync(join(root, 'examples/recommender/fixtures/synthetic-ratings/titles.dat'))));
+  assert.ok(readFileSync(join(out, 'ratings.dat.gz')).equals(readFileSync(join(root, 'examples/recommender/fixtures/synthetic-ratings/ratings.dat.gz'))));
+});
+
+test('the README\'s config example validates and matches the shipped ratings config', () => {
+  const md = readFileSync(join(root, 'examples/recommender/README.md'), 'utf8');
+  const blocks = [...md.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  assert.ok(blocks.length >= 1);
+  for (const b of blocks) {
+    const c = validateConfig(JSON.parse(b), 'README.md');
+    const shipped = loadConfig(join(root, 'examples/recommender/configs', `${c.name}.json`));
+    assert.equal({ ...c, attribution: '' }, { ...shipped, attribution: '' });
   }
 });
 
-test('prepare reads a gzip file relative to the config folder and rebuilds when the file changes', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rec-data-'));
+test('prepare reads a gzip file relative to the config folder and rebuilds when the file changes', async () => {
+  const dir = join(tmp, 'gz');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'log.csv.gz'), gzipSync(CSV));
+  const c = { ...cfg, interactions: { ...cfg.interactions, file: 'log.csv.gz' } };
+  const a = await prepare(c, dir, join(dir, 'cache'));
+  assert.is(a.data.stats.keptRows, 12);
+  const lines = CSV.split('\r\n');
+  writeFileSync(join(dir, 'log.csv.gz'), gzipSync([...lines.slice(0, 9), ...lines.slice(11)].join('\n')));
+  const b = await prepare(c, dir, join(dir, 'cache'));
+  assert.is(b.cached, false);
+  assert.is(b.data.stats.rawRows, 15);
+  assert.is(b.data.stats.trainBaskets, 1);
   try {
-    writeFileSync(join(dir, 'log.csv.gz'), gzipSync(CSV));
-    const c = { ...cfg, file: 'log.csv.gz' };
-    const a = prepare(c, dir, join(dir, 'cache'));
-    assert.is(a.data.stats.keptRows, 12);
-    const lines = CSV.split('\r\n');
-    writeFileSync(join(dir, 'log.csv.gz'), gzipSync([...lines.slice(0, 9), ...lines.slice(11)].join('\n')));
-    const b = prepare(c, dir, join(dir, 'cache'));
-    assert.is(b.cached, false);
-    assert.is(b.data.stats.rawRows, 15);
-    assert.is(b.data.stats.trainBaskets, 1);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await prepare({ ...c, interactions: { ...c.interactions, file: 'nope.csv' } }, dir, join(dir, 'cache'));
+    assert.unreachable('missing file');
+  } catch (e) {
+    assert.ok(isShoalError(e, 'ERR_DATA'));
+    assert.match((e as Error).message, /nope\.csv: data file not found/);
   }
 });
 
-test('demo flags: defaults, values, and errors that name the flag', () => {
+test('demo flags (node:util parseArgs): defaults, values, and errors that name the flag', () => {
   const d = parseDemoOptions([]);
-  assert.equal([d.workers, d.backend, d.epochs, d.batch, d.out], [2, 'hybrid', 4, 512, null]);
-  const o = parseDemoOptions(['--workers', '4', '--backend', 'ps', '--epochs', '2', '--out', 'x', '--compare-workers', '1,2']);
-  assert.equal([o.workers, o.backend, o.epochs, o.out, o.compareWorkers], [4, 'ps', 2, 'x', [1, 2]]);
+  assert.equal([d.workers, d.backend, d.epochs, d.batch, d.out, d.lr], [2, 'hybrid', 0, 512, null, null]);
+  const o = parseDemoOptions(['--workers', '4', '--backend', 'ps', '--epochs', '2', '--out', 'x', '--compare-workers', '1,2', '--lr', '0.003']);
+  assert.equal([o.workers, o.backend, o.epochs, o.out, o.compareWorkers, o.lr], [4, 'ps', 2, 'x', [1, 2], 0.003]);
+  assert.ok(parseDemoOptions(['-h']).help && parseDemoOptions(['--help']).help);
   assert.throws(() => parseDemoOptions(['--backend', 'mpi']), /--backend must be ring\|ps\|hybrid/);
   assert.throws(() => parseDemoOptions(['--workers', '0']), /--workers must be an integer >= 1/);
   assert.throws(() => parseDemoOptions(['--workers', '3']), /--batch \(512\) must be a multiple of the worker count 3/);
   assert.throws(() => parseDemoOptions(['--epoch', '3']), /--epoch is not a known option/);
-  // Tables: on the servers when there are servers (auto), replicated on request; ring has no servers.
+  assert.throws(() => parseDemoOptions(['--lr', 'fast']), /--lr must be a positive number/);
   assert.equal([d.tables, d.serverOptimizer], ['auto', 'adam']);
   const t = parseDemoOptions(['--tables', 'replicated', '--server-optimizer', 'adagrad']);
   assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);

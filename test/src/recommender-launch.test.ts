@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 // The demo end to end, as processes: main prepares, launches 2 workers (+ server actors for ps/hybrid), reports.
 const root = new URL('../../', import.meta.url).pathname;
 const main = join(root, 'examples/recommender/dist/main.js');
-const config = join(root, 'examples/recommender/fixtures/synthetic-grocery.json');
+const config = join(root, 'examples/recommender/configs/synthetic-grocery.json');
 
 for (const backend of ['ps', 'hybrid'] as const) {
   test(`demo on the synthetic log: 2 workers, ${backend} backend, report with the model ahead of most-popular`, () => {

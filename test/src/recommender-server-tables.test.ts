@@ -4,18 +4,16 @@ import { HybridSync, LocalSync, PsSync, RingSync, startPsServers, type GradientS
 import { memoryGroups } from '@shoal/backends/testing';
 import { isShoalError, MemoryNetwork, MemoryStore } from '@shoal/core';
 import { setupTfjs } from '@shoal/wrappers';
-import { buildTask, cleanRows, runTraining, synthesizeLog, SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig, type TrainResult } from '../../examples/recommender/dist/index.js';
+import { DEFAULT_SPEC, runTraining, type TrainResult } from '../../examples/recommender/dist/index.js';
+import { syntheticTask } from './helpers/recommender-data.js';
 
 // Embedding tables held on the parameter servers (issue 8): the servers run the row-wise Adam, workers pull the
 // rows of each step and push their gradients.
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
-const cfg = validateConfig(JSON.parse(JSON.stringify(SYNTHETIC_CONFIG))) as DatasetConfig;
-const text = synthesizeLog({ ...SYNTHETIC_DEFAULTS, orders: 3000 });
-const { rows, stats } = cleanRows(text, cfg, 'synthetic');
-const data = buildTask(rows, stats, cfg, 1);
+const data = await syntheticTask(3000);
 const spec = (tables: 'server' | 'replicated') => ({
-  model: {}, train: { epochs: 2, globalBatch: 256, targetsPerBasket: 4, seed: 1, tables }, historyMax: 100, evalEachEpoch: false, progress: false,
+  ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1, tables }, historyMax: 100, evalEachEpoch: false, progress: false,
 });
 
 /** `n` in-process workers: hybrid (memory ring + `servers` parameter servers) or ps only. Runs `fn` on each, then closes. */

@@ -4,22 +4,20 @@ import { LocalSync, RingSync } from '@shoal/backends';
 import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs } from '@shoal/wrappers';
 import {
-  BasketModel, buildTask, cleanRows, epochExamples, evaluate, historyLists, MostPopular, runTraining, synthesizeLog,
-  SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS, validateConfig, type DatasetConfig,
+  BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, MostPopular, runTraining,
 } from '../../examples/recommender/dist/index.js';
+import { syntheticTask } from './helpers/recommender-data.js';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
-const cfg = validateConfig(JSON.parse(JSON.stringify(SYNTHETIC_CONFIG))) as DatasetConfig;
-const text = synthesizeLog({ ...SYNTHETIC_DEFAULTS, orders: 3000 });
-const { rows, stats } = cleanRows(text, cfg, 'synthetic');
-const data = buildTask(rows, stats, cfg, 1);
+const data = await syntheticTask(3000);
 
 test('analytic gradients match finite differences (tables through the JS row scatter, dense layers through tfjs)', async () => {
   const hist = historyLists(data.train, data.train, 30);
   const model = new BasketModel(tf, data.numUsers, data.numItems, { dim: 6, hidden: 5, negatives: 7, maxContext: 3, poolHistory: 4, userDropout: 0, seed: 3 });
-  // Make the wide weights non-zero so their path is exercised.
-  model.dense[4]!.data.set([0.3, -0.2]);
+  // Make the wide weights non-zero and give the model EASE features so their path is exercised.
+  model.dense[4]!.data.set([0.3, -0.2, 0.5, 0.4]);
+  model.setItemItem(await easeInverse(gramMatrix(data.train, data.numItems), data.numItems, 5));
   const batch = epochExamples(data.train, 2, 9).filter((e) => data.train.users[e.basket]! !== 0).slice(0, 6);
   model.reseed(5);
   const g = await model.computeGradients(data.train, hist, batch);
@@ -50,7 +48,7 @@ test('a short training run on the synthetic log beats most-popular by far', asyn
   const pop = await evaluate(new MostPopular(data.train, data.numItems), data.test, data.numItems);
   const sync = new LocalSync();
   const r = await runTraining(tf, rt.describe(), data, sync, {
-    model: {}, train: { epochs: 2, globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
+    ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
   });
   await sync.close();
   assert.ok(r.epochs[1]!.loss < r.epochs[0]!.loss, 'loss falls');
@@ -61,7 +59,7 @@ test('a short training run on the synthetic log beats most-popular by far', asyn
 });
 
 test('4 in-process ring workers at the same global batch land within 2% (relative HR@10) of 1 worker', async () => {
-  const spec = { model: {}, train: { epochs: 2, globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false };
+  const spec = { ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false };
   const one = await runTraining(tf, '', data, new LocalSync(), spec);
   for (const n of [4]) {
     const groups = await memoryGroups(n, { timeoutMs: 30_000 });

@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, SHOAL_CLI } from './train-helpers.js';
 
@@ -41,7 +41,12 @@ function run(cmd: string, args: string[], cwd: string, env: Record<string, strin
 /** What each block promises, checked after it ran (by block index among the README's blocks). */
 function check(b: Block, out: string, dir: string): void {
   const where = `${b.file ?? b.lang} block`;
-  if (b.file === 'train.ts') {
+  if (b.code.includes('new OnnxTrainer(')) {
+    const losses = (out.match(/onnx losses (.*)/)?.[1] ?? '').split(' -> ').map(Number);
+    assert.ok(losses.length === 5 && losses[4]! < losses[0]! * 0.9, `${where}: the loss falls: ${out}`);
+    assert.match(out, /exported model output dims 4x5/, where);
+    assert.ok(existsSync(join(dir, 'onnx-ckpt/latest')) && existsSync(join(dir, 'mlp-trained.onnx')), `${where}: checkpoint and export written`);
+  } else if (b.file === 'train.ts') {
     const acc = Number(out.match(/val_acc (\d\.\d+)/)?.[1]);
     assert.ok(acc >= 0.8, `${where}: val_acc ${acc}\n${out}`);
     assert.ok(existsSync(join(dir, 'model/model.json')) && existsSync(join(dir, 'model/weights.bin')), `${where}: model saved`);
@@ -68,6 +73,7 @@ test('wrappers/README.md: every code block type-checks and runs with the outcome
   for (const b of blocks) assert.ok(b.lang === 'ts' || b.lang === 'sh', `unexpected block language ${JSON.stringify(b.lang)}`);
   const dir = mkdtempSync(join(ROOT, '.readme-wrappers-'));
   try {
+    copyFileSync(join(ROOT, 'wrappers/fixtures/onnx/mlp.onnx'), join(dir, 'mlp.onnx')); // the ONNX training block's model
     const ts = blocks.filter((b) => b.file);
     for (const b of ts) writeFileSync(join(dir, b.file!), b.code);
     writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ extends: '../tsconfig.base.json', compilerOptions: { noEmit: true, composite: false, declaration: false, declarationMap: false }, include: ts.map((b) => b.file) }));

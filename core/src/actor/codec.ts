@@ -94,13 +94,20 @@ export interface EncodedMessage {
 
 export interface EncodeOptions {
   pool?: FramePool;
-  /** Typed arrays of at least this many bytes become external segments. Default: never. */
+  /**
+   * Typed arrays of at least this many bytes become external segments. Default: never. With it, smaller arrays
+   * are packed only while the packed bytes stay under half of it; later ones go external too. So a frame stays
+   * small (a transport's small-message path) whatever the arrays' sizes: a frame whose size changed from message
+   * to message above a transport's small limit would each time need a fresh buffer (the shm transport keeps
+   * collected receive buffers by exact size: variable big frames filled its 128 MiB per connection; issue #16).
+   */
   externalMinBytes?: number;
 }
 
 /** Encode `value` into a frame plus external segments. See the module comment. */
 export function encodeParts(value: unknown, opts: EncodeOptions = {}): EncodedMessage {
-  const st: LowerState = { packed: [], external: [], min: opts.externalMinBytes ?? Infinity };
+  const min = opts.externalMinBytes ?? Infinity;
+  const st: LowerState = { packed: [], external: [], min, packBudget: min / 2, packedBytes: 0 };
   const v = lower(value, st, '$');
   const header = new TextEncoder().encode(JSON.stringify({ v, s: st.packed.map((x) => x.byteLength), x: st.external.map((x) => x.byteLength) }));
   let total = align8(PREAMBLE + header.byteLength);
@@ -142,6 +149,9 @@ interface LowerState {
   packed: Uint8Array[];
   external: Uint8Array[];
   min: number;
+  /** Packed bytes allowed in the frame (arrays beyond go external). */
+  packBudget: number;
+  packedBytes: number;
 }
 
 function lower(x: unknown, st: LowerState, path: string): unknown {
@@ -157,10 +167,11 @@ function lower(x: unknown, st: LowerState, path: string): unknown {
     const name = x.constructor.name;
     if (!(name in CTORS)) throw Errors.badFrame('actor codec', `cannot encode ${name} at ${path}`);
     const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-    if (x.byteLength >= st.min) {
+    if (x.byteLength >= st.min || (x.byteLength > 0 && st.packedBytes + x.byteLength > st.packBudget)) {
       st.external.push(bytes);
       return { [XTAG]: st.external.length - 1, t: name };
     }
+    st.packedBytes += x.byteLength;
     st.packed.push(bytes);
     return { [TAG]: st.packed.length - 1, t: name };
   }

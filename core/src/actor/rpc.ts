@@ -79,7 +79,12 @@ export async function recvParts(conn: Connection, targets?: RecvTargets): Promis
   }
   for (let i = 0; i < n; i++) {
     const d = dst?.[i];
-    const x = d && d.byteLength === parsed.x[i] ? await conn.recvInto!(d, { timeoutMs: Infinity }) : await conn.recv({ timeoutMs: Infinity });
+    const n = parsed.x[i]!;
+    // Without a target, the segment still lands in a buffer of its own exact size from the JS heap (freed when
+    // collected), not in the transport's: the shm transport keeps collected receive buffers by exact size, 128
+    // MiB per connection, so segments of changing sizes (row-sparse rows) grew a server by ~200 MiB (issue #16).
+    const into = d && d.byteLength === n ? d : conn.recvInto && n > 0 ? new Uint8Array(Buffer.allocUnsafeSlow(n).buffer, 0, n) : undefined;
+    const x = into ? await conn.recvInto!(into, { timeoutMs: Infinity }) : await conn.recv({ timeoutMs: Infinity });
     bytes += x.byteLength;
     ext.push(x);
   }

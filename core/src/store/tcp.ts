@@ -16,7 +16,7 @@ import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
 import { parseNetUrl } from '../transport/url.js';
-import { maybeTimer } from '../util.js';
+import { boundedTimeout } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
 
@@ -91,6 +91,8 @@ interface Waiter {
   getKey: string | undefined;
   timer: NodeJS.Timeout | undefined;
 }
+
+/** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
 
 interface ServerClient {
   sock: net.Socket;
@@ -214,12 +216,12 @@ export class TcpStoreServer {
           id,
           keys: keys as string[],
           getKey,
-          timer: maybeTimer(ms, () => {
+          timer: boundedTimeout(() => {
             this.dropWaiter(w);
             const still = w.keys.filter((k) => !this.data.has(k));
             const shown = still.slice(0, 8).join(', ') + (still.length > 8 ? `, ... (${still.length} missing)` : '');
             this.fail(client, id, Errors.timeout(`store ${req.op} for [${shown}]`, ms, { missing: still }));
-          }),
+          }, ms),
         };
         client.waiters.add(w);
         for (const k of missing) {
@@ -344,10 +346,10 @@ export class TcpStore implements Store {
       try {
         const sock = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.connect({ host: addr.host, port: addr.port, noDelay: true });
-          const t = maybeTimer(Math.max(1, deadline - Date.now()), () => {
+          const t = boundedTimeout(() => {
             s.destroy();
             reject(new Error('connect timed out'));
-          });
+          }, Math.max(1, deadline - Date.now()));
           s.once('connect', () => {
             clearTimeout(t);
             s.removeAllListeners('error');
@@ -386,10 +388,10 @@ export class TcpStore implements Store {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const timer = maybeTimer(replyWithinMs, () => {
+      const timer = boundedTimeout(() => {
         this.pending.delete(id);
         reject(Errors.timeout(`${what} (no answer from the store server ${this.url})`, replyWithinMs));
-      });
+      }, replyWithinMs);
       this.pending.set(id, {
         resolve: (r) => {
           if (r.header.ok) resolve(r);

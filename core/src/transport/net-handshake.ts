@@ -1,6 +1,6 @@
 import type * as net from 'node:net';
 import { Errors, type ShoalError } from '../errors.js';
-import { maybeTimer } from '../util.js';
+import { boundedTimeout } from '../util.js';
 import type { Subscribe } from './net-direct-input.js';
 
 /**
@@ -36,7 +36,7 @@ class ExactReader {
     private readonly where: string,
     timeoutMs: number,
   ) {
-    this.timer = maybeTimer(timeoutMs, () => this.fail(Errors.timeout(`handshake on ${where}`, timeoutMs)));
+    this.timer = boundedTimeout(() => this.fail(Errors.timeout(`handshake on ${where}`, timeoutMs)), timeoutMs);
     sock.on('close', this.onClose);
     sock.on('error', this.onError);
     this.unsubscribe = subscribe((chunk) => {

@@ -30,7 +30,7 @@
 import { unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { Errors, isShoalError } from '../errors.js';
-import { maybeTimer } from '../util.js';
+import { boundedTimeout } from '../util.js';
 import { MAX_FRAME_LENGTH } from './framing.js';
 import { NetConnection } from './net-connection.js';
 import { DirectInput, directEvents } from './net-direct-input.js';
@@ -177,7 +177,7 @@ export class NetTransport implements Transport {
       };
       const onAbort = () => finish(Errors.aborted(`dial ${url}`, signal?.reason));
       const onConnectError = (e: Error) => finish(e);
-      const timer = maybeTimer(ms, () => finish(Errors.timeout(`connect to ${url}`, ms)));
+      const timer = boundedTimeout(() => finish(Errors.timeout(`connect to ${url}`, ms)), ms);
       signal?.addEventListener('abort', onAbort, { once: true });
       sock.on('error', onConnectError);
       sock.once('connect', () => {

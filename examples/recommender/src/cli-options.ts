@@ -1,3 +1,4 @@
+import { parseArgs } from 'node:util';
 import { Errors } from '@shoal/core';
 
 export interface DemoOptions {
@@ -9,6 +10,7 @@ export interface DemoOptions {
   tables: 'auto' | 'replicated' | 'server';
   /** Server-side optimizer of server-held tables. */
   serverOptimizer: 'adam' | 'adagrad';
+  /** Fixed epochs, or 0: chosen by early stopping on validation HR@10. */
   epochs: number;
   out: string | null;
   config: string | null;
@@ -27,7 +29,8 @@ export interface DemoOptions {
 
 export const USAGE = `Usage: npm run demo -- [options]      (node examples/recommender/dist/main.js [options])
 
-Trains the basket-completion recommender on the shipped Online Retail data and writes a report.
+Trains the basket-completion recommender on the shipped Online Retail data (or the log a --config describes),
+scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) and writes a report.
   --workers N              worker processes (default 2)
   --backend B              ring | ps | hybrid (default hybrid: tables on parameter servers, dense layers on the ring)
   --servers K              parameter-server shards for ps / hybrid (default 1)
@@ -36,66 +39,74 @@ Trains the basket-completion recommender on the shipped Online Retail data and w
                            replicated: every worker holds full tables and applies the averaged row gradients; ring
                            always replicates)
   --server-optimizer O     adam | adagrad: optimizer of server-held tables (default adam, lazy, per-row bias correction)
-  --epochs E               training epochs (default 4)
+  --epochs E               fixed number of epochs (default: chosen by early stopping on validation HR@10,
+                           at most 8, together with the learning rate from a small grid; see the README)
   --out DIR                report folder (default out/recommender-<timestamp>)
-  --config FILE            dataset config JSON (column mapping; default: the shipped Online Retail copy)
+  --config FILE            data set config JSON (examples/recommender/config.schema.json; default: the shipped
+                           Online Retail copy)
   --cache DIR              prepared-data cache (default out/cache)
   --batch G                global batch, examples per step over all workers (default 512)
   --targets-per-basket T   targets drawn per training basket per epoch (default 8)
   --max-steps S            cap on steps per epoch (0 = none, default)
-  --lr X  --dim D          learning rate, embedding size
+  --lr X                   learning rate (default: chosen on validation from the grid)
+  --dim D                  embedding size (default 32)
   --seed N                 data / model seed (default 1)
   --compare-workers 1,4    extra runs with these worker counts at the same global batch (scaling check)
   --no-eval-each-epoch     evaluate only after the last epoch`;
 
-/** Parse argv (without node and script). Throws RangeError naming the flag on bad input. */
+const FLAGS = {
+  workers: { type: 'string' }, servers: { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
+  'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
+  cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
+  lr: { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
+  'no-eval-each-epoch': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
-    workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 4, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
+    workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
     maxSteps: 0, lr: null, dim: null, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
   };
-  const int = (flag: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min) throw Errors.invalidArg(flag, `must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    const m = /'(-[^']+)'/.exec((e as Error).message);
+    throw Errors.invalidArg(m ? m[1]!.replace(/^(--?[^ =]+).*/, '$1') : 'arguments', `${m ? 'is not a known option' : (e as Error).message}\n${USAGE}`);
+  }
+  const int = (flag: string, s: string | undefined, min: number): number => {
+    const n = Number(s);
+    if (s === undefined || s.trim() === '' || !Number.isInteger(n) || n < min) throw Errors.invalidArg(flag, `must be an integer >= ${min}, got ${JSON.stringify(s)}`);
     return n;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!, v = argv[i + 1];
-    const take = (): string => { if (v === undefined) throw Errors.invalidArg(a, 'needs a value'); i++; return v; };
-    switch (a) {
-      case '--workers': o.workers = int(a, take(), 1); break;
-      case '--servers': o.servers = int(a, take(), 1); break;
-      case '--backend': {
-        const b = take();
-        if (b !== 'ring' && b !== 'ps' && b !== 'hybrid') throw Errors.invalidArg(a, `must be ring|ps|hybrid, got ${JSON.stringify(b)}`);
-        o.backend = b; break;
-      }
-      case '--tables': {
-        const t = take();
-        if (t !== 'server' && t !== 'replicated') throw Errors.invalidArg(a, `must be server|replicated, got ${JSON.stringify(t)}`);
-        o.tables = t; break;
-      }
-      case '--server-optimizer': {
-        const t = take();
-        if (t !== 'adam' && t !== 'adagrad') throw Errors.invalidArg(a, `must be adam|adagrad, got ${JSON.stringify(t)}`);
-        o.serverOptimizer = t; break;
-      }
-      case '--epochs': o.epochs = int(a, take(), 1); break;
-      case '--out': o.out = take(); break;
-      case '--config': o.config = take(); break;
-      case '--cache': o.cache = take(); break;
-      case '--batch': o.batch = int(a, take(), 1); break;
-      case '--targets-per-basket': o.targetsPerBasket = int(a, take(), 1); break;
-      case '--max-steps': o.maxSteps = int(a, take(), 0); break;
-      case '--lr': { const x = Number(take()); if (!(x > 0)) throw Errors.invalidArg(a, 'must be a positive number'); o.lr = x; break; }
-      case '--dim': o.dim = int(a, take(), 1); break;
-      case '--seed': o.seed = int(a, take(), 0); break;
-      case '--compare-workers': o.compareWorkers = take().split(',').map((x) => int(a, x, 1)); break;
-      case '--no-eval-each-epoch': o.evalEachEpoch = false; break;
-      case '-h': case '--help': o.help = true; break;
-      default: throw Errors.invalidArg(a, `is not a known option\n${USAGE}`);
-    }
+  const oneOf = <T extends string>(flag: string, s: string, allowed: readonly T[]): T => {
+    if (!(allowed as readonly string[]).includes(s)) throw Errors.invalidArg(flag, `must be ${allowed.join('|')}, got ${JSON.stringify(s)}`);
+    return s as T;
+  };
+  const str = (k: keyof typeof FLAGS): string | undefined => v[k] as string | undefined;
+  if (str('workers') !== undefined) o.workers = int('--workers', str('workers'), 1);
+  if (str('servers') !== undefined) o.servers = int('--servers', str('servers'), 1);
+  if (str('backend') !== undefined) o.backend = oneOf('--backend', str('backend')!, ['ring', 'ps', 'hybrid'] as const);
+  if (str('tables') !== undefined) o.tables = oneOf('--tables', str('tables')!, ['server', 'replicated'] as const);
+  if (str('server-optimizer') !== undefined) o.serverOptimizer = oneOf('--server-optimizer', str('server-optimizer')!, ['adam', 'adagrad'] as const);
+  if (str('epochs') !== undefined) o.epochs = int('--epochs', str('epochs'), 1);
+  if (str('out') !== undefined) o.out = str('out')!;
+  if (str('config') !== undefined) o.config = str('config')!;
+  if (str('cache') !== undefined) o.cache = str('cache')!;
+  if (str('batch') !== undefined) o.batch = int('--batch', str('batch'), 1);
+  if (str('targets-per-basket') !== undefined) o.targetsPerBasket = int('--targets-per-basket', str('targets-per-basket'), 1);
+  if (str('max-steps') !== undefined) o.maxSteps = int('--max-steps', str('max-steps'), 0);
+  if (str('lr') !== undefined) {
+    const x = Number(str('lr'));
+    if (!(x > 0)) throw Errors.invalidArg('--lr', `must be a positive number, got ${JSON.stringify(str('lr'))}`);
+    o.lr = x;
   }
+  if (str('dim') !== undefined) o.dim = int('--dim', str('dim'), 1);
+  if (str('seed') !== undefined) o.seed = int('--seed', str('seed'), 0);
+  if (str('compare-workers') !== undefined) o.compareWorkers = str('compare-workers')!.split(',').map((x) => int('--compare-workers', x, 1));
+  if (v['no-eval-each-epoch'] === true) o.evalEachEpoch = false;
+  if (v.help === true) o.help = true;
   if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');
   for (const w of [o.workers, ...o.compareWorkers]) {
     if (o.batch % w !== 0) throw Errors.invalidArg('--batch', `(${o.batch}) must be a multiple of the worker count ${w}`);

@@ -1,7 +1,6 @@
 export * from './baselines.js';
 export * from './cli-options.js';
 export * from './config.js';
-export * from './csv.js';
 export * from './features.js';
 export * from './job.js';
 export * from './metrics.js';
@@ -12,3 +11,5 @@ export * from './prepare.js';
 export * from './report.js';
 export * from './synthetic.js';
 export * from './train.js';
+export * from './item-item.js';
+export * from './references.js';

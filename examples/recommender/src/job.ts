@@ -2,8 +2,18 @@ import type { GradientSync } from '@shoal/backends';
 import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
-import type { Prepared } from './prepare.js';
+import { sliceBaskets, type Prepared } from './prepare.js';
+import { readF32 } from './references.js';
 import { trainModel, type EpochStats, type TrainOptions } from './train.js';
+
+/**
+ * Model selection when the flags fix neither (README "Robust training"): each learning rate of `lrs` trains on
+ * the baskets before the validation period, evaluated on the validation baskets after every epoch, stopping
+ * `patience` epochs after the best (at most `maxEpochs`); the best learning rate and epoch count then train the
+ * final model on every training basket.
+ */
+export interface Selection { lrs: number[]; maxEpochs: number; patience: number }
+export const DEFAULT_SELECTION: Selection = { lrs: [0.01, 0.003], maxEpochs: 8, patience: 1 };
 
 /** Everything a worker needs to train (written by the launcher-side `main` as JSON, read by every rank). */
 export interface JobSpec {
@@ -12,7 +22,12 @@ export interface JobSpec {
   /** Folder rank 0 writes `train-result.json` into. */
   outDir: string;
   model: Partial<ModelOptions>;
-  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress'>;
+  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label'>;
+  /** Fixed epoch count, or 0: chosen on validation (`select`). */
+  epochs: number;
+  select: Selection;
+  /** EASE weights (float32 files from `scoreReferences`) for the model's item-item features, or null. */
+  itemItem: { fitPath: string; fullPath: string } | null;
   /** Distinct items of the customer's history kept per basket, most recent first (default 200). */
   historyMax: number;
   /** Evaluate HR@10 after every epoch (rank 0), for the per-epoch plot. */
@@ -24,8 +39,12 @@ export interface TrainResult {
   backend: string;
   workers: number;
   tfjs: string;
+  /** The final run's epochs (trained on every training basket). */
   epochs: EpochStats[];
   final: RankingMetrics;
+  /** What model selection chose, and the validation HR@10 per epoch of every candidate (null: flags fixed both). */
+  selection: { lr: number; epochs: number; runs: { lr: number; validHr: number[]; seconds: number }[] } | null;
+  lr: number;
   trainSeconds: number;
   /** Bytes this rank sent through the engine in total. */
   bytesSent: number;
@@ -43,31 +62,65 @@ export interface Showcase {
 
 export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   model: {},
-  train: { epochs: 4, globalBatch: 512, targetsPerBasket: 8, seed: 1 },
+  train: { globalBatch: 512, targetsPerBasket: 8, seed: 1 },
+  epochs: 0,
+  select: DEFAULT_SELECTION,
+  itemItem: null,
   historyMax: 200,
   evalEachEpoch: true,
   progress: true,
 };
 
 /**
- * Train the basket model on `data` through `sync` (collective: every rank calls it), then evaluate on the test
- * baskets. Every rank returns the same epochs' losses; `final` is computed on every rank (identical weights).
+ * Train the basket model on `data` through `sync` (collective: every rank calls it): model selection on the
+ * validation period unless the spec fixes the epochs and the learning rate, then the final run on every training
+ * basket, evaluated on the test baskets. Every rank returns the same losses; `final` is computed on every rank
+ * (identical weights).
  */
 export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync: GradientSync, spec: Omit<JobSpec, 'preparedPath' | 'outDir'>): Promise<TrainResult> {
-  const hist = historyLists(data.train, data.train, spec.historyMax);
-  const model = new BasketModel(tf, data.numUsers, data.numItems, spec.model, sync.rank);
-  model.testHistory = historyLists(data.train, data.test, spec.historyMax);
   const t0 = performance.now();
-  const epochs = await trainModel(model, data.train, hist, sync, {
-    ...spec.train, progress: spec.progress,
+  let run = 0;
+  let lr = spec.model.lr ?? null, epochs = spec.epochs;
+  let selection: TrainResult['selection'] = null;
+  if (lr === null || epochs === 0) {
+    const fit = sliceBaskets(data.train, 0, data.fitBaskets);
+    const hist = historyLists(fit, fit, spec.historyMax);
+    const validHist = historyLists(fit, data.valid, spec.historyMax);
+    const w = spec.itemItem ? readF32(spec.itemItem.fitPath) : null;
+    const runs: NonNullable<TrainResult['selection']>['runs'] = [];
+    let best = { hr: -1, lr: 0, epochs: 0 };
+    for (const l of lr !== null ? [lr] : spec.select.lrs) {
+      const r0 = performance.now();
+      const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr: l }, sync.rank);
+      model.testHistory = validHist;
+      model.setItemItem(w);
+      const ep = await trainModel(model, fit, hist, sync, {
+        ...spec.train, epochs: epochs || spec.select.maxEpochs, progress: spec.progress, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
+        evalEachEpoch: { test: data.valid, numItems: data.numItems }, earlyStop: epochs ? null : { patience: spec.select.patience },
+      });
+      model.invalidate();
+      const hrs = ep.map((e) => e.evalHr!);
+      runs.push({ lr: l, validHr: hrs, seconds: (performance.now() - r0) / 1000 });
+      hrs.forEach((hr, i) => { if (hr > best.hr) best = { hr, lr: l, epochs: i + 1 }; });
+    }
+    lr = best.lr;
+    epochs = epochs || best.epochs;
+    selection = { lr, epochs, runs };
+  }
+  const hist = historyLists(data.train, data.train, spec.historyMax);
+  const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr }, sync.rank);
+  model.testHistory = historyLists(data.train, data.test, spec.historyMax);
+  model.setItemItem(spec.itemItem ? readF32(spec.itemItem.fullPath) : null);
+  const epochStats = await trainModel(model, data.train, hist, sync, {
+    ...spec.train, epochs, progress: spec.progress, tablePrefix: `t${run}:`,
     evalEachEpoch: spec.evalEachEpoch ? { test: data.test, numItems: data.numItems } : null,
   });
   const trainSeconds = (performance.now() - t0) / 1000;
-  const last = epochs[epochs.length - 1]?.metrics;
+  const last = epochStats[epochStats.length - 1]?.metrics;
   const final = last ?? (await evaluate(model, data.test, data.numItems));
   const showcase = suggestions(model, data, 4);
   model.invalidate();
-  return { backend: sync.kind, workers: sync.size, tfjs: tfjsLine, epochs, final, trainSeconds, bytesSent: sync.stats().bytesSent, showcase };
+  return { backend: sync.kind, workers: sync.size, tfjs: tfjsLine, epochs: epochStats, final, selection, lr, trainSeconds, bytesSent: sync.stats().bytesSent, showcase };
 }
 
 function label(data: Prepared, item: number): string {

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalSync } from '@shoal/backends';
-import { Errors } from '@shoal/core';
+import { Errors, isShoalError } from '@shoal/core';
 import { launch } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
@@ -49,22 +49,30 @@ async function main(): Promise<void> {
   const { cfg, baseDir } = resolveDataset(o);
   const outDir = outDirFor(o);
   mkdirSync(outDir, { recursive: true });
-  const prep = prepareStep(o, cfg, baseDir, log);
-  const baselines = await baselineStep(prep.data, log);
-  const spec = specFor(o, prep.path, outDir);
-  log(`[3/4] training: ${o.workers} worker(s), backend ${o.backend}, ${o.epochs} epochs, global batch ${o.batch}`);
+  const prep = await prepareStep(o, cfg, baseDir, log);
+  const rt = await setupTfjs({ backend: 'wasm' });
+  const refs = await baselineStep(rt.tf, prep, log);
+  const spec = specFor(o, prep.path, outDir, refs);
+  log(`[3/4] training: ${o.workers} worker(s), backend ${o.backend}, ${o.epochs ? `${o.epochs} epochs` : 'epochs by early stopping'}` +
+    `${o.lr !== null ? `, lr ${o.lr}` : `, lr from {${spec.select.lrs.join(', ')}}`} on validation, global batch ${o.batch}`);
   const train = await trainRun(o, o.workers, spec, `run-${o.backend}-w${o.workers}`);
   const extraRuns: Record<string, TrainResult> = {};
   for (const w of o.compareWorkers) {
-    log(`      comparison run: ${w} worker(s), backend ${o.backend}`);
-    extraRuns[`${w} worker(s)`] = await trainRun(o, w, spec, `run-${o.backend}-w${w}`);
+    // The comparison runs train the final model with the main run's choices (same epochs, same learning rate).
+    log(`      comparison run: ${w} worker(s), backend ${o.backend}, lr ${train.lr}, ${train.epochs.length} epochs`);
+    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
   }
   if (o.compareWorkers.length > 0) extraRuns[`${o.workers} worker(s) (main run)`] = train;
   const command = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();
-  reportStep({ outDir, cfg, prep, baselines, train, command, t0, log, ...(o.compareWorkers.length > 0 ? { extraRuns } : {}) });
+  reportStep({ outDir, cfg, prep, refs, train, command, t0, log, ...(o.compareWorkers.length > 0 ? { extraRuns } : {}) });
 }
 
 main().catch((e: unknown) => {
+  // A bad flag, config or data file is one line naming it; anything else is a bug and keeps its stack.
+  if (isShoalError(e) && ['ERR_CONFIG', 'ERR_INVALID_ARG', 'ERR_DATA'].includes(e.code)) {
+    console.error(`error: ${e.message}`);
+    process.exit(2);
+  }
   console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
   process.exit(1);
 });

@@ -1,7 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import type { Lists } from './features.js';
+import { catalogFeatures, itemItemInverse, WIDE, wideFeatures, type ItemItemInverse, type Lists } from './features.js';
 import type { Recommender } from './metrics.js';
 import type { Baskets, TestBaskets } from './prepare.js';
 import { Rng } from '@shoal/core';
@@ -19,7 +19,10 @@ export interface ModelOptions {
   maxContext: number;
   /** Most recent history items mean-pooled into the history embedding (default 50). */
   poolHistory: number;
-  /** Use the wide repeat-buy features (log(1 + times bought before), bought-before flag) next to the towers (default true). */
+  /**
+   * Use the wide features next to the towers (default true): log(1 + times bought before), bought-before flag, and
+   * with item-item weights (`setItemItem`, EASE) the basket's and the history's item-item scores of the candidate.
+   */
   wide: boolean;
   /** Adam learning rate of the dense layers and the lazy (row-wise) Adam of the tables (default 3e-3). */
   lr: number;
@@ -73,7 +76,8 @@ export interface BatchPlan {
   histRange: Int32Array;
   posIds: Int32Array;
   negIds: Int32Array;
-  lp: Float32Array; ip: Float32Array; ln: Float32Array; inn: Float32Array;
+  /** Wide features of the targets [B, WIDE] and of the negatives [B, K, WIDE] (see `wideFeatures`). */
+  fp: Float32Array; fn: Float32Array;
   rows: [Int32Array, Int32Array, Int32Array];
 }
 
@@ -122,7 +126,7 @@ export class BasketModel implements Recommender {
   readonly name = 'model';
   readonly opts: ModelOptions;
   readonly user: Table; readonly itemIn: Table; readonly itemOut: Table;
-  /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d], wide [2]. */
+  /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d], wide [WIDE]. */
   readonly dense: DenseTensor[];
   private readonly adamDense: Adam[];
   /** Created on a table's first local update (never with server-held tables). */
@@ -152,23 +156,25 @@ export class BasketModel implements Recommender {
     };
     this.dense = [glorot('dense1/kernel', 3 * d, h), { name: 'dense1/bias', shape: [h], data: new Float32Array(h) },
       glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) },
-      { name: 'wide/history', shape: [2], data: new Float32Array(2) }];
+      { name: 'wide/features', shape: [WIDE], data: new Float32Array(WIDE) }];
     this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
-    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, lp, ip, ln, inn, w1, bb1, w2, bb2, wide) => {
+    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, fp, fn, w1, bb1, w2, bb2, wide) => {
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
       const qx = tf.concat([q, tf.onesLike(tf.slice(q, [0, 0], [-1, 1]))], 1);
-      const sp = this.wideTerm(tf.sum(tf.mul(qx, pos!), 1, true), lp!, ip!, wide!);
-      const sn = this.wideTerm(tf.matMul(qx, negT as tfjs.Tensor2D), ln!, inn!, wide!);
+      const sp = this.wideTerm(tf.sum(tf.mul(qx, pos!), 1, true), fp!, wide!);
+      const sn = this.wideTerm(tf.matMul(qx, negT as tfjs.Tensor2D), fn!, wide!);
       return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjs.Scalar;
     });
   }
 
-  /** scores + w0 * logCount + w1 * flag (shapes [B, n]); returns scores unchanged when the wide part is off. */
-  private wideTerm(scores: tfjs.Tensor, logCount: tfjs.Tensor, flag: tfjs.Tensor, wide: tfjs.Tensor): tfjs.Tensor {
-    if (!this.opts.wide) return keepInGraph(scores, wide, this.tf);
+  /** scores [B, n] + features [B, n, WIDE] . wide; returns scores unchanged when the wide part is off. */
+  private wideTerm(scores: tfjs.Tensor, feats: tfjs.Tensor, wide: tfjs.Tensor): tfjs.Tensor {
+    if (!this.opts.wide) return keepInGraph(scores, feats, wide, this.tf);
     const tf = this.tf;
-    return tf.add(scores, tf.add(tf.mul(logCount, tf.slice(wide, [0], [1])), tf.mul(flag, tf.slice(wide, [1], [1]))));
+    // Broadcast multiply and sum rather than a [B * n, WIDE] x [WIDE, 1] matMul: the backward pass of that matMul
+    // (an inner dimension of 1) faults in the wasm matMul kernel.
+    return tf.add(scores, tf.sum(tf.mul(feats, wide), -1));
   }
 
   tables(): Table[] { return [this.user, this.itemIn, this.itemOut]; }
@@ -209,6 +215,18 @@ export class BasketModel implements Recommender {
     this.invalidate();
   }
 
+  /** A copy of every parameter (tables and dense layers), for `restore`. */
+  snapshot(): { tables: Float32Array[]; dense: Float32Array[] } {
+    return { tables: this.tables().map((t) => Float32Array.from(t.data)), dense: this.dense.map((p) => Float32Array.from(p.data)) };
+  }
+
+  /** Put back the parameters of a `snapshot` (the optimizer state is not restored: for evaluation). */
+  restore(s: { tables: Float32Array[]; dense: Float32Array[] }): void {
+    this.tables().forEach((t, k) => { t.data = s.tables[k]!; });
+    this.dense.forEach((p, k) => p.data.set(s.dense[k]!));
+    this.invalidate();
+  }
+
   /** Bytes of the tables this model holds now (0 after releaseTables) plus their local Adam state. */
   heldTableBytes(): number {
     let b = 0;
@@ -239,7 +257,6 @@ export class BasketModel implements Recommender {
     const N = this.numItems;
     const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K), histRange = new Int32Array(2 * B);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
-    const lp = new Float32Array(B), ip = new Float32Array(B), ln = new Float32Array(B * K), inn = new Float32Array(B * K);
     const needUser = new Set<number>(), needIn = new Set<number>(), needOut = new Set<number>();
     const stepRng = sampling ? new Rng(mix(sampling.stepSeed, 0x9e3779b9)) : this.rng;
     for (let i = 0; i < B; i++) {
@@ -264,27 +281,14 @@ export class BasketModel implements Recommender {
       posIds[i] = t;
       needOut.add(t);
     }
-    // Shared negatives; negAt[item] = the first k drawing it (-1: none), nextK chains the repeats.
-    const negAt = new Int32Array(N).fill(-1), nextK = new Int32Array(K).fill(-1), lastK = new Int32Array(N);
+    // Negatives shared by the batch.
     for (let k = 0; k < K; k++) {
       const j = stepRng.int(N);
       negIds[k] = j; needOut.add(j);
-      if (negAt[j]! < 0) negAt[j] = k; else nextK[lastK[j]!] = k;
-      lastK[j] = k;
     }
-    // The wide features: how many of the user's earlier baskets hold the target and each negative (one pass over
-    // the history, whose items are distinct; a later entry would win, as it did with a map of the history).
-    for (let i = 0; i < B; i++) {
-      if (users[i] === 0) continue;
-      const basket = batch[i]!.basket, t = posIds[i]!;
-      for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) {
-        const it = hist.items[x]!, n = hist.counts[x]!;
-        if (it === t) { lp[i] = Math.log1p(n); ip[i] = n > 0 ? 1 : 0; }
-        for (let k = negAt[it]!; k >= 0; k = nextK[k]!) { ln[i * K + k] = Math.log1p(n); inn[i * K + k] = 1; }
-      }
-    }
+    const { fp, fn } = wideFeatures(train, batch, users, posIds, negIds, hist, ctx, ctxOff, histRange, this.itemItem);
     const sorted = (x: Set<number>): Int32Array => Int32Array.from(x).sort();
-    return { batch, users, ctx, ctxOff, histRange, posIds, negIds, lp, ip, ln, inn, rows: [sorted(needUser), sorted(needIn), sorted(needOut)] };
+    return { batch, users, ctx, ctxOff, histRange, posIds, negIds, fp, fn, rows: [sorted(needUser), sorted(needIn), sorted(needOut)] };
   }
 
   /**
@@ -298,7 +302,7 @@ export class BasketModel implements Recommender {
     const [userV, inV, outV] = views;
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
     const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
-    const { users, ctx, ctxOff, histRange, posIds, negIds, lp, ip, ln, inn } = p;
+    const { users, ctx, ctxOff, histRange, posIds, negIds, fp, fn } = p;
     for (let i = 0; i < B; i++) {
       const uo = userV.at(users[i]!);
       u.set(userV.data.subarray(uo, uo + d), i * d);
@@ -314,7 +318,7 @@ export class BasketModel implements Recommender {
     }
     const dt = this.denseTensors();
     const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K]),
-      tf.tensor2d(lp, [B, 1]), tf.tensor2d(ip, [B, 1]), tf.tensor2d(ln, [B, K]), tf.tensor2d(inn, [B, K])];
+      tf.tensor3d(fp, [B, 1, WIDE]), tf.tensor3d(fn, [B, K, WIDE])];
     const { value: lossT, grads } = this.grad([...inputs, ...dt]);
     const vals = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
     const loss = (await lossT.data())[0]!;
@@ -337,7 +341,7 @@ export class BasketModel implements Recommender {
     for (let k = 0; k < K; k++) outG.add(negIds[k]!, gneg, k * d1, 1);
     return {
       loss,
-      dense: this.dense.map((q, i) => ({ name: q.name, shape: q.shape, data: vals[9 + i]! })),
+      dense: this.dense.map((q, i) => ({ name: q.name, shape: q.shape, data: vals[7 + i]! })),
       sparse: [userG.finish(this.user), inG.finish(this.itemIn), outG.finish(this.itemOut)],
     };
   }
@@ -363,6 +367,13 @@ export class BasketModel implements Recommender {
   /** Histories for test baskets, set before evaluation (aligned with the test baskets). */
   testHistory: Lists | null = null;
 
+  /** EASE's inverse P (numItems^2) behind the item-item wide features, or null (those features stay 0). */
+  private itemItem: ItemItemInverse | null = null;
+  setItemItem(p: Float32Array | null): void {
+    if (p !== null && p.length !== this.numItems * this.numItems) throw Errors.invalidArg('EASE inverse', `needs ${this.numItems}^2 values, got ${p.length}`);
+    this.itemItem = p === null ? null : itemItemInverse(p, this.numItems);
+  }
+
   scoreBatch(test: TestBaskets, from: number, to: number, out: Float32Array): void {
     const tf = this.tf, d = this.opts.dim, d1 = d + 1, N = this.numItems, B = to - from;
     if (this.outT === null) {
@@ -371,7 +382,6 @@ export class BasketModel implements Recommender {
       this.outT = tf.tensor2d(t, [d1, N]);
     }
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
-    const lg = new Float32Array(B * N), fl = new Float32Array(B * N);
     const th = this.testHistory;
     const userV = tableView(this.user), inV = tableView(this.itemIn);
     for (let b = from; b < to; b++) {
@@ -381,14 +391,14 @@ export class BasketModel implements Recommender {
       if (user !== 0 && th !== null) {
         const hs = th.offsets[b]!, he = th.offsets[b + 1]!;
         this.pool(inV, th.items, hs, Math.min(he, hs + this.opts.poolHistory), h, i * d);
-        for (let x = hs; x < he; x++) { lg[i * N + th.items[x]!] = Math.log1p(th.counts[x]!); fl[i * N + th.items[x]!] = 1; }
       }
     }
+    const feats = this.opts.wide ? catalogFeatures(test, from, to, th, this.opts.poolHistory, this.itemItem, N) : new Float32Array(B * N * WIDE);
     const outT = this.outT;
     const scores = tf.tidy(() => {
       const dt = this.denseTensors();
       const q = this.tower(tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), dt);
-      return this.wideTerm(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), tf.tensor2d(lg, [B, N]), tf.tensor2d(fl, [B, N]), dt[4]!);
+      return this.wideTerm(tf.matMul(tf.concat([q, tf.ones([B, 1])], 1), outT), tf.tensor3d(feats, [B, N, WIDE]), dt[4]!);
     });
     out.set(scores.dataSync() as Float32Array, 0);
     scores.dispose();
@@ -422,9 +432,9 @@ class RowAcc {
   }
 }
 
-/** `scores` plus 0 * sum(wide): keeps the wide weights in the gradient graph (zero gradient) when the wide part is off. */
-function keepInGraph(scores: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
-  return tf.add(scores, tf.mul(tf.sum(wide), 0));
+/** `scores` plus 0 * (sum(wide) + sum(feats)): keeps the wide weights and features in the gradient graph (zero gradient) when the wide part is off. */
+function keepInGraph(scores: tfjs.Tensor, feats: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
+  return tf.add(scores, tf.mul(tf.add(tf.sum(wide), tf.sum(feats)), 0));
 }
 
 /** A 32-bit hash of two integers (seeds derived from a step and an example index). */

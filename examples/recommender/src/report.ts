@@ -1,15 +1,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TrainResult } from './job.js';
-import type { RankingMetrics } from './metrics.js';
+import { BOOTSTRAP, type RankingMetrics } from './metrics.js';
 import { barChart, COLORS, lineChart, type Series } from './plot.js';
+import type { Words } from './config.js';
 import type { PrepareStats } from './prepare.js';
 
 export interface ReportInput {
   title: string;
   command: string;
-  dataset: { name: string; attribution: string; numItems: number; numUsers: number; stats: PrepareStats; prepareMs: number; cached: boolean };
+  dataset: { name: string; attribution: string; words: Words; numItems: number; numUsers: number; stats: PrepareStats; prepareMs: number; cached: boolean };
   baselines: Record<string, RankingMetrics>;
+  /** Settings the tuned references chose on validation. */
+  tuning?: Record<string, { chosen: number; validHr: Record<string, number> }>;
   train: TrainResult;
   /** Wall time of the whole run, seconds. */
   wallSeconds: number;
@@ -17,6 +20,7 @@ export interface ReportInput {
   extraRuns?: Record<string, TrainResult>;
 }
 
+const cap = (x: string): string => x.charAt(0).toUpperCase() + x.slice(1);
 const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
 const kb = (b: number): string => (b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
 
@@ -40,7 +44,7 @@ export function writeReport(dir: string, r: ReportInput): string {
   if (ep.every((e) => e.metrics !== null)) hrSeries.push({ name: 'model', color: COLORS.blue!, points: ep.map((e) => [e.epoch, e.metrics!.hr] as const) });
   else hrSeries.push({ name: 'model', color: COLORS.blue!, points: [[x0, t.final.hr], [x1, t.final.hr]] });
   base.forEach(([name, m], i) => hrSeries.push({ name, color: pal[i % pal.length]!, points: [[x0, m.hr], [x1, m.hr]], dashed: true }));
-  writeFileSync(join(dir, 'hr10.png'), lineChart('HR@10 ON TEST BASKETS', 'epoch', hrSeries));
+  writeFileSync(join(dir, 'hr10.png'), lineChart(`HR@10 ON TEST ${r.dataset.words.baskets.toUpperCase()}`, 'epoch', hrSeries));
   writeFileSync(join(dir, 'hr10-bars.png'), barChart('HR@10: MODEL VS BASELINES', [
     { name: 'model', value: t.final.hr, color: COLORS.blue! },
     ...base.map(([name, m], i) => ({ name, value: m.hr, color: pal[i % pal.length]! })),
@@ -49,30 +53,48 @@ export function writeReport(dir: string, r: ReportInput): string {
     { name: `${t.backend}, ${t.workers} workers`, color: COLORS.green!, points: ep.map((e) => [e.epoch, e.samplesPerSec] as const) },
   ]));
 
-  const pop = r.baselines['most-popular'];
+  const w = r.dataset.words;
+  const [bestName, best] = Object.entries(r.baselines).reduce((a, b) => (b[1].hr > a[1].hr ? b : a));
   const last = ep[ep.length - 1];
   const lines: string[] = [];
   lines.push(`# ${r.title}`, '');
   lines.push(`Command: \`${r.command}\`  `);
   lines.push(`Wall time: ${r.wallSeconds.toFixed(1)} s (data ${(r.dataset.prepareMs / 1000).toFixed(1)} s${r.dataset.cached ? ', cached' : ''}, training ${t.trainSeconds.toFixed(1)} s). ${t.tfjs}.`, '');
   lines.push('## Task', '');
-  lines.push('Basket completion: for every test basket (invoice) with at least 2 catalog items, one item is hidden and the model ranks',
-    'all catalog items given the rest of the basket and the customer\'s history. HR@10 = share of baskets whose hidden item is in the',
-    'top 10 (visible items excluded, ties counted against the model); NDCG@10 discounts by rank. Baselines use the same evaluation code.', '');
+  lines.push(`${cap(w.basket)} completion: for every test ${w.basket} with at least 2 catalog ${w.items}, one ${w.item} is hidden and each recommender ranks`,
+    `all catalog ${w.items} given the rest of the ${w.basket} and the ${w.user}'s history. HR@10 = share of ${w.baskets} whose hidden ${w.item} is in the`,
+    `top 10 (visible ${w.items} excluded, ties counted against the recommender); NDCG@10 discounts by rank; MRR over the full ranking.`,
+    `Every recommender is scored by the same evaluation code; [a, b] are 95 % bootstrap intervals (${BOOTSTRAP} resamples of the test ${w.baskets}).`, '');
   const s = r.dataset.stats;
   lines.push('## Data', '');
   lines.push(`${r.dataset.name}: ${r.dataset.attribution}`, '');
-  lines.push('| rows read | no customer | cancelled | quantity < min | non-product | kept rows | baskets | train baskets | test baskets (>= 2 items) | cold test users |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|');
-  lines.push(`| ${s.rawRows} | ${s.droppedEmptyUser} | ${s.droppedCancelled} | ${s.droppedQuantity} | ${s.droppedItem} | ${s.keptRows} | ${s.baskets} | ${s.trainBaskets} | ${s.testBaskets} of ${s.testPeriodBaskets} | ${s.testColdUsers} |`, '');
-  lines.push(`Days ${s.firstDay} .. ${s.lastDay}; training before ${s.cutoff}, test from ${s.cutoff}. Catalog ${r.dataset.numItems} items, ${r.dataset.numUsers - 1} training customers.`, '');
+  lines.push(`| rows read | no ${w.user} | cancelled | quantity < min | rating < threshold | not a ${w.item} | kept rows | ${w.baskets} | training ${w.baskets} | validation ${w.baskets} | test ${w.baskets} (>= 2 ${w.items}) | cold test ${w.users} |`);
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push(`| ${s.rawRows} | ${s.droppedEmptyUser} | ${s.droppedCancelled} | ${s.droppedQuantity} | ${s.droppedRating} | ${s.droppedItem} | ${s.keptRows} | ${s.baskets} | ${s.trainBaskets} | ${s.validBaskets} | ${s.testBaskets} of ${s.testPeriodBaskets} | ${s.testColdUsers} |`, '');
+  lines.push(`Days ${s.firstDay} .. ${s.lastDay}; training before ${s.cutoff} (its last part, from ${s.validFrom}, validates the choices below), test from ${s.cutoff}.`,
+    `Catalog ${r.dataset.numItems} ${w.items}, ${r.dataset.numUsers - 1} training ${w.users}.`, '');
   lines.push('## Results', '');
-  lines.push('| recommender | HR@10 | NDCG@10 | MRR | vs most-popular (HR@10) |', '|---|---|---|---|---|');
+  lines.push(`| recommender | HR@10 | NDCG@10 | MRR | HR@10 vs ${bestName} |`, '|---|---|---|---|---|');
+  const ci = (v: number, c: [number, number], f: (x: number) => string): string => `${f(v)} [${f(c[0])}, ${f(c[1])}]`;
+  const f4 = (x: number): string => x.toFixed(4);
   const row = (name: string, m: RankingMetrics): string =>
-    `| ${name} | ${pct(m.hr)} | ${m.ndcg.toFixed(4)} | ${m.mrr.toFixed(4)} | ${pop ? `${relGain(m.hr, pop.hr) >= 0 ? '+' : ''}${(relGain(m.hr, pop.hr) * 100).toFixed(0)}%` : ''} |`;
-  lines.push(row(`**model** (${t.backend}, ${t.workers} workers, ${ep.length} epochs)`, t.final));
+    `| ${name} | ${ci(m.hr, m.ci.hr, pct)} | ${ci(m.ndcg, m.ci.ndcg, f4)} | ${ci(m.mrr, m.ci.mrr, f4)} | ${(m.hr / best.hr).toFixed(3)}x |`;
+  lines.push(row(`**model** (${t.backend}, ${t.workers} workers, ${ep.length} epochs, lr ${t.lr})`, t.final));
   for (const [name, m] of base) lines.push(row(name, m));
-  lines.push('', `Test baskets: ${t.final.n}.`, '');
+  const verdict = t.final.hr >= 1.05 * best.hr && t.final.ci.hr[0] > best.hr;
+  lines.push('', `Test ${w.baskets}: ${t.final.n}. Best reference: ${bestName}. The model's HR@10 is ${(t.final.hr / best.hr).toFixed(3)}x it; the lower end of the model's interval ` +
+    `is ${t.final.ci.hr[0] > best.hr ? 'above' : 'not above'} ${bestName}'s HR@10 (goal: >= 1.05x and above: ${verdict ? 'met' : 'not met'}).`, '');
+  if (r.tuning) {
+    lines.push(`Settings chosen on the validation period (HR@10 there, fit on the training ${w.baskets} before it):`, '');
+    for (const [name, tu] of Object.entries(r.tuning)) {
+      lines.push(`- ${name}: ${name === 'ease' ? 'lambda' : 'neighbours (0: all)'} ${tu.chosen}; ${Object.entries(tu.validHr).map(([k, v]) => `${k}: ${pct(v)}`).join(', ')}`);
+    }
+    lines.push('');
+  }
+  if (t.selection) {
+    lines.push(`Model selection (validation HR@10 per epoch, early stopping): ${t.selection.runs.map((x) => `lr ${x.lr}: ${x.validHr.map(pct).join(', ')}`).join('; ')}.` +
+      ` Chosen: lr ${t.selection.lr}, ${t.selection.epochs} epochs, then trained on every training ${w.basket}.`, '');
+  }
   lines.push('![HR@10 per epoch](hr10.png)', '', '![HR@10 bars](hr10-bars.png)', '');
   lines.push('## Training', '');
   lines.push('| epoch | loss | steps | samples | seconds | compute / sync / apply s (rank 0) | samples/s | HR@10 |', '|---|---|---|---|---|---|---|---|');
@@ -114,10 +136,10 @@ export function writeReport(dir: string, r: ReportInput): string {
       runs.slice(1).map(([label, x]) => `${label} ${(relGain(x.final.hr, ref.final.hr) * 100).toFixed(2)}%`).join(', ') + '.', '');
   }
   if (t.showcase.length > 0) {
-    lines.push('## The menu board: suggestions for a few test baskets', '');
+    lines.push(`## Suggestions for a few test ${w.baskets}`, '');
     for (const sc of t.showcase) {
-      lines.push(`- customer ${sc.user}, basket so far: ${sc.visible.join('; ')}  `);
-      lines.push(`  hidden item: ${sc.hidden}  `);
+      lines.push(`- ${w.user} ${sc.user}, ${w.basket} so far: ${sc.visible.join('; ')}  `);
+      lines.push(`  hidden ${w.item}: ${sc.hidden}  `);
       lines.push(`  suggested: ${sc.top.map((x) => (x.hit ? `**${x.item}**` : x.item)).join('; ')}`);
     }
     lines.push('');

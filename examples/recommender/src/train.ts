@@ -29,6 +29,15 @@ export interface TrainOptions {
   tables?: 'auto' | 'replicated' | 'server';
   /** Server-side optimizer of server-held tables (default `adam`: lazy Adam with per-row bias correction). */
   serverOptimizer?: 'adam' | 'adagrad';
+  /**
+   * Stop when the evaluation HR@10 (`evalEachEpoch`, rank 0's figure shared with every rank) has not improved for
+   * `patience` epochs, and put the best epoch's parameters back (every rank keeps a copy of the best state).
+   */
+  earlyStop?: { patience: number } | null;
+  /** Key prefix of server-held tables (default `t:`): each training run of one job needs its own. */
+  tablePrefix?: string;
+  /** Progress-bar label before `epoch e/E`. */
+  label?: string;
 }
 
 export interface EpochStats {
@@ -67,6 +76,8 @@ export interface EpochStats {
   /** Table bytes this rank held during the epoch: the mean pulled rows per step (server), or full tables plus their Adam m / v / step state (replicated). */
   heldTableBytes: number;
   metrics: RankingMetrics | null;
+  /** HR@10 of the evaluation after this epoch, the same on every rank (null without `evalEachEpoch`). */
+  evalHr: number | null;
 }
 
 /**
@@ -117,6 +128,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       updater: (opts.serverOptimizer ?? 'adam') === 'adam' ? { type: 'adam', lr, rowStep: true } : { type: 'adagrad', lr: lr * 10 },
       // One row-sparse key for all tables: each step's pull and push is one request per server, not one per table.
       fused: true,
+      prefix: opts.tablePrefix ?? 't:',
     });
     // Dense layers from rank 0; the tables once onto the servers (rank 0's seeded values), then dropped here.
     await sync.broadcastParameters(model.dense);
@@ -128,12 +140,13 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     model.invalidate();
   }
   const history: EpochStats[] = [];
+  let best: { hr: number; epoch: number; state: ReturnType<BasketModel['snapshot']> } | null = null;
   for (let epoch = 1; epoch <= opts.epochs; epoch++) {
     const ex = epochExamples(train, opts.targetsPerBasket, opts.seed * 1000 + epoch);
     let steps = Math.floor(ex.length / opts.globalBatch);
     if (opts.maxStepsPerEpoch) steps = Math.min(steps, opts.maxStepsPerEpoch);
     if (steps === 0) throw Errors.data('training', `${ex.length} examples are fewer than one global batch of ${opts.globalBatch}`);
-    const bar = opts.progress && sync.rank === 0 ? new ProgressBar(`epoch ${epoch}/${opts.epochs}`, steps) : null;
+    const bar = opts.progress && sync.rank === 0 ? new ProgressBar(`${opts.label ? `${opts.label} ` : ''}epoch ${epoch}/${opts.epochs}`, steps) : null;
     const t0 = performance.now();
     const wire0 = sync.stats().bytesSent;
     const ps0 = server?.stats();
@@ -219,8 +232,10 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     if (opts.evalEachEpoch && sync.rank === 0) {
       if (server) await loadTables(server, model);
       metrics = await evaluate(model, opts.evalEachEpoch.test, opts.evalEachEpoch.numItems);
-      if (server && epoch < opts.epochs) model.releaseTables();
+      if (server && epoch < opts.epochs && !opts.earlyStop) model.releaseTables();
     }
+    let evalHr: number | null = null;
+    if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr : 0)));
     history.push({
       epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
       sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: (server ? pushBytes : sparseBytes) / steps, tableBytes,
@@ -228,8 +243,23 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       computeSeconds: tCompute / 1000, syncSeconds: tSync / 1000, applySeconds: tApply / 1000,
       tables: mode, pulledRowsPerStep: pulledRows / steps, pullBytesPerStep: pullBytes / steps, pushBytesPerStep: pushBytes / steps,
       psWireBytesPerStep: ps0 && ps1 ? (ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
-      heldTableBytes: held / steps,
+      heldTableBytes: held / steps, evalHr,
     });
+    if (opts.earlyStop && evalHr !== null) {
+      if (best === null || evalHr > best.hr) {
+        // Every rank keeps the best state (server-held tables: pulled once per improving epoch).
+        if (server && model.heldTableBytes() === 0) await loadTables(server, model);
+        best = { hr: evalHr, epoch, state: model.snapshot() };
+      }
+      if (server) model.releaseTables();
+      if (epoch - best.epoch >= opts.earlyStop.patience) break;
+    }
+  }
+  if (best !== null) {
+    // Keep the best epoch: its parameters go back into the model (server-held tables are not written back:
+    // evaluation after this runs on the local copy).
+    model.restore(best.state);
+    return history;
   }
   // Every rank ends with the trained tables (evaluation, suggestions): one full pull from the servers.
   if (server && model.heldTableBytes() === 0) await loadTables(server, model);

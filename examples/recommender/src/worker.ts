@@ -12,12 +12,14 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isShoalError } from '@shoal/core';
 import { initWorker } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
 import { runTraining, type JobSpec } from './job.js';
 import { loadPrepared, type Prepared } from './prepare.js';
+import { easeFiles } from './references.js';
 
 async function main(): Promise<void> {
   const t0 = performance.now();
@@ -39,16 +41,18 @@ async function main(): Promise<void> {
       // Rank 0 names the folder; the others learn it through a shared default only when --out is given.
       const outDir = outDirFor({ ...o, out: o.out ?? (sync.size > 1 ? 'out/recommender-shoal-run' : null) });
       mkdirSync(outDir, { recursive: true });
-      const prep = prepareStep(o, cfg, baseDir, log);
+      const prep = await prepareStep(o, cfg, baseDir, log);
       data = prep.data;
-      spec = specFor(o, prep.path, outDir);
-      const baselines = sync.rank === 0 ? await baselineStep(data, log) : {};
-      log(`[3/4] training: ${sync.size} worker(s), backend ${sync.kind}, ${o.epochs} epochs, global batch ${o.batch}`);
+      // Rank 0 scores the references and writes the EASE weights the model's features read; the others wait.
+      const refs = sync.rank === 0 ? await baselineStep((await setupTfjs({ backend: 'wasm' })).tf, prep, log) : null;
+      await sync.barrier();
+      spec = { ...specFor(o, prep.path, outDir, refs), itemItem: easeFiles(prep.path.replace(/\.json$/, '')) };
+      log(`[3/4] training: ${sync.size} worker(s), backend ${sync.kind}, ${o.epochs ? `${o.epochs} epochs` : 'epochs by early stopping'}, global batch ${o.batch}`);
       standalone = {
         finish: async (train) => {
           if (sync.rank !== 0) return;
           const command = `shoal run -n ${sync.size} --backend ${sync.kind} ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${argv.join(' ')}`.trim();
-          reportStep({ outDir, cfg, prep, baselines, train, command, t0, log });
+          reportStep({ outDir, cfg, prep, refs: refs!, train, command, t0, log });
         },
       };
     }
@@ -67,6 +71,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
+  if (isShoalError(e) && ['ERR_CONFIG', 'ERR_INVALID_ARG', 'ERR_DATA'].includes(e.code)) {
+    console.error(`error: ${e.message}`);
+    process.exit(2);
+  }
   console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
   process.exit(1);
 });

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { existsSync } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
 import { Worker as ThreadWorker } from 'node:worker_threads';
@@ -12,6 +12,7 @@ import { removeStaleSegments } from '@shoal/core/transport';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
+import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
@@ -59,6 +60,11 @@ export interface LaunchOptions {
    */
   host?: string;
   jobId?: string;
+  /**
+   * Training data every worker reads its shard of with `worker.data()` (`shoal run --data PATH`): a Parquet,
+   * Arrow or CSV file or folder (SHOAL_DATA, made absolute).
+   */
+  data?: string;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
@@ -96,15 +102,7 @@ const TAIL_LINES = 40;
 export function nodeArgsFor(script: string): string[] {
   const path = resolve(script);
   if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
-  if (/\.(c|m)?ts$/.test(path)) {
-    try {
-      createRequire(path).resolve('tsx');
-    } catch {
-      throw Errors.config('script', `${script} is TypeScript but tsx is not installed: compile it (tsc) and run the .js, or npm install tsx`);
-    }
-    return ['--import', 'tsx', path];
-  }
-  return [path];
+  return isTypeScript(path) ? ['--import', tsxFor(path).loader, path] : [path];
 }
 
 /** Pick the most telling lines of a failed worker's stderr: from the first error line on, else the tail. */
@@ -137,12 +135,16 @@ interface Worker {
   terminating?: boolean;
 }
 
-/** Absolute path of a thread-mode script: it must exist and be JavaScript (tsx cannot load into a worker thread). */
-function threadScriptFor(script: string): string {
+/**
+ * What a worker thread runs for `script`: the script itself (JavaScript), or the ts-thread entry that loads it
+ * through tsx (TypeScript), with the `workerData` entry that entry reads.
+ */
+function threadScriptFor(script: string): { entry: string; data: Record<string, unknown> } {
   const path = resolve(script);
   if (!existsSync(path)) throw Errors.config('script', `${script} does not exist`);
-  if (/\.(c|m)?ts$/.test(path)) throw Errors.config('script', `${script} is TypeScript: --threads runs compiled JavaScript (tsc first)`);
-  return path;
+  if (!isTypeScript(path)) return { entry: path, data: {} };
+  const entry = new URL('./ts-thread.js', import.meta.url);
+  return { entry: entry.pathname, data: { [TS_THREAD_KEY]: { api: tsxFor(path).api, script: pathToFileURL(path).href } } };
 }
 
 /**
@@ -160,6 +162,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(servers) || servers < 1) throw Errors.invalidArg('servers', `must be a positive integer, got ${servers}`);
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
+  if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
+  const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
   const multiHost = placement !== undefined && (new Set(placement.map((p) => p.host)).size > 1 || !isLocalHost(placement[0]!.host));
   if (multiHost && threads) throw Errors.config('threads', 'worker threads run on this host only: drop --threads or --hosts');
@@ -183,7 +187,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const out = options.stdout ?? process.stdout;
   const errOut = options.stderr ?? process.stderr;
   const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
-  const threadScript = threads ? threadScriptFor(options.script) : '';
+  const threadScript = threads ? threadScriptFor(options.script) : { entry: '', data: {} };
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
@@ -279,9 +283,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         servers,
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
+        ...(data === undefined ? {} : { data: { from: 'path' as const, path: data } }),
       };
-      const thread = new ThreadWorker(threadScript, {
-        workerData: { [THREAD_OPTIONS_KEY]: wo },
+      const thread = new ThreadWorker(threadScript.entry, {
+        workerData: { [THREAD_OPTIONS_KEY]: wo, ...threadScript.data },
         argv: [...(options.args ?? [])],
         env: { ...(process.env as Record<string, string>), ...(options.env ?? {}) },
         stdout: true,
@@ -329,6 +334,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_SERVERS: String(servers),
         SHOAL_TIMEOUT_MS: String(options.timeoutMs ?? 60_000),
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
+        ...(data === undefined ? {} : { SHOAL_DATA: data }),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)

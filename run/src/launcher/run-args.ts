@@ -24,6 +24,7 @@ export const RUN_COMMAND = {
     backend: { type: 'string', arg: 'ring|ps|hybrid', help: 'gradient engine (default ring)' },
     servers: { type: 'string', arg: 'K', help: 'parameter-server shards for ps and hybrid (default 1)' },
     threads: { type: 'boolean', help: 'run the workers as worker threads of one process' },
+    data: { type: 'string', arg: 'PATH', help: 'Parquet, Arrow or CSV file or folder; each worker reads its shard with worker.data()' },
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
@@ -76,6 +77,7 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v.backend !== undefined) o.backend = choiceOption(name, '--backend', v.backend, ['ring', 'ps', 'hybrid'] as const);
   if (v.servers !== undefined) o.servers = intOption(name, '--servers', v.servers, 1, MAX_WORKERS);
   if (v.threads === true) o.threads = true;
+  if (v.data !== undefined) o.data = v.data;
   if (v.transport !== undefined) o.transport = choiceOption(name, '--transport', v.transport, ['net', 'nng', 'shm'] as const);
   if (v['ps-link'] !== undefined) o.psLink = choiceOption(name, '--ps-link', v['ps-link'], ['ipc', 'tcp', 'shm'] as const);
   if (v.host !== undefined) o.host = v.host;

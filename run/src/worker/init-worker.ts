@@ -1,7 +1,9 @@
 import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
+import type { TrainingData } from '@shoal/datasets';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
+import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
 /** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
 export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
@@ -29,10 +31,32 @@ export interface WorkerHandle {
   /** The job's rendezvous store (namespaced by job id). */
   readonly store: Store;
   readonly job: JobContext;
+  /**
+   * This rank's training data, from wherever the launcher put it (Spark's stdin stream, `shoal run --data PATH`),
+   * with the steps per epoch agreed across ranks; hand it to `Trainer.fit`. Collective. See `openWorkerData`.
+   * Closed with the handle.
+   */
+  data(opts?: WorkerDataOptions): Promise<TrainingData>;
+  /** Rank 0 prints `SHOAL_RESULT {json}` for the launcher (`shoal_spark.fit` returns it). */
+  result(result: { history?: unknown; model?: string | null; [k: string]: unknown }): void;
   /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
   readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The handle's `data`/`result` methods, and the data sets it opened (closed with it). */
+function dataMethods(options: WorkerOptions, sync: GradientSync): Pick<WorkerHandle, 'data' | 'result'> & { closeData(): Promise<void> } {
+  const opened: TrainingData[] = [];
+  return {
+    async data(opts) {
+      const d = await openWorkerData(options, sync, opts);
+      opened.push(d);
+      return d;
+    },
+    result: (r) => reportResult(options, r),
+    closeData: async () => void (await Promise.all(opened.map((d) => d.close().catch(() => {})))),
+  };
 }
 
 /**
@@ -57,7 +81,8 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     const sync = new LocalSync();
     attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
-    return { options, sync, store: job.store, job, ...(telemetry ? { telemetry } : {}), close: async () => (await sync.close(), await job.close()) };
+    const { closeData, ...dm } = dataMethods(options, sync);
+    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close()) };
   }
   const job = await joinJob({ options, env });
   let engine: ConnectedEngine;
@@ -70,15 +95,18 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   const sync = engine.sync;
   attachJobTelemetry(sync, telemetry);
   let closed = false;
+  const { closeData, ...dm } = dataMethods(options, sync);
   return {
     options,
     sync,
     store: job.store,
     job,
+    ...dm,
     ...(telemetry ? { telemetry } : {}),
     async close() {
       if (closed) return;
       closed = true;
+      await closeData();
       try {
         await engine.close();
       } finally {

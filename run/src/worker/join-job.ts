@@ -57,6 +57,8 @@ export function threadWorkerOptions(): WorkerOptions | undefined {
     SHOAL_SERVERS: String(o.servers),
     SHOAL_TIMEOUT_MS: String(o.timeoutMs),
     SHOAL_HOST: o.host,
+    ...(o.data?.from === 'stdin' ? { SHOAL_INPUT: 'stdin' } : o.data?.from === 'path' ? { SHOAL_DATA: o.data.path } : {}),
+    ...(o.columns ? { SHOAL_FEATURES: o.columns.features.join(','), SHOAL_LABEL: o.columns.label } : {}),
   });
 }
 

@@ -45,13 +45,25 @@ const conv: GradRule = (c) => {
   const dx = c.need[0] ? b.op('ConvTranspose', [dy, inp(c, 1)], { strides: g.s, pads: g.p, dilations: g.d, output_padding: outputPadding(g) }, g.xs) : null;
   let dw: string | null = null;
   if (c.need[1]) {
-    // dW[o,c,i,j] = sum_{n,y,x} dY[n,o,y,x] X[n,c,y*s+i*d,...]: a Conv of X^T [C,N,H,W] with dY^T [O,N,Ho,Wo] as the
-    // kernel, strides and dilations swapped; the result may cover more than the kernel (unused input rows): cut.
-    const xt = b.op('Transpose', [inp(c, 0)], { perm: [1, 0, 2, 3] });
-    const gt = b.op('Transpose', [dy], { perm: [1, 0, 2, 3] });
-    const full = b.op('Conv', [xt, gt], { strides: g.d, dilations: g.s, pads: g.p });
-    const cut = b.op('Slice', [full, b.i64([0, 0]), b.i64(g.k), b.i64([2, 3])]);
-    dw = b.op('Transpose', [cut], { perm: [1, 0, 2, 3] }, ws);
+    // dW[o,c,i,j] = sum_{n,y,x} dY[n,o,y,x] Xpad[n,c,y*s+i*d, x*s+j*d]: one GEMM per kernel offset (i,j) of the
+    // strided window of the padded input [C, N*Ho*Wo] by dY [O, N*Ho*Wo]^T. The bench CNN step: 6.3 CPU ms against 7.2
+    // for one Conv of X^T with dY^T as an (Ho x Wo) kernel (onnxruntime im2cols a buffer N*Ho*Wo wide).
+    const [N, C, H, W] = g.xs as [number, number, number, number];
+    const [O, Ho, Wo] = [ws[0]!, g.ys[2]!, g.ys[3]!];
+    const padded = g.p.some((v) => v !== 0) ? b.op('Pad', [inp(c, 0), b.i64([0, 0, g.p[0]!, g.p[1]!, 0, 0, g.p[2]!, g.p[3]!])], { mode: 'constant' }) : inp(c, 0);
+    const xc = b.op('Transpose', [padded], { perm: [1, 0, 2, 3] }, [C, N, H + g.p[0]! + g.p[2]!, W + g.p[1]! + g.p[3]!]);
+    const gm = b.reshape(b.op('Transpose', [dy], { perm: [1, 0, 2, 3] }), [O, N * Ho * Wo]);
+    const parts: string[] = [];
+    for (let i = 0; i < g.k[0]!; i++) {
+      for (let j = 0; j < g.k[1]!; j++) {
+        const y0 = i * g.d[0]!;
+        const x0 = j * g.d[1]!;
+        const win = b.op('Slice', [xc, b.i64([y0, x0]), b.i64([y0 + (Ho - 1) * g.s[0]! + 1, x0 + (Wo - 1) * g.s[1]! + 1]), b.i64([2, 3]), b.i64(g.s)]);
+        parts.push(b.op('Gemm', [b.reshape(win, [C, N * Ho * Wo]), gm], { transB: 1 }, [C, O]));
+      }
+    }
+    const stacked = b.reshape(b.op('Concat', parts, { axis: 0 }), [g.k[0]!, g.k[1]!, C, O]);
+    dw = b.op('Transpose', [stacked], { perm: [3, 2, 0, 1] }, ws);
   }
   const db = c.need[2] && c.node.input![2] ? b.op('ReduceSum', [dy, b.i64([0, 2, 3])], { keepdims: 0 }, b.shape(inp(c, 2))) : null;
   return [dx, dw, db];

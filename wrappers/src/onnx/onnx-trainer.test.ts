@@ -8,8 +8,8 @@ import { memoryGroups } from '@shoal/backends/testing';
 import { PsSync, RingSync, startPsServers, type GradientSync, HybridSync, LocalSync } from '@shoal/backends';
 import { MemoryNetwork, MemoryStore, Rng } from '@shoal/core';
 import { OnnxTrainer, type OnnxTrainData } from './onnx-trainer.js';
-import { decodeModel, encodeModel } from './proto.js';
-import { OnnxModel } from './session.js';
+import { decodeModel, encodeModel, makeNode, makeTensor, onnx } from './proto.js';
+import { OnnxModel, type OnnxInput } from './session.js';
 import type { LossKind } from './losses.js';
 
 // The PyTorch fixtures (wrappers/fixtures/onnx, made by make_fixtures.py): models exported by torch.onnx.export,
@@ -23,7 +23,7 @@ interface Fixture {
   inputs: Record<string, Arr>;
   labels: Arr;
   grads: Record<string, Arr>;
-  sgd: { steps: number; lr: number; weights: Record<string, Arr> };
+  sgd: { steps: number; lr: number; weights: Record<string, Arr>; buffers: Record<string, Arr>; evalOutput: Arr };
 }
 const NAMES = ['mlp', 'cnn', 'rec'] as const;
 
@@ -65,13 +65,27 @@ async function compareWithTorch(dir: string, label: string): Promise<void> {
         const e = relErr(w.get(p)!, ref.data);
         assert.ok(e <= 1e-5, `${label} ${name}: ${p} after ${fx.sgd.steps} SGD steps differs from PyTorch by ${e}`);
       }
+      for (const [b, ref] of Object.entries(fx.sgd.buffers)) {
+        const e = relErr(w.get(b)!, ref.data);
+        assert.ok(e <= 1e-5, `${label} ${name}: running statistic ${b} differs from PyTorch by ${e}`);
+      }
+      // The exported inference model (BatchNorm on running statistics) predicts what PyTorch's eval mode does.
+      const exported = await OnnxModel.load(trainer.exportModel());
+      try {
+        const batch = batchOf(fx);
+        const pred = (await exported.predict(batch.x as Record<string, OnnxInput>)).out!;
+        const e = relErr(pred.data as Float32Array, fx.sgd.evalOutput.data);
+        assert.ok(e <= 1e-5, `${label} ${name}: exported model's output differs from PyTorch eval mode by ${e}`);
+      } finally {
+        await exported.close();
+      }
     } finally {
       await trainer.close();
     }
   }
 }
 
-test('models exported by PyTorch (MLP, CNN with BatchNorm, embedding recommender): gradients and SGD steps match autograd', async () => {
+test('models exported by PyTorch (MLP, CNN with BatchNorm, embedding recommender): gradients, SGD steps, running statistics and the exported model match PyTorch', async () => {
   await compareWithTorch(FIXTURES, 'committed fixture');
 });
 
@@ -100,6 +114,19 @@ test('live PyTorch: freshly exported models and gradients match too (skipped wit
     await compareWithTorch(dir, 'live torch');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a label outside [0, classes) is a clear error naming the sample', async () => {
+  const trainer = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, verbose: 0 });
+  try {
+    const y = Int32Array.from({ length: 8 }, (_, i) => (i === 6 ? 5 : i % 5));
+    await trainer.trainOnBatch({ x: { x: { data: new Float32Array(8 * 12), dims: [8, 12] } }, y: { data: y, dims: [8] } });
+    assert.unreachable('accepted label 5 of 5 classes');
+  } catch (e) {
+    assert.match((e as Error).message, /data.y holds label 5 at sample 6: softmaxCrossEntropy needs integer labels in \[0, 5\)/);
+  } finally {
+    await trainer.close();
   }
 });
 
@@ -194,6 +221,35 @@ for (const c of cases) {
   }
 }
 
+test('Dropout masks are seeded per global sample: 2 ring workers equal 1 worker, and the seed matters', async () => {
+  // The fixture MLP with Dropout(0.3) after its ReLU.
+  const model = decodeModel(readFileSync(join(FIXTURES, 'mlp.onnx')), 'mlp');
+  const g = model.graph!;
+  const relu = g.node!.findIndex((n) => n.opType === 'Relu');
+  const out = g.node![relu]!.output![0]!;
+  g.node![relu]!.output = ['relu_pre'];
+  g.node!.splice(relu + 1, 0, onnx.NodeProto.fromObject(makeNode('Dropout', ['relu_pre', 'drop_ratio'], [out], 'dropout')));
+  g.initializer!.push(onnx.TensorProto.fromObject(makeTensor('drop_ratio', [], Float32Array.of(0.3))));
+  const bytes = encodeModel(model);
+  const trainWith = async (syncs: GradientSync[], seed: number) => {
+    const ts = syncs.map((sync) => new OnnxTrainer({ model: bytes, loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1, momentum: 0.9 }, sync, seed, verbose: 0 }));
+    await Promise.all(ts.map((t) => t.fit(mlpData, { epochs: 1, batchSize: 16 / syncs.length, stepsPerEpoch: STEPS, seed: 3 })));
+    const w = ts.map((t) => t.weightsFlat());
+    await Promise.all(ts.map((t) => t.close()));
+    return w;
+  };
+  const [ref] = await trainWith([new LocalSync()], 7);
+  const syncs = (await memoryGroups(2, { timeoutMs: 20_000 })).map((x) => new RingSync(x));
+  try {
+    const ws = await trainWith(syncs, 7);
+    for (const w of ws) assert.ok(relErr(w, ref!) <= 1e-5, `2 workers vs 1: ${relErr(w, ref!)}`);
+  } finally {
+    await Promise.all(syncs.map((x) => x.close()));
+  }
+  const [other] = await trainWith([new LocalSync()], 8);
+  assert.ok(relErr(other!, ref!) > 1e-3, 'another seed draws other masks');
+});
+
 test('the exported model loads in onnxruntime and predicts what the trained weights compute', async () => {
   const trainer = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'adamw', lr: 0.01 }, verbose: 0 });
   try {
@@ -230,6 +286,31 @@ test('the exported model loads in onnxruntime and predicts what the trained weig
     }
   } finally {
     await trainer.close();
+  }
+});
+
+test('evaluate: inference-mode loss and accuracy, the same on 2 ranks (sharded) as on 1, and equal to the training loss of an MLP', async () => {
+  const one = new OnnxTrainer({ model: join(FIXTURES, 'mlp.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, verbose: 0 });
+  await one.fit(mlpData, { epochs: 1, batchSize: 32 });
+  const ev = await one.evaluate(mlpData);
+  const { loss } = await one.gradients(mlpData);
+  assert.ok(Math.abs(ev.loss - loss) <= 1e-5 * loss, `evaluate ${ev.loss} vs training-graph loss ${loss}`);
+  assert.ok(ev.accuracy! > 0 && ev.accuracy! <= 1, `accuracy ${ev.accuracy}`);
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-onnx-eval-'));
+  try {
+    await one.saveModel(join(dir, 'trained.onnx'));
+    const groups = await memoryGroups(2, { timeoutMs: 20_000 });
+    const syncs = groups.map((g) => new RingSync(g));
+    const two = syncs.map((sync) => new OnnxTrainer({ model: join(dir, 'trained.onnx'), loss: 'softmaxCrossEntropy', optimizer: { type: 'sgd', lr: 0.1 }, sync, verbose: 0 }));
+    const evs = await Promise.all(two.map(async (t) => (await t.init(), t.evaluate(mlpData))));
+    for (const e of evs) {
+      assert.ok(Math.abs(e.loss - ev.loss) <= 1e-6 * ev.loss, `2 ranks: ${e.loss} vs ${ev.loss}`);
+      assert.ok(Math.abs(e.accuracy! - ev.accuracy!) < 1e-12);
+    }
+    await Promise.all([...two.map((t) => t.close()), ...syncs.map((x) => x.close())]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await one.close();
   }
 });
 

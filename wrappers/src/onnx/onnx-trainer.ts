@@ -5,7 +5,9 @@ import { LocalSync } from '@shoal/backends';
 import { loadCheckpoint, saveCheckpoint, type SavedArray } from '../tfjs/checkpoint.js';
 import { epochOrder, rankBatchRows, stepsPerEpochFor } from '../tfjs/data.js';
 import { fmtLogs, ProgressBar, type LogSink } from '../tfjs/progress.js';
+import { lossSums } from './eval-loss.js';
 import type { LossKind } from './losses.js';
+import { OnnxModel, type OnnxInput } from './session.js';
 import { FlatOptimizer, type OptimizerSpec } from './optimizer.js';
 import { loadOrt, ortProbe, sessionOptions, type Ort } from './ort-runtime.js';
 import { decodeModel, encodeModel, onnx, makeTensor, tensorDims, tensorValues, type ArrayData, type ModelProto } from './proto.js';
@@ -316,7 +318,11 @@ export class OnnxTrainer {
     return m;
   }
 
-  /** The inference model with the trained weights: the original graph, its initializers replaced. */
+  /**
+   * The inference model with the trained weights: the original graph, its initializers replaced, and put in
+   * inference mode: BatchNormalization keeps only its output Y (so it normalizes with the running statistics;
+   * `training_mode` 0), Dropout becomes Identity.
+   */
   exportModel(): Uint8Array {
     if (!this.proto) throw Errors.state('OnnxTrainer.exportModel: call init() or fit() first');
     const trained = this.state ? this.weights() : new Map<string, Float32Array>();
@@ -326,7 +332,59 @@ export class OnnxTrainer {
       const w = trained.get(t.name!);
       return w ? onnx.TensorProto.fromObject(makeTensor(t.name!, tensorDims(t), w)) : t;
     });
+    for (const n of graph.node!) {
+      if (n.opType === 'BatchNormalization') {
+        n.output = n.output!.slice(0, 1);
+        n.attribute = n.attribute!.filter((a) => a.name !== 'training_mode');
+      } else if (n.opType === 'Dropout') {
+        n.opType = 'Identity';
+        n.input = n.input!.slice(0, 1);
+        n.output = n.output!.slice(0, 1);
+        n.attribute = [];
+      }
+    }
     return encodeModel(copy);
+  }
+
+  /**
+   * Model outputs for `x` with the current weights in inference mode (the exported model; not collective).
+   * Returns each output's values, dim 0 = samples.
+   */
+  async predict(x: Record<string, OnnxInput>, options: { batchSize?: number } = {}): Promise<Record<string, OnnxInput>> {
+    await this.init();
+    const model = await OnnxModel.load(this.exportModel(), sessionOptions(this.options.threads ?? 0));
+    try {
+      return await model.predict(x, options.batchSize ?? 1024);
+    } finally {
+      await model.close();
+    }
+  }
+
+  /**
+   * Mean loss (and accuracy for softmaxCrossEntropy) over `data` in inference mode, each rank scoring a contiguous
+   * shard; the result is the same on every rank. Collective. Not for `loss: 'output'`.
+   */
+  async evaluate(data: OnnxTrainData, options: { batchSize?: number } = {}): Promise<{ loss: number; accuracy?: number }> {
+    const kind = this.options.loss;
+    if (kind === 'output') throw Errors.invalidArg('evaluate', "is not available with loss 'output' (the model computes its own loss: use predict)");
+    if (!data.y) throw Errors.invalidArg('data.y', 'is required by evaluate');
+    const first = Object.values(data.x)[0];
+    if (!first) throw Errors.invalidArg('data.x', 'holds no input');
+    const n = first.dims[0]!;
+    const [lo, hi] = [Math.floor((n * this.rank) / this.sync.size), Math.floor((n * (this.rank + 1)) / this.sync.size)];
+    const shard = (v: { data: ArrayData; dims: readonly number[] }) => {
+      const row = v.data.length / v.dims[0]!;
+      return { data: v.data.subarray(lo * row, hi * row) as OnnxInput['data'], dims: [hi - lo, ...v.dims.slice(1)] };
+    };
+    const sums = new Float64Array(3);
+    if (hi > lo) {
+      const out = await this.predict(Object.fromEntries(Object.entries(data.x).map(([k, v]) => [k, shard(v)])), options);
+      const pred = out[this.options.output ?? Object.keys(out)[0]!]!;
+      const s = lossSums(kind, pred.data as Float32Array, shard(data.y).data as ArrayLike<number>, hi - lo);
+      sums.set([s.loss, s.correct, hi - lo]);
+    }
+    const [loss, correct, count] = await this.sync.allreduceScalars(sums);
+    return { loss: loss! / count!, ...(kind === 'softmaxCrossEntropy' ? { accuracy: correct! / count! } : {}) };
   }
 
   async saveModel(path: string): Promise<void> {

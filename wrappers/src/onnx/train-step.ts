@@ -2,7 +2,7 @@ import type * as ortTypes from 'onnxruntime-node';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
 import { Errors, Rng } from '@shoal/core';
 import { createSession, ortType, zeros, type Ort } from './ort-runtime.js';
-import { DT, type ArrayData } from './proto.js';
+import type { ArrayData } from './proto.js';
 import type { TrainingGraph } from './training-graph.js';
 
 /**
@@ -49,7 +49,6 @@ export interface StepTimings {
  */
 export class CompiledStep {
   private constructor(
-    private readonly ort: Ort,
     readonly graph: TrainingGraph,
     private readonly session: ortTypes.InferenceSession,
     private readonly feeds: Record<string, ortTypes.Tensor>,
@@ -64,7 +63,7 @@ export class CompiledStep {
     for (const s of [...graph.inputs, ...(graph.labels ? [graph.labels] : [])]) feeds[s.name] = new ort.Tensor(ortType(s.elemType, s.name), zeros(s) as Float32Array, s.dims);
     for (const m of graph.masks) feeds[m.input] = new ort.Tensor('float32', new Float32Array(m.dims.reduce((p, d) => p * d, 1)), m.dims);
     const statTensors = graph.buffers.map((b) => ({ name: `stat/${b.name}`, shape: b.dims, data: new Float32Array(b.dims.reduce((p, d) => p * d, 1)) }));
-    return new CompiledStep(ort, graph, session, feeds, state, statTensors);
+    return new CompiledStep(graph, session, feeds, state, statTensors);
   }
 
   /** Copy rows `rows` of the full arrays `data` (dim 0 = samples) into this step's feeds. */
@@ -88,7 +87,16 @@ export class CompiledStep {
     }
     if (this.graph.labels) {
       if (!data.y) throw Errors.invalidArg('data.y', `is required by the loss (labels [${this.graph.labels.dims}])`);
-      put(this.feeds[this.graph.labels.name]!.data as ArrayData, data.y, 'y');
+      const labels = this.feeds[this.graph.labels.name]!.data as ArrayData;
+      put(labels, data.y, 'y');
+      const classes = this.graph.classes;
+      if (classes !== undefined) {
+        // OneHot would turn an out-of-range label into an all-zero row: a wrong loss, not an error.
+        for (let r = 0; r < labels.length; r++) {
+          const v = Number(labels[r]!);
+          if (!(v >= 0 && v < classes)) throw Errors.invalidArg('data.y', `holds label ${v} at sample ${rows[r]}: softmaxCrossEntropy needs integer labels in [0, ${classes})`);
+        }
+      }
     }
   }
 
@@ -194,10 +202,6 @@ export class CompiledStep {
   async close(): Promise<void> {
     await this.session.release();
   }
-
-  get ortModule(): Ort {
-    return this.ort;
-  }
 }
 
 /** Add (or set) rows of `rowSize` values at `ids` into `dst`. */
@@ -212,4 +216,3 @@ function scatterRows(dst: Float32Array, ids: Int32Array, rows: Float32Array, row
   }
 }
 
-export { DT };

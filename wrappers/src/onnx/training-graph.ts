@@ -123,6 +123,8 @@ export interface TrainingGraph {
   masks: MaskSpec[];
   loss: string;
   prediction: string;
+  /** softmaxCrossEntropy: the number of classes (labels must lie in [0, classes)). */
+  classes?: number;
 }
 
 /** Runs a model once on zero feeds and returns every output's dims and small integer contents. */
@@ -310,7 +312,7 @@ export async function buildTrainingGraph(model: ModelProto, source: string, opti
     ...bufferSpecs.map((b) => b.stat),
   ];
   const bytes = assemble(model, [...fwd, ...bb.nodes], [...keptInits, ...bb.initializers], inputs, outputs);
-  return { bytes, batchSize: B, inputs: dataInputs, labels: loss.labels, params: paramSpecs, buffers: bufferSpecs, masks: maskSpecs, loss: loss.loss, prediction: pred };
+  return { bytes, batchSize: B, inputs: dataInputs, labels: loss.labels, params: paramSpecs, buffers: bufferSpecs, masks: maskSpecs, loss: loss.loss, prediction: pred, ...(options.loss === 'softmaxCrossEntropy' ? { classes: shapes.get(pred)![1]! } : {}) };
 }
 
 /** A ModelProto (opset 17) with these nodes, initializers, typed inputs and untyped outputs. */

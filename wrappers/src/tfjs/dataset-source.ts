@@ -1,7 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
-import { batches, localSteps, syncSteps, type BatchOptions, type Dataset, type Shard, type StepsPolicy } from '@shoal/datasets';
+import { batches, localSteps, syncSteps, type BatchOptions, type Dataset, type Shard, type StepsPolicy, type TrainingData } from '@shoal/datasets';
 import type { Batch, BatchContext, BatchSource } from './data.js';
 import type { Tf } from './runtime.js';
 
@@ -71,4 +71,28 @@ function castAndDispose(tf: Tf, t: tfjs.Tensor): tfjs.Tensor {
   const c = tf.cast(t, 'float32');
   t.dispose();
   return c;
+}
+
+/**
+ * `Trainer.fit`'s view of what `worker.data()` returns: a `BatchSource` over its batches (x `[b, features]`
+ * float32, y `[b]` or `[b, width]` float32) and this rank's validation rows as tensors (owned by the caller).
+ */
+export function trainingDataSource(tf: Tf, d: TrainingData): { source: BatchSource; validation?: { x: tfjs.Tensor; y: tfjs.Tensor } } {
+  const { features: fw, label: lw } = d.widths;
+  const yShape = (rows: number) => (lw === 1 ? [rows] : [rows, lw]);
+  const source: BatchSource = {
+    async *batches(ctx: BatchContext): AsyncIterable<Batch> {
+      for await (const b of d.batches(ctx.epoch)) {
+        const y = b.columns.label!;
+        yield {
+          x: tf.tensor(b.columns.features!, [b.size, fw], 'float32'),
+          y: tf.tensor(y instanceof Float32Array ? y : Float32Array.from(y), yShape(b.size), 'float32'),
+        };
+      }
+    },
+  };
+  const v = d.validation;
+  if (!v) return { source };
+  const y = v.label instanceof Float32Array ? v.label : Float32Array.from(v.label);
+  return { source, validation: { x: tf.tensor(v.features, [v.rows, fw], 'float32'), y: tf.tensor(y, yShape(v.rows), 'float32') } };
 }

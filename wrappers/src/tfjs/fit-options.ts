@@ -1,7 +1,9 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { Errors } from '@shoal/core';
 import type { Callbacks } from './callbacks.js';
+import { isTrainingData } from '@shoal/datasets';
 import { isBatchSource, numSamples, type TrainData } from './data.js';
+import { trainingDataSource } from './dataset-source.js';
 
 type Tf = typeof tfjs;
 type Tensor = tfjs.Tensor;
@@ -69,6 +71,8 @@ const CHECKPOINT_KEYS = ['dir', 'everyEpochs', 'everySteps', 'everySeconds', 'ke
 export interface FitPlan {
   data: TrainData;
   validation?: TensorData;
+  /** The validation data is this rank's own (from `worker.data()`), scored whole rather than split by rank. */
+  validationLocal?: boolean;
   /** Tensors `fit` made (the validation split) and must dispose. */
   owned: Tensor[];
   epochs: number;
@@ -109,6 +113,7 @@ export function planFit(tf: Tf, a: unknown, b: unknown, c: unknown): FitPlan {
     data = a as TrainData;
     options = (b ?? {}) as FitOptions;
   }
+  if (isTrainingData(data)) return planTrainingData(tf, data, options);
   if (typeof options !== 'object' || options === null) throw Errors.invalidArg('fit options', 'must be an object');
   checkKeys('fit options', options, KNOWN, UNSUPPORTED);
   const epochs = options.epochs ?? 1;
@@ -158,4 +163,28 @@ export function planFit(tf: Tf, a: unknown, b: unknown, c: unknown): FitPlan {
     data = { x: Array.isArray(data.x) ? trainX : trainX[0]!, y: cut(data.y, 0, at) };
   }
   return { data, ...(validation ? { validation } : {}), owned, epochs, batchSize, options };
+}
+
+/**
+ * `fit(worker.data(...), options)`: the steps per epoch and batch size come from the data (the ranks agreed on
+ * them); its validation rows (if any) are scored each epoch, every rank its own.
+ */
+function planTrainingData(tf: Tf, d: import('@shoal/datasets').TrainingData, options: FitOptions): FitPlan {
+  for (const k of ['batchSize', 'stepsPerEpoch'] as const) {
+    const want = k === 'batchSize' ? d.batchSize : d.stepsPerEpoch;
+    if (options[k] !== undefined && options[k] !== want) throw Errors.invalidArg(`fit options.${k}`, `is ${options[k]} but the data from worker.data() has ${want}; set it in worker.data({ ${k === 'batchSize' ? 'batchSize' : 'steps'} }) instead`);
+  }
+  if (d.validation && (options.validationData !== undefined || options.validationSplit !== undefined)) {
+    throw Errors.invalidArg('fit options', 'validationData/validationSplit cannot be combined with validation rows from worker.data() (its validation column)');
+  }
+  if (options.validationSplit !== undefined) throw Errors.invalidArg('fit options.validationSplit', 'needs in-memory x and y; worker.data() takes validation rows from the shoal_validation column (shoal_spark.fit(validation_df=...))');
+  const plan = planFit(tf, { batches: () => [] }, { ...options, batchSize: d.batchSize, stepsPerEpoch: d.stepsPerEpoch }, undefined);
+  const { source, validation } = trainingDataSource(tf, d);
+  plan.data = source;
+  if (validation) {
+    plan.validation = validation;
+    plan.validationLocal = true;
+    plan.owned.push(validation.x, validation.y);
+  }
+  return plan;
 }

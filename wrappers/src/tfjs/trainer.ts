@@ -1,6 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
+import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
@@ -256,7 +257,9 @@ export class Trainer implements CallbackTrainer {
    */
   async fit(x: tfjs.Tensor | tfjs.Tensor[], y: tfjs.Tensor, options?: FitOptions): Promise<History>;
   async fit(data: TrainData, options?: FitOptions): Promise<History>;
-  async fit(a: tfjs.Tensor | tfjs.Tensor[] | TrainData, b?: tfjs.Tensor | FitOptions, c?: FitOptions): Promise<History> {
+  /** `fit(await worker.data({ features, label }), { epochs })`: steps per epoch and batch size come from the data. */
+  async fit(data: TrainingData, options?: FitOptions): Promise<History>;
+  async fit(a: tfjs.Tensor | tfjs.Tensor[] | TrainData | TrainingData, b?: tfjs.Tensor | FitOptions, c?: FitOptions): Promise<History> {
     await this.init();
     const plan = planFit(this.runtime.tf, a, b, c);
     const callbacks: Callbacks[] = plan.options.callbacks === undefined ? [] : Array.isArray(plan.options.callbacks) ? [...plan.options.callbacks] : [plan.options.callbacks];
@@ -375,7 +378,7 @@ export class Trainer implements CallbackTrainer {
       const total = reduced[reduced.length - 1]!;
       names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
       if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
-        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_' }));
+        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) }));
       }
       const seconds = (performance.now() - t0) / 1000;
       const samplesPerSec = (total * this.size) / seconds;
@@ -403,19 +406,20 @@ export class Trainer implements CallbackTrainer {
    * Collective.
    */
   async evaluate(x: tfjs.Tensor | tfjs.Tensor[], y: tfjs.Tensor, options?: { batchSize?: number }): Promise<Logs>;
-  async evaluate(data: TensorData, options?: { batchSize?: number; prefix?: string }): Promise<Logs>;
-  async evaluate(a: tfjs.Tensor | tfjs.Tensor[] | TensorData, b?: tfjs.Tensor | { batchSize?: number; prefix?: string }, c?: { batchSize?: number }): Promise<Logs> {
+  /** `local`: `data` is this rank's own share (scored whole), not the same data on every rank (split by rank). */
+  async evaluate(data: TensorData, options?: { batchSize?: number; prefix?: string; local?: boolean }): Promise<Logs>;
+  async evaluate(a: tfjs.Tensor | tfjs.Tensor[] | TensorData, b?: tfjs.Tensor | { batchSize?: number; prefix?: string; local?: boolean }, c?: { batchSize?: number }): Promise<Logs> {
     const tensors = isTensor(a) || Array.isArray(a);
     const data: TensorData = tensors ? { x: a as tfjs.Tensor | tfjs.Tensor[], y: b as tfjs.Tensor } : (a as TensorData);
-    const options = ((tensors ? c : b) ?? {}) as { batchSize?: number; prefix?: string };
+    const options = ((tensors ? c : b) ?? {}) as { batchSize?: number; prefix?: string; local?: boolean };
     if (tensors && !isTensor(b)) throw Errors.invalidArg('evaluate(x, y, options)', 'y must be a tf.Tensor');
-    for (const k of Object.keys(options)) if (k !== 'batchSize' && k !== 'prefix') throw Errors.invalidArg(`evaluate options.${k}`, 'is not supported (known: batchSize)');
+    for (const k of Object.keys(options)) if (k !== 'batchSize' && k !== 'prefix' && k !== 'local') throw Errors.invalidArg(`evaluate options.${k}`, 'is not supported (known: batchSize)');
     await this.init();
     await this.ensureBroadcast();
     const tf = this.runtime.tf;
     const n = numSamples(data, 'evaluate data');
-    const lo = Math.floor((n * this.rank) / this.size);
-    const hi = Math.floor((n * (this.rank + 1)) / this.size);
+    const lo = options.local ? 0 : Math.floor((n * this.rank) / this.size);
+    const hi = options.local ? n : Math.floor((n * (this.rank + 1)) / this.size);
     const bs = options.batchSize ?? 256;
     const sums = new Float64Array(this.metricFns.length + 2);
     for (let s = lo; s < hi; s += bs) {
