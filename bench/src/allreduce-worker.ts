@@ -7,6 +7,10 @@
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, shmTransport, TcpStore, type NumericArray, type Transport } from '@shoal/core';
 import { connectHierarchical, ShmCollective } from '@shoal/backends';
 import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
+import { benchAuth } from './bench-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = benchAuth();
 
 export interface WorkerArgs {
   rank: number;
@@ -40,7 +44,7 @@ function pct(sorted: number[], p: number): number {
 }
 
 async function main(a: WorkerArgs): Promise<void> {
-  const store = await TcpStore.connect(a.store, { timeoutMs: a.timeoutMs });
+  const store = await TcpStore.connect(a.store, { auth, timeoutMs: a.timeoutMs });
   const kernels = loadKernels();
   const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window };
   // The collective under test (`reduce`) and the one that carries the go/stop barrier and the times (`ctlReduce`).
@@ -56,7 +60,7 @@ async function main(a: WorkerArgs): Promise<void> {
     stats = () => ({ ...c.stats(), ...c.info() });
   } else {
     const transport: Transport =
-      a.transport === 'nng' ? createNngTransport() : a.transport === 'shm' ? shmTransport({ prefix: `bar${process.ppid}` }) : createNetTransport();
+      a.transport === 'nng' ? createNngTransport({ auth }) : a.transport === 'shm' ? shmTransport({ auth, prefix: `bar${process.ppid}` }) : createNetTransport({ auth });
     const listenUrl = a.transport === 'shm' ? 'shm://auto' : `tcp://${a.listenHost ?? '127.0.0.1'}:0`;
     if (a.topology === 'hierarchical') {
       if (a.transport === 'shm') throw new Error('topology hierarchical needs transport net or nng');

@@ -32,6 +32,10 @@ import { loadKernels, TcpStoreServer } from '@shoal/core';
 import { settleAll } from '@shoal/core/util';
 import type { WorkerArgs } from './allreduce-worker.js';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
+import { benchAuth } from './bench-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = benchAuth();
 
 export interface AllreduceRow {
   impl: 'shoal-ring' | 'shoal-direct' | 'shoal-shm-collective' | 'torch-gloo';
@@ -97,7 +101,7 @@ function collect(cmd: string, argv: string[], timeoutMs: number): Promise<Record
 }
 
 async function runShoal(transport: WorkerArgs['transport'], n: number, base: Omit<WorkerArgs, 'rank' | 'size' | 'store' | 'transport'>, timeoutMs: number) {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   try {
     const runs = Array.from({ length: n }, (_, rank) =>
       collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs),

@@ -4,6 +4,7 @@
  * Each suite is `bench/src/<suite>.ts` exporting `run(args)` and writing `bench/results/<suite>.json`; see
  * bench/README.md. Add a suite with one line in the table below.
  */
+import { benchAuth } from './bench-auth.js';
 import { helpText, parseCommand, runCommand, suggest, UsageError, type CommandSpec } from '@shoal/run/cli';
 
 interface Suite {
@@ -24,6 +25,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   cluster: () => import('./cluster.js'),
   onnx: () => import('./onnx.js'),
   soak: () => import('./soak.js'),
+  security: () => import('./security.js'),
 };
 
 const BENCH = {
@@ -46,6 +48,9 @@ async function main(argv: string[]): Promise<number> {
     const guess = suggest(name, Object.keys(suites));
     throw new UsageError(`bench: unknown suite ${JSON.stringify(name)}${guess ? ` (did you mean ${guess}?)` : ''}; available: ${Object.keys(suites).join(', ')}`);
   }
+  // One job secret for the whole run, in this process's environment: every process a suite starts (workers,
+  // servers, peers, namespace hosts) inherits it, as a launcher's children do.
+  benchAuth();
   const suite = await load();
   // Parsed here first so a mistake or --help costs nothing (the suite parses the same table again).
   if (parseCommand(suite.command, top.scriptArgs).help) {

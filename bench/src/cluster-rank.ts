@@ -21,6 +21,10 @@ import { createInterface } from 'node:readline';
 import { connectGroup, createNetTransport, createNngTransport, loadKernels, ShoalError, TcpStore, TcpStoreServer, type NumericArray, type Transport } from '@shoal/core';
 import { connectHierarchical, KVWorker, startPsServers } from '@shoal/backends';
 import { allreduceHierarchical, allreduceRing } from '@shoal/backends/ring';
+import { benchAuth } from './bench-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = benchAuth();
 
 export type RankJob =
   | { role: 'store'; address: string }
@@ -31,7 +35,7 @@ export type RankJob =
 export const PS_LR = 2 ** -10;
 const say = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const forever = () => new Promise<never>(() => setInterval(() => {}, 1 << 30));
-const makeTransport = (t: 'net' | 'nng'): Transport => (t === 'nng' ? createNngTransport() : createNetTransport());
+const makeTransport = (t: 'net' | 'nng'): Transport => (t === 'nng' ? createNngTransport({ auth }) : createNetTransport({ auth }));
 
 async function stdinLine(): Promise<void> {
   const rl = createInterface({ input: process.stdin });
@@ -43,7 +47,7 @@ async function stdinLine(): Promise<void> {
 }
 
 async function ring(j: Extract<RankJob, { role: 'ring' }>): Promise<void> {
-  const store = await TcpStore.connect(j.store, { timeoutMs: j.timeoutMs });
+  const store = await TcpStore.connect(j.store, { auth, timeoutMs: j.timeoutMs });
   const transport = makeTransport(j.transport);
   const kernels = loadKernels();
   const listenUrl = `tcp://${j.address}:0`;
@@ -102,8 +106,8 @@ async function ring(j: Extract<RankJob, { role: 'ring' }>): Promise<void> {
 }
 
 async function psServer(j: Extract<RankJob, { role: 'ps-server' }>): Promise<void> {
-  const store = await TcpStore.connect(j.store, { timeoutMs: j.timeoutMs });
-  const transport = createNetTransport();
+  const store = await TcpStore.connect(j.store, { auth, timeoutMs: j.timeoutMs });
+  const transport = createNetTransport({ auth });
   await startPsServers({
     placement: 'local',
     store,
@@ -121,8 +125,8 @@ async function psServer(j: Extract<RankJob, { role: 'ps-server' }>): Promise<voi
 }
 
 async function psWorker(j: Extract<RankJob, { role: 'ps-worker' }>): Promise<void> {
-  const store = await TcpStore.connect(j.store, { timeoutMs: j.timeoutMs });
-  const transport: Transport = createNetTransport();
+  const store = await TcpStore.connect(j.store, { auth, timeoutMs: j.timeoutMs });
+  const transport: Transport = createNetTransport({ auth });
   const kv = await KVWorker.connect({ rank: j.rank, numWorkers: j.numWorkers, numServers: j.numServers, store, transport, timeoutMs: j.timeoutMs });
   try {
     const layers = 8;
@@ -157,7 +161,7 @@ async function psWorker(j: Extract<RankJob, { role: 'ps-worker' }>): Promise<voi
 async function main(j: RankJob): Promise<void> {
   switch (j.role) {
     case 'store': {
-      const s = await TcpStoreServer.start({ host: j.address });
+      const s = await TcpStoreServer.start({ auth, host: j.address });
       say({ url: s.url });
       return forever();
     }

@@ -46,6 +46,10 @@ import { fileURLToPath } from 'node:url';
 import { ActorSupervisor, netRemote, NetTransport, shmRemote, shmTransport, TcpStore, TcpStoreServer, type Transport } from '@shoal/core';
 import { KVWorker, startPsServers } from '@shoal/backends';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
+import { benchAuth } from './bench-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = benchAuth();
 
 const self = fileURLToPath(import.meta.url);
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -174,14 +178,15 @@ export async function run(args: string[]): Promise<void> {
   for (let rep = 0; rep < repeat; rep++) {
     // --- shoal, per transport ---
     for (const transport of transports) {
-      const storeServer = await TcpStoreServer.start();
-      const store = await TcpStore.connect(storeServer.url);
+      const storeServer = await TcpStoreServer.start({ auth });
+      const store = await TcpStore.connect(storeServer.url, { auth });
       let servers: ActorSupervisor[] = [];
       const prefix = `psbench${process.pid}`;
       const sockDir = transport === 'ipc' ? mkdtempSync(join(tmpdir(), 'shoal-psbench-')) : '';
       const listenUrl = transport === 'shm' ? 'shm://auto' : transport === 'ipc' ? `ipc://${sockDir}/{actor}-{door}.sock` : 'tcp://127.0.0.1:0';
       try {
         servers = await startPsServers({
+          auth,
           placement: 'process',
           store,
           remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix, ringBytes: shmRingBytes }) : netRemote(storeServer.url),
@@ -341,8 +346,8 @@ async function cpuMeter(kv: KVWorker) {
 }
 
 async function workerMain(job: WorkerJob): Promise<void> {
-  const store = await TcpStore.connect(job.storeUrl, { timeoutMs: 120_000 });
-  const transport: Transport = job.transport === 'shm' ? shmTransport({ prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport();
+  const store = await TcpStore.connect(job.storeUrl, { auth, timeoutMs: 120_000 });
+  const transport: Transport = job.transport === 'shm' ? shmTransport({ auth, prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport({ auth });
   // One KVWorker per plane, all connected before the first plane runs and closed after the last: a rank whose
   // only connection closes counts as lost on the servers until it says hello again, which would fail the other
   // worker's requests in between.

@@ -6,7 +6,8 @@
  * - `{op:'sink', bytes, count}`: receive `count` messages (lengths checked), answer `ok`;
  * - `{op:'echo', bytes, count}`: send each of `count` received messages straight back.
  */
-import { transportFromRef, type TransportFactoryRef } from '@shoal/core';
+import { JobAuth, transportFromRef, type TransportFactoryRef } from '@shoal/core';
+import { BENCH_JOB_ID } from './bench-auth.js';
 import { benchPayload, sameBytes } from './transport.js';
 
 interface PeerArgs extends TransportFactoryRef {
@@ -23,7 +24,8 @@ const enc = (s: string) => new TextEncoder().encode(s);
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as PeerArgs;
-  const transport = await transportFromRef(args);
+  // The secret comes from the environment (the benchmark put it there); the job id is the benchmark's.
+  const transport = await transportFromRef(args, JobAuth.fromEnv(BENCH_JOB_ID, process.env));
   const conn = await transport.dial(args.url, { timeoutMs: 30_000 });
   try {
     for (;;) {

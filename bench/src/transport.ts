@@ -27,7 +27,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NetTransport, type Connection, type Transport } from '@shoal/core';
+import { NetTransport, type Connection, type Transport, type JobAuth } from '@shoal/core';
+import { benchAuth } from './bench-auth.js';
 import { intOption, parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 /**
@@ -67,10 +68,11 @@ export function defaultBenchTransports(tmp: string): BenchTransportRegistry {
  * allreduce); safe here because the benchmark drops or echoes each message before `buffers` more of its size
  * arrive. Not a general-purpose allocator.
  */
-export function pooledNetTransport(arg: { buffers?: number } = {}): Transport {
+export function pooledNetTransport(arg: { buffers?: number; auth?: JobAuth } = {}): Transport {
   const n = arg.buffers ?? 4;
   const pools = new Map<number, { bufs: Uint8Array[]; next: number }>();
   return new NetTransport({
+    auth: arg.auth,
     allocate: (bytes) => {
       let p = pools.get(bytes);
       if (!p) pools.set(bytes, (p = { bufs: [], next: 0 }));
@@ -207,11 +209,14 @@ async function runPair(name: string, entry: BenchTransportEntry, scheme: string,
   const mod = (await import(entry.module ?? '@shoal/core')) as Record<string, unknown>;
   const make = mod[entry.factory];
   if (typeof make !== 'function') throw new Error(`${entry.module ?? '@shoal/core'} has no export ${entry.factory}`);
-  const transport = (await make(entry.factoryArg)) as Transport;
+  // Both ends authenticate with the benchmark's job secret (the peer reads it from its environment).
+  const auth = benchAuth();
+  const transport = (await make({ ...((entry.factoryArg as object | undefined) ?? {}), auth })) as Transport;
   const listener = await transport.listen(entry.urls[scheme]!());
   const peerScript = fileURLToPath(new URL('./transport-peer.js', import.meta.url));
   const child = spawn(process.execPath, [peerScript, JSON.stringify({ module: entry.module ?? '@shoal/core', factory: entry.factory, factoryArg: entry.factoryArg, url: listener.url })], {
     stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, ...auth.childEnv() },
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const rows: TransportRow[] = [];

@@ -1,4 +1,5 @@
 import { Errors } from './errors.js';
+import { JobAuth } from './security/job-auth.js';
 
 /**
  * Everything a worker needs to join a job, parsed once (from the environment the launcher sets, or from an
@@ -7,7 +8,9 @@ import { Errors } from './errors.js';
  * Environment contract between launchers (`shoal run`, Spark) and workers:
  *   SHOAL_RANK, SHOAL_WORLD_SIZE, SHOAL_LOCAL_RANK, SHOAL_STORE (tcp://host:port of the rendezvous store),
  *   SHOAL_JOB_ID, SHOAL_TRANSPORT (net|nng|shm), SHOAL_BACKEND (ring|ps|hybrid), SHOAL_SERVERS (ps shards),
- *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial).
+ *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial),
+ *   SHOAL_JOB_SECRET (the job's 256-bit secret, 64 hex digits: required whenever there is a store to join; read
+ *   here, once, into `auth`, and never printed: see security/job-auth.ts).
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
  * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
@@ -23,6 +26,8 @@ export interface WorkerOptions {
   servers: number;
   timeoutMs: number;
   host: string;
+  /** The job's identity: every connection this worker makes or accepts proves it and checks the peer's. */
+  auth: JobAuth;
   /** Where this rank's training data comes from, if the launcher said: Spark's stdin stream or a path. */
   data?: { from: 'stdin' } | { from: 'path'; path: string };
   /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
@@ -56,17 +61,21 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
   if (rank >= worldSize) throw Errors.config('SHOAL_RANK', `must be < SHOAL_WORLD_SIZE (${worldSize}), got ${rank}`);
   const storeUrl = env.SHOAL_STORE ?? '';
   if (worldSize > 1 && !/^tcp:\/\/[^:]+:\d+$/.test(storeUrl)) throw Errors.config('SHOAL_STORE', `must be tcp://host:port, got ${JSON.stringify(storeUrl)}`);
+  const jobId = env.SHOAL_JOB_ID || 'shoal';
+  // A job with a store has other members: the secret is required. A lone worker without one gets its own.
+  const auth = storeUrl !== '' || env.SHOAL_JOB_SECRET ? JobAuth.fromEnv(jobId, env) : JobAuth.ephemeral().withJobId(jobId);
   return {
     rank,
     worldSize,
     localRank: int(env, 'SHOAL_LOCAL_RANK', rank),
     storeUrl,
-    jobId: env.SHOAL_JOB_ID || 'shoal',
+    jobId,
     transport: oneOf(env, 'SHOAL_TRANSPORT', TRANSPORTS, 'net'),
     backend: oneOf(env, 'SHOAL_BACKEND', BACKENDS, 'ring'),
     servers: int(env, 'SHOAL_SERVERS', 1, 1),
     timeoutMs: int(env, 'SHOAL_TIMEOUT_MS', 60_000, 1),
     host: env.SHOAL_HOST || '127.0.0.1',
+    auth,
     ...dataOf(env),
   };
 }

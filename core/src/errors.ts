@@ -18,7 +18,9 @@ export type ShoalErrorCode =
   | 'ERR_NAN'
   | 'ERR_DATA'
   | 'ERR_REMOTE'
-  | 'ERR_STATE';
+  | 'ERR_STATE'
+  | 'ERR_AUTH'
+  | 'ERR_QUOTA';
 
 export class ShoalError extends Error {
   readonly code: ShoalErrorCode;
@@ -74,4 +76,9 @@ export const Errors = {
   remote: (who: string, message: string, details: Record<string, unknown> = {}) =>
     new ShoalError('ERR_REMOTE', `${who} failed: ${message}`, details),
   state: (detail: string) => new ShoalError('ERR_STATE', detail),
+  /** A peer that could not prove it belongs to the job (or a job we could not prove to). */
+  auth: (where: string, detail: string) => new ShoalError('ERR_AUTH', `authentication failed (${where}): ${detail}`, { where }),
+  /** A resource limit (store keys or bytes, connections) would be exceeded. */
+  quota: (what: string, detail: string, details: Record<string, unknown> = {}) =>
+    new ShoalError('ERR_QUOTA', `${what}: ${detail}`, details),
 } as const;

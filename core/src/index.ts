@@ -37,3 +37,5 @@ export { ActorClient, type ActorHandle } from './actor/actor-handle.js';
 export { netRemote, shmRemote } from './actor/net-remote.js';
 export type { ModuleRef } from './actor/module-ref.js';
 export type { ActorContext } from './actor/actor-host.js';
+// Job identity (authentication of every connection)
+export { AuthLog, JOB_SECRET_ENV, JobAuth } from './security/job-auth.js';

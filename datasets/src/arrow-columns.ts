@@ -28,6 +28,10 @@ export function fieldInfoOf(f: Field): FieldInfo {
     const kind = scalarKind(t.children[0]!.type);
     return { ...base, kind: kind ?? 'unsupported', width: t.listSize };
   }
+  if (isMlVector(t)) {
+    // A Spark ML vector (VectorUDT's struct): its dense `values`, a list whose width the data tells.
+    return { ...base, kind: 'float64', width: 0, sourceType: `Spark ML vector ${String(t)}` };
+  }
   if (DataType.isList(t)) {
     // Variable-length list (Spark's array<float>): width 0 = fixed per row only if the data says so, checked per
     // chunk; the pipeline is told the width (BatchOptions.listWidth).
@@ -41,8 +45,61 @@ export function fieldsOf(schema: Schema): FieldInfo[] {
   return schema.fields.map(fieldInfoOf);
 }
 
+/** Spark ML's VectorUDT as Spark hands it to Arrow or writes it to Parquet: struct<type, size, indices, values>. */
+function isMlVector(t: DataType): boolean {
+  if (!DataType.isStruct(t)) return false;
+  const names = t.children.map((c) => c.name).sort().join(',');
+  const values = t.children.find((c) => c.name === 'values');
+  return names === 'indices,size,type,values' && values !== undefined && DataType.isList(values.type) && DataType.isFloat(values.type.children[0]!.type);
+}
+
+/**
+ * ML vectors become a fixed-width column: all-dense chunks are their `values` list (no copy); chunks with sparse
+ * rows (`type` 0: `size`, `indices`, `values`, as VectorAssembler writes mostly-zero rows) are densified into a
+ * new float64 array. Every row must have the same width (size).
+ */
+function columnOfMlVector(data: Data, info: FieldInfo, source: string): Column {
+  if (data.nullCount > 0) throw Errors.data(source, `column '${info.name}' has ${data.nullCount} null vectors; every row needs a value`, { column: info.name });
+  const names = (data.type as DataType & { children: Field[] }).children.map((c) => c.name);
+  const child = (n: string) => data.children[names.indexOf(n)]!;
+  const kinds = child('type').values as Int8Array;
+  const valuesData = child('values');
+  const rows = data.length;
+  let sparse = false;
+  for (let r = 0; r < rows; r++) if (kinds[r] !== 1) sparse = true;
+  if (!sparse) return columnOfList(valuesData, info, source);
+  const sizes = child('size').values as Int32Array;
+  const vOff = valuesData.valueOffsets as Int32Array;
+  const vals = valuesData.children[0]!.values as Float64Array | Float32Array;
+  const iData = child('indices');
+  const iOff = iData.valueOffsets as Int32Array;
+  const idx = iData.children[0]!.values as Int32Array;
+  const widthOf = (r: number) => (kinds[r] === 1 ? vOff[r + 1]! - vOff[r]! : sizes[r]!);
+  const w = rows > 0 ? widthOf(0) : 0;
+  const out = new Float64Array(rows * w);
+  for (let r = 0; r < rows; r++) {
+    if (widthOf(r) !== w) {
+      throw Errors.data(source, `column '${info.name}' holds vectors of different sizes (row 0 has ${w}, row ${r} has ${widthOf(r)}); fixed-size rows are required`, { column: info.name });
+    }
+    const v0 = vOff[r]!;
+    if (kinds[r] === 1) {
+      for (let j = 0; j < w; j++) out[r * w + j] = vals[v0 + j]!;
+    } else {
+      const i0 = iOff[r]!;
+      const nnz = iOff[r + 1]! - iOff[r]!;
+      for (let k = 0; k < nnz; k++) {
+        const j = idx[i0 + k]!;
+        if (j < 0 || j >= w) throw Errors.data(source, `column '${info.name}' row ${r}: sparse index ${j} outside size ${w}`, { column: info.name });
+        out[r * w + j] = vals[v0 + k]!;
+      }
+    }
+  }
+  return { values: out, width: w, nullCount: 0 };
+}
+
 function columnOfData(data: Data, info: FieldInfo, source: string): Column {
   const rows = data.length;
+  if (isMlVector(data.type)) return columnOfMlVector(data, info, source);
   if (DataType.isList(data.type)) return columnOfList(data, info, source);
   let values: NumericArray;
   let nullCount = data.nullCount;

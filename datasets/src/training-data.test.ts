@@ -1,8 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Field, Float64, Int8, Int32, List, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Field, Float64, Int8, Int32, List, RecordBatch, Struct, Table, makeData, tableToIPC } from 'apache-arrow';
 import { isShoalError } from '@shoal/core';
-import { isTrainingData, openArrowStream, trainingData, type ExchangeVectors } from './index.js';
+import { isTrainingData, openArrowFile, openArrowStream, openData, trainingData, type ExchangeVectors } from './index.js';
 
 /** Spark's shapes: `v` array<double> (a List, what vector_to_array gives), `x` double, `y` int, optional flag. */
 function sparkBatch(start: number, rows: number, width: number, flagEvery = 0): RecordBatch {
@@ -104,6 +107,86 @@ test('a rank with no rows learns the list width from the others; a missing colum
     assert.unreachable();
   } catch (e) {
     assert.ok(isShoalError(e) && /missing column 'nope' \(have: v, x, y\)/.test(e.message), String(e));
+  }
+});
+
+type Vec = number[] | { size: number; indices: number[]; values: number[] };
+
+/** Spark ML vectors as Spark writes them: struct<type int8, size int32, indices list<int32>, values list<double>>. */
+function vectorBatch(vecs: Vec[]): RecordBatch {
+  const rows = vecs.length;
+  const f64 = new List(new Field('element', new Float64(), true));
+  const i32 = new List(new Field('element', new Int32(), true));
+  const type = new Struct([new Field('type', new Int8(), false), new Field('size', new Int32(), true), new Field('indices', i32, true), new Field('values', f64, true)]);
+  const kinds = Int8Array.from(vecs, (v) => (Array.isArray(v) ? 1 : 0));
+  const sizes = Int32Array.from(vecs, (v) => (Array.isArray(v) ? 0 : v.size));
+  const vals = vecs.flatMap((v) => (Array.isArray(v) ? v : v.values));
+  const idx = vecs.flatMap((v) => (Array.isArray(v) ? [] : v.indices));
+  const vOff = new Int32Array(rows + 1);
+  const iOff = new Int32Array(rows + 1);
+  vecs.forEach((v, r) => {
+    vOff[r + 1] = vOff[r]! + (Array.isArray(v) ? v.length : v.values.length);
+    iOff[r + 1] = iOff[r]! + (Array.isArray(v) ? 0 : v.indices.length);
+  });
+  const vec = makeData({
+    type,
+    length: rows,
+    nullCount: 0,
+    children: [
+      makeData({ type: new Int8(), length: rows, data: kinds }),
+      makeData({ type: new Int32(), length: rows, data: sizes }),
+      makeData({ type: i32, length: rows, nullCount: 0, valueOffsets: iOff, child: makeData({ type: new Int32(), length: idx.length, data: Int32Array.from(idx) }) }),
+      makeData({ type: f64, length: rows, nullCount: 0, valueOffsets: vOff, child: makeData({ type: new Float64(), length: vals.length, data: Float64Array.from(vals) }) }),
+    ],
+  });
+  return new RecordBatch({ features: vec, y: makeData({ type: new Int32(), length: rows, data: new Int32Array(rows) }) } as never);
+}
+
+test('Spark ML vectors (the struct Spark writes), dense and sparse, are features; unequal sizes are named', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ml-vector-'));
+  try {
+    const dense = Array.from({ length: 20 }, (_, r) => [r * 3, r * 3 + 1, r * 3 + 2].map((i) => i / 8));
+    const mixed: Vec[] = [[1, 2, 3], { size: 3, indices: [0, 2], values: [4, 5] }, { size: 3, indices: [], values: [] }, [6, 7, 8]];
+    writeFileSync(join(dir, 'a.arrow'), tableToIPC(new Table([vectorBatch(dense), vectorBatch(mixed)]), 'file'));
+    const ds = await openArrowFile(join(dir, 'a.arrow'));
+    assert.match(ds.schema.fields[0]!.sourceType, /^Spark ML vector/);
+    const d = await trainingData(ds, ds, { features: ['features'], label: 'y', batchSize: 4 }, solo);
+    assert.equal([d.widths.features, d.stepsPerEpoch], [3, 6]);
+    const got: number[] = [];
+    for await (const b of d.batches(0)) got.push(...b.columns.features!);
+    assert.equal(got, [...dense.flat(), 1, 2, 3, 4, 0, 5, 0, 0, 0, 6, 7, 8]);
+    const bad = await openArrowStream(tableToIPC(new Table([vectorBatch([[1, 2, 3], { size: 4, indices: [1], values: [1] }])]), 'stream'), { retain: true });
+    try {
+      await trainingData(bad, bad, { features: ['features'], label: 'y', batchSize: 1 }, solo);
+      assert.unreachable();
+    } catch (e) {
+      assert.ok(isShoalError(e) && /vectors of different sizes \(row 0 has 3, row 1 has 4\)/.test(e.message), String(e));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('openData: CSV read as float32 columns; a folder mixing kinds is refused, naming them', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-open-data-'));
+  try {
+    writeFileSync(join(dir, 'a.csv'), 'x0,x1,y,extra\n1,2,0,zz\n3,4,1,zz\n');
+    writeFileSync(join(dir, 'b.csv'), 'x0,x1,y,extra\n5,6,1,zz\n');
+    const ds = await openData(dir, ['x0', 'x1', 'y']);
+    const d = await trainingData(ds, ds, { features: ['x0', 'x1'], label: 'y', batchSize: 1 }, solo);
+    const rows: number[][] = [];
+    for await (const b of d.batches(0)) rows.push([...b.columns.features!, ...b.columns.label!]);
+    assert.equal(rows, [[1, 2, 0], [3, 4, 1], [5, 6, 1]]);
+    await d.close();
+    writeFileSync(join(dir, 'c.arrow'), tableToIPC(new Table([sparkBatch(0, 1, 1)]), 'file'));
+    try {
+      await openData(dir, ['x0']);
+      assert.unreachable();
+    } catch (e) {
+      assert.ok(isShoalError(e) && /mixes arrow and csv files; keep one kind per folder/.test(e.message), String(e));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

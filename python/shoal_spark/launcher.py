@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import time
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -201,6 +202,10 @@ def run(
         "cwd": cwd,
         "env": dict(env or {}),
         "job_id": job_id or f"spark-{uuid.uuid4().hex[:12]}",
+        # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
+        # as the rest of the spec does, and each task hands it to its store and worker processes in their
+        # environment (SHOAL_JOB_SECRET), never on a command line. Every connection of the job proves it.
+        "job_secret": secrets.token_hex(32),
         "backend": backend,
         "transport": transport,
         "servers": servers,

@@ -198,7 +198,8 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
     if spec["backend"] in ("ps", "hybrid"):
         # rank 0's task also hosts the parameter-server shards (actor processes of the store's process group)
         argv += ["--ps-servers", str(spec["servers"]), "--workers", str(spec["world"])]
-    env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"])  # tags the store and its server actors with the job
+    # tags the store and its server actors with the job; the secret goes in the environment only
+    env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"], SHOAL_JOB_SECRET=spec["job_secret"])
     store = _Child(argv, env, spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
     wait_s = min(spec["startup_timeout_s"], max(0.0, deadline - time.monotonic()))
     if not store.marked_event.wait(wait_s):
@@ -341,6 +342,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_INPUT": "stdin",
             "SHOAL_PARENT_PID": str(os.getpid()),
             "SHOAL_LAUNCHER": "spark",
+            "SHOAL_JOB_SECRET": spec["job_secret"],
         })
         argv = [spec["node"], *spec.get("node_args", []), spec["script"], *spec["args"]]
         worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)

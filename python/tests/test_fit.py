@@ -42,14 +42,18 @@ def test_fit_on_ml_vectors_equals_shoal_run_data_on_the_written_parquet(digits_v
     assert res.model_path is None and res.result["steps"] == 12 and res.result["rows"] == 400
     assert [r["rows"] for r in res.ranks] == [400, 400]
 
-    out = str(tmp_path / "digits.parquet")
-    digits_vec.select(vector_to_array("pixels", "float32").alias("pixels"), "label").write.parquet(out)
-    p = subprocess.run(["node", "run/dist/launcher/cli.js", "run", "-n", "2", "--data", out, WORKER, "--epochs", "3"], cwd=repo, capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stderr[-3000:]
-    ref = json.loads(next(ln for ln in p.stdout.splitlines() if "SHOAL_RESULT " in ln).split("SHOAL_RESULT ", 1)[1])
-    diff = max(abs(a - b) for a, b in zip(res.result["weights"], ref["weights"]))
-    assert len(res.result["weights"]) == len(ref["weights"]) and diff <= 1e-5, diff
-    assert abs(res.history[-1]["loss"] - ref["history"][-1]["loss"]) <= 1e-5
+    # The same worker under `shoal run --data` on what Spark wrote: arrays (vector_to_array), and the ML vectors
+    # themselves (struct<type, size, indices, values> in Parquet, read as dense vectors by worker.data()).
+    arrays, vectors = str(tmp_path / "arrays.parquet"), str(tmp_path / "vectors.parquet")
+    digits_vec.select(vector_to_array("pixels", "float32").alias("pixels"), "label").write.parquet(arrays)
+    digits_vec.write.parquet(vectors)
+    for out in (arrays, vectors):
+        p = subprocess.run(["node", "run/dist/launcher/cli.js", "run", "-n", "2", "--data", out, WORKER, "--epochs", "3"], cwd=repo, capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr[-3000:]
+        ref = json.loads(next(ln for ln in p.stdout.splitlines() if "SHOAL_RESULT " in ln).split("SHOAL_RESULT ", 1)[1])
+        diff = max(abs(a - b) for a, b in zip(res.result["weights"], ref["weights"]))
+        assert len(res.result["weights"]) == len(ref["weights"]) and diff <= 1e-5, (out, diff)
+        assert abs(res.history[-1]["loss"] - ref["history"][-1]["loss"]) <= 1e-5
 
 
 def test_fit_with_validation_df_from_a_typescript_worker(digits_vec, repo, tmp_path):

@@ -5,6 +5,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ActorClient, ActorSupervisor, NetTransport, netRemote, TcpStore, TcpStoreServer } from '@shoal/core';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 /** The shape of core's test actor (core/src/actor/testing/counter-actor.ts). */
 interface CounterActor {
@@ -22,9 +26,9 @@ const coreDist = dirname(createRequire(import.meta.url).resolve('@shoal/core'));
 const counterRef = (start: number) => ({ module: join(coreDist, 'actor/testing/counter-actor.js'), export: 'CounterActor', args: [start] });
 
 async function job() {
-  const server = await TcpStoreServer.start();
-  const store = await TcpStore.connect(server.url);
-  const transport = new NetTransport();
+  const server = await TcpStoreServer.start({ auth });
+  const store = await TcpStore.connect(server.url, { auth });
+  const transport = new NetTransport({ auth });
   return {
     store,
     transport,
@@ -38,7 +42,7 @@ async function job() {
 
 test('process actor: calls cross processes, typed arrays survive, errors carry the remote stack', async () => {
   const j = await job();
-  const sup = await ActorSupervisor.spawn({ name: 'counter', actor: counterRef(1), placement: 'process', store: j.store, remote: j.remote, timeoutMs: 20_000 });
+  const sup = await ActorSupervisor.spawn({ auth, name: 'counter', actor: counterRef(1), placement: 'process', store: j.store, remote: j.remote, timeoutMs: 20_000 });
   const a = await ActorClient.connect<CounterActor>('counter', { store: j.store, transport: j.transport, timeoutMs: 10_000 });
   const who = await a.api.whoami();
   assert.is.not(who.pid, process.pid);
@@ -65,6 +69,7 @@ test('process actor: calls cross processes, typed arrays survive, errors carry t
 test('killed process actor: every pending and later call rejects naming it, within the timeout; restart + reconnect', async () => {
   const j = await job();
   const sup = await ActorSupervisor.spawn({
+    auth,
     name: 'victim',
     actor: counterRef(40),
     placement: 'process',
@@ -107,7 +112,7 @@ test('killed process actor: every pending and later call rejects naming it, with
 
 test('thread actor over net', async () => {
   const j = await job();
-  const sup = await ActorSupervisor.spawn({ name: 'th', actor: counterRef(3), placement: 'thread', store: j.store, remote: j.remote, timeoutMs: 20_000 });
+  const sup = await ActorSupervisor.spawn({ auth, name: 'th', actor: counterRef(3), placement: 'thread', store: j.store, remote: j.remote, timeoutMs: 20_000 });
   const a = await ActorClient.connect<CounterActor>('th', { store: j.store, transport: j.transport, timeoutMs: 10_000 });
   assert.is((await a.api.whoami()).pid, process.pid);
   assert.is(await a.api.add(4), 7);
@@ -119,7 +124,7 @@ test('thread actor over net', async () => {
 test('unix-socket doors: a listen URL template gives every door its own path', async () => {
   const j = await job();
   const dir = mkdtempSync(join(tmpdir(), 'shoal-actor-'));
-  const sup = await ActorSupervisor.spawn({ name: 'uds', actor: counterRef(0), placement: 'process', store: j.store, remote: j.remote, listenUrl: `ipc://${dir}/{actor}-{door}.sock`, timeoutMs: 20_000 });
+  const sup = await ActorSupervisor.spawn({ auth, name: 'uds', actor: counterRef(0), placement: 'process', store: j.store, remote: j.remote, listenUrl: `ipc://${dir}/{actor}-{door}.sock`, timeoutMs: 20_000 });
   const callers = await Promise.all([0, 1, 2, 3, 4, 5].map(() => ActorClient.connect<CounterActor>('uds', { store: j.store, transport: j.transport, timeoutMs: 10_000 })));
   const got = await Promise.all(callers.map((c) => c.api.add(1)));
   assert.equal(got.sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
@@ -132,7 +137,7 @@ test('unix-socket doors: a listen URL template gives every door its own path', a
 test('a constructor that throws fails spawn with its message', async () => {
   const j = await job();
   try {
-    await ActorSupervisor.spawn({ name: 'bad', actor: { module: join(coreDist, 'actor/testing/counter-actor.js'), export: 'Nope' }, placement: 'process', store: j.store, remote: j.remote, timeoutMs: 20_000 });
+    await ActorSupervisor.spawn({ auth, name: 'bad', actor: { module: join(coreDist, 'actor/testing/counter-actor.js'), export: 'Nope' }, placement: 'process', store: j.store, remote: j.remote, timeoutMs: 20_000 });
     assert.unreachable();
   } catch (e) {
     assert.match((e as Error).message, /has no export "Nope"/);

@@ -122,14 +122,12 @@ test('launch({ threads, jobTimeoutMs }): hanging threads are terminated and the 
   assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
 });
 
-test('--threads rejects a TypeScript script with a clear error', async () => {
-  let msg = '';
-  try {
-    await launch({ script: `${ROOT}test/fixtures/launcher-ts-worker.ts`, numWorkers: 2, threads: true });
-  } catch (e) {
-    msg = (e as Error).message;
-  }
-  assert.match(msg, /is TypeScript: --threads runs compiled JavaScript/);
+test('--threads runs a TypeScript script (through tsx in each thread)', async () => {
+  const out = sink();
+  const r = await launch({ script: `${ROOT}test/fixtures/launcher-ts-worker.ts`, numWorkers: 2, threads: true, timeoutMs: 20_000, jobTimeoutMs: 60_000, stdout: out.stream, stderr: sink().stream });
+  assert.is(r.code, 0, r.error);
+  assert.match(out.text(), /ts worker rank 0 of 2/);
+  assert.match(out.text(), /ts worker rank 1 of 2/);
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,6 +5,10 @@
  */
 import { isShoalError, NetTransport, TcpStore } from '@shoal/core';
 import { KVWorker } from '@shoal/backends';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 interface Job {
   storeUrl: string;
@@ -24,8 +28,8 @@ const job = JSON.parse(process.env.SHOAL_PS_TEST ?? '{}') as Job;
 const out = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
 async function main() {
-  const store = await TcpStore.connect(job.storeUrl, { timeoutMs: job.timeoutMs });
-  const transport = new NetTransport();
+  const store = await TcpStore.connect(job.storeUrl, { auth, timeoutMs: job.timeoutMs });
+  const transport = new NetTransport({ auth });
   const kv = await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: job.timeoutMs, resendAfterRestart: job.resend });
   const { small, big } = job.sizes;
   await kv.init(

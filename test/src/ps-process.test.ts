@@ -8,6 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { netRemote, NetTransport, TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
 import { PsSync, startPsServers, type StartPsServersOptions } from '@shoal/backends';
 import { gradientSyncCompliance } from '@shoal/backends/testing';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const workerScript = fileURLToPath(new URL('./ps-fixture-worker.js', import.meta.url));
 type Result = { ok: boolean; rounds?: number; code?: string; message?: string; round?: number; msSinceKill?: number; sharedCalls?: number };
@@ -36,9 +40,10 @@ function startWorker(job: object): { child: ChildProcess; result: Promise<Result
 }
 
 async function psJob(numWorkers: number, extra: Partial<StartPsServersOptions> = {}) {
-  const storeServer = await TcpStoreServer.start();
-  const store = await TcpStore.connect(storeServer.url);
+  const storeServer = await TcpStoreServer.start({ auth });
+  const store = await TcpStore.connect(storeServer.url, { auth });
   const servers: ActorSupervisor[] = await startPsServers({
+    auth,
     placement: 'process',
     store,
     remote: netRemote(storeServer.url),
@@ -135,9 +140,9 @@ test('with durable checkpoints a restarted server continues and no acknowledged 
 // The GradientSync compliance suite over real sockets: servers in worker threads (net transport, TcpStore),
 // the ranks' PsSync engines in this process, each with its own net transport.
 gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
-  const storeServer = await TcpStoreServer.start();
-  const store = await TcpStore.connect(storeServer.url);
-  const servers = await startPsServers({ placement: 'thread', store, remote: netRemote(storeServer.url), numServers: 2, numWorkers: size, mode: 'sync', timeoutMs: 10_000 });
+  const storeServer = await TcpStoreServer.start({ auth });
+  const store = await TcpStore.connect(storeServer.url, { auth });
+  const servers = await startPsServers({ auth, placement: 'thread', store, remote: netRemote(storeServer.url), numServers: 2, numWorkers: size, mode: 'sync', timeoutMs: 10_000 });
   let open = size;
   return Promise.all(
     Array.from({ length: size }, (_, rank) =>
@@ -146,7 +151,7 @@ gradientSyncCompliance('ps over net (servers in threads)', async (size) => {
         numWorkers: size,
         numServers: 2,
         store,
-        transport: new NetTransport(),
+        transport: new NetTransport({ auth }),
         timeoutMs: 10_000,
         onClose: async () => {
           if (--open > 0) return;

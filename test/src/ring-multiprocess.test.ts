@@ -4,6 +4,10 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startJsonLinesChild, withTimeout, type JsonLinesChild } from './json-lines-child.js';
 import { TcpStoreServer } from '@shoal/core';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const worker = fileURLToPath(new URL('./ring-worker.js', import.meta.url));
 const nngBuilt = existsSync(fileURLToPath(new URL('../../core/native/nng/build/Release/shoal_nng.node', import.meta.url)));
@@ -20,7 +24,7 @@ for (const transport of ['net', 'nng']) {
       return;
     }
     for (const size of [2, 3, 4]) {
-      const server = await TcpStoreServer.start();
+      const server = await TcpStoreServer.start({ auth });
       const ranks = Array.from({ length: size }, (_, r) => start('exact', r, size, server.url, transport, 20_000));
       try {
         await withTimeout(Promise.all(ranks.map((r) => r.exited)), 45_000, `${size} ranks over ${transport}`);
@@ -36,7 +40,7 @@ for (const transport of ['net', 'nng']) {
 test('a peer frozen mid-allreduce (SIGSTOP) makes every survivor raise ERR_TIMEOUT or a peer error within 2x the op timeout (net, 3 processes)', async () => {
   const size = 3;
   const timeoutMs = 2000;
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   let stoppedAt = 0;
   const victim = 1;
   const ranks: Rank[] = [];
@@ -72,7 +76,7 @@ test(`a peer killed mid-allreduce makes every survivor raise within 2x the op ti
   if (transport === 'nng' && !nngBuilt) return;
   const size = 4;
   const timeoutMs = 3000;
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   let killedAt = 0;
   const victim = 2;
   const ranks: Rank[] = [];

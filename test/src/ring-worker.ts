@@ -12,12 +12,16 @@ import { connectGroup, createNetTransport, createNngTransport, loadKernels, TcpS
 import { RingSync } from '@shoal/backends';
 import { allreduceRing, barrierRing } from '@shoal/backends/ring';
 import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const { mode, rank, size, storeUrl, extra: tname, timeoutMs } = rankArgs();
 
 async function main(): Promise<void> {
-  const store = await TcpStore.connect(storeUrl, { timeoutMs });
-  const transport: Transport = tname === 'nng' ? createNngTransport() : createNetTransport();
+  const store = await TcpStore.connect(storeUrl, { auth, timeoutMs });
+  const transport: Transport = tname === 'nng' ? createNngTransport({ auth }) : createNetTransport({ auth });
   const g = await connectGroup({ rank, size, store: store.prefixed(`ring-${mode}`), transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs });
   const kernels = loadKernels();
   try {

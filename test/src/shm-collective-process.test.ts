@@ -4,6 +4,10 @@ import { fileURLToPath } from 'node:url';
 import { startJsonLinesChild, withTimeout, type JsonLinesChild } from './json-lines-child.js';
 import { TcpStoreServer } from '@shoal/core';
 import { listSegments } from '@shoal/core/transport';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 /** The same-host shared-segment collective (ShmCollective) with ranks as real processes. */
 const worker = fileURLToPath(new URL('./shm-collective-worker.js', import.meta.url));
@@ -14,7 +18,7 @@ const start = (mode: string, rank: number, size: number, store: string, jobId: s
   startJsonLinesChild(worker, [mode, String(rank), String(size), store, jobId, String(timeoutMs)], onLine);
 
 async function run(mode: string, size: number, jobId: string, timeoutMs: number): Promise<Rank[]> {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const ranks = Array.from({ length: size }, (_, r) => start(mode, r, size, server.url, jobId, timeoutMs));
   try {
     await withTimeout(Promise.all(ranks.map((r) => r.exited)), 90_000, `${size} ranks, ${mode}`);
@@ -58,7 +62,7 @@ test('a SIGKILLed rank while the others wait: every survivor raises within the t
   const size = 3;
   const timeoutMs = 5000;
   const jobId = `scp${process.pid}k`;
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const victim = 1;
   const ranks: Rank[] = [];
   const started = new Promise<void>((res) => {

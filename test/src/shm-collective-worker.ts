@@ -14,11 +14,15 @@ import { createHash } from 'node:crypto';
 import { TcpStore } from '@shoal/core';
 import { ShmCollective } from '@shoal/backends';
 import { rankArgs, runRank, say, sayError } from './helpers/rank-worker.js';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const { mode, rank, size, storeUrl, extra: jobId, timeoutMs } = rankArgs();
 
 async function main(): Promise<void> {
-  const store = await TcpStore.connect(storeUrl, { timeoutMs });
+  const store = await TcpStore.connect(storeUrl, { auth, timeoutMs });
   const c = await ShmCollective.connect({ rank, size, store: store.prefixed(`coll-${mode}`), prefix: jobId, timeoutMs });
   try {
     if (mode === 'exact') {

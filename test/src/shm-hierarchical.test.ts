@@ -7,6 +7,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '@shoal/core';
 import { listSegments } from '@shoal/core/transport';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const script = new URL('./helpers/hier-rank.js', import.meta.url).pathname;
 
@@ -35,7 +39,7 @@ async function waitFor(r: Rank, text: string, ms: number): Promise<void> {
 }
 
 test('2 simulated hosts x 2 processes: exact sums through shm + tcp', async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const prefix = `hp${process.pid}a`;
   try {
     const hosts = ['h0', 'h1', 'h0', 'h1'];
@@ -50,7 +54,7 @@ test('2 simulated hosts x 2 processes: exact sums through shm + tcp', async () =
 });
 
 test('a SIGKILLed rank makes the others raise within the timeout and leaves no segment in /dev/shm', async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   const prefix = `hp${process.pid}b`;
   const timeoutMs = 3000;
   try {
@@ -61,7 +65,7 @@ test('a SIGKILLed rank makes the others raise within the timeout and leaves no s
     await victim.exited;
     const t0 = Date.now();
     const { TcpStore } = await import('@shoal/core');
-    const s = await TcpStore.connect(server.url);
+    const s = await TcpStore.connect(server.url, { auth });
     await s.set('go', '1');
     const res = await Promise.all(others.map((r) => r.exited));
     const waited = Date.now() - t0;

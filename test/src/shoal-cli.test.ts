@@ -11,7 +11,7 @@ import { ROOT, runNode, SHOAL_CLI } from './train-helpers.js';
 
 const WORKER = `${ROOT}test/dist/launcher-worker.js`;
 const VERSION = (JSON.parse(readFileSync(`${ROOT}run/package.json`, 'utf8')) as { version: string }).version;
-const shoal = (args: string[], env: Record<string, string> = {}, timeoutMs = 20_000) => runNode([SHOAL_CLI, ...args], { timeoutMs, env });
+const shoal = (args: string[], env: Record<string, string> = {}, timeoutMs = 120_000) => runNode([SHOAL_CLI, ...args], { timeoutMs, env });
 const noStack = (s: string) => !/\n\s+at /.test(s);
 
 test('shoal --version and -v print the version; npx shoal resolves the bin', async () => {
@@ -20,7 +20,8 @@ test('shoal --version and -v print the version; npx shoal resolves the bin', asy
     assert.is(r.code, 0, r.stderr);
     assert.is(r.stdout, `shoal ${VERSION}\n`);
   }
-  const bin = spawnSync(join(ROOT, 'node_modules/.bin/shoal'), ['--version'], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+  const bin = spawnSync(join(ROOT, 'node_modules/.bin/shoal'), ['--version'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  assert.is(bin.error, undefined, `node_modules/.bin/shoal: ${bin.error?.message}`);
   assert.is(bin.status, 0, bin.stderr);
   assert.is(bin.stdout, `shoal ${VERSION}\n`);
 });

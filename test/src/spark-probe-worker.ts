@@ -105,7 +105,7 @@ async function main(): Promise<void> {
 
   let totals: Float64Array[] = [Float64Array.of(rows, sum)];
   if (opts.worldSize > 1) {
-    const store = await TcpStore.connect(opts.storeUrl, { timeoutMs: opts.timeoutMs, connectTimeoutMs: opts.timeoutMs });
+    const store = await TcpStore.connect(opts.storeUrl, { auth: opts.auth, timeoutMs: opts.timeoutMs, connectTimeoutMs: opts.timeoutMs });
     const transport = createNetTransport();
     const g = await connectGroup({
       rank: opts.rank,

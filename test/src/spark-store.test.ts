@@ -10,6 +10,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { asText, TcpStore } from '@shoal/core';
 import { actorEpoch } from '@shoal/core/actor';
+import { testAuth } from './helpers/test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const STORE = fileURLToPath(new URL('../../run/dist/launcher/spark-store.js', import.meta.url));
 
@@ -38,7 +42,7 @@ async function noneLeft(marker: string, ms: number): Promise<number[]> {
 }
 
 function start(args: string[], env: Record<string, string> = {}): { child: ChildProcessWithoutNullStreams; url: Promise<string>; exited: Promise<number | null>; stderr: () => string } {
-  const child = spawn(process.execPath, [STORE, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [STORE, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, SHOAL_JOB_ID: auth.jobId, ...env } });
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -66,8 +70,8 @@ test('spark-store prints tcp://host:port, serves the store, exits 0 when its std
   const s = start(['--host', '127.0.0.1']);
   const url = await s.url;
   assert.match(url, /^tcp:\/\/127\.0\.0\.1:\d+$/);
-  const a = await TcpStore.connect(url, { timeoutMs: 5_000 });
-  const b = await TcpStore.connect(url, { timeoutMs: 5_000 });
+  const a = await TcpStore.connect(url, { auth, timeoutMs: 5_000 });
+  const b = await TcpStore.connect(url, { auth, timeoutMs: 5_000 });
   await a.set('job/k', 'v1');
   assert.is(asText(await b.get('job/k', 5_000)), 'v1');
   assert.is(await b.add('job/n', 2), 2);
@@ -82,7 +86,7 @@ test('spark-store with --ps-servers starts the server actors before its address 
   const marker = `SHOAL_JOB_ID=spark-store-test-${process.pid}-${Date.now()}`;
   const s = start(['--host', '127.0.0.1', '--ps-servers', '2', '--workers', '2', '--timeout-ms', '20000'], { SHOAL_JOB_ID: marker.split('=')[1]! });
   const url = await s.url;
-  const c = await TcpStore.connect(url, { timeoutMs: 10_000 });
+  const c = await TcpStore.connect(url, { auth: auth.withJobId(marker.split('=')[1]!), timeoutMs: 10_000 });
   // Both shards published their epoch (they are serving) by the time the address was printed.
   assert.ok((await actorEpoch(c, 'ps-server-0', 1_000)) >= 0);
   assert.ok((await actorEpoch(c, 'ps-server-1', 1_000)) >= 0);

@@ -1,5 +1,5 @@
 /**
- * `SHOAL_LOGDIR` (what `shoal run --logdir` sets): an unchanged training script (the digits example) writes
+ * `shoal run --logdir DIR` (it sets `SHOAL_LOGDIR`): an unchanged training script (the digits example) writes
  * TensorBoard runs from every rank. The event files are decoded here with the protobuf wire reader (TensorBoard's
  * own reader checks the format in tensorboard-reader.test.ts).
  */
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { jobTelemetryOf } from '@shoal/backends';
-import { initWorker } from '@shoal/run';
+import { initWorker, parseRunArgs } from '@shoal/run';
 import { maskedCrc32c } from '@shoal/wrappers';
 import { DIGITS_MAIN, runNode, SHOAL_CLI } from './train-helpers.js';
 
@@ -55,10 +55,10 @@ function readRun(dir: string): Record<string, Array<[number, number]>> {
   return out;
 }
 
-test('SHOAL_LOGDIR makes an unchanged script write train/ and per-rank runs from every rank of shoal run', async () => {
+test('shoal run --logdir makes an unchanged script write train/ and per-rank runs from every rank', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-logdir-'));
   try {
-    const r = await runNode([SHOAL_CLI, 'run', '-n', '2', DIGITS_MAIN, '--epochs', '2', '--steps', '6', '--batch-size', '16'], { timeoutMs: 90_000, env: { SHOAL_LOGDIR: dir } });
+    const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--logdir', dir, DIGITS_MAIN, '--epochs', '2', '--steps', '6', '--batch-size', '16'], { timeoutMs: 90_000 });
     assert.is(r.code, 0, r.stderr);
     assert.equal(readdirSync(dir).sort(), ['rank-0', 'rank-1', 'train']);
     const train = readRun(join(dir, 'train'));
@@ -76,6 +76,13 @@ test('SHOAL_LOGDIR makes an unchanged script write train/ and per-rank runs from
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--logdir becomes an absolute SHOAL_LOGDIR for every worker; an empty one is refused', () => {
+  const o = parseRunArgs(['-n', '2', '--logdir', 'runs/a', 'train.js'], { cores: 2 });
+  assert.equal(o.env, { SHOAL_LOGDIR: join(process.cwd(), 'runs/a') });
+  assert.throws(() => parseRunArgs(['-n', '2', '--logdir', '', 'train.js'], { cores: 2 }), /--logdir needs a folder/);
+  assert.is(parseRunArgs(['-n', '2', 'train.js'], { cores: 2 }).env, undefined);
 });
 
 test('initWorker parses SHOAL_LOGDIR once into the handle and the engine it returns', async () => {

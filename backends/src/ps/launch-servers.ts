@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { ActorSupervisor, Errors, type ModuleRef, type Store, type Transport } from '@shoal/core';
+import { ActorSupervisor, Errors, type JobAuth, type ModuleRef, type Store, type Transport } from '@shoal/core';
 import { settleAll } from '@shoal/core/util';
 import type { KVServerOptions } from './kv-server.js';
 import { defaultServerName } from './kv-worker.js';
@@ -25,6 +25,11 @@ export interface StartPsServersOptions extends Omit<KVServerOptions, 'serverInde
   serverName?: (i: number) => string;
   env?: Record<string, string>;
   execArgv?: string[];
+  /**
+   * The job's identity (`JobAuth.generate(jobId)` in the launcher): required for process and thread placement,
+   * whose servers get the secret in their environment and require it of every caller.
+   */
+  auth?: JobAuth;
 }
 
 export const kvServerModule = fileURLToPath(new URL('./kv-server.js', import.meta.url));
@@ -32,8 +37,9 @@ export const kvServerModule = fileURLToPath(new URL('./kv-server.js', import.met
 export async function startPsServers(o: StartPsServersOptions): Promise<ActorSupervisor[]> {
   if (!Number.isInteger(o.numServers) || o.numServers < 1) throw Errors.invalidArg('numServers', `must be a positive integer, got ${o.numServers}`);
   const name = o.serverName ?? defaultServerName;
-  const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, execArgv, ...serverOpts } = o;
+  const { placement, store, transport, remote, listenUrl, checkpointDir, restart, serverName: _n, env, execArgv, auth, ...serverOpts } = o;
   void _n;
+  if (placement !== 'local' && !auth) throw Errors.invalidArg('auth', `is required for ${placement} placement: pass the job's JobAuth (JobAuth.generate(jobId))`);
   return settleAll(
     Array.from({ length: o.numServers }, (_, i) => {
       const opts: KVServerOptions = {
@@ -53,6 +59,7 @@ export async function startPsServers(o: StartPsServersOptions): Promise<ActorSup
         restart,
         env,
         execArgv,
+        auth,
         timeoutMs: o.timeoutMs,
       });
     }),

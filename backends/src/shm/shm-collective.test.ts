@@ -4,6 +4,10 @@ import { Worker } from 'node:worker_threads';
 import { MemoryStore } from '@shoal/core';
 import { listSegments } from '@shoal/core/transport';
 import { ShmCollective, type ShmCollectiveOptions } from './shm-collective.js';
+import { JobAuth } from '@shoal/core';
+
+/** This test job's identity: every store connection authenticates with it. */
+const auth = JobAuth.generate('test-job');
 
 const prefix = `sct${process.pid}`;
 
@@ -26,7 +30,7 @@ function threadRankSource(size: number, group: string, body: string): string {
       (async () => {
         const core = await import(${JSON.stringify(import.meta.resolve('@shoal/core'))});
         const { ShmCollective } = await import(${JSON.stringify(new URL('./shm-collective.js', import.meta.url).href)});
-        const store = await core.TcpStore.connect(workerData.url, { timeoutMs: 10000 });
+        const store = await core.TcpStore.connect(workerData.url, { auth: core.JobAuth.fromEnv('test-job', process.env), timeoutMs: 10000 });
         const c = await ShmCollective.connect({ rank: workerData.rank, size: ${size}, store: store.prefixed('${group}'), prefix: workerData.prefix, timeoutMs: 10000 });
 ${body}
       })().catch((e) => parentPort.postMessage(String(e && e.stack)));
@@ -262,7 +266,7 @@ test('timeoutMs Infinity means no practical deadline (not an immediate timeout)'
 
 test('ranks as worker threads of one process: exact sums on 3 ranks', async () => {
   const { TcpStoreServer } = await import('@shoal/core');
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   try {
     const src = threadRankSource(3, 'wt', `
         const out = [];
@@ -281,7 +285,7 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
       [0, 1, 2].map(
         (rank) =>
           new Promise((resolve, reject) => {
-            const w = new Worker(src, { eval: true, workerData: { rank, url: server.url, prefix } });
+            const w = new Worker(src, { eval: true, workerData: { rank, url: server.url, prefix }, env: { ...process.env, ...auth.childEnv() } });
             w.once('message', resolve);
             w.once('error', reject);
           }),
@@ -295,7 +299,7 @@ test('ranks as worker threads of one process: exact sums on 3 ranks', async () =
 
 test('a worker-thread rank terminated in the middle of an op: the other rank fails with ERR_PEER_CLOSED, nothing crashes', async () => {
   const { TcpStoreServer } = await import('@shoal/core');
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   try {
     // Rank 1 (a thread) starts an 8 MiB allreduce that rank 0 never joins, and is terminated while it waits on
     // its native thread; rank 0 (this thread) then calls the op and must see the group closed.
@@ -304,8 +308,8 @@ test('a worker-thread rank terminated in the middle of an op: the other rank fai
         parentPort.postMessage('in-op');
     `);
     const { TcpStore } = await import('@shoal/core');
-    const store = await TcpStore.connect(server.url, { timeoutMs: 10_000 });
-    const w = new Worker(src, { eval: true, workerData: { rank: 1, url: server.url, prefix } });
+    const store = await TcpStore.connect(server.url, { auth, timeoutMs: 10_000 });
+    const w = new Worker(src, { eval: true, workerData: { rank: 1, url: server.url, prefix }, env: { ...process.env, ...auth.childEnv() } });
     const [c, msg] = await Promise.all([
       ShmCollective.connect({ rank: 0, size: 2, store: store.prefixed('term'), prefix, timeoutMs: 10_000 }),
       new Promise((resolve) => w.once('message', resolve)),

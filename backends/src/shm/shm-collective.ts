@@ -78,7 +78,7 @@ function loadAddon(): Addon {
   try {
     return requireNativeAddon<Addon>('shmcoll');
   } catch (e) {
-    throw Errors.transport('shm-collective', 'the shared-segment collective addon is not built: run `npm run build:native`', e);
+    throw Errors.transport('shm-collective', 'the shared-segment collective addon is not built: run `npm rebuild @shoal/core` (installed package) or `npm run build:native` (checkout)', e);
   }
 }
 

@@ -5,6 +5,13 @@ import type { Transport } from '../transport/transport.js';
 import { ActorServer } from './actor-server.js';
 import { instantiate, type ModuleRef } from './module-ref.js';
 import { errorInfo } from './rpc.js';
+import { JobAuth } from '../security/job-auth.js';
+import { sweepLeftovers } from '../security/leftovers.js';
+
+/** The entry point reads the job secret once, from its environment (never argv). */
+function authOf(spec: ActorHostSpec, env: Record<string, string | undefined>): JobAuth | undefined {
+  return spec.jobId !== undefined ? JobAuth.fromEnv(spec.jobId, env) : undefined;
+}
 
 /**
  * The entry point of an actor's own process or worker thread (`spawnActor` starts it). It builds the transport
@@ -20,6 +27,8 @@ export interface ActorHostSpec {
   store: ModuleRef;
   listenUrl: string;
   mailbox: 'serial' | 'reentrant';
+  /** The job id of the supervisor's `auth`; the secret is in this process's environment (SHOAL_JOB_SECRET). */
+  jobId?: string;
 }
 
 /** What an actor's optional `onActorStart(ctx)` receives. */
@@ -40,9 +49,9 @@ export const ACTOR_SPEC_ENV = 'SHOAL_ACTOR_SPEC';
 export const actorHostPath = fileURLToPath(import.meta.url);
 
 /** Start an actor from a spec in the current process/thread. Returns the running server and instance. */
-export async function hostActor(spec: ActorHostSpec): Promise<{ server: ActorServer; instance: ActorLifecycle; transport: Transport; store: Store }> {
-  const transport = await instantiate<Transport>(spec.transport);
-  const store = await instantiate<Store>(spec.store);
+export async function hostActor(spec: ActorHostSpec, auth?: JobAuth): Promise<{ server: ActorServer; instance: ActorLifecycle; transport: Transport; store: Store }> {
+  const transport = await instantiate<Transport>(spec.transport, auth);
+  const store = await instantiate<Store>(spec.store, auth);
   const instance = await instantiate<ActorLifecycle>(spec.actor);
   await instance.onActorStart?.({ name: spec.name, epoch: spec.epoch, store });
   const server = await ActorServer.start(instance, {
@@ -58,9 +67,14 @@ export async function hostActor(spec: ActorHostSpec): Promise<{ server: ActorSer
 
 async function mainProcess(): Promise<void> {
   const spec = JSON.parse(process.env[ACTOR_SPEC_ENV] ?? '') as ActorHostSpec;
-  process.on('disconnect', () => process.exit(3));
+  // The supervisor (a launcher) is gone: remove the job's names it cannot remove any more, then exit.
+  const supervisor = process.ppid;
+  process.on('disconnect', () => {
+    sweepLeftovers({ ownerPid: supervisor });
+    process.exit(3);
+  });
   try {
-    const h = await hostActor(spec);
+    const h = await hostActor(spec, authOf(spec, process.env));
     const stop = async () => {
       await h.server.stop();
       await h.instance.onActorStop?.();
@@ -82,7 +96,7 @@ async function mainProcess(): Promise<void> {
 async function mainThread(): Promise<void> {
   const spec = (workerData as { shoalActor: ActorHostSpec }).shoalActor;
   try {
-    const h = await hostActor(spec);
+    const h = await hostActor(spec, authOf(spec, process.env));
     parentPort!.on('message', (m) => {
       if ((m as { stop?: boolean }).stop) {
         void (async () => {

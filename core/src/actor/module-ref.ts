@@ -1,6 +1,7 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Errors } from '../errors.js';
+import { JOB_SECRET_ENV, type JobAuth } from '../security/job-auth.js';
 
 /**
  * A serialisable recipe for an object built in another process: `import(module)[export]`, then either
@@ -16,10 +17,15 @@ export interface ModuleRef {
   method?: string;
   /** The export is a factory function: `await Export(...args)` instead of `new`. */
   call?: boolean;
+  /**
+   * Index of the options-object argument that gets the job's `auth` (a JobAuth cannot travel as JSON: the host
+   * process reads the secret from its environment and adds it here). Transports and stores name it.
+   */
+  authArg?: number;
 }
 
 /** Build the object a ModuleRef describes. Errors name the module and export. */
-export async function instantiate<T>(ref: ModuleRef): Promise<T> {
+export async function instantiate<T>(ref: ModuleRef, auth?: JobAuth): Promise<T> {
   const spec = isAbsolute(ref.module) ? pathToFileURL(ref.module).href : ref.module;
   let mod: Record<string, unknown>;
   try {
@@ -29,7 +35,12 @@ export async function instantiate<T>(ref: ModuleRef): Promise<T> {
   }
   const ex = mod[ref.export] as ((...a: unknown[]) => unknown) & Record<string, unknown>;
   if (ex === undefined) throw Errors.config('export', `${ref.module} has no export ${JSON.stringify(ref.export)}`);
-  const args = ref.args ?? [];
+  const args = [...(ref.args ?? [])];
+  if (ref.authArg !== undefined) {
+    if (!auth) throw Errors.config(JOB_SECRET_ENV, `${ref.module}.${ref.export} needs the job secret, and this process has none`);
+    while (args.length < ref.authArg) args.push(undefined);
+    args[ref.authArg] = { ...((args[ref.authArg] as object | undefined) ?? {}), auth };
+  }
   if (ref.method) {
     const f = ex[ref.method];
     if (typeof f !== 'function') throw Errors.config('method', `${ref.module}.${ref.export} has no static method ${ref.method}`);

@@ -2,12 +2,13 @@ import type { ModuleRef } from './module-ref.js';
 
 /**
  * The usual way for an actor in another process or thread to reach the job: the `net` transport and a
- * `TcpStore` client of the launcher's store at `storeUrl`. Pass as `remote` to `ActorSupervisor.spawn`.
+ * `TcpStore` client of the launcher's store at `storeUrl`. Pass as `remote` to `ActorSupervisor.spawn`, with
+ * `auth` (the actor's process gets the secret in its environment; both objects are built with it).
  */
 export function netRemote(storeUrl: string, opts: { maxMessageBytes?: number; storeTimeoutMs?: number } = {}): { transport: ModuleRef; store: ModuleRef } {
   return {
-    transport: { module: '@shoal/core', export: 'NetTransport', args: [opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}] },
-    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
+    transport: { module: '@shoal/core', export: 'NetTransport', args: [opts.maxMessageBytes ? { maxMessageBytes: opts.maxMessageBytes } : {}], authArg: 0 },
+    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}], authArg: 1 },
   };
 }
 
@@ -19,8 +20,8 @@ export function shmRemote(storeUrl: string, opts: { prefix?: string; storeTimeou
   const t: { prefix?: string; ringBytes?: number } = { ringBytes: opts.ringBytes ?? ACTOR_SHM_RING_BYTES };
   if (opts.prefix) t.prefix = opts.prefix;
   return {
-    transport: { module: '@shoal/core', export: 'shmTransport', call: true, args: [t] },
-    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}] },
+    transport: { module: '@shoal/core', export: 'shmTransport', call: true, args: [t], authArg: 0 },
+    store: { module: '@shoal/core', export: 'TcpStore', method: 'connect', args: [storeUrl, opts.storeTimeoutMs ? { timeoutMs: opts.storeTimeoutMs } : {}], authArg: 1 },
   };
 }
 

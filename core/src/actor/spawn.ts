@@ -9,6 +9,7 @@ import { ActorClient } from './actor-handle.js';
 import { ACTOR_SPEC_ENV, actorHostPath, type ActorHostSpec, type ActorLifecycle } from './actor-host.js';
 import { ActorServer } from './actor-server.js';
 import { instantiate, type ModuleRef } from './module-ref.js';
+import type { JobAuth } from '../security/job-auth.js';
 import type { RemoteErrorInfo } from './rpc.js';
 
 /**
@@ -45,6 +46,11 @@ export interface SpawnActorOptions {
   timeoutMs?: number;
   /** Extra environment for a child process. */
   env?: Record<string, string>;
+  /**
+   * The job's identity, for 'process'/'thread' placement with a `remote` that needs it (`netRemote`,
+   * `shmRemote`): the child gets the secret in its environment only, and its job id in the spec.
+   */
+  auth?: JobAuth;
   /** Node flags for a child process (default `--enable-source-maps`), e.g. `--cpu-prof`. */
   execArgv?: string[];
 }
@@ -142,7 +148,9 @@ export class ActorSupervisor {
       store: this.opts.remote!.store,
       listenUrl: this.opts.listenUrl ?? 'tcp://127.0.0.1:0',
       mailbox,
+      ...(this.opts.auth ? { jobId: this.opts.auth.jobId } : {}),
     };
+    const secretEnv = this.opts.auth?.childEnv() ?? {};
     await new Promise<void>((resolve, reject) => {
       let started = false;
       const timer = setTimeout(() => {
@@ -175,7 +183,7 @@ export class ActorSupervisor {
       };
       if (this.opts.placement === 'process') {
         const child = fork(actorHostPath, [], {
-          env: { ...process.env, ...this.opts.env, [ACTOR_SPEC_ENV]: JSON.stringify(spec) },
+          env: { ...process.env, ...this.opts.env, ...secretEnv, [ACTOR_SPEC_ENV]: JSON.stringify(spec) },
           stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
           execArgv: this.opts.execArgv ?? ['--enable-source-maps'],
         });
@@ -189,7 +197,7 @@ export class ActorSupervisor {
           reject(Errors.transport(`actor ${this.name}`, `cannot start its process: ${e.message}`, e));
         });
       } else {
-        const w = new Worker(actorHostPath, { workerData: { shoalActor: spec } });
+        const w = new Worker(actorHostPath, { workerData: { shoalActor: spec }, env: { ...process.env, ...this.opts.env, ...secretEnv } });
         this.worker = w;
         w.on('message', onMsg);
         w.on('error', (e) => process.emitWarning(`actor ${this.name} thread error: ${e.message}`));

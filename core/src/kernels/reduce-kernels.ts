@@ -47,7 +47,7 @@ export function loadKernels(opts: LoadKernelsOptions = {}): ReduceKernels {
   if (prefer === 'js') return jsKernels();
   const path = opts.addonPath ?? defaultKernelAddonPath();
   if (!existsSync(path)) {
-    if (prefer === 'native') throw Errors.state(`native kernels not built: ${path} missing (run npm run build:native -w @shoal/core)`);
+    if (prefer === 'native') throw Errors.state(`native kernels not built: ${path} missing (run npm rebuild @shoal/core, or npm run build:native -w @shoal/core in a checkout)`);
     return jsKernels();
   }
   const a = createRequire(import.meta.url)(path) as Addon;

@@ -4,12 +4,16 @@ import * as assert from 'uvu/assert';
 import { asText } from './store.js';
 import { TcpStore, TcpStoreServer } from './tcp.js';
 import { expectCode, guard, later } from '../transport/conformance.js';
+import { JobAuth } from '../security/job-auth.js';
+
+/** This test job's identity: every store and transport connection authenticates with it. */
+const auth = JobAuth.generate('test-job');
 
 test('many clients rendezvous: each sets its address, all wait for all and read them', guard('many clients', 20_000, async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth });
   assert.match(server.url, /^tcp:\/\/127\.0\.0\.1:\d+$/);
   const N = 16;
-  const clients = await Promise.all(Array.from({ length: N }, () => TcpStore.connect(server.url, { timeoutMs: 5_000 })));
+  const clients = await Promise.all(Array.from({ length: N }, () => TcpStore.connect(server.url, { auth, timeoutMs: 5_000 })));
   const keys = clients.map((_, r) => `addr/${r}`);
   await Promise.all(
     clients.map(async (c, r) => {
@@ -26,8 +30,8 @@ test('many clients rendezvous: each sets its address, all wait for all and read 
 }));
 
 test('a get issued before the set is answered by a push when another client sets the key', guard('wait before set', 10_000, async () => {
-  const server = await TcpStoreServer.start();
-  const [a, b] = await Promise.all([TcpStore.connect(server.url), TcpStore.connect(server.url)]);
+  const server = await TcpStoreServer.start({ auth });
+  const [a, b] = await Promise.all([TcpStore.connect(server.url, { auth }), TcpStore.connect(server.url, { auth })]);
   const t0 = Date.now();
   const got = later(a.get('late', 5_000));
   const waited = later(a.wait(['late', 'late2'], 5_000));
@@ -44,8 +48,8 @@ test('a get issued before the set is answered by a push when another client sets
 }));
 
 test('add is atomic across clients and returns every intermediate value once', guard('add', 20_000, async () => {
-  const server = await TcpStoreServer.start();
-  const clients = await Promise.all(Array.from({ length: 8 }, () => TcpStore.connect(server.url)));
+  const server = await TcpStoreServer.start({ auth });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => TcpStore.connect(server.url, { auth })));
   const results = await Promise.all(clients.flatMap((c) => Array.from({ length: 50 }, () => c.add('counter', 1))));
   assert.equal([...results].sort((x, y) => x - y), Array.from({ length: 400 }, (_, i) => i + 1));
   assert.is(await clients[0]!.add('counter', -400), 0);
@@ -57,8 +61,8 @@ test('add is atomic across clients and returns every intermediate value once', g
 }));
 
 test('timeouts name the missing keys (and only those)', guard('timeouts', 10_000, async () => {
-  const server = await TcpStoreServer.start();
-  const c = (await TcpStore.connect(server.url)).prefixed('job7');
+  const server = await TcpStoreServer.start({ auth });
+  const c = (await TcpStore.connect(server.url, { auth })).prefixed('job7');
   await c.set('present', '1');
   const t0 = Date.now();
   const e = await expectCode(c.wait(['present', 'absent-a', 'absent-b'], 150), 'ERR_TIMEOUT', 'wait for missing keys');
@@ -74,8 +78,8 @@ test('timeouts name the missing keys (and only those)', guard('timeouts', 10_000
 }));
 
 test('the server survives clients that disconnect mid-wait or send garbage', guard('client churn', 10_000, async () => {
-  const server = await TcpStoreServer.start();
-  const quitter = await TcpStore.connect(server.url);
+  const server = await TcpStoreServer.start({ auth });
+  const quitter = await TcpStore.connect(server.url, { auth });
   const abandoned = later(quitter.get('never', 5_000));
   await quitter.close();
   await expectCode(abandoned, 'ERR_CLOSED', 'get pending on a closed client');
@@ -85,7 +89,7 @@ test('the server survives clients that disconnect mid-wait or send garbage', gua
   await new Promise((r) => garbage.once('connect', r));
   garbage.write('this is not a frame at all');
   await new Promise((r) => garbage.once('close', r));
-  const c = await TcpStore.connect(server.url);
+  const c = await TcpStore.connect(server.url, { auth });
   await c.set('k', 'v');
   assert.is(asText(await c.get('k')), 'v');
   await new Promise((r) => setTimeout(r, 20));
@@ -95,8 +99,8 @@ test('the server survives clients that disconnect mid-wait or send garbage', gua
 }));
 
 test('a client whose server dies gets ERR_PEER_CLOSED on pending and later calls', guard('server death', 10_000, async () => {
-  const server = await TcpStoreServer.start();
-  const c = await TcpStore.connect(server.url);
+  const server = await TcpStoreServer.start({ auth });
+  const c = await TcpStore.connect(server.url, { auth });
   const pending = later(c.get('never', 5_000));
   await server.close();
   const e = await expectCode(pending, 'ERR_PEER_CLOSED', 'get pending when the server dies');
@@ -106,16 +110,16 @@ test('a client whose server dies gets ERR_PEER_CLOSED on pending and later calls
 }));
 
 test('connect retries until the server is up, and times out when it never comes', guard('connect', 15_000, async () => {
-  const probe = await TcpStoreServer.start();
+  const probe = await TcpStoreServer.start({ auth });
   const url = probe.url;
   const port = Number(url.split(':').pop());
   await probe.close();
   const t0 = Date.now();
-  await expectCode(TcpStore.connect(url, { connectTimeoutMs: 300 }), 'ERR_TIMEOUT', 'connect with no server');
+  await expectCode(TcpStore.connect(url, { auth, connectTimeoutMs: 300 }), 'ERR_TIMEOUT', 'connect with no server');
   assert.ok(Date.now() - t0 < 2_000);
-  const connecting = later(TcpStore.connect(url, { connectTimeoutMs: 5_000 }));
+  const connecting = later(TcpStore.connect(url, { auth, connectTimeoutMs: 5_000 }));
   await new Promise((r) => setTimeout(r, 200));
-  const server = await TcpStoreServer.start({ port });
+  const server = await TcpStoreServer.start({ auth, port });
   const c = await connecting;
   assert.is(await c.add('n', 5), 5);
   await c.close();
@@ -123,8 +127,8 @@ test('connect retries until the server is up, and times out when it never comes'
 }));
 
 test('infinite timeouts mean no limit (not a timer overflow that fires at once)', guard('infinite', 10_000, async () => {
-  const server = await TcpStoreServer.start();
-  const c = await TcpStore.connect(server.url, { connectTimeoutMs: Infinity, timeoutMs: Infinity });
+  const server = await TcpStoreServer.start({ auth });
+  const c = await TcpStore.connect(server.url, { auth, connectTimeoutMs: Infinity, timeoutMs: Infinity });
   const got = later(c.get('slow', Infinity));
   const waited = later(c.wait(['slow']));
   await new Promise((r) => setTimeout(r, 150));

@@ -2,7 +2,13 @@
  * The launcher's rendezvous store over TCP (torchrun's TCPStore): `TcpStoreServer` runs in the launcher, every
  * worker opens a `TcpStore` client on `SHOAL_STORE` (`tcp://host:port`).
  *
- * Wire format: SHLF frames (see net.ts) whose payload is `u32 jsonLength, JSON header, value bytes`.
+ * Security: every connection runs the net transport's authenticated handshake (net-handshake.ts) with the job's
+ * `JobAuth` before a single frame is parsed; a client that fails it is closed, counted and logged, and never
+ * reads or writes a key. Requests are limited to `maxMessageBytes` (4 MiB), the key space to `maxKeys` keys and
+ * `maxBytes` bytes of keys and values (a write past either gets ERR_QUOTA, the connection stays), and the server
+ * to `maxClients` connections at once.
+ *
+ * Wire format after the handshake: SHLF frames (framing.ts) whose payload is `u32 jsonLength, JSON header, value bytes`.
  * Requests `{ id, op: 'set'|'get'|'wait'|'add', key?, keys?, delta?, timeoutMs? }`; replies
  * `{ id, ok: true, n? }` (+ value bytes for `get`) or `{ id, ok: false, code, message, details }`.
  * Waits are pushed by the server when the last awaited key is set (no polling); the server times them out and
@@ -16,12 +22,18 @@ import * as net from 'node:net';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
 import { parseNetUrl } from '../transport/url.js';
+import { dataEvents } from '../transport/net-direct-input.js';
+import { dialerHandshake, listenerHandshake } from '../transport/net-handshake.js';
+import type { JobAuth } from '../security/job-auth.js';
 import { boundedTimeout } from '../util.js';
 import { DEFAULT_TIMEOUT_MS, type IoOptions } from '../transport/transport.js';
 import { asBytes, PrefixStore, type Store } from './store.js';
 
-/** Largest request or reply (key names plus value). Store values are addresses and small blobs. */
-const STORE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Largest request (key names plus value) by default. Store values are addresses and small blobs. */
+export const STORE_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** What a client accepts: a reply carries at most one value, plus its header. */
+const CLIENT_MAX_MESSAGE_BYTES = 2 * STORE_MAX_MESSAGE_BYTES;
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 interface Request {
   id: number;
@@ -75,12 +87,32 @@ function decode<T>(payload: Uint8Array, where: string): { header: T; value: Uint
 }
 
 export interface TcpStoreServerOptions {
-  /** Interface to bind. Default 127.0.0.1; use 0.0.0.0 (and give workers a routable host) for multi-host jobs. */
+  /** The job's identity: clients must prove they know its secret (and the server proves it to them). */
+  auth: JobAuth;
+  /**
+   * Interface to bind. Default 127.0.0.1 (loopback: a local job); a multi-host job names the interface the
+   * workers reach (`shoal run --host`). Nothing binds all interfaces unless asked to (`0.0.0.0`).
+   */
   host?: string;
   /** Port; 0 (default) picks a free one, reported in `url`. */
   port?: number;
   /** Host written into `url` when `host` is a wildcard. Default: `host`, or 127.0.0.1 for 0.0.0.0. */
   advertiseHost?: string;
+  /** Largest request accepted (bytes); a larger frame closes the client. Default 4 MiB. */
+  maxMessageBytes?: number;
+  /** Keys the store holds at most (quota; ERR_QUOTA past it). Default 65 536. */
+  maxKeys?: number;
+  /** Bytes of keys plus values the store holds at most (quota). Default 64 MiB. */
+  maxBytes?: number;
+  /** Connections at once (authenticated or in their handshake); more are closed on arrival. Default 1024. */
+  maxClients?: number;
+}
+
+type StoreLimits = Required<Pick<TcpStoreServerOptions, 'maxMessageBytes' | 'maxKeys' | 'maxBytes' | 'maxClients'>>;
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw Errors.invalidArg(`options.${name}`, `must be a positive integer, got ${v}`);
+  return v;
 }
 
 interface Waiter {
@@ -91,8 +123,6 @@ interface Waiter {
   getKey: string | undefined;
   timer: NodeJS.Timeout | undefined;
 }
-
-/** Node timers overflow (and fire at once) above 2^31-1 ms: an infinite or huge wait gets no timer. */
 
 interface ServerClient {
   sock: net.Socket;
@@ -106,12 +136,18 @@ export class TcpStoreServer {
   /** Waiters indexed by every key they still miss. */
   private readonly byKey = new Map<string, Set<Waiter>>();
   private readonly clients = new Set<ServerClient>();
+  /** Sockets in their handshake. */
+  private readonly handshaking = new Set<net.Socket>();
   private closed = false;
+  /** Bytes of keys and values held (the `maxBytes` quota). */
+  private heldBytes = 0;
 
   private constructor(
     private readonly server: net.Server,
     /** `tcp://host:port` to give workers (SHOAL_STORE). */
     readonly url: string,
+    private readonly auth: JobAuth,
+    private readonly limits: StoreLimits,
   ) {
     server.on('connection', (sock) => this.onConnection(sock));
     // An accept error (EMFILE...) concerns one would-be client; the server keeps listening for the others.
@@ -119,7 +155,14 @@ export class TcpStoreServer {
   }
 
   /** Listen and resolve once bound. Throws ERR_TRANSPORT naming the address if it cannot bind. */
-  static async start(options: TcpStoreServerOptions = {}): Promise<TcpStoreServer> {
+  static async start(options: TcpStoreServerOptions): Promise<TcpStoreServer> {
+    if (!options?.auth) throw Errors.invalidArg('options.auth', 'is required: the store only serves clients that know the job secret');
+    const limits: StoreLimits = {
+      maxMessageBytes: positiveInt('maxMessageBytes', options.maxMessageBytes ?? STORE_MAX_MESSAGE_BYTES),
+      maxKeys: positiveInt('maxKeys', options.maxKeys ?? 65_536),
+      maxBytes: positiveInt('maxBytes', options.maxBytes ?? 64 * 1024 * 1024),
+      maxClients: positiveInt('maxClients', options.maxClients ?? 1024),
+    };
     const host = options.host ?? '127.0.0.1';
     const port = options.port ?? 0;
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw Errors.invalidArg('options.port', `must be 0..65535, got ${port}`);
@@ -130,7 +173,7 @@ export class TcpStoreServer {
     });
     const bound = (server.address() as net.AddressInfo).port;
     const adv = options.advertiseHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-    return new TcpStoreServer(server, `tcp://${adv.includes(':') ? `[${adv}]` : adv}:${bound}`);
+    return new TcpStoreServer(server, `tcp://${adv.includes(':') ? `[${adv}]` : adv}:${bound}`, options.auth, limits);
   }
 
   /** Number of connected clients. */
@@ -138,17 +181,47 @@ export class TcpStoreServer {
     return this.clients.size;
   }
 
+  /** Keys held (for tests and the quota). */
+  get keyCount(): number {
+    return this.data.size;
+  }
+
   private onConnection(sock: net.Socket): void {
+    sock.on('error', () => {});
     if (this.closed) {
       sock.destroy();
       return;
     }
+    const name = `${sock.remoteAddress}:${sock.remotePort}`;
+    const where = `store client ${name}`;
+    if (this.clients.size + this.handshaking.size >= this.limits.maxClients) {
+      sock.destroy();
+      this.auth.log.reject(where, `more than ${this.limits.maxClients} store connections at once`);
+      return;
+    }
     sock.setNoDelay(true);
+    this.handshaking.add(sock);
+    const hs = { auth: this.auth, maxMessageBytes: this.limits.maxMessageBytes, where, timeoutMs: HANDSHAKE_TIMEOUT_MS };
+    listenerHandshake(sock, dataEvents(sock), hs).then(
+      (r) => {
+        this.handshaking.delete(sock);
+        if (this.closed) return void sock.destroy();
+        this.auth.log.accepted++;
+        this.serveClient(sock, name, where, r.leftover);
+      },
+      (e: unknown) => {
+        this.handshaking.delete(sock);
+        sock.destroy();
+        if (!this.closed) this.auth.log.reject(where, e instanceof Error ? e.message : String(e));
+      },
+    );
+  }
+
+  private serveClient(sock: net.Socket, name: string, where: string, leftover: Buffer): void {
     sock.setKeepAlive(true, 10_000);
-    const client: ServerClient = { sock, name: `${sock.remoteAddress}:${sock.remotePort}`, waiters: new Set() };
+    const client: ServerClient = { sock, name, waiters: new Set() };
     this.clients.add(client);
-    const where = `store client ${client.name}`;
-    const decoder = new FrameDecoder(STORE_MAX_MESSAGE_BYTES, where, (m) => {
+    const decoder = new FrameDecoder(this.limits.maxMessageBytes, where, (m) => {
       try {
         const { header, value } = decode<Request>(m, where);
         this.handle(client, header, value);
@@ -157,14 +230,32 @@ export class TcpStoreServer {
         sock.destroy(e instanceof Error ? e : undefined);
       }
     });
-    sock.on('data', (chunk: Buffer) => {
-      if (decoder.push(chunk)) sock.destroy();
-    });
-    sock.on('error', () => {});
     sock.on('close', () => {
       this.clients.delete(client);
       for (const w of client.waiters) this.dropWaiter(w);
     });
+    if (leftover.byteLength > 0 && decoder.push(leftover)) return void sock.destroy();
+    sock.on('data', (chunk: Buffer) => {
+      if (decoder.push(chunk)) sock.destroy();
+    });
+    sock.resume();
+  }
+
+  /**
+   * Store `value` under `key` unless that would pass the key or byte quota (ERR_QUOTA naming the limit). Keys are
+   * counted in UTF-16 units, close enough to bytes for a quota.
+   */
+  private put(key: string, value: Uint8Array, what: string): void {
+    const old = this.data.get(key);
+    const delta = value.byteLength - (old ? old.byteLength : -key.length);
+    if (!old && this.data.size >= this.limits.maxKeys) {
+      throw Errors.quota(what, `the store holds ${this.data.size} keys, its quota (maxKeys)`, { maxKeys: this.limits.maxKeys });
+    }
+    if (this.heldBytes + delta > this.limits.maxBytes) {
+      throw Errors.quota(what, `the store would hold ${this.heldBytes + delta} bytes, above its quota of ${this.limits.maxBytes} (maxBytes)`, { maxBytes: this.limits.maxBytes });
+    }
+    this.data.set(key, value);
+    this.heldBytes += delta;
   }
 
   private reply(client: ServerClient, r: Reply, value?: Uint8Array): void {
@@ -180,21 +271,31 @@ export class TcpStoreServer {
     switch (req.op) {
       case 'set': {
         if (typeof req.key !== 'string') throw Errors.badFrame('store set', 'missing key');
-        this.data.set(req.key, value.slice());
+        try {
+          this.put(req.key, value.slice(), `store set ${req.key.slice(0, 200)}`);
+        } catch (e) {
+          this.fail(client, id, e as ShoalError);
+          return;
+        }
         this.reply(client, { id, ok: true });
         this.wake(req.key);
         return;
       }
       case 'add': {
-        if (typeof req.key !== 'string' || typeof req.delta !== 'number') throw Errors.badFrame('store add', 'missing key or delta');
+        if (typeof req.key !== 'string' || !Number.isSafeInteger(req.delta)) throw Errors.badFrame('store add', 'missing key or integer delta');
         const cur = this.data.get(req.key);
         const prev = cur ? Number(new TextDecoder().decode(cur)) : 0;
         if (!Number.isSafeInteger(prev)) {
           this.fail(client, id, Errors.data(`store add ${req.key}`, 'the current value is not an integer counter'));
           return;
         }
-        const n = prev + req.delta;
-        this.data.set(req.key, new TextEncoder().encode(String(n)));
+        const n = prev + req.delta!;
+        try {
+          this.put(req.key, new TextEncoder().encode(String(n)), `store add ${req.key.slice(0, 200)}`);
+        } catch (e) {
+          this.fail(client, id, e as ShoalError);
+          return;
+        }
         this.reply(client, { id, ok: true, n });
         this.wake(req.key);
         return;
@@ -203,6 +304,7 @@ export class TcpStoreServer {
       case 'wait': {
         const keys = req.op === 'get' ? [req.key] : req.keys;
         if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string')) throw Errors.badFrame(`store ${req.op}`, 'missing keys');
+        if (keys.length > this.limits.maxKeys) throw Errors.badFrame(`store ${req.op}`, `waits for ${keys.length} keys, more than the store may hold`);
         const getKey = req.op === 'get' ? (req.key as string) : undefined;
         const missing = (keys as string[]).filter((k) => !this.data.has(k));
         if (missing.length === 0) {
@@ -271,11 +373,14 @@ export class TcpStoreServer {
       for (const w of c.waiters) this.dropWaiter(w);
       c.sock.destroy();
     }
+    for (const sock of this.handshaking) sock.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }
 
 export interface TcpStoreOptions {
+  /** The job's identity: the client proves it knows the secret, and checks that the server does. */
+  auth: JobAuth;
   /** How long `connect` keeps retrying while the server is not up yet. Default 30 s. */
   connectTimeoutMs?: number;
   /** Default for `get`/`wait` without a timeout, and the bound on `set`/`add` replies. Default 30 s. */
@@ -309,9 +414,10 @@ export class TcpStore implements Store {
     private readonly sock: net.Socket,
     readonly url: string,
     private readonly timeoutMs: number,
+    leftover: Buffer,
   ) {
     const where = `store ${url}`;
-    const decoder = new FrameDecoder(STORE_MAX_MESSAGE_BYTES, where, (m) => {
+    const decoder = new FrameDecoder(CLIENT_MAX_MESSAGE_BYTES, where, (m) => {
       let msg: { header: Reply; value: Uint8Array };
       try {
         msg = decode<Reply>(m, where);
@@ -325,16 +431,20 @@ export class TcpStore implements Store {
       clearTimeout(p.timer);
       p.resolve(msg);
     });
-    sock.on('data', (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer) => {
       const err = decoder.push(chunk);
       if (err) this.fail(err);
-    });
+    };
+    if (leftover.byteLength > 0) onChunk(leftover);
+    sock.on('data', onChunk);
+    sock.resume();
     sock.on('error', (e) => this.fail(Errors.peerClosed(where, `the store server connection failed: ${e.message}`, e)));
     sock.on('close', () => this.fail(Errors.peerClosed(where, 'the store server went away')));
   }
 
   /** Connect to a `TcpStoreServer`, retrying until it is up or `connectTimeoutMs` passes (ERR_TIMEOUT). */
-  static async connect(url: string, options: TcpStoreOptions = {}): Promise<TcpStore> {
+  static async connect(url: string, options: TcpStoreOptions): Promise<TcpStore> {
+    if (!options?.auth) throw Errors.invalidArg('options.auth', 'is required: the store only serves clients that know the job secret');
     const addr = parseNetUrl(url);
     if (addr.scheme !== 'tcp') throw Errors.invalidArg('url', `of a TcpStore must be tcp://host:port, got ${url}`);
     const connectMs = options.connectTimeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -361,9 +471,19 @@ export class TcpStore implements Store {
             reject(e);
           });
         });
+        let leftover: Buffer;
+        try {
+          const hs = { auth: options.auth, maxMessageBytes: CLIENT_MAX_MESSAGE_BYTES, where: `store ${url}`, timeoutMs: Math.max(1, Math.min(HANDSHAKE_TIMEOUT_MS, deadline - Date.now())) };
+          ({ leftover } = await dialerHandshake(sock, dataEvents(sock), hs));
+        } catch (e) {
+          sock.destroy();
+          throw e;
+        }
         sock.setKeepAlive(true, 10_000);
-        return new TcpStore(sock, url, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+        return new TcpStore(sock, url, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, leftover);
       } catch (e) {
+        // A server that is up but cannot prove the job secret, or speaks another protocol: no use retrying.
+        if (e instanceof ShoalError && (e.code === 'ERR_AUTH' || e.code === 'ERR_BAD_FRAME')) throw e;
         last = (e as Error).message;
       }
       if (Date.now() + backoff > deadline) throw Errors.timeout(`connect to store ${url} (last error: ${last})`, connectMs, { url });
@@ -437,6 +557,6 @@ export class TcpStore implements Store {
 }
 
 /** Options-object form for call sites that build a store from `WorkerOptions.storeUrl`. */
-export function connectTcpStore(url: string, opts?: IoOptions & { connectTimeoutMs?: number }): Promise<TcpStore> {
-  return TcpStore.connect(url, { timeoutMs: opts?.timeoutMs, connectTimeoutMs: opts?.connectTimeoutMs ?? opts?.timeoutMs, signal: opts?.signal });
+export function connectTcpStore(url: string, opts: IoOptions & { auth: JobAuth; connectTimeoutMs?: number }): Promise<TcpStore> {
+  return TcpStore.connect(url, { auth: opts.auth, timeoutMs: opts.timeoutMs, connectTimeoutMs: opts.connectTimeoutMs ?? opts.timeoutMs, signal: opts.signal });
 }

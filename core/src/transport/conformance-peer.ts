@@ -5,17 +5,21 @@
  * every message until the connection ends, then exits 0. Exits 2 with a message on any other error.
  */
 import { isShoalError } from '../errors.js';
+import { JobAuth } from '../security/job-auth.js';
 import { transportFromRef, type TransportFactoryRef } from './factory.js';
 
-interface PeerArgs extends TransportFactoryRef {
+interface PeerArgs extends Omit<TransportFactoryRef, 'auth'> {
   url: string;
+  /** The job id of `TransportFactoryRef.auth`; the secret comes from SHOAL_JOB_SECRET. */
+  auth?: { jobId: string };
 }
 
 async function main(): Promise<void> {
   const raw = process.argv[2];
   if (!raw) throw new Error('usage: conformance-peer.js <json {module, factory, factoryArg, url}>');
   const args = JSON.parse(raw) as PeerArgs;
-  const transport = await transportFromRef(args);
+  const auth = args.auth ? JobAuth.fromEnv(args.auth.jobId, process.env) : undefined;
+  const transport = await transportFromRef(args, auth);
   const conn = await transport.dial(args.url, { timeoutMs: 15_000 });
   await conn.send(new TextEncoder().encode('ready'));
   try {

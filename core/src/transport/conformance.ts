@@ -167,7 +167,9 @@ export async function openPair(env: ConformanceEnv, timeoutMs = 10_000): Promise
  */
 export function spawnPeer(peer: PeerFactory, url: string): ChildProcess {
   const script = fileURLToPath(new URL('./conformance-peer.js', import.meta.url));
-  const child = spawn(process.execPath, [script, JSON.stringify({ ...peer, url })], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // The job secret goes in the environment (JSON.stringify keeps only `auth`'s job id).
+  const env = { ...process.env, ...(peer.auth?.childEnv() ?? {}) };
+  const child = spawn(process.execPath, [script, JSON.stringify({ ...peer, url })], { stdio: ['ignore', 'inherit', 'inherit'], env });
   return child;
 }
 

@@ -1,3 +1,4 @@
+import type { JobAuth } from '../security/job-auth.js';
 import type { Transport } from './transport.js';
 
 /**
@@ -11,12 +12,21 @@ export interface TransportFactoryRef {
   factory: string;
   /** JSON-serialisable argument passed to the factory. */
   factoryArg?: unknown;
+  /**
+   * The job the transport belongs to. Serialised as its job id only (`JobAuth.toJSON`): the secret travels in
+   * the child's environment (`auth.childEnv()`), and the child's entry point reads it back with `JobAuth.fromEnv`.
+   */
+  auth?: JobAuth;
 }
 
-/** Build the transport a `TransportFactoryRef` names. Throws if the module lacks the export. */
-export async function transportFromRef(ref: TransportFactoryRef): Promise<Transport> {
+/**
+ * Build the transport a `TransportFactoryRef` names, with `auth` (when given) added to its options argument.
+ * Throws if the module lacks the export.
+ */
+export async function transportFromRef(ref: Omit<TransportFactoryRef, 'auth'>, auth?: JobAuth): Promise<Transport> {
   const mod = (await import(ref.module)) as Record<string, unknown>;
   const make = mod[ref.factory];
   if (typeof make !== 'function') throw new Error(`${ref.module} has no function export ${ref.factory}`);
-  return (await make(ref.factoryArg)) as Transport;
+  const arg = auth ? { ...((ref.factoryArg as object | undefined) ?? {}), auth } : ref.factoryArg;
+  return (await make(arg)) as Transport;
 }

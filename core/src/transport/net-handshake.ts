@@ -1,17 +1,26 @@
 import type * as net from 'node:net';
 import { Errors, type ShoalError } from '../errors.js';
+import { JobAuth, NONCE_BYTES, PROOF_BYTES } from '../security/job-auth.js';
 import { boundedTimeout } from '../util.js';
 import type { Subscribe } from './net-direct-input.js';
 
 /**
- * The net transport's handshake, once each way right after connect: 8 bytes `SHOALNET`, u32 version (1), u32 the
- * sender's maximum message size. The dialer speaks first; the listener answers only to a valid handshake, so a
- * stray connection (a port scanner, a wrong peer) never takes the listener's one slot. Bytes that follow in the
- * same read (the first frames) are handed on as `leftover`.
+ * The net transport's handshake: protocol check and mutual authentication (see `security/job-auth.ts`), run on
+ * every connection before a single frame is parsed. Fixed-size messages, little-endian:
+ *
+ *   dialer -> listener   'SHOALNET', u32 version (2), u32 dialer's maxMessageBytes, nonceD[32]            48 B
+ *   listener -> dialer   'SHOALNET', u32 version, u32 listener's maxMessageBytes, nonceL[32], proofL[32] 80 B
+ *   dialer -> listener   proofD[32]                                                                       32 B
+ *
+ * The dialer checks proofL before it sends anything else; the listener checks proofD before it takes the
+ * connection as its pair's peer. Bytes that follow in the same read (the first frames) are handed on as
+ * `leftover`. Nothing of variable size is read, so a peer that is not in the job can make the listener hold at
+ * most one 64 KiB read buffer, for at most `timeoutMs`.
  */
 const MAGIC = Buffer.from('SHOALNET', 'latin1');
-export const NET_PROTOCOL_VERSION = 1;
-const HELLO_BYTES = 16;
+export const NET_PROTOCOL_VERSION = 2;
+const HELLO_BYTES = 16 + NONCE_BYTES;
+const CHALLENGE_BYTES = 16 + NONCE_BYTES + PROOF_BYTES;
 
 export interface HandshakeResult {
   peerMaxMessageBytes: number;
@@ -81,8 +90,8 @@ class ExactReader {
   }
 }
 
-function hello(maxMessageBytes: number): Buffer {
-  const b = Buffer.alloc(HELLO_BYTES);
+function header(maxMessageBytes: number, extra: number): Buffer {
+  const b = Buffer.alloc(16 + extra);
   MAGIC.copy(b, 0);
   b.writeUInt32LE(NET_PROTOCOL_VERSION, 8);
   b.writeUInt32LE(maxMessageBytes, 12);
@@ -97,17 +106,28 @@ function checkHeader(b: Buffer, where: string): number {
 }
 
 export interface HandshakeOptions {
+  auth: JobAuth;
   maxMessageBytes: number;
   where: string;
   timeoutMs: number;
 }
 
-/** The dialer's side: says hello first, then reads the listener's. */
+/** The dialer's side. Rejects ERR_AUTH when the listener cannot prove it knows the job secret. */
 export async function dialerHandshake(sock: net.Socket, subscribe: Subscribe, o: HandshakeOptions): Promise<HandshakeResult> {
   const r = new ExactReader(sock, subscribe, o.where, o.timeoutMs);
   try {
-    sock.write(hello(o.maxMessageBytes));
-    const peerMax = checkHeader(await r.read(HELLO_BYTES), o.where);
+    const nonceD = JobAuth.nonce();
+    const hello = header(o.maxMessageBytes, NONCE_BYTES);
+    nonceD.copy(hello, 16);
+    sock.write(hello);
+    // The header first: something that is not a shoal listener (an HTTP server...) is told apart at once.
+    const peerMax = checkHeader(await r.read(16), o.where);
+    const ch = await r.read(CHALLENGE_BYTES - 16);
+    const nonceL = ch.subarray(0, NONCE_BYTES);
+    if (!o.auth.verify('listener', nonceD, nonceL, ch.subarray(NONCE_BYTES))) {
+      throw Errors.auth(o.where, `the listener did not prove it knows the secret of job ${o.auth.jobId}`);
+    }
+    sock.write(o.auth.proof('dialer', nonceD, nonceL));
     return { peerMaxMessageBytes: peerMax, leftover: r.finish() };
   } catch (e) {
     r.finish();
@@ -115,12 +135,19 @@ export async function dialerHandshake(sock: net.Socket, subscribe: Subscribe, o:
   }
 }
 
-/** The listener's side: answers only a valid hello. */
+/** The listener's side. Rejects ERR_AUTH (or ERR_BAD_FRAME, ERR_TIMEOUT...) for a peer that is not in the job. */
 export async function listenerHandshake(sock: net.Socket, subscribe: Subscribe, o: HandshakeOptions): Promise<HandshakeResult> {
   const r = new ExactReader(sock, subscribe, o.where, o.timeoutMs);
   try {
-    const peerMax = checkHeader(await r.read(HELLO_BYTES), o.where);
-    sock.write(hello(o.maxMessageBytes));
+    const peerMax = checkHeader(await r.read(16), o.where);
+    const nonceD = Buffer.from(await r.read(HELLO_BYTES - 16));
+    const nonceL = JobAuth.nonce();
+    const ch = header(o.maxMessageBytes, NONCE_BYTES + PROOF_BYTES);
+    nonceL.copy(ch, 16);
+    o.auth.proof('listener', nonceD, nonceL).copy(ch, 16 + NONCE_BYTES);
+    sock.write(ch);
+    const proof = await r.read(PROOF_BYTES);
+    if (!o.auth.verify('dialer', nonceD, nonceL, proof)) throw Errors.auth(o.where, 'the peer did not prove it knows the job secret');
     return { peerMaxMessageBytes: peerMax, leftover: r.finish() };
   } catch (e) {
     r.finish();

@@ -1,6 +1,7 @@
 import { chmodSync } from 'node:fs';
 import * as net from 'node:net';
 import { Errors, ShoalError, isShoalError } from '../errors.js';
+import type { JobAuth } from '../security/job-auth.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
 import { NetConnection, type NetConnectionSettings } from './net-connection.js';
 import { adoptWithDirectInput, dataEvents, directEvents, DirectInput } from './net-direct-input.js';
@@ -10,6 +11,7 @@ import type { NetAddress } from './url.js';
 
 /** What a listener needs from its transport. */
 export interface NetListenerSettings extends NetConnectionSettings {
+  auth: JobAuth;
   handshakeTimeoutMs: number;
   /** Connections in their handshake at once; more are closed on arrival (counted as rejected). */
   maxPendingConnections: number;
@@ -49,9 +51,10 @@ export class NetListener implements Listener {
     return this.rejectedHandshakes;
   }
 
-  private reject(_where: string, why: string): void {
+  private reject(where: string, why: string): void {
     this.rejectedHandshakes++;
     this.lastRejection = why;
+    this.opts.auth.log.reject(where, why);
   }
 
   private onConnection(accepted: net.Socket): void {
@@ -73,7 +76,7 @@ export class NetListener implements Listener {
     if (adopted) sock.on('error', () => {});
     sock.setNoDelay(true);
     this.handshaking.add(sock);
-    const hs = { maxMessageBytes: this.opts.maxMessageBytes, where: remote, timeoutMs: this.opts.handshakeTimeoutMs };
+    const hs = { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: remote, timeoutMs: this.opts.handshakeTimeoutMs };
     listenerHandshake(sock, adopted ? directEvents(input) : dataEvents(sock), hs).then(
       (r) => {
         this.handshaking.delete(sock);
@@ -82,6 +85,7 @@ export class NetListener implements Listener {
           return;
         }
         this.paired = true;
+        this.opts.auth.log.accepted++;
         this.server.close(); // pair semantics: one peer, stop listening (a unix socket's file goes with it)
         for (const other of this.handshaking) other.destroy();
         this.handshaking.clear();

@@ -5,30 +5,32 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { assertBytes, checkRecvIntoTimeout, expectCode, guard, later, openPair, patternBytes, transportConformance, type ConformanceEnv } from './conformance.js';
+import { JobAuth } from '../security/job-auth.js';
 import { NetTransport, parseNetUrl } from './net.js';
+import { dataEvents } from './net-direct-input.js';
+import { dialerHandshake } from './net-handshake.js';
 
-const peer = { module: new URL('./net.js', import.meta.url).href, factory: 'createNetTransport' };
+const auth = JobAuth.generate('net-test');
+const peer = { module: new URL('./net.js', import.meta.url).href, factory: 'createNetTransport', auth };
 const dir = mkdtempSync(join(tmpdir(), 'shoal-net-'));
 let seq = 0;
 
-transportConformance('net tcp', async () => ({ transport: new NetTransport(), listenUrl: () => 'tcp://127.0.0.1:0', peer })).run();
+transportConformance('net tcp', async () => ({ transport: new NetTransport({ auth }), listenUrl: () => 'tcp://127.0.0.1:0', peer })).run();
 transportConformance('net ipc', async () => ({
-  transport: new NetTransport(),
+  transport: new NetTransport({ auth }),
   listenUrl: () => `ipc://${join(dir, `c${++seq}.sock`)}`,
   peer,
 })).run();
 
 const s = suite('net transport specifics');
-const env = (): ConformanceEnv => ({ transport: new NetTransport(), listenUrl: () => 'tcp://127.0.0.1:0' });
-const HANDSHAKE = Buffer.concat([Buffer.from('SHOALNET', 'latin1'), Buffer.from([1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f])]);
-
-/** A raw socket that completes the handshake with `l` and then writes `bytes`. */
+const env = (): ConformanceEnv => ({ transport: new NetTransport({ auth }), listenUrl: () => 'tcp://127.0.0.1:0' });
+/** A raw socket that completes the (authenticated) handshake with `l` and then writes `bytes`. */
 async function rawPeer(url: string, bytes: Buffer): Promise<net.Socket> {
   const { port } = parseNetUrl(url) as { port: number };
   const sock = net.connect({ host: '127.0.0.1', port });
   sock.on('error', () => {});
   await new Promise((r) => sock.once('connect', r));
-  sock.write(HANDSHAKE);
+  await dialerHandshake(sock, dataEvents(sock), { auth, maxMessageBytes: 2 ** 31 - 1, where: url, timeoutMs: 5_000 });
   sock.write(bytes);
   return sock;
 }
@@ -43,7 +45,7 @@ s('parses URLs and rejects bad ones with a message naming the URL', () => {
 });
 
 s('port 0 resolves to the real port in listener.url; infinite timeouts do not fire at once', guard('port 0', 10_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const port = (parseNetUrl(l.url) as { port: number }).port;
   assert.ok(port > 0, l.url);
@@ -56,7 +58,7 @@ s('port 0 resolves to the real port in listener.url; infinite timeouts do not fi
 }));
 
 s('closing a listener drops connections still in their handshake (no lingering timers)', guard('listener close', 10_000, async () => {
-  const t = new NetTransport({ handshakeTimeoutMs: 60_000 });
+  const t = new NetTransport({ auth, handshakeTimeoutMs: 60_000 });
   const l = await t.listen('tcp://127.0.0.1:0');
   const { port } = parseNetUrl(l.url) as { port: number };
   const silent = net.connect({ host: '127.0.0.1', port });
@@ -70,7 +72,7 @@ s('closing a listener drops connections still in their handshake (no lingering t
 }));
 
 s('a garbage frame header fails the connection with ERR_BAD_FRAME (no crash), on pending and later recvs', guard('garbage header', 10_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const sock = await rawPeer(l.url, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
   const a = await l.accept({ timeoutMs: 5_000 });
@@ -83,7 +85,7 @@ s('a garbage frame header fails the connection with ERR_BAD_FRAME (no crash), on
 }));
 
 s('an oversized frame length fails with ERR_BAD_FRAME naming the limit', guard('oversized', 10_000, async () => {
-  const t = new NetTransport({ maxMessageBytes: 1024 });
+  const t = new NetTransport({ auth, maxMessageBytes: 1024 });
   const l = await t.listen('tcp://127.0.0.1:0');
   const hdr = Buffer.alloc(8);
   hdr.writeUInt32LE(0x464c4853, 0);
@@ -98,7 +100,7 @@ s('an oversized frame length fails with ERR_BAD_FRAME naming the limit', guard('
 }));
 
 s('a stray connection with a bad handshake does not take the listener slot', guard('bad handshake', 10_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const { port } = parseNetUrl(l.url) as { port: number };
   const stray = net.connect({ host: '127.0.0.1', port });
@@ -113,8 +115,8 @@ s('a stray connection with a bad handshake does not take the listener slot', gua
 }));
 
 s('a send above the peer\'s maxMessageBytes is refused on the sender with a RangeError', guard('peer max', 10_000, async () => {
-  const small = new NetTransport({ maxMessageBytes: 100 });
-  const big = new NetTransport();
+  const small = new NetTransport({ auth, maxMessageBytes: 100 });
+  const big = new NetTransport({ auth });
   const l = await small.listen('tcp://127.0.0.1:0');
   const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), big.dial(l.url, { timeoutMs: 5_000 })]);
   try {
@@ -138,7 +140,7 @@ s('messages sent before close are delivered before ERR_PEER_CLOSED; a peer gone 
   await expectCode(p.b.recv({ timeoutMs: 5_000 }), 'ERR_PEER_CLOSED', 'after the queued messages');
   await p.close();
 
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const hdr = Buffer.alloc(8 + 10);
   hdr.writeUInt32LE(0x464c4853, 0);
@@ -155,7 +157,7 @@ s('messages sent before close are delivered before ERR_PEER_CLOSED; a peer gone 
 }));
 
 s('received small messages are 8-byte aligned and independent; a slow reader pauses the socket without loss', guard('alignment', 20_000, async () => {
-  const p = await openPair({ transport: new NetTransport({ recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
+  const p = await openPair({ transport: new NetTransport({ auth, recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
   const sends: Promise<void>[] = [];
   for (let i = 0; i < 200; i++) sends.push(p.a.send(patternBytes(i === 0 ? 5 : 64 * 1024 + i, i)));
   await new Promise((r) => setTimeout(r, 100)); // let the receiver hit its high-water mark
@@ -171,13 +173,14 @@ s('received small messages are 8-byte aligned and independent; a slow reader pau
 s('options.allocate: large messages are assembled in caller-supplied buffers; a bad allocator fails the connection', guard('allocate', 15_000, async () => {
   const given: Uint8Array[] = [];
   const pooled = new NetTransport({
+    auth,
     allocate: (n) => {
       const u = new Uint8Array(n);
       given.push(u);
       return u;
     },
   });
-  const plain = new NetTransport();
+  const plain = new NetTransport({ auth });
   // Receive on the pooled side: first as the listener, then as the dialer (both read directly into the buffer).
   for (const side of ['listener', 'dialer'] as const) {
     given.length = 0;
@@ -193,8 +196,8 @@ s('options.allocate: large messages are assembled in caller-supplied buffers; a 
     assert.is(given.length, 2);
     await Promise.all([a.close(), b.close(), l.close()]);
   }
-  const dialer = new NetTransport({ allocate: (n) => new Uint8Array(n - 1) });
-  const l = await new NetTransport().listen('tcp://127.0.0.1:0');
+  const dialer = new NetTransport({ auth, allocate: (n) => new Uint8Array(n - 1) });
+  const l = await new NetTransport({ auth }).listen('tcp://127.0.0.1:0');
   const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), dialer.dial(l.url, { timeoutMs: 5_000 })]);
   await a.send(new Uint8Array(10_000));
   const e = await expectCode(b.recv({ timeoutMs: 5_000 }), 'ERR_TRANSPORT', 'recv with an allocator of the wrong size');
@@ -203,7 +206,7 @@ s('options.allocate: large messages are assembled in caller-supplied buffers; a 
 }));
 
 s('both ends read large messages straight into their buffers (the accepted socket too), over tcp and ipc', guard('direct reads', 15_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   for (const url of ['tcp://127.0.0.1:0', `ipc://${join(dir, 'direct.sock')}`]) {
     const l = await t.listen(url);
     const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
@@ -219,7 +222,7 @@ s('both ends read large messages straight into their buffers (the accepted socke
 }));
 
 s('recvInto lands a large message in the given buffer (waiting first, or its start already read); other sizes get their own', guard('recvInto', 15_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
   const big = patternBytes(3 << 20, 11);
@@ -255,7 +258,7 @@ s('recvInto lands a large message in the given buffer (waiting first, or its sta
 }));
 
 s('a recvInto with a deadline is a plain recv: one that times out while its body streams in leaves the caller buffer alone', guard('recvInto timeout', 20_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
   await checkRecvIntoTimeout(b, a, patternBytes(128 << 20, 5), 2);
@@ -263,7 +266,7 @@ s('a recvInto with a deadline is a plain recv: one that times out while its body
 }));
 
 s('ipc: the socket file is removed on close and a stale one is replaced', guard('ipc files', 10_000, async () => {
-  const t = new NetTransport();
+  const t = new NetTransport({ auth });
   const path = join(dir, 'stale.sock');
   const l = await t.listen(`ipc://${path}`);
   assert.ok(existsSync(path));
@@ -294,14 +297,14 @@ s('dialing something that is not a shoal net listener fails fast with ERR_BAD_FR
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as net.AddressInfo).port;
   const t0 = Date.now();
-  const e = await expectCode(new NetTransport().dial(`tcp://127.0.0.1:${port}`, { timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'dial of an HTTP server');
+  const e = await expectCode(new NetTransport({ auth }).dial(`tcp://127.0.0.1:${port}`, { timeoutMs: 5_000 }), 'ERR_BAD_FRAME', 'dial of an HTTP server');
   assert.match(e.message, /not a shoal net peer/);
   assert.ok(Date.now() - t0 < 2_000);
   await new Promise<void>((r) => srv.close(() => r()));
 }));
 
 s('a send that times out (peer not reading) fails the connection; the peer sees ERR_PEER_CLOSED', guard('send timeout', 20_000, async () => {
-  const p = await openPair({ transport: new NetTransport({ recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
+  const p = await openPair({ transport: new NetTransport({ auth, recvHighWaterBytes: 1 << 20 }), listenUrl: () => 'tcp://127.0.0.1:0' });
   const big = new Uint8Array(32 << 20);
   // b never calls recv: after its 1 MiB high-water mark it stops reading, the kernel buffers fill, a's send stalls.
   await p.a.send(big, { timeoutMs: 5_000 }).catch(() => {});

@@ -2,14 +2,15 @@
  * The `net` transport: Node's `net` module over `tcp://host:port` (TCP, `:0` picks a free port) and
  * `ipc:///path` (unix domain socket, created owner-only), with pair semantics (see transport.ts).
  *
- * Files: the handshake (`net-handshake.ts`), the listener (`net-listener.ts`), a connected
+ * Files: the handshake and authentication (`net-handshake.ts`), the listener (`net-listener.ts`), a connected
  * pair end (`net-connection.ts`), the socket read path (`net-direct-input.ts`), SHLF framing (`framing.ts`,
  * shared with the rendezvous store) and URLs (`url.ts`).
  *
  * Wire format (little-endian):
- * - a handshake right after connect (net-handshake.ts): protocol version and each side's maximum message size.
- *   The listener takes as its pair's peer only a connection that passed it, so a stray connection (a port
- *   scanner, a wrong peer) never takes the listener's one slot.
+ * - a handshake right after connect (net-handshake.ts): protocol version, each side's maximum message size,
+ *   and a mutual challenge-response over the job secret (`options.auth`). The listener takes as its pair's
+ *   peer only a connection that passed it, so a stray connection (a port scanner, a wrong peer, a process that
+ *   is not in the job) never takes the listener's one slot and never gets a frame parsed.
  * - then frames: u32 magic `SHLF` (0x464c4853), u32 payload length, payload. A frame with a wrong magic or a
  *   length above the receiver's `maxMessageBytes` fails the connection with ERR_BAD_FRAME.
  *
@@ -30,6 +31,7 @@
 import { unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { Errors, isShoalError } from '../errors.js';
+import { JobAuth } from '../security/job-auth.js';
 import { boundedTimeout } from '../util.js';
 import { MAX_FRAME_LENGTH } from './framing.js';
 import { NetConnection } from './net-connection.js';
@@ -43,6 +45,12 @@ export { FrameDecoder, NET_FRAME_MAGIC } from './framing.js';
 export { parseNetUrl, type NetAddress } from './url.js';
 
 export interface NetTransportOptions {
+  /**
+   * The job's identity (its id and secret): every connection proves it to its peer and checks the peer's proof
+   * before anything else. Default: a secret of this transport object alone (`JobAuth.ephemeral()`), so ends
+   * created by the same object connect and nothing else can; processes of one job pass the job's.
+   */
+  auth?: JobAuth;
   /** Largest message this end accepts (and announces to its peer). Default 2 GiB - 1; at most 4 GiB - 1. */
   maxMessageBytes?: number;
   /** Pause reading when this many bytes of received messages wait for `recv`. Default 256 MiB. */
@@ -84,7 +92,9 @@ export class NetTransport implements Transport {
     }
     const pending = options.maxPendingConnections ?? 64;
     if (!Number.isInteger(pending) || pending < 1) throw Errors.invalidArg('options.maxPendingConnections', `must be a positive integer, got ${pending}`);
+    if (options.auth !== undefined && !(options.auth instanceof JobAuth)) throw Errors.invalidArg('options.auth', 'must be a JobAuth');
     this.opts = {
+      auth: options.auth ?? JobAuth.ephemeral(),
       maxMessageBytes: max,
       recvHighWaterBytes: hw,
       handshakeTimeoutMs: hs,
@@ -136,7 +146,7 @@ export class NetTransport implements Transport {
       try {
         return await this.attempt(url, addr, left, signal);
       } catch (e) {
-        if (isShoalError(e, 'ERR_ABORTED') || isShoalError(e, 'ERR_BAD_FRAME')) throw e;
+        if (isShoalError(e, 'ERR_ABORTED') || isShoalError(e, 'ERR_BAD_FRAME') || isShoalError(e, 'ERR_AUTH')) throw e;
         const code = (e as NodeJS.ErrnoException).code;
         if (!isShoalError(e) && !(code && RETRYABLE.has(code))) throw Errors.transport(url, `dial failed: ${(e as Error).message}`, e);
         lastError = (e as Error).message;
@@ -183,7 +193,7 @@ export class NetTransport implements Transport {
       sock.once('connect', () => {
         sock.setNoDelay(true);
         sock.setKeepAlive(true, 10_000);
-        dialerHandshake(sock, directEvents(input), { maxMessageBytes: this.opts.maxMessageBytes, where: url, timeoutMs: ms }).then(
+        dialerHandshake(sock, directEvents(input), { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: url, timeoutMs: ms }).then(
           (hs) => {
             if (settled) {
               sock.destroy();

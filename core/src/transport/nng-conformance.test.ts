@@ -2,12 +2,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { transportConformance } from './conformance.js';
+import { JobAuth } from '../security/job-auth.js';
 import { createNngTransport } from './nng.js';
 
-const peer = { module: new URL('./nng.js', import.meta.url).href, factory: 'createNngTransport' };
+const auth = JobAuth.generate('nng-conformance');
+const peer = { module: new URL('./nng.js', import.meta.url).href, factory: 'createNngTransport', auth };
 
 transportConformance('nng tcp', async () => ({
-  transport: createNngTransport(),
+  transport: createNngTransport({ auth }),
   listenUrl: () => 'tcp://127.0.0.1:0',
   peer,
 })).run();
@@ -15,7 +17,7 @@ transportConformance('nng tcp', async () => ({
 const dir = mkdtempSync(join(tmpdir(), 'shoal-nng-'));
 let seq = 0;
 transportConformance('nng ipc', async () => ({
-  transport: createNngTransport(),
+  transport: createNngTransport({ auth }),
   listenUrl: () => `ipc://${dir}/p${++seq}.sock`,
   peer,
   async teardown() {

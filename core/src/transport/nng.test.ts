@@ -11,7 +11,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isShoalError } from '../errors.js';
 import { assertBytes, expectCode, guard, openPair, patternBytes, type ConformanceEnv } from './conformance.js';
+import { JobAuth } from '../security/job-auth.js';
 import { createNngTransport, loadNngAddon, NngTransport } from './nng.js';
+
+const auth = JobAuth.generate('nng-test');
 
 const MiB = 1 << 20;
 const dir = mkdtempSync(join(tmpdir(), 'shoal-nng-t-'));
@@ -35,7 +38,7 @@ test('a missing addon is a clear ERR_TRANSPORT that says how to build it', () =>
 });
 
 test('bad urls and options are rejected with errors that name them', async () => {
-  const t = createNngTransport();
+  const t = createNngTransport({ auth });
   assert.is(t.nngVersion, '1.5.2');
   for (const url of ['http://x:1', 'tcp://127.0.0.1', 'ipc://', '']) {
     try {
@@ -46,8 +49,8 @@ test('bad urls and options are rejected with errors that name them', async () =>
       assert.match((e as Error).message, /url/);
     }
   }
-  assert.throws(() => createNngTransport({ maxMessageBytes: -1 }), /maxMessageBytes/);
-  assert.throws(() => createNngTransport({ reconnectMinMs: 0 }), /reconnectMinMs/);
+  assert.throws(() => createNngTransport({ auth, maxMessageBytes: -1 }), /maxMessageBytes/);
+  assert.throws(() => createNngTransport({ auth, reconnectMinMs: 0 }), /reconnectMinMs/);
   // Listening twice on one address is an ERR_TRANSPORT naming it.
   const l = await t.listen('tcp://127.0.0.1:0');
   try {
@@ -58,7 +61,7 @@ test('bad urls and options are rejected with errors that name them', async () =>
 });
 
 test('tcp://127.0.0.1:0 reports the bound port in listener.url', async () => {
-  const t = createNngTransport();
+  const t = createNngTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const m = /^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(l.url);
   assert.ok(m && Number(m[1]) > 0, l.url);
@@ -69,8 +72,8 @@ test('tcp://127.0.0.1:0 reports the bound port in listener.url', async () => {
 });
 
 test('a message above maxMessageBytes fails the receiver with ERR_BAD_FRAME, the sender sees the peer close', async () => {
-  const small = createNngTransport({ maxMessageBytes: 1000 });
-  const big = createNngTransport();
+  const small = createNngTransport({ auth, maxMessageBytes: 1000 });
+  const big = createNngTransport({ auth });
   const l = await small.listen('tcp://127.0.0.1:0');
   const [a, b] = await Promise.all([l.accept({ timeoutMs: 5000 }), big.dial(l.url, { timeoutMs: 5000 })]);
   try {
@@ -105,7 +108,8 @@ const tcpFrame = (len: bigint, body: Buffer) => {
 };
 
 test('bad frames: a frame without the PAIR1 header, or a wrong ipc frame type, fails recv with ERR_BAD_FRAME', async () => {
-  const t = createNngTransport();
+  // Frame parsing after the connection is up: without the job handshake, which would turn the raw peer away first.
+  const t = createNngTransport({ unauthenticated: true });
   for (const [url, frame] of [
     ['tcp://127.0.0.1:0', tcpFrame(2n, Buffer.from([1, 2]))],
     [ipcUrl(), Buffer.concat([Buffer.from([7]), tcpFrame(5n, Buffer.from([0, 0, 0, 1, 9]))])],
@@ -130,7 +134,7 @@ test('bad frames: a frame without the PAIR1 header, or a wrong ipc frame type, f
 });
 
 test('bad handshake: a peer of another SP protocol is turned away and the listener still pairs', async () => {
-  const t = createNngTransport();
+  const t = createNngTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
   const raw = await rawPeer(l.url);
   try {
@@ -151,7 +155,7 @@ test('bad handshake: a peer of another SP protocol is turned away and the listen
 for (const [scheme, url] of [['tcp', () => 'tcp://127.0.0.1:0'], ['ipc', ipcUrl]] as const) {
   test(`${scheme}: 1000 messages in flight each way, with 1000 recvs posted up front, arrive in order`, async () => {
     await guard('1000 in flight', 30_000, async () => {
-      const p = await openPair(env(createNngTransport(), url));
+      const p = await openPair(env(createNngTransport({ auth }), url));
       try {
         const N = 1000;
         const msg = (i: number, s: number) => patternBytes((i * 997) % 70_000, i + s);
@@ -170,7 +174,7 @@ for (const [scheme, url] of [['tcp', () => 'tcp://127.0.0.1:0'], ['ipc', ipcUrl]
   });
 
   test(`${scheme}: closing either end mid-transfer of 64 MiB settles both ends within 2 s`, async () => {
-    const t = createNngTransport();
+    const t = createNngTransport({ auth });
     const big = patternBytes(64 * MiB + 4, 1);
     for (const closer of ['sender', 'receiver'] as const) {
       for (const delayMs of [1, 10, 30]) {
@@ -243,7 +247,7 @@ test('send without its flush flag (JS layer and addon out of step) is a TypeErro
 
 test('per-tick coalescing loses no flush: 100k x 1 KiB in one tick, and mixed 1 KiB / 20 KiB / 1 MiB runs both ways from recv continuations', async () => {
   await guard('coalescing', 20_000, async () => {
-    const p = await openPair(env(createNngTransport(), () => 'tcp://127.0.0.1:0'));
+    const p = await openPair(env(createNngTransport({ auth }), () => 'tcp://127.0.0.1:0'));
     try {
       const N = 100_000;
       const kib = patternBytes(1024, 3);
@@ -271,7 +275,7 @@ test('per-tick coalescing loses no flush: 100k x 1 KiB in one tick, and mixed 1 
 });
 
 test('receive backpressure: past recvHighWaterBytes the reader stops, sends wait, nothing is lost', async () => {
-  const t = createNngTransport({ recvHighWaterBytes: 2 * MiB });
+  const t = createNngTransport({ auth, recvHighWaterBytes: 2 * MiB });
   const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
   try {
     const N = 64;
@@ -288,7 +292,7 @@ test('receive backpressure: past recvHighWaterBytes the reader stops, sends wait
 });
 
 test('closing with 200 sends queued (natively and in JS) to a stalled peer rejects every one ERR_CLOSED at once', async () => {
-  const t = createNngTransport({ recvHighWaterBytes: MiB });
+  const t = createNngTransport({ auth, recvHighWaterBytes: MiB });
   const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
   const sends = Array.from({ length: 200 }, (_, i) => p.a.send(patternBytes(MiB, i), { timeoutMs: 20_000 }));
   for (const s of sends) s.catch(() => {}); // inspected below
@@ -304,7 +308,7 @@ test('closing with 200 sends queued (natively and in JS) to a stalled peer rejec
 });
 
 test('churn: 400 pairs (20 at a time, tcp and ipc) opened, used, closed from either end mid-message', async () => {
-  const t = createNngTransport();
+  const t = createNngTransport({ auth });
   const one = async (i: number) => {
     const l = await t.listen(i % 2 ? 'tcp://127.0.0.1:0' : ipcUrl());
     const [a, b] = await Promise.all([l.accept({ timeoutMs: 10_000 }), t.dial(l.url, { timeoutMs: 10_000 })]);
@@ -328,7 +332,7 @@ test('churn: 400 pairs (20 at a time, tcp and ipc) opened, used, closed from eit
 test('receive memory is released: 30 one-way 64 MiB messages keep RSS bounded', async () => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  const t = createNngTransport();
+  const t = createNngTransport({ auth });
   const p = await openPair(env(t, () => 'tcp://127.0.0.1:0'));
   try {
     const big = patternBytes(64 * MiB, 2);
@@ -412,7 +416,7 @@ const hasNngcat = spawnSync('nngcat', ['--version'], { encoding: 'utf8' }).statu
 for (const scheme of ['tcp', 'ipc'] as const) {
   test(`interop ${scheme}: nngcat --pair1 listens, shoal dials; messages flow both ways`, async () => {
     assert.ok(hasNngcat, 'nngcat (Debian nng-utils) is not installed');
-    const t = createNngTransport();
+    const t = createNngTransport({ unauthenticated: true }); // nngcat does not know the job handshake
     const url = scheme === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : ipcUrl();
     const cat = nngcat(['--pair1', '--listen', url, '--data', 'hello from nngcat', '--recv-timeout', '1', '--raw']);
     const c = await t.dial(url, { timeoutMs: 10_000 });
@@ -431,7 +435,7 @@ for (const scheme of ['tcp', 'ipc'] as const) {
 
   test(`interop ${scheme}: shoal listens, nngcat --pair1 dials; messages flow both ways`, async () => {
     assert.ok(hasNngcat, 'nngcat (Debian nng-utils) is not installed');
-    const t = createNngTransport();
+    const t = createNngTransport({ unauthenticated: true }); // nngcat does not know the job handshake
     const l = await t.listen(scheme === 'tcp' ? 'tcp://127.0.0.1:0' : ipcUrl());
     const cat = nngcat(['--pair1', '--dial', l.url, '--data', 'hi shoal', '--recv-timeout', '1', '--raw']);
     const c = await l.accept({ timeoutMs: 10_000 });

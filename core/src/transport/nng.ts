@@ -40,10 +40,25 @@ import { createRequire } from 'node:module';
 import { Errors, type ShoalError } from '../errors.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
 import { Inbox } from './inbox.js';
+import { AUTH_MAX_MESSAGE_BYTES, authenticateDialer, authenticateListener } from '../security/connection-auth.js';
+import { JobAuth } from '../security/job-auth.js';
 import { parseNetUrl } from './url.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 export interface NngTransportOptions {
+  /**
+   * The job's identity: the first messages of every connection are the job handshake
+   * (security/connection-auth.ts); until it passes, frames above 64 bytes fail the connection. Default: a
+   * secret of this transport object alone (`JobAuth.ephemeral()`).
+   */
+  auth?: JobAuth;
+  /**
+   * Skip the job handshake: only for talking to plain nng PAIR1 peers (`nngcat`) in tests. Never in a job: such a
+   * listener takes any peer that connects.
+   */
+  unauthenticated?: boolean;
+  /** How long the job handshake may take once connected. Default 10 s. */
+  handshakeTimeoutMs?: number;
   /** Largest message this end accepts; a larger frame fails the connection (ERR_BAD_FRAME). Default 2 GiB - 1. */
   maxMessageBytes?: number;
   /** Dial retry backoff: first and largest wait between attempts, in ms. Defaults 5 and 100. */
@@ -65,6 +80,7 @@ interface NativePair {
   dial(url: string): void;
   send(id: number, data: Uint8Array, flush: boolean): void;
   setRxPaused(paused: boolean): void;
+  setMaxMessage(bytes: number): void;
   close(): void;
   ref(): void;
   unref(): void;
@@ -98,13 +114,13 @@ export function loadNngAddon(addonPath?: string): NngAddon {
   } catch (e) {
     throw Errors.transport(
       'nng',
-      `cannot load the nng addon at ${path} (${(e as Error).message}); build it with \`npm run build:native -w @shoal/core\` (needs the libnng-dev package)`,
+      `cannot load the nng addon at ${path} (${(e as Error).message}); build it with \`npm rebuild @shoal/core\` (installed package) or \`npm run build:native -w @shoal/core\` (checkout); needs the libnng-dev package`,
       e,
     );
   }
 }
 
-type Settings = Required<Omit<NngTransportOptions, 'addonPath'>>;
+type Settings = Required<Omit<NngTransportOptions, 'addonPath' | 'auth'>> & { auth: JobAuth | null };
 
 /** The nng transport. An ordinary object: create one and pass it down. */
 export class NngTransport implements Transport {
@@ -125,7 +141,11 @@ export class NngTransport implements Transport {
       reconnectMaxMs: options.reconnectMaxMs ?? 100,
       closeTimeoutMs: options.closeTimeoutMs ?? 10_000,
       recvHighWaterBytes: options.recvHighWaterBytes ?? 256 * 2 ** 20,
+      auth: options.unauthenticated === true ? null : (options.auth ?? JobAuth.ephemeral()),
+      unauthenticated: options.unauthenticated === true,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
     };
+    if (settings.auth !== null && !(settings.auth instanceof JobAuth)) throw Errors.invalidArg('options.auth', 'must be a JobAuth');
     for (const k of ['reconnectMinMs', 'reconnectMaxMs', 'closeTimeoutMs'] as const) {
       const v = settings[k];
       if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw Errors.invalidArg(`options.${k}`, `must be an integer in 1..2^31-1, got ${v}`);
@@ -149,7 +169,7 @@ export class NngTransport implements Transport {
     }
     const bound = url.startsWith('tcp://') && port > 0 ? url.replace(/:\d+\/?$/, `:${port}`) : url;
     h.where = `listener ${bound}`;
-    return new NngListener(h, bound);
+    return new NngListener(h, bound, this.addon, this.settings);
   }
 
   async dial(url: string, opts?: IoOptions): Promise<Connection> {
@@ -163,7 +183,13 @@ export class NngTransport implements Transport {
       await h.close().catch(() => {});
       throw e;
     }
-    return new NngConnection(h, url);
+    const conn = new NngConnection(h, url);
+    const auth = this.settings.auth;
+    if (auth) {
+      // Authenticate, then accept messages of any size (up to maxMessageBytes) from the proven listener.
+      await authenticateDialer(conn, auth, url, this.settings.handshakeTimeoutMs, () => h.native.setMaxMessage(this.settings.maxMessageBytes));
+    }
+    return conn;
   }
 }
 
@@ -214,7 +240,9 @@ class PairHandle {
     where: string,
   ) {
     this.where = where;
-    this.native = new addon.NngPair((kind, id, rv, data, lens) => this.onEvent(kind, id, rv, data, lens), settings.maxMessageBytes);
+    // Until the job handshake passes, only its small messages are accepted.
+    const max = settings.auth ? Math.min(AUTH_MAX_MESSAGE_BYTES, settings.maxMessageBytes) : settings.maxMessageBytes;
+    this.native = new addon.NngPair((kind, id, rv, data, lens) => this.onEvent(kind, id, rv, data, lens), max);
   }
 
   /** Keep the event loop alive while something waits on the native side. */
@@ -467,21 +495,57 @@ class PairHandle {
   }
 }
 
+/**
+ * The listening end. A peer that fails the job handshake is closed, counted and logged, and the listener listens
+ * again on the same address (the native side stops listening once a peer connects), so it never takes the slot.
+ */
 class NngListener implements Listener {
   private conn: NngConnection | undefined;
   private closedFlag = false;
+  private accepting = false;
+  private rejectedPeers = 0;
   constructor(
-    private readonly h: PairHandle,
+    private h: PairHandle,
     readonly url: string,
+    private readonly addon: NngAddon,
+    private readonly settings: Settings,
   ) {}
 
   async accept(opts?: IoOptions): Promise<Connection> {
     if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
-    if (this.conn) throw Errors.state(`listener ${this.url} already yielded its one connection (pair semantics)`);
-    await this.h.waitConnected(`accept on ${this.url}`, opts);
-    if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
-    this.conn = new NngConnection(this.h, `dialer of ${this.url}`);
-    return this.conn;
+    if (this.conn || this.accepting) throw Errors.state(`listener ${this.url} already yielded its one connection (pair semantics)`);
+    this.accepting = true;
+    const deadline = Date.now() + (opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    try {
+      for (;;) {
+        const left = deadline - Date.now();
+        await this.h.waitConnected(`accept on ${this.url}${this.rejectedPeers ? ` (${this.rejectedPeers} peer(s) rejected)` : ''}`, { timeoutMs: Math.max(0, left), signal: opts?.signal });
+        if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
+        const conn = new NngConnection(this.h, `dialer of ${this.url}`);
+        const auth = this.settings.auth;
+        if (!auth) return (this.conn = conn);
+        const h = this.h;
+        try {
+          await authenticateListener(conn, auth, `dialer of ${this.url}`, this.settings.handshakeTimeoutMs, () => h.native.setMaxMessage(this.settings.maxMessageBytes));
+          return (this.conn = conn);
+        } catch (e) {
+          this.rejectedPeers++;
+          auth.log.reject(`nng listener ${this.url}`, (e as Error).message);
+          if (this.closedFlag) throw Errors.closed(`listener ${this.url}`);
+          // Listen again on the same address for the real peer (its dial retries meanwhile).
+          const next = new PairHandle(this.addon, this.settings, `listener ${this.url}`);
+          try {
+            next.native.listen(this.url);
+          } catch (e2) {
+            await next.close().catch(() => {});
+            throw Errors.transport(this.url, `cannot listen again after rejecting a peer: ${(e2 as Error).message}`, e2);
+          }
+          this.h = next;
+        }
+      }
+    } finally {
+      this.accepting = false;
+    }
   }
 
   /** Closes the native end unless it was handed to a connection (which then owns it). */

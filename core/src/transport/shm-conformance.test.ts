@@ -1,14 +1,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkRecvIntoTimeout, transportConformance } from './conformance.js';
+import { JobAuth } from '../security/job-auth.js';
 import { listSegments, removeStaleSegments, shmTransport } from './shm.js';
 
 const prefix = `conf${process.pid}`;
+const auth = JobAuth.generate('shm-conformance');
 
 transportConformance('shm', async () => ({
-  transport: shmTransport({ prefix }),
+  transport: shmTransport({ prefix, auth }),
   listenUrl: () => 'shm://auto',
-  peer: { module: new URL('./shm.js', import.meta.url).href, factory: 'shmTransport', factoryArg: { prefix } },
+  peer: { module: new URL('./shm.js', import.meta.url).href, factory: 'shmTransport', factoryArg: { prefix }, auth },
   async teardown() {
     removeStaleSegments(prefix);
   },

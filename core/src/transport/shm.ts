@@ -4,6 +4,8 @@ import { createRequire } from 'node:module';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
 import { Inbox } from './inbox.js';
+import { authenticateDialer, authenticateListener } from '../security/connection-auth.js';
+import { JobAuth } from '../security/job-auth.js';
 import { parseShmUrl } from './url.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
@@ -23,6 +25,13 @@ import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, typ
  * (a listener killed before its peer attached).
  */
 export interface ShmOptions {
+  /**
+   * The job's identity: the first messages of every pair are the job handshake (security/connection-auth.ts).
+   * The segment is owner-only (0600) and the listener takes the wake socket only from the process that claimed
+   * the segment (SO_PEERCRED), so only the same user's processes get that far; the handshake keeps apart jobs of
+   * the same user. Default: a secret of this transport object alone (`JobAuth.ephemeral()`).
+   */
+  auth?: JobAuth;
   /** Bytes per direction; a power of two >= 4096. Messages larger than this stream through. Default 8 MiB. */
   ringBytes?: number;
   /** Largest message accepted; larger is ERR_BAD_FRAME. Default 2^40. */
@@ -86,7 +95,7 @@ export function loadShmAddon(): ShmAddon {
   try {
     return require('../../native/shm/build/Release/shoal_shm.node') as ShmAddon;
   } catch (e) {
-    throw Errors.transport('shm', 'the shared-memory addon is not built: run `npm run build:native`', e);
+    throw Errors.transport('shm', 'the shared-memory addon is not built: run `npm rebuild @shoal/core` (installed package) or `npm run build:native` (checkout)', e);
   }
 }
 
@@ -136,8 +145,11 @@ class ShmTransport implements Transport {
   private readonly poolBytes: number;
   private readonly prefix: string;
   private readonly conn: ConnSettings;
+  private readonly auth: JobAuth;
   private seq = 0;
   constructor(opts: ShmOptions) {
+    if (opts.auth !== undefined && !(opts.auth instanceof JobAuth)) throw Errors.invalidArg('options.auth', 'must be a JobAuth');
+    this.auth = opts.auth ?? JobAuth.ephemeral();
     this.ringBytes = opts.ringBytes ?? 8 << 20;
     if (!Number.isInteger(this.ringBytes) || this.ringBytes < 4096 || (this.ringBytes & (this.ringBytes - 1)) !== 0) {
       throw Errors.invalidArg('options.ringBytes', `must be a power of two >= 4096, got ${opts.ringBytes}`);
@@ -173,7 +185,7 @@ class ShmTransport implements Transport {
     } catch (e) {
       throw Errors.transport(`listen shm://${name}`, (e as Error).message, e);
     }
-    return new ShmListener(`shm://${name}`, seg, this.conn);
+    return new ShmListener(`shm://${name}`, seg, this.conn, this.auth);
   }
 
   async dial(url: string, opts?: IoOptions): Promise<Connection> {
@@ -181,12 +193,17 @@ class ShmTransport implements Transport {
     const timeout = opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const start = Date.now();
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+      let conn: ShmConnection | undefined;
       try {
         const seg = new this.addon.Segment(`/${name}`, false, 0, this.maxMessage, this.spin, this.poolBytes);
-        return new ShmConnection(seg, `listener ${url}`, this.conn);
+        conn = new ShmConnection(seg, `listener ${url}`, this.conn);
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code !== 'ENOENT' && code !== 'ENOTREADY') throw Errors.transport(`dial ${url}`, (e as Error).message, e);
+      }
+      if (conn) {
+        await authenticateDialer(conn, this.auth, `shm dialer of ${url}`, Math.max(1, timeout - (Date.now() - start)));
+        return conn;
       }
       if (opts?.signal?.aborted) throw Errors.aborted(`dial ${url}`, opts.signal.reason);
       if (Date.now() - start >= timeout) throw Errors.timeout(`dial ${url}`, timeout);
@@ -201,6 +218,7 @@ class ShmListener implements Listener {
     readonly url: string,
     private readonly seg: NativeSegment,
     private readonly conn: ConnSettings,
+    private readonly auth: JobAuth,
   ) {}
   async accept(opts?: IoOptions): Promise<Connection> {
     if (this.state !== 'open') throw Errors.state(`listener ${this.url} is ${this.state}: a pair accepts one peer`);
@@ -210,7 +228,14 @@ class ShmListener implements Listener {
       if ((this.state as string) === 'closed') throw Errors.closed(`listener ${this.url}`);
       if (this.seg.attached()) {
         this.state = 'accepted';
-        return new ShmConnection(this.seg, `dialer of ${this.url}`, this.conn);
+        const conn = new ShmConnection(this.seg, `dialer of ${this.url}`, this.conn);
+        try {
+          await authenticateListener(conn, this.auth, `shm listener ${this.url}`, Math.max(1, timeout - (Date.now() - start)));
+        } catch (e) {
+          this.auth.log.reject(`shm listener ${this.url}`, (e as Error).message);
+          throw e;
+        }
+        return conn;
       }
       if (opts?.signal?.aborted) throw Errors.aborted(`accept on ${this.url}`, opts.signal.reason);
       if (Date.now() - start >= timeout) throw Errors.timeout(`accept on ${this.url}`, timeout);

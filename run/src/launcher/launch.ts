@@ -9,6 +9,8 @@ import { Worker as ThreadWorker } from 'node:worker_threads';
 const osSignals = constants.signals as Record<string, number>;
 import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
+import { JOB_SECRET_ENV, JobAuth } from '@shoal/core';
+import { sweepLeftovers } from '@shoal/core/security';
 import { startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -191,7 +193,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
-  const store = await TcpStoreServer.start({ host });
+  // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
+  sweepLeftovers();
+  // The job secret: in the workers' and servers' environment only (never argv, the store or a log).
+  const auth = JobAuth.generate(jobId);
+  const store = await TcpStoreServer.start({ host, auth });
   const workers: Worker[] = [];
   let psClient: TcpStore | undefined;
   let psServers: ActorSupervisor[] = [];
@@ -258,7 +264,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
 
   try {
     if (backend === 'ps' || backend === 'hybrid') {
-      psClient = await TcpStore.connect(store.url, { timeoutMs: options.timeoutMs ?? 60_000 });
+      psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       psServers = await startPsServerActors({
         storeUrl: store.url,
         store: psClient,
@@ -269,6 +275,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         link: psLink,
         socketDir: tmpdir(),
         jobId,
+        auth,
       });
     }
     for (let rank = 0; rank < n && threads; rank++) {
@@ -283,12 +290,14 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         servers,
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
+        auth,
         ...(data === undefined ? {} : { data: { from: 'path' as const, path: data } }),
       };
       const thread = new ThreadWorker(threadScript.entry, {
-        workerData: { [THREAD_OPTIONS_KEY]: wo, ...threadScript.data },
+        // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
+        workerData: { [THREAD_OPTIONS_KEY]: { ...wo, auth: undefined }, ...threadScript.data },
         argv: [...(options.args ?? [])],
-        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}) },
+        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...auth.childEnv() },
         stdout: true,
         stderr: true,
         name: `shoal rank ${rank}`,
@@ -339,15 +348,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       const child =
         at !== undefined && !isLocalHost(at.host)
           ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
-            spawn(rsh[0]!, [...rsh.slice(1), at.host, remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])], {
+            // The job secret is not on that command line (visible in ps on both hosts): the remote shell reads it
+            // from its stdin, which this process writes right after the spawn.
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, `IFS= read -r SHOAL_JOB_SECRET && export SHOAL_JOB_SECRET && ${remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])}`], {
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             })
           : spawn(process.execPath, argv, {
-              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid) },
+              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid), ...auth.childEnv() },
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             });
+      if (at !== undefined && !isLocalHost(at.host)) {
+        child.stdin?.on('error', () => {});
+        child.stdin?.write(`${auth.childEnv()[JOB_SECRET_ENV]}\n`);
+      }
       const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {

@@ -2,6 +2,7 @@ import { defaultServerName, startPsServers } from '@shoal/backends';
 import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '@shoal/core';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import type { JobAuth } from '@shoal/core';
 
 /**
  * How workers reach the server actors: `ipc` = unix domain sockets (`ipc:///<socketDir>/shoal-<job>-<actor>-<door>.sock`,
@@ -27,6 +28,8 @@ export interface PsServerActorsOptions {
   socketDir?: string;
   /** Names the socket files (default `ps`); distinct jobs sharing `socketDir` need distinct ids. */
   jobId?: string;
+  /** The job's identity: the servers get its secret in their environment and require it of every caller. */
+  auth: JobAuth;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -39,7 +42,7 @@ export function shmPrefix(jobId: string | undefined): string {
  * carries `{actor}` and `{door}`; see `ServeActorOptions.listenUrl`). unix socket paths are limited to 107 bytes:
  * a long `socketDir` falls back to os.tmpdir() with a short name.
  */
-export function psServerListenUrl(o: PsServerActorsOptions, i: number): string {
+export function psServerListenUrl(o: Omit<PsServerActorsOptions, 'auth'>, i: number): string {
   const link = o.link ?? 'tcp';
   if (link === 'tcp') return `tcp://${o.host ?? '127.0.0.1'}:0`;
   if (link === 'shm') return 'shm://auto';
@@ -68,5 +71,6 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     timeoutMs: o.timeoutMs,
     remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
     listenUrl: (i) => psServerListenUrl(o, i),
+    auth: o.auth,
   });
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { MAX_TIMER_MS } from '@shoal/core/util';
+import { resolve } from 'node:path';
 import { choiceOption, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import type { LaunchOptions } from './launch.js';
 import { parseHostfile, parseHosts, placeRanks, type HostSlots } from './hosts.js';
@@ -31,6 +32,7 @@ export const RUN_COMMAND = {
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
+    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR)' },
     oversubscribe: { type: 'boolean', help: `allow more than ${MAX_WORKERS_PER_CORE} workers per core (up to ${MAX_WORKERS})` },
     hosts: { type: 'string', short: 'H', arg: 'H1:S,H2:S', help: "ranks fill these hosts in order (host:slots, as horovodrun -H); other hosts' ranks start through --rsh; transport nng and ps link tcp by default" },
     hostfile: { type: 'string', arg: 'FILE', help: "the hosts from a file: one 'host slots=N' (or host:N) per line, # comments" },
@@ -84,6 +86,10 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
+  if (v.logdir !== undefined) {
+    if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
+    o.env = { ...(o.env ?? {}), SHOAL_LOGDIR: resolve(v.logdir) }; // absolute: workers may start elsewhere (--rsh)
+  }
   if (hosts) o.hosts = hosts;
   if (v.rsh !== undefined) {
     o.rsh = v.rsh.split(/\s+/).filter((x) => x !== '');

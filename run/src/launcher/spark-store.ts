@@ -18,6 +18,7 @@
 import { TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
 import { exitCodeOf, formatCommandError, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import { startPsServerActors } from './ps-servers.js';
+import { JobAuth } from '@shoal/core';
 
 const STORE_COMMAND = {
   name: 'spark-store',
@@ -68,12 +69,14 @@ async function main(): Promise<number | undefined> {
   const args = parseStoreArgs(process.argv.slice(2));
   if (args === undefined) return 0;
   // Bind where peers dial (the executor's address) unless told otherwise; loopback hosts stay loopback.
-  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host });
+  // The job secret comes from the Spark driver through this process's environment (SHOAL_JOB_SECRET).
+  const auth = JobAuth.fromEnv(process.env.SHOAL_JOB_ID || 'shoal', process.env);
+  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host, auth });
   let client: TcpStore | undefined;
   let servers: ActorSupervisor[] = [];
   if (args.psServers > 0) {
     try {
-      client = await TcpStore.connect(server.url, { timeoutMs: args.timeoutMs });
+      client = await TcpStore.connect(server.url, { auth, timeoutMs: args.timeoutMs });
       servers = await startPsServerActors({
         storeUrl: server.url,
         store: client,
@@ -81,6 +84,8 @@ async function main(): Promise<number | undefined> {
         numWorkers: args.workers,
         timeoutMs: args.timeoutMs,
         host: args.bind || args.host,
+        jobId: auth.jobId,
+        auth,
       });
     } catch (e) {
       await client?.close().catch(() => {});

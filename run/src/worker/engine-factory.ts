@@ -73,7 +73,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
       const topology = init.ring?.topology ?? 'auto';
       const multiHost = options.transport === 'net' || options.transport === 'nng';
       if (topology === 'flat' || (topology === 'auto' && !multiHost)) return undefined;
-      ringShm = options.transport === 'shm' ? undefined : shmTransport({ prefix: options.jobId });
+      ringShm = options.transport === 'shm' ? undefined : shmTransport({ prefix: options.jobId, auth: options.auth });
       const h = {
         rank: options.rank,
         size: options.worldSize,
@@ -118,11 +118,11 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
     // The launcher's server actors listen on tcp://, ipc:// (net transport) or shm:// (`shoal run --ps-link`):
     // dial each with the transport its scheme names, whatever SHOAL_TRANSPORT is.
     const ps = () => {
-      const net = options.transport === 'net' ? job.transport : createNetTransport(); // holds nothing beyond its connections
+      const net = options.transport === 'net' ? job.transport : createNetTransport({ auth: options.auth }); // holds nothing beyond its connections
       const shm = () => {
         if (options.transport === 'shm') return job.transport;
         // Created on first shm:// dial; closed with the handle.
-        psShm ??= shmTransport({ prefix: options.jobId });
+        psShm ??= shmTransport({ prefix: options.jobId, auth: options.auth });
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);

@@ -1,7 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RingSync } from '@shoal/backends';
-import { TcpStoreServer, type WorkerOptions } from '@shoal/core';
+import { JobAuth, TcpStoreServer, type WorkerOptions } from '@shoal/core';
+
+/** This test job's identity (each job below uses it under its own id). */
+const auth = JobAuth.generate('test-job');
 import { listSegments } from '@shoal/core/transport';
 import { settleAll } from '@shoal/core/util';
 import { initWorker, type WorkerHandle } from './init-worker.js';
@@ -16,7 +19,7 @@ async function job(
   topology?: 'flat' | 'hierarchical' | 'auto',
   sameHost?: 'shm-collective' | 'transport',
 ): Promise<{ ws: WorkerHandle[]; close(): Promise<void> }> {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth: auth.withJobId(jobId) });
   const n = hostIds.length;
   const opts = (rank: number): WorkerOptions => ({
     rank,
@@ -29,6 +32,7 @@ async function job(
     servers: 0,
     timeoutMs: 10_000,
     host: '127.0.0.1',
+    auth: auth.withJobId(jobId),
   });
   let ws: WorkerHandle[];
   try {

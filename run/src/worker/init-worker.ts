@@ -1,7 +1,7 @@
 import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
-import type { TrainingData } from '@shoal/datasets';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
+import type { TrainingData } from '@shoal/datasets';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 

@@ -2,6 +2,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isShoalError, TcpStoreServer } from '@shoal/core';
 import { joinJob, watchParent } from './join-job.js';
+import { JobAuth } from '@shoal/core';
+
+/** This test job's identity: every store and transport connection authenticates with it. */
+const auth = JobAuth.generate('test-job');
+
 
 test('a one-worker job without a launcher gets a private store and a net transport', async () => {
   const job = await joinJob({ env: { SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' } });
@@ -15,9 +20,9 @@ test('a one-worker job without a launcher gets a private store and a net transpo
 });
 
 test('two workers join through the TCP store under their job id', async () => {
-  const server = await TcpStoreServer.start();
+  const server = await TcpStoreServer.start({ auth: auth.withJobId('j1') });
   try {
-    const env = (rank: number) => ({ SHOAL_WORLD_SIZE: '2', SHOAL_RANK: String(rank), SHOAL_STORE: server.url, SHOAL_JOB_ID: 'j1', SHOAL_TIMEOUT_MS: '5000' });
+    const env = (rank: number) => ({ SHOAL_WORLD_SIZE: '2', SHOAL_RANK: String(rank), SHOAL_STORE: server.url, SHOAL_JOB_ID: 'j1', SHOAL_TIMEOUT_MS: '5000', ...auth.childEnv() });
     const [a, b] = await Promise.all([joinJob({ env: env(0) }), joinJob({ env: env(1) })]);
     await a!.store.set('hello', 'from 0');
     assert.is(new TextDecoder().decode(await b!.store.get('hello', 2000)), 'from 0');
@@ -31,6 +36,8 @@ test('two workers join through the TCP store under their job id', async () => {
 test('bad environments are named', async () => {
   for (const [env, re] of [
     [{ SHOAL_WORLD_SIZE: '2', SHOAL_RANK: '0' }, /SHOAL_STORE/],
+    [{ SHOAL_WORLD_SIZE: '2', SHOAL_RANK: '0', SHOAL_STORE: 'tcp://127.0.0.1:1' }, /SHOAL_JOB_SECRET: is not set/],
+    [{ SHOAL_WORLD_SIZE: '2', SHOAL_RANK: '0', SHOAL_STORE: 'tcp://127.0.0.1:1', SHOAL_JOB_SECRET: 'abc' }, /SHOAL_JOB_SECRET: must be 64 hex digits/],
     [{ SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0', SHOAL_TRANSPORT: 'memory' }, /SHOAL_TRANSPORT: memory is for in-process tests/],
     [{ SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0', SHOAL_TRANSPORT: 'carrier-pigeon' }, /SHOAL_TRANSPORT/],
   ] as const) {

@@ -1,5 +1,6 @@
 import { isMainThread, workerData } from 'node:worker_threads';
 import { parseWorkerOptions, type WorkerOptions, Errors, MemoryStore, type Store, TcpStore, createNetTransport, createNngTransport, shmTransport, type Transport } from '@shoal/core';
+import { sweepLeftovers } from '@shoal/core/security';
 
 /** What a worker holds once it has joined a job: its options, the rendezvous store and a transport. */
 export interface JobContext {
@@ -57,6 +58,9 @@ export function threadWorkerOptions(): WorkerOptions | undefined {
     SHOAL_SERVERS: String(o.servers),
     SHOAL_TIMEOUT_MS: String(o.timeoutMs),
     SHOAL_HOST: o.host,
+    // The secret is not in workerData (JobAuth keeps it in a private field, which is not cloned): the launcher
+    // put it in this thread's environment.
+    SHOAL_JOB_SECRET: process.env.SHOAL_JOB_SECRET,
     ...(o.data?.from === 'stdin' ? { SHOAL_INPUT: 'stdin' } : o.data?.from === 'path' ? { SHOAL_DATA: o.data.path } : {}),
     ...(o.columns ? { SHOAL_FEATURES: o.columns.features.join(','), SHOAL_LABEL: o.columns.label } : {}),
   });
@@ -66,14 +70,20 @@ export function threadWorkerOptions(): WorkerOptions | undefined {
 export function transportFor(options: WorkerOptions): { transport: Transport; listenUrl: string } {
   switch (options.transport) {
     case 'net':
-      return { transport: createNetTransport(), listenUrl: `tcp://${options.host}:0` };
+      return { transport: createNetTransport({ auth: options.auth }), listenUrl: `tcp://${options.host}:0` };
     case 'nng':
-      return { transport: createNngTransport(), listenUrl: `tcp://${options.host}:0` };
+      return { transport: createNngTransport({ auth: options.auth }), listenUrl: `tcp://${options.host}:0` };
     case 'shm':
-      return { transport: shmTransport({ prefix: options.jobId }), listenUrl: 'shm://auto' };
+      return { transport: shmTransport({ prefix: options.jobId, auth: options.auth }), listenUrl: 'shm://auto' };
     case 'memory':
       throw Errors.config('SHOAL_TRANSPORT', 'memory is for in-process tests; a worker process needs net, nng or shm');
   }
+}
+
+/** The launcher died (even by SIGKILL): remove its job's names from /dev/shm and /tmp, then exit 129. */
+function exitAfterLauncher(launcherPid: number): never {
+  sweepLeftovers({ ownerPid: launcherPid });
+  process.exit(129);
 }
 
 /**
@@ -81,7 +91,7 @@ export function transportFor(options: WorkerOptions): { transport: Transport; li
  * SIGKILL, and we were re-parented) or our stdin pipe from it closes, exit with code 129. Returns a stop
  * function. The timer is unref'd so it never keeps the process alive.
  */
-export function watchParent(parentPid: number, onLost: () => void = () => process.exit(129), everyMs = 500): () => void {
+export function watchParent(parentPid: number, onLost: () => void = () => exitAfterLauncher(parentPid), everyMs = 500): () => void {
   const timer = setInterval(() => {
     if (process.ppid !== parentPid) onLost();
   }, everyMs);
@@ -106,7 +116,7 @@ export async function joinJob(opts: JoinJobOptions = {}): Promise<JobContext> {
     if (options.worldSize > 1) throw Errors.config('SHOAL_STORE', 'is required when SHOAL_WORLD_SIZE > 1');
     rawStore = new MemoryStore();
   } else {
-    rawStore = await TcpStore.connect(options.storeUrl, { connectTimeoutMs: options.timeoutMs, timeoutMs: options.timeoutMs });
+    rawStore = await TcpStore.connect(options.storeUrl, { auth: options.auth, connectTimeoutMs: options.timeoutMs, timeoutMs: options.timeoutMs });
   }
   let transport: Transport;
   let listenUrl: string;

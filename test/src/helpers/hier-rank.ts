@@ -8,20 +8,24 @@
 import { createNetTransport, loadKernels, shmTransport, TcpStore } from '@shoal/core';
 import { connectHierarchical } from '@shoal/backends';
 import { allreduceHierarchical } from '@shoal/backends/ring';
+import { testAuth } from './test-auth.js';
+
+/** This job's identity (the secret is inherited by the processes it starts). */
+const auth = testAuth();
 
 const [storeUrl, rankS, sizeS, hostId, prefix, mode, timeoutS] = process.argv.slice(2);
 const rank = Number(rankS);
 const size = Number(sizeS);
 const timeoutMs = Number(timeoutS);
 
-const store = await TcpStore.connect(storeUrl!, { timeoutMs: 20_000 });
+const store = await TcpStore.connect(storeUrl!, { auth, timeoutMs: 20_000 });
 const g = await connectHierarchical({
   rank,
   size,
   store: store.prefixed('job'),
   hostId: hostId!,
-  local: { transport: shmTransport({ prefix: prefix! }), listenUrl: 'shm://auto' },
-  cross: { transport: createNetTransport(), listenUrl: 'tcp://127.0.0.1:0' },
+  local: { transport: shmTransport({ auth, prefix: prefix! }), listenUrl: 'shm://auto' },
+  cross: { transport: createNetTransport({ auth }), listenUrl: 'tcp://127.0.0.1:0' },
   timeoutMs,
 });
 const kernels = loadKernels();

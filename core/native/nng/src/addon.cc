@@ -98,7 +98,9 @@ struct Core {
   // Set once on the JS thread before any aio starts.
   Role role = Role::None;
   bool ipc = false;
-  uint64_t maxMessage = 0;
+  // Largest payload accepted; read on nng's threads, raised by JS once the peer has authenticated
+  // (setMaxMessage), so a peer that is not in the job cannot make us allocate for a frame it only announces.
+  std::atomic<uint64_t> maxMessage{0};
   Tsfn tsfn;
   std::atomic<int> refs{3};  // JS wrapper, close path, thread-safe function
   std::atomic<bool> closeStarted{false};
@@ -227,7 +229,7 @@ bool RxParse(Core* c) {
       RxBadFrame(c, 2);
       break;
     }
-    if (len - 4 > c->maxMessage) {
+    if (len - 4 > c->maxMessage.load(std::memory_order_relaxed)) {
       ok = false;
       RxBadFrame(c, 1);
       break;
@@ -606,6 +608,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            InstanceMethod<&NngPair::Dial>("dial"),
                            InstanceMethod<&NngPair::Send>("send"),
                            InstanceMethod<&NngPair::SetRxPaused>("setRxPaused"),
+                           InstanceMethod<&NngPair::SetMaxMessage>("setMaxMessage"),
                            InstanceMethod<&NngPair::Close>("close"),
                            InstanceMethod<&NngPair::Ref>("ref"),
                            InstanceMethod<&NngPair::Unref>("unref"),
@@ -730,6 +733,12 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     it.headLen = FrameHeader(c->ipc, it.len, it.head);
     c->txq.push_back(it);
     if (flush && c->txInWrite == 0) TxStart(c);
+  }
+
+  // setMaxMessage(bytes): the largest payload accepted from now on (frames already parsed are not rechecked).
+  void SetMaxMessage(const Napi::CallbackInfo& info) {
+    Core* c = live(info);
+    c->maxMessage.store(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
   }
 
   // setRxPaused(bool): stop reading after the current message (receive backpressure), or resume.

@@ -427,10 +427,22 @@ class Segment : public Napi::ObjectWrap<Segment> {
     bool ok = false;
     if (hdr_ && load(&hdr_->attached) == 1 && load(&hdr_->pid[1]) != 0) {
       if (fd_ < 0 && listenFd_ >= 0) {
-        fd_ = accept4(listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd_ >= 0) {
-          close(listenFd_);
-          listenFd_ = -1;
+        // The abstract namespace has no permissions: take the wake socket only from the process that claimed the
+        // segment (which only this user can map), checked by the kernel's credentials of the connecting end.
+        // Anyone else's connection is closed; the claimant's is still queued behind it.
+        for (;;) {
+          int fd = accept4(listenFd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (fd < 0) break;
+          ucred cred{};
+          socklen_t clen = sizeof(cred);
+          if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.uid == geteuid() &&
+              cred.pid == load(&hdr_->pid[1])) {
+            fd_ = fd;
+            close(listenFd_);
+            listenFd_ = -1;
+            break;
+          }
+          close(fd);
         }
       }
       if (fd_ >= 0 && peerEvt_.load() < 0) {

@@ -1,0 +1,139 @@
+/**
+ * `npm run bench -- security [--connections 300] [--out FILE]`: what authentication costs (issue #15).
+ *
+ * - Connection set-up, p50/p99 over `--connections` sequential connections on loopback, interleaved:
+ *   `tcp-hello` is a TCP connect plus one 16-byte hello each way (the shape of the net transport's handshake
+ *   before #15, without authentication); `net-auth` is NetTransport dial + accept with the job handshake (48 B,
+ *   80 B, 32 B, two HMAC-SHA256 each side); `store-auth` is `TcpStore.connect` plus one `get` answered at once
+ *   (the first round trip a worker makes).
+ * - Steady state over an authenticated net pair (the handshake is the only cost, so these match the transport
+ *   suite's figures): 8 B round-trip p50 and 64 MiB one-way throughput.
+ *
+ * Writes `bench/results/security.json`: `{ suite: 'security', version: 1, started, host: { cpus, node, loadavg1 },
+ * setup: [{ name, connections, p50_us, p99_us, mean_us }], steady: [{ name, bytes, p50_us | gbps, samples }] }`.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { availableParallelism, loadavg } from 'node:os';
+import { AuthLog, JobAuth, NetTransport, TcpStore, TcpStoreServer } from '@shoal/core';
+import { parseCommand, type CommandSpec } from '@shoal/run/cli';
+
+export const command = {
+  name: 'bench security',
+  synopsis: '[options]',
+  description: 'connection set-up with and without authentication; steady state with it',
+  options: {
+    connections: { type: 'string', arg: 'N', help: 'connections per set-up case (default 300)' },
+    out: { type: 'string', arg: 'FILE', help: 'result file (default bench/results/security.json)' },
+  },
+} as const satisfies CommandSpec;
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+const round = (x: number) => Math.round(x * 10) / 10;
+const now = () => performance.now() * 1000; // microseconds
+
+/** A TCP server answering every 16-byte hello with 16 bytes. */
+async function helloServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const server = net.createServer({ noDelay: true }, (s) => {
+    let got = 0;
+    s.on('data', (d) => {
+      got += d.length;
+      if (got >= 16) s.write(Buffer.alloc(16, 1));
+    });
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { port: (server.address() as net.AddressInfo).port, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+function tcpHello(port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = now();
+    const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    let got = 0;
+    s.once('connect', () => s.write(Buffer.alloc(16, 2)));
+    s.on('data', (d) => {
+      got += d.length;
+      if (got >= 16) {
+        const us = now() - t0;
+        s.destroy();
+        resolve(us);
+      }
+    });
+    s.once('error', reject);
+  });
+}
+
+export async function run(args: string[]): Promise<void> {
+  const v = parseCommand(command, args).values;
+  const n = Number(v.connections ?? 300);
+  if (!Number.isInteger(n) || n < 10) throw new RangeError(`bench security: --connections must be an integer >= 10, got ${v.connections}`);
+  const auth = JobAuth.generate('bench-security', new AuthLog(() => {}));
+  const hs = await helloServer();
+  const t = new NetTransport({ auth });
+  const storeServer = await TcpStoreServer.start({ auth });
+  const seed = await TcpStore.connect(storeServer.url, { auth });
+  await seed.set('k', 'v');
+  const times: Record<string, number[]> = { 'tcp-hello': [], 'net-auth': [], 'store-auth': [] };
+  for (let i = 0; i < n; i++) {
+    times['tcp-hello']!.push(await tcpHello(hs.port));
+    const l = await t.listen('tcp://127.0.0.1:0');
+    const t0 = now();
+    const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+    times['net-auth']!.push(now() - t0);
+    await Promise.all([a.close(), b.close(), l.close()]);
+    const t1 = now();
+    const c = await TcpStore.connect(storeServer.url, { auth });
+    if (new TextDecoder().decode(await c.get('k')) !== 'v') throw new Error('store get returned the wrong value');
+    times['store-auth']!.push(now() - t1);
+    await c.close();
+  }
+  const setup = Object.entries(times).map(([name, xs]) => ({
+    name,
+    connections: xs.length,
+    p50_us: round(pct(xs, 50)),
+    p99_us: round(pct(xs, 99)),
+    mean_us: round(xs.reduce((a, x) => a + x, 0) / xs.length),
+  }));
+  // Steady state over one authenticated pair.
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept(), t.dial(l.url)]);
+  const small = new Uint8Array(8);
+  const rt: number[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const t0 = now();
+    await b.send(small);
+    const m = await a.recv();
+    await a.send(m);
+    await b.recv();
+    if (i >= 500) rt.push(now() - t0);
+  }
+  const big = new Uint8Array(64 << 20).fill(7);
+  const reps = 8;
+  let best = 0;
+  for (let i = 0; i < reps; i++) {
+    const t0 = now();
+    const [, got] = await Promise.all([b.send(big), a.recv({ timeoutMs: 60_000 })]);
+    const us = now() - t0;
+    if (got.byteLength !== big.byteLength || got[12345] !== 7) throw new Error('64 MiB message arrived wrong');
+    if (i > 0) best = Math.max(best, big.byteLength / us / 1000);
+  }
+  const steady = [
+    { name: 'net-auth 8 B round trip', bytes: 8, p50_us: round(pct(rt, 50)), samples: rt.length },
+    { name: 'net-auth 64 MiB one way (best of 7)', bytes: big.byteLength, gbps: Math.round(best * 1000) / 1000, samples: reps - 1 },
+  ];
+  await Promise.all([a.close(), b.close(), l.close(), seed.close()]);
+  await storeServer.close();
+  await hs.close();
+  const root = new URL('../../', import.meta.url).pathname;
+  mkdirSync(`${root}bench/results`, { recursive: true });
+  const file = v.out ?? `${root}bench/results/security.json`;
+  const out = { suite: 'security', version: 1, started: new Date().toISOString(), host: { cpus: availableParallelism(), node: process.version, loadavg1: loadavg()[0] }, setup, steady };
+  writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+  for (const r of setup) console.log(`${r.name.padEnd(12)} set-up p50 ${r.p50_us} us  p99 ${r.p99_us} us  (${r.connections} connections)`);
+  for (const r of steady) console.log(`${r.name}: ${'p50_us' in r ? `${r.p50_us} us p50` : `${(r as { gbps: number }).gbps} GB/s`}`);
+  console.log(`wrote ${file}`);
+}
