@@ -29,6 +29,7 @@ import { spawn, spawnSync, execFile, type ChildProcess, type SpawnOptions } from
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { processAlive as alive } from '@shoal/core/util';
 
 const execFileP = promisify(execFile);
 const MARK = 'shoal-netns-';
@@ -93,15 +94,6 @@ function pidsInNetns(inodes: ReadonlySet<string>): number[] {
     if (ino !== undefined && inodes.has(ino)) out.push(Number(d));
   }
   return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Kill the holders (and everything in their namespaces) of runs whose owner process has exited. */

@@ -28,6 +28,16 @@ export async function settleAll<T>(promises: Iterable<T | PromiseLike<T>>, undo?
   throw bad.reason;
 }
 
+/** Whether process `pid` exists (signal 0; a process of another user, EPERM, exists too). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** The FNV-1a (32-bit) offset basis: the usual starting value of `fnv1aStep`. */
 export const FNV1A_OFFSET = 0x811c9dc5;
 

@@ -71,11 +71,4 @@ export function runNode(args: string[], opts: { timeoutMs: number; env?: Record<
 }
 
 /** Whether a process id is alive (signal 0). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { processAlive as alive } from '@shoal/core/util';

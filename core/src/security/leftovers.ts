@@ -1,6 +1,7 @@
 import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive as alive } from '../util.js';
 
 /**
  * Names a launcher's job leaves on the host: shared-memory segments and regions in /dev/shm and unix socket files
@@ -13,15 +14,6 @@ import { join } from 'node:path';
  * Only names owned by this user whose launcher pid is not alive are touched.
  */
 const NAME = /^shoal-(?:job-)?(\d+)-/;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export interface SweepOptions {
   /** Sweep only the names of this launcher pid (a job whose launcher just died); default: every dead one. */
