@@ -12,6 +12,7 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_JOB_SECRET (the job's 256-bit secret, 64 hex digits: required whenever there is a store to join; read
  *   here, once, into `auth`, and never printed: see security/job-auth.ts).
  *   SHOAL_PS_RESEND (1: the ps servers restart from checkpoints; resend what they had not acknowledged).
+ *   SHOAL_PS_PLACEMENT (process: the launcher's server processes, the default; worker: rank 0 hosts the servers).
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
  * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
@@ -36,6 +37,12 @@ export interface WorkerOptions {
    * (SHOAL_PS_RESEND=1, set by `shoal run --ps-durable`).
    */
   psResend?: boolean;
+  /**
+   * Where the parameter servers run (SHOAL_PS_PLACEMENT): `process` (default) in the launcher's actor processes;
+   * `worker` in rank 0's process (`shoal run --ps-placement worker`), so a same-host job has no process beyond
+   * its workers.
+   */
+  psPlacement?: 'process' | 'worker';
   /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
   columns?: { features: string[]; label: string };
 }
@@ -83,6 +90,7 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     host: env.SHOAL_HOST || '127.0.0.1',
     auth,
     ...(oneOf(env, 'SHOAL_PS_RESEND', ['0', '1'] as const, '0') === '1' ? { psResend: true } : {}),
+    ...(oneOf(env, 'SHOAL_PS_PLACEMENT', ['process', 'worker'] as const, 'process') === 'worker' ? { psPlacement: 'worker' as const } : {}),
     ...dataOf(env),
   };
 }

@@ -25,6 +25,13 @@ export interface PsSyncOptions {
   allowNonFinite?: boolean;
   /** Called by `close()` (e.g. stop servers this rank owns). */
   onClose?: () => Promise<void>;
+  /**
+   * `close()` first meets the other ranks' (a gather on server 0, at most `closeTogetherMs`, default 10 s; a lost
+   * rank ends it at once), so servers one rank hosts (`shoal run --ps-placement worker`) outlive every rank's
+   * last request. Every rank of the job must pass the same.
+   */
+  closeTogether?: boolean;
+  closeTogetherMs?: number;
 }
 
 
@@ -190,6 +197,12 @@ export class PsSync implements GradientSync {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.o.closeTogether && this.size > 1) {
+      const ms = this.o.closeTogetherMs ?? 10_000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.kv.gather('close', null, 'close').catch(() => {}), new Promise((r) => (timer = setTimeout(r, ms)))]);
+      clearTimeout(timer);
+    }
     await this.kv.close();
     await this.o.onClose?.();
   }

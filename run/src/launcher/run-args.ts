@@ -29,6 +29,7 @@ export const RUN_COMMAND = {
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
+    'ps-placement': { type: 'string', arg: 'process|worker', help: 'ps servers in their own processes (default) or in rank 0 (same host)' },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
@@ -83,6 +84,7 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v.data !== undefined) o.data = v.data;
   if (v.transport !== undefined) o.transport = choiceOption(name, '--transport', v.transport, ['net', 'nng', 'shm'] as const);
   if (v['ps-link'] !== undefined) o.psLink = choiceOption(name, '--ps-link', v['ps-link'], ['ipc', 'tcp', 'shm'] as const);
+  if (v['ps-placement'] !== undefined) o.psPlacement = choiceOption(name, '--ps-placement', v['ps-placement'], ['process', 'worker'] as const);
   if (v['ps-durable'] !== undefined) {
     if (v['ps-durable'] === '') throw new UsageError(`${name}: --ps-durable needs a folder`);
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
