@@ -85,6 +85,11 @@ export interface LaunchOptions {
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /**
+   * TensorBoard logs (`shoal run --logdir DIR`): every worker gets SHOAL_LOGDIR=DIR (a Trainer given `worker.sync`
+   * writes `DIR/train`, `DIR/val`, `DIR/rank-<r>`), and each parameter server writes its load to `DIR/server-<i>`.
+   */
+  logdir?: string;
+  /**
    * Record a timeline (`shoal run --timeline FILE`): every worker gets SHOAL_TIMELINE=FILE and writes its part
    * (`FILE.rank-<r>.jsonl`); when the job ends (failed or not) the launcher merges the parts into FILE, one
    * process per rank, and removes them. The folder is created if needed.
@@ -261,8 +266,13 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       throw Errors.config('timeline', `the folder of ${timeline} cannot be created: ${(e as Error).message}`);
     }
   }
-  // The workers' environment on top of this process's: the caller's `env` and the timeline file.
-  const workerEnv: Record<string, string> = { ...(options.env ?? {}), ...(timeline === undefined ? {} : { SHOAL_TIMELINE: timeline }) };
+  // The workers' environment on top of this process's: the caller's `env`, the log folder and the timeline file.
+  const logdir = options.logdir === undefined ? undefined : resolve(options.logdir);
+  const workerEnv: Record<string, string> = {
+    ...(options.env ?? {}),
+    ...(logdir === undefined ? {} : { SHOAL_LOGDIR: logdir }),
+    ...(timeline === undefined ? {} : { SHOAL_TIMELINE: timeline }),
+  };
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
@@ -353,6 +363,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         socketDir: tmpdir(),
         jobId,
         auth,
+        ...(logdir === undefined ? {} : { metrics: { logdir } }),
       });
       for (const s of psServers) {
         // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.

@@ -22,7 +22,8 @@ export interface RoundsOptions {
  * their `need` (`afterReached`). Every wait names, when it times out, the workers it was waiting for.
  */
 export class Rounds {
-  readonly counters = { updates: 0 };
+  /** Updates applied, and the wall time spent applying them (ms; read by the server's metrics). */
+  readonly counters = { updates: 0, applyMs: 0 };
 
   constructor(
     private readonly o: RoundsOptions,
@@ -64,7 +65,9 @@ export class Rounds {
             if (slot.round.join(rank, { resolve, reject })) this.completeRound(slot);
             else slot.round.arm(this.o.timeoutMs, () => `sync round ${slot.version + 1} of key ${slot.spec.key} on server ${this.o.serverIndex}`);
           } else {
+            const t0 = performance.now();
             applyAsync(slot);
+            this.counters.applyMs += performance.now() - t0;
             slot.clock[rank]!++;
             slot.version++;
             this.counters.updates++;
@@ -92,6 +95,7 @@ export class Rounds {
   /** The round's update (all workers pushed): apply the merged gradient, acknowledge, wake the waiters. */
   private completeRound(slot: Slot): void {
     const acks = slot.round.takeAcks();
+    const t0 = performance.now();
     try {
       if (slot.spec.rows) this.updateRows(slot);
       else this.updateDense(slot);
@@ -102,6 +106,7 @@ export class Rounds {
       slot.version++;
       slot.round.reset();
       this.counters.updates++;
+      this.counters.applyMs += performance.now() - t0;
     }
     this.commit.acknowledge(acks);
     slot.waiters.pump();
