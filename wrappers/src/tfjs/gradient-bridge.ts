@@ -132,7 +132,9 @@ export class GradientBridge {
     this.acc ??= new Float32Array(this.flat.length);
     const loss = this.compute(lossFn, rows);
     this.accRows += rows;
-    this.accComputeMs += performance.now() - t0;
+    const ms = performance.now() - t0;
+    this.accComputeMs += ms;
+    Object.assign(this.stats, { computeMs: ms, syncMs: 0, applyMs: 0, sparseRows: 0 }); // this micro-batch's
     return loss;
   }
 
