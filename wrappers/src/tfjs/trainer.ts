@@ -1,11 +1,12 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { jobTelemetryOf, LocalSync, PsSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
-import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
 import { adviceLine, SyncSchedule, syncModeOf } from './sync-schedule.js';
@@ -90,6 +91,8 @@ export class Trainer implements CallbackTrainer {
   private broadcastDone = false;
   private step_ = 0;
   private lastEpoch_?: EpochRecord;
+  /** The job's timeline (`shoal run --timeline`, from the engine's telemetry) and the Trainer's lane on it. */
+  private readonly trace?: { timeline: Timeline; lane: TimelineLane };
 
   constructor(private readonly options: TrainerOptions) {
     if (!options || typeof options !== 'object') throw Errors.invalidArg('options', 'must be an object');
@@ -101,6 +104,13 @@ export class Trainer implements CallbackTrainer {
     if (options.advice !== undefined && typeof options.advice !== 'boolean') throw Errors.invalidArg('options.advice', `must be true or false, got ${JSON.stringify(options.advice)}`);
     syncModeOf(options, this.sync); // checked here, before any model is built
     this.out = options.output ?? process.stdout;
+    const timeline = jobTelemetryOf(this.sync)?.timeline;
+    if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
+  }
+
+  /** `fn` as a span on the `step` lane when the job records a timeline. */
+  private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
   }
 
   get rank(): number {
@@ -179,7 +189,7 @@ export class Trainer implements CallbackTrainer {
       const sparse = Array.isArray(sparseSpec) ? sparseSpec.includes(variable.name) || sparseSpec.includes(w.originalName) : embeddingVars.has(variable.name);
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
-    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines);
+    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines, undefined, this.trace?.timeline);
     this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables());
   }
 
@@ -328,7 +338,7 @@ export class Trainer implements CallbackTrainer {
       const bySteps = stepsDue();
       const bySeconds = ckpt.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
       if (!bySteps && !bySeconds) return;
-      await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2);
+      await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2));
       lastSave = performance.now();
       lastSaveStep = this.step_;
     };
@@ -348,7 +358,7 @@ export class Trainer implements CallbackTrainer {
         try {
           for (const cb of callbacks) await cb.onBatchBegin?.(step);
           const ts = performance.now();
-          values = await this.trainStep(batch);
+          values = await this.traced('step', () => this.trainStep(batch));
           stepMsTotal += performance.now() - ts;
         } finally {
           disposeBatch(batch);
@@ -376,7 +386,7 @@ export class Trainer implements CallbackTrainer {
       if (source) {
         const it = data.batches({ ...ctxBase, epoch });
         let skip = resumeHere;
-        for await (const batch of it as AsyncIterable<Batch>) {
+        for await (const batch of this.trace ? tracedBatches(it as AsyncIterable<Batch>, this.trace) : (it as AsyncIterable<Batch>)) {
           if (skip > 0) {
             skip -= 1;
             disposeBatch(batch);
@@ -391,7 +401,13 @@ export class Trainer implements CallbackTrainer {
         if (Number.isFinite(steps) && step < steps && !stop) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
       } else {
         const order = epochOrder(n, epoch, options.shuffle ?? true, options.seed ?? 0);
-        for (let s = resumeHere; s < steps && !stop; s++) await runBatch(gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch })));
+        const tr = this.trace;
+        for (let s = resumeHere; s < steps && !stop; s++) {
+          const t0 = tr?.timeline.now();
+          const batch = gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch }));
+          if (tr) tr.timeline.span(tr.lane, 'data', t0!);
+          await runBatch(batch);
+        }
       }
       const tf0 = performance.now(); // epochs end at a sync (collective: a pending accumulation applied, local steps averaged)
       if (await schedule.flush(this.optimizer)) this.step_ += 1;
@@ -402,7 +418,7 @@ export class Trainer implements CallbackTrainer {
       const total = reduced[reduced.length - 1]!;
       names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
       if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
-        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) }));
+        Object.assign(logs, await this.traced('validate', () => this.evaluate(plan.validation!, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) })));
       }
       const seconds = (performance.now() - t0) / 1000;
       const samplesPerSec = (total * this.size) / seconds;
@@ -412,7 +428,7 @@ export class Trainer implements CallbackTrainer {
       // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
       const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
       if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue() || secondsDue)) {
-        await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
+        await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2));
         lastSave = performance.now();
         lastSaveStep = this.step_;
       }
@@ -499,3 +515,4 @@ export class Trainer implements CallbackTrainer {
     if (this.ownsSync) await this.sync.close();
   }
 }
+
