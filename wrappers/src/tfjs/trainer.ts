@@ -6,7 +6,7 @@ import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
-import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, scoreRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
 import { adviceLine, SyncSchedule, syncModeOf } from './sync-schedule.js';
@@ -462,22 +462,7 @@ export class Trainer implements CallbackTrainer {
     const n = numSamples(data, 'evaluate data');
     const lo = options.local ? 0 : Math.floor((n * this.rank) / this.size);
     const hi = options.local ? n : Math.floor((n * (this.rank + 1)) / this.size);
-    const bs = options.batchSize ?? 256;
-    const sums = new Float64Array(this.metricFns.length + 2);
-    for (let s = lo; s < hi; s += bs) {
-      const rows = Int32Array.from({ length: Math.min(bs, hi - s) }, (_, i) => s + i);
-      const batch = gatherBatch(tf, data, rows);
-      try {
-        const vals = tf.tidy(() => {
-          const pred = this.model.apply(batch.x, { training: false }) as tfjs.Tensor;
-          return [this.lossFn!(batch.y, pred), ...this.metricFns.map((m) => m.fn(batch.y, pred))].map((t) => t.dataSync()[0]!);
-        });
-        vals.forEach((v, i) => (sums[i]! += v * rows.length));
-        sums[vals.length]! += rows.length;
-      } finally {
-        disposeBatch(batch);
-      }
-    }
+    const sums = scoreRows(tf, this.model, this.lossFn!, this.metricFns, data, lo, hi, options.batchSize ?? 256);
     const reduced = await this.sync.allreduceScalars(sums);
     const total = reduced[reduced.length - 1]!;
     const logs: Logs = {};
