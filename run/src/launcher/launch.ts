@@ -83,6 +83,13 @@ export interface LaunchOptions {
    * what was not acknowledged (SHOAL_PS_RESEND=1), so the job ends with the weights of a run without the fault.
    */
   psDurable?: string;
+  /**
+   * The servers' consistency (`shoal run --ps-mode`, ps backend): `sync` (default) rounds, or `async`: each
+   * worker's update is applied on arrival and workers do not wait for each other, except that with `staleness`
+   * S (`--staleness S`) no worker runs more than S steps ahead of the slowest (see `KVServerOptions`).
+   */
+  psMode?: 'sync' | 'async';
+  staleness?: number;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /**
@@ -231,6 +238,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
+  if (options.psMode !== undefined && options.psMode !== 'sync' && options.psMode !== 'async') throw Errors.invalidArg('psMode', `must be sync|async, got ${JSON.stringify(options.psMode)}`);
+  if (options.psMode === 'async' && backend !== 'ps') throw Errors.config('psMode', `async needs --backend ps (the ${backend} backend averages gradients in sync rounds)`);
+  if (options.staleness !== undefined && (!Number.isInteger(options.staleness) || options.staleness < 0)) throw Errors.invalidArg('staleness', `must be an integer >= 0, got ${options.staleness}`);
+  if (options.staleness !== undefined && options.psMode !== 'async') throw Errors.config('staleness', 'bounds how far async workers run ahead: it needs --ps-mode async');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -347,6 +358,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         store: psClient,
         numServers: servers,
         numWorkers: n,
+        ...(options.psMode === 'async' ? { mode: 'async' as const, ...(options.staleness === undefined ? {} : { staleness: options.staleness }) } : {}),
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
         link: psLink,

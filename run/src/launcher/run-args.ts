@@ -28,6 +28,8 @@ export const RUN_COMMAND = {
     data: { type: 'string', arg: 'PATH', help: 'Parquet, Arrow or CSV file or folder; each worker reads its shard with worker.data()' },
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
+    'ps-mode': { type: 'string', arg: 'sync|async', help: 'ps: sync rounds (default), or async: each update applied on arrival, workers never wait for each other' },
+    staleness: { type: 'string', arg: 'S', help: 'with --ps-mode async: no worker runs more than S steps ahead of the slowest (default unbounded; 0 = sync)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
     tls: { type: 'boolean', help: "encrypt the job's TCP connections (store, net transport, tcp ps links) with TLS under a per-job pinned certificate" },
@@ -89,6 +91,14 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number; 
     if (v['ps-durable'] === '') throw new UsageError(`${name}: --ps-durable needs a folder`);
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
     o.psDurable = resolve(v['ps-durable']);
+  }
+  if (v['ps-mode'] !== undefined) {
+    o.psMode = choiceOption(name, '--ps-mode', v['ps-mode'], ['sync', 'async'] as const);
+    if (o.psMode === 'async' && o.backend !== 'ps') throw new UsageError(`${name}: --ps-mode async needs --backend ps`);
+  }
+  if (v.staleness !== undefined) {
+    if (o.psMode !== 'async') throw new UsageError(`${name}: --staleness needs --ps-mode async`);
+    o.staleness = intOption(name, '--staleness', v.staleness, 0, 1_000_000);
   }
   if (v.host !== undefined) o.host = v.host;
   if (v.tls === true) {

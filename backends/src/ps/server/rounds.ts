@@ -17,7 +17,8 @@ export interface RoundsOptions {
  * - `sync`: a key's round completes when all workers pushed it; the merged (summed) gradient is folded in by the
  *   updater, then every push of the round is acknowledged. A push for a later round waits for the current one.
  * - `async`: each push is applied on arrival; with `staleness` s, a worker's push number c waits until every
- *   worker has had at least c - s pushes applied (bounded staleness, SSP).
+ *   worker has had at least c - s pushes applied, and a pull after push c waits until every worker has had
+ *   c + 1 - s applied (bounded staleness, SSP: s = 0 reads exactly what a sync round gives).
  * Pushes carry the worker's per-key counter, so a resend after a server restart is applied once; pulls wait for
  * their `need` (`afterReached`). Every wait names, when it times out, the workers it was waiting for.
  */
@@ -150,8 +151,16 @@ export class Rounds {
     }
   }
 
+  /**
+   * Whether a pull of worker `rank` needing update `need` may be answered. Sync: the key's round `need` is
+   * applied. Async: this worker's pushes before `need` are applied and, with `staleness` s, every worker has had
+   * at least `need - s` pushes applied (SSP's read rule): the values a worker computes its next gradient from miss
+   * at most the last s pushes of any other worker, so s = 0 reads what a sync round gives.
+   */
   reached(slot: Slot, rank: number, need: number): boolean {
-    return this.o.mode === 'sync' ? slot.version >= need : slot.clock[rank]! >= need;
+    if (this.o.mode === 'sync') return slot.version >= need;
+    if (slot.clock[rank]! < need) return false;
+    return this.o.staleness === undefined || Math.min(...slot.clock) >= need - this.o.staleness;
   }
 
   /** `read()` once every slot has reached its need for `rank`: at once when they have (no extra turn), else later. */
@@ -162,7 +171,7 @@ export class Rounds {
 
   private whenReached(slot: Slot, rank: number, need: number): Promise<void> {
     if (this.reached(slot, rank, need)) return Promise.resolve();
-    const gone = this.o.mode === 'sync' ? this.lostError() : undefined;
+    const gone = this.o.mode === 'sync' || this.o.staleness !== undefined ? this.lostError() : undefined;
     if (gone) return Promise.reject(gone);
     return slot.waiters.wait(
       () => this.reached(slot, rank, need),
