@@ -132,6 +132,7 @@ def run(
     tail_lines: int = 40,
     require_result: bool = True,
     host: Optional[str] = None,
+    logdir: Optional[str] = None,
 ) -> ShoalResult:
     """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
 
@@ -146,6 +147,10 @@ def run(
 
     `timeout_s` bounds each task from its first input batch to its worker's exit (the worker is killed then);
     `net_timeout_s` becomes SHOAL_TIMEOUT_MS, every network wait inside the job (rendezvous, collectives).
+
+    `logdir` (as `shoal run --logdir`): TensorBoard runs in that folder, which every executor must reach at the same
+    path (resolved against `cwd`): each worker gets SHOAL_LOGDIR (a Trainer given `worker.sync` writes `train/`,
+    `val/`, `rank-<r>/`) and, with the ps and hybrid backends, each parameter server writes `server-<i>/`.
 
     Returns a ShoalResult (rank 0's result plus per-rank feed figures). Raises ShoalWorkerError naming the failing
     rank, its error and the last lines of its log if any worker fails or the job exceeds `timeout_s`; ValueError on
@@ -168,6 +173,8 @@ def run(
         raise ValueError(f"servers must be an integer >= 1, got {servers!r}")
     if any(not isinstance(a, str) for a in args):
         raise ValueError(f"args must be strings, got {list(args)!r}")
+    if logdir is not None and (not isinstance(logdir, str) or logdir == "" or "\0" in logdir):
+        raise ValueError(f"logdir must be a folder path, got {logdir!r}")
 
     spark = df.sparkSession
     sc = spark.sparkContext
@@ -193,6 +200,10 @@ def run(
         raise ValueError(f"store_script {store!r} does not exist (build shoal first: npx tsc -b)")
     if parts != n:
         df = df.repartition(n)
+    job_env = dict(env or {})
+    log_path = os.path.join(cwd, logdir) if logdir is not None else None
+    if log_path is not None:
+        job_env["SHOAL_LOGDIR"] = log_path
 
     spec: Dict[str, Any] = {
         "script": script_path,
@@ -200,7 +211,8 @@ def run(
         "node_args": node_args,
         "node": node,
         "cwd": cwd,
-        "env": dict(env or {}),
+        "env": job_env,
+        "logdir": log_path,
         "job_id": job_id or f"spark-{uuid.uuid4().hex[:12]}",
         # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
         # as the rest of the spec does, and each task hands it to its store and worker processes in their
