@@ -72,7 +72,9 @@ async function main(argv: readonly string[]): Promise<number> {
   const r = await launch({ ...opts, signal: ac.signal });
   const secs = (r.durationMs / 1000).toFixed(1);
   if (r.code === 0) {
-    process.stderr.write(`shoal run: ${opts.numWorkers} worker(s) finished in ${secs} s\n`);
+    const e = r.elastic;
+    const how = e && (e.lost.length || e.joined.length) ? ` (elastic: generation ${e.generation}, ${e.lost.length} lost, ${e.joined.length} joined)` : '';
+    process.stderr.write(`shoal run: ${e ? e.workers : opts.numWorkers} worker(s) finished in ${secs} s${how}\n`);
     return 0;
   }
   if (r.aborted) return signalled === 'SIGTERM' ? 143 : 130;

@@ -15,6 +15,8 @@ import { removeServerSockets, startPsServerActors, type PsLink } from './ps-serv
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
+import { MembershipLedger, readyKey } from '../elastic/generations.js';
+import type { LostWorker } from '@shoal/backends';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
@@ -74,6 +76,15 @@ export interface LaunchOptions {
    * what was not acknowledged (SHOAL_PS_RESEND=1), so the job ends with the weights of a run without the fault.
    */
   psDurable?: string;
+  /**
+   * Elastic training (`shoal run --elastic`, Horovod elastic's model; ring engine, processes on one host): a lost
+   * worker does not fail the job while `minWorkers` remain. The launcher publishes a new membership generation
+   * (run/src/elastic/generations.ts), the survivors roll back to their last commit and go on; up to
+   * `replacements` new workers (default 0) are started in all to take lost ones' places, each joining at the
+   * survivors' next commit, never beyond `maxWorkers`. Workers get SHOAL_ELASTIC=1 and a stable SHOAL_WORKER_ID;
+   * the result's `exits` name workers by that id.
+   */
+  elastic?: ElasticLaunchOptions;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
@@ -92,6 +103,12 @@ export interface LaunchOptions {
   signal?: AbortSignal;
 }
 
+export interface ElasticLaunchOptions {
+  minWorkers: number;
+  maxWorkers: number;
+  replacements?: number;
+}
+
 export interface LaunchResult {
   /** 0 when every worker exited 0; else the failing worker's exit code (128 + signal number if killed), 130 when aborted. */
   code: number;
@@ -106,6 +123,8 @@ export interface LaunchResult {
   error?: string;
   aborted: boolean;
   durationMs: number;
+  /** Elastic jobs: the last generation, the workers lost and those that joined (by stable id). */
+  elastic?: { generation: number; workers: number; lost: LostWorker[]; joined: number[] };
   /** Exit status per rank (`null` code with a signal when stopped). */
   exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -209,6 +228,16 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
+  if (options.elastic !== undefined) {
+    const e = options.elastic;
+    if (threads) throw Errors.config('elastic', 'needs worker processes: drop --threads');
+    if (backend !== 'ring') throw Errors.config('elastic', `runs on the ring engine so far, not ${backend}`);
+    if (options.hosts !== undefined) throw Errors.config('elastic', 'runs on one host so far: drop --hosts');
+    if (!(Number.isInteger(e.minWorkers) && Number.isInteger(e.maxWorkers) && 1 <= e.minWorkers && e.minWorkers <= n && n <= e.maxWorkers)) {
+      throw Errors.config('elastic', `needs 1 <= min-workers (${e.minWorkers}) <= -n (${n}) <= max-workers (${e.maxWorkers})`);
+    }
+    if (e.replacements !== undefined && !(Number.isInteger(e.replacements) && e.replacements >= 0)) throw Errors.config('elastic', `replacements must be an integer >= 0, got ${e.replacements}`);
+  }
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -256,6 +285,18 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
   let settleTimer: NodeJS.Timeout | undefined;
+  // Elastic: the membership generations, published through a client of our own store.
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const elasticClient = options.elastic === undefined ? undefined : await TcpStore.connect(store.url, { auth, timeoutMs });
+  const ledger = options.elastic === undefined ? undefined : new MembershipLedger(elasticClient!.prefixed(jobId), options.elastic.minWorkers, options.elastic.maxWorkers, n);
+  let replacementsLeft = options.elastic?.replacements ?? 0;
+  const lostWorkers: LostWorker[] = [];
+  const joinedWorkers: number[] = [];
+  /** Started joiners not admitted yet, by worker id. */
+  const pendingJoiners = new Map<number, Worker>();
+  /** Store writes and joiner admissions still under way (the launch waits for them before it returns). */
+  let elasticWork: Promise<void> = Promise.resolve();
+  let elasticFailure: { rank: number; error: string } | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
     if (w.thread) {
@@ -308,6 +349,74 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       }
     });
     return new Promise<void>((r) => rl.once('close', () => r()));
+  };
+
+  // eslint-disable-next-line prefer-const -- assigned in the try below, used by startJoiner
+  let spawnProcess: (rank: number, size: number, workerId: number, join: boolean) => Worker = () => {
+    throw Errors.state('spawnProcess used before the launch started');
+  };
+  /**
+   * Elastic: a worker ended badly. True when that is handled (a member dropped in a new generation, a joiner
+   * that never joined); false leaves it to the usual failure path. Fewer than min-workers left fails the job.
+   */
+  const elasticLoss = (workerId: number, reason: string, tail: string[]): boolean => {
+    const l = ledger!;
+    const joiner = pendingJoiners.get(workerId);
+    if (joiner !== undefined) {
+      pendingJoiners.delete(workerId);
+      errOut.write(`shoal run: worker ${workerId} ended (${reason}) before it joined; the job goes on\n`);
+      return true;
+    }
+    if (!l.isMember(workerId)) return true;
+    const rank = l.rankOf(workerId);
+    const r = l.lose(workerId, reason);
+    const last = summarizeFailure(tail).split('\n')[0];
+    if (r.error !== undefined) {
+      const before = lostWorkers.length ? `; lost before: ${lostWorkers.map((x) => `worker ${x.workerId} (${x.reason})`).join(', ')}` : '';
+      elasticFailure = { rank: workerId, error: `${r.error}${before}${last ? `\nits last error: ${last}` : ''}` };
+      stopAll();
+      return true;
+    }
+    lostWorkers.push(...r.record!.lost);
+    errOut.write(`shoal run: rank ${rank} (worker ${workerId}) lost (${reason}${last && !reason.startsWith('killed') ? `: ${last}` : ''}); generation ${r.record!.generation} goes on with ${r.record!.members.length} worker(s)\n`);
+    elasticWork = elasticWork.then(() => l.flushed()).catch(() => {});
+    if (replacementsLeft > 0 && !stopping) {
+      replacementsLeft -= 1;
+      startJoiner();
+    }
+    return true;
+  };
+  /** Start a replacement worker; admit it in a new generation once it says it is up (within the timeout). */
+  const startJoiner = () => {
+    const l = ledger!;
+    const id = l.newWorkerId();
+    const size = l.members.length + 1;
+    const w = spawnProcess(size - 1, size, id, true);
+    pendingJoiners.set(id, w);
+    errOut.write(`shoal run: starting worker ${id} to replace it\n`);
+    const admit = async () => {
+      try {
+        // the joiner's own end (it died while starting) ends the wait too
+        await Promise.race([elasticClient!.prefixed(jobId).get(readyKey(id), timeoutMs), w.exited.then(() => Promise.reject(new Error('ended')))]);
+      } catch {
+        if (pendingJoiners.delete(id) && !stopping) {
+          errOut.write(`shoal run: worker ${id} did not come up within ${timeoutMs} ms; stopping it\n`);
+          killGroup(w, 'SIGKILL');
+        }
+        return;
+      }
+      if (stopping || !pendingJoiners.delete(id)) return;
+      const rec = l.admit(id);
+      if (rec === undefined) {
+        errOut.write(`shoal run: worker ${id} is not needed (already ${l.members.length} workers); stopping it\n`);
+        killGroup(w, 'SIGTERM');
+        return;
+      }
+      joinedWorkers.push(id);
+      errOut.write(`shoal run: worker ${id} joins at generation ${rec.generation} with ${rec.members.length} worker(s)\n`);
+      await l.flushed();
+    };
+    elasticWork = elasticWork.then(admit).catch(() => {});
   };
 
   try {
@@ -396,11 +505,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       });
       workers.push(w);
     }
-    for (let rank = 0; rank < n && !threads; rank++) {
+    spawnProcess = (rank: number, size: number, workerId: number, join: boolean): Worker => {
       const at = placement?.[rank];
       const shoalEnv: Record<string, string> = {
         SHOAL_RANK: String(rank),
-        SHOAL_WORLD_SIZE: String(n),
+        SHOAL_WORLD_SIZE: String(size),
         SHOAL_LOCAL_RANK: String(at?.localRank ?? rank),
         SHOAL_STORE: store.url,
         SHOAL_JOB_ID: jobId,
@@ -411,6 +520,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
         ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
+        ...(ledger === undefined ? {} : { SHOAL_ELASTIC: '1', SHOAL_WORKER_ID: String(workerId), ...(join ? { SHOAL_ELASTIC_JOIN: '1' } : {}) }),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)
@@ -430,7 +540,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         child.stdin?.on('error', () => {});
         child.stdin?.write(`${auth.childEnv()[JOB_SECRET_ENV]}\n`);
       }
-      const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
+      // Elastic workers are named by their stable id (ranks change with the generations).
+      const w: Worker = { rank: ledger === undefined ? rank : workerId, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {
         let spawnError: Error | undefined;
@@ -438,6 +549,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         const fail = (code: number, signal?: NodeJS.Signals) => {
           if (counted || stopping) return;
           counted = true;
+          if (ledger !== undefined && elasticLoss(workerId, signal ? `killed by ${signal}` : spawnError ? `could not start: ${spawnError.message}` : `exit code ${code}`, w.tail)) return;
           failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}), ...(signal ? { signal } : {}) });
           onWorkerFailed();
         };
@@ -456,7 +568,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         });
       });
       workers.push(w);
-    }
+      return w;
+    };
+    if (ledger !== undefined) await ledger.start();
+    for (let rank = 0; rank < n && !threads; rank++) spawnProcess(rank, n, rank, false);
     if (options.jobTimeoutMs !== undefined) {
       jobTimer = setTimeout(() => {
         if (stopping || failed.length) return;
@@ -464,10 +579,23 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         stopAll();
       }, options.jobTimeoutMs);
     }
+    // Replacements may start while we wait: wait until every worker started so far has exited.
+    let waited = 0;
+    while (waited < workers.length) {
+      waited = workers.length;
+      await Promise.all(workers.map((w) => w.exited));
+      await elasticWork;
+    }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
     const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
-    if (serverLost) {
+    if (ledger !== undefined) result.elastic = { generation: ledger.generation, workers: ledger.members.length, lost: lostWorkers, joined: joinedWorkers };
+    if (elasticFailure) {
+      result.code = 1;
+      result.failedRank = elasticFailure.rank;
+      result.error = elasticFailure.error;
+      result.aborted = false;
+    } else if (serverLost) {
       result.code = serverLost.code;
       result.failedProcess = serverLost.name;
       result.error = serverLost.error;
@@ -502,6 +630,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
     if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
+    await elasticClient?.close();
     await store.close();
     // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
     // killed before its peer attached).

@@ -29,6 +29,10 @@ export const RUN_COMMAND = {
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
+    elastic: { type: 'boolean', help: 'elastic training (ring, one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
+    'min-workers': { type: 'string', arg: 'A', help: 'with --elastic: fewest workers the job goes on with (default -n)' },
+    'max-workers': { type: 'string', arg: 'B', help: 'with --elastic: most workers at once (default -n)' },
+    replacements: { type: 'string', arg: 'K', help: "with --elastic: start up to K new workers in all in lost ones' places; each joins at the next commit (default 0)" },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
@@ -88,6 +92,13 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
     o.psDurable = resolve(v['ps-durable']);
   }
+  const elasticOnly = (['min-workers', 'max-workers', 'replacements'] as const).find((k) => v[k] !== undefined);
+  if (v.elastic === true) {
+    const min = v['min-workers'] === undefined ? n : intOption(name, '--min-workers', v['min-workers'], 1, n);
+    const max = v['max-workers'] === undefined ? n : intOption(name, '--max-workers', v['max-workers'], n, MAX_WORKERS);
+    o.elastic = { minWorkers: min, maxWorkers: max };
+    if (v.replacements !== undefined) o.elastic.replacements = intOption(name, '--replacements', v.replacements, 0, MAX_WORKERS);
+  } else if (elasticOnly !== undefined) throw new UsageError(`${name}: --${elasticOnly} needs --elastic`);
   if (v.host !== undefined) o.host = v.host;
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;

@@ -2,6 +2,7 @@ import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } f
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
+import { ElasticSync } from './elastic-sync.js';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
@@ -87,7 +88,11 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   const job = await joinJob({ options, env });
   let engine: ConnectedEngine;
   try {
-    engine = await connectEngine(options, job, init);
+    if (options.elastic !== undefined) {
+      // `shoal run --elastic`: the engine of the current membership generation, rebuilt on the next one.
+      const elastic = await ElasticSync.connect(options, job, init);
+      engine = { sync: elastic, close: () => elastic.close() };
+    } else engine = await connectEngine(options, job, init);
   } catch (e) {
     await job.close();
     throw e;
