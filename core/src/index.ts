@@ -39,3 +39,4 @@ export type { ModuleRef } from './actor/module-ref.js';
 export type { ActorContext } from './actor/actor-host.js';
 // Job identity (authentication of every connection)
 export { AuthLog, JOB_SECRET_ENV, JobAuth } from './security/job-auth.js';
+export { JOB_TLS_ENV, JobTls } from './security/job-tls.js';

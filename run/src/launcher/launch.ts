@@ -9,7 +9,7 @@ import { Worker as ThreadWorker } from 'node:worker_threads';
 const osSignals = constants.signals as Record<string, number>;
 import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
-import { JOB_SECRET_ENV, JobAuth } from '@shoal/core';
+import { JOB_SECRET_ENV, JOB_TLS_ENV, JobAuth, JobTls } from '@shoal/core';
 import { sweepLeftovers } from '@shoal/core/security';
 import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
@@ -56,6 +56,13 @@ export interface LaunchOptions {
   psLink?: PsLink;
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
   timeoutMs?: number;
+  /**
+   * Encrypt the job's TCP connections (the store, the net transport, ps links over tcp, actor links) with TLS 1.3
+   * under a certificate made for this job and pinned by every peer (`shoal run --tls`; see core's
+   * security/job-tls.ts). Shared memory and unix sockets stay on this host and are not encrypted. Not with the
+   * nng transport (its TLS is not built): with `hosts`, the transport defaults to net instead.
+   */
+  tls?: boolean;
   /** Stop everything and fail if the job runs longer than this. Default: no limit. */
   jobTimeoutMs?: number;
   /**
@@ -253,7 +260,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   // the figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small
   // ps rounds 2.5x faster than unix sockets). Across hosts nng (the cluster bench: level with net on a full
   // 1 Gbit/s link, 2-3x net at 16-64 MiB when the CPU is the limit) and tcp to the servers.
-  const transport = options.transport ?? (multiHost ? 'nng' : 'shm');
+  const transport = options.transport ?? (multiHost ? (options.tls ? 'net' : 'nng') : 'shm');
+  if (options.tls && transport === 'nng') throw Errors.config('tls', 'the nng transport has no TLS in shoal: use --transport net with --tls');
   const psLink = options.psLink ?? (multiHost ? 'tcp' : 'shm');
   if (multiHost && (transport === 'shm' || psLink !== 'tcp')) throw Errors.config('transport', `ranks on several hosts need --transport net|nng and --ps-link tcp (got ${transport}, ${psLink})`);
   // The store (and the ps servers) listen here: with several hosts, on this machine's entry of the list (or its
@@ -270,7 +278,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
   sweepLeftovers();
   // The job secret: in the workers' and servers' environment only (never argv, the store or a log).
-  const auth = JobAuth.generate(jobId);
+  const auth = options.tls ? JobAuth.generate(jobId).withTls(await JobTls.generate(jobId)) : JobAuth.generate(jobId);
   const store = await TcpStoreServer.start({ host, auth });
   const workers: Worker[] = [];
   let psClient: TcpStore | undefined;
@@ -527,7 +535,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
           ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
             // The job secret is not on that command line (visible in ps on both hosts): the remote shell reads it
             // from its stdin, which this process writes right after the spawn.
-            spawn(rsh[0]!, [...rsh.slice(1), at.host, `IFS= read -r SHOAL_JOB_SECRET && export SHOAL_JOB_SECRET && ${remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])}`], {
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, `${remoteSecretReads(auth)}${remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])}`], {
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             })
@@ -538,7 +546,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
             });
       if (at !== undefined && !isLocalHost(at.host)) {
         child.stdin?.on('error', () => {});
-        child.stdin?.write(`${auth.childEnv()[JOB_SECRET_ENV]}\n`);
+        const secretEnv = auth.childEnv();
+        child.stdin?.write(`${secretEnv[JOB_SECRET_ENV]}\n${auth.tls ? `${secretEnv[JOB_TLS_ENV]}\n` : ''}`);
       }
       // Elastic workers are named by their stable id (ranks change with the generations).
       const w: Worker = { rank: ledger === undefined ? rank : workerId, child, tail: [], done: false, exited: undefined as never };
@@ -636,4 +645,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     // killed before its peer attached).
     removeStaleSegments(jobId);
   }
+}
+
+/** The remote shell's reads of the job secret (and TLS certificate) from its stdin, one line each. */
+function remoteSecretReads(auth: JobAuth): string {
+  const vars = [JOB_SECRET_ENV, ...(auth.tls ? [JOB_TLS_ENV] : [])];
+  return vars.map((v) => `IFS= read -r ${v} && export ${v} && `).join('');
 }

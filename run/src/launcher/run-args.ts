@@ -34,6 +34,7 @@ export const RUN_COMMAND = {
     'max-workers': { type: 'string', arg: 'B', help: 'with --elastic: most workers at once (default -n)' },
     replacements: { type: 'string', arg: 'K', help: "with --elastic: start up to K new workers in all in lost ones' places; each joins at the next commit (default 0)" },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
+    tls: { type: 'boolean', help: "encrypt the job's TCP connections (store, net transport, tcp ps links) with TLS under a per-job pinned certificate" },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
@@ -100,6 +101,10 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
     if (v.replacements !== undefined) o.elastic.replacements = intOption(name, '--replacements', v.replacements, 0, MAX_WORKERS);
   } else if (elasticOnly !== undefined) throw new UsageError(`${name}: --${elasticOnly} needs --elastic`);
   if (v.host !== undefined) o.host = v.host;
+  if (v.tls === true) {
+    if (o.transport === 'nng') throw new UsageError(`${name}: --tls needs --transport net or shm (nng's TLS is not built)`);
+    o.tls = true;
+  }
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
