@@ -15,8 +15,10 @@ import { removeServerSockets, startPsServerActors, type PsLink } from './ps-serv
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
-import { MembershipLedger, readyKey } from '../elastic/generations.js';
+import { checkElasticLaunch, ElasticSupervisor, type ElasticLaunchOptions } from './elastic-supervisor.js';
 import type { LostWorker } from '@shoal/backends';
+
+export type { ElasticLaunchOptions } from './elastic-supervisor.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
@@ -108,12 +110,6 @@ export interface LaunchOptions {
   stderr?: NodeJS.WritableStream;
   /** Abort the job (Ctrl-C): stop every worker; the result has `aborted: true`. */
   signal?: AbortSignal;
-}
-
-export interface ElasticLaunchOptions {
-  minWorkers: number;
-  maxWorkers: number;
-  replacements?: number;
 }
 
 export interface LaunchResult {
@@ -235,16 +231,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
-  if (options.elastic !== undefined) {
-    const e = options.elastic;
-    if (threads) throw Errors.config('elastic', 'needs worker processes: drop --threads');
-    if (backend !== 'ring') throw Errors.config('elastic', `runs on the ring engine so far, not ${backend}`);
-    if (options.hosts !== undefined) throw Errors.config('elastic', 'runs on one host so far: drop --hosts');
-    if (!(Number.isInteger(e.minWorkers) && Number.isInteger(e.maxWorkers) && 1 <= e.minWorkers && e.minWorkers <= n && n <= e.maxWorkers)) {
-      throw Errors.config('elastic', `needs 1 <= min-workers (${e.minWorkers}) <= -n (${n}) <= max-workers (${e.maxWorkers})`);
-    }
-    if (e.replacements !== undefined && !(Number.isInteger(e.replacements) && e.replacements >= 0)) throw Errors.config('elastic', `replacements must be an integer >= 0, got ${e.replacements}`);
-  }
+  if (options.elastic !== undefined) checkElasticLaunch(options.elastic, { numWorkers: n, threads, backend, hosts: options.hosts !== undefined });
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -293,18 +280,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
   let settleTimer: NodeJS.Timeout | undefined;
-  // Elastic: the membership generations, published through a client of our own store.
+  // Elastic: the membership generations (started once the helpers below exist).
   const timeoutMs = options.timeoutMs ?? 60_000;
-  const elasticClient = options.elastic === undefined ? undefined : await TcpStore.connect(store.url, { auth, timeoutMs });
-  const ledger = options.elastic === undefined ? undefined : new MembershipLedger(elasticClient!.prefixed(jobId), options.elastic.minWorkers, options.elastic.maxWorkers, n);
-  let replacementsLeft = options.elastic?.replacements ?? 0;
-  const lostWorkers: LostWorker[] = [];
-  const joinedWorkers: number[] = [];
-  /** Started joiners not admitted yet, by worker id. */
-  const pendingJoiners = new Map<number, Worker>();
-  /** Store writes and joiner admissions still under way (the launch waits for them before it returns). */
-  let elasticWork: Promise<void> = Promise.resolve();
-  let elasticFailure: { rank: number; error: string } | undefined;
+  let elastic: ElasticSupervisor<Worker> | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
     if (w.thread) {
@@ -357,74 +335,6 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       }
     });
     return new Promise<void>((r) => rl.once('close', () => r()));
-  };
-
-  // eslint-disable-next-line prefer-const -- assigned in the try below, used by startJoiner
-  let spawnProcess: (rank: number, size: number, workerId: number, join: boolean) => Worker = () => {
-    throw Errors.state('spawnProcess used before the launch started');
-  };
-  /**
-   * Elastic: a worker ended badly. True when that is handled (a member dropped in a new generation, a joiner
-   * that never joined); false leaves it to the usual failure path. Fewer than min-workers left fails the job.
-   */
-  const elasticLoss = (workerId: number, reason: string, tail: string[]): boolean => {
-    const l = ledger!;
-    const joiner = pendingJoiners.get(workerId);
-    if (joiner !== undefined) {
-      pendingJoiners.delete(workerId);
-      errOut.write(`shoal run: worker ${workerId} ended (${reason}) before it joined; the job goes on\n`);
-      return true;
-    }
-    if (!l.isMember(workerId)) return true;
-    const rank = l.rankOf(workerId);
-    const r = l.lose(workerId, reason);
-    const last = summarizeFailure(tail).split('\n')[0];
-    if (r.error !== undefined) {
-      const before = lostWorkers.length ? `; lost before: ${lostWorkers.map((x) => `worker ${x.workerId} (${x.reason})`).join(', ')}` : '';
-      elasticFailure = { rank: workerId, error: `${r.error}${before}${last ? `\nits last error: ${last}` : ''}` };
-      stopAll();
-      return true;
-    }
-    lostWorkers.push(...r.record!.lost);
-    errOut.write(`shoal run: rank ${rank} (worker ${workerId}) lost (${reason}${last && !reason.startsWith('killed') ? `: ${last}` : ''}); generation ${r.record!.generation} goes on with ${r.record!.members.length} worker(s)\n`);
-    elasticWork = elasticWork.then(() => l.flushed()).catch(() => {});
-    if (replacementsLeft > 0 && !stopping) {
-      replacementsLeft -= 1;
-      startJoiner();
-    }
-    return true;
-  };
-  /** Start a replacement worker; admit it in a new generation once it says it is up (within the timeout). */
-  const startJoiner = () => {
-    const l = ledger!;
-    const id = l.newWorkerId();
-    const size = l.members.length + 1;
-    const w = spawnProcess(size - 1, size, id, true);
-    pendingJoiners.set(id, w);
-    errOut.write(`shoal run: starting worker ${id} to replace it\n`);
-    const admit = async () => {
-      try {
-        // the joiner's own end (it died while starting) ends the wait too
-        await Promise.race([elasticClient!.prefixed(jobId).get(readyKey(id), timeoutMs), w.exited.then(() => Promise.reject(new Error('ended')))]);
-      } catch {
-        if (pendingJoiners.delete(id) && !stopping) {
-          errOut.write(`shoal run: worker ${id} did not come up within ${timeoutMs} ms; stopping it\n`);
-          killGroup(w, 'SIGKILL');
-        }
-        return;
-      }
-      if (stopping || !pendingJoiners.delete(id)) return;
-      const rec = l.admit(id);
-      if (rec === undefined) {
-        errOut.write(`shoal run: worker ${id} is not needed (already ${l.members.length} workers); stopping it\n`);
-        killGroup(w, 'SIGTERM');
-        return;
-      }
-      joinedWorkers.push(id);
-      errOut.write(`shoal run: worker ${id} joins at generation ${rec.generation} with ${rec.members.length} worker(s)\n`);
-      await l.flushed();
-    };
-    elasticWork = elasticWork.then(admit).catch(() => {});
   };
 
   try {
@@ -513,7 +423,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       });
       workers.push(w);
     }
-    spawnProcess = (rank: number, size: number, workerId: number, join: boolean): Worker => {
+    const spawnProcess = (rank: number, size: number, workerId: number, join: boolean): Worker => {
       const at = placement?.[rank];
       const shoalEnv: Record<string, string> = {
         SHOAL_RANK: String(rank),
@@ -528,7 +438,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
         ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
-        ...(ledger === undefined ? {} : { SHOAL_ELASTIC: '1', SHOAL_WORKER_ID: String(workerId), ...(join ? { SHOAL_ELASTIC_JOIN: '1' } : {}) }),
+        ...(elastic === undefined ? {} : elastic.env(workerId, join)),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)
@@ -550,7 +460,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         child.stdin?.write(`${secretEnv[JOB_SECRET_ENV]}\n${auth.tls ? `${secretEnv[JOB_TLS_ENV]}\n` : ''}`);
       }
       // Elastic workers are named by their stable id (ranks change with the generations).
-      const w: Worker = { rank: ledger === undefined ? rank : workerId, child, tail: [], done: false, exited: undefined as never };
+      const w: Worker = { rank: elastic === undefined ? rank : workerId, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {
         let spawnError: Error | undefined;
@@ -558,7 +468,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         const fail = (code: number, signal?: NodeJS.Signals) => {
           if (counted || stopping) return;
           counted = true;
-          if (ledger !== undefined && elasticLoss(workerId, signal ? `killed by ${signal}` : spawnError ? `could not start: ${spawnError.message}` : `exit code ${code}`, w.tail)) return;
+          if (elastic !== undefined) {
+            elastic.onWorkerFailed(workerId, signal ? `killed by ${signal}` : spawnError ? `could not start: ${spawnError.message}` : `exit code ${code}`, summarizeFailure(w.tail).split('\n')[0]);
+            return;
+          }
           failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}), ...(signal ? { signal } : {}) });
           onWorkerFailed();
         };
@@ -579,7 +492,17 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       workers.push(w);
       return w;
     };
-    if (ledger !== undefined) await ledger.start();
+    if (options.elastic !== undefined) {
+      elastic = await ElasticSupervisor.start<Worker>({
+        storeUrl: store.url,
+        auth,
+        jobId,
+        elastic: options.elastic,
+        numWorkers: n,
+        timeoutMs,
+        hooks: { spawn: spawnProcess, kill: killGroup, stopAll, stopping: () => stopping, log: (l) => errOut.write(`shoal run: ${l}\n`) },
+      });
+    }
     for (let rank = 0; rank < n && !threads; rank++) spawnProcess(rank, n, rank, false);
     if (options.jobTimeoutMs !== undefined) {
       jobTimer = setTimeout(() => {
@@ -593,12 +516,13 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     while (waited < workers.length) {
       waited = workers.length;
       await Promise.all(workers.map((w) => w.exited));
-      await elasticWork;
+      await elastic?.settled();
     }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
     const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
-    if (ledger !== undefined) result.elastic = { generation: ledger.generation, workers: ledger.members.length, lost: lostWorkers, joined: joinedWorkers };
+    const elasticFailure = elastic?.failure;
+    if (elastic !== undefined) result.elastic = elastic.summary();
     if (elasticFailure) {
       result.code = 1;
       result.failedRank = elasticFailure.rank;
@@ -639,7 +563,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
     if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
-    await elasticClient?.close();
+    await elastic?.close();
     await store.close();
     // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
     // killed before its peer attached).
