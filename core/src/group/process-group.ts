@@ -53,7 +53,11 @@ export const Tags = {
   barrier: 4,
   control: 5,
   allgatherBytes: 6,
+  /** Not a collective: a rank that broke the group on a mismatch tells its peers why (payload: the reason). */
+  abort: 7,
 } as const;
+/** How long a breaking rank spends telling each peer about a mismatch before it closes the connections. */
+const NOTICE_MS = 250;
 const TAG_NAMES = Object.fromEntries(Object.entries(Tags).map(([k, v]) => [v, k])) as Record<number, string>;
 
 export interface Header {
@@ -259,6 +263,10 @@ export class ProcessGroup {
     const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
     if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'bad magic (not a shoal process-group message)');
     const rawTag = dv.getUint16(4, true);
+    if (rawTag === Tags.abort) {
+      const why = new TextDecoder().decode(msg.subarray(HEADER_BYTES));
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: rank ${r} broke the group on a mismatch: ${why}`, { rank: this.rank, peer: r, remote: true });
+    }
     const got: Header = { tag: rawTag & ~SPLIT_FLAG, step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
     if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
       throw Errors.mismatch(
@@ -286,10 +294,24 @@ export class ProcessGroup {
     return { ...this.st };
   }
 
-  /** Break the group after a failed collective: close every connection so peers fail fast. */
+  /**
+   * Break the group after a failed collective: close every connection so peers fail fast. A mismatch is first
+   * told to every connected peer (an `abort` message carrying the reason, sent once), so a rank that was not
+   * part of the mismatched exchange (the middle of a ring of 3) raises ERR_MISMATCH too, not ERR_PEER_CLOSED;
+   * it passes the notice on in turn.
+   */
   async abort(reason: Error): Promise<void> {
-    if (!this.broken) this.broken = reason;
+    const first = this.broken === undefined;
+    if (first) this.broken = reason;
+    if (first && isShoalError(reason, 'ERR_MISMATCH')) await this.noticePeers(reason);
     await this.closeConnections();
+  }
+
+  private async noticePeers(reason: Error): Promise<void> {
+    const text = new TextEncoder().encode(reason.message.slice(0, 4000));
+    const msg = this.message({ tag: Tags.abort, step: 0, seq: 0, aux: this.rank }, text.byteLength);
+    msg.set(text, HEADER_BYTES);
+    await Promise.all(this.opened.map((c) => c.send(msg, { timeoutMs: NOTICE_MS }).catch(() => {})));
   }
 
   /** Close every connection. Idempotent. Pending collectives fail with ERR_CLOSED. */

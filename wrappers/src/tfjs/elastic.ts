@@ -86,11 +86,17 @@ interface Snapshot {
 export class ElasticState {
   private snap: Snapshot | undefined;
   commits = 0;
+  /** Time spent copying state in `commit` (ms, summed over commits). */
+  commitMs = 0;
+  /** Time spent agreeing at commits whether a worker joins (one scalar allreduce each, ms summed). */
+  agreeMs = 0;
 
   /** Copy the current state (the copy is what `restore` brings back). */
   async commit(host: ElasticHost, pos: ElasticPosition): Promise<void> {
+    const t0 = performance.now();
     this.snap = await takeSnapshot(host, pos);
     this.commits += 1;
+    this.commitMs += performance.now() - t0;
   }
 
   get committed(): ElasticPosition | undefined {
@@ -236,8 +242,11 @@ export async function elasticFit(host: ElasticHost, plan: FitPlan, callbacks: Ca
           for (const cb of callbacks) await cb.onBatchEnd?.(Math.round(pos.sample / pos.globalBatch) - 1, local);
           if (pos.globalStep % opts.commitEvery === 0) {
             await commit();
-            if (control && (await control.joinPending())) {
-              change = await control.reset();
+            const t0 = performance.now();
+            const joins = control !== undefined && (await control.joinPending());
+            state.agreeMs += performance.now() - t0;
+            if (joins) {
+              change = await control!.reset();
               await adopt();
             }
           }
