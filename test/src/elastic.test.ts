@@ -93,6 +93,25 @@ test('elastic: a replacement joins at the next commit, gets the state by broadca
   assert.equal(leftovers, []);
 });
 
+for (const backend of ['ps', 'hybrid'] as const) {
+  test(`elastic ${backend}: each generation gets its own servers; after a kill at step 25${backend === 'ps' ? ' and a replacement' : ''} the workers end bit-equal and match the reference`, async () => {
+    // ps: a replacement too; hybrid: the loss alone (its ring half is the ring's, tested above)
+    const replace = backend === 'ps';
+    const { result, outs, stderr, leftovers } = await run({ backend, elastic: { minWorkers: 2, maxWorkers: 3, replacements: replace ? 1 : 0 } }, { KILL_WORKER: '2', KILL_STEP: '25', COMMIT_EVERY: '10', ...(replace ? { STEP_DELAY_MS: '40' } : {}) });
+    assert.is(result.code, 0, `${result.error}\n${stderr}`);
+    assert.equal(result.elastic?.lost.map((l) => l.workerId), [2]);
+    assert.equal(result.elastic?.joined, replace ? [3] : []);
+    assert.equal(outs.map((o) => o.id), replace ? [0, 1, 3] : [0, 1]);
+    assertSameWeights(outs);
+    const join = outs[0]!.changes[1];
+    const ref = reference(`0:3,20:2${join ? `,${join.step}:3` : ''}`);
+    assert.is(outs[0]!.steps, ref.steps);
+    const d = maxRelDiff(outs[0]!.weights, ref.weights);
+    assert.ok(d < 1e-4, `max relative difference from the reference ${d}`);
+    assert.equal(leftovers, []);
+  });
+}
+
 test('elastic: below --min-workers the job fails fast, naming the lost rank', async () => {
   const t0 = Date.now();
   const { result, leftovers } = await run({ elastic: { minWorkers: 3, maxWorkers: 3 } }, { KILL_WORKER: '1', KILL_STEP: '5' });
@@ -111,8 +130,8 @@ test('shoal run --elastic options: parsed, checked, refused without --elastic', 
   assert.throws(() => parseRunArgs(['-n', '3', '--elastic', '--max-workers', '2', 'w.js'], { cores: 2 }), /--max-workers must be an integer in 3\.\./);
 });
 
-test('elastic: refused on ps and with threads, before anything starts', async () => {
-  for (const [o, msg] of [[{ backend: 'ps' as const }, 'ring engine'], [{ threads: true }, 'needs worker processes']] as const) {
+test('elastic: refused with --ps-durable and with threads, before anything starts', async () => {
+  for (const [o, msg] of [[{ backend: 'ps' as const, psDurable: tmpdir() }, 'do not go together'], [{ threads: true }, 'needs worker processes']] as const) {
     try {
       await launch({ script: WORKER, numWorkers: 2, elastic: { minWorkers: 1, maxWorkers: 2 }, ...o });
       assert.unreachable(`${JSON.stringify(o)} accepted`);

@@ -26,6 +26,18 @@ export const readyKey = (workerId: number): string => `elastic/ready/${workerId}
 /** The store namespace of generation g's engine. */
 export const genPrefix = (g: number): string => `gen-${g}`;
 
+/** The parameter servers of generation g of an elastic ps/hybrid job (each generation has its own, sized to it). */
+export const elasticServerName = (g: number) => (i: number): string => `ps-gen${g}-server-${i}`;
+
+/**
+ * What the launcher does around publishing a generation: `prepare` before its record is in the store (start the
+ * generation's servers), `published` after (stop the previous generation's).
+ */
+export interface GenerationHooks {
+  prepare?(record: GenerationRecord): Promise<void>;
+  published?(record: GenerationRecord): Promise<void>;
+}
+
 /** Parse a generation record read from the store; ERR_DATA naming the key when it is malformed. */
 export function parseGeneration(bytes: Uint8Array, g: number): GenerationRecord {
   let r: GenerationRecord;
@@ -69,6 +81,7 @@ export class MembershipLedger {
     readonly minWorkers: number,
     readonly maxWorkers: number,
     initial: number,
+    private readonly hooks: GenerationHooks = {},
   ) {
     if (!(minWorkers >= 1 && minWorkers <= initial && initial <= maxWorkers)) {
       throw Errors.invalidArg('elastic', `needs 1 <= min-workers (${minWorkers}) <= workers (${initial}) <= max-workers (${maxWorkers})`);
@@ -96,6 +109,8 @@ export class MembershipLedger {
 
   /** Publish generation 0 (the launch's members). */
   async start(): Promise<void> {
+    const record: GenerationRecord = { generation: 0, members: this.members_, lost: [], joined: [] };
+    await this.hooks.prepare?.(record);
     await this.store.set(genKey(0), JSON.stringify({ generation: 0, members: this.members_, lost: [], joined: [] } satisfies GenerationRecord));
   }
 
@@ -134,8 +149,10 @@ export class MembershipLedger {
     this.members_ = members;
     this.generation_ = g;
     this.writes = this.writes.then(async () => {
+      await this.hooks.prepare?.(record);
       await this.store.set(genKey(g), JSON.stringify(record));
       await this.store.add(LATEST_KEY, 1);
+      await this.hooks.published?.(record);
     });
     return record;
   }

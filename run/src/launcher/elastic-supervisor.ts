@@ -1,6 +1,6 @@
 import { Errors, TcpStore, type JobAuth } from '@shoal/core';
 import type { LostWorker } from '@shoal/backends';
-import { MembershipLedger, readyKey } from '../elastic/generations.js';
+import { MembershipLedger, readyKey, type GenerationHooks } from '../elastic/generations.js';
 
 /** `shoal run --elastic`'s options (see `LaunchOptions.elastic`). */
 export interface ElasticLaunchOptions {
@@ -18,12 +18,14 @@ export interface ElasticLauncherHooks<W extends { exited: Promise<unknown> }> {
   stopAll(): void;
   stopping(): boolean;
   log(line: string): void;
+  /** Around each generation's publication (ps/hybrid: start its servers, stop the previous ones). */
+  generations?: GenerationHooks;
 }
 
 /** Check `elastic` against the launch (ERR_CONFIG naming the conflict); nothing starts on error. */
-export function checkElasticLaunch(e: ElasticLaunchOptions, o: { numWorkers: number; threads: boolean; backend: string; hosts: boolean }): void {
+export function checkElasticLaunch(e: ElasticLaunchOptions, o: { numWorkers: number; threads: boolean; durable: boolean; hosts: boolean }): void {
   if (o.threads) throw Errors.config('elastic', 'needs worker processes: drop --threads');
-  if (o.backend !== 'ring') throw Errors.config('elastic', `runs on the ring engine so far, not ${o.backend}`);
+  if (o.durable) throw Errors.config('elastic', 'and --ps-durable do not go together yet: an elastic job starts fresh servers for each membership');
   if (o.hosts) throw Errors.config('elastic', 'runs on one host so far: drop --hosts');
   const n = o.numWorkers;
   if (!(Number.isInteger(e.minWorkers) && Number.isInteger(e.maxWorkers) && 1 <= e.minWorkers && e.minWorkers <= n && n <= e.maxWorkers)) {
@@ -56,7 +58,7 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
     private readonly timeoutMs: number,
     private readonly hooks: ElasticLauncherHooks<W>,
   ) {
-    this.ledger = new MembershipLedger(client.prefixed(jobId), opts.minWorkers, opts.maxWorkers, numWorkers);
+    this.ledger = new MembershipLedger(client.prefixed(jobId), opts.minWorkers, opts.maxWorkers, numWorkers, hooks.generations);
     this.replacementsLeft = opts.replacements ?? 0;
   }
 

@@ -16,6 +16,7 @@ import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement 
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
 import { checkElasticLaunch, ElasticSupervisor, type ElasticLaunchOptions } from './elastic-supervisor.js';
+import { elasticServerName } from '../elastic/generations.js';
 import type { LostWorker } from '@shoal/backends';
 
 export type { ElasticLaunchOptions } from './elastic-supervisor.js';
@@ -86,7 +87,8 @@ export interface LaunchOptions {
    */
   psDurable?: string;
   /**
-   * Elastic training (`shoal run --elastic`, Horovod elastic's model; ring engine, processes on one host): a lost
+   * Elastic training (`shoal run --elastic`, Horovod elastic's model; processes on one host; ring, ps or hybrid,
+   * each generation with ps servers of its own): a lost
    * worker does not fail the job while `minWorkers` remain. The launcher publishes a new membership generation
    * (run/src/elastic/generations.ts), the survivors roll back to their last commit and go on; up to
    * `replacements` new workers (default 0) are started in all to take lost ones' places, each joining at the
@@ -231,7 +233,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
-  if (options.elastic !== undefined) checkElasticLaunch(options.elastic, { numWorkers: n, threads, backend, hosts: options.hosts !== undefined });
+  if (options.elastic !== undefined) checkElasticLaunch(options.elastic, { numWorkers: n, threads, durable: options.psDurable !== undefined, hosts: options.hosts !== undefined });
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -337,38 +339,65 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     return new Promise<void>((r) => rl.once('close', () => r()));
   };
 
+  /** Start `servers` ps shards for `numWorkers` workers (named by `serverName`), watched like every process. */
+  const startServers = async (numWorkers: number, serverName?: (i: number) => string): Promise<ActorSupervisor[]> => {
+    const started = await startPsServerActors({
+      ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
+      storeUrl: store.url,
+      store: psClient!,
+      numServers: servers,
+      numWorkers,
+      timeoutMs: options.timeoutMs ?? 60_000,
+      host,
+      link: psLink,
+      socketDir: tmpdir(),
+      jobId,
+      auth,
+      ...(serverName ? { serverName } : {}),
+    });
+    for (const s of started) {
+      // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
+      s.onExit((e) => {
+        if (e.expected || stopping || serverLost) return;
+        const how = e.error ?? howItEnded(e.code, e.signal);
+        if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
+          errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
+          return;
+        }
+        const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
+        const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
+        serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
+        stopAll();
+      });
+    }
+    return started;
+  };
+  /**
+   * Elastic ps/hybrid: each generation gets servers of its own, sized to it. Generation g's servers stop when
+   * g+2 is published (or with the job): after a join, members keep using g's until their next commit, and a
+   * worker still talking to servers that stop fails (ps clients do not survive their servers going away).
+   */
+  const serverGenerations = new Map<number, ActorSupervisor[]>();
+  const generationServers = {
+    prepare: async (r: { generation: number; members: readonly number[] }) => {
+      const started = await startServers(r.members.length, elasticServerName(r.generation));
+      serverGenerations.set(r.generation, started);
+      psServers.push(...started);
+    },
+    published: async (r: { generation: number }) => {
+      for (const [g, ss] of serverGenerations) {
+        if (g >= r.generation - 1) continue;
+        serverGenerations.delete(g);
+        await Promise.all(ss.map((x) => x.stop(graceMs).catch(() => {})));
+      }
+    },
+  };
+
   try {
     if (backend === 'ps' || backend === 'hybrid') {
       psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
-      psServers = await startPsServerActors({
-        ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
-        storeUrl: store.url,
-        store: psClient,
-        numServers: servers,
-        numWorkers: n,
-        timeoutMs: options.timeoutMs ?? 60_000,
-        host,
-        link: psLink,
-        socketDir: tmpdir(),
-        jobId,
-        auth,
-      });
-      for (const s of psServers) {
-        // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
-        s.onExit((e) => {
-          if (e.expected || stopping || serverLost) return;
-          const how = e.error ?? howItEnded(e.code, e.signal);
-          if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
-            errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
-            return;
-          }
-          const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
-          const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
-          serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
-          stopAll();
-        });
-      }
+      psServers = options.elastic === undefined ? await startServers(n) : [];
     }
     for (let rank = 0; rank < n && threads; rank++) {
       const wo: WorkerOptions = {
@@ -500,7 +529,14 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         elastic: options.elastic,
         numWorkers: n,
         timeoutMs,
-        hooks: { spawn: spawnProcess, kill: killGroup, stopAll, stopping: () => stopping, log: (l) => errOut.write(`shoal run: ${l}\n`) },
+        hooks: {
+          spawn: spawnProcess,
+          kill: killGroup,
+          stopAll,
+          stopping: () => stopping,
+          log: (l) => errOut.write(`shoal run: ${l}\n`),
+          ...(backend === 'ring' ? {} : { generations: generationServers }),
+        },
       });
     }
     for (let rank = 0; rank < n && !threads; rank++) spawnProcess(rank, n, rank, false);

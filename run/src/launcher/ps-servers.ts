@@ -36,6 +36,8 @@ export interface PsServerActorsOptions {
   durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
   /** The job's identity: the servers get its secret in their environment and require it of every caller. */
   auth: JobAuth;
+  /** Actor names (default `ps-server-<i>`); an elastic job names each generation's servers apart. */
+  serverName?: (i: number) => string;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -79,6 +81,7 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     listenUrl: (i) => psServerListenUrl(o, i),
     ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
     auth: o.auth,
+    ...(o.serverName ? { serverName: o.serverName } : {}),
   });
 }
 

@@ -29,7 +29,7 @@ export const RUN_COMMAND = {
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
-    elastic: { type: 'boolean', help: 'elastic training (ring, one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
+    elastic: { type: 'boolean', help: 'elastic training (one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
     'min-workers': { type: 'string', arg: 'A', help: 'with --elastic: fewest workers the job goes on with (default -n)' },
     'max-workers': { type: 'string', arg: 'B', help: 'with --elastic: most workers at once (default -n)' },
     replacements: { type: 'string', arg: 'K', help: "with --elastic: start up to K new workers in all in lost ones' places; each joins at the next commit (default 0)" },

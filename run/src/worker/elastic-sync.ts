@@ -1,6 +1,6 @@
 import type { DenseTensor, ElasticControl, EngineCapabilities, GradientSync, LostWorker, MembershipChange, RowSparseTensor } from '@shoal/backends';
 import { Errors, isShoalError, type WorkerOptions } from '@shoal/core';
-import { describeLost, genKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
+import { describeLost, elasticServerName, genKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
 import { connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { JobContext } from './join-job.js';
 
@@ -23,7 +23,9 @@ const WATCH_SLICE_MS = 10 * 60_000;
  *
  * Every rendezvous of generation g is under `gen-<g>/` in the job's store. While connecting a generation, a newer
  * one makes every member give up and connect the newest, so members that raced converge (each connect is bounded
- * by the timeout). Only the ring engine is elastic so far (the launcher refuses the others).
+ * by the timeout). On ps and hybrid each generation has parameter servers of its own (`elasticServerName`),
+ * started by the launcher for that membership; the Trainer's state lives on the workers, so nothing on the
+ * servers needs rolling back.
  */
 export class ElasticSync implements GradientSync, ElasticControl {
   private engine: ConnectedEngine | undefined;
@@ -54,7 +56,6 @@ export class ElasticSync implements GradientSync, ElasticControl {
   static async connect(options: WorkerOptions, job: JobContext, init: EngineOptions = {}): Promise<ElasticSync> {
     const e = options.elastic;
     if (e === undefined) throw Errors.config('SHOAL_ELASTIC', 'is not set: ElasticSync is for `shoal run --elastic` workers');
-    if (options.backend !== 'ring') throw Errors.config('SHOAL_BACKEND', `elastic training runs on the ring engine so far, got ${options.backend}`);
     const s = new ElasticSync({ ...options, elastic: e }, job, init);
     try {
       let g = await latestGeneration(job.store);
@@ -161,7 +162,7 @@ export class ElasticSync implements GradientSync, ElasticControl {
       if (rank < 0) throw Errors.membership(`worker ${id} is not a member of generation ${g} (members: workers ${rec.members.join(', ')})`, { generation: g, workerId: id });
       const opts: WorkerOptions = { ...this.options, rank, worldSize: rec.members.length };
       const genJob: JobContext = { ...this.job, store: this.job.store.prefixed(genPrefix(g)) };
-      const connecting = connectEngine(opts, genJob, this.init);
+      const connecting = connectEngine(opts, genJob, this.init, this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) });
       const won = await Promise.race([connecting.then((e) => ({ e }), (err: unknown) => ({ err })), this.newerThan(g).then(() => ({ newer: true as const }))]);
       if ('e' in won) {
         this.engine = won.e;
