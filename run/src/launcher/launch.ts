@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOpti
 import { removeStaleSegments } from '@shoal/core/transport';
 import { JOB_SECRET_ENV, JOB_TLS_ENV, JobAuth, JobTls } from '@shoal/core';
 import { sweepLeftovers } from '@shoal/core/security';
+import { mergeTimeline, timelinePartPath, type MergedTimeline } from '@shoal/core/telemetry';
 import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -96,8 +97,26 @@ export interface LaunchOptions {
    * the result's `exits` name workers by that id.
    */
   elastic?: ElasticLaunchOptions;
+  /**
+   * The servers' consistency (`shoal run --ps-mode`, ps backend): `sync` (default) rounds, or `async`: each
+   * worker's update is applied on arrival and workers do not wait for each other, except that with `staleness`
+   * S (`--staleness S`) no worker runs more than S steps ahead of the slowest (see `KVServerOptions`).
+   */
+  psMode?: 'sync' | 'async';
+  staleness?: number;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
+  /**
+   * TensorBoard logs (`shoal run --logdir DIR`): every worker gets SHOAL_LOGDIR=DIR (a Trainer given `worker.sync`
+   * writes `DIR/train`, `DIR/val`, `DIR/rank-<r>`), and each parameter server writes its load to `DIR/server-<i>`.
+   */
+  logdir?: string;
+  /**
+   * Record a timeline (`shoal run --timeline FILE`): every worker gets SHOAL_TIMELINE=FILE and writes its part
+   * (`FILE.rank-<r>.jsonl`); when the job ends (failed or not) the launcher merges the parts into FILE, one
+   * process per rank, and removes them. The folder is created if needed.
+   */
+  timeline?: string;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
   nodeArgs?: readonly string[];
   /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
@@ -132,6 +151,8 @@ export interface LaunchResult {
   elastic?: { generation: number; workers: number; lost: LostWorker[]; joined: number[] };
   /** Exit status per rank (`null` code with a signal when stopped). */
   exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
+  /** With `timeline`: what the merged file holds. */
+  timeline?: MergedTimeline;
 }
 
 const TAIL_LINES = 40;
@@ -234,6 +255,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
   if (options.elastic !== undefined) checkElasticLaunch(options.elastic, { numWorkers: n, threads, durable: options.psDurable !== undefined, hosts: options.hosts !== undefined });
+  if (options.psMode !== undefined && options.psMode !== 'sync' && options.psMode !== 'async') throw Errors.invalidArg('psMode', `must be sync|async, got ${JSON.stringify(options.psMode)}`);
+  if (options.psMode === 'async' && backend !== 'ps') throw Errors.config('psMode', `async needs --backend ps (the ${backend} backend averages gradients in sync rounds)`);
+  if (options.staleness !== undefined && (!Number.isInteger(options.staleness) || options.staleness < 0)) throw Errors.invalidArg('staleness', `must be an integer >= 0, got ${options.staleness}`);
+  if (options.staleness !== undefined && options.psMode !== 'async') throw Errors.config('staleness', 'bounds how far async workers run ahead: it needs --ps-mode async');
+  if (options.elastic !== undefined && options.psMode === 'async') throw Errors.config('elastic', 'runs sync rounds: drop --ps-mode async');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -262,6 +288,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
   const threadScript = threads ? threadScriptFor(options.script) : { entry: '', data: {} };
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
+  const timeline = options.timeline === undefined ? undefined : resolve(options.timeline);
+  if (timeline !== undefined) {
+    try {
+      mkdirSync(dirname(timeline), { recursive: true });
+    } catch (e) {
+      throw Errors.config('timeline', `the folder of ${timeline} cannot be created: ${(e as Error).message}`);
+    }
+  }
+  // The workers' environment on top of this process's: the caller's `env`, the log folder and the timeline file.
+  const logdir = options.logdir === undefined ? undefined : resolve(options.logdir);
+  const workerEnv: Record<string, string> = {
+    ...(options.env ?? {}),
+    ...(logdir === undefined ? {} : { SHOAL_LOGDIR: logdir }),
+    ...(timeline === undefined ? {} : { SHOAL_TIMELINE: timeline }),
+  };
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
@@ -347,12 +388,14 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       store: psClient!,
       numServers: servers,
       numWorkers,
+      ...(options.psMode === 'async' ? { mode: 'async' as const, ...(options.staleness === undefined ? {} : { staleness: options.staleness }) } : {}),
       timeoutMs: options.timeoutMs ?? 60_000,
       host,
       link: psLink,
       socketDir: tmpdir(),
       jobId,
       auth,
+      ...(logdir === undefined ? {} : { metrics: { logdir } }),
       ...(serverName ? { serverName } : {}),
     });
     for (const s of started) {
@@ -419,7 +462,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
         workerData: { [THREAD_OPTIONS_KEY]: { ...wo, auth: undefined }, ...threadScript.data },
         argv: [...(options.args ?? [])],
-        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...auth.childEnv() },
+        env: { ...(process.env as Record<string, string>), ...workerEnv, ...auth.childEnv() },
         stdout: true,
         stderr: true,
         name: `shoal rank ${rank}`,
@@ -474,12 +517,12 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
           ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
             // The job secret is not on that command line (visible in ps on both hosts): the remote shell reads it
             // from its stdin, which this process writes right after the spawn.
-            spawn(rsh[0]!, [...rsh.slice(1), at.host, `${remoteSecretReads(auth)}${remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])}`], {
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, `${remoteSecretReads(auth)}${remoteCommand(process.cwd(), { ...workerEnv, ...shoalEnv }, [process.execPath, ...argv])}`], {
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             })
           : spawn(process.execPath, argv, {
-              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid), ...auth.childEnv() },
+              env: { ...(process.env as Record<string, string>), ...workerEnv, ...shoalEnv, SHOAL_PARENT_PID: String(process.pid), ...auth.childEnv() },
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             });
@@ -589,6 +632,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       result.code = 130;
       result.error = 'aborted';
     }
+    // Every worker has exited: its part is complete (flushed at close or at exit).
+    if (timeline !== undefined) result.timeline = await mergeTimeline(timeline, workers.map((w) => timelinePartPath(timeline, w.rank)), { remove: true });
     return result;
   } finally {
     if (jobTimer) clearTimeout(jobTimer);

@@ -28,6 +28,8 @@ export const RUN_COMMAND = {
     data: { type: 'string', arg: 'PATH', help: 'Parquet, Arrow or CSV file or folder; each worker reads its shard with worker.data()' },
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
+    'ps-mode': { type: 'string', arg: 'sync|async', help: 'ps: sync rounds (default), or async: each update applied on arrival, workers never wait for each other' },
+    staleness: { type: 'string', arg: 'S', help: 'with --ps-mode async: no worker runs more than S steps ahead of the slowest (default unbounded; 0 = sync)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
     elastic: { type: 'boolean', help: 'elastic training (one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
     'min-workers': { type: 'string', arg: 'A', help: 'with --elastic: fewest workers the job goes on with (default -n)' },
@@ -38,7 +40,8 @@ export const RUN_COMMAND = {
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
-    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR)' },
+    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR); ps servers DIR/server-<i>' },
+    timeline: { type: 'string', arg: 'FILE', help: 'every rank records a timeline (compute, sync ops, apply, data); merged into FILE for chrome://tracing or Perfetto (also SHOAL_TIMELINE)' },
     oversubscribe: { type: 'boolean', help: `allow more than ${MAX_WORKERS_PER_CORE} workers per core (up to ${MAX_WORKERS})` },
     hosts: { type: 'string', short: 'H', arg: 'H1:S,H2:S', help: "ranks fill these hosts in order (host:slots, as horovodrun -H); other hosts' ranks start through --rsh; transport nng and ps link tcp by default" },
     hostfile: { type: 'string', arg: 'FILE', help: "the hosts from a file: one 'host slots=N' (or host:N) per line, # comments" },
@@ -65,7 +68,7 @@ export interface ParsedRun {
  * `-n`: up to `MAX_WORKERS_PER_CORE` per core, more with `--oversubscribe`, never more than `MAX_WORKERS`; more
  * workers than cores gives a warning. Throws `UsageError` naming the bad flag; nothing is started.
  */
-export function parseRunCommand(argv: readonly string[], env: { cores?: number } = {}): ParsedRun {
+export function parseRunCommand(argv: readonly string[], env: { cores?: number; SHOAL_TIMELINE?: string } = {}): ParsedRun {
   const p = parseCommand(RUN_COMMAND, argv);
   const v = p.values;
   const name = RUN_COMMAND.name;
@@ -100,6 +103,14 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
     o.elastic = { minWorkers: min, maxWorkers: max };
     if (v.replacements !== undefined) o.elastic.replacements = intOption(name, '--replacements', v.replacements, 0, MAX_WORKERS);
   } else if (elasticOnly !== undefined) throw new UsageError(`${name}: --${elasticOnly} needs --elastic`);
+  if (v['ps-mode'] !== undefined) {
+    o.psMode = choiceOption(name, '--ps-mode', v['ps-mode'], ['sync', 'async'] as const);
+    if (o.psMode === 'async' && o.backend !== 'ps') throw new UsageError(`${name}: --ps-mode async needs --backend ps`);
+  }
+  if (v.staleness !== undefined) {
+    if (o.psMode !== 'async') throw new UsageError(`${name}: --staleness needs --ps-mode async`);
+    o.staleness = intOption(name, '--staleness', v.staleness, 0, 1_000_000);
+  }
   if (v.host !== undefined) o.host = v.host;
   if (v.tls === true) {
     if (o.transport === 'nng') throw new UsageError(`${name}: --tls needs --transport net or shm (nng's TLS is not built)`);
@@ -110,7 +121,12 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
-    o.env = { ...(o.env ?? {}), SHOAL_LOGDIR: resolve(v.logdir) }; // absolute: workers may start elsewhere (--rsh)
+    o.logdir = resolve(v.logdir); // absolute: workers may start elsewhere (--rsh)
+  }
+  const timeline = v.timeline ?? (env.SHOAL_TIMELINE === '' ? undefined : env.SHOAL_TIMELINE);
+  if (timeline !== undefined) {
+    if (timeline === '') throw new UsageError(`${name}: --timeline needs a file`);
+    o.timeline = resolve(timeline); // absolute: workers may start elsewhere (--rsh)
   }
   if (hosts) o.hosts = hosts;
   if (v.rsh !== undefined) {
@@ -145,7 +161,7 @@ function hostsOption(spec: string | undefined, file: string | undefined, n: numb
 }
 
 /** Parse the arguments after `shoal run` (see `parseRunCommand`); `--help` is a `UsageError` here. */
-export function parseRunArgs(argv: readonly string[], env: { cores?: number } = {}): LaunchOptions {
+export function parseRunArgs(argv: readonly string[], env: { cores?: number; SHOAL_TIMELINE?: string } = {}): LaunchOptions {
   const r = parseRunCommand(argv, env);
   if (r.help) throw new UsageError(helpText(RUN_COMMAND));
   return r.options;

@@ -1,4 +1,5 @@
 import type { DenseTensor, ElasticControl, EngineCapabilities, GradientSync, LostWorker, MembershipChange, RowSparseTensor } from '@shoal/backends';
+import type { Timeline } from '@shoal/core/telemetry';
 import { Errors, isShoalError, type WorkerOptions } from '@shoal/core';
 import { describeLost, elasticServerName, genKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
 import { connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
@@ -46,6 +47,7 @@ export class ElasticSync implements GradientSync, ElasticControl {
     private readonly options: WorkerOptions & { elastic: { workerId: number; join: boolean } },
     private readonly job: JobContext,
     private readonly init: EngineOptions,
+    private readonly timeline: Timeline | undefined,
   ) {}
 
   /**
@@ -53,10 +55,10 @@ export class ElasticSync implements GradientSync, ElasticControl {
    * says it is ready and waits, within the timeout, for the generation that admits it. Collective with the other
    * members of that generation.
    */
-  static async connect(options: WorkerOptions, job: JobContext, init: EngineOptions = {}): Promise<ElasticSync> {
+  static async connect(options: WorkerOptions, job: JobContext, init: EngineOptions = {}, timeline?: Timeline): Promise<ElasticSync> {
     const e = options.elastic;
     if (e === undefined) throw Errors.config('SHOAL_ELASTIC', 'is not set: ElasticSync is for `shoal run --elastic` workers');
-    const s = new ElasticSync({ ...options, elastic: e }, job, init);
+    const s = new ElasticSync({ ...options, elastic: e }, job, init, timeline);
     try {
       let g = await latestGeneration(job.store);
       if (e.join) {
@@ -162,7 +164,7 @@ export class ElasticSync implements GradientSync, ElasticControl {
       if (rank < 0) throw Errors.membership(`worker ${id} is not a member of generation ${g} (members: workers ${rec.members.join(', ')})`, { generation: g, workerId: id });
       const opts: WorkerOptions = { ...this.options, rank, worldSize: rec.members.length };
       const genJob: JobContext = { ...this.job, store: this.job.store.prefixed(genPrefix(g)) };
-      const connecting = connectEngine(opts, genJob, this.init, this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) });
+      const connecting = connectEngine(opts, genJob, this.init, this.timeline, this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) });
       const won = await Promise.race([connecting.then((e) => ({ e }), (err: unknown) => ({ err })), this.newerThan(g).then(() => ({ newer: true as const }))]);
       if ('e' in won) {
         this.engine = won.e;
