@@ -4,7 +4,7 @@
  *
  * Environment: OUT_DIR (each worker writes worker-<id>.json there at the end: weights, generation, changes,
  * commits, steps); KILL_WORKER / KILL_STEP (that worker SIGKILLs itself right after that optimizer step);
- * COMMIT_EVERY (default 10); EPOCHS (default 2); STEP_DELAY_MS (a pause after each step, so a replacement has
+ * KILL_SIGNAL (default SIGKILL; SIGSTOP hangs it instead); COMMIT_EVERY (default 10); EPOCHS (default 2); STEP_DELAY_MS (a pause after each step, so a replacement has
  * time to start while the others train); BATCH_POLICY (per-worker|global); PID_DIR (each worker records its pid).
  *
  * `node elastic-worker.js --reference SCHEDULE`: no launcher; one process follows a membership schedule
@@ -102,7 +102,7 @@ const history = await trainer.fit(x, y, {
   batchSize: BATCH,
   callbacks: {
     onBatchEnd: async () => {
-      if (trainer.globalStep === killStep) process.kill(process.pid, 'SIGKILL');
+      if (trainer.globalStep === killStep) process.kill(process.pid, (env.KILL_SIGNAL ?? 'SIGKILL') as NodeJS.Signals);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     },
   },

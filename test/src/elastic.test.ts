@@ -3,56 +3,15 @@
  * SIGKILLed mid-training. The survivors roll back to their last commit, go on with the new membership and finish
  * with bit-identical weights equal (to float rounding) to a reference that followed the same membership schedule
  * from the same commit; a replacement joins at the survivors' next commit and ends with the same weights; below
- * --min-workers the job fails naming the lost rank; nothing is left behind.
+ * --min-workers the job fails naming the lost rank; a hung one is named and stopped; nothing is left behind. The ps
+ * and hybrid engines: elastic-ps.test.ts.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { launch, parseRunArgs, type LaunchOptions, type LaunchResult } from '@shoal/run';
-import { settledLeftovers } from './fault-helpers.js';
-import { maxRelDiff, ROOT } from './train-helpers.js';
-
-const WORKER = `${ROOT}test/dist/elastic-worker.js`;
-let jobs = 0;
-
-interface WorkerOut {
-  id: number;
-  size: number;
-  steps: number;
-  commits: number;
-  changes: Array<{ generation: number; workers: number; lost: Array<{ rank: number; workerId: number; reason: string }>; joined: number[]; step: number }>;
-  loss: number[];
-  weights: number[];
-}
-
-async function run(o: Partial<LaunchOptions>, env: Record<string, string>): Promise<{ result: LaunchResult; outs: WorkerOut[]; stderr: string; leftovers: string[] }> {
-  const dir = mkdtempSync(join(tmpdir(), 'shoal-elastic-'));
-  const jobId = `elastic-${process.pid}-${jobs++}`;
-  let stderr = '';
-  const err = new Writable({ write: (c, _e, cb) => ((stderr += String(c)), cb()) });
-  const quiet = new Writable({ write: (_c, _e, cb) => cb() });
-  try {
-    const result = await launch({ script: WORKER, numWorkers: 3, timeoutMs: 10_000, jobTimeoutMs: 120_000, graceMs: 1000, jobId, stdout: quiet, stderr: err, ...o, env: { OUT_DIR: dir, PID_DIR: dir, ...env } });
-    const files = readdirSync(dir);
-    const outs = files.filter((f) => f.startsWith('worker-')).map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as WorkerOut).sort((a, b) => a.id - b.id);
-    const pids = files.filter((f) => f.startsWith('pid-')).map((f) => Number(readFileSync(join(dir, f), 'utf8')));
-    return { result, outs, stderr, leftovers: await settledLeftovers(jobId, pids) };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function reference(schedule: string): { steps: number; weights: number[] } {
-  return JSON.parse(execFileSync(process.execPath, [WORKER, '--reference', schedule], { encoding: 'utf8', timeout: 60_000 })) as { steps: number; weights: number[] };
-}
-
-function assertSameWeights(outs: WorkerOut[]): void {
-  for (const o of outs.slice(1)) assert.ok(o.weights.every((v, i) => Object.is(v, outs[0]!.weights[i])), `worker ${o.id}'s weights differ from worker ${outs[0]!.id}'s`);
-}
+import { launch, parseRunArgs } from '@shoal/run';
+import { assertSameWeights, ELASTIC_WORKER as WORKER, reference, run } from './elastic-helpers.js';
+import { maxRelDiff } from './train-helpers.js';
 
 test('elastic: a worker SIGKILLed at step 25 leaves 2 that roll back to the step-20 commit and match the reference', async () => {
   const { result, outs, stderr, leftovers } = await run({ elastic: { minWorkers: 2, maxWorkers: 3 } }, { KILL_WORKER: '2', KILL_STEP: '25', COMMIT_EVERY: '10' });
@@ -93,24 +52,20 @@ test('elastic: a replacement joins at the next commit, gets the state by broadca
   assert.equal(leftovers, []);
 });
 
-for (const backend of ['ps', 'hybrid'] as const) {
-  test(`elastic ${backend}: each generation gets its own servers; after a kill at step 25${backend === 'ps' ? ' and a replacement' : ''} the workers end bit-equal and match the reference`, async () => {
-    // ps: a replacement too; hybrid: the loss alone (its ring half is the ring's, tested above)
-    const replace = backend === 'ps';
-    const { result, outs, stderr, leftovers } = await run({ backend, elastic: { minWorkers: 2, maxWorkers: 3, replacements: replace ? 1 : 0 } }, { KILL_WORKER: '2', KILL_STEP: '25', COMMIT_EVERY: '10', ...(replace ? { STEP_DELAY_MS: '40' } : {}) });
-    assert.is(result.code, 0, `${result.error}\n${stderr}`);
-    assert.equal(result.elastic?.lost.map((l) => l.workerId), [2]);
-    assert.equal(result.elastic?.joined, replace ? [3] : []);
-    assert.equal(outs.map((o) => o.id), replace ? [0, 1, 3] : [0, 1]);
-    assertSameWeights(outs);
-    const join = outs[0]!.changes[1];
-    const ref = reference(`0:3,20:2${join ? `,${join.step}:3` : ''}`);
-    assert.is(outs[0]!.steps, ref.steps);
-    const d = maxRelDiff(outs[0]!.weights, ref.weights);
-    assert.ok(d < 1e-4, `max relative difference from the reference ${d}`);
-    assert.equal(leftovers, []);
-  });
-}
+test('elastic: a hung worker (SIGSTOP) is named by the rank that timed out, stopped, and the job goes on', async () => {
+  const t0 = Date.now();
+  const { result, outs, stderr, leftovers } = await run({ timeoutMs: 3000, elastic: { minWorkers: 2, maxWorkers: 3 } }, { KILL_WORKER: '2', KILL_STEP: '25', KILL_SIGNAL: 'SIGSTOP' });
+  assert.is(result.code, 0, `${result.error}\n${stderr}`);
+  assert.equal(result.elastic?.lost.map((l) => l.workerId), [2]);
+  assert.match(result.elastic!.lost[0]!.reason, /^stopped making progress: rank [01] \(worker [01]\) timed out waiting for it$/);
+  assert.match(stderr, /worker 2 \(rank 2\) stopped making progress: rank [01] \(worker [01]\) timed out waiting for it; stopping it/);
+  assertSameWeights(outs);
+  assert.equal(outs.map((o) => o.id), [0, 1]);
+  const ref = reference('0:3,20:2');
+  assert.ok(maxRelDiff(outs[0]!.weights, ref.weights) < 1e-4);
+  assert.ok(Date.now() - t0 < 60_000, `took ${Date.now() - t0} ms`);
+  assert.equal(leftovers, []);
+});
 
 test('elastic: below --min-workers the job fails fast, naming the lost rank', async () => {
   const t0 = Date.now();

@@ -9,6 +9,7 @@ import type { LostWorker } from '@shoal/backends';
  *   elastic/latest       counter: the newest generation published (incremented after its record is set)
  *   elastic/ready/<id>   set by a worker started to join (`SHOAL_ELASTIC_JOIN=1`) once it is up; the launcher
  *                        then publishes a generation that adds it
+ *   elastic/suspect/<id> set by a worker that timed out waiting for worker <id>; the launcher stops <id>
  *
  * Only the launcher writes generations, so they form one sequence every worker reads alike. Each generation's
  * engine rendezvous lives under `gen-<g>/` in the job's store, so pairs of different generations never mix.
@@ -23,6 +24,11 @@ export interface GenerationRecord {
 export const genKey = (g: number): string => `elastic/gen/${g}`;
 export const LATEST_KEY = 'elastic/latest';
 export const readyKey = (workerId: number): string => `elastic/ready/${workerId}`;
+/**
+ * Set by a worker whose collective timed out waiting for `workerId` (JSON `{ by, generation, message }`): the
+ * launcher stops that worker (it hangs: SIGSTOP, a deadlock), which turns into a loss like any other.
+ */
+export const suspectKey = (workerId: number): string => `elastic/suspect/${workerId}`;
 /** The store namespace of generation g's engine. */
 export const genPrefix = (g: number): string => `gen-${g}`;
 

@@ -1,6 +1,7 @@
 import { Errors, TcpStore, type JobAuth } from '@shoal/core';
 import type { LostWorker } from '@shoal/backends';
-import { MembershipLedger, readyKey, type GenerationHooks } from '../elastic/generations.js';
+import { asText } from '@shoal/core';
+import { MembershipLedger, readyKey, suspectKey, type GenerationHooks } from '../elastic/generations.js';
 
 /** `shoal run --elastic`'s options (see `LaunchOptions.elastic`). */
 export interface ElasticLaunchOptions {
@@ -13,6 +14,8 @@ export interface ElasticLaunchOptions {
 export interface ElasticLauncherHooks<W extends { exited: Promise<unknown> }> {
   /** Start a worker process as rank `rank` of `size` with the elastic environment of `workerId` (`env`). */
   spawn(rank: number, size: number, workerId: number, join: boolean): W;
+  /** The running worker of stable id `workerId`, if any. */
+  workerOf(workerId: number): W | undefined;
   kill(worker: W, signal: NodeJS.Signals): void;
   /** Stop every worker: the job fails (`failure`). */
   stopAll(): void;
@@ -49,6 +52,9 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
   /** Store writes and joiner admissions still under way. */
   private work: Promise<void> = Promise.resolve();
   private failure_: { rank: number; error: string } | undefined;
+  /** Workers stopped because others timed out waiting for them: why (their loss's reason). */
+  private readonly stalled = new Map<number, string>();
+  private closed = false;
 
   private constructor(
     private readonly client: TcpStore,
@@ -72,6 +78,7 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
       await client.close();
       throw e;
     }
+    for (const id of s.ledger.members) s.watchStalled(id);
     return s;
   }
 
@@ -100,12 +107,14 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
    * fails below min-workers; a joiner that died before it was admitted is only reported.
    */
   onWorkerFailed(workerId: number, reason: string, last: string | undefined): void {
+    // a worker the others reported hung was killed by us: its loss names why
     if (this.pending.delete(workerId)) {
       this.hooks.log(`worker ${workerId} ended (${reason}) before it joined; the job goes on`);
       return;
     }
     const l = this.ledger;
     if (!l.isMember(workerId)) return;
+    reason = this.stalled.get(workerId) ?? reason;
     const rank = l.rankOf(workerId);
     const r = l.lose(workerId, reason);
     if (r.error !== undefined) {
@@ -115,7 +124,7 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
       return;
     }
     this.lost.push(...r.record!.lost);
-    this.hooks.log(`rank ${rank} (worker ${workerId}) lost (${reason}${last && !reason.startsWith('killed') ? `: ${last}` : ''}); generation ${r.record!.generation} goes on with ${r.record!.members.length} worker(s)`);
+    this.hooks.log(`rank ${rank} (worker ${workerId}) lost (${reason}${last && /Error|ERR_[A-Z]/.test(last) ? `: ${last}` : ''}); generation ${r.record!.generation} goes on with ${r.record!.members.length} worker(s)`);
     this.work = this.work.then(() => l.flushed()).catch(() => {});
     if (this.replacementsLeft > 0 && !this.hooks.stopping()) {
       this.replacementsLeft -= 1;
@@ -124,7 +133,35 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.client.close();
+  }
+
+  /**
+   * Wait (in slices, for the worker's life) for a report that others timed out waiting for `workerId`; then stop
+   * it with SIGKILL, so a hung worker becomes a loss naming it rather than a cascade of timeouts.
+   */
+  private watchStalled(workerId: number): void {
+    const loop = async () => {
+      const store = this.client.prefixed(this.jobId);
+      while (!this.closed && !this.hooks.stopping()) {
+        let report: { byRank?: number; by?: number; message?: string };
+        try {
+          report = JSON.parse(asText(await store.get(suspectKey(workerId), 10 * 60_000))) as typeof report;
+        } catch (e) {
+          if (this.closed || !(e instanceof Error && (e as { code?: string }).code === 'ERR_TIMEOUT')) return;
+          continue;
+        }
+        const w = this.hooks.workerOf(workerId);
+        if (!this.ledger.isMember(workerId) || w === undefined) return;
+        const why = `stopped making progress: rank ${report.byRank} (worker ${report.by}) timed out waiting for it`;
+        this.stalled.set(workerId, why);
+        this.hooks.log(`worker ${workerId} (rank ${this.ledger.rankOf(workerId)}) ${why}; stopping it`);
+        this.hooks.kill(w, 'SIGKILL');
+        return;
+      }
+    };
+    void loop();
   }
 
   /** Start a replacement; admit it in a new generation once it says it is up (within the timeout). */
@@ -154,6 +191,7 @@ export class ElasticSupervisor<W extends { exited: Promise<unknown> }> {
         return;
       }
       this.joined.push(id);
+      this.watchStalled(id);
       this.hooks.log(`worker ${id} joins at generation ${rec.generation} with ${rec.members.length} worker(s)`);
       await l.flushed();
     };

@@ -574,6 +574,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         timeoutMs,
         hooks: {
           spawn: spawnProcess,
+          workerOf: (id) => workers.find((w) => w.rank === id && !w.done),
           kill: killGroup,
           stopAll,
           stopping: () => stopping,

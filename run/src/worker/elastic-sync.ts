@@ -1,7 +1,7 @@
 import type { DenseTensor, ElasticControl, EngineCapabilities, GradientSync, LostWorker, MembershipChange, RowSparseTensor } from '@shoal/backends';
 import type { Timeline } from '@shoal/core/telemetry';
 import { Errors, isShoalError, type WorkerOptions } from '@shoal/core';
-import { describeLost, elasticServerName, genKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
+import { describeLost, elasticServerName, genKey, suspectKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
 import { connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { JobContext } from './join-job.js';
 
@@ -270,11 +270,30 @@ export class ElasticSync implements GradientSync, ElasticControl {
     } catch (err) {
       if (this.interrupted) throw this.membershipError(err);
       if (!this.closed && isShoalError(err) && LOSS_CODES.has(err.code)) {
+        if (err.code === 'ERR_TIMEOUT') await this.reportStalled(err);
         const grace = Math.min(this.options.timeoutMs, LOSS_GRACE_MS);
         await Promise.race([this.interruption(), new Promise((r) => setTimeout(r, grace).unref())]);
         if (this.interrupted) throw this.membershipError(err);
       }
       throw err;
+    }
+  }
+
+  /**
+   * A collective timed out waiting for some ranks (a hung peer: SIGSTOP, a deadlock): name them to the launcher,
+   * which stops them; their loss then interrupts this engine like any other.
+   */
+  private async reportStalled(err: Error): Promise<void> {
+    const ranks = new Set<number>();
+    for (const m of err.message.matchAll(/waiting for rank\(s\) (\d+(?:, ?\d+)*)|(?:recv from|send to) rank (\d+)/g)) {
+      for (const r of (m[1] ?? m[2] ?? '').split(',')) if (r.trim() !== '') ranks.add(Number(r.trim()));
+    }
+    const members = this.record?.members ?? [];
+    for (const r of ranks) {
+      const id = members[r];
+      if (id === undefined || id === this.workerId) continue;
+      const report = JSON.stringify({ by: this.workerId, byRank: this.rank, generation: this.gen, message: err.message.slice(0, 500) });
+      await this.job.store.set(suspectKey(id), report).catch(() => {});
     }
   }
 
