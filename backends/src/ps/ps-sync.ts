@@ -1,4 +1,5 @@
 import { Errors, loadKernels, type ReduceKernels } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
@@ -24,6 +25,12 @@ export interface PsSyncOptions {
   allowNonFinite?: boolean;
   /** Called by `close()` (e.g. stop servers this rank owns). */
   onClose?: () => Promise<void>;
+  /**
+   * Record each op on this rank's timeline: `negotiate` (the signature exchange through server 0) and `push+pull`
+   * (dense, lane `sync`; args: tensors, bytes), `sparse push+pull` (lane `sync sparse`, beside the dense round it
+   * overlaps), `gather` (scalars, barrier). Not owned.
+   */
+  timeline?: Timeline;
 }
 
 type Sig = { names: string[]; shapes: string[]; nan: string | null };
@@ -38,6 +45,7 @@ export class PsSync implements GradientSync {
   private ops = 0;
   private closed = false;
   private readonly kernels: ReduceKernels = loadKernels();
+  private readonly lanes?: { dense: TimelineLane; sparse: TimelineLane };
 
   constructor(
     readonly kv: KVWorker,
@@ -45,6 +53,13 @@ export class PsSync implements GradientSync {
   ) {
     this.rank = kv.rank;
     this.size = kv.numWorkers;
+    if (o.timeline) this.lanes = { dense: o.timeline.lane('sync'), sparse: o.timeline.lane('sync sparse') };
+  }
+
+  /** `fn` as a span when tracing (`sparse`: on the sparse lane). */
+  private traced<T>(name: string, fn: () => Promise<T>, args?: Record<string, number | string>, sparse = false): Promise<T> {
+    const tl = this.o.timeline;
+    return tl ? tl.trace(sparse ? this.lanes!.sparse : this.lanes!.dense, name, fn, args) : fn();
   }
 
   /** Connect a worker to running servers (see `startPsServers`). */
@@ -79,12 +94,12 @@ export class PsSync implements GradientSync {
 
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     this.live();
-    await this.agree('allreduceMean', grads, !this.o.allowNonFinite);
+    await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.o.allowNonFinite));
     if (grads.length === 0) return;
     await this.ensure(grads.map((g) => ({ key: `g:${g.name}`, size: g.data.length, update: 'assign' })));
     const keys = grads.map((g) => `g:${g.name}`);
     const arrays = grads.map((g) => g.data);
-    await this.kv.pushPull(keys, arrays, arrays);
+    await this.traced('push+pull', () => this.kv.pushPull(keys, arrays, arrays), this.o.timeline ? { tensors: grads.length, bytes: arrays.reduce((a, x) => a + x.byteLength, 0) } : undefined);
     for (const a of arrays) this.divide(a);
     this.ops++;
   }
@@ -92,16 +107,18 @@ export class PsSync implements GradientSync {
   async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     this.live();
     const nan = !this.o.allowNonFinite && this.kernels.firstNonFinite(grad.rows) >= 0 ? grad.name : null;
-    await this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan });
+    await this.traced('negotiate', () => this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan }), undefined, true);
     const key = `s:${grad.name}`;
     await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
     // The pull of the merged rows goes out right behind the push (it counts this push, so the servers answer it
     // once the round is complete): one round trip instead of two.
+    const t0 = this.o.timeline?.now();
     const pushed = this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
     const pulled = this.kv.rowSparsePullLast(key);
     pulled.catch(() => {}); // awaited below; if the push fails first, not unhandled
     await pushed;
     const last = await pulled;
+    this.o.timeline?.span(this.lanes!.sparse, 'sparse push+pull', t0!, { tensor: grad.name, rows: grad.rowIds.length });
     const rows = last.rows as Float32Array;
     this.divide(rows);
     this.ops++;
@@ -110,7 +127,7 @@ export class PsSync implements GradientSync {
 
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     this.live();
-    const all = await this.kv.gather(this.nextTag(), values, 'allreduceScalars');
+    const all = await this.traced('gather', () => this.kv.gather(this.nextTag(), values, 'allreduceScalars'));
     const out = new Float64Array(values.length);
     for (const v of all) {
       if (v.length !== values.length) throw Errors.mismatch('allreduceScalars', `lengths differ across ranks (${all.map((x) => x.length).join(', ')})`);

@@ -1,5 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { Errors, Rng } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 
 type Tf = typeof tfjs;
 type Tensor = tfjs.Tensor;
@@ -83,4 +84,20 @@ export function gatherBatch(tf: Tf, d: { x: Tensor | Tensor[]; y: Tensor }, rows
 export function disposeBatch(b: Batch): void {
   for (const t of Array.isArray(b.x) ? b.x : [b.x]) t.dispose();
   b.y.dispose();
+}
+
+/** A batch source's batches, each wait for the next one recorded as a `data` span. */
+export async function* tracedBatches(it: AsyncIterable<Batch>, trace: { timeline: Timeline; lane: TimelineLane }): AsyncGenerator<Batch> {
+  const iter = it[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const t0 = trace.timeline.now();
+      const r = await iter.next();
+      if (r.done) return;
+      trace.timeline.span(trace.lane, 'data', t0);
+      yield r.value;
+    }
+  } finally {
+    await iter.return?.();
+  }
 }

@@ -1,6 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
 import { Errors, isShoalError, loadKernels, type ReduceKernels } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import { settleAll } from '@shoal/core/util';
 
 type Tf = typeof tfjs;
@@ -51,12 +52,15 @@ export class GradientBridge {
   private readonly sparseGroups: { name: string; rowSize: number; vars: number[]; firstRow: number[]; numRows: number }[] = [];
   private readonly useSparse: boolean;
   private readonly kernels: ReduceKernels;
+  /** When tracing: the timeline and its `step` lane (compute, sync, apply spans). */
+  private readonly trace?: { timeline: Timeline; lane: TimelineLane };
 
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
    * `sparseAllreduceMean` (default: the engines whose `capabilities.rowSparse` is `servers`, i.e. ps and hybrid,
    * where touched rows go to the servers; list `ring` too to allgather touched rows over the ring instead of
    * allreducing whole tables, fewer bytes when batches touch a small part of big tables).
+   * `timeline`: record each step's `compute`, `sync` and `apply` on its `step` lane (not owned).
    */
   constructor(
     private readonly tf: Tf,
@@ -64,8 +68,10 @@ export class GradientBridge {
     private readonly sync: GradientSync,
     sparseEngines?: ReadonlyArray<GradientSync['kind']>,
     kernels: ReduceKernels = loadKernels(),
+    timeline?: Timeline,
   ) {
     this.kernels = kernels;
+    if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
     const wanted = sparseEngines === undefined ? sync.capabilities.rowSparse === 'servers' : sparseEngines.includes(sync.kind);
     this.useSparse = sync.size > 1 && wanted && typeof sync.sparseAllreduceMean === 'function';
@@ -171,6 +177,7 @@ export class GradientBridge {
     });
     const t3 = performance.now();
     Object.assign(this.stats, { computeMs: t1 - t0, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
+    if (this.trace) this.traceStep(t0, t1, t2, t3);
     return loss;
   }
 
@@ -203,11 +210,21 @@ export class GradientBridge {
       optimizer.applyGradients(this.variables.map((v) => ({ name: v.variable.name, tensor: grads[v.variable.name]! })));
       const t2 = performance.now();
       Object.assign(this.stats, { computeMs: t1 - t0, syncMs: 0, applyMs: t2 - t1, sparseRows: 0 });
+      if (this.trace) this.traceStep(t0, t1, t1, t2);
     } finally {
       value.dispose();
       for (const k of Object.keys(grads)) grads[k]!.dispose();
     }
     return loss;
+  }
+
+  /** The step's phases as spans, from the `performance.now()` readings the stats are made of. */
+  private traceStep(t0: number, t1: number, t2: number, t3: number): void {
+    const { timeline, lane } = this.trace!;
+    const [a, b, c, d] = [t0, t1, t2, t3].map((t) => timeline.fromPerformance(t)) as [number, number, number, number];
+    timeline.complete(lane, 'compute', a, b);
+    if (c > b) timeline.complete(lane, 'sync', b, c);
+    timeline.complete(lane, 'apply', c, d);
   }
 
   /** The first variable whose slot in the flat buffer holds NaN/Inf, and the element index. */

@@ -1,11 +1,12 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
-import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
 import { resolveLoss, resolveMetric, resolveOptimizer, type LossFn, type LossSpec, type Metric, type MetricSpec, type OptimizerSpec } from './losses.js';
@@ -82,6 +83,8 @@ export class Trainer implements CallbackTrainer {
   private broadcastDone = false;
   private step_ = 0;
   private lastEpoch_?: EpochRecord;
+  /** The job's timeline (`shoal run --timeline`, from the engine's telemetry) and the Trainer's lane on it. */
+  private readonly trace?: { timeline: Timeline; lane: TimelineLane };
 
   constructor(private readonly options: TrainerOptions) {
     if (!options || typeof options !== 'object') throw Errors.invalidArg('options', 'must be an object');
@@ -91,6 +94,13 @@ export class Trainer implements CallbackTrainer {
     this.sync = options.sync ?? new LocalSync();
     this.ownsSync = options.sync === undefined;
     this.out = options.output ?? process.stdout;
+    const timeline = jobTelemetryOf(this.sync)?.timeline;
+    if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
+  }
+
+  /** `fn` as a span on the `step` lane when the job records a timeline. */
+  private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
   }
 
   get rank(): number {
@@ -169,7 +179,7 @@ export class Trainer implements CallbackTrainer {
       const sparse = Array.isArray(sparseSpec) ? sparseSpec.includes(variable.name) || sparseSpec.includes(w.originalName) : embeddingVars.has(variable.name);
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
-    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines);
+    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines, undefined, this.trace?.timeline);
   }
 
   /** All model weights (trainable and not) as named arrays, in `model.weights` order. */
@@ -310,7 +320,7 @@ export class Trainer implements CallbackTrainer {
       const bySteps = ckpt.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
       const bySeconds = ckpt.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
       if (!bySteps && !bySeconds) return;
-      await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2);
+      await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2));
       lastSave = performance.now();
     };
     let stop = false;
@@ -328,7 +338,7 @@ export class Trainer implements CallbackTrainer {
         let values: number[];
         try {
           for (const cb of callbacks) await cb.onBatchBegin?.(step);
-          values = await this.trainStep(batch);
+          values = await this.traced('step', () => this.trainStep(batch));
         } finally {
           disposeBatch(batch);
         }
@@ -355,7 +365,7 @@ export class Trainer implements CallbackTrainer {
       if (source) {
         const it = data.batches({ ...ctxBase, epoch });
         let skip = resumeHere;
-        for await (const batch of it as AsyncIterable<Batch>) {
+        for await (const batch of this.trace ? tracedBatches(it as AsyncIterable<Batch>, this.trace) : (it as AsyncIterable<Batch>)) {
           if (skip > 0) {
             skip -= 1;
             disposeBatch(batch);
@@ -370,7 +380,13 @@ export class Trainer implements CallbackTrainer {
         if (Number.isFinite(steps) && step < steps && !stop) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
       } else {
         const order = epochOrder(n, epoch, options.shuffle ?? true, options.seed ?? 0);
-        for (let s = resumeHere; s < steps && !stop; s++) await runBatch(gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch })));
+        const tr = this.trace;
+        for (let s = resumeHere; s < steps && !stop; s++) {
+          const t0 = tr?.timeline.now();
+          const batch = gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch }));
+          if (tr) tr.timeline.span(tr.lane, 'data', t0!);
+          await runBatch(batch);
+        }
       }
       // Rank-averaged epoch logs: samples-weighted sums over every rank.
       const reduced = await this.sync.allreduceScalars(sums);
@@ -378,7 +394,7 @@ export class Trainer implements CallbackTrainer {
       const total = reduced[reduced.length - 1]!;
       names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
       if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
-        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) }));
+        Object.assign(logs, await this.traced('validate', () => this.evaluate(plan.validation!, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) })));
       }
       const seconds = (performance.now() - t0) / 1000;
       const samplesPerSec = (total * this.size) / seconds;
@@ -389,7 +405,7 @@ export class Trainer implements CallbackTrainer {
       const stepsDue = ckpt?.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
       const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
       if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue || secondsDue)) {
-        await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
+        await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2));
         lastSave = performance.now();
       }
       for (const cb of callbacks) await cb.onEpochEnd?.(epoch, { ...logs });
@@ -473,3 +489,4 @@ export class Trainer implements CallbackTrainer {
     if (this.ownsSync) await this.sync.close();
   }
 }
+
