@@ -2,6 +2,7 @@ import { Errors, loadKernels, type ReduceKernels } from '@shoal/core';
 import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
+import type { UpdaterSpec } from './updaters.js';
 import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
 
 /**
@@ -80,6 +81,7 @@ export class PsSync implements GradientSync {
     }
     const old = params.filter((p) => !fresh.includes(p));
     if (old.length) {
+      this.needSync('broadcastParameters (of names broadcast before)');
       await this.kv.push(
         old.map((p) => `b:${p.name}`),
         old.map((p) => (this.rank === 0 ? p.data : new Float32Array(p.data.length))),
@@ -92,8 +94,23 @@ export class PsSync implements GradientSync {
     this.ops++;
   }
 
+  /**
+   * The servers' mode. `async` servers apply each push on arrival: only the server-optimizer path
+   * (`initWeights`, `pushGradsPullWeights`), the first `broadcastParameters` and the gathers (`allreduceScalars`,
+   * `barrier`) have a meaning there; the averaging collectives throw ERR_STATE.
+   */
+  get mode(): 'sync' | 'async' {
+    return this.kv.mode;
+  }
+
+  /** ERR_STATE for a collective that needs sync rounds on async servers. */
+  private needSync(op: string): void {
+    if (this.kv.mode === 'async') throw Errors.state(`PsSync.${op} averages over sync rounds, but the ps servers run in async mode (shoal run --ps-mode async): use the Trainer (it pushes updates and pulls weights) or initWeights/pushGradsPullWeights`);
+  }
+
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     this.live();
+    this.needSync('allreduceMean');
     await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.o.allowNonFinite));
     if (grads.length === 0) return;
     await this.ensure(grads.map((g) => ({ key: `g:${g.name}`, size: g.data.length, update: 'assign' })));
@@ -106,6 +123,7 @@ export class PsSync implements GradientSync {
 
   async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     this.live();
+    this.needSync('sparseAllreduceMean');
     const nan = !this.o.allowNonFinite && this.kernels.firstNonFinite(grad.rows) >= 0 ? grad.name : null;
     await this.traced('negotiate', () => this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan }), undefined, true);
     const key = `s:${grad.name}`;
@@ -145,14 +163,14 @@ export class PsSync implements GradientSync {
   }
 
   /**
-   * Server-optimizer path, step 1: declare weights the servers own and update with their updater (rank 0's
-   * values win), then pull them into `params`.
+   * Server-optimizer path, step 1: declare weights the servers own and update with their updater (or `updater`,
+   * this key's own rule; rank 0's values win), then pull them into `params`.
    */
-  async initWeights(params: readonly DenseTensor[]): Promise<void> {
+  async initWeights(params: readonly DenseTensor[], updater?: Exclude<UpdaterSpec, { type: 'module' }>): Promise<void> {
     this.live();
     await this.agree('initWeights', params, false);
     await this.ensure(
-      params.map((p) => ({ key: `w:${p.name}`, size: p.data.length, update: 'optimizer' })),
+      params.map((p) => ({ key: `w:${p.name}`, size: p.data.length, update: 'optimizer', ...(updater ? { updater } : {}) })),
       params.map((p) => p.data),
     );
     await this.kv.pull(

@@ -101,3 +101,35 @@ export async function* tracedBatches(it: AsyncIterable<Batch>, trace: { timeline
     await iter.return?.();
   }
 }
+
+/**
+ * Loss and metrics of `model` over rows `[lo, hi)` of `d`, in batches of `batchSize` (inference mode): their
+ * rows-weighted sums and the row count, `[loss, ...metrics, rows]`.
+ */
+export function scoreRows(
+  tf: Tf,
+  model: tfjs.LayersModel,
+  lossFn: (yTrue: Tensor, yPred: Tensor) => tfjs.Scalar,
+  metrics: ReadonlyArray<{ fn: (yTrue: Tensor, yPred: Tensor) => tfjs.Scalar }>,
+  d: { x: Tensor | Tensor[]; y: Tensor },
+  lo: number,
+  hi: number,
+  batchSize: number,
+): Float64Array {
+  const sums = new Float64Array(metrics.length + 2);
+  for (let s = lo; s < hi; s += batchSize) {
+    const rows = Int32Array.from({ length: Math.min(batchSize, hi - s) }, (_, i) => s + i);
+    const batch = gatherBatch(tf, d, rows);
+    try {
+      const vals = tf.tidy(() => {
+        const pred = model.apply(batch.x, { training: false }) as Tensor;
+        return [lossFn(batch.y, pred), ...metrics.map((m) => m.fn(batch.y, pred))].map((t) => t.dataSync()[0]!);
+      });
+      vals.forEach((v, i) => (sums[i]! += v * rows.length));
+      sums[vals.length]! += rows.length;
+    } finally {
+      disposeBatch(batch);
+    }
+  }
+  return sums;
+}
