@@ -1,4 +1,4 @@
-import { defaultServerName, startPsServers } from '@shoal/backends';
+import { defaultServerName, startPsServers, type KVServerOptions } from '@shoal/backends';
 import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '@shoal/core';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +39,10 @@ export interface PsServerActorsOptions {
   durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
   /** The job's identity: the servers get its secret in their environment and require it of every caller. */
   auth: JobAuth;
+  /** Each server writes its load (rounds/s, queue depth, bytes, apply time) to `<logdir>/server-<i>` (`--logdir`). */
+  metrics?: KVServerOptions['metrics'];
+  /** `--timeline FILE`: each server records its updates in the part `FILE.server-<i>.jsonl`. */
+  timeline?: string;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -82,6 +86,8 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
     listenUrl: (i) => psServerListenUrl(o, i),
     ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.timeline ? { timeline: o.timeline } : {}),
     auth: o.auth,
   });
 }

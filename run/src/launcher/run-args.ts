@@ -36,7 +36,7 @@ export const RUN_COMMAND = {
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
-    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR)' },
+    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR); ps servers DIR/server-<i>' },
     timeline: { type: 'string', arg: 'FILE', help: 'every rank records a timeline (compute, sync ops, apply, data); merged into FILE for chrome://tracing or Perfetto (also SHOAL_TIMELINE)' },
     oversubscribe: { type: 'boolean', help: `allow more than ${MAX_WORKERS_PER_CORE} workers per core (up to ${MAX_WORKERS})` },
     hosts: { type: 'string', short: 'H', arg: 'H1:S,H2:S', help: "ranks fill these hosts in order (host:slots, as horovodrun -H); other hosts' ranks start through --rsh; transport nng and ps link tcp by default" },
@@ -110,7 +110,7 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number; 
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
-    o.env = { ...(o.env ?? {}), SHOAL_LOGDIR: resolve(v.logdir) }; // absolute: workers may start elsewhere (--rsh)
+    o.logdir = resolve(v.logdir); // absolute: workers may start elsewhere (--rsh)
   }
   const timeline = v.timeline ?? (env.SHOAL_TIMELINE === '' ? undefined : env.SHOAL_TIMELINE);
   if (timeline !== undefined) {

@@ -23,7 +23,10 @@ export interface RoundsOptions {
  * their `need` (`afterReached`). Every wait names, when it times out, the workers it was waiting for.
  */
 export class Rounds {
-  readonly counters = { updates: 0 };
+  /** Updates applied, and the wall time spent applying them (ms; read by the server's metrics). */
+  readonly counters = { updates: 0, applyMs: 0 };
+  /** Told of every update applied: the key and its start and end (`performance.now()`); the server's timeline. */
+  onApplied?: (key: string, startMs: number, endMs: number) => void;
 
   constructor(
     private readonly o: RoundsOptions,
@@ -65,7 +68,11 @@ export class Rounds {
             if (slot.round.join(rank, { resolve, reject })) this.completeRound(slot);
             else slot.round.arm(this.o.timeoutMs, () => `sync round ${slot.version + 1} of key ${slot.spec.key} on server ${this.o.serverIndex}`);
           } else {
+            const t0 = performance.now();
             applyAsync(slot);
+            const t1 = performance.now();
+            this.counters.applyMs += t1 - t0;
+            this.onApplied?.(slot.spec.key, t0, t1);
             slot.clock[rank]!++;
             slot.version++;
             this.counters.updates++;
@@ -93,6 +100,7 @@ export class Rounds {
   /** The round's update (all workers pushed): apply the merged gradient, acknowledge, wake the waiters. */
   private completeRound(slot: Slot): void {
     const acks = slot.round.takeAcks();
+    const t0 = performance.now();
     try {
       if (slot.spec.rows) this.updateRows(slot);
       else this.updateDense(slot);
@@ -103,6 +111,9 @@ export class Rounds {
       slot.version++;
       slot.round.reset();
       this.counters.updates++;
+      const t1 = performance.now();
+      this.counters.applyMs += t1 - t0;
+      this.onApplied?.(slot.spec.key, t0, t1);
     }
     this.commit.acknowledge(acks);
     slot.waiters.pump();
