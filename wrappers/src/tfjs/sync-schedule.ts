@@ -49,7 +49,7 @@ export function syncModeOf(o: SyncScheduleOptions, sync: GradientSync): SyncMode
  * optimizer state): the only points where a checkpoint is exact.
  */
 export class SyncSchedule {
-  /** Optimizer steps applied by the last `step` call (0 while accumulating). */
+  /** Micro-batches accumulated, or local steps taken, since the last sync (0: the ranks agree). */
   private pending = 0;
   /** Sync milliseconds since `beginFit` (gradient or weight averaging, or the async push/pull). */
   syncMsTotal = 0;
