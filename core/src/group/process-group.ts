@@ -80,6 +80,8 @@ export class ProcessGroup {
   private readonly listenUrl: string;
   private readonly peers = new Map<number, Promise<Connection>>();
   private readonly opened: Connection[] = [];
+  /** Open connections by peer rank (for `release`, which must not wait). */
+  private readonly byRank = new Map<number, Connection>();
   private seqCounter = 0;
   private broken: Error | undefined;
   private closedFlag = false;
@@ -158,6 +160,7 @@ export class ProcessGroup {
       throw Errors.closed(`process group (rank ${this.rank})`);
     }
     this.opened.push(conn);
+    this.byRank.set(r, conn);
     return conn;
   }
 
@@ -282,6 +285,15 @@ export class ProcessGroup {
     return { payload: msg.subarray(HEADER_BYTES), header: got };
   }
 
+  /**
+   * The caller is done with `payload`, returned by `recv(r, ...)`, and never touches it again: the connection may
+   * land a later message in it (`Connection.release`; a hint, ignored where it does not apply). Collectives call
+   * it on each segment once reduced or copied, so a steady stream of segments reuses a few cache-warm buffers.
+   */
+  release(r: number, payload: Uint8Array): void {
+    this.byRank.get(r)?.release?.(payload);
+  }
+
   stats(): GroupStats {
     return { ...this.st };
   }
@@ -301,6 +313,7 @@ export class ProcessGroup {
 
   private async closeConnections(): Promise<void> {
     const all = this.opened.splice(0);
+    this.byRank.clear();
     await Promise.all(all.map((c) => c.close().catch(() => {})));
   }
 

@@ -42,13 +42,39 @@ export class FrameDecoder {
   private failed: ShoalError | null = null;
   /** Where the next message lands if its length matches (see `target`); cleared when it begins. */
   private nextTarget: Uint8Array | null = null;
+  /** Large buffers this decoder allocated and handed out: the only ones `recycle` takes back. */
+  private readonly mine = new WeakSet<ArrayBufferLike>();
+  /** Given-back buffers by length, most recent last (reused first: likeliest still in cache). */
+  private readonly pool = new Map<number, Uint8Array[]>();
+  private pooledBytes = 0;
 
+  /**
+   * `poolBytes`: at most this many bytes of given-back buffers (`recycle`) are kept for later messages of the same
+   * length (0: none).
+   */
   constructor(
     private readonly maxMessageBytes: number,
     private readonly where: string,
     private readonly onMessage: (m: Uint8Array) => void,
     private readonly allocate?: (bytes: number) => Uint8Array,
+    private readonly poolBytes = 0,
   ) {}
+
+  /**
+   * The receiver is done with `m`, a message this decoder handed out (`Connection.release`): a later message of
+   * the same length may land in it. Ignored for buffers it did not allocate (slab slices, `target`/`allocate`
+   * buffers, foreign memory), for one already given back, and above `poolBytes`.
+   */
+  recycle(m: Uint8Array): void {
+    const len = m.byteLength;
+    if (len <= SLAB_MAX_MESSAGE || m.byteOffset !== 0 || m.buffer.byteLength !== len || !this.mine.has(m.buffer)) return;
+    if (this.pooledBytes + len > this.poolBytes) return;
+    this.mine.delete(m.buffer); // in the pool until handed out again: a second release of it is ignored
+    let list = this.pool.get(len);
+    if (!list) this.pool.set(len, (list = []));
+    list.push(m);
+    this.pooledBytes += len;
+  }
 
   /** Bytes of a partially received message, for error messages; undefined between frames. */
   get partial(): { got: number; want: number } | undefined {
@@ -177,8 +203,18 @@ export class FrameDecoder {
         }
         return u;
       }
-      const b = Buffer.allocUnsafeSlow(len); // own ArrayBuffer, not zero-filled: every byte is written below
-      return new Uint8Array(b.buffer, b.byteOffset, len);
+      const list = this.pool.get(len);
+      const reused = list?.pop();
+      let u: Uint8Array;
+      if (reused) {
+        this.pooledBytes -= len;
+        u = reused;
+      } else {
+        const b = Buffer.allocUnsafeSlow(len); // own ArrayBuffer, not zero-filled: every byte is written below
+        u = new Uint8Array(b.buffer, b.byteOffset, len);
+      }
+      if (this.poolBytes > 0) this.mine.add(u.buffer);
+      return u;
     }
     const aligned = (len + 7) & ~7;
     if (this.slabUsed + aligned > this.slab.byteLength) {

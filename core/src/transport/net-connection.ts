@@ -16,6 +16,8 @@ export interface NetConnectionSettings {
   maxMessageBytes: number;
   recvHighWaterBytes: number;
   allocate?: (bytes: number) => Uint8Array;
+  /** Bytes of given-back receive buffers (`release`) kept for later messages. */
+  recvPoolBytes: number;
 }
 
 /** Largest batch of sends coalesced into one writev. */
@@ -54,7 +56,7 @@ export class NetConnection implements Connection {
     leftover: Uint8Array,
     input: DirectInput | null,
   ) {
-    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate);
+    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate, opts.recvPoolBytes);
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
@@ -201,6 +203,11 @@ export class NetConnection implements Connection {
     // the connection failed or closed first (no more reads): no later message may land in `dst`
     p.catch(() => this.decoder.untarget(dst));
     return p;
+  }
+
+  /** See `Connection.release`: a large message buffer goes back to this connection's receive pool. */
+  release(buf: Uint8Array): void {
+    if (!this.closedSelf && !this.failure) this.decoder.recycle(buf);
   }
 
   async close(): Promise<void> {

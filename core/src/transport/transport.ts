@@ -38,6 +38,14 @@ export interface Connection {
    * without a deadline.)
    */
   recvInto?(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array>;
+  /**
+   * Optional: give back a buffer this connection's `recv`/`recvInto` returned, once the caller is done with it and
+   * will never touch it again; the transport may land a later message of the same length in it (no fresh,
+   * page-faulted allocation, and memory that is still in cache). A hint: buffers the transport did not allocate
+   * (slices of a shared block, a `recvInto` destination) are ignored, and so are releases above its pool size.
+   * (net implements it for messages above 4 KiB.)
+   */
+  release?(buf: Uint8Array): void;
   /** Close this end. Pending operations reject with ERR_CLOSED; the peer sees ERR_PEER_CLOSED. Idempotent. */
   close(): Promise<void>;
 }
