@@ -1,7 +1,7 @@
 import { Errors, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
 import { Tags } from '@shoal/core/group';
 import { allreduceDirect } from './allreduce-direct.js';
-import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs, ZERO_COPY_BYTES } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
 
@@ -127,8 +127,33 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
       const rc = t < size - 1 ? mod(r - t - 1) : mod(r - (t - (size - 1)));
       const reducing = t < size - 1;
       const lastReduce = t === size - 2;
-      for (const s of segsOf[rc]!) {
-        const { payload } = await g.recv(g.prev, { tag: Tags.allreduce, step: t, seq, aux });
+      const h = { tag: Tags.allreduce, step: t, seq, aux };
+      const segs = segsOf[rc]!;
+      // allgather: post every segment's receive at once, straight into `data` (the kernel writes the result where it
+      // belongs: no copy), once our own sends from those segments are done
+      let posted: Promise<Uint8Array>[] | undefined;
+      let dsts: Uint8Array[] = [];
+      if (!reducing && !f16 && segs.some((s) => s.len * es >= ZERO_COPY_BYTES)) {
+        await Promise.all(segs.map((s) => inflight.get(s.start)));
+        dsts = segs.map((s) => bytesOf(data, s.start, s.len));
+        // in message order; only the last segment can be short enough to travel inline (see `sendBytes`)
+        posted = segs.map((s, j) => (s.len * es >= ZERO_COPY_BYTES ? g.recvRefInto(g.prev, h, dsts[j]!) : g.recv(g.prev, h).then((m) => m.payload)));
+        for (const p of posted) p.catch(() => {});
+      }
+      for (let j = 0; j < segs.length; j++) {
+        const s = segs[j]!;
+        if (posted) {
+          const payload = await posted[j]!;
+          expectBytes(g, g.prev, 'allreduce segment', payload.byteLength, s.len * es);
+          const dst = dsts[j]!;
+          if (payload !== dst) {
+            dst.set(payload);
+            g.release(g.prev, payload);
+          }
+          if (t + 1 < steps) sendSeg(t + 1, s);
+          continue;
+        }
+        const { payload } = await g.recv(g.prev, h);
         expectBytes(g, g.prev, 'allreduce segment', payload.byteLength, s.len * wes);
         const dst = data.subarray(s.start, s.start + s.len);
         if (reducing) {

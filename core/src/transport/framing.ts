@@ -40,8 +40,10 @@ export class FrameDecoder {
   private slab: Uint8Array = new Uint8Array(0);
   private slabUsed = 0;
   private failed: ShoalError | null = null;
-  /** Where the next message lands if its length matches (see `target`); cleared when it begins. */
-  private nextTarget: Uint8Array | null = null;
+  /** Frames whose header has been read (the ordinal of the next frame to begin). */
+  private begun = 0;
+  /** Where a frame not yet begun lands if its length matches (see `target`), by frame ordinal. */
+  private readonly ahead = new Map<number, Uint8Array>();
   /** Large buffers this decoder allocated and handed out: the only ones `recycle` takes back. */
   private readonly mine = new WeakSet<ArrayBufferLike>();
   /** Given-back buffers by length, most recent last (reused first: likeliest still in cache). */
@@ -93,26 +95,31 @@ export class FrameDecoder {
   }
 
   /**
-   * Land the next message in `dst` when its length matches (`Connection.recvInto`): the message in progress, when
-   * only its start has arrived (that part is copied over and the rest is read straight into `dst`), or else the
-   * next one to begin. The caller makes sure that message is the one its receiver gets next. A hint: a message of
-   * another length gets its own buffer. Returns whether `dst` was taken for the message in progress.
+   * Land message number `ordinal` (counting every frame this decoder has seen or will see, from 0) in `dst` when
+   * its length matches (`Connection.recvInto`): the message in progress, when only its start has arrived (that
+   * part is copied over and the rest is read straight into `dst`), or one not begun yet, however far ahead (so a
+   * receiver can post several buffers before their frames arrive). The caller makes sure that message is the one
+   * its receiver gets. A hint: a message of another length gets its own buffer. Returns whether `dst` was taken
+   * for the message in progress.
    */
-  target(dst: Uint8Array): boolean {
+  target(dst: Uint8Array, ordinal: number): boolean {
     if (this.failed || dst.byteLength <= SLAB_MAX_MESSAGE) return false;
-    if (this.body) {
+    if (ordinal >= this.begun) {
+      this.ahead.set(ordinal, dst);
+      return false;
+    }
+    if (this.body && ordinal === this.begun - 1) {
       if (this.body.byteLength !== dst.byteLength || this.bodyFill > RETARGET_MAX_COPY) return false;
       dst.set(this.body.subarray(0, this.bodyFill));
       this.body = dst;
       return true;
     }
-    if (this.headerFill === 0) this.nextTarget = dst;
     return false;
   }
 
   /** The `recvInto` that gave `dst` ended without its message: give `dst` back (the message gets its own buffer). */
   untarget(dst: Uint8Array): void {
-    if (this.nextTarget === dst) this.nextTarget = null;
+    for (const [k, v] of this.ahead) if (v === dst) this.ahead.delete(k);
     if (this.body === dst) {
       const own = this.alloc(dst.byteLength);
       own.set(dst.subarray(0, this.bodyFill));
@@ -167,12 +174,16 @@ export class FrameDecoder {
           this.failed = Errors.badFrame(this.where, `frame announces ${len} bytes, above maxMessageBytes ${this.maxMessageBytes}`);
           return this.failed;
         }
+        const ordinal = this.begun++;
+        let t: Uint8Array | undefined;
+        if (this.ahead.size > 0) {
+          t = this.ahead.get(ordinal);
+          this.ahead.delete(ordinal);
+        }
         if (len === 0) {
           this.onMessage(new Uint8Array(0));
           continue;
         }
-        const t = this.nextTarget;
-        this.nextTarget = null;
         try {
           this.body = t && t.byteLength === len ? t : this.alloc(len);
         } catch (e) {

@@ -257,6 +257,31 @@ s('recvInto lands a large message in the given buffer (waiting first, or its sta
   await Promise.all([a.close(), b.close(), l.close()]);
 }));
 
+s('recvInto posted behind other receives lands each message in its own buffer before its frame arrives', guard('recvInto ahead', 15_000, async () => {
+  const t = new NetTransport({ auth });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const size = 1 << 20;
+  for (let round = 0; round < 3; round++) {
+    // a process group's pattern: header, body, header, body, ... all posted before anything is sent
+    const dsts = [0, 1, 2].map(() => new Uint8Array(size));
+    const other = new Uint8Array(size); // posted for a message of another length: never written
+    const posts = [
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[0]!, { timeoutMs: Infinity }),
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[1]!, { timeoutMs: Infinity }),
+      a.recvInto!(other, { timeoutMs: Infinity }),
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[2]!, { timeoutMs: Infinity }),
+    ];
+    const sent = [new Uint8Array([1]), patternBytes(size, round * 10), new Uint8Array([2]), patternBytes(size, round * 10 + 1), patternBytes(size + 8, 99), new Uint8Array([3]), patternBytes(size, round * 10 + 2)];
+    await Promise.all(sent.map((m) => b.send(m)));
+    const got = await Promise.all(posts);
+    got.forEach((m, i) => assertBytes(m, sent[i]!, `round ${round} message ${i}`));
+    assert.ok(got[1] === dsts[0] && got[3] === dsts[1] && got[6] === dsts[2], 'each large message landed in the buffer posted for it');
+    assert.ok(got[4] !== other && other.every((x) => x === 0), 'a message of another length gets its own buffer');
+  }
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
 s('released receive buffers carry later messages of their length intact; foreign, small and doubly released ones are not reused', guard('release', 15_000, async () => {
   const t = new NetTransport({ auth, recvPoolBytes: 3 << 20 });
   const l = await t.listen('tcp://127.0.0.1:0');
