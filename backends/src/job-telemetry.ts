@@ -1,9 +1,18 @@
+import type { Timeline } from '@shoal/core/telemetry';
 import type { GradientSync } from './api.js';
 
-/** What the job asks every rank to log (`shoal run --logdir DIR` sets `SHOAL_LOGDIR`, parsed by `initWorker`). */
+/**
+ * What the job asks every rank to log (`shoal run --logdir DIR` sets `SHOAL_LOGDIR`, `--timeline FILE` sets
+ * `SHOAL_TIMELINE`; both parsed once by `initWorker`).
+ */
 export interface JobTelemetry {
   /** TensorBoard log folder shared by the ranks: the tfjs Trainer adds a `tensorBoard(logdir)` callback to each fit. */
   readonly logdir?: string;
+  /**
+   * This rank's timeline recorder (owned by the worker handle): the engine traces its sync ops on it, the Trainer
+   * its compute, apply, data and checkpoint phases.
+   */
+  readonly timeline?: Timeline;
 }
 
 /**

@@ -30,6 +30,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   spark: () => import('./spark.js'),
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
+  timeline: () => import('./timeline.js'),
   cluster: () => import('./cluster.js'),
   onnx: () => import('./onnx.js'),
   soak: () => import('./soak.js'),
@@ -39,7 +40,7 @@ const suites: Record<string, () => Promise<Suite>> = {
 };
 
 /**
- * The suites `npm run bench` runs, in order, with their CI-sized arguments for `--quick`. Left out: tensorboard,
+ * The suites `npm run bench` runs, in order, with their CI-sized arguments for `--quick`. Left out: tensorboard, timeline,
  * onnx and soak (run them by name), report (it runs last on its own).
  */
 const ALL: Record<string, string[]> = {

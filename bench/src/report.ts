@@ -10,9 +10,7 @@ import { cpus, loadavg, release } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
-import { Resvg } from '@resvg/resvg-js';
+import { barChart, lineChart, renderPng, type TopLevelSpec } from '@shoal/run/charts';
 
 type Row = Record<string, unknown>;
 type Result = { suite: string; started?: string; host?: Record<string, unknown>; rows?: Row[]; [k: string]: unknown };
@@ -36,49 +34,6 @@ function table(rows: readonly Row[], cols: Record<string, (r: Row) => string>): 
   for (const r of rows) lines.push(`| ${heads.map((h) => cols[h]!(r).replace(/\|/g, '/')).join(' | ')} |`);
   return lines.join('\n');
 }
-
-/** Render a Vega-Lite spec to `file` (PNG). */
-export async function renderPng(spec: TopLevelSpec, file: string): Promise<void> {
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  const svg = await view.toSVG();
-  view.finalize();
-  const png = new Resvg(svg, { fitTo: { mode: 'zoom', value: 2 }, font: { loadSystemFonts: true, defaultFontFamily: 'DejaVu Sans' }, background: 'white' }).render().asPng();
-  mkdirSync(dirname(file), { recursive: true });
-  writeFileSync(file, png);
-}
-
-const lineChart = (title: string, values: Row[], x: string, y: string, color: string, xTitle: string, yTitle: string, logX = true, column?: string): TopLevelSpec => ({
-  $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-  title,
-  data: { values },
-  mark: { type: 'line', point: true },
-  width: 320,
-  height: 220,
-  encoding: {
-    x: { field: x, type: 'quantitative', title: xTitle, scale: logX ? { type: 'log', base: 2 } : {} },
-    y: { field: y, type: 'quantitative', title: yTitle },
-    color: { field: color, type: 'nominal', title: null, legend: { labelLimit: 400 } },
-    ...(column ? { column: { field: column, type: 'nominal', title: null } } : {}),
-  },
-  ...(column ? { resolve: { scale: { y: 'independent' } } } : {}),
-});
-
-const barChart = (title: string, values: Row[], x: string, y: string, color: string, yTitle: string, column?: string): TopLevelSpec => ({
-  $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-  title,
-  data: { values },
-  mark: 'bar',
-  width: { step: 28 },
-  height: 220,
-  encoding: {
-    x: { field: x, type: 'nominal', title: null },
-    xOffset: { field: color },
-    y: { field: y, type: 'quantitative', title: yTitle },
-    color: { field: color, type: 'nominal', title: null, legend: { labelLimit: 400 } },
-    ...(column ? { column: { field: column, type: 'nominal', title: null } } : {}),
-  },
-  ...(column ? { resolve: { scale: { y: 'independent' } } } : {}),
-});
 
 interface Section {
   text: string;

@@ -11,6 +11,8 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_TIMEOUT_MS (every network wait), SHOAL_HOST (address peers should dial),
  *   SHOAL_JOB_SECRET (the job's 256-bit secret, 64 hex digits: required whenever there is a store to join; read
  *   here, once, into `auth`, and never printed: see security/job-auth.ts).
+ *   SHOAL_JOB_TLS (with `--tls`: the job's TLS certificate and key, one line; read with the secret into `auth.tls`:
+ *   see security/job-tls.ts).
  *   SHOAL_PS_RESEND (1: the ps servers restart from checkpoints; resend what they had not acknowledged).
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
@@ -70,13 +72,15 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
   const jobId = env.SHOAL_JOB_ID || 'shoal';
   // A job with a store has other members: the secret is required. A lone worker without one gets its own.
   const auth = storeUrl !== '' || env.SHOAL_JOB_SECRET ? JobAuth.fromEnv(jobId, env) : JobAuth.ephemeral().withJobId(jobId);
+  const transport = oneOf(env, 'SHOAL_TRANSPORT', TRANSPORTS, 'net');
+  if (auth.tls && transport === 'nng') throw Errors.config('SHOAL_TRANSPORT', 'nng cannot carry the job\'s TLS (SHOAL_JOB_TLS is set): use net or shm');
   return {
     rank,
     worldSize,
     localRank: int(env, 'SHOAL_LOCAL_RANK', rank),
     storeUrl,
     jobId,
-    transport: oneOf(env, 'SHOAL_TRANSPORT', TRANSPORTS, 'net'),
+    transport,
     backend: oneOf(env, 'SHOAL_BACKEND', BACKENDS, 'ring'),
     servers: int(env, 'SHOAL_SERVERS', 1, 1),
     timeoutMs: int(env, 'SHOAL_TIMEOUT_MS', 60_000, 1),

@@ -7,6 +7,7 @@
  *   @shoal/core/group       the process group (gloo's Context): pairing, message tags and headers
  *   @shoal/core/actor       the actor runtime: RPC, codec, hosting, supervision
  *   @shoal/core/kernels     reduction kernels (native addon or JS) and the addon loader
+ *   @shoal/core/telemetry   the timeline (Chrome trace events per rank) and its merge
  *   @shoal/core/util        small async helpers (deadlines, deferreds, waiter queues, seeds, hashing)
  *   @shoal/core/testing     test kits: the transport conformance suite, a counter actor
  */
@@ -39,3 +40,4 @@ export type { ModuleRef } from './actor/module-ref.js';
 export type { ActorContext } from './actor/actor-host.js';
 // Job identity (authentication of every connection)
 export { AuthLog, JOB_SECRET_ENV, JobAuth } from './security/job-auth.js';
+export { JOB_TLS_ENV, JobTls } from './security/job-tls.js';

@@ -58,6 +58,31 @@ def test_per_rank_runs_have_step_timing_and_system_metrics():
         assert got["epoch_bytes_sent"][-1][1] > 0, run
 
 
+def test_server_runs_hold_the_load_curves_with_exact_totals():
+    exp = expected()
+    for run, want in exp["servers"].items():
+        got = scalars(os.path.join(LOGDIR, run))
+        for tag in (
+            "server/rounds_per_sec",
+            "server/apply_ms_per_round",
+            "server/queue_depth_mean",
+            "server/queue_depth_max",
+            "server/bytes_in_per_sec",
+            "server/bytes_out_per_sec",
+            "system/cpu_percent",
+            "system/rss_mib",
+        ):
+            assert tag in got, (run, tag, sorted(got))
+        steps = [s for s, _ in got["server/rounds_total"]]
+        assert len(steps) >= 2 and steps == sorted(steps), (run, steps)
+        # the totals written last are what the server did (float32 holds these integers exactly)
+        for tag in ("rounds_total", "bytes_in_total", "bytes_out_total"):
+            assert got["server/" + tag][-1][1] == want[tag], (run, tag, got["server/" + tag][-1], want[tag])
+        assert max(v for _, v in got["server/rounds_per_sec"]) > 0, run
+        assert max(v for _, v in got["server/queue_depth_max"]) >= 1, run
+        assert max(v for _, v in got["server/bytes_in_per_sec"]) > 0, run
+
+
 def records(path):
     """(offset of data, length) of each TFRecord in an event file."""
     out = []

@@ -5,7 +5,8 @@
  *
  *   node test/dist/fit-worker.js [--epochs 3] [--save DIR] [--batch-size 32]
  *
- * Rank 0's SHOAL_RESULT: { history, model, steps, rows, validationRows, weightsSum, weights }.
+ * Rank 0's SHOAL_RESULT: { history, model, steps, rows, validationRows, weightsSum, weights, tls } (`tls`: the
+ * fingerprint of the job's TLS certificate this rank's connections pinned, or null without `--tls`).
  */
 import { parseArgs } from 'node:util';
 import { initWorker } from '@shoal/run';
@@ -40,6 +41,7 @@ worker.result({
   validationRows: data.validation?.rows ?? null,
   weightsSum: weights.reduce((s, w) => s + w, 0),
   weights,
+  tls: worker.options.auth.tls?.fingerprint ?? null,
 });
 await trainer.close();
 await worker.close();

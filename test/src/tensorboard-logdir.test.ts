@@ -78,9 +78,29 @@ test('shoal run --logdir makes an unchanged script write train/ and per-rank run
   }
 });
 
-test('--logdir becomes an absolute SHOAL_LOGDIR for every worker; an empty one is refused', () => {
+test('shoal run --backend ps --logdir: each parameter server writes its load to server-<i>', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-logdir-'));
+  try {
+    const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--backend', 'ps', '--servers', '2', '--logdir', dir, DIGITS_MAIN, '--epochs', '1', '--steps', '8', '--batch-size', '16'], { timeoutMs: 90_000 });
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(readdirSync(dir).sort(), ['rank-0', 'rank-1', 'server-0', 'server-1', 'train']);
+    for (const server of ['server-0', 'server-1']) {
+      const run = readRun(join(dir, server));
+      const rounds = run['server/rounds_total']!;
+      assert.ok(rounds.length >= 1, `${server}: sampled`);
+      // every step updates each key slice the server holds once: at least the 8 steps (plus the broadcast)
+      assert.ok(rounds[rounds.length - 1]![1] >= 8, `${server}: ${rounds[rounds.length - 1]![1]} rounds`);
+      assert.ok(run['server/bytes_in_total']!.at(-1)![1] > 0 && run['server/bytes_out_total']!.at(-1)![1] > 0, `${server}: bytes counted`);
+      for (const tag of ['server/rounds_per_sec', 'server/queue_depth_mean', 'server/apply_ms_per_round', 'system/rss_mib']) assert.ok(run[tag], `${server}: ${tag}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--logdir becomes an absolute folder (SHOAL_LOGDIR for every worker); an empty one is refused', () => {
   const o = parseRunArgs(['-n', '2', '--logdir', 'runs/a', 'train.js'], { cores: 2 });
-  assert.equal(o.env, { SHOAL_LOGDIR: join(process.cwd(), 'runs/a') });
+  assert.is(o.logdir, join(process.cwd(), 'runs/a'));
   assert.throws(() => parseRunArgs(['-n', '2', '--logdir', '', 'train.js'], { cores: 2 }), /--logdir needs a folder/);
   assert.is(parseRunArgs(['-n', '2', 'train.js'], { cores: 2 }).env, undefined);
 });

@@ -31,6 +31,14 @@ test('shoal run -n 2 --backend ps --servers 2 (server actors) and --backend hybr
   }
 });
 
+test('shoal run --backend ps --ps-mode async --staleness 0 trains like 1 worker with batch 32 (SGD, within rounding)', async () => {
+  const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--backend', 'ps', '--ps-mode', 'async', '--staleness', '0', DIGITS_MAIN, ...common, '--batch-size', '16', '--out', join(dir, 'w-async.json')], { timeoutMs: 60_000 });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /2 worker\(s\), ps \(async\) engine/);
+  const d = maxRelDiff(weights(join(dir, 'w-async.json')), weights(join(dir, 'w1.json')));
+  assert.ok(d <= 1e-4, `async: max relative difference ${d}`);
+});
+
 test('the nng and shm transports give the same weights', async () => {
   for (const t of ['nng', 'shm']) {
     const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--transport', t, DIGITS_MAIN, ...common, '--batch-size', '16', '--out', join(dir, `w-${t}.json`)], { timeoutMs: 60_000 });

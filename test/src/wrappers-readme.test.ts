@@ -50,6 +50,14 @@ function check(b: Block, out: string, dir: string): void {
     const acc = Number(out.match(/val_acc (\d\.\d+)/)?.[1]);
     assert.ok(acc >= 0.8, `${where}: val_acc ${acc}\n${out}`);
     assert.ok(existsSync(join(dir, 'model/model.json')) && existsSync(join(dir, 'model/weights.bin')), `${where}: model saved`);
+  } else if (b.file === 'fewer-syncs.ts') {
+    const acc = Number(out.match(/syncEvery 4: acc (\d\.\d+), 512 steps/)?.[1]);
+    assert.ok(acc >= 0.8, `${where}: ${out}`);
+  } else if (b.lang === 'sh' && b.code.includes('--ps-mode async')) {
+    assert.match(out, /syncEvery 4: acc \d\.\d+, 256 steps/, `${where}: local SGD on 2 ranks, 256 steps each`);
+    assert.match(out, /2 worker\(s\), ps \(async\) engine/, where);
+    const acc = Number(out.match(/\[rank 0\] val_acc (\d\.\d+)/)?.[1]);
+    assert.ok(acc >= 0.8, `${where}: async val_acc ${acc}\n${out}`);
   } else if (b.lang === 'sh') {
     assert.match(out, /\[rank 0\] val_acc \d\.\d+/, where);
     assert.ok(existsSync(join(dir, 'runs/train')) && existsSync(join(dir, 'runs/rank-1')), `${where}: SHOAL_LOGDIR runs written`);

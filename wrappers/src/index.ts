@@ -21,7 +21,7 @@ export {
 export { getLearningRate, schedules, setLearningRate, type LearningRateSchedule } from './tfjs/schedules.js';
 export { nodeFileSystem, registerFileRouters } from './tfjs/model-io.js';
 export { tensorBoard, TensorBoardCallback, type TensorBoardOptions } from './tfjs/tensorboard/tensorboard.js';
-export { EventFileWriter, encodeEvent, frameRecord, maskedCrc32c, type EventFileWriterOptions } from './tfjs/tensorboard/event-file.js';
+export { EventFileWriter, encodeEvent, frameRecord, maskedCrc32c, type EventFileWriterOptions } from '@shoal/core/telemetry';
 export { SystemSampler, type SystemSample } from './tfjs/tensorboard/system-metrics.js';
 export { broadcastVariables, GradientBridge, type BridgeStats, type BridgeVariable } from './tfjs/gradient-bridge.js';
 export { resolveLoss, resolveMetric, type LossFn, type LossName, type LossSpec, type Metric, type MetricSpec } from './tfjs/losses.js';

@@ -1,5 +1,8 @@
+// Over 500 lines: one handler per request of protocol.ts, each checking its arguments; the parts they use live in
+// server/ (rounds, buffers, data plane, metrics).
 import { existsSync } from 'node:fs';
 import { currentCaller, externalRef } from '@shoal/core/actor';
+import { SERVER_PID_BASE, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
@@ -8,6 +11,7 @@ import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
 import { Gathers } from './server/gathers.js';
 import { Members } from './server/members.js';
 import { Rounds } from './server/rounds.js';
+import { ServerMetrics, type ServerMetricsOptions } from './server/server-metrics.js';
 import { GroupCommit, readShard, writeShard } from './server/shard-checkpoint.js';
 import { sharedOf, SharedRegions } from './server/shared-plane.js';
 import { newSlot, type Slot } from './server/slot.js';
@@ -44,6 +48,10 @@ export interface KVServerOptions {
   /** Limit for every wait on the server (a pull's `need`, init, gather, staleness). Default 60 s. */
   timeoutMs?: number;
   bigKeyBound?: number;
+  /** Write this server's load as TensorBoard curves under `<logdir>/server-<i>` (see `ServerMetrics`). */
+  metrics?: ServerMetricsOptions;
+  /** `shoal run --timeline FILE`: record each update applied (`apply`, per key) in the part `FILE.server-<i>.jsonl`. */
+  timeline?: string;
 }
 
 export type KVServerStats = ServerStats;
@@ -69,6 +77,9 @@ export class KVServer implements PsServerApi {
   private epoch = 0;
   private readonly kernels: ReduceKernels = loadKernels();
   private readonly onDirect = () => void this.counters.directPushes++;
+  /** Set with `options.metrics`: counters of bytes and queued requests, sampled into TensorBoard curves. */
+  private readonly metrics?: ServerMetrics;
+  private readonly timeline?: Timeline;
 
   constructor(private readonly o: KVServerOptions) {
     const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
@@ -88,6 +99,12 @@ export class KVServer implements PsServerApi {
     this.dense = new DenseUpdate(this.kernels);
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
+    if (o.metrics) this.metrics = new ServerMetrics(o.serverIndex, o.metrics, () => this.rounds.counters);
+    if (o.timeline) {
+      const tl = (this.timeline = new Timeline({ path: timelinePartPath(o.timeline, `server-${o.serverIndex}`), pid: SERVER_PID_BASE + o.serverIndex, label: `ps-server-${o.serverIndex}` }));
+      const lane = tl.lane('apply');
+      this.rounds.onApplied = (key, t0, t1) => tl.complete(lane, 'apply', tl.fromPerformance(t0), tl.fromPerformance(t1), { key });
+    }
     this.ready = createUpdater(o.updater ?? { type: 'assign' }).then(async (u) => {
       this.updater = u;
       for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = s.spec.updater ? await createUpdater(s.spec.updater) : u;
@@ -212,6 +229,7 @@ export class KVServer implements PsServerApi {
       for (const r of rels) r();
       throw e;
     }
+    if (this.metrics) this.metrics.received(gs.reduce((a, g) => a + g.byteLength, 0));
     const ps = slots.map((slot, i) => {
       const g = gs[i]!;
       const rel = rels[i]!;
@@ -230,7 +248,7 @@ export class KVServer implements PsServerApi {
       p.then(rel, rel);
       return p;
     });
-    return Promise.all(ps).then(() => undefined);
+    return this.tracked(Promise.all(ps).then(() => undefined));
   }
 
   /**
@@ -268,7 +286,8 @@ export class KVServer implements PsServerApi {
     if (rows.length !== rowIds.length * rs || rows.constructor !== slot.data.constructor) {
       throw Errors.mismatch(`rows of key ${key}`, `worker ${rank} pushed ${rows.constructor.name}[${rows.length}] for ${rowIds.length} rows of ${rs}`);
     }
-    return this.rounds.push(
+    this.metrics?.received(rowIds.byteLength + rows.byteLength);
+    return this.tracked(this.rounds.push(
       slot,
       rank,
       counter,
@@ -277,7 +296,7 @@ export class KVServer implements PsServerApi {
         s.rows.last = { rowIds, rows: s.updater.readOnlyGrad ? rows : rows.slice() };
         s.updater({ key: s.spec.key, weights: s.data, grad: rows, rowIds: local, rowSize: rs, state: s.state, step: s.version, kernels: this.kernels });
       },
-    );
+    ));
   }
 
   /**
@@ -335,8 +354,8 @@ export class KVServer implements PsServerApi {
     }
     // Sync mode: the stored arrays go out uncopied; they cannot change before the reply is sent, because the
     // next round needs this worker's next push. Async mode: any push may land meanwhile, so send a snapshot.
-    const read = () => (this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
-    return this.rounds.afterReached(rank, slots, needs, read);
+    const read = () => (this.metrics?.sent(slots.reduce((a, s) => a + s.data.byteLength, 0)), this.o.mode === 'sync' ? slots.map((s) => s.data) : slots.map((s) => s.data.slice()));
+    return this.tracked(this.rounds.afterReached(rank, slots, needs, read));
   }
 
   /**
@@ -347,6 +366,7 @@ export class KVServer implements PsServerApi {
   private pullInto(rank: number, slots: Slot[], needs: number[], caller: string | undefined, fused: boolean): (FloatArray | null)[] | Promise<(FloatArray | null)[]> {
     const read = () =>
       slots.map((s) => {
+        this.metrics?.sent(s.data.byteLength);
         const sh = sharedOf(s, rank, caller, this.o.serverIndex);
         const written = fused && s.shared.outAt[rank] === s.version;
         s.shared.outAt[rank] = -1;
@@ -365,14 +385,17 @@ export class KVServer implements PsServerApi {
     this.counters.pulls++;
     const slot = this.slot(key);
     const local = rowIds ? this.localRows(slot, rowIds, rank, false) : null;
-    const read = () => {
-      if (!local) return slot.rows.last ?? { rowIds: new Int32Array(0), rows: allocFloat(slot.spec.dtype, 0) };
-      const rs = slot.spec.rows!.rowSize;
-      const out = allocFloat(slot.spec.dtype, local.length * rs);
-      if (local.length) this.kernels.rows('gather', out, slot.data, local, rs);
-      return { rowIds: rowIds!, rows: out };
+    const read = (): RowsReply => {
+      let reply = slot.rows.last ?? { rowIds: new Int32Array(0), rows: allocFloat(slot.spec.dtype, 0) };
+      if (local) {
+        const rs = slot.spec.rows!.rowSize;
+        reply = { rowIds: rowIds!, rows: allocFloat(slot.spec.dtype, local.length * rs) };
+        if (local.length) this.kernels.rows('gather', reply.rows, slot.data, local, rs);
+      }
+      this.metrics?.sent(reply.rowIds.byteLength + reply.rows.byteLength);
+      return reply;
     };
-    return this.rounds.afterReached(rank, [slot], [need], read);
+    return this.tracked(this.rounds.afterReached(rank, [slot], [need], read));
   }
 
   /**
@@ -384,7 +407,7 @@ export class KVServer implements PsServerApi {
     this.members.sender(currentCaller(), rank);
     const gone = this.members.lostError();
     if (gone) return Promise.reject(gone);
-    return this.gathers.gather(rank, tag, value, op);
+    return this.tracked(this.gathers.gather(rank, tag, value, op));
   }
 
   /** Write the shard now (atomically) to the configured checkpoint path. Returns the path and size. */
@@ -484,14 +507,18 @@ export class KVServer implements PsServerApi {
     this.gathers.failMissing(rank, err);
   }
 
-  /** Actor hook: fail everything still waiting (the actor is stopping). */
-  onActorStop(): void {
+  /** A request's reply, counted in the metrics' queue until it settles. */
+  private readonly tracked = <T>(r: T): T => (this.metrics ? this.metrics.track(r) : r);
+
+  /** Actor hook: fail everything still waiting (the actor is stopping), write the last metrics. */
+  async onActorStop(): Promise<void> {
     const err = new ShoalError('ERR_CLOSED', `parameter server ${this.o.serverIndex} is stopping`);
     for (const s of this.slots.values()) {
       s.waiters.failAll(err);
       s.round.abandon(err);
     }
     this.keyWaiters.failAll(err);
+    await Promise.all([this.metrics?.close().catch(() => {}), this.timeline?.close().catch(() => {})]);
   }
 }
 

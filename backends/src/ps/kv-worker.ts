@@ -46,6 +46,8 @@ export interface KVWorkerOptions {
   sharedMemory?: boolean;
   /** Host id of each server (from its hello; `localHostId()` form). Servers on this host use the data plane. */
   serverHosts?: readonly string[];
+  /** The servers' consistency mode (from their hello; default `sync`). */
+  mode?: 'sync' | 'async';
   /** This worker's host id (default `localHostId()`; tests use another to act as a remote worker). */
   hostId?: string;
   /**
@@ -70,6 +72,8 @@ export const defaultServerName = (i: number) => `ps-server-${i}`;
 export class KVWorker {
   readonly rank: number;
   readonly numWorkers: number;
+  /** The servers' mode: `sync` rounds, or `async` (each push applied on arrival, see `KVServerOptions.mode`). */
+  readonly mode: 'sync' | 'async';
   readonly layout: KeyLayout;
   /** Pushes issued per key (the counter the next push carries). */
   private readonly issued = new Map<string, number>();
@@ -83,6 +87,7 @@ export class KVWorker {
     if (o.servers.length < 1) throw Errors.invalidArg('servers', 'must name at least one server');
     this.rank = o.rank;
     this.numWorkers = o.numWorkers;
+    this.mode = o.mode ?? 'sync';
     this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
     this.links = new ServerLinks(o.servers, o.rank, !!o.resendAfterRestart, {
       dropped: (s) => this.staging.dropped(s),
@@ -113,8 +118,9 @@ export class KVWorker {
         if (h.numWorkers !== o.numWorkers) throw bad('numWorkers', h.numWorkers, o.numWorkers);
         if (o.bigKeyBound !== undefined && h.bigKeyBound !== o.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, o.bigKeyBound);
         if (h.bigKeyBound !== hellos[0]!.bigKeyBound) throw bad('bigKeyBound', h.bigKeyBound, hellos[0]!.bigKeyBound);
+        if (h.mode !== hellos[0]!.mode) throw bad('mode', h.mode, hellos[0]!.mode);
       });
-      return new KVWorker({ ...o, servers, bigKeyBound: hellos[0]!.bigKeyBound, serverHosts: hellos.map((h) => h.hostId) });
+      return new KVWorker({ ...o, servers, bigKeyBound: hellos[0]!.bigKeyBound, serverHosts: hellos.map((h) => h.hostId), mode: hellos[0]!.mode === 'async' ? 'async' : 'sync' });
     } catch (e) {
       await Promise.all(servers.map((c) => c.close()));
       throw e;

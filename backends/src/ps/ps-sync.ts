@@ -1,6 +1,8 @@
 import { Errors, loadKernels, type ReduceKernels } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
+import type { UpdaterSpec } from './updaters.js';
 import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
 
 /**
@@ -24,6 +26,12 @@ export interface PsSyncOptions {
   allowNonFinite?: boolean;
   /** Called by `close()` (e.g. stop servers this rank owns). */
   onClose?: () => Promise<void>;
+  /**
+   * Record each op on this rank's timeline: `negotiate` (the signature exchange through server 0) and `push+pull`
+   * (dense, lane `sync`; args: tensors, bytes), `sparse push+pull` (lane `sync sparse`, beside the dense round it
+   * overlaps), `gather` (scalars, barrier). Not owned.
+   */
+  timeline?: Timeline;
 }
 
 type Sig = { names: string[]; shapes: string[]; nan: string | null };
@@ -38,6 +46,7 @@ export class PsSync implements GradientSync {
   private ops = 0;
   private closed = false;
   private readonly kernels: ReduceKernels = loadKernels();
+  private readonly lanes?: { dense: TimelineLane; sparse: TimelineLane };
 
   constructor(
     readonly kv: KVWorker,
@@ -45,6 +54,13 @@ export class PsSync implements GradientSync {
   ) {
     this.rank = kv.rank;
     this.size = kv.numWorkers;
+    if (o.timeline) this.lanes = { dense: o.timeline.lane('sync'), sparse: o.timeline.lane('sync sparse') };
+  }
+
+  /** `fn` as a span when tracing (`sparse`: on the sparse lane). */
+  private traced<T>(name: string, fn: () => Promise<T>, args?: Record<string, number | string>, sparse = false): Promise<T> {
+    const tl = this.o.timeline;
+    return tl ? tl.trace(sparse ? this.lanes!.sparse : this.lanes!.dense, name, fn, args) : fn();
   }
 
   /** Connect a worker to running servers (see `startPsServers`). */
@@ -65,6 +81,7 @@ export class PsSync implements GradientSync {
     }
     const old = params.filter((p) => !fresh.includes(p));
     if (old.length) {
+      this.needSync('broadcastParameters (of names broadcast before)');
       await this.kv.push(
         old.map((p) => `b:${p.name}`),
         old.map((p) => (this.rank === 0 ? p.data : new Float32Array(p.data.length))),
@@ -77,31 +94,49 @@ export class PsSync implements GradientSync {
     this.ops++;
   }
 
+  /**
+   * The servers' mode. `async` servers apply each push on arrival: only the server-optimizer path
+   * (`initWeights`, `pushGradsPullWeights`), the first `broadcastParameters` and the gathers (`allreduceScalars`,
+   * `barrier`) have a meaning there; the averaging collectives throw ERR_STATE.
+   */
+  get mode(): 'sync' | 'async' {
+    return this.kv.mode;
+  }
+
+  /** ERR_STATE for a collective that needs sync rounds on async servers. */
+  private needSync(op: string): void {
+    if (this.kv.mode === 'async') throw Errors.state(`PsSync.${op} averages over sync rounds, but the ps servers run in async mode (shoal run --ps-mode async): use the Trainer (it pushes updates and pulls weights) or initWeights/pushGradsPullWeights`);
+  }
+
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     this.live();
-    await this.agree('allreduceMean', grads, !this.o.allowNonFinite);
+    this.needSync('allreduceMean');
+    await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.o.allowNonFinite));
     if (grads.length === 0) return;
     await this.ensure(grads.map((g) => ({ key: `g:${g.name}`, size: g.data.length, update: 'assign' })));
     const keys = grads.map((g) => `g:${g.name}`);
     const arrays = grads.map((g) => g.data);
-    await this.kv.pushPull(keys, arrays, arrays);
+    await this.traced('push+pull', () => this.kv.pushPull(keys, arrays, arrays), this.o.timeline ? { tensors: grads.length, bytes: arrays.reduce((a, x) => a + x.byteLength, 0) } : undefined);
     for (const a of arrays) this.divide(a);
     this.ops++;
   }
 
   async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     this.live();
+    this.needSync('sparseAllreduceMean');
     const nan = !this.o.allowNonFinite && this.kernels.firstNonFinite(grad.rows) >= 0 ? grad.name : null;
-    await this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan });
+    await this.traced('negotiate', () => this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan }), undefined, true);
     const key = `s:${grad.name}`;
     await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
     // The pull of the merged rows goes out right behind the push (it counts this push, so the servers answer it
     // once the round is complete): one round trip instead of two.
+    const t0 = this.o.timeline?.now();
     const pushed = this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
     const pulled = this.kv.rowSparsePullLast(key);
     pulled.catch(() => {}); // awaited below; if the push fails first, not unhandled
     await pushed;
     const last = await pulled;
+    this.o.timeline?.span(this.lanes!.sparse, 'sparse push+pull', t0!, { tensor: grad.name, rows: grad.rowIds.length });
     const rows = last.rows as Float32Array;
     this.divide(rows);
     this.ops++;
@@ -110,7 +145,7 @@ export class PsSync implements GradientSync {
 
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     this.live();
-    const all = await this.kv.gather(this.nextTag(), values, 'allreduceScalars');
+    const all = await this.traced('gather', () => this.kv.gather(this.nextTag(), values, 'allreduceScalars'));
     const out = new Float64Array(values.length);
     for (const v of all) {
       if (v.length !== values.length) throw Errors.mismatch('allreduceScalars', `lengths differ across ranks (${all.map((x) => x.length).join(', ')})`);
@@ -128,14 +163,14 @@ export class PsSync implements GradientSync {
   }
 
   /**
-   * Server-optimizer path, step 1: declare weights the servers own and update with their updater (rank 0's
-   * values win), then pull them into `params`.
+   * Server-optimizer path, step 1: declare weights the servers own and update with their updater (or `updater`,
+   * this key's own rule; rank 0's values win), then pull them into `params`.
    */
-  async initWeights(params: readonly DenseTensor[]): Promise<void> {
+  async initWeights(params: readonly DenseTensor[], updater?: Exclude<UpdaterSpec, { type: 'module' }>): Promise<void> {
     this.live();
     await this.agree('initWeights', params, false);
     await this.ensure(
-      params.map((p) => ({ key: `w:${p.name}`, size: p.data.length, update: 'optimizer' })),
+      params.map((p) => ({ key: `w:${p.name}`, size: p.data.length, update: 'optimizer', ...(updater ? { updater } : {}) })),
       params.map((p) => p.data),
     );
     await this.kv.pull(

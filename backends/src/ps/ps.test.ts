@@ -117,7 +117,7 @@ test('async: 50 pushes with at most 10 outstanding, then pull equals the sum (wi
   }
 });
 
-test('async bounded staleness: a worker more than s pushes ahead of the slowest waits for it', async () => {
+test('async bounded staleness: a worker more than s pushes ahead of the slowest waits for it, to push and to read', async () => {
   const c = await memoryPsCluster({ numServers: 1, numWorkers: 2, mode: 'async', staleness: 1, updater: { type: 'add' }, timeoutMs: 5000 });
   await Promise.all(c.workers.map((w) => w.init([{ key: 'x', size: 1 }], [ones(1, 0)])));
   const [fast, slow] = c.workers as [NonNullable<(typeof c.workers)[0]>, NonNullable<(typeof c.workers)[0]>];
@@ -131,7 +131,13 @@ test('async bounded staleness: a worker more than s pushes ahead of the slowest 
   assert.equal([...(await slow.pull(['x']))[0]!], [2]);
   await slow.push(['x'], [ones(1, 10)]);
   await p3;
-  assert.equal([...(await fast.pull(['x']))[0]!], [13]);
+  // SSP's read rule: after 3 pushes the fast worker reads once every worker has had 3 - s = 2 applied.
+  let read = false;
+  const pf = fast.pull(['x']).then((v) => ((read = true), v));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(read, false, 'the fast worker reads only when the slow one is within s pushes of it');
+  await slow.push(['x'], [ones(1, 100)]);
+  assert.equal([...(await pf)[0]!], [113]);
   await c.close();
 });
 

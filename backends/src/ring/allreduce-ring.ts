@@ -1,7 +1,7 @@
 import { Errors, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
 import { Tags } from '@shoal/core/group';
 import { allreduceDirect } from './allreduce-direct.js';
-import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs, ZERO_COPY_BYTES } from './common.js';
+import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs, ZERO_COPY_BYTES, type OpTrace } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
 
@@ -36,6 +36,8 @@ export interface AllreduceOptions {
   algorithm?: 'ring' | 'direct';
   /** Two-rank exchange only: segments sent ahead of the peer's (a credit window; default 16). */
   window?: number;
+  /** Record the stages (wait, reduce, send) on a timeline. */
+  trace?: OpTrace;
 }
 
 /**
@@ -71,10 +73,11 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       if (f16) roundF16(opts.kernels, data as Float32Array);
       return;
     }
-    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW);
-    if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels);
+    const tr = opts.trace;
+    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW, tr);
+    if (data.byteLength <= (opts.smallBytes ?? 16384)) return small(g, seq, data, op, f16, opts.kernels, tr);
     if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
-    return ring(g, seq, data, op, f16, segBytes, opts.kernels);
+    return ring(g, seq, data, op, f16, segBytes, opts.kernels, tr);
   });
 }
 
@@ -89,7 +92,13 @@ function finishMean(k: ReduceKernels, a: NumericArray, size: number): void {
   else k.scale(a, 1 / size);
 }
 
-async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels): Promise<void> {
+/** A receive, recorded as a `wait` span when tracing. */
+function recvTraced(g: ProcessGroup, from: number, h: Parameters<ProcessGroup['recv']>[1], tr: OpTrace | undefined) {
+  if (!tr) return g.recv(from, h);
+  return tr.timeline.trace(tr.lane, 'wait', () => g.recv(from, h), { from });
+}
+
+async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, tr?: OpTrace): Promise<void> {
   const size = g.size;
   const r = g.rank;
   const n = data.length;
@@ -100,7 +109,7 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
   const segsOf = chunks.map((c) => segments(c.start, c.len, segElems));
   const rop: ReduceOp = op === 'mean' ? 'sum' : op;
   const steps = 2 * (size - 1);
-  const out = new Outbox(g);
+  const out = new Outbox(g, tr);
   const mod = (x: number) => ((x % size) + size) % size;
   const aux = n >>> 0;
   const u16 = new Uint16Array(0);
@@ -143,7 +152,8 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
       for (let j = 0; j < segs.length; j++) {
         const s = segs[j]!;
         if (posted) {
-          const payload = await posted[j]!;
+          const pj = posted[j]!;
+          const payload = await (tr ? tr.timeline.trace(tr.lane, 'wait', () => pj, { from: g.prev }) : pj);
           expectBytes(g, g.prev, 'allreduce segment', payload.byteLength, s.len * es);
           const dst = dsts[j]!;
           if (payload !== dst) {
@@ -153,12 +163,14 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
           if (t + 1 < steps) sendSeg(t + 1, s);
           continue;
         }
-        const { payload } = await g.recv(g.prev, h);
+        const { payload } = await recvTraced(g, g.prev, h, tr);
         expectBytes(g, g.prev, 'allreduce segment', payload.byteLength, s.len * wes);
         const dst = data.subarray(s.start, s.start + s.len);
         if (reducing) {
+          const r0 = tr?.timeline.now();
           if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
           else k.reduce(rop, dst, viewAs(data, payload, s.len));
+          if (tr) tr.timeline.span(tr.lane, 'reduce', r0!, { step: t });
           g.release(g.prev, payload);
           if (lastReduce) {
             // this rank owns chunk rc now: finish it once, here, before it circulates
@@ -187,7 +199,7 @@ async function ring(g: ProcessGroup, seq: number, data: NumericArray, op: Allred
   await out.flush();
 }
 
-async function small(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, k: ReduceKernels): Promise<void> {
+async function small(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, k: ReduceKernels, tr?: OpTrace): Promise<void> {
   const size = g.size;
   const n = data.length;
   const wes = f16 ? 2 : data.BYTES_PER_ELEMENT;
@@ -200,12 +212,12 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
     mine = new Uint8Array(h.buffer);
   } else mine = copyBytes(bytesOf(data));
   parts[g.rank] = mine;
-  const out = new Outbox(g);
+  const out = new Outbox(g, tr);
   try {
     out.add(g.send(g.next, { tag: Tags.allreduce, step: 0, seq, aux }, mine));
     for (let t = 0; t < size - 1; t++) {
       const from = (g.rank - t - 1 + size) % size;
-      const { payload } = await g.recv(g.prev, { tag: Tags.allreduce, step: t, seq, aux });
+      const { payload } = await recvTraced(g, g.prev, { tag: Tags.allreduce, step: t, seq, aux }, tr);
       expectBytes(g, g.prev, 'allreduce buffer', payload.byteLength, n * wes);
       parts[from] = payload;
       if (t + 1 < size - 1) out.add(g.send(g.next, { tag: Tags.allreduce, step: t + 1, seq, aux }, payload));
@@ -214,6 +226,7 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
     out.rethrow(e);
   }
   await out.flush();
+  const r0 = tr?.timeline.now();
   const rop: ReduceOp = op === 'mean' ? 'sum' : op;
   // reduce in rank order so every rank computes bit-identical results
   if (f16) {
@@ -226,15 +239,16 @@ async function small(g: ProcessGroup, seq: number, data: NumericArray, op: Allre
   }
   if (op === 'mean') finishMean(k, data, size);
   if (f16) roundF16(k, data as Float32Array);
+  if (tr) tr.timeline.span(tr.lane, 'reduce', r0!);
 }
 
-async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, window: number): Promise<void> {
+async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, window: number, tr?: OpTrace): Promise<void> {
   const n = data.length;
   const segs = segments(0, n, Math.max(1, Math.floor(segBytes / data.BYTES_PER_ELEMENT)));
   const h = { tag: Tags.allreduce, step: 0, seq, aux: n >>> 0 };
   const rop: ReduceOp = op === 'mean' ? 'sum' : op;
   const peer = g.next;
-  const out = new Outbox(g);
+  const out = new Outbox(g, tr);
   const u16 = new Uint16Array(0);
   const inflight: Promise<void>[] = [];
   const sendSeg = (j: number) => {
@@ -255,17 +269,19 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
     for (let j = 0; j < first; j++) sendSeg(j);
     for (let j = 0; j < segs.length; j++) {
       const s = segs[j]!;
-      const { payload } = await g.recv(peer, h);
+      const { payload } = await recvTraced(g, peer, h, tr);
       if (j + window < segs.length) sendSeg(j + window);
       const pending = inflight[j];
       if (pending) await pending; // our copy of this segment may still be on its way out
       expectBytes(g, peer, 'allreduce segment', payload.byteLength, s.len * (f16 ? 2 : data.BYTES_PER_ELEMENT));
+      const r0 = tr?.timeline.now();
       const dst = data.subarray(s.start, s.start + s.len);
       if (f16) k.reduceF16(rop, dst as Float32Array, viewAs(u16, payload, s.len));
       else k.reduce(rop, dst, viewAs(data, payload, s.len));
       g.release(peer, payload);
       if (op === 'mean') finishMean(k, dst, 2);
       if (f16) roundF16(k, dst as Float32Array);
+      if (tr) tr.timeline.span(tr.lane, 'reduce', r0!, { segment: j });
     }
   } catch (e) {
     out.rethrow(e);

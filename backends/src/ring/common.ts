@@ -1,5 +1,16 @@
 import { Errors, type NumericArray, type ProcessGroup } from '@shoal/core';
 import type { Header } from '@shoal/core/group';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
+
+/**
+ * Where a collective records its stages on the timeline (`RingSync` passes it when tracing): `wait` (a receive)
+ * and `reduce` (a kernel) on `lane`, each send from issue to completion on `sends` (sends overlap the waits).
+ */
+export interface OpTrace {
+  readonly timeline: Timeline;
+  readonly lane: TimelineLane;
+  readonly sends: TimelineLane;
+}
 
 /** Element types a collective accepts. */
 export type Dtype = 'float32' | 'float64' | 'int32';
@@ -79,8 +90,16 @@ export function expectBytes(g: ProcessGroup, from: number, what: string, got: nu
 export class Outbox {
   private readonly pending: Promise<void>[] = [];
   private failure: unknown;
-  constructor(private readonly g: ProcessGroup) {}
+  constructor(
+    private readonly g: ProcessGroup,
+    private readonly trace?: OpTrace,
+  ) {}
   add(p: Promise<void>): void {
+    const t = this.trace;
+    if (t) {
+      const t0 = t.timeline.now();
+      p = p.finally(() => t.timeline.span(t.sends, 'send', t0));
+    }
     this.pending.push(
       p.catch((e: unknown) => {
         if (this.failure === undefined) this.failure = e;

@@ -1,4 +1,6 @@
 import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { HEADER_BYTES } from '@shoal/core/group';
+import type { Timeline } from '@shoal/core/telemetry';
 import { type ShmCollective } from '../shm/shm-collective.js';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
@@ -6,7 +8,7 @@ import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
 import { allgatherBytes } from './allgather.js';
 import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
-import { copyBytes } from './common.js';
+import { copyBytes, type OpTrace } from './common.js';
 import { checkShapes, describeMismatch, signatureOf, TensorFusion, type TensorListSignature } from './fusion.js';
 import { mergeRows } from '../row-sparse.js';
 
@@ -46,6 +48,13 @@ export interface RingSyncOptions {
    * transport; sparse allgathers stay on `group`. Owned from construction on (close() closes it).
    */
   collective?: ShmCollective;
+  /**
+   * Record each op on this rank's timeline (lane `sync`): `negotiate` (the control allreduce), then per fusion
+   * bucket `pack`, `allreduce` (args: bucket, tensors, bytes, route) and `unpack`; on the ring route inside it
+   * `wait` (a receive) and `reduce` (a kernel), and each send on lane `sync sends`; on the hierarchical route
+   * `local reduce`, `cross allreduce` (with the ring's stages) and `local broadcast`. Not owned.
+   */
+  timeline?: Timeline;
 }
 
 /**
@@ -58,6 +67,11 @@ export interface RingSyncOptions {
  * the same ERR_MISMATCH / ERR_NAN (naming the tensor) on every rank instead of hanging. These agreed errors
  * leave the group usable.
  */
+/** Segment size of the ring's collectives when `segmentBytes` is not given (allreduceRing's, broadcastRing's). */
+const DEFAULT_SEGMENT_BYTES = 1 << 20;
+/** allreduceRing sends buffers up to this size whole (its `smallBytes` default). */
+const SMALL_BYTES = 16384;
+
 export class RingSync implements GradientSync {
   readonly kind = 'ring' as const;
   readonly capabilities = { rowSparse: 'allgather', concurrentCollectives: false } as const;
@@ -74,6 +88,8 @@ export class RingSync implements GradientSync {
   private readonly denseHier: boolean;
   /** Owned; same-host shared-segment collective (see RingSyncOptions.collective). */
   private readonly coll: ShmCollective | undefined;
+  /** Set when tracing: the timeline and its lanes. */
+  private readonly trace: OpTrace | undefined;
 
   /** Wrap a connected group; the RingSync owns it from now on (close() closes it). */
   constructor(
@@ -99,6 +115,13 @@ export class RingSync implements GradientSync {
       throw Errors.invalidArg('options.collective', `is rank ${c.rank} of ${c.size} but the group is rank ${group.rank} of ${group.size}`);
     this.coll = c;
     this.hier = h;
+    // Every collective of this group sends messages of at most one segment (allgatherBytes included), or the
+    // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
+    // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
+    const seg = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    group.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${seg})`);
+    const tl = opts.timeline;
+    this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
   }
 
@@ -115,8 +138,22 @@ export class RingSync implements GradientSync {
   /** The dense-gradient allreduce (mean, in place) on the chosen route. */
   private reduceDense(data: NumericArray, o: AllreduceOptions): Promise<void> {
     if (this.coll !== undefined && this.wire === 'native' && !this.denseHier) return this.coll.allreduce(data, 'mean');
-    if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes });
+    if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes, ...(o.trace ? { trace: o.trace } : {}) });
     return allreduceRing(this.group, data, o);
+  }
+
+  /** `reduceDense` of fusion bucket `i`, as an `allreduce` span when tracing. */
+  private reduceBucket(data: NumericArray, o: AllreduceOptions, i: number, tensors: number): Promise<void> {
+    const tr = this.trace;
+    if (!tr) return this.reduceDense(data, o);
+    const route = this.coll !== undefined && this.wire === 'native' && !this.denseHier ? 'shm-collective' : this.denseHier ? 'hierarchical' : 'ring';
+    return tr.timeline.trace(tr.lane, 'allreduce', () => this.reduceDense(data, o), { bucket: i, tensors, bytes: data.byteLength, route });
+  }
+
+  /** `fn` as a span named `name` on the sync lane when tracing. */
+  private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const tr = this.trace;
+    return tr ? tr.timeline.trace(tr.lane, name, fn) : fn();
   }
 
   /** Connect a process group (`connectGroup`) and wrap it. */
@@ -135,7 +172,7 @@ export class RingSync implements GradientSync {
     else await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
     if (ctl[0] !== -ctl[2] || ctl[1] !== -ctl[3]) {
       const enc = new TextEncoder().encode(JSON.stringify(sig.lines));
-      const all = await allgatherBytes(this.group, enc);
+      const all = await allgatherBytes(this.group, enc, { segmentBytes: this.segmentBytes });
       throw describeMismatch(what, all.map((b) => JSON.parse(new TextDecoder().decode(b)) as string[]));
     }
     checkShapes(tensors);
@@ -150,39 +187,53 @@ export class RingSync implements GradientSync {
   }
 
   async broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
-    const sig = await this.agree('broadcastParameters', params, false);
+    const sig = await this.traced('negotiate', () => this.agree('broadcastParameters', params, false));
     for (const b of this.fusion.plan(params, sig)) {
       if (!b.packed) {
-        await this.broadcast(params[b.tensors[0]!]!.data);
+        await this.traced('broadcast', () => this.broadcast(params[b.tensors[0]!]!.data));
         continue;
       }
       const view = this.fusion.pack(params, b);
-      await this.broadcast(view);
+      await this.traced('broadcast', () => this.broadcast(view));
       this.fusion.unpack(params, b, view);
     }
   }
 
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
-    const sig = await this.agree('allreduceMean', grads, !this.allowNonFinite);
-    const o = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes, algorithm: this.algorithm };
+    const tr = this.trace;
+    const sig = await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.allowNonFinite));
+    const o: AllreduceOptions = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes, algorithm: this.algorithm, ...(tr ? { trace: tr } : {}) };
+    let i = 0;
     for (const b of this.fusion.plan(grads, sig)) {
+      const n = b.tensors.length;
       if (!b.packed) {
-        await this.reduceDense(grads[b.tensors[0]!]!.data, o);
+        await this.reduceBucket(grads[b.tensors[0]!]!.data, o, i++, n);
         continue;
       }
       const direct = this.fusion.contiguous(grads, b);
       if (direct) {
-        await this.reduceDense(direct, o);
+        await this.reduceBucket(direct, o, i++, n);
         continue;
       }
+      const t0 = tr?.timeline.now();
       const view = this.fusion.pack(grads, b);
-      await this.reduceDense(view, o);
+      if (tr) tr.timeline.span(tr.lane, 'pack', t0!, { bucket: i, bytes: view.byteLength });
+      await this.reduceBucket(view, o, i, n);
+      const t1 = tr?.timeline.now();
       this.fusion.unpack(grads, b, view);
+      if (tr) tr.timeline.span(tr.lane, 'unpack', t1!, { bucket: i, bytes: view.byteLength });
+      i++;
     }
   }
 
-  async sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
-    const parts = (await allgatherBytes(this.group, encodeSparse(grad))).map((b, r) => decodeSparse(b, r));
+  sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
+    const tr = this.trace;
+    if (!tr) return this.sparseAllgatherMean(grad);
+    return tr.timeline.trace(tr.lane, 'sparse allgather', () => this.sparseAllgatherMean(grad), { tensor: grad.name, rows: grad.rowIds.length });
+  }
+
+  private async sparseAllgatherMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
+    const parts = (await allgatherBytes(this.group, encodeSparse(grad), { segmentBytes: this.segmentBytes })).map((b, r) => decodeSparse(b, r));
     const ref = parts[0]!;
     for (const p of parts) {
       if (p.name !== ref.name || p.numRows !== ref.numRows || p.rowSize !== ref.rowSize)
@@ -219,8 +270,10 @@ export class RingSync implements GradientSync {
 
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     const out = values.slice();
+    const t0 = this.trace?.timeline.now();
     if (this.coll !== undefined) await this.coll.allreduce(out, 'mean');
     else await allreduceRing(this.group, out, { kernels: this.kernels, op: 'mean' });
+    if (this.trace) this.trace.timeline.span(this.trace.lane, 'allreduce scalars', t0!, { values: values.length });
     return out;
   }
 

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { inspect } from 'node:util';
 import { Errors } from '../errors.js';
+import { JOB_TLS_ENV, JobTls } from './job-tls.js';
 
 /**
  * The job secret and the handshake every shoal listener runs before it parses a byte of payload.
@@ -21,6 +22,8 @@ import { Errors } from '../errors.js';
  *
  * What it does not protect against: anyone who can read the environment of a job process (the same user, root),
  * and eavesdropping (without `--tls`, payloads travel in clear; authentication only decides who may connect).
+ * With `--tls` the job's identity also holds a `JobTls` (job-tls.ts): every TCP connection is TLS 1.3 with the
+ * job's pinned certificate, and this handshake runs inside it.
  */
 export const JOB_SECRET_ENV = 'SHOAL_JOB_SECRET';
 export const SECRET_BYTES = 32;
@@ -59,6 +62,8 @@ export class JobAuth {
     readonly jobId: string,
     secret: Buffer,
     log?: AuthLog,
+    /** The job's TLS certificate when its connections are encrypted (`--tls`); undefined otherwise. */
+    readonly tls?: JobTls,
   ) {
     this.#secret = secret;
     this.log = log ?? new AuthLog();
@@ -100,18 +105,26 @@ export class JobAuth {
           `export ${JOB_SECRET_ENV}=$(node -e "console.log(require('crypto').randomBytes(32).toString('hex'))") in all of them)`,
       );
     }
-    return JobAuth.fromHex(jobId, hex);
+    const auth = JobAuth.fromHex(jobId, hex);
+    const tls = JobTls.fromEnv(env);
+    return tls ? auth.withTls(tls) : auth;
   }
 
   /** The same secret under another job id (a launcher's one store serves ids it names). */
   withJobId(jobId: string): JobAuth {
     checkJobId(jobId);
-    return new JobAuth(jobId, this.#secret, this.log);
+    return new JobAuth(jobId, this.#secret, this.log, this.tls);
   }
 
-  /** The environment entry that hands this secret to a child process (never argv). */
+  /** The same identity with its TCP connections encrypted under `tls` (`JobTls.generate`). */
+  withTls(tls: JobTls): JobAuth {
+    if (!(tls instanceof JobTls)) throw Errors.invalidArg('tls', 'must be a JobTls');
+    return new JobAuth(this.jobId, this.#secret, this.log, tls);
+  }
+
+  /** The environment entries that hand this identity to a child process (never argv): the secret, and the TLS certificate if any. */
   childEnv(): Record<string, string> {
-    return { [JOB_SECRET_ENV]: this.#secret.toString('hex') };
+    return { [JOB_SECRET_ENV]: this.#secret.toString('hex'), ...(this.tls ? { [JOB_TLS_ENV]: this.tls.line() } : {}) };
   }
 
   /** A fresh nonce. */
@@ -138,7 +151,7 @@ export class JobAuth {
 
   /** A printable form that never shows the secret. */
   toString(): string {
-    return `JobAuth(${this.jobId})`;
+    return `JobAuth(${this.jobId}${this.tls ? ', tls' : ''})`;
   }
   toJSON(): { jobId: string } {
     return { jobId: this.jobId };

@@ -19,6 +19,7 @@
  * keeps serving the others.
  */
 import * as net from 'node:net';
+import type * as tls from 'node:tls';
 import { Errors, ShoalError, type ShoalErrorCode } from '../errors.js';
 import { FrameDecoder, NET_FRAME_MAGIC as FRAME_MAGIC } from '../transport/framing.js';
 import { parseNetUrl } from '../transport/url.js';
@@ -201,20 +202,29 @@ export class TcpStoreServer {
     }
     sock.setNoDelay(true);
     this.handshaking.add(sock);
-    const hs = { auth: this.auth, maxMessageBytes: this.limits.maxMessageBytes, where, timeoutMs: HANDSHAKE_TIMEOUT_MS };
-    listenerHandshake(sock, dataEvents(sock), hs).then(
-      (r) => {
-        this.handshaking.delete(sock);
-        if (this.closed) return void sock.destroy();
-        this.auth.log.accepted++;
-        this.serveClient(sock, name, where, r.leftover);
-      },
-      (e: unknown) => {
-        this.handshaking.delete(sock);
-        sock.destroy();
-        if (!this.closed) this.auth.log.reject(where, e instanceof Error ? e.message : String(e));
-      },
-    );
+    const jobTls = this.auth.tls;
+    const secured = jobTls ? jobTls.accept(sock, where, HANDSHAKE_TIMEOUT_MS) : Promise.resolve(sock);
+    secured
+      .then((s) => {
+        const hs = { auth: this.auth, maxMessageBytes: this.limits.maxMessageBytes, where, timeoutMs: HANDSHAKE_TIMEOUT_MS };
+        return listenerHandshake(s, dataEvents(s), hs).then((r) => ({ s, r }), (e: unknown) => {
+          s.destroy();
+          throw e;
+        });
+      })
+      .then(
+        ({ s, r }) => {
+          this.handshaking.delete(sock);
+          if (this.closed) return void s.destroy();
+          this.auth.log.accepted++;
+          this.serveClient(s, name, where, r.leftover);
+        },
+        (e: unknown) => {
+          this.handshaking.delete(sock);
+          sock.destroy();
+          if (!this.closed) this.auth.log.reject(where, e instanceof Error ? e.message : String(e));
+        },
+      );
   }
 
   private serveClient(sock: net.Socket, name: string, where: string, leftover: Buffer): void {
@@ -454,15 +464,26 @@ export class TcpStore implements Store {
     for (;;) {
       if (options.signal?.aborted) throw Errors.aborted(`connect to store ${url}`, options.signal.reason);
       try {
+        const jobTls = options.auth.tls;
         const sock = await new Promise<net.Socket>((resolve, reject) => {
-          const s = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+          // With the job's TLS (`--tls`): TLS 1.3 with the pinned job certificate, checked before the handshake.
+          const s = jobTls ? jobTls.connect({ host: addr.host, port: addr.port }) : net.connect({ host: addr.host, port: addr.port, noDelay: true });
           const t = boundedTimeout(() => {
             s.destroy();
             reject(new Error('connect timed out'));
           }, Math.max(1, deadline - Date.now()));
-          s.once('connect', () => {
+          s.once(jobTls ? 'secureConnect' : 'connect', () => {
             clearTimeout(t);
             s.removeAllListeners('error');
+            s.on('error', () => {});
+            try {
+              if (jobTls) jobTls.checkPeer(s as tls.TLSSocket, `store ${url}`);
+            } catch (e) {
+              s.destroy();
+              reject(e);
+              return;
+            }
+            s.setNoDelay(true);
             resolve(s);
           });
           s.once('error', (e) => {

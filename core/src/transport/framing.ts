@@ -1,4 +1,5 @@
 import { Errors, type ShoalError } from '../errors.js';
+import { aboveLimitError } from './transport.js';
 
 /**
  * SHLF framing, shared by the net transport and the rendezvous store (little-endian):
@@ -49,6 +50,8 @@ export class FrameDecoder {
   /** Given-back buffers by length, most recent last (reused first: likeliest still in cache). */
   private readonly pool = new Map<number, Uint8Array[]>();
   private pooledBytes = 0;
+  /** A data plane's lower bound (`limit`), checked before a body is allocated. */
+  private lowered: { bytes: number; reason: string } | undefined;
 
   /**
    * `poolBytes`: at most this many bytes of given-back buffers (`recycle`) are kept for later messages of the same
@@ -76,6 +79,11 @@ export class FrameDecoder {
     if (!list) this.pool.set(len, (list = []));
     list.push(m);
     this.pooledBytes += len;
+  }
+
+  /** Accept at most `bytes` per message from the next header on (`Connection.limitIncoming`). */
+  limit(bytes: number, reason: string): void {
+    this.lowered = bytes < this.maxMessageBytes ? { bytes, reason } : undefined;
   }
 
   /** Bytes of a partially received message, for error messages; undefined between frames. */
@@ -172,6 +180,10 @@ export class FrameDecoder {
         }
         if (len > this.maxMessageBytes) {
           this.failed = Errors.badFrame(this.where, `frame announces ${len} bytes, above maxMessageBytes ${this.maxMessageBytes}`);
+          return this.failed;
+        }
+        if (this.lowered && len > this.lowered.bytes) {
+          this.failed = aboveLimitError(this.where, len, this.lowered);
           return this.failed;
         }
         const ordinal = this.begun++;

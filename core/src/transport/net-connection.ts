@@ -4,7 +4,7 @@ import { deferred, withDeadline } from '../util.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, writeFrameHeader } from './framing.js';
 import { Inbox } from './inbox.js';
 import { DIRECT_READ_MIN, type DirectInput } from './net-direct-input.js';
-import type { Connection, IoOptions } from './transport.js';
+import { checkIncomingLimit, type Connection, type IoOptions } from './transport.js';
 
 /**
  * One end of a net pair, after its handshake (see net.ts for the wire format and the send and receive paths).
@@ -213,6 +213,11 @@ export class NetConnection implements Connection {
   /** See `Connection.release`: a large message buffer goes back to this connection's receive pool. */
   release(buf: Uint8Array): void {
     if (!this.closedSelf && !this.failure) this.decoder.recycle(buf);
+  }
+
+  limitIncoming(maxBytes: number, reason: string): void {
+    checkIncomingLimit(maxBytes, reason);
+    this.decoder.limit(maxBytes, reason);
   }
 
   async close(): Promise<void> {

@@ -99,7 +99,11 @@ function header(maxMessageBytes: number, extra: number): Buffer {
 }
 
 function checkHeader(b: Buffer, where: string): number {
-  if (!b.subarray(0, 8).equals(MAGIC)) throw Errors.badFrame(where, `not a shoal net peer (handshake bytes ${b.subarray(0, 8).toString('hex')})`);
+  if (!b.subarray(0, 8).equals(MAGIC)) {
+    // 0x16 0x03: a TLS handshake record (a peer with the job's TLS talking to an end without it)
+    const hint = b[0] === 0x16 && b[1] === 0x03 ? ': the peer speaks TLS (--tls) and this end does not' : '';
+    throw Errors.badFrame(where, `not a shoal net peer (handshake bytes ${b.subarray(0, 8).toString('hex')})${hint}`);
+  }
   const version = b.readUInt32LE(8);
   if (version !== NET_PROTOCOL_VERSION) throw Errors.badFrame(where, `peer speaks net protocol version ${version}, this end ${NET_PROTOCOL_VERSION}`);
   return b.readUInt32LE(12);

@@ -69,37 +69,58 @@ export class NetListener implements Listener {
       this.reject(remote, `more than ${this.opts.maxPendingConnections} connections in their handshake at once`);
       return;
     }
-    // The dialed side's read path (large bodies read by the kernel straight into the message buffer), else 'data'.
+    this.handshaking.add(accepted);
+    this.secure(accepted, remote).then(
+      ({ sock, input }) => {
+        this.handshaking.delete(accepted);
+        this.handshaking.add(sock);
+        const hs = { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: remote, timeoutMs: this.opts.handshakeTimeoutMs };
+        return listenerHandshake(sock, input ? directEvents(input) : dataEvents(sock), hs).then(
+          (r) => {
+            this.handshaking.delete(sock);
+            if (this.paired || this.closedFlag) {
+              sock.destroy();
+              return;
+            }
+            this.paired = true;
+            this.opts.auth.log.accepted++;
+            this.server.close(); // pair semantics: one peer, stop listening (a unix socket's file goes with it)
+            for (const other of this.handshaking) other.destroy();
+            this.handshaking.clear();
+            sock.setKeepAlive(true, 10_000);
+            this.conn = new NetConnection(sock, remote, r.peerMaxMessageBytes, this.opts, r.leftover, input);
+            this.pending.resolve(this.conn);
+          },
+          (e: unknown) => {
+            this.handshaking.delete(sock);
+            sock.destroy();
+            throw e;
+          },
+        );
+      },
+    ).catch((e: unknown) => {
+      this.handshaking.delete(accepted);
+      accepted.destroy();
+      if (this.closedFlag || this.paired) return;
+      this.reject(remote, e instanceof Error ? e.message : String(e));
+    });
+  }
+
+  /**
+   * The socket the handshake runs on: with the job's TLS (TCP only), the TLS server socket once the peer proved
+   * it holds the job's certificate (read through 'data' events); else the accepted socket given the dialed
+   * side's read path (large bodies read by the kernel straight into the message buffer), or 'data' events.
+   */
+  private async secure(accepted: net.Socket, remote: string): Promise<{ sock: net.Socket; input: DirectInput | null }> {
+    const jobTls = this.addr.scheme === 'tcp' ? this.opts.auth.tls : undefined;
+    accepted.setNoDelay(true);
+    if (jobTls) return { sock: await jobTls.accept(accepted, remote, this.opts.handshakeTimeoutMs), input: null };
     const input = new DirectInput();
     const adopted = adoptWithDirectInput(accepted, input);
-    const sock = adopted ?? accepted;
-    if (adopted) sock.on('error', () => {});
-    sock.setNoDelay(true);
-    this.handshaking.add(sock);
-    const hs = { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: remote, timeoutMs: this.opts.handshakeTimeoutMs };
-    listenerHandshake(sock, adopted ? directEvents(input) : dataEvents(sock), hs).then(
-      (r) => {
-        this.handshaking.delete(sock);
-        if (this.paired || this.closedFlag) {
-          sock.destroy();
-          return;
-        }
-        this.paired = true;
-        this.opts.auth.log.accepted++;
-        this.server.close(); // pair semantics: one peer, stop listening (a unix socket's file goes with it)
-        for (const other of this.handshaking) other.destroy();
-        this.handshaking.clear();
-        sock.setKeepAlive(true, 10_000);
-        this.conn = new NetConnection(sock, remote, r.peerMaxMessageBytes, this.opts, r.leftover, adopted ? input : null);
-        this.pending.resolve(this.conn);
-      },
-      (e: unknown) => {
-        this.handshaking.delete(sock);
-        sock.destroy();
-        if (this.closedFlag || this.paired) return;
-        this.reject(remote, e instanceof Error ? e.message : String(e));
-      },
-    );
+    if (!adopted) return { sock: accepted, input: null };
+    adopted.on('error', () => {});
+    adopted.setNoDelay(true);
+    return { sock: adopted, input };
   }
 
   accept(opts?: IoOptions): Promise<Connection> {

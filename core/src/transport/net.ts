@@ -31,12 +31,13 @@
  */
 import { unlinkSync } from 'node:fs';
 import * as net from 'node:net';
+import type * as tls from 'node:tls';
 import { Errors, isShoalError } from '../errors.js';
 import { JobAuth } from '../security/job-auth.js';
 import { boundedTimeout } from '../util.js';
 import { MAX_FRAME_LENGTH } from './framing.js';
 import { NetConnection } from './net-connection.js';
-import { DirectInput, directEvents } from './net-direct-input.js';
+import { dataEvents, DirectInput, directEvents } from './net-direct-input.js';
 import { dialerHandshake } from './net-handshake.js';
 import { isStaleSocket, listenOnce, NetListener, type NetListenerSettings } from './net-listener.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
@@ -179,11 +180,15 @@ export class NetTransport implements Transport {
   /** One connect + handshake, bounded by `ms` and `signal`. Rejects with the socket error to retry on. */
   private attempt(url: string, addr: NetAddress, ms: number, signal: AbortSignal | undefined): Promise<Connection> {
     return new Promise<Connection>((resolve, reject) => {
-      const input = new DirectInput();
-      const sock =
-        addr.scheme === 'tcp'
-          ? net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: input.onread })
-          : net.connect({ path: addr.path, onread: input.onread });
+      // With the job's TLS (`--tls`), TCP connections are TLS 1.3 with the pinned job certificate; TLS sockets
+      // read through 'data' events (Node's `onread` reads the raw socket, not the decrypted stream).
+      const jobTls = addr.scheme === 'tcp' ? this.opts.auth.tls : undefined;
+      const input = jobTls ? null : new DirectInput();
+      const sock = addr.scheme === 'tcp' && jobTls
+        ? jobTls.connect({ host: addr.host, port: addr.port })
+        : addr.scheme === 'tcp'
+          ? net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: input!.onread })
+          : net.connect({ path: addr.path, onread: input!.onread });
       let settled = false;
       const finish = (err: unknown, conn?: Connection) => {
         if (settled) return;
@@ -201,10 +206,19 @@ export class NetTransport implements Transport {
       const timer = boundedTimeout(() => finish(Errors.timeout(`connect to ${url}`, ms)), ms);
       signal?.addEventListener('abort', onAbort, { once: true });
       sock.on('error', onConnectError);
-      sock.once('connect', () => {
+      sock.once(jobTls ? 'secureConnect' : 'connect', () => {
         sock.setNoDelay(true);
         sock.setKeepAlive(true, 10_000);
-        dialerHandshake(sock, directEvents(input), { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: url, timeoutMs: ms }).then(
+        if (jobTls) {
+          try {
+            jobTls.checkPeer(sock as tls.TLSSocket, url);
+          } catch (e) {
+            finish(e);
+            return;
+          }
+        }
+        const subscribe = input ? directEvents(input) : dataEvents(sock);
+        dialerHandshake(sock, subscribe, { auth: this.opts.auth, maxMessageBytes: this.opts.maxMessageBytes, where: url, timeoutMs: ms }).then(
           (hs) => {
             if (settled) {
               sock.destroy();

@@ -28,6 +28,8 @@ export interface DemoOptions {
   jobTimeoutMin: number;
   /** Extra runs with these worker counts (same global batch) for the scaling comparison, e.g. [1, 4]. */
   compareWorkers: number[];
+  /** TensorBoard logs of every training run under this folder, or null. */
+  logdir: string | null;
   help: boolean;
 }
 
@@ -59,6 +61,8 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --seed N                 data / model seed (default 1)
   --compare-workers 1,4    extra runs with these worker counts at the same global batch (scaling check)
   --no-eval-each-epoch     evaluate on the test period only after the last epoch
+  --logdir DIR             TensorBoard logs: one run per training run (DIR/run-<backend>-w<N>/select-lr<lr>,
+                           .../final), loss, samples/s, step times, validation HR@10, system metrics
   --job-timeout-min M      limit on one training job, model selection included (default 120)`;
 
 const FLAGS = {
@@ -66,14 +70,14 @@ const FLAGS = {
   'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
   lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
-  'no-eval-each-epoch': { type: 'boolean' }, 'job-timeout-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'no-eval-each-epoch': { type: 'boolean' }, logdir: { type: 'string' }, 'job-timeout-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
     workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
-    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], help: false,
+    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], logdir: null, help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
@@ -120,6 +124,10 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   if (str('seed') !== undefined) o.seed = int('--seed', str('seed'), 0);
   if (str('compare-workers') !== undefined) o.compareWorkers = str('compare-workers')!.split(',').map((x) => int('--compare-workers', x, 1));
   if (v['no-eval-each-epoch'] === true) o.evalEachEpoch = false;
+  if (str('logdir') !== undefined) {
+    if (str('logdir')!.trim() === '') throw Errors.invalidArg('--logdir', 'must be a folder path, got ""');
+    o.logdir = str('logdir')!;
+  }
   if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
   if (v.help === true) o.help = true;
   if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');

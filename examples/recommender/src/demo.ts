@@ -51,6 +51,7 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string, re
     towerScale: o.towerWeight,
     itemItem: refs ? easeFiles(refs.ease.fitPath.replace(/-ease-fit\.f32$/, '')) : null,
     evalEachEpoch: o.evalEachEpoch,
+    logdir: o.logdir === null ? null : resolve(o.logdir),
   };
 }
 
@@ -60,10 +61,10 @@ export function bestReference(refs: Record<string, RankingMetrics>): [string, Ra
 }
 
 /** Step 4: log the headline and write the report folder. Returns the report path. */
-export function reportStep(args: {
+export async function reportStep(args: {
   outDir: string; cfg: DatasetConfig; prep: PrepResult; refs: References;
-  train: TrainResult; extraRuns?: Record<string, TrainResult>; command: string; t0: number; log: (s: string) => void;
-}): string {
+  train: TrainResult; extraRuns?: Record<string, TrainResult>; command: string; t0: number; log: (s: string) => void; logdir?: string | null;
+}): Promise<string> {
   const { train, refs, prep, log } = args;
   log('[4/4] report');
   const [bestName, best] = bestReference(refs.metrics);
@@ -71,11 +72,11 @@ export function reportStep(args: {
   log(`      model HR@10 ${(m.hr * 100).toFixed(2)}% [${(m.ci.hr[0] * 100).toFixed(1)}, ${(m.ci.hr[1] * 100).toFixed(1)}] = ${(m.hr / best.hr).toFixed(3)}x ${bestName} ` +
     `(${(best.hr * 100).toFixed(2)}%), NDCG@10 ${m.ndcg.toFixed(4)}, MRR ${m.mrr.toFixed(4)}`);
   const d = prep.data;
-  const report = writeReport(args.outDir, {
+  const report = await writeReport(args.outDir, {
     title: `shoal recommender: ${args.cfg.name}`, command: args.command,
     dataset: { name: args.cfg.name, attribution: d.attribution, words: d.words, numItems: d.numItems, numUsers: d.numUsers, stats: d.stats, prepareMs: prep.ms, cached: prep.cached },
     baselines: refs.metrics, tuning: refs.tuning, train, wallSeconds: (performance.now() - args.t0) / 1000,
-    ...(args.extraRuns ? { extraRuns: args.extraRuns } : {}),
+    ...(args.extraRuns ? { extraRuns: args.extraRuns } : {}), logdir: args.logdir ?? null,
   });
   log(`\nReport: ${report}\nFolder: ${args.outDir} (report.md, hr10.png, hr10-bars.png, loss.png, samples-per-sec.png, results.json)`);
   return report;

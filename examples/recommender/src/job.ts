@@ -1,9 +1,11 @@
+import { join } from 'node:path';
 import type { GradientSync } from '@shoal/backends';
 import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
 import { sliceBaskets, type Prepared } from './prepare.js';
 import { readItemItem, type ItemItemFiles } from './references.js';
+import { RunLog } from './tensorboard-log.js';
 import { trainModel, type EpochStats, type TrainOptions } from './train.js';
 
 /**
@@ -25,7 +27,7 @@ export interface JobSpec {
   /** Folder rank 0 writes `train-result.json` into. */
   outDir: string;
   model: Partial<ModelOptions>;
-  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label'>;
+  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label' | 'onStep' | 'onEpochEnd'>;
   /** Fixed epoch count, or 0: chosen on validation (`select`). */
   epochs: number;
   /** Fixed tower weight (`BasketModel.towerScale`), or null: chosen on validation. */
@@ -37,7 +39,10 @@ export interface JobSpec {
   historyMax: number;
   /** Evaluate HR@10 after every epoch (rank 0), for the per-epoch plot. */
   evalEachEpoch: boolean;
+  /** Progress bars on stderr (rank 0). */
   progress: boolean;
+  /** TensorBoard logs of every training run under this folder (`select-lr<lr>`, `final`; rank 0), or null. */
+  logdir: string | null;
 }
 
 export interface TrainResult {
@@ -76,7 +81,17 @@ export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   historyMax: 200,
   evalEachEpoch: true,
   progress: true,
+  logdir: null,
 };
+
+/** TrainOptions hooks for one run: the progress bar and, with a logdir, rank 0's TensorBoard run `name`. */
+function runHooks(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, sync: GradientSync, name: string, lr: number): { opts: Pick<TrainOptions, 'progress' | 'onStep' | 'onEpochEnd'>; close: () => Promise<void> } {
+  const log = spec.logdir !== null && sync.rank === 0 ? new RunLog(join(spec.logdir, name), lr) : null;
+  return {
+    opts: { progress: spec.progress ? process.stderr : null, onStep: log ? (s, l) => log.onStep(s, l) : null, onEpochEnd: log ? (e) => log.onEpoch(e) : null },
+    close: async () => { await log?.close(); },
+  };
+}
 
 /**
  * Train the basket model on `data` through `sync` (collective: every rank calls it): model selection on the
@@ -101,10 +116,11 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
       const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr: l }, sync.rank);
       model.testHistory = validHist;
       model.setItemItem(w);
+      const hooks = runHooks(spec, sync, `select-lr${l}`, l);
       const ep = await trainModel(model, fit, hist, sync, {
-        ...spec.train, epochs: epochs || spec.select.maxEpochs, progress: spec.progress, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
+        ...spec.train, ...hooks.opts, epochs: epochs || spec.select.maxEpochs, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
         evalEachEpoch: { test: data.valid, numItems: data.numItems }, earlyStop: epochs ? null : { patience: spec.select.patience },
-      });
+      }).finally(hooks.close);
       const hrs = ep.map((e) => e.evalHr!);
       // The best epoch's model (kept by early stopping) scored with each tower weight; the same on every rank.
       const towerHr: { scale: number; hr: number }[] = [];
@@ -127,10 +143,11 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   model.testHistory = historyLists(data.train, data.test, spec.historyMax);
   model.setItemItem(spec.itemItem ? readItemItem(spec.itemItem, 'full') : null);
   model.towerScale = selection?.towerScale ?? spec.towerScale ?? 1;
+  const hooks = runHooks(spec, sync, 'final', lr);
   const epochStats = await trainModel(model, data.train, hist, sync, {
-    ...spec.train, epochs, progress: spec.progress, tablePrefix: `t${run}:`,
+    ...spec.train, ...hooks.opts, epochs, tablePrefix: `t${run}:`,
     evalEachEpoch: spec.evalEachEpoch ? { test: data.test, numItems: data.numItems } : null,
-  });
+  }).finally(hooks.close);
   const trainSeconds = (performance.now() - t0) / 1000;
   const last = epochStats[epochStats.length - 1]?.metrics;
   const final = last ?? (await evaluate(model, data.test, data.numItems));

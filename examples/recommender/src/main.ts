@@ -4,7 +4,7 @@
  * See examples/recommender/README.md.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalSync } from '@shoal/backends';
 import { Errors, isShoalError } from '@shoal/core';
@@ -21,7 +21,7 @@ const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
 async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: string): Promise<TrainResult> {
   const runDir = join(spec.outDir, label);
   mkdirSync(runDir, { recursive: true });
-  const s: JobSpec = { ...spec, outDir: runDir };
+  const s: JobSpec = { ...spec, outDir: runDir, logdir: o.logdir === null ? null : resolve(o.logdir, label) };
   if (workers === 1 && o.backend === 'ring') {
     const rt = await setupTfjs({ backend: 'wasm' });
     const sync = new LocalSync();
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   }
   if (o.compareWorkers.length > 0) extraRuns[`${o.workers} worker(s) (main run)`] = train;
   const command = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();
-  reportStep({ outDir, cfg, prep, refs, train, command, t0, log, ...(o.compareWorkers.length > 0 ? { extraRuns } : {}) });
+  await reportStep({ outDir, cfg, prep, refs, train, command, t0, log, logdir: o.logdir === null ? null : resolve(o.logdir), ...(o.compareWorkers.length > 0 ? { extraRuns } : {}) });
 }
 
 main().catch((e: unknown) => {

@@ -1,10 +1,10 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import type { DenseTensor, RowSparseTensor } from '@shoal/backends';
+import { LocalOptimizer, type DenseTensor, type RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import { catalogFeatures, itemItemInverse, WIDE, wideFeatures, type ItemItemInverse, type Lists } from './features.js';
 import type { Recommender } from './metrics.js';
 import type { Baskets, TestBaskets } from './prepare.js';
-import { Rng } from '@shoal/core';
+import { mixSeed, Rng } from '@shoal/core';
 
 export type Tf = typeof tfjs;
 
@@ -24,7 +24,7 @@ export interface ModelOptions {
    * with item-item weights (`setItemItem`, EASE) the basket's and the history's item-item scores of the candidate.
    */
   wide: boolean;
-  /** Adam learning rate of the dense layers and the lazy (row-wise) Adam of the tables (default 3e-3). */
+  /** Adam learning rate of the dense layers and the lazy (row-wise) Adam of the tables (default 0.01). */
   lr: number;
   /** Probability of replacing the user by the unknown user (id 0) in training, so cold users get a row (0.1). */
   userDropout: number;
@@ -92,24 +92,6 @@ export interface StepGradients {
   sparse: RowSparseTensor[];
 }
 
-/** Lazy Adam state for one parameter block (dense) or one table (rows updated only when touched, MXNet-style). */
-class Adam {
-  readonly m: Float32Array; readonly v: Float32Array; readonly t: Int32Array;
-  constructor(size: number, rows: number) { this.m = new Float32Array(size); this.v = new Float32Array(size); this.t = new Int32Array(rows); }
-  /** Update `p[off .. off+len)` with gradient `g[goff ..]`; `row` keys the bias-correction step count. */
-  update(p: Float32Array, off: number, g: Float32Array, goff: number, len: number, row: number, lr: number): void {
-    const b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const t = ++this.t[row]!;
-    const a = lr * Math.sqrt(1 - Math.pow(b2, t)) / (1 - Math.pow(b1, t));
-    for (let i = 0; i < len; i++) {
-      const gi = g[goff + i]!;
-      const m = (this.m[off + i] = b1 * this.m[off + i]! + (1 - b1) * gi);
-      const v = (this.v[off + i] = b2 * this.v[off + i]! + (1 - b2) * gi * gi);
-      p[off + i]! -= (a * m) / (Math.sqrt(v) + eps);
-    }
-  }
-}
-
 /**
  * The basket-completion model (MXNet-style two-tower recommender):
  *   user embedding u, pooled basket context c = mean of the visible items' input embeddings, pooled history h =
@@ -128,9 +110,8 @@ export class BasketModel implements Recommender {
   readonly user: Table; readonly itemIn: Table; readonly itemOut: Table;
   /** W1 [3d, hidden], b1 [hidden], W2 [hidden, d], b2 [d], wide [WIDE]. */
   readonly dense: DenseTensor[];
-  private readonly adamDense: Adam[];
-  /** Created on a table's first local update (never with server-held tables). */
-  private readonly adamTables = new Map<string, Adam>();
+  /** Adam on the dense layers: the parameter servers' optimizer (`adamUpdater`) run here. */
+  private readonly optimizer: LocalOptimizer;
   private rng: Rng;
   private readonly grad: (args: tfjs.Tensor[]) => { value: tfjs.Scalar; grads: tfjs.Tensor[] };
   private outT: tfjs.Tensor2D | null = null;
@@ -157,7 +138,7 @@ export class BasketModel implements Recommender {
     this.dense = [glorot('dense1/kernel', 3 * d, h), { name: 'dense1/bias', shape: [h], data: new Float32Array(h) },
       glorot('dense2/kernel', h, d), { name: 'dense2/bias', shape: [d], data: new Float32Array(d) },
       { name: 'wide/features', shape: [WIDE], data: new Float32Array(WIDE) }];
-    this.adamDense = this.dense.map((p) => new Adam(p.data.length, 1));
+    this.optimizer = new LocalOptimizer({ type: 'adam', lr: this.opts.lr });
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
     this.grad = tf.valueAndGrads((u, c, hh, pos, negT, fp, fn, w1, bb1, w2, bb2, wide) => {
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
@@ -172,8 +153,8 @@ export class BasketModel implements Recommender {
   private wideTerm(scores: tfjs.Tensor, feats: tfjs.Tensor, wide: tfjs.Tensor): tfjs.Tensor {
     if (!this.opts.wide) return keepInGraph(scores, feats, wide, this.tf);
     const tf = this.tf;
-    // Broadcast multiply and sum rather than a [B * n, WIDE] x [WIDE, 1] matMul: the backward pass of that matMul
-    // (an inner dimension of 1) faults in the wasm matMul kernel.
+    // Broadcast multiply and sum: WIDE = 5 products per score. (As a [B * n, WIDE] x [WIDE, 1] matMul its backward
+    // once faulted on wasm: a stale operator cache in the stock kernel, fixed by registerShoalKernels, issue 20.)
     return tf.add(scores, tf.sum(tf.mul(feats, wide), -1));
   }
 
@@ -202,7 +183,6 @@ export class BasketModel implements Recommender {
   /** Drop the local copies of the tables (server-held tables: the servers own them; load them back with setTable). */
   releaseTables(): void {
     for (const t of this.tables()) t.data = new Float32Array(0);
-    this.adamTables.clear();
     this.invalidate();
   }
 
@@ -227,12 +207,9 @@ export class BasketModel implements Recommender {
     this.invalidate();
   }
 
-  /** Bytes of the tables this model holds now (0 after releaseTables) plus their local Adam state. */
+  /** Bytes of the tables this model holds now (0 after releaseTables). */
   heldTableBytes(): number {
-    let b = 0;
-    for (const t of this.tables()) b += t.data.byteLength;
-    for (const a of this.adamTables.values()) b += a.m.byteLength + a.v.byteLength + a.t.byteLength;
-    return b;
+    return this.tables().reduce((b, t) => b + t.data.byteLength, 0);
   }
 
   /**
@@ -258,9 +235,9 @@ export class BasketModel implements Recommender {
     const users = new Int32Array(B), posIds = new Int32Array(B), negIds = new Int32Array(K), histRange = new Int32Array(2 * B);
     const ctxOff = new Int32Array(B + 1); const ctx: number[] = [];
     const needUser = new Set<number>(), needIn = new Set<number>(), needOut = new Set<number>();
-    const stepRng = sampling ? new Rng(mix(sampling.stepSeed, 0x9e3779b9)) : this.rng;
+    const stepRng = sampling ? new Rng(mixSeed(sampling.stepSeed, 0x9e3779b9)) : this.rng;
     for (let i = 0; i < B; i++) {
-      const rng = sampling ? new Rng(mix(sampling.stepSeed, sampling.firstIndex + i + 1)) : this.rng;
+      const rng = sampling ? new Rng(mixSeed(sampling.stepSeed, sampling.firstIndex + i + 1)) : this.rng;
       const { basket, target } = batch[i]!;
       const s = train.offsets[basket]!, e = train.offsets[basket + 1]!;
       const user = rng.next() < this.opts.userDropout ? 0 : train.users[basket]!;
@@ -346,18 +323,12 @@ export class BasketModel implements Recommender {
     };
   }
 
-  /** Apply (already averaged) gradients with Adam; table rows not in `sparse` are untouched (lazy). */
-  applyGradients(dense: readonly DenseTensor[], sparse: readonly RowSparseTensor[]): void {
-    const lr = this.opts.lr;
-    dense.forEach((g, i) => this.adamDense[i]!.update(this.dense[i]!.data, 0, g.data, 0, g.data.length, 0, lr));
-    for (const g of sparse) {
-      const t = this.tables().find((x) => x.name === g.name);
-      if (t === undefined) throw Errors.state(`no table named ${g.name}`);
-      if (t.data.length === 0) throw Errors.state(`table ${g.name} is held by the servers (released here): its update runs there`);
-      let adam = this.adamTables.get(g.name);
-      if (adam === undefined) this.adamTables.set(g.name, (adam = new Adam(t.data.length, t.numRows)));
-      for (let r = 0; r < g.rowIds.length; r++) adam.update(t.data, g.rowIds[r]! * t.rowSize, g.rows, r * t.rowSize, t.rowSize, g.rowIds[r]!, lr);
-    }
+  /**
+   * Apply (already averaged) dense-layer gradients with Adam. The tables are stepped where they live
+   * (`EmbeddingTables.push`: on the servers, or the same lazy Adam on every rank).
+   */
+  applyDenseGradients(dense: readonly DenseTensor[]): void {
+    dense.forEach((g, i) => this.optimizer.step(this.dense[i]!.name, this.dense[i]!.data, g.data));
     this.invalidate();
   }
 
@@ -443,11 +414,4 @@ class RowAcc {
 /** `scores` plus 0 * (sum(wide) + sum(feats)): keeps the wide weights and features in the gradient graph (zero gradient) when the wide part is off. */
 function keepInGraph(scores: tfjs.Tensor, feats: tfjs.Tensor, wide: tfjs.Tensor, tf: Tf): tfjs.Tensor {
   return tf.add(scores, tf.mul(tf.add(tf.sum(wide), tf.sum(feats)), 0));
-}
-
-/** A 32-bit hash of two integers (seeds derived from a step and an example index). */
-function mix(a: number, b: number): number {
-  let h = Math.imul(a ^ 0x85ebca6b, 0xc2b2ae35) ^ Math.imul(b + 0x27d4eb2f, 0x165667b1);
-  h ^= h >>> 15; h = Math.imul(h, 0x2c1b3c6d); h ^= h >>> 12; h = Math.imul(h, 0x297a2d39); h ^= h >>> 15;
-  return h >>> 0;
 }

@@ -1,90 +1,77 @@
-import { Canvas, type Rgb } from './png.js';
-
-export const COLORS: Record<string, Rgb> = {
-  blue: [31, 119, 180], orange: [255, 127, 14], green: [44, 160, 44], red: [214, 39, 40], purple: [148, 103, 189],
-  gray: [127, 127, 127], brown: [140, 86, 75],
-};
-const INK: Rgb = [40, 40, 40], GRID: Rgb = [225, 225, 225];
-
-export interface Series { name: string; color: Rgb; points: readonly (readonly [number, number])[]; dashed?: boolean }
-
-function fmt(v: number): string {
-  const a = Math.abs(v);
-  if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}K`;
-  if (a >= 100) return v.toFixed(0);
-  if (a >= 1) return v.toFixed(2);
-  return v.toFixed(3);
-}
+import { lineChart, VEGA_LITE_SCHEMA, type ChartRow, type TopLevelSpec } from '@shoal/run/charts';
+import type { TrainResult } from './job.js';
+import type { RankingMetrics } from './metrics.js';
 
 /**
- * A line chart (title, axes with 5 y ticks and integer-ish x ticks, one polyline per series with markers, legend
- * below). Horizontal reference lines are series with two points spanning the x range and `dashed: true`.
+ * The report's charts as Vega-Lite specs (rendered to PNG by `renderPng` of @shoal/run/charts), by file name:
+ * loss and samples/s per epoch, HR@10 per epoch against the references (dashed rules), final HR@10 bars, and
+ * with comparison runs samples/s and HR@10 per run.
  */
-export function lineChart(title: string, xLabel: string, series: readonly Series[], w = 720, h = 420): Buffer {
-  const cv = new Canvas(w, h);
-  const L = 70, R = 20, T = 40, legendRows = Math.ceil(series.length / 3), B = 50 + legendRows * 18;
-  const xs = series.flatMap((s) => s.points.map((p) => p[0])), ys = series.flatMap((s) => s.points.map((p) => p[1]));
-  let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(0, ...ys), y1 = Math.max(...ys);
-  if (x1 === x0) { x0 -= 1; x1 += 1; }
-  if (y1 === y0) y1 = y0 + 1;
-  y1 += (y1 - y0) * 0.08;
-  const px = (x: number): number => L + ((x - x0) / (x1 - x0)) * (w - L - R);
-  const py = (y: number): number => h - B - ((y - y0) / (y1 - y0)) * (h - T - B);
-  cv.text((w - Canvas.textWidth(title, 3)) / 2, 10, title, INK, 3);
-  for (let i = 0; i <= 5; i++) {
-    const v = y0 + ((y1 - y0) * i) / 5, y = py(v);
-    cv.line(L, y, w - R, y, GRID);
-    const s = fmt(v);
-    cv.text(L - 6 - Canvas.textWidth(s), y - 5, s, INK);
+export function reportCharts(t: TrainResult, baselines: Record<string, RankingMetrics>, baskets: string, extraRuns?: Record<string, TrainResult>): Record<string, TopLevelSpec> {
+  const ep = t.epochs;
+  const run = `Model (${t.backend}, ${t.workers} workers)`;
+  const charts: Record<string, TopLevelSpec> = {
+    'loss.png': epochAxis(lineChart('Training loss per epoch', ep.map((e) => ({ epoch: e.epoch, loss: e.loss, run })), 'epoch', 'loss', 'run', 'Epoch', 'Sampled-softmax loss', false)),
+    'samples-per-sec.png': epochAxis(lineChart('Training samples/s, all workers', ep.map((e) => ({ epoch: e.epoch, sps: e.samplesPerSec, run })), 'epoch', 'sps', 'run', 'Epoch', 'Samples/s', false)),
+    'hr10-bars.png': bars('HR@10: model vs references', [['model', t.final.hr], ...Object.entries(baselines).map(([n, m]) => [n, m.hr] as [string, number])], 'HR@10', true),
+  };
+  // HR@10 per epoch when every epoch was evaluated, else the final figure; the references as dashed rules. The
+  // model is first in the colour domain, so it is always the first colour of the scheme.
+  const color = { field: 'who', type: 'nominal', title: null, legend: { labelLimit: 300 }, scale: { domain: ['model', ...Object.keys(baselines)] } } as const;
+  const model: ChartRow[] = ep.every((e) => e.metrics !== null) ? ep.map((e) => ({ epoch: e.epoch, hr: e.metrics!.hr, who: 'model' })) : [{ epoch: ep[ep.length - 1]?.epoch ?? 1, hr: t.final.hr, who: 'model' }];
+  charts['hr10.png'] = {
+    $schema: VEGA_LITE_SCHEMA,
+    title: `HR@10 on test ${baskets}`,
+    width: 420,
+    height: 260,
+    layer: [
+      {
+        data: { values: model },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: { field: 'epoch', type: 'quantitative', title: 'Epoch', axis: { format: 'd', tickMinStep: 1 } },
+          y: { field: 'hr', type: 'quantitative', title: 'HR@10', axis: { format: '.0%' } },
+          color,
+        },
+      },
+      {
+        data: { values: Object.entries(baselines).map(([who, m]) => ({ who, hr: m.hr })) },
+        mark: { type: 'rule', strokeDash: [6, 4] },
+        encoding: { y: { field: 'hr', type: 'quantitative' }, color },
+      },
+    ],
+  };
+  if (extraRuns) {
+    const runs = Object.entries(extraRuns).map(([label, x]) => [label.replace(/ \(main run\)/, '*'), x] as const);
+    charts['runs-samples-per-sec.png'] = bars('Samples/s by run (last epoch)', runs.map(([l, x]) => [l, x.epochs[x.epochs.length - 1]?.samplesPerSec ?? 0]), 'Samples/s', false);
+    charts['runs-hr10.png'] = bars('HR@10 by run', runs.map(([l, x]) => [l, x.final.hr]), 'HR@10', true);
   }
-  const xt = Math.min(10, Math.round(x1 - x0));
-  for (let i = 0; i <= xt; i++) {
-    const v = x0 + ((x1 - x0) * i) / xt, x = px(v), s = Number.isInteger(v) ? String(v) : fmt(v);
-    cv.line(x, h - B, x, h - B + 4, INK);
-    cv.text(x - Canvas.textWidth(s) / 2, h - B + 8, s, INK);
-  }
-  cv.line(L, T, L, h - B, INK, 2);
-  cv.line(L, h - B, w - R, h - B, INK, 2);
-  cv.text((w - Canvas.textWidth(xLabel)) / 2, h - B + 24, xLabel, INK);
-  for (const s of series) {
-    for (let i = 1; i < s.points.length; i++) {
-      const a = s.points[i - 1]!, b = s.points[i]!;
-      if (s.dashed) cv.dashed(px(a[0]), py(a[1]), px(b[0]), py(b[1]), s.color, 2);
-      else cv.line(px(a[0]), py(a[1]), px(b[0]), py(b[1]), s.color, 3);
-    }
-    if (!s.dashed) for (const p of s.points) cv.rect(px(p[0]) - 3, py(p[1]) - 3, 7, 7, s.color);
-  }
-  series.forEach((s, i) => {
-    const lx = L + (i % 3) * ((w - L) / 3), ly = h - B + 44 + Math.floor(i / 3) * 18;
-    cv.rect(lx, ly, 14, 10, s.color);
-    cv.text(lx + 20, ly, s.name, INK);
-  });
-  return cv.png();
+  return charts;
 }
 
-/** A bar chart with the value printed above each bar. */
-export function barChart(title: string, bars: readonly { name: string; value: number; color: Rgb }[], w = 720, h = 420): Buffer {
-  const cv = new Canvas(w, h);
-  const L = 70, R = 20, T = 40, B = 40;
-  const y1 = Math.max(...bars.map((b) => b.value), 1e-9) * 1.15;
-  const py = (y: number): number => h - B - (y / y1) * (h - T - B);
-  cv.text((w - Canvas.textWidth(title, 3)) / 2, 10, title, INK, 3);
-  for (let i = 0; i <= 5; i++) {
-    const v = (y1 * i) / 5, y = py(v);
-    cv.line(L, y, w - R, y, GRID);
-    const s = fmt(v);
-    cv.text(L - 6 - Canvas.textWidth(s), y - 5, s, INK);
-  }
-  const slot = (w - L - R) / bars.length, bw = Math.min(90, slot * 0.6);
-  bars.forEach((b, i) => {
-    const cx = L + slot * (i + 0.5);
-    cv.rect(cx - bw / 2, py(b.value), bw, h - B - py(b.value), b.color);
-    const v = fmt(b.value);
-    cv.text(cx - Canvas.textWidth(v) / 2, py(b.value) - 14, v, INK);
-    cv.text(cx - Canvas.textWidth(b.name) / 2, h - B + 8, b.name, INK);
-  });
-  cv.line(L, T, L, h - B, INK, 2);
-  cv.line(L, h - B, w - R, h - B, INK, 2);
-  return cv.png();
+/** Whole epochs on the x axis. */
+function epochAxis(spec: TopLevelSpec): TopLevelSpec {
+  const e = (spec as { encoding: { x: Record<string, unknown> } }).encoding;
+  e.x = { ...e.x, axis: { format: 'd', tickMinStep: 1 } };
+  return spec;
+}
+
+/** One bar per name (in the given order, names on the axis), the value printed above it; `share`: values are fractions, shown as %. */
+function bars(title: string, rows: readonly (readonly [string, number])[], yTitle: string, share: boolean): TopLevelSpec {
+  const values = rows.map(([name, value]) => ({ name, value, label: share ? `${(value * 100).toFixed(2)}%` : String(Math.round(value)) }));
+  return {
+    $schema: VEGA_LITE_SCHEMA,
+    title,
+    data: { values },
+    width: { step: 110 },
+    height: 240,
+    encoding: {
+      x: { field: 'name', type: 'nominal', title: null, sort: null, axis: { labelAngle: 0, labelLimit: 110 } },
+      y: { field: 'value', type: 'quantitative', title: yTitle, ...(share ? { axis: { format: '.0%' } } : {}) },
+    },
+    layer: [
+      { mark: 'bar', encoding: { color: { field: 'name', type: 'nominal', legend: null, scale: { domain: rows.map(([n]) => n) } } } },
+      { mark: { type: 'text', dy: -6 }, encoding: { text: { field: 'label' } } },
+    ],
+  };
 }

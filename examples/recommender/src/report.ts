@@ -1,8 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { renderPng } from '@shoal/run/charts';
 import type { TrainResult } from './job.js';
 import { BOOTSTRAP, type RankingMetrics } from './metrics.js';
-import { barChart, COLORS, lineChart, type Series } from './plot.js';
+import { reportCharts } from './plot.js';
 import type { Words } from './config.js';
 import type { PrepareStats } from './prepare.js';
 
@@ -18,6 +19,8 @@ export interface ReportInput {
   wallSeconds: number;
   /** Extra runs to compare (e.g. 1 vs 4 workers), by label. */
   extraRuns?: Record<string, TrainResult>;
+  /** Where the TensorBoard runs were written (`--logdir`), if anywhere. */
+  logdir?: string | null;
 }
 
 const cap = (x: string): string => x.charAt(0).toUpperCase() + x.slice(1);
@@ -31,27 +34,11 @@ export function relGain(a: number, b: number): number { return b > 0 ? a / b - 1
  * Write `report.md`, `results.json` and the PNG plots (loss per epoch, HR@10 per epoch against the baselines,
  * final HR@10 bars, samples/s) into `dir` (created). Returns the report path.
  */
-export function writeReport(dir: string, r: ReportInput): string {
+export async function writeReport(dir: string, r: ReportInput): Promise<string> {
   mkdirSync(dir, { recursive: true });
   const t = r.train, ep = t.epochs;
   const base = Object.entries(r.baselines);
-  const pal = [COLORS.orange!, COLORS.gray!, COLORS.green!, COLORS.purple!];
-  writeFileSync(join(dir, 'loss.png'), lineChart('TRAINING LOSS PER EPOCH', 'epoch', [
-    { name: `model (${t.backend}, ${t.workers} workers)`, color: COLORS.blue!, points: ep.map((e) => [e.epoch, e.loss] as const) },
-  ]));
-  const x0 = ep[0]?.epoch ?? 1, x1 = ep[ep.length - 1]?.epoch ?? 1;
-  const hrSeries: Series[] = [];
-  if (ep.every((e) => e.metrics !== null)) hrSeries.push({ name: 'model', color: COLORS.blue!, points: ep.map((e) => [e.epoch, e.metrics!.hr] as const) });
-  else hrSeries.push({ name: 'model', color: COLORS.blue!, points: [[x0, t.final.hr], [x1, t.final.hr]] });
-  base.forEach(([name, m], i) => hrSeries.push({ name, color: pal[i % pal.length]!, points: [[x0, m.hr], [x1, m.hr]], dashed: true }));
-  writeFileSync(join(dir, 'hr10.png'), lineChart(`HR@10 ON TEST ${r.dataset.words.baskets.toUpperCase()}`, 'epoch', hrSeries));
-  writeFileSync(join(dir, 'hr10-bars.png'), barChart('HR@10: MODEL VS BASELINES', [
-    { name: 'model', value: t.final.hr, color: COLORS.blue! },
-    ...base.map(([name, m], i) => ({ name, value: m.hr, color: pal[i % pal.length]! })),
-  ]));
-  writeFileSync(join(dir, 'samples-per-sec.png'), lineChart('TRAINING SAMPLES/S (ALL WORKERS)', 'epoch', [
-    { name: `${t.backend}, ${t.workers} workers`, color: COLORS.green!, points: ep.map((e) => [e.epoch, e.samplesPerSec] as const) },
-  ]));
+  for (const [file, spec] of Object.entries(reportCharts(t, r.baselines, r.dataset.words.baskets, r.extraRuns))) await renderPng(spec, join(dir, file));
 
   const w = r.dataset.words;
   const [bestName, best] = Object.entries(r.baselines).reduce((a, b) => (b[1].hr > a[1].hr ? b : a));
@@ -59,6 +46,7 @@ export function writeReport(dir: string, r: ReportInput): string {
   const lines: string[] = [];
   lines.push(`# ${r.title}`, '');
   lines.push(`Command: \`${r.command}\`  `);
+  if (r.logdir) lines.push(`TensorBoard: \`tensorboard --logdir ${r.logdir}\` (one run per training run: loss, samples/s, step times, validation HR@10, system metrics)  `);
   lines.push(`Wall time: ${r.wallSeconds.toFixed(1)} s (data ${(r.dataset.prepareMs / 1000).toFixed(1)} s${r.dataset.cached ? ', cached' : ''}, training ${t.trainSeconds.toFixed(1)} s). ${t.tfjs}.`, '');
   lines.push('## Task', '');
   lines.push(`${cap(w.basket)} completion: for every test ${w.basket} with at least 2 catalog ${w.items}, one ${w.item} is hidden and each recommender ranks`,
@@ -120,13 +108,6 @@ export function writeReport(dir: string, r: ReportInput): string {
   }
   if (r.extraRuns) {
     const runs = Object.entries(r.extraRuns);
-    const cols = [COLORS.blue!, COLORS.green!, COLORS.purple!, COLORS.brown!];
-    writeFileSync(join(dir, 'runs-samples-per-sec.png'), barChart('SAMPLES/S BY RUN (LAST EPOCH)', runs.map(([label, x], i) => ({
-      name: label.replace(/ \(main run\)/, '*'), value: x.epochs[x.epochs.length - 1]?.samplesPerSec ?? 0, color: cols[i % cols.length]!,
-    }))));
-    writeFileSync(join(dir, 'runs-hr10.png'), barChart('HR@10 BY RUN', runs.map(([label, x], i) => ({
-      name: label.replace(/ \(main run\)/, '*'), value: x.final.hr, color: cols[i % cols.length]!,
-    }))));
     lines.push('## Comparison runs', '', '![samples/s by run](runs-samples-per-sec.png)', '', '![HR@10 by run](runs-hr10.png)', '', '| run | workers | backend | HR@10 | NDCG@10 | samples/s (last epoch) | train s |', '|---|---|---|---|---|---|---|');
     for (const [label, x] of Object.entries(r.extraRuns)) {
       const le = x.epochs[x.epochs.length - 1];

@@ -52,7 +52,7 @@ async function main(): Promise<void> {
         finish: async (train) => {
           if (sync.rank !== 0) return;
           const command = `shoal run -n ${sync.size} --backend ${sync.kind} ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${argv.join(' ')}`.trim();
-          reportStep({ outDir, cfg, prep, refs: refs!, train, command, t0, log });
+          await reportStep({ outDir, cfg, prep, refs: refs!, train, command, t0, log, logdir: spec.logdir });
         },
       };
     }

@@ -62,6 +62,18 @@ test('shoal run -n: bounded by cores (4 per core) unless --oversubscribe, never 
   assert.match(usage(() => parseRunCommand(['-n', '2'])), /no script given/);
 });
 
+test('shoal run --ps-mode async --staleness S: parsed for the ps backend, named when misused', () => {
+  const o = parseRunArgs(['-n', '2', '--backend', 'ps', '--ps-mode', 'async', '--staleness', '2', 'a.js']);
+  assert.equal([o.psMode, o.staleness], ['async', 2]);
+  assert.is(parseRunArgs(['-n', '2', '--backend', 'ps', '--ps-mode', 'async', 'a.js']).staleness, undefined);
+  assert.is(parseRunArgs(['-n', '2', '--backend', 'ps', '--ps-mode', 'sync', 'a.js']).psMode, 'sync');
+  assert.match(usage(() => parseRunArgs(['-n', '2', '--ps-mode', 'async', 'a.js'])), /--ps-mode async needs --backend ps/);
+  assert.match(usage(() => parseRunArgs(['-n', '2', '--backend', 'hybrid', '--ps-mode', 'async', 'a.js'])), /--ps-mode async needs --backend ps/);
+  assert.match(usage(() => parseRunArgs(['-n', '2', '--backend', 'ps', '--staleness', '1', 'a.js'])), /--staleness needs --ps-mode async/);
+  assert.match(usage(() => parseRunArgs(['-n', '2', '--backend', 'ps', '--ps-mode', 'async', '--staleness=-1', 'a.js'])), /--staleness must be an integer in 0\.\./);
+  assert.match(usage(() => parseRunArgs(['-n', '2', '--backend', 'ps', '--ps-mode', 'asink', 'a.js'])), /--ps-mode must be one of sync\|async, got "asink"/);
+});
+
 test('shoal run --help lists every option from the one table, with the after-the-script rule', () => {
   assert.is(parseRunCommand(['--help']).help, true);
   assert.is(parseRunCommand(['-n', '2', '-h']).help, true);

@@ -48,7 +48,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const guess = suggest(cmd, Object.keys(COMMANDS));
     throw new UsageError(`shoal: unknown command ${JSON.stringify(cmd)}${guess ? ` (did you mean ${guess}?)` : ''}; see shoal --help`);
   }
-  const parsed = parseRunCommand(top.scriptArgs);
+  const parsed = parseRunCommand(top.scriptArgs, { SHOAL_TIMELINE: process.env.SHOAL_TIMELINE });
   if (parsed.help) {
     process.stdout.write(`${helpText(RUN_COMMAND)}\n`);
     return 0;
@@ -71,6 +71,8 @@ async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGHUP', onSignal);
   const r = await launch({ ...opts, signal: ac.signal });
   const secs = (r.durationMs / 1000).toFixed(1);
+  if (r.timeline) process.stderr.write(`shoal run: timeline of ${r.timeline.pids.length} process(es), ${r.timeline.spans} spans in ${opts.timeline} (open it in chrome://tracing or ui.perfetto.dev)\n`);
+  if (r.timeline?.missing.length) process.stderr.write(`shoal run: timeline: no part found at ${r.timeline.missing.join(', ')} (a rank that never started, or on another host)\n`);
   if (r.code === 0) {
     process.stderr.write(`shoal run: ${opts.numWorkers} worker(s) finished in ${secs} s\n`);
     return 0;

@@ -9,8 +9,10 @@ import { Worker as ThreadWorker } from 'node:worker_threads';
 const osSignals = constants.signals as Record<string, number>;
 import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOptions } from '@shoal/core';
 import { removeStaleSegments } from '@shoal/core/transport';
-import { JOB_SECRET_ENV, JobAuth } from '@shoal/core';
+import { JOB_SECRET_ENV, JOB_TLS_ENV, JobAuth, JobTls } from '@shoal/core';
 import { sweepLeftovers } from '@shoal/core/security';
+import type { MergedTimeline } from '@shoal/core/telemetry';
+import { launchTelemetry, mergeJobTimeline, serverTelemetry } from './launch-telemetry.js';
 import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -54,6 +56,13 @@ export interface LaunchOptions {
   psLink?: PsLink;
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
   timeoutMs?: number;
+  /**
+   * Encrypt the job's TCP connections (the store, the net transport, ps links over tcp, actor links) with TLS 1.3
+   * under a certificate made for this job and pinned by every peer (`shoal run --tls`; see core's
+   * security/job-tls.ts). Shared memory and unix sockets stay on this host and are not encrypted. Not with the
+   * nng transport (its TLS is not built): with `hosts`, the transport defaults to net instead.
+   */
+  tls?: boolean;
   /** Stop everything and fail if the job runs longer than this. Default: no limit. */
   jobTimeoutMs?: number;
   /**
@@ -74,8 +83,26 @@ export interface LaunchOptions {
    * what was not acknowledged (SHOAL_PS_RESEND=1), so the job ends with the weights of a run without the fault.
    */
   psDurable?: string;
+  /**
+   * The servers' consistency (`shoal run --ps-mode`, ps backend): `sync` (default) rounds, or `async`: each
+   * worker's update is applied on arrival and workers do not wait for each other, except that with `staleness`
+   * S (`--staleness S`) no worker runs more than S steps ahead of the slowest (see `KVServerOptions`).
+   */
+  psMode?: 'sync' | 'async';
+  staleness?: number;
   /** Extra environment for every worker (on top of this process's environment). */
   env?: Record<string, string>;
+  /**
+   * TensorBoard logs (`shoal run --logdir DIR`): every worker gets SHOAL_LOGDIR=DIR (a Trainer given `worker.sync`
+   * writes `DIR/train`, `DIR/val`, `DIR/rank-<r>`), and each parameter server writes its load to `DIR/server-<i>`.
+   */
+  logdir?: string;
+  /**
+   * Record a timeline (`shoal run --timeline FILE`): every worker gets SHOAL_TIMELINE=FILE and writes its part
+   * (`FILE.rank-<r>.jsonl`); when the job ends (failed or not) the launcher merges the parts into FILE, one
+   * process per rank, and removes them. The folder is created if needed.
+   */
+  timeline?: string;
   /** Extra `node` flags for the worker processes, e.g. `['--max-old-space-size=4096']`. Not used with `threads`. */
   nodeArgs?: readonly string[];
   /** Time between SIGTERM and SIGKILL when stopping workers. Default 3 000 ms. */
@@ -108,6 +135,8 @@ export interface LaunchResult {
   durationMs: number;
   /** Exit status per rank (`null` code with a signal when stopped). */
   exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
+  /** With `timeline`: what the merged file holds. */
+  timeline?: MergedTimeline;
 }
 
 const TAIL_LINES = 40;
@@ -209,6 +238,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
+  if (options.psMode !== undefined && options.psMode !== 'sync' && options.psMode !== 'async') throw Errors.invalidArg('psMode', `must be sync|async, got ${JSON.stringify(options.psMode)}`);
+  if (options.psMode === 'async' && backend !== 'ps') throw Errors.config('psMode', `async needs --backend ps (the ${backend} backend averages gradients in sync rounds)`);
+  if (options.staleness !== undefined && (!Number.isInteger(options.staleness) || options.staleness < 0)) throw Errors.invalidArg('staleness', `must be an integer >= 0, got ${options.staleness}`);
+  if (options.staleness !== undefined && options.psMode !== 'async') throw Errors.config('staleness', 'bounds how far async workers run ahead: it needs --ps-mode async');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -224,7 +257,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   // the figures in bench/README.md (8 B allreduce p50 ~22 us vs ~35 us over TCP; 64 MiB 2-3x net's busbw; small
   // ps rounds 2.5x faster than unix sockets). Across hosts nng (the cluster bench: level with net on a full
   // 1 Gbit/s link, 2-3x net at 16-64 MiB when the CPU is the limit) and tcp to the servers.
-  const transport = options.transport ?? (multiHost ? 'nng' : 'shm');
+  const transport = options.transport ?? (multiHost ? (options.tls ? 'net' : 'nng') : 'shm');
+  if (options.tls && transport === 'nng') throw Errors.config('tls', 'the nng transport has no TLS in shoal: use --transport net with --tls');
   const psLink = options.psLink ?? (multiHost ? 'tcp' : 'shm');
   if (multiHost && (transport === 'shm' || psLink !== 'tcp')) throw Errors.config('transport', `ranks on several hosts need --transport net|nng and --ps-link tcp (got ${transport}, ${psLink})`);
   // The store (and the ps servers) listen here: with several hosts, on this machine's entry of the list (or its
@@ -236,12 +270,15 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
   const threadScript = threads ? threadScriptFor(options.script) : { entry: '', data: {} };
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
+  const telemetry = launchTelemetry(options);
+  // The workers' environment on top of this process's: the caller's `env`, the log folder and the timeline file.
+  const workerEnv: Record<string, string> = { ...(options.env ?? {}), ...telemetry.env };
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
   sweepLeftovers();
   // The job secret: in the workers' and servers' environment only (never argv, the store or a log).
-  const auth = JobAuth.generate(jobId);
+  const auth = options.tls ? JobAuth.generate(jobId).withTls(await JobTls.generate(jobId)) : JobAuth.generate(jobId);
   const store = await TcpStoreServer.start({ host, auth });
   const workers: Worker[] = [];
   let psClient: TcpStore | undefined;
@@ -255,6 +292,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let stopping = false;
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
+  let timelineResult: LaunchResult | undefined;
   let settleTimer: NodeJS.Timeout | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
@@ -320,12 +358,14 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         store: psClient,
         numServers: servers,
         numWorkers: n,
+        ...(options.psMode === 'async' ? { mode: 'async' as const, ...(options.staleness === undefined ? {} : { staleness: options.staleness }) } : {}),
         timeoutMs: options.timeoutMs ?? 60_000,
         host,
         link: psLink,
         socketDir: tmpdir(),
         jobId,
         auth,
+        ...serverTelemetry(telemetry),
       });
       for (const s of psServers) {
         // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
@@ -363,7 +403,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
         workerData: { [THREAD_OPTIONS_KEY]: { ...wo, auth: undefined }, ...threadScript.data },
         argv: [...(options.args ?? [])],
-        env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...auth.childEnv() },
+        env: { ...(process.env as Record<string, string>), ...workerEnv, ...auth.childEnv() },
         stdout: true,
         stderr: true,
         name: `shoal rank ${rank}`,
@@ -417,18 +457,19 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
           ? // another host: through the remote shell, with only the job's environment (ssh forwards none)
             // The job secret is not on that command line (visible in ps on both hosts): the remote shell reads it
             // from its stdin, which this process writes right after the spawn.
-            spawn(rsh[0]!, [...rsh.slice(1), at.host, `IFS= read -r SHOAL_JOB_SECRET && export SHOAL_JOB_SECRET && ${remoteCommand(process.cwd(), { ...(options.env ?? {}), ...shoalEnv }, [process.execPath, ...argv])}`], {
+            spawn(rsh[0]!, [...rsh.slice(1), at.host, `${remoteSecretReads(auth)}${remoteCommand(process.cwd(), { ...workerEnv, ...shoalEnv }, [process.execPath, ...argv])}`], {
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             })
           : spawn(process.execPath, argv, {
-              env: { ...(process.env as Record<string, string>), ...(options.env ?? {}), ...shoalEnv, SHOAL_PARENT_PID: String(process.pid), ...auth.childEnv() },
+              env: { ...(process.env as Record<string, string>), ...workerEnv, ...shoalEnv, SHOAL_PARENT_PID: String(process.pid), ...auth.childEnv() },
               stdio: ['pipe', 'pipe', 'pipe'],
               detached: true,
             });
       if (at !== undefined && !isLocalHost(at.host)) {
         child.stdin?.on('error', () => {});
-        child.stdin?.write(`${auth.childEnv()[JOB_SECRET_ENV]}\n`);
+        const secretEnv = auth.childEnv();
+        child.stdin?.write(`${secretEnv[JOB_SECRET_ENV]}\n${auth.tls ? `${secretEnv[JOB_TLS_ENV]}\n` : ''}`);
       }
       const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
@@ -467,6 +508,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
     const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
+    timelineResult = result; // the merged timeline is added once the servers have stopped (finally)
     if (serverLost) {
       result.code = serverLost.code;
       result.failedProcess = serverLost.name;
@@ -499,6 +541,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    const merged = timelineResult && (await mergeJobTimeline(telemetry, workers.length, psServers.length, errOut));
+    if (merged) timelineResult!.timeline = merged;
     if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
     if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
@@ -507,4 +551,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     // killed before its peer attached).
     removeStaleSegments(jobId);
   }
+}
+
+/** The remote shell's reads of the job secret (and TLS certificate) from its stdin, one line each. */
+function remoteSecretReads(auth: JobAuth): string {
+  const vars = [JOB_SECRET_ENV, ...(auth.tls ? [JOB_TLS_ENV] : [])];
+  return vars.map((v) => `IFS= read -r ${v} && export ${v} && `).join('');
 }

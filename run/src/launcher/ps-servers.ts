@@ -1,4 +1,4 @@
-import { defaultServerName, startPsServers } from '@shoal/backends';
+import { defaultServerName, startPsServers, type KVServerOptions } from '@shoal/backends';
 import { Errors, netRemote, shmRemote, type ActorSupervisor, type Store } from '@shoal/core';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +20,9 @@ export interface PsServerActorsOptions {
   store: Store;
   numServers: number;
   numWorkers: number;
+  /** The servers' consistency (default `sync`); `staleness` bounds async workers' lead (default unbounded). */
+  mode?: 'sync' | 'async';
+  staleness?: number;
   timeoutMs: number;
   /** Interface the servers listen on with `link: 'tcp'` (default 127.0.0.1). */
   host?: string;
@@ -36,6 +39,10 @@ export interface PsServerActorsOptions {
   durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
   /** The job's identity: the servers get its secret in their environment and require it of every caller. */
   auth: JobAuth;
+  /** Each server writes its load (rounds/s, queue depth, bytes, apply time) to `<logdir>/server-<i>` (`--logdir`). */
+  metrics?: KVServerOptions['metrics'];
+  /** `--timeline FILE`: each server records its updates in the part `FILE.server-<i>.jsonl`. */
+  timeline?: string;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -63,7 +70,7 @@ export function psServerListenUrl(o: Omit<PsServerActorsOptions, 'auth'>, i: num
 
 /**
  * Start the parameter-server shards of a `--backend ps|hybrid` job as actor processes `ps-server-0..K-1`
- * (`startPsServers` of `@shoal/backends`: KVServer, sync mode), each listening where `psServerListenUrl` says.
+ * (`startPsServers` of `@shoal/backends`: KVServer, sync mode unless `mode` says async), each listening where `psServerListenUrl` says.
  * Workers connect with `PsSync.connect` over the same store (see `initWorker`). The caller stops them (`stop()`
  * on each supervisor). On failure the ones started are stopped.
  */
@@ -73,11 +80,14 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     store: o.store,
     numServers: o.numServers,
     numWorkers: o.numWorkers,
-    mode: 'sync',
+    mode: o.mode ?? 'sync',
+    ...(o.staleness === undefined ? {} : { staleness: o.staleness }),
     timeoutMs: o.timeoutMs,
     remote: o.link === 'shm' ? shmRemote(o.storeUrl, { prefix: shmPrefix(o.jobId) }) : netRemote(o.storeUrl),
     listenUrl: (i) => psServerListenUrl(o, i),
     ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.timeline ? { timeline: o.timeline } : {}),
     auth: o.auth,
   });
 }

@@ -28,12 +28,16 @@ export const RUN_COMMAND = {
     data: { type: 'string', arg: 'PATH', help: 'Parquet, Arrow or CSV file or folder; each worker reads its shard with worker.data()' },
     transport: { type: 'string', arg: 'shm|net|nng', help: 'between workers (default shm: every worker is on this host)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'ps/hybrid: servers checkpoint every update under DIR; a server that dies is restarted from it and workers resend, so the job goes on' },
+    'ps-mode': { type: 'string', arg: 'sync|async', help: 'ps: sync rounds (default), or async: each update applied on arrival, workers never wait for each other' },
+    staleness: { type: 'string', arg: 'S', help: 'with --ps-mode async: no worker runs more than S steps ahead of the slowest (default unbounded; 0 = sync)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
+    tls: { type: 'boolean', help: "encrypt the job's TCP connections (store, net transport, tcp ps links) with TLS under a per-job pinned certificate" },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
     'job-timeout-s': { type: 'string', arg: 'S', help: 'stop everything and fail after S seconds (default: no limit)' },
     'grace-ms': { type: 'string', arg: 'MS', help: 'time between SIGTERM and SIGKILL when stopping workers (default 3000)' },
-    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR)' },
+    logdir: { type: 'string', arg: 'DIR', help: 'TensorBoard logs from every rank: a Trainer writes DIR/train, DIR/val, DIR/rank-<r> (sets SHOAL_LOGDIR); ps servers DIR/server-<i>' },
+    timeline: { type: 'string', arg: 'FILE', help: 'every rank records a timeline (compute, sync ops, apply, data); merged into FILE for chrome://tracing or Perfetto (also SHOAL_TIMELINE)' },
     oversubscribe: { type: 'boolean', help: `allow more than ${MAX_WORKERS_PER_CORE} workers per core (up to ${MAX_WORKERS})` },
     hosts: { type: 'string', short: 'H', arg: 'H1:S,H2:S', help: "ranks fill these hosts in order (host:slots, as horovodrun -H); other hosts' ranks start through --rsh; transport nng and ps link tcp by default" },
     hostfile: { type: 'string', arg: 'FILE', help: "the hosts from a file: one 'host slots=N' (or host:N) per line, # comments" },
@@ -60,7 +64,7 @@ export interface ParsedRun {
  * `-n`: up to `MAX_WORKERS_PER_CORE` per core, more with `--oversubscribe`, never more than `MAX_WORKERS`; more
  * workers than cores gives a warning. Throws `UsageError` naming the bad flag; nothing is started.
  */
-export function parseRunCommand(argv: readonly string[], env: { cores?: number } = {}): ParsedRun {
+export function parseRunCommand(argv: readonly string[], env: { cores?: number; SHOAL_TIMELINE?: string } = {}): ParsedRun {
   const p = parseCommand(RUN_COMMAND, argv);
   const v = p.values;
   const name = RUN_COMMAND.name;
@@ -88,13 +92,30 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number }
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
     o.psDurable = resolve(v['ps-durable']);
   }
+  if (v['ps-mode'] !== undefined) {
+    o.psMode = choiceOption(name, '--ps-mode', v['ps-mode'], ['sync', 'async'] as const);
+    if (o.psMode === 'async' && o.backend !== 'ps') throw new UsageError(`${name}: --ps-mode async needs --backend ps`);
+  }
+  if (v.staleness !== undefined) {
+    if (o.psMode !== 'async') throw new UsageError(`${name}: --staleness needs --ps-mode async`);
+    o.staleness = intOption(name, '--staleness', v.staleness, 0, 1_000_000);
+  }
   if (v.host !== undefined) o.host = v.host;
+  if (v.tls === true) {
+    if (o.transport === 'nng') throw new UsageError(`${name}: --tls needs --transport net or shm (nng's TLS is not built)`);
+    o.tls = true;
+  }
   if (v['timeout-ms'] !== undefined) o.timeoutMs = intOption(name, '--timeout-ms', v['timeout-ms'], 1);
   if (v['job-timeout-s'] !== undefined) o.jobTimeoutMs = intOption(name, '--job-timeout-s', v['job-timeout-s'], 1, Math.floor(MAX_TIMER_MS / 1000)) * 1000;
   if (v['grace-ms'] !== undefined) o.graceMs = intOption(name, '--grace-ms', v['grace-ms'], 0);
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
-    o.env = { ...(o.env ?? {}), SHOAL_LOGDIR: resolve(v.logdir) }; // absolute: workers may start elsewhere (--rsh)
+    o.logdir = resolve(v.logdir); // absolute: workers may start elsewhere (--rsh)
+  }
+  const timeline = v.timeline ?? (env.SHOAL_TIMELINE === '' ? undefined : env.SHOAL_TIMELINE);
+  if (timeline !== undefined) {
+    if (timeline === '') throw new UsageError(`${name}: --timeline needs a file`);
+    o.timeline = resolve(timeline); // absolute: workers may start elsewhere (--rsh)
   }
   if (hosts) o.hosts = hosts;
   if (v.rsh !== undefined) {
@@ -129,7 +150,7 @@ function hostsOption(spec: string | undefined, file: string | undefined, n: numb
 }
 
 /** Parse the arguments after `shoal run` (see `parseRunCommand`); `--help` is a `UsageError` here. */
-export function parseRunArgs(argv: readonly string[], env: { cores?: number } = {}): LaunchOptions {
+export function parseRunArgs(argv: readonly string[], env: { cores?: number; SHOAL_TIMELINE?: string } = {}): LaunchOptions {
   const r = parseRunCommand(argv, env);
   if (r.help) throw new UsageError(helpText(RUN_COMMAND));
   return r.options;

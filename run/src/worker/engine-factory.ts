@@ -12,6 +12,7 @@ import {
   type RingSyncOptions,
 } from '@shoal/backends';
 import { connectGroup, createNetTransport, Errors, shmTransport, type Connection, type IoOptions, type Listener, type Transport, type WorkerOptions } from '@shoal/core';
+import type { Timeline } from '@shoal/core/telemetry';
 import type { JobContext } from './join-job.js';
 
 /** How `connectEngine` builds the engines (the engine part of `InitWorkerOptions`). */
@@ -60,9 +61,9 @@ export interface ConnectedEngine {
  * (RingSync over a process group, on the same-host collective or the hierarchy when they apply), `ps` (PsSync
  * to the server actors the launcher started, `ps-server-0..S-1` in the job's raw store), `hybrid` (HybridSync of
  * the two). Collective: every rank calls it with the same options. On failure what it made is closed; `job` is
- * the caller's.
+ * the caller's. `timeline` (the caller's, not owned): the engine records its sync ops on it.
  */
-export async function connectEngine(options: WorkerOptions, job: JobContext, init: EngineOptions = {}): Promise<ConnectedEngine> {
+export async function connectEngine(options: WorkerOptions, job: JobContext, init: EngineOptions = {}, timeline?: Timeline): Promise<ConnectedEngine> {
   const sameHost = checkEngineOptions(init);
   let sync: GradientSync;
   let psShm: Transport | undefined;
@@ -109,7 +110,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         coll = await sameHostCollective();
         if (coll === undefined) h = await hierarchy();
         const { sameHost: _, ...ringOpts } = init.ring ?? {};
-        return new RingSync(group, { ...ringOpts, ...(h === undefined ? {} : { hierarchical: h }), ...(coll === undefined ? {} : { collective: coll }) });
+        return new RingSync(group, { ...ringOpts, ...(h === undefined ? {} : { hierarchical: h }), ...(coll === undefined ? {} : { collective: coll }), ...(timeline ? { timeline } : {}) });
       } catch (e) {
         await Promise.all([group.close(), h?.close(), coll?.close()]);
         throw e;
@@ -126,7 +127,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true });
+      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true, ...(timeline ? { timeline } : {}) });
     };
     switch (options.backend) {
       case 'ring':

@@ -1,16 +1,56 @@
 import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
+import { mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
-/** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` (`shoal run --logdir DIR`). */
-export function parseJobTelemetry(env: Record<string, string | undefined>): JobTelemetry | undefined {
-  const logdir = env.SHOAL_LOGDIR;
-  if (logdir === undefined || logdir === '') return undefined;
-  if (logdir.includes('\0')) throw Errors.config('SHOAL_LOGDIR', 'contains a NUL byte');
-  return { logdir };
+/** What the worker environment asks every rank to record. */
+export interface TelemetryOptions {
+  /** `SHOAL_LOGDIR` (`shoal run --logdir DIR`): TensorBoard runs. */
+  readonly logdir?: string;
+  /**
+   * `SHOAL_TIMELINE` (`shoal run --timeline FILE`): the merged timeline; this rank writes its part
+   * `FILE.rank-<r>.jsonl` (`timelinePartPath`), which `shoal run` merges into FILE when the job ends.
+   */
+  readonly timeline?: string;
+}
+
+/** The job's telemetry settings from the worker environment: `SHOAL_LOGDIR` and `SHOAL_TIMELINE`. */
+export function parseJobTelemetry(env: Record<string, string | undefined>): TelemetryOptions | undefined {
+  const o: { logdir?: string; timeline?: string } = {};
+  for (const [key, name] of [['logdir', 'SHOAL_LOGDIR'], ['timeline', 'SHOAL_TIMELINE']] as const) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    if (v.includes('\0')) throw Errors.config(name, 'contains a NUL byte');
+    o[key] = v;
+  }
+  return o.logdir === undefined && o.timeline === undefined ? undefined : o;
+}
+
+/**
+ * This rank's timeline recorder for `SHOAL_TIMELINE`, and how to finish it: close it and, for a worker alone (no
+ * launcher to merge the parts), merge its own part into the file.
+ */
+function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): { timeline?: Timeline; finish(): Promise<void> } {
+  if (t?.timeline === undefined) return { finish: async () => {} };
+  const part = timelinePartPath(t.timeline, options.rank);
+  const timeline = new Timeline({ path: part, pid: options.rank });
+  const alone = options.worldSize === 1 && options.storeUrl === '';
+  return {
+    timeline,
+    async finish() {
+      await timeline.close();
+      if (alone) await mergeTimeline(t.timeline!, [part], { remove: true });
+    },
+  };
+}
+
+/** The telemetry handed down to the engine and the Trainer (undefined when nothing is recorded). */
+function jobTelemetry(t: TelemetryOptions | undefined, timeline: Timeline | undefined): JobTelemetry | undefined {
+  if (t?.logdir === undefined && timeline === undefined) return undefined;
+  return { ...(t?.logdir === undefined ? {} : { logdir: t.logdir }), ...(timeline ? { timeline } : {}) };
 }
 
 export interface InitWorkerOptions extends EngineOptions {
@@ -39,7 +79,10 @@ export interface WorkerHandle {
   data(opts?: WorkerDataOptions): Promise<TrainingData>;
   /** Rank 0 prints `SHOAL_RESULT {json}` for the launcher (`shoal_spark.fit` returns it). */
   result(result: { history?: unknown; model?: string | null; [k: string]: unknown }): void;
-  /** `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there. */
+  /**
+   * `SHOAL_LOGDIR` (`shoal run --logdir`): a Trainer given `sync` writes TensorBoard logs there; `SHOAL_TIMELINE`
+   * (`shoal run --timeline`): this rank's timeline, written by the engine and the Trainer, closed with the handle.
+   */
   readonly telemetry?: JobTelemetry;
   /** Close the engine, the transport and the store. Idempotent. */
   close(): Promise<void>;
@@ -75,21 +118,29 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     init.options ??
     (init.env === undefined ? threadWorkerOptions() : undefined) ??
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
-  const telemetry = parseJobTelemetry(env);
+  const topts = parseJobTelemetry(env);
   checkEngineOptions(init);
+  const tl = openTimeline(topts, options);
+  const telemetry = jobTelemetry(topts, tl.timeline);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     attachJobTelemetry(sync, telemetry);
     const job = await joinJob({ options, env });
     const { closeData, ...dm } = dataMethods(options, sync);
-    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close()) };
+    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close(), await tl.finish()) };
   }
-  const job = await joinJob({ options, env });
+  let job: JobContext;
   let engine: ConnectedEngine;
   try {
-    engine = await connectEngine(options, job, init);
+    job = await joinJob({ options, env });
+    try {
+      engine = await connectEngine(options, job, init, tl.timeline);
+    } catch (e) {
+      await job.close();
+      throw e;
+    }
   } catch (e) {
-    await job.close();
+    await tl.finish().catch(() => {});
     throw e;
   }
   const sync = engine.sync;
@@ -111,6 +162,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
         await engine.close();
       } finally {
         await job.close();
+        await tl.finish();
       }
     },
   };

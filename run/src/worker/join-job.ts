@@ -61,6 +61,7 @@ export function threadWorkerOptions(): WorkerOptions | undefined {
     // The secret is not in workerData (JobAuth keeps it in a private field, which is not cloned): the launcher
     // put it in this thread's environment.
     SHOAL_JOB_SECRET: process.env.SHOAL_JOB_SECRET,
+    SHOAL_JOB_TLS: process.env.SHOAL_JOB_TLS,
     ...(o.data?.from === 'stdin' ? { SHOAL_INPUT: 'stdin' } : o.data?.from === 'path' ? { SHOAL_DATA: o.data.path } : {}),
     ...(o.columns ? { SHOAL_FEATURES: o.columns.features.join(','), SHOAL_LABEL: o.columns.label } : {}),
   });

@@ -1,5 +1,6 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { Errors, Rng } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 
 type Tf = typeof tfjs;
 type Tensor = tfjs.Tensor;
@@ -83,4 +84,52 @@ export function gatherBatch(tf: Tf, d: { x: Tensor | Tensor[]; y: Tensor }, rows
 export function disposeBatch(b: Batch): void {
   for (const t of Array.isArray(b.x) ? b.x : [b.x]) t.dispose();
   b.y.dispose();
+}
+
+/** A batch source's batches, each wait for the next one recorded as a `data` span. */
+export async function* tracedBatches(it: AsyncIterable<Batch>, trace: { timeline: Timeline; lane: TimelineLane }): AsyncGenerator<Batch> {
+  const iter = it[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const t0 = trace.timeline.now();
+      const r = await iter.next();
+      if (r.done) return;
+      trace.timeline.span(trace.lane, 'data', t0);
+      yield r.value;
+    }
+  } finally {
+    await iter.return?.();
+  }
+}
+
+/**
+ * Loss and metrics of `model` over rows `[lo, hi)` of `d`, in batches of `batchSize` (inference mode): their
+ * rows-weighted sums and the row count, `[loss, ...metrics, rows]`.
+ */
+export function scoreRows(
+  tf: Tf,
+  model: tfjs.LayersModel,
+  lossFn: (yTrue: Tensor, yPred: Tensor) => tfjs.Scalar,
+  metrics: ReadonlyArray<{ fn: (yTrue: Tensor, yPred: Tensor) => tfjs.Scalar }>,
+  d: { x: Tensor | Tensor[]; y: Tensor },
+  lo: number,
+  hi: number,
+  batchSize: number,
+): Float64Array {
+  const sums = new Float64Array(metrics.length + 2);
+  for (let s = lo; s < hi; s += batchSize) {
+    const rows = Int32Array.from({ length: Math.min(batchSize, hi - s) }, (_, i) => s + i);
+    const batch = gatherBatch(tf, d, rows);
+    try {
+      const vals = tf.tidy(() => {
+        const pred = model.apply(batch.x, { training: false }) as Tensor;
+        return [lossFn(batch.y, pred), ...metrics.map((m) => m.fn(batch.y, pred))].map((t) => t.dataSync()[0]!);
+      });
+      vals.forEach((v, i) => (sums[i]! += v * rows.length));
+      sums[vals.length]! += rows.length;
+    } finally {
+      disposeBatch(batch);
+    }
+  }
+  return sums;
 }

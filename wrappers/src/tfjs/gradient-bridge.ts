@@ -1,6 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '@shoal/backends';
 import { Errors, isShoalError, loadKernels, type ReduceKernels } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import { settleAll } from '@shoal/core/util';
 
 type Tf = typeof tfjs;
@@ -51,12 +52,19 @@ export class GradientBridge {
   private readonly sparseGroups: { name: string; rowSize: number; vars: number[]; firstRow: number[]; numRows: number }[] = [];
   private readonly useSparse: boolean;
   private readonly kernels: ReduceKernels;
+  /** Gradient accumulation: rows-weighted sum of the micro-batches' gradients, their rows, their compute time. */
+  private acc?: Float32Array;
+  private accRows = 0;
+  private accComputeMs = 0;
+  /** When tracing: the timeline and its `step` lane (compute, sync, apply spans). */
+  private readonly trace?: { timeline: Timeline; lane: TimelineLane };
 
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
    * `sparseAllreduceMean` (default: the engines whose `capabilities.rowSparse` is `servers`, i.e. ps and hybrid,
    * where touched rows go to the servers; list `ring` too to allgather touched rows over the ring instead of
    * allreducing whole tables, fewer bytes when batches touch a small part of big tables).
+   * `timeline`: record each step's `compute`, `sync` and `apply` on its `step` lane (not owned).
    */
   constructor(
     private readonly tf: Tf,
@@ -64,8 +72,10 @@ export class GradientBridge {
     private readonly sync: GradientSync,
     sparseEngines?: ReadonlyArray<GradientSync['kind']>,
     kernels: ReduceKernels = loadKernels(),
+    timeline?: Timeline,
   ) {
     this.kernels = kernels;
+    if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
     const wanted = sparseEngines === undefined ? sync.capabilities.rowSparse === 'servers' : sparseEngines.includes(sync.kind);
     this.useSparse = sync.size > 1 && wanted && typeof sync.sparseAllreduceMean === 'function';
@@ -111,51 +121,115 @@ export class GradientBridge {
    * in step: nobody is left waiting in a collective).
    */
   async step(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank = this.sync.rank): Promise<number> {
-    if (this.sync.size === 1) return this.stepAlone(lossFn, optimizer, rank);
-    const tf = this.tf;
+    if (this.sync.size === 1) return this.stepLocal(lossFn, optimizer, rank);
     const t0 = performance.now();
+    const loss = this.compute(lossFn);
+    await this.syncApply(optimizer, rank, performance.now() - t0);
+    return loss;
+  }
+
+  /**
+   * Gradient accumulation, one micro-batch: add `rows` times the gradient of `lossFn` (the micro-batch's mean
+   * loss) to the accumulator; nothing is exchanged or applied. Returns the local loss. `applyAccumulated` then
+   * applies the rows-weighted mean, which is the gradient of the mean loss over all the micro-batches' rows.
+   */
+  accumulate(lossFn: () => tfjs.Scalar, rows: number): number {
+    const t0 = performance.now();
+    this.acc ??= new Float32Array(this.flat.length);
+    const loss = this.compute(lossFn, rows);
+    this.accRows += rows;
+    const ms = performance.now() - t0;
+    this.accComputeMs += ms;
+    Object.assign(this.stats, { computeMs: ms, syncMs: 0, applyMs: 0, sparseRows: 0 }); // this micro-batch's
+    return loss;
+  }
+
+  /** Micro-batches' rows in the accumulator (0: nothing pending). */
+  get accumulatedRows(): number {
+    return this.accRows;
+  }
+
+  /**
+   * Average the accumulated gradient over its rows and over the ranks (one collective for all the micro-batches)
+   * and apply it. Collective. Checks for NaN/Inf as `step` does.
+   */
+  async applyAccumulated(optimizer: tfjs.Optimizer, rank = this.sync.rank): Promise<void> {
+    if (!this.acc || this.accRows === 0) throw Errors.state('GradientBridge.applyAccumulated: no micro-batch accumulated');
+    this.flat.set(this.acc);
+    this.kernels.scale(this.flat, 1 / this.accRows);
+    this.acc.fill(0);
+    this.accRows = 0;
+    const computeMs = this.accComputeMs;
+    this.accComputeMs = 0;
+    await this.syncApply(optimizer, rank, computeMs);
+  }
+
+  /**
+   * The gradients of `lossFn` into the flat buffer, or (with `weight`) added times `weight` into the
+   * accumulator. Variables the loss does not depend on get zeros. Returns the loss.
+   */
+  private compute(lossFn: () => tfjs.Scalar, weight?: number): number {
+    const tf = this.tf;
     const varList = this.variables.map((v) => v.variable);
     const { value, grads } = tf.variableGrads(lossFn, varList);
-    let loss: number;
     try {
-      loss = value.dataSync()[0]!;
+      const loss = value.dataSync()[0]!;
       this.variables.forEach((v, i) => {
         const g = grads[v.variable.name];
-        const dst = this.view(i);
-        if (!g) dst.fill(0); // the loss does not depend on this variable
-        else dst.set(readFloats(tf, g));
+        if (weight === undefined) {
+          const dst = this.view(i);
+          if (!g) dst.fill(0); // the loss does not depend on this variable
+          else dst.set(readFloats(tf, g));
+          return;
+        }
+        if (!g) return;
+        const src = readFloats(tf, g);
+        const dst = this.acc!.subarray(this.offsets[i], this.offsets[i]! + v.variable.size);
+        for (let j = 0; j < src.length; j++) dst[j]! += src[j]! * weight;
       });
+      return loss;
     } finally {
       value.dispose();
       for (const k of Object.keys(grads)) grads[k]!.dispose();
     }
+  }
+
+  /**
+   * Average the flat buffer's gradients over the ranks (skipped on one rank) and apply them. Throws ERR_NAN
+   * naming the variable on every rank if any rank's gradient is not finite (the ranks stay in step: nobody is
+   * left waiting in a collective).
+   */
+  private async syncApply(optimizer: tfjs.Optimizer, rank: number, computeMs: number): Promise<void> {
+    const tf = this.tf;
     // Non-finite gradients: not thrown here (the other ranks would wait in the collective until their timeout).
     // The engines agree on NaN and raise ERR_NAN on every rank; a NaN also survives averaging, so the check of
     // the averaged values below fails every rank the same way with engines that let it through.
     const localBad = this.firstNonFinite();
     const t1 = performance.now();
     let sparseRows = 0;
-    try {
-      if (!this.sync.capabilities.concurrentCollectives || this.sparseGroups.length === 0) {
-        await this.sync.allreduceMean(this.dense);
-        for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
-      } else {
-        // Engines with concurrentCollectives (ps, hybrid) take these collectives concurrently (each fixes its order on every rank when it is
-        // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
-        // and sparse variables are disjoint slices of the flat buffer. The failure thrown is the one the sequential path
-        // would meet first (dense, then each sparse group); nothing is applied when any fails.
-        // The row-sparse rounds are issued first: a small dense allreduce may spin briefly on this thread.
-        const sparse = this.sparseGroups.map((g) => this.syncSparse(g));
-        const [, ...rows] = await settleAll<void | number>([this.sync.allreduceMean(this.dense), ...sparse]);
-        for (const r of rows) sparseRows += r as number;
+    if (this.sync.size > 1) {
+      try {
+        if (!this.sync.capabilities.concurrentCollectives || this.sparseGroups.length === 0) {
+          await this.sync.allreduceMean(this.dense);
+          for (const g of this.sparseGroups) sparseRows += await this.syncSparse(g);
+        } else {
+          // Engines with concurrentCollectives (ps, hybrid) take these collectives concurrently (each fixes its order on every rank when it is
+          // called): the row-sparse rounds and the dense one overlap, one wait instead of one per collective. Dense
+          // and sparse variables are disjoint slices of the flat buffer. The failure thrown is the one the sequential path
+          // would meet first (dense, then each sparse group); nothing is applied when any fails.
+          // The row-sparse rounds are issued first: a small dense allreduce may spin briefly on this thread.
+          const sparse = this.sparseGroups.map((g) => this.syncSparse(g));
+          const [, ...rows] = await settleAll<void | number>([this.sync.allreduceMean(this.dense), ...sparse]);
+          for (const r of rows) sparseRows += r as number;
+        }
+      } catch (e) {
+        if (!isShoalError(e, 'ERR_NAN')) throw e;
+        const wire = String(e.context.tensor ?? '').replace(/^s:|^g:/, '');
+        // A group of sparse tables travels as one tensor named `a+b`: name its first table.
+        const other = this.variables.find((v) => v.name === wire) ?? this.variables.find((v) => wire.split('+').includes(v.name));
+        const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
+        throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
       }
-    } catch (e) {
-      if (!isShoalError(e, 'ERR_NAN')) throw e;
-      const wire = String(e.context.tensor ?? '').replace(/^s:|^g:/, '');
-      // A group of sparse tables travels as one tensor named `a+b`: name its first table.
-      const other = this.variables.find((v) => v.name === wire) ?? this.variables.find((v) => wire.split('+').includes(v.name));
-      const label = localBad ? localBad.label : other ? `${other.label} (on another rank)` : `a variable (on another rank: ${e.message})`;
-      throw Errors.nan(`the gradient of ${label}`, { variable: localBad?.label ?? other?.label, rank, localIndex: localBad?.index ?? -1 });
     }
     // One rank: the "average" is the local gradient, already checked.
     const averagedBad = this.sync.size > 1 ? this.firstNonFinite() : localBad;
@@ -170,16 +244,17 @@ export class GradientBridge {
       );
     });
     const t3 = performance.now();
-    Object.assign(this.stats, { computeMs: t1 - t0, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
-    return loss;
+    Object.assign(this.stats, { computeMs, syncMs: t2 - t1, applyMs: t3 - t2, sparseRows });
+    if (this.trace) this.traceStep(t1 - computeMs, t1, t2, t3);
   }
 
   /**
-   * One rank: nothing to exchange, so the gradients are checked where tfjs computed them and applied as they
-   * are, without the round trip through the flat buffer (two copies of every gradient). The same values reach
-   * the optimizer as on the collective path: a variable the loss does not depend on gets zeros there too.
+   * A step on this rank's gradient alone, nothing exchanged: one rank's step, and local SGD's steps between
+   * averages (`syncEvery`). The gradients are checked where tfjs computed them and applied as they are, without
+   * the round trip through the flat buffer (two copies of every gradient). The same values reach the optimizer
+   * as on the collective path: a variable the loss does not depend on gets zeros there too.
    */
-  private stepAlone(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank: number): number {
+  stepLocal(lossFn: () => tfjs.Scalar, optimizer: tfjs.Optimizer, rank: number): number {
     const tf = this.tf;
     const t0 = performance.now();
     const varList = this.variables.map((v) => v.variable);
@@ -203,11 +278,21 @@ export class GradientBridge {
       optimizer.applyGradients(this.variables.map((v) => ({ name: v.variable.name, tensor: grads[v.variable.name]! })));
       const t2 = performance.now();
       Object.assign(this.stats, { computeMs: t1 - t0, syncMs: 0, applyMs: t2 - t1, sparseRows: 0 });
+      if (this.trace) this.traceStep(t0, t1, t1, t2);
     } finally {
       value.dispose();
       for (const k of Object.keys(grads)) grads[k]!.dispose();
     }
     return loss;
+  }
+
+  /** The step's phases as spans, from the `performance.now()` readings the stats are made of. */
+  private traceStep(t0: number, t1: number, t2: number, t3: number): void {
+    const { timeline, lane } = this.trace!;
+    const [a, b, c, d] = [t0, t1, t2, t3].map((t) => timeline.fromPerformance(t)) as [number, number, number, number];
+    timeline.complete(lane, 'compute', a, b);
+    if (c > b) timeline.complete(lane, 'sync', b, c);
+    timeline.complete(lane, 'apply', c, d);
   }
 
   /** The first variable whose slot in the flat buffer holds NaN/Inf, and the element index. */

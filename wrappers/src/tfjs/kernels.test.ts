@@ -244,4 +244,70 @@ test('Slice on wasm matches the stock kernel bit for bit for every rank, cut and
   });
 });
 
+/** `a [4, K1] x b [K1, N1]`, then `y [M2, K2] x reshape(b, [K2, N2])`: the second product's `b` shares the first's data. */
+function reshapedWeights(K1: number, N1: number, K2: number, N2: number, M2: number): { got: Float32Array; want: Float32Array } {
+  return tf.tidy(() => {
+    const b = rand([K1, N1], 31);
+    tf.matMul(rand([4, K1], 32), b).dataSync();
+    const y = rand([M2, K2], 33);
+    const got = tf.matMul(y, tf.reshape(b, [K2, N2])).dataSync() as Float32Array;
+    const want = tf.matMul(y, tf.clone(tf.reshape(b, [K2, N2]))).dataSync() as Float32Array; // fresh data id
+    return { got: got.slice(), want: want.slice() };
+  });
+}
+
+test('issue 20: a matMul weight reused in another shape (a reshape shares data) gives the right product', () => {
+  // Stock wasm (tfjs 4.22.0) reuses the XNNPACK operator cached under b's data id, built for the first shape.
+  const stock = reshapedWeights(64, 2, 8, 16, 5);
+  assert.ok(maxRelDiff(stock.got, stock.want) > 1e-2, 'stock wasm reuses the stale operator (pinned: a tfjs upgrade that fixes it is noticed)');
+  const k = registerShoalKernels(tf);
+  try {
+    for (const [K1, N1, K2, N2, M2] of [[64, 2, 8, 16, 5], [64, 2, 2, 64, 5], [65536, 1, 256, 256, 33]] as const) {
+      const r = reshapedWeights(K1, N1, K2, N2, M2);
+      assert.ok(maxRelDiff(r.got, r.want) <= 1e-6, `[${K1}, ${N1}] then [${K2}, ${N2}]`);
+    }
+  } finally {
+    k.restore();
+  }
+});
+
+test('issue 20: the backward of a [B*n, 4] x [4, 1] product under a reshape runs and matches the cpu kernels', async () => {
+  // The recommender's wide term: scores [B, n] + reshape(feats [B*n, W] x wide [W, 1], [B, n]), for the target
+  // (n = 1) and the shared negatives (n = K). Its backward faulted ("memory access out of bounds") with shoal's
+  // matmul kernels at B = K = 256 after smaller steps had run (fix 5 of registerShoalKernels).
+  const W = 4, d1 = 33;
+  const wideTerm = (scores: Tensor, feats: Tensor, wide: Tensor): Tensor => {
+    const [B, n] = scores.shape as [number, number];
+    return tf.add(scores, tf.reshape(tf.matMul(tf.reshape(feats, [B * n, W]), tf.reshape(wide, [W, 1])), [B, n]));
+  };
+  const lossGrads = tf.valueAndGrads((q: Tensor, pos: Tensor, negT: Tensor, fp: Tensor, fn: Tensor, wide: Tensor) => {
+    const sp = wideTerm(tf.sum(tf.mul(q, pos), 1, true), fp, wide);
+    const sn = wideTerm(tf.matMul(q, negT), fn, wide);
+    return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjsScalar;
+  });
+  const steps: Array<[number, number]> = [[8, 7], [64, 256], [256, 256], [256, 256]];
+  const run = () =>
+    steps.map(([B, K], i) =>
+      tf.tidy(() => {
+        const ins = [rand([B, d1], 40 + i), rand([B, d1], 50 + i), rand([d1, K], 60 + i), rand([B, 1, W], 70 + i), rand([B, K, W], 80 + i), rand([W], 90 + i)];
+        const { value, grads } = lossGrads(ins);
+        return [value.dataSync()[0]!, ...grads.map((g) => Array.from(g.dataSync()))] as const;
+      }),
+    );
+  await tf.setBackend('cpu');
+  const ref = run();
+  await tf.setBackend('wasm');
+  const k = registerShoalKernels(tf);
+  try {
+    const fixed = run();
+    for (let i = 0; i < steps.length; i++) {
+      assert.ok(Math.abs(fixed[i]![0] - ref[i]![0]) <= 1e-4 * Math.abs(ref[i]![0]), `step ${i} loss`);
+      for (let g = 1; g < fixed[i]!.length; g++) assert.ok(maxRelDiff(fixed[i]![g] as number[], ref[i]![g] as number[]) <= 1e-4, `step ${i} gradient ${g - 1}`);
+    }
+  } finally {
+    k.restore();
+  }
+});
+type Tensor = ReturnType<typeof tf.tensor>;
+
 test.run();

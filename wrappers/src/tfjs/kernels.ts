@@ -45,6 +45,14 @@ const SHOAL = Symbol.for('shoal.kernel');
  *    take 256 rows of a 5888 x 784 batch source, and part of every backward pass through a concatenation. The fix
  *    copies only the slice's contiguous runs within the heap (numeric and bool dtypes; strings go to the stock
  *    kernel).
+ * 5. wasm `BatchMatMul` / `_FusedMatMul` cache their XNNPACK operator (the packed weights `b` and its shape) under
+ *    the data id of `b`, but a reshape shares its input's data id. A second product whose `b` is the same buffer in
+ *    another shape reuses the operator built for the first: wrong values, or "memory access out of bounds" when the
+ *    new `a` is smaller than the stale shape expects (tfjs 4.22.0; `kernels.test.ts` shows it on the stock kernel).
+ *    A backward pass hits it whenever an upstream gradient `dy` is the `b` of two products in different shapes,
+ *    e.g. `[B*n, 4] x [4, 1]` under a reshape to `[B, n]`: dW = aᵀ·dy sees dy as `[B*n, 1]`, the next layer's
+ *    dW as `[B, n]`. The fix remembers the shape each data id was used as `b` with, and hands the stock kernel a
+ *    copy of `b` (a fresh data id) when the shape differs; the common case (one shape per buffer) copies nothing.
  *
  * Returns a handle whose `restore()` reinstates the stock kernels.
  */
@@ -66,10 +74,12 @@ export function registerShoalKernels(tf: Tf): ShoalKernels {
   if (backendName === 'wasm') {
     const transpose = tf.getKernel('Transpose', 'wasm');
     if (!transpose) throw Errors.state('tfjs wasm backend has no Transpose kernel; cannot install the matmul fix');
+    // One record per backend for both kernels: they share the operator cache.
+    const weightShapes = new WeakMap<object, string>();
     for (const name of ['BatchMatMul', '_FusedMatMul']) {
       const stock = tf.getKernel(name, 'wasm');
       // Already shoal's (a second setupTfjs in this process): leave it, the first handle restores it.
-      if (stock && !(stock.kernelFunc as unknown as Record<symbol, boolean>)[SHOAL]) replace(untransposedMatMul(stock, transpose.kernelFunc as unknown as Kernel));
+      if (stock && !(stock.kernelFunc as unknown as Record<symbol, boolean>)[SHOAL]) replace(untransposedMatMul(stock, transpose.kernelFunc as unknown as Kernel, weightShapes));
     }
     if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) replace(wasmUnsortedSegmentSum());
     const gather = tf.getKernel('GatherV2', 'wasm');
@@ -96,13 +106,25 @@ function lastTwoSwapped(rank: number): number[] {
   return perm;
 }
 
-function untransposedMatMul(stock: KernelConfig, transposeKernel: Kernel): KernelConfig {
+/** A copy of `x` under a fresh data id (float32: the only dtype the matmul kernels take). */
+function heapCopy(backend: WasmBackendLike, x: TensorInfo): TensorInfo {
+  // Allocate first: allocation may grow the wasm heap and detach earlier views.
+  const out = backend.makeOutput([...x.shape], x.dtype);
+  (backend.typedArrayFromHeap(out) as Float32Array).set(backend.typedArrayFromHeap(x) as Float32Array);
+  return out;
+}
+
+/**
+ * Fixes 1 and 5 of `registerShoalKernels`: transposed operands are transposed first, and a `b` whose buffer was
+ * already the weights of a product in another shape is copied (`weightShapes`: data id -> the shape it was first
+ * used in as `b`).
+ */
+function untransposedMatMul(stock: KernelConfig, transposeKernel: Kernel, weightShapes: WeakMap<object, string>): KernelConfig {
   const stockFunc = stock.kernelFunc as unknown as Kernel;
   const kernelFunc: Kernel = (args) => {
     const attrs = args.attrs ?? {};
     const ta = Boolean(attrs.transposeA);
     const tb = Boolean(attrs.transposeB);
-    if (!ta && !tb) return stockFunc(args);
     const backend = args.backend as WasmBackendLike;
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const temps: TensorInfo[] = [];
@@ -112,8 +134,14 @@ function untransposedMatMul(stock: KernelConfig, transposeKernel: Kernel): Kerne
       return t;
     };
     try {
+      let bIn = tb ? flip(b) : b;
+      const shape = bIn.shape.join(',');
+      const seen = weightShapes.get(bIn.dataId);
+      if (seen === undefined) weightShapes.set(bIn.dataId, shape);
+      else if (seen !== shape) temps.push((bIn = heapCopy(backend, bIn)));
+      if (!ta && !tb && bIn === b) return stockFunc(args);
       return stockFunc({
-        inputs: { ...args.inputs, a: ta ? flip(a) : a, b: tb ? flip(b) : b },
+        inputs: { ...args.inputs, a: ta ? flip(a) : a, b: bIn },
         backend,
         attrs: { ...attrs, transposeA: false, transposeB: false },
       });

@@ -1,13 +1,15 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import { jobTelemetryOf, LocalSync, type GradientSync } from '@shoal/backends';
+import { jobTelemetryOf, LocalSync, PsSync, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
-import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, stepsPerEpochFor, type Batch, type TrainData } from './data.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, scoreRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
 import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
+import { adviceLine, SyncSchedule, syncModeOf } from './sync-schedule.js';
 import { resolveLoss, resolveMetric, resolveOptimizer, type LossFn, type LossSpec, type Metric, type MetricSpec, type OptimizerSpec } from './losses.js';
 import { fmtLogs, ProgressBar, type LogSink } from './progress.js';
 import { setupTfjs, type Tf, type TfjsRuntime } from './runtime.js';
@@ -49,8 +51,14 @@ export interface TrainerOptions {
   output?: LogSink;
   /** 0 = silent, 1 = progress bar on rank 0 and rank-prefixed logs (default). */
   verbose?: 0 | 1;
+  /** Local SGD: average weights and optimizer state every this many steps, each rank stepping alone between (default 1). */
+  syncEvery?: number;
+  /** Gradient accumulation: this many batches make one optimizer step and one sync (default 1). See `SyncScheduleOptions`. */
+  accumulateSteps?: number;
+  /** Log one line on rank 0 at the end of `fit` naming these options when sync took over 25 % of the steps (default true). */
+  advice?: boolean;
 }
-const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose'];
+const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose', 'syncEvery', 'accumulateSteps', 'advice'];
 
 /** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
 interface TfjsCallbackHooks {
@@ -74,6 +82,7 @@ export class Trainer implements CallbackTrainer {
   private net?: tfjs.LayersModel;
   private opt?: tfjs.Optimizer;
   private bridge?: GradientBridge;
+  private schedule?: SyncSchedule;
   private lossFn?: LossFn;
   private metricFns: Metric[] = [];
   private readonly sync: GradientSync;
@@ -82,6 +91,8 @@ export class Trainer implements CallbackTrainer {
   private broadcastDone = false;
   private step_ = 0;
   private lastEpoch_?: EpochRecord;
+  /** The job's timeline (`shoal run --timeline`, from the engine's telemetry) and the Trainer's lane on it. */
+  private readonly trace?: { timeline: Timeline; lane: TimelineLane };
 
   constructor(private readonly options: TrainerOptions) {
     if (!options || typeof options !== 'object') throw Errors.invalidArg('options', 'must be an object');
@@ -90,7 +101,16 @@ export class Trainer implements CallbackTrainer {
     if (options.model === undefined) throw Errors.invalidArg('options.model', 'is required');
     this.sync = options.sync ?? new LocalSync();
     this.ownsSync = options.sync === undefined;
+    if (options.advice !== undefined && typeof options.advice !== 'boolean') throw Errors.invalidArg('options.advice', `must be true or false, got ${JSON.stringify(options.advice)}`);
+    syncModeOf(options, this.sync); // checked here, before any model is built
     this.out = options.output ?? process.stdout;
+    const timeline = jobTelemetryOf(this.sync)?.timeline;
+    if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
+  }
+
+  /** `fn` as a span on the `step` lane when the job records a timeline. */
+  private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
   }
 
   get rank(): number {
@@ -147,7 +167,7 @@ export class Trainer implements CallbackTrainer {
     if (this.net) return;
     this.rt = this.options.runtime ?? (await setupTfjs());
     const tf = this.rt.tf;
-    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.size === 1 && this.sync instanceof LocalSync ? 'local (no communication)' : this.sync.kind} engine`);
+    if (this.rank === 0) this.log(`${this.rt.describe()}; ${this.size} worker(s), ${this.size === 1 && this.sync instanceof LocalSync ? 'local (no communication)' : this.sync instanceof PsSync && this.sync.mode === 'async' ? 'ps (async)' : this.sync.kind} engine`);
     const net = typeof this.options.model === 'function' ? this.options.model(tf) : this.options.model;
     if (!net || !Array.isArray(net.trainableWeights)) throw Errors.invalidArg('options.model', 'must be (or return) a tf.LayersModel');
     // A Sequential builds its inner model (which holds `stopTraining`) lazily, in compile/fit/predict: build it now
@@ -169,7 +189,8 @@ export class Trainer implements CallbackTrainer {
       const sparse = Array.isArray(sparseSpec) ? sparseSpec.includes(variable.name) || sparseSpec.includes(w.originalName) : embeddingVars.has(variable.name);
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
-    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines);
+    this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines, undefined, this.trace?.timeline);
+    this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables());
   }
 
   /** All model weights (trainable and not) as named arrays, in `model.weights` order. */
@@ -216,18 +237,19 @@ export class Trainer implements CallbackTrainer {
     return pos;
   }
 
-  /** Run one step on `batch`; returns [loss, ...metrics] of this rank's batch. */
+  /** Run one step on `batch` (a micro-batch with `accumulateSteps`); returns [loss, ...metrics] of this rank's batch. */
   private async trainStep(batch: Batch): Promise<number[]> {
     const tf = this.runtime.tf;
     const kept: tfjs.Scalar[] = [];
-    const loss = await this.bridge!.step(() => {
+    const lossFn = () => {
       const pred = this.model.apply(batch.x, { training: true }) as tfjs.Tensor;
       for (const m of this.metricFns) kept.push(tf.keep(m.fn(batch.y, pred)));
       return this.lossFn!(batch.y, pred);
-    }, this.optimizer);
+    };
+    const { loss, stepped } = await this.schedule!.step(lossFn, this.optimizer, batch.y.shape[0]!);
     const values = [loss, ...kept.map((t) => t.dataSync()[0]!)];
     for (const t of kept) t.dispose();
-    this.step_ += 1;
+    if (stepped) this.step_ += 1;
     return values;
   }
 
@@ -305,13 +327,20 @@ export class Trainer implements CallbackTrainer {
     }
     for (const cb of callbacks) await cb.onTrainBegin?.();
     let lastSave = performance.now();
+    let lastSaveStep = this.step_;
+    // A step checkpoint falls due when the step count passes a multiple of everySteps; written at the next sync.
+    const stepsDue = () => ckpt?.everySteps !== undefined && Math.floor(this.step_ / ckpt.everySteps) > Math.floor(lastSaveStep / ckpt.everySteps);
+    const schedule = this.schedule!;
+    schedule.resetTotals();
+    let stepMsTotal = 0;
     const saveEvery = async (epoch: number, epochStep: number, sums: Float64Array) => {
-      if (!ckpt || this.rank !== 0 || epochStep >= steps) return;
-      const bySteps = ckpt.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
+      if (!ckpt || this.rank !== 0 || epochStep >= steps || !schedule.atSync) return;
+      const bySteps = stepsDue();
       const bySeconds = ckpt.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
       if (!bySteps && !bySeconds) return;
-      await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2);
+      await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2));
       lastSave = performance.now();
+      lastSaveStep = this.step_;
     };
     let stop = false;
     for (let epoch = pos.epoch; epoch < epochs && !stop; epoch++) {
@@ -328,7 +357,9 @@ export class Trainer implements CallbackTrainer {
         let values: number[];
         try {
           for (const cb of callbacks) await cb.onBatchBegin?.(step);
-          values = await this.trainStep(batch);
+          const ts = performance.now();
+          values = await this.traced('step', () => this.trainStep(batch));
+          stepMsTotal += performance.now() - ts;
         } finally {
           disposeBatch(batch);
         }
@@ -355,7 +386,7 @@ export class Trainer implements CallbackTrainer {
       if (source) {
         const it = data.batches({ ...ctxBase, epoch });
         let skip = resumeHere;
-        for await (const batch of it as AsyncIterable<Batch>) {
+        for await (const batch of this.trace ? tracedBatches(it as AsyncIterable<Batch>, this.trace) : (it as AsyncIterable<Batch>)) {
           if (skip > 0) {
             skip -= 1;
             disposeBatch(batch);
@@ -370,15 +401,24 @@ export class Trainer implements CallbackTrainer {
         if (Number.isFinite(steps) && step < steps && !stop) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
       } else {
         const order = epochOrder(n, epoch, options.shuffle ?? true, options.seed ?? 0);
-        for (let s = resumeHere; s < steps && !stop; s++) await runBatch(gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch })));
+        const tr = this.trace;
+        for (let s = resumeHere; s < steps && !stop; s++) {
+          const t0 = tr?.timeline.now();
+          const batch = gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch }));
+          if (tr) tr.timeline.span(tr.lane, 'data', t0!);
+          await runBatch(batch);
+        }
       }
+      const tf0 = performance.now(); // epochs end at a sync (collective: a pending accumulation applied, local steps averaged)
+      if (await schedule.flush(this.optimizer)) this.step_ += 1;
+      stepMsTotal += performance.now() - tf0;
       // Rank-averaged epoch logs: samples-weighted sums over every rank.
       const reduced = await this.sync.allreduceScalars(sums);
       const logs: Logs = {};
       const total = reduced[reduced.length - 1]!;
       names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
       if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
-        Object.assign(logs, await this.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) }));
+        Object.assign(logs, await this.traced('validate', () => this.evaluate(plan.validation!, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) })));
       }
       const seconds = (performance.now() - t0) / 1000;
       const samplesPerSec = (total * this.size) / seconds;
@@ -386,17 +426,19 @@ export class Trainer implements CallbackTrainer {
       this.lastEpoch_ = { ...logs, epoch, seconds, samplesPerSec, learningRate: this.learningRate };
       history.epochs.push(this.lastEpoch_);
       // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
-      const stepsDue = ckpt?.everySteps !== undefined && this.step_ % ckpt.everySteps === 0;
       const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
-      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue || secondsDue)) {
-        await saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2);
+      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue() || secondsDue)) {
+        await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2));
         lastSave = performance.now();
+        lastSaveStep = this.step_;
       }
       for (const cb of callbacks) await cb.onEpochEnd?.(epoch, { ...logs });
       stop = (await this.agreeStop()) || stop;
       if (stop && epoch + 1 < epochs) history.stopped = true;
     }
     for (const cb of callbacks) await cb.onTrainEnd?.(history);
+    const advice = this.size > 1 && this.rank === 0 && this.options.advice !== false && adviceLine(schedule, stepMsTotal, this.options);
+    if (advice) this.log(advice);
     return history;
   }
 
@@ -420,22 +462,7 @@ export class Trainer implements CallbackTrainer {
     const n = numSamples(data, 'evaluate data');
     const lo = options.local ? 0 : Math.floor((n * this.rank) / this.size);
     const hi = options.local ? n : Math.floor((n * (this.rank + 1)) / this.size);
-    const bs = options.batchSize ?? 256;
-    const sums = new Float64Array(this.metricFns.length + 2);
-    for (let s = lo; s < hi; s += bs) {
-      const rows = Int32Array.from({ length: Math.min(bs, hi - s) }, (_, i) => s + i);
-      const batch = gatherBatch(tf, data, rows);
-      try {
-        const vals = tf.tidy(() => {
-          const pred = this.model.apply(batch.x, { training: false }) as tfjs.Tensor;
-          return [this.lossFn!(batch.y, pred), ...this.metricFns.map((m) => m.fn(batch.y, pred))].map((t) => t.dataSync()[0]!);
-        });
-        vals.forEach((v, i) => (sums[i]! += v * rows.length));
-        sums[vals.length]! += rows.length;
-      } finally {
-        disposeBatch(batch);
-      }
-    }
+    const sums = scoreRows(tf, this.model, this.lossFn!, this.metricFns, data, lo, hi, options.batchSize ?? 256);
     const reduced = await this.sync.allreduceScalars(sums);
     const total = reduced[reduced.length - 1]!;
     const logs: Logs = {};
@@ -473,3 +500,4 @@ export class Trainer implements CallbackTrainer {
     if (this.ownsSync) await this.sync.close();
   }
 }
+

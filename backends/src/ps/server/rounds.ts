@@ -17,12 +17,16 @@ export interface RoundsOptions {
  * - `sync`: a key's round completes when all workers pushed it; the merged (summed) gradient is folded in by the
  *   updater, then every push of the round is acknowledged. A push for a later round waits for the current one.
  * - `async`: each push is applied on arrival; with `staleness` s, a worker's push number c waits until every
- *   worker has had at least c - s pushes applied (bounded staleness, SSP).
+ *   worker has had at least c - s pushes applied, and a pull after push c waits until every worker has had
+ *   c + 1 - s applied (bounded staleness, SSP: s = 0 reads exactly what a sync round gives).
  * Pushes carry the worker's per-key counter, so a resend after a server restart is applied once; pulls wait for
  * their `need` (`afterReached`). Every wait names, when it times out, the workers it was waiting for.
  */
 export class Rounds {
-  readonly counters = { updates: 0 };
+  /** Updates applied, and the wall time spent applying them (ms; read by the server's metrics). */
+  readonly counters = { updates: 0, applyMs: 0 };
+  /** Told of every update applied: the key and its start and end (`performance.now()`); the server's timeline. */
+  onApplied?: (key: string, startMs: number, endMs: number) => void;
 
   constructor(
     private readonly o: RoundsOptions,
@@ -64,7 +68,11 @@ export class Rounds {
             if (slot.round.join(rank, { resolve, reject })) this.completeRound(slot);
             else slot.round.arm(this.o.timeoutMs, () => `sync round ${slot.version + 1} of key ${slot.spec.key} on server ${this.o.serverIndex}`);
           } else {
+            const t0 = performance.now();
             applyAsync(slot);
+            const t1 = performance.now();
+            this.counters.applyMs += t1 - t0;
+            this.onApplied?.(slot.spec.key, t0, t1);
             slot.clock[rank]!++;
             slot.version++;
             this.counters.updates++;
@@ -92,6 +100,7 @@ export class Rounds {
   /** The round's update (all workers pushed): apply the merged gradient, acknowledge, wake the waiters. */
   private completeRound(slot: Slot): void {
     const acks = slot.round.takeAcks();
+    const t0 = performance.now();
     try {
       if (slot.spec.rows) this.updateRows(slot);
       else this.updateDense(slot);
@@ -102,6 +111,9 @@ export class Rounds {
       slot.version++;
       slot.round.reset();
       this.counters.updates++;
+      const t1 = performance.now();
+      this.counters.applyMs += t1 - t0;
+      this.onApplied?.(slot.spec.key, t0, t1);
     }
     this.commit.acknowledge(acks);
     slot.waiters.pump();
@@ -139,8 +151,16 @@ export class Rounds {
     }
   }
 
+  /**
+   * Whether a pull of worker `rank` needing update `need` may be answered. Sync: the key's round `need` is
+   * applied. Async: this worker's pushes before `need` are applied and, with `staleness` s, every worker has had
+   * at least `need - s` pushes applied (SSP's read rule): the values a worker computes its next gradient from miss
+   * at most the last s pushes of any other worker, so s = 0 reads what a sync round gives.
+   */
   reached(slot: Slot, rank: number, need: number): boolean {
-    return this.o.mode === 'sync' ? slot.version >= need : slot.clock[rank]! >= need;
+    if (this.o.mode === 'sync') return slot.version >= need;
+    if (slot.clock[rank]! < need) return false;
+    return this.o.staleness === undefined || Math.min(...slot.clock) >= need - this.o.staleness;
   }
 
   /** `read()` once every slot has reached its need for `rank`: at once when they have (no extra turn), else later. */
@@ -151,7 +171,7 @@ export class Rounds {
 
   private whenReached(slot: Slot, rank: number, need: number): Promise<void> {
     if (this.reached(slot, rank, need)) return Promise.resolve();
-    const gone = this.o.mode === 'sync' ? this.lostError() : undefined;
+    const gone = this.o.mode === 'sync' || this.o.staleness !== undefined ? this.lostError() : undefined;
     if (gone) return Promise.reject(gone);
     return slot.waiters.wait(
       () => this.reached(slot, rank, need),

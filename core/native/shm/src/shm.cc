@@ -642,6 +642,18 @@ class Segment : public Napi::ObjectWrap<Segment> {
     if (load(&r.spaceWaiters)) futexWake(&r.spaceSeq);
   }
 
+  // The producer never gets more than the ring's capacity ahead of the consumer: indices that say otherwise were
+  // written by something else than the pair's two ends (a corrupt or scribbled segment). Without this check a
+  // consumer would take messages out of garbage for ever (the fuzzer of issue #15 found zero-length "messages"
+  // growing the heap until V8 aborted). ERR_BAD_FRAME fails the connection instead.
+  Napi::Value ThrowCorrupt(Napi::Env env, uint64_t h, uint64_t t) {
+    Napi::Error err = Napi::Error::New(env, "ring indices are corrupt (" + std::to_string(h - t) + " bytes pending in a ring of " +
+                                                std::to_string(cap_) + ")");
+    err.Set("code", Napi::String::New(env, "ERR_BAD_FRAME"));
+    err.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
   // take(smallMax): the next message on the JS thread.
   //  - a Uint8Array: a whole message of <= smallMax bytes was in the ring and is now consumed;
   //  - a number >= 0: the header of a larger message was consumed; fetch its body with readInto;
@@ -657,6 +669,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
     uint64_t h = load(&r.head);
     lastHead_ = h;
     uint64_t t = r.tail;
+    if (h - t > cap_) return ThrowCorrupt(env, h, t);
     if (h - t < sizeof(uint64_t)) return Napi::Number::New(env, -1);
     uint8_t* data = InData();
     uint64_t len = 0;
@@ -696,6 +709,7 @@ class Segment : public Napi::ObjectWrap<Segment> {
       uint64_t h = load(&r.head);
       lastHead_ = h;
       if (h == t) break;
+      if (h - t > cap_) return ThrowCorrupt(env, h, t);
       size_t chunk = static_cast<size_t>(h - t);
       if (chunk > want - got) chunk = want - got;
       if (chunk > kPublishChunk) chunk = kPublishChunk;

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Errors } from '@shoal/core';
 import type { Callbacks, CallbackTrainer, Logs } from '../callbacks.js';
-import { EventFileWriter } from './event-file.js';
+import { EventFileWriter } from '@shoal/core/telemetry';
 import { SystemSampler, type SystemSample } from './system-metrics.js';
 
 export interface TensorBoardOptions {
