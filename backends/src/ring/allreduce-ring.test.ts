@@ -60,6 +60,26 @@ test('ring allreduce mean, min, max on float64 and int32', async () => {
   }
 });
 
+test('small buffers are exact by either small variant (direct mesh, ring) on 3..9 ranks, float16 wire included', async () => {
+  for (const smallAlgorithm of ['direct', 'ring'] as const) {
+    for (const size of [3, 5, 9]) {
+      const groups = await memoryGroups(size);
+      try {
+        for (const n of [0, 1, 7, 1000]) {
+          const a = groups.map((_, r) => Int32Array.from({ length: n }, (_, i) => r * n + i));
+          await onAllRanks(groups, (g, r) => allreduceRing(g, a[r]!, { kernels, smallAlgorithm }));
+          for (const x of a) for (let i = 0; i < n; i++) if (x[i] !== expected(n, size, i, 'sum')) assert.unreachable(`${smallAlgorithm} size ${size} n ${n} [${i}] = ${x[i]}`);
+        }
+        const f = groups.map((_, r) => Float32Array.from({ length: 999 }, (_, i) => Math.cos(r + i) * 3));
+        await onAllRanks(groups, (g, r) => allreduceRing(g, f[r]!, { kernels, smallAlgorithm, wire: 'float16' }));
+        for (let r = 1; r < size; r++) assert.equal([...f[r]!], [...f[0]!], `${smallAlgorithm} size ${size}: float16 results agree`);
+      } finally {
+        await Promise.all(groups.map((g) => g.close()));
+      }
+    }
+  }
+});
+
 test('direct allreduce is exact for sum, mean, min, max on 3..7 ranks and odd lengths', async () => {
   for (let size = 3; size <= 7; size++) {
     for (const n of [0, 1, 7, 5003, 300_001]) await check(size, n, 'int32', 'sum', 64 << 10, 'direct');
