@@ -147,6 +147,18 @@ class _Child:
                 return ln.strip()
         return lines[-1].strip() if lines else ""
 
+    def finish(self, timeout_s: float) -> None:
+        """Close the child's stdin (the store's signal to stop its servers and exit) and wait, bounded, for it."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+
     def kill(self) -> None:
         """Kill the child's whole process group (idempotent) and reap the child.
 
@@ -201,8 +213,12 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
         argv += ["--ps-servers", str(spec["servers"]), "--workers", str(spec["world"])]
         if spec.get("ps_durable"):
             argv += ["--ps-durable", spec["ps_durable"]]
+        if spec.get("logdir"):
+            argv += ["--logdir", spec["logdir"]]
     # tags the store and its server actors with the job; the secret goes in the environment only
     env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"], SHOAL_JOB_SECRET=spec["job_secret"])
+    if spec.get("job_tls"):
+        env["SHOAL_JOB_TLS"] = spec["job_tls"]
     store = _Child(argv, env, spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
     wait_s = min(spec["startup_timeout_s"], max(0.0, deadline - time.monotonic()))
     if not store.marked_event.wait(wait_s):
@@ -346,6 +362,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_PARENT_PID": str(os.getpid()),
             "SHOAL_LAUNCHER": "spark",
             "SHOAL_JOB_SECRET": spec["job_secret"],
+            **({"SHOAL_JOB_TLS": spec["job_tls"]} if spec.get("job_tls") else {}),
         })
         if spec.get("ps_durable"):
             env["SHOAL_PS_RESEND"] = "1"  # the servers restart from their checkpoints: resend what they lost
@@ -389,6 +406,9 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
 
         # Rank 0 hosts the store: keep it until every rank's worker is done.
         ctx.barrier()
+        if store is not None and spec.get("logdir"):
+            # the ps servers write their last TensorBoard sample when stopped, not when killed
+            store.finish(10.0)
         wall_s = time.monotonic() - t_start
         yield pa.RecordBatch.from_pydict(
             {
