@@ -58,6 +58,9 @@ export const Tags = {
 } as const;
 /** How long a breaking rank spends telling each peer about a mismatch before it closes the connections. */
 const NOTICE_MS = 250;
+/** The group's store key holding the reason a rank broke the group on a mismatch, and how often pair waits check it. */
+const ABORT_KEY = 'abort';
+const ABORT_POLL_MS = 250;
 const TAG_NAMES = Object.fromEntries(Object.entries(Tags).map(([k, v]) => [v, k])) as Record<number, string>;
 
 export interface Header {
@@ -137,11 +140,47 @@ export class ProcessGroup {
     return p;
   }
 
+  /**
+   * Open the pair with `r` (see the class doc). While waiting, every ABORT_POLL_MS the group's store is checked
+   * for a mismatch another rank broke the group on (`noticePeers`): a rank waiting for a pair its peer will never
+   * open (the peer is in another collective) fails with that ERR_MISMATCH now, not at its timeout.
+   */
   private async openPair(r: number): Promise<Connection> {
+    let settled = false;
+    const ac = new AbortController();
+    const inner = this.openPairNow(r, ac.signal).finally(() => {
+      settled = true;
+    });
+    try {
+      return await Promise.race([inner, this.brokenElsewhere(r, () => settled)]);
+    } catch (e) {
+      if (!settled) {
+        ac.abort(e); // the listener's accept gives up now (a dialer's store wait runs out on its own)
+        void inner.then((c) => c.close().catch(() => {}), () => {});
+      }
+      throw e;
+    }
+  }
+
+  private async brokenElsewhere(r: number, settled: () => boolean): Promise<never> {
+    for (;;) {
+      await new Promise((res) => setTimeout(res, ABORT_POLL_MS));
+      if (settled()) return new Promise<never>(() => {});
+      let why: Uint8Array;
+      try {
+        why = await this.store.get(ABORT_KEY, 0);
+      } catch {
+        continue;
+      }
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: waiting for the pair with rank ${r}: the group was broken on a mismatch: ${asText(why)}`, { rank: this.rank, peer: r, remote: true });
+    }
+  }
+
+  private async openPairNow(r: number, signal: AbortSignal): Promise<Connection> {
     const lo = Math.min(this.rank, r);
     const hi = Math.max(this.rank, r);
     const key = `pair/${lo}-${hi}`;
-    const opts = { timeoutMs: this.timeoutMs };
+    const opts = { timeoutMs: this.timeoutMs, signal };
     let conn: Connection;
     try {
       if (this.rank === lo) {
@@ -397,7 +436,8 @@ export class ProcessGroup {
     const text = new TextEncoder().encode(reason.message.slice(0, 4000));
     const msg = this.message({ tag: Tags.abort, step: 0, seq: 0, aux: this.rank }, text.byteLength);
     msg.set(text, HEADER_BYTES);
-    await Promise.all(this.opened.map((c) => c.send(msg, { timeoutMs: NOTICE_MS }).catch(() => {})));
+    // ranks waiting to open a pair with a rank that will never come learn it from the store (`openPair`)
+    await Promise.all([...this.opened.map((c) => c.send(msg, { timeoutMs: NOTICE_MS }).catch(() => {})), this.store.set(ABORT_KEY, reason.message.slice(0, 4000)).catch(() => {})]);
   }
 
   /** Close every connection. Idempotent. Pending collectives fail with ERR_CLOSED. */
