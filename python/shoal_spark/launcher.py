@@ -79,6 +79,20 @@ def default_store_script(cwd: Optional[str] = None, node: str = "node") -> str:
     return installed if os.path.isfile(os.path.join(home, "package.json")) and os.path.isfile(installed) else os.path.join(home, "run", "dist", "launcher", "spark-store.js")
 
 
+def _make_job_tls(node: str, store_script: str, job_id: str, cwd: str) -> str:
+    """A new certificate and key for the job (`SHOAL_JOB_TLS`'s one line), made by the `job-tls.js` entry beside
+    the store script. Raises ValueError when it cannot be made."""
+    script = os.path.join(os.path.dirname(store_script), "job-tls.js")
+    try:
+        p = subprocess.run([node, script, job_id], cwd=cwd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"tls=True: cannot run {script}: {e}") from e
+    line = p.stdout.strip()
+    if p.returncode != 0 or "." not in line:
+        raise ValueError(f"tls=True: {script} failed (exit {p.returncode}): {p.stderr.strip()[-500:]}")
+    return line
+
+
 def _tsx_loader(node: str, cwd: str, store_script: str) -> str:
     """`node --import` value for a TypeScript script: tsx as the script's project resolves it, else the tsx
     @shoal/run depends on (resolved from the store script's folder)."""
@@ -133,6 +147,7 @@ def run(
     require_result: bool = True,
     host: Optional[str] = None,
     logdir: Optional[str] = None,
+    tls: bool = False,
 ) -> ShoalResult:
     """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
 
@@ -151,6 +166,10 @@ def run(
     `logdir` (as `shoal run --logdir`): TensorBoard runs in that folder, which every executor must reach at the same
     path (resolved against `cwd`): each worker gets SHOAL_LOGDIR (a Trainer given `worker.sync` writes `train/`,
     `val/`, `rank-<r>/`) and, with the ps and hybrid backends, each parameter server writes `server-<i>/`.
+    `tls=True` encrypts the job's TCP connections (the store, the net transport, the ps links) with TLS 1.3 under a
+    certificate made on the driver for this job (`node <store_script's folder>/job-tls.js`, so the driver needs
+    node) and pinned by every process; it reaches the executors with the job secret, in the task closure and then
+    the processes' environment (`SHOAL_JOB_TLS`). Not with transport 'nng'.
 
     Returns a ShoalResult (rank 0's result plus per-rank feed figures). Raises ShoalWorkerError naming the failing
     rank, its error and the last lines of its log if any worker fails or the job exceeds `timeout_s`; ValueError on
@@ -175,6 +194,10 @@ def run(
         raise ValueError(f"args must be strings, got {list(args)!r}")
     if logdir is not None and (not isinstance(logdir, str) or logdir == "" or "\0" in logdir):
         raise ValueError(f"logdir must be a folder path, got {logdir!r}")
+    if not isinstance(tls, bool):
+        raise ValueError(f"tls must be True or False, got {tls!r}")
+    if tls and transport == "nng":
+        raise ValueError("tls=True needs transport 'net' or 'shm': the nng transport has no TLS in shoal")
 
     spark = df.sparkSession
     sc = spark.sparkContext
@@ -201,9 +224,13 @@ def run(
     if parts != n:
         df = df.repartition(n)
     job_env = dict(env or {})
+    job_id = job_id or f"spark-{uuid.uuid4().hex[:12]}"
     log_path = os.path.join(cwd, logdir) if logdir is not None else None
     if log_path is not None:
         job_env["SHOAL_LOGDIR"] = log_path
+    # With tls=True the job's TCP connections (store, net transport, ps links) are TLS 1.3 under a certificate
+    # made here for this job and pinned by every process; it travels like the secret (closure, environment).
+    job_tls = _make_job_tls(node, store, job_id, cwd) if tls and (n > 1 or backend != "ring") else ""
 
     spec: Dict[str, Any] = {
         "script": script_path,
@@ -213,11 +240,12 @@ def run(
         "cwd": cwd,
         "env": job_env,
         "logdir": log_path,
-        "job_id": job_id or f"spark-{uuid.uuid4().hex[:12]}",
+        "job_id": job_id,
         # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
         # as the rest of the spec does, and each task hands it to its store and worker processes in their
         # environment (SHOAL_JOB_SECRET), never on a command line. Every connection of the job proves it.
         "job_secret": secrets.token_hex(32),
+        "job_tls": job_tls,
         "backend": backend,
         "transport": transport,
         "servers": servers,

@@ -214,6 +214,8 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
             argv += ["--logdir", spec["logdir"]]
     # tags the store and its server actors with the job; the secret goes in the environment only
     env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"], SHOAL_JOB_SECRET=spec["job_secret"])
+    if spec.get("job_tls"):
+        env["SHOAL_JOB_TLS"] = spec["job_tls"]
     store = _Child(argv, env, spec["cwd"], rank, "store", spec["tail_lines"], STORE_MARKER, stdin=True)
     wait_s = min(spec["startup_timeout_s"], max(0.0, deadline - time.monotonic()))
     if not store.marked_event.wait(wait_s):
@@ -357,6 +359,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_PARENT_PID": str(os.getpid()),
             "SHOAL_LAUNCHER": "spark",
             "SHOAL_JOB_SECRET": spec["job_secret"],
+            **({"SHOAL_JOB_TLS": spec["job_tls"]} if spec.get("job_tls") else {}),
         })
         argv = [spec["node"], *spec.get("node_args", []), spec["script"], *spec["args"]]
         worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)

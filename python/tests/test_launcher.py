@@ -3,6 +3,7 @@ partitions reach the workers as Arrow, the workers join one job through the rank
 Failures are in test_failures.py."""
 
 import os
+import re
 import uuid
 
 import pytest
@@ -42,6 +43,19 @@ def test_two_workers_get_their_partitions_and_run_a_ring_pass(spark, repo):
         # what Python streamed is what the worker decoded (12 bytes per row: f64 + i32)
         assert r["result"]["rowsPerRank"][r["rank"]] == r["rows"]
         assert r["result"]["bytes"] == 12 * r["rows"]
+    assert wait_no_processes(t) == []
+
+
+def test_tls_job_pins_one_certificate_and_runs_a_ring_pass(spark, repo):
+    df = spark.range(0, 20_000, numPartitions=2).selectExpr("cast(id as double) as x", "cast(id % 7 as int) as k")
+    want = expected_per_partition(df, "x")
+    t = tag()
+    res = shoal_spark.run(df, PROBE, num_workers=2, args=["--sum", "x", "--tag", t], timeout_s=120, cwd=repo, tls=True)
+    assert res.result["sumPerRank"] == [w[1] for w in want]
+    prints = {r["result"]["tls"] for r in res.ranks}
+    assert len(prints) == 1 and re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", prints.pop()), "every rank pinned the job's certificate"
+    with pytest.raises(ValueError, match="nng transport has no TLS"):
+        shoal_spark.run(df, PROBE, num_workers=2, cwd=repo, tls=True, transport="nng")
     assert wait_no_processes(t) == []
 
 

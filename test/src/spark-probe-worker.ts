@@ -134,6 +134,8 @@ async function main(): Promise<void> {
     readS,
     streamS,
     streamBytes,
+    /** The job certificate's fingerprint this rank pinned (`tls=True`), else null. */
+    tls: opts.auth.tls?.fingerprint ?? null,
   };
   process.stdout.write(`SHOAL_RESULT ${JSON.stringify(result)}\n`);
 }

@@ -1,4 +1,5 @@
 import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { HEADER_BYTES } from '@shoal/core/group';
 import type { Timeline } from '@shoal/core/telemetry';
 import { type ShmCollective } from '../shm/shm-collective.js';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
@@ -66,6 +67,11 @@ export interface RingSyncOptions {
  * the same ERR_MISMATCH / ERR_NAN (naming the tensor) on every rank instead of hanging. These agreed errors
  * leave the group usable.
  */
+/** Segment size of the ring's collectives when `segmentBytes` is not given (allreduceRing's, broadcastRing's). */
+const DEFAULT_SEGMENT_BYTES = 1 << 20;
+/** allreduceRing sends buffers up to this size whole (its `smallBytes` default). */
+const SMALL_BYTES = 16384;
+
 export class RingSync implements GradientSync {
   readonly kind = 'ring' as const;
   readonly capabilities = { rowSparse: 'allgather', concurrentCollectives: false } as const;
@@ -109,6 +115,11 @@ export class RingSync implements GradientSync {
       throw Errors.invalidArg('options.collective', `is rank ${c.rank} of ${c.size} but the group is rank ${group.rank} of ${group.size}`);
     this.coll = c;
     this.hier = h;
+    // Every collective of this group sends messages of at most one segment (allgatherBytes included), or the
+    // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
+    // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
+    const seg = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    group.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${seg})`);
     const tl = opts.timeline;
     this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
@@ -161,7 +172,7 @@ export class RingSync implements GradientSync {
     else await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
     if (ctl[0] !== -ctl[2] || ctl[1] !== -ctl[3]) {
       const enc = new TextEncoder().encode(JSON.stringify(sig.lines));
-      const all = await allgatherBytes(this.group, enc);
+      const all = await allgatherBytes(this.group, enc, { segmentBytes: this.segmentBytes });
       throw describeMismatch(what, all.map((b) => JSON.parse(new TextDecoder().decode(b)) as string[]));
     }
     checkShapes(tensors);
@@ -222,7 +233,7 @@ export class RingSync implements GradientSync {
   }
 
   private async sparseAllgatherMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
-    const parts = (await allgatherBytes(this.group, encodeSparse(grad))).map((b, r) => decodeSparse(b, r));
+    const parts = (await allgatherBytes(this.group, encodeSparse(grad), { segmentBytes: this.segmentBytes })).map((b, r) => decodeSparse(b, r));
     const ref = parts[0]!;
     for (const p of parts) {
       if (p.name !== ref.name || p.numRows !== ref.numRows || p.rowSize !== ref.rowSize)

@@ -84,6 +84,8 @@ export class ProcessGroup {
   private broken: Error | undefined;
   private closedFlag = false;
   private tail: Promise<unknown> = Promise.resolve();
+  /** The data plane's bound on incoming messages (`limitIncoming`), applied to every pair. */
+  private incoming: { bytes: number; reason: string } | undefined;
   private readonly st: GroupStats = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, ops: 0 };
 
   constructor(opts: ProcessGroupOptions) {
@@ -158,6 +160,7 @@ export class ProcessGroup {
       throw Errors.closed(`process group (rank ${this.rank})`);
     }
     this.opened.push(conn);
+    if (this.incoming) conn.limitIncoming?.(this.incoming.bytes, this.incoming.reason);
     return conn;
   }
 
@@ -284,6 +287,16 @@ export class ProcessGroup {
 
   stats(): GroupStats {
     return { ...this.st };
+  }
+
+  /**
+   * Accept at most `maxBytes` per message (headers included) from every peer of the group, present and future
+   * (`Connection.limitIncoming` on transports that have it). For the engine that knows the largest message its
+   * collectives send; a peer that sends more fails the collective with ERR_BAD_FRAME naming it and `reason`.
+   */
+  limitIncoming(maxBytes: number, reason: string): void {
+    this.incoming = { bytes: maxBytes, reason };
+    for (const c of this.opened) c.limitIncoming?.(maxBytes, reason);
   }
 
   /** Break the group after a failed collective: close every connection so peers fail fast. */

@@ -1,4 +1,5 @@
 import { Errors, type ShoalError } from '../errors.js';
+import { aboveLimitError } from './transport.js';
 
 /**
  * SHLF framing, shared by the net transport and the rendezvous store (little-endian):
@@ -42,6 +43,8 @@ export class FrameDecoder {
   private failed: ShoalError | null = null;
   /** Where the next message lands if its length matches (see `target`); cleared when it begins. */
   private nextTarget: Uint8Array | null = null;
+  /** A data plane's lower bound (`limit`), checked before a body is allocated. */
+  private lowered: { bytes: number; reason: string } | undefined;
 
   constructor(
     private readonly maxMessageBytes: number,
@@ -49,6 +52,11 @@ export class FrameDecoder {
     private readonly onMessage: (m: Uint8Array) => void,
     private readonly allocate?: (bytes: number) => Uint8Array,
   ) {}
+
+  /** Accept at most `bytes` per message from the next header on (`Connection.limitIncoming`). */
+  limit(bytes: number, reason: string): void {
+    this.lowered = bytes < this.maxMessageBytes ? { bytes, reason } : undefined;
+  }
 
   /** Bytes of a partially received message, for error messages; undefined between frames. */
   get partial(): { got: number; want: number } | undefined {
@@ -139,6 +147,10 @@ export class FrameDecoder {
         }
         if (len > this.maxMessageBytes) {
           this.failed = Errors.badFrame(this.where, `frame announces ${len} bytes, above maxMessageBytes ${this.maxMessageBytes}`);
+          return this.failed;
+        }
+        if (this.lowered && len > this.lowered.bytes) {
+          this.failed = aboveLimitError(this.where, len, this.lowered);
           return this.failed;
         }
         if (len === 0) {

@@ -1,7 +1,7 @@
-import { Errors } from '../errors.js';
+import { Errors, type ShoalError } from '../errors.js';
 import { deferred, withDeadline, type Deferred } from '../util.js';
 import { Inbox } from './inbox.js';
-import type { Connection, IoOptions, Listener, Transport } from './transport.js';
+import { aboveLimitError, checkIncomingLimit, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 /**
  * An in-process transport for fast tests (connect-es's `createRouterTransport`, gloo's in-memory store):
@@ -90,8 +90,20 @@ class MemoryConnection implements Connection {
   get closed() {
     return this.closedSelf;
   }
+  private limit: { bytes: number; reason: string } | undefined;
+  private failure: ShoalError | undefined;
   deliver(msg: Uint8Array) {
+    if (this.failure) return;
+    if (this.limit && msg.byteLength > this.limit.bytes) {
+      this.failure = aboveLimitError(`memory connection to ${this.remote}`, msg.byteLength, this.limit);
+      this.inbox.failAll(this.failure);
+      return;
+    }
     this.inbox.deliver(msg);
+  }
+  limitIncoming(maxBytes: number, reason: string): void {
+    checkIncomingLimit(maxBytes, reason);
+    this.limit = { bytes: maxBytes, reason };
   }
   peerClosed() {
     this.peerGone = true;
@@ -108,6 +120,7 @@ class MemoryConnection implements Connection {
     if (this.closedSelf) return Promise.reject(Errors.closed(`connection to ${this.remote}`));
     const m = this.inbox.take();
     if (m) return Promise.resolve(m);
+    if (this.failure) return Promise.reject(this.failure);
     if (this.peerGone) return Promise.reject(Errors.peerClosed(this.remote));
     return this.inbox.wait(`recv from ${this.remote}`, opts);
   }

@@ -4,7 +4,7 @@ import { deferred, withDeadline } from '../util.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, writeFrameHeader } from './framing.js';
 import { Inbox } from './inbox.js';
 import { DIRECT_READ_MIN, type DirectInput } from './net-direct-input.js';
-import type { Connection, IoOptions } from './transport.js';
+import { checkIncomingLimit, type Connection, type IoOptions } from './transport.js';
 
 /**
  * One end of a net pair, after its handshake (see net.ts for the wire format and the send and receive paths).
@@ -201,6 +201,11 @@ export class NetConnection implements Connection {
     // the connection failed or closed first (no more reads): no later message may land in `dst`
     p.catch(() => this.decoder.untarget(dst));
     return p;
+  }
+
+  limitIncoming(maxBytes: number, reason: string): void {
+    checkIncomingLimit(maxBytes, reason);
+    this.decoder.limit(maxBytes, reason);
   }
 
   async close(): Promise<void> {

@@ -43,7 +43,7 @@ import { Inbox } from './inbox.js';
 import { AUTH_MAX_MESSAGE_BYTES, authenticateDialer, authenticateListener } from '../security/connection-auth.js';
 import { JobAuth } from '../security/job-auth.js';
 import { parseNetUrl } from './url.js';
-import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
+import { checkIncomingLimit, DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 export interface NngTransportOptions {
   /**
@@ -224,6 +224,8 @@ class PairHandle {
   connected = false;
   /** Why receiving ended (peer closed, bad frame); set once. */
   rxEnd: ShoalError | undefined;
+  /** A data plane's lower bound on messages (`limitIncoming`). */
+  limit: { bytes: number; reason: string } | undefined;
   closing = false;
   private readonly inbox = new Inbox();
   private rxPaused = false;
@@ -233,6 +235,11 @@ class PairHandle {
   private onConnect: ((err?: number) => void) | undefined;
   private readonly closedDone: Deferred<void> = deferred();
   private closePromise: Promise<void> | undefined;
+
+  /** The transport's limit (what authenticated peers may send unless a data plane lowers it). */
+  get maxMessageBytes(): number {
+    return this.settings.maxMessageBytes;
+  }
 
   constructor(
     private readonly addon: NngAddon,
@@ -286,6 +293,7 @@ class PairHandle {
       case k.EV_RX_END:
         return this.endRx(Errors.peerClosed(this.where, this.closing ? undefined : this.addon.strerror(rv)));
       case k.EV_BAD_FRAME:
+        if (rv === 1 && this.limit) return this.endRx(Errors.badFrame(this.where, `a message above ${this.limit.reason} (${this.limit.bytes} bytes): the peer sent more than this job can legitimately send`));
         return this.endRx(
           Errors.badFrame(
             this.where,
@@ -586,6 +594,13 @@ class NngConnection implements Connection {
     const what = `recv from ${this.remote}`;
     if (opts?.signal?.aborted) throw Errors.aborted(what, opts.signal.reason);
     return this.h.recv(what, opts);
+  }
+
+  limitIncoming(maxBytes: number, reason: string): void {
+    checkIncomingLimit(maxBytes, reason);
+    if (maxBytes >= this.h.maxMessageBytes) return;
+    this.h.limit = { bytes: maxBytes, reason };
+    this.h.native.setMaxMessage(maxBytes);
   }
 
   async close(): Promise<void> {

@@ -7,7 +7,7 @@ import { Inbox } from './inbox.js';
 import { authenticateDialer, authenticateListener } from '../security/connection-auth.js';
 import { JobAuth } from '../security/job-auth.js';
 import { parseShmUrl } from './url.js';
-import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
+import { aboveLimitError, checkIncomingLimit, DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
 
 /**
  * Same-host transport over POSIX shared memory (core/native/shm): one segment per pair, a single-producer /
@@ -288,6 +288,8 @@ class ShmConnection implements Connection {
   /** The message whose body is streaming out of the ring, and how much of it has arrived. */
   private body: Uint8Array | undefined;
   private bodyFill = 0;
+  /** A data plane's lower bound on messages (`limitIncoming`), checked before a body is allocated. */
+  private limit: { bytes: number; reason: string } | undefined;
   constructor(
     private readonly seg: NativeSegment,
     readonly remote: string,
@@ -329,6 +331,8 @@ class ShmConnection implements Connection {
           if (this.inbox.waiting === 0 && this.inbox.queuedBytes >= INBOX_HIGH_WATER) return; // recv resumes
           if (this.heldLen < 0) {
             const r = this.seg.take(SMALL_MAX);
+            const len = typeof r === 'number' ? r : r.byteLength;
+            if (this.limit && len > this.limit.bytes) throw aboveLimitError(this.remote, len, this.limit);
             if (typeof r !== 'number') {
               this.deliver(r);
               continue;
@@ -386,6 +390,11 @@ class ShmConnection implements Connection {
     } finally {
       this.pumping = false;
     }
+  }
+
+  limitIncoming(maxBytes: number, reason: string): void {
+    checkIncomingLimit(maxBytes, reason);
+    this.limit = { bytes: maxBytes, reason };
   }
 
   private allocBody(len: number): Uint8Array {

@@ -1,3 +1,5 @@
+import { Errors, type ShoalError } from '../errors.js';
+
 /**
  * The transport contract every implementation (memory, net, nng, shm) passes, checked by the conformance suite
  * in `conformance.ts`.
@@ -38,8 +40,28 @@ export interface Connection {
    * without a deadline.)
    */
   recvInto?(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array>;
+  /**
+   * Optional: lower the largest message this end accepts from now on to `maxBytes` (never above the transport's
+   * own `maxMessageBytes`), where `reason` says what bounds it ("the ring's segment size"). Data planes call it
+   * once they know what the job can legitimately send, so that a peer's frame header cannot make this end
+   * reserve more. A larger message fails the connection with ERR_BAD_FRAME naming the peer, the size and
+   * `reason`. Only ever lowered by callers whose peers never send more (raising it races the peer's next frame).
+   * (memory, net, nng and shm implement it.)
+   */
+  limitIncoming?(maxBytes: number, reason: string): void;
   /** Close this end. Pending operations reject with ERR_CLOSED; the peer sees ERR_PEER_CLOSED. Idempotent. */
   close(): Promise<void>;
+}
+
+/** Check `limitIncoming`'s arguments (throws ERR_INVALID_ARG). */
+export function checkIncomingLimit(maxBytes: number, reason: string): void {
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw Errors.invalidArg('maxBytes', `must be a non-negative integer, got ${maxBytes}`);
+  if (typeof reason !== 'string' || reason === '') throw Errors.invalidArg('reason', 'must say what bounds the messages');
+}
+
+/** The error of a message above a `limitIncoming` bound. */
+export function aboveLimitError(where: string, bytes: number, limit: { bytes: number; reason: string }): ShoalError {
+  return Errors.badFrame(where, `a message of ${bytes} bytes, above ${limit.reason} (${limit.bytes} bytes): the peer sent more than this job can legitimately send`);
 }
 
 export interface Listener {
