@@ -80,6 +80,8 @@ export class ProcessGroup {
   private readonly listenUrl: string;
   private readonly peers = new Map<number, Promise<Connection>>();
   private readonly opened: Connection[] = [];
+  /** Open connections by peer rank (for `release`, which must not wait). */
+  private readonly byRank = new Map<number, Connection>();
   private seqCounter = 0;
   private broken: Error | undefined;
   private closedFlag = false;
@@ -160,6 +162,7 @@ export class ProcessGroup {
       throw Errors.closed(`process group (rank ${this.rank})`);
     }
     this.opened.push(conn);
+    this.byRank.set(r, conn);
     if (this.incoming) conn.limitIncoming?.(this.incoming.bytes, this.incoming.reason);
     return conn;
   }
@@ -250,9 +253,23 @@ export class ProcessGroup {
    */
   async recv(r: number, expect: Header): Promise<{ payload: Uint8Array; header: Header }> {
     const c = await this.peer(r);
+    return this.recvSplit(r, expect, () => c.recv({ timeoutMs: this.timeoutMs }));
+  }
+
+  /**
+   * One message from `r`: the header from `head()`, checked against `expect`; then, for a split message (sendRef),
+   * the payload from `body()` (default: `head()` again). With `body` (a receive already posted for the payload),
+   * a header that is not split is ERR_MISMATCH.
+   */
+  private async recvSplit(
+    r: number,
+    expect: Header,
+    head: () => Promise<Uint8Array>,
+    body?: () => Promise<Uint8Array>,
+  ): Promise<{ payload: Uint8Array; header: Header }> {
     let msg: Uint8Array;
     try {
-      msg = await c.recv({ timeoutMs: this.timeoutMs });
+      msg = await head();
     } catch (e) {
       throw this.annotate(e, `recv from rank ${r}`);
     }
@@ -272,17 +289,73 @@ export class ProcessGroup {
     }
     if (rawTag & SPLIT_FLAG) {
       if (msg.byteLength !== HEADER_BYTES) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'split header with inline payload');
-      let body: Uint8Array;
+      let payload: Uint8Array;
       try {
-        body = await c.recv({ timeoutMs: this.timeoutMs });
+        payload = await (body ?? head)();
       } catch (e) {
         throw this.annotate(e, `recv from rank ${r}`);
       }
-      this.st.bytesReceived += body.byteLength;
+      this.st.bytesReceived += payload.byteLength;
       this.st.messagesReceived++;
-      return { payload: body, header: got };
+      return { payload, header: got };
+    }
+    if (body) {
+      throw Errors.mismatch('collective', `rank ${this.rank} expected a split message (sendRef) ${fmt(expect)} from rank ${r} but its payload came inline (${msg.byteLength - HEADER_BYTES} bytes)`, { rank: this.rank, peer: r });
     }
     return { payload: msg.subarray(HEADER_BYTES), header: got };
+  }
+
+  /**
+   * Post the receive of a message the peer sends with `sendRef` (header, then the payload as its own message),
+   * asking for the payload to land straight in `dst` (`Connection.recvInto`: the transport may read it there
+   * without a copy when it has `dst`'s length). Call it before the message arrives, in the order the messages
+   * come (several may be posted ahead, as MPI's pre-posted receives), and await each in turn. Resolves with the
+   * payload: `dst` itself, or a buffer of the transport's (transports without `recvInto`, another length: compare
+   * and copy). A header without the split flag is ERR_MISMATCH (the sender did not use `sendRef`). `dst` may be
+   * written until the promise settles; on a timeout the connection is closed first, so nothing lands in `dst`
+   * once the promise has rejected.
+   */
+  async recvRefInto(r: number, expect: Header, dst: Uint8Array): Promise<Uint8Array> {
+    const c = await this.peer(r);
+    // both receives are posted now, before this returns to the event loop, so later posts queue behind them and the
+    // body's frame is targeted before it begins. The body's wait has no deadline of its own (the transport would
+    // then ignore `dst`): the group's timer closes the connection instead, which stops every read.
+    const head = c.recv({ timeoutMs: this.timeoutMs });
+    const into = c.recvInto !== undefined;
+    const body = into ? c.recvInto!(dst, { timeoutMs: Infinity }) : c.recv({ timeoutMs: this.timeoutMs });
+    body.catch(() => {});
+    try {
+      const { payload } = await this.recvSplit(r, expect, () => head, () => (into ? this.bounded(c, r, body) : body));
+      return payload;
+    } catch (e) {
+      await c.close(); // `dst` may be the target of a read: end it before the caller gets control back
+      throw e;
+    }
+  }
+
+  /** `p` (a wait without its own deadline on `c`), bounded by the group's timeout: on expiry `c` is closed. */
+  private async bounded(c: Connection, r: number, p: Promise<Uint8Array>): Promise<Uint8Array> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(Errors.timeout(`recv from ${c.remote}`, this.timeoutMs, { peer: r })); // first: the race reports this
+        void c.close();
+      }, this.timeoutMs);
+    });
+    try {
+      return await Promise.race([p, limit]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The caller is done with `payload`, returned by `recv(r, ...)`, and never touches it again: the connection may
+   * land a later message in it (`Connection.release`; a hint, ignored where it does not apply). Collectives call
+   * it on each segment once reduced or copied, so a steady stream of segments reuses a few cache-warm buffers.
+   */
+  release(r: number, payload: Uint8Array): void {
+    this.byRank.get(r)?.release?.(payload);
   }
 
   stats(): GroupStats {
@@ -314,6 +387,7 @@ export class ProcessGroup {
 
   private async closeConnections(): Promise<void> {
     const all = this.opened.splice(0);
+    this.byRank.clear();
     await Promise.all(all.map((c) => c.close().catch(() => {})));
   }
 
