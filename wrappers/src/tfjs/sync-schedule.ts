@@ -20,7 +20,7 @@ type Tf = typeof tfjs;
 export interface SyncScheduleOptions {
   /** Average weights every this many local steps (local SGD); default 1 = average gradients every step. */
   syncEvery?: number;
-  /** Micro-batches summed into one optimizer step; default 1. */
+  /** Micro-batches whose rows-weighted mean gradient makes one optimizer step and one sync; default 1. */
   accumulateSteps?: number;
 }
 
