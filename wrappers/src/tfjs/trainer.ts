@@ -201,7 +201,7 @@ export class Trainer implements CallbackTrainer {
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
     this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines, undefined, this.trace?.timeline);
-    this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables());
+    this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables(), this.trace);
   }
 
   /** All model weights (trainable and not) as named arrays, in `model.weights` order. */
