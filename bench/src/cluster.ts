@@ -6,15 +6,17 @@
  *
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
  *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
+ *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender]
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { cpus, loadavg, release } from 'node:os';
-import { dirname } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
 import { allExit, runPs, runRing, startStore } from './cluster-jobs.js';
+import { recommenderStage, type RecommenderRow } from './cluster-recommender.js';
 import { jsonLines, type JsonLines } from './json-lines.js';
 import type { WorkerArgs } from './allreduce-worker.js';
 
@@ -154,6 +156,9 @@ export const command = {
     'no-anchor': { type: 'boolean', help: 'skip torch gloo' },
     'no-ps': { type: 'boolean', help: 'skip the parameter-server rounds' },
     'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
+    'recommender-hosts': { type: 'string', arg: 'K,..', help: 'the recommender example on these host counts, one rank each (default 1,2,4)' },
+    'no-recommender': { type: 'boolean', help: 'skip the recommender runs' },
+    'only-recommender': { type: 'boolean', help: 'run only the recommender stage and replace its rows in the existing results file' },
   },
 } as const satisfies CommandSpec;
 
@@ -192,7 +197,33 @@ export async function run(argv: string[]): Promise<void> {
     write({ suite: 'cluster', version: 1, started, quick, host, skipped: why });
     return;
   }
+  const recHosts = (parsed['recommender-hosts'] ?? '1,2,4').split(',').map(Number);
+  if (recHosts.some((k) => !(Number.isInteger(k) && k >= 1 && k <= 4))) throw new Error(`--recommender-hosts must be host counts 1..4, got ${parsed['recommender-hosts']}`);
+  const recOptions = (rate: number, dir: string) => ({ hostCounts: recHosts, rateMbit: rate, steps: quick ? 10 : 40, dir, timeoutMs: 10 * 60_000 });
+  if (values['only-recommender']) {
+    // Replace the recommender rows of an existing results file, keeping its other sections (their own run).
+    const old = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>) : { suite: 'cluster', version: 1 };
+    const errors: { what: string; error: string }[] = [];
+    const recommender: RecommenderRow[] = [];
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-cluster-rec-'));
+    const cluster = await NetnsCluster.start({ hosts: Math.max(...recHosts) });
+    try {
+      for (const rate of rates) {
+        await cluster.setRate(rate === 0 ? undefined : rate);
+        recommender.push(...(await recommenderStage(cluster, recOptions(rate, dir), errors)));
+      }
+    } finally {
+      await cluster.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const recErrors = ((old.errors as { what: string }[] | undefined) ?? []).filter((e) => !e.what.startsWith('recommender'));
+    write({ ...old, recommender, recommender_run: { started, host: { ...host, loadavg1_end: loadavg()[0]! }, rates_mbit: rates }, errors: [...recErrors, ...errors] });
+    console.log(`cluster: wrote the recommender rows of ${out} (${recommender.length} rows, ${errors.length} errors)`);
+    return;
+  }
   const rows: ClusterRow[] = [];
+  const recommender: RecommenderRow[] = [];
+  const recDir = mkdtempSync(join(tmpdir(), 'shoal-cluster-rec-'));
   const errors: { what: string; error: string }[] = [];
   const ps: Record<string, unknown>[] = [];
   const linkBytes: Record<string, unknown>[] = [];
@@ -250,6 +281,7 @@ export async function run(argv: string[]): Promise<void> {
           }
         }
       }
+      if (!values['no-recommender']) recommender.push(...(await recommenderStage(cluster, recOptions(rate, recDir), errors)));
     }
     // Bytes across each host's link for one allreduce, hierarchical vs flat on 2 hosts x 2 ranks (rate-independent).
     const B = 16 * MiB;
@@ -263,6 +295,7 @@ export async function run(argv: string[]): Promise<void> {
     }
   } finally {
     await cluster.stop();
+    rmSync(recDir, { recursive: true, force: true });
   }
   for (const r of rows) {
     const g = rows.find((x) => x.impl === 'torch-gloo' && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes);
@@ -304,6 +337,7 @@ export async function run(argv: string[]): Promise<void> {
     ps,
     ps_anchor: 'torch-gloo-average',
     ps_anchor_note: rayNote(),
+    recommender,
     errors,
   };
   write(result);

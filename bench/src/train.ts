@@ -1,6 +1,8 @@
 /**
- * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N] [--out FILE]`: training throughput
- * of the tfjs wrapper.
+ * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N] [--out FILE] [--models rec,mlp]
+ * [--runs ring:1,ps:2,...] [--repeats N]`: training throughput of the tfjs wrapper. `--models`, `--runs` and `--repeats`
+ * make short measurements of a few rows (`--runs` names launched rows as `backend:workers`, plus `independent` and
+ * `local` for the kernels and in-process rows); the committed result file is a full run.
  *
  * Models (bench/src/train-models.ts): `rec` = the recommender (two 32-dim embeddings of 4000 rows, dense 64,
  * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data.
@@ -255,6 +257,9 @@ export const command = {
     'no-anchor': { type: 'boolean', help: 'skip the anchors' },
     'cpu-segments': { type: 'string', arg: 'N', help: 'segments of the CPU-time measure (default 500)' },
     'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/train.json)' },
+    'models': { type: 'string', arg: 'LIST', help: 'models to run, comma-separated (default rec,mlp)' },
+    'runs': { type: 'string', arg: 'LIST', help: 'only these rows, e.g. ring:1,ps:2,independent,local (local: kernels and in-process rows; default all)' },
+    'repeats': { type: 'string', arg: 'N', help: 'fresh jobs per launched row, the best kept (default 3, --quick 1)' },
   },
 } as const satisfies CommandSpec;
 
@@ -264,6 +269,10 @@ export async function run(args: string[]): Promise<void> {
   const noMulti = v['no-multi'] === true;
   const cpuSegments = v['cpu-segments'] === undefined ? 500 : Number(v['cpu-segments']);
   const outFile = v['out'] ?? RESULTS;
+  const models = (v['models'] ?? 'rec,mlp').split(',') as BenchModel[];
+  for (const m of models) if (!(m in benchSpec)) throw new Error(`--models: unknown model ${m} (rec, mlp)`);
+  // `--runs`: a subset of the launched rows (short measurements); the committed file is a full run.
+  const only = v['runs'] === undefined ? undefined : new Set(v['runs'].split(','));
   const started = new Date().toISOString();
   const rt = await setupTfjs();
   const ncpu = cpus().length;
@@ -271,12 +280,14 @@ export async function run(args: string[]): Promise<void> {
   const rows: Row[] = [];
   const errors: string[] = [];
   const cpuMs: Record<string, { plain: number; local: number }> = {};
-  const kern = await kernels(rt, cpuSegments);
+  const inProcess = !only || only.has('local');
+  const kern = inProcess ? await kernels(rt, cpuSegments) : {};
   console.log(`kernels: ${JSON.stringify(kern)}`);
   const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 100 : 20);
   const launchedStepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 200 : 30);
-  const launchRuns = quick ? 1 : 3;
-  for (const model of ['rec', 'mlp'] as const) {
+  const launchRuns = v['repeats'] !== undefined ? Number(v['repeats']) : quick ? 1 : 3;
+  if (!Number.isInteger(launchRuns) || launchRuns < 1) throw new Error(`--repeats must be a positive integer, got ${v['repeats']}`);
+  for (const model of models) {
     const steps = stepsFor(model);
     const batch = benchSpec[model].batch;
     const base = { model, batch_per_worker: batch, steps };
@@ -285,7 +296,7 @@ export async function run(args: string[]): Promise<void> {
     let local = { sps: 0, syncMs: 0, cpuMsPerStep: Infinity };
     const cpuPlain: number[] = [];
     const cpuLocal: number[] = [];
-    for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
+    for (let rep = 0; rep < (!inProcess ? 0 : quick ? 1 : 3); rep++) {
       const p = await plainLoop(rt, model, steps);
       cpuPlain.push(p.cpuMsPerStep);
       if (p.sps > plain.sps) plain = p;
@@ -293,14 +304,15 @@ export async function run(args: string[]): Promise<void> {
       cpuLocal.push(l.cpuMsPerStep);
       if (l.sps > local.sps) local = l;
     }
-    cpuMs[model] = { plain: medianOf(cpuPlain), local: medianOf(cpuLocal) };
-    rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain.sps, step_ms: (batch / plain.sps) * 1000, sync_ms: null, cpu_ms_per_step: cpuMs[model]!.plain, processes: 1, oversubscribed: false });
-    rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
-    console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
+    if (inProcess) cpuMs[model] = { plain: medianOf(cpuPlain), local: medianOf(cpuLocal) };
+    if (inProcess) rows.push({ ...base, mode: 'plain-tfjs', backend: 'none', workers: 1, samples_per_sec: plain.sps, step_ms: (batch / plain.sps) * 1000, sync_ms: null, cpu_ms_per_step: cpuMs[model]!.plain, processes: 1, oversubscribed: false });
+    if (inProcess) rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
+    if (inProcess) console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
     const runs: Array<['ring' | 'ring-sparse' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
     if (model === 'rec') runs.push(['ring-sparse', 2]);
     for (const [backend, workers] of runs) {
+      if (only && !only.has(`${backend}:${workers}`)) continue;
       try {
         const launchedSteps = launchedStepsFor(model);
         // Best of `launchRuns` fresh jobs, as the in-process rows are best of 3.
@@ -331,29 +343,31 @@ export async function run(args: string[]): Promise<void> {
     }
     // The ceiling of any 2-worker job here: two independent 1-worker jobs at once (no communication, no waiting
     // for each other), their samples/s summed. Best of `launchRuns`.
-    try {
-      const launchedSteps = launchedStepsFor(model);
-      const total = (ms: Awaited<ReturnType<typeof multi>>[]) => ms.reduce((a, m) => a + m.samplesPerSec, 0);
-      const best = await bestOf(launchRuns, () => Promise.all([multi(model, 'ring', 1, launchedSteps), multi(model, 'ring', 1, launchedSteps)]), total);
-      const mean = (f: (m: Awaited<ReturnType<typeof multi>>) => number) => (f(best[0]!) + f(best[1]!)) / 2;
-      rows.push({
-        ...base,
-        steps: launchedSteps,
-        mode: 'independent',
-        backend: 'ring',
-        workers: 2,
-        samples_per_sec: total(best),
-        step_ms: mean((m) => m.stepMs),
-        sync_ms: null,
-        cpu_ms_per_step: mean((m) => m.cpuMsPerStep),
-        step_ms_p50: mean((m) => m.stepMsP50),
-        processes: 2,
-        oversubscribed: 2 > ncpu,
-      });
-      console.log(`${model}: 2 independent 1-worker jobs at once ${total(best).toFixed(0)} samples/s (step ${mean((m) => m.stepMs).toFixed(2)} ms, p50 ${mean((m) => m.stepMsP50).toFixed(2)})`);
-    } catch (e) {
-      errors.push(String((e as Error).message));
-      console.error(String((e as Error).message));
+    if (!only || only.has('independent')) {
+      try {
+        const launchedSteps = launchedStepsFor(model);
+        const total = (ms: Awaited<ReturnType<typeof multi>>[]) => ms.reduce((a, m) => a + m.samplesPerSec, 0);
+        const best = await bestOf(launchRuns, () => Promise.all([multi(model, 'ring', 1, launchedSteps), multi(model, 'ring', 1, launchedSteps)]), total);
+        const mean = (f: (m: Awaited<ReturnType<typeof multi>>) => number) => (f(best[0]!) + f(best[1]!)) / 2;
+        rows.push({
+          ...base,
+          steps: launchedSteps,
+          mode: 'independent',
+          backend: 'ring',
+          workers: 2,
+          samples_per_sec: total(best),
+          step_ms: mean((m) => m.stepMs),
+          sync_ms: null,
+          cpu_ms_per_step: mean((m) => m.cpuMsPerStep),
+          step_ms_p50: mean((m) => m.stepMsP50),
+          processes: 2,
+          oversubscribed: 2 > ncpu,
+        });
+        console.log(`${model}: 2 independent 1-worker jobs at once ${total(best).toFixed(0)} samples/s (step ${mean((m) => m.stepMs).toFixed(2)} ms, p50 ${mean((m) => m.stepMsP50).toFixed(2)})`);
+      } catch (e) {
+        errors.push(String((e as Error).message));
+        console.error(String((e as Error).message));
+      }
     }
   }
   if (!v['no-anchor'] === true) {

@@ -146,6 +146,7 @@ def run(
     tail_lines: int = 40,
     require_result: bool = True,
     host: Optional[str] = None,
+    logdir: Optional[str] = None,
     tls: bool = False,
 ) -> ShoalResult:
     """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
@@ -162,6 +163,9 @@ def run(
     `timeout_s` bounds each task from its first input batch to its worker's exit (the worker is killed then);
     `net_timeout_s` becomes SHOAL_TIMEOUT_MS, every network wait inside the job (rendezvous, collectives).
 
+    `logdir` (as `shoal run --logdir`): TensorBoard runs in that folder, which every executor must reach at the same
+    path (resolved against `cwd`): each worker gets SHOAL_LOGDIR (a Trainer given `worker.sync` writes `train/`,
+    `val/`, `rank-<r>/`) and, with the ps and hybrid backends, each parameter server writes `server-<i>/`.
     `tls=True` encrypts the job's TCP connections (the store, the net transport, the ps links) with TLS 1.3 under a
     certificate made on the driver for this job (`node <store_script's folder>/job-tls.js`, so the driver needs
     node) and pinned by every process; it reaches the executors with the job secret, in the task closure and then
@@ -188,6 +192,8 @@ def run(
         raise ValueError(f"servers must be an integer >= 1, got {servers!r}")
     if any(not isinstance(a, str) for a in args):
         raise ValueError(f"args must be strings, got {list(args)!r}")
+    if logdir is not None and (not isinstance(logdir, str) or logdir == "" or "\0" in logdir):
+        raise ValueError(f"logdir must be a folder path, got {logdir!r}")
     if not isinstance(tls, bool):
         raise ValueError(f"tls must be True or False, got {tls!r}")
     if tls and transport == "nng":
@@ -217,7 +223,11 @@ def run(
         raise ValueError(f"store_script {store!r} does not exist (build shoal first: npx tsc -b)")
     if parts != n:
         df = df.repartition(n)
+    job_env = dict(env or {})
     job_id = job_id or f"spark-{uuid.uuid4().hex[:12]}"
+    log_path = os.path.join(cwd, logdir) if logdir is not None else None
+    if log_path is not None:
+        job_env["SHOAL_LOGDIR"] = log_path
     # With tls=True the job's TCP connections (store, net transport, ps links) are TLS 1.3 under a certificate
     # made here for this job and pinned by every process; it travels like the secret (closure, environment).
     job_tls = _make_job_tls(node, store, job_id, cwd) if tls and (n > 1 or backend != "ring") else ""
@@ -228,7 +238,8 @@ def run(
         "node_args": node_args,
         "node": node,
         "cwd": cwd,
-        "env": dict(env or {}),
+        "env": job_env,
+        "logdir": log_path,
         "job_id": job_id,
         # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
         # as the rest of the spec does, and each task hands it to its store and worker processes in their

@@ -146,6 +146,18 @@ class _Child:
                 return ln.strip()
         return lines[-1].strip() if lines else ""
 
+    def finish(self, timeout_s: float) -> None:
+        """Close the child's stdin (the store's signal to stop its servers and exit) and wait, bounded, for it."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+
     def kill(self) -> None:
         """Kill the child's whole process group (idempotent) and reap the child.
 
@@ -198,6 +210,8 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
     if spec["backend"] in ("ps", "hybrid"):
         # rank 0's task also hosts the parameter-server shards (actor processes of the store's process group)
         argv += ["--ps-servers", str(spec["servers"]), "--workers", str(spec["world"])]
+        if spec.get("logdir"):
+            argv += ["--logdir", spec["logdir"]]
     # tags the store and its server actors with the job; the secret goes in the environment only
     env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"], SHOAL_JOB_SECRET=spec["job_secret"])
     if spec.get("job_tls"):
@@ -387,6 +401,9 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
 
         # Rank 0 hosts the store: keep it until every rank's worker is done.
         ctx.barrier()
+        if store is not None and spec.get("logdir"):
+            # the ps servers write their last TensorBoard sample when stopped, not when killed
+            store.finish(10.0)
         wall_s = time.monotonic() - t_start
         yield pa.RecordBatch.from_pydict(
             {

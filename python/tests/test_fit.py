@@ -79,3 +79,29 @@ def test_fit_argument_errors(digits_vec, repo):
         shoal_spark.fit(digits_vec, WORKER, feature_cols=["pixels"], label_cols=["label", "pixels"], num_workers=2, cwd=repo)
     with pytest.raises(ValueError, match="df has no column 'nope' \\(have: pixels, label\\)"):
         shoal_spark.fit(digits_vec, WORKER, feature_cols=["nope"], label_cols="label", num_workers=2, cwd=repo)
+
+
+def test_fit_with_logdir_writes_the_ranks_and_the_servers_tensorboard_runs(digits_vec, repo, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+    def scalars(run):
+        acc = event_accumulator.EventAccumulator(os.path.join(logdir, run), size_guidance={"scalars": 0})
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+    logdir = str(tmp_path / "tb")
+    res = shoal_spark.fit(digits_vec, WORKER, feature_cols="pixels", label_cols="label", num_workers=2, backend="ps", servers=2,
+                          args=["--epochs", "2"], timeout_s=180, cwd=repo, logdir=logdir)
+    assert len(res.history) == 2
+    assert sorted(os.listdir(logdir)) == ["rank-0", "rank-1", "server-0", "server-1", "train"]
+    train = scalars("train")
+    assert [s for s, _ in train["epoch_loss"]] == [1, 2]
+    assert abs(train["epoch_loss"][-1][1] - res.history[-1]["loss"]) <= 1e-6 * max(1.0, abs(res.history[-1]["loss"]))
+    for server in ("server-0", "server-1"):
+        got = scalars(server)
+        # 2 epochs x 12 steps, each updating every key slice the server holds at least once
+        assert got["server/rounds_total"][-1][1] >= 24, (server, got["server/rounds_total"])
+        assert got["server/bytes_in_total"][-1][1] > 0 and got["server/bytes_out_total"][-1][1] > 0, server
+        assert "server/queue_depth_mean" in got and "server/apply_ms_per_round" in got, sorted(got)
+    with pytest.raises(ValueError, match="logdir must be a folder path"):
+        shoal_spark.fit(digits_vec, WORKER, feature_cols="pixels", label_cols="label", num_workers=2, cwd=repo, logdir="")

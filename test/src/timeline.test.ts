@@ -83,6 +83,27 @@ test('shoal run -n 2 --timeline merges both ranks: every phase, in time order, t
   }
 });
 
+test('--backend ps: the servers are processes of the timeline; each update lies inside both ranks\' push+pull', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-timeline-'));
+  try {
+    const file = join(dir, 'ps.json');
+    const r = await runNode([SHOAL_CLI, 'run', '-n', '2', '--backend', 'ps', '--servers', '2', '--timeline', file, DIGITS_MAIN, '--epochs', '1', '--steps', '5', '--batch-size', '16'], { timeoutMs: 90_000 });
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(readdirSync(dir), ['ps.json'], 'rank and server parts merged and removed');
+    const { spans, procs, of } = readTrace(file);
+    assert.equal([...procs.keys()].sort((a, b) => a - b), [0, 1, 10_000, 10_001]);
+    assert.match(procs.get(10_001)!, /^ps-server-1 \(/);
+    const pushPull = [0, 1].map((rank) => of(rank, 'sync', 'push+pull'));
+    for (const rank of [0, 1]) assert.is(pushPull[rank]!.length, 5, `rank ${rank}: a push+pull per step`);
+    const applies = spans.filter((s) => s.pid >= 10_000 && s.name === 'apply' && String(s.args!.key).startsWith('g:'));
+    assert.ok(applies.length >= 5 * 2, `${applies.length} gradient updates on the servers`);
+    // a round's update runs once both ranks pushed and before either gets its reply: inside one push+pull of each
+    for (const a of applies) for (const rank of [0, 1]) assert.ok(pushPull[rank]!.some((p) => within(a, p)), `update of ${a.args!.key} on pid ${a.pid} inside a push+pull of rank ${rank}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('SHOAL_TIMELINE on a worker alone: it merges its own part; with --threads the launcher merges the threads', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-timeline-'));
   try {

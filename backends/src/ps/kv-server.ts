@@ -2,6 +2,7 @@
 // server/ (rounds, buffers, data plane, metrics).
 import { existsSync } from 'node:fs';
 import { currentCaller, externalRef } from '@shoal/core/actor';
+import { SERVER_PID_BASE, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
@@ -49,6 +50,8 @@ export interface KVServerOptions {
   bigKeyBound?: number;
   /** Write this server's load as TensorBoard curves under `<logdir>/server-<i>` (see `ServerMetrics`). */
   metrics?: ServerMetricsOptions;
+  /** `shoal run --timeline FILE`: record each update applied (`apply`, per key) in the part `FILE.server-<i>.jsonl`. */
+  timeline?: string;
 }
 
 export type KVServerStats = ServerStats;
@@ -76,6 +79,7 @@ export class KVServer implements PsServerApi {
   private readonly onDirect = () => void this.counters.directPushes++;
   /** Set with `options.metrics`: counters of bytes and queued requests, sampled into TensorBoard curves. */
   private readonly metrics?: ServerMetrics;
+  private readonly timeline?: Timeline;
 
   constructor(private readonly o: KVServerOptions) {
     const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
@@ -96,6 +100,11 @@ export class KVServer implements PsServerApi {
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
     if (o.metrics) this.metrics = new ServerMetrics(o.serverIndex, o.metrics, () => this.rounds.counters);
+    if (o.timeline) {
+      const tl = (this.timeline = new Timeline({ path: timelinePartPath(o.timeline, `server-${o.serverIndex}`), pid: SERVER_PID_BASE + o.serverIndex, label: `ps-server-${o.serverIndex}` }));
+      const lane = tl.lane('apply');
+      this.rounds.onApplied = (key, t0, t1) => tl.complete(lane, 'apply', tl.fromPerformance(t0), tl.fromPerformance(t1), { key });
+    }
     this.ready = createUpdater(o.updater ?? { type: 'assign' }).then(async (u) => {
       this.updater = u;
       for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = s.spec.updater ? await createUpdater(s.spec.updater) : u;
@@ -509,7 +518,7 @@ export class KVServer implements PsServerApi {
       s.round.abandon(err);
     }
     this.keyWaiters.failAll(err);
-    await this.metrics?.close().catch(() => {});
+    await Promise.all([this.metrics?.close().catch(() => {}), this.timeline?.close().catch(() => {})]);
   }
 }
 

@@ -2,6 +2,7 @@ import { asText, Errors, ProcessGroup, localHostId, type NumericArray, type Redu
 import { ShmCollective, shmCollectiveAvailable } from '../shm/shm-collective.js';
 import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { broadcastRing } from './broadcast.js';
+import type { OpTrace } from './common.js';
 
 /**
  * Hierarchical allreduce for jobs with several ranks per host (NCCL/Horovod's hierarchical mode, on CPUs):
@@ -151,6 +152,8 @@ export interface HierarchicalAllreduceOptions {
   segmentBytes?: number;
   /** Wire format of the cross-host stage only (float32 data; see AllreduceOptions.wire). Default 'native'. */
   wire?: 'native' | 'float16';
+  /** Record the stages on a timeline: `local reduce`, `cross allreduce` (its ring stages inside), `local broadcast`. */
+  trace?: OpTrace;
 }
 
 /** In place on `data`; every rank ends with the reduction over all `size` ranks. Collective. */
@@ -160,13 +163,12 @@ export async function allreduceHierarchical(h: HierarchicalGroup, data: NumericA
   const inner = op === 'mean' ? 'sum' : op;
   const seg = opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes };
   const c = h.collective;
-  if (c !== undefined) await c.allreduce(data, inner);
-  else await allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg });
-  if (h.cross) await allreduceRing(h.cross, data, { kernels: opts.kernels, op: inner, wire: opts.wire ?? 'native', ...seg });
-  if (h.hosts > 1) {
-    if (c !== undefined) await c.broadcast(data, 0);
-    else await broadcastRing(h.local, data, { root: 0, ...seg });
-  }
+  const tr = opts.trace;
+  const stage = (name: string, fn: () => Promise<void>) => (tr ? tr.timeline.trace(tr.lane, name, fn) : fn());
+  await stage('local reduce', () => (c !== undefined ? c.allreduce(data, inner) : allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg })));
+  const cross = h.cross;
+  if (cross) await stage('cross allreduce', () => allreduceRing(cross, data, { kernels: opts.kernels, op: inner, wire: opts.wire ?? 'native', ...seg, ...(tr ? { trace: tr } : {}) }));
+  if (h.hosts > 1) await stage('local broadcast', () => (c !== undefined ? c.broadcast(data, 0) : broadcastRing(h.local, data, { root: 0, ...seg })));
   if (op === 'mean') {
     if (data instanceof Int32Array) for (let i = 0; i < data.length; i++) data[i] = Math.trunc(data[i]! / h.size);
     else opts.kernels.scale(data, 1 / h.size);

@@ -8,8 +8,10 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MemoryNetwork, MemoryStore, shmTransport } from '@shoal/core';
 import { Timeline } from '@shoal/core/telemetry';
 import { gradientSyncCompliance } from '../testing/compliance.js';
+import { connectHierarchical } from './allreduce-hierarchical.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 import { RingSync } from './ring-sync.js';
 
@@ -64,6 +66,37 @@ test('a traced allreduce records negotiate, each bucket and the ring stages insi
     }
   } finally {
     await Promise.all(syncs.map((s) => s.close()));
+  }
+});
+
+test('on the hierarchical route the bucket holds the local reduce, the leaders\' cross allreduce and the local broadcast', async () => {
+  const hosts = ['a', 'a', 'b', 'b'];
+  const shm = shmTransport({ prefix: `rtl${process.pid}`, ringBytes: 1 << 16 });
+  const flat = await memoryGroups(4, { timeoutMs: 10_000 });
+  const store = new MemoryStore().prefixed('hier');
+  const cross = new MemoryNetwork().transport();
+  const hs = await Promise.all(
+    hosts.map((hostId, rank) => connectHierarchical({ rank, size: 4, store, hostId, local: { transport: shm, listenUrl: 'shm://auto' }, cross: { transport: cross, listenUrl: 'mem://' }, timeoutMs: 10_000 })),
+  );
+  const tls = flat.map((g) => new Timeline({ path: join(dir, `hier-${g.rank}.jsonl`), pid: g.rank, flushMs: 60_000 }));
+  const syncs = flat.map((g, r) => new RingSync(g, { topology: 'hierarchical', hierarchical: hs[r]!, timeline: tls[r]! }));
+  try {
+    await onAllRanks(flat, (_g, r) => syncs[r]!.allreduceMean([{ name: 'g', shape: [4096], data: new Float32Array(4096).fill(r) }]));
+    await Promise.all(tls.map((t) => t.close()));
+    const leaders = hs.map((h) => h.cross !== undefined);
+    assert.equal(leaders.filter(Boolean).length, 2, 'one leader per host');
+    for (let r = 0; r < 4; r++) {
+      const spans: Span[] = readFileSync(join(dir, `hier-${r}.jsonl`), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.ph === 'X');
+      const [bucket] = spans.filter((x) => x.name === 'allreduce');
+      assert.equal(bucket?.args?.route, 'hierarchical', `rank ${r}`);
+      const stages = spans.filter((x) => ['local reduce', 'cross allreduce', 'local broadcast'].includes(x.name));
+      assert.equal(stages.map((x) => x.name), leaders[r] ? ['local reduce', 'cross allreduce', 'local broadcast'] : ['local reduce', 'local broadcast'], `rank ${r}`);
+      assert.ok(stages.every((x) => x.ts >= bucket!.ts - 0.2 && x.ts + x.dur <= bucket!.ts + bucket!.dur + 0.2), `rank ${r}: stages inside the bucket`);
+      if (leaders[r]) assert.ok(spans.some((x) => x.name === 'wait'), `rank ${r}: the cross ring's waits`);
+    }
+  } finally {
+    await Promise.all(syncs.map((x) => x.close()));
+    await shm.close?.();
   }
 });
 

@@ -51,7 +51,8 @@ export interface RingSyncOptions {
   /**
    * Record each op on this rank's timeline (lane `sync`): `negotiate` (the control allreduce), then per fusion
    * bucket `pack`, `allreduce` (args: bucket, tensors, bytes, route) and `unpack`; on the ring route inside it
-   * `wait` (a receive) and `reduce` (a kernel), and each send on lane `sync sends`. Not owned.
+   * `wait` (a receive) and `reduce` (a kernel), and each send on lane `sync sends`; on the hierarchical route
+   * `local reduce`, `cross allreduce` (with the ring's stages) and `local broadcast`. Not owned.
    */
   timeline?: Timeline;
 }
@@ -137,7 +138,7 @@ export class RingSync implements GradientSync {
   /** The dense-gradient allreduce (mean, in place) on the chosen route. */
   private reduceDense(data: NumericArray, o: AllreduceOptions): Promise<void> {
     if (this.coll !== undefined && this.wire === 'native' && !this.denseHier) return this.coll.allreduce(data, 'mean');
-    if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes });
+    if (this.denseHier) return allreduceHierarchical(this.hier!, data, { kernels: o.kernels, op: 'mean', wire: o.wire, segmentBytes: o.segmentBytes, ...(o.trace ? { trace: o.trace } : {}) });
     return allreduceRing(this.group, data, o);
   }
 

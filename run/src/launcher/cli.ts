@@ -72,6 +72,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const r = await launch({ ...opts, signal: ac.signal });
   const secs = (r.durationMs / 1000).toFixed(1);
   if (r.timeline) process.stderr.write(`shoal run: timeline of ${r.timeline.pids.length} process(es), ${r.timeline.spans} spans in ${opts.timeline} (open it in chrome://tracing or ui.perfetto.dev)\n`);
+  if (r.timeline?.missing.length) process.stderr.write(`shoal run: timeline: no part found at ${r.timeline.missing.join(', ')} (a rank that never started, or on another host)\n`);
   if (r.code === 0) {
     process.stderr.write(`shoal run: ${opts.numWorkers} worker(s) finished in ${secs} s\n`);
     return 0;

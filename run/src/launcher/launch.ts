@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { constants, hostname, tmpdir } from 'node:os';
@@ -11,7 +11,8 @@ import { Errors, TcpStore, TcpStoreServer, type ActorSupervisor, type WorkerOpti
 import { removeStaleSegments } from '@shoal/core/transport';
 import { JOB_SECRET_ENV, JOB_TLS_ENV, JobAuth, JobTls } from '@shoal/core';
 import { sweepLeftovers } from '@shoal/core/security';
-import { mergeTimeline, timelinePartPath, type MergedTimeline } from '@shoal/core/telemetry';
+import type { MergedTimeline } from '@shoal/core/telemetry';
+import { launchTelemetry, mergeJobTimeline, serverTelemetry } from './launch-telemetry.js';
 import { removeServerSockets, startPsServerActors, type PsLink } from './ps-servers.js';
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
@@ -269,21 +270,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const argv = threads ? [] : [...(options.nodeArgs ?? []), ...nodeArgsFor(options.script), ...(options.args ?? [])];
   const threadScript = threads ? threadScriptFor(options.script) : { entry: '', data: {} };
   if (options.signal?.aborted) throw Errors.aborted('shoal run', options.signal.reason);
-  const timeline = options.timeline === undefined ? undefined : resolve(options.timeline);
-  if (timeline !== undefined) {
-    try {
-      mkdirSync(dirname(timeline), { recursive: true });
-    } catch (e) {
-      throw Errors.config('timeline', `the folder of ${timeline} cannot be created: ${(e as Error).message}`);
-    }
-  }
+  const telemetry = launchTelemetry(options);
   // The workers' environment on top of this process's: the caller's `env`, the log folder and the timeline file.
-  const logdir = options.logdir === undefined ? undefined : resolve(options.logdir);
-  const workerEnv: Record<string, string> = {
-    ...(options.env ?? {}),
-    ...(logdir === undefined ? {} : { SHOAL_LOGDIR: logdir }),
-    ...(timeline === undefined ? {} : { SHOAL_TIMELINE: timeline }),
-  };
+  const workerEnv: Record<string, string> = { ...(options.env ?? {}), ...telemetry.env };
   const t0 = Date.now();
   const jobId = options.jobId ?? `job-${process.pid}-${t0.toString(36)}`;
   // Names left in /dev/shm and the temporary directory by jobs whose launcher was killed.
@@ -303,6 +292,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let stopping = false;
   let aborted = false;
   let jobTimer: NodeJS.Timeout | undefined;
+  let timelineResult: LaunchResult | undefined;
   let settleTimer: NodeJS.Timeout | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
@@ -375,7 +365,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         socketDir: tmpdir(),
         jobId,
         auth,
-        ...(logdir === undefined ? {} : { metrics: { logdir } }),
+        ...serverTelemetry(telemetry),
       });
       for (const s of psServers) {
         // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
@@ -518,6 +508,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
     const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
+    timelineResult = result; // the merged timeline is added once the servers have stopped (finally)
     if (serverLost) {
       result.code = serverLost.code;
       result.failedProcess = serverLost.name;
@@ -543,8 +534,6 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       result.code = 130;
       result.error = 'aborted';
     }
-    // Every worker has exited: its part is complete (flushed at close or at exit).
-    if (timeline !== undefined) result.timeline = await mergeTimeline(timeline, workers.map((w) => timelinePartPath(timeline, w.rank)), { remove: true });
     return result;
   } finally {
     if (jobTimer) clearTimeout(jobTimer);
@@ -552,6 +541,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
+    const merged = timelineResult && (await mergeJobTimeline(telemetry, workers.length, psServers.length, errOut));
+    if (merged) timelineResult!.timeline = merged;
     if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
     if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();

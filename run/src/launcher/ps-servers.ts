@@ -41,6 +41,8 @@ export interface PsServerActorsOptions {
   auth: JobAuth;
   /** Each server writes its load (rounds/s, queue depth, bytes, apply time) to `<logdir>/server-<i>` (`--logdir`). */
   metrics?: KVServerOptions['metrics'];
+  /** `--timeline FILE`: each server records its updates in the part `FILE.server-<i>.jsonl`. */
+  timeline?: string;
 }
 
 /** The shm segment prefix of a job's ps links: the job id, restricted to what `shmTransport` accepts. */
@@ -85,6 +87,7 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     listenUrl: (i) => psServerListenUrl(o, i),
     ...(o.durable ? { durable: true, checkpointDir: o.durable.checkpointDir, restart: o.durable.restart } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.timeline ? { timeline: o.timeline } : {}),
     auth: o.auth,
   });
 }

@@ -15,6 +15,7 @@
  * was killed), on SIGTERM/SIGINT, and when its parent pid changes (re-parented: the parent died without closing
  * the pipe); the parent also kills its process group (which holds the server actors too). It never outlives the task.
  */
+import { resolve } from 'node:path';
 import { TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
 import { exitCodeOf, formatCommandError, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import { startPsServerActors } from './ps-servers.js';
@@ -22,7 +23,7 @@ import { JobAuth } from '@shoal/core';
 
 const STORE_COMMAND = {
   name: 'spark-store',
-  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N] [--timeout-ms MS]',
+  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--logdir DIR]] [--timeout-ms MS]',
   description:
     "The rendezvous store of a shoal job launched from Spark (started by python/shoal_spark on rank 0's task).\n" +
     'Prints `SHOAL_STORE tcp://host:port` once bound; exits when stdin closes or its parent goes away.',
@@ -33,6 +34,7 @@ const STORE_COMMAND = {
     'ps-servers': { type: 'string', arg: 'K', help: 'also start K parameter-server actors (ps and hybrid backends)' },
     workers: { type: 'string', arg: 'N', help: 'the job size (needed with --ps-servers)' },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'network waits of the store client and the servers (default 60000)' },
+    logdir: { type: 'string', arg: 'DIR', help: 'each parameter server writes its load as TensorBoard curves to DIR/server-<i>' },
   },
 } as const satisfies CommandSpec;
 
@@ -43,6 +45,7 @@ interface StoreArgs {
   psServers: number;
   workers: number;
   timeoutMs: number;
+  logdir?: string;
 }
 
 /** Parse the store entry's arguments; undefined for `--help` (printed). Throws `UsageError` naming the flag. */
@@ -62,6 +65,10 @@ function parseStoreArgs(argv: readonly string[]): StoreArgs | undefined {
     timeoutMs: v['timeout-ms'] === undefined ? 60_000 : intOption(name, '--timeout-ms', v['timeout-ms'], 1),
   };
   if (out.psServers > 0 && out.workers < 1) throw new UsageError(`${name}: --ps-servers needs --workers N (the job size)`);
+  if (v.logdir !== undefined) {
+    if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
+    out.logdir = resolve(v.logdir);
+  }
   return out;
 }
 
@@ -86,6 +93,7 @@ async function main(): Promise<number | undefined> {
         host: args.bind || args.host,
         jobId: auth.jobId,
         auth,
+        ...(args.logdir === undefined ? {} : { metrics: { logdir: args.logdir } }),
       });
     } catch (e) {
       await client?.close().catch(() => {});

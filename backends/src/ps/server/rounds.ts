@@ -25,6 +25,8 @@ export interface RoundsOptions {
 export class Rounds {
   /** Updates applied, and the wall time spent applying them (ms; read by the server's metrics). */
   readonly counters = { updates: 0, applyMs: 0 };
+  /** Told of every update applied: the key and its start and end (`performance.now()`); the server's timeline. */
+  onApplied?: (key: string, startMs: number, endMs: number) => void;
 
   constructor(
     private readonly o: RoundsOptions,
@@ -68,7 +70,9 @@ export class Rounds {
           } else {
             const t0 = performance.now();
             applyAsync(slot);
-            this.counters.applyMs += performance.now() - t0;
+            const t1 = performance.now();
+            this.counters.applyMs += t1 - t0;
+            this.onApplied?.(slot.spec.key, t0, t1);
             slot.clock[rank]!++;
             slot.version++;
             this.counters.updates++;
@@ -107,7 +111,9 @@ export class Rounds {
       slot.version++;
       slot.round.reset();
       this.counters.updates++;
-      this.counters.applyMs += performance.now() - t0;
+      const t1 = performance.now();
+      this.counters.applyMs += t1 - t0;
+      this.onApplied?.(slot.spec.key, t0, t1);
     }
     this.commit.acknowledge(acks);
     slot.waiters.pump();
