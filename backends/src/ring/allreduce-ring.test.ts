@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { loadKernels, type NumericArray } from '@shoal/core';
+import { connectGroup, createNetTransport, loadKernels, MemoryStore, type NumericArray } from '@shoal/core';
 import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 
@@ -56,6 +56,26 @@ test('ring allreduce mean, min, max on float64 and int32', async () => {
     for (const op of ['mean', 'min', 'max'] as const) {
       await check(size, 1003, 'float64', op);
       await check(size, 20_000, 'int32', op, 4096);
+    }
+  }
+});
+
+test('small buffers are exact by either small variant (direct mesh, ring) on 3..9 ranks, float16 wire included', async () => {
+  for (const smallAlgorithm of ['direct', 'ring'] as const) {
+    for (const size of [3, 5, 9]) {
+      const groups = await memoryGroups(size);
+      try {
+        for (const n of [0, 1, 7, 1000]) {
+          const a = groups.map((_, r) => Int32Array.from({ length: n }, (_, i) => r * n + i));
+          await onAllRanks(groups, (g, r) => allreduceRing(g, a[r]!, { kernels, smallAlgorithm }));
+          for (const x of a) for (let i = 0; i < n; i++) if (x[i] !== expected(n, size, i, 'sum')) assert.unreachable(`${smallAlgorithm} size ${size} n ${n} [${i}] = ${x[i]}`);
+        }
+        const f = groups.map((_, r) => Float32Array.from({ length: 999 }, (_, i) => Math.cos(r + i) * 3));
+        await onAllRanks(groups, (g, r) => allreduceRing(g, f[r]!, { kernels, smallAlgorithm, wire: 'float16' }));
+        for (let r = 1; r < size; r++) assert.equal([...f[r]!], [...f[0]!], `${smallAlgorithm} size ${size}: float16 results agree`);
+      } finally {
+        await Promise.all(groups.map((g) => g.close()));
+      }
     }
   }
 });
@@ -149,6 +169,31 @@ test('the JS fallback kernels give the same exact sums and fp16 results as the n
     }),
   );
   assert.equal([...halves[0]!], [...halves[1]!]);
+});
+
+test('ring allreduce over the net transport stays exact over repeated calls that recycle receive buffers', async () => {
+  // in-process ranks over real sockets: segments of 64 KiB go as split messages whose buffers the ring gives back
+  const transport = createNetTransport();
+  for (const size of [2, 3, 4]) {
+    const store = new MemoryStore().prefixed(`net${size}`);
+    const groups = await Promise.all(
+      Array.from({ length: size }, (_, rank) => connectGroup({ rank, size, store, transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs: 10_000 })),
+    );
+    try {
+      const n = 300_001;
+      for (let call = 0; call < 4; call++) {
+        const a = groups.map((_, r) => Int32Array.from({ length: n }, (_, i) => r * n + i + call * 7));
+        await onAllRanks(groups, (g, r) => allreduceRing(g, a[r]!, { kernels, segmentBytes: 64 << 10 }));
+        const base = ((size * (size - 1)) / 2) * n + size * call * 7;
+        for (const x of a) for (let i = 0; i < n; i++) if (x[i] !== base + size * i) assert.unreachable(`size ${size} call ${call} [${i}] = ${x[i]}, want ${base + size * i}`);
+      }
+      const f = groups.map((_, r) => Float32Array.from({ length: 100_003 }, (_, i) => 1 + ((r * 31 + i) % 100) / 100));
+      await onAllRanks(groups, (g, r) => allreduceRing(g, f[r]!, { kernels, wire: 'float16', segmentBytes: 64 << 10 }));
+      for (let i = 0; i < 100_003; i++) for (let r = 1; r < size; r++) if (f[r]![i] !== f[0]![i]) assert.unreachable(`float16 size ${size}: ranks disagree at [${i}]`);
+    } finally {
+      await Promise.all(groups.map((g) => g.close()));
+    }
+  }
 });
 
 test.run();

@@ -53,7 +53,14 @@ export const Tags = {
   barrier: 4,
   control: 5,
   allgatherBytes: 6,
+  /** Not a collective: a rank that broke the group on a mismatch tells its peers why (payload: the reason). */
+  abort: 7,
 } as const;
+/** How long a breaking rank spends telling each peer about a mismatch before it closes the connections. */
+const NOTICE_MS = 250;
+/** The group's store key holding the reason a rank broke the group on a mismatch, and how often pair waits check it. */
+const ABORT_KEY = 'abort';
+const ABORT_POLL_MS = 250;
 const TAG_NAMES = Object.fromEntries(Object.entries(Tags).map(([k, v]) => [v, k])) as Record<number, string>;
 
 export interface Header {
@@ -80,6 +87,8 @@ export class ProcessGroup {
   private readonly listenUrl: string;
   private readonly peers = new Map<number, Promise<Connection>>();
   private readonly opened: Connection[] = [];
+  /** Open connections by peer rank (for `release`, which must not wait). */
+  private readonly byRank = new Map<number, Connection>();
   private seqCounter = 0;
   private broken: Error | undefined;
   private closedFlag = false;
@@ -131,11 +140,47 @@ export class ProcessGroup {
     return p;
   }
 
+  /**
+   * Open the pair with `r` (see the class doc). While waiting, every ABORT_POLL_MS the group's store is checked
+   * for a mismatch another rank broke the group on (`noticePeers`): a rank waiting for a pair its peer will never
+   * open (the peer is in another collective) fails with that ERR_MISMATCH now, not at its timeout.
+   */
   private async openPair(r: number): Promise<Connection> {
+    let settled = false;
+    const ac = new AbortController();
+    const inner = this.openPairNow(r, ac.signal).finally(() => {
+      settled = true;
+    });
+    try {
+      return await Promise.race([inner, this.brokenElsewhere(r, () => settled)]);
+    } catch (e) {
+      if (!settled) {
+        ac.abort(e); // the listener's accept gives up now (a dialer's store wait runs out on its own)
+        void inner.then((c) => c.close().catch(() => {}), () => {});
+      }
+      throw e;
+    }
+  }
+
+  private async brokenElsewhere(r: number, settled: () => boolean): Promise<never> {
+    for (;;) {
+      await new Promise((res) => setTimeout(res, ABORT_POLL_MS));
+      if (settled()) return new Promise<never>(() => {});
+      let why: Uint8Array;
+      try {
+        why = await this.store.get(ABORT_KEY, 0);
+      } catch {
+        continue;
+      }
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: waiting for the pair with rank ${r}: the group was broken on a mismatch: ${asText(why)}`, { rank: this.rank, peer: r, remote: true });
+    }
+  }
+
+  private async openPairNow(r: number, signal: AbortSignal): Promise<Connection> {
     const lo = Math.min(this.rank, r);
     const hi = Math.max(this.rank, r);
     const key = `pair/${lo}-${hi}`;
-    const opts = { timeoutMs: this.timeoutMs };
+    const opts = { timeoutMs: this.timeoutMs, signal };
     let conn: Connection;
     try {
       if (this.rank === lo) {
@@ -160,6 +205,7 @@ export class ProcessGroup {
       throw Errors.closed(`process group (rank ${this.rank})`);
     }
     this.opened.push(conn);
+    this.byRank.set(r, conn);
     if (this.incoming) conn.limitIncoming?.(this.incoming.bytes, this.incoming.reason);
     return conn;
   }
@@ -250,9 +296,23 @@ export class ProcessGroup {
    */
   async recv(r: number, expect: Header): Promise<{ payload: Uint8Array; header: Header }> {
     const c = await this.peer(r);
+    return this.recvSplit(r, expect, () => c.recv({ timeoutMs: this.timeoutMs }));
+  }
+
+  /**
+   * One message from `r`: the header from `head()`, checked against `expect`; then, for a split message (sendRef),
+   * the payload from `body()` (default: `head()` again). With `body` (a receive already posted for the payload),
+   * a header that is not split is ERR_MISMATCH.
+   */
+  private async recvSplit(
+    r: number,
+    expect: Header,
+    head: () => Promise<Uint8Array>,
+    body?: () => Promise<Uint8Array>,
+  ): Promise<{ payload: Uint8Array; header: Header }> {
     let msg: Uint8Array;
     try {
-      msg = await c.recv({ timeoutMs: this.timeoutMs });
+      msg = await head();
     } catch (e) {
       throw this.annotate(e, `recv from rank ${r}`);
     }
@@ -262,6 +322,10 @@ export class ProcessGroup {
     const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
     if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'bad magic (not a shoal process-group message)');
     const rawTag = dv.getUint16(4, true);
+    if (rawTag === Tags.abort) {
+      const why = new TextDecoder().decode(msg.subarray(HEADER_BYTES));
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: rank ${r} broke the group on a mismatch: ${why}`, { rank: this.rank, peer: r, remote: true });
+    }
     const got: Header = { tag: rawTag & ~SPLIT_FLAG, step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
     if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
       throw Errors.mismatch(
@@ -272,17 +336,73 @@ export class ProcessGroup {
     }
     if (rawTag & SPLIT_FLAG) {
       if (msg.byteLength !== HEADER_BYTES) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'split header with inline payload');
-      let body: Uint8Array;
+      let payload: Uint8Array;
       try {
-        body = await c.recv({ timeoutMs: this.timeoutMs });
+        payload = await (body ?? head)();
       } catch (e) {
         throw this.annotate(e, `recv from rank ${r}`);
       }
-      this.st.bytesReceived += body.byteLength;
+      this.st.bytesReceived += payload.byteLength;
       this.st.messagesReceived++;
-      return { payload: body, header: got };
+      return { payload, header: got };
+    }
+    if (body) {
+      throw Errors.mismatch('collective', `rank ${this.rank} expected a split message (sendRef) ${fmt(expect)} from rank ${r} but its payload came inline (${msg.byteLength - HEADER_BYTES} bytes)`, { rank: this.rank, peer: r });
     }
     return { payload: msg.subarray(HEADER_BYTES), header: got };
+  }
+
+  /**
+   * Post the receive of a message the peer sends with `sendRef` (header, then the payload as its own message),
+   * asking for the payload to land straight in `dst` (`Connection.recvInto`: the transport may read it there
+   * without a copy when it has `dst`'s length). Call it before the message arrives, in the order the messages
+   * come (several may be posted ahead, as MPI's pre-posted receives), and await each in turn. Resolves with the
+   * payload: `dst` itself, or a buffer of the transport's (transports without `recvInto`, another length: compare
+   * and copy). A header without the split flag is ERR_MISMATCH (the sender did not use `sendRef`). `dst` may be
+   * written until the promise settles; on a timeout the connection is closed first, so nothing lands in `dst`
+   * once the promise has rejected.
+   */
+  async recvRefInto(r: number, expect: Header, dst: Uint8Array): Promise<Uint8Array> {
+    const c = await this.peer(r);
+    // both receives are posted now, before this returns to the event loop, so later posts queue behind them and the
+    // body's frame is targeted before it begins. The body's wait has no deadline of its own (the transport would
+    // then ignore `dst`): the group's timer closes the connection instead, which stops every read.
+    const head = c.recv({ timeoutMs: this.timeoutMs });
+    const into = c.recvInto !== undefined;
+    const body = into ? c.recvInto!(dst, { timeoutMs: Infinity }) : c.recv({ timeoutMs: this.timeoutMs });
+    body.catch(() => {});
+    try {
+      const { payload } = await this.recvSplit(r, expect, () => head, () => (into ? this.bounded(c, r, body) : body));
+      return payload;
+    } catch (e) {
+      await c.close(); // `dst` may be the target of a read: end it before the caller gets control back
+      throw e;
+    }
+  }
+
+  /** `p` (a wait without its own deadline on `c`), bounded by the group's timeout: on expiry `c` is closed. */
+  private async bounded(c: Connection, r: number, p: Promise<Uint8Array>): Promise<Uint8Array> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(Errors.timeout(`recv from ${c.remote}`, this.timeoutMs, { peer: r })); // first: the race reports this
+        void c.close();
+      }, this.timeoutMs);
+    });
+    try {
+      return await Promise.race([p, limit]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The caller is done with `payload`, returned by `recv(r, ...)`, and never touches it again: the connection may
+   * land a later message in it (`Connection.release`; a hint, ignored where it does not apply). Collectives call
+   * it on each segment once reduced or copied, so a steady stream of segments reuses a few cache-warm buffers.
+   */
+  release(r: number, payload: Uint8Array): void {
+    this.byRank.get(r)?.release?.(payload);
   }
 
   stats(): GroupStats {
@@ -299,10 +419,25 @@ export class ProcessGroup {
     for (const c of this.opened) c.limitIncoming?.(maxBytes, reason);
   }
 
-  /** Break the group after a failed collective: close every connection so peers fail fast. */
+  /**
+   * Break the group after a failed collective: close every connection so peers fail fast. A mismatch is first
+   * told to every connected peer (an `abort` message carrying the reason, sent once), so a rank that was not
+   * part of the mismatched exchange (the middle of a ring of 3) raises ERR_MISMATCH too, not ERR_PEER_CLOSED;
+   * it passes the notice on in turn.
+   */
   async abort(reason: Error): Promise<void> {
-    if (!this.broken) this.broken = reason;
+    const first = this.broken === undefined;
+    if (first) this.broken = reason;
+    if (first && isShoalError(reason, 'ERR_MISMATCH')) await this.noticePeers(reason);
     await this.closeConnections();
+  }
+
+  private async noticePeers(reason: Error): Promise<void> {
+    const text = new TextEncoder().encode(reason.message.slice(0, 4000));
+    const msg = this.message({ tag: Tags.abort, step: 0, seq: 0, aux: this.rank }, text.byteLength);
+    msg.set(text, HEADER_BYTES);
+    // ranks waiting to open a pair with a rank that will never come learn it from the store (`openPair`)
+    await Promise.all([...this.opened.map((c) => c.send(msg, { timeoutMs: NOTICE_MS }).catch(() => {})), this.store.set(ABORT_KEY, reason.message.slice(0, 4000)).catch(() => {})]);
   }
 
   /** Close every connection. Idempotent. Pending collectives fail with ERR_CLOSED. */
@@ -314,6 +449,7 @@ export class ProcessGroup {
 
   private async closeConnections(): Promise<void> {
     const all = this.opened.splice(0);
+    this.byRank.clear();
     await Promise.all(all.map((c) => c.close().catch(() => {})));
   }
 

@@ -41,17 +41,45 @@ export class FrameDecoder {
   private slab: Uint8Array = new Uint8Array(0);
   private slabUsed = 0;
   private failed: ShoalError | null = null;
-  /** Where the next message lands if its length matches (see `target`); cleared when it begins. */
-  private nextTarget: Uint8Array | null = null;
+  /** Frames whose header has been read (the ordinal of the next frame to begin). */
+  private begun = 0;
+  /** Where a frame not yet begun lands if its length matches (see `target`), by frame ordinal. */
+  private readonly ahead = new Map<number, Uint8Array>();
+  /** Large buffers this decoder allocated and handed out: the only ones `recycle` takes back. */
+  private readonly mine = new WeakSet<ArrayBufferLike>();
+  /** Given-back buffers by length, most recent last (reused first: likeliest still in cache). */
+  private readonly pool = new Map<number, Uint8Array[]>();
+  private pooledBytes = 0;
   /** A data plane's lower bound (`limit`), checked before a body is allocated. */
   private lowered: { bytes: number; reason: string } | undefined;
 
+  /**
+   * `poolBytes`: at most this many bytes of given-back buffers (`recycle`) are kept for later messages of the same
+   * length (0: none).
+   */
   constructor(
     private readonly maxMessageBytes: number,
     private readonly where: string,
     private readonly onMessage: (m: Uint8Array) => void,
     private readonly allocate?: (bytes: number) => Uint8Array,
+    private readonly poolBytes = 0,
   ) {}
+
+  /**
+   * The receiver is done with `m`, a message this decoder handed out (`Connection.release`): a later message of
+   * the same length may land in it. Ignored for buffers it did not allocate (slab slices, `target`/`allocate`
+   * buffers, foreign memory), for one already given back, and above `poolBytes`.
+   */
+  recycle(m: Uint8Array): void {
+    const len = m.byteLength;
+    if (len <= SLAB_MAX_MESSAGE || m.byteOffset !== 0 || m.buffer.byteLength !== len || !this.mine.has(m.buffer)) return;
+    if (this.pooledBytes + len > this.poolBytes) return;
+    this.mine.delete(m.buffer); // in the pool until handed out again: a second release of it is ignored
+    let list = this.pool.get(len);
+    if (!list) this.pool.set(len, (list = []));
+    list.push(m);
+    this.pooledBytes += len;
+  }
 
   /** Accept at most `bytes` per message from the next header on (`Connection.limitIncoming`). */
   limit(bytes: number, reason: string): void {
@@ -75,26 +103,31 @@ export class FrameDecoder {
   }
 
   /**
-   * Land the next message in `dst` when its length matches (`Connection.recvInto`): the message in progress, when
-   * only its start has arrived (that part is copied over and the rest is read straight into `dst`), or else the
-   * next one to begin. The caller makes sure that message is the one its receiver gets next. A hint: a message of
-   * another length gets its own buffer. Returns whether `dst` was taken for the message in progress.
+   * Land message number `ordinal` (counting every frame this decoder has seen or will see, from 0) in `dst` when
+   * its length matches (`Connection.recvInto`): the message in progress, when only its start has arrived (that
+   * part is copied over and the rest is read straight into `dst`), or one not begun yet, however far ahead (so a
+   * receiver can post several buffers before their frames arrive). The caller makes sure that message is the one
+   * its receiver gets. A hint: a message of another length gets its own buffer. Returns whether `dst` was taken
+   * for the message in progress.
    */
-  target(dst: Uint8Array): boolean {
+  target(dst: Uint8Array, ordinal: number): boolean {
     if (this.failed || dst.byteLength <= SLAB_MAX_MESSAGE) return false;
-    if (this.body) {
+    if (ordinal >= this.begun) {
+      this.ahead.set(ordinal, dst);
+      return false;
+    }
+    if (this.body && ordinal === this.begun - 1) {
       if (this.body.byteLength !== dst.byteLength || this.bodyFill > RETARGET_MAX_COPY) return false;
       dst.set(this.body.subarray(0, this.bodyFill));
       this.body = dst;
       return true;
     }
-    if (this.headerFill === 0) this.nextTarget = dst;
     return false;
   }
 
   /** The `recvInto` that gave `dst` ended without its message: give `dst` back (the message gets its own buffer). */
   untarget(dst: Uint8Array): void {
-    if (this.nextTarget === dst) this.nextTarget = null;
+    for (const [k, v] of this.ahead) if (v === dst) this.ahead.delete(k);
     if (this.body === dst) {
       const own = this.alloc(dst.byteLength);
       own.set(dst.subarray(0, this.bodyFill));
@@ -153,12 +186,16 @@ export class FrameDecoder {
           this.failed = aboveLimitError(this.where, len, this.lowered);
           return this.failed;
         }
+        const ordinal = this.begun++;
+        let t: Uint8Array | undefined;
+        if (this.ahead.size > 0) {
+          t = this.ahead.get(ordinal);
+          this.ahead.delete(ordinal);
+        }
         if (len === 0) {
           this.onMessage(new Uint8Array(0));
           continue;
         }
-        const t = this.nextTarget;
-        this.nextTarget = null;
         try {
           this.body = t && t.byteLength === len ? t : this.alloc(len);
         } catch (e) {
@@ -189,8 +226,18 @@ export class FrameDecoder {
         }
         return u;
       }
-      const b = Buffer.allocUnsafeSlow(len); // own ArrayBuffer, not zero-filled: every byte is written below
-      return new Uint8Array(b.buffer, b.byteOffset, len);
+      const list = this.pool.get(len);
+      const reused = list?.pop();
+      let u: Uint8Array;
+      if (reused) {
+        this.pooledBytes -= len;
+        u = reused;
+      } else {
+        const b = Buffer.allocUnsafeSlow(len); // own ArrayBuffer, not zero-filled: every byte is written below
+        u = new Uint8Array(b.buffer, b.byteOffset, len);
+      }
+      if (this.poolBytes > 0) this.mine.add(u.buffer);
+      return u;
     }
     const aligned = (len + 7) & ~7;
     if (this.slabUsed + aligned > this.slab.byteLength) {

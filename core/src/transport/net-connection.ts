@@ -16,6 +16,8 @@ export interface NetConnectionSettings {
   maxMessageBytes: number;
   recvHighWaterBytes: number;
   allocate?: (bytes: number) => Uint8Array;
+  /** Bytes of given-back receive buffers (`release`) kept for later messages. */
+  recvPoolBytes: number;
 }
 
 /** Largest batch of sends coalesced into one writev. */
@@ -30,6 +32,8 @@ export class NetConnection implements Connection {
   readonly transport = 'net';
   /** Bytes the kernel read straight into message buffers (the `onread` path; 0 with 'data' events). */
   directBytes = 0;
+  /** Messages decoded so far (the ordinal of the next one to complete). */
+  private delivered = 0;
   private readonly inbox = new Inbox();
   private readonly sends = new Set<PendingSend>();
   private readonly decoder: FrameDecoder;
@@ -54,7 +58,7 @@ export class NetConnection implements Connection {
     leftover: Uint8Array,
     input: DirectInput | null,
   ) {
-    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate);
+    this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate, opts.recvPoolBytes);
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
@@ -102,6 +106,7 @@ export class NetConnection implements Connection {
   }
 
   private deliver(m: Uint8Array): void {
+    this.delivered++;
     this.inbox.deliver(m);
   }
 
@@ -187,20 +192,27 @@ export class NetConnection implements Connection {
   }
 
   /**
-   * `recv`, with the message landing in `dst` when it is the next one to arrive and has `dst`'s length (above the
-   * slab size); otherwise (a message already waiting, other waiters first, another length) a plain `recv`. The
-   * caller compares what it got. `dst` may be written until the promise settles. Only for waits without a deadline
-   * or signal (the RPC reader's, `timeoutMs: Infinity`): the socket picks the buffer of its next read ahead of time,
+   * `recv`, with the message landing in `dst` when it has `dst`'s length (above the slab size) and has not fully
+   * arrived yet; otherwise (a message already waiting, another length) a plain `recv`. Several may be posted
+   * behind other receives, each for the message it will get (the decoder counts frames), so a receiver can post
+   * its buffers before the frames arrive. The caller compares what it got. `dst` may be written until the promise
+   * settles. Only for waits without a deadline or signal (`timeoutMs: Infinity`; a caller bounds the wait by
+   * closing the connection, as a process group does): the socket picks the buffer of its next read ahead of time,
    * so a wait that gave up could still see one read land in `dst`; with a deadline this is a plain `recv`.
    */
   recvInto(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array> {
-    const open = this.inbox.waiting === 0 && this.inbox.queued === 0 && !this.failure && !this.closedSelf;
+    const open = this.inbox.queued === 0 && !this.failure && !this.closedSelf;
     if (!open || opts?.timeoutMs !== Infinity || opts.signal) return this.recv(opts);
-    this.decoder.target(dst);
+    this.decoder.target(dst, this.delivered + this.inbox.waiting);
     const p = this.recv(opts);
     // the connection failed or closed first (no more reads): no later message may land in `dst`
     p.catch(() => this.decoder.untarget(dst));
     return p;
+  }
+
+  /** See `Connection.release`: a large message buffer goes back to this connection's receive pool. */
+  release(buf: Uint8Array): void {
+    if (!this.closedSelf && !this.failure) this.decoder.recycle(buf);
   }
 
   limitIncoming(maxBytes: number, reason: string): void {

@@ -257,6 +257,73 @@ s('recvInto lands a large message in the given buffer (waiting first, or its sta
   await Promise.all([a.close(), b.close(), l.close()]);
 }));
 
+s('recvInto posted behind other receives lands each message in its own buffer before its frame arrives', guard('recvInto ahead', 15_000, async () => {
+  const t = new NetTransport({ auth });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const size = 1 << 20;
+  for (let round = 0; round < 3; round++) {
+    // a process group's pattern: header, body, header, body, ... all posted before anything is sent
+    const dsts = [0, 1, 2].map(() => new Uint8Array(size));
+    const other = new Uint8Array(size); // posted for a message of another length: never written
+    const posts = [
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[0]!, { timeoutMs: Infinity }),
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[1]!, { timeoutMs: Infinity }),
+      a.recvInto!(other, { timeoutMs: Infinity }),
+      a.recv({ timeoutMs: 5_000 }), a.recvInto!(dsts[2]!, { timeoutMs: Infinity }),
+    ];
+    const sent = [new Uint8Array([1]), patternBytes(size, round * 10), new Uint8Array([2]), patternBytes(size, round * 10 + 1), patternBytes(size + 8, 99), new Uint8Array([3]), patternBytes(size, round * 10 + 2)];
+    await Promise.all(sent.map((m) => b.send(m)));
+    const got = await Promise.all(posts);
+    got.forEach((m, i) => assertBytes(m, sent[i]!, `round ${round} message ${i}`));
+    assert.ok(got[1] === dsts[0] && got[3] === dsts[1] && got[6] === dsts[2], 'each large message landed in the buffer posted for it');
+    assert.ok(got[4] !== other && other.every((x) => x === 0), 'a message of another length gets its own buffer');
+  }
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
+s('released receive buffers carry later messages of their length intact; foreign, small and doubly released ones are not reused', guard('release', 15_000, async () => {
+  const t = new NetTransport({ auth, recvPoolBytes: 3 << 20 });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const recv = () => a.recv({ timeoutMs: 5_000 });
+  const size = 1 << 20;
+  const m1 = patternBytes(size, 1);
+  const [, got1] = await Promise.all([b.send(m1), recv()]);
+  assertBytes(got1, m1, 'first');
+  a.release!(got1);
+  a.release!(got1); // a second release of the same buffer is ignored (it must not be handed out twice)
+  const [m2, m3] = [patternBytes(size, 2), patternBytes(size, 3)];
+  const [, got2, got3] = await Promise.all([Promise.all([b.send(m2), b.send(m3)]), recv(), recv()]);
+  assert.ok(got2.buffer === got1.buffer, 'the next message of that length lands in the released buffer');
+  assert.ok(got3.buffer !== got1.buffer, 'a buffer released twice is handed out once');
+  assertBytes(got2, m2, 'into the released buffer');
+  assertBytes(got3, m3, 'the one after');
+  // another length does not take it; a buffer the connection did not allocate, or a small message, is not pooled
+  a.release!(got2);
+  const mine = new Uint8Array(size);
+  a.release!(mine);
+  const small = patternBytes(1000, 4);
+  const [, gotSmall] = await Promise.all([b.send(small), recv()]);
+  a.release!(gotSmall);
+  const [m4, m5] = [patternBytes(size + 8, 5), patternBytes(size, 6)];
+  const [, got4, got5] = await Promise.all([Promise.all([b.send(m4), b.send(m5)]), recv(), recv()]);
+  assert.ok(got4.buffer !== got2.buffer && got5.buffer === got2.buffer && got5.buffer !== mine.buffer, 'reused by length, own buffers only');
+  assertBytes(got4, m4, 'other length');
+  assertBytes(got5, m5, 'same length again');
+  assert.ok(mine.every((x) => x === 0), 'a foreign buffer is never written');
+  // the pool is bounded: releases beyond recvPoolBytes are dropped, and every message still arrives whole
+  const many = await Promise.all([Promise.all([0, 1, 2, 3, 4].map((i) => b.send(patternBytes(size, 10 + i)))), ...[0, 1, 2, 3, 4].map(() => recv())]);
+  const bufs = many.slice(1) as Uint8Array[];
+  bufs.forEach((x, i) => assertBytes(x, patternBytes(size, 10 + i), `burst ${i}`));
+  for (const x of bufs) a.release!(x);
+  const again = await Promise.all([Promise.all([0, 1, 2, 3, 4].map((i) => b.send(patternBytes(size, 20 + i)))), ...[0, 1, 2, 3, 4].map(() => recv())]);
+  const bufs2 = again.slice(1) as Uint8Array[];
+  bufs2.forEach((x, i) => assertBytes(x, patternBytes(size, 20 + i), `second burst ${i}`));
+  assert.is(bufs2.filter((x) => bufs.some((y) => y.buffer === x.buffer)).length, 3, 'three 1 MiB buffers fit a 3 MiB pool');
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
 s('a recvInto with a deadline is a plain recv: one that times out while its body streams in leaves the caller buffer alone', guard('recvInto timeout', 20_000, async () => {
   const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');

@@ -26,7 +26,8 @@
  * `net.connect`: an accepted socket hands its handle to a socket created with it (`adoptWithDirectInput`), so
  * both ends read the same way. Messages up to 4 KiB are carved, 8-byte aligned, out of a 256 KiB slab that is
  * never reused (so typed-array views work and the caller owns them). When more than `recvHighWaterBytes` of
- * received messages wait unclaimed, the socket is paused until `recv` drains them.
+ * received messages wait unclaimed, the socket is paused until `recv` drains them. A receiver done with a large
+ * message may give its buffer back (`release`): later messages of that length land in it (`recvPoolBytes`).
  */
 import { unlinkSync } from 'node:fs';
 import * as net from 'node:net';
@@ -67,6 +68,13 @@ export interface NetTransportOptions {
    * Default: a new buffer per message.
    */
   allocate?: (bytes: number) => Uint8Array;
+  /**
+   * Receive buffers given back with `Connection.release` (a collective done reducing a segment) are kept, per
+   * connection, up to this many bytes, and later messages of the same length land in them: no fresh buffer to
+   * page-fault in and zero, no garbage, and memory still in cache. Default 16 MiB; 0 turns it off. Not used for
+   * `allocate`'s buffers.
+   */
+  recvPoolBytes?: number;
 }
 
 export const NET_DEFAULT_MAX_MESSAGE_BYTES = 2 ** 31 - 1;
@@ -91,6 +99,8 @@ export class NetTransport implements Transport {
     if (options.allocate !== undefined && typeof options.allocate !== 'function') {
       throw Errors.invalidArg('options.allocate', `must be a function, got ${typeof options.allocate}`);
     }
+    const pool = options.recvPoolBytes ?? 16 * 1024 * 1024;
+    if (!Number.isInteger(pool) || pool < 0) throw Errors.invalidArg('options.recvPoolBytes', `must be a non-negative integer, got ${pool}`);
     const pending = options.maxPendingConnections ?? 64;
     if (!Number.isInteger(pending) || pending < 1) throw Errors.invalidArg('options.maxPendingConnections', `must be a positive integer, got ${pending}`);
     if (options.auth !== undefined && !(options.auth instanceof JobAuth)) throw Errors.invalidArg('options.auth', 'must be a JobAuth');
@@ -101,6 +111,7 @@ export class NetTransport implements Transport {
       handshakeTimeoutMs: hs,
       maxPendingConnections: pending,
       allocate: options.allocate,
+      recvPoolBytes: pool,
     };
   }
 

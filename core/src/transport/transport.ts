@@ -41,6 +41,14 @@ export interface Connection {
    */
   recvInto?(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array>;
   /**
+   * Optional: give back a buffer this connection's `recv`/`recvInto` returned, once the caller is done with it and
+   * will never touch it again; the transport may land a later message of the same length in it (no fresh,
+   * page-faulted allocation, and memory that is still in cache). A hint: buffers the transport did not allocate
+   * (slices of a shared block, a `recvInto` destination) are ignored, and so are releases above its pool size.
+   * (net implements it for messages above 4 KiB.)
+   */
+  release?(buf: Uint8Array): void;
+  /**
    * Optional: lower the largest message this end accepts from now on to `maxBytes` (never above the transport's
    * own `maxMessageBytes`), where `reason` says what bounds it ("the ring's segment size"). Data planes call it
    * once they know what the job can legitimately send, so that a peer's frame header cannot make this end
