@@ -1,8 +1,8 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import type { Callbacks, Tf, Trainer } from '@shoal/wrappers';
 
-/** The two models of the `train` bench, with deterministic synthetic data. */
-export type BenchModel = 'rec' | 'mlp';
+/** The models of the `train` bench, with deterministic synthetic data. */
+export type BenchModel = 'rec' | 'mlp' | 'mlp64';
 
 export const REC_USERS = 4000;
 export const REC_ITEMS = 4000;
@@ -31,9 +31,23 @@ export function mlpModel(tf: Tf): tfjs.LayersModel {
   });
 }
 
+/** MLP 784-128-64-10: the Fashion-MNIST MLP a user tries first (batch 64, Adam). */
+export function mlp64Model(tf: Tf): tfjs.LayersModel {
+  const g = (seed: number) => tf.initializers.glorotUniform({ seed });
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [784], units: 128, activation: 'relu', kernelInitializer: g(1) }),
+      tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: g(2) }),
+      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: g(3) }),
+    ],
+  });
+}
+
+/** Per model: builder, loss, batch per worker and optimizer (as a user of that model would pick it). */
 export const benchSpec = {
-  rec: { build: recModel, loss: 'binaryCrossentropy' as const, batch: 1024 },
-  mlp: { build: mlpModel, loss: 'sparseCategoricalCrossentropy' as const, batch: 256 },
+  rec: { build: recModel, loss: 'binaryCrossentropy' as const, batch: 1024, optimizer: (t: Tf) => t.train.sgd(0.01) },
+  mlp: { build: mlpModel, loss: 'sparseCategoricalCrossentropy' as const, batch: 256, optimizer: (t: Tf) => t.train.sgd(0.01) },
+  mlp64: { build: mlp64Model, loss: 'sparseCategoricalCrossentropy' as const, batch: 64, optimizer: (t: Tf) => t.train.adam(0.001) },
 };
 
 /** `n` synthetic samples for `model`, deterministic (the same on every rank). */
@@ -44,9 +58,24 @@ export function benchData(tf: Tf, model: BenchModel, n: number): { x: tfjs.Tenso
     const y = Float32Array.from({ length: n }, (_, k) => ((users[k]! ^ items[k]!) & 1 ? 1 : 0));
     return { x: [tf.tensor2d(users, [n, 1], 'int32'), tf.tensor2d(items, [n, 1], 'int32')], y: tf.tensor2d(y, [n, 1]) };
   }
+  if (model === 'mlp64') return teacherData(tf, n, 11);
   const x = tf.randomUniform([n, 784], 0, 1, 'float32', 11);
   const y = tf.tensor1d(Float32Array.from({ length: n }, (_, k) => k % 10));
   return { x, y };
+}
+
+/**
+ * Fashion-MNIST-shaped data a model can learn (`mlp64`): inputs uniform in [0, 1)^784, the label the argmax of a
+ * fixed random linear teacher applied to x - 0.5 (the same teacher for every `seed`, so held-out data from another
+ * seed scores what was learnt).
+ */
+export function teacherData(tf: Tf, n: number, seed: number): { x: tfjs.Tensor; y: tfjs.Tensor } {
+  return tf.tidy(() => {
+    const x = tf.randomUniform([n, 784], 0, 1, 'float32', seed);
+    const w = tf.randomNormal([784, 10], 0, 1, 'float32', 99);
+    const y = tf.cast(tf.argMax(tf.matMul(tf.sub(x, 0.5), w), 1), 'float32');
+    return { x, y };
+  });
 }
 
 /**

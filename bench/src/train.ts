@@ -1,12 +1,14 @@
 /**
- * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N] [--out FILE] [--models rec,mlp]
+ * `npm run bench -- train [--quick] [--no-multi] [--no-anchor] [--cpu-segments N] [--out FILE] [--models rec,mlp,mlp64]
  * [--runs ring:1,ps:2,...] [--repeats N]`: training throughput of the tfjs wrapper. `--models`, `--runs` and `--repeats`
- * make short measurements of a few rows (`--runs` names launched rows as `backend:workers`, plus `independent` and
- * `local` for the kernels and in-process rows); the committed result file is a full run.
+ * make short measurements of a few rows (`--runs` names launched rows as `backend:workers`, the mlp64 options rows
+ * `backend:2:<key>`, plus `independent` and `local` for the kernels and in-process rows) into another `--out` file;
+ * `--models` alone runs every row of those models and updates them in the result file (`mergeInto`).
  *
  * Models (bench/src/train-models.ts): `rec` = the recommender (two 32-dim embeddings of 4000 rows, dense 64,
- * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data.
- * Modes:
+ * sigmoid; batch 1024 per worker) and `mlp` = 784-512-256-10 (batch 256 per worker), plain SGD, synthetic data;
+ * `mlp64` = 784-128-64-10 (batch 64, Adam) on learnable synthetic data, with the sync options rows (`OPTION_RUNS`)
+ * and held-out accuracy. Modes:
  * - `plain-tfjs`: a bare tfjs loop in this process (slice the batch, `optimizer.minimize`, read the loss): no
  *   shoal at all, same backend and kernels. The harness-overhead reference.
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
@@ -51,7 +53,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
@@ -92,7 +94,29 @@ interface Row {
   sync_ms_p50?: number;
   processes: number;
   oversubscribed: boolean;
+  /** Options rows (mlp64): the Trainer option or ps mode this row ran with, e.g. `accumulateSteps=4`, `async staleness=2`. */
+  options?: string;
+  /** mlp64 rows: rank 0's accuracy and loss on 4096 held-out samples after the timed epoch. */
+  eval_accuracy?: number;
+  eval_loss?: number;
 }
+
+/** An options row of `mlp64`: the Trainer option or ps mode it runs with (launch and worker arguments). */
+interface RunOptions {
+  label: string;
+  /** Its name in `ratios` keys. */
+  key: string;
+  args?: string[];
+  psMode?: 'async';
+  staleness?: number;
+}
+/** The options rows: gradient accumulation, local SGD, async ps with bounded staleness (2 workers each). */
+const OPTION_RUNS: Array<[backend: 'ring' | 'ps', RunOptions]> = [
+  ['ring', { label: 'accumulateSteps=4', key: 'ring_accumulate4', args: ['--accumulate', '4'] }],
+  ['ring', { label: 'syncEvery=4', key: 'ring_syncevery4', args: ['--sync-every', '4'] }],
+  ['ps', { label: 'async staleness=0', key: 'ps_async_s0', psMode: 'async', staleness: 0 }],
+  ['ps', { label: 'async staleness=2', key: 'ps_async_s2', psMode: 'async', staleness: 2 }],
+];
 
 
 function timeIt(fn: () => void, reps: number): number {
@@ -178,7 +202,7 @@ async function plainLoop(rt: TfjsRuntime, model: BenchModel, steps: number): Pro
   const warmup = 3;
   const data = benchData(tf, model, spec.batch * (warmup + steps));
   const net = spec.build(tf);
-  const opt = tf.train.sgd(0.01);
+  const opt = spec.optimizer(tf);
   const loss = resolveLoss(tf, spec.loss);
   let c0 = process.cpuUsage();
   const slice = (t: import('@tensorflow/tfjs').Tensor, s: number) => t.slice([s * spec.batch], [spec.batch]);
@@ -209,7 +233,7 @@ async function localTrainer(rt: TfjsRuntime, model: BenchModel, steps: number): 
   const spec = benchSpec[model];
   const warmup = 3;
   const data = benchData(tf, model, spec.batch * (warmup + steps));
-  const trainer = new Trainer({ model: spec.build, optimizer: (t) => t.train.sgd(0.01), loss: spec.loss, runtime: rt, verbose: 0 });
+  const trainer = new Trainer({ model: spec.build, optimizer: spec.optimizer, loss: spec.loss, runtime: rt, verbose: 0 });
   const { secs, cpu: used, syncMs: sync } = await timedFit(trainer, data, spec.batch, warmup);
   const cpu = (used.user + used.system) / 1000 / steps;
   tf.dispose([...(Array.isArray(data.x) ? data.x : [data.x]), data.y]);
@@ -233,17 +257,51 @@ async function multi(
   backend: 'ring' | 'ring-sparse' | 'ps',
   workers: number,
   steps: number,
-): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number; stepMsP50: number; syncMsP50: number }> {
+  opts: RunOptions = { label: '', key: '' },
+): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number; stepMsP50: number; syncMsP50: number; evalAccuracy?: number; evalLoss?: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
-  const extra = backend === 'ring-sparse' ? ['--sparse-ring'] : [];
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), '--warmup', String(model === 'rec' ? 60 : 8), ...extra], numWorkers: workers, backend: backend === 'ring-sparse' ? 'ring' : backend, servers: 1, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  const extra = [...(backend === 'ring-sparse' ? ['--sparse-ring'] : []), ...(opts.args ?? [])];
+  const warmup = model === 'rec' ? 60 : model === 'mlp64' ? 20 : 8;
+  const r = await launch({
+    script: WORKER,
+    args: ['--model', model, '--steps', String(steps), '--warmup', String(warmup), ...extra],
+    numWorkers: workers,
+    backend: backend === 'ring-sparse' ? 'ring' : backend,
+    servers: 1,
+    ...(opts.psMode ? { psMode: opts.psMode, staleness: opts.staleness } : {}),
+    stdout: sink,
+    stderr: errSink,
+    jobTimeoutMs: 300_000,
+    timeoutMs: 120_000,
+  });
   if (r.code !== 0) throw new Error(`${model}/${backend}/${workers}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${model}/${backend}/${workers}: no BENCH line in output`);
   return JSON.parse(line.slice(line.indexOf('BENCH ') + 6));
+}
+
+/**
+ * `--models` with some of the models: their rows and ratios replace those models' in the existing result file
+ * (the other models' stay, with their run's `started` and `host`); `model_runs[model]` records when and under
+ * what load each model's figures were taken. Without an existing file the result holds only these models.
+ */
+function mergeInto(file: string, models: BenchModel[], now: { started: string; host: { cpus: number; node: string; loadavg1: number }; rows: Row[]; ratios: Record<string, number | null>; kernels: unknown; errors: string[]; tfjs: string }): Record<string, unknown> {
+  let old: { suite?: string; started?: string; host?: { loadavg1?: number }; rows?: Row[]; ratios?: Record<string, number | null>; model_runs?: Record<string, { started: string; loadavg1: number }> } = {};
+  try {
+    old = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    /* no earlier run: this one alone */
+  }
+  if (old.suite !== 'train') old = {};
+  const runs: Record<string, { started: string; loadavg1: number }> = { ...(old.model_runs ?? {}) };
+  for (const r of old.rows ?? []) if (!models.includes(r.model)) runs[r.model] ??= { started: old.started ?? '', loadavg1: old.host?.loadavg1 ?? NaN };
+  for (const m of models) runs[m] = { started: now.started, loadavg1: now.host.loadavg1 };
+  const keep = (k: string) => !models.some((m) => k.startsWith(`${m}_`)); // 'mlp_' is not a prefix of 'mlp64_'
+  const ratios = Object.fromEntries([...Object.entries(old.ratios ?? {}).filter(([k]) => keep(k)), ...Object.entries(now.ratios)]);
+  return { suite: 'train', version: 1, started: now.started, host: now.host, tfjs: now.tfjs, rows: [...(old.rows ?? []).filter((r) => !models.includes(r.model)), ...now.rows], ratios, kernels: now.kernels, errors: now.errors, model_runs: runs };
 }
 
 /** `npm run bench -- train`: its options (one table for the parser and `--help`). */
@@ -256,8 +314,8 @@ export const command = {
     'no-multi': { type: 'boolean', help: 'skip the launched multi-worker runs' },
     'no-anchor': { type: 'boolean', help: 'skip the anchors' },
     'cpu-segments': { type: 'string', arg: 'N', help: 'segments of the CPU-time measure (default 500)' },
+    'models': { type: 'string', arg: 'LIST', help: 'models to run, comma-separated (default rec,mlp,mlp64)' },
     'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/train.json)' },
-    'models': { type: 'string', arg: 'LIST', help: 'models to run, comma-separated (default rec,mlp)' },
     'runs': { type: 'string', arg: 'LIST', help: 'only these rows, e.g. ring:1,ps:2,independent,local (local: kernels and in-process rows; default all)' },
     'repeats': { type: 'string', arg: 'N', help: 'fresh jobs per launched row, the best kept (default 3, --quick 1)' },
   },
@@ -269,8 +327,9 @@ export async function run(args: string[]): Promise<void> {
   const noMulti = v['no-multi'] === true;
   const cpuSegments = v['cpu-segments'] === undefined ? 500 : Number(v['cpu-segments']);
   const outFile = v['out'] ?? RESULTS;
-  const models = (v['models'] ?? 'rec,mlp').split(',') as BenchModel[];
-  for (const m of models) if (!(m in benchSpec)) throw new Error(`--models: unknown model ${m} (rec, mlp)`);
+  const all: BenchModel[] = ['rec', 'mlp', 'mlp64'];
+  const models = (v['models'] ?? all.join(',')).split(',') as BenchModel[];
+  for (const m of models) if (!all.includes(m)) throw new Error(`--models: unknown model ${m} (${all.join(', ')})`);
   // `--runs`: a subset of the launched rows (short measurements); the committed file is a full run.
   const only = v['runs'] === undefined ? undefined : new Set(v['runs'].split(','));
   const started = new Date().toISOString();
@@ -283,8 +342,8 @@ export async function run(args: string[]): Promise<void> {
   const inProcess = !only || only.has('local');
   const kern = inProcess ? await kernels(rt, cpuSegments) : {};
   console.log(`kernels: ${JSON.stringify(kern)}`);
-  const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 100 : 20);
-  const launchedStepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 200 : 30);
+  const stepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 100 : m === 'mlp64' ? 100 : 20);
+  const launchedStepsFor = (m: BenchModel) => (quick ? 6 : m === 'rec' ? 200 : m === 'mlp64' ? 400 : 30);
   const launchRuns = v['repeats'] !== undefined ? Number(v['repeats']) : quick ? 1 : 3;
   if (!Number.isInteger(launchRuns) || launchRuns < 1) throw new Error(`--repeats must be a positive integer, got ${v['repeats']}`);
   for (const model of models) {
@@ -309,14 +368,15 @@ export async function run(args: string[]): Promise<void> {
     if (inProcess) rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
     if (inProcess) console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
-    const runs: Array<['ring' | 'ring-sparse' | 'ps', number]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    const runs: Array<['ring' | 'ring-sparse' | 'ps', number, RunOptions?]> = [['ring', 1], ['ring', 2], ['ps', 2]];
     if (model === 'rec') runs.push(['ring-sparse', 2]);
-    for (const [backend, workers] of runs) {
-      if (only && !only.has(`${backend}:${workers}`)) continue;
+    if (model === 'mlp64') for (const [backend, o] of OPTION_RUNS) runs.push([backend, 2, o]);
+    for (const [backend, workers, opts] of runs) {
+      if (only && !only.has(`${backend}:${workers}${opts ? `:${opts.key}` : ''}`)) continue;
       try {
         const launchedSteps = launchedStepsFor(model);
         // Best of `launchRuns` fresh jobs, as the in-process rows are best of 3.
-        const m = await bestOf(launchRuns, () => multi(model, backend, workers, launchedSteps), (x) => x.samplesPerSec);
+        const m = await bestOf(launchRuns, () => multi(model, backend, workers, launchedSteps, opts), (x) => x.samplesPerSec);
         const processes = workers + (backend === 'ps' ? 1 : 0);
         rows.push({
           ...base,
@@ -332,9 +392,11 @@ export async function run(args: string[]): Promise<void> {
           sync_ms_p50: m.syncMsP50,
           processes,
           oversubscribed: processes > ncpu,
+          ...(opts ? { options: opts.label } : {}),
+          ...(m.evalAccuracy === undefined ? {} : { eval_accuracy: m.evalAccuracy, eval_loss: m.evalLoss! }),
         });
         console.log(
-          `${model}: ${backend} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s (step ${m.stepMs.toFixed(2)} ms, p50 ${m.stepMsP50.toFixed(2)}; sync ${m.syncMs.toFixed(2)} ms, p50 ${m.syncMsP50.toFixed(2)})`,
+          `${model}: ${backend}${opts ? ` ${opts.label}` : ''} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s${m.evalAccuracy === undefined ? '' : ` (held-out accuracy ${m.evalAccuracy.toFixed(3)})`} (step ${m.stepMs.toFixed(2)} ms, p50 ${m.stepMsP50.toFixed(2)}; sync ${m.syncMs.toFixed(2)} ms, p50 ${m.syncMsP50.toFixed(2)})`,
         );
       } catch (e) {
         errors.push(String((e as Error).message));
@@ -374,18 +436,20 @@ export async function run(args: string[]): Promise<void> {
     const a = torchAnchor(stepsFor('rec'), stepsFor('mlp'));
     if (typeof a === 'string') errors.push(a);
     else {
-      for (const model of ['rec', 'mlp'] as const) {
+      for (const model of (['rec', 'mlp'] as const).filter((m) => models.includes(m))) {
         const batch = benchSpec[model].batch;
         rows.push({ model, mode: 'torch-anchor', backend: 'none', workers: 1, batch_per_worker: batch, steps: stepsFor(model), samples_per_sec: a[model], step_ms: (batch / a[model]) * 1000, sync_ms: null, processes: 1, oversubscribed: false });
       }
       console.log(`torch ${a.torch} anchor (1 thread): rec ${a.rec.toFixed(0)} samples/s, mlp ${a.mlp.toFixed(0)} samples/s`);
     }
   }
-  const cpuOf = (model: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers)?.cpu_ms_per_step;
-  const sps = (model: string, mode: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
-  const shoalRow = (model: string, backend: string, workers: number) => rows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers);
+  // Rows without `options` (the options rows have their own ratios below).
+  const plainRows = rows.filter((r) => r.options === undefined);
+  const cpuOf = (model: string, backend: string, workers: number) => plainRows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers)?.cpu_ms_per_step;
+  const sps = (model: string, mode: string, backend: string, workers: number) => plainRows.find((r) => r.model === model && r.mode === mode && r.backend === backend && r.workers === workers)?.samples_per_sec;
+  const shoalRow = (model: string, backend: string, workers: number) => plainRows.find((r) => r.model === model && r.mode === 'shoal' && r.backend === backend && r.workers === workers);
   const ratios: Record<string, number | null> = {};
-  for (const model of ['rec', 'mlp']) {
+  for (const model of models) {
     const one = sps(model, 'shoal', 'ring', 1);
     for (const backend of ['ring', 'ps', 'ring-sparse']) {
       const two = sps(model, 'shoal', backend, 2);
@@ -411,9 +475,17 @@ export async function run(args: string[]): Promise<void> {
     const c = cpuMs[model];
     ratios[`${model}_harness_overhead_cpu`] = c ? c.local / c.plain - 1 : null;
     const torch = sps(model, 'torch-anchor', 'none', 1);
-    ratios[`${model}_plain_tfjs_vs_torch`] = plain && torch ? plain / torch : null;
+    if (model !== 'mlp64') ratios[`${model}_plain_tfjs_vs_torch`] = plain && torch ? plain / torch : null;
+    // Options rows: samples/s over the 1-worker ring job, and their sync share.
+    for (const [backend, o] of model === 'mlp64' ? OPTION_RUNS : []) {
+      const r = rows.find((x) => x.model === model && x.backend === backend && x.options === o.label);
+      ratios[`${model}_${o.key}_2v1`] = one && r ? r.samples_per_sec / one : null;
+      ratios[`${model}_${o.key}_sync_share_p50`] = r?.step_ms_p50 && r.sync_ms_p50 !== undefined ? r.sync_ms_p50 / r.step_ms_p50 : null;
+    }
   }
-  const result = { suite: 'train', version: 1, started, host: { cpus: ncpu, node: process.version, loadavg1: loadavg()[0] }, tfjs: rt.describe(), rows, ratios, kernels: kern, errors };
+  const host = { cpus: ncpu, node: process.version, loadavg1: loadavg()[0]! };
+  // `--models` alone (every row of those models) updates them in the result file; `--runs` writes its rows alone.
+  const result = models.length === all.length || only ? { suite: 'train', version: 1, started, host, tfjs: rt.describe(), rows, ratios, kernels: kern, errors } : mergeInto(outFile, models, { started, host, rows, ratios, kernels: kern, errors, tfjs: rt.describe() });
   mkdirSync(dirname(outFile), { recursive: true });
   writeFileSync(outFile, `${JSON.stringify(result, null, 1)}\n`);
   console.log(`ratios: ${JSON.stringify(ratios)}`);

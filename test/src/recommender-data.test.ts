@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isShoalError } from '@shoal/core';
 import {
-  buildTask, cleanRows, deriveSessions, historyLists, loadConfig, ONLINE_RETAIL, parseDemoOptions, prepare, timestampParser, validateConfig,
+  buildFeatures, buildTask, cleanRows, deriveSessions, historyLists, loadConfig, ONLINE_RETAIL, parseDemoOptions, prepare, timestampParser, validateConfig,
   type CleanRow, type DatasetConfig,
 } from '../../examples/recommender/dist/index.js';
 
@@ -39,6 +39,7 @@ const CSV = [
 ].join('\r\n');
 writeFileSync(join(tmp, 'tiny.csv'), CSV);
 const cfg: DatasetConfig = { ...ONLINE_RETAIL, interactions: { ...ONLINE_RETAIL.interactions, file: 'tiny.csv' }, split: { testDays: 2, validDays: 2 } };
+const cfgRaw = (): Record<string, unknown> => structuredClone(cfg) as unknown as Record<string, unknown>;
 
 test('cleaning drops no-customer, cancelled, non-positive quantity and non-product rows (SOURCE.md rules)', async () => {
   const { rows, stats } = await cleanRows(cfg, tmp);
@@ -313,6 +314,73 @@ test('demo flags (node:util parseArgs): defaults, values, and errors that name t
   assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);
   assert.throws(() => parseDemoOptions(['--backend', 'ring', '--tables', 'server']), /--tables server needs parameter servers/);
   assert.throws(() => parseDemoOptions(['--tables', 'sharded']), /--tables must be server\|replicated/);
+});
+
+test('every demo command in the README parses with the demo\'s flags', () => {
+  const md = readFileSync(join(root, 'examples/recommender/README.md'), 'utf8');
+  const cmds = [...md.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) => m[1]!.split('\n')).map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter((l) => l.startsWith('npm run demo') || l.includes('recommender/dist/main.js') || l.includes('recommender/dist/worker.js'));
+  assert.ok(cmds.length >= 5, cmds.join('\n'));
+  for (const c of cmds) {
+    const args = c.startsWith('npm run demo') ? c.replace(/^npm run demo( --)?/, '') : c.replace(/^.*?recommender\/dist\/(main|worker)\.js/, '');
+    const o = parseDemoOptions(args.split(/\s+/).filter((x) => x !== ''));
+    assert.ok(o.workers >= 1, c);
+  }
+  assert.is(parseDemoOptions(['--logdir', 'out/tb']).logdir, 'out/tb');
+  assert.throws(() => parseDemoOptions(['--logdir', ' ']), /--logdir must be a folder path/);
+});
+
+test('item and user features from side files: tokens per item and user, multi-valued fields, bad feature configs', async () => {
+  const dir = join(root, 'examples/recommender/configs');
+  // The ratings fixture with each title's genre (field 2 of titles.dat) as an item feature.
+  const c = loadConfig(join(dir, 'synthetic-ratings-genres.json'));
+  const a = await prepare(c, dir, join(tmp, 'cache-genres'));
+  const f = a.data.features!;
+  assert.ok(f.names.length >= 5 && f.names.every((n) => /^item:c2=[A-Za-z'-]+$/.test(n)), f.names.join(', '));
+  assert.is(f.item.offsets.length, a.data.numItems + 1);
+  assert.is(f.user.ids.length, 0);
+  // Every title's tokens are its genres ('|'-separated in field 2, e.g. 'Musical|Documentary').
+  const titles = readFileSync(join(root, 'examples/recommender/fixtures/synthetic-ratings/titles.dat'), 'utf8').split('\n').filter((l) => l !== '');
+  const genres = new Map(titles.map((l) => { const [id, , g] = l.split('::'); return [id!, g!.split('|').map((x) => `item:c2=${x}`).sort()]; }));
+  let multi = 0;
+  for (let j = 0; j < a.data.numItems; j++) {
+    const got = Array.from(f.item.ids.subarray(f.item.offsets[j]!, f.item.offsets[j + 1]!)).map((x) => f.names[x]!).sort();
+    assert.equal(got, genres.get(a.data.itemKeys[j]!), `title ${a.data.itemKeys[j]}`);
+    if (got.length > 1) multi++;
+  }
+  assert.ok(multi > 100, `${multi} catalog titles with several genres`);
+  // The same task without features is the plain ratings config's (features add to it, change nothing else).
+  const plain = await prepare(loadConfig(join(dir, 'synthetic-ratings.json')), dir, join(tmp, 'cache-genres'));
+  assert.equal(Array.from(plain.data.test.hidden), Array.from(a.data.test.hidden));
+  assert.is(plain.data.features, undefined);
+  // A header side file with two feature columns, one multi-valued; users and items; unknown ids ignored.
+  writeFileSync(join(tmp, 'users.csv'), 'id;segment;tags\n17850.0;retail;a|b\n12583.0;trade;\n555;x;y\n');
+  writeFileSync(join(tmp, 'items.tsv'), '85123A\thome\n22728\tclock\n');
+  const fc = validateConfig({ ...cfgRaw(), userFeatures: { file: 'users.csv', delimiter: ';', separator: '|', columns: { user: 'id', features: ['segment', 'tags'] } },
+    itemFeatures: { file: 'items.tsv', delimiter: '\t', header: false, columns: { item: 0, features: [1] } } }, 'f.json');
+  const { rows, stats } = await cleanRows(fc, tmp);
+  const t = buildTask(rows, stats, fc, 1);
+  const ff = (await buildFeatures(fc, tmp, t))!;
+  const toks = (l: { offsets: Int32Array; ids: Int32Array }, e: number): string[] => Array.from(l.ids.subarray(l.offsets[e]!, l.offsets[e + 1]!)).map((x) => ff.names[x]!).sort();
+  assert.equal(toks(ff.user, t.userKeys.indexOf('17850.0')), ['user:segment=retail', 'user:tags=a', 'user:tags=b']);
+  assert.equal(toks(ff.user, t.userKeys.indexOf('12583.0')), ['user:segment=trade']);
+  assert.equal(toks(ff.user, 0), [], 'the unknown user has no features');
+  assert.equal(toks(ff.item, t.itemKeys.indexOf('22728')), ['item:c1=clock']);
+  assert.equal(toks(ff.item, t.itemKeys.indexOf('71053')), [], 'an item missing from the side file has none');
+  assert.not.ok(ff.names.some((n) => n.includes('=x') || n.includes('=y')), 'tokens of users outside the task are not in the vocabulary');
+  // Bad feature configs: one ERR_CONFIG naming the key.
+  const bad = (extra: Record<string, unknown>, re: RegExp): void => {
+    try { validateConfig({ ...cfgRaw(), ...extra }, 'f.json'); assert.unreachable(JSON.stringify(extra)); } catch (e) {
+      assert.ok(isShoalError(e, 'ERR_CONFIG'), String(e));
+      assert.match((e as Error).message, re);
+    }
+  };
+  bad({ itemFeatures: { file: 'i.csv', columns: { item: 'id', features: [] } } }, /f\.json: itemFeatures\.columns\.features: must be a non-empty list/);
+  bad({ itemFeatures: { file: 'i.csv', columns: { item: 'id' } } }, /itemFeatures\.columns\.features: is required/);
+  bad({ userFeatures: { file: 'u.csv', columns: { user: 'id', features: [1] } } }, /userFeatures\.columns\.features\[0\]: is 1: with a header line, name the column/);
+  bad({ userFeatures: { file: 'u.csv', columns: { user: 'id', features: [true] } } }, /userFeatures\.columns\.features\[0\]: must be a column name or position/);
+  bad({ itemFeatures: { file: 'i.csv', separator: '', columns: { item: 'id', features: ['g'] } } }, /itemFeatures\.separator: must not be empty/);
+  bad({ itemFeatures: { file: 'i.csv', columns: { item: 'id', features: ['g'] }, colums: {} } }, /itemFeatures\.colums: is not a known key/);
 });
 
 test.run();

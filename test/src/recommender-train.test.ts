@@ -4,7 +4,7 @@ import { LocalSync, RingSync } from '@shoal/backends';
 import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs } from '@shoal/wrappers';
 import {
-  BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, MostPopular, runTraining,
+  BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, MostPopular, runTraining, type Features,
 } from '../../examples/recommender/dist/index.js';
 import { syntheticTask } from './helpers/recommender-data.js';
 
@@ -78,6 +78,65 @@ test('4 in-process ring workers at the same global batch land within 2% (relativ
       await Promise.all(syncs.map((s) => s.close()));
     }
   }
+});
+
+/** Features for the synthetic task: item j has tokens j % 3 and, for every fifth item, 3 + j % 2; users u > 0 token 5 + u % 2. */
+function syntheticFeatures(): Features {
+  const lists = (n: number, of: (e: number) => number[]) => {
+    const offsets = new Int32Array(n + 1), ids: number[] = [];
+    for (let e = 0; e < n; e++) { ids.push(...of(e)); offsets[e + 1] = ids.length; }
+    return { offsets, ids: Int32Array.from(ids) };
+  };
+  return {
+    names: ['item:g=0', 'item:g=1', 'item:g=2', 'item:t=0', 'item:t=1', 'user:s=0', 'user:s=1'],
+    item: lists(data.numItems, (j) => (j % 5 === 0 ? [j % 3, 3 + (j % 2)] : [j % 3])),
+    user: lists(data.numUsers, (u) => (u === 0 ? [] : [5 + (u % 2)])),
+  };
+}
+
+test('features: analytic gradients of the token table match finite differences; the base tables are unchanged in shape', async () => {
+  const hist = historyLists(data.train, data.train, 30);
+  const model = new BasketModel(tf, data.numUsers, data.numItems, { dim: 6, hidden: 5, negatives: 7, maxContext: 3, poolHistory: 4, userDropout: 0, seed: 3 });
+  model.dense[4]!.data.set([0.3, -0.2, 0.5, 0.4, 0.2]);
+  model.setFeatures(syntheticFeatures());
+  assert.equal(model.tables().map((t) => t.name), ['user_embedding', 'item_in_embedding', 'item_out_embedding', 'feature_embedding']);
+  const batch = epochExamples(data.train, 2, 9).filter((e) => data.train.users[e.basket]! !== 0).slice(0, 6);
+  model.reseed(5);
+  const g = await model.computeGradients(data.train, hist, batch);
+  assert.is(g.sparse.length, 4);
+  const fg = g.sparse[3]!;
+  assert.equal(Array.from(fg.rowIds), [0, 1, 2, 3, 4, 5, 6].filter((t) => fg.rowIds.includes(t)));
+  assert.ok(fg.rowIds.length >= 5, `tokens touched: ${Array.from(fg.rowIds)}`);
+  const table = model.tables()[3]!;
+  const lossAt = async (): Promise<number> => { model.invalidate(); model.reseed(5); return (await model.computeGradients(data.train, hist, batch)).loss; };
+  const eps = 1e-2;
+  let checked = 0;
+  for (let r = 0; r < fg.rowIds.length; r++) {
+    for (const k of [0, 4]) {
+      const i = fg.rowIds[r]! * table.rowSize + k, v = table.data[i]!;
+      table.data[i] = v + eps; const up = await lossAt();
+      table.data[i] = v - eps; const down = await lossAt();
+      table.data[i] = v;
+      const num = (up - down) / (2 * eps), an = fg.rows[r * table.rowSize + k]!;
+      assert.ok(Math.abs(num - an) < 2e-3 + 0.05 * Math.abs(num), `token ${fg.rowIds[r]} [${k}]: numeric ${num} vs analytic ${an}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 10);
+});
+
+test('features: a short run trains the token table and scores with it', async () => {
+  const sync = new LocalSync();
+  const withF = { ...data, features: syntheticFeatures() };
+  const r = await runTraining(tf, rt.describe(), withF, sync, {
+    ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 2, towerScale: 1, train: { globalBatch: 256, targetsPerBasket: 4, seed: 1 }, historyMax: 100, evalEachEpoch: false, progress: false,
+  });
+  await sync.close();
+  assert.ok(r.epochs[1]!.loss < r.epochs[0]!.loss, 'loss falls');
+  assert.is(r.epochs[0]!.tableRows.feature_embedding!.numRows, 7);
+  assert.ok(r.epochs[0]!.tableRows.feature_embedding!.rowsPerStep >= 6, JSON.stringify(r.epochs[0]!.tableRows));
+  const pop = await evaluate(new MostPopular(data.train, data.numItems), data.test, data.numItems);
+  assert.ok(r.final.hr > 1.2 * pop.hr, `model HR@10 ${r.final.hr} vs most-popular ${pop.hr}`);
 });
 
 test.run();

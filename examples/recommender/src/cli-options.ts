@@ -125,7 +125,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   if (str('compare-workers') !== undefined) o.compareWorkers = str('compare-workers')!.split(',').map((x) => int('--compare-workers', x, 1));
   if (v['no-eval-each-epoch'] === true) o.evalEachEpoch = false;
   if (str('logdir') !== undefined) {
-    if (str('logdir')!.trim() === '') throw Errors.invalidArg('--logdir', 'must be a folder path, got ""');
+    if (str('logdir')!.trim() === '') throw Errors.invalidArg('--logdir', `must be a folder path, got ${JSON.stringify(str('logdir'))}`);
     o.logdir = str('logdir')!;
   }
   if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);

@@ -16,6 +16,9 @@ export interface TableSource {
   header: boolean;
 }
 
+/** A side file of categorical features: `separator` splits one field into several values (null: one value). */
+export interface FeatureSource extends TableSource { separator: string | null }
+
 export interface Words { basket: string; baskets: string; user: string; users: string; item: string; items: string }
 
 export interface DatasetConfig {
@@ -30,6 +33,9 @@ export interface DatasetConfig {
   sessions: { by: 'column' | 'idle-gap' | 'day'; idleMinutes: number; maxItems: number };
   filters: { dropEmptyUser: boolean; cancelledBasketPrefix?: string; minQuantity?: number; itemPattern?: string };
   itemNames?: TableSource & { columns: { item: ColumnRef; name: ColumnRef } };
+  /** Optional categorical features of items / users from side files (README "Features"). */
+  itemFeatures?: FeatureSource & { columns: { item: ColumnRef; features: ColumnRef[] } };
+  userFeatures?: FeatureSource & { columns: { user: ColumnRef; features: ColumnRef[] } };
   split: { testDays: number; validDays: number };
 }
 
@@ -114,7 +120,20 @@ export function validateConfig(raw: unknown, where = 'config'): DatasetConfig {
   const i = c.interactions;
   checkColumns(i.columns as Record<string, ColumnRef>, i.header, 'interactions.columns', where);
   if (c.itemNames) checkColumns(c.itemNames.columns, c.itemNames.header, 'itemNames.columns', where);
-  for (const [k, s] of [['interactions', i], ['itemNames', c.itemNames]] as const) {
+  for (const [k, f] of [['itemFeatures', c.itemFeatures], ['userFeatures', c.userFeatures]] as const) {
+    if (!f) continue;
+    const cols = f.columns as { features: unknown; [id: string]: unknown };
+    if (!Array.isArray(cols.features) || cols.features.length === 0) throw Errors.config(`${where}: ${k}.columns.features`, `must be a non-empty list of columns, got ${JSON.stringify(cols.features)}`);
+    const named: Record<string, ColumnRef> = {};
+    for (const [id, v] of Object.entries(cols)) if (id !== 'features') named[id] = v as ColumnRef;
+    (cols.features as unknown[]).forEach((v, n) => {
+      if (typeof v !== 'string' && !(typeof v === 'number' && Number.isInteger(v))) throw Errors.config(`${where}: ${k}.columns.features[${n}]`, `must be a column name or position, got ${JSON.stringify(v)}`);
+      named[`features[${n}]`] = v;
+    });
+    checkColumns(named, f.header, `${k}.columns`, where);
+    if (f.separator === '') throw Errors.config(`${where}: ${k}.separator`, 'must not be empty (null: one value per field)');
+  }
+  for (const [k, s] of [['interactions', i], ['itemNames', c.itemNames], ['itemFeatures', c.itemFeatures], ['userFeatures', c.userFeatures]] as const) {
     if (s && s.quote !== null && (s.quote.length !== 1 || s.delimiter.includes(s.quote))) {
       throw Errors.config(`${where}: ${k}.quote`, `must be one character not in the delimiter (or null), got ${JSON.stringify(s.quote)}`);
     }

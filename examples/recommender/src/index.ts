@@ -6,7 +6,7 @@
  */
 // Data: config, cleaning, sessions, the time split
 export { loadConfig, ONLINE_RETAIL, timestampParser, validateConfig, type DatasetConfig } from './config.js';
-export { buildTask, cleanRows, deriveSessions, prepare, type Baskets, type CleanRow, type Prepared, type TestBaskets } from './prepare.js';
+export { buildFeatures, buildTask, cleanRows, deriveSessions, prepare, type Baskets, type CleanRow, type Features, type Prepared, type TestBaskets, type TokenLists } from './prepare.js';
 export { synthesizeLog, SYNTHETIC_CONFIG, SYNTHETIC_DEFAULTS } from './synthetic.js';
 export { parseDemoOptions, type DemoOptions } from './cli-options.js';
 // Evaluation and the references

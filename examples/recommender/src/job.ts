@@ -116,6 +116,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
       const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr: l }, sync.rank);
       model.testHistory = validHist;
       model.setItemItem(w);
+      model.setFeatures(data.features ?? null);
       const hooks = runHooks(spec, sync, `select-lr${l}`, l);
       const ep = await trainModel(model, fit, hist, sync, {
         ...spec.train, ...hooks.opts, epochs: epochs || spec.select.maxEpochs, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
@@ -142,6 +143,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr }, sync.rank);
   model.testHistory = historyLists(data.train, data.test, spec.historyMax);
   model.setItemItem(spec.itemItem ? readItemItem(spec.itemItem, 'full') : null);
+  model.setFeatures(data.features ?? null);
   model.towerScale = selection?.towerScale ?? spec.towerScale ?? 1;
   const hooks = runHooks(spec, sync, 'final', lr);
   const epochStats = await trainModel(model, data.train, hist, sync, {

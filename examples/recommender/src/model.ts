@@ -2,8 +2,9 @@ import type * as tfjs from '@tensorflow/tfjs';
 import { LocalOptimizer, type DenseTensor, type RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import { catalogFeatures, itemItemInverse, WIDE, wideFeatures, type ItemItemInverse, type Lists } from './features.js';
+import { effectiveTable, effectiveView, featureGradient, featureRows } from './feature-views.js';
 import type { Recommender } from './metrics.js';
-import type { Baskets, TestBaskets } from './prepare.js';
+import type { Baskets, Features, TestBaskets } from './prepare.js';
 import { mixSeed, Rng } from '@shoal/core';
 
 export type Tf = typeof tfjs;
@@ -78,7 +79,8 @@ export interface BatchPlan {
   negIds: Int32Array;
   /** Wide features of the targets [B, WIDE] and of the negatives [B, K, WIDE] (see `wideFeatures`). */
   fp: Float32Array; fn: Float32Array;
-  rows: [Int32Array, Int32Array, Int32Array];
+  /** Per table in `tables()` order: user, item-in, item-out, and the feature tokens when the model has features. */
+  rows: Int32Array[];
 }
 
 /** One training example: basket `basket` of the training set with item index `target` (absolute into items). */
@@ -158,7 +160,24 @@ export class BasketModel implements Recommender {
     return tf.add(scores, tf.sum(tf.mul(feats, wide), -1));
   }
 
-  tables(): Table[] { return [this.user, this.itemIn, this.itemOut]; }
+  tables(): Table[] { return this.feat ? [this.user, this.itemIn, this.itemOut, this.feat.table] : [this.user, this.itemIn, this.itemOut]; }
+
+  /** Item / user features (config itemFeatures / userFeatures) and their token table, or null (`setFeatures`). */
+  private feat: { f: Features; table: Table } | null = null;
+  /** Effective full tables for scoring with features (user, item-in, item-out), rebuilt after parameters change. */
+  private effective: [Float32Array, Float32Array, Float32Array] | null = null;
+
+  /**
+   * Add the feature tokens' embedding table `feature_embedding` (one row per token, seeded apart from the other
+   * tables, so a model without features is unchanged). Call before training; null removes it.
+   */
+  setFeatures(f: Features | null): void {
+    if (f === null || f.names.length === 0) { this.feat = null; this.invalidate(); return; }
+    const d = this.opts.dim, init = new Rng(mixSeed(this.opts.seed, 0xfea7));
+    const data = Float32Array.from({ length: f.names.length * d }, () => (init.next() * 2 - 1) * 0.05);
+    this.feat = { f, table: { name: 'feature_embedding', numRows: f.names.length, rowSize: d, data } };
+    this.invalidate();
+  }
 
   /** Restart the sampling stream (negatives, context subsets, user dropout): same seed, same samples. */
   reseed(seed: number): void { this.rng = new Rng(seed); }
@@ -221,7 +240,7 @@ export class BasketModel implements Recommender {
    * draws exactly what one worker with the whole batch draws, so N-worker training follows the 1-worker path.
    */
   async computeGradients(train: Baskets, hist: Lists, batch: readonly Example[], sampling?: { stepSeed: number; firstIndex: number }): Promise<StepGradients> {
-    return this.gradients(this.plan(train, hist, batch, sampling), hist, [tableView(this.user), tableView(this.itemIn), tableView(this.itemOut)]);
+    return this.gradients(this.plan(train, hist, batch, sampling), hist, this.tables().map(tableView));
   }
 
   /**
@@ -265,7 +284,9 @@ export class BasketModel implements Recommender {
     }
     const { fp, fn } = wideFeatures(train, batch, users, posIds, negIds, hist, ctx, ctxOff, histRange, this.itemItem);
     const sorted = (x: Set<number>): Int32Array => Int32Array.from(x).sort();
-    return { batch, users, ctx, ctxOff, histRange, posIds, negIds, fp, fn, rows: [sorted(needUser), sorted(needIn), sorted(needOut)] };
+    const rows = [sorted(needUser), sorted(needIn), sorted(needOut)];
+    if (this.feat) rows.push(featureRows(this.feat.f, rows[0]!, [rows[1]!, rows[2]!]));
+    return { batch, users, ctx, ctxOff, histRange, posIds, negIds, fp, fn, rows };
   }
 
   /**
@@ -273,10 +294,21 @@ export class BasketModel implements Recommender {
    * item-in, item-out: at least the plan's rows). Does not change parameters. Returns fresh arrays the caller
    * owns; the row-sparse gradients cover exactly the plan's rows.
    */
-  async gradients(p: BatchPlan, hist: Lists, views: readonly [RowView, RowView, RowView]): Promise<StepGradients> {
+  async gradients(p: BatchPlan, hist: Lists, views: readonly RowView[]): Promise<StepGradients> {
+    if (!this.feat) return this.towerGradients(p, hist, views);
+    // Features: compute on the effective rows, then route their gradients to the tokens too (feature-views.ts).
+    const { f, table } = this.feat, d = this.opts.dim, fv = views[3]!;
+    const eff = [effectiveView(views[0]!, fv, f.user, p.rows[0]!, d, d), effectiveView(views[1]!, fv, f.item, p.rows[1]!, d, d), effectiveView(views[2]!, fv, f.item, p.rows[2]!, d + 1, d)];
+    const g = await this.towerGradients(p, hist, eff);
+    g.sparse.push(featureGradient(f, g.sparse, table, p.rows[3]!));
+    return g;
+  }
+
+  /** `gradients` on the user / item-in / item-out rows in `views` (effective rows when the model has features). */
+  private async towerGradients(p: BatchPlan, hist: Lists, views: readonly RowView[]): Promise<StepGradients> {
     const tf = this.tf, { dim: d, negatives: K } = this.opts, B = p.batch.length;
     const d1 = d + 1;
-    const [userV, inV, outV] = views;
+    const [userV, inV, outV] = views as [RowView, RowView, RowView];
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
     const pos = new Float32Array(B * d1), negT = new Float32Array(d1 * K);
     const { users, ctx, ctxOff, histRange, posIds, negIds, fp, fn } = p;
@@ -333,7 +365,16 @@ export class BasketModel implements Recommender {
   }
 
   /** Drop the cached output matrix (call after parameters change outside applyGradients, e.g. a broadcast). */
-  invalidate(): void { this.outT?.dispose(); this.outT = null; }
+  invalidate(): void { this.outT?.dispose(); this.outT = null; this.effective = null; }
+
+  /** The user, item-in and item-out tables scoring reads: the tables themselves, or with features their effective rows. */
+  private scoringTables(): [Float32Array, Float32Array, Float32Array] {
+    if (!this.feat) return [this.user.data, this.itemIn.data, this.itemOut.data];
+    const { f, table } = this.feat, d = this.opts.dim, fv = tableView(table);
+    this.effective ??= [effectiveTable(tableView(this.user), fv, f.user, this.user.numRows, d, d), effectiveTable(tableView(this.itemIn), fv, f.item, this.numItems, d, d),
+      effectiveTable(tableView(this.itemOut), fv, f.item, this.numItems, d + 1, d)];
+    return this.effective;
+  }
 
   /** Histories for test baskets, set before evaluation (aligned with the test baskets). */
   testHistory: Lists | null = null;
@@ -355,14 +396,15 @@ export class BasketModel implements Recommender {
 
   scoreBatch(test: TestBaskets, from: number, to: number, out: Float32Array): void {
     const tf = this.tf, d = this.opts.dim, d1 = d + 1, N = this.numItems, B = to - from;
+    const [userT, inT, outTable] = this.scoringTables();
     if (this.outT === null) {
       const t = new Float32Array(d1 * N);
-      for (let j = 0; j < N; j++) for (let k = 0; k < d1; k++) t[k * N + j] = this.itemOut.data[j * d1 + k]!;
+      for (let j = 0; j < N; j++) for (let k = 0; k < d1; k++) t[k * N + j] = outTable[j * d1 + k]!;
       this.outT = tf.tensor2d(t, [d1, N]);
     }
     const u = new Float32Array(B * d), c = new Float32Array(B * d), h = new Float32Array(B * d);
     const th = this.testHistory;
-    const userV = tableView(this.user), inV = tableView(this.itemIn);
+    const userV: RowView = { data: userT, at: (r) => r * d }, inV: RowView = { data: inT, at: (r) => r * d };
     for (let b = from; b < to; b++) {
       const i = b - from, user = test.users[b]!;
       u.set(userV.data.subarray(user * d, user * d + d), i * d);

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Errors, Rng } from '@shoal/core';
 import { openCsv, type Column, type CsvSchema, type Dataset } from '@shoal/datasets';
-import { timestampParser, type ColumnRef, type DatasetConfig, type TableSource, type Words } from './config.js';
+import { timestampParser, type ColumnRef, type DatasetConfig, type FeatureSource, type TableSource, type Words } from './config.js';
 
 /** Baskets in CSR layout: basket b holds `items[offsets[b] .. offsets[b+1])`, bought by `users[b]` at `times[b]`. */
 export interface Baskets {
@@ -68,7 +68,18 @@ export interface Prepared {
   valid: TestBaskets;
   test: TestBaskets;
   stats: PrepareStats;
+  /** Categorical item / user features (config `itemFeatures`, `userFeatures`), or absent. */
+  features?: Features;
 }
+
+/** Compressed lists: entity e's token ids are `ids[offsets[e] .. offsets[e + 1])`. */
+export interface TokenLists { offsets: Int32Array; ids: Int32Array }
+
+/**
+ * Feature tokens (`item:<column>=<value>`, `user:<column>=<value>`; sorted, ids 0..names.length-1) of the catalog
+ * items and the known users (user 0, the unknown user, has none).
+ */
+export interface Features { names: string[]; item: TokenLists; user: TokenLists }
 
 /** A cleaned row: the fields the task needs (`basket` is '' until sessions are derived). */
 export interface CleanRow { user: string; item: string; basket: string; time: number; name: string }
@@ -175,6 +186,61 @@ export async function readItemNames(src: NonNullable<DatasetConfig['itemNames']>
     await ds.close();
   }
   return m;
+}
+
+/** id -> feature tokens (`<prefix>:<column>=<value>`) from a features side file. */
+export async function readFeatureTokens(src: FeatureSource & { columns: { features: ColumnRef[] } }, idCol: ColumnRef, prefix: string, baseDir: string): Promise<Map<string, string[]>> {
+  const ci = colName(idCol), fcols = src.columns.features.map(colName);
+  const schema: CsvSchema = { [ci]: { type: 'category' } };
+  for (const f of fcols) schema[f] = { type: 'category' };
+  const ds = await openTable(src, baseDir, schema);
+  const dict = (n: string): readonly string[] => ds.schema.fields.find((f) => f.name === n)!.dictionary ?? [];
+  const ids = dict(ci), values = fcols.map(dict);
+  const label = (c: ColumnRef): string => (typeof c === 'number' ? `c${c}` : c);
+  const m = new Map<string, string[]>();
+  try {
+    for (const part of ds.partitions) {
+      for await (const ch of part.read({ columns: [ci, ...fcols] })) {
+        const a = ch.columns[ci]!;
+        for (let r = 0; r < ch.rows; r++) {
+          if (isNull(a, r)) continue;
+          const id = ids[(a.values as Nums)[r]!]!.trim();
+          const toks = m.get(id) ?? [];
+          fcols.forEach((f, k) => {
+            const c = ch.columns[f]!;
+            if (isNull(c, r)) return;
+            const raw = values[k]![(c.values as Nums)[r]!]!;
+            for (const v of src.separator === null ? [raw] : raw.split(src.separator)) {
+              const t = v.trim();
+              if (t !== '') toks.push(`${prefix}:${label(src.columns.features[k]!)}=${t}`);
+            }
+          });
+          m.set(id, toks);
+        }
+      }
+    }
+  } finally {
+    await ds.close();
+  }
+  return m;
+}
+
+/** The configured features of a prepared task's items and users (undefined when the config has none). */
+export async function buildFeatures(cfg: DatasetConfig, baseDir: string, p: Pick<Prepared, 'itemKeys' | 'userKeys'>): Promise<Features | undefined> {
+  if (!cfg.itemFeatures && !cfg.userFeatures) return undefined;
+  const item = cfg.itemFeatures ? await readFeatureTokens(cfg.itemFeatures, cfg.itemFeatures.columns.item, 'item', baseDir) : new Map<string, string[]>();
+  const user = cfg.userFeatures ? await readFeatureTokens(cfg.userFeatures, cfg.userFeatures.columns.user, 'user', baseDir) : new Map<string, string[]>();
+  const itemToks = p.itemKeys.map((k) => [...new Set(item.get(k) ?? [])]);
+  // userKeys[0] is the unknown user: no features.
+  const userToks = p.userKeys.map((k, u) => (u === 0 ? [] : [...new Set(user.get(k) ?? [])]));
+  const names = [...new Set([...itemToks.flat(), ...userToks.flat()])].sort();
+  const id = new Map(names.map((n, i) => [n, i]));
+  const lists = (toks: string[][]): TokenLists => {
+    const offsets = new Int32Array(toks.length + 1);
+    toks.forEach((t, e) => (offsets[e + 1] = offsets[e]! + t.length));
+    return { offsets, ids: Int32Array.from(toks.flat().map((t) => id.get(t)!)) };
+  };
+  return { names, item: lists(itemToks), user: lists(userToks) };
 }
 
 /**
@@ -313,7 +379,9 @@ const arrays = ['offsets', 'items', 'users', 'times', 'hidden'] as const;
 function toJson(p: Prepared): string {
   const enc = (b: Baskets | TestBaskets): Record<string, unknown> =>
     Object.fromEntries(arrays.filter((k) => k in b).map((k) => [k, Array.from((b as TestBaskets)[k])]));
-  return JSON.stringify({ ...p, train: enc(p.train), valid: enc(p.valid), test: enc(p.test) });
+  const lists = (l: TokenLists): Record<string, number[]> => ({ offsets: Array.from(l.offsets), ids: Array.from(l.ids) });
+  const features = p.features ? { names: p.features.names, item: lists(p.features.item), user: lists(p.features.user) } : undefined;
+  return JSON.stringify({ ...p, train: enc(p.train), valid: enc(p.valid), test: enc(p.test), features });
 }
 function fromJson(s: string): Prepared {
   const o = JSON.parse(s) as Prepared & { train: Record<string, number[]>; valid: Record<string, number[]>; test: Record<string, number[]> };
@@ -321,7 +389,11 @@ function fromJson(s: string): Prepared {
     offsets: Int32Array.from(b.offsets!), items: Int32Array.from(b.items!), users: Int32Array.from(b.users!),
     times: Float64Array.from(b.times!), hidden: Int32Array.from(b.hidden ?? []),
   });
-  return { ...o, train: dec(o.train), valid: dec(o.valid), test: dec(o.test) };
+  const f = o.features as unknown as { names: string[]; item: Record<string, number[]>; user: Record<string, number[]> } | undefined;
+  const lists = (l: Record<string, number[]>): TokenLists => ({ offsets: Int32Array.from(l.offsets!), ids: Int32Array.from(l.ids!) });
+  const features = f ? { features: { names: f.names, item: lists(f.item), user: lists(f.user) } } : {};
+  const { features: _raw, ...rest } = o;
+  return { ...rest, train: dec(o.train), valid: dec(o.valid), test: dec(o.test), ...features };
 }
 
 /**
@@ -330,12 +402,14 @@ function fromJson(s: string): Prepared {
  */
 export async function prepare(cfg: DatasetConfig, baseDir: string, cacheDir: string, seed = 1): Promise<{ data: Prepared; cached: boolean; path: string; ms: number }> {
   const t0 = Date.now();
-  const files = [cfg.interactions.file, ...(cfg.itemNames ? [cfg.itemNames.file] : [])].map((f) => fileKey(isAbsolute(f) ? f : resolve(baseDir, f)));
+  const files = [cfg.interactions.file, ...[cfg.itemNames, cfg.itemFeatures, cfg.userFeatures].flatMap((x) => (x ? [x.file] : []))].map((f) => fileKey(isAbsolute(f) ? f : resolve(baseDir, f)));
   const key = createHash('sha1').update(JSON.stringify({ cfg, seed, files, v: 2 })).digest('hex').slice(0, 12);
   const path = join(cacheDir, `${cfg.name}-${key}.json`);
   if (existsSync(path)) return { data: fromJson(readFileSync(path, 'utf8')), cached: true, path, ms: Date.now() - t0 };
   const { rows, stats } = await cleanRows(cfg, baseDir);
   const data = buildTask(rows, stats, cfg, seed);
+  const features = await buildFeatures(cfg, baseDir, data);
+  if (features) data.features = features;
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, toJson(data));

@@ -164,14 +164,14 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       const c0 = performance.now();
       const views = server ? await pulling! : tables.map(tableView);
       if (server) {
-        for (let k = 0; k < 3; k++) {
+        for (let k = 0; k < tables.length; k++) {
           const n = plan.rows[k]!.length;
           pulledRows += n; pullBytes += n * (tables[k]!.rowSize * 4 + 4); held += n * tables[k]!.rowSize * 4;
         }
       }
       const c0b = performance.now();
       tSync += c0b - c0;
-      const g = await model.gradients(plan, hist, views as [RowView, RowView, RowView]);
+      const g = await model.gradients(plan, hist, views);
       const c1 = performance.now();
       tCompute += c1 - c0b;
       for (const sp of g.sparse) {
@@ -205,7 +205,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       if (!server && s + 1 < steps) plan = planOf(s + 1);
       lossSum += g.loss;
       onStep?.(++globalStep, lossSum / (s + 1));
-      bar?.update(s + 1, { loss: lossSum / (s + 1) }, (s + 1) * opts.globalBatch);
+      if (s + 1 < steps) bar?.update(s + 1, { loss: lossSum / (s + 1) }, (s + 1) * opts.globalBatch); // the last step: `end` below
     }
     const seconds = (performance.now() - t0) / 1000;
     const ps1 = emb.stats();

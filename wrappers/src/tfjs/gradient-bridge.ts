@@ -144,9 +144,11 @@ export class GradientBridge {
     return loss;
   }
 
-  /** Micro-batches' rows in the accumulator (0: nothing pending). */
-  get accumulatedRows(): number {
-    return this.accRows;
+  /** Forget the accumulated micro-batches (a `fit` that failed mid-accumulation left them). */
+  dropAccumulated(): void {
+    this.acc?.fill(0);
+    this.accRows = 0;
+    this.accComputeMs = 0;
   }
 
   /**

@@ -99,6 +99,19 @@ test('accumulateSteps: K micro-batches of b rows step like one batch of K*b rows
   assert.ok(got[0]!.acc > 0.9, `accuracy ${got[0]!.acc}`);
 });
 
+test('accumulateSteps: micro-batches of a fit that failed are dropped, not applied by the next fit', async () => {
+  const data = toy(256, 13);
+  const fresh = mk(undefined, 'adam', { accumulateSteps: 4 });
+  await fresh.fit(data, { epochs: 1, batchSize: 8, seed: 5 });
+  const again = mk(undefined, 'adam', { accumulateSteps: 4 });
+  let err = '';
+  await again.fit(data, { epochs: 1, batchSize: 8, seed: 9, callbacks: { stopsOnBatch: false, onBatchEnd: (s) => { if (s === 2) throw new Error('crash'); } } }).catch((e: Error) => (err = e.message));
+  assert.is(err, 'crash');
+  assert.is(again.globalStep, 0, 'three micro-batches: no step yet');
+  await again.fit(data, { epochs: 1, batchSize: 8, seed: 5 });
+  assert.equal(Array.from(again.weightsFlat()), Array.from(fresh.weightsFlat()));
+});
+
 test('syncEvery: K on 2 ranks = each rank K local steps on its shard, then weights and optimizer state averaged', async () => {
   const K = 3;
   const b = 8;

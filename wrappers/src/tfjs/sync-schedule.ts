@@ -49,9 +49,9 @@ export function syncModeOf(o: SyncScheduleOptions, sync: GradientSync): SyncMode
  * optimizer state): the only points where a checkpoint is exact.
  */
 export class SyncSchedule {
-  /** Optimizer steps applied by the last `step` call (0 while accumulating). */
+  /** Micro-batches accumulated, or local steps taken, since the last sync (0: the ranks agree). */
   private pending = 0;
-  /** Sync milliseconds since `resetTotals` (gradient or weight averaging, or the async push/pull). */
+  /** Sync milliseconds since `beginFit` (gradient or weight averaging, or the async push/pull). */
   syncMsTotal = 0;
   private pushed?: { deltas: DenseTensor[]; params: DenseTensor[]; flat: Float32Array; delta: Float32Array };
 
@@ -68,8 +68,16 @@ export class SyncSchedule {
     return this.pending === 0;
   }
 
-  resetTotals(): void {
+  /**
+   * A `fit` starts: totals from zero, and micro-batches a failed `fit` accumulated are dropped (local SGD's
+   * pending steps stay: the next average reconciles the ranks).
+   */
+  beginFit(): void {
     this.syncMsTotal = 0;
+    if (this.mode.kind === 'accumulate' && this.pending > 0) {
+      this.bridge.dropAccumulated();
+      this.pending = 0;
+    }
   }
 
   /** One batch of `rows` rows; returns the local loss and whether an optimizer step was taken. */

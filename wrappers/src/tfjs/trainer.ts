@@ -331,7 +331,7 @@ export class Trainer implements CallbackTrainer {
     // A step checkpoint falls due when the step count passes a multiple of everySteps; written at the next sync.
     const stepsDue = () => ckpt?.everySteps !== undefined && Math.floor(this.step_ / ckpt.everySteps) > Math.floor(lastSaveStep / ckpt.everySteps);
     const schedule = this.schedule!;
-    schedule.resetTotals();
+    schedule.beginFit();
     let stepMsTotal = 0;
     const saveEvery = async (epoch: number, epochStep: number, sums: Float64Array) => {
       if (!ckpt || this.rank !== 0 || epochStep >= steps || !schedule.atSync) return;
