@@ -67,6 +67,50 @@ export function itemItemInverse(p: Float32Array, gram: Float32Array, n: number):
   return { p, gram, diag: Float32Array.from({ length: n }, (_, j) => p[j * n + j]!), n, quad: new WeakMap() };
 }
 
+/** log1p(n) of the small integer counts behind the repeat-buy and co-occurrence features: Math.log1p's own values, looked up (measured: log1p per candidate was a tenth of a step). */
+const LOG1P_SMALL = Float64Array.from({ length: 1024 }, (_, n) => Math.log1p(n));
+function log1pCount(x: number): number {
+  return x >= 0 && x < LOG1P_SMALL.length && Number.isInteger(x) ? LOG1P_SMALL[x]! : Math.log1p(x);
+}
+
+/**
+ * Rows of an n x n matrix at a step's K negatives, gathered once per distinct item of the step into one reused
+ * buffer (typed arrays instead of a Map of arrays: allocation and lookups were a large part of a step). A row's
+ * values are the matrix's own float32 values, so results do not depend on this cache.
+ */
+class StepRows {
+  private readonly stamp: Int32Array; private readonly slot: Int32Array;
+  private rows: Float32Array; private used = 0; private step = 0;
+  constructor(private readonly m: Float32Array, private readonly n: number, readonly k: number) {
+    this.stamp = new Int32Array(n); this.slot = new Int32Array(n);
+    this.rows = new Float32Array(Math.min(n, 256) * k);
+  }
+  /** Forget the previous step's rows (the negatives changed). */
+  next(): void { this.step++; this.used = 0; }
+  /** The offset in `data` of item v's row at the negatives `neg` (gathered on first use in this step). */
+  at(v: number, neg: Int32Array): number {
+    if (this.stamp[v] === this.step) return this.slot[v]!;
+    const K = this.k, at = this.used * K;
+    if (at + K > this.rows.length) { const r = new Float32Array(Math.min(this.n * K, 2 * this.rows.length)); r.set(this.rows); this.rows = r; }
+    const o = v * this.n, m = this.m, rows = this.rows;
+    for (let k = 0; k < K; k++) rows[at + k] = m[o + neg[k]!]!;
+    this.stamp[v] = this.step; this.slot[v] = at; this.used++;
+    return at;
+  }
+  get data(): Float32Array { return this.rows; }
+}
+
+/** Per ItemItemInverse: the reused step buffers of `wideFeatures` (P and C rows, basket marks). */
+interface WideScratch { p: StepRows; c: StepRows; inB: Int32Array; mark: number }
+const scratchOf = new WeakMap<ItemItemInverse, WideScratch>();
+
+/** sum over the basket's items x of P[x][k] (u = P x at k), in basket order. */
+function uAt(P: Float32Array, N: number, items: Int32Array, s: number, e: number, k: number): number {
+  let z = 0;
+  for (let x = s; x < e; x++) z += P[items[x]! * N + k]!;
+  return z;
+}
+
 /**
  * The wide features of a training step: `fp` [B, WIDE] for each example's target, `fn` [B, K, WIDE] for the K
  * negatives shared by the batch.
@@ -74,8 +118,9 @@ export function itemItemInverse(p: Float32Array, gram: Float32Array, n: number):
  * The EASE features of a training example are computed leave-one-basket-out: B from the Gram matrix without the
  * example's own basket x (Sherman-Morrison: P' = P + P x x^T P / (1 - x^T P x)), so they are as informative as
  * they will be on unseen test baskets and the model learns how far to trust them (with the in-sample B, every
- * training target co-occurs with its context in B's own fit). P's rows at the step's negatives are gathered once
- * per distinct item of the step; each example then adds K-wide rows.
+ * training target co-occurs with its context in B's own fit). P's and C's rows at the step's negatives are
+ * gathered once per distinct item of the step; each example then adds K-wide rows. The float64 sums run in a
+ * fixed order (test/src/recommender-wide-features.test.ts pins the values bit for bit).
  */
 export function wideFeatures(
   train: Baskets, batch: readonly { basket: number }[], users: Int32Array, posIds: Int32Array, negIds: Int32Array, hist: Lists,
@@ -83,49 +128,44 @@ export function wideFeatures(
 ): { fp: Float32Array; fn: Float32Array } {
   const B = batch.length, K = negIds.length, F = WIDE;
   const fp = new Float32Array(B * F), fn = new Float32Array(B * K * F);
+  // The negatives at each item: negFirst[j] is the first k with negIds[k] = j (-1 if none), negNext[k] the next.
+  let size = ii ? ii.n : 0;
+  if (!ii) for (let k = 0; k < K; k++) size = Math.max(size, negIds[k]! + 1);
+  const negFirst = new Int32Array(size).fill(-1), negNext = new Int32Array(K);
+  for (let k = K - 1; k >= 0; k--) { const j = negIds[k]!; negNext[k] = negFirst[j]!; negFirst[j] = k; }
+  const firstNeg = (j: number): number => (j < size ? negFirst[j]! : -1);
   // Repeat-buy: one pass over each history (its items are distinct).
-  const negAt = new Map<number, number[]>();
-  for (let k = 0; k < K; k++) { const j = negIds[k]!; const l = negAt.get(j); if (l) l.push(k); else negAt.set(j, [k]); }
   for (let i = 0; i < B; i++) {
     if (users[i] === 0) continue;
     const basket = batch[i]!.basket, t = posIds[i]!;
     for (let x = hist.offsets[basket]!; x < hist.offsets[basket + 1]!; x++) {
-      const it = hist.items[x]!, n = hist.counts[x]!;
-      if (it === t) { fp[i * F] = Math.log1p(n); fp[i * F + 1] = 1; }
-      const ks = negAt.get(it);
-      if (ks) for (const k of ks) { fn[(i * K + k) * F] = Math.log1p(n); fn[(i * K + k) * F + 1] = 1; }
+      const it = hist.items[x]!, l = log1pCount(hist.counts[x]!);
+      if (it === t) { fp[i * F] = l; fp[i * F + 1] = 1; }
+      for (let k = firstNeg(it); k >= 0; k = negNext[k]!) { fn[(i * K + k) * F] = l; fn[(i * K + k) * F + 1] = 1; }
     }
   }
   if (ii === null) return { fp, fn };
   const { p: P, diag, n: N, gram: C } = ii;
-  const sub = new Map<number, Float32Array>();
-  /** P[v][negIds[.]] as a K-wide row (cached for the step). */
-  const rowOf = (v: number): Float32Array => {
-    let r = sub.get(v);
-    if (r === undefined) {
-      r = new Float32Array(K);
-      const o = v * N;
-      for (let k = 0; k < K; k++) r[k] = P[o + negIds[k]!]!;
-      sub.set(v, r);
-    }
-    return r;
-  };
+  let sc = scratchOf.get(ii);
+  if (sc === undefined || sc.p.k !== K) scratchOf.set(ii, (sc = { p: new StepRows(P, N, K), c: new StepRows(C, N, K), inB: new Int32Array(N), mark: 0 }));
+  const pRows = sc.p, cRows = sc.c, inB = sc.inB;
+  pRows.next(); cRows.next();
+  const items = train.items;
   const uNeg = new Float64Array(K), pjjNeg = new Float64Array(K), acc = new Float64Array(K), self = new Float64Array(K);
-  let quad = ii.quad.get(train.items);
-  if (quad === undefined) ii.quad.set(train.items, (quad = new Float64Array(train.users.length).fill(NaN)));
+  let quad = ii.quad.get(items);
+  if (quad === undefined) ii.quad.set(items, (quad = new Float64Array(train.users.length).fill(NaN)));
   for (let i = 0; i < B; i++) {
     const b = batch[i]!.basket, t = posIds[i]!;
     const s = train.offsets[b]!, e = train.offsets[b + 1]!;
-    // u = P x over the basket's items, at the candidates and at the items that point (context, history).
-    const uOf = (k: number): number => { let z = 0; for (let x = s; x < e; x++) z += P[train.items[x]! * N + k]!; return z; };
     // x^T P x costs |basket|^2 lookups (large invoices hold hundreds of items): once per basket.
     let c = quad[b]!;
-    if (Number.isNaN(c)) { c = 0; for (let x = s; x < e; x++) c += uOf(train.items[x]!); quad[b] = c; }
+    if (Number.isNaN(c)) { c = 0; for (let x = s; x < e; x++) c += uAt(P, N, items, s, e, items[x]!); quad[b] = c; }
     const den = 1 / Math.max(1 - c, 1e-6);
+    // u = P x over the basket's items, at the candidates and at the items that point (context, history).
     uNeg.fill(0);
-    for (let x = s; x < e; x++) { const r = rowOf(train.items[x]!); for (let k = 0; k < K; k++) uNeg[k]! += r[k]!; }
+    for (let x = s; x < e; x++) { const r = pRows.at(items[x]!, negIds), R = pRows.data; for (let k = 0; k < K; k++) uNeg[k]! += R[r + k]!; }
     for (let k = 0; k < K; k++) pjjNeg[k] = diag[negIds[k]!]! + uNeg[k]! * uNeg[k]! * den;
-    const uT = uOf(t), pjjT = diag[t]! + uT * uT * den;
+    const uT = uAt(P, N, items, s, e, t), pjjT = diag[t]! + uT * uT * den;
     // sum_v B'[v][j] = -(sum_v P[v][j] + (sum_v u_v) u_j / (1 - c)) / P'[j][j]: one K-wide row sum per item v.
     const feature = (list: ArrayLike<number>, from: number, to: number, f: number, mean: boolean): void => {
       if (to <= from) return;
@@ -133,13 +173,12 @@ export function wideFeatures(
       let pos = 0, usum = 0;
       acc.fill(0);
       for (let x = from; x < to; x++) {
-        const v = list[x]!, uv = uOf(v) * den, r = rowOf(v);
+        const v = list[x]!, uv = uAt(P, N, items, s, e, v) * den, r = pRows.at(v, negIds), R = pRows.data;
         if (v !== t) pos -= (P[v * N + t]! + uv * uT) / pjjT;
         usum += uv;
-        for (let k = 0; k < K; k++) acc[k]! += r[k]!;
+        for (let k = 0; k < K; k++) acc[k]! += R[r + k]!;
         // B[v][v] = 0: take back the terms where a negative is v itself.
-        const ks = negAt.get(v);
-        if (ks) for (const k of ks) { acc[k]! -= r[k]!; self[k]! += uv; }
+        for (let k = negFirst[v]!; k >= 0; k = negNext[k]!) { acc[k]! -= R[r + k]!; self[k]! += uv; }
       }
       for (let k = 0; k < K; k++) {
         fn[(i * K + k) * F + f] = (-(acc[k]! + (usum - self[k]!) * uNeg[k]!) / pjjNeg[k]!) * scale;
@@ -151,17 +190,17 @@ export function wideFeatures(
     // Co-occurrence without the example's own basket: C' = C - x x^T, so each context item loses 1 at the basket's items.
     const cs = ctxOff[i]!, ce = ctxOff[i + 1]!, nctx = ce - cs;
     if (nctx > 0) {
-      const inB = new Set<number>();
-      for (let x = s; x < e; x++) inB.add(train.items[x]!);
+      const mark = ++sc.mark;
+      for (let x = s; x < e; x++) inB[items[x]!] = mark;
       let pos = 0;
       acc.fill(0);
       for (let x = cs; x < ce; x++) {
-        const v = ctx[x]!, o = v * N;
-        pos += C[o + t]!;
-        for (let k = 0; k < K; k++) acc[k]! += C[o + negIds[k]!]!;
+        const v = ctx[x]!, r = cRows.at(v, negIds), R = cRows.data;
+        pos += C[v * N + t]!;
+        for (let k = 0; k < K; k++) acc[k]! += R[r + k]!;
       }
-      fp[i * F + 4] = Math.log1p(Math.max(0, pos - nctx));
-      for (let k = 0; k < K; k++) fn[(i * K + k) * F + 4] = Math.log1p(Math.max(0, acc[k]! - (inB.has(negIds[k]!) ? nctx : 0)));
+      fp[i * F + 4] = log1pCount(Math.max(0, pos - nctx));
+      for (let k = 0; k < K; k++) fn[(i * K + k) * F + 4] = log1pCount(Math.max(0, acc[k]! - (inB[negIds[k]!] === mark ? nctx : 0)));
     }
     feature(hist.items, histRange[2 * i]!, histRange[2 * i + 1]!, 3, true);
   }

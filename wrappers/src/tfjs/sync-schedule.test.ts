@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as tfjs from '@tensorflow/tfjs';
 import { memoryGroups, memoryPsCluster } from '@shoal/backends/testing';
-import { PsSync, RingSync, type DenseTensor, type GradientSync } from '@shoal/backends';
+import { attachJobTelemetry, PsSync, RingSync, type DenseTensor, type GradientSync } from '@shoal/backends';
+import { Timeline } from '@shoal/core/telemetry';
 import { loadCheckpoint } from './checkpoint.js';
 import { setupTfjs } from './runtime.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
@@ -143,6 +144,25 @@ test('syncEvery: K on 2 ranks = each rank K local steps on its shard, then weigh
   assert.ok(d < 1e-5, `local SGD vs reference: max relative difference ${d}`);
 });
 
+test('with a job timeline, local SGD averages are spans on the step lane', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-sched-tl-'));
+  try {
+    const data = toy(2 * 8 * 6, 14); // 6 steps per rank
+    await onRanks(async (sync) => {
+      const timeline = new Timeline({ path: join(dir, `rank-${sync.rank}.jsonl`), pid: sync.rank });
+      attachJobTelemetry(sync, { timeline });
+      const t = mk(sync, 'sgd', { syncEvery: 3 });
+      await t.fit(data, { epochs: 1, batchSize: 8, shuffle: false });
+      await timeline.close();
+    });
+    const spans = readFileSync(join(dir, 'rank-0.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { name: string; ph: string });
+    assert.is(spans.filter((e) => e.ph === 'X' && e.name === 'average').length, 2, 'one average per 3 steps');
+    assert.is(spans.filter((e) => e.ph === 'X' && e.name === 'step').length, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 for (const [what, o] of [['syncEvery: 3', { syncEvery: 3 }], ['accumulateSteps: 3', { accumulateSteps: 3 }]] as const) {
   test(`${what}: a 2-rank run killed mid-epoch resumes from its last checkpoint bit-identical to an uninterrupted run`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shoal-sched-ckpt-'));
@@ -213,7 +233,7 @@ test('fit ends with one advice line on rank 0 when sync exceeds a quarter of the
   });
   const advice = outs[0]![0]!.split('\n').filter((l) => l.includes('sync took'));
   assert.is(advice.length, 1, outs[0]![0]);
-  assert.match(advice[0]!, /^\[rank 0\] sync took \d+% of the training time .*syncEvery: 4.*accumulateSteps: 4.*--ps-mode async --staleness 2.*advice: false hides this line\.$/);
+  assert.match(advice[0]!, /^\[rank 0\] sync took \d+% of the training time .*accumulateSteps: 4.*--ps-mode async --staleness 2.*syncEvery: 4.*a larger batchSize\. Trainer option advice: false hides this line\.$/);
   assert.not.match(outs[0]![1]!, /sync took/, 'advice: false');
   assert.not.match(outs[1]![0]!, /sync took/, 'rank 1 stays quiet');
   // Under the threshold: no line.
