@@ -81,19 +81,31 @@ function log1pCount(x: number): number {
 class StepRows {
   private readonly stamp: Int32Array; private readonly slot: Int32Array;
   private rows: Float32Array; private used = 0; private step = 0;
+  /**
+   * The step's negatives in ascending item order (`order[q]` is a k, `cols[q]` its item): a row is read front to
+   * back, so the hardware prefetches it (measured on Online Retail, 3,625 items: the gather was the largest cost).
+   */
+  private readonly order: Int32Array; private readonly cols: Int32Array;
   constructor(private readonly m: Float32Array, private readonly n: number, readonly k: number) {
     this.stamp = new Int32Array(n); this.slot = new Int32Array(n);
     this.rows = new Float32Array(Math.min(n, 256) * k);
+    this.order = new Int32Array(k); this.cols = new Int32Array(k);
   }
-  /** Forget the previous step's rows (the negatives changed). */
-  next(): void { this.step++; this.used = 0; }
-  /** The offset in `data` of item v's row at the negatives `neg` (gathered on first use in this step). */
-  at(v: number, neg: Int32Array): number {
+  /** Forget the previous step's rows: the step's negatives are now `neg`. */
+  next(neg: Int32Array): void {
+    this.step++; this.used = 0;
+    const order = this.order;
+    for (let k = 0; k < this.k; k++) order[k] = k;
+    order.sort((a, b) => neg[a]! - neg[b]!);
+    for (let q = 0; q < this.k; q++) this.cols[q] = neg[order[q]!]!;
+  }
+  /** The offset in `data` of item v's row at the step's negatives (gathered on first use in this step). */
+  at(v: number): number {
     if (this.stamp[v] === this.step) return this.slot[v]!;
     const K = this.k, at = this.used * K;
     if (at + K > this.rows.length) { const r = new Float32Array(Math.min(this.n * K, 2 * this.rows.length)); r.set(this.rows); this.rows = r; }
-    const o = v * this.n, m = this.m, rows = this.rows;
-    for (let k = 0; k < K; k++) rows[at + k] = m[o + neg[k]!]!;
+    const o = v * this.n, m = this.m, rows = this.rows, order = this.order, cols = this.cols;
+    for (let q = 0; q < K; q++) rows[at + order[q]!] = m[o + cols[q]!]!;
     this.stamp[v] = this.step; this.slot[v] = at; this.used++;
     return at;
   }
@@ -149,7 +161,7 @@ export function wideFeatures(
   let sc = scratchOf.get(ii);
   if (sc === undefined || sc.p.k !== K) scratchOf.set(ii, (sc = { p: new StepRows(P, N, K), c: new StepRows(C, N, K), inB: new Int32Array(N), mark: 0 }));
   const pRows = sc.p, cRows = sc.c, inB = sc.inB;
-  pRows.next(); cRows.next();
+  pRows.next(negIds); cRows.next(negIds);
   const items = train.items;
   const uNeg = new Float64Array(K), pjjNeg = new Float64Array(K), acc = new Float64Array(K), self = new Float64Array(K);
   let quad = ii.quad.get(items);
@@ -163,7 +175,7 @@ export function wideFeatures(
     const den = 1 / Math.max(1 - c, 1e-6);
     // u = P x over the basket's items, at the candidates and at the items that point (context, history).
     uNeg.fill(0);
-    for (let x = s; x < e; x++) { const r = pRows.at(items[x]!, negIds), R = pRows.data; for (let k = 0; k < K; k++) uNeg[k]! += R[r + k]!; }
+    for (let x = s; x < e; x++) { const r = pRows.at(items[x]!), R = pRows.data; for (let k = 0; k < K; k++) uNeg[k]! += R[r + k]!; }
     for (let k = 0; k < K; k++) pjjNeg[k] = diag[negIds[k]!]! + uNeg[k]! * uNeg[k]! * den;
     const uT = uAt(P, N, items, s, e, t), pjjT = diag[t]! + uT * uT * den;
     // sum_v B'[v][j] = -(sum_v P[v][j] + (sum_v u_v) u_j / (1 - c)) / P'[j][j]: one K-wide row sum per item v.
@@ -173,7 +185,7 @@ export function wideFeatures(
       let pos = 0, usum = 0;
       acc.fill(0);
       for (let x = from; x < to; x++) {
-        const v = list[x]!, uv = uAt(P, N, items, s, e, v) * den, r = pRows.at(v, negIds), R = pRows.data;
+        const v = list[x]!, uv = uAt(P, N, items, s, e, v) * den, r = pRows.at(v), R = pRows.data;
         if (v !== t) pos -= (P[v * N + t]! + uv * uT) / pjjT;
         usum += uv;
         for (let k = 0; k < K; k++) acc[k]! += R[r + k]!;
@@ -195,7 +207,7 @@ export function wideFeatures(
       let pos = 0;
       acc.fill(0);
       for (let x = cs; x < ce; x++) {
-        const v = ctx[x]!, r = cRows.at(v, negIds), R = cRows.data;
+        const v = ctx[x]!, r = cRows.at(v), R = cRows.data;
         pos += C[v * N + t]!;
         for (let k = 0; k < K; k++) acc[k]! += R[r + k]!;
       }
