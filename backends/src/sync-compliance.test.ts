@@ -23,4 +23,4 @@ gradientSyncCompliance('HybridSync (memory ring + local ps)', async (n): Promise
     };
     return h;
   });
-}).run();
+}, { collectiveOrder: true }).run();

@@ -14,5 +14,5 @@ if (fail > 0 && Number(process.argv[fail + 1]) === w.options.rank) {
 }
 const data = Float32Array.of(w.options.rank + 1);
 await w.sync.allreduceMean([{ name: 'x', shape: [1], data }]);
-process.stdout.write(`${JSON.stringify({ rank: w.options.rank, hostname: hostname(), localRank: w.options.localRank, transport: w.options.transport, host: w.options.host, mean: data[0], engine: w.sync.kind })}\n`);
+process.stdout.write(`${JSON.stringify({ rank: w.options.rank, hostname: hostname(), localRank: w.options.localRank, transport: w.options.transport, host: w.options.host, mean: data[0], engine: w.sync.kind, tls: w.options.auth.tls?.fingerprint ?? null })}\n`);
 await w.close();

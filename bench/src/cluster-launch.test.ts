@@ -78,6 +78,21 @@ if (why) {
     }
   });
 
+  test('--tls across hosts: the remote ranks read the job certificate from their ssh stdin; net by default', async () => {
+    const r = await shoal(cluster, ['run', '-n', '4', '--hosts', `${h0}:2,${h1}:2`, '--rsh', rsh, '--tls', here('./cluster-launch-probe.js')]);
+    assert.is(r.code, 0, r.err);
+    const ranks = r.out.split('\n').map((l) => /^\[rank \d+\] (\{.*\})$/.exec(l)?.[1]).filter((x) => x !== undefined).map((x) => JSON.parse(x!) as Record<string, unknown>);
+    assert.is(ranks.length, 4);
+    const prints = new Set(ranks.map((x) => x.tls));
+    assert.is(prints.size, 1, `one certificate pinned by every rank: ${[...prints].join(', ')}`);
+    assert.match(String([...prints][0]), /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    for (const x of ranks) {
+      assert.is(x.transport, 'net');
+      assert.is(x.mean, 2.5, 'the allreduce crossed the hosts under TLS');
+    }
+    assert.not.match(r.out + r.err, /SHOAL_JOB_TLS=|MII/, 'the certificate and key are in no output');
+  });
+
   test('a hostfile, and the digits example on 2 hosts x 2 ranks with batch 8 matches 1 worker with batch 32', async () => {
     const common = ['--optimizer', 'sgd', '--lr', '0.1', '--steps', '20', '--epochs', '1'];
     const one = await shoal(cluster, ['run', '-n', '1', digits, ...common, '--batch-size', '32', '--out', join(dir, 'w1.json')]);

@@ -14,12 +14,17 @@
  *
  * Writes `bench/results/security.json`: `{ suite: 'security', version: 2, started, host: { cpus, node, loadavg1 },
  * setup: [{ name, connections, p50_us, p99_us, mean_us }], steady: [{ name, bytes, p50_us | gbps, p50_gbps,
- * samples }], tls_vs_plain: { net_setup_p50, store_setup_p50, rt_8b_p50, gbps_64mib_best } }` (ratios TLS / plain).
+ * samples }], tls_vs_plain: { net_setup_p50, store_setup_p50, rt_8b_p50, gbps_64mib_best, cross_rt_8b_p50,
+ * cross_gbps_64mib_best } }` (ratios TLS / plain). The `cross-process` rows run the same against a
+ * `transport-peer.js` child, so each process does its own end's crypto.
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import * as net from 'node:net';
 import { availableParallelism, loadavg } from 'node:os';
-import { AuthLog, JobAuth, JobTls, NetTransport, TcpStore, TcpStoreServer } from '@shoal/core';
+import { AuthLog, JobAuth, JobTls, NetTransport, TcpStore, TcpStoreServer, type Connection } from '@shoal/core';
+import { BENCH_JOB_ID } from './bench-auth.js';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
 export const command = {
@@ -69,6 +74,31 @@ function tcpHello(port: number): Promise<number> {
     });
     s.once('error', reject);
   });
+}
+
+/**
+ * A net pair whose other end is a `transport-peer.js` child (each process does its own end's crypto), under `auth`
+ * (its secret, and certificate if any, reach the child in its environment).
+ */
+async function crossProcessPair(auth: JobAuth): Promise<{ conn: Connection; close(): Promise<void> }> {
+  const t = new NetTransport({ auth });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const peer = fileURLToPath(new URL('./transport-peer.js', import.meta.url));
+  const child = spawn(process.execPath, [peer, JSON.stringify({ module: '@shoal/core', factory: 'createNetTransport', factoryArg: {}, url: l.url })], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, ...auth.childEnv() },
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const conn = await Promise.race([l.accept({ timeoutMs: 30_000 }), exited.then((c) => Promise.reject(new Error(`peer exited (${c}) before connecting`)))]);
+  return {
+    conn,
+    close: async () => {
+      await conn.send(new TextEncoder().encode(JSON.stringify({ op: 'exit' })));
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+      child.kill();
+      await l.close();
+    },
+  };
 }
 
 /** Best-of throughput (GB/s) and 8 B round-trip samples over one connected pair. */
@@ -149,10 +179,36 @@ export async function run(args: string[]): Promise<void> {
       if (i > 0) p.fig.gbps.push(big.byteLength / us / 1000);
     }
   }
-  const steady = pairs.flatMap((p, i) => [
+  // Cross-process: 64 MiB one way to a peer process that checks lengths ('sink'), 8 B round trips ('echo').
+  const cross: Array<{ name: string; bytes: number; gbps?: number; p50_gbps?: number; p50_us?: number; samples: number }> = [];
+  for (const k of kinds) {
+    const p = await crossProcessPair(k.auth.withJobId(BENCH_JOB_ID));
+    const cmd = (o: object) => p.conn.send(new TextEncoder().encode(JSON.stringify(o)));
+    const rates: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      await cmd({ op: 'sink', bytes: big.byteLength, count: 1 });
+      const t0 = now();
+      await p.conn.send(big);
+      const ok = new TextDecoder().decode(await p.conn.recv({ timeoutMs: 60_000 }));
+      if (ok !== 'ok') throw new Error(`peer: ${ok}`);
+      if (i > 0) rates.push(big.byteLength / (now() - t0) / 1000);
+    }
+    await cmd({ op: 'echo', bytes: 8, count: 3000 });
+    const rts: number[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const t0 = now();
+      await p.conn.send(small);
+      await p.conn.recv({ timeoutMs: 10_000 });
+      if (i >= 500) rts.push(now() - t0);
+    }
+    await p.close();
+    cross.push({ name: `cross-process net-auth${k.suffix} 8 B round trip`, bytes: 8, p50_us: round(pct(rts, 50)), samples: rts.length });
+    cross.push({ name: `cross-process net-auth${k.suffix} 64 MiB one way (best of ${reps - 1})`, bytes: big.byteLength, gbps: Math.round(Math.max(...rates) * 1000) / 1000, p50_gbps: Math.round(pct(rates, 50) * 1000) / 1000, samples: rates.length });
+  }
+  const steady = [...pairs.flatMap((p, i) => [
     { name: `net-auth${kinds[i]!.suffix} 8 B round trip`, bytes: 8, p50_us: round(pct(p.fig.rt, 50)), samples: p.fig.rt.length },
     { name: `net-auth${kinds[i]!.suffix} 64 MiB one way (best of ${reps - 1})`, bytes: big.byteLength, gbps: Math.round(Math.max(...p.fig.gbps) * 1000) / 1000, p50_gbps: Math.round(pct(p.fig.gbps, 50) * 1000) / 1000, samples: reps - 1 },
-  ]);
+  ]), ...cross];
   const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
   const p50 = (name: string) => setup.find((r) => r.name === name)!.p50_us;
   const tls_vs_plain = {
@@ -160,6 +216,8 @@ export async function run(args: string[]): Promise<void> {
     store_setup_p50: ratio(p50('store-auth-tls'), p50('store-auth')),
     rt_8b_p50: ratio(steady[2]!.p50_us!, steady[0]!.p50_us!),
     gbps_64mib_best: ratio(steady[3]!.gbps!, steady[1]!.gbps!),
+    cross_rt_8b_p50: ratio(cross[2]!.p50_us!, cross[0]!.p50_us!),
+    cross_gbps_64mib_best: ratio(cross[3]!.gbps!, cross[1]!.gbps!),
   };
   for (const p of pairs) await Promise.all([p.a.close(), p.b.close(), p.l.close()]);
   for (const st of stores) await st.close();

@@ -14,6 +14,9 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_JOB_TLS (with `--tls`: the job's TLS certificate and key, one line; read with the secret into `auth.tls`:
  *   see security/job-tls.ts).
  *   SHOAL_PS_RESEND (1: the ps servers restart from checkpoints; resend what they had not acknowledged).
+ *   SHOAL_ELASTIC=1 (`shoal run --elastic`): SHOAL_WORKER_ID is this worker's stable id (ranks change with the
+ *   membership generations, see run/src/elastic/generations.ts); SHOAL_ELASTIC_JOIN=1 for a worker started to
+ *   join a running job (a replacement).
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
  * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
@@ -38,6 +41,11 @@ export interface WorkerOptions {
    * (SHOAL_PS_RESEND=1, set by `shoal run --ps-durable`).
    */
   psResend?: boolean;
+  /**
+   * Elastic membership (`shoal run --elastic`): this worker's stable id (ranks are positions in a generation's
+   * member list) and whether it was started to join a running job. `rank`/`worldSize` are those of generation 0.
+   */
+  elastic?: { workerId: number; join: boolean };
   /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
   columns?: { features: string[]; label: string };
 }
@@ -87,6 +95,9 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     host: env.SHOAL_HOST || '127.0.0.1',
     auth,
     ...(oneOf(env, 'SHOAL_PS_RESEND', ['0', '1'] as const, '0') === '1' ? { psResend: true } : {}),
+    ...(oneOf(env, 'SHOAL_ELASTIC', ['0', '1'] as const, '0') === '1'
+      ? { elastic: { workerId: int(env, 'SHOAL_WORKER_ID', rank), join: oneOf(env, 'SHOAL_ELASTIC_JOIN', ['0', '1'] as const, '0') === '1' } }
+      : {}),
     ...dataOf(env),
   };
 }

@@ -20,7 +20,8 @@ export type ShoalErrorCode =
   | 'ERR_REMOTE'
   | 'ERR_STATE'
   | 'ERR_AUTH'
-  | 'ERR_QUOTA';
+  | 'ERR_QUOTA'
+  | 'ERR_MEMBERSHIP';
 
 export class ShoalError extends Error {
   readonly code: ShoalErrorCode;
@@ -81,4 +82,10 @@ export const Errors = {
   /** A resource limit (store keys or bytes, connections) would be exceeded. */
   quota: (what: string, detail: string, details: Record<string, unknown> = {}) =>
     new ShoalError('ERR_QUOTA', `${what}: ${detail}`, details),
+  /**
+   * Elastic jobs: the launcher published a new membership (a worker was lost or one joins). Recoverable: roll
+   * back to the last commit and rebuild on the new generation (`ElasticControl.reset`).
+   */
+  membership: (detail: string, details: Record<string, unknown> = {}, cause?: unknown) =>
+    new ShoalError('ERR_MEMBERSHIP', `membership changed: ${detail}`, details, cause),
 } as const;

@@ -146,6 +146,7 @@ def run(
     tail_lines: int = 40,
     require_result: bool = True,
     host: Optional[str] = None,
+    ps_durable: Optional[str] = None,
     logdir: Optional[str] = None,
     tls: bool = False,
 ) -> ShoalResult:
@@ -159,6 +160,11 @@ def run(
     becomes rank i: its rows reach the worker as an Arrow IPC stream on stdin (`SHOAL_INPUT=stdin`), in the order
     Spark produces them. The worker joins the job from the SHOAL_* environment (core/src/config.ts) through a TCP
     rendezvous store hosted in rank 0's task, and reports its result by printing one `SHOAL_RESULT {json}` line.
+
+    `ps_durable` (ps and hybrid, as `shoal run --ps-durable DIR`): the servers checkpoint every update under
+    `<ps_durable>/<job id>/` on rank 0's executor (removed when the job ends), a server that dies is restarted from
+    it and the workers resend what it had not acknowledged, so the job ends with the weights of a run without the
+    fault.
 
     `timeout_s` bounds each task from its first input batch to its worker's exit (the worker is killed then);
     `net_timeout_s` becomes SHOAL_TIMEOUT_MS, every network wait inside the job (rendezvous, collectives).
@@ -190,6 +196,11 @@ def run(
         raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if not isinstance(servers, int) or servers < 1:
         raise ValueError(f"servers must be an integer >= 1, got {servers!r}")
+    if ps_durable is not None:
+        if not isinstance(ps_durable, str) or ps_durable == "":
+            raise ValueError(f"ps_durable must be a folder path, got {ps_durable!r}")
+        if backend not in ("ps", "hybrid"):
+            raise ValueError(f"ps_durable keeps parameter servers alive: it needs backend ps or hybrid, got {backend!r}")
     if any(not isinstance(a, str) for a in args):
         raise ValueError(f"args must be strings, got {list(args)!r}")
     if logdir is not None and (not isinstance(logdir, str) or logdir == "" or "\0" in logdir):
@@ -256,6 +267,7 @@ def run(
         "require_result": bool(require_result),
         "store_script": store if n > 1 or backend != "ring" else "",
         "host": host,
+        "ps_durable": os.path.abspath(ps_durable) if ps_durable is not None else None,
         "schema": to_arrow_schema(df.schema).serialize().to_pybytes(),
     }
 

@@ -26,6 +26,7 @@ import ctypes
 import json
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,8 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
     if spec["backend"] in ("ps", "hybrid"):
         # rank 0's task also hosts the parameter-server shards (actor processes of the store's process group)
         argv += ["--ps-servers", str(spec["servers"]), "--workers", str(spec["world"])]
+        if spec.get("ps_durable"):
+            argv += ["--ps-durable", spec["ps_durable"]]
         if spec.get("logdir"):
             argv += ["--logdir", spec["logdir"]]
     # tags the store and its server actors with the job; the secret goes in the environment only
@@ -361,6 +364,8 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_JOB_SECRET": spec["job_secret"],
             **({"SHOAL_JOB_TLS": spec["job_tls"]} if spec.get("job_tls") else {}),
         })
+        if spec.get("ps_durable"):
+            env["SHOAL_PS_RESEND"] = "1"  # the servers restart from their checkpoints: resend what they lost
         argv = [spec["node"], *spec.get("node_args", []), spec["script"], *spec["args"]]
         worker = _Child(argv, env, spec["cwd"], rank, "worker", spec["tail_lines"], RESULT_MARKER, stdin=True)
         watchdog = _Watchdog(worker, deadline)
@@ -420,6 +425,9 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             worker.kill()
         if store is not None:
             store.kill()
+            if spec.get("ps_durable"):
+                # the store is killed, not asked to stop: remove the job's server checkpoints here
+                shutil.rmtree(os.path.join(spec["ps_durable"], spec["job_id"]), ignore_errors=True)
 
 
 def OUTPUT_SCHEMA() -> Any:

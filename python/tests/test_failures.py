@@ -2,6 +2,11 @@
 failing Spark input fail the job with a clear error, and no worker, store or server actor of the job survives
 (checked in /proc by job id)."""
 
+import json
+import os
+import signal
+import threading
+import time
 import uuid
 
 import pytest
@@ -61,3 +66,69 @@ def test_failing_spark_input_fails_the_job_and_leaves_no_process(spark, repo):
     with pytest.raises(Exception, match="input broke at row 150000"):
         shoal_spark.run(df, PROBE, num_workers=2, args=["--sum", "x"], timeout_s=60, cwd=repo, job_id=t)
     assert wait_no_processes(f"SHOAL_JOB_ID={t}") == []
+
+
+def _server_pid(job_id: str, name: str):
+    """Pid of the server actor `name` of job `job_id` (its actor spec, in its environment, names it)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if f'"name":"{name}"' in env and job_id in env:
+            return int(pid)
+    return None
+
+
+def test_ps_durable_restarts_a_killed_server_and_ends_with_the_clean_weights(spark, repo, tmp_path):
+    # ps_durable: the servers checkpoint every update, rank 0's store restarts a SIGKILLed one from its checkpoint and
+    # the workers resend; the job ends with the weights of the same job without the kill (fault-worker's steps are
+    # exact in float32, so bit for bit)
+    df = spark.range(0, 100, numPartitions=2).selectExpr("cast(id as double) as x")
+
+    def once(kill: bool):
+        t = tag()
+        prog = tmp_path / f"progress-{t}"
+        prog.mkdir()
+        out = tmp_path / f"weights-{t}.json"
+        killed = []
+
+        def killer():
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                try:
+                    if int((prog / "0").read_text() or "0") >= 10:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.01)
+            pid = _server_pid(t, "ps-server-1")
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        th = threading.Thread(target=killer, daemon=True)
+        if kill:
+            th.start()
+        shoal_spark.run(df, "test/dist/fault-worker.js", num_workers=2, backend="ps", servers=2, ps_durable=str(tmp_path / "durable"),
+                        env={"PROGRESS_DIR": str(prog), "OUT": str(out), "STEPS": "40", "STEP_MS": "20"},
+                        cwd=repo, job_id=t, timeout_s=120, require_result=False)
+        if kill:
+            th.join(5)
+        assert wait_no_processes(f"SHOAL_JOB_ID={t}") == []
+        return json.loads(out.read_text()), killed
+
+    clean, _ = once(False)
+    faulty, killed = once(True)
+    assert killed, "ps-server-1 was not found to kill"
+    assert faulty == clean
+    assert not any((tmp_path / "durable").iterdir()), "the job's checkpoint folder was not removed"
+
+
+def test_ps_durable_is_refused_on_the_ring(spark, repo):
+    df = spark.range(0, 10, numPartitions=2)
+    with pytest.raises(ValueError, match="needs backend ps or hybrid"):
+        shoal_spark.run(df, PROBE, ps_durable="/tmp/x", cwd=repo)

@@ -7,6 +7,7 @@
 export { initWorker, type InitWorkerOptions, type WorkerHandle } from './worker/init-worker.js';
 export { connectEngine, type ConnectedEngine, type EngineOptions } from './worker/engine-factory.js';
 export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJobOptions } from './worker/join-job.js';
+export { ElasticSync } from './worker/elastic-sync.js';
 export { sparkInput } from './worker/spark-input.js';
 export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';
 export { launch, pickRootCause, pickStalledRank, PS_MAX_RESTARTS, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';

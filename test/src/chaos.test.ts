@@ -3,16 +3,20 @@
  * (SIGKILL) or hanging one (SIGSTOP) or losing a server (SIGKILL, with and without --ps-durable) at a random
  * step. For every run: the job either finishes with the weights of a fault-free run (durable servers), or fails
  * within 2x the timeout of the fault with a result naming the lost process; never a hang; nothing left behind
- * (process, /dev/shm segment, socket). CHAOS_SEED picks another schedule.
+ * (process, /dev/shm segment, socket). Elastic runs (3 workers, --min-workers 2) lose a random worker at a random
+ * step and must finish with 2 whose weights are bit-identical and equal (to float rounding) to a reference that
+ * followed the same membership schedule from the same commit. CHAOS_SEED picks another schedule.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { execFileSync } from 'node:child_process';
 import { launch } from '@shoal/run';
 import { FAULT_WORKER, serverPid, settledLeftovers, waitStep, workerPids } from './fault-helpers.js';
+import { maxRelDiff, ROOT } from './train-helpers.js';
 
 const TIMEOUT_MS = 3000;
 const STEPS = 40;
@@ -127,6 +131,43 @@ for (const [i, p] of plans.entries()) {
       }
     }
     assert.equal(r.leftovers, []);
+  });
+}
+
+// Elastic: drawn after the plans above, so adding them changed none of those.
+const ELASTIC_WORKER = `${ROOT}test/dist/elastic-worker.js`;
+const elasticPlans = Array.from({ length: 2 }, () => ({ worker: Math.floor(random() * 3), step: 3 + Math.floor(random() * 35), commitEvery: [5, 10][Math.floor(random() * 2)]! }));
+for (const [i, p] of elasticPlans.entries()) {
+  test(`chaos elastic #${i} (seed ${seed}): ring, 3 workers, SIGKILL of worker ${p.worker} at step ${p.step}, commit every ${p.commitEvery}`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-chaos-el-'));
+    const jobId = `chaos-el-${process.pid}-${jobs++}`;
+    try {
+      const r = await launch({
+        script: ELASTIC_WORKER,
+        numWorkers: 3,
+        elastic: { minWorkers: 2, maxWorkers: 3 },
+        timeoutMs: TIMEOUT_MS * 3,
+        jobTimeoutMs: 60_000,
+        graceMs: 500,
+        jobId,
+        stdout: quiet(),
+        stderr: quiet(),
+        env: { OUT_DIR: dir, PID_DIR: dir, KILL_WORKER: String(p.worker), KILL_STEP: String(p.step), COMMIT_EVERY: String(p.commitEvery), EPOCHS: '1' },
+      });
+      assert.is(r.code, 0, r.error);
+      assert.equal(r.elastic?.lost.map((l) => [l.workerId, l.reason]), [[p.worker, 'killed by SIGKILL']]);
+      const outs = [0, 1, 2].filter((w) => w !== p.worker).map((w) => JSON.parse(readFileSync(join(dir, `worker-${w}.json`), 'utf8')) as { weights: number[]; steps: number });
+      assert.ok(outs[1]!.weights.every((v, j) => Object.is(v, outs[0]!.weights[j])), 'the survivors disagree on the weights');
+      const commit = Math.floor(p.step / p.commitEvery) * p.commitEvery;
+      const ref = JSON.parse(execFileSync(process.execPath, [ELASTIC_WORKER, '--reference', `0:3,${commit}:2`], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, EPOCHS: '1' } })) as { steps: number; weights: number[] };
+      assert.is(outs[0]!.steps, ref.steps);
+      const d = maxRelDiff(outs[0]!.weights, ref.weights);
+      assert.ok(d < 1e-4, `max relative difference from the reference ${d}`);
+      const pids = readdirSync(dir).filter((f) => f.startsWith('pid-')).map((f) => Number(readFileSync(join(dir, f), 'utf8')));
+      assert.equal(await settledLeftovers(jobId, pids), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 }
 

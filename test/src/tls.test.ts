@@ -152,6 +152,56 @@ test('another certificate is refused with an error naming both fingerprints, at 
   }
 }));
 
+test('300 seeded junk connections at a TLS store and ring listener: no crash, no hang, both still serve', guard('tls fuzz', 60_000, async () => {
+  let a = 0x7157 >>> 0;
+  const r = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const server = await TcpStoreServer.start({ auth });
+  const t = new NetTransport({ auth, handshakeTimeoutMs: 2_000 });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const pair = await selfSignedPair();
+  const tlsMod = await import('node:tls');
+  try {
+    const before = auth.log.rejected;
+    const one = async (port: number) => {
+      const kind = Math.floor(r() * 4);
+      const rand = Buffer.from(Array.from({ length: Math.floor(r() * 2048) }, () => Math.floor(r() * 256)));
+      // 0: random bytes; 1: a TLS record header announcing 2^14+ bytes, then junk; 2: a TLS client with another
+      // job's certificate that then sends junk; 3: connect and say nothing
+      const s =
+        kind === 2
+          ? tlsMod.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...pair })
+          : net.connect({ host: '127.0.0.1', port });
+      s.on('error', () => {});
+      await new Promise<void>((res) => (s.once(kind === 2 ? 'secureConnect' : 'connect', () => res()), s.once('close', () => res())));
+      if (kind === 0) s.write(rand);
+      else if (kind === 1) s.write(Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff]), rand]));
+      else if (kind === 2 && !s.destroyed) s.write(rand);
+      await new Promise((res) => setTimeout(res, Math.floor(r() * 20)));
+      s.destroy();
+    };
+    for (let done = 0; done < 300; done += 30) {
+      await Promise.all(Array.from({ length: 30 }, (_, i) => one(portOf(i % 2 ? server.url : l.url))));
+    }
+    assert.ok(auth.log.rejected - before >= 150, `rejected ${auth.log.rejected - before}`);
+    const c = await TcpStore.connect(server.url, { auth, timeoutMs: 5_000 });
+    await c.set('after', 'fuzz');
+    assert.is(new TextDecoder().decode(await c.get('after')), 'fuzz');
+    await c.close();
+    const [x, y] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+    await y.send(new Uint8Array([7, 7]));
+    assert.equal([...(await x.recv({ timeoutMs: 5_000 }))], [7, 7]);
+    await Promise.all([x.close(), y.close()]);
+  } finally {
+    await l.close();
+    await server.close();
+  }
+}));
+
 /** Another job's certificate and key as PEM, for a raw node:tls client. */
 async function selfSignedPair(): Promise<{ cert: string; key: string }> {
   const other = await JobTls.generate('rogue');

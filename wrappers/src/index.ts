@@ -6,6 +6,8 @@
 export { activeTfjsBackend, setupTfjs, wasmBinaryDir, type Tf, type TfjsBackendName, type TfjsRuntime, type TfjsRuntimeOptions } from './tfjs/runtime.js';
 export { registerShoalKernels, type ShoalKernels } from './tfjs/kernels.js';
 export { Trainer, type EpochRecord, type History, type TrainerOptions } from './tfjs/trainer.js';
+export { epochOrder } from './tfjs/data.js';
+export { elasticBatchRows, type ElasticOptions, type ElasticPosition, type ElasticTrainer } from './tfjs/elastic.js';
 export type { CheckpointOptions, FitOptions, TensorData, ValidationData } from './tfjs/fit-options.js';
 export {
   earlyStopping,

@@ -43,7 +43,8 @@ export async function allgatherRing<T extends NumericArray>(g: ProcessGroup, inp
  * is larger than its segment size (`RingSync` bounds what a peer may send by it, see `limitIncoming`):
  * message `aux = k` of a string carries its k-th segment, the first one prefixed by u32 segment count and
  * u32 total length (little-endian). A string is put together from the segments received, so a receiver holds
- * no more than it was sent.
+ * no more than it was sent (at the price of one copy for a string longer than a segment: reserving the
+ * announced total up front is what the bound is there to prevent).
  */
 export function allgatherBytes(g: ProcessGroup, bytes: Uint8Array, opts: { segmentBytes?: number } = {}): Promise<Uint8Array[]> {
   const seg = opts.segmentBytes ?? 1 << 20;

@@ -7,7 +7,7 @@ import { gradientSyncCompliance } from '../testing/compliance.js';
 import { memoryGroups } from './memory-groups.js';
 import { RingSync, type RingSyncOptions } from './ring-sync.js';
 
-gradientSyncCompliance('ring over memory', async (n) => (await memoryGroups(n, { timeoutMs: 5000 })).map((g) => new RingSync(g))).run();
+gradientSyncCompliance('ring over memory', async (n) => (await memoryGroups(n, { timeoutMs: 5000 })).map((g) => new RingSync(g)), { collectiveOrder: true }).run();
 gradientSyncCompliance('ring over memory, 256-byte fusion buffer, fp16 off', async (n) =>
   (await memoryGroups(n, { timeoutMs: 5000 })).map((g) => new RingSync(g, { fusionThresholdBytes: 256, segmentBytes: 64 })),
   { sizes: [3] },
@@ -21,7 +21,7 @@ async function withCollective(n: number, opts: RingSyncOptions = {}): Promise<Ri
   const colls = await Promise.all(groups.map((g) => ShmCollective.connect({ rank: g.rank, size: n, store, prefix: `rst${process.pid}`, timeoutMs: 5000 })));
   return groups.map((g, r) => new RingSync(g, { ...opts, collective: colls[r]! }));
 }
-gradientSyncCompliance('ring with the same-host shm collective', (n) => withCollective(n)).run();
+gradientSyncCompliance('ring with the same-host shm collective', (n) => withCollective(n), { collectiveOrder: true }).run();
 gradientSyncCompliance('ring with the same-host shm collective, 256-byte fusion buffer', (n) => withCollective(n, { fusionThresholdBytes: 256 }), { sizes: [3] }).run();
 
 test('RingSync with a collective uses it for dense gradients and gives every rank bitwise the same mean', async () => {

@@ -13,8 +13,8 @@ import { settleAll } from '@shoal/core/util';
  *   - sparseAllreduceMean merges duplicate and disjoint row ids into sorted unique rows;
  *   - a shape / name / count mismatch raises ERR_MISMATCH on every rank (no hang), and the engine still works;
  *   - with `collectiveOrder`: a collective-order mismatch (a barrier on one rank, an allreduce on the others)
- *     raises ERR_MISMATCH on every rank within a second (issue #16; the ps engine passes it; the ring gives
- *     ERR_PEER_CLOSED on a middle rank of 3 today, so it is opt-in until every engine does);
+ *     raises ERR_MISMATCH on every rank within a second (issue #16; ps and ring pass it, the ring's middle rank
+ *     through the breaking rank's notice; opt-in until every engine does);
  *   - a NaN on one rank raises ERR_NAN naming the tensor on every rank;
  *   - barrier returns on every rank; stats counts bytes.
  *

@@ -53,7 +53,14 @@ export const Tags = {
   barrier: 4,
   control: 5,
   allgatherBytes: 6,
+  /** Not a collective: a rank that broke the group on a mismatch tells its peers why (payload: the reason). */
+  abort: 7,
 } as const;
+/** How long a breaking rank spends telling each peer about a mismatch before it closes the connections. */
+const NOTICE_MS = 250;
+/** The group's store key holding the reason a rank broke the group on a mismatch, and how often pair waits check it. */
+const ABORT_KEY = 'abort';
+const ABORT_POLL_MS = 250;
 const TAG_NAMES = Object.fromEntries(Object.entries(Tags).map(([k, v]) => [v, k])) as Record<number, string>;
 
 export interface Header {
@@ -133,11 +140,47 @@ export class ProcessGroup {
     return p;
   }
 
+  /**
+   * Open the pair with `r` (see the class doc). While waiting, every ABORT_POLL_MS the group's store is checked
+   * for a mismatch another rank broke the group on (`noticePeers`): a rank waiting for a pair its peer will never
+   * open (the peer is in another collective) fails with that ERR_MISMATCH now, not at its timeout.
+   */
   private async openPair(r: number): Promise<Connection> {
+    let settled = false;
+    const ac = new AbortController();
+    const inner = this.openPairNow(r, ac.signal).finally(() => {
+      settled = true;
+    });
+    try {
+      return await Promise.race([inner, this.brokenElsewhere(r, () => settled)]);
+    } catch (e) {
+      if (!settled) {
+        ac.abort(e); // the listener's accept gives up now (a dialer's store wait runs out on its own)
+        void inner.then((c) => c.close().catch(() => {}), () => {});
+      }
+      throw e;
+    }
+  }
+
+  private async brokenElsewhere(r: number, settled: () => boolean): Promise<never> {
+    for (;;) {
+      await new Promise((res) => setTimeout(res, ABORT_POLL_MS));
+      if (settled()) return new Promise<never>(() => {});
+      let why: Uint8Array;
+      try {
+        why = await this.store.get(ABORT_KEY, 0);
+      } catch {
+        continue;
+      }
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: waiting for the pair with rank ${r}: the group was broken on a mismatch: ${asText(why)}`, { rank: this.rank, peer: r, remote: true });
+    }
+  }
+
+  private async openPairNow(r: number, signal: AbortSignal): Promise<Connection> {
     const lo = Math.min(this.rank, r);
     const hi = Math.max(this.rank, r);
     const key = `pair/${lo}-${hi}`;
-    const opts = { timeoutMs: this.timeoutMs };
+    const opts = { timeoutMs: this.timeoutMs, signal };
     let conn: Connection;
     try {
       if (this.rank === lo) {
@@ -279,6 +322,10 @@ export class ProcessGroup {
     const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
     if (dv.getUint32(0, true) !== MAGIC) throw Errors.badFrame(`rank ${this.rank} recv from rank ${r}`, 'bad magic (not a shoal process-group message)');
     const rawTag = dv.getUint16(4, true);
+    if (rawTag === Tags.abort) {
+      const why = new TextDecoder().decode(msg.subarray(HEADER_BYTES));
+      throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: rank ${r} broke the group on a mismatch: ${why}`, { rank: this.rank, peer: r, remote: true });
+    }
     const got: Header = { tag: rawTag & ~SPLIT_FLAG, step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
     if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
       throw Errors.mismatch(
@@ -372,10 +419,25 @@ export class ProcessGroup {
     for (const c of this.opened) c.limitIncoming?.(maxBytes, reason);
   }
 
-  /** Break the group after a failed collective: close every connection so peers fail fast. */
+  /**
+   * Break the group after a failed collective: close every connection so peers fail fast. A mismatch is first
+   * told to every connected peer (an `abort` message carrying the reason, sent once), so a rank that was not
+   * part of the mismatched exchange (the middle of a ring of 3) raises ERR_MISMATCH too, not ERR_PEER_CLOSED;
+   * it passes the notice on in turn.
+   */
   async abort(reason: Error): Promise<void> {
-    if (!this.broken) this.broken = reason;
+    const first = this.broken === undefined;
+    if (first) this.broken = reason;
+    if (first && isShoalError(reason, 'ERR_MISMATCH')) await this.noticePeers(reason);
     await this.closeConnections();
+  }
+
+  private async noticePeers(reason: Error): Promise<void> {
+    const text = new TextEncoder().encode(reason.message.slice(0, 4000));
+    const msg = this.message({ tag: Tags.abort, step: 0, seq: 0, aux: this.rank }, text.byteLength);
+    msg.set(text, HEADER_BYTES);
+    // ranks waiting to open a pair with a rank that will never come learn it from the store (`openPair`)
+    await Promise.all([...this.opened.map((c) => c.send(msg, { timeoutMs: NOTICE_MS }).catch(() => {})), this.store.set(ABORT_KEY, reason.message.slice(0, 4000)).catch(() => {})]);
   }
 
   /** Close every connection. Idempotent. Pending collectives fail with ERR_CLOSED. */

@@ -1,4 +1,5 @@
-import { close as closeFd, openSync, write, writeSync } from 'node:fs';
+import { close as closeFd, mkdirSync, openSync, write, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { hostname } from 'node:os';
 import { Errors } from '../errors.js';
@@ -23,7 +24,7 @@ import { Errors } from '../errors.js';
  * Not shared: every process (or worker thread) that records makes its own, and passes it down to what it traces.
  */
 export interface TimelineOptions {
-  /** The part file this process writes (created or truncated; JSON lines). `timelinePartPath` names a rank's. */
+  /** The part file this process writes (created or truncated, with its folder; JSON lines). `timelinePartPath` names a rank's. */
   path: string;
   /** Chrome trace process id: the rank (parameter servers use `SERVER_PID_BASE + i`). */
   pid: number;
@@ -79,6 +80,8 @@ export class Timeline {
     this.path = options.path;
     this.pid = options.pid;
     try {
+      // its folder too: a rank on another host may not have it yet
+      mkdirSync(dirname(this.path), { recursive: true });
       this.fd = openSync(this.path, 'w');
     } catch (e) {
       throw Errors.config('timeline', `${this.path} cannot be written: ${(e as Error).message}`);

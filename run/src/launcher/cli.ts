@@ -74,7 +74,9 @@ async function main(argv: readonly string[]): Promise<number> {
   if (r.timeline) process.stderr.write(`shoal run: timeline of ${r.timeline.pids.length} process(es), ${r.timeline.spans} spans in ${opts.timeline} (open it in chrome://tracing or ui.perfetto.dev)\n`);
   if (r.timeline?.missing.length) process.stderr.write(`shoal run: timeline: no part found at ${r.timeline.missing.join(', ')} (a rank that never started, or on another host)\n`);
   if (r.code === 0) {
-    process.stderr.write(`shoal run: ${opts.numWorkers} worker(s) finished in ${secs} s\n`);
+    const e = r.elastic;
+    const how = e && (e.lost.length || e.joined.length) ? ` (elastic: generation ${e.generation}, ${e.lost.length} lost, ${e.joined.length} joined)` : '';
+    process.stderr.write(`shoal run: ${e ? e.workers : opts.numWorkers} worker(s) finished in ${secs} s${how}\n`);
     return 0;
   }
   if (r.aborted) return signalled === 'SIGTERM' ? 143 : 130;

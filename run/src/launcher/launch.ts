@@ -17,6 +17,11 @@ import { removeServerSockets, startPsServerActors, type PsLink } from './ps-serv
 import { isLocalHost, placeRanks, remoteCommand, type HostSlots, type Placement } from './hosts.js';
 import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
+import { checkElasticLaunch, ElasticSupervisor, type ElasticLaunchOptions } from './elastic-supervisor.js';
+import { elasticServerName } from '../elastic/generations.js';
+import type { LostWorker } from '@shoal/backends';
+
+export type { ElasticLaunchOptions } from './elastic-supervisor.js';
 
 /** Options of one `shoal run`: N workers of `script` on this host, wired by a TCP store this launcher serves. */
 export interface LaunchOptions {
@@ -84,6 +89,16 @@ export interface LaunchOptions {
    */
   psDurable?: string;
   /**
+   * Elastic training (`shoal run --elastic`, Horovod elastic's model; processes on one host; ring, ps or hybrid,
+   * each generation with ps servers of its own): a lost
+   * worker does not fail the job while `minWorkers` remain. The launcher publishes a new membership generation
+   * (run/src/elastic/generations.ts), the survivors roll back to their last commit and go on; up to
+   * `replacements` new workers (default 0) are started in all to take lost ones' places, each joining at the
+   * survivors' next commit, never beyond `maxWorkers`. Workers get SHOAL_ELASTIC=1 and a stable SHOAL_WORKER_ID;
+   * the result's `exits` name workers by that id.
+   */
+  elastic?: ElasticLaunchOptions;
+  /**
    * The servers' consistency (`shoal run --ps-mode`, ps backend): `sync` (default) rounds, or `async`: each
    * worker's update is applied on arrival and workers do not wait for each other, except that with `staleness`
    * S (`--staleness S`) no worker runs more than S steps ahead of the slowest (see `KVServerOptions`).
@@ -133,6 +148,8 @@ export interface LaunchResult {
   error?: string;
   aborted: boolean;
   durationMs: number;
+  /** Elastic jobs: the last generation, the workers lost and those that joined (by stable id). */
+  elastic?: { generation: number; workers: number; lost: LostWorker[]; joined: number[] };
   /** Exit status per rank (`null` code with a signal when stopped). */
   exits: Array<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>;
   /** With `timeline`: what the merged file holds. */
@@ -238,10 +255,12 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const backend = options.backend ?? 'ring';
   const threads = options.threads ?? false;
   if (options.psDurable !== undefined && backend === 'ring') throw Errors.config('psDurable', 'keeps parameter servers alive: it needs --backend ps or hybrid');
+  if (options.elastic !== undefined) checkElasticLaunch(options.elastic, { numWorkers: n, threads, durable: options.psDurable !== undefined, hosts: options.hosts !== undefined });
   if (options.psMode !== undefined && options.psMode !== 'sync' && options.psMode !== 'async') throw Errors.invalidArg('psMode', `must be sync|async, got ${JSON.stringify(options.psMode)}`);
   if (options.psMode === 'async' && backend !== 'ps') throw Errors.config('psMode', `async needs --backend ps (the ${backend} backend averages gradients in sync rounds)`);
   if (options.staleness !== undefined && (!Number.isInteger(options.staleness) || options.staleness < 0)) throw Errors.invalidArg('staleness', `must be an integer >= 0, got ${options.staleness}`);
   if (options.staleness !== undefined && options.psMode !== 'async') throw Errors.config('staleness', 'bounds how far async workers run ahead: it needs --ps-mode async');
+  if (options.elastic !== undefined && options.psMode === 'async') throw Errors.config('elastic', 'runs sync rounds: drop --ps-mode async');
   if (options.data !== undefined && !existsSync(options.data)) throw Errors.config('data', `${options.data} does not exist`);
   const data = options.data === undefined ? undefined : resolve(options.data);
   const placement: Placement[] | undefined = options.hosts ? placeRanks(options.hosts, n) : undefined;
@@ -294,6 +313,9 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   let jobTimer: NodeJS.Timeout | undefined;
   let timelineResult: LaunchResult | undefined;
   let settleTimer: NodeJS.Timeout | undefined;
+  // Elastic: the membership generations (started once the helpers below exist).
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  let elastic: ElasticSupervisor<Worker> | undefined;
 
   const killGroup = (w: Worker, sig: NodeJS.Signals) => {
     if (w.thread) {
@@ -348,40 +370,67 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     return new Promise<void>((r) => rl.once('close', () => r()));
   };
 
+  /** Start `servers` ps shards for `numWorkers` workers (named by `serverName`), watched like every process. */
+  const startServers = async (numWorkers: number, serverName?: (i: number) => string): Promise<ActorSupervisor[]> => {
+    const started = await startPsServerActors({
+      ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
+      storeUrl: store.url,
+      store: psClient!,
+      numServers: servers,
+      numWorkers,
+      ...(options.psMode === 'async' ? { mode: 'async' as const, ...(options.staleness === undefined ? {} : { staleness: options.staleness }) } : {}),
+      timeoutMs: options.timeoutMs ?? 60_000,
+      host,
+      link: psLink,
+      socketDir: tmpdir(),
+      jobId,
+      auth,
+      ...serverTelemetry(telemetry),
+      ...(serverName ? { serverName } : {}),
+    });
+    for (const s of started) {
+      // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
+      s.onExit((e) => {
+        if (e.expected || stopping || serverLost) return;
+        const how = e.error ?? howItEnded(e.code, e.signal);
+        if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
+          errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
+          return;
+        }
+        const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
+        const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
+        serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
+        stopAll();
+      });
+    }
+    return started;
+  };
+  /**
+   * Elastic ps/hybrid: each generation gets servers of its own, sized to it. Generation g's servers stop when
+   * g+2 is published (or with the job): after a join, members keep using g's until their next commit, and a
+   * worker still talking to servers that stop fails (ps clients do not survive their servers going away).
+   */
+  const serverGenerations = new Map<number, ActorSupervisor[]>();
+  const generationServers = {
+    prepare: async (r: { generation: number; members: readonly number[] }) => {
+      const started = await startServers(r.members.length, elasticServerName(r.generation));
+      serverGenerations.set(r.generation, started);
+      psServers.push(...started);
+    },
+    published: async (r: { generation: number }) => {
+      for (const [g, ss] of serverGenerations) {
+        if (g >= r.generation - 1) continue;
+        serverGenerations.delete(g);
+        await Promise.all(ss.map((x) => x.stop(graceMs).catch(() => {})));
+      }
+    },
+  };
+
   try {
     if (backend === 'ps' || backend === 'hybrid') {
       psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
-      psServers = await startPsServerActors({
-        ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: PS_RESTART_BACKOFF_MS } } }),
-        storeUrl: store.url,
-        store: psClient,
-        numServers: servers,
-        numWorkers: n,
-        ...(options.psMode === 'async' ? { mode: 'async' as const, ...(options.staleness === undefined ? {} : { staleness: options.staleness }) } : {}),
-        timeoutMs: options.timeoutMs ?? 60_000,
-        host,
-        link: psLink,
-        socketDir: tmpdir(),
-        jobId,
-        auth,
-        ...serverTelemetry(telemetry),
-      });
-      for (const s of psServers) {
-        // Called before the supervisor decides on a restart: it restarts while `restarts < PS_MAX_RESTARTS`.
-        s.onExit((e) => {
-          if (e.expected || stopping || serverLost) return;
-          const how = e.error ?? howItEnded(e.code, e.signal);
-          if (durableDir !== undefined && s.restarts < PS_MAX_RESTARTS) {
-            errOut.write(`shoal run: ${s.name} died (${how}); restarting it from its checkpoint (restart ${s.restarts + 1} of ${PS_MAX_RESTARTS})\n`);
-            return;
-          }
-          const code = e.signal ? 128 + (osSignals[e.signal] ?? 0) : e.code && e.code > 0 ? e.code : 1;
-          const why = durableDir !== undefined ? `; restarted ${s.restarts} time(s) already, no restart left` : '';
-          serverLost = { name: s.name, code, error: `${s.name} died (${how})${why}` };
-          stopAll();
-        });
-      }
+      psServers = options.elastic === undefined ? await startServers(n) : [];
     }
     for (let rank = 0; rank < n && threads; rank++) {
       const wo: WorkerOptions = {
@@ -436,11 +485,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
       });
       workers.push(w);
     }
-    for (let rank = 0; rank < n && !threads; rank++) {
+    const spawnProcess = (rank: number, size: number, workerId: number, join: boolean): Worker => {
       const at = placement?.[rank];
       const shoalEnv: Record<string, string> = {
         SHOAL_RANK: String(rank),
-        SHOAL_WORLD_SIZE: String(n),
+        SHOAL_WORLD_SIZE: String(size),
         SHOAL_LOCAL_RANK: String(at?.localRank ?? rank),
         SHOAL_STORE: store.url,
         SHOAL_JOB_ID: jobId,
@@ -451,6 +500,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
         ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
+        ...(elastic === undefined ? {} : elastic.env(workerId, join)),
       };
       const child =
         at !== undefined && !isLocalHost(at.host)
@@ -471,7 +521,8 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         const secretEnv = auth.childEnv();
         child.stdin?.write(`${secretEnv[JOB_SECRET_ENV]}\n${auth.tls ? `${secretEnv[JOB_TLS_ENV]}\n` : ''}`);
       }
-      const w: Worker = { rank, child, tail: [], done: false, exited: undefined as never };
+      // Elastic workers are named by their stable id (ranks change with the generations).
+      const w: Worker = { rank: elastic === undefined ? rank : workerId, child, tail: [], done: false, exited: undefined as never };
       const streams = Promise.all([pipeLines(w, child.stdout, out, false), pipeLines(w, child.stderr, errOut, true)]);
       w.exited = new Promise((res) => {
         let spawnError: Error | undefined;
@@ -479,6 +530,10 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         const fail = (code: number, signal?: NodeJS.Signals) => {
           if (counted || stopping) return;
           counted = true;
+          if (elastic !== undefined) {
+            elastic.onWorkerFailed(workerId, signal ? `killed by ${signal}` : spawnError ? `could not start: ${spawnError.message}` : `exit code ${code}`, summarizeFailure(w.tail).split('\n')[0]);
+            return;
+          }
           failed.push({ rank, code, tail: w.tail, ...(spawnError ? { spawnError } : {}), ...(signal ? { signal } : {}) });
           onWorkerFailed();
         };
@@ -497,7 +552,28 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         });
       });
       workers.push(w);
+      return w;
+    };
+    if (options.elastic !== undefined) {
+      elastic = await ElasticSupervisor.start<Worker>({
+        storeUrl: store.url,
+        auth,
+        jobId,
+        elastic: options.elastic,
+        numWorkers: n,
+        timeoutMs,
+        hooks: {
+          spawn: spawnProcess,
+          workerOf: (id) => workers.find((w) => w.rank === id && !w.done),
+          kill: killGroup,
+          stopAll,
+          stopping: () => stopping,
+          log: (l) => errOut.write(`shoal run: ${l}\n`),
+          ...(backend === 'ring' ? {} : { generations: generationServers }),
+        },
+      });
     }
+    for (let rank = 0; rank < n && !threads; rank++) spawnProcess(rank, n, rank, false);
     if (options.jobTimeoutMs !== undefined) {
       jobTimer = setTimeout(() => {
         if (stopping || failed.length) return;
@@ -505,11 +581,25 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         stopAll();
       }, options.jobTimeoutMs);
     }
+    // Replacements may start while we wait: wait until every worker started so far has exited.
+    let waited = 0;
+    while (waited < workers.length) {
+      waited = workers.length;
+      await Promise.all(workers.map((w) => w.exited));
+      await elastic?.settled();
+    }
     const exits = await Promise.all(workers.map(async (w) => ({ rank: w.rank, ...(await w.exited) })));
     const root = pickRootCause(failed);
     const result: LaunchResult = { code: 0, aborted: aborted && !root && !serverLost, durationMs: Date.now() - t0, exits };
     timelineResult = result; // the merged timeline is added once the servers have stopped (finally)
-    if (serverLost) {
+    const elasticFailure = elastic?.failure;
+    if (elastic !== undefined) result.elastic = elastic.summary();
+    if (elasticFailure) {
+      result.code = 1;
+      result.failedRank = elasticFailure.rank;
+      result.error = elasticFailure.error;
+      result.aborted = false;
+    } else if (serverLost) {
       result.code = serverLost.code;
       result.failedProcess = serverLost.name;
       result.error = serverLost.error;
@@ -546,6 +636,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (psServers.length && psLink === 'ipc') removeServerSockets({ socketDir: tmpdir(), jobId });
     if (durableDir !== undefined) rmSync(durableDir, { recursive: true, force: true });
     await psClient?.close();
+    await elastic?.close();
     await store.close();
     // A segment is unlinked once both ends map it; this clears the one window a kill can leave (a listener
     // killed before its peer attached).

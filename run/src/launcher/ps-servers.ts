@@ -39,6 +39,8 @@ export interface PsServerActorsOptions {
   durable?: { checkpointDir: string; restart: { maxRestarts: number; backoffMs?: number } };
   /** The job's identity: the servers get its secret in their environment and require it of every caller. */
   auth: JobAuth;
+  /** Actor names (default `ps-server-<i>`); an elastic job names each generation's servers apart. */
+  serverName?: (i: number) => string;
   /** Each server writes its load (rounds/s, queue depth, bytes, apply time) to `<logdir>/server-<i>` (`--logdir`). */
   metrics?: KVServerOptions['metrics'];
   /** `--timeline FILE`: each server records its updates in the part `FILE.server-<i>.jsonl`. */
@@ -89,6 +91,7 @@ export function startPsServerActors(o: PsServerActorsOptions): Promise<ActorSupe
     ...(o.metrics ? { metrics: o.metrics } : {}),
     ...(o.timeline ? { timeline: o.timeline } : {}),
     auth: o.auth,
+    ...(o.serverName ? { serverName: o.serverName } : {}),
   });
 }
 

@@ -31,6 +31,10 @@ export const RUN_COMMAND = {
     'ps-mode': { type: 'string', arg: 'sync|async', help: 'ps: sync rounds (default), or async: each update applied on arrival, workers never wait for each other' },
     staleness: { type: 'string', arg: 'S', help: 'with --ps-mode async: no worker runs more than S steps ahead of the slowest (default unbounded; 0 = sync)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
+    elastic: { type: 'boolean', help: 'elastic training (one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
+    'min-workers': { type: 'string', arg: 'A', help: 'with --elastic: fewest workers the job goes on with (default -n)' },
+    'max-workers': { type: 'string', arg: 'B', help: 'with --elastic: most workers at once (default -n)' },
+    replacements: { type: 'string', arg: 'K', help: "with --elastic: start up to K new workers in all in lost ones' places; each joins at the next commit (default 0)" },
     host: { type: 'string', arg: 'ADDR', help: 'address workers listen on and peers dial (default 127.0.0.1)' },
     tls: { type: 'boolean', help: "encrypt the job's TCP connections (store, net transport, tcp ps links) with TLS under a per-job pinned certificate" },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'every network wait of the workers (default 60000)' },
@@ -92,6 +96,13 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number; 
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);
     o.psDurable = resolve(v['ps-durable']);
   }
+  const elasticOnly = (['min-workers', 'max-workers', 'replacements'] as const).find((k) => v[k] !== undefined);
+  if (v.elastic === true) {
+    const min = v['min-workers'] === undefined ? n : intOption(name, '--min-workers', v['min-workers'], 1, n);
+    const max = v['max-workers'] === undefined ? n : intOption(name, '--max-workers', v['max-workers'], n, MAX_WORKERS);
+    o.elastic = { minWorkers: min, maxWorkers: max };
+    if (v.replacements !== undefined) o.elastic.replacements = intOption(name, '--replacements', v.replacements, 0, MAX_WORKERS);
+  } else if (elasticOnly !== undefined) throw new UsageError(`${name}: --${elasticOnly} needs --elastic`);
   if (v['ps-mode'] !== undefined) {
     o.psMode = choiceOption(name, '--ps-mode', v['ps-mode'], ['sync', 'async'] as const);
     if (o.psMode === 'async' && o.backend !== 'ps') throw new UsageError(`${name}: --ps-mode async needs --backend ps`);

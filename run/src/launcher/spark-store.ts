@@ -3,27 +3,31 @@
  * The rendezvous store of a shoal job launched from Spark (python/shoal_spark): rank 0's barrier task starts
  *
  *   node run/dist/launcher/spark-store.js --host <address peers dial> [--bind <interface>] [--port <n>]
- *        [--ps-servers K --workers N [--timeout-ms MS]]
+ *        [--ps-servers K --workers N [--timeout-ms MS] [--ps-durable DIR]]
  *
  * which serves a `TcpStoreServer` and prints one line `SHOAL_STORE tcp://host:port` on stdout once it is bound.
  * The task passes that URL to every rank through `BarrierTaskContext.allGather`. For the ps and hybrid backends
  * it also starts the K parameter-server shards (`ps-server-0..K-1`, KVServer actor processes, sync mode for N
  * workers) before printing the line, so the servers are co-located with rank 0's task, as `shoal run` co-locates
- * them with its store.
+ * them with its store. With `--ps-durable DIR` the servers checkpoint every update under `DIR/<job id>/` (removed
+ * at shutdown) and a server that dies is restarted from it (up to PS_MAX_RESTARTS times), as `shoal run
+ * --ps-durable` does; the workers resend what it had not acknowledged (shoal_spark sets SHOAL_PS_RESEND=1).
  *
  * Lifetime: the store belongs to its parent. It exits when its stdin reaches EOF (the parent closed it, exited or
  * was killed), on SIGTERM/SIGINT, and when its parent pid changes (re-parented: the parent died without closing
  * the pipe); the parent also kills its process group (which holds the server actors too). It never outlives the task.
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { TcpStore, TcpStoreServer, type ActorSupervisor } from '@shoal/core';
 import { exitCodeOf, formatCommandError, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
 import { startPsServerActors } from './ps-servers.js';
+import { PS_MAX_RESTARTS } from './launch.js';
+import { mkdirSync, rmSync } from 'node:fs';
 import { JobAuth } from '@shoal/core';
 
 const STORE_COMMAND = {
   name: 'spark-store',
-  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--logdir DIR]] [--timeout-ms MS]',
+  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--ps-durable DIR] [--logdir DIR]] [--timeout-ms MS]',
   description:
     "The rendezvous store of a shoal job launched from Spark (started by python/shoal_spark on rank 0's task).\n" +
     'Prints `SHOAL_STORE tcp://host:port` once bound; exits when stdin closes or its parent goes away.',
@@ -34,6 +38,7 @@ const STORE_COMMAND = {
     'ps-servers': { type: 'string', arg: 'K', help: 'also start K parameter-server actors (ps and hybrid backends)' },
     workers: { type: 'string', arg: 'N', help: 'the job size (needed with --ps-servers)' },
     'timeout-ms': { type: 'string', arg: 'MS', help: 'network waits of the store client and the servers (default 60000)' },
+    'ps-durable': { type: 'string', arg: 'DIR', help: 'the servers checkpoint every update under DIR/<job id>/ and restart from it when they die' },
     logdir: { type: 'string', arg: 'DIR', help: 'each parameter server writes its load as TensorBoard curves to DIR/server-<i>' },
   },
 } as const satisfies CommandSpec;
@@ -45,6 +50,7 @@ interface StoreArgs {
   psServers: number;
   workers: number;
   timeoutMs: number;
+  psDurable: string;
   logdir?: string;
 }
 
@@ -63,7 +69,9 @@ function parseStoreArgs(argv: readonly string[]): StoreArgs | undefined {
     psServers: v['ps-servers'] === undefined ? 0 : intOption(name, '--ps-servers', v['ps-servers'], 0, 1024),
     workers: v.workers === undefined ? 0 : intOption(name, '--workers', v.workers, 1, 1024),
     timeoutMs: v['timeout-ms'] === undefined ? 60_000 : intOption(name, '--timeout-ms', v['timeout-ms'], 1),
+    psDurable: v['ps-durable'] ?? '',
   };
+  if (out.psDurable !== '' && out.psServers < 1) throw new UsageError(`${name}: --ps-durable needs --ps-servers K`);
   if (out.psServers > 0 && out.workers < 1) throw new UsageError(`${name}: --ps-servers needs --workers N (the job size)`);
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
@@ -81,10 +89,13 @@ async function main(): Promise<number | undefined> {
   const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host, auth });
   let client: TcpStore | undefined;
   let servers: ActorSupervisor[] = [];
+  const durableDir = args.psDurable === '' ? undefined : join(resolve(args.psDurable), auth.jobId);
   if (args.psServers > 0) {
     try {
       client = await TcpStore.connect(server.url, { auth, timeoutMs: args.timeoutMs });
+      if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
       servers = await startPsServerActors({
+        ...(durableDir === undefined ? {} : { durable: { checkpointDir: durableDir, restart: { maxRestarts: PS_MAX_RESTARTS, backoffMs: 100 } } }),
         storeUrl: server.url,
         store: client,
         numServers: args.psServers,
@@ -111,6 +122,7 @@ async function main(): Promise<number | undefined> {
     const force = setTimeout(() => process.exit(code), 2_000);
     force.unref();
     Promise.allSettled(servers.map((x) => x.stop(1000)))
+      .then(() => durableDir !== undefined && rmSync(durableDir, { recursive: true, force: true }))
       .then(() => client?.close())
       .then(() => server.close())
       .then(

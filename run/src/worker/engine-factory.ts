@@ -49,6 +49,12 @@ export function checkEngineOptions(init: EngineOptions): 'shm-collective' | 'tra
   return sameHost;
 }
 
+/** Where the launcher put things the engine connects to, when not where a plain job has them. */
+export interface EnginePlacement {
+  /** The ps server actors' names (default `ps-server-<i>`; an elastic job's generations have their own). */
+  psServerName?: (i: number) => string;
+}
+
 /** An engine with the transports it made for itself (closed with it). */
 export interface ConnectedEngine {
   readonly sync: GradientSync;
@@ -63,7 +69,7 @@ export interface ConnectedEngine {
  * the two). Collective: every rank calls it with the same options. On failure what it made is closed; `job` is
  * the caller's. `timeline` (the caller's, not owned): the engine records its sync ops on it.
  */
-export async function connectEngine(options: WorkerOptions, job: JobContext, init: EngineOptions = {}, timeline?: Timeline): Promise<ConnectedEngine> {
+export async function connectEngine(options: WorkerOptions, job: JobContext, init: EngineOptions = {}, timeline?: Timeline, placement: EnginePlacement = {}): Promise<ConnectedEngine> {
   const sameHost = checkEngineOptions(init);
   let sync: GradientSync;
   let psShm: Transport | undefined;
@@ -127,7 +133,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true, ...(timeline ? { timeline } : {}) });
+      return PsSync.connect({ ...(placement.psServerName ? { serverName: placement.psServerName } : {}), rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true, ...(timeline ? { timeline } : {}) });
     };
     switch (options.backend) {
       case 'ring':

@@ -3,6 +3,7 @@ import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@sho
 import { mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
+import { ElasticSync } from './elastic-sync.js';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
@@ -134,7 +135,11 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   try {
     job = await joinJob({ options, env });
     try {
-      engine = await connectEngine(options, job, init, tl.timeline);
+      if (options.elastic !== undefined) {
+        // `shoal run --elastic`: the engine of the current membership generation, rebuilt on the next one.
+        const elastic = await ElasticSync.connect(options, job, init, tl.timeline);
+        engine = { sync: elastic, close: () => elastic.close() };
+      } else engine = await connectEngine(options, job, init, tl.timeline);
     } catch (e) {
       await job.close();
       throw e;

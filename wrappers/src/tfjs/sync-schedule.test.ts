@@ -1,11 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as tfjs from '@tensorflow/tfjs';
 import { memoryGroups, memoryPsCluster } from '@shoal/backends/testing';
-import { PsSync, RingSync, type DenseTensor, type GradientSync } from '@shoal/backends';
+import { attachJobTelemetry, PsSync, RingSync, type DenseTensor, type GradientSync } from '@shoal/backends';
+import { Timeline } from '@shoal/core/telemetry';
 import { loadCheckpoint } from './checkpoint.js';
 import { setupTfjs } from './runtime.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
@@ -141,6 +142,25 @@ test('syncEvery: K on 2 ranks = each rank K local steps on its shard, then weigh
   }
   const d = maxRelDiff(got[0]!, refs[0]!.weightsFlat());
   assert.ok(d < 1e-5, `local SGD vs reference: max relative difference ${d}`);
+});
+
+test('with a job timeline, local SGD averages are spans on the step lane', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-sched-tl-'));
+  try {
+    const data = toy(2 * 8 * 6, 14); // 6 steps per rank
+    await onRanks(async (sync) => {
+      const timeline = new Timeline({ path: join(dir, `rank-${sync.rank}.jsonl`), pid: sync.rank });
+      attachJobTelemetry(sync, { timeline });
+      const t = mk(sync, 'sgd', { syncEvery: 3 });
+      await t.fit(data, { epochs: 1, batchSize: 8, shuffle: false });
+      await timeline.close();
+    });
+    const spans = readFileSync(join(dir, 'rank-0.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { name: string; ph: string });
+    assert.is(spans.filter((e) => e.ph === 'X' && e.name === 'average').length, 2, 'one average per 3 steps');
+    assert.is(spans.filter((e) => e.ph === 'X' && e.name === 'step').length, 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 for (const [what, o] of [['syncEvery: 3', { syncEvery: 3 }], ['accumulateSteps: 3', { accumulateSteps: 3 }]] as const) {

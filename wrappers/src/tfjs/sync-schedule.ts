@@ -1,6 +1,7 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { PsSync, type DenseTensor, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
+import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { GradientBridge } from './gradient-bridge.js';
 
 type Tf = typeof tfjs;
@@ -19,7 +20,7 @@ type Tf = typeof tfjs;
 export interface SyncScheduleOptions {
   /** Average weights every this many local steps (local SGD); default 1 = average gradients every step. */
   syncEvery?: number;
-  /** Micro-batches summed into one optimizer step; default 1. */
+  /** Micro-batches whose rows-weighted mean gradient makes one optimizer step and one sync; default 1. */
   accumulateSteps?: number;
 }
 
@@ -62,7 +63,13 @@ export class SyncSchedule {
     private readonly sync: GradientSync,
     /** Every model weight (trainable or not), for local SGD's averages and the async pulls. */
     private readonly modelVariables: () => ReadonlyArray<{ name: string; variable: tfjs.Variable }>,
+    /** When the job records a timeline: its `step` lane gets `average` (local SGD) and `push-pull` (async) spans. */
+    private readonly trace?: { timeline: Timeline; lane: TimelineLane },
   ) {}
+
+  private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
+  }
 
   get atSync(): boolean {
     return this.pending === 0;
@@ -99,7 +106,7 @@ export class SyncSchedule {
       case 'local-sgd': {
         const loss = this.bridge.stepLocal(lossFn, optimizer, this.sync.rank);
         this.pending += 1;
-        if (this.pending >= m.k) await this.average(optimizer);
+        if (this.pending >= m.k) await this.traced('average', () => this.average(optimizer));
         return { loss, stepped: true };
       }
       case 'async-ps': {
@@ -116,7 +123,7 @@ export class SyncSchedule {
       await this.applyAccumulated(optimizer);
       return true;
     }
-    if (m.kind === 'local-sgd' && this.pending > 0) await this.average(optimizer);
+    if (m.kind === 'local-sgd' && this.pending > 0) await this.traced('average', () => this.average(optimizer));
     if (m.kind === 'async-ps' && this.pushed) {
       // Every rank's pushes are acknowledged before the barrier, so the pull after it reads the same weights on every rank.
       const t0 = performance.now();
@@ -186,7 +193,7 @@ export class SyncSchedule {
     this.readFlat(delta);
     const inv = 1 / this.sync.size;
     for (let i = 0; i < delta.length; i++) delta[i] = (delta[i]! - flat[i]!) * inv;
-    await ps.pushGradsPullWeights(deltas, params);
+    await this.traced('push-pull', () => ps.pushGradsPullWeights(deltas, params));
     this.assignFlat(flat);
     const ms = performance.now() - t0;
     this.syncMsTotal += ms;

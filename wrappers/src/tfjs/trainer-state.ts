@@ -25,7 +25,7 @@ const OPTIMIZER_SCALARS = ['accBeta1', 'accBeta2'] as const;
  * products, and `setWeights` recomputes them with `pow`, which differs in the last bits. Saving them makes a
  * resumed run bit-identical to an uninterrupted one.
  */
-function optimizerScalars(opt: tfjs.Optimizer): Record<string, number> {
+export function optimizerScalars(opt: tfjs.Optimizer): Record<string, number> {
   const out: Record<string, number> = {};
   const o = opt as unknown as Record<string, unknown>;
   for (const k of OPTIMIZER_SCALARS) {
@@ -35,7 +35,7 @@ function optimizerScalars(opt: tfjs.Optimizer): Record<string, number> {
   return out;
 }
 
-function restoreOptimizerScalars(tf: Tf, opt: tfjs.Optimizer, saved: Record<string, number> | undefined): void {
+export function restoreOptimizerScalars(tf: Tf, opt: tfjs.Optimizer, saved: Record<string, number> | undefined): void {
   if (!saved) return;
   const o = opt as unknown as Record<string, unknown>;
   for (const k of OPTIMIZER_SCALARS) {

@@ -15,6 +15,7 @@ import { fmtLogs, ProgressBar, type LogSink } from './progress.js';
 import { setupTfjs, type Tf, type TfjsRuntime } from './runtime.js';
 import { getLearningRate, setLearningRate } from './schedules.js';
 import { TensorBoardCallback } from './tensorboard/tensorboard.js';
+import { checkElasticOptions, elasticFit, ElasticState, type ElasticHost, type ElasticOptions } from './elastic.js';
 import { loadTrainingState, saveTrainingState, type RunPosition } from './trainer-state.js';
 
 export type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
@@ -57,8 +58,13 @@ export interface TrainerOptions {
   accumulateSteps?: number;
   /** Log one line on rank 0 at the end of `fit` naming these options when sync took over 25 % of the steps (default true). */
   advice?: boolean;
+  /**
+   * Elastic training under `shoal run --elastic`: commit the state in memory every `commitEvery` steps, survive
+   * lost workers and take in new ones (see `ElasticOptions`, ./elastic.ts). `fit` then takes in-memory data.
+   */
+  elastic?: ElasticOptions;
 }
-const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose', 'syncEvery', 'accumulateSteps', 'advice'];
+const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose', 'syncEvery', 'accumulateSteps', 'advice', 'elastic'];
 
 /** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
 interface TfjsCallbackHooks {
@@ -99,6 +105,11 @@ export class Trainer implements CallbackTrainer {
     for (const k of Object.keys(options)) if (!TRAINER_KEYS.includes(k) && (options as unknown as Record<string, unknown>)[k] !== undefined) throw Errors.invalidArg(`options.${k}`, `is not a Trainer option (known: ${TRAINER_KEYS.join(', ')})`);
     if (options.optimizer === undefined || options.optimizer === null) throw Errors.invalidArg('options.optimizer', 'is required: a name such as \'adam\', a tf.Optimizer or a function returning one');
     if (options.model === undefined) throw Errors.invalidArg('options.model', 'is required');
+    if (options.elastic !== undefined) {
+      checkElasticOptions(options.elastic);
+      const other = (['syncEvery', 'accumulateSteps'] as const).find((k) => (options[k] ?? 1) > 1);
+      if (other !== undefined) throw Errors.invalidArg(`options.${other}`, 'does not go with options.elastic yet: elastic commits are taken where every rank holds the same state, after each synced step');
+    }
     this.sync = options.sync ?? new LocalSync();
     this.ownsSync = options.sync === undefined;
     if (options.advice !== undefined && typeof options.advice !== 'boolean') throw Errors.invalidArg('options.advice', `must be true or false, got ${JSON.stringify(options.advice)}`);
@@ -190,7 +201,7 @@ export class Trainer implements CallbackTrainer {
       return { variable, name: `w${i}/${w.originalName.split('/').pop()}`, label: variable.name, sparse };
     });
     this.bridge = new GradientBridge(tf, vars, this.sync, this.options.sparseEngines, undefined, this.trace?.timeline);
-    this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables());
+    this.schedule = new SyncSchedule(tf, syncModeOf(this.options, this.sync), this.bridge, this.sync, () => this.allVariables(), this.trace);
   }
 
   /** All model weights (trainable and not) as named arrays, in `model.weights` order. */
@@ -288,12 +299,45 @@ export class Trainer implements CallbackTrainer {
     const telemetry = jobTelemetryOf(this.sync);
     if (telemetry?.logdir && !callbacks.some((cb) => cb instanceof TensorBoardCallback)) callbacks.push(new TensorBoardCallback(telemetry.logdir));
     try {
+      if (this.options.elastic !== undefined) return await this.runElasticFit(plan, callbacks, this.options.elastic);
       return await this.runFit(plan, callbacks);
     } finally {
       for (const t of plan.owned) t.dispose();
       // Event files are flushed and closed on failure too (onTrainEnd does it on success).
       await Promise.all(callbacks.map((cb) => (cb instanceof TensorBoardCallback ? cb.close().catch(() => {}) : undefined)));
     }
+  }
+
+  /** The elastic state of the last elastic `fit` (its commits), for reports and tests. */
+  elasticState?: ElasticState;
+
+  /** `fit` with `options.elastic`: the loop of ./elastic.ts over this trainer's model, optimizer and steps. */
+  private async runElasticFit(plan: FitPlan, callbacks: Callbacks[], opts: ElasticOptions): Promise<History> {
+    const self = this;
+    const host: ElasticHost = {
+      tf: this.runtime.tf,
+      sync: this.sync,
+      get rank() { return self.rank; },
+      get size() { return self.size; },
+      get model() { return self.model; },
+      get optimizer() { return self.optimizer; },
+      get learningRate() { return self.learningRate; },
+      set learningRate(lr: number) { self.learningRate = lr; },
+      get globalStep() { return self.step_; },
+      setGlobalStep: (s) => void (this.step_ = s),
+      trainStep: (b) => this.trainStep(b),
+      names: (p) => this.names(p),
+      evaluate: (d, o) => this.evaluate(d, o),
+      log: (m) => this.log(m),
+    };
+    // The elastic loop broadcasts rank 0's whole state (weights and optimizer) itself.
+    this.broadcastDone = true;
+    for (const cb of callbacks) {
+      cb.setTrainer?.(this);
+      (cb as TfjsCallbackHooks).setModel?.(this.model);
+    }
+    this.elasticState = new ElasticState();
+    return elasticFit(host, plan, callbacks, opts, this.elasticState);
   }
 
   private async runFit(plan: FitPlan, callbacks: Callbacks[]): Promise<History> {

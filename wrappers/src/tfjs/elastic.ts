@@ -1,0 +1,284 @@
+import type * as tfjs from '@tensorflow/tfjs';
+import { elasticOf, type GradientSync, type MembershipChange } from '@shoal/backends';
+import { Errors, isShoalError } from '@shoal/core';
+import type { Callbacks, History, Logs } from './callbacks.js';
+import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, type Batch } from './data.js';
+import type { FitPlan, TensorData } from './fit-options.js';
+import { getLearningRate, setLearningRate } from './schedules.js';
+import { optimizerScalars, restoreOptimizerScalars } from './trainer-state.js';
+
+type Tf = typeof tfjs;
+
+/**
+ * Elastic training (Horovod elastic's `State`): `new Trainer({ ..., elastic: { commitEvery: 10 } })` under
+ * `shoal run --elastic`. The trainer copies its state (weights, optimizer slots, position in the data, learning
+ * rate) in memory every `commitEvery` steps and at each epoch's end. When a worker is lost, the next collective
+ * raises ERR_MEMBERSHIP on the survivors: they restore the last commit, rebuild the engine on the new
+ * membership, and rank 0 of it broadcasts the state (so a joining worker gets it too), then training goes on
+ * with the data re-sharded over the new ranks. Workers that join do so at the survivors' next commit.
+ */
+export interface ElasticOptions {
+  /** Commit the state every this many optimizer steps (>= 1); a loss costs at most this many steps' work. */
+  commitEvery: number;
+  /**
+   * What stays fixed when the number of workers changes: `per-worker` (default: each worker keeps `batchSize`, the
+   * global batch is `batchSize x workers`) or `global` (the global batch of the first membership,
+   * `batchSize x workers`, is split over the workers: a worker's batch grows when others are lost).
+   */
+  batchPolicy?: 'per-worker' | 'global';
+  /**
+   * Called on every rank after each membership change, once the state is in place and before training goes on:
+   * set the learning rate here (`trainer.learningRate = base * workers`), from the arguments alone (it runs
+   * again after a later rollback, which restores the committed learning rate first).
+   */
+  onMembershipChange?: (change: MembershipChange & { trainer: ElasticTrainer }) => void | Promise<void>;
+}
+
+const ELASTIC_KEYS = ['commitEvery', 'batchPolicy', 'onMembershipChange'];
+
+/** Check `options.elastic` of a Trainer (ERR_INVALID_ARG naming the bad field). */
+export function checkElasticOptions(e: ElasticOptions): void {
+  if (!e || typeof e !== 'object') throw Errors.invalidArg('options.elastic', 'must be an object such as { commitEvery: 10 }');
+  for (const k of Object.keys(e)) if (!ELASTIC_KEYS.includes(k)) throw Errors.invalidArg(`options.elastic.${k}`, `is not an elastic option (known: ${ELASTIC_KEYS.join(', ')})`);
+  if (!Number.isInteger(e.commitEvery) || e.commitEvery < 1) throw Errors.invalidArg('options.elastic.commitEvery', `must be an integer >= 1, got ${String(e.commitEvery)}`);
+  if (e.batchPolicy !== undefined && e.batchPolicy !== 'per-worker' && e.batchPolicy !== 'global') throw Errors.invalidArg('options.elastic.batchPolicy', `must be per-worker|global, got ${String(e.batchPolicy)}`);
+  if (e.onMembershipChange !== undefined && typeof e.onMembershipChange !== 'function') throw Errors.invalidArg('options.elastic.onMembershipChange', 'must be a function');
+}
+
+/** What the elastic loop needs of the Trainer (kept narrow so the Trainer's own loop stays its own). */
+export interface ElasticTrainer {
+  readonly rank: number;
+  readonly size: number;
+  readonly model: tfjs.LayersModel;
+  readonly optimizer: tfjs.Optimizer;
+  learningRate: number;
+  readonly globalStep: number;
+}
+export interface ElasticHost extends ElasticTrainer {
+  readonly tf: Tf;
+  readonly sync: GradientSync;
+  setGlobalStep(step: number): void;
+  trainStep(batch: Batch): Promise<number[]>;
+  names(prefix?: string): string[];
+  evaluate(data: TensorData, options: { batchSize: number; prefix: string }): Promise<Logs>;
+  log(message: string): void;
+}
+
+/** Where an elastic run stands: what a commit records beside the tensors. */
+export interface ElasticPosition {
+  epoch: number;
+  /** Samples of this epoch's order consumed so far (a multiple of the global batches run). */
+  sample: number;
+  globalStep: number;
+  /** Global batch in force (samples per step over all workers); fixed under the `global` policy. */
+  globalBatch: number;
+  learningRate: number;
+}
+
+interface Snapshot {
+  pos: ElasticPosition;
+  weights: Float32Array[];
+  optimizer: Array<{ name: string; shape: number[]; data: Float32Array }>;
+  scalars: Record<string, number>;
+}
+
+/** The committed state, in memory: copies of every weight and optimizer slot, and the position. */
+export class ElasticState {
+  private snap: Snapshot | undefined;
+  commits = 0;
+  /** Time spent copying state in `commit` (ms, summed over commits). */
+  commitMs = 0;
+  /** Time spent agreeing at commits whether a worker joins (one scalar allreduce each, ms summed). */
+  agreeMs = 0;
+
+  /** Copy the current state (the copy is what `restore` brings back). */
+  async commit(host: ElasticHost, pos: ElasticPosition): Promise<void> {
+    const t0 = performance.now();
+    this.snap = await takeSnapshot(host, pos);
+    this.commits += 1;
+    this.commitMs += performance.now() - t0;
+  }
+
+  get committed(): ElasticPosition | undefined {
+    return this.snap ? { ...this.snap.pos } : undefined;
+  }
+
+  /** Put the last commit back in place; its position (undefined when nothing was committed yet). */
+  async restore(host: ElasticHost): Promise<ElasticPosition | undefined> {
+    if (!this.snap) return undefined;
+    await applySnapshot(host, this.snap);
+    return { ...this.snap.pos };
+  }
+}
+
+async function takeSnapshot(host: ElasticHost, pos: ElasticPosition): Promise<Snapshot> {
+  const weights = host.model.weights.map((w) => Float32Array.from(w.read().dataSync() as Float32Array));
+  const optimizer: Snapshot['optimizer'] = [];
+  for (const nt of await host.optimizer.getWeights()) optimizer.push({ name: nt.name, shape: [...nt.tensor.shape], data: Float32Array.from(nt.tensor.dataSync() as Float32Array) });
+  return { pos: { ...pos }, weights, optimizer, scalars: optimizerScalars(host.optimizer) };
+}
+
+async function applySnapshot(host: ElasticHost, s: Snapshot): Promise<void> {
+  const tf = host.tf;
+  const ws = host.model.weights;
+  if (s.weights.length !== ws.length) throw Errors.mismatch('elastic state', `${s.weights.length} weights received, the model has ${ws.length}`);
+  ws.forEach((w, i) => tf.tidy(() => (w.read() as tfjs.Variable).assign(tf.tensor(s.weights[i]!, w.shape.map((d) => d ?? 0), w.dtype))));
+  const named = s.optimizer.map((a) => ({ name: a.name, tensor: tf.tensor(a.data, a.shape) }));
+  await host.optimizer.setWeights(named);
+  for (const n of named) n.tensor.dispose();
+  restoreOptimizerScalars(tf, host.optimizer, s.scalars);
+  setLearningRate(host.optimizer, s.pos.learningRate);
+  host.setGlobalStep(s.pos.globalStep);
+}
+
+/**
+ * Make every rank hold rank 0's state (collective): two broadcasts, a fixed-size one that gives the sizes, then
+ * a description (JSON as bytes) and the values. A joining worker learns the optimizer's slots from it.
+ */
+async function broadcastState(host: ElasticHost, pos: ElasticPosition): Promise<ElasticPosition> {
+  const sync = host.sync;
+  const mine = host.rank === 0 ? await takeSnapshot(host, pos) : undefined;
+  const header = mine ? new TextEncoder().encode(JSON.stringify({ pos: mine.pos, optimizer: mine.optimizer.map((o) => ({ name: o.name, shape: o.shape })), scalars: mine.scalars })) : new Uint8Array(0);
+  const lengths = mine ? [...mine.weights, ...mine.optimizer.map((o) => o.data)].map((a) => a.length) : [];
+  const total = lengths.reduce((a, b) => a + b, 0);
+  const meta = Float32Array.of(header.length, Math.floor(total / 2 ** 24), total % 2 ** 24);
+  await sync.broadcastParameters([{ name: 'elastic/meta', shape: [3], data: meta }]);
+  const hlen = meta[0]!;
+  const n = meta[1]! * 2 ** 24 + meta[2]!;
+  const hdata = Float32Array.from(header.length ? header : new Uint8Array(hlen));
+  const values = new Float32Array(n);
+  if (mine) {
+    let off = 0;
+    for (const a of [...mine.weights, ...mine.optimizer.map((o) => o.data)]) {
+      values.set(a, off);
+      off += a.length;
+    }
+  }
+  await sync.broadcastParameters([
+    { name: 'elastic/header', shape: [hlen], data: hdata },
+    { name: 'elastic/state', shape: [n], data: values },
+  ]);
+  if (mine) return pos;
+  const h = JSON.parse(new TextDecoder().decode(Uint8Array.from(hdata))) as { pos: ElasticPosition; optimizer: Array<{ name: string; shape: number[] }>; scalars: Record<string, number> };
+  let off = 0;
+  const take = (len: number) => values.subarray(off, (off += len));
+  const weights = host.model.weights.map((w) => take(w.shape.reduce<number>((a, d) => a * (d ?? 0), 1)));
+  const optimizer = h.optimizer.map((o) => ({ ...o, data: take(o.shape.reduce((a, d) => a * d, 1)) }));
+  if (off !== n) throw Errors.mismatch('elastic state', `rank 0 sent ${n} values, this rank's model and rank 0's optimizer slots hold ${off}`, { rank: host.rank });
+  await applySnapshot(host, { pos: h.pos, weights, optimizer, scalars: h.scalars });
+  return { ...h.pos };
+}
+
+/** This rank's rows of the global batch at `start` (G samples split over the ranks, remainders spread). */
+export function elasticBatchRows(order: Int32Array, start: number, globalBatch: number, rank: number, size: number): Int32Array {
+  const lo = start + Math.floor((globalBatch * rank) / size);
+  const hi = start + Math.floor((globalBatch * (rank + 1)) / size);
+  return order.subarray(lo, hi);
+}
+
+/**
+ * The elastic training loop (in-memory data): see `ElasticOptions`. Returns the epochs this worker ran (a worker
+ * that joined late has fewer). Collective; ERR_MEMBERSHIP is handled here, any other error ends the fit.
+ */
+export async function elasticFit(host: ElasticHost, plan: FitPlan, callbacks: Callbacks[], opts: ElasticOptions, state = new ElasticState()): Promise<History> {
+  const { data, epochs, batchSize, options } = plan;
+  if (isBatchSource(data)) throw Errors.invalidArg('fit data', 'must be in-memory x, y tensors with options.elastic (the trainer re-shards them when the membership changes)');
+  for (const k of ['checkpoint', 'stepsPerEpoch'] as const) if (options[k] !== undefined) throw Errors.invalidArg(`fit options.${k}`, 'is not supported with options.elastic yet');
+  const tf = host.tf;
+  const control = elasticOf(host.sync);
+  const n = numSamples(data, 'fit data');
+  const policy = opts.batchPolicy ?? 'per-worker';
+  const names = host.names();
+  const history: History = { epochs: [], startEpoch: options.initialEpoch ?? 0, stopped: false };
+  let pos: ElasticPosition = { epoch: options.initialEpoch ?? 0, sample: 0, globalStep: host.globalStep, globalBatch: batchSize * host.size, learningRate: host.learningRate };
+  let sums = new Float64Array(names.length + 1);
+  let committedSums = sums.slice();
+  let change: MembershipChange | undefined;
+  const commit = async () => {
+    await state.commit(host, pos);
+    committedSums = sums.slice();
+  };
+  /** After a reset (or at the start): take rank 0's state, re-shard, tell the user. */
+  const adopt = async () => {
+    pos = await broadcastState(host, pos);
+    if (policy === 'per-worker') pos.globalBatch = batchSize * host.size;
+    if (pos.globalBatch < host.size) throw Errors.data('fit data', `a global batch of ${pos.globalBatch} cannot be split over ${host.size} workers`);
+    await commit();
+    if (change) {
+      host.log(`generation ${change.generation}: ${change.workers} worker(s)${change.lost.length ? `, lost ${change.lost.map((l) => `rank ${l.rank} (worker ${l.workerId}, ${l.reason})`).join(', ')}` : ''}${change.joined.length ? `, joined worker(s) ${change.joined.join(', ')}` : ''}; resuming at step ${pos.globalStep}`);
+      await opts.onMembershipChange?.({ ...change, trainer: host });
+      pos.learningRate = host.learningRate;
+    }
+  };
+  for (const cb of callbacks) await cb.onTrainBegin?.();
+  // A worker that joins a running job (generation > 0) calls the hook too, so every rank sets the same rate.
+  if (control !== undefined && control.generation > 0) change = { generation: control.generation, workers: host.size, rank: host.rank, lost: [], joined: [] };
+  let synced = false;
+  for (;;) {
+    try {
+      if (!synced) {
+        await adopt();
+        synced = true;
+      }
+      while (pos.epoch < epochs) {
+        if (pos.sample === 0) for (const cb of callbacks) await cb.onEpochBegin?.(pos.epoch);
+        const order = epochOrder(n, pos.epoch, options.shuffle ?? true, options.seed ?? 0);
+        const t0 = performance.now();
+        while (pos.sample + pos.globalBatch <= n) {
+          const batch = gatherBatch(tf, data, elasticBatchRows(order, pos.sample, pos.globalBatch, host.rank, host.size));
+          const rows = batch.y.shape[0]!;
+          let values: number[];
+          try {
+            values = await host.trainStep(batch);
+          } finally {
+            disposeBatch(batch);
+          }
+          values.forEach((v, i) => (sums[i]! += v * rows));
+          sums[values.length]! += rows;
+          pos.sample += pos.globalBatch;
+          pos.globalStep = host.globalStep;
+          const local: Logs = {};
+          names.forEach((k, i) => (local[k] = values[i]!));
+          for (const cb of callbacks) await cb.onBatchEnd?.(Math.round(pos.sample / pos.globalBatch) - 1, local);
+          if (pos.globalStep % opts.commitEvery === 0) {
+            await commit();
+            const t0 = performance.now();
+            const joins = control !== undefined && (await control.joinPending());
+            state.agreeMs += performance.now() - t0;
+            if (joins) {
+              change = await control!.reset();
+              await adopt();
+            }
+          }
+        }
+        const reduced = await host.sync.allreduceScalars(sums);
+        const total = reduced[reduced.length - 1]!;
+        const logs: Logs = {};
+        names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
+        if (plan.validation && (pos.epoch + 1) % (options.validationFreq ?? 1) === 0) {
+          Object.assign(logs, await host.evaluate(plan.validation, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_' }));
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        history.epochs.push({ ...logs, epoch: pos.epoch, seconds, samplesPerSec: total / seconds, learningRate: getLearningRate(host.optimizer), workers: host.size } as never);
+        for (const cb of callbacks) await cb.onEpochEnd?.(pos.epoch, { ...logs });
+        pos.epoch += 1;
+        pos.sample = 0;
+        sums = new Float64Array(names.length + 1);
+        await commit();
+      }
+      break;
+    } catch (e) {
+      if (control === undefined || !isShoalError(e, 'ERR_MEMBERSHIP')) throw e;
+      host.log(`${e.message}`);
+      const back = await state.restore(host);
+      if (back) {
+        pos = back;
+        sums = committedSums.slice();
+      }
+      change = await control.reset();
+      synced = false;
+    }
+  }
+  for (const cb of callbacks) await cb.onTrainEnd?.(history);
+  return history;
+}
