@@ -41,8 +41,8 @@ export async function run(o: Partial<LaunchOptions>, env: Record<string, string>
 }
 
 /** The one-process reference that followed membership `schedule` (elastic-worker.ts --reference). */
-export function reference(schedule: string): { steps: number; weights: number[] } {
-  return JSON.parse(execFileSync(process.execPath, [ELASTIC_WORKER, '--reference', schedule], { encoding: 'utf8', timeout: 60_000 })) as { steps: number; weights: number[] };
+export function reference(schedule: string, env: Record<string, string> = {}): { steps: number; weights: number[] } {
+  return JSON.parse(execFileSync(process.execPath, [ELASTIC_WORKER, '--reference', schedule], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } })) as { steps: number; weights: number[] };
 }
 
 export function assertSameWeights(outs: WorkerOut[]): void {

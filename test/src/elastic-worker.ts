@@ -54,7 +54,8 @@ if (a.reference !== undefined) {
     let sample = 0;
     for (;;) {
       const workers = [...schedule].reverse().find(([from]) => step >= from)![1];
-      const g = BATCH * workers;
+      // BATCH_POLICY=global: the first membership's global batch throughout, split over whoever is there
+      const g = env.BATCH_POLICY === 'global' ? BATCH * schedule[0]![1] : BATCH * workers;
       if (sample + g > N) break;
       // the mean over the workers of each worker's mean loss: what the ring's averaged gradients follow
       const shards = Array.from({ length: workers }, (_, r) => elasticBatchRows(order, sample, g, r, workers));

@@ -32,6 +32,18 @@ test('elastic: a worker SIGKILLed at step 25 leaves 2 that roll back to the step
   assert.equal(leftovers, []);
 });
 
+test("elastic: batchPolicy 'global' keeps the global batch of 30 when 2 of 3 workers remain (15 each)", async () => {
+  const { result, outs, stderr } = await run({ elastic: { minWorkers: 2, maxWorkers: 3 } }, { KILL_WORKER: '0', KILL_STEP: '25', COMMIT_EVERY: '10', BATCH_POLICY: 'global' });
+  assert.is(result.code, 0, `${result.error}\n${stderr}`);
+  assert.equal(outs.map((o) => o.id), [1, 2]);
+  assertSameWeights(outs);
+  const ref = reference('0:3,20:2', { BATCH_POLICY: 'global' });
+  assert.is(ref.steps, 80, 'the reference keeps 40 steps per epoch');
+  assert.is(outs[0]!.steps, ref.steps);
+  const d = maxRelDiff(outs[0]!.weights, ref.weights);
+  assert.ok(d < 1e-4, `max relative difference from the reference ${d}`);
+});
+
 test('elastic: a replacement joins at the next commit, gets the state by broadcast and ends bit-equal', async () => {
   const { result, outs, stderr, leftovers } = await run({ elastic: { minWorkers: 2, maxWorkers: 3, replacements: 1 } }, { KILL_WORKER: '1', KILL_STEP: '15', COMMIT_EVERY: '10', STEP_DELAY_MS: '40' });
   assert.is(result.code, 0, `${result.error}\n${stderr}`);

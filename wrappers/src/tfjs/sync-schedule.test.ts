@@ -233,7 +233,7 @@ test('fit ends with one advice line on rank 0 when sync exceeds a quarter of the
   });
   const advice = outs[0]![0]!.split('\n').filter((l) => l.includes('sync took'));
   assert.is(advice.length, 1, outs[0]![0]);
-  assert.match(advice[0]!, /^\[rank 0\] sync took \d+% of the training time .*syncEvery: 4.*accumulateSteps: 4.*--ps-mode async --staleness 2.*advice: false hides this line\.$/);
+  assert.match(advice[0]!, /^\[rank 0\] sync took \d+% of the training time .*accumulateSteps: 4.*--ps-mode async --staleness 2.*syncEvery: 4.*a larger batchSize\. Trainer option advice: false hides this line\.$/);
   assert.not.match(outs[0]![1]!, /sync took/, 'advice: false');
   assert.not.match(outs[1]![0]!, /sync took/, 'rank 1 stays quiet');
   // Under the threshold: no line.
