@@ -2,6 +2,7 @@ import { Errors, ShoalError, isShoalError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
 import { DEFAULT_TIMEOUT_MS, type Connection, type Transport } from '../transport/transport.js';
+import { withDeadline } from '../util.js';
 
 /**
  * A process group (gloo's `Context`): this rank's view of a job of `size` ranks. It owns one `Connection` per
@@ -93,6 +94,8 @@ export class ProcessGroup {
   private broken: Error | undefined;
   private closedFlag = false;
   private tail: Promise<unknown> = Promise.resolve();
+  /** Aborted by `close()`: pairs still opening (an accept or dial waiting for a peer that may be dead) give up. */
+  private readonly closing = new AbortController();
   /** The data plane's bound on incoming messages (`limitIncoming`), applied to every pair. */
   private incoming: { bytes: number; reason: string } | undefined;
   private readonly st: GroupStats = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, ops: 0 };
@@ -148,8 +151,11 @@ export class ProcessGroup {
   private async openPair(r: number): Promise<Connection> {
     let settled = false;
     const ac = new AbortController();
+    const onClose = () => ac.abort(Errors.closed(`process group (rank ${this.rank})`));
+    this.closing.signal.addEventListener('abort', onClose, { once: true });
     const inner = this.openPairNow(r, ac.signal).finally(() => {
       settled = true;
+      this.closing.signal.removeEventListener('abort', onClose);
     });
     try {
       return await Promise.race([inner, this.brokenElsewhere(r, () => settled)]);
@@ -165,7 +171,7 @@ export class ProcessGroup {
   private async brokenElsewhere(r: number, settled: () => boolean): Promise<never> {
     for (;;) {
       await new Promise((res) => setTimeout(res, ABORT_POLL_MS));
-      if (settled()) return new Promise<never>(() => {});
+      if (settled() || this.closedFlag) return new Promise<never>(() => {});
       let why: Uint8Array;
       try {
         why = await this.store.get(ABORT_KEY, 0);
@@ -192,10 +198,12 @@ export class ProcessGroup {
           await l.close().catch(() => {});
         }
       } else {
-        const url = asText(await this.store.get(key, this.timeoutMs));
+        // The store wait takes no signal: race it, so a close gives up now (the wait itself ends with the store).
+        const url = asText(await withDeadline(`store get ${key}`, this.store.get(key, this.timeoutMs), { timeoutMs: Infinity, signal }));
         conn = await this.transport.dial(url, opts);
       }
     } catch (e) {
+      if (this.closedFlag) throw Errors.closed(`process group (rank ${this.rank})`);
       // Name the rank that never showed up (the store key or the accept alone does not say who).
       if (!isShoalError(e, 'ERR_TIMEOUT')) throw e;
       throw new ShoalError('ERR_TIMEOUT', `rank ${this.rank}: rank ${r} never joined the group (store key ${key}) within ${this.timeoutMs} ms`, { ...e.context, rank: this.rank, missingRank: r, timeoutMs: this.timeoutMs }, e);
@@ -444,6 +452,7 @@ export class ProcessGroup {
   async close(): Promise<void> {
     if (this.closedFlag) return;
     this.closedFlag = true;
+    this.closing.abort();
     await this.closeConnections();
   }
 

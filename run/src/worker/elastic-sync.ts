@@ -137,7 +137,10 @@ export class ElasticSync implements GradientSync, ElasticControl {
     const prev = this.gen;
     await this.closeEngine();
     this.interrupted = undefined;
-    await this.enter(await latestGeneration(this.job.store));
+    // The launcher writes a generation's record before it bumps the latest counter: the watcher may have seen
+    // generation g while the counter still says g-1. Entering g-1 then connects a membership with the lost
+    // worker in it, which is given up for g but goes on waiting for the dead worker to its timeout.
+    await this.enter(Math.max(this.latestSeen, await latestGeneration(this.job.store)));
     const lost: LostWorker[] = [];
     const joined: number[] = [];
     for (let g = prev + 1; g <= this.gen; g++) {

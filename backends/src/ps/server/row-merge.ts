@@ -1,5 +1,4 @@
 import { Errors, type FloatArray, type ReduceKernels } from '@shoal/core';
-import type { Slot } from './slot.js';
 import { allocFloat, type KeySlice, type KeySpec } from '../key-layout.js';
 
 /**
@@ -51,7 +50,7 @@ export class RowMerge {
  * Global row ids of a push or pull on server `serverIndex` -> local row numbers of `slot`, checking the range
  * (and, with `strict`, for pushes, that they are sorted and unique).
  */
-export function localRows(slot: Slot, rowIds: Int32Array, rank: number, serverIndex: number, strict = true): Int32Array {
+export function localRows(slot: { readonly spec: KeySpec; readonly slice: KeySlice }, rowIds: Int32Array, rank: number, serverIndex: number, strict = true): Int32Array {
   if (!slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is dense: use push/pull');
   const r0 = slot.slice.rowStart!;
   const r1 = slot.slice.rowEnd!;
