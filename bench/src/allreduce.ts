@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm,shm-coll] [--wire native|float16]
- *                             [--algorithms ring,direct]
+ *                             [--algorithms ring,direct] [--sizes B,B] [--repeat N]
  *                             [--segment-bytes N] [--window N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
@@ -12,7 +12,9 @@
  * preceded by a barrier (a 1-element allreduce carrying rank 0's go/stop decision); the time of an iteration is
  * the slowest rank's. algbw = bytes / avg time; busbw = algbw * 2(n-1)/n (nccl-tests' allreduce factor).
  * Anchor: torch.distributed gloo (`bench/anchors/gloo_allreduce.py`, same method, same sizes and n), run in the
- * same invocation; the printed ratios are shoal / gloo (busbw: higher is better; p50: lower is better).
+ * same invocation; the printed ratios are shoal / gloo (busbw: higher is better; p50: lower is better). With
+ * `--repeat N` the anchor and the shoal variants run in turn N times per n and every row is the round with the
+ * median average time (`rounds` says how many it is the median of): load that comes and goes hits all alike.
  * Also measures the reduction kernel (float32 sum of 1 MiB, native and JS) in this process.
  *
  * Output `bench/results/allreduce.json`:
@@ -138,6 +140,16 @@ function kernelBench(): { impl: string; bytes: number; gbps: number }[] {
   return out;
 }
 
+/** Per size, the row of the median `avg_us` (its other fields come with it) over the rounds that have that size. */
+export function medianRows(rounds: Record<string, number>[][]): Record<string, number>[] {
+  const first = rounds.find((r) => r.length > 0) ?? [];
+  return first.map((r0) => {
+    const same = rounds.map((r) => r.find((x) => x.bytes === r0.bytes)).filter((x): x is Record<string, number> => x !== undefined);
+    same.sort((a, b) => a.avg_us! - b.avg_us!);
+    return { ...same[(same.length - 1) >> 1]!, ...(rounds.length > 1 ? { rounds: same.length } : {}) };
+  });
+}
+
 /** `npm run bench -- allreduce`: its options (one table for the parser and `--help`). */
 export const command = {
   name: 'bench allreduce',
@@ -153,6 +165,8 @@ export const command = {
     'wire': { type: 'string', arg: 'native|float16', help: 'wire format (default native)' },
     'algorithms': { type: 'string', arg: 'LIST', help: 'ring,direct (default ring)' },
     'window': { type: 'string', arg: 'N', help: 'segments in flight' },
+    'sizes': { type: 'string', arg: 'BYTES,..', help: 'these message sizes instead of the sweep' },
+    'repeat': { type: 'string', arg: 'N', help: 'N interleaved rounds (anchor and shoal alternate), per-row medians (default 1)' },
     'no-anchor': { type: 'boolean', help: 'skip the gloo anchor' },
     'no-kernel': { type: 'boolean', help: 'skip the kernel rows' },
     'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/allreduce.json)' },
@@ -168,7 +182,10 @@ export async function run(args: string[]): Promise<void> {
   const segmentBytes = v['segment-bytes'] ? Number(v['segment-bytes']) : undefined;
   const wire = (v['wire'] ?? 'native') as 'native' | 'float16';
   const algorithms = (v['algorithms'] ?? 'ring').split(',') as ('ring' | 'direct')[];
-  const sizes = sweepSizes(maxBytes);
+  const sizes = v['sizes'] ? v['sizes'].split(',').map(Number) : sweepSizes(maxBytes);
+  if (sizes.some((b) => !(Number.isInteger(b) && b >= 4 && b % 4 === 0))) throw new Error(`--sizes must be multiples of 4 bytes, got ${v['sizes']}`);
+  const repeats = Number(v['repeat'] ?? 1);
+  if (!(Number.isInteger(repeats) && repeats >= 1)) throw new Error(`--repeat must be a positive integer, got ${v['repeat']}`);
   const window = v['window'] ? Number(v['window']) : undefined;
   const base = { window, sizes, warmup: 5, minIters: 20, minTimeMs, maxIters: 1000, segmentBytes, wire, timeoutMs: 120_000 };
   const started = new Date().toISOString();
@@ -178,52 +195,66 @@ export async function run(args: string[]): Promise<void> {
   const kernel = v['no-kernel'] === true ? [] : kernelBench();
   for (const k of kernel) console.log(`kernel ${k.impl}: float32 sum of ${k.bytes} B at ${k.gbps} GB/s`);
   const runTimeout = 30 * 60_000;
+  // 'shm-coll' is not a transport of the ring but the shared-segment collective: one row set, no algorithm choice.
+  type Run = readonly [WorkerArgs['transport'], 'ring' | 'direct'];
+  const variants = (n: number): Run[] =>
+    transports.flatMap((t): Run[] => (t === 'shm-coll' ? [[t, 'ring']] : algorithms.filter((a) => a === 'ring' || n > 2).map((a): Run => [t, a])));
+  const implOf = (t: string, algorithm: string): AllreduceRow['impl'] => (t === 'shm-coll' ? 'shoal-shm-collective' : algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring');
 
   for (const n of ns) {
     const over = n > cores;
-    let gloo: Record<string, number>[] = [];
-    if (!v['no-anchor'] === true) {
-      try {
-        const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
-        const out = await collect(py, ['bench/anchors/gloo_allreduce.py', '--n', String(n), '--sizes', sizes.join(','), '--min-time-ms', String(minTimeMs)], runTimeout);
-        gloo = out.filter((o) => o.row).map((o) => o.row as Record<string, number>);
-        for (const r of gloo) rows.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, ...(r as unknown as RowFields), oversubscribed: over });
-      } catch (e) {
-        errors.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, error: (e as Error).message });
-        console.log(`gloo anchor n=${n} failed: ${(e as Error).message}`);
+    // with --repeat, the anchor and every shoal variant run in turn, `repeats` times, and each row is the median
+    const rounds: { gloo: Record<string, number>[]; mine: Map<string, Record<string, number>[]> }[] = [];
+    for (let round = 0; round < repeats; round++) {
+      if (repeats > 1) console.log(`\n-- n=${n}, round ${round + 1} of ${repeats} (load ${loadavg()[0]!.toFixed(1)})`);
+      const got = { gloo: [] as Record<string, number>[], mine: new Map<string, Record<string, number>[]>() };
+      rounds.push(got);
+      if (!v['no-anchor'] === true) {
+        try {
+          const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
+          const out = await collect(py, ['bench/anchors/gloo_allreduce.py', '--n', String(n), '--sizes', sizes.join(','), '--min-time-ms', String(minTimeMs)], runTimeout);
+          got.gloo = out.filter((o) => o.row).map((o) => o.row as Record<string, number>);
+        } catch (e) {
+          errors.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, error: (e as Error).message });
+          console.log(`gloo anchor n=${n} failed: ${(e as Error).message}`);
+        }
+      }
+      for (const [t, algorithm] of variants(n)) {
+        try {
+          got.mine.set(`${t} ${algorithm}`, await runShoal(t, n, { ...base, algorithm }, runTimeout));
+        } catch (e) {
+          errors.push({ impl: implOf(t, algorithm), transport: t, n, error: (e as Error).message });
+          console.log(`${implOf(t, algorithm)} ${t} n=${n} failed: ${(e as Error).message}`);
+        }
       }
     }
-    // 'shm-coll' is not a transport of the ring but the shared-segment collective: one row set, no algorithm choice.
-    type Run = readonly [WorkerArgs['transport'], 'ring' | 'direct'];
-    const runs = transports.flatMap((t): Run[] => (t === 'shm-coll' ? [[t, 'ring']] : algorithms.filter((a) => a === 'ring' || n > 2).map((a): Run => [t, a])));
-    for (const [t, algorithm] of runs) {
-      const impl = t === 'shm-coll' ? 'shoal-shm-collective' : algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring';
-      try {
-        const mine = await runShoal(t, n, { ...base, algorithm }, runTimeout);
-        console.log(`\n${impl} over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
-        console.log('       bytes    p50_us    avg_us    p99_us  busbw_GB/s  gloo_busbw  busbw_x  p50_x');
-        for (const r of mine) {
-          const g = gloo.find((x) => x.bytes === r.bytes);
-          const row: AllreduceRow = { impl, transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
-          if (g) {
-            // same bytes and n, so the busbw ratio is the inverse ratio of average times (exact even where the
-            // rounded busbw of tiny sizes is 0)
-            row.busbw_vs_gloo = +(g.avg_us! / r.avg_us!).toFixed(3);
-            row.p50_vs_gloo = +(r.p50_us! / g.p50_us!).toFixed(3);
-          }
-          rows.push(row);
-          console.log(
-            `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}`,
-          );
+    const gloo = medianRows(rounds.map((x) => x.gloo));
+    for (const r of gloo) rows.push({ impl: 'torch-gloo', transport: 'gloo-tcp', n, ...(r as unknown as RowFields), oversubscribed: over });
+    for (const [t, algorithm] of variants(n)) {
+      const impl = implOf(t, algorithm);
+      const all = rounds.map((x) => x.mine.get(`${t} ${algorithm}`)).filter((x): x is Record<string, number>[] => x !== undefined);
+      if (all.length === 0) continue;
+      const mine = medianRows(all);
+      console.log(`\n${impl} over ${t}, n=${n}${over ? ' (OVERSUBSCRIBED: n > cores)' : ''}`);
+      console.log('       bytes    p50_us    avg_us    p99_us  busbw_GB/s  gloo_busbw  busbw_x  p50_x');
+      for (const r of mine) {
+        const g = gloo.find((x) => x.bytes === r.bytes);
+        const row: AllreduceRow = { impl, transport: t, n, ...(r as unknown as RowFields), oversubscribed: over };
+        if (g) {
+          // same bytes and n, so the busbw ratio is the inverse ratio of average times (exact even where the
+          // rounded busbw of tiny sizes is 0)
+          row.busbw_vs_gloo = +(g.avg_us! / r.avg_us!).toFixed(3);
+          row.p50_vs_gloo = +(r.p50_us! / g.p50_us!).toFixed(3);
         }
-      } catch (e) {
-        errors.push({ impl, transport: t, n, error: (e as Error).message });
-        console.log(`${impl} ${t} n=${n} failed: ${(e as Error).message}`);
+        rows.push(row);
+        console.log(
+          `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}`,
+        );
       }
     }
   }
   mkdirSync(`${root}bench/results`, { recursive: true });
-  const out = { suite: 'allreduce', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, args, kernel, rows, errors };
+  const out = { suite: 'allreduce', version: 1, started, host: { cpus: cores, node: process.version, loadavg1: loadavg()[0] }, args, repeats, kernel, rows, errors };
   const file = v['out'] ?? `${root}bench/results/allreduce.json`;
   writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
   console.log(`\nwrote ${file} (${rows.length} rows${errors.length ? `, ${errors.length} errors` : ''})`);

@@ -1,6 +1,6 @@
 /**
- * `npm run bench -- tensorboard [--reps 3] [--steps 60] [--model mlp|rec] [--out FILE]`: the cost of the TensorBoard
- * callback on the train step. `shoal run -n 2` (ring) of the train bench worker, three conditions interleaved and
+ * `npm run bench -- tensorboard [--reps 3] [--steps 60] [--model mlp|rec] [--backend ring|ps] [--out FILE]`: the cost of
+ * the TensorBoard callback on the train step (with `--backend ps`, also of the servers' metrics: `shoal run --logdir`). `shoal run -n 2` (ring) of the train bench worker, three conditions interleaved and
  * repeated (the anchor is the `off` run next to each `on` run): `off`, `epoch` (`tensorBoard(dir)`, per-rank runs and
  * system metrics) and `batch` (`updateFreq: 'batch'`: a scalar event per step on every rank and one extra
  * 4-float allreduce per step for the rank-averaged batch logs). Verifies that the event files were written.
@@ -25,20 +25,23 @@ interface Sample {
   samplesPerSec: number;
 }
 
-async function once(model: BenchModel, steps: number, cond: Condition, logdir: string): Promise<Sample> {
+async function once(model: BenchModel, steps: number, cond: Condition, logdir: string, backend: 'ring' | 'ps'): Promise<Sample> {
   let out = '';
   let err = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
   const tb = cond === 'off' ? [] : ['--tensorboard', logdir, '--update-freq', cond];
-  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), '--warmup', '8', ...tb], numWorkers: 2, backend: 'ring', stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000 });
+  // ps: the servers write their metrics too (what `shoal run --logdir` does); the worker's explicit callback stays the only one
+  const servers = backend === 'ps' && cond !== 'off' ? { logdir } : {};
+  const r = await launch({ script: WORKER, args: ['--model', model, '--steps', String(steps), '--warmup', '8', ...tb], numWorkers: 2, backend, stdout: sink, stderr: errSink, jobTimeoutMs: 300_000, timeoutMs: 120_000, ...servers });
   if (r.code !== 0) throw new Error(`${cond}: rank ${r.failedRank} failed: ${r.error ?? err.slice(-500)}`);
   const line = out.split('\n').find((l) => l.includes('BENCH '));
   if (!line) throw new Error(`${cond}: no BENCH line`);
   const b = JSON.parse(line.slice(line.indexOf('BENCH ') + 6));
   if (cond !== 'off') {
     const runs = readdirSync(logdir).sort();
-    if (runs.join() !== 'rank-0,rank-1,train') throw new Error(`${cond}: runs ${runs.join()} in ${logdir}`);
+    const want = backend === 'ps' ? 'rank-0,rank-1,server-0,train' : 'rank-0,rank-1,train';
+    if (runs.join() !== want) throw new Error(`${cond}: runs ${runs.join()} in ${logdir}, expected ${want}`);
   }
   return { stepMs: b.stepMs, stepMsP50: b.stepMsP50, samplesPerSec: b.samplesPerSec };
 }
@@ -51,6 +54,7 @@ export const command = {
     'reps': { type: 'string', arg: 'N', help: 'interleaved repeats (default 3)' },
     'steps': { type: 'string', arg: 'N', help: 'timed steps per run (default 60)' },
     'model': { type: 'string', arg: 'NAME', help: 'bench model (default mlp)' },
+    'backend': { type: 'string', arg: 'ring|ps', help: 'engine (default ring); ps: the servers write their metrics too' },
     'out': { type: 'string', arg: 'FILE', help: `results file (default ${RESULTS})` },
   },
 } as const satisfies CommandSpec;
@@ -60,15 +64,17 @@ export async function run(args: string[]): Promise<void> {
   const reps = Number(v['reps'] ?? '3');
   const steps = Number(v['steps'] ?? '60');
   const model = (v['model'] ?? 'mlp') as BenchModel;
-  const outFile = v['out'] ?? RESULTS;
+  const backend = (v['backend'] ?? 'ring') as 'ring' | 'ps';
+  if (backend !== 'ring' && backend !== 'ps') throw new Error(`--backend must be ring or ps, got ${backend}`);
+  const outFile = v['out'] ?? (backend === 'ring' ? RESULTS : RESULTS.replace(/\.json$/, `-${backend}.json`));
   const started = new Date().toISOString();
-  console.log(`tensorboard bench: ${model}, 2 workers (ring), ${steps} timed steps, ${reps} reps; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
+  console.log(`tensorboard bench: ${model}, 2 workers (${backend}), ${steps} timed steps, ${reps} reps; ${cpus().length} cores, load ${loadavg()[0]!.toFixed(1)}`);
   const samples: Record<Condition, Sample[]> = { off: [], epoch: [], batch: [] };
   for (let rep = 0; rep < reps; rep++) {
     for (const cond of ['off', 'epoch', 'batch'] as const) {
       const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-tb-'));
       try {
-        const s = await once(model, steps, cond, dir);
+        const s = await once(model, steps, cond, dir, backend);
         samples[cond].push(s);
         console.log(`  rep ${rep} ${cond.padEnd(5)} step ${s.stepMs.toFixed(2)} ms (p50 ${s.stepMsP50.toFixed(2)})`);
       } finally {
@@ -91,6 +97,6 @@ export async function run(args: string[]): Promise<void> {
   });
   for (const r of rows) console.log(`${r.condition.padEnd(5)} step p50 ${r.step_ms_p50.toFixed(2)} ms (${r.vs_off_pct >= 0 ? '+' : ''}${r.vs_off_pct.toFixed(1)} % vs off); runs ${r.step_ms_p50_runs.map((v) => v.toFixed(2)).join(', ')}`);
   mkdirSync(dirname(outFile), { recursive: true });
-  writeFileSync(outFile, `${JSON.stringify({ suite: 'tensorboard', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, model, workers: 2, backend: 'ring', steps, reps, rows }, null, 1)}\n`);
+  writeFileSync(outFile, `${JSON.stringify({ suite: 'tensorboard', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, model, workers: 2, backend, steps, reps, rows }, null, 1)}\n`);
   console.log(`wrote ${outFile}`);
 }

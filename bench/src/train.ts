@@ -12,7 +12,8 @@
  * - `plain-tfjs`: a bare tfjs loop in this process (slice the batch, `optimizer.minimize`, read the loss): no
  *   shoal at all, same backend and kernels. The harness-overhead reference.
  * - `shoal-local`: `Trainer` with the one-worker LocalSync in this process.
- * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor; for `rec`
+ * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor, and for
+ *   `rec` and `mlp` `ps-worker`: the same with `--ps-placement worker`, the server inside rank 0; for `rec`
  *   also `ring-sparse`: the ring engine allgathering the touched embedding rows, `sparseEngines: ['ring', ...]`;
  *   plain `ring` allreduces whole tables, the default);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
@@ -29,7 +30,7 @@
  *
  * bench/results/train.json:
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
- *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps',
+ *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps'|'ps-worker',
  *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, cpu_ms_per_step?,
  *             step_ms_p50?, sync_ms_p50? (shoal rows: rank 0's median step and sync time), processes,
  *             oversubscribed } ],
@@ -80,7 +81,7 @@ const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url))
 interface Row {
   model: BenchModel;
   mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'independent' | 'torch-anchor';
-  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps';
+  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps' | 'ps-worker';
   workers: number;
   batch_per_worker: number;
   steps: number;
@@ -254,7 +255,7 @@ async function bestOf<T>(n: number, run: () => Promise<T>, score: (t: T) => numb
 
 async function multi(
   model: BenchModel,
-  backend: 'ring' | 'ring-sparse' | 'ps',
+  backend: 'ring' | 'ring-sparse' | 'ps' | 'ps-worker',
   workers: number,
   steps: number,
   opts: RunOptions = { label: '', key: '' },
@@ -269,7 +270,8 @@ async function multi(
     script: WORKER,
     args: ['--model', model, '--steps', String(steps), '--warmup', String(warmup), ...extra],
     numWorkers: workers,
-    backend: backend === 'ring-sparse' ? 'ring' : backend,
+    backend: backend === 'ring-sparse' ? 'ring' : backend === 'ps-worker' ? 'ps' : backend,
+    ...(backend === 'ps-worker' ? { psPlacement: 'worker' as const } : {}),
     servers: 1,
     ...(opts.psMode ? { psMode: opts.psMode, staleness: opts.staleness } : {}),
     stdout: sink,
@@ -368,7 +370,8 @@ export async function run(args: string[]): Promise<void> {
     if (inProcess) rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
     if (inProcess) console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
-    const runs: Array<['ring' | 'ring-sparse' | 'ps', number, RunOptions?]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    const runs: Array<['ring' | 'ring-sparse' | 'ps' | 'ps-worker', number, RunOptions?]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    if (model !== 'mlp64') runs.push(['ps-worker', 2]);
     if (model === 'rec') runs.push(['ring-sparse', 2]);
     if (model === 'mlp64') for (const [backend, o] of OPTION_RUNS) runs.push([backend, 2, o]);
     for (const [backend, workers, opts] of runs) {
@@ -451,9 +454,9 @@ export async function run(args: string[]): Promise<void> {
   const ratios: Record<string, number | null> = {};
   for (const model of models) {
     const one = sps(model, 'shoal', 'ring', 1);
-    for (const backend of ['ring', 'ps', 'ring-sparse']) {
+    for (const backend of ['ring', 'ps', 'ps-worker', 'ring-sparse']) {
       const two = sps(model, 'shoal', backend, 2);
-      if (!two && backend === 'ring-sparse') continue;
+      if (!two && (backend === 'ring-sparse' || backend === 'ps-worker')) continue;
       ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
       const c1 = cpuOf(model, 'ring', 1);
       const c2 = cpuOf(model, backend, 2);

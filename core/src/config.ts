@@ -14,6 +14,7 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_JOB_TLS (with `--tls`: the job's TLS certificate and key, one line; read with the secret into `auth.tls`:
  *   see security/job-tls.ts).
  *   SHOAL_PS_RESEND (1: the ps servers restart from checkpoints; resend what they had not acknowledged).
+ *   SHOAL_PS_PLACEMENT (process: the launcher's server processes, the default; worker: rank 0 hosts the servers).
  *   SHOAL_ELASTIC=1 (`shoal run --elastic`): SHOAL_WORKER_ID is this worker's stable id (ranks change with the
  *   membership generations, see run/src/elastic/generations.ts); SHOAL_ELASTIC_JOIN=1 for a worker started to
  *   join a running job (a replacement).
@@ -41,6 +42,12 @@ export interface WorkerOptions {
    * (SHOAL_PS_RESEND=1, set by `shoal run --ps-durable`).
    */
   psResend?: boolean;
+  /**
+   * Where the parameter servers run (SHOAL_PS_PLACEMENT): `process` (default) in the launcher's actor processes;
+   * `worker` in rank 0's process (`shoal run --ps-placement worker`), so a same-host job has no process beyond
+   * its workers.
+   */
+  psPlacement?: 'process' | 'worker';
   /**
    * Elastic membership (`shoal run --elastic`): this worker's stable id (ranks are positions in a generation's
    * member list) and whether it was started to join a running job. `rank`/`worldSize` are those of generation 0.
@@ -95,6 +102,7 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     host: env.SHOAL_HOST || '127.0.0.1',
     auth,
     ...(oneOf(env, 'SHOAL_PS_RESEND', ['0', '1'] as const, '0') === '1' ? { psResend: true } : {}),
+    ...(oneOf(env, 'SHOAL_PS_PLACEMENT', ['process', 'worker'] as const, 'process') === 'worker' ? { psPlacement: 'worker' as const } : {}),
     ...(oneOf(env, 'SHOAL_ELASTIC', ['0', '1'] as const, '0') === '1'
       ? { elastic: { workerId: int(env, 'SHOAL_WORKER_ID', rank), join: oneOf(env, 'SHOAL_ELASTIC_JOIN', ['0', '1'] as const, '0') === '1' } }
       : {}),

@@ -97,6 +97,29 @@ test('shoal run: the headline names the dead server, ahead of the workers errors
   }
 });
 
+test('--ps-placement worker: rank 0 hosts the servers, no server process; the weights equal the default placement', async () => {
+  const base = await run({ backend: 'ps', servers: 2 }, { STEPS: '40' });
+  const inWorker = await run({ backend: 'ps', servers: 2, psPlacement: 'worker' }, { STEPS: '40' }, async (dir, jobId) => {
+    await waitStep(dir, 0, 5);
+    assert.is(serverPid(jobId, 'ps-server-0'), undefined, 'no server process');
+  });
+  assert.is(inWorker.result.code, 0, inWorker.result.error);
+  assert.ok(base.weights && inWorker.weights);
+  assert.equal(inWorker.weights, base.weights);
+  assert.equal(inWorker.leftovers, []);
+});
+
+test('--ps-placement worker: SIGKILL of rank 0 (the servers with it) fails the job naming rank 0; nothing left behind', async () => {
+  const r = await run({ backend: 'ps', servers: 1, psPlacement: 'worker' }, { STEPS: '400' }, async (dir) => {
+    await waitStep(dir, 0, 10);
+    process.kill(workerPids(dir)[0]!, 'SIGKILL');
+  });
+  assert.is(r.result.failedRank, 0, JSON.stringify(r.result));
+  assert.is(r.weights, undefined);
+  assert.ok(r.ms < 2 * TIMEOUT_MS, `failed after ${r.ms} ms`);
+  assert.equal(r.leftovers, []);
+});
+
 test('--ps-durable: a server killed mid-job is restarted from its checkpoint; the weights equal a clean run', async () => {
   const durable = mkdtempSync(join(tmpdir(), 'shoal-durable-'));
   try {

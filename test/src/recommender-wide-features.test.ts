@@ -128,7 +128,10 @@ test('wide features equal the reference bit for bit over many sampled steps (def
     for (let s = 0; s < 12 && (s + 1) * B <= ex.length; s++, steps++) {
       const pl = model.plan(data.train, hist, ex.slice(s * B, (s + 1) * B), { stepSeed: s, firstIndex: s * B });
       const args = [data.train, pl.batch, pl.users, pl.posIds, pl.negIds, hist, pl.ctx, pl.ctxOff, pl.histRange] as const;
-      assertSameBits(referenceWideFeatures(...args, iiRef), wideFeatures(...args, ii), `step ${s} of batch ${B}`);
+      const ref = referenceWideFeatures(...args, iiRef);
+      assertSameBits(ref, wideFeatures(...args, ii), `step ${s} of batch ${B}`);
+      // Again, now from the per-basket caches (u at the basket's and the history's items) filled by the first call.
+      assertSameBits(ref, wideFeatures(...args, ii), `step ${s} of batch ${B}, cached`);
       assertSameBits(referenceWideFeatures(...args, null), wideFeatures(...args, null), `step ${s} of batch ${B} without EASE`);
       if (B === 1024) rowsBeyondFirstBuffer ||= new Set([...pl.ctx, ...pl.rows[1]!]).size > 256;
     }

@@ -6,11 +6,13 @@ import { SERVER_PID_BASE, Timeline, timelinePartPath } from '@shoal/core/telemet
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
-import { PS_REMOTE, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
+import { signaturesAgree } from './signature.js';
+import { PS_REMOTE, type GuardedCall, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
 import { Gathers } from './server/gathers.js';
 import { Members } from './server/members.js';
 import { Rounds } from './server/rounds.js';
+import { localRows } from './server/row-merge.js';
 import { ServerMetrics, type ServerMetricsOptions } from './server/server-metrics.js';
 import { GroupCommit, readShard, writeShard } from './server/shard-checkpoint.js';
 import { sharedOf, SharedRegions } from './server/shared-plane.js';
@@ -281,7 +283,7 @@ export class KVServer implements PsServerApi {
     this.members.sender(currentCaller(), rank);
     this.counters.pushes++;
     const slot = this.slot(key);
-    const local = this.localRows(slot, rowIds, rank);
+    const local = localRows(slot, rowIds, rank, this.o.serverIndex);
     const rs = slot.spec.rows!.rowSize;
     if (rows.length !== rowIds.length * rs || rows.constructor !== slot.data.constructor) {
       throw Errors.mismatch(`rows of key ${key}`, `worker ${rank} pushed ${rows.constructor.name}[${rows.length}] for ${rowIds.length} rows of ${rs}`);
@@ -384,7 +386,7 @@ export class KVServer implements PsServerApi {
     this.members.sender(currentCaller(), rank);
     this.counters.pulls++;
     const slot = this.slot(key);
-    const local = rowIds ? this.localRows(slot, rowIds, rank, false) : null;
+    const local = rowIds ? localRows(slot, rowIds, rank, this.o.serverIndex, false) : null;
     const read = (): RowsReply => {
       let reply = slot.rows.last ?? { rowIds: new Int32Array(0), rows: allocFloat(slot.spec.dtype, 0) };
       if (local) {
@@ -408,6 +410,25 @@ export class KVServer implements PsServerApi {
     const gone = this.members.lostError();
     if (gone) return Promise.reject(gone);
     return this.tracked(this.gathers.gather(rank, tag, value, op));
+  }
+
+  /**
+   * A collective in one round trip (see `PsRequests.guarded`): join gather `tag` with `sig`; once every worker
+   * has, start `calls` in order (as separate requests would be) when the signatures agree, else run nothing and
+   * reply `values: null` (each worker then throws the same ERR_MISMATCH / ERR_NAN from `all`).
+   */
+  guarded(rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]): Promise<PsReplies['guarded']> {
+    return this.gather(rank, tag, sig, op).then((all) => {
+      if (!signaturesAgree(op, all)) return { all, values: null };
+      const run = ([m, a]: GuardedCall) => {
+        try {
+          return Promise.resolve((this[m] as (...x: unknown[]) => unknown).apply(this, a));
+        } catch (e) {
+          return Promise.reject(e);
+        }
+      };
+      return Promise.all(calls.map(run)).then((values) => ({ all, values }));
+    });
   }
 
   /** Write the shard now (atomically) to the configured checkpoint path. Returns the path and size. */
@@ -468,21 +489,6 @@ export class KVServer implements PsServerApi {
     const s = this.slots.get(key);
     if (!s) throw Errors.invalidArg(`key ${JSON.stringify(key)}`, `is not initialised on server ${this.o.serverIndex} (call init first)`);
     return s;
-  }
-
-  /** Global row ids -> local row numbers, checking range (and order/uniqueness for pushes). */
-  private localRows(slot: Slot, rowIds: Int32Array, rank: number, strict = true): Int32Array {
-    if (!slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is dense: use push/pull');
-    const r0 = slot.slice.rowStart!;
-    const r1 = slot.slice.rowEnd!;
-    const out = new Int32Array(rowIds.length);
-    for (let i = 0; i < rowIds.length; i++) {
-      const r = rowIds[i]!;
-      if (r < r0 || r >= r1) throw Errors.invalidArg(`row id ${r} of key ${slot.spec.key}`, `from worker ${rank} is outside server ${this.o.serverIndex}'s rows [${r0}, ${r1})`);
-      if (strict && i > 0 && r <= rowIds[i - 1]!) throw Errors.invalidArg(`row ids of key ${slot.spec.key}`, `from worker ${rank} must be sorted and unique (${rowIds[i - 1]} then ${r})`);
-      out[i] = r - r0;
-    }
-    return out;
   }
 
   /**

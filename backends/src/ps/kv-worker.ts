@@ -1,7 +1,7 @@
-import { ActorClient, Errors, type Store, type Transport } from '@shoal/core';
+import { ActorClient, Errors, isShoalError, type Store, type Transport } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
-import type { PsRequests } from './protocol.js';
+import type { GuardedCall, PsReplies, PsRequests, RowsReply } from './protocol.js';
 import { mergeRows } from '../row-sparse.js';
 import { PullOrder } from './worker/pull-order.js';
 import { collect, perServer, type ServerPart } from './worker/requests.js';
@@ -68,6 +68,19 @@ export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'>
 }
 
 export const defaultServerName = (i: number) => `ps-server-${i}`;
+
+/**
+ * A collective's signature check riding on its data requests (`PsRequests.guarded`, one round trip instead of a
+ * gather and then the data): every server that gets a part of the collective, and server 0 always, joins gather
+ * `tag` with `sig` and runs the part only when all workers' signatures agree.
+ */
+export interface Guard {
+  tag: string;
+  op: string;
+  sig: unknown;
+  /** Throws the collective's error from the gathered signatures when they disagree (as the servers found). */
+  check(all: unknown[]): void;
+}
 
 export class KVWorker {
   readonly rank: number;
@@ -239,13 +252,17 @@ export class KVWorker {
    * Push then pull the same keys in one round trip per server (`outs` may be the gradient arrays themselves; as
    * for `pull`, leave them alone until the promise settles).
    */
-  async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[]): Promise<FloatArray[]> {
+  async pushPull(keys: readonly string[], grads: readonly FloatArray[], outs?: readonly FloatArray[], guard?: Guard): Promise<FloatArray[]> {
     if (keys.length !== grads.length) throw Errors.invalidArg('grads', `must have one array per key (${keys.length}), got ${grads.length}`);
+    if (guard && !this.guardable) throw Errors.state('guarded requests need a KVWorker without resendAfterRestart');
     const res = this.denseOutputs(keys, outs, 'use rowSparsePush/rowSparsePull', grads);
     const use = this.staging.claim(keys, true, true);
     await this.staging.with(keys, use, true, true, async () => {
       const per = perServer(this.numServers);
+      const counted = keys.map((k) => this.issued.get(k));
       this.collect(per, keys, grads, res, use, true);
+      // Refused by the servers (the signatures disagree): nothing was pushed, the counters go back.
+      const refused = () => keys.forEach((k, i) => (counted[i] === undefined ? this.issued.delete(k) : this.issued.set(k, counted[i]!)));
       // One request per server; the server has received every gradient before it replies, and only its reply
       // lands in `outs`, so `outs` may be the gradient arrays themselves.
       await this.landDense(
@@ -255,6 +272,7 @@ export class KVWorker {
         use,
         (p, shared) => (shared ? [this.rank, p.keys, p.counters, p.keys.map(() => null), true] : [this.rank, p.keys, p.counters, p.arrays]),
         this.order.after(keys),
+        guard && { guard, refused },
       );
     });
     return res;
@@ -276,11 +294,21 @@ export class KVWorker {
     use: boolean[] | null,
     args: (p: ServerPart, shared: boolean) => PsRequests[M],
     before?: Promise<unknown>,
+    guarded?: { guard: Guard; refused: () => void },
   ): Promise<void> {
     const done = (async () => {
       if (before) await before;
       await Promise.all(
         per.map(async (p, s) => {
+          if (guarded) {
+            // Server 0 always checks the signatures, also without a part (see `Guard`).
+            if (!p.keys.length && s !== 0) return;
+            const calls: GuardedCall[] = p.keys.length ? [[method, args(p, !!use?.[s])] as GuardedCall] : [];
+            if (use?.[s]) this.links.sharedCalls++;
+            const got = await this.guardedCall(s, guarded.guard, calls, guarded.refused);
+            if (p.keys.length) landValues(method, s, p.keys, got[0] as (FloatArray | null)[], p.targets, p.staged);
+            return;
+          }
           if (!p.keys.length) return;
           const plain = { args: args(p, false), replyInto: p.targets };
           const got = use?.[s] ? await this.links.call(s, method, args(p, true), undefined, plain) : await this.links.call(s, method, plain.args, p.targets);
@@ -292,11 +320,44 @@ export class KVWorker {
     await done;
   }
 
+  /** Whether `Guard`s may be passed: not with `resendAfterRestart` (a restarted server has lost its gathers). */
+  get guardable(): boolean {
+    return !this.links.resends;
+  }
+
+  /**
+   * One guarded request to server `s` (see `Guard`): the calls' replies. When the servers refuse, `refused()` runs
+   * (nothing was applied) and `guard.check` throws the collective's error.
+   */
+  private async guardedCall(s: number, guard: Guard, calls: GuardedCall[], refused: () => void): Promise<unknown[]> {
+    let r: PsReplies['guarded'];
+    try {
+      r = await this.links.call(s, 'guarded', [this.rank, guard.tag, guard.op, guard.sig, calls]);
+    } catch (e) {
+      if (isShoalError(e, 'ERR_MISMATCH')) refused(); // the gather itself failed (another operation at this tag)
+      throw e;
+    }
+    if (r.values !== null) return r.values;
+    refused();
+    guard.check(r.all);
+    throw Errors.state(`server ${s} refused ${guard.op} (${guard.tag}) but the signatures agree here`);
+  }
+
   /**
    * Push rows of a row-sparse key. `rowIds` may be unsorted and repeat (duplicates are summed here, so each
    * row crosses the wire once). In sync mode every worker must call this once per round (an empty push is fine).
    */
   async rowSparsePush(key: string, rowIds: Int32Array, rows: FloatArray): Promise<void> {
+    const pushes = this.sparsePushes(key, rowIds, rows);
+    const slices = this.layout.slicesOf(key);
+    await Promise.all(pushes.map((a, j) => this.links.call(slices[j]!.server, 'rowSparsePush', a)));
+  }
+
+  /**
+   * Checked, merged and counted rows of a row-sparse push (see `rowSparsePush`): the request of each of the key's
+   * slices, in slice order.
+   */
+  private sparsePushes(key: string, rowIds: Int32Array, rows: FloatArray): PsRequests['rowSparsePush'][] {
     const spec = this.layout.spec(key);
     if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense: use push');
     const { numRows, rowSize } = spec.rows;
@@ -305,15 +366,29 @@ export class KVWorker {
     const c = this.issued.get(key) ?? 0;
     this.issued.set(key, c + 1);
     let lo = 0;
-    await Promise.all(
-      this.layout.slicesOf(key).map((sl) => {
-        let hi = lo;
-        while (hi < ids.length && ids[hi]! < sl.rowEnd!) hi++;
-        const a = lo;
-        lo = hi;
-        return this.links.call(sl.server, 'rowSparsePush', [this.rank, key, c, ids.subarray(a, hi), packed.subarray(a * rowSize, hi * rowSize)]);
-      }),
-    );
+    return this.layout.slicesOf(key).map((sl) => {
+      let hi = lo;
+      while (hi < ids.length && ids[hi]! < sl.rowEnd!) hi++;
+      const a = lo;
+      lo = hi;
+      return [this.rank, key, c, ids.subarray(a, hi), packed.subarray(a * rowSize, hi * rowSize)];
+    });
+  }
+
+  /**
+   * `rowSparsePush` then `rowSparsePullLast` of the round it completes, in one guarded request per server (see
+   * `Guard`): the merged rows of the round, sorted by row id.
+   */
+  async rowSparsePushPullLast(key: string, rowIds: Int32Array, rows: FloatArray, guard: Guard): Promise<{ rowIds: Int32Array; rows: FloatArray }> {
+    if (!this.guardable) throw Errors.state('guarded requests need a KVWorker without resendAfterRestart');
+    const pushes = this.sparsePushes(key, rowIds, rows);
+    const c = pushes[0]![2];
+    const refused = () => void this.issued.set(key, c);
+    const slices = this.layout.slicesOf(key);
+    const calls = slices.map((sl, j) => [sl.server, [['rowSparsePush', pushes[j]!], ['rowSparsePull', [this.rank, key, c + 1, null]]]] as [number, GuardedCall[]]);
+    if (!slices.some((sl) => sl.server === 0)) calls.push([0, []]);
+    const got = await Promise.all(calls.map(([s, cs]) => this.guardedCall(s, guard, cs, refused)));
+    return this.concatRows(key, got.slice(0, slices.length).map((v) => v[1] as RowsReply));
   }
 
   /** Pull rows `rowIds` (any order, repeats allowed) of a row-sparse key into `out` (or a new array). */
@@ -352,7 +427,13 @@ export class KVWorker {
     const spec = this.layout.spec(key);
     if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense');
     const need = this.issued.get(key) ?? 0;
-    const parts = await Promise.all(this.layout.slicesOf(key).map((sl) => this.links.call(sl.server, 'rowSparsePull', [this.rank, key, need, null])));
+    return this.concatRows(key, await Promise.all(this.layout.slicesOf(key).map((sl) => this.links.call(sl.server, 'rowSparsePull', [this.rank, key, need, null]))));
+  }
+
+  /** The slices' rows of row-sparse key `key`, one after another (slices are row ranges in order). */
+  private concatRows(key: string, parts: readonly RowsReply[]): { rowIds: Int32Array; rows: FloatArray } {
+    const spec = this.layout.spec(key);
+    if (!spec.rows) throw Errors.invalidArg(`key ${key}`, 'is dense');
     const n = parts.reduce((a, p) => a + p.rowIds.length, 0);
     const rowIds = new Int32Array(n);
     const rows = allocFloat(spec.dtype, n * spec.rows.rowSize);

@@ -1,5 +1,5 @@
 import { arg, type ArgCheck } from '@shoal/core/actor';
-import { type FloatArray } from '@shoal/core';
+import { Errors, type FloatArray } from '@shoal/core';
 import type { KeySlice, KeySpec } from './key-layout.js';
 
 /**
@@ -57,6 +57,10 @@ export interface ServerStats {
   cpuUs: number;
 }
 
+/** The requests a `guarded` request may carry, run once the collective's signatures agree on the server. */
+export type GuardedCall = ['pushPull', PsRequests['pushPull']] | ['rowSparsePush', PsRequests['rowSparsePush']] | ['rowSparsePull', PsRequests['rowSparsePull']];
+export const GUARDED_METHODS = ['pushPull', 'rowSparsePush', 'rowSparsePull'] as const;
+
 /** Requests: method -> arguments. `null` gradients / a `shared` flag: the values are in the staging buffers. */
 export interface PsRequests {
   hello: [rank?: number];
@@ -70,6 +74,12 @@ export interface PsRequests {
   rowSparsePull: [rank: number, key: string, need: number, rowIds: Int32Array | null];
   /** `op`: the operation kind; workers that reach one tag with different kinds all get ERR_MISMATCH at once. */
   gather: [rank: number, tag: string, value: unknown, op?: string];
+  /**
+   * A collective in one round trip: join gather `tag` (operation `op`) with this worker's signature (see
+   * `signature.ts`), and once every worker has, run `calls` in order if the signatures agree (each as its own
+   * request would). Every server that gets a part of the collective checks the same signatures.
+   */
+  guarded: [rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]];
   checkpoint: [];
   stats: [];
   versions: [keys: string[]];
@@ -86,6 +96,8 @@ export interface PsReplies {
   rowSparsePush: void;
   rowSparsePull: RowsReply;
   gather: unknown[];
+  /** `all`: the gathered signatures in rank order; `values`: the calls' replies, or null when they disagree (nothing ran). */
+  guarded: { all: unknown[]; values: unknown[] | null };
   checkpoint: { path: string; bytes: number };
   stats: ServerStats;
   versions: { version: number[]; clock: number[][] };
@@ -112,6 +124,18 @@ const keySpec = arg.object({
 });
 const keySlice = arg.object({ server: count, start: count, end: count, rowStart: arg.optional(count), rowEnd: arg.optional(count) });
 
+/** The calls of a `guarded` request: each a method of `GUARDED_METHODS` with arguments that pass its own checks. */
+const guardedCalls: ArgCheck = (v, where) => {
+  arg.array(arg.array(arg.any(), 2), 16)(v, where);
+  (v as unknown[][]).forEach((c, i) => {
+    arg.oneOf(...GUARDED_METHODS)(c[0], `${where}[${i}][0]`);
+    const checks = PS_REMOTE[c[0] as (typeof GUARDED_METHODS)[number]];
+    const args = c[1];
+    if (!Array.isArray(args) || args.length > checks.length) throw Errors.invalidArg(`${where}[${i}][1]`, `must be the arguments of ${String(c[0])}`);
+    checks.forEach((check, j) => check(args[j], `${where}[${i}][1][${j}]`));
+  });
+};
+
 /** The server's remote surface: one check per argument of every request (see `remoteMethods` in core). */
 export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
   hello: [arg.optional(rank)],
@@ -123,6 +147,7 @@ export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Obje
   rowSparsePush: [rank, keyName, count, arg.int32Array(), floats],
   rowSparsePull: [rank, keyName, count, arg.nullable(arg.int32Array())],
   gather: [rank, arg.string(1024), arg.any(), arg.optional(arg.string(256))],
+  guarded: [rank, arg.string(1024), arg.string(256), arg.any(), guardedCalls],
   checkpoint: [],
   stats: [],
   versions: [keys],

@@ -35,6 +35,7 @@ test('every KVServer request with wrong argument types gets an error reply; the 
     rowSparsePush: [[0, 'k', 0, [1], f], [0, 'k', 0, Int32Array.of(1), [1]], [0, 'k', 0.5, Int32Array.of(1), f]],
     rowSparsePull: [[0, 'k', 0, [1]], [0, 1, 0, null]],
     gather: [[0, 5, null], [0, 'tag', null, 3]],
+    guarded: [[0, 5, 'op', null, []], [0, 't', 'op', null, 'x'], [0, 't', 'op', null, [['push', []]]], [0, 't', 'op', null, [['pushPull', [0, 'k']]]], [0, 't', 'op', null, [['rowSparsePull', [0, 'k', 0, null, 1, 2]]]]],
     checkpoint: [[1]],
     stats: [['x']],
     versions: [['k'], [[1]]],

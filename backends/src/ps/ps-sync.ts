@@ -1,9 +1,10 @@
-import { Errors, loadKernels, type ReduceKernels } from '@shoal/core';
+import { Errors, loadKernels, type FloatArray, type ReduceKernels } from '@shoal/core';
 import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import type { UpdaterSpec } from './updaters.js';
-import { KVWorker, type ConnectKVWorkerOptions } from './kv-worker.js';
+import { KVWorker, type ConnectKVWorkerOptions, type Guard } from './kv-worker.js';
+import { checkSignatures, type Signature } from './signature.js';
 
 /**
  * GradientSync over the parameter server (sync mode servers, sum-only keys):
@@ -27,14 +28,21 @@ export interface PsSyncOptions {
   /** Called by `close()` (e.g. stop servers this rank owns). */
   onClose?: () => Promise<void>;
   /**
+   * `close()` first meets the other ranks' (a gather on server 0, at most `closeTogetherMs`, default 10 s; a lost
+   * rank ends it at once), so servers one rank hosts (`shoal run --ps-placement worker`) outlive every rank's
+   * last request. Every rank of the job must pass the same.
+   */
+  closeTogether?: boolean;
+  closeTogetherMs?: number;
+  /**
    * Record each op on this rank's timeline: `negotiate` (the signature exchange through server 0) and `push+pull`
    * (dense, lane `sync`; args: tensors, bytes), `sparse push+pull` (lane `sync sparse`, beside the dense round it
-   * overlaps), `gather` (scalars, barrier). Not owned.
+   * overlaps), `gather` (scalars, barrier); collectives on known keys check their signatures in the push+pull
+   * itself (no `negotiate`). Not owned.
    */
   timeline?: Timeline;
 }
 
-type Sig = { names: string[]; shapes: string[]; nan: string | null };
 
 export class PsSync implements GradientSync {
   readonly kind = 'ps' as const;
@@ -111,7 +119,18 @@ export class PsSync implements GradientSync {
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     this.live();
     this.needSync('allreduceMean');
-    await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.o.allowNonFinite));
+    const sig = this.signature(grads, !this.o.allowNonFinite);
+    const fast = this.guard('allreduceMean', sig, grads.length ? grads.map((g) => `g:${g.name}`) : null);
+    if (fast) {
+      // Keys known: the signature check rides on the push (one round trip, see `Guard`).
+      const keys = grads.map((g) => `g:${g.name}`);
+      const arrays = grads.map((g) => g.data);
+      await this.traced('push+pull', () => this.kv.pushPull(keys, arrays, arrays, fast), this.o.timeline ? { tensors: grads.length, bytes: arrays.reduce((a, x) => a + x.byteLength, 0) } : undefined);
+      for (const a of arrays) this.divide(a);
+      this.ops++;
+      return;
+    }
+    await this.traced('negotiate', () => this.exchange('allreduceMean', sig));
     if (grads.length === 0) return;
     await this.ensure(grads.map((g) => ({ key: `g:${g.name}`, size: g.data.length, update: 'assign' })));
     const keys = grads.map((g) => `g:${g.name}`);
@@ -125,17 +144,26 @@ export class PsSync implements GradientSync {
     this.live();
     this.needSync('sparseAllreduceMean');
     const nan = !this.o.allowNonFinite && this.kernels.firstNonFinite(grad.rows) >= 0 ? grad.name : null;
-    await this.traced('negotiate', () => this.exchange('sparseAllreduceMean', { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan }), undefined, true);
+    const sig: Signature = { names: [grad.name], shapes: [`${grad.numRows}x${grad.rowSize}`], nan };
     const key = `s:${grad.name}`;
-    await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
-    // The pull of the merged rows goes out right behind the push (it counts this push, so the servers answer it
-    // once the round is complete): one round trip instead of two.
-    const t0 = this.o.timeline?.now();
-    const pushed = this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
-    const pulled = this.kv.rowSparsePullLast(key);
-    pulled.catch(() => {}); // awaited below; if the push fails first, not unhandled
-    await pushed;
-    const last = await pulled;
+    const fast = this.guard('sparseAllreduceMean', sig, [key]);
+    let last: { rowIds: Int32Array; rows: FloatArray };
+    let t0 = this.o.timeline?.now();
+    if (fast) {
+      // Key known: the signature check, the push and the pull of the merged rows in one request per server.
+      last = await this.kv.rowSparsePushPullLast(key, grad.rowIds, grad.rows, fast);
+    } else {
+      await this.traced('negotiate', () => this.exchange('sparseAllreduceMean', sig), undefined, true);
+      await this.ensure([{ key, size: grad.numRows * grad.rowSize, rows: { numRows: grad.numRows, rowSize: grad.rowSize }, update: 'assign' }]);
+      // The pull of the merged rows goes out right behind the push (it counts this push, so the servers answer it
+      // once the round is complete): one round trip instead of two.
+      t0 = this.o.timeline?.now();
+      const pushed = this.kv.rowSparsePush(key, grad.rowIds, grad.rows);
+      const pulled = this.kv.rowSparsePullLast(key);
+      pulled.catch(() => {}); // awaited below; if the push fails first, not unhandled
+      await pushed;
+      last = await pulled;
+    }
     this.o.timeline?.span(this.lanes!.sparse, 'sparse push+pull', t0!, { tensor: grad.name, rows: grad.rowIds.length });
     const rows = last.rows as Float32Array;
     this.divide(rows);
@@ -202,6 +230,12 @@ export class PsSync implements GradientSync {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.o.closeTogether && this.size > 1) {
+      const ms = this.o.closeTogetherMs ?? 10_000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.kv.gather('close', null, 'close').catch(() => {}), new Promise((r) => (timer = setTimeout(r, ms)))]);
+      clearTimeout(timer);
+    }
     await this.kv.close();
     await this.o.onClose?.();
   }
@@ -233,13 +267,27 @@ export class PsSync implements GradientSync {
   }
 
   private agree(op: string, ts: readonly DenseTensor[], checkNan: boolean): Promise<void> {
+    return this.exchange(op, this.signature(ts, checkNan));
+  }
+
+  /** This rank's signature of a collective on `ts` (throws ERR_INVALID_ARG for a tensor whose shape and data disagree). */
+  private signature(ts: readonly DenseTensor[], checkNan: boolean): Signature {
     let nan: string | null = null;
     if (checkNan) for (const t of ts) if (this.kernels.firstNonFinite(t.data) >= 0) (nan ??= t.name);
     for (const t of ts) {
       const n = t.shape.reduce((a, b) => a * b, 1);
       if (n !== t.data.length) throw Errors.invalidArg(`tensor "${t.name}"`, `has shape [${t.shape.join(', ')}] (${n} values) but ${t.data.length} values`);
     }
-    return this.exchange(op, { names: ts.map((t) => t.name), shapes: ts.map((t) => `[${t.shape.join(', ')}]`), nan });
+    return { names: ts.map((t) => t.name), shapes: ts.map((t) => `[${t.shape.join(', ')}]`), nan };
+  }
+
+  /**
+   * The guard of the next collective when it may take one round trip (`Guard`): several ranks, servers that keep
+   * their gathers (no resend after a restart), and `keys` declared by an earlier collective (null: never).
+   */
+  private guard(op: string, sig: Signature, keys: readonly string[] | null): Guard | undefined {
+    if (this.size === 1 || !keys || !this.kv.guardable || !keys.every((k) => this.declared.has(k))) return undefined;
+    return { tag: this.nextTag(), op, sig, check: (all) => checkSignatures(op, all as Signature[], this.rank) };
   }
 
   /**
@@ -251,25 +299,12 @@ export class PsSync implements GradientSync {
   }
 
   /** Exchange signatures through server 0; throw the same ERR_MISMATCH / ERR_NAN on every rank. */
-  private async exchange(op: string, sig: Sig): Promise<void> {
+  private async exchange(op: string, sig: Signature): Promise<void> {
     if (this.size === 1) {
       if (sig.nan) throw Errors.nan(`gradient "${sig.nan}" on rank 0 (${op})`, { rank: 0, badRank: 0 });
       return;
     }
-    const all = await this.kv.gather(this.nextTag(), sig, op);
-    const me = all[0]!;
-    for (let r = 1; r < all.length; r++) {
-      const o = all[r]!;
-      if (o.names.length !== me.names.length) {
-        throw Errors.mismatch(op, `rank 0 passes ${me.names.length} tensors (${me.names.map((n) => JSON.stringify(n)).join(', ')}), rank ${r} passes ${o.names.length} (${o.names.map((n) => JSON.stringify(n)).join(', ')})`, { rank: this.rank });
-      }
-      for (let i = 0; i < me.names.length; i++) {
-        if (o.names[i] !== me.names[i]) throw Errors.mismatch(op, `tensor ${i} is "${me.names[i]}" on rank 0 but "${o.names[i]}" on rank ${r}`, { rank: this.rank });
-        if (o.shapes[i] !== me.shapes[i]) throw Errors.mismatch(op, `tensor "${me.names[i]}" has shape ${me.shapes[i]} on rank 0 but ${o.shapes[i]} on rank ${r}`, { rank: this.rank });
-      }
-    }
-    const bad = all.findIndex((s) => s.nan !== null);
-    if (bad >= 0) throw Errors.nan(`gradient "${all[bad]!.nan}" on rank ${bad} (${op})`, { rank: this.rank, badRank: bad });
+    checkSignatures(op, await this.kv.gather<Signature>(this.nextTag(), sig, op), this.rank);
   }
 }
 

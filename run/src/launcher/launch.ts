@@ -59,6 +59,12 @@ export interface LaunchOptions {
    * (unix sockets, same host) or `tcp` on `host` (what a multi-host setup needs).
    */
   psLink?: PsLink;
+  /**
+   * Where the parameter servers run (ps/hybrid): `process` (default) as actor processes of this launcher;
+   * `worker` inside rank 0's process (same host only, not with `psDurable`), as BytePS and Orca co-locate them:
+   * no process beyond the workers competes for the cores. The servers then live and die with rank 0.
+   */
+  psPlacement?: 'process' | 'worker';
   /** Every network wait of the workers (SHOAL_TIMEOUT_MS). Default 60 000. */
   timeoutMs?: number;
   /**
@@ -280,6 +286,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   if (options.tls && transport === 'nng') throw Errors.config('tls', 'the nng transport has no TLS in shoal: use --transport net with --tls');
   const psLink = options.psLink ?? (multiHost ? 'tcp' : 'shm');
   if (multiHost && (transport === 'shm' || psLink !== 'tcp')) throw Errors.config('transport', `ranks on several hosts need --transport net|nng and --ps-link tcp (got ${transport}, ${psLink})`);
+  const psInWorker = options.psPlacement === 'worker' && backend !== 'ring';
+  if (options.psPlacement !== undefined && options.psPlacement !== 'process' && options.psPlacement !== 'worker') throw Errors.config('psPlacement', `must be process or worker, got ${JSON.stringify(options.psPlacement)}`);
+  if (psInWorker && (multiHost || options.psDurable !== undefined || options.psMode === 'async' || options.elastic !== undefined)) {
+    throw Errors.config('psPlacement', 'worker (servers in rank 0) is for same-host sync jobs without --ps-durable or --elastic');
+  }
   // The store (and the ps servers) listen here: with several hosts, on this machine's entry of the list (or its
   // hostname, when the launcher's host runs no rank), which every host can reach.
   const host = options.host ?? (multiHost ? (localHost ?? hostname()) : '127.0.0.1');
@@ -427,7 +438,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   };
 
   try {
-    if (backend === 'ps' || backend === 'hybrid') {
+    if ((backend === 'ps' || backend === 'hybrid') && !psInWorker) {
       psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
       psServers = options.elastic === undefined ? await startServers(n) : [];
@@ -447,6 +458,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         auth,
         ...(data === undefined ? {} : { data: { from: 'path' as const, path: data } }),
         ...(durableDir === undefined ? {} : { psResend: true }),
+        ...(psInWorker ? { psPlacement: 'worker' as const } : {}),
       };
       const thread = new ThreadWorker(threadScript.entry, {
         // The secret travels in the thread's environment (below), not in workerData: `auth` stays out of it.
@@ -500,6 +512,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
         SHOAL_HOST: at !== undefined && multiHost ? at.host : host,
         ...(data === undefined ? {} : { SHOAL_DATA: data }),
         ...(durableDir === undefined ? {} : { SHOAL_PS_RESEND: '1' }),
+        ...(psInWorker ? { SHOAL_PS_PLACEMENT: 'worker' } : {}),
         ...(elastic === undefined ? {} : elastic.env(workerId, join)),
       };
       const child =

@@ -31,6 +31,7 @@ export const RUN_COMMAND = {
     'ps-mode': { type: 'string', arg: 'sync|async', help: 'ps: sync rounds (default), or async: each update applied on arrival, workers never wait for each other' },
     staleness: { type: 'string', arg: 'S', help: 'with --ps-mode async: no worker runs more than S steps ahead of the slowest (default unbounded; 0 = sync)' },
     'ps-link': { type: 'string', arg: 'shm|ipc|tcp', help: 'how workers reach the ps servers (default shm; tcp on --host)' },
+    'ps-placement': { type: 'string', arg: 'process|worker', help: 'ps servers in their own processes (default) or in rank 0 (same host)' },
     elastic: { type: 'boolean', help: 'elastic training (one host): a lost worker does not end the job while --min-workers remain; the others roll back to their last commit and go on' },
     'min-workers': { type: 'string', arg: 'A', help: 'with --elastic: fewest workers the job goes on with (default -n)' },
     'max-workers': { type: 'string', arg: 'B', help: 'with --elastic: most workers at once (default -n)' },
@@ -91,6 +92,7 @@ export function parseRunCommand(argv: readonly string[], env: { cores?: number; 
   if (v.data !== undefined) o.data = v.data;
   if (v.transport !== undefined) o.transport = choiceOption(name, '--transport', v.transport, ['net', 'nng', 'shm'] as const);
   if (v['ps-link'] !== undefined) o.psLink = choiceOption(name, '--ps-link', v['ps-link'], ['ipc', 'tcp', 'shm'] as const);
+  if (v['ps-placement'] !== undefined) o.psPlacement = choiceOption(name, '--ps-placement', v['ps-placement'], ['process', 'worker'] as const);
   if (v['ps-durable'] !== undefined) {
     if (v['ps-durable'] === '') throw new UsageError(`${name}: --ps-durable needs a folder`);
     if (o.backend !== 'ps' && o.backend !== 'hybrid') throw new UsageError(`${name}: --ps-durable needs --backend ps or hybrid`);

@@ -7,11 +7,12 @@ import {
   RingSync,
   ShmCollective,
   shmCollectiveAvailable,
+  startPsServers,
   type GradientSync,
   type HierarchicalGroup,
   type RingSyncOptions,
 } from '@shoal/backends';
-import { connectGroup, createNetTransport, Errors, shmTransport, type Connection, type IoOptions, type Listener, type Transport, type WorkerOptions } from '@shoal/core';
+import { connectGroup, createNetTransport, Errors, shmTransport, type ActorSupervisor, type Connection, type IoOptions, type Listener, type Transport, type WorkerOptions } from '@shoal/core';
 import type { Timeline } from '@shoal/core/telemetry';
 import type { JobContext } from './join-job.js';
 
@@ -124,7 +125,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
     };
     // The launcher's server actors listen on tcp://, ipc:// (net transport) or shm:// (`shoal run --ps-link`):
     // dial each with the transport its scheme names, whatever SHOAL_TRANSPORT is.
-    const ps = () => {
+    const ps = async () => {
       const net = options.transport === 'net' ? job.transport : createNetTransport({ auth: options.auth }); // holds nothing beyond its connections
       const shm = () => {
         if (options.transport === 'shm') return job.transport;
@@ -133,7 +134,33 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         return psShm;
       };
       const transport = new SchemeRouter(net, shm);
-      return PsSync.connect({ ...(placement.psServerName ? { serverName: placement.psServerName } : {}), rank: options.rank, numWorkers: options.worldSize, numServers: options.servers, store: job.rawStore, transport, timeoutMs: options.timeoutMs, sharedMemory: init.ps?.sharedMemory, regionPrefix: options.jobId, resendAfterRestart: options.psResend === true, ...(timeline ? { timeline } : {}) });
+      // `--ps-placement worker`: rank 0 hosts the servers (actors on this process's event loop, over shm); every
+      // rank meets the others at close, so they outlive each rank's last request.
+      const inWorker = options.psPlacement === 'worker';
+      const hosted: ActorSupervisor[] =
+        inWorker && options.rank === 0
+          ? await startPsServers({ placement: 'local', store: job.rawStore, transport: shm(), listenUrl: 'shm://auto', numServers: options.servers, numWorkers: options.worldSize, mode: 'sync', timeoutMs: options.timeoutMs })
+          : [];
+      const stopHosted = async () => void (await Promise.all(hosted.map((s) => s.stop())));
+      try {
+        return await PsSync.connect({
+          ...(placement.psServerName ? { serverName: placement.psServerName } : {}),
+          rank: options.rank,
+          numWorkers: options.worldSize,
+          numServers: options.servers,
+          store: job.rawStore,
+          transport,
+          timeoutMs: options.timeoutMs,
+          sharedMemory: init.ps?.sharedMemory,
+          regionPrefix: options.jobId,
+          resendAfterRestart: options.psResend === true,
+          ...(timeline ? { timeline } : {}),
+          ...(inWorker ? { closeTogether: true, onClose: stopHosted } : {}),
+        });
+      } catch (e) {
+        await stopHosted();
+        throw e;
+      }
     };
     switch (options.backend) {
       case 'ring':

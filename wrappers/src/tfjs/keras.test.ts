@@ -3,50 +3,21 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryGroups } from '@shoal/backends/testing';
-import { RingSync, type GradientSync } from '@shoal/backends';
 import { setupTfjs } from './runtime.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
 import { earlyStopping, learningRateScheduler, modelCheckpoint, reduceLROnPlateau } from './callbacks.js';
 import { schedules } from './schedules.js';
 import { tensorBoard } from './tensorboard/tensorboard.js';
+import { onRingRanks, rejects, toyData, toyModel } from '../testing/toy.js';
 
 // Keras habits (issue 17): fit(x, y, opts), validation, callbacks that stop, schedules, names, save/load.
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
+const toy = (n: number, seed = 1) => toyData(tf, n, seed);
+const model = toyModel;
 
-function toy(n: number, seed = 1) {
-  const x = tf.randomUniform([n, 2], -1, 1, 'float32', seed);
-  const y = tf.tidy(() => tf.cast(tf.greater(x.sum(1, true), 0), 'float32'));
-  return { x, y };
-}
-const model = (seed = 3) => (t: typeof tf) =>
-  t.sequential({
-    layers: [
-      t.layers.dense({ inputShape: [2], units: 8, activation: 'tanh', kernelInitializer: t.initializers.glorotUniform({ seed }) }),
-      t.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: t.initializers.glorotUniform({ seed: seed + 1 }) }),
-    ],
-  });
 const base = (o: Partial<TrainerOptions> = {}): TrainerOptions => ({ model: model(), optimizer: (t) => t.train.sgd(0.2), loss: 'binaryCrossentropy', metrics: ['accuracy'], runtime: rt, verbose: 0, ...o });
-async function rejects(fn: () => Promise<unknown>, re: RegExp) {
-  try {
-    await fn();
-  } catch (e) {
-    assert.match(String((e as Error)?.message ?? e), re);
-    return;
-  }
-  assert.unreachable(`expected a rejection matching ${re}`);
-}
-/** Run `fn` on `n` in-process ranks over the ring engine. */
-async function onRanks<T>(n: number, fn: (sync: GradientSync) => Promise<T>): Promise<T[]> {
-  const groups = await memoryGroups(n, { timeoutMs: 20_000 });
-  const syncs = groups.map((g) => new RingSync(g));
-  try {
-    return await Promise.all(syncs.map(fn));
-  } finally {
-    await Promise.all(syncs.map((s) => s.close()));
-  }
-}
+const onRanks = onRingRanks;
 const flat = (t: Trainer) => Array.from(t.weightsFlat());
 const data = toy(400, 5);
 

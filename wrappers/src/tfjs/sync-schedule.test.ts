@@ -4,63 +4,33 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as tfjs from '@tensorflow/tfjs';
-import { memoryGroups, memoryPsCluster } from '@shoal/backends/testing';
-import { attachJobTelemetry, PsSync, RingSync, type DenseTensor, type GradientSync } from '@shoal/backends';
+import { memoryPsCluster } from '@shoal/backends/testing';
+import { attachJobTelemetry, PsSync, type DenseTensor, type GradientSync } from '@shoal/backends';
 import { Timeline } from '@shoal/core/telemetry';
 import { loadCheckpoint } from './checkpoint.js';
 import { setupTfjs } from './runtime.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
 import type { OptimizerSpec } from './losses.js';
 import { adviceLine, type SyncSchedule } from './sync-schedule.js';
+import { onRingRanks, outputCollector, rejects, toyData, toyModel } from '../testing/toy.js';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
+const toy = (n: number, seed = 1) => toyData(tf, n, seed);
+const model = toyModel;
 
-/** y = 1 when x0 + x1 > 0: learnable by a tiny MLP. */
-function toy(n: number, seed = 1) {
-  const x = tf.randomUniform([n, 2], -1, 1, 'float32', seed);
-  const y = tf.tidy(() => tf.cast(tf.greater(x.sum(1, true), 0), 'float32'));
-  return { x, y };
-}
-const model = (seed = 3) => (t: typeof tf) =>
-  t.sequential({
-    layers: [
-      t.layers.dense({ inputShape: [2], units: 8, activation: 'tanh', kernelInitializer: t.initializers.glorotUniform({ seed }) }),
-      t.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: t.initializers.glorotUniform({ seed: seed + 1 }) }),
-    ],
-  });
-const collector = () => {
-  const lines: string[] = [];
-  return { sink: { write: (s: string) => void lines.push(s), isTTY: false }, text: () => lines.join('') };
-};
+const collector = outputCollector;
 type Opts = Omit<TrainerOptions, 'model' | 'optimizer' | 'loss' | 'runtime'>;
 const mk = (sync: GradientSync | undefined, optimizer: OptimizerSpec, o: Opts = {}, seed = 3) =>
   new Trainer({ model: model(seed), optimizer, loss: 'binaryCrossentropy', metrics: ['accuracy'], ...(sync ? { sync } : {}), runtime: rt, verbose: 0, ...o });
 
 /** Run `fn` on 2 in-process ring ranks (memory transport). */
-async function onRanks<T>(fn: (sync: GradientSync) => Promise<T>, n = 2): Promise<T[]> {
-  const syncs = (await memoryGroups(n, { timeoutMs: 20_000 })).map((g) => new RingSync(g));
-  try {
-    return await Promise.all(syncs.map(fn));
-  } finally {
-    await Promise.all(syncs.map((s) => s.close()));
-  }
-}
+const onRanks = <T>(fn: (sync: GradientSync) => Promise<T>, n = 2): Promise<T[]> => onRingRanks(n, fn);
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.is(a.length, b.length);
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!) / Math.max(1e-3, Math.abs(b[i]!)));
   return m;
-}
-/** uvu has no async `rejects`: await `fn` and match its error message. */
-async function rejects(fn: () => unknown, re: RegExp) {
-  try {
-    await fn();
-  } catch (e) {
-    assert.match(String((e as Error)?.message ?? e), re);
-    return;
-  }
-  assert.unreachable(`expected a rejection matching ${re}`);
 }
 
 test('syncEvery: 1 and accumulateSteps: 1 train bit for bit like the default on 2 ranks', async () => {

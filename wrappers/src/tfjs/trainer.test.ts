@@ -10,37 +10,14 @@ import { loadCheckpoint } from './checkpoint.js';
 import { epochOrder, rankBatchRows } from './data.js';
 import { memoryGroups } from '@shoal/backends/testing';
 import { RingSync, type GradientSync } from '@shoal/backends';
+import { outputCollector, rejects, toyData, toyModel } from '../testing/toy.js';
 
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
+const toy = (n: number, seed = 1) => toyData(tf, n, seed);
+const model = toyModel;
 
-/** y = 1 when x0 + x1 > 0: learnable by a tiny MLP. */
-function toy(n: number, seed = 1) {
-  const x = tf.randomUniform([n, 2], -1, 1, 'float32', seed);
-  const y = tf.tidy(() => tf.cast(tf.greater(x.sum(1, true), 0), 'float32'));
-  return { x, y };
-}
-const model = (seed = 3) => (t: typeof tf) =>
-  t.sequential({
-    layers: [
-      t.layers.dense({ inputShape: [2], units: 8, activation: 'tanh', kernelInitializer: t.initializers.glorotUniform({ seed }) }),
-      t.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: t.initializers.glorotUniform({ seed: seed + 1 }) }),
-    ],
-  });
-/** uvu has no async `rejects`: await `fn` and match its error message. */
-async function rejects(fn: () => Promise<unknown>, re: RegExp) {
-  try {
-    await fn();
-  } catch (e) {
-    assert.match(String((e as Error)?.message ?? e), re);
-    return;
-  }
-  assert.unreachable(`expected a rejection matching ${re}`);
-}
-const collector = () => {
-  const lines: string[] = [];
-  return { sink: { write: (s: string) => void lines.push(s), isTTY: false }, text: () => lines.join('') };
-};
+const collector = outputCollector;
 
 test('fit learns, prints Keras-like epochs and calls callbacks in order', async () => {
   const out = collector();

@@ -1,4 +1,5 @@
-import type { FloatArray, ReduceKernels } from '@shoal/core';
+import { Errors, type FloatArray, type ReduceKernels } from '@shoal/core';
+import type { Slot } from './slot.js';
 import { allocFloat, type KeySlice, type KeySpec } from '../key-layout.js';
 
 /**
@@ -44,4 +45,22 @@ export class RowMerge {
     this.touchedList = [];
     this.touched?.fill(0);
   }
+}
+
+/**
+ * Global row ids of a push or pull on server `serverIndex` -> local row numbers of `slot`, checking the range
+ * (and, with `strict`, for pushes, that they are sorted and unique).
+ */
+export function localRows(slot: Slot, rowIds: Int32Array, rank: number, serverIndex: number, strict = true): Int32Array {
+  if (!slot.spec.rows) throw Errors.invalidArg(`key ${slot.spec.key}`, 'is dense: use push/pull');
+  const r0 = slot.slice.rowStart!;
+  const r1 = slot.slice.rowEnd!;
+  const out = new Int32Array(rowIds.length);
+  for (let i = 0; i < rowIds.length; i++) {
+    const r = rowIds[i]!;
+    if (r < r0 || r >= r1) throw Errors.invalidArg(`row id ${r} of key ${slot.spec.key}`, `from worker ${rank} is outside server ${serverIndex}'s rows [${r0}, ${r1})`);
+    if (strict && i > 0 && r <= rowIds[i - 1]!) throw Errors.invalidArg(`row ids of key ${slot.spec.key}`, `from worker ${rank} must be sorted and unique (${rowIds[i - 1]} then ${r})`);
+    out[i] = r - r0;
+  }
+  return out;
 }

@@ -51,6 +51,11 @@ export class ServerLinks {
     return this.clients.length;
   }
 
+  /** Whether failed calls are sent again to a restarted server (`resendAfterRestart`). */
+  get resends(): boolean {
+    return this.resendAfterRestart;
+  }
+
   /**
    * Send `method` to server `s`; big arrays of the reply land straight in `replyInto`. `resend`: the request sent
    * over the staging buffers, and its whole form for a restarted server.
