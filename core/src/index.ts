@@ -18,7 +18,8 @@ export { sleep } from './util.js';
 // Stores
 export { asText, type Store } from './store/store.js';
 export { MemoryStore } from './store/memory.js';
-export { TcpStore, TcpStoreServer, type TcpStoreOptions, type TcpStoreServerOptions } from './store/tcp.js';
+export { TcpStore, type TcpStoreOptions } from './store/tcp.js';
+export { TcpStoreServer, type TcpStoreServerOptions } from './store/tcp-server.js';
 // Transports
 export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport/transport.js';
 export { MemoryNetwork } from './transport/memory.js';

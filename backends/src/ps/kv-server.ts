@@ -1,20 +1,17 @@
-// Over 500 lines: one handler per request of protocol.ts, each checking its arguments; the parts they use live in
-// server/ (rounds, buffers, data plane, metrics).
 import { existsSync } from 'node:fs';
 import { currentCaller, externalRef } from '@shoal/core/actor';
-import { SERVER_PID_BASE, Timeline, timelinePartPath } from '@shoal/core/telemetry';
+import type { Timeline } from '@shoal/core/telemetry';
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
-import { signaturesAgree } from './signature.js';
 import { PS_REMOTE, type GuardedCall, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
-import { Gathers } from './server/gathers.js';
+import { Gathers, runGuarded } from './server/gathers.js';
 import { Members } from './server/members.js';
 import { Rounds } from './server/rounds.js';
 import { localRows } from './server/row-merge.js';
-import { ServerMetrics, type ServerMetricsOptions } from './server/server-metrics.js';
-import { GroupCommit, readShard, writeShard } from './server/shard-checkpoint.js';
+import { recordApplies, ServerMetrics, type ServerMetricsOptions } from './server/server-metrics.js';
+import { GroupCommit, readSlots, writeSlots } from './server/shard-checkpoint.js';
 import { sharedOf, SharedRegions } from './server/shared-plane.js';
 import { newSlot, type Slot } from './server/slot.js';
 import { WaitQueue } from './server/waiters.js';
@@ -102,11 +99,7 @@ export class KVServer implements PsServerApi {
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
     if (o.metrics) this.metrics = new ServerMetrics(o.serverIndex, o.metrics, () => this.rounds.counters);
-    if (o.timeline) {
-      const tl = (this.timeline = new Timeline({ path: timelinePartPath(o.timeline, `server-${o.serverIndex}`), pid: SERVER_PID_BASE + o.serverIndex, label: `ps-server-${o.serverIndex}` }));
-      const lane = tl.lane('apply');
-      this.rounds.onApplied = (key, t0, t1) => tl.complete(lane, 'apply', tl.fromPerformance(t0), tl.fromPerformance(t1), { key });
-    }
+    if (o.timeline) this.timeline = recordApplies(o.timeline, o.serverIndex, this.rounds);
     this.ready = createUpdater(o.updater ?? { type: 'assign' }).then(async (u) => {
       this.updater = u;
       for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = s.spec.updater ? await createUpdater(s.spec.updater) : u;
@@ -418,17 +411,7 @@ export class KVServer implements PsServerApi {
    * reply `values: null` (each worker then throws the same ERR_MISMATCH / ERR_NAN from `all`).
    */
   guarded(rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]): Promise<PsReplies['guarded']> {
-    return this.gather(rank, tag, sig, op).then((all) => {
-      if (!signaturesAgree(op, all)) return { all, values: null };
-      const run = ([m, a]: GuardedCall) => {
-        try {
-          return Promise.resolve((this[m] as (...x: unknown[]) => unknown).apply(this, a));
-        } catch (e) {
-          return Promise.reject(e);
-        }
-      };
-      return Promise.all(calls.map(run)).then((values) => ({ all, values }));
-    });
+    return runGuarded(this.gather(rank, tag, sig, op), op, calls, ([m, a]) => (this[m] as (...x: unknown[]) => unknown).apply(this, a));
   }
 
   /** Write the shard now (atomically) to the configured checkpoint path. Returns the path and size. */
@@ -460,28 +443,13 @@ export class KVServer implements PsServerApi {
 
   private writeCheckpoint(): { path: string; bytes: number } {
     const path = this.o.checkpointPath!;
-    const bytes = writeShard(path, {
-      format: 'shoal-ps-shard',
-      version: 1,
-      serverIndex: this.o.serverIndex,
-      numServers: this.o.numServers,
-      numWorkers: this.o.numWorkers,
-      mode: this.o.mode,
-      keys: [...this.slots.values()].map((s) => ({ spec: s.spec, slice: s.slice, data: s.data, state: s.state, version: s.version, clock: s.clock })),
-    });
+    const bytes = writeSlots(path, this.o, this.slots.values());
     this.counters.checkpoints++;
     return { path, bytes };
   }
 
   private restore(path: string): void {
-    const f = readShard(path, this.o);
-    for (const k of f.keys) {
-      const slot = this.newSlot(k.spec, k.slice, k.data.slice());
-      slot.version = k.version;
-      slot.clock = [...k.clock];
-      for (const [n, v] of Object.entries(k.state)) slot.state[n] = v.slice();
-      this.slots.set(k.spec.key, slot);
-    }
+    for (const slot of readSlots(path, this.o, (spec, slice, data) => this.newSlot(spec, slice, data))) this.slots.set(slot.spec.key, slot);
     this.restoredFrom = path;
   }
 

@@ -1,4 +1,5 @@
 /** @shoal/core/store: rendezvous stores. */
 export { asBytes, asText, PrefixStore, type Store } from './store.js';
 export { MemoryStore } from './memory.js';
-export { connectTcpStore, TcpStore, TcpStoreServer, type TcpStoreOptions, type TcpStoreServerOptions } from './tcp.js';
+export { connectTcpStore, TcpStore, type TcpStoreOptions } from './tcp.js';
+export { TcpStoreServer, type TcpStoreServerOptions } from './tcp-server.js';

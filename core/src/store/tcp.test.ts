@@ -2,7 +2,8 @@ import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { asText } from './store.js';
-import { TcpStore, TcpStoreServer } from './tcp.js';
+import { TcpStore } from './tcp.js';
+import { TcpStoreServer } from './tcp-server.js';
 import { expectCode, guard, later } from '../transport/conformance.js';
 import { JobAuth } from '../security/job-auth.js';
 

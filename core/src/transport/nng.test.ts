@@ -12,7 +12,8 @@ import * as assert from 'uvu/assert';
 import { isShoalError } from '../errors.js';
 import { assertBytes, expectCode, guard, openPair, patternBytes, type ConformanceEnv } from './conformance.js';
 import { JobAuth } from '../security/job-auth.js';
-import { createNngTransport, loadNngAddon, NngTransport } from './nng.js';
+import { loadNngAddon } from './nng-addon.js';
+import { createNngTransport, NngTransport } from './nng.js';
 
 const auth = JobAuth.generate('nng-test');
 

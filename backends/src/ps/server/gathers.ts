@@ -1,4 +1,6 @@
 import { Errors } from '@shoal/core';
+import type { GuardedCall, PsReplies } from '../protocol.js';
+import { signaturesAgree } from '../signature.js';
 
 interface Gather {
   values: ({ v: unknown } | undefined)[];
@@ -92,4 +94,23 @@ export class Gathers {
     clearTimeout(g.timer);
     if (this.open.get(tag) === g) this.open.delete(tag);
   }
+}
+
+/**
+ * The server side of a guarded collective (`PsRequests.guarded`): once the gather `all` of every worker's
+ * signature settles, start `calls` in order through `call` (as separate requests would be) when the signatures
+ * of `op` agree, else run nothing and reply `values: null`. A call that throws rejects the reply.
+ */
+export function runGuarded(all: Promise<unknown[]>, op: string, calls: GuardedCall[], call: (c: GuardedCall) => unknown): Promise<PsReplies['guarded']> {
+  return all.then((all) => {
+    if (!signaturesAgree(op, all)) return { all, values: null };
+    const run = (c: GuardedCall) => {
+      try {
+        return Promise.resolve(call(c));
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
+    return Promise.all(calls.map(run)).then((values) => ({ all, values }));
+  });
 }

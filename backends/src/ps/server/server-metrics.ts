@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { Errors } from '@shoal/core';
-import { EventFileWriter } from '@shoal/core/telemetry';
+import { EventFileWriter, SERVER_PID_BASE, Timeline, timelinePartPath } from '@shoal/core/telemetry';
+import type { Rounds } from './rounds.js';
 
 /** Where and how often a server writes its TensorBoard curves (`KVServerOptions.metrics`; `shoal run --logdir`). */
 export interface ServerMetricsOptions {
@@ -122,4 +123,15 @@ export class ServerMetrics {
     this.closed = true;
     await this.writer.close();
   }
+}
+
+/**
+ * `shoal run --timeline FILE` on server `serverIndex`: record each update `rounds` applies (`apply`, per key) in
+ * the part `FILE.server-<i>.jsonl`. Returns the timeline, for the server to close when it stops.
+ */
+export function recordApplies(file: string, serverIndex: number, rounds: Rounds): Timeline {
+  const tl = new Timeline({ path: timelinePartPath(file, `server-${serverIndex}`), pid: SERVER_PID_BASE + serverIndex, label: `ps-server-${serverIndex}` });
+  const lane = tl.lane('apply');
+  rounds.onApplied = (key, t0, t1) => tl.complete(lane, 'apply', tl.fromPerformance(t0), tl.fromPerformance(t1), { key });
+  return tl;
 }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { decodeMessage, encodeMessage } from '@shoal/core/actor';
 import { Errors, type FloatArray } from '@shoal/core';
 import type { KeySlice, KeySpec } from '../key-layout.js';
+import type { Slot } from './slot.js';
 import type { Ack } from './sync-round.js';
 
 /** A server shard on disk: every key slice with its value, optimizer state and progress. */
@@ -53,6 +54,38 @@ export function readShard(path: string, me: { serverIndex: number; numServers: n
     throw Errors.data(path, `was written by server ${f.serverIndex}/${f.numServers} for ${f.numWorkers} workers, this is server ${me.serverIndex}/${me.numServers} for ${me.numWorkers}`);
   }
   return f;
+}
+
+/** The identity a shard is written under and checked against on restore. */
+export interface ShardOwner {
+  serverIndex: number;
+  numServers: number;
+  numWorkers: number;
+  mode: string;
+}
+
+/** Write every slot of server `me` to `path` (see `writeShard`). Returns the file's size. */
+export function writeSlots(path: string, me: ShardOwner, slots: Iterable<Slot>): number {
+  return writeShard(path, {
+    format: 'shoal-ps-shard',
+    version: 1,
+    serverIndex: me.serverIndex,
+    numServers: me.numServers,
+    numWorkers: me.numWorkers,
+    mode: me.mode,
+    keys: [...slots].map((s) => ({ spec: s.spec, slice: s.slice, data: s.data, state: s.state, version: s.version, clock: s.clock })),
+  });
+}
+
+/** The slots saved at `path` by server `me`, each made by `make` and given its saved progress and state. */
+export function readSlots(path: string, me: ShardOwner, make: (spec: KeySpec, slice: KeySlice, data: FloatArray) => Slot): Slot[] {
+  return readShard(path, me).keys.map((k) => {
+    const slot = make(k.spec, k.slice, k.data.slice());
+    slot.version = k.version;
+    slot.clock = [...k.clock];
+    for (const [n, v] of Object.entries(k.state)) slot.state[n] = v.slice();
+    return slot;
+  });
 }
 
 /**
