@@ -10,6 +10,8 @@ export { joinJob, threadWorkerOptions, watchParent, type JobContext, type JoinJo
 export { ElasticSync } from './worker/elastic-sync.js';
 export { sparkInput } from './worker/spark-input.js';
 export { openWorkerData, reportResult, type WorkerDataOptions } from './worker/worker-data.js';
-export { launch, pickRootCause, pickStalledRank, PS_MAX_RESTARTS, summarizeFailure, type LaunchOptions, type LaunchResult } from './launcher/launch.js';
+export { launch, PS_MAX_RESTARTS } from './launcher/launch.js';
+export { pickRootCause, pickStalledRank, summarizeFailure } from './launcher/failure-report.js';
+export type { LaunchOptions, LaunchResult } from './launcher/launch-options.js';
 export { MAX_WORKERS, MAX_WORKERS_PER_CORE, parseRunArgs, parseRunCommand, RUN_COMMAND, type ParsedRun } from './launcher/run-args.js';
 export { psServerListenUrl, startPsServerActors, type PsLink, type PsServerActorsOptions } from './launcher/ps-servers.js';

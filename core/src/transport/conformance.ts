@@ -1,3 +1,4 @@
+// Over 500 lines: a test suite, not runtime code; every case of the Transport contract stays in one list.
 /**
  * The transport conformance suite (libp2p's compliance-tests habit): one set of uvu cases that every
  * `Transport` implementation (memory, net, nng, shm) must pass. A transport's test file calls

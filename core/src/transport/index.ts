@@ -3,6 +3,7 @@ export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, typ
 export { MemoryNetwork } from './memory.js';
 export { createNetTransport, NetTransport, type NetTransportOptions } from './net.js';
 export { createNngTransport, NngTransport, type NngTransportOptions } from './nng.js';
-export { listSegments, removeStaleSegments, shmTransport, type ShmOptions } from './shm.js';
+export { listSegments, removeStaleSegments } from './shm-addon.js';
+export { shmTransport, type ShmOptions } from './shm.js';
 export { createSharedRegion, openSharedRegion, unlinkSharedRegion, type SharedRegion } from './shared-region.js';
 export { transportFromRef, type TransportFactoryRef } from './factory.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Errors } from '../errors.js';
-import { loadShmAddon, type ShmAddon } from './shm.js';
+import { loadShmAddon, type ShmAddon } from './shm-addon.js';
 
 /**
  * A named POSIX shared-memory region mapped into this process as an ArrayBuffer (core/native/shm): the

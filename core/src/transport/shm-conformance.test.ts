@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkRecvIntoTimeout, transportConformance } from './conformance.js';
 import { JobAuth } from '../security/job-auth.js';
-import { listSegments, removeStaleSegments, shmTransport } from './shm.js';
+import { listSegments, removeStaleSegments } from './shm-addon.js';
+import { shmTransport } from './shm.js';
 
 const prefix = `conf${process.pid}`;
 const auth = JobAuth.generate('shm-conformance');

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { MAX_TIMER_MS } from '@shoal/core/util';
 import { resolve } from 'node:path';
 import { choiceOption, helpText, intOption, parseCommand, UsageError, type CommandSpec } from '../cli/command.js';
-import type { LaunchOptions } from './launch.js';
+import type { LaunchOptions } from './launch-options.js';
 import { parseHostfile, parseHosts, placeRanks, type HostSlots } from './hosts.js';
 
 /** Workers per core `shoal run` starts without `--oversubscribe`. */
