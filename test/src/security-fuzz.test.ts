@@ -4,36 +4,15 @@
 // with random bytes (ring indices, lengths) through /dev/shm before and after a rogue claims them, and rogue
 // dialers with wrong secrets. Every listener process (this one) must not crash or hang, must stay within +64 MiB
 // RSS and +1 GiB virtual memory, and real peers must still connect and exchange exact bytes afterwards.
-import { closeSync, openSync, readFileSync, writeSync, fstatSync } from 'node:fs';
+import { closeSync, openSync, writeSync, fstatSync } from 'node:fs';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { AuthLog, JobAuth, NngTransport, shmTransport, type Connection, type Transport } from '@shoal/core';
 import { listSegments } from '@shoal/core/transport';
+import { guard, rng, vmKiB } from './security-helpers.js';
 
-function guard<T>(what: string, ms: number, body: () => Promise<T>): () => Promise<T> {
-  return () =>
-    new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms (hang)`)), ms);
-      body().then(
-        (v) => (clearTimeout(t), resolve(v)),
-        (e) => (clearTimeout(t), reject(e)),
-      );
-    });
-}
 
-/** mulberry32: a small seeded PRNG, so a failing fuzz run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const vmKiB = (field: 'VmRSS' | 'VmSize') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 
 /** Peak RSS and virtual memory growth over `body`, sampled by `sample()` calls inside it. */
 function memoryWatch(): { sample(): void; report(what: string): void } {

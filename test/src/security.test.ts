@@ -3,7 +3,6 @@
 // is parsed, and the job's results stay bit-identical; a seeded fuzzer (thousands of frames and connections) can
 // neither crash, hang nor bloat a listener. Loopback only; every case is bounded by a guard.
 import { createHmac } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,6 +10,7 @@ import { asText, AuthLog, connectGroup, isShoalError, JobAuth, loadKernels, Memo
 import { ActorClient, ActorServer } from '@shoal/core/actor';
 import { CounterActor, expectCode } from '@shoal/core/testing';
 import { allreduceRing } from '@shoal/backends/ring';
+import { guard, rng, vmKiB } from './security-helpers.js';
 
 /** Lines the job's AuthLog would print: kept here, so the test output stays readable. */
 const logged: string[] = [];
@@ -18,16 +18,6 @@ const auth = JobAuth.generate('sec-job', new AuthLog((l) => void logged.push(l))
 /** A rogue's identity: the same job id, another secret. */
 const rogueAuth = () => JobAuth.generate('sec-job', new AuthLog(() => {}));
 
-function guard<T>(what: string, ms: number, body: () => Promise<T>): () => Promise<T> {
-  return () =>
-    new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms (hang)`)), ms);
-      body().then(
-        (v) => (clearTimeout(t), resolve(v)),
-        (e) => (clearTimeout(t), reject(e)),
-      );
-    });
-}
 
 const HELLO_MAGIC = Buffer.from('SHOALNET', 'latin1');
 const hello = (nonce: Buffer) => Buffer.concat([HELLO_MAGIC, Buffer.from([2, 0, 0, 0, 0, 0, 0x40, 0]), nonce]);
@@ -220,18 +210,6 @@ test('ring: rogues at every listener cannot join; the allreduce is bit-identical
   for (let r = 0; r < 3; r++) assert.equal(Buffer.compare(Buffer.from(contested.sums[r]!.buffer), Buffer.from(clean.sums[r]!.buffer)), 0, `rank ${r} bit-identical`);
 }));
 
-/** mulberry32: a small seeded PRNG, so a failing fuzz run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const vmKiB = (field: 'VmRSS' | 'VmSize') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 
 /** One fuzz connection against `port`: random bytes, valid headers with bad bodies, huge lengths, half-open. */
 async function fuzzOne(port: number, r: () => number): Promise<void> {

@@ -14,17 +14,8 @@ import * as assert from 'uvu/assert';
 import { Field, Float32, Int32, List, RecordBatch, Table, makeData, tableToIPC } from 'apache-arrow';
 import { AuthLog, isShoalError, JobAuth, JobTls, NetTransport, parseWorkerOptions, TcpStore, TcpStoreServer } from '@shoal/core';
 import { launch, parseRunArgs } from '@shoal/run';
+import { guard } from './security-helpers.js';
 
-function guard<T>(what: string, ms: number, body: () => Promise<T>): () => Promise<T> {
-  return () =>
-    new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms (hang)`)), ms);
-      body().then(
-        (v) => (clearTimeout(t), resolve(v)),
-        (e) => (clearTimeout(t), reject(e)),
-      );
-    });
-}
 
 const logged: string[] = [];
 const jobTls = await JobTls.generate('tls-job');
