@@ -3,6 +3,7 @@ import { ShmCollective, shmCollectiveAvailable } from '../shm/shm-collective.js'
 import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { broadcastRing } from './broadcast.js';
 import type { OpTrace } from './common.js';
+import { traceIf } from '@shoal/core/telemetry';
 
 /**
  * Hierarchical allreduce for jobs with several ranks per host (NCCL/Horovod's hierarchical mode, on CPUs):
@@ -164,7 +165,7 @@ export async function allreduceHierarchical(h: HierarchicalGroup, data: NumericA
   const seg = opts.segmentBytes === undefined ? {} : { segmentBytes: opts.segmentBytes };
   const c = h.collective;
   const tr = opts.trace;
-  const stage = (name: string, fn: () => Promise<void>) => (tr ? tr.timeline.trace(tr.lane, name, fn) : fn());
+  const stage = (name: string, fn: () => Promise<void>) => traceIf(tr, name, fn);
   await stage('local reduce', () => (c !== undefined ? c.allreduce(data, inner) : allreduceRing(h.local, data, { kernels: opts.kernels, op: inner, ...seg })));
   const cross = h.cross;
   if (cross) await stage('cross allreduce', () => allreduceRing(cross, data, { kernels: opts.kernels, op: inner, wire: opts.wire ?? 'native', ...seg, ...(tr ? { trace: tr } : {}) }));

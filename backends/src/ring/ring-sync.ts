@@ -11,6 +11,7 @@ import { broadcastRing } from './broadcast.js';
 import { copyBytes, type OpTrace } from './common.js';
 import { checkShapes, describeMismatch, signatureOf, TensorFusion, type TensorListSignature } from './fusion.js';
 import { mergeRows } from '../row-sparse.js';
+import { traceIf } from '@shoal/core/telemetry';
 
 export interface RingSyncOptions {
   /** Reduction kernels; default `loadKernels()` (native when built, else JS). */
@@ -153,7 +154,7 @@ export class RingSync implements GradientSync {
   /** `fn` as a span named `name` on the sync lane when tracing. */
   private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const tr = this.trace;
-    return tr ? tr.timeline.trace(tr.lane, name, fn) : fn();
+    return traceIf(tr, name, fn);
   }
 
   /** Connect a process group (`connectGroup`) and wrap it. */

@@ -209,3 +209,11 @@ export class Timeline {
 export function timelinePartPath(file: string, who: number | string): string {
   return `${file}.${typeof who === 'number' ? `rank-${who}` : who}.jsonl`;
 }
+
+/**
+ * `fn` as a span on `trace.lane` when the caller records a timeline, else just `fn()`: the one "trace if tracing"
+ * that engines and the Trainer share (they hold `trace` only when a timeline is on).
+ */
+export function traceIf<T>(trace: { readonly timeline: Timeline; readonly lane: TimelineLane } | undefined, name: string, fn: () => Promise<T>, args?: SpanArgs): Promise<T> {
+  return trace ? trace.timeline.trace(trace.lane, name, fn, args) : fn();
+}

@@ -3,6 +3,7 @@ import { PsSync, type DenseTensor, type GradientSync } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
 import type { GradientBridge } from './gradient-bridge.js';
+import { traceIf } from '@shoal/core/telemetry';
 
 type Tf = typeof tfjs;
 
@@ -68,7 +69,7 @@ export class SyncSchedule {
   ) {}
 
   private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
+    return traceIf(this.trace, name, fn);
   }
 
   get atSync(): boolean {

@@ -17,6 +17,7 @@ import { getLearningRate, setLearningRate } from './schedules.js';
 import { TensorBoardCallback } from './tensorboard/tensorboard.js';
 import { checkElasticOptions, elasticFit, ElasticState, type ElasticHost, type ElasticOptions } from './elastic.js';
 import { loadTrainingState, saveTrainingState, type RunPosition } from './trainer-state.js';
+import { traceIf } from '@shoal/core/telemetry';
 
 export type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
 export type { CheckpointOptions, FitOptions, ValidationData } from './fit-options.js';
@@ -121,7 +122,7 @@ export class Trainer implements CallbackTrainer {
 
   /** `fn` as a span on the `step` lane when the job records a timeline. */
   private traced<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    return this.trace ? this.trace.timeline.trace(this.trace.lane, name, fn) : fn();
+    return traceIf(this.trace, name, fn);
   }
 
   get rank(): number {
