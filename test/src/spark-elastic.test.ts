@@ -15,7 +15,7 @@ if (skip) {
   test.skip('shoal_spark elastic pytest suite', () => {});
 } else {
   test('shoal_spark elastic pytest suite passes (test_elastic.py)', async () => {
-    const r = await runPytest('tests/test_elastic.py', 420_000);
+    const r = await runPytest('tests/test_elastic.py', 600_000);
     assert.is(r.failed, 0, 'pytest failures');
     assert.ok(r.passed >= 8, `expected >= 8 passed, got ${r.passed}`);
     assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);

@@ -16,6 +16,10 @@ type Tf = typeof tfjs;
  * raises ERR_MEMBERSHIP on the survivors: they restore the last commit, rebuild the engine on the new
  * membership, and rank 0 of it broadcasts the state (so a joining worker gets it too), then training goes on
  * with the data re-sharded over the new ranks. Workers that join do so at the survivors' next commit.
+ *
+ * Under `shoal_spark.run(elastic=True)` membership never changes inside a barrier stage: a lost task fails the
+ * stage. Rank 0 also hands every commit to the control's durable store (the driver's, or a folder), and the next
+ * stage's rank 0 starts from the last one (see `elasticFit`).
  */
 export interface ElasticOptions {
   /** Commit the state every this many optimizer steps (>= 1); a loss costs at most this many steps' work. */
