@@ -1,7 +1,7 @@
 import type { DenseTensor, ElasticControl, EngineCapabilities, GradientSync, LostWorker, MembershipChange, RowSparseTensor } from '@shoal/backends';
 import type { Timeline } from '@shoal/core/telemetry';
 import { Errors, isShoalError, type WorkerOptions } from '@shoal/core';
-import { describeLost, elasticServerName, genKey, suspectKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
+import { atKey, describeLost, elasticServerName, genKey, suspectKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
 import { connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { JobContext } from './join-job.js';
 
@@ -41,6 +41,8 @@ export class ElasticSync implements GradientSync, ElasticControl {
   /** The newer generation that interrupted the current engine (a loss, or this worker left out). */
   private interrupted: GenerationRecord | undefined;
   private closed = false;
+  /** The generation this worker last reported entering (`atKey`). */
+  private reportedGen = 0;
   private readonly totals = { bytesSent: 0, bytesReceived: 0, ops: 0 };
 
   private constructor(
@@ -176,6 +178,11 @@ export class ElasticSync implements GradientSync, ElasticControl {
         this.record = rec;
         this.kind_ = won.e.sync.kind;
         this.caps_ = won.e.sync.capabilities;
+        // Tell the launcher this worker is on g now: the servers of older generations may stop (ps, hybrid).
+        if (g > this.reportedGen) {
+          void this.job.store.add(atKey(id), g - this.reportedGen).catch(() => {});
+          this.reportedGen = g;
+        }
         // A loss published while connecting: the new engine is already stale.
         this.checkNewer();
         return;
