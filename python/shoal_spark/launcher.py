@@ -21,7 +21,7 @@ TRANSPORTS = ("net", "nng", "shm")
 #: The Spark DDL of the rows each barrier task returns (mirrors task.OUTPUT_SCHEMA).
 OUTPUT_DDL = (
     "rank int, host string, executor string, exit_code int, result string, rows long, bytes long, batches long, "
-    "feed_s double, wall_s double"
+    "feed_s double, wall_s double, timeline string"
 )
 
 
@@ -35,12 +35,15 @@ class ShoalResult:
     wall_s: driver-side time of the whole Spark job.
     stages: with elastic=True, one dict per barrier stage run: stage (0, 1, ...), workers, error (why it failed,
             None for the stage that finished); [] otherwise.
+    timeline: with `timeline=PATH`, what the merge wrote to PATH: {"spans", "pids", "missing", "clockOffsets"}
+              (clockOffsets: per rank measured against the store's host, {"offsetUs", "rttUs", "reference"}); else None.
     """
 
     result: Optional[Dict[str, Any]]
     ranks: List[Dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     stages: List[Dict[str, Any]] = field(default_factory=list)
+    timeline: Optional[Dict[str, Any]] = None
 
 
 def _repo_root() -> str:
@@ -109,6 +112,28 @@ def _tsx_loader(node: str, cwd: str, store_script: str) -> str:
     raise ValueError(f"the script is TypeScript but tsx is not installed where {cwd!r} resolves it (npm install tsx), or compile it to .js")
 
 
+def _merge_timeline(node: str, store_script: str, path: str, rows: Sequence[Any], cwd: str) -> Dict[str, Any]:
+    """Write the parts the tasks returned beside `path` and merge them into it with the `timeline-merge.js` entry
+    beside the store script (each rank shifted by its clock offset from the store's host). Raises ValueError when
+    the merge fails."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    for r in rows:
+        for who, text in json.loads(r["timeline"] or "{}").items():
+            if not re.fullmatch(r"(rank|server)-\d+", who):
+                raise ValueError(f"timeline: rank {r['rank']} returned a part named {who!r}")
+            with open(f"{path}.{who}.jsonl", "w", encoding="utf-8") as f:
+                f.write(text)
+    script = os.path.join(os.path.dirname(store_script), "timeline-merge.js")
+    try:
+        p = subprocess.run([node, script, path], cwd=cwd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"timeline: cannot run {script}: {e}") from e
+    if p.returncode != 0:
+        raise ValueError(f"timeline: {script} failed (exit {p.returncode}): {p.stderr.strip()[-500:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 _ERR_RE = re.compile(r"ShoalWorkerError: rank (\d+): (.*)")
 
 
@@ -157,6 +182,7 @@ def run(
     max_workers: Optional[int] = None,
     max_restarts: int = 3,
     elastic_dir: Optional[str] = None,
+    timeline: Optional[str] = None,
 ) -> ShoalResult:
     """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
 
@@ -180,6 +206,12 @@ def run(
     `logdir` (as `shoal run --logdir`): TensorBoard runs in that folder, which every executor must reach at the same
     path (resolved against `cwd`): each worker gets SHOAL_LOGDIR (a Trainer given `worker.sync` writes `train/`,
     `val/`, `rank-<r>/`) and, with the ps and hybrid backends, each parameter server writes `server-<i>/`.
+    `timeline` (as `shoal run --timeline`): every rank records a Chrome trace of its steps and sync ops (and, with
+    the ps and hybrid backends, each parameter server its updates) into a part in a folder of its own task on the
+    executor; the task returns its parts in its row and the driver merges them into `timeline` (resolved against
+    `cwd`) with `node <store_script's folder>/timeline-merge.js`, each rank's spans shifted by its clock offset
+    from the store's host (rank 0's executor), so ranks on executors whose clocks disagree line up. Open the file
+    in ui.perfetto.dev or chrome://tracing. Parts of a failed job are not returned (the stage fails first).
     `tls=True` encrypts the job's TCP connections (the store, the net transport, the ps links) with TLS 1.3 under a
     certificate made on the driver for this job (`node <store_script's folder>/job-tls.js`, so the driver needs
     node) and pinned by every process; it reaches the executors with the job secret, in the task closure and then
@@ -226,6 +258,8 @@ def run(
         raise ValueError(f"logdir must be a folder path, got {logdir!r}")
     if not isinstance(tls, bool):
         raise ValueError(f"tls must be True or False, got {tls!r}")
+    if timeline is not None and (not isinstance(timeline, str) or timeline == "" or "\0" in timeline):
+        raise ValueError(f"timeline must be a file path, got {timeline!r}")
     if tls and transport == "nng":
         raise ValueError("tls=True needs transport 'net' or 'shm': the nng transport has no TLS in shoal")
     if not isinstance(elastic, bool):
@@ -272,6 +306,9 @@ def run(
     log_path = os.path.join(cwd, logdir) if logdir is not None else None
     if log_path is not None:
         job_env["SHOAL_LOGDIR"] = log_path
+    timeline_path = os.path.join(cwd, timeline) if timeline is not None else None
+    if timeline_path is not None and not os.path.isfile(os.path.join(os.path.dirname(store), "timeline-merge.js")):
+        raise ValueError(f"timeline: {os.path.join(os.path.dirname(store), 'timeline-merge.js')} does not exist (build shoal first: npx tsc -b)")
     # With tls=True the job's TCP connections (store, net transport, ps links) are TLS 1.3 under a certificate
     # made here for this job and pinned by every process; it travels like the secret (closure, environment).
     job_tls = _make_job_tls(node, store, job_id, cwd) if tls and (n > 1 or backend != "ring" or elastic) else ""
@@ -284,6 +321,7 @@ def run(
         "cwd": cwd,
         "env": job_env,
         "logdir": log_path,
+        "timeline": timeline_path is not None,
         "job_id": job_id,
         # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
         # as the rest of the spec does, and each task hands it to its store and worker processes in their
@@ -307,13 +345,17 @@ def run(
 
     # Executors need not have shoal_spark installed: the task module travels inside the pickled closure.
     cloudpickle.register_pickle_by_value(_task)
+    def merge(rows: Sequence[Any]) -> Optional[Dict[str, Any]]:
+        return _merge_timeline(node, store, timeline_path, rows, cwd) if timeline_path is not None else None
+
     if elastic:
-        return _run_elastic(df, spec, n, lo, hi, max_restarts, elastic_dir, sc)
-    return _run_stage(df, spec)
+        return _run_elastic(df, spec, merge, n, lo, hi, max_restarts, elastic_dir, sc)
+    return _run_stage(df, spec, merge)
 
 
-def _run_stage(df: Any, spec: Dict[str, Any]) -> ShoalResult:
-    """One barrier stage over `df`'s partitions (one task per partition). Raises ShoalWorkerError for a worker's failure."""
+def _run_stage(df: Any, spec: Dict[str, Any], merge: Any) -> ShoalResult:
+    """One barrier stage over `df`'s partitions (one task per partition); `merge(rows)` merges the timeline parts
+    (None without one). Raises ShoalWorkerError for a worker's failure."""
     run_task = _task.run_task
 
     def body(batches: Any) -> Any:
@@ -329,13 +371,15 @@ def _run_stage(df: Any, spec: Dict[str, Any]) -> ShoalResult:
         raise
     wall_s = time.monotonic() - t0
 
+    merged = merge(rows)
     ranks = []
     for r in sorted(rows, key=lambda r: r["rank"]):
         d = r.asDict()
+        del d["timeline"]  # the parts went into the merged file
         d["result"] = json.loads(d["result"]) if d["result"] is not None else None
         ranks.append(d)
     rank0 = next((r for r in ranks if r["rank"] == 0), None)
-    return ShoalResult(result=rank0["result"] if rank0 else None, ranks=ranks, wall_s=wall_s)
+    return ShoalResult(result=rank0["result"] if rank0 else None, ranks=ranks, wall_s=wall_s, timeline=merged)
 
 
 def _task_slots(sc: Any) -> int:
@@ -376,7 +420,7 @@ def _start_driver_store(spec: Dict[str, Any], host: str) -> Any:
     return store
 
 
-def _run_elastic(df: Any, spec: Dict[str, Any], n: int, lo: int, hi: int, max_restarts: int, elastic_dir: Optional[str], sc: Any) -> ShoalResult:
+def _run_elastic(df: Any, spec: Dict[str, Any], merge: Any, n: int, lo: int, hi: int, max_restarts: int, elastic_dir: Optional[str], sc: Any) -> ShoalResult:
     """Stages until one finishes: after a failure, the next one gets min(hi, free task slots) workers (waiting up
     to startup_timeout_s for at least `lo`), with df repartitioned to that count. See `run`'s doc."""
     import shutil
@@ -417,7 +461,7 @@ def _run_elastic(df: Any, spec: Dict[str, Any], n: int, lo: int, hi: int, max_re
                 env["SHOAL_ELASTIC_LOST"] = json.dumps(lost[-1:])
             st = dict(spec, env=env)
             try:
-                res = _run_stage(part, st)
+                res = _run_stage(part, st, merge)
             except Exception as e:  # noqa: BLE001 - any lost task or executor fails the stage; the next one restarts
                 lost.append(_lost_of(e))
                 stages.append({"stage": stage, "workers": workers, "error": lost[-1]["reason"]})
