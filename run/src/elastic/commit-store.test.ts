@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isShoalError, JobAuth, MemoryStore, TcpStore, TcpStoreServer } from '@shoal/core';
+import { isShoalError, JobAuth, JobTls, MemoryStore, TcpStore, TcpStoreServer } from '@shoal/core';
 import { DirCommits, StoreCommits } from './commit-store.js';
 
 /**
@@ -60,6 +60,26 @@ test("the driver's store: a commit bigger than one message round-trips through a
     assert.equal(await again.load(), bytes(100, 5));
     await again.save(bytes(2 * 1024 * 1024, 6)); // back to the first slot, fewer parts than it held
     assert.equal(await new StoreCommits(client.prefixed('job-s'), 'test store', 5000).load(), bytes(2 * 1024 * 1024, 6));
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+test("the driver's store under tls=True: commits round-trip over TLS; a client without the job secret gets nothing", async () => {
+  const auth = JobAuth.generate('job-t').withTls(await JobTls.generate('job-t'));
+  const server = await TcpStoreServer.start({ auth });
+  const client = await TcpStore.connect(server.url, { auth });
+  try {
+    await new StoreCommits(client.prefixed('job-t'), 'tls store', 5000).save(bytes(10_000, 9));
+    assert.equal(await new StoreCommits(client.prefixed('job-t'), 'tls store', 5000).load(), bytes(10_000, 9));
+    // another job's secret (same certificate pinned, so only the secret differs) is refused before any request
+    const stranger = JobAuth.generate('job-t').withTls(auth.tls!);
+    const e = await TcpStore.connect(server.url, { auth: stranger, connectTimeoutMs: 3000, timeoutMs: 3000 }).then(
+      async (c) => (await c.close(), undefined),
+      (x: unknown) => x,
+    );
+    assert.ok(e instanceof Error, 'a client with another secret connected to the commit store');
   } finally {
     await client.close();
     await server.close();
