@@ -466,9 +466,9 @@ def _run_elastic(df: Any, spec: Dict[str, Any], merge: Any, n: int, lo: int, hi:
                 lost.append(_lost_of(e))
                 stages.append({"stage": stage, "workers": workers, "error": lost[-1]["reason"]})
                 if stage == max_restarts:
-                    if isinstance(e, ShoalWorkerError):
-                        raise ShoalWorkerError(e.rank, f"elastic job gave up after {max_restarts} restart(s); last failure: {str(e).splitlines()[0].split(': ', 2)[-1]}", e.log_tail) from e
-                    raise
+                    last = lost[-1]
+                    tail = e.log_tail if isinstance(e, ShoalWorkerError) else []
+                    raise ShoalWorkerError(max(0, last["rank"]), f"elastic job gave up after {max_restarts} restart(s); last failure: {last['reason']}", tail) from e
                 continue
             stages.append({"stage": stage, "workers": workers, "error": None})
             res.stages = stages
