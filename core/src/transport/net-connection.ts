@@ -217,7 +217,8 @@ export class NetConnection implements Connection {
 
   limitIncoming(maxBytes: number, reason: string): void {
     checkIncomingLimit(maxBytes, reason);
-    this.decoder.limit(maxBytes, reason);
+    const err = this.decoder.limit(maxBytes, reason);
+    if (err) this.fail(err);
   }
 
   async close(): Promise<void> {
