@@ -178,7 +178,8 @@ export class ActorServer {
     if (this.stopped) return;
     const i = this.nextDoor++;
     const url = this.opts.listenUrl.replaceAll('{door}', `${this.opts.epoch}-${i}`).replaceAll('{actor}', this.opts.name);
-    const l = await this.opts.transport.listen(url);
+    // the bound applies from the connection's first byte where the transport can (a frame right behind the handshake)
+    const l = await this.opts.transport.listen(url, this.initialBound ? { incomingLimit: this.initialBound } : undefined);
     this.listeners.add(l);
     await this.opts.store.set(actorKeys.door(this.opts.name, this.opts.epoch, i), l.url);
     void l.accept({ timeoutMs: Infinity }).then(
