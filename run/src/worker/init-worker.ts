@@ -1,6 +1,6 @@
 import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
-import { mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
+import { estimateClockOffset, mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
 import { ElasticSync } from './elastic-sync.js';
@@ -46,6 +46,22 @@ function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): 
       if (alone) await mergeTimeline(t.timeline!, [part], { remove: true });
     },
   };
+}
+
+/** A store reached over loopback runs on this host: it reads the same clock. */
+function onThisHost(storeUrl: string): boolean {
+  const host = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):/.exec(storeUrl)?.[1] ?? '';
+  return /^127\./.test(host) || host === '[::1]' || host === 'localhost';
+}
+
+/**
+ * Record how far this rank's clock is from the store host's (a few round trips, the shortest kept): the merge
+ * shifts the rank's spans by it, so ranks on hosts whose clocks disagree line up. Nothing without a timeline, nor
+ * where the store shares this process's clock (in-process, or over loopback: an estimate would only add its error).
+ */
+async function alignTimeline(timeline: Timeline | undefined, store: Store, storeUrl: string): Promise<void> {
+  if (timeline === undefined || store.clock === undefined || onThisHost(storeUrl)) return;
+  timeline.clockOffset(await estimateClockOffset(store.clock, `store ${storeUrl}`));
 }
 
 /** The telemetry handed down to the engine and the Trainer (undefined when nothing is recorded). */
@@ -135,6 +151,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   try {
     job = await joinJob({ options, env });
     try {
+      await alignTimeline(tl.timeline, job.store, options.storeUrl);
       if (options.elastic !== undefined) {
         // `shoal run --elastic`: the engine of the current membership generation, rebuilt on the next one.
         const elastic = await ElasticSync.connect(options, job, init, tl.timeline);
