@@ -4,7 +4,7 @@ import type { Timeline } from '@shoal/core/telemetry';
 import { type MismatchedCalls, type ShmCollective } from '../shm/shm-collective.js';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
-import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
+import { allreduceRing, RING_AUTO_SEGMENT_MAX, type AllreduceOptions } from './allreduce-ring.js';
 import { allgatherBytes } from './allgather.js';
 import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
@@ -70,7 +70,7 @@ export interface RingSyncOptions {
  * leave the group usable. On the shared segment (`sameHost` 'shm-collective') `allreduceMean` folds that check
  * into its first gradient allreduce instead (`reduceGuarded`): no control round unless something is wrong.
  */
-/** Segment size of the ring's collectives when `segmentBytes` is not given (allreduceRing's, broadcastRing's). */
+/** Segment size of the collectives when `segmentBytes` is not given (broadcastRing's, allgatherBytes', the 2-rank exchange's). */
 const DEFAULT_SEGMENT_BYTES = 1 << 20;
 /** allreduceRing sends buffers up to this size whole (its `smallBytes` default). */
 const SMALL_BYTES = 16384;
@@ -121,8 +121,9 @@ export class RingSync implements GradientSync {
     // Every collective of this group sends messages of at most one segment (allgatherBytes included), or the
     // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
     // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
-    const seg = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-    group.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${seg})`);
+    // Without `segmentBytes` the ring of 3+ ranks picks up to RING_AUTO_SEGMENT_MAX by buffer size.
+    const seg = opts.segmentBytes ?? (group.size >= 3 ? RING_AUTO_SEGMENT_MAX : DEFAULT_SEGMENT_BYTES);
+    group.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${opts.segmentBytes ?? `default, up to ${seg}`})`);
     const tl = opts.timeline;
     this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
