@@ -119,8 +119,12 @@ export class RingSync implements GradientSync {
     // Every collective of this group sends messages of at most one segment (allgatherBytes included), or the
     // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
     // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
+    // The hierarchical groups carry only the dense allreduce's ring stages and broadcast, in the same segments.
     const seg = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-    group.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${seg})`);
+    const bound = Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8;
+    group.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg})`);
+    h?.local.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg}, within host)`);
+    h?.cross?.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg}, across hosts)`);
     const tl = opts.timeline;
     this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
