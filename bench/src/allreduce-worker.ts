@@ -26,6 +26,8 @@ export interface WorkerArgs {
   segmentBytes?: number;
   wire?: 'native' | 'float16';
   algorithm?: 'ring' | 'direct';
+  /** Small-buffer variant of the ring (`AllreduceOptions.smallAlgorithm`); default the engine's. */
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
   window?: number;
   timeoutMs: number;
   /** Address to listen on (net/nng). Default 127.0.0.1; the cluster suite gives each host's address. */
@@ -46,7 +48,7 @@ function pct(sorted: number[], p: number): number {
 async function main(a: WorkerArgs): Promise<void> {
   const store = await TcpStore.connect(a.store, { auth, timeoutMs: a.timeoutMs });
   const kernels = loadKernels();
-  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window };
+  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window, smallAlgorithm: a.smallAlgorithm };
   // The collective under test (`reduce`) and the one that carries the go/stop barrier and the times (`ctlReduce`).
   let reduce: (d: NumericArray) => Promise<void>;
   let ctlReduce: (d: NumericArray) => Promise<void>;

@@ -30,11 +30,17 @@ interface Impl {
   transport: 'net' | 'nng' | 'gloo-tcp';
   /** Host of each rank. */
   placement: number[];
+  /** The ring's small-buffer variant (default: the engine's). */
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
 }
 
 const IMPLS: Record<string, Impl> = {
   'ring-net': { name: 'ring-net', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3] },
   'ring-nng': { name: 'ring-nng', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3] },
+  'ring-net-doubling': { name: 'ring-net-doubling', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3], smallAlgorithm: 'doubling' },
+  'ring-nng-doubling': { name: 'ring-nng-doubling', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3], smallAlgorithm: 'doubling' },
+  'ring-net-smallring': { name: 'ring-net-smallring', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3], smallAlgorithm: 'ring' },
+  'ring-nng-smallring': { name: 'ring-nng-smallring', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3], smallAlgorithm: 'ring' },
   gloo: { name: 'gloo', impl: 'torch-gloo', transport: 'gloo-tcp', placement: [0, 1, 2, 3] },
   'hier-net': { name: 'hier-net', impl: 'shoal-hierarchical', transport: 'net', placement: [0, 0, 1, 1] },
   'ring-net-2x2': { name: 'ring-net-2x2', impl: 'shoal-ring', transport: 'net', placement: [0, 0, 1, 1] },
@@ -46,6 +52,8 @@ export interface ClusterRow {
   transport: Impl['transport'];
   /** '<hosts>x<ranks per host>' */
   placement: string;
+  /** The ring's small-buffer variant when the run forced one (`--impls ring-net-doubling`...); else absent. */
+  small_algorithm?: string;
   n: number;
   rate_mbit: number;
   bytes: number;
@@ -103,6 +111,7 @@ async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolea
           timeoutMs: 60_000,
           listenHost: c.hosts[h]!.address,
           topology: impl.impl === 'shoal-hierarchical' ? 'hierarchical' : 'flat',
+          ...(impl.smallAlgorithm ? { smallAlgorithm: impl.smallAlgorithm } : {}),
         };
         procs.push(jsonLines(c.spawn(h, process.execPath, [workerScript, JSON.stringify(a)], { stdio: ['ignore', 'pipe', 'pipe'] })));
       });
@@ -240,6 +249,7 @@ export async function run(argv: string[]): Promise<void> {
               impl: impl.impl,
               transport: impl.transport,
               placement: placementName(impl.placement),
+              ...(impl.smallAlgorithm ? { small_algorithm: impl.smallAlgorithm } : {}),
               n: impl.placement.length,
               rate_mbit: rate,
               bytes: r.bytes as number,
@@ -305,11 +315,11 @@ export async function run(argv: string[]): Promise<void> {
     }
   }
   for (const r of rows.filter((x) => x.impl === 'shoal-hierarchical')) {
-    const f = rows.find((x) => x.impl === 'shoal-ring' && x.transport === r.transport && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes);
+    const f = rows.find((x) => x.impl === 'shoal-ring' && x.transport === r.transport && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes && x.small_algorithm === undefined);
     if (f) r.vs_flat_ring = +(f.avg_us / r.avg_us).toFixed(3);
   }
   // The issue's goals, as ratios of this run (undefined where a row is missing).
-  const at = (impl: string, transport: string, rate: number, bytes: number, placement = '4x1') => rows.find((x) => x.impl === impl && x.transport === transport && x.rate_mbit === rate && x.bytes === bytes && x.placement === placement);
+  const at = (impl: string, transport: string, rate: number, bytes: number, placement = '4x1') => rows.find((x) => x.impl === impl && x.transport === transport && x.rate_mbit === rate && x.bytes === bytes && x.placement === placement && x.small_algorithm === undefined);
   const big = Math.max(...sizes);
   const small = Math.min(...sizes);
   const goals: Record<string, number | undefined> = {};
