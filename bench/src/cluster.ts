@@ -6,7 +6,7 @@
  *
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
  *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
- *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender]
+ *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender] [--segment-bytes N]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -78,7 +78,7 @@ export interface ClusterRow {
 const placementName = (p: number[]) => `${new Set(p).size}x${p.length / new Set(p).size}`;
 
 /** One allreduce sweep of `impl` on the cluster at its current rate; rank 0's rows. */
-async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolean): Promise<Record<string, number | boolean>[]> {
+async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolean, segmentBytes?: number): Promise<Record<string, number | boolean>[]> {
   const n = impl.placement.length;
   const procs: JsonLines[] = [];
   const timing = { warmup: 2, minIters: quick ? 3 : 5, minTimeMs: quick ? 100 : 300, maxIters: 1000 };
@@ -112,6 +112,7 @@ async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolea
           listenHost: c.hosts[h]!.address,
           topology: impl.impl === 'shoal-hierarchical' ? 'hierarchical' : 'flat',
           ...(impl.smallAlgorithm ? { smallAlgorithm: impl.smallAlgorithm } : {}),
+          ...(segmentBytes ? { segmentBytes } : {}),
         };
         procs.push(jsonLines(c.spawn(h, process.execPath, [workerScript, JSON.stringify(a)], { stdio: ['ignore', 'pipe', 'pipe'] })));
       });
@@ -163,6 +164,7 @@ export const command = {
     'sizes': { type: 'string', arg: 'BYTES,..', help: 'message sizes (default 8 B .. 64 MiB)' },
     'impls': { type: 'string', arg: 'NAME,..', help: 'implementations (default ring-net,ring-nng,gloo,hier-net,ring-net-2x2)' },
     'no-anchor': { type: 'boolean', help: 'skip torch gloo' },
+    'segment-bytes': { type: 'string', arg: 'BYTES', help: "the shoal rings' pipeline segment (default: the engine's, 1 MiB)" },
     'no-ps': { type: 'boolean', help: 'skip the parameter-server rounds' },
     'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
     'recommender-hosts': { type: 'string', arg: 'K,..', help: 'the recommender example on these host counts, one rank each (default 1,2,4)' },
@@ -188,6 +190,8 @@ export async function run(argv: string[]): Promise<void> {
     : quick
       ? [8, 65536, MiB]
       : [8, 1024, 65536, MiB, 16 * MiB, 64 * MiB];
+  const segmentBytes = values['segment-bytes'] === undefined ? undefined : Number(values['segment-bytes']);
+  if (segmentBytes !== undefined && !(Number.isInteger(segmentBytes) && segmentBytes >= 8)) throw new Error(`--segment-bytes must be an integer >= 8, got ${values['segment-bytes']}`);
   const impls = values.impls.split(',').filter((x) => !(values['no-anchor'] && x.startsWith('gloo'))).map((x) => {
     const i = IMPLS[x];
     if (!i) throw new Error(`--impls: unknown ${JSON.stringify(x)}; known: ${Object.keys(IMPLS).join(', ')}`);
@@ -244,7 +248,7 @@ export async function run(argv: string[]): Promise<void> {
         const load = loadavg()[0]!;
         console.log(`cluster: ${impl.name} (${placementName(impl.placement)}) at ${rate} Mbit/s, load ${load.toFixed(1)}`);
         try {
-          for (const r of await sweep(cluster, impl, sizes, quick)) {
+          for (const r of await sweep(cluster, impl, sizes, quick, segmentBytes)) {
             const row: ClusterRow = {
               impl: impl.impl,
               transport: impl.transport,
@@ -340,7 +344,7 @@ export async function run(argv: string[]): Promise<void> {
     started,
     quick,
     host: { ...host, torch, hosts: 4, cpu_note: 'every namespace host shares the same cores' },
-    config: { rates_mbit: rates, sizes, impls: impls.map((i) => i.name), link: 'veth pair per host to a bridge, tbf on both ends (rate each direction); no netem: no delay or loss modelled' },
+    config: { rates_mbit: rates, sizes, impls: impls.map((i) => i.name), ...(segmentBytes ? { segment_bytes: segmentBytes } : {}), link: 'veth pair per host to a bridge, tbf on both ends (rate each direction); no netem: no delay or loss modelled' },
     rows,
     goals,
     link_bytes: linkBytes,
