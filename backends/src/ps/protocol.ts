@@ -25,6 +25,8 @@ export interface ServerHello {
   numWorkers: number;
   mode: string;
   bigKeyBound: number;
+  /** The largest message this connection may send before it declares keys (`declare`), bytes. */
+  callerBound: number;
   epoch: number;
   pid: number;
   hostId: string;
@@ -73,6 +75,8 @@ export type GuardedOutcome = PsReplies['guarded'] | { error: { message: string; 
 export interface PsRequests {
   hello: [rank?: number];
   attachShared: [rank: number, name: string, bytes: number, entries: SharedEntry[]];
+  /** Keys this connection will send values of: the server raises its bound on the connection's messages (`server/caller-bounds.ts`). */
+  declare: [rank: number, specs: KeySpec[]];
   /** `restore` (rank 0, optional): per key, the optimizer state and round count of a checkpoint (`KeyState`). */
   init: [rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null, restore?: (KeyState | null)[] | null];
   push: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[]];
@@ -106,6 +110,8 @@ export interface PsRequests {
 export interface PsReplies {
   hello: ServerHello;
   attachShared: { keys: number };
+  /** The bound on this connection's messages now, bytes. */
+  declare: { bound: number };
   init: { resume: number[] };
   push: void;
   pushPull: (FloatArray | null)[];
@@ -183,6 +189,7 @@ const guardedItems: ArgCheck = (v, where) => {
 export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
   hello: [arg.optional(rank)],
   attachShared: [rank, arg.string(255), arg.int(1), arg.array(arg.object({ key: keyName, grad: count, out: count }), 1 << 20)],
+  declare: [rank, arg.array(keySpec, 1 << 20)],
   init: [rank, arg.array(keySpec, 1 << 20), arg.array(keySlice, 1 << 20), arg.nullable(arg.array(arg.nullable(floats), 1 << 20)), arg.optional(arg.nullable(arg.array(arg.nullable(keyState), 1 << 20)))],
   push: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20)],
   pushPull: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20), arg.optional(arg.boolean())],
