@@ -123,13 +123,15 @@ export class RingSync implements GradientSync {
     // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
     // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
     // The hierarchical groups carry only the dense allreduce's ring stages and broadcast, in the same segments.
-    // Without `segmentBytes` a ring of 3+ ranks picks segments of up to RING_AUTO_SEGMENT_MAX by buffer size.
-    const segOf = (size: number) => opts.segmentBytes ?? (size >= 3 ? RING_AUTO_SEGMENT_MAX : DEFAULT_SEGMENT_BYTES);
-    const bound = (size: number) => Math.max(segOf(size), SMALL_BYTES) + HEADER_BYTES + 8;
-    const why = (size: number, where: string) => `the ring's segment size (segmentBytes ${opts.segmentBytes ?? `default, up to ${segOf(size)}`}${where})`;
-    group.limitIncoming(bound(group.size), why(group.size, ''));
-    if (h !== undefined) h.local.limitIncoming(bound(h.local.size), why(h.local.size, ', within host'));
-    if (h?.cross) h.cross.limitIncoming(bound(h.cross.size), why(h.cross.size, ', across hosts'));
+    // Without `segmentBytes` a ring of 3+ ranks picks up to RING_AUTO_SEGMENT_MAX by buffer size, so each group's
+    // bound follows its own size.
+    const limit = (g: ProcessGroup, where: string): void => {
+      const seg = opts.segmentBytes ?? (g.size >= 3 ? RING_AUTO_SEGMENT_MAX : DEFAULT_SEGMENT_BYTES);
+      g.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${opts.segmentBytes ?? `default, up to ${seg}`}${where})`);
+    };
+    limit(group, '');
+    if (h) limit(h.local, ', within host');
+    if (h?.cross) limit(h.cross, ', across hosts');
     const tl = opts.timeline;
     this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
