@@ -32,6 +32,8 @@ export interface DemoOptions {
   logdir: string | null;
   /** Step checkpoints in this folder, resumed from when it holds one; or null. */
   checkpoint: string | null;
+  /** Micro-batches per optimizer step (gradient accumulation; 1 = a sync every batch). */
+  accumulateSteps: number;
   checkpointEverySteps: number | null;
   checkpointEverySeconds: number | null;
   help: boolean;
@@ -68,6 +70,8 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --logdir DIR             TensorBoard logs: one run per training run (DIR/run-<backend>-w<N>/select-lr<lr>,
                            .../final), loss, samples/s, step times, validation HR@10, system metrics
   --job-timeout-min M      limit on one training job, model selection included (default 120)
+  --accumulate-steps K     K global batches per optimizer step: their gradients are averaged and synced once
+                           (K times fewer syncs and updates per epoch; default 1)
   --checkpoint DIR         step checkpoints of the training job in DIR (dense layers, tables and every optimizer
                            state, the position, the selection runs done); the same command run again resumes
                            from the newest and ends as the uninterrupted run would; a checkpoint written with
@@ -81,7 +85,7 @@ const FLAGS = {
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
   lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
   'no-eval-each-epoch': { type: 'boolean' }, logdir: { type: 'string' }, 'job-timeout-min': { type: 'string' },
-  checkpoint: { type: 'string' }, 'checkpoint-every-steps': { type: 'string' }, 'checkpoint-every-seconds': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'accumulate-steps': { type: 'string' }, checkpoint: { type: 'string' }, 'checkpoint-every-steps': { type: 'string' }, 'checkpoint-every-seconds': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
@@ -89,7 +93,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
     workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
     maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], logdir: null,
-    checkpoint: null, checkpointEverySteps: null, checkpointEverySeconds: null, help: false,
+    accumulateSteps: 1, checkpoint: null, checkpointEverySteps: null, checkpointEverySeconds: null, help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
@@ -141,6 +145,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     o.logdir = str('logdir')!;
   }
   if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
+  if (str('accumulate-steps') !== undefined) o.accumulateSteps = int('--accumulate-steps', str('accumulate-steps'), 1);
   if (str('checkpoint') !== undefined) {
     if (str('checkpoint')!.trim() === '') throw Errors.invalidArg('--checkpoint', `must be a folder path, got ${JSON.stringify(str('checkpoint'))}`);
     o.checkpoint = str('checkpoint')!;
