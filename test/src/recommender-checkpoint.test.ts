@@ -27,7 +27,7 @@ interface Train {
 
 /** What must not depend on an interruption: every figure except timings and byte counts of the engine. */
 function comparable(t: Train): unknown {
-  const TIMING = new Set(['seconds', 'samplesPerSec', 'computeSeconds', 'syncSeconds', 'applySeconds', 'wireBytesPerStep', 'psWireBytesPerStep']);
+  const TIMING = new Set(['seconds', 'samplesPerSec', 'computeSeconds', 'syncSeconds', 'syncSecondsByRank', 'applySeconds', 'wireBytesPerStep', 'psWireBytesPerStep']);
   const strip = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([k]) => !TIMING.has(k)));
   return { epochs: t.epochs.map(strip), final: t.final, selection: t.selection?.runs.map(strip), lr: t.lr, towerScale: t.towerScale };
 }

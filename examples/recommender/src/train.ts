@@ -100,6 +100,8 @@ export interface EpochStats {
   /** Rank 0's time in gradient computation (tfjs + JS gathers/scatters), in the engine, and applying updates. */
   computeSeconds: number;
   syncSeconds: number;
+  /** Every rank's sync seconds (rank 0's is `syncSeconds`): a rank waiting for a slower peer shows here. */
+  syncSecondsByRank: number[];
   applySeconds: number;
   /** Bytes the engine reported sent by this rank during the epoch, per step. */
   wireBytesPerStep: number;
@@ -287,12 +289,16 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     let evalHr: number | null = null;
     // allreduceScalars averages: rank 0 contributes size x its HR@10, the others 0 (exact for 2 and 4 ranks).
     if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr * sync.size : 0)));
+    // Every rank's sync time (allreduceScalars averages: each rank puts size x its own at its index; exact for 2, 4).
+    const mine = new Float64Array(sync.size);
+    mine[sync.rank] = (acc.sync / 1000) * sync.size;
+    const syncByRank = Array.from(await sync.allreduceScalars(mine));
     const perTable = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: acc.rowsPerStep[t.name]!, numRows: t.numRows }]));
     const stats: EpochStats = {
       epoch, loss, steps, samples: steps * perStep, seconds, samplesPerSec: (steps * perStep) / seconds,
       sparseRowsPerStep: acc.sparseRows / steps, tableRows: perTable, sparseBytesPerStep: acc.sparseBytes / steps, tableBytes,
       wireBytesPerStep: (acc.wire + sync.stats().bytesSent - wire0) / steps, metrics,
-      computeSeconds: acc.compute / 1000, syncSeconds: acc.sync / 1000, applySeconds: acc.apply / 1000,
+      computeSeconds: acc.compute / 1000, syncSeconds: acc.sync / 1000, syncSecondsByRank: syncByRank, applySeconds: acc.apply / 1000,
       tables: emb.placement, pulledRowsPerStep: acc.pulledRows / steps, pullBytesPerStep: acc.pullBytes / steps, pushBytesPerStep: (server ? acc.sparseBytes : 0) / steps,
       psWireBytesPerStep: server ? (acc.psWire + ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
       heldTableBytes: acc.held / steps, evalHr,
