@@ -107,6 +107,29 @@ if (why) {
     assert.ok(d <= 1e-5, `max relative difference ${d}`);
   });
 
+  test('--timeline across hosts: each rank measures its clock against the store host and the merge lines them up', async () => {
+    const file = join(dir, 'tl', 'digits.json');
+    const r = await shoal(cluster, ['run', '-n', '2', '--hosts', `${h0}:1,${h1}:1`, '--rsh', rsh, '--timeline', file, digits, '--steps', '4', '--epochs', '1', '--batch-size', '16']);
+    assert.is(r.code, 0, r.err);
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { metadata?: { shoal_clock_offsets?: Record<string, { offsetUs: number; rttUs: number; reference: string }> }; traceEvents: Array<{ name: string; ph: string; pid: number; ts: number; dur: number; args?: { name?: string } }> };
+    const offsets = doc.metadata?.shoal_clock_offsets ?? {};
+    assert.equal(Object.keys(offsets).sort(), ['0', '1'], 'both ranks measured (the store is on a bridge address, not loopback)');
+    for (const [rank, o] of Object.entries(offsets)) {
+      assert.match(o.reference, /^store tcp:\/\/(?!127\.)/, `rank ${rank} measured against the store`);
+      assert.ok(o.rttUs > 0 && o.rttUs < 1_000_000, `rank ${rank}: round trip ${o.rttUs} µs`);
+      // the namespaces share one kernel clock: the true offset is 0, so the estimate is within half its round trip
+      assert.ok(Math.abs(o.offsetUs) <= o.rttUs / 2 + 1, `rank ${rank}: offset ${o.offsetUs} µs, rtt ${o.rttUs} µs`);
+    }
+    const procs = doc.traceEvents.filter((e) => e.name === 'process_name').map((e) => [e.pid, e.args?.name]).sort();
+    assert.equal(procs, [[0, `rank 0 (${h0})`], [1, `rank 1 (${h1})`]], 'one process per rank, named by its host');
+    const ar = [0, 1].map((p) => doc.traceEvents.filter((e) => e.pid === p && e.ph === 'X' && e.name === 'allreduce'));
+    assert.ok(ar[0]!.length >= 4 && ar[0]!.length === ar[1]!.length, `${ar[0]!.length} and ${ar[1]!.length} allreduces`);
+    ar[0]!.forEach((x, k) => {
+      const y = ar[1]![k]!;
+      assert.ok(x.ts <= y.ts + y.dur && y.ts <= x.ts + x.dur, `allreduce ${k} overlaps across the hosts`);
+    });
+  });
+
   test('a rank failing on host 1 fails the job naming it; no worker is left on either host', async () => {
     const r = await shoal(cluster, ['run', '-n', '4', '--hosts', `${h0}:2,${h1}:2`, '--rsh', rsh, '--grace-ms', '1000', here('./cluster-launch-probe.js'), '--fail-rank', '3']);
     assert.is.not(r.code, 0);

@@ -22,14 +22,14 @@ interface TraceEvent {
 
 /** The merged file, parsed as chrome://tracing reads it; with each rank's spans by lane name. */
 function readTrace(file: string) {
-  const doc = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: TraceEvent[]; displayTimeUnit: string };
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: TraceEvent[]; displayTimeUnit: string; metadata?: unknown };
   assert.ok(Array.isArray(doc.traceEvents), 'traceEvents is an array');
   const ev = doc.traceEvents;
   const lanes = new Map(ev.filter((e) => e.name === 'thread_name').map((e) => [`${e.pid}/${e.tid}`, String(e.args!.name)]));
   const procs = new Map(ev.filter((e) => e.name === 'process_name').map((e) => [e.pid, String(e.args!.name)]));
   const spans = ev.filter((e) => e.ph === 'X');
   const of = (pid: number, lane: string, name?: string) => spans.filter((s) => s.pid === pid && lanes.get(`${s.pid}/${s.tid}`) === lane && (name === undefined || s.name === name));
-  return { ev, spans, procs, of };
+  return { ev, spans, procs, of, metadata: doc.metadata };
 }
 
 const within = (inner: TraceEvent, outer: TraceEvent) => inner.ts >= outer.ts - 0.1 && inner.ts + inner.dur <= outer.ts + outer.dur + 0.1;
@@ -44,8 +44,9 @@ test('shoal run -n 2 --timeline merges both ranks: every phase, in time order, t
     assert.is(r.code, 0, r.stderr);
     assert.match(r.stderr, /timeline of 2 process\(es\), \d+ spans in .*digits\.json/);
     assert.equal(readdirSync(join(dir, 'trace')), ['digits.json'], 'the parts were merged and removed');
-    const { ev, spans, procs, of } = readTrace(file);
+    const { ev, spans, procs, of, metadata } = readTrace(file);
     assert.equal([...procs.keys()].sort(), [0, 1], 'one process per rank');
+    assert.is(metadata, undefined, 'ranks reaching the store over loopback share its clock: no offset measured or applied');
     assert.match(procs.get(1)!, /^rank 1 \(/);
     // in time order, all within the run
     for (let i = 1; i < spans.length; i++) assert.ok(spans[i]!.ts >= spans[i - 1]!.ts, `span ${i} (${spans[i]!.name}) is in time order`);

@@ -4,9 +4,10 @@
 // byte of the body is reserved.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connectGroup, isShoalError, MemoryStore, NetTransport, type ProcessGroup } from '@shoal/core';
+import { connectGroup, isShoalError, MemoryNetwork, MemoryStore, NetTransport, type ProcessGroup } from '@shoal/core';
 import { Tags } from '@shoal/core/group';
 import { allgatherBytes } from './allgather.js';
+import { connectHierarchical } from './allreduce-hierarchical.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 import { RingSync } from './ring-sync.js';
 
@@ -91,6 +92,43 @@ test('a frame header announcing 2 GiB reserves nothing: the connection fails at 
     assert.ok(vm1 - vm0 < 256 * 1024, `virtual memory grew by ${((vm1 - vm0) / 1024).toFixed(0)} MiB`);
   } finally {
     await close();
+  }
+});
+
+test('the hierarchical groups are bounded too: within a host and across hosts, a message above a segment fails', async () => {
+  // hosts [a, a, b, b]: local rings {0, 1} and {2, 3}, the leaders 0 and 2 across; ring stages in 64 KiB segments
+  const hosts = ['a', 'a', 'b', 'b'];
+  const flat = await memoryGroups(4);
+  const store = new MemoryStore().prefixed('hier');
+  const net = new MemoryNetwork();
+  const hs = await Promise.all(
+    hosts.map((hostId, rank) =>
+      connectHierarchical({ rank, size: 4, store, hostId, sameHost: 'transport', local: { transport: net.transport(), listenUrl: 'mem://' }, cross: { transport: net.transport(), listenUrl: 'mem://' }, timeoutMs: 10_000 }),
+    ),
+  );
+  const syncs = flat.map((g, r) => new RingSync(g, { topology: 'hierarchical', hierarchical: hs[r]!, segmentBytes: 64 * 1024 }));
+  try {
+    // 2 MiB per rank goes through both stages in segments: the bound lets every legitimate message through
+    const ts = syncs.map((_, r) => [{ name: 'w', shape: [512 * 1024], data: new Float32Array(512 * 1024).fill(r + 1) }]);
+    await onAllRanks(flat, (_, r) => syncs[r]!.allreduceMean(ts[r]!));
+    for (const t of ts) assert.is(t[0]!.data[12345], 2.5);
+    // a peer sends 8 MiB where a segment is expected: within host (rank 1 to 0), across hosts (leader 2 to 0)
+    for (const [from, group, where] of [
+      [1, (h: (typeof hs)[number]) => h.local, 'within host'],
+      [2, (h: (typeof hs)[number]) => h.cross!, 'across hosts'],
+    ] as const) {
+      const peerGroup = group(hs[from]!);
+      const me = group(hs[0]!);
+      void peerGroup.send(me.rank, { tag: Tags.allreduce, step: 0, seq: 1, aux: 0 }, new Uint8Array(8 << 20)).catch(() => {});
+      const e = await me.recv(peerGroup.rank, { tag: Tags.allreduce, step: 0, seq: 1, aux: 0 }).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      assert.ok(isShoalError(e, 'ERR_BAD_FRAME'), `${where}: ${String(e)}`);
+      assert.match((e as Error).message, new RegExp(`above the ring's segment size \\(segmentBytes 65536, ${where}\\) \\(65560 bytes\\)`));
+    }
+  } finally {
+    await Promise.all(syncs.map((s) => s.close()));
   }
 });
 

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "shoal_kernels",
-      "sources": ["src/kernels.c"],
+      "sources": ["src/addon.c", "src/reduce.c", "src/half.c", "src/update.c", "src/rows.c"],
       "include_dirs": ["../include"],
       "cflags": ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno"],
       "cflags!": ["-O2"],

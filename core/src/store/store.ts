@@ -13,6 +13,12 @@ export interface Store {
   add(key: string, delta: number): Promise<number>;
   /** A view whose keys are all prefixed with `prefix/`. */
   prefixed(prefix: string): Store;
+  /**
+   * The wall clock of the host serving the store, in microseconds (`performance.timeOrigin + performance.now()`
+   * there), read in one round trip: the reference the ranks' timelines align to (`estimateClockOffset`). Absent
+   * where the store shares the caller's clock (in-process).
+   */
+  readonly clock?: () => Promise<number>;
   close?(): Promise<void>;
 }
 
@@ -25,10 +31,13 @@ export function asText(v: Uint8Array): string {
 
 /** Prefix view shared by every implementation. */
 export class PrefixStore implements Store {
+  readonly clock?: () => Promise<number>;
   constructor(
     private readonly inner: Store,
     private readonly prefix: string,
-  ) {}
+  ) {
+    if (inner.clock) this.clock = () => inner.clock!();
+  }
   private k(key: string) {
     return `${this.prefix}/${key}`;
   }

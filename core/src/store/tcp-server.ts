@@ -28,6 +28,11 @@ export interface TcpStoreServerOptions {
   maxBytes?: number;
   /** Connections at once (authenticated or in their handshake); more are closed on arrival. Default 1024. */
   maxClients?: number;
+  /**
+   * The wall clock the `clock` request reads, in microseconds (default `performance.timeOrigin + performance.now()`,
+   * the timeline's clock). Tests set it to play a host whose clock is off.
+   */
+  clockUs?: () => number;
 }
 
 type StoreLimits = Required<Pick<TcpStoreServerOptions, 'maxMessageBytes' | 'maxKeys' | 'maxBytes' | 'maxClients'>>;
@@ -70,6 +75,7 @@ export class TcpStoreServer {
     readonly url: string,
     private readonly auth: JobAuth,
     private readonly limits: StoreLimits,
+    private readonly clockUs: () => number,
   ) {
     server.on('connection', (sock) => this.onConnection(sock));
     // An accept error (EMFILE...) concerns one would-be client; the server keeps listening for the others.
@@ -95,7 +101,8 @@ export class TcpStoreServer {
     });
     const bound = (server.address() as net.AddressInfo).port;
     const adv = options.advertiseHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-    return new TcpStoreServer(server, `tcp://${adv.includes(':') ? `[${adv}]` : adv}:${bound}`, options.auth, limits);
+    const clockUs = options.clockUs ?? (() => (performance.timeOrigin + performance.now()) * 1000);
+    return new TcpStoreServer(server, `tcp://${adv.includes(':') ? `[${adv}]` : adv}:${bound}`, options.auth, limits, clockUs);
   }
 
   /** Number of connected clients. */
@@ -231,6 +238,10 @@ export class TcpStoreServer {
         this.wake(req.key);
         return;
       }
+      case 'clock':
+        // read as late as possible: the client takes the middle of its round trip as the moment of this reading
+        this.reply(client, { id, ok: true, us: this.clockUs() });
+        return;
       case 'get':
       case 'wait': {
         const keys = req.op === 'get' ? [req.key] : req.keys;

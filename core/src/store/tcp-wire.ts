@@ -12,7 +12,7 @@ export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface Request {
   id: number;
-  op: 'set' | 'get' | 'wait' | 'add';
+  op: 'set' | 'get' | 'wait' | 'add' | 'clock';
   key?: string;
   keys?: string[];
   delta?: number;
@@ -22,6 +22,8 @@ export interface Reply {
   id: number;
   ok: boolean;
   n?: number;
+  /** `clock`: the server's wall clock in microseconds when it answered. */
+  us?: number;
   code?: ShoalErrorCode;
   message?: string;
   details?: Record<string, unknown>;

@@ -88,7 +88,7 @@ test('merge joins the ranks in timestamp order, keeps a torn part up to its last
     }
     appendFileSync(timelinePartPath(file, 1), '{"name":"torn","ph":"X","pid":1,"ti');
     const m = await mergeTimeline(file, [0, 1, 2].map((r) => timelinePartPath(file, r)), { remove: true });
-    assert.equal(m, { spans: 4, pids: [0, 1], missing: [timelinePartPath(file, 2)] });
+    assert.equal(m, { spans: 4, pids: [0, 1], missing: [timelinePartPath(file, 2)], clockOffsets: {} });
     const doc = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: Array<Record<string, unknown>> };
     const spans = doc.traceEvents.filter((e) => e.ph === 'X');
     assert.equal(spans.map((e) => [e.pid, e.ts]), [[0, 10], [1, 20], [0, 30], [1, 40]]);

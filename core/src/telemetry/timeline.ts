@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { hostname } from 'node:os';
 import { Errors } from '../errors.js';
+import type { ClockOffset } from './clock-offset.js';
 
 /**
  * A per-process timeline (Horovod's `HOROVOD_TIMELINE`): Chrome trace events (the JSON format chrome://tracing and
@@ -12,8 +13,10 @@ import { Errors } from '../errors.js';
  * Events are complete events (`ph: 'X'`) on lanes: a lane is a Chrome "thread" of this process (`tid`), named once
  * by a metadata event, so spans that overlap (a ps round beside a sparse one) sit on their own rows and spans on one
  * lane nest. Timestamps are microseconds of the wall clock (`performance.timeOrigin + performance.now()`): every
- * process of one host reads the same clock, so the ranks line up when their files are merged (`mergeTimeline`);
- * ranks on several hosts line up as well as the hosts' clocks do (NTP).
+ * process of one host reads the same clock, so the ranks line up when their files are merged (`mergeTimeline`).
+ * Across hosts, a rank records how far its clock is from the store's host (`clockOffset`, measured by
+ * `estimateClockOffset` when the worker joins) and the merge shifts its spans by that much, so ranks line up to
+ * within half the round trip to the store even when the hosts' clocks disagree.
  *
  * Off the hot path: recording a span pushes one small object onto an array (well under a microsecond; measured in
  * the timeline bench); a timer (unref'd, default every second) serialises the buffer and appends it to the part
@@ -42,6 +45,9 @@ export interface TimelineLane {
 
 /** Arguments shown with a span (bytes, bucket, tensor names). */
 export type SpanArgs = Readonly<Record<string, string | number | boolean>>;
+
+/** The metadata event holding a part's clock offset (`Timeline.clockOffset`), read and dropped by `mergeTimeline`. */
+export const CLOCK_OFFSET_EVENT = 'shoal_clock_offset';
 
 /** Chrome trace pids of parameter servers: `SERVER_PID_BASE + i`, sorted after the ranks. */
 export const SERVER_PID_BASE = 10_000;
@@ -94,6 +100,17 @@ export class Timeline {
     this.timer = setInterval(() => void this.flush().catch(() => {}), options.flushMs ?? 1000);
     this.timer.unref();
     process.on('exit', this.onExit);
+  }
+
+  /**
+   * Record how far this process's clock is from the job's reference clock (`estimateClockOffset`): the merge adds
+   * `offsetUs` to every span of this part. The last one recorded applies to the whole part.
+   */
+  clockOffset(c: ClockOffset): void {
+    if (this.closed) return;
+    if (!Number.isFinite(c.offsetUs) || !Number.isFinite(c.rttUs)) throw Errors.invalidArg('clock offset', `must be finite numbers, got ${c.offsetUs} (rtt ${c.rttUs})`);
+    const args = { offset_us: Math.round(c.offsetUs * 10) / 10, rtt_us: Math.round(c.rttUs * 10) / 10, reference: c.reference };
+    this.meta.push(JSON.stringify({ name: CLOCK_OFFSET_EVENT, ph: 'M', pid: this.pid, tid: 0, args }));
   }
 
   /** Microseconds on the wall clock, the `ts` of the events. */

@@ -7,7 +7,8 @@
  *
  * The addon drives libnng's stream layer (nng_stream_*) instead of an nng_pair1 socket: libnng 1.5.2's SP
  * transports hang forever in nng_close() when either end closes during a large transfer (a partial read/write is
- * resubmitted on an aio that close already stopped; fixed upstream in nng a1bc737b). See addon.cc.
+ * resubmitted on an aio that close already stopped; fixed upstream in nng a1bc737b). See
+ * core/native/nng/README.md.
  *
  * Pair semantics: a listener keeps the first peer whose SP handshake succeeds and drops every later connection
  * before the handshake (so a second dialer's `dial` keeps retrying and times out). `dial` retries with backoff

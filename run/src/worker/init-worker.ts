@@ -1,6 +1,6 @@
 import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
-import { mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
+import { estimateClockOffset, mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
 import { ElasticSync } from './elastic-sync.js';
@@ -32,13 +32,14 @@ export function parseJobTelemetry(env: Record<string, string | undefined>): Tele
 
 /**
  * This rank's timeline recorder for `SHOAL_TIMELINE`, and how to finish it: close it and, for a worker alone (no
- * launcher to merge the parts), merge its own part into the file.
+ * launcher to merge the parts: no store and no SHOAL_LAUNCHER, which Spark's task sets as its driver merges),
+ * merge its own part into the file.
  */
-function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): { timeline?: Timeline; finish(): Promise<void> } {
+function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions, launcher: string | undefined): { timeline?: Timeline; finish(): Promise<void> } {
   if (t?.timeline === undefined) return { finish: async () => {} };
   const part = timelinePartPath(t.timeline, options.rank);
   const timeline = new Timeline({ path: part, pid: options.rank });
-  const alone = options.worldSize === 1 && options.storeUrl === '';
+  const alone = options.worldSize === 1 && options.storeUrl === '' && (launcher ?? '') === '';
   return {
     timeline,
     async finish() {
@@ -46,6 +47,22 @@ function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): 
       if (alone) await mergeTimeline(t.timeline!, [part], { remove: true });
     },
   };
+}
+
+/** A store reached over loopback runs on this host: it reads the same clock. */
+function onThisHost(storeUrl: string): boolean {
+  const host = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):/.exec(storeUrl)?.[1] ?? '';
+  return /^127\./.test(host) || host === '[::1]' || host === 'localhost';
+}
+
+/**
+ * Record how far this rank's clock is from the store host's (a few round trips, the shortest kept): the merge
+ * shifts the rank's spans by it, so ranks on hosts whose clocks disagree line up. Nothing without a timeline, nor
+ * where the store shares this process's clock (in-process, or over loopback: an estimate would only add its error).
+ */
+async function alignTimeline(timeline: Timeline | undefined, store: Store, storeUrl: string): Promise<void> {
+  if (timeline === undefined || store.clock === undefined || onThisHost(storeUrl)) return;
+  timeline.clockOffset(await estimateClockOffset(store.clock, `store ${storeUrl}`));
 }
 
 /** The telemetry handed down to the engine and the Trainer (undefined when nothing is recorded). */
@@ -121,7 +138,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
   const topts = parseJobTelemetry(env);
   checkEngineOptions(init);
-  const tl = openTimeline(topts, options);
+  const tl = openTimeline(topts, options, env.SHOAL_LAUNCHER);
   const telemetry = jobTelemetry(topts, tl.timeline);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
@@ -135,6 +152,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   try {
     job = await joinJob({ options, env });
     try {
+      await alignTimeline(tl.timeline, job.store, options.storeUrl);
       if (options.elastic !== undefined) {
         // `shoal run --elastic`: the engine of the current membership generation, rebuilt on the next one.
         const elastic = await ElasticSync.connect(options, job, init, tl.timeline);

@@ -1,0 +1,77 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { JobAuth } from '../security/job-auth.js';
+import { TcpStore } from '../store/tcp.js';
+import { TcpStoreServer } from '../store/tcp-server.js';
+import { estimateClockOffset } from './clock-offset.js';
+import { mergeTimeline } from './merge-timeline.js';
+import { Timeline, timelinePartPath } from './timeline.js';
+
+const auth = JobAuth.generate('clock-test');
+const wall = () => (performance.timeOrigin + performance.now()) * 1000;
+
+test('the sample with the shortest round trip gives the offset (scripted clocks)', async () => {
+  // local clock: a script of readings; the reference answers r. Trips of 500, 100 and 300 µs.
+  const local = [1000, 1500, 2000, 2100, 3000, 3300];
+  const remote = [6_001_200, 6_002_040, 6_003_100];
+  let li = 0;
+  let ri = 0;
+  const c = await estimateClockOffset(async () => remote[ri++]!, 'script', { samples: 3, localUs: () => local[li++]! });
+  assert.is(c.rttUs, 100);
+  assert.is(c.offsetUs, 6_002_040 - 2050, 'the middle of the shortest trip');
+  assert.is(c.reference, 'script');
+  try {
+    await estimateClockOffset(async () => 0, 'x', { samples: 0 });
+    assert.unreachable('samples 0 accepted');
+  } catch (e) {
+    assert.match(String(e), /samples must be an integer >= 1, got 0/);
+  }
+});
+
+test('through the TCP store: a reference clock 7 s ahead is found to within half the round trip', async () => {
+  const skew = 7_000_000;
+  const server = await TcpStoreServer.start({ auth, clockUs: () => wall() + skew });
+  const store = await TcpStore.connect(server.url, { auth, timeoutMs: 5_000 });
+  try {
+    const viaPrefix = store.prefixed('job');
+    assert.type(viaPrefix.clock, 'function', 'a prefixed view keeps the clock');
+    const c = await estimateClockOffset(viaPrefix.clock!, `store ${server.url}`);
+    assert.ok(c.rttUs > 0 && c.rttUs < 1_000_000, `round trip ${c.rttUs} µs`);
+    // the server read its clock inside [t0, t1] of the kept trip, so the error is at most half of it
+    assert.ok(Math.abs(c.offsetUs - skew) <= c.rttUs / 2 + 1, `offset ${c.offsetUs} vs ${skew} (rtt ${c.rttUs})`);
+  } finally {
+    await store.close();
+    await server.close();
+  }
+});
+
+test('the merge shifts each part by its recorded offset, keeps the offsets as metadata and drops the event', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-clock-'));
+  try {
+    const file = join(dir, 'tl.json');
+    // rank 1's host clock is 2.5 s behind rank 0's (the reference): one moment, two readings.
+    const [a, b] = [0, 1].map((r) => new Timeline({ path: timelinePartPath(file, r), pid: r, flushMs: 60_000 }));
+    const lane = [a!.lane('sync'), b!.lane('sync')];
+    const t = a!.now();
+    a!.complete(lane[0]!, 'allreduce', t, t + 1000);
+    b!.clockOffset({ offsetUs: 2_500_000, rttUs: 80, reference: 'store tcp://h0:1' });
+    b!.complete(lane[1]!, 'allreduce', t - 2_500_000, t - 2_500_000 + 1000);
+    await Promise.all([a!.close(), b!.close()]);
+    const m = await mergeTimeline(file, [timelinePartPath(file, 0), timelinePartPath(file, 1)]);
+    assert.equal(m.clockOffsets, { 1: { offsetUs: 2_500_000, rttUs: 80, reference: 'store tcp://h0:1' } });
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { metadata: unknown; traceEvents: Array<Record<string, unknown>> };
+    assert.equal(doc.metadata, { shoal_clock_offsets: { 1: { offsetUs: 2_500_000, rttUs: 80, reference: 'store tcp://h0:1' } } });
+    assert.not.ok(doc.traceEvents.some((e) => e.name === 'shoal_clock_offset'), 'the offset is no trace event');
+    const spans = doc.traceEvents.filter((e) => e.ph === 'X');
+    assert.equal(spans.map((e) => e.pid).sort(), [0, 1]);
+    const ts = spans.map((e) => e.ts as number);
+    assert.ok(Math.abs(ts[0]! - ts[1]!) <= 0.1, `the two ranks' spans line up: ${ts.join(' vs ')}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
