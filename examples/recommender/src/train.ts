@@ -173,6 +173,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
   });
   const server = emb.placement === 'server';
   if (server) model.releaseTables();
+  else if (resume) emb.local()!.forEach((a, k) => model.setTable(tables[k]!.name, a)); // the restored tables, stepped in place by push
   else model.invalidate();
   const tableBytes = emb.tableBytes;
   const history: EpochStats[] = resume ? [...resume.history] : [];
