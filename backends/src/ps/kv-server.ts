@@ -4,6 +4,7 @@ import type { Timeline } from '@shoal/core/telemetry';
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
+import { CallerBounds, PS_CALLER_BOUND, PS_CONTROL_BYTES } from './server/caller-bounds.js';
 import { PS_REMOTE, type GuardedCall, type KeyState, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
 import { Gathers, runGuarded } from './server/gathers.js';
@@ -58,6 +59,8 @@ export type KVServerStats = ServerStats;
 export class KVServer implements PsServerApi {
   /** The remote surface: the requests of `protocol.ts`, each argument checked before the method runs. */
   static readonly remote = PS_REMOTE;
+  /** A connection's messages before it declares keys (`declare`); see `server/caller-bounds.ts`. */
+  static readonly callerBound = PS_CALLER_BOUND;
   /** Elements per chunk of an element-wise update. */
   static readonly CHUNK = UPDATE_CHUNK;
 
@@ -65,6 +68,7 @@ export class KVServer implements PsServerApi {
   private readonly keyWaiters: WaitQueue;
   private readonly gathers: Gathers;
   private readonly members: Members;
+  private readonly bounds: CallerBounds;
   private readonly regions = new SharedRegions();
   private readonly rounds: Rounds;
   private readonly dense: DenseUpdate;
@@ -94,6 +98,7 @@ export class KVServer implements PsServerApi {
     this.keyWaiters = new WaitQueue(this.timeoutMs);
     this.gathers = new Gathers(o.numWorkers, o.serverIndex, this.timeoutMs);
     this.members = new Members(o.numWorkers, o.serverIndex);
+    this.bounds = new CallerBounds(o.serverIndex, o.numServers, o.bigKeyBound);
     const commit = new GroupCommit(!!o.durable, () => void this.writeCheckpoint());
     this.dense = new DenseUpdate(this.kernels);
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
@@ -125,6 +130,7 @@ export class KVServer implements PsServerApi {
       numWorkers: this.o.numWorkers,
       mode: this.o.mode,
       bigKeyBound: this.o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND,
+      callerBound: PS_CONTROL_BYTES,
       epoch: this.epoch,
       pid: process.pid,
       hostId: localHostId(),
@@ -139,6 +145,12 @@ export class KVServer implements PsServerApi {
   attachShared(rank: number, name: string, bytes: number, entries: SharedEntry[]): { keys: number } {
     this.members.sender(currentCaller(), rank);
     return this.regions.attach((k) => this.slot(k), rank, name, bytes, entries, currentCaller());
+  }
+
+  /** This connection will send values of `specs`: raise its bound on messages (`server/caller-bounds.ts`). */
+  declare(rank: number, specs: KeySpec[]): { bound: number } {
+    this.members.sender(currentCaller(), rank);
+    return { bound: this.bounds.declare(currentCaller()!, rank, specs, (k) => this.slots.get(k)?.spec) };
   }
 
   /**
@@ -434,8 +446,8 @@ export class KVServer implements PsServerApi {
   }
 
   stats(): KVServerStats {
-    const cpu = process.cpuUsage();
-    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: cpu.user + cpu.system };
+    const r = process.resourceUsage();
+    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: r.userCPUTime + r.systemCPUTime, sleeps: r.voluntaryContextSwitches };
   }
 
   /** Progress of keys on this server (for tests and resuming workers). */
@@ -478,6 +490,7 @@ export class KVServer implements PsServerApi {
    * of timing out; later such requests fail the same way until the worker says hello again.
    */
   onCallerClosed(caller: string): void {
+    this.bounds.forget(caller);
     this.regions.dropCaller(caller, this.slots.values());
     const lost = this.members.drop(caller);
     if (!lost) return;

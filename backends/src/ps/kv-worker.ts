@@ -124,6 +124,7 @@ export class KVWorker {
     );
     try {
       const hellos = await Promise.all(servers.map((c) => c.api.hello(o.rank)));
+      hellos.forEach((h, i) => servers[i]!.limitOutgoing(h.callerBound, `server ${i}'s bound before keys are declared (KVWorker.declare)`));
       hellos.forEach((h, i) => {
         const bad = (what: string, theirs: unknown, ours: unknown) =>
           Errors.config(what, `server ${name(i)} has ${what} = ${String(theirs)}, worker ${o.rank} expects ${String(ours)}`);
@@ -156,6 +157,7 @@ export class KVWorker {
     if (restore !== undefined && (this.rank !== 0 || restore.length !== specs.length)) throw Errors.invalidArg('restore', `is rank 0's, one entry per key (${specs.length})`);
     const restoreOf: (KeyState | null)[][] = Array.from({ length: this.numServers }, () => []);
     if (this.rank === 0 && (!values || values.length !== specs.length)) throw Errors.invalidArg('values', `rank 0 must give one initial value per key (${specs.length})`);
+    await this.declare(specs);
     const per = perServer(this.numServers);
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
@@ -184,6 +186,15 @@ export class KVWorker {
   }
 
   /**
+   * Tell every server the keys this worker will send values of, so each raises its bound on this worker's messages
+   * to fit them (issue #15, `server/caller-bounds.ts`); keys declared before are skipped. `init` does it first:
+   * call it yourself only when a message naming many keys (a collective's signature) goes out before their init.
+   */
+  declare(specs: readonly KeySpec[]): Promise<void> {
+    return this.links.declare(specs);
+  }
+
+  /**
    * The staging buffers of dense key `key` (same-host data plane; undefined when it has none): pass `grad` as the
    * key's gradient and `out` as its output to `push`/`pull`/`pushPull` and the worker copies nothing; the
    * servers read the gradient from and write the values into them. Write `grad` only while no push of the key is
@@ -193,6 +204,11 @@ export class KVWorker {
    */
   buffers(key: string): { grad: FloatArray; out: FloatArray } | undefined {
     return this.staging.buffers(key);
+  }
+
+  /** Whether every server reaches this worker's dense values through the same-host staging buffers (see `buffers`). */
+  get sharedPlane(): boolean {
+    return this.staging.everyServerLocal;
   }
 
   /**

@@ -25,6 +25,8 @@ export interface ServerHello {
   numWorkers: number;
   mode: string;
   bigKeyBound: number;
+  /** The largest message this connection may send before it declares keys (`declare`), bytes. */
+  callerBound: number;
   epoch: number;
   pid: number;
   hostId: string;
@@ -55,6 +57,8 @@ export interface ServerStats {
   restoredFrom: string | null;
   /** CPU time of the server's process so far (user + system), microseconds. */
   cpuUs: number;
+  /** Times the server's process went to sleep so far (voluntary context switches): its wake-ups. */
+  sleeps: number;
 }
 
 /** The requests a `guarded` request may carry, run once the collective's signatures agree on the server. */
@@ -65,6 +69,8 @@ export const GUARDED_METHODS = ['pushPull', 'rowSparsePush', 'rowSparsePull'] as
 export interface PsRequests {
   hello: [rank?: number];
   attachShared: [rank: number, name: string, bytes: number, entries: SharedEntry[]];
+  /** Keys this connection will send values of: the server raises its bound on the connection's messages (`server/caller-bounds.ts`). */
+  declare: [rank: number, specs: KeySpec[]];
   /** `restore` (rank 0, optional): per key, the optimizer state and round count of a checkpoint (`KeyState`). */
   init: [rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null, restore?: (KeyState | null)[] | null];
   push: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[]];
@@ -92,6 +98,8 @@ export interface PsRequests {
 export interface PsReplies {
   hello: ServerHello;
   attachShared: { keys: number };
+  /** The bound on this connection's messages now, bytes. */
+  declare: { bound: number };
   init: { resume: number[] };
   push: void;
   pushPull: (FloatArray | null)[];
@@ -158,6 +166,7 @@ const guardedCalls: ArgCheck = (v, where) => {
 export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
   hello: [arg.optional(rank)],
   attachShared: [rank, arg.string(255), arg.int(1), arg.array(arg.object({ key: keyName, grad: count, out: count }), 1 << 20)],
+  declare: [rank, arg.array(keySpec, 1 << 20)],
   init: [rank, arg.array(keySpec, 1 << 20), arg.array(keySlice, 1 << 20), arg.nullable(arg.array(arg.nullable(floats), 1 << 20)), arg.optional(arg.nullable(arg.array(arg.nullable(keyState), 1 << 20)))],
   push: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20)],
   pushPull: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20), arg.optional(arg.boolean())],
