@@ -37,89 +37,29 @@
  * `*_cpu_ms_per_round`: CPU time per round (workers: mean of one worker; servers: all together), which the
  * machine's other load disturbs much less than wall time. `oversubscribed` is true when servers + workers
  * exceed the cores (always on the 2-core machine: 4 processes).
+ *
+ * Files: this one (the options, shoal's runs per transport, the result file); ps-worker.ts (a worker process: the
+ * phases and their checks); ps-anchor.ts (the Ray anchor); ps-rows.ts (the rows, their medians over repeats, the
+ * table); ps-job.ts (what the driver and the workers share).
  */
-import { fork, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ActorSupervisor, netRemote, NetTransport, shmRemote, shmTransport, TcpStore, TcpStoreServer, type Transport } from '@shoal/core';
-import { KVWorker, startPsServers } from '@shoal/backends';
+import { ActorSupervisor, netRemote, shmRemote, TcpStore, TcpStoreServer } from '@shoal/core';
+import { startPsServers } from '@shoal/backends';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { benchAuth } from './bench-auth.js';
+import { runRayAnchor } from './ps-anchor.js';
+import { LR, PLANES, root, runChild, type BenchTransport, type Plane, type WorkerJob } from './ps-job.js';
+import { compareWithRay, medianRows, printRows, type PsRow } from './ps-rows.js';
+
+export type { PsRow } from './ps-rows.js';
 
 /** This job's identity (the secret is inherited by the processes it starts). */
 const auth = benchAuth();
-
-const self = fileURLToPath(import.meta.url);
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const LR = 1 / 1024;
-const KEYS = 4;
-/** Warm-up round trips of the small-key phase, the same for the Ray anchor (JIT and first-use costs; with 300 the
- * first plane run still paid for them). */
-const SMALL_WARMUP = 2000;
-
-/** net: TCP loopback; ipc: the net transport over unix sockets; shm: shared-memory rings. */
-type BenchTransport = 'net' | 'ipc' | 'shm';
-
-interface WorkerJob {
-  storeUrl: string;
-  transport: BenchTransport;
-  rank: number;
-  numWorkers: number;
-  numServers: number;
-  sizes: number[];
-  rounds: number[];
-  warmup: number;
-  smallIters: number;
-  phases: string[];
-  planes: Plane[];
-  sparse: { numRows: number; rowSize: number; touched: number; steps: number };
-}
-
-/**
- * How dense values travel (`--planes`): `staging`: the same-host data plane with the worker's staging buffers as
- * the gradient and output arrays (`kv.buffers(key)`: the worker copies nothing); `shared`: the data plane with the
- * caller's own arrays (the worker copies them into and out of its staging buffers); `messages`: values in the
- * transport's messages (`sharedMemory: false`).
- */
-type Plane = 'staging' | 'shared' | 'messages';
-const PLANES: readonly Plane[] = ['staging', 'shared', 'messages'];
-
-export interface PsRow {
-  impl: 'shoal-ps' | 'ray';
-  /** shoal: the transport between workers and servers; ray: its object store. */
-  transport: string;
-  /** shoal: how dense values travel (see `Plane`); small and rowsparse rows: the plane of the run they came from. */
-  plane?: Plane;
-  kind: 'dense' | 'small' | 'rowsparse';
-  bytes: number;
-  rounds: number;
-  p50_us: number;
-  p99_us?: number;
-  avg_us: number;
-  rounds_per_s: number;
-  verified: boolean;
-  oversubscribed: boolean;
-  vs_ray?: number;
-  /** Ray's p50 round time / shoal's (median-based: less sensitive to load spikes than the mean). */
-  vs_ray_p50?: number;
-  rows_per_s?: number;
-  touched_rows?: number;
-  row_bytes?: number;
-  push_wire_bytes?: number;
-  pull_wire_bytes?: number;
-  push_wire_ratio?: number;
-  pull_wire_ratio?: number;
-  /** Mean CPU time of one worker per round, ms (Ray: its DataWorker actors). */
-  worker_cpu_ms_per_round?: number;
-  /** CPU time of all servers together per round, ms (Ray: its ParameterServer actors; the raylet is not counted). */
-  server_cpu_ms_per_round?: number;
-  /** Repeats this row is the median of (`--repeat`). */
-  runs?: number;
-}
-
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+/** The worker process (ps-worker.ts, compiled beside this file). */
+const workerScript = fileURLToPath(new URL('./ps-worker.js', import.meta.url));
 
 /** `npm run bench -- ps`: its options (one table for the parser and `--help`). */
 export const command = {
@@ -214,7 +154,7 @@ export async function run(args: string[]): Promise<void> {
         });
         const outs = await Promise.all(
           Array.from({ length: numWorkers }, (_, r) =>
-            runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), self], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix }, 600_000),
+            runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), workerScript], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix }, 600_000),
           ),
         );
         for (const r of outs[0]!) raw.push({ ...(r as unknown as PsRow), transport, oversubscribed });
@@ -232,278 +172,21 @@ export async function run(args: string[]): Promise<void> {
     // --- Ray anchor ---
     if (!v['no-anchor'] === true) {
       try {
-        const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
-        const out = await runChild(
-          py,
-          [`${root}bench/anchors/ray_ps.py`, '--sizes', sizes.join(','), '--rounds', rounds.join(','), '--workers', String(numWorkers), '--servers', String(numServers), '--warmup', String(warmup), '--small-iters', quick ? '100' : '300', '--small-warmup', String(SMALL_WARMUP)],
-          {},
-          900_000,
-        );
-        for (const r of out) raw.push({ ...(r as unknown as PsRow), transport: 'ray-object-store', oversubscribed });
+        raw.push(...(await runRayAnchor({ sizes, rounds, numWorkers, numServers, warmup, quick, oversubscribed })));
       } catch (e) {
         errors.push({ impl: 'ray', error: (e as Error).message });
       }
     }
   }
   rows.push(...medianRows(raw, repeat));
-  for (const ray of rows.filter((x) => x.impl === 'ray')) {
-    for (const mine of rows.filter((x) => x.impl === 'shoal-ps' && x.kind === ray.kind && x.bytes === ray.bytes)) {
-      mine.vs_ray = mine.rounds_per_s / ray.rounds_per_s;
-      mine.vs_ray_p50 = ray.p50_us / mine.p50_us;
-    }
-  }
+  compareWithRay(rows);
 
   const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, repeats: repeat, servers: numServers, workers: numWorkers, rows, errors };
   const outPath = v['out'] ?? `${root}bench/results/ps.json`;
   mkdirSync(dirname(outPath), { recursive: true });
   writeFileSync(outPath, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`ps bench: ${numWorkers} workers x ${numServers} servers (processes), load ${loadavg()[0]!.toFixed(1)}`);
-  for (const r of rows) {
-    const extra =
-      r.kind === 'rowsparse'
-        ? ` rows/s ${r.rows_per_s!.toFixed(0)} push wire ${r.push_wire_ratio!.toFixed(3)}x pull wire ${r.pull_wire_ratio!.toFixed(3)}x`
-        : r.vs_ray !== undefined
-          ? ` vs ray ${r.vs_ray.toFixed(2)}x (p50 ${r.vs_ray_p50!.toFixed(2)}x)`
-          : '';
-    console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${(r.plane ?? '').padEnd(8)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
-  }
+  printRows(rows);
   for (const e of errors) console.log(`error ${e.impl}: ${e.error}`);
   console.log(`wrote ${outPath}`);
-}
-
-/** One row per (impl, transport, kind, bytes): the median of every numeric field over the repeats. */
-function medianRows(raw: PsRow[], repeat: number): PsRow[] {
-  const groups = new Map<string, PsRow[]>();
-  for (const r of raw) {
-    const k = `${r.impl}|${r.transport}|${r.plane}|${r.kind}|${r.bytes}`;
-    groups.set(k, [...(groups.get(k) ?? []), r]);
-  }
-  return [...groups.values()].map((g) => {
-    const out: Record<string, unknown> = { ...g[0]!, runs: g.length, verified: g.every((r) => r.verified) };
-    for (const [k, v] of Object.entries(g[0]!)) {
-      if (typeof v !== 'number' || k === 'bytes' || k === 'rounds') continue;
-      const xs = g.map((r) => (r as unknown as Record<string, number>)[k]!).sort((a, b) => a - b);
-      out[k] = xs.length % 2 ? xs[(xs.length - 1) / 2] : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
-    }
-    if (g.length < repeat) out.partial = true;
-    return out as unknown as PsRow;
-  });
-}
-
-/** Run a child, collect its JSON lines; rejects on a non-zero exit or timeout (with its stderr). */
-function runChild(cmd: string, argv: string[], env: Record<string, string>, timeoutMs: number): Promise<Record<string, unknown>[]> {
-  return new Promise((resolve, reject) => {
-    const child = cmd === process.execPath ? fork(argv[argv.length - 1]!, [], { env: { ...process.env, ...env }, execArgv: argv.slice(0, -1), stdio: ['ignore', 'pipe', 'pipe', 'ipc'] }) : spawn(cmd, argv, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Record<string, unknown>[] = [];
-    let buf = '';
-    let err = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const line = buf.slice(0, i).trim();
-        buf = buf.slice(i + 1);
-        if (line.startsWith('{')) out.push(JSON.parse(line) as Record<string, unknown>);
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`${cmd} exited ${code ?? signal}: ${err.trim().split('\n').slice(-6).join(' | ')}`));
-    });
-  });
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Worker process
-
-/**
- * CPU time per round, a figure the machine's other load disturbs far less than wall time: this worker's CPU and
- * (from rank 0) the servers' CPU between `cpuMeter` and `stop`. `stop` gathers every worker's CPU (the gather is
- * also the end-of-phase barrier) and returns the mean worker CPU and the summed server CPU per round, in ms.
- */
-async function cpuMeter(kv: KVWorker) {
-  const servers = async () => {
-    let t = 0;
-    for (let s = 0; s < kv.numServers; s++) t += (await kv.server(s).api.stats()).cpuUs;
-    return t;
-  };
-  const s0 = kv.rank === 0 ? await servers() : 0;
-  const c0 = process.cpuUsage();
-  return {
-    async stop(tag: string, rounds: number) {
-      const c1 = process.cpuUsage(c0);
-      const mine = (c1.user + c1.system) / 1000;
-      const all = await kv.gather(tag, mine);
-      const s1 = kv.rank === 0 ? await servers() : 0;
-      return {
-        worker_cpu_ms_per_round: all.reduce((a, b) => a + b, 0) / all.length / rounds,
-        server_cpu_ms_per_round: (s1 - s0) / 1000 / rounds,
-      };
-    },
-  };
-}
-
-async function workerMain(job: WorkerJob): Promise<void> {
-  const store = await TcpStore.connect(job.storeUrl, { auth, timeoutMs: 120_000 });
-  const transport: Transport = job.transport === 'shm' ? shmTransport({ auth, prefix: process.env.SHOAL_PS_BENCH_PREFIX }) : new NetTransport({ auth });
-  // One KVWorker per plane, all connected before the first plane runs and closed after the last: a rank whose
-  // only connection closes counts as lost on the servers until it says hello again, which would fail the other
-  // worker's requests in between.
-  const kvs: KVWorker[] = [];
-  for (const plane of job.planes) {
-    kvs.push(await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages' }));
-  }
-  // the sparse phase does not depend on the plane: run it once
-  for (const [i, plane] of job.planes.entries()) await planeMain(job, kvs[i]!, plane, i === 0);
-  for (const kv of kvs) await kv.close();
-  await store.close();
-}
-
-async function planeMain(job: WorkerJob, kv: KVWorker, plane: Plane, sparse: boolean): Promise<void> {
-  const emit = (o: object) => process.stdout.write(`${JSON.stringify({ ...o, plane })}\n`);
-  const gsum = (job.numWorkers * (job.numWorkers + 1)) / 2;
-
-  for (let s = 0; s < (job.phases.includes('dense') ? job.sizes.length : 0); s++) {
-    const bytes = job.sizes[s]!;
-    const per = Math.floor(bytes / 4 / KEYS);
-    const keys = Array.from({ length: KEYS }, (_, i) => `${plane}/m${s}/layer${i}`);
-    await kv.init(
-      keys.map((key) => ({ key, size: per })),
-      job.rank === 0 ? keys.map(() => new Float32Array(per)) : undefined,
-    );
-    const staged = plane === 'staging' ? keys.map((k) => kv.buffers(k)) : [];
-    if (staged.some((b) => !b)) throw new Error(`plane staging: key ${keys[staged.findIndex((b) => !b)]} has no staging buffers (servers not on this host?)`);
-    const grads = plane === 'staging' ? staged.map((b) => b!.grad.fill(job.rank + 1)) : keys.map(() => new Float32Array(per).fill(job.rank + 1));
-    const weights = plane === 'staging' ? staged.map((b) => b!.out) : keys.map(() => new Float32Array(per));
-    for (let i = 0; i < job.warmup; i++) await kv.pushPull(keys, grads, weights);
-    await kv.gather(`${plane}-dense-start-${s}`, null);
-    const cpu = await cpuMeter(kv);
-    const times: number[] = [];
-    for (let i = 0; i < job.rounds[s]!; i++) {
-      const t0 = performance.now();
-      await kv.pushPull(keys, grads, weights);
-      times.push(performance.now() - t0);
-    }
-    const used = await cpu.stop(`${plane}-dense-end-${s}`, times.length);
-    const want = Math.fround(-LR * gsum * (job.warmup + job.rounds[s]!));
-    const verified = weights.every((w) => w.every((v) => v === want));
-    times.sort((a, b) => a - b);
-    const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    emit({ impl: 'shoal-ps', kind: 'dense', bytes: per * 4 * KEYS, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
-  }
-
-  if (job.phases.includes('small')) {
-    const key = `${plane}/small`;
-    await kv.init([{ key, size: 1 }], job.rank === 0 ? [new Float32Array(1)] : undefined);
-    const g = [Float32Array.of(job.rank + 1)];
-    const w = [new Float32Array(1)];
-    for (let i = 0; i < SMALL_WARMUP; i++) await kv.pushPull([key], g, w);
-    await kv.gather(`${plane}-small-start`, null);
-    const cpu = await cpuMeter(kv);
-    const times: number[] = [];
-    for (let i = 0; i < job.smallIters; i++) {
-      const t0 = performance.now();
-      await kv.pushPull([key], g, w);
-      times.push(performance.now() - t0);
-    }
-    const used = await cpu.stop(`${plane}-small-end`, times.length);
-    const verified = w[0]![0] === Math.fround(-LR * gsum * (SMALL_WARMUP + job.smallIters));
-    times.sort((a, b) => a - b);
-    const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    emit({ impl: 'shoal-ps', kind: 'small', bytes: 4, rounds: times.length, p50_us: pct(times, 0.5) * 1000, p99_us: pct(times, 0.99) * 1000, avg_us: avg * 1000, rounds_per_s: 1000 / avg, verified, ...used });
-  }
-
-  if (sparse && job.phases.includes('rowsparse')) {
-    const { numRows, rowSize, touched, steps } = job.sparse;
-    const key = 'emb';
-    const spec = { key, size: numRows * rowSize, rows: { numRows, rowSize } };
-    await kv.init([spec], job.rank === 0 ? [new Float32Array(numRows * rowSize)] : undefined);
-    // Worker r's rows come from a generator seeded with r, so rank 0 can replay every worker's picks to check
-    // the final table exactly.
-    const picker = (rank: number) => {
-      let seed = 12345 + rank;
-      const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % numRows;
-      return () => {
-        const set = new Set<number>();
-        while (set.size < touched) set.add(rnd());
-        return Int32Array.from(set);
-      };
-    };
-    const pickRows = picker(job.rank);
-    const warm = 3;
-    const grad = new Float32Array(touched * rowSize).fill(1);
-    const rowOut = new Float32Array(touched * rowSize);
-    const step = async () => {
-      const ids = pickRows();
-      await kv.rowSparsePull(key, ids, rowOut);
-      const a = kv.stats();
-      await kv.rowSparsePush(key, ids, grad);
-      return a;
-    };
-    for (let i = 0; i < warm; i++) await step();
-    await kv.gather('sparse-start', null);
-    const times: number[] = [];
-    let pushSent = 0;
-    let pullRecv = 0;
-    // Adagrad from 0 with a constant gradient of 1 moves a row by -lr*g/sqrt(h) per update: check one row's
-    // update count-independent sign and finiteness below; exactness is checked by the ps tests.
-    for (let i = 0; i < steps; i++) {
-      const s0 = kv.stats();
-      const t0 = performance.now();
-      const mid = await step();
-      times.push(performance.now() - t0);
-      const s1 = kv.stats();
-      pullRecv += mid.bytesReceived - s0.bytesReceived;
-      pushSent += s1.bytesSent - mid.bytesSent;
-    }
-    // SGD on the servers: a row ends at -lr * (times any worker touched it), exactly.
-    await kv.gather('sparse-end', null);
-    let verified = true;
-    if (job.rank === 0) {
-      const touches = new Float64Array(numRows);
-      for (let r = 0; r < job.numWorkers; r++) {
-        const pick = picker(r);
-        for (let i = 0; i < warm + steps; i++) for (const id of pick()) touches[id]! += 1;
-      }
-      const all = await kv.rowSparsePull(key, Int32Array.from({ length: numRows }, (_, i) => i));
-      for (let row = 0; row < numRows && verified; row++) {
-        const want = Math.fround(-LR * touches[row]!);
-        for (let j = 0; j < rowSize; j++) if (all[row * rowSize + j] !== want) verified = false;
-      }
-    }
-    times.sort((a, b) => a - b);
-    const avg = times.reduce((a, b) => a + b, 0) / times.length;
-    const rowBytes = rowSize * 4;
-    emit({
-      impl: 'shoal-ps',
-      kind: 'rowsparse',
-      bytes: numRows * rowBytes,
-      rounds: steps,
-      p50_us: pct(times, 0.5) * 1000,
-      p99_us: pct(times, 0.99) * 1000,
-      avg_us: avg * 1000,
-      rounds_per_s: 1000 / avg,
-      verified,
-      rows_per_s: (touched * job.numWorkers * 1000) / avg,
-      touched_rows: touched,
-      row_bytes: rowBytes,
-      push_wire_bytes: pushSent / steps,
-      pull_wire_bytes: pullRecv / steps,
-      push_wire_ratio: pushSent / steps / (touched * rowBytes),
-      pull_wire_ratio: pullRecv / steps / (touched * rowBytes),
-    });
-  }
-  await kv.gather(`${plane}-done`, null);
-}
-
-if (process.argv[1] === self && process.env.SHOAL_PS_BENCH) {
-  workerMain(JSON.parse(process.env.SHOAL_PS_BENCH) as WorkerJob).then(
-    () => process.exit(0),
-    (e: unknown) => {
-      console.error(e instanceof Error ? e.stack : String(e));
-      process.exit(1);
-    },
-  );
 }

@@ -21,7 +21,7 @@ TRANSPORTS = ("net", "nng", "shm")
 #: The Spark DDL of the rows each barrier task returns (mirrors task.OUTPUT_SCHEMA).
 OUTPUT_DDL = (
     "rank int, host string, executor string, exit_code int, result string, rows long, bytes long, batches long, "
-    "feed_s double, wall_s double"
+    "feed_s double, wall_s double, timeline string"
 )
 
 
@@ -33,11 +33,14 @@ class ShoalResult:
     ranks: one dict per rank (ascending): rank, host, executor (the task's executor address), exit_code, result (parsed, or None), rows, bytes, batches
            (what was streamed into that worker), feed_s (seconds spent streaming), wall_s (task time).
     wall_s: driver-side time of the whole Spark job.
+    timeline: with `timeline=PATH`, what the merge wrote to PATH: {"spans", "pids", "missing", "clockOffsets"}
+              (clockOffsets: per rank measured against the store's host, {"offsetUs", "rttUs", "reference"}); else None.
     """
 
     result: Optional[Dict[str, Any]]
     ranks: List[Dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    timeline: Optional[Dict[str, Any]] = None
 
 
 def _repo_root() -> str:
@@ -106,6 +109,28 @@ def _tsx_loader(node: str, cwd: str, store_script: str) -> str:
     raise ValueError(f"the script is TypeScript but tsx is not installed where {cwd!r} resolves it (npm install tsx), or compile it to .js")
 
 
+def _merge_timeline(node: str, store_script: str, path: str, rows: Sequence[Any], cwd: str) -> Dict[str, Any]:
+    """Write the parts the tasks returned beside `path` and merge them into it with the `timeline-merge.js` entry
+    beside the store script (each rank shifted by its clock offset from the store's host). Raises ValueError when
+    the merge fails."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    for r in rows:
+        for who, text in json.loads(r["timeline"] or "{}").items():
+            if not re.fullmatch(r"(rank|server)-\d+", who):
+                raise ValueError(f"timeline: rank {r['rank']} returned a part named {who!r}")
+            with open(f"{path}.{who}.jsonl", "w", encoding="utf-8") as f:
+                f.write(text)
+    script = os.path.join(os.path.dirname(store_script), "timeline-merge.js")
+    try:
+        p = subprocess.run([node, script, path], cwd=cwd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"timeline: cannot run {script}: {e}") from e
+    if p.returncode != 0:
+        raise ValueError(f"timeline: {script} failed (exit {p.returncode}): {p.stderr.strip()[-500:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 _ERR_RE = re.compile(r"ShoalWorkerError: rank (\d+): (.*)")
 
 
@@ -149,6 +174,7 @@ def run(
     ps_durable: Optional[str] = None,
     logdir: Optional[str] = None,
     tls: bool = False,
+    timeline: Optional[str] = None,
 ) -> ShoalResult:
     """Train with `node <script> <args>` on every partition of `df`, as one shoal job of `num_workers` ranks.
 
@@ -172,6 +198,12 @@ def run(
     `logdir` (as `shoal run --logdir`): TensorBoard runs in that folder, which every executor must reach at the same
     path (resolved against `cwd`): each worker gets SHOAL_LOGDIR (a Trainer given `worker.sync` writes `train/`,
     `val/`, `rank-<r>/`) and, with the ps and hybrid backends, each parameter server writes `server-<i>/`.
+    `timeline` (as `shoal run --timeline`): every rank records a Chrome trace of its steps and sync ops (and, with
+    the ps and hybrid backends, each parameter server its updates) into a part in a folder of its own task on the
+    executor; the task returns its parts in its row and the driver merges them into `timeline` (resolved against
+    `cwd`) with `node <store_script's folder>/timeline-merge.js`, each rank's spans shifted by its clock offset
+    from the store's host (rank 0's executor), so ranks on executors whose clocks disagree line up. Open the file
+    in ui.perfetto.dev or chrome://tracing. Parts of a failed job are not returned (the stage fails first).
     `tls=True` encrypts the job's TCP connections (the store, the net transport, the ps links) with TLS 1.3 under a
     certificate made on the driver for this job (`node <store_script's folder>/job-tls.js`, so the driver needs
     node) and pinned by every process; it reaches the executors with the job secret, in the task closure and then
@@ -207,6 +239,8 @@ def run(
         raise ValueError(f"logdir must be a folder path, got {logdir!r}")
     if not isinstance(tls, bool):
         raise ValueError(f"tls must be True or False, got {tls!r}")
+    if timeline is not None and (not isinstance(timeline, str) or timeline == "" or "\0" in timeline):
+        raise ValueError(f"timeline must be a file path, got {timeline!r}")
     if tls and transport == "nng":
         raise ValueError("tls=True needs transport 'net' or 'shm': the nng transport has no TLS in shoal")
 
@@ -239,6 +273,9 @@ def run(
     log_path = os.path.join(cwd, logdir) if logdir is not None else None
     if log_path is not None:
         job_env["SHOAL_LOGDIR"] = log_path
+    timeline_path = os.path.join(cwd, timeline) if timeline is not None else None
+    if timeline_path is not None and not os.path.isfile(os.path.join(os.path.dirname(store), "timeline-merge.js")):
+        raise ValueError(f"timeline: {os.path.join(os.path.dirname(store), 'timeline-merge.js')} does not exist (build shoal first: npx tsc -b)")
     # With tls=True the job's TCP connections (store, net transport, ps links) are TLS 1.3 under a certificate
     # made here for this job and pinned by every process; it travels like the secret (closure, environment).
     job_tls = _make_job_tls(node, store, job_id, cwd) if tls and (n > 1 or backend != "ring") else ""
@@ -251,6 +288,7 @@ def run(
         "cwd": cwd,
         "env": job_env,
         "logdir": log_path,
+        "timeline": timeline_path is not None,
         "job_id": job_id,
         # The job secret (256 bits, made here on the driver): it reaches the executors inside the task closure,
         # as the rest of the spec does, and each task hands it to its store and worker processes in their
@@ -288,10 +326,12 @@ def run(
         raise
     wall_s = time.monotonic() - t0
 
+    merged = _merge_timeline(node, store, timeline_path, rows, cwd) if timeline_path is not None else None
     ranks = []
     for r in sorted(rows, key=lambda r: r["rank"]):
         d = r.asDict()
+        del d["timeline"]  # the parts went into the merged file
         d["result"] = json.loads(d["result"]) if d["result"] is not None else None
         ranks.append(d)
     rank0 = next((r for r in ranks if r["rank"] == 0), None)
-    return ShoalResult(result=rank0["result"] if rank0 else None, ranks=ranks, wall_s=wall_s)
+    return ShoalResult(result=rank0["result"] if rank0 else None, ranks=ranks, wall_s=wall_s, timeline=merged)

@@ -5,7 +5,7 @@ import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
 import { CallerBounds, PS_CALLER_BOUND, PS_CONTROL_BYTES } from './server/caller-bounds.js';
-import { PS_REMOTE, type GuardedCall, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
+import { PS_REMOTE, type GuardedCall, type KeyState, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
 import { Gathers, runGuarded } from './server/gathers.js';
 import { Members } from './server/members.js';
@@ -159,10 +159,10 @@ export class KVServer implements PsServerApi {
    * Returns, per key, the counter this worker resumes from: the rounds applied (sync) or this worker's pushes
    * applied (async).
    */
-  async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null): Promise<{ resume: number[] }> {
+  async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null, restore?: (KeyState | null)[] | null): Promise<{ resume: number[] }> {
     this.members.sender(currentCaller(), rank);
     await this.ready;
-    if (specs.length !== slices.length || (values && values.length !== specs.length)) throw Errors.badFrame(`init on server ${this.o.serverIndex}`, 'specs, slices and values differ in length');
+    if (specs.length !== slices.length || (values && values.length !== specs.length) || (restore && restore.length !== specs.length)) throw Errors.badFrame(`init on server ${this.o.serverIndex}`, 'specs, slices and values differ in length');
     // Keys with their own optimizer (built before the loop, so the loop runs without yielding).
     const own = await Promise.all(specs.map((sp) => (sp.updater && sp.update !== 'assign' ? createUpdater(sp.updater) : null)));
     for (let i = 0; i < specs.length; i++) {
@@ -182,7 +182,10 @@ export class KVServer implements PsServerApi {
         if (v.length !== got.end - got.start) throw Errors.invalidArg(`init value of key ${spec.key}`, `has ${v.length} elements, slice needs ${got.end - got.start}`);
         const data = allocFloat(spec.dtype, v.length);
         data.set(v);
-        this.slots.set(spec.key, this.newSlot(spec, want, data, own[i] ?? undefined));
+        const slot = this.newSlot(spec, want, data, own[i] ?? undefined);
+        const r = restore?.[i];
+        if (r) restoreKeyState(slot, r, this.o.serverIndex);
+        this.slots.set(spec.key, slot);
       }
     }
     this.keyWaiters.pump();
@@ -432,6 +435,16 @@ export class KVServer implements PsServerApi {
     return this.writeCheckpoint();
   }
 
+  /**
+   * A copy of this server's slice of `key` (value, optimizer state, rounds applied), for a checkpoint taken from
+   * the workers (`KVWorker.exportKeys`). Consistent at a sync round boundary: between a worker's push of round r
+   * settling and its next push, the key cannot move past round r.
+   */
+  exportKey(key: string): PsReplies['exportKey'] {
+    const s = this.slot(key);
+    return { data: s.data.slice(), version: s.version, state: Object.fromEntries(Object.entries(s.state).map(([n, a]) => [n, a.slice()])) };
+  }
+
   stats(): KVServerStats {
     const cpu = process.cpuUsage();
     return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: cpu.user + cpu.system };
@@ -510,3 +523,15 @@ export class KVServer implements PsServerApi {
 }
 
 const noop = () => {};
+
+/** Give a new slot a checkpoint's optimizer state and round count (sync rounds: every worker's clock is there too). */
+function restoreKeyState(slot: Slot, r: KeyState, serverIndex: number): void {
+  const elems = slot.slice.end - slot.slice.start;
+  const rows = slot.slice.rowEnd !== undefined ? slot.slice.rowEnd - slot.slice.rowStart! : -1;
+  for (const [n, a] of Object.entries(r.state)) {
+    if (a.length !== elems && a.length !== rows) throw Errors.invalidArg(`restored state ${n} of key ${slot.spec.key}`, `has ${a.length} values, server ${serverIndex}'s slice needs ${elems}${rows >= 0 ? ` (or ${rows}, one per row)` : ''}`);
+    slot.state[n] = a.slice();
+  }
+  slot.version = r.version;
+  slot.clock.fill(r.version);
+}

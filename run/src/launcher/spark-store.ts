@@ -3,7 +3,7 @@
  * The rendezvous store of a shoal job launched from Spark (python/shoal_spark): rank 0's barrier task starts
  *
  *   node run/dist/launcher/spark-store.js --host <address peers dial> [--bind <interface>] [--port <n>]
- *        [--ps-servers K --workers N [--timeout-ms MS] [--ps-durable DIR]]
+ *        [--ps-servers K --workers N [--timeout-ms MS] [--ps-durable DIR] [--logdir DIR] [--timeline FILE]]
  *
  * which serves a `TcpStoreServer` and prints one line `SHOAL_STORE tcp://host:port` on stdout once it is bound.
  * The task passes that URL to every rank through `BarrierTaskContext.allGather`. For the ps and hybrid backends
@@ -27,7 +27,7 @@ import { JobAuth } from '@shoal/core';
 
 const STORE_COMMAND = {
   name: 'spark-store',
-  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--ps-durable DIR] [--logdir DIR]] [--timeout-ms MS]',
+  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--ps-durable DIR] [--logdir DIR] [--timeline FILE]] [--timeout-ms MS]',
   description:
     "The rendezvous store of a shoal job launched from Spark (started by python/shoal_spark on rank 0's task).\n" +
     'Prints `SHOAL_STORE tcp://host:port` once bound; exits when stdin closes or its parent goes away.',
@@ -40,6 +40,7 @@ const STORE_COMMAND = {
     'timeout-ms': { type: 'string', arg: 'MS', help: 'network waits of the store client and the servers (default 60000)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'the servers checkpoint every update under DIR/<job id>/ and restart from it when they die' },
     logdir: { type: 'string', arg: 'DIR', help: 'each parameter server writes its load as TensorBoard curves to DIR/server-<i>' },
+    timeline: { type: 'string', arg: 'FILE', help: 'each parameter server records its updates in the timeline part FILE.server-<i>.jsonl' },
   },
 } as const satisfies CommandSpec;
 
@@ -52,6 +53,7 @@ interface StoreArgs {
   timeoutMs: number;
   psDurable: string;
   logdir?: string;
+  timeline?: string;
 }
 
 /** Parse the store entry's arguments; undefined for `--help` (printed). Throws `UsageError` naming the flag. */
@@ -76,6 +78,10 @@ function parseStoreArgs(argv: readonly string[]): StoreArgs | undefined {
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
     out.logdir = resolve(v.logdir);
+  }
+  if (v.timeline !== undefined) {
+    if (v.timeline === '') throw new UsageError(`${name}: --timeline needs a file`);
+    out.timeline = resolve(v.timeline);
   }
   return out;
 }
@@ -105,6 +111,7 @@ async function main(): Promise<number | undefined> {
         jobId: auth.jobId,
         auth,
         ...(args.logdir === undefined ? {} : { metrics: { logdir: args.logdir } }),
+        ...(args.timeline === undefined ? {} : { timeline: args.timeline }),
       });
     } catch (e) {
       await client?.close().catch(() => {});

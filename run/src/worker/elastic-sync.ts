@@ -167,7 +167,8 @@ export class ElasticSync implements GradientSync, ElasticControl {
       if (rank < 0) throw Errors.membership(`worker ${id} is not a member of generation ${g} (members: workers ${rec.members.join(', ')})`, { generation: g, workerId: id });
       const opts: WorkerOptions = { ...this.options, rank, worldSize: rec.members.length };
       const genJob: JobContext = { ...this.job, store: this.job.store.prefixed(genPrefix(g)) };
-      const connecting = connectEngine(opts, genJob, this.init, this.timeline, this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) });
+      const abandon = new AbortController();
+      const connecting = connectEngine(opts, genJob, this.init, this.timeline, { signal: abandon.signal, ...(this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) }) });
       const won = await Promise.race([connecting.then((e) => ({ e }), (err: unknown) => ({ err })), this.newerThan(g).then(() => ({ newer: true as const }))]);
       if ('e' in won) {
         this.engine = won.e;
@@ -180,7 +181,9 @@ export class ElasticSync implements GradientSync, ElasticControl {
         return;
       }
       if ('err' in won && this.latestSeen <= g) throw won.err;
-      // A newer generation: let this attempt go (closed when it settles) and connect the newest.
+      // A newer generation: give this attempt up (its group and pairs close now; a part that connects later is
+      // closed then) and connect the newest.
+      abandon.abort(Errors.membership(`generation ${this.latestSeen} replaces generation ${g} while connecting it`, { generation: this.latestSeen, workerId: id }));
       void connecting.then((e) => e.close().catch(() => {}), () => {});
       if (this.closed) throw Errors.closed(`elastic engine (worker ${id})`);
       g = Math.max(this.latestSeen, await latestGeneration(this.job.store));

@@ -32,13 +32,14 @@ export function parseJobTelemetry(env: Record<string, string | undefined>): Tele
 
 /**
  * This rank's timeline recorder for `SHOAL_TIMELINE`, and how to finish it: close it and, for a worker alone (no
- * launcher to merge the parts), merge its own part into the file.
+ * launcher to merge the parts: no store and no SHOAL_LAUNCHER, which Spark's task sets as its driver merges),
+ * merge its own part into the file.
  */
-function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): { timeline?: Timeline; finish(): Promise<void> } {
+function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions, launcher: string | undefined): { timeline?: Timeline; finish(): Promise<void> } {
   if (t?.timeline === undefined) return { finish: async () => {} };
   const part = timelinePartPath(t.timeline, options.rank);
   const timeline = new Timeline({ path: part, pid: options.rank });
-  const alone = options.worldSize === 1 && options.storeUrl === '';
+  const alone = options.worldSize === 1 && options.storeUrl === '' && (launcher ?? '') === '';
   return {
     timeline,
     async finish() {
@@ -137,7 +138,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
   const topts = parseJobTelemetry(env);
   checkEngineOptions(init);
-  const tl = openTimeline(topts, options);
+  const tl = openTimeline(topts, options, env.SHOAL_LAUNCHER);
   const telemetry = jobTelemetry(topts, tl.timeline);
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();

@@ -6,17 +6,21 @@ import type { TrainingData } from '@shoal/datasets';
 import type { Callbacks, CallbackTrainer, EpochRecord, History, Logs } from './callbacks.js';
 
 export type { EpochRecord, History } from './callbacks.js';
-import { disposeBatch, epochOrder, gatherBatch, isBatchSource, numSamples, rankBatchRows, scoreRows, stepsPerEpochFor, tracedBatches, type Batch, type TrainData } from './data.js';
-import { isTensor, planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
+import type { Batch, TrainData } from './data.js';
+import { evaluateArgs, evaluateOnRanks, type EvaluateOptions } from './evaluation.js';
+import { runPosition } from './fit-checkpoint.js';
+import { attachCallbacks, type FitHost } from './fit-host.js';
+import { runFitLoop } from './fit-loop.js';
+import { planFit, type FitOptions, type FitPlan, type TensorData } from './fit-options.js';
 import { broadcastVariables, GradientBridge, type BridgeVariable } from './gradient-bridge.js';
 import { adviceLine, SyncSchedule, syncModeOf } from './sync-schedule.js';
 import { resolveLoss, resolveMetric, resolveOptimizer, type LossFn, type LossSpec, type Metric, type MetricSpec, type OptimizerSpec } from './losses.js';
-import { fmtLogs, ProgressBar, type LogSink } from './progress.js';
+import type { LogSink } from './progress.js';
 import { setupTfjs, type Tf, type TfjsRuntime } from './runtime.js';
 import { getLearningRate, setLearningRate } from './schedules.js';
 import { TensorBoardCallback } from './tensorboard/tensorboard.js';
-import { checkElasticOptions, elasticFit, ElasticState, type ElasticHost, type ElasticOptions } from './elastic.js';
-import { loadTrainingState, saveTrainingState, type RunPosition } from './trainer-state.js';
+import { checkElasticOptions, elasticFit, ElasticState, type ElasticOptions } from './elastic.js';
+import { saveTrainingState } from './trainer-state.js';
 import { traceIf } from '@shoal/core/telemetry';
 
 export type { Callbacks, CallbackTrainer, Logs } from './callbacks.js';
@@ -66,12 +70,6 @@ export interface TrainerOptions {
   elastic?: ElasticOptions;
 }
 const TRAINER_KEYS = ['model', 'optimizer', 'loss', 'metrics', 'sync', 'runtime', 'sparse', 'sparseEngines', 'output', 'verbose', 'syncEvery', 'accumulateSteps', 'advice', 'elastic'];
-
-/** tfjs' own callback objects (`tf.callbacks.earlyStopping`) take the model and params this way. */
-interface TfjsCallbackHooks {
-  setModel?(model: tfjs.LayersModel): void;
-  setParams?(params: Record<string, unknown>): void;
-}
 
 /**
  * Keras-like, data-parallel training of a tfjs LayersModel.
@@ -228,27 +226,6 @@ export class Trainer implements CallbackTrainer {
     this.broadcastDone = true;
   }
 
-  private position(epoch: number, epochStep: number, sums?: Float64Array): RunPosition {
-    return { epoch, epochStep, globalStep: this.step_, learningRate: this.learningRate, ...(sums ? { sums: Array.from(sums) } : {}) };
-  }
-
-  /**
-   * Load the newest checkpoint in `dir` (if any) and agree on the position with every rank (a folder only some
-   * ranks see would desynchronise them). Collective.
-   */
-  private async resume(dir: string): Promise<RunPosition | null> {
-    const pos = await loadTrainingState(this.runtime.tf, dir, this.model, this.optimizer);
-    if (pos) {
-      this.step_ = pos.globalStep;
-      if (pos.learningRate !== undefined) this.learningRate = pos.learningRate;
-      this.log(`resumed from ${dir} at epoch ${pos.epoch}${pos.epochStep ? `, step ${pos.epochStep} of it` : ''} (step ${pos.globalStep})`);
-    }
-    const mine = pos ? pos.globalStep + 1 : 0;
-    const mean = (await this.sync.allreduceScalars(Float64Array.of(mine)))[0]!;
-    if (mean !== mine) throw Errors.mismatch('resume step', `rank ${this.rank} found ${pos ? `step ${pos.globalStep}` : 'no checkpoint'} in ${dir}, the ranks disagree: is ${dir} visible to every rank?`, { rank: this.rank });
-    return pos;
-  }
-
   /** Run one step on `batch` (a micro-batch with `accumulateSteps`); returns [loss, ...metrics] of this rank's batch. */
   private async trainStep(batch: Batch): Promise<number[]> {
     const tf = this.runtime.tf;
@@ -278,11 +255,38 @@ export class Trainer implements CallbackTrainer {
     }
   }
 
-  /** True on every rank when `model.stopTraining` is set on any rank. Collective. */
-  private async agreeStop(): Promise<boolean> {
-    const r = await this.sync.allreduceScalars(Float64Array.of(this.stopRequested() ? 1 : 0));
-    return r[0]! > 0;
+  private host_?: FitHost;
+  /** This trainer as the fit loop, checkpoints, evaluation and the elastic loop see it (after `init`). */
+  private fitHost(): FitHost {
+    if (this.host_) return this.host_;
+    const self = this;
+    this.host_ = {
+      tf: this.runtime.tf,
+      sync: this.sync,
+      schedule: this.schedule!,
+      metricFns: this.metricFns,
+      lossFn: this.lossFn!,
+      out: this.out,
+      verbose: this.options.verbose,
+      trace: this.trace,
+      get rank() { return self.rank; },
+      get size() { return self.size; },
+      get model() { return self.model; },
+      get optimizer() { return self.optimizer; },
+      get learningRate() { return self.learningRate; },
+      set learningRate(lr: number) { self.learningRate = lr; },
+      get globalStep() { return self.step_; },
+      setGlobalStep: (s) => void (this.step_ = s),
+      trainStep: (b) => this.trainStep(b),
+      names: (p) => this.names(p),
+      evaluate: (d, o) => this.evaluate(d, o),
+      log: (m) => this.log(m),
+      traced: (name, fn) => this.traced(name, fn),
+      stopRequested: () => this.stopRequested(),
+    };
+    return this.host_;
   }
+
 
   /**
    * Train, Keras style: `fit(x, y, options)` or `fit({ x, y } | batchSource, options)`. In-memory data is sharded
@@ -314,175 +318,17 @@ export class Trainer implements CallbackTrainer {
 
   /** `fit` with `options.elastic`: the loop of ./elastic.ts over this trainer's model, optimizer and steps. */
   private async runElasticFit(plan: FitPlan, callbacks: Callbacks[], opts: ElasticOptions): Promise<History> {
-    const self = this;
-    const host: ElasticHost = {
-      tf: this.runtime.tf,
-      sync: this.sync,
-      get rank() { return self.rank; },
-      get size() { return self.size; },
-      get model() { return self.model; },
-      get optimizer() { return self.optimizer; },
-      get learningRate() { return self.learningRate; },
-      set learningRate(lr: number) { self.learningRate = lr; },
-      get globalStep() { return self.step_; },
-      setGlobalStep: (s) => void (this.step_ = s),
-      trainStep: (b) => this.trainStep(b),
-      names: (p) => this.names(p),
-      evaluate: (d, o) => this.evaluate(d, o),
-      log: (m) => this.log(m),
-    };
     // The elastic loop broadcasts rank 0's whole state (weights and optimizer) itself.
     this.broadcastDone = true;
-    for (const cb of callbacks) {
-      cb.setTrainer?.(this);
-      (cb as TfjsCallbackHooks).setModel?.(this.model);
-    }
+    attachCallbacks(callbacks, this, this.model);
     this.elasticState = new ElasticState();
-    return elasticFit(host, plan, callbacks, opts, this.elasticState);
+    return elasticFit(this.fitHost(), plan, callbacks, opts, this.elasticState);
   }
 
+  /** `fit` without `options.elastic`: the loop of ./fit-loop.ts, then the advice line on rank 0. */
   private async runFit(plan: FitPlan, callbacks: Callbacks[]): Promise<History> {
-    const { data, epochs, batchSize, options } = plan;
-    const tf = this.runtime.tf;
-    const source = isBatchSource(data);
-    if (source && this.size > 1 && options.stepsPerEpoch === undefined) throw Errors.invalidArg('fit options.stepsPerEpoch', 'is required with a BatchSource and more than one worker (every rank must run the same number of steps)');
-    const ckpt = options.checkpoint;
-    let pos: RunPosition = { epoch: options.initialEpoch ?? 0, epochStep: 0, globalStep: this.step_ };
-    if (ckpt && ckpt.resume !== false) pos = (await this.resume(ckpt.dir)) ?? pos;
-    await this.ensureBroadcast();
-    const n = source ? 0 : numSamples(data, 'fit data');
-    const ctxBase = { rank: this.rank, size: this.size, batchSize };
-    let steps = options.stepsPerEpoch ?? Infinity;
-    if (!source) {
-      const avail = stepsPerEpochFor(n, ctxBase);
-      if (avail < 1) throw Errors.data('fit data', `${n} samples are fewer than one global batch (${batchSize} x ${this.size} workers)`);
-      steps = Math.min(steps, avail);
-    }
-    const verbose = (options.verbose ?? this.options.verbose ?? 1) !== 0 && this.rank === 0;
-    const history: History = { epochs: [], startEpoch: pos.epoch, stopped: false };
-    const names = this.names();
-    // A stop requested in a batch hook is agreed after every step (one scalar allreduce, which also carries the
-    // batch logs for onGlobalBatchEnd); shoal's own callbacks declare they never stop mid-epoch.
-    const perStep = callbacks.some((cb) => cb.onGlobalBatchEnd || ((cb.onBatchBegin || cb.onBatchEnd) && cb.stopsOnBatch !== false));
-    if (this.stopRequested()) this.model.stopTraining = false;
-    for (const cb of callbacks) {
-      cb.setTrainer?.(this);
-      (cb as TfjsCallbackHooks).setModel?.(this.model);
-      (cb as TfjsCallbackHooks).setParams?.({ epochs, initialEpoch: pos.epoch, samples: n, steps: Number.isFinite(steps) ? steps : null, batchSize, verbose: verbose ? 1 : 0, doValidation: plan.validation !== undefined, metrics: [...names, ...(plan.validation ? this.names('val_') : [])] });
-    }
-    for (const cb of callbacks) await cb.onTrainBegin?.();
-    let lastSave = performance.now();
-    let lastSaveStep = this.step_;
-    // A step checkpoint falls due when the step count passes a multiple of everySteps; written at the next sync.
-    const stepsDue = () => ckpt?.everySteps !== undefined && Math.floor(this.step_ / ckpt.everySteps) > Math.floor(lastSaveStep / ckpt.everySteps);
-    const schedule = this.schedule!;
-    schedule.beginFit();
-    let stepMsTotal = 0;
-    const saveEvery = async (epoch: number, epochStep: number, sums: Float64Array) => {
-      if (!ckpt || this.rank !== 0 || epochStep >= steps || !schedule.atSync) return;
-      const bySteps = stepsDue();
-      const bySeconds = ckpt.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
-      if (!bySteps && !bySeconds) return;
-      await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch, epochStep, sums), this.size, ckpt.keep ?? 2));
-      lastSave = performance.now();
-      lastSaveStep = this.step_;
-    };
-    let stop = false;
-    for (let epoch = pos.epoch; epoch < epochs && !stop; epoch++) {
-      for (const cb of callbacks) await cb.onEpochBegin?.(epoch);
-      if (verbose) this.out.write(`Epoch ${epoch + 1}/${epochs}\n`);
-      const bar = verbose ? new ProgressBar(this.out, Number.isFinite(steps) ? steps : 0) : undefined;
-      const sums = new Float64Array(this.metricFns.length + 2); // loss, metrics..., samples
-      const resumeHere = epoch === pos.epoch ? pos.epochStep : 0;
-      if (resumeHere > 0 && pos.sums?.length === sums.length) sums.set(pos.sums);
-      const t0 = performance.now();
-      let step = resumeHere;
-      const runBatch = async (batch: Batch) => {
-        const rows = batch.y.shape[0]!;
-        let values: number[];
-        try {
-          for (const cb of callbacks) await cb.onBatchBegin?.(step);
-          const ts = performance.now();
-          values = await this.traced('step', () => this.trainStep(batch));
-          stepMsTotal += performance.now() - ts;
-        } finally {
-          disposeBatch(batch);
-        }
-        values.forEach((v, i) => (sums[i]! += v * rows));
-        sums[values.length]! += rows;
-        step += 1;
-        const local: Logs = {};
-        names.forEach((k, i) => (local[k] = values[i]!));
-        for (const cb of callbacks) await cb.onBatchEnd?.(step - 1, local);
-        if (perStep) {
-          const r = await this.sync.allreduceScalars(Float64Array.from([...values.map((v) => v * rows), rows, this.stopRequested() ? 1 : 0]));
-          stop = r[r.length - 1]! > 0;
-          const global: Logs = {};
-          names.forEach((k, i) => (global[k] = r[i]! / r[values.length]!));
-          for (const cb of callbacks) await cb.onGlobalBatchEnd?.(step - 1, global);
-        }
-        if (bar) {
-          const running: Logs = {};
-          names.forEach((k, i) => (running[k] = sums[i]! / sums[sums.length - 1]!));
-          bar.update(step, running, sums[sums.length - 1]! * this.size);
-        }
-        if (!stop) await saveEvery(epoch, step, sums);
-      };
-      if (source) {
-        const it = data.batches({ ...ctxBase, epoch });
-        let skip = resumeHere;
-        for await (const batch of this.trace ? tracedBatches(it as AsyncIterable<Batch>, this.trace) : (it as AsyncIterable<Batch>)) {
-          if (skip > 0) {
-            skip -= 1;
-            disposeBatch(batch);
-            continue;
-          }
-          if (step >= steps || stop) {
-            disposeBatch(batch);
-            break;
-          }
-          await runBatch(batch);
-        }
-        if (Number.isFinite(steps) && step < steps && !stop) throw Errors.data('fit data', `rank ${this.rank}'s batch source ended after ${step} of ${steps} steps in epoch ${epoch}`, { rank: this.rank });
-      } else {
-        const order = epochOrder(n, epoch, options.shuffle ?? true, options.seed ?? 0);
-        const tr = this.trace;
-        for (let s = resumeHere; s < steps && !stop; s++) {
-          const t0 = tr?.timeline.now();
-          const batch = gatherBatch(tf, data, rankBatchRows(order, s, { ...ctxBase, epoch }));
-          if (tr) tr.timeline.span(tr.lane, 'data', t0!);
-          await runBatch(batch);
-        }
-      }
-      const tf0 = performance.now(); // epochs end at a sync (collective: a pending accumulation applied, local steps averaged)
-      if (await schedule.flush(this.optimizer)) this.step_ += 1;
-      stepMsTotal += performance.now() - tf0;
-      // Rank-averaged epoch logs: samples-weighted sums over every rank.
-      const reduced = await this.sync.allreduceScalars(sums);
-      const logs: Logs = {};
-      const total = reduced[reduced.length - 1]!;
-      names.forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
-      if (plan.validation && (epoch + 1) % (options.validationFreq ?? 1) === 0) {
-        Object.assign(logs, await this.traced('validate', () => this.evaluate(plan.validation!, { batchSize: options.validationBatchSize ?? batchSize, prefix: 'val_', ...(plan.validationLocal ? { local: true } : {}) })));
-      }
-      const seconds = (performance.now() - t0) / 1000;
-      const samplesPerSec = (total * this.size) / seconds;
-      if (bar) bar.end(step, logs, total * this.size);
-      this.lastEpoch_ = { ...logs, epoch, seconds, samplesPerSec, learningRate: this.learningRate };
-      history.epochs.push(this.lastEpoch_);
-      // An epoch-end save also stands in for a step or time checkpoint falling due at the epoch's last step.
-      const secondsDue = ckpt?.everySeconds !== undefined && performance.now() - lastSave >= ckpt.everySeconds * 1000;
-      if (ckpt && this.rank === 0 && ((epoch + 1) % (ckpt.everyEpochs ?? 1) === 0 || epoch + 1 === epochs || stop || stepsDue() || secondsDue)) {
-        await this.traced('checkpoint', () => saveTrainingState(ckpt.dir, this.model, this.optimizer, this.position(epoch + 1, 0), this.size, ckpt.keep ?? 2));
-        lastSave = performance.now();
-        lastSaveStep = this.step_;
-      }
-      for (const cb of callbacks) await cb.onEpochEnd?.(epoch, { ...logs });
-      stop = (await this.agreeStop()) || stop;
-      if (stop && epoch + 1 < epochs) history.stopped = true;
-    }
-    for (const cb of callbacks) await cb.onTrainEnd?.(history);
-    const advice = this.size > 1 && this.rank === 0 && this.options.advice !== false && adviceLine(schedule, stepMsTotal, this.options);
+    const { history, stepMsTotal } = await runFitLoop(this.fitHost(), this, plan, callbacks, (rec) => (this.lastEpoch_ = rec), () => this.ensureBroadcast());
+    const advice = this.size > 1 && this.rank === 0 && this.options.advice !== false && adviceLine(this.schedule!, stepMsTotal, this.options);
     if (advice) this.log(advice);
     return history;
   }
@@ -495,25 +341,11 @@ export class Trainer implements CallbackTrainer {
   async evaluate(x: tfjs.Tensor | tfjs.Tensor[], y: tfjs.Tensor, options?: { batchSize?: number }): Promise<Logs>;
   /** `local`: `data` is this rank's own share (scored whole), not the same data on every rank (split by rank). */
   async evaluate(data: TensorData, options?: { batchSize?: number; prefix?: string; local?: boolean }): Promise<Logs>;
-  async evaluate(a: tfjs.Tensor | tfjs.Tensor[] | TensorData, b?: tfjs.Tensor | { batchSize?: number; prefix?: string; local?: boolean }, c?: { batchSize?: number }): Promise<Logs> {
-    const tensors = isTensor(a) || Array.isArray(a);
-    const data: TensorData = tensors ? { x: a as tfjs.Tensor | tfjs.Tensor[], y: b as tfjs.Tensor } : (a as TensorData);
-    const options = ((tensors ? c : b) ?? {}) as { batchSize?: number; prefix?: string; local?: boolean };
-    if (tensors && !isTensor(b)) throw Errors.invalidArg('evaluate(x, y, options)', 'y must be a tf.Tensor');
-    for (const k of Object.keys(options)) if (k !== 'batchSize' && k !== 'prefix' && k !== 'local') throw Errors.invalidArg(`evaluate options.${k}`, 'is not supported (known: batchSize)');
+  async evaluate(a: tfjs.Tensor | tfjs.Tensor[] | TensorData, b?: tfjs.Tensor | EvaluateOptions, c?: { batchSize?: number }): Promise<Logs> {
+    const { data, options } = evaluateArgs(a, b, c);
     await this.init();
     await this.ensureBroadcast();
-    const tf = this.runtime.tf;
-    const n = numSamples(data, 'evaluate data');
-    const lo = options.local ? 0 : Math.floor((n * this.rank) / this.size);
-    const hi = options.local ? n : Math.floor((n * (this.rank + 1)) / this.size);
-    const sums = scoreRows(tf, this.model, this.lossFn!, this.metricFns, data, lo, hi, options.batchSize ?? 256);
-    const reduced = await this.sync.allreduceScalars(sums);
-    const total = reduced[reduced.length - 1]!;
-    const logs: Logs = {};
-    this.names(options.prefix).forEach((k, i) => (logs[k] = total > 0 ? reduced[i]! / total : NaN));
-    if (this.options.verbose !== 0 && this.rank === 0 && !options.prefix) this.out.write(`evaluate: ${fmtLogs(logs)}\n`);
-    return logs;
+    return evaluateOnRanks(this.fitHost(), data, options);
   }
 
   /** Model outputs for `x` on this rank (not collective). The caller owns the returned tensor. */
@@ -536,7 +368,7 @@ export class Trainer implements CallbackTrainer {
   /** Write a resumable checkpoint (weights, optimizer state, step) to `dir` now; rank 0 writes, others get null. */
   async checkpoint(dir: string, epoch = 0): Promise<string | null> {
     await this.init();
-    return this.rank === 0 ? saveTrainingState(dir, this.model, this.optimizer, this.position(epoch, 0), this.size, 2) : null;
+    return this.rank === 0 ? saveTrainingState(dir, this.model, this.optimizer, runPosition(this.fitHost(), epoch, 0), this.size, 2) : null;
   }
 
   /** Dispose the optimizer (and the LocalSync the trainer made). The model stays usable. */
