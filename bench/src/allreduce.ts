@@ -123,7 +123,7 @@ async function runShoal(
   const server = await TcpStoreServer.start({ auth: encrypted ? tls!.auth : auth });
   try {
     const runs = Array.from({ length: n }, (_, rank) =>
-      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs, encrypted ? tls!.env : undefined),
+      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs, encrypted ? { ...(process.env as Record<string, string>), ...tls!.env } : undefined),
     );
     const [first] = await settleAll(runs);
     return first!.filter((o) => o.row).map((o) => o.row as Record<string, number>);
