@@ -46,6 +46,6 @@ export {
   type HierarchicalGroupOptions,
 } from './ring/allreduce-hierarchical.js';
 // Elastic membership (shoal run --elastic)
-export { elasticOf, type ElasticControl, type LostWorker, type MembershipChange } from './elastic.js';
+export { attachElastic, elasticOf, type CommitStore, type ElasticControl, type LostWorker, type MembershipChange } from './elastic.js';
 // Per-job telemetry the Trainer's TensorBoard callback reads from its engine
 export { attachJobTelemetry, jobTelemetryOf, type JobTelemetry } from './job-telemetry.js';

@@ -349,7 +349,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
         # The job's deadline runs from here: the input is flowing.
         deadline = time.monotonic() + spec["timeout_s"]
         store_url = ""
-        if rank == 0 and spec["store_script"]:
+        if rank == 0 and spec["store_script"] and (world > 1 or spec["backend"] != "ring"):
             store = _start_store(dict(spec, world=world), rank, host, deadline)
             store_url = (store.marked or "").strip()
         peers = [json.loads(m) for m in ctx.allGather(json.dumps({"rank": rank, "host": host, "store": store_url}))]

@@ -446,8 +446,8 @@ export class KVServer implements PsServerApi {
   }
 
   stats(): KVServerStats {
-    const cpu = process.cpuUsage();
-    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: cpu.user + cpu.system };
+    const r = process.resourceUsage();
+    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: r.userCPUTime + r.systemCPUTime, sleeps: r.voluntaryContextSwitches };
   }
 
   /** Progress of keys on this server (for tests and resuming workers). */

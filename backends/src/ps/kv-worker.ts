@@ -206,6 +206,11 @@ export class KVWorker {
     return this.staging.buffers(key);
   }
 
+  /** Whether every server reaches this worker's dense values through the same-host staging buffers (see `buffers`). */
+  get sharedPlane(): boolean {
+    return this.staging.everyServerLocal;
+  }
+
   /**
    * Push gradients (full-size, one per key). Resolves when every server acknowledged (applied) them. The arrays
    * are copied (into the request, or into the staging buffers) before this returns its promise.

@@ -57,6 +57,8 @@ export interface ServerStats {
   restoredFrom: string | null;
   /** CPU time of the server's process so far (user + system), microseconds. */
   cpuUs: number;
+  /** Times the server's process went to sleep so far (voluntary context switches): its wake-ups. */
+  sleeps: number;
 }
 
 /** The requests a `guarded` request may carry, run once the collective's signatures agree on the server. */

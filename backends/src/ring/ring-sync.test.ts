@@ -128,4 +128,49 @@ test('on the shared segment a list that differs with the same element count is E
   }
 });
 
+test('on 2 ranks over a transport the agreement rides on the exchange: one op per call, no control round', async () => {
+  const groups = await memoryGroups(2, { timeoutMs: 5000 });
+  const ss = groups.map((g) => new RingSync(g, { segmentBytes: 256 }));
+  try {
+    const grads = ss.map((_, r) => [{ name: 'w', shape: [1000], data: new Float32Array(1000).fill(2 * r) }]);
+    const before = ss.map((s) => s.group.stats());
+    await Promise.all(ss.map((s, r) => s.allreduceMean(grads[r]!)));
+    ss.forEach((s, r) => {
+      const st = s.group.stats();
+      assert.is(st.ops - before[r]!.ops, 1, `rank ${r}: one collective (the control allreduce is gone)`);
+      // the lead, then 16 segments of 64 floats (1000 / 64 rounded up)
+      assert.is(st.messagesSent - before[r]!.messagesSent, 1 + 16, `rank ${r}: messages`);
+      assert.ok(grads[r]![0]!.data.every((v) => v === 1), `rank ${r}: mean`);
+    });
+  } finally {
+    await Promise.all(ss.map((s) => s.close()));
+  }
+});
+
+test('on 2 ranks a count mismatch drains the segments sent ahead: ERR_MISMATCH on both, data untouched, next call exact', async () => {
+  for (const [segmentBytes, mk] of [
+    // many small segments ahead (window 16) on both sides, the lists differ in length
+    [64, (r: number) => [{ name: 'w', shape: [r ? 1200 : 1000], data: new Float32Array(r ? 1200 : 1000).fill(r + 1) }]],
+    // one side has no tensor at all (an empty exchange against one with segments)
+    [64, (r: number) => (r ? [] : [{ name: 'w', shape: [500], data: new Float32Array(500).fill(1) }])],
+    // a NaN on one rank only: the guards differ, nothing is reduced
+    [64, (r: number) => [{ name: 'w', shape: [300], data: new Float32Array(300).fill(r ? NaN : 1) }]],
+  ] as const) {
+    const groups = await memoryGroups(2, { timeoutMs: 5000 });
+    const ss = groups.map((g) => new RingSync(g, { segmentBytes }));
+    try {
+      const grads = ss.map((_, r) => mk(r));
+      const res = await outcomes(ss, (s, r) => s.allreduceMean(grads[r]!));
+      const nan = grads[1]!.length > 0 && Number.isNaN(grads[1]![0]!.data[0]);
+      res.forEach((c, r) => assert.is(c.code, nan ? 'ERR_NAN' : 'ERR_MISMATCH', `rank ${r}: ${c.code} ${c.message}`));
+      grads.forEach((g, r) => g.forEach((t) => assert.ok(t.data.every((v) => (nan && r === 1 ? Number.isNaN(v) : v === (nan ? 1 : r + 1))), `rank ${r}: untouched`)));
+      const ok = ss.map((_, r) => [{ name: 'v', shape: [777], data: new Float32Array(777).fill(4 * r) }]);
+      await Promise.all(ss.map((s, r) => s.allreduceMean(ok[r]!)));
+      ok.forEach((g) => assert.ok(g[0]!.data.every((v) => v === 2)));
+    } finally {
+      await Promise.all(ss.map((s) => s.close()));
+    }
+  }
+});
+
 test.run();

@@ -3,8 +3,6 @@ import { join } from 'node:path';
 import type { GradientSync, KeyExport, ParameterState } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import { loadCheckpoint, saveCheckpoint, type SavedArray } from '@shoal/wrappers';
-import type { JobSpec, TrainResult } from './job.js';
-import type { Prepared } from './prepare.js';
 import type { RunCheckpoint, RunState } from './train.js';
 
 /**
@@ -34,35 +32,21 @@ export interface CheckpointSpec {
 /** What fixes a run's trajectory, by the flag that sets it: a checkpoint written under other values is refused. */
 export type RunIdentity = Record<string, string | number | boolean>;
 
-export function runIdentity(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, data: Prepared, workers: number, backend: string): RunIdentity {
-  const t = spec.train;
-  return {
-    'data set': `${data.name} (${data.numItems} items, ${data.numUsers} users, ${data.train.offsets.length - 1} training baskets)`,
-    '--workers': workers,
-    '--backend': backend === 'local' ? 'ring' : backend,
-    '--tables': t.tables ?? 'auto',
-    '--server-optimizer': t.serverOptimizer ?? 'adam',
-    '--seed': t.seed,
-    '--batch': t.globalBatch,
-    '--targets-per-basket': t.targetsPerBasket,
-    '--max-steps': t.maxStepsPerEpoch ?? 0,
-    '--lr': spec.model.lr ?? 'chosen',
-    '--dim': spec.model.dim ?? 'default',
-    'model options': JSON.stringify(spec.model),
-    '--epochs': spec.epochs || 'chosen',
-    '--tower-weight': spec.towerScale ?? 'chosen',
-    'selection grid': JSON.stringify(spec.select),
-    'history length': spec.historyMax,
-    '--no-eval-each-epoch': !spec.evalEachEpoch,
-    'item-item features': spec.itemItem !== null,
-  };
+
+/** One model-selection run's figures (kept in a checkpoint so a resumed job reports every run). */
+export interface SelectionRun {
+  lr: number;
+  validHr: number[];
+  losses: number[];
+  towerHr: { scale: number; hr: number }[];
+  seconds: number;
 }
 
 /** The model-selection runs finished before the checkpoint (`runTraining`'s loop state). */
 export interface JobProgress {
   /** Index of the training run in progress (selection runs first, then the final run). */
   run: number;
-  runs: NonNullable<TrainResult['selection']>['runs'];
+  runs: SelectionRun[];
   best: { hr: number; lr: number; epochs: number; scale: number };
 }
 

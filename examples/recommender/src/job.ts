@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { GradientSync } from '@shoal/backends';
-import { JobCheckpoint, runIdentity, type CheckpointSpec } from './checkpoint.js';
+import { JobCheckpoint, type CheckpointSpec, type RunIdentity, type SelectionRun } from './checkpoint.js';
 import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
@@ -56,7 +56,7 @@ export interface TrainResult {
   epochs: EpochStats[];
   final: RankingMetrics;
   /** What model selection chose, and the validation HR@10 per epoch of every candidate (null: flags fixed both). */
-  selection: { lr: number; epochs: number; towerScale: number; runs: { lr: number; validHr: number[]; losses: number[]; towerHr: { scale: number; hr: number }[]; seconds: number }[] } | null;
+  selection: { lr: number; epochs: number; towerScale: number; runs: SelectionRun[] } | null;
   lr: number;
   towerScale: number;
   trainSeconds: number;
@@ -190,4 +190,29 @@ function suggestions(model: BasketModel, data: Prepared, n: number): Showcase[] 
     });
   }
   return out;
+}
+
+/** The flags that fix a run's trajectory: a checkpoint written under other values is refused. */
+export function runIdentity(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, data: Prepared, workers: number, backend: string): RunIdentity {
+  const t = spec.train;
+  return {
+    'data set': `${data.name} (${data.numItems} items, ${data.numUsers} users, ${data.train.offsets.length - 1} training baskets)`,
+    '--workers': workers,
+    '--backend': backend === 'local' ? 'ring' : backend,
+    '--tables': t.tables ?? 'auto',
+    '--server-optimizer': t.serverOptimizer ?? 'adam',
+    '--seed': t.seed,
+    '--batch': t.globalBatch,
+    '--targets-per-basket': t.targetsPerBasket,
+    '--max-steps': t.maxStepsPerEpoch ?? 0,
+    '--lr': spec.model.lr ?? 'chosen',
+    '--dim': spec.model.dim ?? 'default',
+    'model options': JSON.stringify(spec.model),
+    '--epochs': spec.epochs || 'chosen',
+    '--tower-weight': spec.towerScale ?? 'chosen',
+    'selection grid': JSON.stringify(spec.select),
+    'history length': spec.historyMax,
+    '--no-eval-each-epoch': !spec.evalEachEpoch,
+    'item-item features': spec.itemItem !== null,
+  };
 }

@@ -12,8 +12,8 @@ import { launch } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
-import { checkCheckpoint, runIdentity } from './checkpoint.js';
-import { runTraining, type JobSpec, type TrainResult } from './job.js';
+import { checkCheckpoint } from './checkpoint.js';
+import { runIdentity, runTraining, type JobSpec, type TrainResult } from './job.js';
 import { loadPrepared } from './prepare.js';
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
