@@ -1,6 +1,7 @@
 import { Errors, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
 import { HEADER_BYTES, Tags } from '@shoal/core/group';
 import { allreduceDirect } from './allreduce-direct.js';
+import { allreduceDoubling } from './allreduce-doubling.js';
 import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs, ZERO_COPY_BYTES, type OpTrace } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
@@ -52,8 +53,10 @@ export interface AllreduceOptions {
    * the two neighbour connections) or 'direct' (every rank sends its buffer to every other at once: one hop, a
    * connection per pair; at most 8 ranks, else 'ring'). On this 2-core machine with 4 ranks 'direct' was slower
    * (8 B p50 287-368 us against 197 us), each process handling 3 messages per call instead of 1.
+   * 'doubling' (`allreduce-doubling.ts`: recursive doubling, log2(size) hops and messages per rank; native wire
+   * only, float16 keeps 'ring').
    */
-  smallAlgorithm?: 'ring' | 'direct';
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
   /**
    * Large-buffer algorithm for 3+ ranks: 'ring' (default) or 'direct' (`allreduce-direct.ts`: the same bytes in
    * 2 phases over a full mesh; float16 wire is ring-only).
@@ -105,6 +108,7 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       return;
     }
     if (data.byteLength <= (opts.smallBytes ?? 16384)) {
+      if (opts.smallAlgorithm === 'doubling' && !f16) return allreduceDoubling(g, seq, data, op, opts.kernels, tr);
       const direct = opts.smallAlgorithm === 'direct' && g.size <= SMALL_DIRECT_MAX_RANKS;
       return direct ? smallDirect(g, seq, data, op, f16, opts.kernels, tr) : small(g, seq, data, op, f16, opts.kernels, tr);
     }
