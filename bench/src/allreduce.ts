@@ -23,7 +23,7 @@
  *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
  *     kernel: [{ impl, bytes, gbps }],
  *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'shoal-shm-collective'|'torch-gloo', transport: 'net'|'nng'|'shm'|'shm-coll'|'gloo-tcp', n, bytes, iters,
- *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, cpu_us_per_call?, waits_per_call?, oversubscribed,
+ *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, cpu_us_per_call?, waits_per_call?, main_thread_cpu_us_per_call?, oversubscribed,
  *              busbw_vs_gloo?, p50_vs_gloo?, busbw_vs_plain?, p50_vs_plain?, cpu_vs_plain? }],
  *     errors: [{ impl, transport, n, error }] }
  * `oversubscribed` is true when n exceeds the machine's cores (n > 2 here): those figures measure scheduling too.
