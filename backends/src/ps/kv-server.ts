@@ -5,9 +5,9 @@ import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
 import { CallerBounds, PS_CALLER_BOUND, PS_CONTROL_BYTES } from './server/caller-bounds.js';
-import { PS_REMOTE, type GuardedCall, type KeyState, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
+import { PS_REMOTE, type GuardedCall, type GuardedItem, type GuardedOutcome, type KeyState, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
-import { Gathers, runGuarded } from './server/gathers.js';
+import { Gathers, runGuarded, settleGuarded } from './server/gathers.js';
 import { Members } from './server/members.js';
 import { Rounds } from './server/rounds.js';
 import { localRows } from './server/row-merge.js';
@@ -427,6 +427,14 @@ export class KVServer implements PsServerApi {
    */
   guarded(rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]): Promise<PsReplies['guarded']> {
     return runGuarded(this.gather(rank, tag, sig, op), op, calls, ([m, a]) => (this[m] as (...x: unknown[]) => unknown).apply(this, a));
+  }
+
+  /**
+   * Several guarded collectives in one request (see `PsRequests.guardedMany`): each runs as `guarded` would, in
+   * order; the reply holds each one's outcome once all have settled.
+   */
+  guardedMany(rank: number, items: GuardedItem[]): Promise<GuardedOutcome[]> {
+    return Promise.all(items.map(([tag, op, sig, calls]) => settleGuarded(() => this.guarded(rank, tag, op, sig, calls))));
   }
 
   /** Write the shard now (atomically) to the configured checkpoint path. Returns the path and size. */

@@ -4,6 +4,7 @@ import type { KVServer } from './kv-server.js';
 import type { GuardedCall, KeyState, PsReplies, PsRequests, RowsReply } from './protocol.js';
 import { joinKeyState, sliceKeyState, type KeyExport } from './worker/key-state.js';
 import { mergeRows } from '../row-sparse.js';
+import { GuardedBatches } from './worker/guarded-batch.js';
 import { PullOrder } from './worker/pull-order.js';
 import { collect, perServer, type ServerPart } from './worker/requests.js';
 import { landValues, ServerLinks } from './worker/server-links.js';
@@ -94,6 +95,7 @@ export class KVWorker {
   private readonly links: ServerLinks;
   private readonly staging: StagingPlane;
   private readonly order = new PullOrder();
+  private readonly batches: GuardedBatches;
 
   constructor(o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
@@ -108,6 +110,7 @@ export class KVWorker {
       restored: (s) => this.staging.restored(s),
     });
     this.staging = new StagingPlane(o, this.layout, this.links);
+    this.batches = new GuardedBatches(this.links, o.rank);
   }
 
   /**
@@ -357,7 +360,7 @@ export class KVWorker {
   private async guardedCall(s: number, guard: Guard, calls: GuardedCall[], refused: () => void): Promise<unknown[]> {
     let r: PsReplies['guarded'];
     try {
-      r = await this.links.call(s, 'guarded', [this.rank, guard.tag, guard.op, guard.sig, calls]);
+      r = await this.batches.call(s, [guard.tag, guard.op, guard.sig, calls]);
     } catch (e) {
       if (isShoalError(e, 'ERR_MISMATCH')) refused(); // the gather itself failed (another operation at this tag)
       throw e;

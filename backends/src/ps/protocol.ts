@@ -65,6 +65,12 @@ export interface ServerStats {
 export type GuardedCall = ['pushPull', PsRequests['pushPull']] | ['rowSparsePush', PsRequests['rowSparsePush']] | ['rowSparsePull', PsRequests['rowSparsePull']];
 export const GUARDED_METHODS = ['pushPull', 'rowSparsePush', 'rowSparsePull'] as const;
 
+/** One collective of a `guardedMany` request: the arguments of `guarded` after the rank. */
+export type GuardedItem = [tag: string, op: string, sig: unknown, calls: GuardedCall[]];
+
+/** What one collective of a `guardedMany` request came to: `guarded`'s reply, or the error it failed with. */
+export type GuardedOutcome = PsReplies['guarded'] | { error: { message: string; code?: string } };
+
 /** Requests: method -> arguments. `null` gradients / a `shared` flag: the values are in the staging buffers. */
 export interface PsRequests {
   hello: [rank?: number];
@@ -87,6 +93,12 @@ export interface PsRequests {
    * request would). Every server that gets a part of the collective checks the same signatures.
    */
   guarded: [rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]];
+  /**
+   * Several collectives a worker started in one turn (a step's row-sparse and dense ones), each as its own
+   * `guarded` request would run, in one request and one reply: one wake-up of the server and of the worker
+   * instead of one per collective. Each collective's outcome is its own (one failing does not fail the others).
+   */
+  guardedMany: [rank: number, items: GuardedItem[]];
   checkpoint: [];
   /** A copy of this server's slice of `key`: value, optimizer state and rounds applied. */
   exportKey: [key: string];
@@ -109,6 +121,7 @@ export interface PsReplies {
   gather: unknown[];
   /** `all`: the gathered signatures in rank order; `values`: the calls' replies, or null when they disagree (nothing ran). */
   guarded: { all: unknown[]; values: unknown[] | null };
+  guardedMany: GuardedOutcome[];
   checkpoint: { path: string; bytes: number };
   exportKey: { data: FloatArray } & KeyState;
   stats: ServerStats;
@@ -162,6 +175,16 @@ const guardedCalls: ArgCheck = (v, where) => {
   });
 };
 
+/** The items of a `guardedMany` request: each `[tag, op, sig, calls]` as `guarded` checks them. */
+const guardedItems: ArgCheck = (v, where) => {
+  arg.array(arg.array(arg.any(), 4), 16)(v, where);
+  (v as unknown[][]).forEach((it, i) => {
+    arg.string(1024)(it[0], `${where}[${i}][0]`);
+    arg.string(256)(it[1], `${where}[${i}][1]`);
+    guardedCalls(it[3], `${where}[${i}][3]`);
+  });
+};
+
 /** The server's remote surface: one check per argument of every request (see `remoteMethods` in core). */
 export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
   hello: [arg.optional(rank)],
@@ -175,6 +198,7 @@ export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Obje
   rowSparsePull: [rank, keyName, count, arg.nullable(arg.int32Array())],
   gather: [rank, arg.string(1024), arg.any(), arg.optional(arg.string(256))],
   guarded: [rank, arg.string(1024), arg.string(256), arg.any(), guardedCalls],
+  guardedMany: [rank, guardedItems],
   checkpoint: [],
   exportKey: [keyName],
   stats: [],

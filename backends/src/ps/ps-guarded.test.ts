@@ -115,4 +115,52 @@ test('known keys take one request per server and collective: no separate signatu
   }
 });
 
+test('a dense and a row-sparse collective started together go in one request per server; each keeps its own outcome', async () => {
+  const size = 2;
+  const g = await group(size, 1);
+  try {
+    const { syncs } = g;
+    const grad = (r: number, step: number, bad = false) => ({
+      name: 'emb',
+      numRows: 10,
+      rowSize: 2,
+      rowIds: Int32Array.of(r, 9),
+      rows: Float32Array.from([1, 2, 5, 6], (v) => (bad && v === 5 ? NaN : v * size * step)),
+    });
+    // Both collectives issued in one turn on every rank, as the Trainer does; their results are exact.
+    const both = (step: number, bad = -1) =>
+      Promise.allSettled(syncs.flatMap((x, r) => [x.sparseAllreduceMean(grad(r, step, r === bad)), x.allreduceMean(tensors(r, size, step))]));
+    const rowsOf = (step: number) => [1, 2, 1, 2, 10, 12].map((v) => v * step);
+    for (const step of [1, 2, 3]) {
+      const before = syncs[0]!.kv.stats().calls;
+      const got = await both(step);
+      for (let r = 0; r < size; r++) {
+        const m = got[2 * r]!;
+        assert.is(m.status, 'fulfilled', `step ${step} rank ${r}: ${m.status === 'rejected' ? String(m.reason) : ''}`);
+        assert.equal([...(m as PromiseFulfilledResult<{ rows: Float32Array }>).value.rows], rowsOf(step));
+        assert.is(got[2 * r + 1]!.status, 'fulfilled');
+      }
+      // From the third step both keys are known: one guardedMany request carries both collectives.
+      if (step === 3) assert.is(syncs[0]!.kv.stats().calls - before, 1, 'one request to the one server for both collectives');
+    }
+    // A NaN in the row-sparse gradient of rank 1: that collective fails with ERR_NAN on every rank, the dense one
+    // beside it in the same request completes, exactly, and the next step is exact.
+    const dense = syncs.map((x) => tensors(x.rank, size, 4));
+    const res = await Promise.allSettled(syncs.flatMap((x, r) => [x.sparseAllreduceMean(grad(r, 4, r === 1)), x.allreduceMean(dense[r]!)]));
+    for (let r = 0; r < size; r++) {
+      const s = res[2 * r]!;
+      assert.is(s.status, 'rejected');
+      assert.is(((s as PromiseRejectedResult).reason as { code?: string }).code, 'ERR_NAN', `rank ${r}`);
+      assert.is(res[2 * r + 1]!.status, 'fulfilled', `rank ${r}: the dense collective`);
+    }
+    const mean = (i: number, t: number) => (size * (100 * ((size - 1) * size) / 2) + size * size * (i + 4 + t)) / size;
+    dense.forEach((rank) => rank.forEach((t, k) => t.data.forEach((v, i) => assert.is(v, mean(i, k), `dense beside the NaN: ${t.name}[${i}]`))));
+    const after = await both(5);
+    assert.equal([...(after[0] as PromiseFulfilledResult<{ rows: Float32Array }>).value.rows], rowsOf(5));
+    await exact(syncs, 6, 'after the NaN');
+  } finally {
+    await g.close();
+  }
+});
+
 test.run();

@@ -37,6 +37,7 @@ test('every KVServer request with wrong argument types gets an error reply; the 
     rowSparsePull: [[0, 'k', 0, [1]], [0, 1, 0, null]],
     gather: [[0, 5, null], [0, 'tag', null, 3]],
     guarded: [[0, 5, 'op', null, []], [0, 't', 'op', null, 'x'], [0, 't', 'op', null, [['push', []]]], [0, 't', 'op', null, [['pushPull', [0, 'k']]]], [0, 't', 'op', null, [['rowSparsePull', [0, 'k', 0, null, 1, 2]]]]],
+    guardedMany: [[0, 't'], [0, [['t', 'op', null]]], [0, [[5, 'op', null, []]]], [0, [['t', 'op', null, [['push', []]]]]], [0, Array.from({ length: 17 }, () => ['t', 'op', null, []])]],
     checkpoint: [[1]],
     exportKey: [[], [7]],
     stats: [['x']],

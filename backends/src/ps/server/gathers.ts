@@ -1,5 +1,5 @@
 import { Errors } from '@shoal/core';
-import type { GuardedCall, PsReplies } from '../protocol.js';
+import type { GuardedCall, GuardedOutcome, PsReplies } from '../protocol.js';
 import { signaturesAgree } from '../signature.js';
 
 interface Gather {
@@ -113,4 +113,17 @@ export function runGuarded(all: Promise<unknown[]>, op: string, calls: GuardedCa
     };
     return Promise.all(calls.map(run)).then((values) => ({ all, values }));
   });
+}
+
+/** One collective of a `guardedMany` request, settled: its reply, or the error it failed with (as data). */
+export function settleGuarded(run: () => Promise<PsReplies['guarded']>): Promise<GuardedOutcome> {
+  const failed = (e: unknown): GuardedOutcome => {
+    const code = (e as { code?: unknown }).code;
+    return { error: { message: e instanceof Error ? e.message : String(e), ...(typeof code === 'string' ? { code } : {}) } };
+  };
+  try {
+    return run().then((r): GuardedOutcome => r, failed);
+  } catch (e) {
+    return Promise.resolve(failed(e));
+  }
 }
