@@ -7,19 +7,7 @@
  * errors. No process of the jobs is left.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { pythonSkipReason, runPytest } from './spark-pytest.js';
+import { pytestSuite } from './spark-pytest.js';
 
-const skip = pythonSkipReason();
-if (skip) {
-  console.log(`[spark-elastic] SKIPPED: ${skip}`);
-  test.skip('shoal_spark elastic pytest suite', () => {});
-} else {
-  test('shoal_spark elastic pytest suite passes (test_elastic.py)', async () => {
-    const r = await runPytest('tests/test_elastic.py', 600_000);
-    assert.is(r.failed, 0, 'pytest failures');
-    assert.ok(r.passed >= 9, `expected >= 9 passed, got ${r.passed}`);
-    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
-  });
-}
+pytestSuite({ tag: 'spark-elastic', title: 'shoal_spark elastic pytest suite passes (test_elastic.py)', module: 'tests/test_elastic.py', timeoutMs: 600_000, minPassed: 9 });
 test.run();

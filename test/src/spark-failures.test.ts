@@ -4,19 +4,7 @@
  * input are clear errors, and no worker, store or ps server actor of the job is left in the process table.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { pythonSkipReason, runPytest } from './spark-pytest.js';
+import { pytestSuite } from './spark-pytest.js';
 
-const skip = pythonSkipReason();
-if (skip) {
-  console.log(`[spark-failures] SKIPPED: ${skip}`);
-  test.skip('shoal_spark failure pytest suite', () => {});
-} else {
-  test('shoal_spark failure pytest suite passes (test_launcher.py)', async () => {
-    const r = await runPytest('tests/test_failures.py', 300_000);
-    assert.is(r.failed, 0, 'pytest failures');
-    assert.ok(r.passed >= 5, `expected >= 5 passed, got ${r.passed}`);
-    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
-  });
-}
+pytestSuite({ tag: 'spark-failures', title: 'shoal_spark failure pytest suite passes (test_failures.py)', module: 'tests/test_failures.py', timeoutMs: 300_000, minPassed: 5 });
 test.run();

@@ -3,19 +3,7 @@
  * that join one job and do a ring pass; repartitioning; an empty partition; argument checks.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { pythonSkipReason, runPytest } from './spark-pytest.js';
+import { pytestSuite } from './spark-pytest.js';
 
-const skip = pythonSkipReason();
-if (skip) {
-  console.log(`[spark-launcher] SKIPPED: ${skip}`);
-  test.skip('shoal_spark launcher pytest suite', () => {});
-} else {
-  test('shoal_spark launcher pytest suite passes (test_launcher.py)', async () => {
-    const r = await runPytest('tests/test_launcher.py', 300_000);
-    assert.is(r.failed, 0, 'pytest failures');
-    assert.ok(r.passed >= 4, `expected >= 4 passed, got ${r.passed}`);
-    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
-  });
-}
+pytestSuite({ tag: 'spark-launcher', title: 'shoal_spark launcher pytest suite passes (test_launcher.py)', module: 'tests/test_launcher.py', timeoutMs: 300_000, minPassed: 4 });
 test.run();

@@ -6,6 +6,8 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -61,5 +63,36 @@ export function runPytest(target: string, timeoutMs: number, python = process.en
       const num = (label: string) => Number(output.match(new RegExp(`(\\d+) ${label}`))?.[1] ?? 0);
       resolve({ code, signal, passed: num('passed'), failed: num('failed') + num('error'), output });
     });
+  });
+}
+
+export interface PytestSuite {
+  /** Prefix of the skip line (the test file's name). */
+  tag: string;
+  /** The uvu test's title (also the skipped test's). */
+  title: string;
+  /** Module under python/, e.g. `tests/test_train.py`. */
+  module: string;
+  timeoutMs: number;
+  /** Fewest passing cases that count as the module having run (a module that collects nothing must fail). */
+  minPassed: number;
+}
+
+/**
+ * Register one uvu test that runs a pytest module and asserts no failure, at least `minPassed` passed and exit 0;
+ * registered as skipped, with the reason printed, when pyspark/pyarrow/pytest are not importable.
+ */
+export function pytestSuite(s: PytestSuite): void {
+  const skip = pythonSkipReason();
+  if (skip) {
+    console.log(`[${s.tag}] SKIPPED: ${skip}`);
+    test.skip(s.title, () => {});
+    return;
+  }
+  test(s.title, async () => {
+    const r = await runPytest(s.module, s.timeoutMs);
+    assert.is(r.failed, 0, 'pytest failures');
+    assert.ok(r.passed >= s.minPassed, `expected >= ${s.minPassed} passed, got ${r.passed}`);
+    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
   });
 }

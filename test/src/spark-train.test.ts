@@ -4,19 +4,7 @@
  * Spark-written Parquet is read back by the datasets package.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { pythonSkipReason, runPytest } from './spark-pytest.js';
+import { pytestSuite } from './spark-pytest.js';
 
-const skip = pythonSkipReason();
-if (skip) {
-  console.log(`[spark-train] SKIPPED: ${skip}`);
-  test.skip('shoal_spark training pytest suite', () => {});
-} else {
-  test('Spark-fed training equals shoal run on Spark-written Parquet; Parquet read back (test_train.py)', async () => {
-    const r = await runPytest('tests/test_train.py', 360_000);
-    assert.is(r.failed, 0, 'pytest failures');
-    assert.ok(r.passed >= 4, `expected >= 4 passed, got ${r.passed}`);
-    assert.is(r.code, 0, `pytest exited ${r.code ?? r.signal}`);
-  });
-}
+pytestSuite({ tag: 'spark-train', title: 'Spark-fed training equals shoal run on Spark-written Parquet; Parquet read back (test_train.py)', module: 'tests/test_train.py', timeoutMs: 360_000, minPassed: 4 });
 test.run();
