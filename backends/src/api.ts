@@ -42,6 +42,14 @@ export interface EngineCapabilities {
    * fixes its place in the order on every rank when it is made. False: await each before issuing the next.
    */
   readonly concurrentCollectives: boolean;
+  /**
+   * Embedding tables whose whole gradient is at most this many bytes are cheaper through `allreduceMean` than
+   * row-sparse (Horovod's `sparse_as_dense`), so the gradient bridge sends them whole by default: the ps engine
+   * when every worker reaches every server through shared memory, where the servers sum and apply whole keys in
+   * one native pass and write the result straight into each worker's staging buffer, while touched rows cost
+   * finding, merging, encoding and scattering them in JS on both sides. The same on every rank. Default 0.
+   */
+  readonly sparseAsDenseBytes?: number;
 }
 
 export interface GradientSync {

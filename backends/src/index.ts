@@ -21,8 +21,9 @@ export { startPsServers, type StartPsServersOptions } from './ps/launch-servers.
 export { psWorkerOf, ServerTables, type ServerTableSpec, type ServerTablesOptions, type TableRows } from './ps/server-tables.js';
 export type { Dtype, KeySpec } from './ps/key-layout.js';
 // Embedding tables held on the servers or replicated, and the servers' optimizers run locally
-export { EmbeddingTables, type EmbeddingTablesOptions } from './tables/embedding-tables.js';
-export { LocalOptimizer, type OptimizerSpec } from './tables/local-optimizer.js';
+export { EmbeddingTables, type EmbeddingTablesOptions, type TablesState } from './tables/embedding-tables.js';
+export type { KeyExport } from './ps/worker/key-state.js';
+export { LocalOptimizer, type OptimizerSpec, type ParameterState } from './tables/local-optimizer.js';
 export { fuseTables, splitTables } from './tables/fuse-tables.js';
 export {
   adagradUpdater,
@@ -45,6 +46,6 @@ export {
   type HierarchicalGroupOptions,
 } from './ring/allreduce-hierarchical.js';
 // Elastic membership (shoal run --elastic)
-export { elasticOf, type ElasticControl, type LostWorker, type MembershipChange } from './elastic.js';
+export { attachElastic, elasticOf, type CommitStore, type ElasticControl, type LostWorker, type MembershipChange } from './elastic.js';
 // Per-job telemetry the Trainer's TensorBoard callback reads from its engine
 export { attachJobTelemetry, jobTelemetryOf, type JobTelemetry } from './job-telemetry.js';

@@ -26,6 +26,8 @@ export interface WorkerArgs {
   segmentBytes?: number;
   wire?: 'native' | 'float16';
   algorithm?: 'ring' | 'direct';
+  /** Small-buffer variant of the ring (`AllreduceOptions.smallAlgorithm`); default the engine's. */
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
   window?: number;
   timeoutMs: number;
   /** Address to listen on (net/nng). Default 127.0.0.1; the cluster suite gives each host's address. */
@@ -46,7 +48,7 @@ function pct(sorted: number[], p: number): number {
 async function main(a: WorkerArgs): Promise<void> {
   const store = await TcpStore.connect(a.store, { auth, timeoutMs: a.timeoutMs });
   const kernels = loadKernels();
-  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window };
+  const opts = { kernels, segmentBytes: a.segmentBytes, wire: a.wire, algorithm: a.algorithm, window: a.window, smallAlgorithm: a.smallAlgorithm };
   // The collective under test (`reduce`) and the one that carries the go/stop barrier and the times (`ctlReduce`).
   let reduce: (d: NumericArray) => Promise<void>;
   let ctlReduce: (d: NumericArray) => Promise<void>;
@@ -99,6 +101,10 @@ async function main(a: WorkerArgs): Promise<void> {
       for (let i = 0; i < n; i++)
         if (data[i] !== f * (i % 4096)) throw new Error(`verification failed at ${bytes} B: [${i}] = ${data[i]}, want ${f * (i % 4096)}`);
       const times: number[] = [];
+      // robust counters beside the wall clock: this process's CPU (every thread, nng's I/O threads included)
+      // and its voluntary context switches (waits) per timed call, which a loaded machine inflates far less
+      let cpuUs = 0;
+      let waits = 0;
       const t0 = performance.now();
       for (let it = 0; ; it++) {
         data.fill(1);
@@ -106,14 +112,24 @@ async function main(a: WorkerArgs): Promise<void> {
         ctl[0] = a.rank === 0 ? (it < a.warmup + a.minIters || (performance.now() - t0 < a.minTimeMs && it < a.maxIters) ? 1 : 0) : 0;
         await ctlReduce(ctl);
         if (ctl[0] === 0) break;
+        const c0 = process.cpuUsage();
+        const v0 = process.resourceUsage().voluntaryContextSwitches;
         const s = performance.now();
         await reduce(data);
         const e = performance.now() - s;
-        if (it >= a.warmup) times.push(e * 1000);
+        if (it >= a.warmup) {
+          times.push(e * 1000);
+          const c = process.cpuUsage(c0);
+          cpuUs += c.user + c.system;
+          waits += process.resourceUsage().voluntaryContextSwitches - v0;
+        }
       }
       // per iteration, the slowest rank's time
       const t = Float64Array.from(times);
       await ctlReduce(t);
+      // the busiest rank's CPU and waits per call
+      const counters = Float64Array.of(cpuUs / times.length, waits / times.length);
+      await ctlReduce(counters);
       if (a.rank === 0) {
         const us = [...t].sort((x, y) => x - y);
         const avg = us.reduce((x, y) => x + y, 0) / us.length;
@@ -127,6 +143,8 @@ async function main(a: WorkerArgs): Promise<void> {
             p99_us: +pct(us, 99).toFixed(2),
             algbw_gbps: +algbw.toFixed(4),
             busbw_gbps: +((algbw * 2 * (a.size - 1)) / a.size).toFixed(4),
+            cpu_us_per_call: +counters[0]!.toFixed(1),
+            waits_per_call: +counters[1]!.toFixed(2),
             verified: true,
           },
         });

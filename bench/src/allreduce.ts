@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- allreduce [--max-bytes N] [--full] [--ns 2,3,4] [--transports net,nng,shm,shm-coll] [--wire native|float16]
  *                             [--algorithms ring,direct] [--sizes B,B] [--repeat N]
- *                             [--segment-bytes N] [--window N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--out file.json]`
+ *                             [--segment-bytes N] [--window N] [--min-time-ms 300] [--no-anchor] [--no-kernel] [--tls] [--out file.json]`
  *
  * Ring allreduce, nccl-tests method: float32 SUM, sizes 8 B .. max (x2 steps; default max 64 MiB, `--full` =
  * 256 MiB) plus 64 MiB + 4 B when in range; n = 2, 3, 4 separate processes (`allreduce-worker.js`) over the
@@ -15,14 +15,16 @@
  * same invocation; the printed ratios are shoal / gloo (busbw: higher is better; p50: lower is better). With
  * `--repeat N` the anchor and the shoal variants run in turn N times per n and every row is the round with the
  * median average time (`rounds` says how many it is the median of): load that comes and goes hits all alike.
- * Also measures the reduction kernel (float32 sum of 1 MiB, native and JS) in this process.
+ * Also measures the reduction kernel (float32 sum of 1 MiB, native and JS) in this process. `--tls` also runs every
+ * `net` variant under TLS 1.3 (the job certificate pinned, as `shoal run --tls`; the store too), rows with transport
+ * `net-tls` and `busbw_vs_plain` / `p50_vs_plain` against the plain `net` row of the same run.
  *
  * Output `bench/results/allreduce.json`:
  *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
  *     kernel: [{ impl, bytes, gbps }],
  *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'shoal-shm-collective'|'torch-gloo', transport: 'net'|'nng'|'shm'|'shm-coll'|'gloo-tcp', n, bytes, iters,
- *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, oversubscribed,
- *              busbw_vs_gloo?, p50_vs_gloo? }],
+ *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, cpu_us_per_call?, waits_per_call?, oversubscribed,
+ *              busbw_vs_gloo?, p50_vs_gloo?, busbw_vs_plain?, p50_vs_plain? }],
  *     errors: [{ impl, transport, n, error }] }
  * `oversubscribed` is true when n exceeds the machine's cores (n > 2 here): those figures measure scheduling too.
  */
@@ -34,7 +36,7 @@ import { loadKernels, TcpStoreServer } from '@shoal/core';
 import { settleAll } from '@shoal/core/util';
 import type { WorkerArgs } from './allreduce-worker.js';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
-import { benchAuth } from './bench-auth.js';
+import { benchAuth, benchTls } from './bench-auth.js';
 
 /** This job's identity (the secret is inherited by the processes it starts). */
 const auth = benchAuth();
@@ -54,6 +56,9 @@ export interface AllreduceRow {
   oversubscribed: boolean;
   busbw_vs_gloo?: number;
   p50_vs_gloo?: number;
+  /** `net-tls` rows: plain net avg time / this row's (the busbw ratio), and this p50 / plain net p50. */
+  busbw_vs_plain?: number;
+  p50_vs_plain?: number;
 }
 
 type RowFields = Pick<AllreduceRow, 'bytes' | 'iters' | 'p50_us' | 'avg_us' | 'p99_us' | 'algbw_gbps' | 'busbw_gbps' | 'verified'>;
@@ -70,9 +75,9 @@ export function sweepSizes(max: number): number[] {
 }
 
 /** Spawn a command, collect its JSON lines; rejects on a non-zero exit or after `timeoutMs`. */
-function collect(cmd: string, argv: string[], timeoutMs: number): Promise<Record<string, unknown>[]> {
+function collect(cmd: string, argv: string[], timeoutMs: number, env?: Record<string, string>): Promise<Record<string, unknown>[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     const out: Record<string, unknown>[] = [];
     let buf = '';
     let err = '';
@@ -102,11 +107,23 @@ function collect(cmd: string, argv: string[], timeoutMs: number): Promise<Record
   });
 }
 
-async function runShoal(transport: WorkerArgs['transport'], n: number, base: Omit<WorkerArgs, 'rank' | 'size' | 'store' | 'transport'>, timeoutMs: number) {
-  const server = await TcpStoreServer.start({ auth });
+/** A variant's transport: a worker transport, or `net-tls` (net under the job's TLS, `tls` given). */
+type BenchTransport = WorkerArgs['transport'] | 'net-tls';
+
+async function runShoal(
+  t: BenchTransport,
+  n: number,
+  base: Omit<WorkerArgs, 'rank' | 'size' | 'store' | 'transport'>,
+  timeoutMs: number,
+  tls: Awaited<ReturnType<typeof benchTls>> | undefined,
+) {
+  const encrypted = t === 'net-tls';
+  if (encrypted && !tls) throw new Error('net-tls rows need --tls');
+  const transport: WorkerArgs['transport'] = encrypted ? 'net' : t;
+  const server = await TcpStoreServer.start({ auth: encrypted ? tls!.auth : auth });
   try {
     const runs = Array.from({ length: n }, (_, rank) =>
-      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs),
+      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs, encrypted ? tls!.env : undefined),
     );
     const [first] = await settleAll(runs);
     return first!.filter((o) => o.row).map((o) => o.row as Record<string, number>);
@@ -159,7 +176,7 @@ export const command = {
     'max-bytes': { type: 'string', arg: 'BYTES', help: 'largest message (default 64 MiB, 256 MiB with --full)' },
     'full': { type: 'boolean', help: 'sizes up to 256 MiB' },
     'ns': { type: 'string', arg: 'N,N', help: 'rank counts (default 2,3,4)' },
-    'transports': { type: 'string', arg: 'LIST', help: 'net,shm,shm-coll (default all three)' },
+    'transports': { type: 'string', arg: 'LIST', help: 'net,shm,shm-coll,nng,net-tls (default net,shm,shm-coll)' },
     'min-time-ms': { type: 'string', arg: 'MS', help: 'time per size (default 300)' },
     'segment-bytes': { type: 'string', arg: 'BYTES', help: "ring segment size (default: the engine's)" },
     'wire': { type: 'string', arg: 'native|float16', help: 'wire format (default native)' },
@@ -169,6 +186,7 @@ export const command = {
     'repeat': { type: 'string', arg: 'N', help: 'N interleaved rounds (anchor and shoal alternate), per-row medians (default 1)' },
     'no-anchor': { type: 'boolean', help: 'skip the gloo anchor' },
     'no-kernel': { type: 'boolean', help: 'skip the kernel rows' },
+    'tls': { type: 'boolean', help: "also run the net variants under TLS 1.3 (rows 'net-tls', ratios vs plain net)" },
     'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/allreduce.json)' },
   },
 } as const satisfies CommandSpec;
@@ -177,7 +195,9 @@ export async function run(args: string[]): Promise<void> {
   const v = parseCommand(command, args).values;
   const maxBytes = Number(v['max-bytes'] ?? (v['full'] === true ? 256 << 20 : 64 << 20));
   const ns = (v['ns'] ?? '2,3,4').split(',').map(Number);
-  const transports = (v['transports'] ?? 'net,shm,shm-coll').split(',') as WorkerArgs['transport'][];
+  const transports = (v['transports'] ?? 'net,shm,shm-coll').split(',') as BenchTransport[];
+  const tls = v['tls'] === true || transports.includes('net-tls') ? await benchTls() : undefined;
+  if (tls && transports.includes('net') && !transports.includes('net-tls')) transports.splice(transports.indexOf('net') + 1, 0, 'net-tls');
   const minTimeMs = Number(v['min-time-ms'] ?? 300);
   const segmentBytes = v['segment-bytes'] ? Number(v['segment-bytes']) : undefined;
   const wire = (v['wire'] ?? 'native') as 'native' | 'float16';
@@ -196,7 +216,7 @@ export async function run(args: string[]): Promise<void> {
   for (const k of kernel) console.log(`kernel ${k.impl}: float32 sum of ${k.bytes} B at ${k.gbps} GB/s`);
   const runTimeout = 30 * 60_000;
   // 'shm-coll' is not a transport of the ring but the shared-segment collective: one row set, no algorithm choice.
-  type Run = readonly [WorkerArgs['transport'], 'ring' | 'direct'];
+  type Run = readonly [BenchTransport, 'ring' | 'direct'];
   const variants = (n: number): Run[] =>
     transports.flatMap((t): Run[] => (t === 'shm-coll' ? [[t, 'ring']] : algorithms.filter((a) => a === 'ring' || n > 2).map((a): Run => [t, a])));
   const implOf = (t: string, algorithm: string): AllreduceRow['impl'] => (t === 'shm-coll' ? 'shoal-shm-collective' : algorithm === 'direct' ? 'shoal-direct' : 'shoal-ring');
@@ -221,7 +241,7 @@ export async function run(args: string[]): Promise<void> {
       }
       for (const [t, algorithm] of variants(n)) {
         try {
-          got.mine.set(`${t} ${algorithm}`, await runShoal(t, n, { ...base, algorithm }, runTimeout));
+          got.mine.set(`${t} ${algorithm}`, await runShoal(t, n, { ...base, algorithm }, runTimeout, tls));
         } catch (e) {
           errors.push({ impl: implOf(t, algorithm), transport: t, n, error: (e as Error).message });
           console.log(`${implOf(t, algorithm)} ${t} n=${n} failed: ${(e as Error).message}`);
@@ -246,9 +266,14 @@ export async function run(args: string[]): Promise<void> {
           row.busbw_vs_gloo = +(g.avg_us! / r.avg_us!).toFixed(3);
           row.p50_vs_gloo = +(r.p50_us! / g.p50_us!).toFixed(3);
         }
+        const plain = t === 'net-tls' ? rows.find((x) => x.impl === impl && x.transport === 'net' && x.n === n && x.bytes === r.bytes) : undefined;
+        if (plain) {
+          row.busbw_vs_plain = +(plain.avg_us / r.avg_us!).toFixed(3);
+          row.p50_vs_plain = +(r.p50_us! / plain.p50_us).toFixed(3);
+        }
         rows.push(row);
         console.log(
-          `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}`,
+          `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}${row.busbw_vs_plain !== undefined ? `  busbw vs plain net ${row.busbw_vs_plain.toFixed(2)}, p50 ${row.p50_vs_plain!.toFixed(2)}` : ''}`,
         );
       }
     }

@@ -9,7 +9,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +68,8 @@ if (why) {
       );
       await Promise.all(workers.map((w, i) => logged(w, 'Successfully registered with master', 150_000, `spark worker ${i + 1}`)));
       const tag = `nt${process.pid}`;
-      const driver = jsonLines(c.spawn(0, python, [`${repo}python/tests/cluster_driver.py`, `spark://${masterAddr}:7077`, masterAddr, tag], { stdio: ['ignore', 'pipe', 'pipe'], env: env(0), cwd: repo }));
+      const timeline = join(work, 'trace.json');
+      const driver = jsonLines(c.spawn(0, python, [`${repo}python/tests/cluster_driver.py`, `spark://${masterAddr}:7077`, masterAddr, tag, timeline], { stdio: ['ignore', 'pipe', 'pipe'], env: env(0), cwd: repo }));
       const out = await driver.wait((o) => 'result' in o, 300_000, 'spark driver');
       const result = out.result as { rowsPerRank: number[]; totalSum: number };
       const ranks = out.ranks as { host: string; executor: string; exit_code: number }[];
@@ -77,6 +78,21 @@ if (why) {
       assert.equal(ranks.map((r) => r.exit_code), [0, 0]);
       assert.equal(ranks.map((r) => r.host).sort(), [c.hosts[1]!.address, c.hosts[2]!.address], JSON.stringify(ranks));
       console.log(`  ranks on ${ranks.map((r) => `${r.host} (executor ${r.executor})`).join(', ')}`);
+      // timeline=PATH: each task returned its part, the driver merged them, each rank shifted by its clock offset
+      const tl = out.timeline as { pids: number[]; clockOffsets: Record<string, { offsetUs: number; rttUs: number; reference: string }> };
+      assert.equal(tl.pids, [0, 1]);
+      assert.equal(Object.keys(tl.clockOffsets).sort(), ['0', '1'], 'both ranks measured against the store on the bridge');
+      for (const [rank, o] of Object.entries(tl.clockOffsets)) {
+        // one kernel clock under every namespace: the estimate lies within half its round trip of 0
+        assert.ok(o.rttUs > 0 && Math.abs(o.offsetUs) <= o.rttUs / 2 + 1, `rank ${rank}: offset ${o.offsetUs} us, rtt ${o.rttUs} us`);
+      }
+      const doc = JSON.parse(readFileSync(timeline, 'utf8')) as { traceEvents: Array<{ name: string; ph: string; pid: number; ts: number; dur: number; args?: { name?: string } }> };
+      const names = doc.traceEvents.filter((e) => e.name === 'process_name').map((e) => e.args?.name ?? '');
+      assert.equal(names.length, 2);
+      assert.ok(names[0] !== names[1] && names.every((n) => / \(h[12]-[^)]+\)$/.test(n)), `ranks named by their namespace hosts: ${names.join(', ')}`);
+      const [a, b] = [0, 1].map((p) => doc.traceEvents.find((e) => e.pid === p && e.name === 'allgather')!);
+      assert.ok(a!.ts <= b!.ts + b!.dur && b!.ts <= a!.ts + a!.dur, 'the two ranks\' ring passes overlap in the merged trace');
+      console.log(`  clock offsets ${Object.values(tl.clockOffsets).map((o) => `${o.offsetUs.toFixed(1)} us (rtt ${o.rttUs.toFixed(1)})`).join(', ')}`);
     } finally {
       await c.stop();
       rmSync(work, { recursive: true, force: true });

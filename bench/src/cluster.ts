@@ -6,7 +6,7 @@
  *
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
  *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
- *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender]
+ *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender] [--segment-bytes N]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -30,11 +30,17 @@ interface Impl {
   transport: 'net' | 'nng' | 'gloo-tcp';
   /** Host of each rank. */
   placement: number[];
+  /** The ring's small-buffer variant (default: the engine's). */
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
 }
 
 const IMPLS: Record<string, Impl> = {
   'ring-net': { name: 'ring-net', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3] },
   'ring-nng': { name: 'ring-nng', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3] },
+  'ring-net-doubling': { name: 'ring-net-doubling', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3], smallAlgorithm: 'doubling' },
+  'ring-nng-doubling': { name: 'ring-nng-doubling', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3], smallAlgorithm: 'doubling' },
+  'ring-net-smallring': { name: 'ring-net-smallring', impl: 'shoal-ring', transport: 'net', placement: [0, 1, 2, 3], smallAlgorithm: 'ring' },
+  'ring-nng-smallring': { name: 'ring-nng-smallring', impl: 'shoal-ring', transport: 'nng', placement: [0, 1, 2, 3], smallAlgorithm: 'ring' },
   gloo: { name: 'gloo', impl: 'torch-gloo', transport: 'gloo-tcp', placement: [0, 1, 2, 3] },
   'hier-net': { name: 'hier-net', impl: 'shoal-hierarchical', transport: 'net', placement: [0, 0, 1, 1] },
   'ring-net-2x2': { name: 'ring-net-2x2', impl: 'shoal-ring', transport: 'net', placement: [0, 0, 1, 1] },
@@ -46,6 +52,8 @@ export interface ClusterRow {
   transport: Impl['transport'];
   /** '<hosts>x<ranks per host>' */
   placement: string;
+  /** The ring's small-buffer variant when the run forced one (`--impls ring-net-doubling`...); else absent. */
+  small_algorithm?: string;
   n: number;
   rate_mbit: number;
   bytes: number;
@@ -58,6 +66,9 @@ export interface ClusterRow {
   /** busbw over the link rate (10^9 bits = 0.125 GB/s per Gbit/s); 0 on unshaped links. */
   link_share: number;
   verified: boolean;
+  /** The busiest shoal rank's process CPU (all threads) and voluntary context switches per call; absent for gloo. */
+  cpu_us_per_call?: number;
+  waits_per_call?: number;
   processes: number;
   oversubscribed: boolean;
   loadavg1: number;
@@ -70,7 +81,7 @@ export interface ClusterRow {
 const placementName = (p: number[]) => `${new Set(p).size}x${p.length / new Set(p).size}`;
 
 /** One allreduce sweep of `impl` on the cluster at its current rate; rank 0's rows. */
-async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolean): Promise<Record<string, number | boolean>[]> {
+async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolean, segmentBytes?: number): Promise<Record<string, number | boolean>[]> {
   const n = impl.placement.length;
   const procs: JsonLines[] = [];
   const timing = { warmup: 2, minIters: quick ? 3 : 5, minTimeMs: quick ? 100 : 300, maxIters: 1000 };
@@ -103,6 +114,8 @@ async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolea
           timeoutMs: 60_000,
           listenHost: c.hosts[h]!.address,
           topology: impl.impl === 'shoal-hierarchical' ? 'hierarchical' : 'flat',
+          ...(impl.smallAlgorithm ? { smallAlgorithm: impl.smallAlgorithm } : {}),
+          ...(segmentBytes ? { segmentBytes } : {}),
         };
         procs.push(jsonLines(c.spawn(h, process.execPath, [workerScript, JSON.stringify(a)], { stdio: ['ignore', 'pipe', 'pipe'] })));
       });
@@ -154,6 +167,7 @@ export const command = {
     'sizes': { type: 'string', arg: 'BYTES,..', help: 'message sizes (default 8 B .. 64 MiB)' },
     'impls': { type: 'string', arg: 'NAME,..', help: 'implementations (default ring-net,ring-nng,gloo,hier-net,ring-net-2x2)' },
     'no-anchor': { type: 'boolean', help: 'skip torch gloo' },
+    'segment-bytes': { type: 'string', arg: 'BYTES', help: "the shoal rings' pipeline segment (default: the engine's, 1 MiB)" },
     'no-ps': { type: 'boolean', help: 'skip the parameter-server rounds' },
     'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
     'recommender-hosts': { type: 'string', arg: 'K,..', help: 'the recommender example on these host counts, one rank each (default 1,2,4)' },
@@ -179,6 +193,8 @@ export async function run(argv: string[]): Promise<void> {
     : quick
       ? [8, 65536, MiB]
       : [8, 1024, 65536, MiB, 16 * MiB, 64 * MiB];
+  const segmentBytes = values['segment-bytes'] === undefined ? undefined : Number(values['segment-bytes']);
+  if (segmentBytes !== undefined && !(Number.isInteger(segmentBytes) && segmentBytes >= 8)) throw new Error(`--segment-bytes must be an integer >= 8, got ${values['segment-bytes']}`);
   const impls = values.impls.split(',').filter((x) => !(values['no-anchor'] && x.startsWith('gloo'))).map((x) => {
     const i = IMPLS[x];
     if (!i) throw new Error(`--impls: unknown ${JSON.stringify(x)}; known: ${Object.keys(IMPLS).join(', ')}`);
@@ -235,11 +251,12 @@ export async function run(argv: string[]): Promise<void> {
         const load = loadavg()[0]!;
         console.log(`cluster: ${impl.name} (${placementName(impl.placement)}) at ${rate} Mbit/s, load ${load.toFixed(1)}`);
         try {
-          for (const r of await sweep(cluster, impl, sizes, quick)) {
+          for (const r of await sweep(cluster, impl, sizes, quick, segmentBytes)) {
             const row: ClusterRow = {
               impl: impl.impl,
               transport: impl.transport,
               placement: placementName(impl.placement),
+              ...(impl.smallAlgorithm ? { small_algorithm: impl.smallAlgorithm } : {}),
               n: impl.placement.length,
               rate_mbit: rate,
               bytes: r.bytes as number,
@@ -251,12 +268,13 @@ export async function run(argv: string[]): Promise<void> {
               busbw_gbps: r.busbw_gbps as number,
               link_share: rate === 0 ? 0 : +((r.busbw_gbps as number) / (rate / 8000)).toFixed(4),
               verified: r.verified === true,
+              ...(typeof r.cpu_us_per_call === 'number' ? { cpu_us_per_call: r.cpu_us_per_call, waits_per_call: r.waits_per_call as number } : {}),
               processes: impl.placement.length,
               oversubscribed: impl.placement.length > host.cpus,
               loadavg1: +load.toFixed(2),
             };
             rows.push(row);
-            console.log(`  ${String(row.bytes).padStart(9)} B  p50 ${row.p50_us.toFixed(0).padStart(8)} us  busbw ${row.busbw_gbps.toFixed(4)} GB/s (${(row.link_share * 100).toFixed(0)} % of the link)`);
+            console.log(`  ${String(row.bytes).padStart(9)} B  p50 ${row.p50_us.toFixed(0).padStart(8)} us  busbw ${row.busbw_gbps.toFixed(4)} GB/s (${(row.link_share * 100).toFixed(0)} % of the link)${row.cpu_us_per_call === undefined ? '' : `  cpu ${row.cpu_us_per_call} us, ${row.waits_per_call} waits per call`}`);
           }
         } catch (e) {
           errors.push({ what: `${impl.name} at ${rate} Mbit/s`, error: (e as Error).message.slice(0, 2000) });
@@ -305,11 +323,11 @@ export async function run(argv: string[]): Promise<void> {
     }
   }
   for (const r of rows.filter((x) => x.impl === 'shoal-hierarchical')) {
-    const f = rows.find((x) => x.impl === 'shoal-ring' && x.transport === r.transport && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes);
+    const f = rows.find((x) => x.impl === 'shoal-ring' && x.transport === r.transport && x.placement === r.placement && x.rate_mbit === r.rate_mbit && x.bytes === r.bytes && x.small_algorithm === undefined);
     if (f) r.vs_flat_ring = +(f.avg_us / r.avg_us).toFixed(3);
   }
   // The issue's goals, as ratios of this run (undefined where a row is missing).
-  const at = (impl: string, transport: string, rate: number, bytes: number, placement = '4x1') => rows.find((x) => x.impl === impl && x.transport === transport && x.rate_mbit === rate && x.bytes === bytes && x.placement === placement);
+  const at = (impl: string, transport: string, rate: number, bytes: number, placement = '4x1') => rows.find((x) => x.impl === impl && x.transport === transport && x.rate_mbit === rate && x.bytes === bytes && x.placement === placement && x.small_algorithm === undefined);
   const big = Math.max(...sizes);
   const small = Math.min(...sizes);
   const goals: Record<string, number | undefined> = {};
@@ -330,7 +348,7 @@ export async function run(argv: string[]): Promise<void> {
     started,
     quick,
     host: { ...host, torch, hosts: 4, cpu_note: 'every namespace host shares the same cores' },
-    config: { rates_mbit: rates, sizes, impls: impls.map((i) => i.name), link: 'veth pair per host to a bridge, tbf on both ends (rate each direction); no netem: no delay or loss modelled' },
+    config: { rates_mbit: rates, sizes, impls: impls.map((i) => i.name), ...(segmentBytes ? { segment_bytes: segmentBytes } : {}), link: 'veth pair per host to a bridge, tbf on both ends (rate each direction); no netem: no delay or loss modelled' },
     rows,
     goals,
     link_bytes: linkBytes,

@@ -90,10 +90,12 @@ export async function timedFit(
   batchSize: number,
   warmup: number,
   extraCallbacks: Callbacks[] = [],
-): Promise<{ secs: number; cpu: NodeJS.CpuUsage; syncMs: number; stepMs: number[]; stepSyncMs: number[] }> {
+  onTimingStart?: () => void,
+): Promise<{ secs: number; cpu: NodeJS.CpuUsage; sleeps: number; syncMs: number; stepMs: number[]; stepSyncMs: number[] }> {
   let t0 = 0;
   let last = 0;
   let c0 = process.cpuUsage();
+  let s0 = process.resourceUsage().voluntaryContextSwitches;
   let syncMs = 0;
   const stepMs: number[] = [];
   const stepSyncMs: number[] = [];
@@ -110,6 +112,8 @@ export async function timedFit(
           if (s === warmup - 1) {
             t0 = now;
             c0 = process.cpuUsage();
+            s0 = process.resourceUsage().voluntaryContextSwitches;
+            onTimingStart?.();
           }
           if (s >= warmup) {
             const sync = trainer.stepStats!.syncMs;
@@ -122,7 +126,7 @@ export async function timedFit(
       },
     ],
   });
-  return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), syncMs, stepMs, stepSyncMs };
+  return { secs: (performance.now() - t0) / 1000, cpu: process.cpuUsage(c0), sleeps: process.resourceUsage().voluntaryContextSwitches - s0, syncMs, stepMs, stepSyncMs };
 }
 
 /** Median of a non-empty list (NaN when empty). */

@@ -2,10 +2,14 @@
  * One worker of the `train` bench, run by `shoal run`: trains `--model rec|mlp|mlp64` for `--warmup` (8) + `--steps`
  * steps of the bench batch per worker with the engine the launcher chose (`--sparse-ring`: embedding rows go
  * row-sparse over the ring too; `--sync-every K`, `--accumulate K`: those Trainer options), and rank 0 prints one line
- * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...,"stepMsP50":...,"syncMsP50":...}`
- * (timed steps only, all workers' samples; CPU time and the per-step medians are rank 0's), plus for `mlp64`
- * `evalAccuracy` and `evalLoss` on 4096 held-out samples after the epoch.
+ * `BENCH {"samplesPerSec":...,"stepMs":...,"syncMs":...,"cpuMsPerStep":...,"sleepsPerStep":...,"stepMsP50":...,"syncMsP50":...}`
+ * (timed steps only, all workers' samples; CPU time, sleeps (voluntary context switches: wake-ups) and the
+ * per-step medians are rank 0's), with one ps server in its own process also `serverCpuMsPerStep` and
+ * `serverSleepsPerStep`, plus for `mlp64` `evalAccuracy` and `evalLoss` on 4096 held-out samples after the
+ * epoch. `--rows-sparse`: the ps gets every embedding table row-sparse (the default sends tables within the
+ * engine's `sparseAsDenseBytes` whole).
  */
+import { psWorkerOf, type KVServerStats } from '@shoal/backends';
 import { initWorker } from '@shoal/run';
 import { setupTfjs, tensorBoard, Trainer } from '@shoal/wrappers';
 import { benchData, benchSpec, medianOf, teacherData, timedFit, type BenchModel } from './train-models.js';
@@ -39,12 +43,19 @@ async function main() {
     advice: false,
     syncEvery,
     accumulateSteps,
-    ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : {}),
+    // `--rows-sparse`: every table row-sparse on the ps (the default sends small tables whole, `sparseAsDenseBytes`).
+    ...(sparseRing ? { sparseEngines: ['ring', 'ps', 'hybrid'] as const } : process.argv.includes('--rows-sparse') ? { sparseEngines: ['ps', 'hybrid'] as const } : {}),
   });
   // `--tensorboard DIR --update-freq batch|epoch`: with the TensorBoard callback (the tensorboard bench).
   const logdir = arg('tensorboard', '');
   const tb = logdir ? [tensorBoard(logdir, { updateFreq: arg('update-freq', 'epoch') as 'batch' | 'epoch' })] : [];
-  const { secs, cpu, syncMs, stepMs, stepSyncMs } = await timedFit(trainer, data, spec.batch, warmup, tb);
+  // ps servers in their own processes: their CPU time and sleeps over the timed steps (rank 0 asks server 0).
+  const kv = worker.options.rank === 0 && process.env['SHOAL_PS_PLACEMENT'] !== 'worker' ? psWorkerOf(worker.sync) : null;
+  let server0: Promise<KVServerStats> | undefined;
+  const { secs, cpu, sleeps, syncMs, stepMs, stepSyncMs } = await timedFit(trainer, data, spec.batch, warmup, tb, () => {
+    server0 = kv?.server(0).api.stats();
+  });
+  const [s0, s1] = kv && server0 ? [await server0, await kv.server(0).api.stats()] : [undefined, undefined];
   // mlp64 learns a teacher: score held-out data (every rank its share, averaged) after the epoch.
   let evalLogs: { loss?: number; accuracy?: number } = {};
   if (model === 'mlp64') {
@@ -58,6 +69,8 @@ async function main() {
       stepMs: (secs * 1000) / steps,
       syncMs: syncMs / steps,
       cpuMsPerStep: (cpu.user + cpu.system) / 1000 / steps,
+      sleepsPerStep: sleeps / steps,
+      ...(s0 && s1 && kv?.numServers === 1 ? { serverCpuMsPerStep: (s1.cpuUs - s0.cpuUs) / 1000 / steps, serverSleepsPerStep: (s1.sleeps - s0.sleeps) / steps } : {}),
       stepMsP50: medianOf(stepMs),
       syncMsP50: medianOf(stepSyncMs),
       ...(evalLogs.accuracy === undefined ? {} : { evalAccuracy: evalLogs.accuracy, evalLoss: evalLogs.loss }),

@@ -15,7 +15,8 @@
  * - `shoal`: `shoal run -n W --backend ring|ps` with `train-worker.ts` (W = 1, 2; ps with 1 server actor, and for
  *   `rec` and `mlp` `ps-worker`: the same with `--ps-placement worker`, the server inside rank 0; for `rec`
  *   also `ring-sparse`: the ring engine allgathering the touched embedding rows, `sparseEngines: ['ring', ...]`;
- *   plain `ring` allreduces whole tables, the default);
+ *   plain `ring` allreduces whole tables, the default; and `ps-rows`: `ps` with every table row-sparse, as before
+ *   the ps sent tables within its `sparseAsDenseBytes` whole, the default now);
  *   samples/s counts every worker's samples (weak scaling: each worker keeps the full batch).
  * - `independent`: two `shoal run -n 1` jobs started together (no communication, no waiting for each other),
  *   samples/s summed: the ceiling of any 2-worker job on this machine;
@@ -30,10 +31,11 @@
  *
  * bench/results/train.json:
  * { suite: 'train', version: 1, started, host: { cpus, node, loadavg1 }, tfjs: 'tfjs 4.22.0 on wasm ...',
- *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps'|'ps-worker',
+ *   rows: [ { model: 'rec'|'mlp', mode: 'plain-tfjs'|'shoal-local'|'shoal'|'torch-anchor', backend: 'none'|'local'|'ring'|'ps'|'ps-worker'|'ps-rows',
  *             workers, batch_per_worker, steps, samples_per_sec, step_ms, sync_ms, cpu_ms_per_step?,
- *             step_ms_p50?, sync_ms_p50? (shoal rows: rank 0's median step and sync time), processes,
- *             oversubscribed } ],
+ *             step_ms_p50?, sync_ms_p50? (shoal rows: rank 0's median step and sync time), sleeps_per_step? (rank 0's
+ *             voluntary context switches: wake-ups), server_cpu_ms_per_step?, server_sleeps_per_step? (ps rows with
+ *             the server in its own process), processes, oversubscribed } ],
  *   ratios: { <model>_<backend>_2v1: samples/s of 2 workers / 1 ring worker (goal >= 1.8 for rec),
  *             <model>_<backend>_2v1_cpu: 2 x CPU ms per step of 1 worker / that of a worker of 2: the scaling if
  *             each worker had a core to itself (waits excluded),
@@ -43,6 +45,9 @@
  *             <model>_<backend>_sync_share_p50: median sync ms / median step ms at 2 workers,
  *             <model>_<backend>_sync_overhead_p50: 1 - p50 step of 1 worker / p50 step of 2 (the part of a 2-worker
  *             step that a 1-worker step does not have: sync, waits, contention),
+ *             <model>_<backend>_job_cpu_per_sample_vs_1: (2 x rank 0's CPU ms per step + the server's) / (2 x the
+ *             1-worker job's): CPU per sample of the whole 2-worker job against 1 worker (1.0: no overhead; above
+ *             ~1.67 a 2-core machine cannot reach 1.2x),
  *             <model>_harness_overhead: 1 - shoal-local / plain-tfjs samples/s (goal <= 0.10),
  *             <model>_harness_overhead_cpu: shoal-local / plain-tfjs CPU ms per step - 1 (the same, measured in
  *             CPU time, which other processes' load disturbs far less than wall time),
@@ -81,7 +86,7 @@ const RESULTS = fileURLToPath(new URL('../results/train.json', import.meta.url))
 interface Row {
   model: BenchModel;
   mode: 'plain-tfjs' | 'shoal-local' | 'shoal' | 'independent' | 'torch-anchor';
-  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps' | 'ps-worker';
+  backend: 'none' | 'local' | 'ring' | 'ring-sparse' | 'ps' | 'ps-worker' | 'ps-rows';
   workers: number;
   batch_per_worker: number;
   steps: number;
@@ -93,6 +98,11 @@ interface Row {
   /** `shoal` rows: rank 0's median step and sync milliseconds over the timed steps. */
   step_ms_p50?: number;
   sync_ms_p50?: number;
+  /** `shoal` rows: rank 0's sleeps (voluntary context switches, i.e. wake-ups) per timed step. */
+  sleeps_per_step?: number;
+  /** `ps` and `ps-rows` rows: the server process's CPU milliseconds and sleeps per timed step. */
+  server_cpu_ms_per_step?: number;
+  server_sleeps_per_step?: number;
   processes: number;
   oversubscribed: boolean;
   /** Options rows (mlp64): the Trainer option or ps mode this row ran with, e.g. `accumulateSteps=4`, `async staleness=2`. */
@@ -255,22 +265,22 @@ async function bestOf<T>(n: number, run: () => Promise<T>, score: (t: T) => numb
 
 async function multi(
   model: BenchModel,
-  backend: 'ring' | 'ring-sparse' | 'ps' | 'ps-worker',
+  backend: 'ring' | 'ring-sparse' | 'ps' | 'ps-worker' | 'ps-rows',
   workers: number,
   steps: number,
   opts: RunOptions = { label: '', key: '' },
-): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number; stepMsP50: number; syncMsP50: number; evalAccuracy?: number; evalLoss?: number }> {
+): Promise<{ samplesPerSec: number; stepMs: number; syncMs: number; cpuMsPerStep: number; sleepsPerStep: number; serverCpuMsPerStep?: number; serverSleepsPerStep?: number; stepMsP50: number; syncMsP50: number; evalAccuracy?: number; evalLoss?: number }> {
   let out = '';
   const sink = new Writable({ write: (c, _e, cb) => ((out += c), cb()) });
   let err = '';
   const errSink = new Writable({ write: (c, _e, cb) => ((err += c), cb()) });
-  const extra = [...(backend === 'ring-sparse' ? ['--sparse-ring'] : []), ...(opts.args ?? [])];
+  const extra = [...(backend === 'ring-sparse' ? ['--sparse-ring'] : backend === 'ps-rows' ? ['--rows-sparse'] : []), ...(opts.args ?? [])];
   const warmup = model === 'rec' ? 60 : model === 'mlp64' ? 20 : 8;
   const r = await launch({
     script: WORKER,
     args: ['--model', model, '--steps', String(steps), '--warmup', String(warmup), ...extra],
     numWorkers: workers,
-    backend: backend === 'ring-sparse' ? 'ring' : backend === 'ps-worker' ? 'ps' : backend,
+    backend: backend === 'ring-sparse' ? 'ring' : backend === 'ps-worker' || backend === 'ps-rows' ? 'ps' : backend,
     ...(backend === 'ps-worker' ? { psPlacement: 'worker' as const } : {}),
     servers: 1,
     ...(opts.psMode ? { psMode: opts.psMode, staleness: opts.staleness } : {}),
@@ -370,9 +380,9 @@ export async function run(args: string[]): Promise<void> {
     if (inProcess) rows.push({ ...base, mode: 'shoal-local', backend: 'local', workers: 1, samples_per_sec: local.sps, step_ms: (batch / local.sps) * 1000, sync_ms: local.syncMs, cpu_ms_per_step: cpuMs[model]!.local, processes: 1, oversubscribed: false });
     if (inProcess) console.log(`${model}: plain ${plain.sps.toFixed(0)} samples/s (${cpuMs[model]!.plain.toFixed(1)} cpu ms/step), shoal-local ${local.sps.toFixed(0)} samples/s (${cpuMs[model]!.local.toFixed(1)} cpu ms/step)`);
     if (noMulti) continue;
-    const runs: Array<['ring' | 'ring-sparse' | 'ps' | 'ps-worker', number, RunOptions?]> = [['ring', 1], ['ring', 2], ['ps', 2]];
+    const runs: Array<['ring' | 'ring-sparse' | 'ps' | 'ps-worker' | 'ps-rows', number, RunOptions?]> = [['ring', 1], ['ring', 2], ['ps', 2]];
     if (model !== 'mlp64') runs.push(['ps-worker', 2]);
-    if (model === 'rec') runs.push(['ring-sparse', 2]);
+    if (model === 'rec') runs.push(['ring-sparse', 2], ['ps-rows', 2]);
     if (model === 'mlp64') for (const [backend, o] of OPTION_RUNS) runs.push([backend, 2, o]);
     for (const [backend, workers, opts] of runs) {
       if (only && !only.has(`${backend}:${workers}${opts ? `:${opts.key}` : ''}`)) continue;
@@ -380,7 +390,7 @@ export async function run(args: string[]): Promise<void> {
         const launchedSteps = launchedStepsFor(model);
         // Best of `launchRuns` fresh jobs, as the in-process rows are best of 3.
         const m = await bestOf(launchRuns, () => multi(model, backend, workers, launchedSteps, opts), (x) => x.samplesPerSec);
-        const processes = workers + (backend === 'ps' ? 1 : 0);
+        const processes = workers + (backend === 'ps' || backend === 'ps-rows' ? 1 : 0);
         rows.push({
           ...base,
           steps: launchedSteps,
@@ -393,13 +403,16 @@ export async function run(args: string[]): Promise<void> {
           cpu_ms_per_step: m.cpuMsPerStep,
           step_ms_p50: m.stepMsP50,
           sync_ms_p50: m.syncMsP50,
+          sleeps_per_step: m.sleepsPerStep,
+          ...(m.serverCpuMsPerStep === undefined ? {} : { server_cpu_ms_per_step: m.serverCpuMsPerStep, server_sleeps_per_step: m.serverSleepsPerStep }),
           processes,
           oversubscribed: processes > ncpu,
           ...(opts ? { options: opts.label } : {}),
           ...(m.evalAccuracy === undefined ? {} : { eval_accuracy: m.evalAccuracy, eval_loss: m.evalLoss! }),
         });
+        const server = m.serverCpuMsPerStep === undefined ? '' : `; server ${m.serverCpuMsPerStep.toFixed(2)} cpu ms, ${m.serverSleepsPerStep!.toFixed(1)} sleeps per step`;
         console.log(
-          `${model}: ${backend}${opts ? ` ${opts.label}` : ''} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s${m.evalAccuracy === undefined ? '' : ` (held-out accuracy ${m.evalAccuracy.toFixed(3)})`} (step ${m.stepMs.toFixed(2)} ms, p50 ${m.stepMsP50.toFixed(2)}; sync ${m.syncMs.toFixed(2)} ms, p50 ${m.syncMsP50.toFixed(2)})`,
+          `${model}: ${backend}${opts ? ` ${opts.label}` : ''} x${workers} ${m.samplesPerSec.toFixed(0)} samples/s${m.evalAccuracy === undefined ? '' : ` (held-out accuracy ${m.evalAccuracy.toFixed(3)})`} (step ${m.stepMs.toFixed(2)} ms, p50 ${m.stepMsP50.toFixed(2)}; sync ${m.syncMs.toFixed(2)} ms, p50 ${m.syncMsP50.toFixed(2)}; rank 0 ${m.cpuMsPerStep.toFixed(2)} cpu ms, ${m.sleepsPerStep.toFixed(1)} sleeps per step${server})`,
         );
       } catch (e) {
         errors.push(String((e as Error).message));
@@ -454,9 +467,9 @@ export async function run(args: string[]): Promise<void> {
   const ratios: Record<string, number | null> = {};
   for (const model of models) {
     const one = sps(model, 'shoal', 'ring', 1);
-    for (const backend of ['ring', 'ps', 'ps-worker', 'ring-sparse']) {
+    for (const backend of ['ring', 'ps', 'ps-worker', 'ring-sparse', 'ps-rows']) {
       const two = sps(model, 'shoal', backend, 2);
-      if (!two && (backend === 'ring-sparse' || backend === 'ps-worker')) continue;
+      if (!two && (backend === 'ring-sparse' || backend === 'ps-worker' || backend === 'ps-rows')) continue;
       ratios[`${model}_${backend}_2v1`] = one && two ? two / one : null;
       const c1 = cpuOf(model, 'ring', 1);
       const c2 = cpuOf(model, backend, 2);
@@ -467,6 +480,8 @@ export async function run(args: string[]): Promise<void> {
       ratios[`${model}_${backend}_2v1_p50`] = p1 && p2 ? (2 * p1) / p2 : null;
       ratios[`${model}_${backend}_sync_share_p50`] = p2 && r2?.sync_ms_p50 !== undefined ? r2.sync_ms_p50 / p2 : null;
       ratios[`${model}_${backend}_sync_overhead_p50`] = p1 && p2 ? 1 - p1 / p2 : null;
+      // CPU per sample of the whole job (2 workers as rank 0, plus the server process) over the 1-worker job's.
+      if (c1 && c2 && r2?.server_cpu_ms_per_step !== undefined) ratios[`${model}_${backend}_job_cpu_per_sample_vs_1`] = (2 * c2 + r2.server_cpu_ms_per_step) / (2 * c1);
     }
     const indep = sps(model, 'independent', 'ring', 2);
     ratios[`${model}_independent_2v1`] = one && indep ? indep / one : null;

@@ -18,6 +18,11 @@ import { JobAuth } from './security/job-auth.js';
  *   SHOAL_ELASTIC=1 (`shoal run --elastic`): SHOAL_WORKER_ID is this worker's stable id (ranks change with the
  *   membership generations, see run/src/elastic/generations.ts); SHOAL_ELASTIC_JOIN=1 for a worker started to
  *   join a running job (a replacement).
+ *   SHOAL_ELASTIC_STAGE=<k> (`shoal_spark.run(elastic=True)`): this process belongs to the k-th barrier stage of an
+ *   elastic Spark job (0 = the first); the driver restarts a failed stage with the workers it can get. Rank 0
+ *   writes each commit to SHOAL_ELASTIC_STORE (tcp://host:port, the driver's store) or SHOAL_ELASTIC_DIR (a
+ *   folder every executor reaches), and a restarted stage starts from the last one. SHOAL_ELASTIC_LOST (JSON
+ *   `[{ rank, workerId, reason }]`): what the previous stage lost.
  * Where the training data is (read by `worker.data()`): SHOAL_INPUT=stdin (Spark streams the rank's partition as
  * Arrow on stdin) or SHOAL_DATA=PATH (`shoal run --data PATH`: a Parquet, Arrow or CSV file or folder, sharded by
  * rank); SHOAL_FEATURES (comma-separated columns) and SHOAL_LABEL (a column), set by `shoal_spark.fit`.
@@ -53,6 +58,11 @@ export interface WorkerOptions {
    * member list) and whether it was started to join a running job. `rank`/`worldSize` are those of generation 0.
    */
   elastic?: { workerId: number; join: boolean };
+  /**
+   * A stage of an elastic Spark job (`shoal_spark.run(elastic=True)`): its number (0 = the first), where commits
+   * outlive the stage (the driver's store, or a folder) and what the previous stage lost.
+   */
+  elasticStage?: { stage: number; commits: { store: string } | { dir: string }; lost: Array<{ rank: number; workerId: number; reason: string }> };
   /** The feature and label columns the launcher named (`shoal_spark.fit(feature_cols, label_cols)`). */
   columns?: { features: string[]; label: string };
 }
@@ -106,8 +116,33 @@ export function parseWorkerOptions(env: Record<string, string | undefined>): Wor
     ...(oneOf(env, 'SHOAL_ELASTIC', ['0', '1'] as const, '0') === '1'
       ? { elastic: { workerId: int(env, 'SHOAL_WORKER_ID', rank), join: oneOf(env, 'SHOAL_ELASTIC_JOIN', ['0', '1'] as const, '0') === '1' } }
       : {}),
+    ...elasticStageOf(env),
     ...dataOf(env),
   };
+}
+
+function elasticStageOf(env: Record<string, string | undefined>): Pick<WorkerOptions, 'elasticStage'> {
+  if (env.SHOAL_ELASTIC_STAGE === undefined || env.SHOAL_ELASTIC_STAGE === '') return {};
+  const stage = int(env, 'SHOAL_ELASTIC_STAGE');
+  if (env.SHOAL_ELASTIC === '1') throw Errors.config('SHOAL_ELASTIC_STAGE', 'and SHOAL_ELASTIC=1 are exclusive: a Spark stage restarts whole, `shoal run --elastic` changes membership in place');
+  const store = env.SHOAL_ELASTIC_STORE ?? '';
+  const dir = env.SHOAL_ELASTIC_DIR ?? '';
+  if ((store === '') === (dir === '')) throw Errors.config('SHOAL_ELASTIC_STAGE', 'needs exactly one of SHOAL_ELASTIC_STORE (tcp://host:port) and SHOAL_ELASTIC_DIR (a folder) for its commits');
+  if (store !== '' && !/^tcp:\/\/[^:]+:\d+$/.test(store)) throw Errors.config('SHOAL_ELASTIC_STORE', `must be tcp://host:port, got ${JSON.stringify(store)}`);
+  if (dir.includes('\0')) throw Errors.config('SHOAL_ELASTIC_DIR', 'contains a NUL byte');
+  let lost: Array<{ rank: number; workerId: number; reason: string }> = [];
+  if (env.SHOAL_ELASTIC_LOST) {
+    try {
+      lost = JSON.parse(env.SHOAL_ELASTIC_LOST) as typeof lost;
+    } catch (e) {
+      throw Errors.config('SHOAL_ELASTIC_LOST', `is not JSON: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(lost) || lost.some((l) => typeof l !== 'object' || l === null || !Number.isInteger(l.rank) || typeof l.reason !== 'string')) {
+      throw Errors.config('SHOAL_ELASTIC_LOST', 'must be a JSON list of { rank, workerId, reason }');
+    }
+    lost = lost.map((l) => ({ rank: l.rank, workerId: Number.isInteger(l.workerId) ? l.workerId : l.rank, reason: l.reason }));
+  }
+  return { elasticStage: { stage, commits: store !== '' ? { store } : { dir }, lost } };
 }
 
 function dataOf(env: Record<string, string | undefined>): Pick<WorkerOptions, 'data' | 'columns'> {

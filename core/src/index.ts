@@ -21,7 +21,7 @@ export { MemoryStore } from './store/memory.js';
 export { TcpStore, type TcpStoreOptions } from './store/tcp.js';
 export { TcpStoreServer, type TcpStoreServerOptions } from './store/tcp-server.js';
 // Transports
-export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport/transport.js';
+export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type ListenOptions, type Listener, type Transport } from './transport/transport.js';
 export { MemoryNetwork } from './transport/memory.js';
 export { createNetTransport, NetTransport, type NetTransportOptions } from './transport/net.js';
 export { createNngTransport, NngTransport, type NngTransportOptions } from './transport/nng.js';

@@ -9,7 +9,9 @@ One task = one shoal rank. The task
    the partition's Arrow record batches into the child's stdin as one Arrow IPC stream (no temp file), and
    forwards the child's stdout/stderr lines to this task's stderr (the executor log);
 5. waits for the child (bounded by the job's deadline), meets the other tasks at a final barrier, and yields one
-   row: this rank's exit status, the result the script printed on its `SHOAL_RESULT {json}` line, and feed figures.
+   row: this rank's exit status, the result the script printed on its `SHOAL_RESULT {json}` line, and feed figures;
+   with a timeline, also the timeline parts this task's processes wrote (in a folder of its own on the executor),
+   which the driver merges.
 
 A failing child raises `ShoalWorkerError` naming the rank, its error line and the last lines of its log, which fails
 the barrier stage. The child and the store never outlive the task: they run in their own process group, killed in
@@ -30,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -215,6 +218,8 @@ def _start_store(spec: Dict[str, Any], rank: int, host: str, deadline: float) ->
             argv += ["--ps-durable", spec["ps_durable"]]
         if spec.get("logdir"):
             argv += ["--logdir", spec["logdir"]]
+        if spec.get("timeline_file"):
+            argv += ["--timeline", spec["timeline_file"]]
     # tags the store and its server actors with the job; the secret goes in the environment only
     env = dict(os.environ, SHOAL_JOB_ID=spec["job_id"], SHOAL_JOB_SECRET=spec["job_secret"])
     if spec.get("job_tls"):
@@ -328,6 +333,11 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
     store: Optional[_Child] = None
     worker: Optional[_Child] = None
     watchdog: Optional[_Watchdog] = None
+    # With a timeline, this task's processes write their parts into a folder of its own on the executor; the row
+    # carries them to the driver, which merges them (executors need share no folder with it).
+    timeline_dir = tempfile.mkdtemp(prefix="shoal-timeline-") if spec.get("timeline") else None
+    if timeline_dir is not None:
+        spec = dict(spec, timeline_file=os.path.join(timeline_dir, "timeline.json"))
     try:
         # Wait for the partition's first batch before anything starts: a slow upstream stage then delays the whole
         # job's rendezvous (Spark's barrier waits without a deadline of ours) instead of timing out a started
@@ -339,7 +349,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
         # The job's deadline runs from here: the input is flowing.
         deadline = time.monotonic() + spec["timeout_s"]
         store_url = ""
-        if rank == 0 and spec["store_script"]:
+        if rank == 0 and spec["store_script"] and (world > 1 or spec["backend"] != "ring"):
             store = _start_store(dict(spec, world=world), rank, host, deadline)
             store_url = (store.marked or "").strip()
         peers = [json.loads(m) for m in ctx.allGather(json.dumps({"rank": rank, "host": host, "store": store_url}))]
@@ -364,6 +374,8 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             "SHOAL_JOB_SECRET": spec["job_secret"],
             **({"SHOAL_JOB_TLS": spec["job_tls"]} if spec.get("job_tls") else {}),
         })
+        if timeline_dir is not None:
+            env["SHOAL_TIMELINE"] = spec["timeline_file"]
         if spec.get("ps_durable"):
             env["SHOAL_PS_RESEND"] = "1"  # the servers restart from their checkpoints: resend what they lost
         argv = [spec["node"], *spec.get("node_args", []), spec["script"], *spec["args"]]
@@ -406,15 +418,16 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
 
         # Rank 0 hosts the store: keep it until every rank's worker is done.
         ctx.barrier()
-        if store is not None and spec.get("logdir"):
-            # the ps servers write their last TensorBoard sample when stopped, not when killed
+        if store is not None and (spec.get("logdir") or timeline_dir is not None):
+            # the ps servers write their last TensorBoard sample and timeline spans when stopped, not when killed
             store.finish(10.0)
+        timeline = _timeline_parts(timeline_dir) if timeline_dir is not None else None
         wall_s = time.monotonic() - t_start
         yield pa.RecordBatch.from_pydict(
             {
                 "rank": [rank], "host": [host], "executor": [infos[rank].address], "exit_code": [int(code)], "result": [result],
                 "rows": [int(stats["rows"])], "bytes": [int(stats["bytes"])], "batches": [int(stats["batches"])],
-                "feed_s": [float(stats["feed_s"])], "wall_s": [float(wall_s)],
+                "feed_s": [float(stats["feed_s"])], "wall_s": [float(wall_s)], "timeline": [timeline],
             },
             schema=OUTPUT_SCHEMA(),
         )
@@ -428,6 +441,20 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
             if spec.get("ps_durable"):
                 # the store is killed, not asked to stop: remove the job's server checkpoints here
                 shutil.rmtree(os.path.join(spec["ps_durable"], spec["job_id"]), ignore_errors=True)
+        if timeline_dir is not None:
+            shutil.rmtree(timeline_dir, ignore_errors=True)
+
+
+def _timeline_parts(folder: str) -> str:
+    """The timeline parts in `folder` (`timeline.json.rank-<r>.jsonl`, `timeline.json.server-<i>.jsonl`) as one
+    JSON object {part name: its JSON lines}, the row's `timeline` column."""
+    parts: Dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        m = re.fullmatch(r"timeline\.json\.((?:rank|server)-\d+)\.jsonl", name)
+        if m:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                parts[m.group(1)] = f.read()
+    return json.dumps(parts)
 
 
 def OUTPUT_SCHEMA() -> Any:
@@ -437,5 +464,5 @@ def OUTPUT_SCHEMA() -> Any:
     return pa.schema([
         ("rank", pa.int32()), ("host", pa.string()), ("executor", pa.string()), ("exit_code", pa.int32()), ("result", pa.string()),
         ("rows", pa.int64()), ("bytes", pa.int64()), ("batches", pa.int64()),
-        ("feed_s", pa.float64()), ("wall_s", pa.float64()),
+        ("feed_s", pa.float64()), ("wall_s", pa.float64()), ("timeline", pa.string()),
     ])

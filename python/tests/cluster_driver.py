@@ -1,10 +1,11 @@
 """Driver of the namespace-cluster Spark test (bench/src/cluster-spark.test.ts), run inside the master's host:
 
-    python3 python/tests/cluster_driver.py spark://ADDR:7077 ADDR TAG
+    python3 python/tests/cluster_driver.py spark://ADDR:7077 ADDR TAG [TIMELINE]
 
 Connects to the standalone master (whose two workers are other namespace hosts), runs `shoal_spark.run` with the
 probe worker over 2 barrier tasks (one core per worker, so one task per host) and prints one JSON line:
-{"result": rank 0's result, "ranks": per-rank rows (host, executor, exit_code, rows)}.
+{"result": rank 0's result, "ranks": per-rank rows (host, executor, exit_code, rows), "timeline": the merge's
+summary or null}. With TIMELINE, the job records a timeline merged there on the driver.
 """
 import json
 import os
@@ -20,6 +21,7 @@ import shoal_spark  # noqa: E402
 
 def main():
     master, host, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+    timeline = sys.argv[4] if len(sys.argv) > 4 else None
     s = (
         SparkSession.builder.master(master)
         .appName(f"shoal-netns-{tag}")
@@ -37,8 +39,8 @@ def main():
     s.sparkContext.setLogLevel("ERROR")
     try:
         df = s.range(0, 100_000, numPartitions=2).selectExpr("cast(id as double) as x")
-        res = shoal_spark.run(df, "test/dist/spark-probe-worker.js", num_workers=2, args=["--sum", "x", "--tag", tag], timeout_s=120, cwd=REPO)
-        print(json.dumps({"result": res.result, "ranks": res.ranks}), flush=True)
+        res = shoal_spark.run(df, "test/dist/spark-probe-worker.js", num_workers=2, args=["--sum", "x", "--tag", tag], timeout_s=120, cwd=REPO, timeline=timeline)
+        print(json.dumps({"result": res.result, "ranks": res.ranks, "timeline": res.timeline}), flush=True)
     finally:
         s.stop()
 

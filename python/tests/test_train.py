@@ -105,3 +105,32 @@ def test_spark_written_parquet_is_read_back_by_the_datasets_package(digits_df, r
     assert got["rowsPerRank"] == [r["n"] for r in want]
     for g, w in zip(got["sumPerRank"], want):
         assert abs(g - w["s"]) <= 1e-9 * max(1.0, abs(w["s"]))
+
+
+def test_spark_timeline_each_task_returns_its_parts_and_the_driver_merges_them(digits_df, repo, tmp_path):
+    """timeline=PATH: every rank (and the ps server, in rank 0's task) writes its part on its executor; the driver
+    merges the parts the rows carried into one Chrome trace. One worker too: it leaves the merge to the driver."""
+    path = tmp_path / "tl" / "trace.json"
+    job = f"spark-test-{uuid.uuid4().hex[:10]}"
+    res = shoal_spark.run(digits_df, WORKER, num_workers=2, backend="ps", args=["--epochs", "1"], timeout_s=180, cwd=repo, job_id=job, timeline=str(path))
+    assert res.timeline["pids"] == [0, 1, 10_000], res.timeline
+    assert res.timeline["missing"] == []
+    # the store is on loopback here: the ranks share its clock and measure no offset (cluster tests measure one)
+    assert res.timeline["clockOffsets"] == {}
+    assert sorted(os.listdir(path.parent)) == ["trace.json"], "the parts were merged and removed"
+    assert all("timeline" not in r for r in res.ranks), "the parts are not handed back in the ranks"
+    doc = json.load(open(path))
+    spans = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert [e["ts"] for e in spans] == sorted(e["ts"] for e in spans)
+    for rank in (0, 1):
+        assert sum(1 for e in spans if e["pid"] == rank and e["name"] == "step") == 25, f"rank {rank}: a step span per batch"
+        assert sum(1 for e in spans if e["pid"] == rank and e["name"] == "push+pull") == 25, f"rank {rank}: a push+pull per step"
+    assert any(e["pid"] == 10_000 and e["name"] == "apply" for e in spans), "the server's updates"
+    assert wait_no_processes(f"SHOAL_JOB_ID={job}") == []
+
+    one = tmp_path / "one.json"
+    r1 = shoal_spark.run(digits_df, WORKER, num_workers=1, args=["--epochs", "1"], timeout_s=180, cwd=repo, timeline=str(one))
+    assert r1.timeline["pids"] == [0]
+    assert sum(1 for e in json.load(open(one))["traceEvents"] if e.get("name") == "step") == r1.result["steps"]
+    with pytest.raises(ValueError, match="timeline must be a file path"):
+        shoal_spark.run(digits_df, WORKER, num_workers=2, cwd=repo, timeline="")

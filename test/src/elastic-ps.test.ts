@@ -24,6 +24,10 @@ for (const backend of ['ps', 'hybrid'] as const) {
     const d = maxRelDiff(outs[0]!.weights, ref.weights);
     assert.ok(d < 1e-4, `max relative difference from the reference ${d}`);
     assert.equal(leftovers, []);
+    // generation 0's servers stop while the job runs, once every live worker has entered a later generation
+    // (not at a fixed generation count: members keep using g after a join until their next commit)
+    assert.match(stderr, /generation 0's \d server\(s\) stop: no live worker uses them/);
+    if (replace) assert.match(stderr, /generation 1's \d server\(s\) stop: no live worker uses them/);
   });
 }
 

@@ -5,7 +5,8 @@
  *   may use names it does not define (`x`, `buildModel`): declare them in an HTML comment right above the block,
  *   invisible on the rendered page:  <!-- snippet-context: declare const x: Float32Array; -->
  * - ```sh / ```bash: `bash -n`; every `npm run <script>` names a script of the root package.json.
- * - ```python: compiled; every `shoal_spark.<name>` it uses exists in the package.
+ * - ```python: compiled; every `shoal_spark.<name>` it uses exists in the package, and each call's arguments
+ *   bind to that function's signature.
  * - ```json: parsed.
  * Blocks without a language (or ```text) are prose such as file-format sketches, not code.
  */
@@ -113,10 +114,10 @@ test('shell snippets parse and name npm scripts that exist', () => {
   assert.equal(problems, []);
 });
 
-test('Python snippets compile and use names shoal_spark has', () => {
+test('Python snippets compile and call shoal_spark with arguments its functions take', () => {
   const py = all.filter((b) => b.lang === 'python' || b.lang === 'py');
   const script = [
-    'import ast, json, sys',
+    'import ast, inspect, json, sys',
     'import shoal_spark',
     'out = []',
     'for b in json.load(sys.stdin):',
@@ -127,6 +128,12 @@ test('Python snippets compile and use names shoal_spark has', () => {
     '    for n in ast.walk(tree):',
     '        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "shoal_spark" and not hasattr(shoal_spark, n.attr):',
     '            out.append(f"{b[\'where\']}: shoal_spark has no {n.attr}")',
+    // a call's arguments bind to the function's signature (a misspelt or removed keyword fails here)
+    '        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.value.id == "shoal_spark" and callable(getattr(shoal_spark, n.func.attr, None)):',
+    '            try:',
+    '                inspect.signature(getattr(shoal_spark, n.func.attr)).bind(*[None for _ in n.args], **{k.arg: None for k in n.keywords if k.arg})',
+    '            except TypeError as e:',
+    '                out.append(f"{b[\'where\']}: shoal_spark.{n.func.attr}(...): {e}")',
     'print(json.dumps(out))',
   ].join('\n');
   const r = spawnSync('python3', ['-c', script], {

@@ -314,6 +314,15 @@ test('demo flags (node:util parseArgs): defaults, values, and errors that name t
   assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);
   assert.throws(() => parseDemoOptions(['--backend', 'ring', '--tables', 'server']), /--tables server needs parameter servers/);
   assert.throws(() => parseDemoOptions(['--tables', 'sharded']), /--tables must be server\|replicated/);
+  // Step checkpoints (issue 16): every 60 s unless told; the cadence flags need the folder.
+  assert.equal([d.checkpoint, d.checkpointEverySteps, d.checkpointEverySeconds], [null, null, null]);
+  const c = parseDemoOptions(['--checkpoint', 'ck']);
+  assert.equal([c.checkpoint, c.checkpointEverySteps, c.checkpointEverySeconds], ['ck', null, 60]);
+  const c2 = parseDemoOptions(['--checkpoint', 'ck', '--checkpoint-every-steps', '50']);
+  assert.equal([c2.checkpointEverySteps, c2.checkpointEverySeconds], [50, null]);
+  assert.throws(() => parseDemoOptions(['--checkpoint-every-steps', '5']), /--checkpoint-every-steps needs --checkpoint DIR/);
+  assert.throws(() => parseDemoOptions(['--checkpoint', 'ck', '--checkpoint-every-seconds', '0']), /--checkpoint-every-seconds must be a positive number/);
+  assert.throws(() => parseDemoOptions(['--checkpoint', ' ']), /--checkpoint must be a folder path/);
 });
 
 test('every demo command in the README parses with the demo\'s flags', () => {
@@ -327,6 +336,11 @@ test('every demo command in the README parses with the demo\'s flags', () => {
     assert.ok(o.workers >= 1, c);
   }
   assert.is(parseDemoOptions(['--logdir', 'out/tb']).logdir, 'out/tb');
+  // The README's resume example writes a checkpoint every 200 steps into out/rec-ckpt.
+  const ck = cmds.find((c) => c.includes('--checkpoint '));
+  assert.ok(ck, 'a --checkpoint example');
+  const o = parseDemoOptions(ck.replace(/^npm run demo( --)?/, '').split(/\s+/).filter((x) => x !== ''));
+  assert.equal([o.checkpoint, o.checkpointEverySteps], ['out/rec-ckpt', 200]);
   assert.throws(() => parseDemoOptions(['--logdir', ' ']), /--logdir must be a folder path/);
 });
 

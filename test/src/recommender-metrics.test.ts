@@ -105,7 +105,7 @@ test('report: Markdown and the four PNG charts (vega-lite, rendered by resvg) ar
       baselines: { 'most-popular': { ...m, hr: 0.05 }, ease: { ...m, hr: 0.18 } },
       tuning: { ease: { chosen: 50, validHr: { 10: 0.1, 50: 0.2 } } },
       train: { backend: 'hybrid', workers: 2, tfjs: 'tfjs', epochs: [epoch(1), epoch(2)], final: m, trainSeconds: 4, bytesSent: 1, showcase: [], lr: 0.01, towerScale: 0.5,
-        selection: { lr: 0.01, epochs: 2, towerScale: 0.5, runs: [{ lr: 0.01, validHr: [0.1, 0.2], towerHr: [{ scale: 1, hr: 0.2 }, { scale: 0.5, hr: 0.25 }], seconds: 1 }] } },
+        selection: { lr: 0.01, epochs: 2, towerScale: 0.5, runs: [{ lr: 0.01, validHr: [0.1, 0.2], losses: [5, 4.5], towerHr: [{ scale: 1, hr: 0.2 }, { scale: 0.5, hr: 0.25 }], seconds: 1 }] } },
     });
     const md = readFileSync(path, 'utf8');
     assert.match(md, /\| \*\*model\*\* \(hybrid, 2 workers, 2 epochs, lr 0\.01\) \| 20\.00% \[15\.00%, 25\.00%\] \| 0\.1000 \[0\.0800, 0\.1200\] \| 0\.0900 \[0\.0700, 0\.1100\] \| 1\.111x \|/);

@@ -6,11 +6,15 @@
  *
  *   node test/dist/spark-probe-worker.js [--parquet DIR] [--sum <column>] [--fail-rank <r> --message <text>] [--hang-rank <r>]
  *
+ * With SHOAL_TIMELINE (`shoal_spark.run(..., timeline=PATH)`) each rank records its clock offset from the store's
+ * host and its ring pass as a span, in its part of the timeline (the library's `Timeline`, as `initWorker` does).
+ *
  * --tag <id> is ignored (tests use it to find the job's processes). --fail-rank makes that rank throw `<text>` after reading its input and before any collective; --hang-rank makes
  * that rank sleep forever after reading (for the timeout test).
  */
 import { connectGroup, createNetTransport, Errors, parseWorkerOptions, TcpStore, type ProcessGroup } from '@shoal/core';
 import { Tags } from '@shoal/core/group';
+import { estimateClockOffset, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { openArrowStream, openParquetDir, shard, type NumericArray } from '@shoal/datasets';
 import { sparkInput } from '@shoal/run';
 
@@ -115,11 +119,16 @@ async function main(): Promise<void> {
       listenUrl: `tcp://${opts.host}:0`,
       timeoutMs: opts.timeoutMs,
     });
+    const file = process.env.SHOAL_TIMELINE;
+    const tl = file ? new Timeline({ path: timelinePartPath(file, opts.rank), pid: opts.rank }) : undefined;
     try {
-      totals = await ringAllgather(g, Float64Array.of(rows, sum));
+      if (tl) tl.clockOffset(await estimateClockOffset(store.clock, `store ${opts.storeUrl}`));
+      const pass = () => ringAllgather(g, Float64Array.of(rows, sum));
+      totals = tl ? await tl.trace(tl.lane('sync'), 'allgather', pass) : await pass();
     } finally {
       await g.close();
       await store.close();
+      await tl?.close();
     }
   }
   const result = {

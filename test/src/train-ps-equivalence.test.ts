@@ -8,7 +8,8 @@ import { setupTfjs, Trainer, type Tf } from '@shoal/wrappers';
 import { digitsTensors, maxRelDiff, mlp } from './train-helpers.js';
 
 // Sync SGD, fixed data order, over the parameter-server engine (and the hybrid): N workers with batch B/N must
-// match 1 worker with batch B. The embedding model sends its tables row-sparse (only touched rows).
+// match 1 worker with batch B. The embedding model's tables go whole through the same-host staging buffers by
+// default (`capabilities.sparseAsDenseBytes`), and row-sparse (only touched rows) with `sparseEngines: ['ps']`.
 const rt = await setupTfjs({ backend: 'wasm' });
 const tf = rt.tf;
 const STEPS = 20;
@@ -61,12 +62,14 @@ async function psCluster(n: number, servers: number) {
 
 for (const c of cases) {
   const reference = await train(c, [new LocalSync()], B);
-  for (const n of [2, 4]) {
-    test(`ps (2 servers), ${c.name}: ${n} workers with batch ${B / n} match 1 worker with batch ${B} after ${STEPS} SGD steps`, async () => {
+  for (const [n, rows] of [[2, false], [4, false], [2, true], [4, true]] as const) {
+    if (rows && c.name !== 'embedding model') continue;
+    test(`ps (2 servers)${rows ? ', tables row-sparse' : ''}, ${c.name}: ${n} workers with batch ${B / n} match 1 worker with batch ${B} after ${STEPS} SGD steps`, async () => {
       const cl = await psCluster(n, 2);
       try {
-        const r = await train(c, cl.syncs, B / n);
-        if (c.name === 'embedding model') assert.ok(r.sparseRows > 0 && r.sparseRows < USERS + ITEMS, `sparse rows sent: ${r.sparseRows}`);
+        const r = await train(c, cl.syncs, B / n, rows ? ['ps'] : undefined);
+        if (c.name === 'embedding model' && rows) assert.ok(r.sparseRows > 0 && r.sparseRows < USERS + ITEMS, `sparse rows sent: ${r.sparseRows}`);
+        if (c.name === 'embedding model' && !rows) assert.is(r.sparseRows, 0, 'tables went whole (same host, shared memory)');
         for (let k = 0; k < n; k++) {
           const d = maxRelDiff(r.weights[k]!, reference.weights[0]!);
           assert.ok(d <= 1e-5, `rank ${k}: max relative difference ${d}`);

@@ -4,7 +4,8 @@ import type { Timeline } from '@shoal/core/telemetry';
 import { clampTimerMs } from '@shoal/core/util';
 import { Errors, loadKernels, localHostId, ShoalError, type ActorContext, type FloatArray, type ReduceKernels } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, describeSpec, sameSpec, sliceKey, type KeySlice, type KeySpec } from './key-layout.js';
-import { PS_REMOTE, type GuardedCall, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
+import { CallerBounds, PS_CALLER_BOUND, PS_CONTROL_BYTES } from './server/caller-bounds.js';
+import { PS_REMOTE, type GuardedCall, type KeyState, type PsReplies, type PsServerApi, type RowsReply, type ServerHello, type ServerStats, type SharedEntry } from './protocol.js';
 import { DenseUpdate, UPDATE_CHUNK } from './server/dense-update.js';
 import { Gathers, runGuarded } from './server/gathers.js';
 import { Members } from './server/members.js';
@@ -58,6 +59,8 @@ export type KVServerStats = ServerStats;
 export class KVServer implements PsServerApi {
   /** The remote surface: the requests of `protocol.ts`, each argument checked before the method runs. */
   static readonly remote = PS_REMOTE;
+  /** A connection's messages before it declares keys (`declare`); see `server/caller-bounds.ts`. */
+  static readonly callerBound = PS_CALLER_BOUND;
   /** Elements per chunk of an element-wise update. */
   static readonly CHUNK = UPDATE_CHUNK;
 
@@ -65,6 +68,7 @@ export class KVServer implements PsServerApi {
   private readonly keyWaiters: WaitQueue;
   private readonly gathers: Gathers;
   private readonly members: Members;
+  private readonly bounds: CallerBounds;
   private readonly regions = new SharedRegions();
   private readonly rounds: Rounds;
   private readonly dense: DenseUpdate;
@@ -94,6 +98,7 @@ export class KVServer implements PsServerApi {
     this.keyWaiters = new WaitQueue(this.timeoutMs);
     this.gathers = new Gathers(o.numWorkers, o.serverIndex, this.timeoutMs);
     this.members = new Members(o.numWorkers, o.serverIndex);
+    this.bounds = new CallerBounds(o.serverIndex, o.numServers, o.bigKeyBound);
     const commit = new GroupCommit(!!o.durable, () => void this.writeCheckpoint());
     this.dense = new DenseUpdate(this.kernels);
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
@@ -125,6 +130,7 @@ export class KVServer implements PsServerApi {
       numWorkers: this.o.numWorkers,
       mode: this.o.mode,
       bigKeyBound: this.o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND,
+      callerBound: PS_CONTROL_BYTES,
       epoch: this.epoch,
       pid: process.pid,
       hostId: localHostId(),
@@ -141,16 +147,22 @@ export class KVServer implements PsServerApi {
     return this.regions.attach((k) => this.slot(k), rank, name, bytes, entries, currentCaller());
   }
 
+  /** This connection will send values of `specs`: raise its bound on messages (`server/caller-bounds.ts`). */
+  declare(rank: number, specs: KeySpec[]): { bound: number } {
+    this.members.sender(currentCaller(), rank);
+    return { bound: this.bounds.declare(currentCaller()!, rank, specs, (k) => this.slots.get(k)?.spec) };
+  }
+
   /**
    * Declare keys (every worker calls this with the same specs; rank 0 also sends the initial values of this
    * server's slices). A key already present (declared before, or restored from a checkpoint) keeps its value.
    * Returns, per key, the counter this worker resumes from: the rounds applied (sync) or this worker's pushes
    * applied (async).
    */
-  async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null): Promise<{ resume: number[] }> {
+  async init(rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null, restore?: (KeyState | null)[] | null): Promise<{ resume: number[] }> {
     this.members.sender(currentCaller(), rank);
     await this.ready;
-    if (specs.length !== slices.length || (values && values.length !== specs.length)) throw Errors.badFrame(`init on server ${this.o.serverIndex}`, 'specs, slices and values differ in length');
+    if (specs.length !== slices.length || (values && values.length !== specs.length) || (restore && restore.length !== specs.length)) throw Errors.badFrame(`init on server ${this.o.serverIndex}`, 'specs, slices and values differ in length');
     // Keys with their own optimizer (built before the loop, so the loop runs without yielding).
     const own = await Promise.all(specs.map((sp) => (sp.updater && sp.update !== 'assign' ? createUpdater(sp.updater) : null)));
     for (let i = 0; i < specs.length; i++) {
@@ -170,7 +182,10 @@ export class KVServer implements PsServerApi {
         if (v.length !== got.end - got.start) throw Errors.invalidArg(`init value of key ${spec.key}`, `has ${v.length} elements, slice needs ${got.end - got.start}`);
         const data = allocFloat(spec.dtype, v.length);
         data.set(v);
-        this.slots.set(spec.key, this.newSlot(spec, want, data, own[i] ?? undefined));
+        const slot = this.newSlot(spec, want, data, own[i] ?? undefined);
+        const r = restore?.[i];
+        if (r) restoreKeyState(slot, r, this.o.serverIndex);
+        this.slots.set(spec.key, slot);
       }
     }
     this.keyWaiters.pump();
@@ -420,9 +435,19 @@ export class KVServer implements PsServerApi {
     return this.writeCheckpoint();
   }
 
+  /**
+   * A copy of this server's slice of `key` (value, optimizer state, rounds applied), for a checkpoint taken from
+   * the workers (`KVWorker.exportKeys`). Consistent at a sync round boundary: between a worker's push of round r
+   * settling and its next push, the key cannot move past round r.
+   */
+  exportKey(key: string): PsReplies['exportKey'] {
+    const s = this.slot(key);
+    return { data: s.data.slice(), version: s.version, state: Object.fromEntries(Object.entries(s.state).map(([n, a]) => [n, a.slice()])) };
+  }
+
   stats(): KVServerStats {
-    const cpu = process.cpuUsage();
-    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: cpu.user + cpu.system };
+    const r = process.resourceUsage();
+    return { serverIndex: this.o.serverIndex, keys: this.slots.size, ...this.counters, updates: this.rounds.counters.updates, restoredFrom: this.restoredFrom, cpuUs: r.userCPUTime + r.systemCPUTime, sleeps: r.voluntaryContextSwitches };
   }
 
   /** Progress of keys on this server (for tests and resuming workers). */
@@ -465,6 +490,7 @@ export class KVServer implements PsServerApi {
    * of timing out; later such requests fail the same way until the worker says hello again.
    */
   onCallerClosed(caller: string): void {
+    this.bounds.forget(caller);
     this.regions.dropCaller(caller, this.slots.values());
     const lost = this.members.drop(caller);
     if (!lost) return;
@@ -497,3 +523,15 @@ export class KVServer implements PsServerApi {
 }
 
 const noop = () => {};
+
+/** Give a new slot a checkpoint's optimizer state and round count (sync rounds: every worker's clock is there too). */
+function restoreKeyState(slot: Slot, r: KeyState, serverIndex: number): void {
+  const elems = slot.slice.end - slot.slice.start;
+  const rows = slot.slice.rowEnd !== undefined ? slot.slice.rowEnd - slot.slice.rowStart! : -1;
+  for (const [n, a] of Object.entries(r.state)) {
+    if (a.length !== elems && a.length !== rows) throw Errors.invalidArg(`restored state ${n} of key ${slot.spec.key}`, `has ${a.length} values, server ${serverIndex}'s slice needs ${elems}${rows >= 0 ? ` (or ${rows}, one per row)` : ''}`);
+    slot.state[n] = a.slice();
+  }
+  slot.version = r.version;
+  slot.clock.fill(r.version);
+}

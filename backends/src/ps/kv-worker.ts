@@ -1,7 +1,8 @@
 import { ActorClient, Errors, isShoalError, type Store, type Transport } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';
-import type { GuardedCall, PsReplies, PsRequests, RowsReply } from './protocol.js';
+import type { GuardedCall, KeyState, PsReplies, PsRequests, RowsReply } from './protocol.js';
+import { joinKeyState, sliceKeyState, type KeyExport } from './worker/key-state.js';
 import { mergeRows } from '../row-sparse.js';
 import { PullOrder } from './worker/pull-order.js';
 import { collect, perServer, type ServerPart } from './worker/requests.js';
@@ -123,6 +124,7 @@ export class KVWorker {
     );
     try {
       const hellos = await Promise.all(servers.map((c) => c.api.hello(o.rank)));
+      hellos.forEach((h, i) => servers[i]!.limitOutgoing(h.callerBound, `server ${i}'s bound before keys are declared (KVWorker.declare)`));
       hellos.forEach((h, i) => {
         const bad = (what: string, theirs: unknown, ours: unknown) =>
           Errors.config(what, `server ${name(i)} has ${what} = ${String(theirs)}, worker ${o.rank} expects ${String(ours)}`);
@@ -147,10 +149,15 @@ export class KVWorker {
   /**
    * Declare keys on every worker (same specs, same order); rank 0's `values` become the initial values (other
    * ranks' values are ignored). Keys a server already holds (from a checkpoint) keep their values, and this
-   * worker's counters resume from the server. Resolves when every key exists on its servers.
+   * worker's counters resume from the server. Resolves when every key exists on its servers. `restore` (rank 0,
+   * optional): per key, a checkpoint's optimizer state and round count (`exportKeys`); every worker's counters
+   * then resume from that round.
    */
-  async init(specs: readonly KeySpec[], values?: readonly FloatArray[]): Promise<void> {
+  async init(specs: readonly KeySpec[], values?: readonly FloatArray[], restore?: readonly (KeyState | null)[]): Promise<void> {
+    if (restore !== undefined && (this.rank !== 0 || restore.length !== specs.length)) throw Errors.invalidArg('restore', `is rank 0's, one entry per key (${specs.length})`);
+    const restoreOf: (KeyState | null)[][] = Array.from({ length: this.numServers }, () => []);
     if (this.rank === 0 && (!values || values.length !== specs.length)) throw Errors.invalidArg('values', `rank 0 must give one initial value per key (${specs.length})`);
+    await this.declare(specs);
     const per = perServer(this.numServers);
     for (let i = 0; i < specs.length; i++) {
       const spec = specs[i]!;
@@ -162,16 +169,29 @@ export class KVWorker {
         p.specs.push(spec);
         p.slices.push(sl);
         p.values.push(v ? v.subarray(sl.start, sl.end) : null);
+        const r = restore?.[i];
+        restoreOf[sl.server]!.push(r ? sliceKeyState(spec, sl, r) : null);
       }
     }
     await Promise.all(
       per.map(async (p, s) => {
         if (p.specs.length === 0) return;
-        const r = await this.links.call(s, 'init', [this.rank, p.specs, p.slices, this.rank === 0 ? p.values : null]);
+        const args: PsRequests['init'] = [this.rank, p.specs, p.slices, this.rank === 0 ? p.values : null];
+        if (restore !== undefined) args.push(restoreOf[s]!);
+        const r = await this.links.call(s, 'init', args);
         p.specs.forEach((spec, i) => this.issued.set(spec.key, Math.max(this.issued.get(spec.key) ?? 0, r.resume[i]!)));
       }),
     );
     await this.staging.attach(specs);
+  }
+
+  /**
+   * Tell every server the keys this worker will send values of, so each raises its bound on this worker's messages
+   * to fit them (issue #15, `server/caller-bounds.ts`); keys declared before are skipped. `init` does it first:
+   * call it yourself only when a message naming many keys (a collective's signature) goes out before their init.
+   */
+  declare(specs: readonly KeySpec[]): Promise<void> {
+    return this.links.declare(specs);
   }
 
   /**
@@ -184,6 +204,11 @@ export class KVWorker {
    */
   buffers(key: string): { grad: FloatArray; out: FloatArray } | undefined {
     return this.staging.buffers(key);
+  }
+
+  /** Whether every server reaches this worker's dense values through the same-host staging buffers (see `buffers`). */
+  get sharedPlane(): boolean {
+    return this.staging.everyServerLocal;
   }
 
   /**
@@ -452,6 +477,19 @@ export class KVWorker {
    */
   async gather<T>(tag: string, value: T, op?: string): Promise<T[]> {
     return (await this.links.call(0, 'gather', op === undefined ? [this.rank, tag, value] : [this.rank, tag, value, op])) as T[];
+  }
+
+  /**
+   * A copy of each key's value and optimizer state from the servers, for a checkpoint the workers keep (restore it
+   * with `init(specs, values, restore)` on fresh servers). Sync mode: call it between this worker's push of a
+   * round settling and its next push; no other worker can move the keys past that round meanwhile.
+   */
+  async exportKeys(keys: readonly string[]): Promise<KeyExport[]> {
+    return Promise.all(keys.map(async (key) => {
+      const spec = this.layout.spec(key);
+      const slices = this.layout.slicesOf(key);
+      return joinKeyState(spec, slices, await Promise.all(slices.map((sl) => this.links.call(sl.server, 'exportKey', [key]))));
+    }));
   }
 
   /** Ask every server to write its checkpoint now. */

@@ -25,6 +25,8 @@ export interface ServerHello {
   numWorkers: number;
   mode: string;
   bigKeyBound: number;
+  /** The largest message this connection may send before it declares keys (`declare`), bytes. */
+  callerBound: number;
   epoch: number;
   pid: number;
   hostId: string;
@@ -55,6 +57,8 @@ export interface ServerStats {
   restoredFrom: string | null;
   /** CPU time of the server's process so far (user + system), microseconds. */
   cpuUs: number;
+  /** Times the server's process went to sleep so far (voluntary context switches): its wake-ups. */
+  sleeps: number;
 }
 
 /** The requests a `guarded` request may carry, run once the collective's signatures agree on the server. */
@@ -65,7 +69,10 @@ export const GUARDED_METHODS = ['pushPull', 'rowSparsePush', 'rowSparsePull'] as
 export interface PsRequests {
   hello: [rank?: number];
   attachShared: [rank: number, name: string, bytes: number, entries: SharedEntry[]];
-  init: [rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null];
+  /** Keys this connection will send values of: the server raises its bound on the connection's messages (`server/caller-bounds.ts`). */
+  declare: [rank: number, specs: KeySpec[]];
+  /** `restore` (rank 0, optional): per key, the optimizer state and round count of a checkpoint (`KeyState`). */
+  init: [rank: number, specs: KeySpec[], slices: KeySlice[], values: (FloatArray | null)[] | null, restore?: (KeyState | null)[] | null];
   push: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[]];
   pushPull: [rank: number, keys: string[], counters: number[], grads: (FloatArray | null)[], shared?: boolean];
   pull: [rank: number, keys: string[], needs: number[], shared?: boolean];
@@ -81,6 +88,8 @@ export interface PsRequests {
    */
   guarded: [rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]];
   checkpoint: [];
+  /** A copy of this server's slice of `key`: value, optimizer state and rounds applied. */
+  exportKey: [key: string];
   stats: [];
   versions: [keys: string[]];
 }
@@ -89,6 +98,8 @@ export interface PsRequests {
 export interface PsReplies {
   hello: ServerHello;
   attachShared: { keys: number };
+  /** The bound on this connection's messages now, bytes. */
+  declare: { bound: number };
   init: { resume: number[] };
   push: void;
   pushPull: (FloatArray | null)[];
@@ -99,8 +110,15 @@ export interface PsReplies {
   /** `all`: the gathered signatures in rank order; `values`: the calls' replies, or null when they disagree (nothing ran). */
   guarded: { all: unknown[]; values: unknown[] | null };
   checkpoint: { path: string; bytes: number };
+  exportKey: { data: FloatArray } & KeyState;
   stats: ServerStats;
   versions: { version: number[]; clock: number[][] };
+}
+
+/** A key slice's optimizer state (named arrays, as the updater keeps them) and its updates applied (`version`). */
+export interface KeyState {
+  state: Record<string, FloatArray>;
+  version: number;
 }
 
 export type PsMethod = keyof PsRequests;
@@ -122,6 +140,14 @@ const keySpec = arg.object({
   update: arg.optional(arg.oneOf('optimizer', 'assign')),
   updater: arg.optional(arg.object({ type: arg.oneOf('assign', 'add', 'sgd', 'adam', 'adagrad') })),
 });
+/** A `KeyState`: float arrays by name (at most 16) and a round count. */
+const keyState: ArgCheck = (v, where) => {
+  arg.object({ version: count, state: arg.object({}) })(v, where);
+  const st = (v as KeyState).state;
+  const names = Object.keys(st);
+  if (names.length > 16) throw Errors.invalidArg(`${where}.state`, `must hold at most 16 arrays, got ${names.length}`);
+  for (const n of names) floats(st[n], `${where}.state.${n}`);
+};
 const keySlice = arg.object({ server: count, start: count, end: count, rowStart: arg.optional(count), rowEnd: arg.optional(count) });
 
 /** The calls of a `guarded` request: each a method of `GUARDED_METHODS` with arguments that pass its own checks. */
@@ -140,7 +166,8 @@ const guardedCalls: ArgCheck = (v, where) => {
 export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Object.freeze({
   hello: [arg.optional(rank)],
   attachShared: [rank, arg.string(255), arg.int(1), arg.array(arg.object({ key: keyName, grad: count, out: count }), 1 << 20)],
-  init: [rank, arg.array(keySpec, 1 << 20), arg.array(keySlice, 1 << 20), arg.nullable(arg.array(arg.nullable(floats), 1 << 20))],
+  declare: [rank, arg.array(keySpec, 1 << 20)],
+  init: [rank, arg.array(keySpec, 1 << 20), arg.array(keySlice, 1 << 20), arg.nullable(arg.array(arg.nullable(floats), 1 << 20)), arg.optional(arg.nullable(arg.array(arg.nullable(keyState), 1 << 20)))],
   push: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20)],
   pushPull: [rank, keys, counts, arg.array(arg.nullable(floats), 1 << 20), arg.optional(arg.boolean())],
   pull: [rank, keys, counts, arg.optional(arg.boolean())],
@@ -149,6 +176,7 @@ export const PS_REMOTE: { readonly [M in PsMethod]: readonly ArgCheck[] } = Obje
   gather: [rank, arg.string(1024), arg.any(), arg.optional(arg.string(256))],
   guarded: [rank, arg.string(1024), arg.string(256), arg.any(), guardedCalls],
   checkpoint: [],
+  exportKey: [keyName],
   stats: [],
   versions: [keys],
 });

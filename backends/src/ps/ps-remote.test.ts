@@ -28,7 +28,8 @@ test('every KVServer request with wrong argument types gets an error reply; the 
   const wrong: Record<keyof typeof PS_REMOTE, unknown[][]> = {
     hello: [['0'], [-1], [{}]],
     attachShared: [[0, 7, 64, []], [0, '/x', '64', []], [0, '/x', 64, [{ key: 1, grad: 0, out: 0 }]], [0, '/x', 64]],
-    init: [[0, [{ key: 'k' }], [], null], [0, [], [], 'v'], [0, [{ key: 'k', size: 1, updater: { type: 'module', ref: { module: 'x', export: 'y' } } }], [{ server: 0, start: 0, end: 1 }], null]],
+    declare: [[0, [{ key: 'k' }]], [0, 'k'], ['0', []]],
+    init: [[0, [{ key: 'k' }], [], null], [0, [], [], 'v'], [0, [{ key: 'k', size: 1, updater: { type: 'module', ref: { module: 'x', export: 'y' } } }], [{ server: 0, start: 0, end: 1 }], null], [0, [], [], null, [{ version: -1, state: {} }]], [0, [], [], null, [{ version: 0, state: { m: [1] } }]]],
     push: [[0, 'k', [0], [f]], [0, ['k'], ['0'], [f]], [0, ['k'], [0], [[1]]], [0, ['k'], [0]]],
     pushPull: [[0, ['k'], [0], [f], 'yes'], [0, ['k'], [-1], [f]]],
     pull: [[0, ['k'], [0], 1], [0, [null], [0]]],
@@ -37,6 +38,7 @@ test('every KVServer request with wrong argument types gets an error reply; the 
     gather: [[0, 5, null], [0, 'tag', null, 3]],
     guarded: [[0, 5, 'op', null, []], [0, 't', 'op', null, 'x'], [0, 't', 'op', null, [['push', []]]], [0, 't', 'op', null, [['pushPull', [0, 'k']]]], [0, 't', 'op', null, [['rowSparsePull', [0, 'k', 0, null, 1, 2]]]]],
     checkpoint: [[1]],
+    exportKey: [[], [7]],
     stats: [['x']],
     versions: [['k'], [[1]]],
   };

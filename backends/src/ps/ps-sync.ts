@@ -1,6 +1,6 @@
 import { Errors, loadKernels, type FloatArray, type ReduceKernels } from '@shoal/core';
 import type { Timeline, TimelineLane } from '@shoal/core/telemetry';
-import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
+import type { DenseTensor, EngineCapabilities, GradientSync, RowSparseTensor } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import type { UpdaterSpec } from './updaters.js';
 import { KVWorker, type ConnectKVWorkerOptions, type Guard } from './kv-worker.js';
@@ -41,12 +41,25 @@ export interface PsSyncOptions {
    * itself (no `negotiate`). Not owned.
    */
   timeline?: Timeline;
+  /**
+   * `capabilities.sparseAsDenseBytes`: embedding tables up to this many bytes go through `allreduceMean` whole.
+   * Every rank must give the same. Default (with `connect`): `SPARSE_AS_DENSE_BYTES` when every worker reaches
+   * every server through shared memory (the ranks agree on that through server 0 at connect), else 0.
+   */
+  sparseAsDenseBytes?: number;
 }
+
+/**
+ * Tables up to this size (4 MiB) go whole through the same-host staging buffers by default. Measured on the
+ * recommender bench model (two 4000x32 tables, 2048 of 8000 rows touched per step, 2 workers, 1 server): CPU per
+ * step fell from 10.7 to 7.9 ms per worker and from 3.5 to 1.6 ms on the server (load ~12).
+ */
+export const SPARSE_AS_DENSE_BYTES = 4 << 20;
 
 
 export class PsSync implements GradientSync {
   readonly kind = 'ps' as const;
-  readonly capabilities = { rowSparse: 'servers', concurrentCollectives: true } as const;
+  readonly capabilities: EngineCapabilities;
   readonly rank: number;
   readonly size: number;
   private seq = 0;
@@ -62,6 +75,9 @@ export class PsSync implements GradientSync {
   ) {
     this.rank = kv.rank;
     this.size = kv.numWorkers;
+    const dense = o.sparseAsDenseBytes ?? 0;
+    if (!(Number.isSafeInteger(dense) && dense >= 0)) throw Errors.invalidArg('PsSync options.sparseAsDenseBytes', `must be an integer >= 0, got ${o.sparseAsDenseBytes}`);
+    this.capabilities = { rowSparse: 'servers', concurrentCollectives: true, sparseAsDenseBytes: dense };
     if (o.timeline) this.lanes = { dense: o.timeline.lane('sync'), sparse: o.timeline.lane('sync sparse') };
   }
 
@@ -73,7 +89,20 @@ export class PsSync implements GradientSync {
 
   /** Connect a worker to running servers (see `startPsServers`). */
   static async connect(o: ConnectKVWorkerOptions & PsSyncOptions): Promise<PsSync> {
-    return new PsSync(await KVWorker.connect(o), o);
+    const kv = await KVWorker.connect(o);
+    let dense = o.sparseAsDenseBytes;
+    if (dense === undefined && kv.numWorkers > 1 && kv.mode === 'sync') {
+      // Whole tables pay only when every rank's values go through shared memory; the ranks must agree (they
+      // would otherwise call different collectives), so they decide together through server 0.
+      try {
+        const all = await kv.gather('ps-sync: shared plane', kv.sharedPlane, 'connect');
+        dense = all.every((x) => x === true) ? SPARSE_AS_DENSE_BYTES : 0;
+      } catch (e) {
+        await kv.close();
+        throw e;
+      }
+    }
+    return new PsSync(kv, { ...o, sparseAsDenseBytes: dense ?? 0 });
   }
 
   async broadcastParameters(params: readonly DenseTensor[]): Promise<void> {

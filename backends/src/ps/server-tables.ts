@@ -2,6 +2,7 @@ import { Errors } from '@shoal/core';
 import type { GradientSync } from '../api.js';
 import type { KeySpec } from './key-layout.js';
 import type { KVWorker } from './kv-worker.js';
+import type { KeyExport } from './worker/key-state.js';
 import { PsSync } from './ps-sync.js';
 import { HybridSync } from '../hybrid/hybrid-sync.js';
 import type { UpdaterSpec } from './updaters.js';
@@ -95,10 +96,11 @@ export class ServerTables {
   /**
    * Declare the tables on the servers (collective). Rank 0 passes the initial values, one full table per spec
    * in constructor order; other ranks pass nothing. Tables a server already holds (a checkpoint) keep theirs.
+   * `restore` (rank 0, instead of `values`): the keys as `exportState` returned them, optimizer state and round
+   * count included, so training goes on exactly where the export was taken.
    */
-  async init(values?: readonly Float32Array[]): Promise<void> {
-    const rescale = (this.o.updater as { rescale?: number }).rescale ?? 1;
-    const updater = this.o.updater.type === 'assign' ? this.o.updater : { ...this.o.updater, rescale: rescale / this.kv.numWorkers };
+  async init(values?: readonly Float32Array[], restore?: readonly KeyExport[]): Promise<void> {
+    if (restore !== undefined) return this.initRestored(restore);
     const tables = [...this.specs.values()];
     if (this.kv.rank === 0 && values?.length !== tables.length) throw Errors.invalidArg('values', `rank 0 must give ${tables.length} initial tables`);
     if (this.o.fused) {
@@ -114,16 +116,40 @@ export class ServerTables {
         });
         init = [all];
       }
-      const spec: KeySpec = { key: this.fusedKey, size: this.fusedRows * W, rows: { numRows: this.fusedRows, rowSize: W }, update: 'optimizer', updater };
-      await this.kv.init([spec], init);
-      this.inited = true;
-      return;
+      await this.kv.init(this.keys(), init);
+    } else {
+      await this.kv.init(this.keys(), this.kv.rank === 0 ? values : undefined);
     }
-    const specs: KeySpec[] = tables.map((t) => ({
-      key: this.prefix + t.name, size: t.numRows * t.rowSize, rows: { numRows: t.numRows, rowSize: t.rowSize }, update: 'optimizer', updater,
-    }));
-    await this.kv.init(specs, this.kv.rank === 0 ? values : undefined);
     this.inited = true;
+  }
+
+  /** The server keys of the tables, in order (one key when fused). */
+  private keys(): KeySpec[] {
+    const rescale = (this.o.updater as { rescale?: number }).rescale ?? 1;
+    const updater = this.o.updater.type === 'assign' ? this.o.updater : { ...this.o.updater, rescale: rescale / this.kv.numWorkers };
+    if (this.o.fused) return [{ key: this.fusedKey, size: this.fusedRows * this.width, rows: { numRows: this.fusedRows, rowSize: this.width }, update: 'optimizer', updater }];
+    return [...this.specs.values()].map((t) => ({ key: this.prefix + t.name, size: t.numRows * t.rowSize, rows: { numRows: t.numRows, rowSize: t.rowSize }, update: 'optimizer', updater }));
+  }
+
+  private async initRestored(restore: readonly KeyExport[]): Promise<void> {
+    const specs = this.keys();
+    if (this.kv.rank !== 0) throw Errors.invalidArg('restore', 'is given by rank 0 only (the others pass nothing)');
+    if (restore.length !== specs.length) throw Errors.invalidArg('restore', `holds ${restore.length} keys, these tables have ${specs.length}${this.o.fused ? ' (fused)' : ''}`);
+    restore.forEach((r, i) => {
+      if (r.data.length !== specs[i]!.size) throw Errors.invalidArg(`restored key ${r.key}`, `has ${r.data.length} values, ${specs[i]!.key} needs ${specs[i]!.size}`);
+    });
+    await this.kv.init(specs, restore.map((r) => r.data), restore.map((r) => ({ state: r.state, version: r.version })));
+    this.inited = true;
+  }
+
+  /**
+   * A copy of the tables' server keys with their optimizer state and round count, for a checkpoint (`init(,
+   * restore)` puts it on fresh servers). Call it between this worker's push settling and its next push (sync: the
+   * servers cannot move past that round without it).
+   */
+  exportState(): Promise<KeyExport[]> {
+    if (!this.inited) throw Errors.state('ServerTables: call init() first');
+    return this.kv.exportKeys(this.keys().map((k) => k.key));
   }
 
   /**

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connectGroup, createNetTransport, loadKernels, MemoryStore, type NumericArray } from '@shoal/core';
-import { allreduceRing, type AllreduceOp } from './allreduce-ring.js';
+import { allreduceGuarded, allreduceRing, type AllreduceOp } from './allreduce-ring.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 
 const kernels = loadKernels();
@@ -193,6 +193,35 @@ test('ring allreduce over the net transport stays exact over repeated calls that
     } finally {
       await Promise.all(groups.map((g) => g.close()));
     }
+  }
+});
+
+test('allreduceGuarded over net: equal leads reduce; a different guard, count or window drains what was sent ahead and the group goes on', async () => {
+  const transport = createNetTransport();
+  const store = new MemoryStore().prefixed('guarded');
+  const groups = await Promise.all([0, 1].map((rank) => connectGroup({ rank, size: 2, store, transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs: 10_000 })));
+  try {
+    const n = 1 << 20; // 4 MiB: 64 KiB segments travel as split messages, 16 of them ahead
+    const mk = (r: number, len = n) => Int32Array.from({ length: len }, (_, i) => r * 7 + (i % 1000));
+    const o = { kernels, segmentBytes: 64 << 10 };
+    const a = [mk(0), mk(1)];
+    assert.equal(await onAllRanks(groups, (g, r) => allreduceGuarded(g, a[r]!, { ...o, guard: 0xdeadbeef })), [true, true]);
+    for (const x of a) for (let i = 0; i < n; i += 997) if (x[i] !== 7 + 2 * (i % 1000)) assert.unreachable(`[${i}] = ${x[i]}`);
+    const cases: [string, (r: number) => Parameters<typeof allreduceGuarded>[2], (r: number) => Int32Array][] = [
+      ['guard', (r) => ({ ...o, guard: r }), (r) => mk(r)],
+      ['count', () => ({ ...o, guard: 5 }), (r) => mk(r, r ? n + 3 : n)],
+      ['window', (r) => ({ ...o, guard: 5, window: r ? 3 : 16 }), (r) => mk(r)],
+    ];
+    for (const [what, opts, data] of cases) {
+      const d = [data(0), data(1)];
+      assert.equal(await onAllRanks(groups, (g, r) => allreduceGuarded(g, d[r]!, opts(r))), [false, false], what);
+      d.forEach((x, r) => assert.equal(x, data(r), `${what}: rank ${r} untouched`));
+      const b = [mk(0), mk(1)];
+      await onAllRanks(groups, (g, r) => allreduceRing(g, b[r]!, o));
+      for (const x of b) for (let i = 0; i < n; i += 997) if (x[i] !== 7 + 2 * (i % 1000)) assert.unreachable(`${what}: next call [${i}] = ${x[i]}`);
+    }
+  } finally {
+    await Promise.all(groups.map((g) => g.close()));
   }
 });
 

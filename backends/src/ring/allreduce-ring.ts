@@ -1,6 +1,7 @@
 import { Errors, type NumericArray, type ProcessGroup, type ReduceKernels, type ReduceOp } from '@shoal/core';
-import { Tags } from '@shoal/core/group';
+import { HEADER_BYTES, Tags } from '@shoal/core/group';
 import { allreduceDirect } from './allreduce-direct.js';
+import { allreduceDoubling } from './allreduce-doubling.js';
 import { bytesOf, copyBytes, dtypeOf, expectBytes, Outbox, partition, segments, sendBytes, viewAs, ZERO_COPY_BYTES, type OpTrace } from './common.js';
 
 export type AllreduceOp = ReduceOp | 'mean';
@@ -11,6 +12,18 @@ export type AllreduceOp = ReduceOp | 'mean';
  * allocated and page-faulted in afresh: 64 MiB over net on loopback went from ~6000 to ~200 page faults per call.
  */
 const EXCHANGE_WINDOW = 16;
+
+/**
+ * The ring's (3+ ranks) segment size when `segmentBytes` is not given: a quarter of a chunk, within [1 MiB,
+ * RING_AUTO_SEGMENT_MAX]. Fewer, larger segments cost less per byte: at n=4 over net on loopback, 64 MiB (16 MiB
+ * chunks) took 289-298 ms of CPU per call summed over the ranks with 1 MiB segments, 246 with 2 MiB, 228-253
+ * with 4 MiB and 227 with 8 MiB (user time 141-148 -> 82-94 ms; 4 processes on 2 cores, so CPU is the throughput).
+ * Chunks of up to 4 MiB keep today's 1 MiB segments.
+ */
+export const RING_AUTO_SEGMENT_MAX = 4 << 20;
+export function ringSegmentBytes(bytes: number, size: number): number {
+  return Math.min(RING_AUTO_SEGMENT_MAX, Math.max(1 << 20, Math.ceil(bytes / size / 4)));
+}
 
 /** `smallAlgorithm: 'direct'` applies up to this many ranks (a full mesh above costs too many connections). */
 const SMALL_DIRECT_MAX_RANKS = 8;
@@ -28,7 +41,10 @@ export interface AllreduceOptions {
    * values (more under cancellation).
    */
   wire?: 'native' | 'float16';
-  /** Pipeline segment size in bytes of data (default 1 MiB): one segment is on the wire while the previous is reduced. */
+  /**
+   * Pipeline segment size in bytes of data: one segment is on the wire while the previous is reduced. Default
+   * 1 MiB, except the ring of 3+ ranks on large buffers: `ringSegmentBytes` (a quarter of a chunk, at most 4 MiB).
+   */
   segmentBytes?: number;
   /** Buffers of at most this many bytes use the one-phase small-message variant (default 16 KiB). */
   smallBytes?: number;
@@ -37,8 +53,10 @@ export interface AllreduceOptions {
    * the two neighbour connections) or 'direct' (every rank sends its buffer to every other at once: one hop, a
    * connection per pair; at most 8 ranks, else 'ring'). On this 2-core machine with 4 ranks 'direct' was slower
    * (8 B p50 287-368 us against 197 us), each process handling 3 messages per call instead of 1.
+   * 'doubling' (`allreduce-doubling.ts`: recursive doubling, log2(size) hops and messages per rank; native wire
+   * only, float16 keeps 'ring').
    */
-  smallAlgorithm?: 'ring' | 'direct';
+  smallAlgorithm?: 'ring' | 'direct' | 'doubling';
   /**
    * Large-buffer algorithm for 3+ ranks: 'ring' (default) or 'direct' (`allreduce-direct.ts`: the same bytes in
    * 2 phases over a full mesh; float16 wire is ring-only).
@@ -85,14 +103,48 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       return;
     }
     const tr = opts.trace;
-    if (g.size === 2) return exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW, tr);
+    if (g.size === 2) {
+      await exchange(g, seq, data, op, f16, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW, tr);
+      return;
+    }
     if (data.byteLength <= (opts.smallBytes ?? 16384)) {
+      if (opts.smallAlgorithm === 'doubling' && !f16) return allreduceDoubling(g, seq, data, op, opts.kernels, tr);
       const direct = opts.smallAlgorithm === 'direct' && g.size <= SMALL_DIRECT_MAX_RANKS;
       return direct ? smallDirect(g, seq, data, op, f16, opts.kernels, tr) : small(g, seq, data, op, f16, opts.kernels, tr);
     }
     if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
-    return ring(g, seq, data, op, f16, segBytes, opts.kernels, tr);
+    return ring(g, seq, data, op, f16, opts.segmentBytes ?? ringSegmentBytes(data.byteLength, g.size), opts.kernels, tr);
   });
+}
+
+/** Step number of `allreduceGuarded`'s lead message (no data step uses it). */
+const LEAD_STEP = 0xffff;
+/** Lead payload: u32 element count | u32 elements per segment | u32 window. */
+const LEAD_BYTES = 12;
+
+/**
+ * `allreduceRing` on two ranks (or one) with an agreement check folded in: RingSync's first gradient allreduce of
+ * a call on a 2-rank transport group, instead of a control round before it. Ahead of its segments each rank sends
+ * a lead: `guard` (a uint32) in the header's aux, and its element count, segment size and window; it reads the
+ * peer's lead before it reduces anything.
+ *   - Equal leads: the exchange runs as `allreduceRing`'s, with no extra round trip (the lead travels just ahead
+ *     of the segments, 28 bytes), and the result is true.
+ *   - A difference: each rank drains the segments the peer sent ahead (its lead says how many), leaves `data`
+ *     untouched and resolves false; both ranks see the same two leads, so both do, and the group stays usable.
+ * Native wire only (float16 rounds `data` as it sends). 3+ ranks: not supported (a ring rank sees only its
+ * predecessor's lead); use a control round.
+ */
+export async function allreduceGuarded(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions & { guard: number }): Promise<boolean> {
+  const op = opts.op ?? 'sum';
+  dtypeOf(data);
+  if (g.size > 2) throw Errors.invalidArg('group', `allreduceGuarded takes 1 or 2 ranks, got ${g.size}`);
+  if (opts.wire === 'float16') throw Errors.invalidArg('options.wire', "allreduceGuarded takes the native wire only");
+  if (!['sum', 'mean', 'min', 'max'].includes(op)) throw Errors.invalidArg('options.op', `must be sum|mean|min|max, got ${String(op)}`);
+  if (!(Number.isInteger(opts.guard) && opts.guard >= 0 && opts.guard <= 0xffffffff)) throw Errors.invalidArg('options.guard', `must be an integer in [0, 2^32), got ${opts.guard}`);
+  const segBytes = opts.segmentBytes ?? 1 << 20;
+  if (!(segBytes >= 8)) throw Errors.invalidArg('options.segmentBytes', `must be >= 8, got ${segBytes}`);
+  if (g.size === 1) return true;
+  return g.run('allreduce', (seq) => exchange(g, seq, data, op, false, segBytes, opts.kernels, opts.window ?? EXCHANGE_WINDOW, opts.trace, opts.guard));
 }
 
 function roundF16(k: ReduceKernels, a: Float32Array): void {
@@ -295,9 +347,11 @@ function reduceParts(data: NumericArray, parts: Uint8Array[], op: AllreduceOp, f
   if (tr) tr.timeline.span(tr.lane, 'reduce', r0!);
 }
 
-async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, window: number, tr?: OpTrace): Promise<void> {
+/** The two-rank exchange; with `guard`, led by `allreduceGuarded`'s lead: false when the leads differ. */
+async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: AllreduceOp, f16: boolean, segBytes: number, k: ReduceKernels, window: number, tr?: OpTrace, guard?: number): Promise<boolean> {
   const n = data.length;
-  const segs = segments(0, n, Math.max(1, Math.floor(segBytes / data.BYTES_PER_ELEMENT)));
+  const segElems = Math.max(1, Math.floor(segBytes / data.BYTES_PER_ELEMENT));
+  const segs = segments(0, n, segElems);
   const h = { tag: Tags.allreduce, step: 0, seq, aux: n >>> 0 };
   const rop: ReduceOp = op === 'mean' ? 'sum' : op;
   const peer = g.next;
@@ -318,8 +372,20 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
   try {
     // credit window: segment j+window goes out once the peer's segment j is in, so each segment is reduced
     // while it is still in cache and neither side buffers the whole message
+    if (guard !== undefined) {
+      const lead = g.message({ tag: Tags.allreduce, step: LEAD_STEP, seq, aux: guard }, LEAD_BYTES);
+      const dv = new DataView(lead.buffer, lead.byteOffset + HEADER_BYTES, LEAD_BYTES);
+      dv.setUint32(0, n, true);
+      dv.setUint32(4, segElems, true);
+      dv.setUint32(8, window, true);
+      out.add(g.sendMessage(peer, lead));
+    }
     const first = Math.min(segs.length, window);
     for (let j = 0; j < first; j++) sendSeg(j);
+    if (guard !== undefined && !(await leadsAgree(g, seq, peer, guard, n, segElems, window, tr))) {
+      await out.flush();
+      return false;
+    }
     for (let j = 0; j < segs.length; j++) {
       const s = segs[j]!;
       const { payload } = await recvTraced(g, peer, h, tr);
@@ -340,4 +406,26 @@ async function exchange(g: ProcessGroup, seq: number, data: NumericArray, op: Al
     out.rethrow(e);
   }
   await out.flush();
+  return true;
+}
+
+/**
+ * Read the peer's lead (`allreduceGuarded`); when it differs from ours, drain the segments the peer sent ahead of
+ * reading ours (the first `window` of its own count, as its lead gives them) and say false.
+ */
+async function leadsAgree(g: ProcessGroup, seq: number, peer: number, guard: number, n: number, segElems: number, window: number, tr: OpTrace | undefined): Promise<boolean> {
+  const { payload, header } = await recvTraced(g, peer, { tag: Tags.allreduce, step: LEAD_STEP, seq }, tr);
+  expectBytes(g, peer, 'allreduce lead', payload.byteLength, LEAD_BYTES);
+  const dv = new DataView(payload.buffer, payload.byteOffset, LEAD_BYTES);
+  const pn = dv.getUint32(0, true);
+  const pseg = dv.getUint32(4, true);
+  const pwin = dv.getUint32(8, true);
+  if (header.aux === guard >>> 0 && pn === n && pseg === segElems && pwin === window) return true;
+  if (pseg < 1 || pwin < 1) throw Errors.badFrame(`rank ${g.rank}: allreduce lead from rank ${peer}`, `segment of ${pseg} elements, window ${pwin}`);
+  const ahead = Math.min(Math.ceil(pn / pseg), pwin);
+  for (let j = 0; j < ahead; j++) {
+    const m = await g.recv(peer, { tag: Tags.allreduce, step: 0, seq, aux: pn });
+    g.release(peer, m.payload);
+  }
+  return false;
 }

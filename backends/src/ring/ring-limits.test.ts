@@ -10,6 +10,7 @@ import { allgatherBytes } from './allgather.js';
 import { connectHierarchical } from './allreduce-hierarchical.js';
 import { memoryGroups, onAllRanks } from './memory-groups.js';
 import { RingSync } from './ring-sync.js';
+import { ringSegmentBytes } from './allreduce-ring.js';
 
 test('allgatherBytes in segments: lengths 0, 1, a segment, odd, several segments, on 1..4 ranks', async () => {
   const seg = 64;
@@ -127,6 +128,22 @@ test('the hierarchical groups are bounded too: within a host and across hosts, a
       assert.ok(isShoalError(e, 'ERR_BAD_FRAME'), `${where}: ${String(e)}`);
       assert.match((e as Error).message, new RegExp(`above the ring's segment size \\(segmentBytes 65536, ${where}\\) \\(65560 bytes\\)`));
     }
+  } finally {
+    await Promise.all(syncs.map((s) => s.close()));
+  }
+});
+
+test('RingSync with default options over net: the ring of 3 picks segments above 1 MiB for a 24 MiB gradient, within its bound', async () => {
+  const transport = new NetTransport();
+  const store = new MemoryStore().prefixed('auto-seg');
+  const groups = await Promise.all(Array.from({ length: 3 }, (_, rank) => connectGroup({ rank, size: 3, store, transport, listenUrl: 'tcp://127.0.0.1:0', timeoutMs: 20_000 })));
+  const syncs = groups.map((g) => new RingSync(g));
+  try {
+    assert.is(ringSegmentBytes(24 << 20, 3), 2 << 20, '8 MiB chunks travel in 2 MiB segments');
+    const n = 6 << 20;
+    const ts = syncs.map((_, r) => [{ name: 'w', shape: [n], data: Float32Array.from({ length: n }, (_, i) => 3 * (r + (i % 1000))) }]);
+    await onAllRanks(groups, (_, r) => syncs[r]!.allreduceMean(ts[r]!));
+    for (const t of ts) for (let i = 0; i < n; i += 4099) if (t[0]!.data[i] !== 3 + 3 * (i % 1000)) assert.unreachable(`[${i}] = ${t[0]!.data[i]}`);
   } finally {
     await Promise.all(syncs.map((s) => s.close()));
   }

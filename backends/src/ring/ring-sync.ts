@@ -1,10 +1,10 @@
-import { connectGroup, Errors, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
+import { connectGroup, Errors, isShoalError, loadKernels, type NumericArray, type ProcessGroup, type ProcessGroupOptions, type ReduceKernels } from '@shoal/core';
 import { HEADER_BYTES } from '@shoal/core/group';
 import type { Timeline } from '@shoal/core/telemetry';
-import { type ShmCollective } from '../shm/shm-collective.js';
+import { type MismatchedCalls, type ShmCollective } from '../shm/shm-collective.js';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { allreduceHierarchical, hierarchyHelps, type HierarchicalGroup } from './allreduce-hierarchical.js';
-import { allreduceRing, type AllreduceOptions } from './allreduce-ring.js';
+import { allreduceGuarded, allreduceRing, RING_AUTO_SEGMENT_MAX, type AllreduceOptions } from './allreduce-ring.js';
 import { allgatherBytes } from './allgather.js';
 import { barrierRing } from './barrier.js';
 import { broadcastRing } from './broadcast.js';
@@ -50,7 +50,8 @@ export interface RingSyncOptions {
    */
   collective?: ShmCollective;
   /**
-   * Record each op on this rank's timeline (lane `sync`): `negotiate` (the control allreduce), then per fusion
+   * Record each op on this rank's timeline (lane `sync`): `negotiate` (the control allreduce; on the shared
+   * segment and on 2 ranks only when the guarded first allreduce found a mismatch or a NaN), then per fusion
    * bucket `pack`, `allreduce` (args: bucket, tensors, bytes, route) and `unpack`; on the ring route inside it
    * `wait` (a receive) and `reduce` (a kernel), and each send on lane `sync sends`; on the hierarchical route
    * `local reduce`, `cross allreduce` (with the ring's stages) and `local broadcast`. Not owned.
@@ -66,9 +67,11 @@ export interface RingSyncOptions {
  * (max of [h1, h2, -h1, -h2, firstNonFinite+1]) so that all ranks learn, in one small collective, whether
  * their tensor lists agree (name, shape, dtype, length, count) and whether any rank holds a NaN/Inf, and raise
  * the same ERR_MISMATCH / ERR_NAN (naming the tensor) on every rank instead of hanging. These agreed errors
- * leave the group usable.
+ * leave the group usable. On the shared segment (`sameHost` 'shm-collective') and on a 2-rank group
+ * `allreduceMean` folds that check into its first gradient allreduce instead (`reduceGuarded`): no control
+ * round unless something is wrong.
  */
-/** Segment size of the ring's collectives when `segmentBytes` is not given (allreduceRing's, broadcastRing's). */
+/** Segment size of the collectives when `segmentBytes` is not given (broadcastRing's, allgatherBytes', the 2-rank exchange's). */
 const DEFAULT_SEGMENT_BYTES = 1 << 20;
 /** allreduceRing sends buffers up to this size whole (its `smallBytes` default). */
 const SMALL_BYTES = 16384;
@@ -120,11 +123,15 @@ export class RingSync implements GradientSync {
     // small-buffer path's 16 KiB, plus the group's header and allgather's 8-byte prefix: nothing else can come
     // from a peer, so a frame announcing more fails at once, naming the peer, before anything is reserved for it.
     // The hierarchical groups carry only the dense allreduce's ring stages and broadcast, in the same segments.
-    const seg = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-    const bound = Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8;
-    group.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg})`);
-    h?.local.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg}, within host)`);
-    h?.cross?.limitIncoming(bound, `the ring's segment size (segmentBytes ${seg}, across hosts)`);
+    // Without `segmentBytes` a ring of 3+ ranks picks up to RING_AUTO_SEGMENT_MAX by buffer size, so each group's
+    // bound follows its own size.
+    const limit = (g: ProcessGroup, where: string): void => {
+      const seg = opts.segmentBytes ?? (g.size >= 3 ? RING_AUTO_SEGMENT_MAX : DEFAULT_SEGMENT_BYTES);
+      g.limitIncoming(Math.max(seg, SMALL_BYTES) + HEADER_BYTES + 8, `the ring's segment size (segmentBytes ${opts.segmentBytes ?? `default, up to ${seg}`}${where})`);
+    };
+    limit(group, '');
+    if (h) limit(h.local, ', within host');
+    if (h?.cross) limit(h.cross, ', across hosts');
     const tl = opts.timeline;
     this.trace = tl ? { timeline: tl, lane: tl.lane('sync'), sends: tl.lane('sync sends') } : undefined;
     this.denseHier = h !== undefined && (topology === 'hierarchical' || (topology === 'auto' && hierarchyHelps(h.hostOf)));
@@ -166,12 +173,25 @@ export class RingSync implements GradientSync {
     return new RingSync(await connectGroup(group), opts);
   }
 
+  /** The first tensor holding a NaN/Inf on this rank, or -1. */
+  private firstNonFiniteTensor(tensors: readonly DenseTensor[]): number {
+    for (let i = 0; i < tensors.length; i++) if (this.kernels.firstNonFinite(tensors[i]!.data) >= 0) return i;
+    return -1;
+  }
+
   /** The control collective: agree on the tensor list and on the first non-finite tensor. */
   private async agree(what: string, tensors: readonly DenseTensor[], checkFinite: boolean): Promise<TensorListSignature> {
     const sig = signatureOf(tensors);
-    let bad = -1;
-    if (checkFinite)
-      for (let i = 0; i < tensors.length && bad < 0; i++) if (this.kernels.firstNonFinite(tensors[i]!.data) >= 0) bad = i;
+    await this.agreeOn(what, tensors, sig, checkFinite ? this.firstNonFiniteTensor(tensors) : -1);
+    return sig;
+  }
+
+  /**
+   * The control allreduce of `sig` and `bad` (this rank's first non-finite tensor, -1 for none): throws the
+   * ERR_MISMATCH naming the first differing tensor, or ERR_NAN naming the last of the ranks' first non-finite
+   * tensors, alike on every rank; returns when the ranks agree and no rank saw a NaN/Inf.
+   */
+  private async agreeOn(what: string, tensors: readonly DenseTensor[], sig: TensorListSignature, bad: number): Promise<void> {
     const ctl = new Float64Array([sig.hash[0], sig.hash[1], -sig.hash[0], -sig.hash[1], bad + 1, 0]);
     if (this.coll !== undefined) await this.coll.allreduce(ctl, 'max');
     else await allreduceRing(this.group, ctl, { kernels: this.kernels, op: 'max' });
@@ -183,7 +203,63 @@ export class RingSync implements GradientSync {
     checkShapes(tensors);
     const nan = ctl[4]! - 1;
     if (nan >= 0) throw Errors.nan(`gradient "${tensors[nan]!.name}" (tensor #${nan}, on at least one rank)`, { tensor: tensors[nan]!.name, index: nan });
-    return sig;
+  }
+
+  /**
+   * Where `allreduceMean` folds the agreement into its first gradient allreduce (`reduceGuarded`) instead of a
+   * control round before the data: 'shm' on the shared segment, 'pair' on a 2-rank transport group (flat route,
+   * native wire: `allreduceGuarded`); undefined elsewhere (a ring of 3+ ranks, the hierarchical route, float16).
+   */
+  private get folded(): 'shm' | 'pair' | undefined {
+    if (this.sameHost === 'shm-collective') return 'shm';
+    if (this.size === 2 && this.coll === undefined && !this.denseHier && this.wire === 'native') return 'pair';
+    return undefined;
+  }
+
+  /**
+   * The first gradient allreduce of a call with the agreement folded in (no control round on the happy path):
+   * it carries `guard`, the list's first hash, inverted when this rank holds a NaN/Inf, and the ranks compare
+   * their guards and element counts before anything is reduced: on the shared segment in the op descriptor,
+   * which the native side compares (ShmCollective.allreduce's `guard`); on a 2-rank group in the lead message
+   * each rank sends ahead of its segments (`allreduceGuarded`). So:
+   *   - every guard and count equal, and this rank saw no NaN: the lists agree (as far as a 32-bit hash tells)
+   *     and no rank saw a NaN (one that did would have inverted its guard);
+   *   - equal, and this rank saw a NaN: every rank did; the control round (`agreeOn`) then names the tensor as
+   *     before;
+   *   - a difference, with every rank in this same call: every rank learns it with `data` untouched (shared
+   *     segment: ERR_MISMATCH; pair: false), and the control round then finds out which (a list mismatch, named
+   *     by the allgathered descriptors, or a NaN);
+   *   - another call on some rank (a collective-order mismatch): the same ERR_MISMATCH on every rank as before
+   *     (the segment's mismatch, or the group's header check).
+   * Only the error paths take the extra round. After a NaN every rank has reduced the first bucket already: a
+   * bucket reduced in place (not packed) then holds the NaN-tainted mean; packed buckets are not unpacked.
+   */
+  private async reduceGuarded(what: string, tensors: readonly DenseTensor[], sig: TensorListSignature, bad: number, data: NumericArray, o: AllreduceOptions, bucket: number, count: number): Promise<void> {
+    const guard = (bad >= 0 ? ~sig.hash[0] : sig.hash[0]) >>> 0;
+    const coll = this.coll;
+    const tr = this.trace;
+    let mismatch: unknown;
+    const op = async (): Promise<void> => {
+      if (coll === undefined) {
+        if (!(await allreduceGuarded(this.group, data, { ...o, guard })))
+          mismatch = Errors.mismatch(what, `the ranks' leads differ but their tensor lists agree (different segmentBytes or window?)`, { rank: this.rank });
+        return;
+      }
+      try {
+        await coll.allreduce(data, 'mean', guard);
+      } catch (e) {
+        if (!sameCallMismatch(e)) throw e;
+        mismatch = e;
+      }
+    };
+    if (tr) await tr.timeline.trace(tr.lane, 'allreduce', op, { bucket, tensors: count, bytes: data.byteLength, route: coll ? 'shm-collective' : 'ring', guarded: true });
+    else await op();
+    if (mismatch !== undefined) {
+      await this.traced('negotiate', () => this.agreeOn(what, tensors, sig, bad));
+      throw mismatch; // the guards differed yet the lists hash alike and no rank saw a NaN: options differ (pair)
+    }
+    checkShapes(tensors);
+    if (bad >= 0) await this.traced('negotiate', () => this.agreeOn(what, tensors, sig, bad));
   }
 
   private broadcast(data: NumericArray): Promise<void> {
@@ -206,24 +282,37 @@ export class RingSync implements GradientSync {
 
   async allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
     const tr = this.trace;
-    const sig = await this.traced('negotiate', () => this.agree('allreduceMean', grads, !this.allowNonFinite));
+    const what = 'allreduceMean';
+    const sig = signatureOf(grads);
+    const bad = this.allowNonFinite ? -1 : this.firstNonFiniteTensor(grads);
+    // On the shared segment and on 2 ranks the agreement rides on the first bucket's allreduce (`reduceGuarded`);
+    // elsewhere it is a control round of its own before the data.
+    let guarded = this.folded !== undefined;
+    if (!guarded) await this.traced('negotiate', () => this.agreeOn(what, grads, sig, bad));
     const o: AllreduceOptions = { kernels: this.kernels, op: 'mean' as const, wire: this.wire, segmentBytes: this.segmentBytes, algorithm: this.algorithm, ...(tr ? { trace: tr } : {}) };
+    const reduce = (data: NumericArray, i: number, n: number): Promise<void> => {
+      if (!guarded) return this.reduceBucket(data, o, i, n);
+      guarded = false;
+      return this.reduceGuarded(what, grads, sig, bad, data, o, i, n);
+    };
+    const plan = this.fusion.plan(grads, sig);
+    if (plan.length === 0 && guarded) await reduce(new Float32Array(0), 0, 0);
     let i = 0;
-    for (const b of this.fusion.plan(grads, sig)) {
+    for (const b of plan) {
       const n = b.tensors.length;
       if (!b.packed) {
-        await this.reduceBucket(grads[b.tensors[0]!]!.data, o, i++, n);
+        await reduce(grads[b.tensors[0]!]!.data, i++, n);
         continue;
       }
       const direct = this.fusion.contiguous(grads, b);
       if (direct) {
-        await this.reduceBucket(direct, o, i++, n);
+        await reduce(direct, i++, n);
         continue;
       }
       const t0 = tr?.timeline.now();
       const view = this.fusion.pack(grads, b);
       if (tr) tr.timeline.span(tr.lane, 'pack', t0!, { bucket: i, bytes: view.byteLength });
-      await this.reduceBucket(view, o, i, n);
+      await reduce(view, i, n);
       const t1 = tr?.timeline.now();
       this.fusion.unpack(grads, b, view);
       if (tr) tr.timeline.span(tr.lane, 'unpack', t1!, { bucket: i, bytes: view.byteLength });
@@ -310,6 +399,17 @@ export class RingSync implements GradientSync {
   async close(): Promise<void> {
     await Promise.all([this.group.close(), this.hier?.close(), this.coll?.close()]);
   }
+}
+
+/**
+ * True for the ERR_MISMATCH of a shared-segment call where the first differing rank is in the same call (a
+ * float32 mean allreduce of the same op number): only its guard or element count differ.
+ */
+function sameCallMismatch(e: unknown): boolean {
+  if (!isShoalError(e, 'ERR_MISMATCH')) return false;
+  const c = e.context as Partial<MismatchedCalls>;
+  const t = c.theirs;
+  return c.mine !== undefined && t !== undefined && t.kind === 'allreduce' && t.dtype === 'float32' && t.op === 'mean' && t.opSeq === c.mine.opSeq;
 }
 
 interface SparsePart {

@@ -213,13 +213,22 @@ export class ShmCollective {
     return { ...this.st };
   }
 
-  /** In place on `data`: every rank ends with op over all ranks (int32 'mean' truncates toward zero). Collective. */
-  allreduce(data: NumericArray, op: CollectiveOp = 'sum'): Promise<void> {
+  /**
+   * In place on `data`: every rank ends with op over all ranks (int32 'mean' truncates toward zero). Collective.
+   *
+   * `guard` (a uint32, default 0) must be the same on every rank: it travels in the op's descriptor (the field a
+   * broadcast uses for its root) and is compared with the element count, dtype and op before anything is reduced,
+   * so a caller can fold its own agreement check into the data op. A difference is ERR_MISMATCH on every rank,
+   * `data` untouched and the group usable, like any mismatched call (`RingSync` folds its tensor-list signature
+   * and NaN flag into its first gradient allreduce this way). The error's context has both calls (`MismatchedCalls`).
+   */
+  allreduce(data: NumericArray, op: CollectiveOp = 'sum', guard = 0): Promise<void> {
     const dt = dtypeCode(data);
     if (dt === 3) throw Errors.invalidArg('data', 'must be a Float32Array, Float64Array or Int32Array for allreduce');
     const code = OPS[op];
     if (code === undefined) throw Errors.invalidArg('op', `must be sum|mean|min|max, got ${String(op)}`);
-    return this.enqueue(KIND.allreduce, dt, code, data, 0);
+    if (!(Number.isInteger(guard) && guard >= 0 && guard <= 0xffffffff)) throw Errors.invalidArg('guard', `must be an integer in [0, 2^32), got ${guard}`);
+    return this.enqueue(KIND.allreduce, dt, code, data, guard);
   }
 
   /** Copy `root`'s `data` into every rank's `data` (same length and type everywhere). Collective. */
@@ -292,7 +301,7 @@ export class ShmCollective {
     let e: ShoalError;
     switch (code) {
       case 'ERR_MISMATCH':
-        return Errors.mismatch('shm-collective', message, { rank: this.rank });
+        return Errors.mismatch('shm-collective', message, { rank: this.rank, ...parseMismatch(message) });
       case 'ERR_TIMEOUT':
         e = Errors.timeout(message, this.timeoutMs, { rank: this.rank });
         break;
@@ -328,4 +337,38 @@ export class ShmCollective {
   abort(): void {
     if (!this.closedFlag) this.native.abort(ABORT_ERROR);
   }
+}
+
+/** One side of a mismatched call, as the native side describes it (the guard of an allreduce is not shown). */
+export interface CallDescription {
+  rank: number;
+  kind: 'allreduce' | 'broadcast';
+  count: number;
+  dtype: string;
+  /** The reduce op of an allreduce, `root N` of a broadcast. */
+  op: string;
+  opSeq: number;
+}
+/** Context of a mismatch ERR_MISMATCH: this rank's call and the first rank's whose call differs. */
+export interface MismatchedCalls {
+  mine: CallDescription;
+  theirs: CallDescription;
+}
+
+const CALL = String.raw`rank (\d+) calls (allreduce|broadcast)\((\d+) x (\w+), ([^,]+), op #(\d+)\)`;
+const MISMATCH_RE = new RegExp(`^${CALL}, ${CALL}$`);
+
+/** The two calls of a native mismatch message (shmcoll.cc `checkDescs`), or nothing when it has another form. */
+function parseMismatch(message: string): Partial<MismatchedCalls> {
+  const m = MISMATCH_RE.exec(message);
+  if (!m) return {};
+  const call = (i: number): CallDescription => ({
+    rank: Number(m[i]),
+    kind: m[i + 1] as CallDescription['kind'],
+    count: Number(m[i + 2]),
+    dtype: m[i + 3]!,
+    op: m[i + 4]!,
+    opSeq: Number(m[i + 5]),
+  });
+  return { mine: call(1), theirs: call(7) };
 }

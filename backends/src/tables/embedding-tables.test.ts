@@ -7,7 +7,7 @@ import { memoryPsCluster } from '../ps/testing/memory-cluster.js';
 import { memoryGroups } from '../ring/memory-groups.js';
 import { RingSync } from '../ring/ring-sync.js';
 import type { GradientSync, RowSparseTensor } from '../api.js';
-import { EmbeddingTables } from './embedding-tables.js';
+import { EmbeddingTables, type TablesState } from './embedding-tables.js';
 import { fuseTables, splitTables } from './fuse-tables.js';
 import { LocalOptimizer } from './local-optimizer.js';
 
@@ -133,6 +133,100 @@ test('server-held tables (auto placement with ps): the same values as replicated
   } finally {
     await c.close();
   }
+});
+
+/** Rounds [from, to) of a two-rank run on `tables` (deterministic row gradients that depend on the rows pulled). */
+async function rounds(tables: EmbeddingTables[], from: number, to: number): Promise<void> {
+  for (let round = from; round < to; round++) {
+    await Promise.all(tables.map(async (t, rank) => {
+      const ids = [Int32Array.of(rank, 3), Int32Array.of(round % 4, 3)];
+      const got = await t.pull(ids);
+      const grads: RowSparseTensor[] = t.specs.map((sp, k) => ({ ...sp, rowIds: ids[k]!, rows: got[k]!.map((x, i) => x * 0.5 + (rank + 1) * (i + 1) * (k ? -1 : 1)) }));
+      await t.push(grads);
+    }));
+  }
+}
+
+const SPECS = [{ name: 'user', numRows: 5, rowSize: 2 }, { name: 'item', numRows: 4, rowSize: 3 }];
+const INIT = () => [Float32Array.from({ length: 10 }, (_, i) => i / 10), Float32Array.from({ length: 12 }, (_, i) => -i / 10)];
+const ADAM = { type: 'adam', lr: 0.1, rowStep: true } as const;
+const sameBits = (got: Float32Array[], want: Float32Array[], what: string): void => want.forEach((w, k) => {
+  for (let i = 0; i < w.length; i++) if (!Object.is(got[k]![i], w[i])) assert.unreachable(`${what}: table ${k}[${i}] = ${got[k]![i]}, uninterrupted ${w[i]}`);
+});
+
+test('server-held tables: exported after 3 rounds and restored on fresh servers (3 shards instead of 2), the next 3 rounds are bit-identical', async () => {
+  const run = async (numServers: number, fn: (syncs: PsSync[]) => Promise<void>) => {
+    const c = await memoryPsCluster({ numServers, numWorkers: 2, mode: 'sync', timeoutMs: 10_000 });
+    try { await fn(c.workers.map((w) => new PsSync(w))); } finally { await c.close(); }
+  };
+  let want: Float32Array[] = [];
+  await run(2, async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, INIT(), { optimizer: ADAM })));
+    await rounds(t, 0, 6);
+    want = await t[0]!.pullAll();
+  });
+  let saved: TablesState | null = null;
+  await run(2, async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, INIT(), { optimizer: ADAM })));
+    await rounds(t, 0, 3);
+    saved = await t[0]!.exportState(); // rank 0 alone, between its push and the next
+    assert.is(saved.keys.length, 1, 'one fused key');
+    assert.is(saved.keys[0]!.version, 3);
+    assert.equal(Object.keys(saved.keys[0]!.state).sort(), ['m', 'rowStep', 'v']);
+  });
+  await run(3, async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, s.rank === 0 ? INIT() : undefined, { optimizer: ADAM, restore: saved! })));
+    await rounds(t, 3, 6);
+    sameBits(await t[0]!.pullAll(), want, 'resumed');
+    sameBits(await t[1]!.pullAll(), want, 'resumed, rank 1');
+    // Without the optimizer state the same values give other bits: the state is what makes it exact.
+  });
+  await run(3, async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, s.rank === 0 ? saved!.keys.length ? splitSaved(saved!) : INIT() : undefined, { optimizer: ADAM })));
+    await rounds(t, 3, 6);
+    const got = await t[0]!.pullAll();
+    assert.ok(got.some((g, k) => g.some((x, i) => x !== want[k]![i])), 'values alone do not resume exactly');
+  });
+});
+
+/** The tables' values held in a fused server export (rows padded to the widest table). */
+function splitSaved(s: TablesState): Float32Array[] {
+  const all = s.keys[0]!.data, W = 3;
+  let base = 0;
+  return SPECS.map((t) => {
+    const out = new Float32Array(t.numRows * t.rowSize);
+    for (let r = 0; r < t.numRows; r++) out.set(all.subarray((base + r) * W, (base + r) * W + t.rowSize), r * t.rowSize);
+    base += t.numRows;
+    return out;
+  });
+}
+
+test('replicated tables: exported after 3 rounds and restored on every rank, the next 3 rounds are bit-identical', async () => {
+  const run = async (fn: (syncs: RingSync[]) => Promise<void>) => {
+    const groups = await memoryGroups(2, { timeoutMs: 10_000 });
+    const syncs = groups.map((g) => new RingSync(g));
+    try { await fn(syncs); } finally { await Promise.all(syncs.map((s) => s.close())); }
+  };
+  let want: Float32Array[] = [];
+  await run(async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, INIT(), { placement: 'replicated', optimizer: ADAM })));
+    await rounds(t, 0, 6);
+    want = await t[1]!.pullAll();
+  });
+  let saved: TablesState | null = null;
+  await run(async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, INIT(), { placement: 'replicated', optimizer: ADAM })));
+    await rounds(t, 0, 3);
+    saved = await t[0]!.exportState();
+    assert.equal(saved.keys.map((k) => k.version), [3, 3]);
+  });
+  await run(async (syncs) => {
+    const t = await Promise.all(syncs.map((s) => EmbeddingTables.create(s, SPECS, undefined, { placement: 'replicated', optimizer: ADAM, restore: saved! })));
+    await rounds(t, 3, 6);
+    for (const rank of [0, 1]) sameBits(await t[rank]!.pullAll(), want, `resumed rank ${rank}`);
+  });
+  // A server export into replicated tables is refused, naming both.
+  await rejects(EmbeddingTables.create(new LocalSync(), SPECS, undefined, { placement: 'replicated', optimizer: ADAM, restore: { ...saved!, placement: 'server' } }), /restore.*holds server tables, these are replicated/);
 });
 
 test('bad input: server placement without servers, wrong table sizes, a NaN gradient', async () => {

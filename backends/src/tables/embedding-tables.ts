@@ -1,6 +1,7 @@
 import { Errors } from '@shoal/core';
 import type { DenseTensor, GradientSync, RowSparseTensor } from '../api.js';
 import { psWorkerOf, ServerTables, type ServerTableSpec } from '../ps/server-tables.js';
+import type { KeyExport } from '../ps/worker/key-state.js';
 import { fuseTables, splitTables } from './fuse-tables.js';
 import { LocalOptimizer, type OptimizerSpec } from './local-optimizer.js';
 
@@ -17,6 +18,22 @@ export interface EmbeddingTablesOptions {
   optimizer: OptimizerSpec;
   /** Key prefix on the servers (default `t:`); each set of tables sharing servers needs its own. */
   prefix?: string;
+  /**
+   * Start from a checkpoint (`exportState` of tables with the same specs, placement and optimizer) instead of the
+   * initial values: values, optimizer state and update counts, so training goes on exactly. Server placement:
+   * rank 0's is used (the servers must be fresh); replicated: every rank passes the same one.
+   */
+  restore?: TablesState;
+}
+
+/**
+ * The tables with their optimizer state, as `EmbeddingTables.exportState` copies them for a checkpoint: server
+ * placement, the servers' keys (one when fused; `KVWorker.exportKeys`); replicated, one entry per table (its
+ * values, the local optimizer's state and update count as `version`).
+ */
+export interface TablesState {
+  placement: 'server' | 'replicated';
+  keys: KeyExport[];
 }
 
 /**
@@ -46,13 +63,14 @@ export class EmbeddingTables {
 
   /**
    * Declare the tables (collective). `values`: one full table per spec (`numRows * rowSize`), rank 0's are the
-   * initial ones; with server placement other ranks may pass `undefined` and no rank keeps a copy.
+   * initial ones; with server placement other ranks may pass `undefined` and no rank keeps a copy. With
+   * `o.restore` the values may be left out.
    */
   static async create(sync: GradientSync, specs: readonly ServerTableSpec[], values: readonly Float32Array[] | undefined, o: EmbeddingTablesOptions): Promise<EmbeddingTables> {
     const kv = psWorkerOf(sync);
     const placement = (o.placement ?? 'auto') === 'auto' ? (kv ? 'server' : 'replicated') : o.placement!;
     if (placement !== 'server' && placement !== 'replicated') throw Errors.invalidArg('placement', `must be auto|server|replicated, got ${JSON.stringify(placement)}`);
-    if (values !== undefined || sync.rank === 0 || placement === 'replicated') {
+    if (values !== undefined || (o.restore === undefined && (sync.rank === 0 || placement === 'replicated'))) {
       if (values?.length !== specs.length) throw Errors.invalidArg('values', `need ${specs.length} initial tables, got ${values?.length ?? 'none'}`);
       specs.forEach((t, k) => {
         if (values[k]!.length !== t.numRows * t.rowSize) throw Errors.invalidArg(`initial table ${t.name}`, `has ${values[k]!.length} values, expected ${t.numRows} x ${t.rowSize}`);
@@ -62,11 +80,36 @@ export class EmbeddingTables {
       if (kv === null) throw Errors.config('tables', `server-held tables need the ps or hybrid backend (parameter servers), got ${sync.kind}`);
       // One row-sparse key for all tables: each step's pull and push is one request per server, not one per table.
       const server = new ServerTables(kv, specs, { updater: o.optimizer, fused: !(o.optimizer as { wd?: number }).wd, prefix: o.prefix ?? 't:' });
-      await server.init(sync.rank === 0 ? values : undefined);
+      if (o.restore && sync.rank === 0) await server.init(undefined, checkRestore(o.restore, 'server').keys);
+      else await server.init(sync.rank === 0 ? values : undefined);
       return new EmbeddingTables('server', specs, sync, server, null, null);
     }
+    const optimizer = new LocalOptimizer(o.optimizer);
+    if (o.restore) {
+      const keys = checkRestore(o.restore, 'replicated').keys;
+      if (keys.length !== specs.length || keys.some((k, i) => k.data.length !== specs[i]!.numRows * specs[i]!.rowSize)) {
+        throw Errors.invalidArg('restore', `holds tables of ${keys.map((k) => k.data.length).join(', ')} values, these are ${specs.map((t) => t.numRows * t.rowSize).join(', ')}`);
+      }
+      optimizer.importState(Object.fromEntries(keys.map((k, i) => [specs[i]!.name, { state: k.state, step: k.version }])));
+      return new EmbeddingTables('replicated', specs, sync, null, keys.map((k) => Float32Array.from(k.data)), optimizer);
+    }
     await sync.broadcastParameters(specs.map((t, k): DenseTensor => ({ name: t.name, shape: [t.numRows, t.rowSize], data: values![k]! })));
-    return new EmbeddingTables('replicated', specs, sync, null, [...values!], new LocalOptimizer(o.optimizer));
+    return new EmbeddingTables('replicated', specs, sync, null, [...values!], optimizer);
+  }
+
+  /**
+   * A copy of the tables and their optimizer state for a checkpoint (restore it with `create(..., { restore })`).
+   * Server placement: read from the servers, so call it after a `push` settled and before the next one (the
+   * round boundary; no other rank can move the tables meanwhile); one rank suffices. Replicated: this rank's
+   * copy, equal on every rank.
+   */
+  async exportState(): Promise<TablesState> {
+    if (this.server) return { placement: 'server', keys: await this.server.exportState() };
+    const st = this.optimizer!.exportState();
+    return {
+      placement: 'replicated',
+      keys: this.specs.map((t, k) => ({ key: t.name, data: Float32Array.from(this.tables![k]!), state: st[t.name]?.state ?? {}, version: st[t.name]?.step ?? 0 })),
+    };
   }
 
   /** The full tables this rank holds (replicated, updated in place by `push`), or null (server). */
@@ -130,6 +173,11 @@ export class EmbeddingTables {
   stats(): { bytesSent: number; bytesReceived: number } {
     return this.server ? this.server.stats() : { bytesSent: 0, bytesReceived: 0 };
   }
+}
+
+function checkRestore(r: TablesState, placement: 'server' | 'replicated'): TablesState {
+  if (r.placement !== placement) throw Errors.invalidArg('restore', `holds ${r.placement} tables, these are ${placement}`);
+  return r;
 }
 
 /** Engines without row-sparse support: scatter into a full dense table, allreduce it, keep the rows that are non-zero. */

@@ -4,6 +4,12 @@ import { adagradUpdater, adamUpdater, sgdUpdater, type ServerUpdater, type Updat
 /** The built-in optimizers (`UpdaterSpec` without `module`), run on the worker instead of a server. */
 export type OptimizerSpec = Exclude<UpdaterSpec, { type: 'module' | 'assign' | 'add' }>;
 
+/** One parameter's optimizer state (moments, per-row counts) and its update count, as a checkpoint holds it. */
+export interface ParameterState {
+  state: Record<string, FloatArray>;
+  step: number;
+}
+
 /**
  * The parameter servers' optimizers (`adamUpdater`, `adagradUpdater`, `sgdUpdater`) applied in this process, one
  * state per named parameter: the same rule and native kernels a server runs on a key, so a parameter stepped
@@ -52,6 +58,22 @@ export class LocalOptimizer {
     let b = 0;
     for (const [k, s] of this.state) if (name === undefined || k === name) for (const a of Object.values(s.state)) b += a.byteLength;
     return b;
+  }
+
+  /** A copy of every parameter's state (a checkpoint; `importState` puts it back, so the next steps are exact). */
+  exportState(): Record<string, ParameterState> {
+    const out: Record<string, ParameterState> = {};
+    for (const [k, s] of this.state) out[k] = { step: s.step, state: Object.fromEntries(Object.entries(s.state).map(([n, a]) => [n, a.slice()])) };
+    return out;
+  }
+
+  /** Replace every parameter's state by a copy of `saved` (from `exportState`). */
+  importState(saved: Readonly<Record<string, ParameterState>>): void {
+    this.state.clear();
+    for (const [k, s] of Object.entries(saved)) {
+      if (!(Number.isInteger(s.step) && s.step >= 0)) throw Errors.invalidArg(`optimizer state of ${k}`, `needs a step count >= 0, got ${s.step}`);
+      this.state.set(k, { step: s.step, state: Object.fromEntries(Object.entries(s.state).map(([n, a]) => [n, a.slice()])) });
+    }
   }
 
   /** Forget the state of `name` (all parameters without it): the next step starts from zero moments. */

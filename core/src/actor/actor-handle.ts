@@ -72,6 +72,11 @@ export class ActorClient<T> {
     this.deadListeners.push(cb);
   }
 
+  /** See `RpcClient.limitOutgoing`; for the current connection (a reconnect starts without a bound). */
+  limitOutgoing(bytes: number, reason: string): void {
+    this.rpc.limitOutgoing(bytes, reason);
+  }
+
   call(method: string, args: readonly unknown[], io?: CallOptions): Promise<unknown> {
     return this.rpc.call(method, args, io);
   }

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { Errors } from '../errors.js';
 import type { Store } from '../store/store.js';
 import { asText } from '../store/store.js';
-import type { Connection, Listener, Transport } from '../transport/transport.js';
+import { checkIncomingLimit, type Connection, type Listener, type Transport } from '../transport/transport.js';
 import { encodeParts, FramePool, type EncodedMessage } from './codec.js';
 import { DEFAULT_EXTERNAL_MIN_BYTES, errorInfo, recvParts, sendParts, type RecvTargets } from './rpc.js';
 import { checkArgs, remoteSpecOf, type ArgCheck } from './remote.js';
@@ -25,6 +25,14 @@ import { checkArgs, remoteSpecOf, type ArgCheck } from './remote.js';
  * per segment index to receive that segment straight into (transports with `recvInto`; others ignore it). The
  * method then gets views of those buffers. It is a hint: the actor must check, in the method, whether an argument
  * is one of its buffers.
+ *
+ * Incoming bound: an actor class may declare `static readonly callerBound = { bytes, reason }`, the largest message
+ * (a frame, or one array segment) any caller may send before it says more; a larger one closes that caller's
+ * connection at once with one warning naming the peer and the sizes, before anything is reserved for its body
+ * (transports with `limitIncoming`; segments announced in a frame are checked here before they are received). A
+ * method may raise the bound of its own caller with `raiseCallerBound` (the parameter server does when a worker
+ * declares its keys), before it replies: the caller sends what needs the larger bound only after the reply. Without
+ * `callerBound` messages are bounded only by the transport's maximum.
  *
  * Mailbox: requests on one connection are started in arrival order. `mailbox: 'serial'` (the classic actor)
  * runs one call at a time across all callers; `'reentrant'` starts each call on arrival, so an async method
@@ -51,8 +59,23 @@ export interface ServeActorOptions {
 /** Lifecycle hooks an actor may define; the runtime calls them, callers cannot. */
 const HOOKS = new Set(['onActorStart', 'onActorStop', 'onCallerClosed', 'recvTargets']);
 
+/** An actor's bound on the messages of one caller (see the module comment). */
+export interface CallerBound {
+  /** The largest message (a frame or one array segment), bytes. */
+  bytes: number;
+  /** What bounds it, for the error (e.g. `the keys this worker declared`). */
+  reason: string;
+}
+
+/** One caller's connection, its id and its bound (undefined: the actor sets none). */
+interface CallerState {
+  id: string;
+  conn: Connection;
+  bound: CallerBound | undefined;
+}
+
 /** The caller of the actor method running now (see `currentCaller`). */
-const callerContext = new AsyncLocalStorage<string>();
+const callerContext = new AsyncLocalStorage<CallerState>();
 
 /**
  * Inside an actor method: an id for the connection that made this call (stable for the connection's life). An
@@ -60,7 +83,33 @@ const callerContext = new AsyncLocalStorage<string>();
  * it can stop waiting for it. Undefined outside an actor call.
  */
 export function currentCaller(): string | undefined {
-  return callerContext.getStore();
+  return callerContext.getStore()?.id;
+}
+
+/**
+ * Inside an actor method: let the caller making this call send messages of up to `bytes` from now on (never lowers
+ * the bound; see the module comment). Returns the bound now in force (Infinity for an actor without
+ * `callerBound`). Throws ERR_STATE outside an actor call.
+ */
+export function raiseCallerBound(bytes: number, reason: string): number {
+  const c = callerContext.getStore();
+  if (!c) throw Errors.state('raiseCallerBound must be called inside an actor method');
+  checkIncomingLimit(bytes, reason);
+  if (c.bound === undefined) return Infinity;
+  if (bytes > c.bound.bytes) {
+    c.bound = { bytes, reason };
+    c.conn.limitIncoming?.(bytes, reason);
+  }
+  return c.bound.bytes;
+}
+
+/** The `callerBound` an actor's class declares, checked (undefined when it declares none). */
+function callerBoundOf(instance: object, name: string): CallerBound | undefined {
+  const b = (instance.constructor as { callerBound?: unknown } | undefined)?.callerBound as CallerBound | undefined;
+  if (b === undefined) return undefined;
+  if (b === null || typeof b !== 'object') throw Errors.invalidArg(`actor ${name} callerBound`, 'must be { bytes, reason }');
+  checkIncomingLimit(b.bytes, b.reason);
+  return { bytes: b.bytes, reason: b.reason };
 }
 
 export const actorKeys = {
@@ -77,7 +126,9 @@ export async function actorEpoch(store: Store, name: string, timeoutMs: number):
 export class ActorServer {
   private readonly conns = new Set<Connection>();
   private readonly pools = new WeakMap<Connection, FramePool>();
-  private readonly callerIds = new WeakMap<Connection, string>();
+  private readonly callers = new WeakMap<Connection, CallerState>();
+  /** The class's `callerBound`: every caller's bound until a method raises it. */
+  private readonly initialBound: CallerBound | undefined;
   private nextCaller = 0;
   private readonly listeners = new Set<Listener>();
   private nextDoor = 0;
@@ -100,6 +151,7 @@ export class ActorServer {
       names.set(k, checks);
     }
     this.methods = names;
+    this.initialBound = callerBoundOf(instance, opts.name);
     const hook = (instance as { recvTargets?: (m: string, a: unknown[], x: readonly number[]) => readonly (Uint8Array | undefined)[] | undefined }).recvTargets;
     if (typeof hook === 'function') {
       this.targets = (value, xs) => {
@@ -126,7 +178,8 @@ export class ActorServer {
     if (this.stopped) return;
     const i = this.nextDoor++;
     const url = this.opts.listenUrl.replaceAll('{door}', `${this.opts.epoch}-${i}`).replaceAll('{actor}', this.opts.name);
-    const l = await this.opts.transport.listen(url);
+    // the bound applies from the connection's first byte where the transport can (a frame right behind the handshake)
+    const l = await this.opts.transport.listen(url, this.initialBound ? { incomingLimit: this.initialBound } : undefined);
     this.listeners.add(l);
     await this.opts.store.set(actorKeys.door(this.opts.name, this.opts.epoch, i), l.url);
     void l.accept({ timeoutMs: Infinity }).then(
@@ -149,14 +202,17 @@ export class ActorServer {
 
   private async serve(conn: Connection): Promise<void> {
     const caller = `${this.opts.epoch}:${this.nextCaller++}`;
-    this.callerIds.set(conn, caller);
+    const state: CallerState = { id: caller, conn, bound: this.initialBound };
+    this.callers.set(conn, state);
+    if (state.bound) conn.limitIncoming?.(state.bound.bytes, state.bound.reason);
     // the actor's recvTargets hook sees `currentCaller()` as its method will
     const hook = this.targets;
-    const targets: RecvTargets | undefined = hook && ((v, xs) => callerContext.run(caller, () => hook(v, xs)));
+    const targets: RecvTargets | undefined = hook && ((v, xs) => callerContext.run(state, () => hook(v, xs)));
+    const bound = () => state.bound;
     for (;;) {
       let req: { k: string; id: number; m: string; a: unknown[] };
       try {
-        req = (await recvParts(conn, targets)).value as typeof req;
+        req = (await recvParts(conn, targets, bound)).value as typeof req;
         const q = req as unknown as { k?: unknown; id?: unknown } | null;
         if (q === null || typeof q !== 'object' || q.k !== 'q' || typeof q.id !== 'number') throw Errors.badFrame(`request to actor ${this.opts.name}`, 'is not a request message');
       } catch (e) {
@@ -189,7 +245,7 @@ export class ActorServer {
       const fn = (this.instance as Record<string, (...a: unknown[]) => unknown>)[req.m]!;
       // A plain return value is encoded in the same turn the method ran (a consistent snapshot of any state it
       // returns); a promise is awaited first.
-      const r = callerContext.run(this.callerIds.get(conn) ?? '?', () => fn.apply(this.instance, req.a));
+      const r = callerContext.run(this.callers.get(conn) ?? { id: '?', conn, bound: undefined }, () => fn.apply(this.instance, req.a));
       const v = r !== null && typeof r === 'object' && typeof (r as { then?: unknown }).then === 'function' ? await r : r;
       // Big arrays in the result are sent from the actor's memory: an actor returning live state must not
       // change it before the reply is out (KVServer: guaranteed by its round structure; it copies otherwise).

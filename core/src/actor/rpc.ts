@@ -1,6 +1,6 @@
 import { Errors, ShoalError } from '../errors.js';
 import { MAX_TIMER_MS } from '../util.js';
-import type { Connection, IoOptions } from '../transport/transport.js';
+import { aboveLimitError, type Connection, type IoOptions } from '../transport/transport.js';
 import { DEFAULT_TIMEOUT_MS } from '../transport/transport.js';
 import { encodeParts, externalRef, finishDecode, FramePool, parseFrame, type EncodedMessage } from './codec.js';
 
@@ -60,12 +60,17 @@ export type RecvTargets = (value: unknown, externalBytes: readonly number[]) => 
 /**
  * Receive one whole message (frame and external segments) and decode it. With `targets`, external segments go
  * straight into the buffers it names when the transport can (`Connection.recvInto`); the decoded arrays are then
- * views of those buffers.
+ * views of those buffers. With `bound` (the receiver's bound on one message, read when the frame has arrived), a
+ * frame announcing a larger segment fails with ERR_BAD_FRAME before anything is reserved for it (the transport
+ * bounds each message it receives only when it has `limitIncoming`; the frame is checked here too).
  */
-export async function recvParts(conn: Connection, targets?: RecvTargets): Promise<{ value: unknown; bytes: number }> {
+export async function recvParts(conn: Connection, targets?: RecvTargets, bound?: () => { bytes: number; reason: string } | undefined): Promise<{ value: unknown; bytes: number }> {
   const frame = await conn.recv({ timeoutMs: Infinity });
+  const limit = bound?.();
+  if (limit && frame.byteLength > limit.bytes) throw aboveLimitError(`message from ${conn.remote}`, frame.byteLength, limit);
   const parsed = parseFrame(frame);
   const n = parsed.x.length;
+  if (limit) for (const x of parsed.x) if (x > limit.bytes) throw aboveLimitError(`array segment announced by ${conn.remote}`, x, limit);
   const ext: Uint8Array[] = [];
   let bytes = frame.byteLength;
   if (n === 0) return { value: finishDecode(parsed, ext), bytes };
@@ -116,6 +121,7 @@ export class RpcClient {
   private readonly timeoutMs: number;
   private readonly pool = new FramePool();
   private readonly externalMinBytes: number;
+  private outgoing: { bytes: number; reason: string } | undefined;
 
   constructor(
     private readonly conn: Connection,
@@ -136,6 +142,15 @@ export class RpcClient {
     return { ...this.counters };
   }
 
+  /**
+   * The actor's bound on this caller's messages (its `callerBound`, raised as its replies say): from now on a call
+   * whose frame or one of whose array segments is larger rejects with ERR_INVALID_ARG naming both sizes and sends
+   * nothing, where the actor would drop the connection.
+   */
+  limitOutgoing(bytes: number, reason: string): void {
+    this.outgoing = { bytes, reason };
+  }
+
   /** Called once when the connection breaks (not on `close()`), with the error calls now reject with. */
   onDead: ((err: ShoalError) => void) | undefined;
 
@@ -151,6 +166,13 @@ export class RpcClient {
     const id = this.nextId++;
     try {
       enc = encodeParts({ k: 'q', id, m: method, a: args }, { pool: this.pool, externalMinBytes: this.externalMinBytes });
+      const o = this.outgoing;
+      let big = o ? enc.frame.byteLength : 0;
+      if (o) for (const x of enc.external) big = Math.max(big, x.byteLength);
+      if (o && big > o.bytes) {
+        this.pool.give(enc.frame);
+        throw Errors.invalidArg(`call ${this.name}.${method}`, `sends a message of ${big} bytes, above ${o.reason} (${o.bytes} bytes)`);
+      }
     } catch (e) {
       return Promise.reject(e);
     }

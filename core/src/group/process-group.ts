@@ -71,6 +71,9 @@ export interface Header {
   aux: number;
 }
 
+/** What `recv` checks a received header against: `aux` left undefined is not checked (a collective that reads it). */
+export type ExpectedHeader = Omit<Header, 'aux'> & { aux?: number };
+
 export interface GroupStats {
   bytesSent: number;
   bytesReceived: number;
@@ -298,11 +301,11 @@ export class ProcessGroup {
   }
 
   /**
-   * Receive the next message from `r` and check its header against `expect` (fields left undefined are not
+   * Receive the next message from `r` and check its header against `expect` (`aux` left undefined is not
    * checked). Returns the payload as a view into the received message (owned by the caller), 8-byte aligned
    * when the transport's buffer is.
    */
-  async recv(r: number, expect: Header): Promise<{ payload: Uint8Array; header: Header }> {
+  async recv(r: number, expect: ExpectedHeader): Promise<{ payload: Uint8Array; header: Header }> {
     const c = await this.peer(r);
     return this.recvSplit(r, expect, () => c.recv({ timeoutMs: this.timeoutMs }));
   }
@@ -314,7 +317,7 @@ export class ProcessGroup {
    */
   private async recvSplit(
     r: number,
-    expect: Header,
+    expect: ExpectedHeader,
     head: () => Promise<Uint8Array>,
     body?: () => Promise<Uint8Array>,
   ): Promise<{ payload: Uint8Array; header: Header }> {
@@ -335,7 +338,7 @@ export class ProcessGroup {
       throw new ShoalError('ERR_MISMATCH', `rank ${this.rank}: rank ${r} broke the group on a mismatch: ${why}`, { rank: this.rank, peer: r, remote: true });
     }
     const got: Header = { tag: rawTag & ~SPLIT_FLAG, step: dv.getUint16(6, true), seq: dv.getUint32(8, true), aux: dv.getUint32(12, true) };
-    if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || got.aux !== expect.aux >>> 0) {
+    if (got.tag !== expect.tag || got.seq !== expect.seq >>> 0 || got.step !== (expect.step & 0xffff) || (expect.aux !== undefined && got.aux !== expect.aux >>> 0)) {
       throw Errors.mismatch(
         'collective',
         `rank ${this.rank} expected ${fmt(expect)} from rank ${r} but received ${fmt(got)}; ranks called collectives in a different order or with different sizes`,
@@ -479,6 +482,6 @@ export class ProcessGroup {
 /** Error codes that leave the pairs in an unknown state: the group cannot be used afterwards. */
 const BREAKING = new Set(['ERR_TIMEOUT', 'ERR_PEER_CLOSED', 'ERR_TRANSPORT', 'ERR_BAD_FRAME', 'ERR_MISMATCH', 'ERR_ABORTED', 'ERR_CLOSED']);
 
-function fmt(h: Header): string {
-  return `{${TAG_NAMES[h.tag] ?? `tag ${h.tag}`} op #${h.seq} step ${h.step} aux ${h.aux}}`;
+function fmt(h: ExpectedHeader): string {
+  return `{${TAG_NAMES[h.tag] ?? `tag ${h.tag}`} op #${h.seq} step ${h.step} aux ${h.aux ?? 'any'}}`;
 }

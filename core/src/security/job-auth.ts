@@ -149,6 +149,23 @@ export class JobAuth {
     return timingSafeEqual(this.proof(role, dialerNonce, listenerNonce), mac);
   }
 
+  /**
+   * A MAC over data the job stores outside its connections (an elastic commit in a shared folder): HMAC-SHA256
+   * under the secret of `purpose`, the job id and `data`. Only members of the job can make or check it.
+   */
+  seal(purpose: string, data: Uint8Array): Buffer {
+    const h = createHmac('sha256', this.#secret);
+    h.update(`${TAG}\0seal\0${purpose}\0${this.jobId}\0`);
+    h.update(data);
+    return h.digest();
+  }
+
+  /** Whether `mac` is `seal(purpose, data)` (constant-time compare). */
+  verifySeal(purpose: string, data: Uint8Array, mac: Uint8Array): boolean {
+    if (mac.byteLength !== PROOF_BYTES) return false;
+    return timingSafeEqual(this.seal(purpose, data), mac);
+  }
+
   /** A printable form that never shows the secret. */
   toString(): string {
     return `JobAuth(${this.jobId}${this.tls ? ', tls' : ''})`;

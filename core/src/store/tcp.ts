@@ -211,12 +211,12 @@ export class TcpStore implements Store {
     return r.header.n as number;
   }
 
-  /** The server's wall clock in microseconds (one round trip; `estimateClockOffset` takes several). */
-  async clock(): Promise<number> {
+  /** The server's wall clock in microseconds (one round trip; `estimateClockOffset` takes several). Bound: pass it as is. */
+  readonly clock = async (): Promise<number> => {
     const r = await this.call({ op: 'clock' }, undefined, this.timeoutMs, 'store clock');
     if (typeof r.header.us !== 'number' || !Number.isFinite(r.header.us)) throw Errors.badFrame(`store ${this.url}`, 'clock reply without a number');
     return r.header.us;
-  }
+  };
 
   prefixed(prefix: string): Store {
     return new PrefixStore(this, prefix);

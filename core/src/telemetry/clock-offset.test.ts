@@ -42,6 +42,8 @@ test('through the TCP store: a reference clock 7 s ahead is found to within half
     assert.ok(c.rttUs > 0 && c.rttUs < 1_000_000, `round trip ${c.rttUs} µs`);
     // the server read its clock inside [t0, t1] of the kept trip, so the error is at most half of it
     assert.ok(Math.abs(c.offsetUs - skew) <= c.rttUs / 2 + 1, `offset ${c.offsetUs} vs ${skew} (rtt ${c.rttUs})`);
+    const direct = await estimateClockOffset(store.clock, 'the client itself', { samples: 2 });
+    assert.ok(Math.abs(direct.offsetUs - skew) <= direct.rttUs / 2 + 1, 'the client\'s own clock method works detached');
   } finally {
     await store.close();
     await server.close();

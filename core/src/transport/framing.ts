@@ -81,9 +81,19 @@ export class FrameDecoder {
     this.pooledBytes += len;
   }
 
-  /** Accept at most `bytes` per message from the next header on (`Connection.limitIncoming`). */
-  limit(bytes: number, reason: string): void {
+  /**
+   * Accept at most `bytes` per message from the next header on (`Connection.limitIncoming`). A message in progress
+   * that is larger (its header arrived before the bound was set, e.g. right behind the handshake) fails the stream
+   * at once and its buffer is dropped: returns that error, or null.
+   */
+  limit(bytes: number, reason: string): ShoalError | null {
     this.lowered = bytes < this.maxMessageBytes ? { bytes, reason } : undefined;
+    if (this.lowered && this.body && this.body.byteLength > bytes && !this.failed) {
+      this.failed = aboveLimitError(this.where, this.body.byteLength, this.lowered);
+      this.body = null;
+      return this.failed;
+    }
+    return null;
   }
 
   /** Bytes of a partially received message, for error messages; undefined between frames. */

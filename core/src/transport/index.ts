@@ -1,5 +1,5 @@
 /** @shoal/core/transport: every transport and what the packages above core need of them. */
-export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
+export { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type ListenOptions, type Listener, type Transport } from './transport.js';
 export { MemoryNetwork } from './memory.js';
 export { createNetTransport, NetTransport, type NetTransportOptions } from './net.js';
 export { createNngTransport, NngTransport, type NngTransportOptions } from './nng.js';

@@ -57,8 +57,11 @@ export class NetConnection implements Connection {
     private readonly opts: NetConnectionSettings,
     leftover: Uint8Array,
     input: DirectInput | null,
+    /** The bound from the first byte (`ListenOptions.incomingLimit`), before `leftover` is parsed. */
+    limit?: { bytes: number; reason: string },
   ) {
     this.decoder = new FrameDecoder(opts.maxMessageBytes, `net connection to ${remote}`, (m) => this.deliver(m), opts.allocate, opts.recvPoolBytes);
+    if (limit) this.decoder.limit(limit.bytes, limit.reason);
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
@@ -217,7 +220,8 @@ export class NetConnection implements Connection {
 
   limitIncoming(maxBytes: number, reason: string): void {
     checkIncomingLimit(maxBytes, reason);
-    this.decoder.limit(maxBytes, reason);
+    const err = this.decoder.limit(maxBytes, reason);
+    if (err) this.fail(err);
   }
 
   async close(): Promise<void> {

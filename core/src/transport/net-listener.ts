@@ -39,6 +39,8 @@ export class NetListener implements Listener {
     private readonly server: net.Server,
     private readonly addr: NetAddress,
     private readonly opts: NetListenerSettings,
+    /** `ListenOptions.incomingLimit`: the accepted connection's bound from its first byte. */
+    private readonly incomingLimit?: { bytes: number; reason: string },
   ) {
     this.pending.promise.catch(() => {});
     server.on('connection', (sock) => this.onConnection(sock));
@@ -88,7 +90,7 @@ export class NetListener implements Listener {
             for (const other of this.handshaking) other.destroy();
             this.handshaking.clear();
             sock.setKeepAlive(true, 10_000);
-            this.conn = new NetConnection(sock, remote, r.peerMaxMessageBytes, this.opts, r.leftover, input);
+            this.conn = new NetConnection(sock, remote, r.peerMaxMessageBytes, this.opts, r.leftover, input, this.incomingLimit);
             this.pending.resolve(this.conn);
           },
           (e: unknown) => {

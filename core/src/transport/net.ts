@@ -40,7 +40,7 @@ import { NetConnection } from './net-connection.js';
 import { dataEvents, DirectInput, directEvents } from './net-direct-input.js';
 import { dialerHandshake } from './net-handshake.js';
 import { isStaleSocket, listenOnce, NetListener, type NetListenerSettings } from './net-listener.js';
-import { DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type Listener, type Transport } from './transport.js';
+import { checkIncomingLimit, DEFAULT_TIMEOUT_MS, type Connection, type IoOptions, type ListenOptions, type Listener, type Transport } from './transport.js';
 import { formatTcpUrl, parseNetUrl, type NetAddress } from './url.js';
 
 export { FrameDecoder, NET_FRAME_MAGIC } from './framing.js';
@@ -115,7 +115,7 @@ export class NetTransport implements Transport {
     };
   }
 
-  async listen(url: string, opts?: IoOptions): Promise<Listener> {
+  async listen(url: string, opts?: ListenOptions): Promise<Listener> {
     const addr = parseNetUrl(url);
     if (opts?.signal?.aborted) throw Errors.aborted(`listen on ${url}`, opts.signal.reason);
     const server = net.createServer({ noDelay: true, pauseOnConnect: true });
@@ -134,7 +134,8 @@ export class NetTransport implements Transport {
         throw Errors.transport(url, `cannot listen: ${(e as Error).message}`, e);
       }
     }
-    const l = new NetListener(server, addr, this.opts);
+    if (opts?.incomingLimit) checkIncomingLimit(opts.incomingLimit.bytes, opts.incomingLimit.reason);
+    const l = new NetListener(server, addr, this.opts, opts?.incomingLimit);
     if (addr.scheme === 'tcp') {
       const bound = server.address() as net.AddressInfo;
       l.url = formatTcpUrl(addr.host, bound.port);

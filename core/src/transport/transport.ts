@@ -22,6 +22,16 @@ export interface IoOptions {
   signal?: AbortSignal;
 }
 
+/** Options of `Transport.listen`. */
+export interface ListenOptions extends IoOptions {
+  /**
+   * The bound the accepted connection starts with (as its `limitIncoming`), applied before any byte after the
+   * handshake is parsed: a frame right behind the handshake is checked too. Transports without it leave the bound
+   * to a `limitIncoming` call after `accept`.
+   */
+  incomingLimit?: { bytes: number; reason: string };
+}
+
 export interface Connection {
   /** Transport name ('memory', 'net', 'nng', 'shm'). */
   readonly transport: string;
@@ -84,7 +94,7 @@ export interface Transport {
   readonly name: string;
   /** Schemes this transport understands, e.g. ['tcp', 'ipc']. */
   readonly schemes: readonly string[];
-  listen(url: string, opts?: IoOptions): Promise<Listener>;
+  listen(url: string, opts?: ListenOptions): Promise<Listener>;
   /** Dial a listener; retries until it is up or the timeout passes. */
   dial(url: string, opts?: IoOptions): Promise<Connection>;
   /** Release transport-wide resources (threads, shared mappings). */

@@ -30,6 +30,10 @@ export interface DemoOptions {
   compareWorkers: number[];
   /** TensorBoard logs of every training run under this folder, or null. */
   logdir: string | null;
+  /** Step checkpoints in this folder, resumed from when it holds one; or null. */
+  checkpoint: string | null;
+  checkpointEverySteps: number | null;
+  checkpointEverySeconds: number | null;
   help: boolean;
 }
 
@@ -63,21 +67,29 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --no-eval-each-epoch     evaluate on the test period only after the last epoch
   --logdir DIR             TensorBoard logs: one run per training run (DIR/run-<backend>-w<N>/select-lr<lr>,
                            .../final), loss, samples/s, step times, validation HR@10, system metrics
-  --job-timeout-min M      limit on one training job, model selection included (default 120)`;
+  --job-timeout-min M      limit on one training job, model selection included (default 120)
+  --checkpoint DIR         step checkpoints of the training job in DIR (dense layers, tables and every optimizer
+                           state, the position, the selection runs done); the same command run again resumes
+                           from the newest and ends as the uninterrupted run would; a checkpoint written with
+                           other flags, seed or worker count is refused
+  --checkpoint-every-steps K   write one every K steps of a training run
+  --checkpoint-every-seconds S write one when S seconds passed since the last (default 60 when neither is given)`;
 
 const FLAGS = {
   workers: { type: 'string' }, servers: { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
   'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
   lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
-  'no-eval-each-epoch': { type: 'boolean' }, logdir: { type: 'string' }, 'job-timeout-min': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'no-eval-each-epoch': { type: 'boolean' }, logdir: { type: 'string' }, 'job-timeout-min': { type: 'string' },
+  checkpoint: { type: 'string' }, 'checkpoint-every-steps': { type: 'string' }, 'checkpoint-every-seconds': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
     workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
-    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], logdir: null, help: false,
+    maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], logdir: null,
+    checkpoint: null, checkpointEverySteps: null, checkpointEverySeconds: null, help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
@@ -129,6 +141,20 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     o.logdir = str('logdir')!;
   }
   if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
+  if (str('checkpoint') !== undefined) {
+    if (str('checkpoint')!.trim() === '') throw Errors.invalidArg('--checkpoint', `must be a folder path, got ${JSON.stringify(str('checkpoint'))}`);
+    o.checkpoint = str('checkpoint')!;
+  }
+  if (str('checkpoint-every-steps') !== undefined) o.checkpointEverySteps = int('--checkpoint-every-steps', str('checkpoint-every-steps'), 1);
+  if (str('checkpoint-every-seconds') !== undefined) {
+    const x = Number(str('checkpoint-every-seconds'));
+    if (!(x > 0)) throw Errors.invalidArg('--checkpoint-every-seconds', `must be a positive number, got ${JSON.stringify(str('checkpoint-every-seconds'))}`);
+    o.checkpointEverySeconds = x;
+  }
+  if (o.checkpoint === null && (o.checkpointEverySteps !== null || o.checkpointEverySeconds !== null)) {
+    throw Errors.invalidArg(o.checkpointEverySteps !== null ? '--checkpoint-every-steps' : '--checkpoint-every-seconds', 'needs --checkpoint DIR');
+  }
+  if (o.checkpoint !== null && o.checkpointEverySteps === null && o.checkpointEverySeconds === null) o.checkpointEverySeconds = 60;
   if (v.help === true) o.help = true;
   if (o.backend === 'ring' && o.tables === 'server') throw Errors.invalidArg('--tables', 'server needs parameter servers: use --backend ps or hybrid');
   for (const w of [o.workers, ...o.compareWorkers]) {

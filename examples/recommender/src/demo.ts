@@ -52,6 +52,7 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string, re
     itemItem: refs ? easeFiles(refs.ease.fitPath.replace(/-ease-fit\.f32$/, '')) : null,
     evalEachEpoch: o.evalEachEpoch,
     logdir: o.logdir === null ? null : resolve(o.logdir),
+    checkpoint: o.checkpoint === null ? null : { dir: resolve(o.checkpoint), everySteps: o.checkpointEverySteps, everySeconds: o.checkpointEverySeconds },
   };
 }
 

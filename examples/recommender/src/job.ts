@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { GradientSync } from '@shoal/backends';
+import { JobCheckpoint, type CheckpointSpec, type RunIdentity, type SelectionRun } from './checkpoint.js';
 import { historyLists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
 import { BasketModel, type ModelOptions, type Tf } from './model.js';
@@ -27,7 +28,7 @@ export interface JobSpec {
   /** Folder rank 0 writes `train-result.json` into. */
   outDir: string;
   model: Partial<ModelOptions>;
-  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label' | 'onStep' | 'onEpochEnd'>;
+  train: Omit<TrainOptions, 'evalEachEpoch' | 'progress' | 'epochs' | 'earlyStop' | 'tablePrefix' | 'label' | 'onStep' | 'onEpochEnd' | 'checkpoint'>;
   /** Fixed epoch count, or 0: chosen on validation (`select`). */
   epochs: number;
   /** Fixed tower weight (`BasketModel.towerScale`), or null: chosen on validation. */
@@ -43,6 +44,8 @@ export interface JobSpec {
   progress: boolean;
   /** TensorBoard logs of every training run under this folder (`select-lr<lr>`, `final`; rank 0), or null. */
   logdir: string | null;
+  /** Step checkpoints (`--checkpoint DIR`): written by rank 0, resumed from when the folder holds one; or null. */
+  checkpoint: CheckpointSpec | null;
 }
 
 export interface TrainResult {
@@ -53,7 +56,7 @@ export interface TrainResult {
   epochs: EpochStats[];
   final: RankingMetrics;
   /** What model selection chose, and the validation HR@10 per epoch of every candidate (null: flags fixed both). */
-  selection: { lr: number; epochs: number; towerScale: number; runs: { lr: number; validHr: number[]; towerHr: { scale: number; hr: number }[]; seconds: number }[] } | null;
+  selection: { lr: number; epochs: number; towerScale: number; runs: SelectionRun[] } | null;
   lr: number;
   towerScale: number;
   trainSeconds: number;
@@ -82,6 +85,7 @@ export const DEFAULT_SPEC: Omit<JobSpec, 'preparedPath' | 'outDir'> = {
   evalEachEpoch: true,
   progress: true,
   logdir: null,
+  checkpoint: null,
 };
 
 /** TrainOptions hooks for one run: the progress bar and, with a logdir, rank 0's TensorBoard run `name`. */
@@ -101,17 +105,22 @@ function runHooks(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, sync: Gradient
  */
 export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync: GradientSync, spec: Omit<JobSpec, 'preparedPath' | 'outDir'>): Promise<TrainResult> {
   const t0 = performance.now();
+  const ck = spec.checkpoint ? await JobCheckpoint.open(spec.checkpoint, runIdentity(spec, data, sync.size, sync.kind), sync) : null;
+  const resumed = ck?.job ?? null;
+  if (resumed && sync.rank === 0 && spec.progress) process.stderr.write(`resuming from ${spec.checkpoint!.dir}: training run ${resumed.run + 1} (${resumed.runs.length} selection run(s) done)\n`);
   let run = 0;
   let lr = spec.model.lr ?? null, epochs = spec.epochs;
   let selection: TrainResult['selection'] = null;
+  const runs: NonNullable<TrainResult['selection']>['runs'] = resumed ? [...resumed.runs] : [];
+  let best = resumed ? { ...resumed.best } : { hr: -1, lr: 0, epochs: 0, scale: 1 };
   if (lr === null || epochs === 0 || spec.towerScale === null) {
     const fit = sliceBaskets(data.train, 0, data.fitBaskets);
     const hist = historyLists(fit, fit, spec.historyMax);
     const validHist = historyLists(fit, data.valid, spec.historyMax);
     const w = spec.itemItem ? readItemItem(spec.itemItem, 'fit') : null;
-    const runs: NonNullable<TrainResult['selection']>['runs'] = [];
-    let best = { hr: -1, lr: 0, epochs: 0, scale: 1 };
     for (const l of lr !== null ? [lr] : spec.select.lrs) {
+      const thisRun = run++;
+      if (resumed && thisRun < resumed.run) continue; // finished before the checkpoint: its figures are in `runs`
       const r0 = performance.now();
       const model = new BasketModel(tf, data.numUsers, data.numItems, { ...spec.model, lr: l }, sync.rank);
       model.testHistory = validHist;
@@ -119,7 +128,8 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
       model.setFeatures(data.features ?? null);
       const hooks = runHooks(spec, sync, `select-lr${l}`, l);
       const ep = await trainModel(model, fit, hist, sync, {
-        ...spec.train, ...hooks.opts, epochs: epochs || spec.select.maxEpochs, label: `[select lr ${l}]`, tablePrefix: `t${run++}:`,
+        ...spec.train, ...hooks.opts, epochs: epochs || spec.select.maxEpochs, label: `[select lr ${l}]`, tablePrefix: `t${thisRun}:`,
+        checkpoint: ck?.forRun({ run: thisRun, runs: [...runs], best: { ...best } }) ?? null,
         evalEachEpoch: { test: data.valid, numItems: data.numItems }, earlyStop: epochs ? null : { patience: spec.select.patience },
       }).finally(hooks.close);
       const hrs = ep.map((e) => e.evalHr!);
@@ -133,7 +143,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
         if (hr > best.hr) best = { hr, lr: l, epochs: bestEpoch, scale };
       }
       model.invalidate();
-      runs.push({ lr: l, validHr: hrs, towerHr, seconds: (performance.now() - r0) / 1000 });
+      runs.push({ lr: l, validHr: hrs, losses: ep.map((e) => e.loss), towerHr, seconds: (performance.now() - r0) / 1000 });
     }
     lr = best.lr;
     epochs = epochs || best.epochs;
@@ -148,6 +158,7 @@ export async function runTraining(tf: Tf, tfjsLine: string, data: Prepared, sync
   const hooks = runHooks(spec, sync, 'final', lr);
   const epochStats = await trainModel(model, data.train, hist, sync, {
     ...spec.train, ...hooks.opts, epochs, tablePrefix: `t${run}:`,
+    checkpoint: ck?.forRun({ run, runs, best }) ?? null,
     evalEachEpoch: spec.evalEachEpoch ? { test: data.test, numItems: data.numItems } : null,
   }).finally(hooks.close);
   const trainSeconds = (performance.now() - t0) / 1000;
@@ -179,4 +190,29 @@ function suggestions(model: BasketModel, data: Prepared, n: number): Showcase[] 
     });
   }
   return out;
+}
+
+/** The flags that fix a run's trajectory: a checkpoint written under other values is refused. */
+export function runIdentity(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, data: Prepared, workers: number, backend: string): RunIdentity {
+  const t = spec.train;
+  return {
+    'data set': `${data.name} (${data.numItems} items, ${data.numUsers} users, ${data.train.offsets.length - 1} training baskets)`,
+    '--workers': workers,
+    '--backend': backend === 'local' ? 'ring' : backend,
+    '--tables': t.tables ?? 'auto',
+    '--server-optimizer': t.serverOptimizer ?? 'adam',
+    '--seed': t.seed,
+    '--batch': t.globalBatch,
+    '--targets-per-basket': t.targetsPerBasket,
+    '--max-steps': t.maxStepsPerEpoch ?? 0,
+    '--lr': spec.model.lr ?? 'chosen',
+    '--dim': spec.model.dim ?? 'default',
+    'model options': JSON.stringify(spec.model),
+    '--epochs': spec.epochs || 'chosen',
+    '--tower-weight': spec.towerScale ?? 'chosen',
+    'selection grid': JSON.stringify(spec.select),
+    'history length': spec.historyMax,
+    '--no-eval-each-epoch': !spec.evalEachEpoch,
+    'item-item features': spec.itemItem !== null,
+  };
 }

@@ -12,7 +12,8 @@ import { launch } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
 import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
-import { runTraining, type JobSpec, type TrainResult } from './job.js';
+import { checkCheckpoint } from './checkpoint.js';
+import { runIdentity, runTraining, type JobSpec, type TrainResult } from './job.js';
 import { loadPrepared } from './prepare.js';
 
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -22,6 +23,8 @@ async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: s
   const runDir = join(spec.outDir, label);
   mkdirSync(runDir, { recursive: true });
   const s: JobSpec = { ...spec, outDir: runDir, logdir: o.logdir === null ? null : resolve(o.logdir, label) };
+  // A checkpoint of other flags is refused here, in one line, before any worker starts.
+  if (s.checkpoint) checkCheckpoint(s.checkpoint.dir, runIdentity(s, loadPrepared(s.preparedPath), workers, o.backend));
   if (workers === 1 && o.backend === 'ring') {
     const rt = await setupTfjs({ backend: 'wasm' });
     const sync = new LocalSync();
@@ -60,7 +63,8 @@ async function main(): Promise<void> {
   for (const w of o.compareWorkers) {
     // The comparison runs train the final model with the main run's choices (same epochs, same learning rate).
     log(`      comparison run: ${w} worker(s), backend ${o.backend}, lr ${train.lr}, ${train.epochs.length} epochs`);
-    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, towerScale: train.towerScale, model: { ...spec.model, lr: train.lr } }, `run-${o.backend}-w${w}`);
+    const checkpoint = spec.checkpoint ? { ...spec.checkpoint, dir: join(spec.checkpoint.dir, `compare-w${w}`) } : null;
+    extraRuns[`${w} worker(s)`] = await trainRun(o, w, { ...spec, epochs: train.epochs.length, towerScale: train.towerScale, model: { ...spec.model, lr: train.lr }, checkpoint }, `run-${o.backend}-w${w}`);
   }
   if (o.compareWorkers.length > 0) extraRuns[`${o.workers} worker(s) (main run)`] = train;
   const command = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();

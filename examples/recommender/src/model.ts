@@ -1,5 +1,5 @@
 import type * as tfjs from '@tensorflow/tfjs';
-import { LocalOptimizer, type DenseTensor, type RowSparseTensor } from '@shoal/backends';
+import { LocalOptimizer, type DenseTensor, type ParameterState, type RowSparseTensor } from '@shoal/backends';
 import { Errors } from '@shoal/core';
 import { catalogFeatures, itemItemInverse, WIDE, wideFeatures, type ItemItemInverse, type Lists } from './features.js';
 import { effectiveTable, effectiveView, featureGradient, featureRows } from './feature-views.js';
@@ -361,6 +361,19 @@ export class BasketModel implements Recommender {
    */
   applyDenseGradients(dense: readonly DenseTensor[]): void {
     dense.forEach((g, i) => this.optimizer.step(this.dense[i]!.name, this.dense[i]!.data, g.data));
+    this.invalidate();
+  }
+
+  /** A copy of the dense layers' Adam state (moments and step counts), for a checkpoint. */
+  denseOptimizerState(): Record<string, ParameterState> { return this.optimizer.exportState(); }
+
+  /** Put back a checkpoint's dense values and their Adam state (`denseOptimizerState`), so training goes on exactly. */
+  setDenseState(values: readonly Float32Array[], opt: Readonly<Record<string, ParameterState>>): void {
+    if (values.length !== this.dense.length || values.some((v, i) => v.length !== this.dense[i]!.data.length)) {
+      throw Errors.data('checkpoint', `holds dense layers of ${values.map((v) => v.length).join(', ')} values, the model has ${this.dense.map((p) => p.data.length).join(', ')}`);
+    }
+    values.forEach((v, i) => this.dense[i]!.data.set(v));
+    this.optimizer.importState(opt);
     this.invalidate();
   }
 

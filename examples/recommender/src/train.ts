@@ -1,4 +1,4 @@
-import { EmbeddingTables, type GradientSync, type OptimizerSpec } from '@shoal/backends';
+import { EmbeddingTables, type DenseTensor, type GradientSync, type OptimizerSpec, type ParameterState, type TablesState } from '@shoal/backends';
 import { Errors, Rng } from '@shoal/core';
 import { ProgressBar, type LogSink } from '@shoal/wrappers';
 import type { Lists } from './features.js';
@@ -41,6 +41,37 @@ export interface TrainOptions {
   tablePrefix?: string;
   /** Progress-bar label before `epoch e/E`. */
   label?: string;
+  /** Step checkpoints of this run and the state to resume from (`checkpoint.ts`), or none. */
+  checkpoint?: RunCheckpoint | null;
+}
+
+/** An epoch's running sums at a step (what `EpochStats` is computed from); a checkpoint carries them. */
+export interface EpochSums {
+  loss: number; sparseRows: number; sparseBytes: number; pulledRows: number; pullBytes: number; held: number;
+  /** Milliseconds: in compute, sync, apply, and in the epoch overall (before this process's share). */
+  compute: number; sync: number; apply: number; elapsed: number;
+  /** Engine and ps-client bytes of the epoch before this process's share. */
+  wire: number; psWire: number;
+  rowsPerStep: Record<string, number>;
+}
+
+/** Where a run stands after a step, with everything needed to go on exactly (dense layers, tables, the best epoch). */
+export interface RunState {
+  /** 1-based epoch and the steps of it done. */
+  epoch: number; step: number; globalStep: number;
+  sums: EpochSums;
+  history: EpochStats[];
+  best: { hr: number; epoch: number; state: { tables: Float32Array[]; dense: Float32Array[] } } | null;
+  dense: Float32Array[];
+  denseOptimizer: Record<string, ParameterState>;
+  tables: TablesState;
+}
+
+/** A run's step checkpoints: `due` after every mid-epoch step (rank 0), `save` writes the state. */
+export interface RunCheckpoint {
+  resume: RunState | null;
+  due(globalStep: number): boolean;
+  save(state: RunState): Promise<void>;
 }
 
 export interface EpochStats {
@@ -121,32 +152,38 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
   const tables = model.tables();
   const lr = model.opts.lr;
   const optimizer: OptimizerSpec = (opts.serverOptimizer ?? 'adam') === 'adam' ? { type: 'adam', lr, rowStep: true } : { type: 'adagrad', lr: lr * 10 };
-  // Dense layers from rank 0; the tables from rank 0 onto the servers (then dropped here) or onto every rank.
+  const resume = opts.checkpoint?.resume ?? null;
+  // Dense layers from rank 0 (a checkpoint's on resume); the tables from rank 0 onto the servers (then dropped
+  // here) or onto every rank, or the checkpoint's with their optimizer state.
+  if (resume) model.setDenseState(resume.dense, resume.denseOptimizer);
   await sync.broadcastParameters(model.dense);
-  const emb = await EmbeddingTables.create(sync, tables.map((t) => ({ name: t.name, numRows: t.numRows, rowSize: t.rowSize })), tables.map((t) => t.data), {
-    placement: opts.tables ?? 'auto', optimizer, prefix: opts.tablePrefix ?? 't:',
+  const emb = await EmbeddingTables.create(sync, tables.map((t) => ({ name: t.name, numRows: t.numRows, rowSize: t.rowSize })), resume ? undefined : tables.map((t) => t.data), {
+    placement: opts.tables ?? 'auto', optimizer, prefix: opts.tablePrefix ?? 't:', ...(resume ? { restore: resume.tables } : {}),
   });
   const server = emb.placement === 'server';
   if (server) model.releaseTables();
   else model.invalidate();
   const tableBytes = emb.tableBytes;
-  const history: EpochStats[] = [];
+  const history: EpochStats[] = resume ? [...resume.history] : [];
   const onStep = sync.rank === 0 ? opts.onStep : null;
-  let globalStep = 0;
-  let best: { hr: number; epoch: number; state: ReturnType<BasketModel['snapshot']> } | null = null;
-  for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+  let globalStep = resume?.globalStep ?? 0;
+  let best: RunState['best'] = resume?.best ?? null;
+  const ckpt = sync.rank === 0 ? (opts.checkpoint ?? null) : null;
+  for (let epoch = resume?.epoch ?? 1; epoch <= opts.epochs; epoch++) {
     const ex = epochExamples(train, opts.targetsPerBasket, opts.seed * 1000 + epoch);
     let steps = Math.floor(ex.length / opts.globalBatch);
     if (opts.maxStepsPerEpoch) steps = Math.min(steps, opts.maxStepsPerEpoch);
     if (steps === 0) throw Errors.data('training', `${ex.length} examples are fewer than one global batch of ${opts.globalBatch}`);
-    if (opts.progress && sync.rank === 0) opts.progress.write(`${opts.label ? `${opts.label} ` : ''}Epoch ${epoch}/${opts.epochs}\n`);
+    const first = resume && epoch === resume.epoch ? resume.step : 0;
+    if (opts.progress && sync.rank === 0) opts.progress.write(`${opts.label ? `${opts.label} ` : ''}Epoch ${epoch}/${opts.epochs}${first ? ` (resumed at step ${first})` : ''}\n`);
     const bar = opts.progress && sync.rank === 0 ? new ProgressBar(opts.progress, steps) : null;
     const t0 = performance.now();
     const wire0 = sync.stats().bytesSent;
     const ps0 = emb.stats();
-    let lossSum = 0, sparseRows = 0, sparseBytes = 0, tCompute = 0, tSync = 0, tApply = 0;
-    let pulledRows = 0, pullBytes = 0, held = 0;
-    const perTable: Record<string, { rowsPerStep: number; numRows: number }> = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: 0, numRows: t.numRows }]));
+    const acc: EpochSums = first ? structuredClone(resume!.sums) : {
+      loss: 0, sparseRows: 0, sparseBytes: 0, pulledRows: 0, pullBytes: 0, held: 0, compute: 0, sync: 0, apply: 0, elapsed: 0, wire: 0, psWire: 0,
+      rowsPerStep: Object.fromEntries(tables.map((t) => [t.name, 0])),
+    };
     const planOf = (s: number): BatchPlan => {
       const start = s * opts.globalBatch + sync.rank * local;
       return model.plan(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
@@ -157,34 +194,38 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       const got = await emb.pull(p.rows);
       return tables.map((t, k) => packedView(p.rows[k]!, got[k]!, t.rowSize));
     };
-    let plan = planOf(0);
+    let plan = planOf(first);
     let pulling: Promise<RowView[]> | null = server ? pullRows(plan) : null;
     pulling?.catch(() => {});
-    for (let s = 0; s < steps; s++) {
+    for (let s = first; s < steps; s++) {
       const c0 = performance.now();
       const views = server ? await pulling! : tables.map(tableView);
       if (server) {
         for (let k = 0; k < tables.length; k++) {
           const n = plan.rows[k]!.length;
-          pulledRows += n; pullBytes += n * (tables[k]!.rowSize * 4 + 4); held += n * tables[k]!.rowSize * 4;
+          acc.pulledRows += n; acc.pullBytes += n * (tables[k]!.rowSize * 4 + 4); acc.held += n * tables[k]!.rowSize * 4;
         }
       }
       const c0b = performance.now();
-      tSync += c0b - c0;
+      acc.sync += c0b - c0;
       const g = await model.gradients(plan, hist, views);
       const c1 = performance.now();
-      tCompute += c1 - c0b;
+      acc.compute += c1 - c0b;
       for (const sp of g.sparse) {
-        sparseRows += sp.rowIds.length;
-        perTable[sp.name]!.rowsPerStep += sp.rowIds.length / steps;
-        sparseBytes += sp.rowIds.length * 4 + sp.rows.byteLength;
+        acc.sparseRows += sp.rowIds.length;
+        acc.rowsPerStep[sp.name]! += sp.rowIds.length / steps;
+        acc.sparseBytes += sp.rowIds.length * 4 + sp.rows.byteLength;
       }
+      // The step's loss rides with the dense gradients: every rank sums the same mean loss (a resumed rank 1 goes
+      // on from rank 0's checkpointed sum), and the epoch's loss needs no collective of its own.
+      const lossT: DenseTensor = { name: 'loss', shape: [1], data: Float32Array.of(g.loss) };
+      const dense = [...g.dense, lossT];
       let tPlan = 0;
       if (server) {
         // Send the row push and start the dense allreduce first, then build the next step's plan while they are
         // on the wire (the plan is seeded per step, so the order changes no value); its time counts as compute.
         const pushed = emb.push(g.sparse);
-        const reduced = sync.allreduceMean(g.dense);
+        const reduced = sync.allreduceMean(dense);
         pushed.catch(() => {}); reduced.catch(() => {}); // awaited below; if planning throws first, not unhandled
         if (s + 1 < steps) {
           const p0 = performance.now();
@@ -195,22 +236,34 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
         } else pulling = null;
         await Promise.all([reduced, pushed]);
       } else {
-        await sync.allreduceMean(g.dense);
+        await sync.allreduceMean(dense);
         await emb.push(g.sparse); // the row collective, then the same lazy Adam on every rank
-        held += emb.heldBytes();
+        acc.held += emb.heldBytes();
       }
       const c2 = performance.now();
       model.applyDenseGradients(g.dense);
-      tCompute += tPlan; tSync += c2 - c1 - tPlan; tApply += performance.now() - c2;
+      acc.compute += tPlan; acc.sync += c2 - c1 - tPlan; acc.apply += performance.now() - c2;
       if (!server && s + 1 < steps) plan = planOf(s + 1);
-      lossSum += g.loss;
-      onStep?.(++globalStep, lossSum / (s + 1));
-      if (s + 1 < steps) bar?.update(s + 1, { loss: lossSum / (s + 1) }, (s + 1) * opts.globalBatch); // the last step: `end` below
+      acc.loss += lossT.data[0]!;
+      globalStep++;
+      onStep?.(globalStep, acc.loss / (s + 1));
+      if (s + 1 < steps) bar?.update(s + 1, { loss: acc.loss / (s + 1) }, (s + 1) * opts.globalBatch); // the last step: `end` below
+      // A step checkpoint (rank 0, between this step's push settling and the next push: the servers are at this
+      // round). Mid-epoch only: one due at an epoch's last step is written after the next step.
+      if (ckpt && s + 1 < steps && ckpt.due(globalStep)) {
+        const now = { ...acc, rowsPerStep: { ...acc.rowsPerStep }, elapsed: acc.elapsed + performance.now() - t0, wire: acc.wire + sync.stats().bytesSent - wire0 };
+        const ps = emb.stats();
+        now.psWire = acc.psWire + ps.bytesSent - ps0.bytesSent + ps.bytesReceived - ps0.bytesReceived;
+        await ckpt.save({
+          epoch, step: s + 1, globalStep, sums: now, history, best,
+          dense: model.dense.map((p) => Float32Array.from(p.data)), denseOptimizer: model.denseOptimizerState(), tables: await emb.exportState(),
+        });
+      }
     }
-    const seconds = (performance.now() - t0) / 1000;
+    const seconds = (acc.elapsed + performance.now() - t0) / 1000;
     const ps1 = emb.stats();
-    const [loss] = await sync.allreduceScalars(Float64Array.of(lossSum / steps));
-    bar?.end(steps, { loss: loss! }, steps * opts.globalBatch);
+    const loss = acc.loss / steps; // the same on every rank
+    bar?.end(steps, { loss }, steps * opts.globalBatch);
     let metrics: RankingMetrics | null = null;
     if (opts.evalEachEpoch && sync.rank === 0) {
       if (server) await loadTables(emb, model);
@@ -220,14 +273,15 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     let evalHr: number | null = null;
     // allreduceScalars averages: rank 0 contributes size x its HR@10, the others 0 (exact for 2 and 4 ranks).
     if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr * sync.size : 0)));
+    const perTable = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: acc.rowsPerStep[t.name]!, numRows: t.numRows }]));
     const stats: EpochStats = {
-      epoch, loss: loss!, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
-      sparseRowsPerStep: sparseRows / steps, tableRows: perTable, sparseBytesPerStep: sparseBytes / steps, tableBytes,
-      wireBytesPerStep: (sync.stats().bytesSent - wire0) / steps, metrics,
-      computeSeconds: tCompute / 1000, syncSeconds: tSync / 1000, applySeconds: tApply / 1000,
-      tables: emb.placement, pulledRowsPerStep: pulledRows / steps, pullBytesPerStep: pullBytes / steps, pushBytesPerStep: (server ? sparseBytes : 0) / steps,
-      psWireBytesPerStep: server ? (ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
-      heldTableBytes: held / steps, evalHr,
+      epoch, loss, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
+      sparseRowsPerStep: acc.sparseRows / steps, tableRows: perTable, sparseBytesPerStep: acc.sparseBytes / steps, tableBytes,
+      wireBytesPerStep: (acc.wire + sync.stats().bytesSent - wire0) / steps, metrics,
+      computeSeconds: acc.compute / 1000, syncSeconds: acc.sync / 1000, applySeconds: acc.apply / 1000,
+      tables: emb.placement, pulledRowsPerStep: acc.pulledRows / steps, pullBytesPerStep: acc.pullBytes / steps, pushBytesPerStep: (server ? acc.sparseBytes : 0) / steps,
+      psWireBytesPerStep: server ? (acc.psWire + ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
+      heldTableBytes: acc.held / steps, evalHr,
     };
     history.push(stats);
     if (sync.rank === 0) await opts.onEpochEnd?.(stats);

@@ -10,6 +10,8 @@ import type { LostWorker } from '@shoal/backends';
  *   elastic/ready/<id>   set by a worker started to join (`SHOAL_ELASTIC_JOIN=1`) once it is up; the launcher
  *                        then publishes a generation that adds it
  *   elastic/suspect/<id> set by a worker that timed out waiting for worker <id>; the launcher stops <id>
+ *   elastic/at/<id>      counter: the newest generation worker <id> entered (its engine of older ones closed);
+ *                        the launcher stops a generation's servers once no live member is still on it
  *
  * Only the launcher writes generations, so they form one sequence every worker reads alike. Each generation's
  * engine rendezvous lives under `gen-<g>/` in the job's store, so pairs of different generations never mix.
@@ -29,6 +31,8 @@ export const readyKey = (workerId: number): string => `elastic/ready/${workerId}
  * launcher stops that worker (it hangs: SIGSTOP, a deadlock), which turns into a loss like any other.
  */
 export const suspectKey = (workerId: number): string => `elastic/suspect/${workerId}`;
+/** Counter: the newest generation worker `workerId` has entered (ElasticSync adds to it on each reset). */
+export const atKey = (workerId: number): string => `elastic/at/${workerId}`;
 /** The store namespace of generation g's engine. */
 export const genPrefix = (g: number): string => `gen-${g}`;
 

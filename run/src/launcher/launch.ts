@@ -18,6 +18,7 @@ import { THREAD_OPTIONS_KEY } from '../worker/join-job.js';
 import { isTypeScript, TS_THREAD_KEY, tsxFor } from './typescript.js';
 import { checkElasticLaunch, ElasticSupervisor } from './elastic-supervisor.js';
 import { elasticServerName } from '../elastic/generations.js';
+import { GenerationServers } from '../elastic/generation-servers.js';
 import { howItEnded, pickRootCause, pickStalledRank, summarizeFailure } from './failure-report.js';
 import type { LaunchOptions, LaunchResult } from './launch-options.js';
 
@@ -229,32 +230,27 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     }
     return started;
   };
-  /**
-   * Elastic ps/hybrid: each generation gets servers of its own, sized to it. Generation g's servers stop when
-   * g+2 is published (or with the job): after a join, members keep using g's until their next commit, and a
-   * worker still talking to servers that stop fails (ps clients do not survive their servers going away).
-   */
-  const serverGenerations = new Map<number, ActorSupervisor[]>();
-  const generationServers = {
-    prepare: async (r: { generation: number; members: readonly number[] }) => {
-      const started = await startServers(r.members.length, elasticServerName(r.generation));
-      serverGenerations.set(r.generation, started);
-      psServers.push(...started);
-    },
-    published: async (r: { generation: number }) => {
-      for (const [g, ss] of serverGenerations) {
-        if (g >= r.generation - 1) continue;
-        serverGenerations.delete(g);
-        await Promise.all(ss.map((x) => x.stop(graceMs).catch(() => {})));
-      }
-    },
-  };
+  /** Elastic ps/hybrid: each generation's servers, stopped once no live worker uses them (generation-servers.ts). */
+  let generationServers: GenerationServers | undefined;
 
   try {
     if ((backend === 'ps' || backend === 'hybrid') && !psInWorker) {
       psClient = await TcpStore.connect(store.url, { auth, timeoutMs: options.timeoutMs ?? 60_000 });
       if (durableDir !== undefined) mkdirSync(durableDir, { recursive: true });
       psServers = options.elastic === undefined ? await startServers(n) : [];
+      if (options.elastic !== undefined) {
+        generationServers = new GenerationServers({
+          start: async (r) => {
+            const started = await startServers(r.members.length, elasticServerName(r.generation));
+            psServers.push(...started);
+            return started;
+          },
+          stop: async (ss) => void (await Promise.all(ss.map((x) => x.stop(graceMs).catch(() => {})))),
+          store: psClient.prefixed(jobId),
+          alive: (id) => workers.some((w) => w.rank === id && !w.done),
+          log: (l) => errOut.write(`shoal run: ${l}\n`),
+        });
+      }
     }
     for (let rank = 0; rank < n && threads; rank++) {
       const wo: WorkerOptions = {
@@ -395,7 +391,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
           stopAll,
           stopping: () => stopping,
           log: (l) => errOut.write(`shoal run: ${l}\n`),
-          ...(backend === 'ring' ? {} : { generations: generationServers }),
+          ...(generationServers === undefined ? {} : { generations: generationServers }),
         },
       });
     }
@@ -456,6 +452,7 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     if (settleTimer) clearTimeout(settleTimer);
     options.signal?.removeEventListener('abort', onAbort);
     for (const w of workers) killGroup(w, 'SIGKILL');
+    generationServers?.close();
     await Promise.all(psServers.map((s) => s.stop(graceMs).catch(() => {})));
     const merged = timelineResult && (await mergeJobTimeline(telemetry, workers.length, psServers.length, errOut));
     if (merged) timelineResult!.timeline = merged;

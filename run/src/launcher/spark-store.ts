@@ -3,7 +3,7 @@
  * The rendezvous store of a shoal job launched from Spark (python/shoal_spark): rank 0's barrier task starts
  *
  *   node run/dist/launcher/spark-store.js --host <address peers dial> [--bind <interface>] [--port <n>]
- *        [--ps-servers K --workers N [--timeout-ms MS] [--ps-durable DIR]]
+ *        [--ps-servers K --workers N [--timeout-ms MS] [--ps-durable DIR] [--logdir DIR] [--timeline FILE]] [--max-mb MB]
  *
  * which serves a `TcpStoreServer` and prints one line `SHOAL_STORE tcp://host:port` on stdout once it is bound.
  * The task passes that URL to every rank through `BarrierTaskContext.allGather`. For the ps and hybrid backends
@@ -12,6 +12,8 @@
  * them with its store. With `--ps-durable DIR` the servers checkpoint every update under `DIR/<job id>/` (removed
  * at shutdown) and a server that dies is restarted from it (up to PS_MAX_RESTARTS times), as `shoal run
  * --ps-durable` does; the workers resend what it had not acknowledged (shoal_spark sets SHOAL_PS_RESEND=1).
+ * The driver of an elastic Spark job (`shoal_spark.run(elastic=True)`) also starts one, on its own host with a
+ * bigger `--max-mb`, to hold the job's commits across its barrier stages (run/src/elastic/commit-store.ts).
  *
  * Lifetime: the store belongs to its parent. It exits when its stdin reaches EOF (the parent closed it, exited or
  * was killed), on SIGTERM/SIGINT, and when its parent pid changes (re-parented: the parent died without closing
@@ -27,7 +29,7 @@ import { JobAuth } from '@shoal/core';
 
 const STORE_COMMAND = {
   name: 'spark-store',
-  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--ps-durable DIR] [--logdir DIR]] [--timeout-ms MS]',
+  synopsis: '--host ADDR [--bind IFACE] [--port N] [--ps-servers K --workers N [--ps-durable DIR] [--logdir DIR] [--timeline FILE]] [--timeout-ms MS] [--max-mb MB]',
   description:
     "The rendezvous store of a shoal job launched from Spark (started by python/shoal_spark on rank 0's task).\n" +
     'Prints `SHOAL_STORE tcp://host:port` once bound; exits when stdin closes or its parent goes away.',
@@ -40,6 +42,8 @@ const STORE_COMMAND = {
     'timeout-ms': { type: 'string', arg: 'MS', help: 'network waits of the store client and the servers (default 60000)' },
     'ps-durable': { type: 'string', arg: 'DIR', help: 'the servers checkpoint every update under DIR/<job id>/ and restart from it when they die' },
     logdir: { type: 'string', arg: 'DIR', help: 'each parameter server writes its load as TensorBoard curves to DIR/server-<i>' },
+    timeline: { type: 'string', arg: 'FILE', help: 'each parameter server records its updates in the timeline part FILE.server-<i>.jsonl' },
+    'max-mb': { type: 'string', arg: 'MB', help: "the store's quota of keys and values (default 64; the driver's commit store of an elastic job gets more)" },
   },
 } as const satisfies CommandSpec;
 
@@ -52,6 +56,8 @@ interface StoreArgs {
   timeoutMs: number;
   psDurable: string;
   logdir?: string;
+  timeline?: string;
+  maxMb: number;
 }
 
 /** Parse the store entry's arguments; undefined for `--help` (printed). Throws `UsageError` naming the flag. */
@@ -70,12 +76,17 @@ function parseStoreArgs(argv: readonly string[]): StoreArgs | undefined {
     workers: v.workers === undefined ? 0 : intOption(name, '--workers', v.workers, 1, 1024),
     timeoutMs: v['timeout-ms'] === undefined ? 60_000 : intOption(name, '--timeout-ms', v['timeout-ms'], 1),
     psDurable: v['ps-durable'] ?? '',
+    maxMb: v['max-mb'] === undefined ? 64 : intOption(name, '--max-mb', v['max-mb'], 1, 1 << 20),
   };
   if (out.psDurable !== '' && out.psServers < 1) throw new UsageError(`${name}: --ps-durable needs --ps-servers K`);
   if (out.psServers > 0 && out.workers < 1) throw new UsageError(`${name}: --ps-servers needs --workers N (the job size)`);
   if (v.logdir !== undefined) {
     if (v.logdir === '') throw new UsageError(`${name}: --logdir needs a folder`);
     out.logdir = resolve(v.logdir);
+  }
+  if (v.timeline !== undefined) {
+    if (v.timeline === '') throw new UsageError(`${name}: --timeline needs a file`);
+    out.timeline = resolve(v.timeline);
   }
   return out;
 }
@@ -86,7 +97,7 @@ async function main(): Promise<number | undefined> {
   // Bind where peers dial (the executor's address) unless told otherwise; loopback hosts stay loopback.
   // The job secret comes from the Spark driver through this process's environment (SHOAL_JOB_SECRET).
   const auth = JobAuth.fromEnv(process.env.SHOAL_JOB_ID || 'shoal', process.env);
-  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host, auth });
+  const server = await TcpStoreServer.start({ host: args.bind || args.host, port: args.port, advertiseHost: args.host, auth, maxBytes: args.maxMb * 1024 * 1024 });
   let client: TcpStore | undefined;
   let servers: ActorSupervisor[] = [];
   const durableDir = args.psDurable === '' ? undefined : join(resolve(args.psDurable), auth.jobId);
@@ -105,6 +116,7 @@ async function main(): Promise<number | undefined> {
         jobId: auth.jobId,
         auth,
         ...(args.logdir === undefined ? {} : { metrics: { logdir: args.logdir } }),
+        ...(args.timeline === undefined ? {} : { timeline: args.timeline }),
       });
     } catch (e) {
       await client?.close().catch(() => {});

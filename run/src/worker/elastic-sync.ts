@@ -1,12 +1,14 @@
 import type { DenseTensor, ElasticControl, EngineCapabilities, GradientSync, LostWorker, MembershipChange, RowSparseTensor } from '@shoal/backends';
 import type { Timeline } from '@shoal/core/telemetry';
 import { Errors, isShoalError, type WorkerOptions } from '@shoal/core';
-import { describeLost, elasticServerName, genKey, suspectKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
+import { atKey, describeLost, elasticServerName, genKey, suspectKey, genPrefix, latestGeneration, parseGeneration, readGeneration, readyKey, type GenerationRecord } from '../elastic/generations.js';
 import { connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { JobContext } from './join-job.js';
 
 /** Errors a lost peer causes in a collective (its connection closed, the group broken, a wait cut short). */
 const LOSS_CODES = new Set(['ERR_PEER_CLOSED', 'ERR_CLOSED', 'ERR_TRANSPORT', 'ERR_STATE', 'ERR_TIMEOUT', 'ERR_ABORTED']);
+/** The one-value tensor carrying the join agreement in every `allreduceMean`. */
+const JOIN_FLAG = 'elastic/join';
 /** How long a failed collective waits for the launcher to publish the generation that explains it. */
 const LOSS_GRACE_MS = 10_000;
 /** One store wait of the generation watcher; it waits again after each (the job may run for days). */
@@ -41,6 +43,10 @@ export class ElasticSync implements GradientSync, ElasticControl {
   /** The newer generation that interrupted the current engine (a loss, or this worker left out). */
   private interrupted: GenerationRecord | undefined;
   private closed = false;
+  /** The join flag agreed by the last `allreduceMean` (its generation and the op count right after it). */
+  private joinSeen: { gen: number; ops: number; join: boolean } | undefined;
+  /** The generation this worker last reported entering (`atKey`). */
+  private reportedGen = 0;
   private readonly totals = { bytesSent: 0, bytesReceived: 0, ops: 0 };
 
   private constructor(
@@ -106,8 +112,17 @@ export class ElasticSync implements GradientSync, ElasticControl {
   broadcastParameters(params: readonly DenseTensor[]): Promise<void> {
     return this.call((s) => s.broadcastParameters(params));
   }
+  /**
+   * The mean of `grads` over the ranks. The join agreement rides on it: one more value, 1 on a rank that saw a
+   * generation adding workers, whose mean every rank reads alike (`joinPending` at the next commit then needs no
+   * collective of its own).
+   */
   allreduceMean(grads: readonly DenseTensor[]): Promise<void> {
-    return this.call((s) => s.allreduceMean(grads));
+    return this.call(async (s) => {
+      const flag = Float32Array.of(this.latestSeen > this.gen ? 1 : 0);
+      await s.allreduceMean([...grads, { name: JOIN_FLAG, shape: [1], data: flag }]);
+      this.joinSeen = { gen: this.gen, ops: this.opsNow(), join: flag[0]! > 0 };
+    });
   }
   sparseAllreduceMean(grad: RowSparseTensor): Promise<RowSparseTensor> {
     return this.call((s) => {
@@ -126,10 +141,22 @@ export class ElasticSync implements GradientSync, ElasticControl {
     return { bytesSent: this.totals.bytesSent + s.bytesSent, bytesReceived: this.totals.bytesReceived + s.bytesReceived, ops: this.totals.ops + s.ops };
   }
 
+  /**
+   * Whether some rank saw a generation that adds workers. Right after an `allreduceMean` of this generation (a
+   * training step) its agreed flag answers, with no collective; otherwise one scalar allreduce.
+   */
   async joinPending(): Promise<boolean> {
+    const seen = this.joinSeen;
+    this.joinSeen = undefined;
+    if (seen !== undefined && seen.gen === this.gen && seen.ops === this.opsNow()) return seen.join;
     const mine = this.latestSeen > this.gen ? 1 : 0;
     const r = await this.allreduceScalars(Float64Array.of(mine));
     return r[0]! > 0;
+  }
+
+  /** Collectives run on this worker's engines so far (to tell whether the last one was the flag's allreduce). */
+  private opsNow(): number {
+    return this.stats().ops;
   }
 
   async reset(): Promise<MembershipChange> {
@@ -167,7 +194,8 @@ export class ElasticSync implements GradientSync, ElasticControl {
       if (rank < 0) throw Errors.membership(`worker ${id} is not a member of generation ${g} (members: workers ${rec.members.join(', ')})`, { generation: g, workerId: id });
       const opts: WorkerOptions = { ...this.options, rank, worldSize: rec.members.length };
       const genJob: JobContext = { ...this.job, store: this.job.store.prefixed(genPrefix(g)) };
-      const connecting = connectEngine(opts, genJob, this.init, this.timeline, this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) });
+      const abandon = new AbortController();
+      const connecting = connectEngine(opts, genJob, this.init, this.timeline, { signal: abandon.signal, ...(this.options.backend === 'ring' ? {} : { psServerName: elasticServerName(g) }) });
       const won = await Promise.race([connecting.then((e) => ({ e }), (err: unknown) => ({ err })), this.newerThan(g).then(() => ({ newer: true as const }))]);
       if ('e' in won) {
         this.engine = won.e;
@@ -175,12 +203,19 @@ export class ElasticSync implements GradientSync, ElasticControl {
         this.record = rec;
         this.kind_ = won.e.sync.kind;
         this.caps_ = won.e.sync.capabilities;
+        // Tell the launcher this worker is on g now: the servers of older generations may stop (ps, hybrid).
+        if (g > this.reportedGen) {
+          void this.job.store.add(atKey(id), g - this.reportedGen).catch(() => {});
+          this.reportedGen = g;
+        }
         // A loss published while connecting: the new engine is already stale.
         this.checkNewer();
         return;
       }
       if ('err' in won && this.latestSeen <= g) throw won.err;
-      // A newer generation: let this attempt go (closed when it settles) and connect the newest.
+      // A newer generation: give this attempt up (its group and pairs close now; a part that connects later is
+      // closed then) and connect the newest.
+      abandon.abort(Errors.membership(`generation ${this.latestSeen} replaces generation ${g} while connecting it`, { generation: this.latestSeen, workerId: id }));
       void connecting.then((e) => e.close().catch(() => {}), () => {});
       if (this.closed) throw Errors.closed(`elastic engine (worker ${id})`);
       g = Math.max(this.latestSeen, await latestGeneration(this.job.store));

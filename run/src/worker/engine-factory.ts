@@ -54,6 +54,11 @@ export function checkEngineOptions(init: EngineOptions): 'shm-collective' | 'tra
 export interface EnginePlacement {
   /** The ps server actors' names (default `ps-server-<i>`; an elastic job's generations have their own). */
   psServerName?: (i: number) => string;
+  /**
+   * Give the connect up (an elastic worker abandoning an older generation's): the rejection (ERR_ABORTED) comes at
+   * once, the ring's group closes with its pairs still opening, and any part that connects later is closed then.
+   */
+  signal?: AbortSignal;
 }
 
 /** An engine with the transports it made for itself (closed with it). */
@@ -72,6 +77,9 @@ export interface ConnectedEngine {
  */
 export async function connectEngine(options: WorkerOptions, job: JobContext, init: EngineOptions = {}, timeline?: Timeline, placement: EnginePlacement = {}): Promise<ConnectedEngine> {
   const sameHost = checkEngineOptions(init);
+  const signal = placement.signal;
+  /** `p`, given up on abort; what it yields after that is closed. */
+  const step = <T>(what: string, p: Promise<T>, dispose?: (v: T) => Promise<unknown>): Promise<T> => (signal === undefined ? p : abortable(what, p, signal, dispose));
   let sync: GradientSync;
   let psShm: Transport | undefined;
   let ringShm: Transport | undefined;
@@ -93,7 +101,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
         prefix: options.jobId,
         ...(init.hostId === undefined ? {} : { hostId: init.hostId }),
       };
-      const g = topology === 'hierarchical' ? await connectHierarchical(h) : await connectHierarchicalIfHelpful(h);
+      const g = await step('connecting the hierarchical group', topology === 'hierarchical' ? connectHierarchical(h) : connectHierarchicalIfHelpful(h), (x) => x?.close() ?? Promise.resolve());
       if (g === undefined) {
         await ringShm?.close?.();
         ringShm = undefined;
@@ -105,12 +113,12 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
     const sameHostCollective = async (): Promise<ShmCollective | undefined> => {
       if (sameHost !== 'shm-collective' || options.worldSize === 1 || (init.ring?.topology ?? 'auto') === 'hierarchical' || !shmCollectiveAvailable()) return undefined;
       const hostsStore = job.store.prefixed('ring-hosts');
-      const { hostOf } = await discoverHosts({ rank: options.rank, size: options.worldSize, store: hostsStore, ...(init.hostId === undefined ? {} : { hostId: init.hostId }) }, options.timeoutMs);
+      const { hostOf } = await step('discovering the hosts', discoverHosts({ rank: options.rank, size: options.worldSize, store: hostsStore, ...(init.hostId === undefined ? {} : { hostId: init.hostId }) }, options.timeoutMs));
       if (!hostOf.every((x) => x === hostOf[0])) return undefined;
-      return ShmCollective.connect({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring-coll'), prefix: options.jobId, timeoutMs: options.timeoutMs });
+      return step('connecting the same-host collective', ShmCollective.connect({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring-coll'), prefix: options.jobId, timeoutMs: options.timeoutMs }), (c) => c.close());
     };
     const ring = async () => {
-      const group = await connectGroup({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs });
+      const group = await connectGroup({ rank: options.rank, size: options.worldSize, store: job.store.prefixed('ring'), transport: job.transport, listenUrl: job.listenUrl, timeoutMs: options.timeoutMs, ...(signal ? { signal } : {}) });
       let h: HierarchicalGroup | undefined;
       let coll: ShmCollective | undefined;
       try {
@@ -143,7 +151,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
           : [];
       const stopHosted = async () => void (await Promise.all(hosted.map((s) => s.stop())));
       try {
-        return await PsSync.connect({
+        return await step('connecting the parameter servers', PsSync.connect({
           ...(placement.psServerName ? { serverName: placement.psServerName } : {}),
           rank: options.rank,
           numWorkers: options.worldSize,
@@ -156,7 +164,7 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
           resendAfterRestart: options.psResend === true,
           ...(timeline ? { timeline } : {}),
           ...(inWorker ? { closeTogether: true, onClose: stopHosted } : {}),
-        });
+        }), (x) => x.close());
       } catch (e) {
         await stopHosted();
         throw e;
@@ -186,6 +194,13 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
     throw e;
   }
   const engine = sync;
+  if (signal?.aborted) {
+    // given up while the last part connected
+    await engine.close().catch(() => {});
+    await psShm?.close?.().catch(() => {});
+    await ringShm?.close?.().catch(() => {});
+    throw Errors.aborted('connecting the engine', signal.reason);
+  }
   return {
     sync: engine,
     async close() {
@@ -197,6 +212,33 @@ export async function connectEngine(options: WorkerOptions, job: JobContext, ini
       }
     },
   };
+}
+
+/** `p`, or ERR_ABORTED as soon as `signal` aborts; a value `p` yields after that goes to `dispose`. */
+function abortable<T>(what: string, p: Promise<T>, signal: AbortSignal, dispose?: (v: T) => Promise<unknown>): Promise<T> {
+  const late = () => void p.then((v) => dispose?.(v).catch(() => {}), () => {});
+  if (signal.aborted) {
+    late();
+    return Promise.reject(Errors.aborted(what, signal.reason));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      late();
+      reject(Errors.aborted(what, signal.reason));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) return; // given up already: `late` disposes of it
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 /**

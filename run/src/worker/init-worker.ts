@@ -1,9 +1,10 @@
-import { attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
+import { attachElastic, attachJobTelemetry, LocalSync, type GradientSync, type JobTelemetry } from '@shoal/backends';
 import { Errors, parseWorkerOptions, type Store, type WorkerOptions } from '@shoal/core';
 import { estimateClockOffset, mergeTimeline, Timeline, timelinePartPath } from '@shoal/core/telemetry';
 import { checkEngineOptions, connectEngine, type ConnectedEngine, type EngineOptions } from './engine-factory.js';
 import type { TrainingData } from '@shoal/datasets';
 import { ElasticSync } from './elastic-sync.js';
+import { openCommitStore, StageElastic } from '../elastic/commit-store.js';
 import { joinJob, threadWorkerOptions, type JobContext } from './join-job.js';
 import { openWorkerData, reportResult, type WorkerDataOptions } from './worker-data.js';
 
@@ -32,13 +33,14 @@ export function parseJobTelemetry(env: Record<string, string | undefined>): Tele
 
 /**
  * This rank's timeline recorder for `SHOAL_TIMELINE`, and how to finish it: close it and, for a worker alone (no
- * launcher to merge the parts), merge its own part into the file.
+ * launcher to merge the parts: no store and no SHOAL_LAUNCHER, which Spark's task sets as its driver merges),
+ * merge its own part into the file.
  */
-function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions): { timeline?: Timeline; finish(): Promise<void> } {
+function openTimeline(t: TelemetryOptions | undefined, options: WorkerOptions, launcher: string | undefined): { timeline?: Timeline; finish(): Promise<void> } {
   if (t?.timeline === undefined) return { finish: async () => {} };
   const part = timelinePartPath(t.timeline, options.rank);
   const timeline = new Timeline({ path: part, pid: options.rank });
-  const alone = options.worldSize === 1 && options.storeUrl === '';
+  const alone = options.worldSize === 1 && options.storeUrl === '' && (launcher ?? '') === '';
   return {
     timeline,
     async finish() {
@@ -137,14 +139,20 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
     (env.SHOAL_WORLD_SIZE === undefined ? parseWorkerOptions({ ...env, SHOAL_WORLD_SIZE: '1', SHOAL_RANK: '0' }) : parseWorkerOptions(env));
   const topts = parseJobTelemetry(env);
   checkEngineOptions(init);
-  const tl = openTimeline(topts, options);
+  const tl = openTimeline(topts, options, env.SHOAL_LAUNCHER);
   const telemetry = jobTelemetry(topts, tl.timeline);
+  // A stage of an elastic Spark job: commits go to the driver (or a folder) and a restarted stage starts from them.
+  const commits = openCommitStore(options);
+  const stage = (sync: GradientSync) => {
+    if (commits !== undefined) attachElastic(sync, new StageElastic(options.elasticStage!.stage, commits, options.elasticStage!.lost));
+  };
   if (options.worldSize === 1 && options.storeUrl === '') {
     const sync = new LocalSync();
     attachJobTelemetry(sync, telemetry);
+    stage(sync);
     const job = await joinJob({ options, env });
     const { closeData, ...dm } = dataMethods(options, sync);
-    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await job.close(), await tl.finish()) };
+    return { options, sync, store: job.store, job, ...dm, ...(telemetry ? { telemetry } : {}), close: async () => (await closeData(), await sync.close(), await commits?.close(), await job.close(), await tl.finish()) };
   }
   let job: JobContext;
   let engine: ConnectedEngine;
@@ -167,6 +175,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
   }
   const sync = engine.sync;
   attachJobTelemetry(sync, telemetry);
+  stage(sync);
   let closed = false;
   const { closeData, ...dm } = dataMethods(options, sync);
   return {
@@ -183,6 +192,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       try {
         await engine.close();
       } finally {
+        await commits?.close().catch(() => {});
         await job.close();
         await tl.finish();
       }

@@ -62,8 +62,10 @@ export class GradientBridge {
   /**
    * `sparseEngines`: engine kinds that get the sparse variables row-sparse when they implement
    * `sparseAllreduceMean` (default: the engines whose `capabilities.rowSparse` is `servers`, i.e. ps and hybrid,
-   * where touched rows go to the servers; list `ring` too to allgather touched rows over the ring instead of
-   * allreducing whole tables, fewer bytes when batches touch a small part of big tables).
+   * where touched rows go to the servers, except tables within the engine's `capabilities.sparseAsDenseBytes`,
+   * which go whole; list `ring` too to allgather touched rows over the ring instead of allreducing whole tables,
+   * fewer bytes when batches touch a small part of big tables; a list sends every table of those engines
+   * row-sparse).
    * `timeline`: record each step's `compute`, `sync` and `apply` on its `step` lane (not owned).
    */
   constructor(
@@ -78,6 +80,8 @@ export class GradientBridge {
     if (timeline) this.trace = { timeline, lane: timeline.lane('step') };
     // One rank has nothing to exchange: keep its tables dense (no row extraction and scatter-back).
     const wanted = sparseEngines === undefined ? sync.capabilities.rowSparse === 'servers' : sparseEngines.includes(sync.kind);
+    // By default, tables the engine moves more cheaply whole (same on every rank) stay dense.
+    const wholeUpTo = sparseEngines === undefined ? (sync.capabilities.sparseAsDenseBytes ?? 0) : 0;
     this.useSparse = sync.size > 1 && wanted && typeof sync.sparseAllreduceMean === 'function';
     let total = 0;
     for (const v of variables) {
@@ -88,7 +92,7 @@ export class GradientBridge {
     const sparseIdx: number[] = [];
     variables.forEach((v, i) => {
       const view = this.flat.subarray(this.offsets[i], this.offsets[i]! + v.variable.size);
-      if (this.useSparse && v.sparse && v.variable.shape.length === 2) sparseIdx.push(i);
+      if (this.useSparse && v.sparse && v.variable.shape.length === 2 && v.variable.size * 4 > wholeUpTo) sparseIdx.push(i);
       else this.dense.push({ name: v.name, shape: v.variable.shape, data: view });
     });
     for (const i of sparseIdx) {

@@ -66,6 +66,8 @@ export interface TrainerOptions {
   /**
    * Elastic training under `shoal run --elastic`: commit the state in memory every `commitEvery` steps, survive
    * lost workers and take in new ones (see `ElasticOptions`, ./elastic.ts). `fit` then takes in-memory data.
+   * Under `shoal_spark.run(elastic=True)` rank 0 also hands each commit to the driver, a restarted stage starts
+   * from the last one, and `fit` takes `worker.data()`.
    */
   elastic?: ElasticOptions;
 }

@@ -1,7 +1,9 @@
 import { type RpcStats } from '@shoal/core/actor';
 import { Errors, isShoalError, ShoalError, type ActorClient, type FloatArray, type ShoalErrorCode } from '@shoal/core';
+import type { KeySpec } from '../key-layout.js';
 import type { KVServer } from '../kv-server.js';
-import type { PsMethod, PsReplies, PsRequests } from '../protocol.js';
+import type { PsMethod, PsReplies, PsRequests, ServerHello } from '../protocol.js';
+import { DECLARE_BATCH_BYTES } from '../server/caller-bounds.js';
 
 /** Codes a server error keeps when it reaches the worker (so ERR_MISMATCH stays ERR_MISMATCH). */
 const PASS_THROUGH: ReadonlySet<string> = new Set(['ERR_MISMATCH', 'ERR_TIMEOUT', 'ERR_NAN', 'ERR_STATE', 'ERR_CLOSED', 'ERR_PEER_CLOSED']);
@@ -21,6 +23,11 @@ export interface Resend<M extends PsMethod> {
  * - `resendAfterRestart`: wait for the server's next incarnation (a supervisor restarting it from its checkpoint),
  *   say hello again (`restart.restored`: map the staging regions again) and resend the calls that failed; pushes
  *   carry counters, so none is applied twice.
+ *
+ * Bounds (issue #15): a server bounds each connection's messages by the keys it declared (`declare`), so before
+ * values of a key go out the worker declares it to every server, and again on every new connection after a
+ * restart. Each client checks its messages against the bound its server acknowledged (`limitOutgoing`): a message
+ * above it is a clear error here rather than a dropped connection there.
  */
 export class ServerLinks {
   private broken: Error | undefined;
@@ -28,6 +35,8 @@ export class ServerLinks {
   private readonly reconnecting = new Map<number, Promise<void>>();
   /** Requests whose values went through the staging buffers. */
   sharedCalls = 0;
+  /** Keys declared to the servers (see `declare`), in declaration order. */
+  private readonly declared = new Map<string, KeySpec>();
 
   constructor(
     readonly clients: readonly ActorClient<KVServer>[],
@@ -97,13 +106,53 @@ export class ServerLinks {
         .reconnect(minEpoch)
         .then(async () => {
           this.restart.dropped(s);
-          await c.call('hello', [this.rank]);
+          this.controlBound(s, (await c.call('hello', [this.rank])) as ServerHello);
+          // on the new connection itself: a failure here fails this reconnect (a `call` would wait for it)
+          await this.declareTo(s, [...this.declared.values()], (a) => c.call('declare', a) as Promise<PsReplies['declare']>);
           await this.restart.restored(s);
         })
         .finally(() => this.reconnecting.delete(s));
       this.reconnecting.set(s, p);
     }
     return p;
+  }
+
+  /** The bound server `s` puts on this connection before it declares keys (from its hello). */
+  controlBound(s: number, hello: ServerHello): void {
+    if (hello.callerBound > 0) this.clients[s]!.limitOutgoing(hello.callerBound, `server ${s}'s bound before keys are declared (KVWorker.declare)`);
+  }
+
+  /**
+   * Declare `specs` (those not declared yet) to every server: each raises its bound on this worker's messages to
+   * fit them (`server/caller-bounds.ts`). Resolves once every server acknowledged; only then may their values go out.
+   */
+  async declare(specs: readonly KeySpec[]): Promise<void> {
+    const fresh = new Map<string, KeySpec>();
+    for (const sp of specs) if (!this.declared.has(sp.key)) fresh.set(sp.key, sp);
+    if (fresh.size === 0) return;
+    const list = [...fresh.values()];
+    await Promise.all(this.clients.map((_, s) => this.declareTo(s, list, (a) => this.call(s, 'declare', a))));
+    for (const sp of list) this.declared.set(sp.key, sp);
+  }
+
+  /** Declare `specs` to server `s`, in requests of at most `DECLARE_BATCH_BYTES` of specs each (under its bound). */
+  private async declareTo(s: number, specs: readonly KeySpec[], send: (args: PsRequests['declare']) => Promise<PsReplies['declare']>): Promise<void> {
+    let batch: KeySpec[] = [];
+    let bytes = 0;
+    const flush = async () => {
+      if (!batch.length) return;
+      const r = await send([this.rank, batch]);
+      this.clients[s]!.limitOutgoing(r.bound, `server ${s}'s bound on worker ${this.rank}'s messages (the keys it declared)`);
+      batch = [];
+      bytes = 0;
+    };
+    for (const sp of specs) {
+      const n = Buffer.byteLength(JSON.stringify(sp));
+      if (bytes + n > DECLARE_BATCH_BYTES) await flush();
+      batch.push(sp);
+      bytes += n;
+    }
+    await flush();
   }
 
   /** Bytes and calls summed over all servers. */

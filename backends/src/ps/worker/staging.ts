@@ -48,6 +48,16 @@ export class StagingPlane {
   }
 
   /**
+   * Whether dense keys get staging buffers every server maps: the data plane is on and every server runs on this
+   * worker's host. (A server that then cannot map a region still gets those keys' values in messages.)
+   */
+  get everyServerLocal(): boolean {
+    if (this.o.sharedMemory === false || !this.o.serverHosts) return false;
+    const here = this.o.hostId ?? localHostId();
+    return this.o.serverHosts.every((h) => h === here);
+  }
+
+  /**
    * Give the dense keys of `specs` that have none yet staging buffers in one new shared region, and let every
    * server on this host map it. The region's name is removed once they have (with `resendAfterRestart`: at
    * close, so a restarted server can map it again): nothing is left in /dev/shm if a process dies, and the
