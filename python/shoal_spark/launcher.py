@@ -34,7 +34,7 @@ class ShoalResult:
            (what was streamed into that worker), feed_s (seconds spent streaming), wall_s (task time).
     wall_s: driver-side time of the whole Spark job.
     stages: with elastic=True, one dict per barrier stage run: stage (0, 1, ...), workers, error (why it failed,
-            None for the stage that finished); [] otherwise.
+            None for the stage that finished), wall_s (driver-side time of the stage); [] otherwise.
     timeline: with `timeline=PATH`, what the merge wrote to PATH: {"spans", "pids", "missing", "clockOffsets"}
               (clockOffsets: per rank measured against the store's host, {"offsetUs", "rttUs", "reference"}); else None.
     """
@@ -460,17 +460,18 @@ def _run_elastic(df: Any, spec: Dict[str, Any], merge: Any, n: int, lo: int, hi:
             if lost:
                 env["SHOAL_ELASTIC_LOST"] = json.dumps(lost[-1:])
             st = dict(spec, env=env)
+            ts = time.monotonic()
             try:
                 res = _run_stage(part, st, merge)
             except Exception as e:  # noqa: BLE001 - any lost task or executor fails the stage; the next one restarts
                 lost.append(_lost_of(e))
-                stages.append({"stage": stage, "workers": workers, "error": lost[-1]["reason"]})
+                stages.append({"stage": stage, "workers": workers, "error": lost[-1]["reason"], "wall_s": time.monotonic() - ts})
                 if stage == max_restarts:
-                    if isinstance(e, ShoalWorkerError):
-                        raise ShoalWorkerError(e.rank, f"elastic job gave up after {max_restarts} restart(s); last failure: {str(e).splitlines()[0].split(': ', 2)[-1]}", e.log_tail) from e
-                    raise
+                    last = lost[-1]
+                    tail = e.log_tail if isinstance(e, ShoalWorkerError) else []
+                    raise ShoalWorkerError(max(0, last["rank"]), f"elastic job gave up after {max_restarts} restart(s); last failure: {last['reason']}", tail) from e
                 continue
-            stages.append({"stage": stage, "workers": workers, "error": None})
+            stages.append({"stage": stage, "workers": workers, "error": None, "wall_s": time.monotonic() - ts})
             res.stages = stages
             res.wall_s = time.monotonic() - t0
             return res

@@ -59,6 +59,34 @@ def frame(spark):
     return spark.createDataFrame(pdf).repartition(2).cache()
 
 
+def check_against_reference(repo, tmp_path, out, layout, resumed_at):
+    """The ids each stage's ranks trained on partition the data, and the final weights equal the one-process
+    reference that followed the same schedule (stage 0 until the commit of step `resumed_at`, then stage 1)."""
+
+    def ids(stage, workers):
+        return [json.load(open(tmp_path / f"ids-s{stage}-r{r}.json")) for r in range(workers)]
+
+    stages = [ids(0, layout[0]), ids(1, layout[1])]
+    for s in stages:
+        assert sorted(int(i) for rank in s for i in rank) == list(range(ROWS))
+    x, y = dataset()
+    ref_in = tmp_path / "reference.json"
+    ref_in.write_text(json.dumps({
+        "x": x.tolist(), "y": y.tolist(), "batch": BATCH, "epochs": 3,
+        "stages": [{"ids": [[int(i) for i in r] for r in stages[0]], "until": resumed_at}, {"ids": [[int(i) for i in r] for r in stages[1]]}],
+    }))
+    p = subprocess.run(["node", os.path.join(repo, WORKER), "--reference", str(ref_in)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ref = json.loads(p.stdout)
+    assert ref["steps"] == out["steps"]
+    w, r = out["weights"], ref["weights"]
+    assert len(w) == len(r)
+    rel = max(abs(a - b) for a, b in zip(w, r)) / max(abs(b) for b in r)
+    print(f"max difference {rel:.3g} relative to the reference")
+    assert rel <= 1e-4, f"max difference {rel:.3g} relative to the reference"
+    return ref
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"min_workers": 1}, "need elastic=True"),
     ({"elastic": True, "min_workers": 3}, r"1 <= min_workers \(3\) <= num_workers \(2\)"),
@@ -83,6 +111,24 @@ def test_a_job_that_keeps_failing_gives_up_after_max_restarts(cluster, repo, tmp
     assert wait_no_processes(job) == []
     # the job's commit folder is removed when run returns
     assert not os.path.exists(tmp_path / "commits" / job)
+
+
+def test_ps_stage_restarts_from_the_commit_when_a_worker_dies(cluster, repo, tmp_path):
+    # rank 0 of stage 0 SIGKILLs itself after step 17; the two executors stay, so stage 1 has 2 workers again
+    # and fresh parameter servers; its rank 0 starts from the step-15 commit held by the driver's store
+    df = frame(cluster)
+    job = f"spark-elastic-{uuid.uuid4().hex[:10]}"
+    env = {"OUT_DIR": str(tmp_path), "BATCH": str(BATCH), "EPOCHS": "3", "COMMIT_EVERY": "5", "KILL_STEP": "17", "KILL_STAGE": "0"}
+    res = shoal_spark.run(df, WORKER, num_workers=2, backend="ps", elastic=True, min_workers=1, max_restarts=1,
+                          env=env, timeout_s=150, net_timeout_s=20, cwd=repo, job_id=job)
+    assert [s["workers"] for s in res.stages] == [2, 2], res.stages
+    assert "killed by signal 9" in res.stages[0]["error"], res.stages
+    out = res.result
+    assert [c["step"] for c in out["changes"]] == [15], out["changes"]
+    assert out["changes"][0]["lost"][0]["rank"] == 0, out["changes"]
+    check_against_reference(repo, tmp_path, out, [2, 2], 15)
+    assert out["steps"] == 36
+    assert wait_no_processes(job) == []
 
 
 # last: it kills one of the module's two executors
@@ -114,6 +160,7 @@ def test_lost_executor_restarts_the_stage_with_fewer_workers_and_matches_the_ref
     # two stages: 2 workers (lost at step 17), then 1 worker on the executor left
     assert [s["workers"] for s in res.stages] == [2, 1], res.stages
     assert res.stages[0]["error"] and res.stages[1]["error"] is None, res.stages
+    print(f"stages: {res.stages}")
     out = res.result
     assert out["stage"] == 1 and out["workers"] == 1
     # the new stage started from the commit of step 15 and told the user what was lost
@@ -122,26 +169,7 @@ def test_lost_executor_restarts_the_stage_with_fewer_workers_and_matches_the_ref
     # the history covers every epoch, the ones of the lost stage included
     assert [e["epoch"] for e in out["history"]] == [0, 1, 2], out["history"]
 
-    # each stage trained on every row once per epoch: its ranks' id lists partition the data
-    def ids(stage, workers):
-        return [json.load(open(tmp_path / f"ids-s{stage}-r{r}.json")) for r in range(workers)]
-
-    stages = [ids(0, 2), ids(1, 1)]
-    for s in stages:
-        assert sorted(int(i) for rank in s for i in rank) == list(range(ROWS))
-    x, y = dataset()
-    ref_in = tmp_path / "reference.json"
-    ref_in.write_text(json.dumps({
-        "x": x.tolist(), "y": y.tolist(), "batch": BATCH, "epochs": 3,
-        "stages": [{"ids": [[int(i) for i in r] for r in stages[0]], "until": 15}, {"ids": [[int(i) for i in r] for r in stages[1]]}],
-    }))
-    p = subprocess.run(["node", os.path.join(repo, WORKER), "--reference", str(ref_in)], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    ref = json.loads(p.stdout)
+    check_against_reference(repo, tmp_path, out, [2, 1], 15)
     # 15 steps with 2 workers, then the rest of epoch 1 (steps 3..23 of the 1-worker layout) and epoch 2
-    assert ref["steps"] == out["steps"] == 15 + 21 + 24
-    w, r = out["weights"], ref["weights"]
-    assert len(w) == len(r)
-    rel = max(abs(a - b) for a, b in zip(w, r)) / max(abs(b) for b in r)
-    assert rel <= 1e-4, f"max difference {rel:.3g} relative to the reference"
+    assert out["steps"] == 15 + 21 + 24
     assert wait_no_processes(job) == []

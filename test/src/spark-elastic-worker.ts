@@ -7,8 +7,8 @@
  * writes, per stage and rank, the ids of the rows it trains on in their order, so the reference can follow the
  * same batches). Environment: OUT_DIR (ids-s<stage>-r<rank>.json go there); BATCH (rows per worker and step);
  * EPOCHS; COMMIT_EVERY; PAUSE_FILE and PAUSE_STEP (in stage 0, after that optimizer step, rank 0 writes the file
- * and every rank waits there up to 60 s: the test kills an executor meanwhile, at a known step); KILL_STEP (in
- * every stage, rank 0 SIGKILLs itself after that step: a job that keeps failing).
+ * and every rank waits there up to 60 s: the test kills an executor meanwhile, at a known step); KILL_STEP (rank 0
+ * SIGKILLs itself after that step, in every stage, or only in stage KILL_STAGE).
  *
  * Rank 0's SHOAL_RESULT: { stage, workers, steps, changes, history, weights }.
  *
@@ -103,7 +103,7 @@ for await (const b of data.batches(0)) for (let r = 0; r < b.size; r++) ids.push
 if (env.OUT_DIR) writeFileSync(join(env.OUT_DIR, `ids-s${stage}-r${rank}.json`), JSON.stringify(ids));
 
 const pauseStep = stage === 0 && env.PAUSE_STEP ? Number(env.PAUSE_STEP) : -1;
-const killStep = env.KILL_STEP ? Number(env.KILL_STEP) : -1;
+const killStep = env.KILL_STEP && (env.KILL_STAGE === undefined || Number(env.KILL_STAGE) === stage) ? Number(env.KILL_STEP) : -1;
 const changes: unknown[] = [];
 const trainer = new Trainer({
   model,
