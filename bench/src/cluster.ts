@@ -69,6 +69,8 @@ export interface ClusterRow {
   /** The busiest shoal rank's process CPU (all threads) and voluntary context switches per call; absent for gloo. */
   cpu_us_per_call?: number;
   waits_per_call?: number;
+  /** The busiest rank's main (JS) thread CPU per call (Linux /proc/self/schedstat). */
+  main_thread_cpu_us_per_call?: number;
   processes: number;
   oversubscribed: boolean;
   loadavg1: number;
@@ -268,13 +270,13 @@ export async function run(argv: string[]): Promise<void> {
               busbw_gbps: r.busbw_gbps as number,
               link_share: rate === 0 ? 0 : +((r.busbw_gbps as number) / (rate / 8000)).toFixed(4),
               verified: r.verified === true,
-              ...(typeof r.cpu_us_per_call === 'number' ? { cpu_us_per_call: r.cpu_us_per_call, waits_per_call: r.waits_per_call as number } : {}),
+              ...(typeof r.cpu_us_per_call === 'number' ? { cpu_us_per_call: r.cpu_us_per_call, waits_per_call: r.waits_per_call as number, main_thread_cpu_us_per_call: r.main_thread_cpu_us_per_call as number } : {}),
               processes: impl.placement.length,
               oversubscribed: impl.placement.length > host.cpus,
               loadavg1: +load.toFixed(2),
             };
             rows.push(row);
-            console.log(`  ${String(row.bytes).padStart(9)} B  p50 ${row.p50_us.toFixed(0).padStart(8)} us  busbw ${row.busbw_gbps.toFixed(4)} GB/s (${(row.link_share * 100).toFixed(0)} % of the link)${row.cpu_us_per_call === undefined ? '' : `  cpu ${row.cpu_us_per_call} us, ${row.waits_per_call} waits per call`}`);
+            console.log(`  ${String(row.bytes).padStart(9)} B  p50 ${row.p50_us.toFixed(0).padStart(8)} us  busbw ${row.busbw_gbps.toFixed(4)} GB/s (${(row.link_share * 100).toFixed(0)} % of the link)${row.cpu_us_per_call === undefined ? '' : `  cpu ${row.cpu_us_per_call} us (main thread ${row.main_thread_cpu_us_per_call}), ${row.waits_per_call} waits per call`}`);
           }
         } catch (e) {
           errors.push({ what: `${impl.name} at ${rate} Mbit/s`, error: (e as Error).message.slice(0, 2000) });

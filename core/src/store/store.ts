@@ -14,7 +14,7 @@ export interface Store {
   /** A view whose keys are all prefixed with `prefix/`. */
   prefixed(prefix: string): Store;
   /**
-   * The wall clock of the host serving the store, in microseconds (`performance.timeOrigin + performance.now()`
+   * The clock of the host serving the store, in microseconds (its monotonic clock, the timeline's: `hostClock()`
    * there), read in one round trip: the reference the ranks' timelines align to (`estimateClockOffset`). Absent
    * where the store shares the caller's clock (in-process).
    */

@@ -6,6 +6,7 @@ import { dataEvents } from '../transport/net-direct-input.js';
 import { listenerHandshake } from '../transport/net-handshake.js';
 import type { JobAuth } from '../security/job-auth.js';
 import { boundedTimeout } from '../util.js';
+import { hostClock } from '../telemetry/host-clock.js';
 import { decode, HANDSHAKE_TIMEOUT_MS, STORE_MAX_MESSAGE_BYTES, writeFrame, type Reply, type Request } from './tcp-wire.js';
 
 export interface TcpStoreServerOptions {
@@ -29,8 +30,8 @@ export interface TcpStoreServerOptions {
   /** Connections at once (authenticated or in their handshake); more are closed on arrival. Default 1024. */
   maxClients?: number;
   /**
-   * The wall clock the `clock` request reads, in microseconds (default `performance.timeOrigin + performance.now()`,
-   * the timeline's clock). Tests set it to play a host whose clock is off.
+   * The clock the `clock` request reads, in microseconds (default the timeline's: this host's monotonic clock,
+   * `hostClock()`). Tests set it to play a host whose clock is off.
    */
   clockUs?: () => number;
 }
@@ -101,7 +102,7 @@ export class TcpStoreServer {
     });
     const bound = (server.address() as net.AddressInfo).port;
     const adv = options.advertiseHost ?? (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
-    const clockUs = options.clockUs ?? (() => (performance.timeOrigin + performance.now()) * 1000);
+    const clockUs = options.clockUs ?? hostClock();
     return new TcpStoreServer(server, `tcp://${adv.includes(':') ? `[${adv}]` : adv}:${bound}`, options.auth, limits, clockUs);
   }
 

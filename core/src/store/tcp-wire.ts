@@ -22,7 +22,7 @@ export interface Reply {
   id: number;
   ok: boolean;
   n?: number;
-  /** `clock`: the server's wall clock in microseconds when it answered. */
+  /** `clock`: the server's host clock (monotonic) in microseconds when it answered. */
   us?: number;
   code?: ShoalErrorCode;
   message?: string;

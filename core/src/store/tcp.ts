@@ -10,7 +10,7 @@
  *
  * Wire format after the handshake: SHLF frames (framing.ts) whose payload is `u32 jsonLength, JSON header, value bytes`.
  * Requests `{ id, op: 'set'|'get'|'wait'|'add'|'clock', key?, keys?, delta?, timeoutMs? }`; replies
- * `{ id, ok: true, n?, us? }` (+ value bytes for `get`; `us` the server's wall clock for `clock`) or
+ * `{ id, ok: true, n?, us? }` (+ value bytes for `get`; `us` the server's host clock for `clock`) or
  * `{ id, ok: false, code, message, details }`.
  * Waits are pushed by the server when the last awaited key is set (no polling); the server times them out and
  * names the missing keys. A client keeps a backstop timer in case the server stops answering.
@@ -211,7 +211,7 @@ export class TcpStore implements Store {
     return r.header.n as number;
   }
 
-  /** The server's wall clock in microseconds (one round trip; `estimateClockOffset` takes several). Bound: pass it as is. */
+  /** The server's host clock (monotonic) in microseconds (one round trip; `estimateClockOffset` takes several). Bound: pass it as is. */
   readonly clock = async (): Promise<number> => {
     const r = await this.call({ op: 'clock' }, undefined, this.timeoutMs, 'store clock');
     if (typeof r.header.us !== 'number' || !Number.isFinite(r.header.us)) throw Errors.badFrame(`store ${this.url}`, 'clock reply without a number');

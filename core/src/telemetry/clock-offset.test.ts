@@ -7,11 +7,12 @@ import { JobAuth } from '../security/job-auth.js';
 import { TcpStore } from '../store/tcp.js';
 import { TcpStoreServer } from '../store/tcp-server.js';
 import { estimateClockOffset } from './clock-offset.js';
+import { hostClock, monotonicOriginUs } from './host-clock.js';
 import { mergeTimeline } from './merge-timeline.js';
 import { Timeline, timelinePartPath } from './timeline.js';
 
 const auth = JobAuth.generate('clock-test');
-const wall = () => (performance.timeOrigin + performance.now()) * 1000;
+const local = hostClock();
 
 test('the sample with the shortest round trip gives the offset (scripted clocks)', async () => {
   // local clock: a script of readings; the reference answers r. Trips of 500, 100 and 300 µs.
@@ -33,7 +34,7 @@ test('the sample with the shortest round trip gives the offset (scripted clocks)
 
 test('through the TCP store: a reference clock 7 s ahead is found to within half the round trip', async () => {
   const skew = 7_000_000;
-  const server = await TcpStoreServer.start({ auth, clockUs: () => wall() + skew });
+  const server = await TcpStoreServer.start({ auth, clockUs: () => local() + skew });
   const store = await TcpStore.connect(server.url, { auth, timeoutMs: 5_000 });
   try {
     const viaPrefix = store.prefixed('job');
@@ -74,6 +75,20 @@ test('the merge shifts each part by its recorded offset, keeps the offsets as me
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the host clock is the monotonic clock, which another process reads alike', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const before = Number(process.hrtime.bigint()) / 1000;
+  const url = new URL('./host-clock.js', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import { hostClock } from ${JSON.stringify(url)}; process.stdout.write(String(hostClock()()))`], { encoding: 'utf8' });
+  const after = Number(process.hrtime.bigint()) / 1000;
+  const child = Number(r.stdout);
+  // the child's reading lies between two of ours (a wall-clock-based one would not, after a slew or step)
+  assert.ok(child >= before - 2 && child <= after + 2, `child ${child} outside [${before}, ${after}]`);
+  const o = monotonicOriginUs();
+  const mine = hostClock()();
+  assert.ok(Math.abs(mine - (performance.now() * 1000 + o)) < 1000, 'one origin per thread');
 });
 
 test.run();

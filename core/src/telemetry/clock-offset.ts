@@ -1,6 +1,7 @@
 import { Errors } from '../errors.js';
+import { hostClock } from './host-clock.js';
 
-/** How far this process's wall clock is from a reference host's (NTP's offset and round-trip delay). */
+/** How far this host's clock is from a reference host's (NTP's offset and round-trip delay). */
 export interface ClockOffset {
   /** Add to a local `Timeline.now()` reading to get the reference clock's reading of the same moment (µs). */
   readonly offsetUs: number;
@@ -13,7 +14,7 @@ export interface ClockOffset {
 export interface ClockOffsetOptions {
   /** Round trips to take (default 8); the one with the shortest round trip gives the offset. */
   samples?: number;
-  /** The local clock in µs (default the timeline's: `performance.timeOrigin + performance.now()`). */
+  /** The local clock in µs (default the timeline's: `hostClock()`). */
   localUs?: () => number;
 }
 
@@ -32,7 +33,7 @@ export interface ClockOffsetOptions {
 export async function estimateClockOffset(remoteUs: () => Promise<number>, reference: string, opts: ClockOffsetOptions = {}): Promise<ClockOffset> {
   const samples = opts.samples ?? 8;
   if (!Number.isInteger(samples) || samples < 1) throw Errors.invalidArg('samples', `must be an integer >= 1, got ${samples}`);
-  const local = opts.localUs ?? (() => (performance.timeOrigin + performance.now()) * 1000);
+  const local = opts.localUs ?? hostClock();
   let best: { offsetUs: number; rttUs: number } | undefined;
   for (let i = 0; i < samples; i++) {
     const t0 = local();

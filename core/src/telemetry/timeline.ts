@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { hostname } from 'node:os';
 import { Errors } from '../errors.js';
 import type { ClockOffset } from './clock-offset.js';
+import { monotonicOriginUs } from './host-clock.js';
 
 /**
  * A per-process timeline (Horovod's `HOROVOD_TIMELINE`): Chrome trace events (the JSON format chrome://tracing and
@@ -12,9 +13,8 @@ import type { ClockOffset } from './clock-offset.js';
  *
  * Events are complete events (`ph: 'X'`) on lanes: a lane is a Chrome "thread" of this process (`tid`), named once
  * by a metadata event, so spans that overlap (a ps round beside a sparse one) sit on their own rows and spans on one
- * lane nest. Timestamps are microseconds of the wall clock (`performance.timeOrigin + performance.now()`): every
- * process of one host reads the same clock, so the ranks line up when their files are merged (`mergeTimeline`).
- * Across hosts, a rank records how far its clock is from the store's host (`clockOffset`, measured by
+ * lane nest. Timestamps are microseconds of the host's monotonic clock (`host-clock.ts`): every process and thread
+ * of one host reads the same clock, so the ranks line up when their files are merged (`mergeTimeline`). Across hosts, a rank records how far its clock is from the store's host (`clockOffset`, measured by
  * `estimateClockOffset` when the worker joins) and the merge shifts its spans by that much, so ranks line up to
  * within half the round trip to the store even when the hosts' clocks disagree.
  *
@@ -79,6 +79,8 @@ export class Timeline {
   private closed = false;
   private readonly timer: NodeJS.Timeout;
   private readonly onExit = () => this.flushSync();
+  /** This thread's `performance.now()` origin on the host clock (µs). */
+  private readonly originUs = monotonicOriginUs();
 
   constructor(options: TimelineOptions) {
     if (typeof options?.path !== 'string' || options.path === '') throw Errors.invalidArg('timeline path', `must be a file path, got ${JSON.stringify(options?.path)}`);
@@ -113,9 +115,9 @@ export class Timeline {
     this.meta.push(JSON.stringify({ name: CLOCK_OFFSET_EVENT, ph: 'M', pid: this.pid, tid: 0, args }));
   }
 
-  /** Microseconds on the wall clock, the `ts` of the events. */
+  /** Microseconds on the host's monotonic clock (`host-clock.ts`), the `ts` of the events. */
   now(): number {
-    return (performance.timeOrigin + performance.now()) * 1000;
+    return performance.now() * 1000 + this.originUs;
   }
 
   /** The lane called `name` (made on first use, in order: the first lane is tid 1). */
@@ -144,9 +146,9 @@ export class Timeline {
     this.events.push({ name, tid: lane.tid, ts: startUs, dur: endUs - startUs, args });
   }
 
-  /** A `performance.now()` reading (milliseconds since this process started) as a `now()` reading. */
+  /** A `performance.now()` reading of this thread (milliseconds since its start) as a `now()` reading. */
   fromPerformance(ms: number): number {
-    return (performance.timeOrigin + ms) * 1000;
+    return ms * 1000 + this.originUs;
   }
 
   /** Run `fn` as a span on `lane` (recorded when it settles, failed or not). */
