@@ -64,7 +64,8 @@ import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { Writable } from 'node:stream';
 import { launch } from '@shoal/run';
-import { registerShoalKernels, resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
+import { resolveLoss, setupTfjs, Trainer, type TfjsRuntime } from '@shoal/wrappers';
+import { kernels } from './train-kernels.js';
 import { benchData, benchSpec, medianOf, timedFit, type BenchModel } from './train-models.js';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 
@@ -128,78 +129,6 @@ const OPTION_RUNS: Array<[backend: 'ring' | 'ps', RunOptions]> = [
   ['ps', { label: 'async staleness=0', key: 'ps_async_s0', psMode: 'async', staleness: 0 }],
   ['ps', { label: 'async staleness=2', key: 'ps_async_s2', psMode: 'async', staleness: 2 }],
 ];
-
-
-function timeIt(fn: () => void, reps: number): number {
-  fn(); // warm-up
-  const t: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    t.push(performance.now() - t0);
-  }
-  return medianOf(t);
-}
-
-async function kernels(rt: TfjsRuntime, cpuSegments: number) {
-  const tf = rt.tf;
-  rt.kernels.restore();
-  const a = tf.randomUniform([128, 784], -1, 1, 'float32', 1);
-  const b = tf.randomUniform([128, 512], -1, 1, 'float32', 2);
-  const at = tf.transpose(a);
-  // Timed bodies return nothing from tidy: a typed array returned from tf.tidy is walked element by element in
-  // search of tensors (~6 ms for 32k floats), which would swamp the kernels being timed.
-  const run = (ta: boolean) => () =>
-    tf.tidy(() => {
-      (ta ? tf.matMul(a, b, true, false) : tf.matMul(at, b)).dataSync();
-    });
-  const stockOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
-  const stock = timeIt(run(true), 5);
-  const table = tf.randomUniform([4000, 32], -1, 1, 'float32', 4);
-  const rowIds = tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % 4000), 'int32');
-  const gatherOnce = () => {
-    const g = tf.gather(table, rowIds);
-    const v = g.dataSync();
-    g.dispose();
-    return v;
-  };
-  const gatherStockOut = gatherOnce().slice();
-  const gatherStock = timeIt(gatherOnce, 20);
-  const k = registerShoalKernels(tf);
-  const gatherFixedOut = gatherOnce().slice();
-  const gatherFixed = timeIt(gatherOnce, 20);
-  let gatherAbs = 0;
-  for (let i = 0; i < gatherStockOut.length; i++) gatherAbs = Math.max(gatherAbs, Math.abs(gatherStockOut[i]! - gatherFixedOut[i]!));
-  tf.dispose([table, rowIds]);
-  const fixedOut = tf.tidy(() => tf.matMul(a, b, true, false).dataSync().slice());
-  const fixed = timeIt(run(true), 5);
-  const untransposed = timeIt(run(false), 5);
-  let maxAbs = 0;
-  for (let i = 0; i < stockOut.length; i++) maxAbs = Math.max(maxAbs, Math.abs(stockOut[i]! - fixedOut[i]!));
-
-  const x = tf.randomUniform([1024, 32], -1, 1, 'float32', 3);
-  const ids = (n: number) => tf.tensor1d(Int32Array.from({ length: 1024 }, (_, j) => (j * 7919) % n), 'int32');
-  const ids4000 = ids(4000);
-  const idsCpu = ids(cpuSegments);
-  const wasm4000 = timeIt(() => tf.tidy(() => void tf.unsortedSegmentSum(x, ids4000, 4000).dataSync()), 5);
-  const wasmSmall = timeIt(() => tf.tidy(() => void tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync()), 5);
-  const wasmOut = tf.tidy(() => tf.unsortedSegmentSum(x, idsCpu, cpuSegments).dataSync().slice());
-  await tf.setBackend('cpu');
-  const xc = tf.tensor(x.dataSync(), x.shape);
-  const ic = tf.tensor1d(idsCpu.dataSync() as Int32Array, 'int32');
-  const t0 = performance.now();
-  const cpuOut = tf.unsortedSegmentSum(xc, ic, cpuSegments).dataSync();
-  const cpuMs = performance.now() - t0;
-  await tf.setBackend(rt.backend);
-  let segAbs = 0;
-  for (let i = 0; i < cpuOut.length; i++) segAbs = Math.max(segAbs, Math.abs(cpuOut[i]! - wasmOut[i]!));
-  void k;
-  return {
-    matmul_transposeA_128x784x512: { stock_ms: stock, fixed_ms: fixed, untransposed_ms: untransposed, max_abs_diff: maxAbs },
-    gather_rows_1024_of_4000x32: { stock_ms: gatherStock, fixed_ms: gatherFixed, max_abs_diff: gatherAbs },
-    unsorted_segment_sum_1024x32: { cpu_ms: cpuMs, cpu_segments: cpuSegments, wasm_fixed_ms_4000: wasm4000, wasm_fixed_ms_at_cpu_segments: wasmSmall, max_abs_diff: segAbs },
-  };
-}
 
 /** CPU milliseconds (user + system) of this process since `c0`. */
 const cpuMsSince = (c0: NodeJS.CpuUsage) => {

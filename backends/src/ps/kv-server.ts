@@ -1,3 +1,4 @@
+// Over 500 lines: the shell of PS_REMOTE, one short method per request over ps/server/: one table, kept whole.
 import { existsSync } from 'node:fs';
 import { currentCaller, externalRef } from '@shoal/core/actor';
 import type { Timeline } from '@shoal/core/telemetry';

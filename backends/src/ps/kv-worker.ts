@@ -1,3 +1,4 @@
+// Over 500 lines: the KVWorker API, one method per user call over ps/worker/: one surface, kept whole.
 import { ActorClient, Errors, isShoalError, type Store, type Transport } from '@shoal/core';
 import { allocFloat, DEFAULT_BIG_KEY_BOUND, KeyLayout, type FloatArray, type KeySpec } from './key-layout.js';
 import type { KVServer } from './kv-server.js';

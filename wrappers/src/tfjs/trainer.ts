@@ -289,7 +289,6 @@ export class Trainer implements CallbackTrainer {
     return this.host_;
   }
 
-
   /**
    * Train, Keras style: `fit(x, y, options)` or `fit({ x, y } | batchSource, options)`. In-memory data is sharded
    * so N workers with batch b follow exactly the path of one worker with batch N*b (see `rankBatchRows`).
