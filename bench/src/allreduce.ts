@@ -17,14 +17,14 @@
  * median average time (`rounds` says how many it is the median of): load that comes and goes hits all alike.
  * Also measures the reduction kernel (float32 sum of 1 MiB, native and JS) in this process. `--tls` also runs every
  * `net` variant under TLS 1.3 (the job certificate pinned, as `shoal run --tls`; the store too), rows with transport
- * `net-tls` and `busbw_vs_plain` / `p50_vs_plain` against the plain `net` row of the same run.
+ * `net-tls` and `busbw_vs_plain` / `p50_vs_plain` / `cpu_vs_plain` against the plain `net` row of the same run.
  *
  * Output `bench/results/allreduce.json`:
  *   { suite: 'allreduce', version: 1, started, host: { cpus, node, loadavg1 }, args,
  *     kernel: [{ impl, bytes, gbps }],
  *     rows: [{ impl: 'shoal-ring'|'shoal-direct'|'shoal-shm-collective'|'torch-gloo', transport: 'net'|'nng'|'shm'|'shm-coll'|'gloo-tcp', n, bytes, iters,
  *              p50_us, avg_us, p99_us, algbw_gbps, busbw_gbps, verified, cpu_us_per_call?, waits_per_call?, main_thread_cpu_us_per_call?, oversubscribed,
- *              busbw_vs_gloo?, p50_vs_gloo?, busbw_vs_plain?, p50_vs_plain? }],
+ *              busbw_vs_gloo?, p50_vs_gloo?, busbw_vs_plain?, p50_vs_plain?, cpu_vs_plain? }],
  *     errors: [{ impl, transport, n, error }] }
  * `oversubscribed` is true when n exceeds the machine's cores (n > 2 here): those figures measure scheduling too.
  */
@@ -59,6 +59,8 @@ export interface AllreduceRow {
   /** `net-tls` rows: plain net avg time / this row's (the busbw ratio), and this p50 / plain net p50. */
   busbw_vs_plain?: number;
   p50_vs_plain?: number;
+  /** `net-tls` rows: this row's CPU time per call / the plain net row's (robust under load: what TLS costs). */
+  cpu_vs_plain?: number;
 }
 
 type RowFields = Pick<AllreduceRow, 'bytes' | 'iters' | 'p50_us' | 'avg_us' | 'p99_us' | 'algbw_gbps' | 'busbw_gbps' | 'verified'>;
@@ -123,7 +125,7 @@ async function runShoal(
   const server = await TcpStoreServer.start({ auth: encrypted ? tls!.auth : auth });
   try {
     const runs = Array.from({ length: n }, (_, rank) =>
-      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs, encrypted ? tls!.env : undefined),
+      collect(process.execPath, [workerJs, JSON.stringify({ ...base, rank, size: n, store: server.url, transport } satisfies WorkerArgs)], timeoutMs, encrypted ? { ...(process.env as Record<string, string>), ...tls!.env } : undefined),
     );
     const [first] = await settleAll(runs);
     return first!.filter((o) => o.row).map((o) => o.row as Record<string, number>);
@@ -270,10 +272,12 @@ export async function run(args: string[]): Promise<void> {
         if (plain) {
           row.busbw_vs_plain = +(plain.avg_us / r.avg_us!).toFixed(3);
           row.p50_vs_plain = +(r.p50_us! / plain.p50_us).toFixed(3);
+          const cpu = (x: object) => (x as { cpu_us_per_call?: number }).cpu_us_per_call;
+          if (cpu(r) && cpu(plain)) row.cpu_vs_plain = +(cpu(r)! / cpu(plain)!).toFixed(3);
         }
         rows.push(row);
         console.log(
-          `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}${row.busbw_vs_plain !== undefined ? `  busbw vs plain net ${row.busbw_vs_plain.toFixed(2)}, p50 ${row.p50_vs_plain!.toFixed(2)}` : ''}`,
+          `${String(r.bytes).padStart(12)} ${r.p50_us!.toFixed(1).padStart(9)} ${r.avg_us!.toFixed(1).padStart(9)} ${r.p99_us!.toFixed(1).padStart(9)} ${r.busbw_gbps!.toFixed(3).padStart(11)} ${g ? g.busbw_gbps!.toFixed(3).padStart(11) : '        n/a'} ${row.busbw_vs_gloo?.toFixed(2).padStart(8) ?? '     n/a'} ${row.p50_vs_gloo?.toFixed(2).padStart(6) ?? '   n/a'}${row.busbw_vs_plain !== undefined ? `  busbw vs plain net ${row.busbw_vs_plain.toFixed(2)}, p50 ${row.p50_vs_plain!.toFixed(2)}${row.cpu_vs_plain !== undefined ? `, cpu ${row.cpu_vs_plain.toFixed(2)}` : ''}` : ''}`,
         );
       }
     }

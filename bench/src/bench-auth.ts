@@ -22,5 +22,5 @@ export function benchAuth(): JobAuth {
  */
 export async function benchTls(): Promise<{ auth: JobAuth; env: Record<string, string> }> {
   const auth = benchAuth().withTls(await JobTls.generate(BENCH_JOB_ID));
-  return { auth, env: { ...(process.env as Record<string, string>), ...auth.childEnv() } };
+  return { auth, env: auth.childEnv() };
 }

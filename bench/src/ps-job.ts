@@ -13,8 +13,8 @@ export const KEYS = 4;
  * first plane run still paid for them). */
 export const SMALL_WARMUP = 2000;
 
-/** net: TCP loopback; ipc: the net transport over unix sockets; shm: shared-memory rings. */
-export type BenchTransport = 'net' | 'ipc' | 'shm';
+/** net: TCP loopback; net-tls: the same under the job's TLS (`--tls`); ipc: the net transport over unix sockets; shm: shared-memory rings. */
+export type BenchTransport = 'net' | 'net-tls' | 'ipc' | 'shm';
 
 /** One worker process's assignment (passed in `SHOAL_PS_BENCH`). */
 export interface WorkerJob {

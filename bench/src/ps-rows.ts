@@ -19,6 +19,10 @@ export interface PsRow {
   vs_ray?: number;
   /** Ray's p50 round time / shoal's (median-based: less sensitive to load spikes than the mean). */
   vs_ray_p50?: number;
+  /** `net-tls` rows: rounds/s over those of the plain `net` row of the same plane, kind and size (`--tls`). */
+  vs_plain?: number;
+  /** `net-tls` rows: the plain `net` row's p50 round time / this row's (below 1: what TLS costs). */
+  vs_plain_p50?: number;
   rows_per_s?: number;
   touched_rows?: number;
   row_bytes?: number;
@@ -67,6 +71,16 @@ export function compareWithRay(rows: PsRow[]): void {
   }
 }
 
+/** Set `vs_plain` and `vs_plain_p50` on every `net-tls` row that has a plain `net` row of the same plane, kind and size. */
+export function compareWithPlain(rows: PsRow[]): void {
+  for (const tls of rows.filter((x) => x.transport === 'net-tls')) {
+    const plain = rows.find((x) => x.impl === tls.impl && x.transport === 'net' && x.plane === tls.plane && x.kind === tls.kind && x.bytes === tls.bytes);
+    if (!plain) continue;
+    tls.vs_plain = tls.rounds_per_s / plain.rounds_per_s;
+    tls.vs_plain_p50 = plain.p50_us / tls.p50_us;
+  }
+}
+
 /** The table `npm run bench -- ps` prints. */
 export function printRows(rows: PsRow[]): void {
   for (const r of rows) {
@@ -76,6 +90,7 @@ export function printRows(rows: PsRow[]): void {
         : r.vs_ray !== undefined
           ? ` vs ray ${r.vs_ray.toFixed(2)}x (p50 ${r.vs_ray_p50!.toFixed(2)}x)`
           : '';
-    console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${(r.plane ?? '').padEnd(8)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${r.verified ? '' : ' UNVERIFIED'}`);
+    const tls = r.vs_plain !== undefined ? ` vs plain net ${r.vs_plain.toFixed(2)}x (p50 ${r.vs_plain_p50!.toFixed(2)}x)` : '';
+    console.log(`${r.impl.padEnd(8)} ${r.transport.padEnd(16)} ${(r.plane ?? '').padEnd(8)} ${r.kind.padEnd(9)} ${String(r.bytes).padStart(9)} B  p50 ${(r.p50_us / 1000).toFixed(2)} ms  ${r.rounds_per_s.toFixed(1)} rounds/s${extra}${tls}${r.verified ? '' : ' UNVERIFIED'}`);
   }
 }

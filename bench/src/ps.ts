@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
  *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
- *                     [--rounds N] [--warmup 20] [--shm-ring-bytes N] [--out file.json]`
+ *                     [--rounds N] [--warmup 20] [--shm-ring-bytes N] [--tls] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -28,12 +28,15 @@
  *
  * Output `bench/results/ps.json` (or `--out file.json`):
  *   { suite: 'ps', version: 1, started, host: { cpus, node, loadavg1 }, args, repeats, servers, workers,
- *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'ipc'|'shm'|'ray-object-store', plane?: 'staging'|'shared'|'messages', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
- *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?,
+ *     rows: [{ impl: 'shoal-ps'|'ray', transport: 'net'|'net-tls'|'ipc'|'shm'|'ray-object-store', plane?: 'staging'|'shared'|'messages', kind: 'dense'|'small'|'rowsparse', bytes, rounds, p50_us, p99_us?, avg_us,
+ *              rounds_per_s, verified, oversubscribed, runs, vs_ray?, vs_ray_p50?, vs_plain?, vs_plain_p50?,
  *              rows_per_s?, touched_rows?, row_bytes?, push_wire_bytes?, pull_wire_bytes?, push_wire_ratio?,
  *              pull_wire_ratio?, worker_cpu_ms_per_round?, server_cpu_ms_per_round? }],
  *     errors: [{ impl, error }] }
  * `vs_ray` = shoal rounds/s / Ray rounds/s, `vs_ray_p50` = Ray p50 / shoal p50 (higher is better for both).
+ * `--tls` (or `net-tls` in `--transports`) runs net a second time with the store, servers and workers under TLS 1.3
+ * (the job certificate pinned, as `shoal run --tls`): rows `net-tls` with `vs_plain` = TLS rounds/s / plain net
+ * rounds/s and `vs_plain_p50` = plain p50 / TLS p50 (same plane, kind and size, same run).
  * `*_cpu_ms_per_round`: CPU time per round (workers: mean of one worker; servers: all together), which the
  * machine's other load disturbs much less than wall time. `oversubscribed` is true when servers + workers
  * exceed the cores (always on the 2-core machine: 4 processes).
@@ -49,10 +52,10 @@ import { fileURLToPath } from 'node:url';
 import { ActorSupervisor, netRemote, shmRemote, TcpStore, TcpStoreServer } from '@shoal/core';
 import { startPsServers } from '@shoal/backends';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
-import { benchAuth } from './bench-auth.js';
+import { benchAuth, benchTls } from './bench-auth.js';
 import { runRayAnchor } from './ps-anchor.js';
 import { LR, PLANES, root, runChild, type BenchTransport, type Plane, type WorkerJob } from './ps-job.js';
-import { compareWithRay, medianRows, printRows, type PsRow } from './ps-rows.js';
+import { compareWithPlain, compareWithRay, medianRows, printRows, type PsRow } from './ps-rows.js';
 
 export type { PsRow } from './ps-rows.js';
 
@@ -72,13 +75,14 @@ export const command = {
     'sizes': { type: 'string', arg: 'BYTES,...', help: 'dense sizes (default 1 MiB, 16 MiB, 64 MiB)' },
     'servers': { type: 'string', arg: 'K', help: 'servers (default 2)' },
     'workers': { type: 'string', arg: 'N', help: 'workers (default 2)' },
-    'transports': { type: 'string', arg: 'LIST', help: 'net,ipc,shm (default all)' },
+    'transports': { type: 'string', arg: 'LIST', help: 'net,ipc,shm (default all), net-tls' },
     'shm-ring-bytes': { type: 'string', arg: 'BYTES', help: "ring size of the servers' shm listeners" },
     'warmup': { type: 'string', arg: 'N', help: 'warm-up rounds per size (default 20)' },
     'rounds': { type: 'string', arg: 'N', help: 'rounds per size (default: by size)' },
     'phases': { type: 'string', arg: 'LIST', help: 'dense,small,rowsparse (default all)' },
     'planes': { type: 'string', arg: 'LIST', help: 'data planes (default all)' },
     'no-anchor': { type: 'boolean', help: 'skip the Ray anchor' },
+    'tls': { type: 'boolean', help: "also run net under TLS 1.3 (transport 'net-tls', ratios vs plain net)" },
     'out': { type: 'string', arg: 'FILE', help: 'result file (default bench/results/ps.json)' },
   },
 } as const satisfies CommandSpec;
@@ -92,7 +96,10 @@ export async function run(args: string[]): Promise<void> {
   const numServers = Number(v['servers'] ?? 2);
   const numWorkers = Number(v['workers'] ?? 2);
   const transports = (v['transports'] ?? 'net,ipc,shm').split(',') as BenchTransport[];
-  for (const t of transports) if (!['net', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|ipc|shm, got ${t}`);
+  for (const t of transports) if (!['net', 'net-tls', 'ipc', 'shm'].includes(t)) throw new RangeError(`--transports must list net|net-tls|ipc|shm, got ${t}`);
+  if (v['tls'] === true && transports.includes('net') && !transports.includes('net-tls')) transports.splice(transports.indexOf('net') + 1, 0, 'net-tls');
+  // net-tls: the store, the servers and the workers all hold the job certificate (as under `shoal run --tls`)
+  const tls = transports.includes('net-tls') ? await benchTls() : undefined;
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
   // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
   const shmRingBytes = v['shm-ring-bytes'] ? Number(v['shm-ring-bytes']) : undefined;
@@ -118,15 +125,16 @@ export async function run(args: string[]): Promise<void> {
   for (let rep = 0; rep < repeat; rep++) {
     // --- shoal, per transport ---
     for (const transport of transports) {
-      const storeServer = await TcpStoreServer.start({ auth });
-      const store = await TcpStore.connect(storeServer.url, { auth });
+      const jobAuth = transport === 'net-tls' ? tls!.auth : auth;
+      const storeServer = await TcpStoreServer.start({ auth: jobAuth });
+      const store = await TcpStore.connect(storeServer.url, { auth: jobAuth });
       let servers: ActorSupervisor[] = [];
       const prefix = `psbench${process.pid}`;
       const sockDir = transport === 'ipc' ? mkdtempSync(join(tmpdir(), 'shoal-psbench-')) : '';
       const listenUrl = transport === 'shm' ? 'shm://auto' : transport === 'ipc' ? `ipc://${sockDir}/{actor}-{door}.sock` : 'tcp://127.0.0.1:0';
       try {
         servers = await startPsServers({
-          auth,
+          auth: jobAuth,
           placement: 'process',
           store,
           remote: transport === 'shm' ? shmRemote(storeServer.url, { prefix, ringBytes: shmRingBytes }) : netRemote(storeServer.url),
@@ -154,7 +162,7 @@ export async function run(args: string[]): Promise<void> {
         });
         const outs = await Promise.all(
           Array.from({ length: numWorkers }, (_, r) =>
-            runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), workerScript], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix }, 600_000),
+            runChild(process.execPath, [...(prof ?? ['--enable-source-maps']), workerScript], { SHOAL_PS_BENCH: JSON.stringify(job(r)), SHOAL_PS_BENCH_PREFIX: prefix, ...(transport === 'net-tls' ? tls!.env : {}) }, 600_000),
           ),
         );
         for (const r of outs[0]!) raw.push({ ...(r as unknown as PsRow), transport, oversubscribed });
@@ -180,6 +188,7 @@ export async function run(args: string[]): Promise<void> {
   }
   rows.push(...medianRows(raw, repeat));
   compareWithRay(rows);
+  compareWithPlain(rows);
 
   const result = { suite: 'ps', version: 1, started, host: { cpus: cpus().length, node: process.version, loadavg1: loadavg()[0] }, args, repeats: repeat, servers: numServers, workers: numWorkers, rows, errors };
   const outPath = v['out'] ?? `${root}bench/results/ps.json`;

@@ -314,6 +314,11 @@ test('demo flags (node:util parseArgs): defaults, values, and errors that name t
   assert.equal([t.tables, t.serverOptimizer], ['replicated', 'adagrad']);
   assert.throws(() => parseDemoOptions(['--backend', 'ring', '--tables', 'server']), /--tables server needs parameter servers/);
   assert.throws(() => parseDemoOptions(['--tables', 'sharded']), /--tables must be server\|replicated/);
+  assert.equal([d.accumulateSteps, d.psPlacement], [1, 'process']);
+  const a = parseDemoOptions(['--accumulate-steps', '4', '--ps-placement', 'worker']);
+  assert.equal([a.accumulateSteps, a.psPlacement], [4, 'worker']);
+  assert.throws(() => parseDemoOptions(['--accumulate-steps', '0']), /--accumulate-steps must be an integer >= 1/);
+  assert.throws(() => parseDemoOptions(['--ps-placement', 'rank0']), /--ps-placement must be process\|worker/);
   // Step checkpoints (issue 16): every 60 s unless told; the cadence flags need the folder.
   assert.equal([d.checkpoint, d.checkpointEverySteps, d.checkpointEverySeconds], [null, null, null]);
   const c = parseDemoOptions(['--checkpoint', 'ck']);

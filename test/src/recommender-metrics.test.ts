@@ -93,7 +93,7 @@ test('report: Markdown and the four PNG charts (vega-lite, rendered by resvg) ar
     const epoch = (e: number) => ({
       epoch: e, loss: 5 - e, steps: 10, samples: 5120, seconds: 2, samplesPerSec: 2560, sparseRowsPerStep: 100,
       tableRows: { user_embedding: { rowsPerStep: 50, numRows: 1000 } }, sparseBytesPerStep: 12_800, tableBytes: 128_000,
-      wireBytesPerStep: 20_000, metrics: { ...m, hr: 0.1 * e }, computeSeconds: 1, syncSeconds: 0.5, applySeconds: 0.5,
+      wireBytesPerStep: 20_000, metrics: { ...m, hr: 0.1 * e }, computeSeconds: 1, syncSeconds: 0.5, syncSecondsByRank: [0.5, 0.7], applySeconds: 0.5,
       tables: 'server' as const, pulledRowsPerStep: 50, pullBytesPerStep: 6600, pushBytesPerStep: 6600, psWireBytesPerStep: 14_000, heldTableBytes: 6400, evalHr: 0.1 * e,
     });
     const path = await writeReport(dir, {

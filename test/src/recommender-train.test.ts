@@ -4,7 +4,7 @@ import { LocalSync, RingSync } from '@shoal/backends';
 import { memoryGroups } from '@shoal/backends/testing';
 import { setupTfjs } from '@shoal/wrappers';
 import {
-  BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, MostPopular, runTraining, type Features,
+  BasketModel, DEFAULT_SPEC, easeInverse, epochExamples, evaluate, gramMatrix, historyLists, meanGradients, MostPopular, runTraining, type Features,
 } from '../../examples/recommender/dist/index.js';
 import { syntheticTask } from './helpers/recommender-data.js';
 
@@ -77,6 +77,35 @@ test('4 in-process ring workers at the same global batch land within 2% (relativ
     } finally {
       await Promise.all(syncs.map((s) => s.close()));
     }
+  }
+});
+
+test('accumulateSteps: K micro-batches averaged per update (half the steps at K = 2), and 2 ring workers follow 1 worker', async () => {
+  // meanGradients: dense and loss averaged; rows merged over the micro-batches, a row one of them lacks counting 0.
+  const t = { name: 't', numRows: 4, rowSize: 2 };
+  const m = meanGradients([
+    { loss: 1, dense: [{ name: 'w', shape: [2], data: Float32Array.of(1, 2) }], sparse: [{ ...t, rowIds: Int32Array.of(0, 2), rows: Float32Array.of(1, 1, 2, 2) }] },
+    { loss: 3, dense: [{ name: 'w', shape: [2], data: Float32Array.of(3, 6) }], sparse: [{ ...t, rowIds: Int32Array.of(2, 3), rows: Float32Array.of(4, 4, 8, 8) }] },
+  ]);
+  assert.is(m.loss, 2);
+  assert.equal(Array.from(m.dense[0]!.data), [2, 4]);
+  assert.equal(Array.from(m.sparse[0]!.rowIds), [0, 2, 3]);
+  assert.equal(Array.from(m.sparse[0]!.rows), [0.5, 0.5, 3, 3, 4, 4]);
+  const spec = { ...DEFAULT_SPEC, model: { lr: 0.01 }, epochs: 1, towerScale: 1, historyMax: 100, evalEachEpoch: false, progress: false };
+  const base = { globalBatch: 128, targetsPerBasket: 4, seed: 1 };
+  const k1 = await runTraining(tf, '', data, new LocalSync(), { ...spec, train: base });
+  const k2 = await runTraining(tf, '', data, new LocalSync(), { ...spec, train: { ...base, accumulateSteps: 2 } });
+  assert.is(k2.epochs[0]!.steps, Math.floor(k1.epochs[0]!.steps / 2));
+  assert.is(k2.epochs[0]!.samples, k2.epochs[0]!.steps * 256);
+  assert.ok(k2.epochs[0]!.loss !== k1.epochs[0]!.loss, 'another path');
+  const groups = await memoryGroups(2, { timeoutMs: 30_000 });
+  const syncs = groups.map((grp) => new RingSync(grp));
+  try {
+    const rs = await Promise.all(syncs.map((s) => runTraining(tf, '', data, s, { ...spec, train: { ...base, accumulateSteps: 2 } })));
+    assert.ok(Math.abs(rs[0]!.epochs[0]!.loss / k2.epochs[0]!.loss - 1) < 1e-3, `2 workers ${rs[0]!.epochs[0]!.loss} vs 1 worker ${k2.epochs[0]!.loss}`);
+    assert.ok(Math.abs(rs[0]!.final.hr - k2.final.hr) * data.test.hidden.length <= 3, `HR@10 ${rs[0]!.final.hr} vs ${k2.final.hr}`);
+  } finally {
+    await Promise.all(syncs.map((s) => s.close()));
   }
 });
 

@@ -200,6 +200,11 @@ export class PsSync implements GradientSync {
     return { name: grad.name, numRows: grad.numRows, rowSize: grad.rowSize, rowIds: last.rowIds, rows };
   }
 
+  /**
+   * A gather on server 0: `values` travel in one message, within the server's bound on this worker's messages (1
+   * MiB, 131,072 scalars, before any key is declared; then at least the largest slice on server 0), else
+   * ERR_INVALID_ARG naming both sizes.
+   */
   async allreduceScalars(values: Float64Array): Promise<Float64Array> {
     this.live();
     const all = await this.traced('gather', () => this.kv.gather(this.nextTag(), values, 'allreduceScalars'));

@@ -5,6 +5,8 @@ export interface DemoOptions {
   workers: number;
   /** Parameter-server shards for ps/hybrid. */
   servers: number;
+  /** Where the server shards run: their own processes, or inside rank 0 (`launch`'s `psPlacement`). */
+  psPlacement: 'process' | 'worker';
   backend: 'ring' | 'ps' | 'hybrid';
   /** Where the embedding tables live: on the parameter servers (ps / hybrid default) or replicated on every worker (ring default). */
   tables: 'auto' | 'replicated' | 'server';
@@ -32,6 +34,8 @@ export interface DemoOptions {
   logdir: string | null;
   /** Step checkpoints in this folder, resumed from when it holds one; or null. */
   checkpoint: string | null;
+  /** Micro-batches per optimizer step (gradient accumulation; 1 = a sync every batch). */
+  accumulateSteps: number;
   checkpointEverySteps: number | null;
   checkpointEverySeconds: number | null;
   help: boolean;
@@ -44,6 +48,8 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --workers N              worker processes (default 2)
   --backend B              ring | ps | hybrid (default hybrid: tables on parameter servers, dense layers on the ring)
   --servers K              parameter-server shards for ps / hybrid (default 1)
+  --ps-placement P         process | worker: the server shards in their own processes (default), or on rank 0's
+                           event loop (no third process on the cores; same values)
   --tables T               server | replicated (default: server with ps / hybrid: the tables live on the parameter
                            servers, which run the row-wise optimizer, and workers pull only the rows a step needs;
                            replicated: every worker holds full tables and applies the averaged row gradients; ring
@@ -68,6 +74,8 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --logdir DIR             TensorBoard logs: one run per training run (DIR/run-<backend>-w<N>/select-lr<lr>,
                            .../final), loss, samples/s, step times, validation HR@10, system metrics
   --job-timeout-min M      limit on one training job, model selection included (default 120)
+  --accumulate-steps K     K global batches per optimizer step: their gradients are averaged and synced once
+                           (K times fewer syncs and updates per epoch; default 1)
   --checkpoint DIR         step checkpoints of the training job in DIR (dense layers, tables and every optimizer
                            state, the position, the selection runs done); the same command run again resumes
                            from the newest and ends as the uninterrupted run would; a checkpoint written with
@@ -76,20 +84,20 @@ scores the baselines (most-popular, co-occurrence, repeat-buy, item-kNN, EASE) a
   --checkpoint-every-seconds S write one when S seconds passed since the last (default 60 when neither is given)`;
 
 const FLAGS = {
-  workers: { type: 'string' }, servers: { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
+  workers: { type: 'string' }, servers: { type: 'string' }, 'ps-placement': { type: 'string' }, backend: { type: 'string' }, tables: { type: 'string' },
   'server-optimizer': { type: 'string' }, epochs: { type: 'string' }, out: { type: 'string' }, config: { type: 'string' },
   cache: { type: 'string' }, batch: { type: 'string' }, 'targets-per-basket': { type: 'string' }, 'max-steps': { type: 'string' },
   lr: { type: 'string' }, 'tower-weight': { type: 'string' }, dim: { type: 'string' }, seed: { type: 'string' }, 'compare-workers': { type: 'string' },
   'no-eval-each-epoch': { type: 'boolean' }, logdir: { type: 'string' }, 'job-timeout-min': { type: 'string' },
-  checkpoint: { type: 'string' }, 'checkpoint-every-steps': { type: 'string' }, 'checkpoint-every-seconds': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'accumulate-steps': { type: 'string' }, checkpoint: { type: 'string' }, 'checkpoint-every-steps': { type: 'string' }, 'checkpoint-every-seconds': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Parse argv (without node and script) with node:util parseArgs. Throws ERR_INVALID_ARG naming the flag on bad input. */
 export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const o: DemoOptions = {
-    workers: 2, servers: 1, backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
+    workers: 2, servers: 1, psPlacement: 'process', backend: 'hybrid', tables: 'auto', serverOptimizer: 'adam', epochs: 0, out: null, config: null, cache: null, batch: 512, targetsPerBasket: 8,
     maxSteps: 0, lr: null, towerWeight: null, dim: null, jobTimeoutMin: 120, seed: 1, evalEachEpoch: true, compareWorkers: [], logdir: null,
-    checkpoint: null, checkpointEverySteps: null, checkpointEverySeconds: null, help: false,
+    accumulateSteps: 1, checkpoint: null, checkpointEverySteps: null, checkpointEverySeconds: null, help: false,
   };
   let v: Record<string, string | boolean | undefined>;
   try {
@@ -112,6 +120,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   const str = (k: keyof typeof FLAGS): string | undefined => v[k] as string | undefined;
   if (str('workers') !== undefined) o.workers = int('--workers', str('workers'), 1);
   if (str('servers') !== undefined) o.servers = int('--servers', str('servers'), 1);
+  if (str('ps-placement') !== undefined) o.psPlacement = oneOf('--ps-placement', str('ps-placement')!, ['process', 'worker'] as const);
   if (str('backend') !== undefined) o.backend = oneOf('--backend', str('backend')!, ['ring', 'ps', 'hybrid'] as const);
   if (str('tables') !== undefined) o.tables = oneOf('--tables', str('tables')!, ['server', 'replicated'] as const);
   if (str('server-optimizer') !== undefined) o.serverOptimizer = oneOf('--server-optimizer', str('server-optimizer')!, ['adam', 'adagrad'] as const);
@@ -141,6 +150,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     o.logdir = str('logdir')!;
   }
   if (str('job-timeout-min') !== undefined) o.jobTimeoutMin = int('--job-timeout-min', str('job-timeout-min'), 1);
+  if (str('accumulate-steps') !== undefined) o.accumulateSteps = int('--accumulate-steps', str('accumulate-steps'), 1);
   if (str('checkpoint') !== undefined) {
     if (str('checkpoint')!.trim() === '') throw Errors.invalidArg('--checkpoint', `must be a folder path, got ${JSON.stringify(str('checkpoint'))}`);
     o.checkpoint = str('checkpoint')!;

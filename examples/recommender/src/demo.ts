@@ -46,7 +46,8 @@ export function specFor(o: DemoOptions, preparedPath: string, outDir: string, re
   return {
     ...DEFAULT_SPEC, preparedPath, outDir,
     model: { ...(o.lr !== null ? { lr: o.lr } : {}), ...(o.dim !== null ? { dim: o.dim } : {}) },
-    train: { globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps, tables: o.tables, serverOptimizer: o.serverOptimizer },
+    train: { globalBatch: o.batch, targetsPerBasket: o.targetsPerBasket, seed: o.seed, maxStepsPerEpoch: o.maxSteps, tables: o.tables, serverOptimizer: o.serverOptimizer,
+      ...(o.accumulateSteps > 1 ? { accumulateSteps: o.accumulateSteps } : {}) },
     epochs: o.epochs,
     towerScale: o.towerWeight,
     itemItem: refs ? easeFiles(refs.ease.fitPath.replace(/-ease-fit\.f32$/, '')) : null,

@@ -17,6 +17,7 @@ export { cosineWeights, easeFromInverse, easeInverse, gramMatrix, ItemItem, spdI
 export { historyLists, itemItemInverse, wideFeatures } from './features.js';
 export { BasketModel, type ModelOptions } from './model.js';
 export { epochExamples, trainModel, type EpochStats, type TrainOptions } from './train.js';
+export { meanGradients, unionRows } from './accumulate.js';
 export { DEFAULT_SPEC, runTraining, type JobSpec, type TrainResult } from './job.js';
 // The report
 export { writeReport, type ReportInput } from './report.js';

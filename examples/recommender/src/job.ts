@@ -205,6 +205,7 @@ export function runIdentity(spec: Omit<JobSpec, 'preparedPath' | 'outDir'>, data
     '--batch': t.globalBatch,
     '--targets-per-basket': t.targetsPerBasket,
     '--max-steps': t.maxStepsPerEpoch ?? 0,
+    '--accumulate-steps': t.accumulateSteps ?? 1,
     '--lr': spec.model.lr ?? 'chosen',
     '--dim': spec.model.dim ?? 'default',
     'model options': JSON.stringify(spec.model),

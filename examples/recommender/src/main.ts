@@ -37,7 +37,7 @@ async function trainRun(o: DemoOptions, workers: number, spec: JobSpec, label: s
   const onSigint = (): void => ac.abort();
   process.once('SIGINT', onSigint);
   const res = await launch({
-    script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, servers: o.servers,
+    script: WORKER, args: [jobPath], numWorkers: workers, backend: o.backend, servers: o.servers, psPlacement: o.psPlacement,
     jobTimeoutMs: o.jobTimeoutMin * 60_000, timeoutMs: 120_000, signal: ac.signal,
   }).finally(() => process.off('SIGINT', onSigint));
   if (res.code !== 0) throw Errors.remote(`recommender job (${workers} workers, ${o.backend})`, res.error ?? `exit code ${res.code}`);

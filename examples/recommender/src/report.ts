@@ -86,9 +86,9 @@ export async function writeReport(dir: string, r: ReportInput): Promise<string> 
   }
   lines.push('![HR@10 per epoch](hr10.png)', '', '![HR@10 bars](hr10-bars.png)', '');
   lines.push('## Training', '');
-  lines.push('| epoch | loss | steps | samples | seconds | compute / sync / apply s (rank 0) | samples/s | HR@10 |', '|---|---|---|---|---|---|---|---|');
+  lines.push('| epoch | loss | steps | samples | seconds | compute / sync / apply s (rank 0) | sync s per rank | samples/s | HR@10 |', '|---|---|---|---|---|---|---|---|---|');
   for (const e of ep) {
-    lines.push(`| ${e.epoch} | ${e.loss.toFixed(4)} | ${e.steps} | ${e.samples} | ${e.seconds.toFixed(1)} | ${e.computeSeconds.toFixed(1)} / ${e.syncSeconds.toFixed(1)} / ${e.applySeconds.toFixed(1)} | ${Math.round(e.samplesPerSec)} | ${e.metrics ? pct(e.metrics.hr) : ''} |`);
+    lines.push(`| ${e.epoch} | ${e.loss.toFixed(4)} | ${e.steps} | ${e.samples} | ${e.seconds.toFixed(1)} | ${e.computeSeconds.toFixed(1)} / ${e.syncSeconds.toFixed(1)} / ${e.applySeconds.toFixed(1)} | ${(e.syncSecondsByRank ?? []).map((x) => x.toFixed(1)).join(' / ')} | ${Math.round(e.samplesPerSec)} | ${e.metrics ? pct(e.metrics.hr) : ''} |`);
   }
   lines.push('', '![loss](loss.png)', '', '![samples/s](samples-per-sec.png)', '');
   if (last) {

@@ -3,7 +3,8 @@ import { Errors, Rng } from '@shoal/core';
 import { ProgressBar, type LogSink } from '@shoal/wrappers';
 import type { Lists } from './features.js';
 import { evaluate, type RankingMetrics } from './metrics.js';
-import { packedView, tableView, type BasketModel, type BatchPlan, type Example, type RowView } from './model.js';
+import { meanGradients, unionRows } from './accumulate.js';
+import { packedView, tableView, type BasketModel, type BatchPlan, type Example, type RowView, type StepGradients } from './model.js';
 import type { Baskets, TestBaskets } from './prepare.js';
 
 export interface TrainOptions {
@@ -41,6 +42,11 @@ export interface TrainOptions {
   tablePrefix?: string;
   /** Progress-bar label before `epoch e/E`. */
   label?: string;
+  /**
+   * Micro-batches per optimizer step (default 1): K global batches run on the same parameters, their gradients
+   * are averaged and synced once (`accumulate.ts`), so an epoch has K times fewer syncs and updates.
+   */
+  accumulateSteps?: number;
   /** Step checkpoints of this run and the state to resume from (`checkpoint.ts`), or none. */
   checkpoint?: RunCheckpoint | null;
 }
@@ -94,6 +100,8 @@ export interface EpochStats {
   /** Rank 0's time in gradient computation (tfjs + JS gathers/scatters), in the engine, and applying updates. */
   computeSeconds: number;
   syncSeconds: number;
+  /** Every rank's sync seconds (rank 0's is `syncSeconds`): a rank waiting for a slower peer shows here. */
+  syncSecondsByRank: number[];
   applySeconds: number;
   /** Bytes the engine reported sent by this rank during the epoch, per step. */
   wireBytesPerStep: number;
@@ -149,6 +157,9 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     throw Errors.invalidArg('globalBatch', `must be a positive multiple of the world size ${W}, got ${opts.globalBatch}`);
   }
   const local = opts.globalBatch / W;
+  const K = opts.accumulateSteps ?? 1;
+  if (!(Number.isInteger(K) && K >= 1)) throw Errors.invalidArg('accumulateSteps', `must be an integer >= 1, got ${K}`);
+  const perStep = opts.globalBatch * K; // examples per optimizer step, all workers
   const tables = model.tables();
   const lr = model.opts.lr;
   const optimizer: OptimizerSpec = (opts.serverOptimizer ?? 'adam') === 'adam' ? { type: 'adam', lr, rowStep: true } : { type: 'adagrad', lr: lr * 10 };
@@ -162,6 +173,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
   });
   const server = emb.placement === 'server';
   if (server) model.releaseTables();
+  else if (resume) emb.local()!.forEach((a, k) => model.setTable(tables[k]!.name, a)); // the restored tables, stepped in place by push
   else model.invalidate();
   const tableBytes = emb.tableBytes;
   const history: EpochStats[] = resume ? [...resume.history] : [];
@@ -171,9 +183,9 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
   const ckpt = sync.rank === 0 ? (opts.checkpoint ?? null) : null;
   for (let epoch = resume?.epoch ?? 1; epoch <= opts.epochs; epoch++) {
     const ex = epochExamples(train, opts.targetsPerBasket, opts.seed * 1000 + epoch);
-    let steps = Math.floor(ex.length / opts.globalBatch);
+    let steps = Math.floor(ex.length / perStep);
     if (opts.maxStepsPerEpoch) steps = Math.min(steps, opts.maxStepsPerEpoch);
-    if (steps === 0) throw Errors.data('training', `${ex.length} examples are fewer than one global batch of ${opts.globalBatch}`);
+    if (steps === 0) throw Errors.data('training', `${ex.length} examples are fewer than one optimizer step of ${perStep}`);
     const first = resume && epoch === resume.epoch ? resume.step : 0;
     if (opts.progress && sync.rank === 0) opts.progress.write(`${opts.label ? `${opts.label} ` : ''}Epoch ${epoch}/${opts.epochs}${first ? ` (resumed at step ${first})` : ''}\n`);
     const bar = opts.progress && sync.rank === 0 ? new ProgressBar(opts.progress, steps) : null;
@@ -184,31 +196,35 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       loss: 0, sparseRows: 0, sparseBytes: 0, pulledRows: 0, pullBytes: 0, held: 0, compute: 0, sync: 0, apply: 0, elapsed: 0, wire: 0, psWire: 0,
       rowsPerStep: Object.fromEntries(tables.map((t) => [t.name, 0])),
     };
-    const planOf = (s: number): BatchPlan => {
-      const start = s * opts.globalBatch + sync.rank * local;
-      return model.plan(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + s, firstIndex: start });
-    };
+    // The K micro-batches of optimizer step s are global batches s*K .. s*K+K-1 (seeded by that index).
+    const planOf = (s: number): BatchPlan[] => Array.from({ length: K }, (_, m) => {
+      const b = s * K + m, start = b * opts.globalBatch + sync.rank * local;
+      return model.plan(train, hist, ex.slice(start, start + local), { stepSeed: opts.seed * 1_000_003 + epoch * 10_007 + b, firstIndex: start });
+    });
     // Server-held tables: the rows of step s are pulled right after step s-1's push is sent (the servers answer
     // once that round is applied), together with the dense allreduce: one wait per step.
-    const pullRows = async (p: BatchPlan): Promise<RowView[]> => {
-      const got = await emb.pull(p.rows);
-      return tables.map((t, k) => packedView(p.rows[k]!, got[k]!, t.rowSize));
+    const pullRows = async (rows: Int32Array[]): Promise<RowView[]> => {
+      const got = await emb.pull(rows);
+      return tables.map((t, k) => packedView(rows[k]!, got[k]!, t.rowSize));
     };
     let plan = planOf(first);
-    let pulling: Promise<RowView[]> | null = server ? pullRows(plan) : null;
+    let rows = unionRows(plan);
+    let pulling: Promise<RowView[]> | null = server ? pullRows(rows) : null;
     pulling?.catch(() => {});
     for (let s = first; s < steps; s++) {
       const c0 = performance.now();
       const views = server ? await pulling! : tables.map(tableView);
       if (server) {
         for (let k = 0; k < tables.length; k++) {
-          const n = plan.rows[k]!.length;
+          const n = rows[k]!.length;
           acc.pulledRows += n; acc.pullBytes += n * (tables[k]!.rowSize * 4 + 4); acc.held += n * tables[k]!.rowSize * 4;
         }
       }
       const c0b = performance.now();
       acc.sync += c0b - c0;
-      const g = await model.gradients(plan, hist, views);
+      const micro: StepGradients[] = [];
+      for (const p of plan) micro.push(await model.gradients(p, hist, views));
+      const g = meanGradients(micro);
       const c1 = performance.now();
       acc.compute += c1 - c0b;
       for (const sp of g.sparse) {
@@ -230,8 +246,9 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
         if (s + 1 < steps) {
           const p0 = performance.now();
           plan = planOf(s + 1);
+          rows = unionRows(plan);
           tPlan = performance.now() - p0;
-          pulling = pullRows(plan);
+          pulling = pullRows(rows);
           pulling.catch(() => {}); // observed when awaited next step; if this step fails first, not unhandled
         } else pulling = null;
         await Promise.all([reduced, pushed]);
@@ -247,7 +264,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       acc.loss += lossT.data[0]!;
       globalStep++;
       onStep?.(globalStep, acc.loss / (s + 1));
-      if (s + 1 < steps) bar?.update(s + 1, { loss: acc.loss / (s + 1) }, (s + 1) * opts.globalBatch); // the last step: `end` below
+      if (s + 1 < steps) bar?.update(s + 1, { loss: acc.loss / (s + 1) }, (s + 1) * perStep); // the last step: `end` below
       // A step checkpoint (rank 0, between this step's push settling and the next push: the servers are at this
       // round). Mid-epoch only: one due at an epoch's last step is written after the next step.
       if (ckpt && s + 1 < steps && ckpt.due(globalStep)) {
@@ -263,7 +280,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     const seconds = (acc.elapsed + performance.now() - t0) / 1000;
     const ps1 = emb.stats();
     const loss = acc.loss / steps; // the same on every rank
-    bar?.end(steps, { loss }, steps * opts.globalBatch);
+    bar?.end(steps, { loss }, steps * perStep);
     let metrics: RankingMetrics | null = null;
     if (opts.evalEachEpoch && sync.rank === 0) {
       if (server) await loadTables(emb, model);
@@ -273,12 +290,16 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
     let evalHr: number | null = null;
     // allreduceScalars averages: rank 0 contributes size x its HR@10, the others 0 (exact for 2 and 4 ranks).
     if (opts.evalEachEpoch) [evalHr] = Array.from(await sync.allreduceScalars(Float64Array.of(sync.rank === 0 ? metrics!.hr * sync.size : 0)));
+    // Every rank's sync time (allreduceScalars averages: each rank puts size x its own at its index; exact for 2, 4).
+    const mine = new Float64Array(sync.size);
+    mine[sync.rank] = (acc.sync / 1000) * sync.size;
+    const syncByRank = Array.from(await sync.allreduceScalars(mine));
     const perTable = Object.fromEntries(tables.map((t) => [t.name, { rowsPerStep: acc.rowsPerStep[t.name]!, numRows: t.numRows }]));
     const stats: EpochStats = {
-      epoch, loss, steps, samples: steps * opts.globalBatch, seconds, samplesPerSec: (steps * opts.globalBatch) / seconds,
+      epoch, loss, steps, samples: steps * perStep, seconds, samplesPerSec: (steps * perStep) / seconds,
       sparseRowsPerStep: acc.sparseRows / steps, tableRows: perTable, sparseBytesPerStep: acc.sparseBytes / steps, tableBytes,
       wireBytesPerStep: (acc.wire + sync.stats().bytesSent - wire0) / steps, metrics,
-      computeSeconds: acc.compute / 1000, syncSeconds: acc.sync / 1000, applySeconds: acc.apply / 1000,
+      computeSeconds: acc.compute / 1000, syncSeconds: acc.sync / 1000, syncSecondsByRank: syncByRank, applySeconds: acc.apply / 1000,
       tables: emb.placement, pulledRowsPerStep: acc.pulledRows / steps, pullBytesPerStep: acc.pullBytes / steps, pushBytesPerStep: (server ? acc.sparseBytes : 0) / steps,
       psWireBytesPerStep: server ? (acc.psWire + ps1.bytesSent - ps0.bytesSent + ps1.bytesReceived - ps0.bytesReceived) / steps : 0,
       heldTableBytes: acc.held / steps, evalHr,

@@ -11,7 +11,8 @@ import { describeSpec, sameSpec, sliceKey, validateKeySpec, type KeySpec } from 
  *   most `DECLARE_BATCH_BYTES` of specs), gathers of scalars and collective signatures, stats and the small keys'
  *   values packed into a frame (at most half the 64 KiB array threshold, see `encodeParts`).
  * - `declare(specs)` raises it to the largest of: this server's largest slice of a declared key (a dense push or
- *   pull slice, init values, a row-sparse push's rows, all sent as one segment each), and the control bound plus
+ *   pull slice, init values and restored optimizer state, a row-sparse push's rows, all sent as one segment each;
+ *   a row-sparse key's per-row f64 state counts too), and the control bound plus
  *   an allowance per declared key for the frames that name keys (a push names each key once, a guarded request in
  *   its signature and its call, init in its spec). Keys on other servers count for the allowance too: server 0
  *   gathers every collective's signature. The bound only rises; a connection declares again after a reconnect.
@@ -65,7 +66,8 @@ export class CallerBounds {
       if (d.keys.has(spec.key)) continue;
       d.keys.set(spec.key, spec);
       const mine = sliceKey(spec, this.numServers, this.bigKeyBound).find((s) => s.server === this.serverIndex);
-      if (mine) d.largest = Math.max(d.largest, (mine.end - mine.start) * (spec.dtype === 'float64' ? 8 : 4));
+      // the slice's values (or an optimizer state array restored at init); a row-sparse key's per-row state is f64
+      if (mine) d.largest = Math.max(d.largest, (mine.end - mine.start) * (spec.dtype === 'float64' ? 8 : 4), ((mine.rowEnd ?? 0) - (mine.rowStart ?? 0)) * 8);
       d.meta += NAMES_PER_KEY * Buffer.byteLength(JSON.stringify(spec.key)) + BYTES_PER_KEY;
     }
     const bytes = Math.max(d.largest, PS_CONTROL_BYTES + d.meta);
