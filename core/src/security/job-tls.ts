@@ -56,23 +56,7 @@ export class JobTls {
 
   /** A new certificate and key for job `jobId` (what launchers call once per job). */
   static async generate(jobId: string): Promise<JobTls> {
-    const engine = new CryptoEngine({ name: 'node', crypto: webcrypto as unknown as ConstructorParameters<typeof CryptoEngine>[0]['crypto'] });
-    const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-    const c = new Certificate();
-    c.version = 2; // X.509 v3
-    const serial = randomBytes(16);
-    serial[0]! &= 0x7f; // a positive INTEGER
-    c.serialNumber = new asn1js.Integer({ valueHex: serial });
-    const cn = () => new AttributeTypeAndValue({ type: '2.5.4.3', value: new asn1js.Utf8String({ value: `shoal job ${jobId.slice(0, 48)}` }) });
-    c.issuer.typesAndValues.push(cn());
-    c.subject.typesAndValues.push(cn());
-    const now = Date.now();
-    c.notBefore.value = new Date(now - 60_000); // clocks of a cluster's hosts differ a little
-    c.notAfter.value = new Date(now + VALIDITY_DAYS * 86_400_000);
-    await c.subjectPublicKeyInfo.importKey(keys.publicKey as unknown as WebKey, engine);
-    await c.sign(keys.privateKey as unknown as WebKey, 'SHA-256', engine);
-    const der = Buffer.from(c.toSchema().toBER(false));
-    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+    const { der, pkcs8 } = await selfSignedCertificate(jobId, randomBytes(SERIAL_BYTES));
     return new JobTls(der, createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' }), 'generated certificate');
   }
 
@@ -177,6 +161,44 @@ export class JobTls {
   [inspect.custom](): string {
     return this.toString();
   }
+}
+
+/** Random bytes of a certificate's serial number (RFC 5280: at most 20 octets). */
+const SERIAL_BYTES = 16;
+
+/**
+ * The serial number made of `random` (SERIAL_BYTES bytes): a positive INTEGER (top bit cleared) in its minimal
+ * DER form (next bit set, so never a leading 0x00 octet: OpenSSL refuses to parse a certificate whose serial
+ * has a needless one, and clearing the top bit alone made 1 serial in 256 start 0x00 0x00-0x7f). 126 random bits.
+ */
+export function certificateSerial(random: Uint8Array): Uint8Array {
+  if (random.byteLength !== SERIAL_BYTES) throw Errors.invalidArg('random', `must be ${SERIAL_BYTES} bytes, got ${random.byteLength}`);
+  const serial = Uint8Array.from(random);
+  serial[0] = 0x40 | (serial[0]! & 0x3f);
+  return serial;
+}
+
+/**
+ * A self-signed ECDSA P-256 certificate for job `jobId` whose serial number is made of `random`
+ * (`certificateSerial`), and its key: DER certificate, PKCS#8 key. What `JobTls.generate` makes.
+ */
+export async function selfSignedCertificate(jobId: string, random: Uint8Array): Promise<{ der: Buffer; pkcs8: Buffer }> {
+  const engine = new CryptoEngine({ name: 'node', crypto: webcrypto as unknown as ConstructorParameters<typeof CryptoEngine>[0]['crypto'] });
+  const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const c = new Certificate();
+  c.version = 2; // X.509 v3
+  c.serialNumber = new asn1js.Integer({ valueHex: certificateSerial(random) });
+  const cn = () => new AttributeTypeAndValue({ type: '2.5.4.3', value: new asn1js.Utf8String({ value: `shoal job ${jobId.slice(0, 48)}` }) });
+  c.issuer.typesAndValues.push(cn());
+  c.subject.typesAndValues.push(cn());
+  const now = Date.now();
+  c.notBefore.value = new Date(now - 60_000); // clocks of a cluster's hosts differ a little
+  c.notAfter.value = new Date(now + VALIDITY_DAYS * 86_400_000);
+  await c.subjectPublicKeyInfo.importKey(keys.publicKey as unknown as WebKey, engine);
+  await c.sign(keys.privateKey as unknown as WebKey, 'SHA-256', engine);
+  const der = Buffer.from(c.toSchema().toBER(false));
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
+  return { der, pkcs8 };
 }
 
 /** One line for a failed TLS handshake (OpenSSL's messages carry a source path). */

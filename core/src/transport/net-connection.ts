@@ -38,6 +38,11 @@ export class NetConnection implements Connection {
   private readonly sends = new Set<PendingSend>();
   private readonly decoder: FrameDecoder;
   private failure: ShoalError | null = null;
+  /**
+   * Set when the peer finished sending (its FIN: it closed its end) while sends of ours were still in flight:
+   * receives fail with it at once, and the connection fails with it once those sends settle (see `onPeerEnd`).
+   */
+  private peerEnded: ShoalError | null = null;
   private closedSelf = false;
   private paused = false;
   private corked = false;
@@ -65,7 +70,7 @@ export class NetConnection implements Connection {
     this.socketClosed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.on('error', (e: Error) => this.fail(Errors.peerClosed(this.remote, `socket error: ${e.message}`, e)));
     sock.on('close', () => this.fail(this.peerGoneError()));
-    sock.on('end', () => this.fail(this.peerGoneError()));
+    sock.on('end', () => this.onPeerEnd());
     if (leftover.byteLength > 0) this.onData(leftover);
     if (input) {
       input.attach({
@@ -123,10 +128,31 @@ export class NetConnection implements Connection {
     return m;
   }
 
+  /**
+   * The peer closed its end (FIN): nothing more will arrive, so pending and later receives reject at once. Sends
+   * already handed to the socket are not failed by it: the peer may have read them before it closed (the last
+   * step of a collective: it got our segment, finished, and closed). With TLS a send's write callback comes a
+   * turn of the event loop after its bytes went to the kernel, so the peer's FIN can be read first; failing
+   * that send then broke a collective that had completed on every rank. Those sends settle through their own
+   * write callbacks (a peer that did not read them resets the connection: 'error'), bounded by their deadlines;
+   * then the connection fails. No new send starts.
+   */
+  private onPeerEnd(): void {
+    if (this.failure || this.closedSelf || this.peerEnded) return;
+    const err = this.peerGoneError();
+    if (this.sends.size === 0) {
+      this.fail(err);
+      return;
+    }
+    this.peerEnded = err;
+    this.inbox.failAll(err);
+  }
+
   /** Terminal failure (peer gone, bad frame, broken send): every waiter rejects, the socket is destroyed. */
   private fail(err: ShoalError): void {
     if (this.failure || this.closedSelf) return;
     this.failure = err;
+    this.peerEnded = null;
     this.inbox.failAll(err);
     for (const s of [...this.sends]) s.reject(err);
     this.sends.clear();
@@ -142,7 +168,7 @@ export class NetConnection implements Connection {
   send(data: Uint8Array, opts?: IoOptions): Promise<void> {
     if (opts?.signal?.aborted) return Promise.reject(Errors.aborted(`send to ${this.remote}`, opts.signal.reason));
     if (this.closedSelf) return Promise.reject(Errors.closed(`net connection to ${this.remote}`));
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure || this.peerEnded) return Promise.reject(this.failure ?? this.peerEnded);
     if (data.byteLength > this.peerMaxMessageBytes) {
       return Promise.reject(Errors.invalidArg('data.byteLength', `(${data.byteLength}) exceeds the peer's maxMessageBytes (${this.peerMaxMessageBytes}) on ${this.remote}`));
     }
@@ -154,6 +180,7 @@ export class NetConnection implements Connection {
       if (!this.sends.delete(entry)) return; // already rejected by close/fail
       if (err) d.reject(this.failure ?? Errors.peerClosed(this.remote, `write failed: ${err.message}`, err));
       else d.resolve();
+      if (this.peerEnded && this.sends.size === 0) this.fail(this.peerEnded);
     };
     const sock = this.sock;
     if (!this.corked) {
@@ -190,7 +217,7 @@ export class NetConnection implements Connection {
       const m = this.takeInbox();
       if (m) return Promise.resolve(m);
     }
-    if (this.failure) return Promise.reject(this.failure);
+    if (this.failure || this.peerEnded) return Promise.reject(this.failure ?? this.peerEnded);
     return this.inbox.wait(`recv from ${this.remote}`, opts);
   }
 
@@ -204,7 +231,7 @@ export class NetConnection implements Connection {
    * so a wait that gave up could still see one read land in `dst`; with a deadline this is a plain `recv`.
    */
   recvInto(dst: Uint8Array, opts?: IoOptions): Promise<Uint8Array> {
-    const open = this.inbox.queued === 0 && !this.failure && !this.closedSelf;
+    const open = this.inbox.queued === 0 && !this.failure && !this.peerEnded && !this.closedSelf;
     if (!open || opts?.timeoutMs !== Infinity || opts.signal) return this.recv(opts);
     this.decoder.target(dst, this.delivered + this.inbox.waiting);
     const p = this.recv(opts);

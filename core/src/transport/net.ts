@@ -18,7 +18,9 @@
  * the payloads); `send` resolves when Node has handed the payload to the kernel, so the caller may reuse it.
  * Outstanding sends queue in order; a send's promise is the backpressure. A send that times out or is aborted
  * after it started writing fails the connection (half a frame may be on the wire), and the peer sees
- * ERR_PEER_CLOSED.
+ * ERR_PEER_CLOSED. When the peer closes, receives fail at once but sends already handed to the socket settle by
+ * their own write callbacks: the peer may have read them (with TLS those callbacks come after the peer's FIN
+ * may be read).
  *
  * Receive path: a frame decoder copies socket chunks straight into one buffer of the announced length
  * (one allocation per message, no concatenation). The kernel reads large message bodies directly into that
