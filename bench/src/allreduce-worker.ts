@@ -119,11 +119,6 @@ async function main(a: WorkerArgs): Promise<void> {
       for (let i = 0; i < n; i++)
         if (data[i] !== f * (i % 4096)) throw new Error(`verification failed at ${bytes} B: [${i}] = ${data[i]}, want ${f * (i % 4096)}`);
       const times: number[] = [];
-      // robust counters beside the wall clock: this process's CPU (every thread, nng's I/O threads included)
-      // and its voluntary context switches (waits) per timed call, which a loaded machine inflates far less
-      let cpuUs = 0;
-      let waits = 0;
-      let mainUs = 0;
       const t0 = performance.now();
       for (let it = 0; ; it++) {
         data.fill(1);
@@ -131,26 +126,30 @@ async function main(a: WorkerArgs): Promise<void> {
         ctl[0] = a.rank === 0 ? (it < a.warmup + a.minIters || (performance.now() - t0 < a.minTimeMs && it < a.maxIters) ? 1 : 0) : 0;
         await ctlReduce(ctl);
         if (ctl[0] === 0) break;
-        const c0 = process.cpuUsage();
-        const v0 = process.resourceUsage().voluntaryContextSwitches;
-        const m0 = mainThreadCpuUs();
         const s = performance.now();
         await reduce(data);
         const e = performance.now() - s;
-        const m1 = mainThreadCpuUs();
-        if (it >= a.warmup) {
-          times.push(e * 1000);
-          const c = process.cpuUsage(c0);
-          cpuUs += c.user + c.system;
-          waits += process.resourceUsage().voluntaryContextSwitches - v0;
-          if (m0 !== undefined && m1 !== undefined) mainUs += m1 - m0;
-        }
+        if (it >= a.warmup) times.push(e * 1000);
       }
+      // Robust counters beside the wall clock, in a block of their own after the timed calls (read around each
+      // timed call, the three reads cost 5-20 us, a visible share of an 8 B call): this process's CPU (every
+      // thread, nng's I/O threads included), its voluntary context switches (waits) and its main thread's CPU,
+      // per call over up to 50 back-to-back calls. Every rank ran the same number of timed calls (rank 0 decides).
+      const k = Math.min(times.length, 50);
+      data.fill(0); // sums of zeros stay exact whatever k; the kernels' speed does not depend on the values
+      const c0 = process.cpuUsage();
+      const v0 = process.resourceUsage().voluntaryContextSwitches;
+      const m0 = mainThreadCpuUs();
+      for (let i = 0; i < k; i++) await reduce(data);
+      const m1 = mainThreadCpuUs();
+      const c = process.cpuUsage(c0);
+      const waits = process.resourceUsage().voluntaryContextSwitches - v0;
+      const mainUs = m0 !== undefined && m1 !== undefined ? m1 - m0 : 0;
       // per iteration, the slowest rank's time
       const t = Float64Array.from(times);
       await ctlReduce(t);
       // the busiest rank's CPU and waits per call
-      const counters = Float64Array.of(cpuUs / times.length, waits / times.length, mainUs / times.length);
+      const counters = Float64Array.of((c.user + c.system) / k, waits / k, mainUs / k);
       await ctlReduce(counters);
       if (a.rank === 0) {
         const us = [...t].sort((x, y) => x - y);
