@@ -54,11 +54,16 @@ test('hostile members claiming huge frames at the ps doors: dropped at the heade
     const n = 1_000_000; // 4 MB: the workers' connections are bounded at 4 MB once declared
     await Promise.all(workers.map((w) => w.init([{ key: 'w', size: n }, { key: 'b', size: 3 }], [new Float32Array(n), new Float32Array(3)])));
     let rounds = 0;
-    let stop = false;
+    // Sync rounds: both workers must run the same number, or the one that goes on waits in a round the other never
+    // joins (a per-worker `stop` flag read between rounds let rank 1 start round k+1 and rank 0 then stop after k).
+    // `end` is fixed once, at the last round either worker started (at least 3); workers never differ by more than one.
+    const started = [0, 0];
+    let end = Infinity;
     const training = Promise.all(
       workers.map(async (w) => {
         const g = Float32Array.from({ length: n }, (_, i) => (i % 5) + w.rank);
-        for (let r = 0; !stop || r < 3; r++) {
+        for (let r = 0; r < end; r++) {
+          started[w.rank] = r + 1;
           const [got] = await w.pushPull(['w'], [g]);
           for (const i of [0, 1, 4, n - 1]) if (got![i] !== 2 * (i % 5) + 1) throw new Error(`rank ${w.rank} round ${r}: w[${i}] = ${got![i]}`);
           if (w.rank === 0) rounds++;
@@ -98,7 +103,7 @@ test('hostile members claiming huge frames at the ps doors: dropped at the heade
       sample();
       await c.close();
     }
-    stop = true;
+    end = Math.max(3, ...started);
     await training;
     sample();
     const dRss = (rss - rss0) / 1024;
