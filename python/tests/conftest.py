@@ -55,6 +55,39 @@ def spark():
     s.stop()
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """`local-cluster[2,1,1024]`: a standalone master and two executor JVMs (one core each), so two ranks run in
+    different executors and Python workers, as on a real cluster."""
+    s = make_session("local-cluster[2,1,1024]", **{"spark.executor.memory": "512m"})
+    app_id = s.sparkContext.applicationId
+    yield s
+    s.stop()
+    # local-cluster workers keep executor logs in $SPARK_HOME/work/<app id> (SPARK_WORKER_DIR is not read in this
+    # mode): remove this application's folder so the test leaves nothing behind in the pyspark install.
+    import shutil
+
+    from pyspark.find_spark_home import _find_spark_home
+
+    work = os.path.join(_find_spark_home(), "work")
+    shutil.rmtree(os.path.join(work, app_id), ignore_errors=True)
+    try:
+        os.rmdir(work)
+    except OSError:
+        pass
+
+
+def digits_columns(repo: str, rows: int) -> dict:
+    """The first `rows` rows of data/digits as columns p0..p63 (pixels / 16, float64) and `label` (int32)."""
+    import numpy as np
+    import pandas as pd
+
+    raw = pd.read_csv(os.path.join(repo, "data", "digits", "digits.csv.gz"), header=None).to_numpy()[:rows]
+    cols = {f"p{i}": (raw[:, i] / 16.0).astype(np.float64) for i in range(64)}
+    cols["label"] = raw[:, 64].astype(np.int32)
+    return cols
+
+
 def node_processes(marker: str):
     """Pids of live processes whose command line or environment contains `marker` (zombies excluded). A job's
     workers, store and server actors all carry `SHOAL_JOB_ID=<job id>` in their environment."""

@@ -1,34 +1,14 @@
 """shoal_spark.run on `local-cluster[2,1,1024]`: a standalone master and two executor JVMs (one core each), so the
 two ranks run in different executors and Python workers, as on a real cluster."""
 
-import os
-import shutil
 import uuid
 
 import pytest
 
 import shoal_spark
-from conftest import make_session, wait_no_processes
+from conftest import wait_no_processes
 
 PROBE = "test/dist/spark-probe-worker.js"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    s = make_session("local-cluster[2,1,1024]", **{"spark.executor.memory": "512m"})
-    app_id = s.sparkContext.applicationId
-    yield s
-    s.stop()
-    # local-cluster workers keep executor logs in $SPARK_HOME/work/<app id> (SPARK_WORKER_DIR is not read in this
-    # mode): remove this application's folder so the test leaves nothing behind in the pyspark install.
-    from pyspark.find_spark_home import _find_spark_home
-
-    work = os.path.join(_find_spark_home(), "work")
-    shutil.rmtree(os.path.join(work, app_id), ignore_errors=True)
-    try:
-        os.rmdir(work)
-    except OSError:
-        pass
 
 
 def test_two_executors_run_one_job(cluster, repo):

@@ -7,7 +7,6 @@ max_restarts, and argument errors."""
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -16,27 +15,11 @@ import uuid
 import pytest
 
 import shoal_spark
-from conftest import make_session, wait_no_processes
+from conftest import wait_no_processes
 
 WORKER = "test/dist/spark-elastic-worker.js"
 ROWS = 480
 BATCH = 20  # 2 workers: 240 rows each, 12 steps per epoch; 1 worker: 24 steps per epoch
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    s = make_session("local-cluster[2,1,1024]", **{"spark.executor.memory": "512m"})
-    app_id = s.sparkContext.applicationId
-    yield s
-    s.stop()
-    from pyspark.find_spark_home import _find_spark_home
-
-    work = os.path.join(_find_spark_home(), "work")
-    shutil.rmtree(os.path.join(work, app_id), ignore_errors=True)
-    try:
-        os.rmdir(work)
-    except OSError:
-        pass
 
 
 def dataset():

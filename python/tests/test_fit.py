@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 import shoal_spark
+from conftest import digits_columns
 
 WORKER = "test/dist/fit-worker.js"
 ROWS = 800  # 400 per partition: 12 steps of 32 per rank and epoch
@@ -18,14 +19,10 @@ ROWS = 800  # 400 per partition: 12 steps of 32 per rank and epoch
 
 @pytest.fixture(scope="module")
 def digits_vec(spark, repo):
-    import numpy as np
     import pandas as pd
     from pyspark.ml.feature import VectorAssembler
 
-    raw = pd.read_csv(os.path.join(repo, "data", "digits", "digits.csv.gz"), header=None).to_numpy()[:ROWS]
-    cols = {f"p{i}": (raw[:, i] / 16.0).astype(np.float64) for i in range(64)}
-    cols["label"] = raw[:, 64].astype(np.int32)
-    df = spark.createDataFrame(pd.DataFrame(cols)).coalesce(1)
+    df = spark.createDataFrame(pd.DataFrame(digits_columns(repo, ROWS))).coalesce(1)
     df = VectorAssembler(inputCols=[f"p{i}" for i in range(64)], outputCol="pixels").transform(df).select("pixels", "label")
     df = df.repartition(2).cache()
     assert df.rdd.getNumPartitions() == 2 and df.count() == ROWS

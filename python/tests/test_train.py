@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import shoal_spark
-from conftest import wait_no_processes
+from conftest import digits_columns, wait_no_processes
 
 WORKER = "test/dist/spark-digits-worker.js"
 ROWS = 1600  # 800 per partition: 25 batches of 32 per rank and epoch
@@ -19,13 +19,9 @@ ROWS = 1600  # 800 per partition: 25 batches of 32 per rank and epoch
 
 @pytest.fixture(scope="module")
 def digits_df(spark, repo):
-    import numpy as np
     import pandas as pd
 
-    raw = pd.read_csv(os.path.join(repo, "data", "digits", "digits.csv.gz"), header=None).to_numpy()[:ROWS]
-    cols = {f"p{i}": (raw[:, i] / 16.0).astype(np.float64) for i in range(64)}
-    cols["label"] = raw[:, 64].astype(np.int32)
-    df = spark.createDataFrame(pd.DataFrame(cols))
+    df = spark.createDataFrame(pd.DataFrame(digits_columns(repo, ROWS)))
     if df.rdd.getNumPartitions() != 2:
         df = df.repartition(2)
     assert df.rdd.getNumPartitions() == 2

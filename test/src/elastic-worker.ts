@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import type * as tfjs from '@tensorflow/tfjs';
 import { initWorker } from '@shoal/run';
 import { elasticBatchRows, epochOrder, setupTfjs, Trainer } from '@shoal/wrappers';
+import { elasticModel } from './elastic-model.js';
 
 const N = 1200;
 const BATCH = 10;
@@ -25,14 +26,6 @@ const env = process.env;
 const epochs = Number(env.EPOCHS ?? '2');
 const { values: a } = parseArgs({ options: { reference: { type: 'string' } } });
 
-function model(tf: typeof tfjs): tfjs.LayersModel {
-  return tf.sequential({
-    layers: [
-      tf.layers.dense({ inputShape: [4], units: 8, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
-      tf.layers.dense({ units: 1, kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
-    ],
-  });
-}
 function dataset(tf: typeof tfjs): { x: tfjs.Tensor2D; y: tfjs.Tensor2D } {
   let s = 12345;
   const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
@@ -45,7 +38,7 @@ if (a.reference !== undefined) {
   // schedule: [[fromStep, workers], ...]
   const schedule = a.reference.split(',').map((p) => p.split(':').map(Number) as [number, number]);
   const tf = (await setupTfjs()).tf;
-  const net = model(tf);
+  const net = elasticModel(tf);
   const { x, y } = dataset(tf);
   const opt = tf.train.sgd(LR);
   let step = 0;
@@ -86,7 +79,7 @@ const runtime = await setupTfjs();
 const tf = runtime.tf;
 const { x, y } = dataset(tf);
 const trainer = new Trainer({
-  model,
+  model: elasticModel,
   optimizer: (t) => t.train.sgd(LR),
   loss: 'meanSquaredError',
   sync: worker.sync,

@@ -24,24 +24,17 @@ import { parseArgs } from 'node:util';
 import type * as tfjs from '@tensorflow/tfjs';
 import { initWorker } from '@shoal/run';
 import { setupTfjs, Trainer, type BatchSource } from '@shoal/wrappers';
+import { elasticModel } from './elastic-model.js';
 
 const env = process.env;
 const LR = 0.01;
 const { values: a } = parseArgs({ options: { reference: { type: 'string' } } });
 
-function model(tf: typeof tfjs): tfjs.LayersModel {
-  return tf.sequential({
-    layers: [
-      tf.layers.dense({ inputShape: [4], units: 8, activation: 'tanh', kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }),
-      tf.layers.dense({ units: 1, kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
-    ],
-  });
-}
 
 if (a.reference !== undefined) {
   const ref = JSON.parse(readFileSync(a.reference, 'utf8')) as { x: number[][]; y: number[]; batch: number; epochs: number; stages: Array<{ ids: number[][]; until?: number }> };
   const tf = (await setupTfjs()).tf;
-  const net = model(tf);
+  const net = elasticModel(tf);
   const opt = tf.train.adam(LR);
   const B = ref.batch;
   let step = 0;
@@ -106,7 +99,7 @@ const pauseStep = stage === 0 && env.PAUSE_STEP ? Number(env.PAUSE_STEP) : -1;
 const killStep = env.KILL_STEP && (env.KILL_STAGE === undefined || Number(env.KILL_STAGE) === stage) ? Number(env.KILL_STEP) : -1;
 const changes: unknown[] = [];
 const trainer = new Trainer({
-  model,
+  model: elasticModel,
   optimizer: (t) => t.train.adam(LR),
   loss: (y, p) => tf.losses.meanSquaredError(y, p.reshape(y.shape)),
   sync: worker.sync,

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { Errors } from '@shoal/core';
+import { Errors, isShoalError } from '@shoal/core';
 
 export interface DemoOptions {
   workers: number;
@@ -171,4 +171,19 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     if (o.batch % w !== 0) throw Errors.invalidArg('--batch', `(${o.batch}) must be a multiple of the worker count ${w}`);
   }
   return o;
+}
+
+/**
+ * Run the demo's (or a worker's) `main`: a bad flag, config or data file ends it with one line naming it (exit
+ * 2); anything else is a bug and keeps its stack (exit 1).
+ */
+export function runDemoMain(main: () => Promise<void>): void {
+  main().catch((e: unknown) => {
+    if (isShoalError(e) && ['ERR_CONFIG', 'ERR_INVALID_ARG', 'ERR_DATA'].includes(e.code)) {
+      console.error(`error: ${e.message}`);
+      process.exit(2);
+    }
+    console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+    process.exit(1);
+  });
 }

@@ -7,10 +7,10 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalSync } from '@shoal/backends';
-import { Errors, isShoalError } from '@shoal/core';
+import { Errors } from '@shoal/core';
 import { launch } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
-import { parseDemoOptions, USAGE, type DemoOptions } from './cli-options.js';
+import { parseDemoOptions, runDemoMain, USAGE, type DemoOptions } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
 import { checkCheckpoint } from './checkpoint.js';
 import { runIdentity, runTraining, type JobSpec, type TrainResult } from './job.js';
@@ -71,12 +71,4 @@ async function main(): Promise<void> {
   await reportStep({ outDir, cfg, prep, refs, train, command, t0, log, logdir: o.logdir === null ? null : resolve(o.logdir), ...(o.compareWorkers.length > 0 ? { extraRuns } : {}) });
 }
 
-main().catch((e: unknown) => {
-  // A bad flag, config or data file is one line naming it; anything else is a bug and keeps its stack.
-  if (isShoalError(e) && ['ERR_CONFIG', 'ERR_INVALID_ARG', 'ERR_DATA'].includes(e.code)) {
-    console.error(`error: ${e.message}`);
-    process.exit(2);
-  }
-  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-  process.exit(1);
-});
+runDemoMain(main);

@@ -12,10 +12,9 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isShoalError } from '@shoal/core';
 import { initWorker } from '@shoal/run';
 import { setupTfjs } from '@shoal/wrappers';
-import { parseDemoOptions, USAGE } from './cli-options.js';
+import { parseDemoOptions, runDemoMain, USAGE } from './cli-options.js';
 import { baselineStep, outDirFor, prepareStep, reportStep, resolveDataset, specFor } from './demo.js';
 import { runTraining, type JobSpec } from './job.js';
 import { loadPrepared, type Prepared } from './prepare.js';
@@ -70,11 +69,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  if (isShoalError(e) && ['ERR_CONFIG', 'ERR_INVALID_ARG', 'ERR_DATA'].includes(e.code)) {
-    console.error(`error: ${e.message}`);
-    process.exit(2);
-  }
-  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-  process.exit(1);
-});
+runDemoMain(main);

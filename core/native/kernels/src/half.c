@@ -103,12 +103,9 @@ void shoal_kernels_detect_isa(void) {
 }
 
 napi_value js_reduce_f16(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
   int32_t op;
-  napi_get_value_int32(env, argv[0], &op);
   view_t d, s;
-  if (!get_view(env, argv[1], &d, "dst") || !get_view(env, argv[2], &s, "src")) return NULL;
+  if (!get_op_dst_src(env, info, &op, &d, &s)) return NULL;
   if (d.type != napi_float32_array || s.type != napi_uint16_array || d.length != s.length || op < 0 || op > 2) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "reduceF16(op, Float32Array, Uint16Array) with equal lengths");
     return NULL;

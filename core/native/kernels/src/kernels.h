@@ -64,6 +64,14 @@ static inline int get_args(napi_env env, napi_callback_info info, size_t want, n
   return 1;
 }
 
+/* The (op, dst, src) arguments of the reductions (reduce, reduceF16): 0 with a JS exception pending. */
+static inline int get_op_dst_src(napi_env env, napi_callback_info info, int32_t *op, view_t *d, view_t *s) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return 0;
+  napi_get_value_int32(env, argv[0], op);
+  return get_view(env, argv[1], d, "dst") && get_view(env, argv[2], s, "src");
+}
+
 /* The entry points (each file's js_* functions). */
 napi_value js_reduce(napi_env env, napi_callback_info info);
 napi_value js_scale(napi_env env, napi_callback_info info);

@@ -6,12 +6,9 @@
 #include "shoal_reduce.h"
 
 napi_value js_reduce(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
   int32_t op;
-  napi_get_value_int32(env, argv[0], &op);
   view_t d, s;
-  if (!get_view(env, argv[1], &d, "dst") || !get_view(env, argv[2], &s, "src")) return NULL;
+  if (!get_op_dst_src(env, info, &op, &d, &s)) return NULL;
   if (d.type != s.type || d.length != s.length) {
     napi_throw_type_error(env, "ERR_INVALID_ARG", "dst and src must have the same type and length");
     return NULL;
