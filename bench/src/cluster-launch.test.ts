@@ -111,7 +111,7 @@ if (why) {
     const file = join(dir, 'tl', 'digits.json');
     const r = await shoal(cluster, ['run', '-n', '2', '--hosts', `${h0}:1,${h1}:1`, '--rsh', rsh, '--timeline', file, digits, '--steps', '4', '--epochs', '1', '--batch-size', '16']);
     assert.is(r.code, 0, r.err);
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { metadata?: { shoal_clock_offsets?: Record<string, { offsetUs: number; rttUs: number; reference: string }> }; traceEvents: Array<{ name: string; ph: string; pid: number; ts: number; dur: number; args?: { name?: string } }> };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { metadata?: { shoal_clock_offsets?: Record<string, { offsetUs: number; rttUs: number; reference: string; samples?: number; driftPpm?: number }> }; traceEvents: Array<{ name: string; ph: string; pid: number; ts: number; dur: number; args?: { name?: string } }> };
     const offsets = doc.metadata?.shoal_clock_offsets ?? {};
     assert.equal(Object.keys(offsets).sort(), ['0', '1'], 'both ranks measured (the store is on a bridge address, not loopback)');
     for (const [rank, o] of Object.entries(offsets)) {
@@ -119,6 +119,9 @@ if (why) {
       assert.ok(o.rttUs > 0 && o.rttUs < 1_000_000, `rank ${rank}: round trip ${o.rttUs} µs`);
       // the namespaces share one kernel clock: the true offset is 0, so the estimate is within half its round trip
       assert.ok(Math.abs(o.offsetUs) <= o.rttUs / 2 + 1, `rank ${rank}: offset ${o.offsetUs} µs, rtt ${o.rttUs} µs`);
+      // measured again as the rank closed: the merge interpolates between the two (drift; ~0 on one kernel clock)
+      assert.is(o.samples, 2, `rank ${rank}: offsets at join and at close`);
+      assert.type(o.driftPpm, 'number');
     }
     const procs = doc.traceEvents.filter((e) => e.name === 'process_name').map((e) => [e.pid, e.args?.name]).sort();
     assert.equal(procs, [[0, `rank 0 (${h0})`], [1, `rank 1 (${h1})`]], 'one process per rank, named by its host');

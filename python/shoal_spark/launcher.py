@@ -36,7 +36,8 @@ class ShoalResult:
     stages: with elastic=True, one dict per barrier stage run: stage (0, 1, ...), workers, error (why it failed,
             None for the stage that finished), wall_s (driver-side time of the stage); [] otherwise.
     timeline: with `timeline=PATH`, what the merge wrote to PATH: {"spans", "pids", "missing", "clockOffsets"}
-              (clockOffsets: per rank measured against the store's host, {"offsetUs", "rttUs", "reference"}); else None.
+              (clockOffsets: per rank measured against the store's host, {"offsetUs", "rttUs", "reference"}, plus
+              "samples" and "driftPpm" when the rank measured again as it closed); else None.
     """
 
     result: Optional[Dict[str, Any]]

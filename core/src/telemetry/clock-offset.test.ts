@@ -24,6 +24,7 @@ test('the sample with the shortest round trip gives the offset (scripted clocks)
   assert.is(c.rttUs, 100);
   assert.is(c.offsetUs, 6_002_040 - 2050, 'the middle of the shortest trip');
   assert.is(c.reference, 'script');
+  assert.is(c.atUs, 2050, 'the moment it holds for: the middle of that trip, on the local clock');
   try {
     await estimateClockOffset(async () => 0, 'x', { samples: 0 });
     assert.unreachable('samples 0 accepted');
@@ -72,6 +73,55 @@ test('the merge shifts each part by its recorded offset, keeps the offsets as me
     assert.equal(spans.map((e) => e.pid).sort(), [0, 1]);
     const ts = spans.map((e) => e.ts as number);
     assert.ok(Math.abs(ts[0]! - ts[1]!) <= 0.1, `the two ranks' spans line up: ${ts.join(' vs ')}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('offsets taken at two moments are interpolated: a drifting clock stays aligned over the job', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-drift-'));
+  try {
+    const file = join(dir, 'tl.json');
+    // rank 1's clock is 2 s behind at join and runs 400 ppm slow: 400 µs more behind 1 s later, at the close.
+    const [a, b] = [0, 1].map((r) => new Timeline({ path: timelinePartPath(file, r), pid: r, flushMs: 60_000 }));
+    const lane = [a!.lane('sync'), b!.lane('sync')];
+    const t0 = a!.now();
+    const drift = 400e-6;
+    const behind = (t: number) => 2_000_000 + (t - t0) * drift; // reference time minus rank 1's reading
+    const moments = [0, 250_000, 500_000, 1_000_000, 1_500_000]; // the last lies after the second offset
+    for (const m of moments) a!.complete(lane[0]!, `op${m}`, t0 + m, t0 + m + 100);
+    b!.clockOffset({ offsetUs: behind(t0), rttUs: 90, reference: 'store tcp://h0:1', atUs: t0 - 2_000_000 });
+    for (const m of moments) b!.complete(lane[1]!, `op${m}`, t0 + m - behind(t0 + m), t0 + m - behind(t0 + m) + 100);
+    b!.clockOffset({ offsetUs: behind(t0 + 1_000_000), rttUs: 110, reference: 'store tcp://h0:1', atUs: t0 + 1_000_000 - behind(t0 + 1_000_000) });
+    await Promise.all([a!.close(), b!.close()]);
+    const m = await mergeTimeline(file, [timelinePartPath(file, 0), timelinePartPath(file, 1)]);
+    assert.equal(m.clockOffsets[1], { offsetUs: 2_000_400, rttUs: 110, reference: 'store tcp://h0:1', samples: 2, driftPpm: 400.16 });
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: Array<{ ph: string; pid: number; name: string; ts: number }> };
+    const at = (pid: number, name: string) => doc.traceEvents.find((e) => e.ph === 'X' && e.pid === pid && e.name === name)!.ts;
+    for (const mo of moments.slice(0, 4)) {
+      const gap = at(1, `op${mo}`) - at(0, `op${mo}`);
+      assert.ok(Math.abs(gap) <= 1, `op${mo}: rank 1 ${gap.toFixed(1)} µs off rank 0 (one offset would leave up to 400)`);
+    }
+    // after the last offset it is held (no extrapolation): 0.5 s of 400 ppm = 200 µs left, as documented
+    const after = at(1, 'op1500000') - at(0, 'op1500000');
+    assert.ok(Math.abs(after + 200) <= 1, `held after the last offset: ${after.toFixed(1)} µs`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a clock offset whose moment is not a number is a data error naming the line', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-drift-'));
+  try {
+    const part = join(dir, 'p.jsonl');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(part, JSON.stringify({ name: 'shoal_clock_offset', ph: 'M', pid: 1, tid: 0, args: { offset_us: 1, rtt_us: 2, at_us: 'soon' } }) + '\n');
+    try {
+      await mergeTimeline(join(dir, 'tl.json'), [part]);
+      assert.unreachable('accepted');
+    } catch (e) {
+      assert.match(String(e), /p\.jsonl:1.*non-numeric at_us/);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

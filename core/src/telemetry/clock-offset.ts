@@ -9,6 +9,11 @@ export interface ClockOffset {
   readonly rttUs: number;
   /** What the offset is measured against (`store tcp://host:port`). */
   readonly reference: string;
+  /**
+   * The local clock's reading (µs) at the middle of that round trip: the moment the offset holds for. Two offsets
+   * of one part measured at different moments let the merge take out the clocks' drift between them.
+   */
+  readonly atUs?: number;
 }
 
 export interface ClockOffsetOptions {
@@ -34,13 +39,13 @@ export async function estimateClockOffset(remoteUs: () => Promise<number>, refer
   const samples = opts.samples ?? 8;
   if (!Number.isInteger(samples) || samples < 1) throw Errors.invalidArg('samples', `must be an integer >= 1, got ${samples}`);
   const local = opts.localUs ?? hostClock();
-  let best: { offsetUs: number; rttUs: number } | undefined;
+  let best: { offsetUs: number; rttUs: number; atUs: number } | undefined;
   for (let i = 0; i < samples; i++) {
     const t0 = local();
     const r = await remoteUs();
     const t1 = local();
     const rtt = t1 - t0;
-    if (best === undefined || rtt < best.rttUs) best = { offsetUs: r - (t0 + t1) / 2, rttUs: rtt };
+    if (best === undefined || rtt < best.rttUs) best = { offsetUs: r - (t0 + t1) / 2, rttUs: rtt, atUs: (t0 + t1) / 2 };
   }
   return { ...best!, reference };
 }

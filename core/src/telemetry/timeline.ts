@@ -106,12 +106,15 @@ export class Timeline {
 
   /**
    * Record how far this process's clock is from the job's reference clock (`estimateClockOffset`): the merge adds
-   * `offsetUs` to every span of this part. The last one recorded applies to the whole part.
+   * the offset to every span of this part. Every offset recorded is kept: with one (or none carrying `atUs`) the
+   * last shifts the whole part; with two or more measured at different moments the merge interpolates between
+   * them, so a clock that drifts during a long job stays aligned (held at the first and last outside them).
    */
   clockOffset(c: ClockOffset): void {
     if (this.closed) return;
     if (!Number.isFinite(c.offsetUs) || !Number.isFinite(c.rttUs)) throw Errors.invalidArg('clock offset', `must be finite numbers, got ${c.offsetUs} (rtt ${c.rttUs})`);
-    const args = { offset_us: Math.round(c.offsetUs * 10) / 10, rtt_us: Math.round(c.rttUs * 10) / 10, reference: c.reference };
+    if (c.atUs !== undefined && !Number.isFinite(c.atUs)) throw Errors.invalidArg('clock offset', `atUs must be a finite number, got ${c.atUs}`);
+    const args = { offset_us: Math.round(c.offsetUs * 10) / 10, rtt_us: Math.round(c.rttUs * 10) / 10, reference: c.reference, ...(c.atUs === undefined ? {} : { at_us: Math.round(c.atUs) }) };
     this.meta.push(JSON.stringify({ name: CLOCK_OFFSET_EVENT, ph: 'M', pid: this.pid, tid: 0, args }));
   }
 

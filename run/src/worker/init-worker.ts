@@ -66,6 +66,20 @@ async function alignTimeline(timeline: Timeline | undefined, store: Store, store
   timeline.clockOffset(await estimateClockOffset(store.clock, `store ${storeUrl}`));
 }
 
+/** How long the second offset, taken as the rank closes, may take before the timeline keeps only the first. */
+const REALIGN_MS = 2_000;
+
+/**
+ * The offset again as the rank leaves: with the one taken at join, the merge interpolates between the two, which
+ * takes out the clocks' drift over the job (NTP's frequency correction, two points of it). Best effort: a store
+ * that is already gone or slow leaves the join offset alone, and closing goes on.
+ */
+async function realignTimeline(timeline: Timeline | undefined, store: Store, storeUrl: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, REALIGN_MS)));
+  await Promise.race([alignTimeline(timeline, store, storeUrl).catch(() => {}), late]).finally(() => clearTimeout(timer));
+}
+
 /** The telemetry handed down to the engine and the Trainer (undefined when nothing is recorded). */
 function jobTelemetry(t: TelemetryOptions | undefined, timeline: Timeline | undefined): JobTelemetry | undefined {
   if (t?.logdir === undefined && timeline === undefined) return undefined;
@@ -192,6 +206,7 @@ export async function initWorker(init: InitWorkerOptions = {}): Promise<WorkerHa
       try {
         await engine.close();
       } finally {
+        await realignTimeline(tl.timeline, job.store, options.storeUrl);
         await commits?.close().catch(() => {});
         await job.close();
         await tl.finish();
