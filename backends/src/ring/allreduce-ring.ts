@@ -29,8 +29,9 @@ export function ringSegmentBytes(bytes: number, size: number): number {
  * The default small-buffer variant for `size` (3+) ranks: the one with fewer hops, recursive doubling (log2 p,
  * plus 2 to fold in the ranks above the largest power of two p <= size) or the ring variant (size - 1); the ring
  * on a tie. 'doubling' for 4 and from 6 ranks on, 'ring' for 3 and 5. Doubling also sends fewer messages per rank
- * (log2 p against size - 1). Across 4 namespace hosts at 1 Gbit/s (one rank each, all on 2 cores, load 3.4) an
- * 8 B call took 295-306 us p50 by doubling against 451-472 us by the ring, and gloo 786-887 us in the same runs.
+ * (log2 p against size - 1). Across 4 namespace hosts at 1 Gbit/s (one rank each, all on 2 cores, load 3.4-9.2)
+ * an 8 B call took 0.29-0.68x the ring's p50 by doubling in each of 7 runs (252-584 us against 451-1965 us; gloo
+ * 786-2522 us), with 0.38-0.72x its main-thread CPU (bench/README.md, session 7).
  */
 export function smallAlgorithmFor(size: number): 'ring' | 'doubling' {
   let p = 1;
@@ -94,15 +95,17 @@ export interface AllreduceOptions {
  * at once, so one segment is on the wire while the previous is reduced. Mean is applied to the owned chunk
  * after the reduce-scatter, so each rank scales only 1/size of the data.
  *
- * Buffers of at most `smallBytes` use a latency-bound variant: an allgather of whole buffers, round the ring in
- * size-1 steps (or, `smallAlgorithm: 'direct'`, each rank to every other at once), then each rank reduces the
- * size contributions in rank order (identical results on every rank).
+ * Buffers of at most `smallBytes` use a latency-bound variant, by default the one with fewer hops
+ * (`smallAlgorithmFor`): recursive doubling (`allreduce-doubling.ts`), or an allgather of whole buffers round the
+ * ring in size-1 steps (or, `smallAlgorithm: 'direct'`, each rank to every other at once) after which each rank
+ * reduces the size contributions in rank order. Either way every rank ends with identical results.
  *
  * With two ranks the ring degenerates to a pairwise exchange: each rank sends its whole buffer (segmented) and
  * reduces the peer's segments into its own as they arrive: one step instead of two, the same bytes, and both
  * ranks compute a+b (commutative, so bit-identical).
  *
- * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small variant).
+ * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small ring
+ * variant); log2(p) * bytes (doubling, + bytes for a folded pair).
  */
 export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
   const op = opts.op ?? 'sum';
