@@ -25,6 +25,21 @@ export function ringSegmentBytes(bytes: number, size: number): number {
   return Math.min(RING_AUTO_SEGMENT_MAX, Math.max(1 << 20, Math.ceil(bytes / size / 4)));
 }
 
+/**
+ * The default small-buffer variant for `size` (3+) ranks: the one with fewer hops, recursive doubling (log2 p,
+ * plus 2 to fold in the ranks above the largest power of two p <= size) or the ring variant (size - 1); the ring
+ * on a tie. 'doubling' for 4 and from 6 ranks on, 'ring' for 3 and 5. Doubling also sends fewer messages per rank
+ * (log2 p against size - 1). Across 4 namespace hosts at 1 Gbit/s (one rank each, all on 2 cores, load 3.4-9.2)
+ * an 8 B call took 0.29-0.68x the ring's p50 by doubling in each of 7 runs (252-584 us against 451-1965 us; gloo
+ * 786-2522 us), with 0.38-0.72x its main-thread CPU (bench/README.md, session 7).
+ */
+export function smallAlgorithmFor(size: number): 'ring' | 'doubling' {
+  let p = 1;
+  while (p * 2 <= size) p *= 2;
+  const doublingHops = Math.log2(p) + (p === size ? 0 : 2);
+  return doublingHops < size - 1 ? 'doubling' : 'ring';
+}
+
 /** `smallAlgorithm: 'direct'` applies up to this many ranks (a full mesh above costs too many connections). */
 const SMALL_DIRECT_MAX_RANKS = 8;
 
@@ -49,12 +64,13 @@ export interface AllreduceOptions {
   /** Buffers of at most this many bytes use the one-phase small-message variant (default 16 KiB). */
   smallBytes?: number;
   /**
-   * Small-message variant for 3+ ranks: 'ring' (default: the buffers travel round the ring, `size - 1` hops, over
-   * the two neighbour connections) or 'direct' (every rank sends its buffer to every other at once: one hop, a
-   * connection per pair; at most 8 ranks, else 'ring'). On this 2-core machine with 4 ranks 'direct' was slower
-   * (8 B p50 287-368 us against 197 us), each process handling 3 messages per call instead of 1.
-   * 'doubling' (`allreduce-doubling.ts`: recursive doubling, log2(size) hops and messages per rank; native wire
-   * only, float16 keeps 'ring').
+   * Small-message variant for 3+ ranks (default: `smallAlgorithmFor(size)`, the one with fewer hops):
+   * 'ring' (the buffers travel round the ring, `size - 1` hops, over the two neighbour connections),
+   * 'doubling' (`allreduce-doubling.ts`: recursive doubling, log2(size) hops and messages per rank, two more hops
+   * when size is not a power of two; native wire only, float16 keeps 'ring'), or 'direct' (every rank sends its
+   * buffer to every other at once: one hop, a connection per pair; at most 8 ranks, else 'ring'). On this 2-core
+   * machine with 4 ranks 'direct' was slower (8 B p50 287-368 us against 197 us), each process handling 3 messages
+   * per call instead of 1.
    */
   smallAlgorithm?: 'ring' | 'direct' | 'doubling';
   /**
@@ -79,15 +95,17 @@ export interface AllreduceOptions {
  * at once, so one segment is on the wire while the previous is reduced. Mean is applied to the owned chunk
  * after the reduce-scatter, so each rank scales only 1/size of the data.
  *
- * Buffers of at most `smallBytes` use a latency-bound variant: an allgather of whole buffers, round the ring in
- * size-1 steps (or, `smallAlgorithm: 'direct'`, each rank to every other at once), then each rank reduces the
- * size contributions in rank order (identical results on every rank).
+ * Buffers of at most `smallBytes` use a latency-bound variant, by default the one with fewer hops
+ * (`smallAlgorithmFor`): recursive doubling (`allreduce-doubling.ts`), or an allgather of whole buffers round the
+ * ring in size-1 steps (or, `smallAlgorithm: 'direct'`, each rank to every other at once) after which each rank
+ * reduces the size contributions in rank order. Either way every rank ends with identical results.
  *
  * With two ranks the ring degenerates to a pairwise exchange: each rank sends its whole buffer (segmented) and
  * reduces the peer's segments into its own as they arrive: one step instead of two, the same bytes, and both
  * ranks compute a+b (commutative, so bit-identical).
  *
- * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small variant).
+ * Bytes sent per rank: 2(size-1)/size * bytes (ring, and the size-2 exchange); (size-1) * bytes (small ring
+ * variant); log2(p) * bytes (doubling, + bytes for a folded pair).
  */
 export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: AllreduceOptions): Promise<void> {
   const op = opts.op ?? 'sum';
@@ -108,8 +126,9 @@ export async function allreduceRing(g: ProcessGroup, data: NumericArray, opts: A
       return;
     }
     if (data.byteLength <= (opts.smallBytes ?? 16384)) {
-      if (opts.smallAlgorithm === 'doubling' && !f16) return allreduceDoubling(g, seq, data, op, opts.kernels, tr);
-      const direct = opts.smallAlgorithm === 'direct' && g.size <= SMALL_DIRECT_MAX_RANKS;
+      const algorithm = opts.smallAlgorithm ?? smallAlgorithmFor(g.size);
+      if (algorithm === 'doubling' && !f16) return allreduceDoubling(g, seq, data, op, opts.kernels, tr);
+      const direct = algorithm === 'direct' && g.size <= SMALL_DIRECT_MAX_RANKS;
       return direct ? smallDirect(g, seq, data, op, f16, opts.kernels, tr) : small(g, seq, data, op, f16, opts.kernels, tr);
     }
     if (opts.algorithm === 'direct' && !f16) return allreduceDirect(g, seq, data, op, segBytes, opts.kernels);
