@@ -117,6 +117,10 @@ export class BasketModel implements Recommender {
   private rng: Rng;
   private readonly grad: (args: tfjs.Tensor[]) => { value: tfjs.Scalar; grads: tfjs.Tensor[] };
   private outT: tfjs.Tensor2D | null = null;
+  /** `towerGradients`' row accumulators (user, item-in, item-out), reused from step to step. */
+  private rowAcc: [RowAcc, RowAcc, RowAcc] | null = null;
+  /** The wide features of the step `grad` is computing (targets [B, 1, WIDE], negatives [B, K, WIDE]). */
+  private stepFeatures: [tfjs.Tensor, tfjs.Tensor] | null = null;
 
   constructor(private readonly tf: Tf, numUsers: number, readonly numItems: number, opts: Partial<ModelOptions> = {}, rankSeed = 0) {
     this.opts = { ...DEFAULT_MODEL, ...opts };
@@ -142,11 +146,14 @@ export class BasketModel implements Recommender {
       { name: 'wide/features', shape: [WIDE], data: new Float32Array(WIDE) }];
     this.optimizer = new LocalOptimizer({ type: 'adam', lr: this.opts.lr });
     this.rng = new Rng(this.opts.seed * 7919 + rankSeed + 1);
-    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, fp, fn, w1, bb1, w2, bb2, wide) => {
+    // The wide features are constants of the step (`this.stepFeatures`), not arguments: tfjs then neither computes
+    // nor downloads their gradient ([B, K, WIDE] floats, 1.3 MB a step at the defaults, garbage to collect).
+    this.grad = tf.valueAndGrads((u, c, hh, pos, negT, w1, bb1, w2, bb2, wide) => {
+      const [fp, fn] = this.stepFeatures!;
       const q = this.tower(u as tfjs.Tensor2D, c as tfjs.Tensor2D, hh as tfjs.Tensor2D, [w1, bb1, w2, bb2] as tfjs.Tensor[]);
       const qx = tf.concat([q, tf.onesLike(tf.slice(q, [0, 0], [-1, 1]))], 1);
-      const sp = this.wideTerm(tf.sum(tf.mul(qx, pos!), 1, true), fp!, wide!);
-      const sn = this.wideTerm(tf.matMul(qx, negT as tfjs.Tensor2D), fn!, wide!);
+      const sp = this.wideTerm(tf.sum(tf.mul(qx, pos!), 1, true), fp, wide!);
+      const sn = this.wideTerm(tf.matMul(qx, negT as tfjs.Tensor2D), fn, wide!);
       return tf.mean(tf.sub(tf.logSumExp(tf.concat([sp, sn], 1), 1, true), sp)) as tfjs.Scalar;
     });
   }
@@ -326,17 +333,19 @@ export class BasketModel implements Recommender {
       for (let x = 0; x < d1; x++) negT[x * K + k] = outV.data[o + x]!;
     }
     const dt = this.denseTensors();
-    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K]),
-      tf.tensor3d(fp, [B, 1, WIDE]), tf.tensor3d(fn, [B, K, WIDE])];
-    const { value: lossT, grads } = this.grad([...inputs, ...dt]);
+    const inputs = [tf.tensor2d(u, [B, d]), tf.tensor2d(c, [B, d]), tf.tensor2d(h, [B, d]), tf.tensor2d(pos, [B, d1]), tf.tensor2d(negT, [d1, K])];
+    const feats: [tfjs.Tensor, tfjs.Tensor] = [tf.tensor3d(fp, [B, 1, WIDE]), tf.tensor3d(fn, [B, K, WIDE])];
+    this.stepFeatures = feats;
+    let lossT: tfjs.Scalar, grads: tfjs.Tensor[];
+    try { ({ value: lossT, grads } = this.grad([...inputs, ...dt])); } finally { this.stepFeatures = null; }
     const vals = await Promise.all(grads.map((g) => g.data() as Promise<Float32Array>));
     const loss = (await lossT.data())[0]!;
-    tf.dispose([...inputs, ...dt, ...grads, lossT]);
+    tf.dispose([...inputs, ...feats, ...dt, ...grads, lossT]);
     if (!Number.isFinite(loss)) throw Errors.nan('recommender training loss', { batch: B });
     const [gu, gc, gh, gpos, gnegT] = vals as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
 
     // Scatter the input gradients onto the touched table rows.
-    const userG = new RowAcc(d, this.user.numRows), inG = new RowAcc(d, this.numItems), outG = new RowAcc(d1, this.numItems);
+    const [userG, inG, outG] = this.rowAcc ??= [new RowAcc(d, this.user.numRows), new RowAcc(d, this.numItems), new RowAcc(d1, this.numItems)];
     for (let i = 0; i < B; i++) {
       userG.add(users[i]!, gu, i * d, 1);
       const s = ctxOff[i]!, e = ctxOff[i + 1]!;
@@ -350,7 +359,7 @@ export class BasketModel implements Recommender {
     for (let k = 0; k < K; k++) outG.add(negIds[k]!, gneg, k * d1, 1);
     return {
       loss,
-      dense: this.dense.map((q, i) => ({ name: q.name, shape: q.shape, data: vals[7 + i]! })),
+      dense: this.dense.map((q, i) => ({ name: q.name, shape: q.shape, data: vals[inputs.length + i]! })),
       sparse: [userG.finish(this.user), inG.finish(this.itemIn), outG.finish(this.itemOut)],
     };
   }
@@ -439,7 +448,11 @@ export class BasketModel implements Recommender {
   }
 }
 
-/** Accumulates gradient rows per table row id; `finish` returns them as a RowSparseTensor with sorted ids. */
+/**
+ * Accumulates gradient rows per table row id; `finish` returns them as a RowSparseTensor with sorted ids and
+ * leaves the accumulator empty for the next step, keeping its buffers (fresh ones each step were a third of a
+ * step's garbage, and the major GCs it caused paused one rank while the other waited).
+ */
 class RowAcc {
   /** Table row -> its slot in `buf` (-1: not touched yet); `rows` lists the touched rows in slot order. */
   private readonly slot: Int32Array;
@@ -462,6 +475,9 @@ class RowAcc {
     const ids = Int32Array.from(this.rows).sort();
     const rows = new Float32Array(ids.length * this.size);
     ids.forEach((id, r) => { const o = this.slot[id]! * this.size; rows.set(this.buf.subarray(o, o + this.size), r * this.size); });
+    for (const id of this.rows) this.slot[id] = -1;
+    this.buf.fill(0, 0, this.rows.length * this.size);
+    this.rows.length = 0;
     return { name: t.name, numRows: t.numRows, rowSize: t.rowSize, rowIds: ids, rows };
   }
 }
