@@ -160,8 +160,9 @@ const sections: Record<(typeof SUITES)[number], (r: Result) => Section> = {
         impl: (x) => String(x.impl),
         'Mbit/s': (x) => num(x.rate_mbit),
         bytes: (x) => size(x.bytes),
-        'rounds/s': (x) => num(x.rounds_per_s),
-        'x anchor': (x) => num(x.vs_anchor),
+        'rounds/s': (x) => (typeof x.missing === 'string' ? `missing: ${x.missing.slice(0, 120)}` : num(x.rounds_per_s)),
+        'x Ray': (x) => num(x.vs_ray),
+        'x gloo avg': (x) => num(x.vs_anchor),
       }) +
       '\n\n' +
       table((r.link_bytes as Row[] | undefined) ?? [], { topology: (x) => String(x.topology), bytes: (x) => size(x.bytes), 'sent per host / bytes': (x) => ((x.tx_over_bytes as number[]) ?? []).map((v) => num(v, 4)).join(', ') }) +
