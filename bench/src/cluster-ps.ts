@@ -27,6 +27,8 @@ export interface PsStageOptions {
   gloo: boolean;
   /** Run Ray's pattern (when importable; else `missing` rows). */
   ray: boolean;
+  /** shoal runs once per value, as its workers' `KVWorkerOptions.requestBytes` (0: one request per server). */
+  requestBytes: readonly number[];
 }
 
 /** Timed rounds per size: the committed runs' counts (fewer at 16 MiB, a round there takes ~0.3-0.5 s at 1 Gbit/s). */
@@ -57,12 +59,14 @@ export async function psStage(c: NetnsCluster, o: PsStageOptions, errors: { what
   };
   for (const bytes of o.sizes) {
     const rounds = psRounds(bytes, o.quick);
-    try {
-      const r = (await runPs(c, { serverHost: SERVER_HOST, workerHosts: WORKER_HOSTS, numServers: NUM_SERVERS, bytes, rounds, warmup: 3, timeoutMs: 60_000 }))[0]!;
-      rows.push({ impl: 'shoal-ps', plane: 'messages', rate_mbit: rate, bytes, workers: 2, servers: NUM_SERVERS, server_host: 'own', rounds: r.rounds, p50_us: r.p50_us, avg_us: r.avg_us, rounds_per_s: r.rounds_per_s, verified: true, processes: 3, loadavg1: loadavg()[0]! });
-      console.log(`  ps ${bytes} B at ${rate} Mbit/s: shoal ${(r.rounds_per_s as number).toFixed(1)} rounds/s`);
-    } catch (e) {
-      fail(`ps ${bytes} B at ${rate} Mbit/s`, e);
+    for (const requestBytes of o.requestBytes) {
+      try {
+        const r = (await runPs(c, { serverHost: SERVER_HOST, workerHosts: WORKER_HOSTS, numServers: NUM_SERVERS, bytes, rounds, warmup: 3, timeoutMs: 60_000, requestBytes }))[0]!;
+        rows.push({ impl: 'shoal-ps', plane: 'messages', request_bytes: requestBytes, rate_mbit: rate, bytes, workers: 2, servers: NUM_SERVERS, server_host: 'own', rounds: r.rounds, p50_us: r.p50_us, avg_us: r.avg_us, rounds_per_s: r.rounds_per_s, verified: true, processes: 3, loadavg1: loadavg()[0]! });
+        console.log(`  ps ${bytes} B at ${rate} Mbit/s, requestBytes ${requestBytes}: shoal ${(r.rounds_per_s as number).toFixed(1)} rounds/s`);
+      } catch (e) {
+        fail(`ps ${bytes} B at ${rate} Mbit/s (requestBytes ${requestBytes})`, e);
+      }
     }
     if (o.gloo) {
       try {

@@ -54,6 +54,7 @@ test('rayPython names the interpreter that cannot import Ray', () => {
 test('ps rows: shoal pairs with Ray (rounds/s and p50) and gloo of its rate and size; missing rows pair with none', () => {
   const rows: PsRow[] = [
     { impl: 'shoal-ps', rate_mbit: 1000, bytes: 1 << 20, rounds_per_s: 30, p50_us: 30_000 },
+    { impl: 'shoal-ps', request_bytes: 65536, rate_mbit: 1000, bytes: 1 << 20, rounds_per_s: 45, p50_us: 20_000 },
     { impl: 'torch-gloo-average', rate_mbit: 1000, bytes: 1 << 20, rounds_per_s: 60, p50_us: 15_000 },
     { impl: 'ray', rate_mbit: 1000, bytes: 1 << 20, rounds_per_s: 10, p50_us: 120_000 },
     { impl: 'shoal-ps', rate_mbit: 1000, bytes: 16 << 20, rounds_per_s: 2, p50_us: 500_000 },
@@ -64,8 +65,10 @@ test('ps rows: shoal pairs with Ray (rounds/s and p50) and gloo of its rate and 
   assert.is(rows[0]!.vs_ray, 3);
   assert.is(rows[0]!.vs_ray_p50, 4);
   assert.is(rows[0]!.vs_anchor, 0.5);
-  assert.is(rows[3]!.vs_ray, undefined, 'a missing Ray row gives no ratio');
-  assert.is(rows[3]!.vs_anchor, undefined);
+  assert.is(rows[1]!.vs_ray, 4.5, 'each shoal variant pairs with the same anchors');
+  assert.is(rows[1]!.vs_ray_p50, 6);
+  assert.is(rows[4]!.vs_ray, undefined, 'a missing Ray row gives no ratio');
+  assert.is(rows[4]!.vs_anchor, undefined);
   const note = psAnchorNote(rows);
   assert.is(note.ps_anchor, 'ray');
   assert.equal(note.ps_anchors, ['ray', 'torch-gloo-average']);

@@ -7,7 +7,7 @@
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
  *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
  *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender] [--segment-bytes N]
- *                             [--no-ray] [--only-ps] [--ps-sizes BYTES,..]
+ *                             [--no-ray] [--only-ps] [--ps-sizes BYTES,..] [--ps-request-bytes 0,65536]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -84,8 +84,14 @@ export interface ClusterRow {
 
 /** The issue's ps goals at `rate` as ratios of this run's rows (undefined where a row is missing). */
 const psGoals = (ps: readonly PsRow[], rate: number): Record<string, number | undefined> => {
-  const r = ps.find((x) => x.impl === 'shoal-ps' && x.rate_mbit === rate && x.bytes === MiB);
-  return { [`ps_1MiB_vs_gloo_average_${rate}mbit`]: r?.vs_anchor as number | undefined, [`ps_1MiB_vs_ray_${rate}mbit`]: r?.vs_ray as number | undefined };
+  const shoal = (rb: (x: unknown) => boolean) => ps.find((x) => x.impl === 'shoal-ps' && x.rate_mbit === rate && x.bytes === MiB && rb(x.request_bytes));
+  const r = shoal((b) => !b);
+  const split = shoal((b) => typeof b === 'number' && b > 0);
+  return {
+    [`ps_1MiB_vs_gloo_average_${rate}mbit`]: r?.vs_anchor as number | undefined,
+    [`ps_1MiB_vs_ray_${rate}mbit`]: r?.vs_ray as number | undefined,
+    [`ps_1MiB_split_vs_ray_${rate}mbit`]: split?.vs_ray as number | undefined,
+  };
 };
 
 const placementName = (p: number[]) => `${new Set(p).size}x${p.length / new Set(p).size}`;
@@ -159,6 +165,7 @@ export const command = {
     'no-ray': { type: 'boolean', help: "skip Ray's PS pattern across the hosts (its rows then say so)" },
     'only-ps': { type: 'boolean', help: 'run only the ps stage and replace its rows in the existing results file' },
     'ps-sizes': { type: 'string', arg: 'BYTES,..', help: 'ps model sizes (default 1 MiB,16 MiB; --quick: 1 MiB)' },
+    'ps-request-bytes': { type: 'string', arg: 'BYTES,..', help: "shoal ps once per value of the workers' requestBytes (default 0,65536)" },
     'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
     'recommender-hosts': { type: 'string', arg: 'K,..', help: 'the recommender example on these host counts, one rank each (default 1,2,4)' },
     'no-recommender': { type: 'boolean', help: 'skip the recommender runs' },
@@ -208,7 +215,9 @@ export async function run(argv: string[]): Promise<void> {
   const recOptions = (rate: number, dir: string) => ({ hostCounts: recHosts, rateMbit: rate, steps: quick ? 10 : 40, dir, timeoutMs: 10 * 60_000 });
   const psSizes = (values['ps-sizes'] ?? (quick ? `${MiB}` : `${MiB},${16 * MiB}`)).split(',').map(Number);
   if (psSizes.some((b) => !(Number.isInteger(b) && b >= 64 && b % 32 === 0))) throw new Error(`--ps-sizes must be byte counts, multiples of 32 (8 float32 layers), got ${values['ps-sizes']}`);
-  const psOptions = (rate: number) => ({ rateMbit: rate, sizes: psSizes, quick, gloo: !values['no-anchor'], ray: !values['no-anchor'] && !values['no-ray'] });
+  const psRequestBytes = (values['ps-request-bytes'] ?? '0,65536').split(',').map(Number);
+  if (psRequestBytes.some((b) => !(Number.isInteger(b) && b >= 0))) throw new Error(`--ps-request-bytes must be byte counts >= 0, got ${values['ps-request-bytes']}`);
+  const psOptions = (rate: number) => ({ rateMbit: rate, sizes: psSizes, quick, gloo: !values['no-anchor'], ray: !values['no-anchor'] && !values['no-ray'], requestBytes: psRequestBytes });
   if (values['only-ps']) {
     // Replace the ps rows of an existing results file, keeping its other sections (their own run).
     const old = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>) : { suite: 'cluster', version: 1 };

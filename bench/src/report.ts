@@ -157,7 +157,7 @@ const sections: Record<(typeof SUITES)[number], (r: Result) => Section> = {
       }) +
       '\n\n' +
       table((r.ps as Row[] | undefined) ?? [], {
-        impl: (x) => String(x.impl),
+        impl: (x) => `${String(x.impl)}${typeof x.request_bytes === 'number' && x.request_bytes > 0 ? ` (requests of ${size(x.request_bytes)})` : ''}`,
         'Mbit/s': (x) => num(x.rate_mbit),
         bytes: (x) => size(x.bytes),
         'rounds/s': (x) => (typeof x.missing === 'string' ? `missing: ${x.missing.slice(0, 120)}` : num(x.rounds_per_s)),
