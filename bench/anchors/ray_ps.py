@@ -19,7 +19,7 @@ Ray's start-up is not timed.
 Across hosts (`npm run bench -- cluster`, bench/src/cluster-ray.ts): `--address HOST:PORT` joins a running Ray
 cluster instead of starting one, `--server-resource NAME` places every ParameterServer on the node holding that
 custom resource and `--worker-resource-prefix P` DataWorker r on the node holding `P<r>`; `--round-timeout S`
-bounds each round's `ray.get` (a timeout prints {"error": ...} and exits 3), and `--expect-nodes N` first waits as
+bounds each round's `ray.get` (a timeout, or a lost node or actor, prints {"error": ...} and exits 3), and `--expect-nodes N` first waits as
 long for N live nodes. `--small-iters 0` skips the small key.
 
 usage: ray_ps.py --sizes 1048576,16777216 --rounds 20,8 --workers 2 --servers 2 [--small-iters 300] [--small-warmup 20]
@@ -27,6 +27,7 @@ usage: ray_ps.py --sizes 1048576,16777216 --rounds 20,8 --workers 2 --servers 2 
 """
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -114,6 +115,12 @@ def main():
         return bench(a)
     except ray.exceptions.GetTimeoutError as e:
         print(json.dumps({"error": f"a Ray round did not complete within {a.round_timeout} s: {e}"}), flush=True)
+        return 3
+    except ray.exceptions.RayError as e:
+        # A lost node or actor: its own lines (the cause last), without the Python stack.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        lines = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(" ")]
+        print(json.dumps({"error": f"Ray failed during the rounds ({type(e).__name__}): {' | '.join(lines[-3:])[:800]}"}), flush=True)
         return 3
 
 
