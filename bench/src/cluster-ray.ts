@@ -8,7 +8,7 @@
  * Each node is `ray start --block` with `--node-ip-address` (its cluster address: the hosts have no default route,
  * so Ray's own probe of 8.8.8.8 fails and falls back to the hostname), its temp dir and object store in the
  * host's private /dev/shm, and a bounded object store (Ray's default, 30 % of RAM, exceeds the 1 GiB tmpfs and
- * would move the store to the shared /tmp). Teardown kills every process on the Ray hosts (`killOnHost`: never
+ * would move the store to the shared /tmp); HOME is a folder there too, so no ~/.ray of the machine's is shared. Teardown kills every process on the Ray hosts (`killOnHost`: never
  * `ray stop`, which kills all Ray processes of the machine) and removes the temp dirs, on every exit path.
  */
 import { spawnSync } from 'node:child_process';
@@ -107,7 +107,11 @@ export async function runRayPs(c: NetnsCluster, o: RayPsOptions): Promise<RayPsR
   const hosts = [o.serverHost, ...o.workerHosts];
   const port = 6379;
   const headAddr = `${c.hosts[o.serverHost]!.address}:${port}`;
-  const env = { ...process.env, RAY_USAGE_STATS_ENABLED: '0', PYTHONUNBUFFERED: '1' };
+  // HOME inside the host's private /dev/shm: Ray reads ~/.ray (an auth token another Ray on this machine may have
+  // written, then demanded of one node and not another: "InvalidAuthToken") and the hosts share the machine's home.
+  const home = `${RAY_TEMP_DIR}/home`;
+  const env = { ...process.env, HOME: home, RAY_AUTH_MODE: 'disabled', RAY_USAGE_STATS_ENABLED: '0', PYTHONUNBUFFERED: '1' };
+  for (const h of hosts) await c.exec(h, 'mkdir', ['-p', home]);
   const nodes: JsonLines[] = [];
   const startNode = async (host: number, spec: RayNodeSpec, what: string): Promise<void> => {
     const p = jsonLines(c.spawn(host, py.python, ['-m', 'ray.scripts.scripts', ...rayStartArgs(spec)], { stdio: ['ignore', 'pipe', 'pipe'], env }));
