@@ -96,12 +96,12 @@ export async function runRing(
 /** Parameter servers (`numServers` shards) on `serverHost`, workers on `workerHosts`; exact checks over `rounds`. */
 export async function runPs(
   c: NetnsCluster,
-  o: { serverHost: number; workerHosts: readonly number[]; numServers: number; bytes: number; rounds: number; warmup?: number; timeoutMs?: number },
+  o: { serverHost: number; workerHosts: readonly number[]; numServers: number; bytes: number; rounds: number; warmup?: number; timeoutMs?: number; requestBytes?: number },
 ): Promise<Record<string, unknown>[]> {
   const { store, stop } = await startPsServersOn(c, o.serverHost, o.numServers, o.workerHosts.length, 'sgd', o.timeoutMs);
   try {
     const numWorkers = o.workerHosts.length;
-    const workers = o.workerHosts.map((h, rank) => startRank(c, h, { role: 'ps-worker', rank, numWorkers, numServers: o.numServers, store, bytes: o.bytes, rounds: o.rounds, warmup: o.warmup, timeoutMs: o.timeoutMs ?? 20_000 }));
+    const workers = o.workerHosts.map((h, rank) => startRank(c, h, { role: 'ps-worker', rank, numWorkers, numServers: o.numServers, store, bytes: o.bytes, rounds: o.rounds, warmup: o.warmup, timeoutMs: o.timeoutMs ?? 20_000, ...(o.requestBytes === undefined ? {} : { requestBytes: o.requestBytes }) }));
     await allExit(workers, 90_000, 'ps workers');
     return workers.map((w) => w.lines.find((l) => l.ok === true)!);
   } finally {

@@ -30,7 +30,7 @@ export type RankJob =
   | { role: 'store'; address: string }
   | { role: 'ring'; rank: number; size: number; store: string; address: string; transport: 'net' | 'nng'; topology: 'flat' | 'hierarchical'; timeoutMs: number; linkBytes?: number }
   | { role: 'ps-server'; store: string; address: string; numServers: number; numWorkers: number; timeoutMs: number; updater?: 'sgd' | 'assign' }
-  | { role: 'ps-worker'; rank: number; numWorkers: number; numServers: number; store: string; bytes: number; rounds: number; warmup?: number; timeoutMs: number };
+  | { role: 'ps-worker'; rank: number; numWorkers: number; numServers: number; store: string; bytes: number; rounds: number; warmup?: number; timeoutMs: number; requestBytes?: number };
 
 export const PS_LR = 2 ** -10;
 const say = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
@@ -127,7 +127,7 @@ async function psServer(j: Extract<RankJob, { role: 'ps-server' }>): Promise<voi
 async function psWorker(j: Extract<RankJob, { role: 'ps-worker' }>): Promise<void> {
   const store = await TcpStore.connect(j.store, { auth, timeoutMs: j.timeoutMs });
   const transport: Transport = createNetTransport({ auth });
-  const kv = await KVWorker.connect({ rank: j.rank, numWorkers: j.numWorkers, numServers: j.numServers, store, transport, timeoutMs: j.timeoutMs });
+  const kv = await KVWorker.connect({ rank: j.rank, numWorkers: j.numWorkers, numServers: j.numServers, store, transport, timeoutMs: j.timeoutMs, ...(j.requestBytes === undefined ? {} : { requestBytes: j.requestBytes }) });
   try {
     const layers = 8;
     const per = Math.floor(j.bytes / 4 / layers);

@@ -7,6 +7,7 @@
  *   npm run bench -- cluster [--quick] [--rates 1000,10000] [--sizes 8,1024,...] [--no-anchor] [--no-ps]
  *                             [--impls ring-net,ring-nng,gloo,hier-net,ring-net-2x2,gloo-2x2] [--out FILE]
  *                             [--recommender-hosts 1,2,4] [--no-recommender] [--only-recommender] [--segment-bytes N]
+ *                             [--no-ray] [--only-ps] [--ps-sizes BYTES,..] [--ps-request-bytes 0,65536]
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -15,7 +16,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseCommand, type CommandSpec } from '@shoal/run/cli';
 import { clusterUnavailable, NetnsCluster } from './netns-cluster.js';
-import { allExit, runPs, runRing, startStore } from './cluster-jobs.js';
+import { allExit, runRing, startStore } from './cluster-jobs.js';
+import { psAnchorNote, psStage, type PsRow } from './cluster-ps.js';
 import { recommenderStage, type RecommenderRow } from './cluster-recommender.js';
 import { jsonLines, type JsonLines } from './json-lines.js';
 import type { WorkerArgs } from './allreduce-worker.js';
@@ -80,6 +82,18 @@ export interface ClusterRow {
   vs_flat_ring?: number;
 }
 
+/** The issue's ps goals at `rate` as ratios of this run's rows (undefined where a row is missing). */
+const psGoals = (ps: readonly PsRow[], rate: number): Record<string, number | undefined> => {
+  const shoal = (rb: (x: unknown) => boolean) => ps.find((x) => x.impl === 'shoal-ps' && x.rate_mbit === rate && x.bytes === MiB && rb(x.request_bytes));
+  const r = shoal((b) => !b);
+  const split = shoal((b) => typeof b === 'number' && b > 0);
+  return {
+    [`ps_1MiB_vs_gloo_average_${rate}mbit`]: r?.vs_anchor as number | undefined,
+    [`ps_1MiB_vs_ray_${rate}mbit`]: r?.vs_ray as number | undefined,
+    [`ps_1MiB_split_vs_ray_${rate}mbit`]: split?.vs_ray as number | undefined,
+  };
+};
+
 const placementName = (p: number[]) => `${new Set(p).size}x${p.length / new Set(p).size}`;
 
 /** One allreduce sweep of `impl` on the cluster at its current rate; rank 0's rows. */
@@ -130,29 +144,6 @@ async function sweep(c: NetnsCluster, impl: Impl, sizes: number[], quick: boolea
   }
 }
 
-async function gloAverage(c: NetnsCluster, hosts: number[], bytes: number, rounds: number): Promise<Record<string, unknown>> {
-  const py = process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3';
-  const init = `tcp://${c.hosts[hosts[0]!]!.address}:29501`;
-  const procs = hosts.map((h, rank) =>
-    jsonLines(
-      c.spawn(h, py, [`${root}bench/anchors/gloo_average.py`, '--rank', String(rank), '--n', String(hosts.length), '--init', init, '--bytes', String(bytes), '--rounds', String(rounds)], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, GLOO_SOCKET_IFNAME: 'eth0', OMP_NUM_THREADS: '1' },
-      }),
-    ),
-  );
-  await allExit(procs, 5 * 60_000, 'gloo parameter averaging');
-  return procs[0]!.lines.find((l) => l.impl === 'torch-gloo-average')!;
-}
-
-const rayNote = (): string => {
-  const py = process.env.SHOAL_RAY_PYTHON ?? 'python3';
-  const r = spawnSyncQuiet(py, ['-c', 'import ray']);
-  return r
-    ? `Ray is not importable by ${py} (${r}): the ps rows compare with gloo-based parameter averaging instead`
-    : 'Ray is importable, but this suite does not run it across the namespaces (tried with Ray 2.60: the first round never completed, see bench/README.md): the ps rows compare with gloo-based parameter averaging';
-};
-
 function spawnSyncQuiet(cmd: string, args: string[]): string | undefined {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.error) return r.error.message;
@@ -171,6 +162,10 @@ export const command = {
     'no-anchor': { type: 'boolean', help: 'skip torch gloo' },
     'segment-bytes': { type: 'string', arg: 'BYTES', help: "the shoal rings' pipeline segment (default: the engine's, 1 MiB)" },
     'no-ps': { type: 'boolean', help: 'skip the parameter-server rounds' },
+    'no-ray': { type: 'boolean', help: "skip Ray's PS pattern across the hosts (its rows then say so)" },
+    'only-ps': { type: 'boolean', help: 'run only the ps stage and replace its rows in the existing results file' },
+    'ps-sizes': { type: 'string', arg: 'BYTES,..', help: 'ps model sizes (default 1 MiB,16 MiB; --quick: 1 MiB)' },
+    'ps-request-bytes': { type: 'string', arg: 'BYTES,..', help: "shoal ps once per value of the workers' requestBytes (default 0,65536)" },
     'out': { type: 'string', arg: 'FILE', help: 'results file (default bench/results/cluster.json)' },
     'recommender-hosts': { type: 'string', arg: 'K,..', help: 'the recommender example on these host counts, one rank each (default 1,2,4)' },
     'no-recommender': { type: 'boolean', help: 'skip the recommender runs' },
@@ -218,6 +213,32 @@ export async function run(argv: string[]): Promise<void> {
   const recHosts = (parsed['recommender-hosts'] ?? '1,2,4').split(',').map(Number);
   if (recHosts.some((k) => !(Number.isInteger(k) && k >= 1 && k <= 4))) throw new Error(`--recommender-hosts must be host counts 1..4, got ${parsed['recommender-hosts']}`);
   const recOptions = (rate: number, dir: string) => ({ hostCounts: recHosts, rateMbit: rate, steps: quick ? 10 : 40, dir, timeoutMs: 10 * 60_000 });
+  const psSizes = (values['ps-sizes'] ?? (quick ? `${MiB}` : `${MiB},${16 * MiB}`)).split(',').map(Number);
+  if (psSizes.some((b) => !(Number.isInteger(b) && b >= 64 && b % 32 === 0))) throw new Error(`--ps-sizes must be byte counts, multiples of 32 (8 float32 layers), got ${values['ps-sizes']}`);
+  const psRequestBytes = (values['ps-request-bytes'] ?? '0,65536').split(',').map(Number);
+  if (psRequestBytes.some((b) => !(Number.isInteger(b) && b >= 0))) throw new Error(`--ps-request-bytes must be byte counts >= 0, got ${values['ps-request-bytes']}`);
+  const psOptions = (rate: number) => ({ rateMbit: rate, sizes: psSizes, quick, gloo: !values['no-anchor'], ray: !values['no-anchor'] && !values['no-ray'], requestBytes: psRequestBytes });
+  if (values['only-ps']) {
+    // Replace the ps rows of an existing results file, keeping its other sections (their own run).
+    const old = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>) : { suite: 'cluster', version: 1 };
+    const errors: { what: string; error: string }[] = [];
+    const ps: PsRow[] = [];
+    const cluster = await NetnsCluster.start({ hosts: 3 });
+    try {
+      for (const rate of rates) {
+        await cluster.setRate(rate === 0 ? undefined : rate);
+        ps.push(...(await psStage(cluster, psOptions(rate), errors)));
+      }
+    } finally {
+      await cluster.stop();
+    }
+    const goals = Object.fromEntries(Object.entries((old.goals as Record<string, unknown> | undefined) ?? {}).filter(([k]) => !k.startsWith('ps_')));
+    for (const rate of rates) Object.assign(goals, psGoals(ps, rate));
+    const psErrors = ((old.errors as { what: string }[] | undefined) ?? []).filter((e) => !/^(ps|ray|gloo averaging) /.test(e.what));
+    write({ ...old, goals, ps, ...psAnchorNote(ps), ps_run: { started, host: { ...host, loadavg1_end: loadavg()[0]! }, rates_mbit: rates, sizes: psSizes }, errors: [...psErrors, ...errors] });
+    console.log(`cluster: wrote the ps rows of ${out} (${ps.length} rows, ${errors.length} errors; load ${host.loadavg1_start.toFixed(1)} -> ${loadavg()[0]!.toFixed(1)})`);
+    return;
+  }
   if (values['only-recommender']) {
     // Replace the recommender rows of an existing results file, keeping its other sections (their own run).
     const old = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>) : { suite: 'cluster', version: 1 };
@@ -243,7 +264,7 @@ export async function run(argv: string[]): Promise<void> {
   const recommender: RecommenderRow[] = [];
   const recDir = mkdtempSync(join(tmpdir(), 'shoal-cluster-rec-'));
   const errors: { what: string; error: string }[] = [];
-  const ps: Record<string, unknown>[] = [];
+  const ps: PsRow[] = [];
   const linkBytes: Record<string, unknown>[] = [];
   const cluster = await NetnsCluster.start({ hosts: 4 });
   try {
@@ -283,24 +304,7 @@ export async function run(argv: string[]): Promise<void> {
           console.log(`  error: ${(e as Error).message.slice(0, 400)}`);
         }
       }
-      if (!values['no-ps']) {
-        for (const bytes of quick ? [MiB] : [MiB, 16 * MiB]) {
-          const rounds = quick ? 10 : bytes > MiB ? 15 : 40;
-          try {
-            const r = (await runPs(cluster, { serverHost: 2, workerHosts: [0, 1], numServers: 2, bytes, rounds, warmup: 3, timeoutMs: 60_000 }))[0]!;
-            ps.push({ impl: 'shoal-ps', plane: 'messages', rate_mbit: rate, bytes, workers: 2, servers: 2, server_host: 'own', rounds: r.rounds, p50_us: r.p50_us, avg_us: r.avg_us, rounds_per_s: r.rounds_per_s, verified: true, processes: 3, loadavg1: loadavg()[0] });
-            if (!values['no-anchor']) {
-              const g = await gloAverage(cluster, [0, 1], bytes, rounds);
-              ps.push({ ...g, rate_mbit: rate, workers: 2, servers: 0, processes: 2, loadavg1: loadavg()[0] });
-              ps.at(-2)!.vs_anchor = +((r.rounds_per_s as number) / (g.rounds_per_s as number)).toFixed(3);
-            }
-            console.log(`  ps ${bytes} B at ${rate} Mbit/s: ${(r.rounds_per_s as number).toFixed(1)} rounds/s${ps.at(-2)?.vs_anchor ? ` (${String(ps.at(-2)!.vs_anchor)}x gloo averaging)` : ''}`);
-          } catch (e) {
-            errors.push({ what: `ps ${bytes} B at ${rate} Mbit/s`, error: (e as Error).message.slice(0, 2000) });
-            console.log(`  ps error: ${(e as Error).message.slice(0, 400)}`);
-          }
-        }
-      }
+      if (!values['no-ps']) ps.push(...(await psStage(cluster, psOptions(rate), errors)));
       if (!values['no-recommender']) recommender.push(...(await recommenderStage(cluster, recOptions(rate, recDir), errors)));
     }
     // Bytes across each host's link for one allreduce, hierarchical vs flat on 2 hosts x 2 ranks (rate-independent).
@@ -340,7 +344,7 @@ export async function run(argv: string[]): Promise<void> {
       goals[`ring_${t}_${small}B_p50_vs_gloo_${rate}mbit`] = at('shoal-ring', t, rate, small)?.p50_vs_gloo;
     }
     goals[`hier_${big}B_vs_flat_ring_2x2_${rate}mbit`] = at('shoal-hierarchical', 'net', rate, big, '2x2')?.vs_flat_ring;
-    goals[`ps_1MiB_vs_gloo_average_${rate}mbit`] = ps.find((x) => x.impl === 'shoal-ps' && x.rate_mbit === rate && x.bytes === MiB)?.vs_anchor as number | undefined;
+    Object.assign(goals, psGoals(ps, rate));
   }
   host.loadavg1_end = loadavg()[0]!;
   const torch = spawnSyncQuiet(process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch']) === undefined ? spawnSync(process.env.SHOAL_TORCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).stdout.trim() : null;
@@ -355,8 +359,7 @@ export async function run(argv: string[]): Promise<void> {
     goals,
     link_bytes: linkBytes,
     ps,
-    ps_anchor: 'torch-gloo-average',
-    ps_anchor_note: rayNote(),
+    ...psAnchorNote(ps),
     recommender,
     errors,
   };

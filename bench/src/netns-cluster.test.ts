@@ -58,6 +58,27 @@ if (why) {
     assert.equal(inNetns(c.namespaces), [], 'no process left in the cluster namespaces');
   });
 
+  test('killOnHost ends the daemons left on one host (a per-host ray stop) and leaves the other host alone', async () => {
+    const c = await NetnsCluster.start({ hosts: 2 });
+    try {
+      // setsid + background: the daemons outlive the command that started them, as Ray's raylet outlives `ray start`.
+      await c.exec(0, 'sh', ['-c', 'setsid sleep 300 >/dev/null 2>&1 & setsid sleep 300 >/dev/null 2>&1 &']);
+      const other = c.spawn(1, 'sleep', ['300'], { stdio: 'ignore' });
+      const until = Date.now() + 5000;
+      while (c.processCount([0]) < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      assert.is(c.processCount([0]), 2, 'two daemons on host 0');
+      assert.is(c.processCount([1]), 1, 'one process on host 1');
+      await c.killOnHost(0);
+      assert.is(c.processCount([0]), 0, 'none left on host 0');
+      assert.is(c.processCount([1]), 1, 'host 1 untouched');
+      assert.is(other.exitCode, null);
+      assert.ok((await c.exec(0, 'hostname', [])).includes(c.hosts[0]!.hostname), 'host 0 still usable');
+    } finally {
+      await c.stop();
+    }
+    assert.equal(inNetns(c.namespaces), [], 'no process left in the cluster namespaces');
+  });
+
   // Rates are checked from above on the fast link (an unshaped veth carries several Gbit/s, so a figure under the
 // cap proves the shaping), and from both sides only on the slow one: a loaded 2-core machine cannot always fill
 // 1 Gbit/s of TCP, but it always fills 100 Mbit/s.

@@ -290,6 +290,39 @@ export class NetnsCluster {
     return out;
   }
 
+  /** How many processes run on these hosts now (their holders not counted). */
+  processCount(hosts: readonly number[]): number {
+    const holders = new Set(hosts.map((h) => this.hosts[h]!.pid));
+    const inodes = new Set(hosts.map((h) => nsInode(this.hosts[h]!.pid, 'net')).filter((x): x is string => x !== undefined));
+    return pidsInNetns(inodes).filter((p) => !holders.has(p)).length;
+  }
+
+  /**
+   * Kill every process in host `host`'s namespaces except its holder (daemons a spawned command left behind,
+   * such as Ray's raylet and workers) and wait until none is left: a per-host `ray stop`, which itself would
+   * kill every Ray process of the machine, other users' included.
+   */
+  async killOnHost(host: number, timeoutMs = 10_000): Promise<void> {
+    const h = this.hosts[host];
+    if (!h) throw new RangeError(`host ${host} is not in this cluster (0..${this.hosts.length - 1})`);
+    const ino = nsInode(h.pid, 'net');
+    if (ino === undefined) return;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const pids = pidsInNetns(new Set([ino])).filter((p) => p !== h.pid);
+      if (pids.length === 0) return;
+      if (Date.now() > deadline) throw new Error(`cluster ${this.id}: processes ${pids.join(', ')} survive on host ${host} (${h.hostname})`);
+      for (const p of pids) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Network namespace ids (`net:[inode]`) of the switch and the hosts. */
   get namespaces(): ReadonlySet<string> {
     return this.inodes;

@@ -30,6 +30,8 @@ export interface WorkerJob {
   phases: string[];
   planes: Plane[];
   sparse: { numRows: number; rowSize: number; touched: number; steps: number };
+  /** `KVWorkerOptions.requestBytes` of the messages plane (`--request-bytes`; default the KVWorker's). */
+  requestBytes?: number;
 }
 
 /**

@@ -49,7 +49,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
   // worker's requests in between.
   const kvs: KVWorker[] = [];
   for (const plane of job.planes) {
-    kvs.push(await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages' }));
+    kvs.push(await KVWorker.connect({ rank: job.rank, numWorkers: job.numWorkers, numServers: job.numServers, store, transport, timeoutMs: 120_000, sharedMemory: plane !== 'messages', ...(job.requestBytes === undefined ? {} : { requestBytes: job.requestBytes }) }));
   }
   // the sparse phase does not depend on the plane: run it once
   for (const [i, plane] of job.planes.entries()) await planeMain(job, kvs[i]!, plane, i === 0);

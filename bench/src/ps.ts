@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- ps [--quick] [--repeat N] [--sizes 1048576,16777216,67108864] [--transports net,shm] [--no-anchor]
  *                     [--servers 2] [--workers 2] [--phases dense,small,rowsparse]
- *                     [--rounds N] [--warmup 20] [--shm-ring-bytes N] [--tls] [--out file.json]`
+ *                     [--rounds N] [--warmup 20] [--shm-ring-bytes N] [--tls] [--request-bytes N] [--out file.json]`
  *
  * Parameter-server benchmark: `--servers` KVServer processes (sync mode, server-side SGD `w -= lr * sum g`) and
  * `--workers` worker processes (this file, run as a child), over each of `--transports` (net: TCP loopback; ipc:
@@ -77,6 +77,7 @@ export const command = {
     'workers': { type: 'string', arg: 'N', help: 'workers (default 2)' },
     'transports': { type: 'string', arg: 'LIST', help: 'net,ipc,shm (default all), net-tls' },
     'shm-ring-bytes': { type: 'string', arg: 'BYTES', help: "ring size of the servers' shm listeners" },
+    'request-bytes': { type: 'string', arg: 'BYTES', help: "the messages plane's KVWorker requestBytes (0: one request per server; default the KVWorker's)" },
     'warmup': { type: 'string', arg: 'N', help: 'warm-up rounds per size (default 20)' },
     'rounds': { type: 'string', arg: 'N', help: 'rounds per size (default: by size)' },
     'phases': { type: 'string', arg: 'LIST', help: 'dense,small,rowsparse (default all)' },
@@ -103,6 +104,8 @@ export async function run(args: string[]): Promise<void> {
   const roundsFor = (b: number) => Math.max(4, Math.round((quick ? 8 : 24) * Math.min(8, (16 << 20) / b) ** 0.5 / 2));
   // --shm-ring-bytes: ring size per direction of the servers' shm listeners (the transport's default otherwise).
   const shmRingBytes = v['shm-ring-bytes'] ? Number(v['shm-ring-bytes']) : undefined;
+  const requestBytes = v['request-bytes'] === undefined ? undefined : Number(v['request-bytes']);
+  if (requestBytes !== undefined && !(Number.isInteger(requestBytes) && requestBytes >= 0)) throw new RangeError(`--request-bytes must be a non-negative integer, got ${v['request-bytes']}`);
   // Warm-up rounds per size, the same for shoal and the Ray anchor (V8's and Ray's first rounds are slow).
   const warmup = Number(v['warmup'] ?? 20);
   if (!Number.isInteger(warmup) || warmup < 1) throw new RangeError(`--warmup must be a positive integer, got ${v['warmup']}`);
@@ -159,6 +162,7 @@ export async function run(args: string[]): Promise<void> {
           phases,
           planes,
           sparse: { numRows: 100_000, rowSize: 64, touched: 1024, steps: quick ? 20 : 60 },
+          ...(requestBytes === undefined ? {} : { requestBytes }),
         });
         const outs = await Promise.all(
           Array.from({ length: numWorkers }, (_, r) =>

@@ -157,11 +157,12 @@ const sections: Record<(typeof SUITES)[number], (r: Result) => Section> = {
       }) +
       '\n\n' +
       table((r.ps as Row[] | undefined) ?? [], {
-        impl: (x) => String(x.impl),
+        impl: (x) => `${String(x.impl)}${typeof x.request_bytes === 'number' && x.request_bytes > 0 ? ` (requests of ${size(x.request_bytes)})` : ''}`,
         'Mbit/s': (x) => num(x.rate_mbit),
         bytes: (x) => size(x.bytes),
-        'rounds/s': (x) => num(x.rounds_per_s),
-        'x anchor': (x) => num(x.vs_anchor),
+        'rounds/s': (x) => (typeof x.missing === 'string' ? `missing: ${x.missing.slice(0, 120)}` : num(x.rounds_per_s)),
+        'x Ray': (x) => num(x.vs_ray),
+        'x gloo avg': (x) => num(x.vs_anchor),
       }) +
       '\n\n' +
       table((r.link_bytes as Row[] | undefined) ?? [], { topology: (x) => String(x.topology), bytes: (x) => size(x.bytes), 'sent per host / bytes': (x) => ((x.tx_over_bytes as number[]) ?? []).map((v) => num(v, 4)).join(', ') }) +

@@ -7,7 +7,7 @@ import { joinKeyState, sliceKeyState, type KeyExport } from './worker/key-state.
 import { mergeRows } from '../row-sparse.js';
 import { GuardedBatches } from './worker/guarded-batch.js';
 import { PullOrder } from './worker/pull-order.js';
-import { collect, perServer, type ServerPart } from './worker/requests.js';
+import { collect, perServer, splitPart, type ServerPart } from './worker/requests.js';
 import { landValues, ServerLinks } from './worker/server-links.js';
 import { StagingPlane } from './worker/staging.js';
 
@@ -34,6 +34,16 @@ export interface KVWorkerOptions {
   /** One client per server, in server order. */
   servers: ActorClient<KVServer>[];
   bigKeyBound?: number;
+  /**
+   * Over messages (servers off this worker's host, or `sharedMemory: false`), a server's part of a dense `pull` or
+   * `pushPull` goes as concurrent requests of at least this many bytes of values each, cut at key boundaries
+   * (default 0: one request per server). The server answers each request once its keys' round is complete, so the
+   * values of the first keys travel back while the gradients of later ones still arrive: push and pull overlap on
+   * a full-duplex link instead of taking turns. Pays where the servers' link is the limit (a 1 Gbit/s link: 1.3x
+   * rounds/s at 1 MiB, 1.4x at 16 MiB with 64 KiB); costs where the CPU is (loopback or 10 Gbit/s: 0.35-0.65x),
+   * hence off by default. Figures: bench/README.md, "cluster".
+   */
+  requestBytes?: number;
   /**
    * When a server dies, wait for its next incarnation (a supervisor restarting it from its checkpoint) and
    * resend the calls that failed; pushes carry counters, so none is applied twice. Default false: fail with
@@ -70,6 +80,9 @@ export interface ConnectKVWorkerOptions extends Omit<KVWorkerOptions, 'servers'>
   timeoutMs?: number;
 }
 
+/** `KVWorkerOptions.requestBytes`'s default: one request per server (splitting costs CPU, see the option). */
+export const DEFAULT_REQUEST_BYTES = 0;
+
 export const defaultServerName = (i: number) => `ps-server-${i}`;
 
 /**
@@ -97,6 +110,7 @@ export class KVWorker {
   private readonly staging: StagingPlane;
   private readonly order = new PullOrder();
   private readonly batches: GuardedBatches;
+  private readonly requestBytes: number;
 
   constructor(o: KVWorkerOptions) {
     if (!Number.isInteger(o.numWorkers) || o.numWorkers < 1) throw Errors.invalidArg('numWorkers', `must be a positive integer, got ${o.numWorkers}`);
@@ -105,6 +119,8 @@ export class KVWorker {
     this.rank = o.rank;
     this.numWorkers = o.numWorkers;
     this.mode = o.mode ?? 'sync';
+    if (o.requestBytes !== undefined && !(Number.isInteger(o.requestBytes) && o.requestBytes >= 0)) throw Errors.invalidArg('requestBytes', `must be a non-negative integer, got ${o.requestBytes}`);
+    this.requestBytes = o.requestBytes ?? DEFAULT_REQUEST_BYTES;
     this.layout = new KeyLayout(o.servers.length, o.bigKeyBound ?? DEFAULT_BIG_KEY_BOUND);
     this.links = new ServerLinks(o.servers, o.rank, !!o.resendAfterRestart, {
       dropped: (s) => this.staging.dropped(s),
@@ -339,9 +355,14 @@ export class KVWorker {
             return;
           }
           if (!p.keys.length) return;
-          const plain = { args: args(p, false), replyInto: p.targets };
-          const got = use?.[s] ? await this.links.call(s, method, args(p, true), undefined, plain) : await this.links.call(s, method, plain.args, p.targets);
-          landValues(method, s, p.keys, got as (FloatArray | null)[], p.targets, p.staged);
+          if (use?.[s]) {
+            const plain = { args: args(p, false), replyInto: p.targets };
+            landValues(method, s, p.keys, (await this.links.call(s, method, args(p, true), undefined, plain)) as (FloatArray | null)[], p.targets, p.staged);
+            return;
+          }
+          await Promise.all(
+            splitPart(p, this.requestBytes).map(async (q) => landValues(method, s, q.keys, (await this.links.call(s, method, args(q, false), q.targets)) as (FloatArray | null)[], q.targets, q.staged)),
+          );
         }),
       );
     })();

@@ -15,15 +15,15 @@ export interface MemoryPsCluster {
 }
 
 export async function memoryPsCluster(
-  o: Omit<StartPsServersOptions, 'placement' | 'store' | 'transport'> & { resendAfterRestart?: boolean; sharedMemory?: boolean; hostId?: (rank: number) => string | undefined },
+  o: Omit<StartPsServersOptions, 'placement' | 'store' | 'transport'> & { resendAfterRestart?: boolean; sharedMemory?: boolean; requestBytes?: number; hostId?: (rank: number) => string | undefined },
 ): Promise<MemoryPsCluster> {
   const network = new MemoryNetwork();
   const store = new MemoryStore();
-  const { resendAfterRestart, sharedMemory, hostId, ...so } = o;
+  const { resendAfterRestart, sharedMemory, requestBytes, hostId, ...so } = o;
   const servers = await startPsServers({ ...so, placement: 'local', store, transport: network.transport() });
   const workers = await Promise.all(
     Array.from({ length: o.numWorkers }, (_, rank) =>
-      KVWorker.connect({ rank, numWorkers: o.numWorkers, numServers: o.numServers, store, transport: network.transport(), timeoutMs: o.timeoutMs, bigKeyBound: o.bigKeyBound, resendAfterRestart, sharedMemory, hostId: hostId?.(rank) }),
+      KVWorker.connect({ rank, numWorkers: o.numWorkers, numServers: o.numServers, store, transport: network.transport(), timeoutMs: o.timeoutMs, bigKeyBound: o.bigKeyBound, resendAfterRestart, sharedMemory, requestBytes, hostId: hostId?.(rank) }),
     ),
   );
   return {

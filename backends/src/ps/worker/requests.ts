@@ -59,3 +59,31 @@ export function collect(
     }
   });
 }
+
+/**
+ * A server's part of a dense pull or pushPull cut at key boundaries into parts of at least `bytes` bytes of
+ * values each (the last may be smaller), in key order; `bytes` <= 0 or non-finite, or a part no bigger: the part
+ * itself. Sent as concurrent requests, the server replies to each as soon as its keys are ready, so on a
+ * full-duplex link the values of early keys go out while the gradients of later ones still come in.
+ */
+export function splitPart(p: ServerPart, bytes: number): ServerPart[] {
+  if (!(bytes > 0) || !Number.isFinite(bytes) || p.keys.length < 2) return [p];
+  const out: ServerPart[] = [];
+  let q = perServer(1)[0]!;
+  let size = 0;
+  p.keys.forEach((key, i) => {
+    q.keys.push(key);
+    q.counters.push(p.counters[i]!);
+    if (p.arrays[i]) q.arrays.push(p.arrays[i]!);
+    if (p.targets[i]) q.targets.push(p.targets[i]!);
+    if (p.staged[i]) q.staged.push(p.staged[i]!);
+    size += p.targets[i]?.byteLength ?? p.arrays[i]?.byteLength ?? 0;
+    if (size >= bytes && i < p.keys.length - 1) {
+      out.push(q);
+      q = perServer(1)[0]!;
+      size = 0;
+    }
+  });
+  out.push(q);
+  return out;
+}
