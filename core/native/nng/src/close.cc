@@ -23,6 +23,7 @@ void StopWrites(Core* c) {
 // environment (e.g. a worker thread) is torn down with the pair still open; Node frees the function right after,
 // so nng threads must stop calling it first.
 void FinalizeTsfn(Napi::Env, void*, Core* core) {
+  StopJsRx(core);  // teardown without close(): the poll goes before the stream
   {
     std::lock_guard<std::mutex> lk(core->mu);
     core->tsfnDead = true;

@@ -30,6 +30,8 @@ void RxBadFrame(Core* c, int why) {
   nng_stream_close(c->conn);
 }
 
+}  // namespace
+
 // Parse complete frames out of rxBuf; post small ones as one batch; maybe enter body mode. Returns false if
 // the connection was failed.
 bool RxParse(Core* c) {
@@ -106,8 +108,6 @@ bool RxParse(Core* c) {
   return ok;
 }
 
-}  // namespace
-
 // Submit the next read (with mu held): into the body in body mode, else into rxBuf's free tail.
 void RxSubmit(Core* c) {
   if (c->rxPaused) {
@@ -155,7 +155,10 @@ void RxDone(void* arg) {
   } else {
     c->rxEnd += n;
   }
-  if (RxParse(c)) RxSubmit(c);
+  if (!RxParse(c)) return;
+  // Reads of headers and small frames belong to the JS thread (jsrx.cc): hand them back after the body.
+  if (c->jsRx && c->rxBody == nullptr) return c->post(EV_RX_RESUME, 0, 0);
+  RxSubmit(c);
 }
 
 }  // namespace shoal_nng
