@@ -107,11 +107,12 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            {&c_->dialAio, DialDone},
                            {&c_->negoAio, NegoDone},
                            {&c_->rxAio, RxDone},
-                           {&c_->txAio, TxDone}}) {
+                           {&c_->txAio, TxDone},
+                           {&c_->kickAio, KickDone}}) {
       if (rv == 0) rv = nng_aio_alloc(aio, fn, c_);
     }
     if (rv != 0) {
-      for (nng_aio* a : {c_->acceptAio, c_->dialAio, c_->negoAio, c_->rxAio, c_->txAio})
+      for (nng_aio* a : {c_->acceptAio, c_->dialAio, c_->negoAio, c_->rxAio, c_->txAio, c_->kickAio})
         if (a) nng_aio_free(a);
       delete c_;
       c_ = nullptr;
@@ -239,8 +240,8 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
       }
       if (!c->rxIdle || c->conn == nullptr || c->closed) return;
       c->rxIdle = false;
-      // nng reads (or a body pending in JS mode) resume on nng's threads; JS-thread reads below
-      if (!c->jsRx || c->rxBody != nullptr) return RxSubmit(c);
+      // nng reads resume (this once on the JS thread); JS-thread reads below
+      if (!c->jsRx || c->rxNng) return RxSubmit(c);
     }
     ResumeJsRx(c);
   }

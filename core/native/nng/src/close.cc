@@ -45,7 +45,7 @@ void CloseWorker(Core* c) {
     if (c->dialer) nng_stream_dialer_close(c->dialer);
   }
   // Wait for every callback to have returned; none resubmits once `closed` is set.
-  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio, c->kickAio}) {
     if (a != nullptr) nng_aio_stop(a);
   }
   {
@@ -62,7 +62,7 @@ void CloseWorker(Core* c) {
     c->listener = nullptr;
     c->dialer = nullptr;
   }
-  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio, c->kickAio}) {
     if (a != nullptr) nng_aio_free(a);
   }
   {

@@ -74,6 +74,7 @@ constexpr size_t kMaxBatch = 64;                 // messages per write
 constexpr size_t kRxBuf = 256 * 1024;            // receive buffer for headers and small frames
 constexpr size_t kRxSmall = 64 * 1024;           // larger payloads are read into their own buffer
 constexpr size_t kJsRead = 64 * 1024;            // bytes per read on the JS thread (jsrx.cc)
+constexpr size_t kJsBack = 16 * 1024;            // an nng read smaller than this, fully parsed, hands reads back
 
 // One queued send. `data` is the caller's memory: the JS layer keeps the Uint8Array referenced until EV_SEND
 // covers this id, and the stream is closed (under its lock) before the environment can free it.
@@ -126,6 +127,7 @@ struct Core {
   nng_aio* negoAio = nullptr;
   nng_aio* rxAio = nullptr;
   nng_aio* txAio = nullptr;
+  nng_aio* kickAio = nullptr;  // jsrx.cc: moves the submit of a body read onto nng's threads (nng_sleep_aio 0)
 
   // Handshake (candidate stream).
   uint8_t negoTx[kSpHeader];
@@ -158,7 +160,8 @@ struct Core {
   // the net transport does: no hop through nng's poller and task threads and no thread-safe call per message.
   // Large payloads still go to nng's threads (zero copy, body mode), and then reads resume on the JS thread.
   int fd = -1;            // -1: ipc, or not found: every read and write goes through nng
-  bool jsRx = false;      // the JS thread reads (poll active unless paused or in body mode)
+  bool jsRx = false;      // the JS-thread path exists (the poll is set up)
+  bool rxNng = false;     // with jsRx: nng's threads read for now (a large body or bulk); the poll is stopped
   std::vector<Event*>* sink = nullptr;  // set while the JS thread reads: post() collects here, delivered after
   JsRx* jsrx = nullptr;   // JS thread only: the poll and the callback reference
 
@@ -218,6 +221,7 @@ inline size_t FrameHeader(bool ipc, uint64_t bodyLen, uint8_t* out) {
 // without `mu`; PauseJsRx on the JS thread with `mu` held.
 int FindTcpFd(nng_stream* s);
 bool TrySendInline(Core* c, const TxItem& it);
+void KickDone(void* arg);
 void StartJsRx(napi_env env, napi_value cb, Core* c);
 void ResumeJsRx(Core* c);
 void PauseJsRx(Core* c);

@@ -146,7 +146,8 @@ void RxDone(void* arg) {
     return;
   }
   size_t n = nng_aio_count(c->rxAio);
-  if (c->rxBody != nullptr) {
+  const bool bodyRead = c->rxBody != nullptr;
+  if (bodyRead) {
     c->rxBodyGot += n;
     if (c->rxBodyGot < c->rxBodyLen) return RxSubmit(c);
     c->post(EV_MSG, 0, 0, c->rxBody, c->rxBodyLen);
@@ -156,8 +157,11 @@ void RxDone(void* arg) {
     c->rxEnd += n;
   }
   if (!RxParse(c)) return;
-  // Reads of headers and small frames belong to the JS thread (jsrx.cc): hand them back after the body.
-  if (c->jsRx && c->rxBody == nullptr) return c->post(EV_RX_RESUME, 0, 0);
+  // Sparse small traffic belongs to the JS thread (jsrx.cc): a small read, fully parsed, hands the reads back.
+  if (c->jsRx && !bodyRead && c->rxBody == nullptr && c->rxStart == c->rxEnd && n < kJsBack) {
+    c->rxNng = false;
+    return c->post(EV_RX_RESUME, 0, 0);
+  }
   RxSubmit(c);
 }
 
