@@ -6,7 +6,8 @@ import { Errors } from '../errors.js';
 export interface NativePair {
   listen(url: string): number;
   dial(url: string): void;
-  send(id: number, data: Uint8Array, flush: boolean): void;
+  /** True: written inline (a lone small frame, now in the kernel); no EV_SEND covers it. */
+  send(id: number, data: Uint8Array, flush: boolean): boolean;
   setRxPaused(paused: boolean): void;
   setMaxMessage(bytes: number): void;
   close(): void;

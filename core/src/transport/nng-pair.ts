@@ -230,13 +230,21 @@ export class PairHandle {
       s.started = true;
       this.nativeCount++;
       this.nativeBytes += s.data.byteLength;
+      let inline: boolean;
       try {
-        this.native.send(s.id, s.data, i === end - 1); // one write for the whole run
+        inline = this.native.send(s.id, s.data, i === end - 1); // one write for the whole run
       } catch (e) {
         this.nativeCount--;
         this.nativeBytes -= s.data.byteLength;
         this.finishSend(s, Errors.transport(this.where, `${s.what}: ${(e as Error).message}`, e));
         return;
+      }
+      if (inline) {
+        // A lone small frame written from this thread: already in the kernel, no EV_SEND will cover it (the last
+        // of the run, so removing it from `sends` shifts nothing this loop still reads).
+        this.nativeCount--;
+        this.nativeBytes -= s.data.byteLength;
+        this.finishSend(s);
       }
     }
   }

@@ -15,8 +15,11 @@
  * (`reconnectMinMs` doubling up to `reconnectMaxMs`) until the timeout.
  *
  * Async model: native completions (aio callbacks on nng's threads) reach the JS thread through a thread-safe
- * function; nothing blocks the JS thread or polls. The native side reads continuously and hands every message to
- * JS as soon as it is complete; `recv` takes from that inbox, so a timed-out or aborted recv consumes nothing.
+ * function; nothing blocks the JS thread. The native side reads continuously and hands every message to JS as soon
+ * as it is complete; `recv` takes from that inbox, so a timed-out or aborted recv consumes nothing. Over tcp, small
+ * messages skip nng's threads: the JS thread writes a lone small frame straight to the socket (its send resolves at
+ * once) and reads headers and small frames itself from a poll on its event loop, as net does; payloads above
+ * 64 KiB are still read by nng's threads (core/native/nng/src/jsrx.cc).
  *
  * Buffers: `send` is zero-copy for messages above 16 KiB: nng writes straight from the caller's bytes, and the
  * promise resolves once they have been handed to the kernel; the caller must not modify them before that. Sends

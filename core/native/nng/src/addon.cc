@@ -16,14 +16,9 @@
 
 namespace shoal_nng {
 
-// Runs on the JS thread for each event posted by Core::post: wraps the received bytes (ownership passes to their
-// ArrayBuffer) and calls onEvent(kind, id, rv, data, lens). `env` is null once the environment is torn down.
-void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
-  if (env == nullptr || cb.IsEmpty()) {
-    std::free(ev->data);
-    delete ev;
-    return;
-  }
+// Wraps an event's bytes for JS (ownership of the malloc'd data passes to its ArrayBuffer) and fills the
+// arguments of onEvent(kind, id, rv, data, lens). Deletes `ev`.
+void EventArgs(Napi::Env env, Event* ev, napi_value argv[5]) {
   Napi::Value data = env.Undefined();
   Napi::Value lens = env.Undefined();
   if (ev->kind == EV_MSGS) {
@@ -42,12 +37,35 @@ void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
           env, ev->data, ev->len, [](Napi::Env, void* p) { std::free(p); });
       data = Napi::Uint8Array::New(env, ev->len, ab, 0);
     }
+  } else {
+    std::free(ev->data);
   }
-  int kind = ev->kind, rv = ev->rv;
-  uint32_t id = ev->id;
+  argv[0] = Napi::Number::New(env, ev->kind);
+  argv[1] = Napi::Number::New(env, ev->id);
+  argv[2] = Napi::Number::New(env, ev->rv);
+  argv[3] = data;
+  argv[4] = lens;
   delete ev;
+}
+
+// Runs on the JS thread for each event posted by Core::post through the thread-safe function: calls
+// onEvent(kind, id, rv, data, lens). `env` is null once the environment is torn down. EV_CONNECTED also starts the
+// JS-thread reads of a tcp stream (jsrx.cc); EV_RX_RESUME resumes them and does not reach JS.
+void CallJs(Napi::Env env, Napi::Function cb, Core* core, Event* ev) {
+  if (env == nullptr || cb.IsEmpty()) {
+    std::free(ev->data);
+    delete ev;
+    return;
+  }
+  if (ev->kind == EV_RX_RESUME) {
+    delete ev;
+    return ResumeJsRx(core);
+  }
+  if (ev->kind == EV_CONNECTED && core->fd >= 0) StartJsRx(env, cb, core);
+  napi_value argv[5];
+  EventArgs(env, ev, argv);
   try {
-    cb.Call({Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, rv), data, lens});
+    cb.Call(5, argv);
   } catch (const Napi::Error& e) {
     // A throwing JS handler must not unwind through Node's C callback: surface it as an uncaught JS exception.
     e.ThrowAsJavaScriptException();
@@ -89,11 +107,12 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
                            {&c_->dialAio, DialDone},
                            {&c_->negoAio, NegoDone},
                            {&c_->rxAio, RxDone},
-                           {&c_->txAio, TxDone}}) {
+                           {&c_->txAio, TxDone},
+                           {&c_->kickAio, KickDone}}) {
       if (rv == 0) rv = nng_aio_alloc(aio, fn, c_);
     }
     if (rv != 0) {
-      for (nng_aio* a : {c_->acceptAio, c_->dialAio, c_->negoAio, c_->rxAio, c_->txAio})
+      for (nng_aio* a : {c_->acceptAio, c_->dialAio, c_->negoAio, c_->rxAio, c_->txAio, c_->kickAio})
         if (a) nng_aio_free(a);
       delete c_;
       c_ = nullptr;
@@ -111,6 +130,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
         std::lock_guard<std::mutex> lk(c_->mu);
         StopWrites(c_);
       }
+      StopJsRx(c_);    // before the helper thread frees the stream (and its fd)
       StartClose(c_);  // collected without close(): close in the background
       c_->unref();
     }
@@ -173,11 +193,12 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     nng_stream_dialer_dial(c->dialer, c->dialAio);
   }
 
-  // send(id, bytes: Uint8Array, flush: boolean): queue one message, and start writing if `flush` (the JS layer
-  // queues a tick's sends with flush only on the last, so they leave in one write); EV_SEND(lastId) reports that every queued message up to and
-  // including lastId was handed to the kernel (rv 0) or failed (rv). The caller keeps `bytes` alive and unmodified
-  // until then.
-  void Send(const Napi::CallbackInfo& info) {
+  // send(id, bytes: Uint8Array, flush: boolean) -> boolean: queue one message, and start writing if `flush` (the
+  // JS layer queues a tick's sends with flush only on the last, so they leave in one write); EV_SEND(lastId)
+  // reports that every queued message up to and including lastId was handed to the kernel (rv 0) or failed (rv).
+  // The caller keeps `bytes` alive and unmodified until then. Returns true when the message was written inline
+  // (a lone small frame, nothing queued: it is in the kernel now, no EV_SEND covers it, `bytes` is free).
+  Napi::Value Send(const Napi::CallbackInfo& info) {
     Core* c = live(info);
     // `flush` is required: a caller that omits it (a JS layer built before per-tick coalescing against this
     // addon) would queue without ever starting a write, a silent stall; make that a clear error instead.
@@ -190,12 +211,14 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
     if (c->conn == nullptr) throw Napi::Error::New(info.Env(), "nng pair: send before connected");
     if (c->txBroken != 0) {
       c->post(EV_SEND, id, c->txBroken);
-      return;
+      return Napi::Boolean::New(info.Env(), false);
     }
     TxItem it{id, data.Data(), data.ByteLength(), {}, 0};
     it.headLen = FrameHeader(c->ipc, it.len, it.head);
+    if (flush && c->txq.empty() && c->txInWrite == 0 && TrySendInline(c, it)) return Napi::Boolean::New(info.Env(), true);
     c->txq.push_back(it);
     if (flush && c->txInWrite == 0) TxStart(c);
+    return Napi::Boolean::New(info.Env(), false);
   }
 
   // setMaxMessage(bytes): the largest payload accepted from now on (frames already parsed are not rechecked).
@@ -208,12 +231,19 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
   void SetRxPaused(const Napi::CallbackInfo& info) {
     Core* c = live(info);
     bool paused = info[0].ToBoolean().Value();
-    std::lock_guard<std::mutex> lk(c->mu);
-    c->rxPaused = paused;
-    if (!paused && c->rxIdle && c->conn != nullptr && !c->closed) {
+    {
+      std::lock_guard<std::mutex> lk(c->mu);
+      c->rxPaused = paused;
+      if (paused) {
+        if (c->jsRx) PauseJsRx(c);
+        return;
+      }
+      if (!c->rxIdle || c->conn == nullptr || c->closed) return;
       c->rxIdle = false;
-      RxSubmit(c);
+      // nng reads resume (this once on the JS thread); JS-thread reads below
+      if (!c->jsRx || c->rxNng) return RxSubmit(c);
     }
+    ResumeJsRx(c);
   }
 
   // close(): closes on a helper thread; EV_CLOSED reports the end. Idempotent.
@@ -223,6 +253,7 @@ class NngPair : public Napi::ObjectWrap<NngPair> {
       c_->tsfn.Ref(info.Env());
       c_->tsfnRefed = true;
     }
+    StopJsRx(c_);  // before the helper thread frees the stream (and its fd)
     StartClose(c_);
   }
 

@@ -23,6 +23,7 @@ void StopWrites(Core* c) {
 // environment (e.g. a worker thread) is torn down with the pair still open; Node frees the function right after,
 // so nng threads must stop calling it first.
 void FinalizeTsfn(Napi::Env, void*, Core* core) {
+  StopJsRx(core);  // teardown without close(): the poll goes before the stream
   {
     std::lock_guard<std::mutex> lk(core->mu);
     core->tsfnDead = true;
@@ -44,7 +45,7 @@ void CloseWorker(Core* c) {
     if (c->dialer) nng_stream_dialer_close(c->dialer);
   }
   // Wait for every callback to have returned; none resubmits once `closed` is set.
-  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio, c->kickAio}) {
     if (a != nullptr) nng_aio_stop(a);
   }
   {
@@ -61,7 +62,7 @@ void CloseWorker(Core* c) {
     c->listener = nullptr;
     c->dialer = nullptr;
   }
-  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio}) {
+  for (nng_aio* a : {c->acceptAio, c->dialAio, c->negoAio, c->rxAio, c->txAio, c->kickAio}) {
     if (a != nullptr) nng_aio_free(a);
   }
   {

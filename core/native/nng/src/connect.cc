@@ -72,8 +72,10 @@ void NegoDone(void* arg) {
   }
   c->conn = c->candidate;
   c->candidate = nullptr;
+  // tcp: the JS thread reads and writes small frames itself (jsrx.cc), from EV_CONNECTED on; else nng reads.
+  c->fd = c->ipc ? -1 : FindTcpFd(c->conn);
   c->post(EV_CONNECTED, 0, 0);
-  RxStart(c);
+  if (c->fd < 0) RxStart(c);
 }
 
 void AcceptDone(void* arg) {

@@ -59,6 +59,7 @@ enum EventKind : int {
   EV_CLOSED = 6,     // close() finished; nothing follows
   EV_BAD_FRAME = 7,  // the peer sent a frame we refuse (rv: 1 too large, 2 no PAIR1 header); connection dropped
   EV_MSGS = 8,       // several small messages in one block (data) with their lengths (lens)
+  EV_RX_RESUME = 9,  // internal, never reaches JS: a large body was read on nng's threads, resume JS-thread reads
 };
 
 constexpr uint16_t kPair1Proto = 0x11;
@@ -72,6 +73,8 @@ constexpr size_t kStageBytes = 256 * 1024 + 13;  // one write's worth of small f
 constexpr size_t kMaxBatch = 64;                 // messages per write
 constexpr size_t kRxBuf = 256 * 1024;            // receive buffer for headers and small frames
 constexpr size_t kRxSmall = 64 * 1024;           // larger payloads are read into their own buffer
+constexpr size_t kJsRead = 64 * 1024;            // bytes per read on the JS thread (jsrx.cc)
+constexpr size_t kJsBack = 16 * 1024;            // an nng read smaller than this, fully parsed, hands reads back
 
 // One queued send. `data` is the caller's memory: the JS layer keeps the Uint8Array referenced until EV_SEND
 // covers this id, and the stream is closed (under its lock) before the environment can free it.
@@ -98,6 +101,8 @@ using Tsfn = Napi::TypedThreadSafeFunction<Core, Event, CallJs>;
 
 enum class Role { None, Listener, Dialer };
 
+struct JsRx;
+
 struct Core {
   // Set once on the JS thread before any aio starts.
   Role role = Role::None;
@@ -122,6 +127,7 @@ struct Core {
   nng_aio* negoAio = nullptr;
   nng_aio* rxAio = nullptr;
   nng_aio* txAio = nullptr;
+  nng_aio* kickAio = nullptr;  // jsrx.cc: moves the submit of a body read onto nng's threads (nng_sleep_aio 0)
 
   // Handshake (candidate stream).
   uint8_t negoTx[kSpHeader];
@@ -147,6 +153,17 @@ struct Core {
   unsigned txNiov = 0;
   std::unique_ptr<uint8_t[]> txStage{new uint8_t[kStageBytes]};
   int txBroken = 0;  // a write failed: the stream is unusable, later sends fail with this
+  std::unique_ptr<uint8_t[]> txSpill;  // the unwritten rest of a partial inline send, written by nng
+
+  // The small-message path (jsrx.cc). For a tcp stream, the socket's fd (found once connected) lets the JS thread
+  // write a lone small frame inline and read headers and small frames itself from a uv_poll on its own loop, as
+  // the net transport does: no hop through nng's poller and task threads and no thread-safe call per message.
+  // Large payloads still go to nng's threads (zero copy, body mode), and then reads resume on the JS thread.
+  int fd = -1;            // -1: ipc, or not found: every read and write goes through nng
+  bool jsRx = false;      // the JS-thread path exists (the poll is set up)
+  bool rxNng = false;     // with jsRx: nng's threads read for now (a large body or bulk); the poll is stopped
+  std::vector<Event*>* sink = nullptr;  // set while the JS thread reads: post() collects here, delivered after
+  JsRx* jsrx = nullptr;   // JS thread only: the poll and the callback reference
 
   void unref() {
     if (refs.fetch_sub(1) == 1) delete this;
@@ -157,6 +174,10 @@ struct Core {
   // Hand an event to the JS thread. Call with `mu` held.
   void post(int kind, uint32_t id, int rv, uint8_t* data = nullptr, size_t len = 0, std::vector<uint32_t> lens = {}) {
     Event* e = new Event{kind, id, rv, data, len, std::move(lens)};
+    if (sink != nullptr) {  // the JS thread is reading: it delivers these itself once it lets go of mu
+      sink->push_back(e);
+      return;
+    }
     if (tsfnDead || tsfn.NonBlockingCall(e) != napi_ok) {  // environment torn down: nobody listens any more
       std::free(e->data);
       delete e;
@@ -173,6 +194,7 @@ void StartAccept(Core* c);
 // rx.cc: the receive loop. RxStart and RxSubmit with `mu` held; RxDone is rxAio's callback.
 void RxStart(Core* c);
 void RxSubmit(Core* c);
+bool RxParse(Core* c);  // frames out of rxBuf to events (or body mode); false: the connection was failed
 void RxDone(void* arg);
 
 // tx.cc: the send queue. TxStart (with `mu` held, no write in flight) builds and submits the next write; TxDone is
@@ -193,6 +215,19 @@ inline size_t FrameHeader(bool ipc, uint64_t bodyLen, uint8_t* out) {
   out[h++] = 1;  // PAIR1 hop count: one hop on a direct link
   return h;
 }
+
+// jsrx.cc: the small-message path. FindTcpFd on nng's threads (once connected); TrySendInline with `mu` held on
+// the JS thread (true: the whole frame went to the kernel); StartJsRx / ResumeJsRx / StopJsRx on the JS thread,
+// without `mu`; PauseJsRx on the JS thread with `mu` held.
+int FindTcpFd(nng_stream* s);
+bool TrySendInline(Core* c, const TxItem& it);
+void KickDone(void* arg);
+void StartJsRx(napi_env env, napi_value cb, Core* c);
+void ResumeJsRx(Core* c);
+void PauseJsRx(Core* c);
+void StopJsRx(Core* c);
+// addon.cc: wraps an event's bytes for JS (ownership passes to the ArrayBuffer); fills argv[5].
+void EventArgs(Napi::Env env, Event* ev, napi_value argv[5]);
 
 // close.cc: StopWrites (with `mu` held) closes the streams so no write reads JS memory afterwards; StartClose
 // closes everything on a helper thread (once) and reports EV_CLOSED.

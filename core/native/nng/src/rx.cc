@@ -30,6 +30,8 @@ void RxBadFrame(Core* c, int why) {
   nng_stream_close(c->conn);
 }
 
+}  // namespace
+
 // Parse complete frames out of rxBuf; post small ones as one batch; maybe enter body mode. Returns false if
 // the connection was failed.
 bool RxParse(Core* c) {
@@ -106,8 +108,6 @@ bool RxParse(Core* c) {
   return ok;
 }
 
-}  // namespace
-
 // Submit the next read (with mu held): into the body in body mode, else into rxBuf's free tail.
 void RxSubmit(Core* c) {
   if (c->rxPaused) {
@@ -146,7 +146,8 @@ void RxDone(void* arg) {
     return;
   }
   size_t n = nng_aio_count(c->rxAio);
-  if (c->rxBody != nullptr) {
+  const bool bodyRead = c->rxBody != nullptr;
+  if (bodyRead) {
     c->rxBodyGot += n;
     if (c->rxBodyGot < c->rxBodyLen) return RxSubmit(c);
     c->post(EV_MSG, 0, 0, c->rxBody, c->rxBodyLen);
@@ -155,7 +156,13 @@ void RxDone(void* arg) {
   } else {
     c->rxEnd += n;
   }
-  if (RxParse(c)) RxSubmit(c);
+  if (!RxParse(c)) return;
+  // Sparse small traffic belongs to the JS thread (jsrx.cc): a small read, fully parsed, hands the reads back.
+  if (c->jsRx && !bodyRead && c->rxBody == nullptr && c->rxStart == c->rxEnd && n < kJsBack) {
+    c->rxNng = false;
+    return c->post(EV_RX_RESUME, 0, 0);
+  }
+  RxSubmit(c);
 }
 
 }  // namespace shoal_nng
