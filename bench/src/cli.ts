@@ -31,6 +31,7 @@ const suites: Record<string, () => Promise<Suite>> = {
   micro: () => import('./micro.js'),
   tensorboard: () => import('./tensorboard.js'),
   timeline: () => import('./timeline.js'),
+  'ps-rounds': () => import('./ps-rounds.js'),
   cluster: () => import('./cluster.js'),
   onnx: () => import('./onnx.js'),
   soak: () => import('./soak.js'),
@@ -40,7 +41,7 @@ const suites: Record<string, () => Promise<Suite>> = {
 };
 
 /**
- * The suites `npm run bench` runs, in order, with their CI-sized arguments for `--quick`. Left out: tensorboard, timeline,
+ * The suites `npm run bench` runs, in order, with their CI-sized arguments for `--quick`. Left out: tensorboard, timeline, ps-rounds,
  * onnx and soak (run them by name), report (it runs last on its own).
  */
 const ALL: Record<string, string[]> = {

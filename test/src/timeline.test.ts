@@ -104,6 +104,13 @@ test('--backend ps: the servers are processes of the timeline; each update lies 
     assert.ok(applies.length >= 5 * 2, `${applies.length} gradient updates on the servers`);
     // a round's update runs once both ranks pushed and before either gets its reply: inside one push+pull of each
     for (const a of applies) for (const rank of [0, 1]) assert.ok(pushPull[rank]!.some((p) => within(a, p)), `update of ${a.args!.key} on pid ${a.pid} inside a push+pull of rank ${rank}`);
+    // each server records the guarded requests (one per rank per step after the first, which declares the keys);
+    // an update runs inside the request of each rank that completed its round, on that server
+    const requests = spans.filter((s) => s.pid >= 10_000 && s.name === 'request');
+    for (const pid of [10_000, 10_001]) for (const rank of [0, 1]) assert.is(requests.filter((q) => q.pid === pid && q.args!.rank === rank).length, 4, `server ${pid}: a request of rank ${rank} per guarded step`);
+    for (const a of applies.filter((x) => pushPull[0]!.slice(1).some((p) => within(x, p)))) {
+      for (const rank of [0, 1]) assert.ok(requests.some((q) => q.pid === a.pid && q.args!.rank === rank && within(a, q)), `update of ${a.args!.key} on pid ${a.pid} inside a request of rank ${rank}`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -12,7 +12,7 @@ import { Gathers, runGuarded, settleGuarded } from './server/gathers.js';
 import { Members } from './server/members.js';
 import { Rounds } from './server/rounds.js';
 import { localRows } from './server/row-merge.js';
-import { recordApplies, ServerMetrics, type ServerMetricsOptions } from './server/server-metrics.js';
+import { recordApplies, ServerMetrics, type ServerMetricsOptions, type TraceRequest } from './server/server-metrics.js';
 import { GroupCommit, readSlots, writeSlots } from './server/shard-checkpoint.js';
 import { sharedOf, SharedRegions } from './server/shared-plane.js';
 import { newSlot, type Slot } from './server/slot.js';
@@ -84,6 +84,7 @@ export class KVServer implements PsServerApi {
   /** Set with `options.metrics`: counters of bytes and queued requests, sampled into TensorBoard curves. */
   private readonly metrics?: ServerMetrics;
   private readonly timeline?: Timeline;
+  private readonly traceRequest?: TraceRequest;
 
   constructor(private readonly o: KVServerOptions) {
     const bad = (k: string, d: string) => Errors.invalidArg(`KVServer options.${k}`, d);
@@ -105,7 +106,7 @@ export class KVServer implements PsServerApi {
     this.rounds = new Rounds({ ...o, timeoutMs: this.timeoutMs }, this.kernels, this.dense, commit, () => this.members.lostError());
     if (o.checkpointPath && existsSync(o.checkpointPath)) this.restore(o.checkpointPath);
     if (o.metrics) this.metrics = new ServerMetrics(o.serverIndex, o.metrics, () => this.rounds.counters);
-    if (o.timeline) this.timeline = recordApplies(o.timeline, o.serverIndex, this.rounds);
+    if (o.timeline) ({ timeline: this.timeline, traceRequest: this.traceRequest } = recordApplies(o.timeline, o.serverIndex, this.rounds));
     this.ready = createUpdater(o.updater ?? { type: 'assign' }).then(async (u) => {
       this.updater = u;
       for (const s of this.slots.values()) if (s.spec.update !== 'assign') s.updater = s.spec.updater ? await createUpdater(s.spec.updater) : u;
@@ -427,6 +428,11 @@ export class KVServer implements PsServerApi {
    * reply `values: null` (each worker then throws the same ERR_MISMATCH / ERR_NAN from `all`).
    */
   guarded(rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]): Promise<PsReplies['guarded']> {
+    const p = this.guardedRun(rank, tag, op, sig, calls);
+    return this.traceRequest ? this.traceRequest(rank, 1, p) : p;
+  }
+
+  private guardedRun(rank: number, tag: string, op: string, sig: unknown, calls: GuardedCall[]): Promise<PsReplies['guarded']> {
     return runGuarded(this.gather(rank, tag, sig, op), op, calls, ([m, a]) => (this[m] as (...x: unknown[]) => unknown).apply(this, a));
   }
 
@@ -435,7 +441,8 @@ export class KVServer implements PsServerApi {
    * order; the reply holds each one's outcome once all have settled.
    */
   guardedMany(rank: number, items: GuardedItem[]): Promise<GuardedOutcome[]> {
-    return Promise.all(items.map(([tag, op, sig, calls]) => settleGuarded(() => this.guarded(rank, tag, op, sig, calls))));
+    const p = Promise.all(items.map(([tag, op, sig, calls]) => settleGuarded(() => this.guardedRun(rank, tag, op, sig, calls))));
+    return this.traceRequest ? this.traceRequest(rank, items.length, p) : p;
   }
 
   /** Write the shard now (atomically) to the configured checkpoint path. Returns the path and size. */

@@ -125,13 +125,26 @@ export class ServerMetrics {
   }
 }
 
+/** Records one request on the server's timeline: from its method's start until `p` settles. */
+export type TraceRequest = <T>(rank: number, collectives: number, p: Promise<T>) => Promise<T>;
+
 /**
- * `shoal run --timeline FILE` on server `serverIndex`: record each update `rounds` applies (`apply`, per key) in
- * the part `FILE.server-<i>.jsonl`. Returns the timeline, for the server to close when it stops.
+ * `shoal run --timeline FILE` on server `serverIndex`: record each update `rounds` applies (`apply`, per key) and
+ * each guarded request (`request`, lane `requests`: from the server reading it until its outcome is ready, args:
+ * the worker's rank and the collectives in it) in the part `FILE.server-<i>.jsonl`. Beside the workers' `push+pull`
+ * spans this splits a round's critical path: last arrival -> server -> apply -> reply -> worker (bench/README.md,
+ * `ps-rounds`). Returns the timeline, for the server to close when it stops, and the request recorder.
  */
-export function recordApplies(file: string, serverIndex: number, rounds: Rounds): Timeline {
+export function recordApplies(file: string, serverIndex: number, rounds: Rounds): { timeline: Timeline; traceRequest: TraceRequest } {
   const tl = new Timeline({ path: timelinePartPath(file, `server-${serverIndex}`), pid: SERVER_PID_BASE + serverIndex, label: `ps-server-${serverIndex}` });
   const lane = tl.lane('apply');
   rounds.onApplied = (key, t0, t1) => tl.complete(lane, 'apply', tl.fromPerformance(t0), tl.fromPerformance(t1), { key });
-  return tl;
+  const requests = tl.lane('requests');
+  const traceRequest: TraceRequest = (rank, collectives, p) => {
+    const t0 = tl.now();
+    const end = () => tl.span(requests, 'request', t0, { rank, collectives });
+    p.then(end, end);
+    return p;
+  };
+  return { timeline: tl, traceRequest };
 }
