@@ -65,7 +65,8 @@ if (why) {
       await c.exec(0, 'sh', ['-c', 'setsid sleep 300 >/dev/null 2>&1 & setsid sleep 300 >/dev/null 2>&1 &']);
       const other = c.spawn(1, 'sleep', ['300'], { stdio: 'ignore' });
       const until = Date.now() + 5000;
-      while (c.processCount([0]) < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      // both: the spawned sleep enters host 1's namespace only once its launcher (nsenter) has exec'd it
+      while ((c.processCount([0]) < 2 || c.processCount([1]) < 1) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       assert.is(c.processCount([0]), 2, 'two daemons on host 0');
       assert.is(c.processCount([1]), 1, 'one process on host 1');
       await c.killOnHost(0);
