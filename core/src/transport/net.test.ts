@@ -326,6 +326,26 @@ s('released receive buffers carry later messages of their length intact; foreign
   await Promise.all([a.close(), b.close(), l.close()]);
 }));
 
+s('the default receive pool keeps the 33 segments a 2-rank exchange holds at once (window 16, 1 MiB)', guard('default pool', 20_000, async () => {
+  const t = new NetTransport({ auth });
+  const l = await t.listen('tcp://127.0.0.1:0');
+  const [a, b] = await Promise.all([l.accept({ timeoutMs: 5_000 }), t.dial(l.url, { timeoutMs: 5_000 })]);
+  const size = 1 << 20;
+  const count = 2 * 16 + 1;
+  const burst = async (seed: number) => {
+    const sent = Array.from({ length: count }, (_, i) => patternBytes(size, seed + i));
+    const got = await Promise.all([Promise.all(sent.map((m) => b.send(m))), ...sent.map(() => a.recv({ timeoutMs: 5_000 }))]);
+    const bufs = got.slice(1) as Uint8Array[];
+    bufs.forEach((x, i) => assertBytes(x, sent[i]!, `burst ${seed} message ${i}`));
+    return bufs;
+  };
+  const first = await burst(100);
+  for (const x of first) a.release!(x);
+  const second = await burst(200);
+  assert.is(second.filter((x) => first.some((y) => y.buffer === x.buffer)).length, count, 'every message landed in a released buffer');
+  await Promise.all([a.close(), b.close(), l.close()]);
+}));
+
 s('a recvInto with a deadline is a plain recv: one that times out while its body streams in leaves the caller buffer alone', guard('recvInto timeout', 20_000, async () => {
   const t = new NetTransport({ auth });
   const l = await t.listen('tcp://127.0.0.1:0');
