@@ -152,10 +152,11 @@ function uAt(P: Float32Array, N: number, items: Int32Array, s: number, e: number
  */
 export function wideFeatures(
   train: Baskets, batch: readonly { basket: number }[], users: Int32Array, posIds: Int32Array, negIds: Int32Array, hist: Lists,
-  ctx: readonly number[], ctxOff: Int32Array, histRange: Int32Array, ii: ItemItemInverse | null,
+  ctx: readonly number[], ctxOff: Int32Array, histRange: Int32Array, ii: ItemItemInverse | null, reuse?: Float32Array,
 ): { fp: Float32Array; fn: Float32Array } {
   const B = batch.length, K = negIds.length, F = WIDE;
-  const fp = new Float32Array(B * F), fn = new Float32Array(B * K * F);
+  // `reuse`: a spare array for `fn` (zeroed here) when it has the size, so a step allocates no fresh 1.3 MB.
+  const fp = new Float32Array(B * F), fn = reuse?.length === B * K * F ? reuse.fill(0) : new Float32Array(B * K * F);
   // The negatives at each item: negFirst[j] is the first k with negIds[k] = j (-1 if none), negNext[k] the next.
   let size = ii ? ii.n : 0;
   if (!ii) for (let k = 0; k < K; k++) size = Math.max(size, negIds[k]! + 1);

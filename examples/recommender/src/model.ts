@@ -121,6 +121,8 @@ export class BasketModel implements Recommender {
   private rowAcc: [RowAcc, RowAcc, RowAcc] | null = null;
   /** The wide features of the step `grad` is computing (targets [B, 1, WIDE], negatives [B, K, WIDE]). */
   private stepFeatures: [tfjs.Tensor, tfjs.Tensor] | null = null;
+  /** Negatives' feature arrays of recycled plans (`recycle`), taken by the next `plan` calls. */
+  private readonly spareFn: Float32Array[] = [];
 
   constructor(private readonly tf: Tf, numUsers: number, readonly numItems: number, opts: Partial<ModelOptions> = {}, rankSeed = 0) {
     this.opts = { ...DEFAULT_MODEL, ...opts };
@@ -164,7 +166,14 @@ export class BasketModel implements Recommender {
     const tf = this.tf;
     // Broadcast multiply and sum: WIDE = 5 products per score. (As a [B * n, WIDE] x [WIDE, 1] matMul its backward
     // once faulted on wasm: a stale operator cache in the stock kernel, fixed by registerShoalKernels, issue 20.)
-    return tf.add(scores, tf.sum(tf.mul(feats, wide), -1));
+    // The gradient is tfjs's own for mul-then-sum, minus its array of ones: the stock Sum gradient builds ones of the
+    // features' shape in JS (1.3 MB of garbage a step for the negatives) to broadcast dy, which the broadcasting
+    // mul does anyway. Same products, same reduction, so the same bits.
+    const dot = tf.customGrad((w) => ({
+      value: tf.sum(tf.mul(feats, w as tfjs.Tensor), -1),
+      gradFunc: (dy: tfjs.Tensor) => tf.sum(tf.mul(tf.expandDims(dy, -1), feats), [0, 1]),
+    }));
+    return tf.add(scores, dot(wide));
   }
 
   tables(): Table[] { return this.feat ? [this.user, this.itemIn, this.itemOut, this.feat.table] : [this.user, this.itemIn, this.itemOut]; }
@@ -289,11 +298,21 @@ export class BasketModel implements Recommender {
       const j = stepRng.int(N);
       negIds[k] = j; needOut.add(j);
     }
-    const { fp, fn } = wideFeatures(train, batch, users, posIds, negIds, hist, ctx, ctxOff, histRange, this.itemItem);
+    const { fp, fn } = wideFeatures(train, batch, users, posIds, negIds, hist, ctx, ctxOff, histRange, this.itemItem, this.spareFn.pop());
     const sorted = (x: Set<number>): Int32Array => Int32Array.from(x).sort();
     const rows = [sorted(needUser), sorted(needIn), sorted(needOut)];
     if (this.feat) rows.push(featureRows(this.feat.f, rows[0]!, [rows[1]!, rows[2]!]));
     return { batch, users, ctx, ctxOff, histRange, posIds, negIds, fp, fn, rows };
+  }
+
+  /**
+   * Hand back plans whose gradients are computed and that will not be used again: the next plans reuse their
+   * negatives' features array ([B, K, WIDE], 1.3 MB a step at the defaults) instead of allocating one. The plans
+   * are emptied (their `fn` becomes a zero-length array), so a late reuse fails instead of reading other values.
+   */
+  recycle(plans: readonly BatchPlan[]): void {
+    for (const p of plans) { if (p.fn.length > 0) this.spareFn.push(p.fn); p.fn = new Float32Array(0); }
+    this.spareFn.length = Math.min(this.spareFn.length, plans.length);
   }
 
   /**

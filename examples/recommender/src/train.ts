@@ -224,6 +224,7 @@ export async function trainModel(model: BasketModel, train: Baskets, hist: Lists
       acc.sync += c0b - c0;
       const micro: StepGradients[] = [];
       for (const p of plan) micro.push(await model.gradients(p, hist, views));
+      model.recycle(plan);
       const g = meanGradients(micro);
       const c1 = performance.now();
       acc.compute += c1 - c0b;
