@@ -49,6 +49,26 @@ CONSEQUENCE_RE = re.compile(r"\b(ERR_PEER_CLOSED|ERR_CLOSED|ERR_ABORTED)\b|peer 
 CONSEQUENCE_DELAY_S = 3.0
 
 
+# A stack frame of a Node error, also when printed inside a quoted string ("'    at f (/x/errors.ts:64:5)\\n' +"):
+# its path may say "errors", but it is no error message.
+STACK_FRAME_RE = re.compile(r"""^['"]?\s*at\s.*:\d+:\d+\)?""")
+
+
+def telling_line(tail: List[str]) -> str:
+    """The most telling line of a log tail: the last one that looks like an error and is not a stack frame, else
+    the last line."""
+    lines = [ln.strip() for ln in tail if ln.strip()]
+    for ln in reversed(lines):
+        if ("Error" in ln or "error" in ln or "ERR_" in ln) and not STACK_FRAME_RE.match(ln):
+            return ln
+    return lines[-1] if lines else ""
+
+
+def failed_as_consequence(tail: List[str]) -> bool:
+    """True when the worker's log says it only noticed another rank's failure (a peer closed, the job aborted)."""
+    return any(CONSEQUENCE_RE.search(ln) for ln in tail)
+
+
 class ShoalWorkerError(RuntimeError):
     """A shoal worker (or the job's store) failed inside a Spark barrier task."""
 
@@ -143,12 +163,8 @@ class _Child:
             return list(self.tail)
 
     def last_error_line(self) -> str:
-        """The most telling line of the tail: the last one that looks like an error, else the last line."""
-        lines = [ln for ln in self.tail_lines() if ln.strip()]
-        for ln in reversed(lines):
-            if "Error" in ln or "error" in ln or "ERR_" in ln:
-                return ln.strip()
-        return lines[-1].strip() if lines else ""
+        """The most telling line of the tail (`telling_line`)."""
+        return telling_line(self.tail_lines())
 
     def finish(self, timeout_s: float) -> None:
         """Close the child's stdin (the store's signal to stop its servers and exit) and wait, bounded, for it."""
@@ -401,7 +417,7 @@ def run_task(batches: Iterator[Any], spec: Dict[str, Any]) -> Iterator[Any]:
         if code != 0:
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
             line = worker.last_error_line()
-            if CONSEQUENCE_RE.search(line):
+            if failed_as_consequence(worker.tail_lines()):
                 # Another rank failed first and this one only noticed: let that rank's task report the cause.
                 time.sleep(min(CONSEQUENCE_DELAY_S, max(0.0, deadline - time.monotonic())))
             raise ShoalWorkerError(rank, f"worker {how}: {line}", worker.tail_lines())

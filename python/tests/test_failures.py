@@ -132,3 +132,21 @@ def test_ps_durable_is_refused_on_the_ring(spark, repo):
     df = spark.range(0, 10, numPartitions=2)
     with pytest.raises(ValueError, match="needs backend ps or hybrid"):
         shoal_spark.run(df, PROBE, ps_durable="/tmp/x", cwd=repo)
+
+
+def test_a_consequence_is_told_by_its_message_not_by_a_stack_frame():
+    # The tail of rank 1 after rank 0 was SIGKILLed: its last "error"-looking line is a stack frame whose path
+    # says errors.ts. The telling line is the message, and the task waits for the root cause's task to report.
+    from shoal_spark.task import failed_as_consequence, telling_line
+
+    tail = [
+        "ShoalError [ERR_PEER_CLOSED]: rank 0 (tcp://10.0.0.1:4100) closed the connection",
+        "    at Object.peerClosed (/repo/core/src/errors.ts:64:5)",
+        "'    at Object.peerClosed (/repo/core/src/errors.ts:64:5)\\n' +",
+    ]
+    assert telling_line(tail) == tail[0]
+    assert failed_as_consequence(tail)
+    own = ["Error: bad batch at row 7", "    at parse (/repo/worker.js:3:9)"]
+    assert telling_line(own) == own[0]
+    assert not failed_as_consequence(own)
+    assert telling_line(["no error words here"]) == "no error words here"
